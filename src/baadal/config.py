@@ -1,0 +1,253 @@
+"""Settings: one TOML file plus environment overrides (the seed's baadalapp.cfg sections).
+
+Where the file is: ``$BAADAL_CONFIG`` if set, else ``<home>/baadal.toml`` if it exists.
+Any value can be overridden from the environment as ``BAADAL_<SECTION>__<KEY>``, e.g.
+``BAADAL_DATABASE__URL=postgresql+psycopg://...``. Settings are built on demand by
+:func:`get_settings` (cached), never at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from baadal import constants as C
+from baadal.errors import ConfigError
+
+
+def default_home() -> Path:
+    if env := os.environ.get("BAADAL_HOME"):
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/lib/baadal")
+    return Path.home() / ".local" / "share" / "baadal"
+
+
+class GeneralConf(BaseModel):
+    home_address: str = "http://localhost:8000"
+    #: usernames granted a role at login (upstream admin_uid / orgadmin_uid / faculty_uid)
+    admin_uid: list[str] = Field(default_factory=list)
+    orgadmin_uid: list[str] = Field(default_factory=list)
+    faculty_uid: list[str] = Field(default_factory=list)
+    storage_type: str = "linux_nfs"
+    shutdown_vm_days: int = 90
+    cpu_threshold_limit: int = 50
+    nw_read_threshold_limit: int = 15000
+    nw_write_threshold_limit: int = 10000
+    #: seed rule: a running VM must answer ping before it is snapshotted
+    snapshot_requires_ping: bool = True
+
+
+class DatabaseConf(BaseModel):
+    #: empty = embedded SQLite file <home>/baadal.db
+    url: str = ""
+    echo: bool = False
+
+
+class AuthConf(BaseModel):
+    auth_type: C.AuthType = C.AuthType.DB
+    login_after_registration: bool = False
+    session_hours: int = 12
+
+
+class LdapConf(BaseModel):
+    ldap_url: str = ""
+    ldap_dn: str = ""
+
+
+class MailConf(BaseModel):
+    mail_active: bool = False
+    server: str = "localhost:25"
+    sender: str = "baadal@localhost"
+    login: str = ""
+    tls: bool = False
+    email_domain: str = ""
+    admin_email: str = ""
+
+
+class NovncConf(BaseModel):
+    port: int = 6080
+    url_ip: str = "127.0.0.1"
+    server_ip: str = "127.0.0.1"
+
+
+class NatConf(BaseModel):
+    nat_type: C.NatType = C.NatType.NONE
+    nat_ip: str = ""
+    nat_user: str = "root"
+    nat_ssh_port: int = 22
+    nat_ssh_key: str = ""
+    public_interface: str = "eth0"
+
+
+class DhcpConf(BaseModel):
+    #: "dnsmasq" (hosts file + SIGHUP) or "isc" (dhcpd.conf host blocks)
+    backend: str = "dnsmasq"
+    dhcp_ip: str = ""
+    hosts_file: str = ""
+    pid_file: str = ""
+
+
+class PathsConf(BaseModel):
+    """Where the datastore keeps things (the seed's constants table paths)."""
+
+    vmfiles_path: str = "/mnt/datastore"
+    vms: str = "vm_images"
+    templates_dir: str = "vm_templates"
+    extra_disks_dir: str = "vm_extra_disks"
+    archives_dir: str = "vm_deleted"
+    vm_migration_data: str = "vm_migration_data"
+    vm_rrds_dir: str = "vm_rrds"
+    graph_file_dir: str = "graphs"
+
+
+class SshConf(BaseModel):
+    user: str = "root"
+    port: int = 22
+    key_file: str = ""
+    connect_timeout_s: float = 10.0
+    command_timeout_s: float = 120.0
+    #: known_hosts file; hosts not listed are refused unless trust_unknown_hosts is set
+    known_hosts: str = ""
+    trust_unknown_hosts: bool = False
+
+
+class LogConf(BaseModel):
+    dir: str = ""
+    level: str = "INFO"
+    max_bytes: int = 10 * 1024 * 1024
+    backup_count: int = 20
+
+
+class SchedulerConf(BaseModel):
+    """Intervals of the periodic jobs in seconds (upstream-facts.md section 4)."""
+
+    vm_sanity: int = 30 * 60
+    host_sanity: int = 10 * 60
+    rrd: int = 5 * 60
+    vnc_expiry: int = 5 * 60
+    vm_daily_checks: int = 24 * 3600
+    vm_garbage_collector: int = 24 * 3600
+    snapshot_daily: int = 24 * 3600
+    snapshot_weekly: int = 7 * 24 * 3600
+    snapshot_monthly: int = 30 * 24 * 3600
+    #: extra intervals by job name (tests and site-specific jobs)
+    extra: dict[str, int] = Field(default_factory=dict)
+
+    def interval_for(self, job: str) -> int | None:
+        if job in self.extra:
+            return self.extra[job]
+        value = getattr(self, job, None)
+        return value if isinstance(value, int) else None
+
+
+class WorkerConf(BaseModel):
+    concurrency: int = 4
+    lease_s: float = C.TASK_LEASE_S
+    poll_interval_s: float = 0.5
+    max_attempts: int = C.TASK_MAX_ATTEMPTS
+
+
+class PlacementConf(BaseModel):
+    ram_overcommit: float = C.OVERCOMMIT_RAM_FACTOR
+    cpu_overcommit: float = C.OVERCOMMIT_CPU_FACTOR
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="BAADAL_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    home: Path = Field(default_factory=default_home)
+    general: GeneralConf = Field(default_factory=GeneralConf)
+    database: DatabaseConf = Field(default_factory=DatabaseConf)
+    auth: AuthConf = Field(default_factory=AuthConf)
+    ldap: LdapConf = Field(default_factory=LdapConf)
+    mail: MailConf = Field(default_factory=MailConf)
+    novnc: NovncConf = Field(default_factory=NovncConf)
+    nat: NatConf = Field(default_factory=NatConf)
+    dhcp: DhcpConf = Field(default_factory=DhcpConf)
+    paths: PathsConf = Field(default_factory=PathsConf)
+    ssh: SshConf = Field(default_factory=SshConf)
+    log: LogConf = Field(default_factory=LogConf)
+    scheduler: SchedulerConf = Field(default_factory=SchedulerConf)
+    worker: WorkerConf = Field(default_factory=WorkerConf)
+    placement: PlacementConf = Field(default_factory=PlacementConf)
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = config_file_path()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{self.home / 'baadal.db'}"
+
+    @property
+    def log_dir(self) -> Path:
+        return Path(self.log.dir) if self.log.dir else self.home / "logs"
+
+    def datastore_path(self, *parts: str) -> Path:
+        """A path under the datastore mount, e.g. ``datastore_path(paths.vms, identity)``."""
+        return Path(self.paths.vmfiles_path, *parts)
+
+
+def config_file_path() -> Path | None:
+    """The settings file in use, or None when running on defaults and environment only."""
+    if env := os.environ.get("BAADAL_CONFIG"):
+        path = Path(env)
+        if not path.is_file():
+            raise ConfigError(f"BAADAL_CONFIG points to {path}, which is not a file")
+        return path
+    candidate = default_home() / "baadal.toml"
+    return candidate if candidate.is_file() else None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from file + environment (+ explicit overrides); clear errors only."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"bad setting {where}: {first['msg']}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (the seed's get_config_file)."""
+    return load_settings()
+
+
+def config_value(section: str, key: str) -> Any:
+    """The seed's config lookup: ``config_value("nat", "nat_ip")``."""
+    settings = get_settings()
+    try:
+        return getattr(getattr(settings, section), key)
+    except AttributeError:
+        raise ConfigError(f"no setting {section}.{key}") from None

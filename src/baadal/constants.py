@@ -1,0 +1,165 @@
+"""Every status, role, type name and limit Baadal uses, in one place.
+
+Numeric values are the original Baadal's (see upstream-facts.md section 2) so task results,
+VM states and host states read the same as they always did.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+
+
+class TaskStatus(IntEnum):
+    PENDING = 1
+    PROCESSING = 2
+    SUCCESS = 3
+    FAILED = 4
+    RETRY = 5
+    IGNORE = 6
+    PARTIAL_SUCCESS = 7
+
+
+# The seed's names for the two results every handler returns.
+TASK_QUEUE_STATUS_SUCCESS = TaskStatus.SUCCESS
+TASK_QUEUE_STATUS_FAILED = TaskStatus.FAILED
+
+#: statuses a worker may pick up
+TASK_RUNNABLE = (TaskStatus.PENDING, TaskStatus.RETRY)
+#: statuses of a task that has not ended yet (blocks later tasks of the same VM)
+TASK_UNFINISHED = (TaskStatus.PENDING, TaskStatus.RETRY, TaskStatus.PROCESSING)
+#: statuses that end a task
+TASK_FINAL = (
+    TaskStatus.SUCCESS,
+    TaskStatus.FAILED,
+    TaskStatus.IGNORE,
+    TaskStatus.PARTIAL_SUCCESS,
+)
+
+
+class TaskPriority(IntEnum):
+    LOW = 0
+    NORMAL = 1
+    HIGH = 2
+    URGENT = 3
+
+
+class TaskType(StrEnum):
+    """The upstream task type names (stored verbatim in task_queue.task_type)."""
+
+    CREATE_VM = "Create VM"
+    START_VM = "Start VM"
+    STOP_VM = "Stop VM"
+    SUSPEND_VM = "Suspend VM"
+    RESUME_VM = "Resume VM"
+    DELETE_VM = "Delete VM"
+    DESTROY_VM = "Destroy VM"
+    DELETE_SNAPSHOT = "Delete Snapshot"
+    REVERT_TO_SNAPSHOT = "Revert to Snapshot"
+    EDIT_VM_CONFIG = "Edit VM Config"
+    SNAPSHOT_VM = "Snapshot VM"
+    CLONE_VM = "Clone VM"
+    ATTACH_DISK = "Attach Disk"
+    MIGRATE_VM_HOST = "Migrate VM Between Hosts"
+    MIGRATE_VM_DATASTORE = "Migrate VM Between Datastores"
+    SAVE_AS_TEMPLATE = "Save As Template"
+    DELETE_TEMPLATE = "Delete Template"
+    WARN_SHUTDOWN = "Warn Shutdown"
+    WARN_DELETE = "Warn Delete"
+
+
+class RequestStatus(IntEnum):
+    FAILED = -1
+    REQUESTED = 1
+    REJECTED = 2
+    VERIFIED = 3
+    APPROVED = 4
+    IN_QUEUE = 5
+
+
+class VMStatus(IntEnum):
+    UNKNOWN = -1
+    IN_QUEUE = 1
+    RUNNING = 2
+    SUSPENDED = 3
+    SHUTDOWN = 4
+
+
+class HostStatus(IntEnum):
+    DOWN = 0
+    UP = 1
+    MAINTENANCE = 2
+
+
+class HostType(StrEnum):
+    PHYSICAL = "Physical"
+    VIRTUAL = "Virtual"
+
+
+class SnapshotType(IntEnum):
+    DAILY = 1
+    WEEKLY = 2
+    MONTHLY = 4
+    YEARLY = 8
+    #: taken by maintenance (shutdown_baadal) and reverted at bootup
+    MAINTENANCE = 6
+    USER = 101
+    SYSTEM = 102
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    ORGADMIN = "orgadmin"
+    FACULTY = "faculty"
+    USER = "user"
+
+
+class BaadalStatus(StrEnum):
+    UP = "up"
+    UP_PROGRESS = "up-progress"
+    DOWN = "down"
+    DOWN_PROGRESS = "down-progress"
+
+
+class NatType(StrEnum):
+    SOFTWARE = "software_nat"
+    HARDWARE = "hardware_nat"
+    MAPPING = "mapping_nat"
+    NONE = "no_nat"
+
+
+class AuthType(StrEnum):
+    DB = "db"
+    LDAP = "ldap"
+    OAUTH = "oauth"
+
+
+class TemplateDiskType(StrEnum):
+    QCOW2 = "QCOW2"
+    RAW = "RAW"
+    ISO = "ISO"
+
+
+SYSTEM_USER_ID = -1
+HOST_VLAN_ID = 1
+ITEMS_PER_PAGE = 20
+
+# Limits
+USER_SNAPSHOT_LIMIT = 3
+MAX_VNC_ALLOWED_IN_A_DAY = 10
+VNC_ACCESS_DURATION_S = 30 * 60
+VNC_PORT_RANGE = (20000, 50000)
+#: upstream allowed hosts to be overcommitted to 200 % of their RAM and CPUs
+OVERCOMMIT_RAM_FACTOR = 2.0
+OVERCOMMIT_CPU_FACTOR = 2.0
+VLAN_TAG_RANGE = (1, 4094)
+VM_NAME_MAX = 100
+HOST_NAME_MAX = 30
+DATASTORE_CAPACITY_GB_RANGE = (1, 9999)
+TEMPLATE_HDD_GB_RANGE = (1, 1024)
+EXTRA_DISK_GB_RANGE = (1, 1024)
+#: generated MACs use the locally administered prefix upstream used
+GENERATED_MAC_PREFIX = "A2:00:00"
+
+# Task engine defaults
+TASK_LEASE_S = 60.0
+TASK_MAX_ATTEMPTS = 3

@@ -1,0 +1,439 @@
+"""The state: every table of the original Baadal (upstream-facts.md section 1), typed.
+
+Differences from upstream, and why:
+- Address claims are protected by unique constraints (vm_data.private_ip_id, public_ip_id,
+  vnc_port; host.host_ip_id, public_ip_id), so two allocators can never hand out the same
+  address; upstream picked at random and recorded after install.
+- ``list:reference`` columns became association tables (security_domain_org,
+  template_owner, request_collaborator).
+- task_queue keeps its rows after success (the history users see) and carries the lease
+  columns the worker engine needs; vm_id is a column so per-VM ordering is a query.
+- the user table is ``users`` ("user" is reserved in PostgreSQL).
+- hosts carry how to reach them (libvirt URI, SSH user/port/key, MAC for wake-on-LAN).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from baadal import constants as C
+from baadal.timeutil import utcnow
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime()}
+
+
+class Constant(Base):
+    """Key/value settings kept in the database (the seed's get_constant/update_constant)."""
+
+    __tablename__ = "constants"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    value: Mapped[str] = mapped_column(String(255))
+
+
+class Organisation(Base):
+    __tablename__ = "organisation"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    details: Mapped[str | None] = mapped_column(String(255))
+    public_ip: Mapped[str | None] = mapped_column(String(15))
+    admin_mailid: Mapped[str | None] = mapped_column(String(50))
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    first_name: Mapped[str] = mapped_column(String(128), default="")
+    last_name: Mapped[str] = mapped_column(String(128), default="")
+    email: Mapped[str | None] = mapped_column(String(128), unique=True)
+    username: Mapped[str] = mapped_column(String(128), unique=True)
+    #: argon2 hash; empty for accounts that log in through LDAP only
+    password: Mapped[str] = mapped_column(String(512), default="")
+    organisation_id: Mapped[int | None] = mapped_column(ForeignKey("organisation.id"))
+    block_user: Mapped[bool] = mapped_column(Boolean, default=False)
+    mail_subscribed: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: '' active, 'pending' awaiting approval, 'disable'
+    registration_key: Mapped[str] = mapped_column(String(512), default="")
+    reset_password_key: Mapped[str] = mapped_column(String(512), default="")
+    registration_id: Mapped[str] = mapped_column(String(512), default="")
+
+    organisation: Mapped[Organisation | None] = relationship()
+    groups: Mapped[list[UserGroup]] = relationship(secondary="user_membership")
+
+
+class UserGroup(Base):
+    __tablename__ = "user_group"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    role: Mapped[str] = mapped_column(String(100), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+
+
+class UserMembership(Base):
+    __tablename__ = "user_membership"
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    group_id: Mapped[int] = mapped_column(
+        ForeignKey("user_group.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class Vlan(Base):
+    __tablename__ = "vlan"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(30), unique=True)
+    vlan_tag: Mapped[int] = mapped_column(Integer)
+    #: network of the VLAN in CIDR form, e.g. 10.0.1.0/24
+    vlan_addr: Mapped[str] = mapped_column(String(18))
+
+
+class SecurityDomain(Base):
+    __tablename__ = "security_domain"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(30), unique=True)
+    vlan_id: Mapped[int] = mapped_column(ForeignKey("vlan.id"), unique=True)
+    visible_to_all: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    vlan: Mapped[Vlan] = relationship()
+    organisations: Mapped[list[Organisation]] = relationship(secondary="security_domain_org")
+
+
+class SecurityDomainOrg(Base):
+    __tablename__ = "security_domain_org"
+    security_domain_id: Mapped[int] = mapped_column(
+        ForeignKey("security_domain.id", ondelete="CASCADE"), primary_key=True
+    )
+    organisation_id: Mapped[int] = mapped_column(
+        ForeignKey("organisation.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class PublicIpPool(Base):
+    __tablename__ = "public_ip_pool"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_ip: Mapped[str] = mapped_column(String(15), unique=True)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class PrivateIpPool(Base):
+    __tablename__ = "private_ip_pool"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    private_ip: Mapped[str] = mapped_column(String(15), unique=True)
+    mac_addr: Mapped[str | None] = mapped_column(String(20), unique=True)
+    vlan_id: Mapped[int] = mapped_column(ForeignKey("vlan.id"), index=True)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    vlan: Mapped[Vlan] = relationship()
+
+
+class Host(Base):
+    __tablename__ = "host"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    host_name: Mapped[str] = mapped_column(String(30), unique=True)
+    #: the address the controller uses to reach the host (ping, SSH, libvirt)
+    address: Mapped[str] = mapped_column(String(255))
+    host_ip_id: Mapped[int | None] = mapped_column(ForeignKey("private_ip_pool.id"), unique=True)
+    public_ip_id: Mapped[int | None] = mapped_column(ForeignKey("public_ip_pool.id"), unique=True)
+    HDD: Mapped[int] = mapped_column(Integer, default=0)
+    CPUs: Mapped[int] = mapped_column(Integer)
+    RAM: Mapped[int] = mapped_column(Integer, default=0)  # GB
+    category: Mapped[str | None] = mapped_column(String(50))
+    status: Mapped[int] = mapped_column(Integer, default=C.HostStatus.DOWN)
+    slot_number: Mapped[int | None] = mapped_column(Integer)
+    rack_number: Mapped[int | None] = mapped_column(Integer)
+    extra: Mapped[str | None] = mapped_column(String(50))
+    host_type: Mapped[str] = mapped_column(String(20), default=C.HostType.PHYSICAL)
+    libvirt_uri: Mapped[str] = mapped_column(String(255))
+    ssh_user: Mapped[str] = mapped_column(String(64), default="root")
+    ssh_port: Mapped[int] = mapped_column(Integer, default=22)
+    #: a path to the private key file (never the key itself)
+    ssh_key_ref: Mapped[str | None] = mapped_column(String(255))
+    mac_addr: Mapped[str | None] = mapped_column(String(20))
+
+    host_ip: Mapped[PrivateIpPool | None] = relationship(foreign_keys=[host_ip_id])
+    public_ip: Mapped[PublicIpPool | None] = relationship(foreign_keys=[public_ip_id])
+
+
+class Datastore(Base):
+    __tablename__ = "datastore"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ds_name: Mapped[str] = mapped_column(String(30), unique=True)
+    ds_ip: Mapped[str | None] = mapped_column(String(15))
+    capacity: Mapped[int] = mapped_column(Integer)  # GB
+    username: Mapped[str] = mapped_column(String(255), default="")
+    #: a reference to a secret (file path), never the password itself
+    password_ref: Mapped[str | None] = mapped_column(String(255))
+    path: Mapped[str] = mapped_column(Text)  # export on the filer
+    used: Mapped[int] = mapped_column(Integer, default=0)  # GB
+    system_mount_point: Mapped[str] = mapped_column(String(255))
+
+
+class Template(Base):
+    __tablename__ = "template"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(30), unique=True)
+    os: Mapped[str] = mapped_column(String(20), default="Linux")
+    os_name: Mapped[str] = mapped_column(String(20), default="Others")
+    os_version: Mapped[str] = mapped_column(String(50))
+    os_type: Mapped[str] = mapped_column(String(20), default="Server")
+    arch: Mapped[str] = mapped_column(String(10), default="amd64")
+    hdd: Mapped[int] = mapped_column(Integer)  # GB
+    hdfile: Mapped[str] = mapped_column(String(255))  # relative to the templates dir
+    type: Mapped[str] = mapped_column(String(10), default=C.TemplateDiskType.QCOW2)
+    tag: Mapped[str | None] = mapped_column(String(50))
+    datastore_id: Mapped[int] = mapped_column(ForeignKey("datastore.id"))
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: direct kernel boot (the tiny guest): kernel, initrd and cmdline, relative paths
+    boot_kernel: Mapped[str | None] = mapped_column(String(255))
+    boot_initrd: Mapped[str | None] = mapped_column(String(255))
+    boot_cmdline: Mapped[str | None] = mapped_column(String(255))
+
+    datastore: Mapped[Datastore] = relationship()
+    owners: Mapped[list[User]] = relationship(secondary="template_owner")
+
+
+class TemplateOwner(Base):
+    """Owners of a private (saved) template; no rows = a public template."""
+
+    __tablename__ = "template_owner"
+    template_id: Mapped[int] = mapped_column(
+        ForeignKey("template.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class VM(Base):
+    __tablename__ = "vm_data"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    vm_name: Mapped[str] = mapped_column(String(100))
+    #: <org>_<owner username>_<vm_name>: the libvirt domain name
+    vm_identity: Mapped[str] = mapped_column(String(100), unique=True)
+    host_id: Mapped[int | None] = mapped_column(ForeignKey("host.id"), index=True)
+    RAM: Mapped[int] = mapped_column(Integer)  # MB
+    HDD: Mapped[int] = mapped_column(Integer, default=0)  # GB
+    extra_HDD: Mapped[int] = mapped_column(Integer, default=0)
+    vCPU: Mapped[int] = mapped_column(Integer)
+    template_id: Mapped[int | None] = mapped_column(ForeignKey("template.id"))
+    requester_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    private_ip_id: Mapped[int | None] = mapped_column(ForeignKey("private_ip_pool.id"), unique=True)
+    public_ip_id: Mapped[int | None] = mapped_column(ForeignKey("public_ip_pool.id"), unique=True)
+    #: the request asked for a public IP (upstream stored -1 for this)
+    public_ip_wanted: Mapped[bool] = mapped_column(Boolean, default=False)
+    vnc_port: Mapped[int | None] = mapped_column(Integer, unique=True)
+    vnc_password: Mapped[str | None] = mapped_column(String(64))
+    datastore_id: Mapped[int | None] = mapped_column(ForeignKey("datastore.id"))
+    purpose: Mapped[str | None] = mapped_column(String(512))
+    expiry_date: Mapped[date | None] = mapped_column(Date)
+    start_time: Mapped[datetime] = mapped_column(default=utcnow)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("vm_data.id", ondelete="SET NULL"))
+    locked: Mapped[bool] = mapped_column(Boolean, default=False)
+    security_domain_id: Mapped[int | None] = mapped_column(ForeignKey("security_domain.id"))
+    status: Mapped[int] = mapped_column(Integer, default=C.VMStatus.IN_QUEUE)
+    snapshot_flag: Mapped[int] = mapped_column(Integer, default=0)
+    affinity_flag: Mapped[int] = mapped_column(Integer, default=0)
+    saved_template_id: Mapped[int | None] = mapped_column(ForeignKey("template.id"))
+    delete_warning_date: Mapped[datetime | None]
+    shutdown_warning_date: Mapped[datetime | None]
+
+    host: Mapped[Host | None] = relationship()
+    datastore: Mapped[Datastore | None] = relationship()
+    template: Mapped[Template | None] = relationship(foreign_keys=[template_id])
+    private_ip: Mapped[PrivateIpPool | None] = relationship()
+    public_ip: Mapped[PublicIpPool | None] = relationship()
+    security_domain: Mapped[SecurityDomain | None] = relationship()
+
+
+class RequestQueue(Base):
+    __tablename__ = "request_queue"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    vm_name: Mapped[str] = mapped_column(String(100))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("vm_data.id", ondelete="CASCADE"))
+    request_type: Mapped[str] = mapped_column(String(30))
+    RAM: Mapped[int | None] = mapped_column(Integer)
+    HDD: Mapped[int | None] = mapped_column(Integer)
+    extra_HDD: Mapped[int] = mapped_column(Integer, default=0)
+    attach_disk: Mapped[int | None] = mapped_column(Integer)
+    vCPU: Mapped[int | None] = mapped_column(Integer)
+    template_id: Mapped[int | None] = mapped_column(ForeignKey("template.id"))
+    public_ip: Mapped[bool] = mapped_column(Boolean, default=False)
+    security_domain_id: Mapped[int | None] = mapped_column(ForeignKey("security_domain.id"))
+    requester_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    clone_count: Mapped[int | None] = mapped_column(Integer)
+    purpose: Mapped[str | None] = mapped_column(String(512))
+    status: Mapped[int] = mapped_column(Integer, default=C.RequestStatus.REQUESTED)
+    request_time: Mapped[datetime] = mapped_column(default=utcnow)
+    expiry_date: Mapped[date | None] = mapped_column(Date)
+
+    collaborators: Mapped[list[User]] = relationship(secondary="request_collaborator")
+
+
+class RequestCollaborator(Base):
+    __tablename__ = "request_collaborator"
+    request_id: Mapped[int] = mapped_column(
+        ForeignKey("request_queue.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class VMEventLog(Base):
+    """Audit of VM attribute changes; kept after the VM is deleted (vm_id is not a FK)."""
+
+    __tablename__ = "vm_event_log"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    vm_id: Mapped[int] = mapped_column(Integer, index=True)
+    vm_identity: Mapped[str] = mapped_column(String(100), default="")
+    attribute: Mapped[str] = mapped_column(String(100))
+    old_value: Mapped[str | None] = mapped_column(String(255))
+    new_value: Mapped[str | None] = mapped_column(String(255))
+    requester_id: Mapped[int | None] = mapped_column(Integer)
+    timestamp: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class UserVMMap(Base):
+    __tablename__ = "user_vm_map"
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    vm_id: Mapped[int] = mapped_column(
+        ForeignKey("vm_data.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class HostAffinity(Base):
+    __tablename__ = "host_affinity"
+    vm_id: Mapped[int] = mapped_column(
+        ForeignKey("vm_data.id", ondelete="CASCADE"), primary_key=True
+    )
+    affinity_host: Mapped[int] = mapped_column(
+        ForeignKey("host.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class AttachedDisk(Base):
+    __tablename__ = "attached_disks"
+    vm_id: Mapped[int] = mapped_column(
+        ForeignKey("vm_data.id", ondelete="CASCADE"), primary_key=True
+    )
+    datastore_id: Mapped[int] = mapped_column(ForeignKey("datastore.id"), primary_key=True)
+    attached_disk_name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    capacity: Mapped[int] = mapped_column(Integer)  # GB
+
+
+class Snapshot(Base):
+    __tablename__ = "snapshot"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    vm_id: Mapped[int] = mapped_column(ForeignKey("vm_data.id", ondelete="CASCADE"), index=True)
+    datastore_id: Mapped[int] = mapped_column(ForeignKey("datastore.id"))
+    snapshot_name: Mapped[str] = mapped_column(String(50))
+    type: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str | None] = mapped_column(String(255))
+    timestamp: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (UniqueConstraint("vm_id", "snapshot_name"),)
+
+
+class Task(Base):
+    """A unit of work: the queue row workers claim, and what users see as their task."""
+
+    __tablename__ = "task_queue"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_type: Mapped[str] = mapped_column(String(40))
+    requester_id: Mapped[int | None] = mapped_column(Integer)
+    vm_id: Mapped[int | None] = mapped_column(Integer)
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    priority: Mapped[int] = mapped_column(Integer, default=C.TaskPriority.NORMAL)
+    status: Mapped[int] = mapped_column(Integer, default=C.TaskStatus.PENDING)
+    message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: not claimable before this time (retry back-off)
+    run_after: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(100))
+    lease_expires_at: Mapped[datetime | None]
+    #: periodic job that produced this task, and its period slot (exactly-once key)
+    periodic_key: Mapped[str | None] = mapped_column(String(120), unique=True)
+
+    __table_args__ = (
+        Index("ix_task_queue_status_priority", "status", "priority", "id"),
+        Index("ix_task_queue_vm_status", "vm_id", "status"),
+    )
+
+
+class TaskEvent(Base):
+    """Durable history of every task state change (upstream task_queue_event)."""
+
+    __tablename__ = "task_queue_event"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(Integer, index=True)
+    task_type: Mapped[str] = mapped_column(String(40))
+    vm_id: Mapped[int | None] = mapped_column(Integer)
+    vm_name: Mapped[str] = mapped_column(String(100), default="")
+    requester_id: Mapped[int | None] = mapped_column(Integer)
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[int] = mapped_column(Integer)
+    message: Mapped[str | None] = mapped_column(Text)
+    worker: Mapped[str | None] = mapped_column(String(100))
+    start_time: Mapped[datetime] = mapped_column(default=utcnow)
+    attention_time: Mapped[datetime | None]
+    end_time: Mapped[datetime | None]
+
+
+class PeriodicJob(Base):
+    """One row per periodic job; advancing next_run_at is the exactly-once claim."""
+
+    __tablename__ = "periodic_job"
+    name: Mapped[str] = mapped_column(String(60), primary_key=True)
+    task_type: Mapped[str] = mapped_column(String(40))
+    interval_s: Mapped[float] = mapped_column(Float)
+    next_run_at: Mapped[datetime]
+    last_run_at: Mapped[datetime | None]
+
+
+class VncAccess(Base):
+    __tablename__ = "vnc_access"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    vm_id: Mapped[int] = mapped_column(ForeignKey("vm_data.id", ondelete="CASCADE"), index=True)
+    token: Mapped[str] = mapped_column(String(255))
+    host_id: Mapped[int] = mapped_column(ForeignKey("host.id"))
+    vnc_source_port: Mapped[int] = mapped_column(Integer)
+    vnc_destination_port: Mapped[int] = mapped_column(Integer, default=-1)
+    duration: Mapped[int] = mapped_column(Integer, default=C.VNC_ACCESS_DURATION_S)
+    status: Mapped[str] = mapped_column(String(15), default="inactive")
+    time_requested: Mapped[datetime] = mapped_column(default=utcnow)
+    expiry_time: Mapped[datetime]
