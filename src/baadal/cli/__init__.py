@@ -1,0 +1,1 @@
+"""Command-line front door. Each sub-command group lives in its own module."""

@@ -1,0 +1,64 @@
+"""What every CLI command shares: one-line errors with exit code 2, sessions, tables."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.orm import Session
+
+from baadal.db.session import session_scope
+from baadal.errors import BaadalError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+console = Console()
+err_console = Console(stderr=True)
+log = logging.getLogger("baadal")
+
+EXIT_USER_ERROR = 2
+
+
+def fail(message: str) -> typer.Exit:
+    """Print one clear line on stderr and return the exit to raise."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(EXIT_USER_ERROR)
+
+
+def handle_errors(func: F) -> F:
+    """Turn BaadalError into one line + exit 2; anything else is logged, not dumped."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except BaadalError as exc:
+            raise fail(str(exc)) from None
+        except typer.Exit:
+            raise
+        except Exception as exc:  # a bug: keep the traceback in the log, not on screen
+            log.exception("unexpected error in %s", func.__name__)
+            raise fail(f"internal error ({type(exc).__name__}); see the baadal log") from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def db() -> Iterator[Session]:
+    with session_scope() as session:
+        yield session
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    console.print(table)
