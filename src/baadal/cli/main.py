@@ -13,3 +13,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+from baadal.cli import tasks as tasks_cli  # noqa: E402
+
+app.add_typer(tasks_cli.app, name="task")
+app.command("worker")(tasks_cli.worker_cmd)

@@ -1,0 +1,328 @@
+"""The task queue: the ``task_queue`` table is the queue.
+
+Life of a task::
+
+    enqueue ── PENDING ──claim──> PROCESSING ──finish──> SUCCESS | FAILED | PARTIAL_SUCCESS
+                  ^                   │ lease expired (worker died)
+                  └──── RETRY <───────┘            admin: FAILED ─retry─> RETRY
+                                                   admin: FAILED|PENDING ─ignore─> IGNORE
+
+- ``enqueue`` runs in the caller's transaction, so a task exists iff the change that
+  caused it was committed.
+- ``claim`` takes the best runnable task whose VM has no earlier unfinished task (tasks of
+  one VM run one at a time, in order) and leases it to a worker. PostgreSQL uses
+  ``FOR UPDATE SKIP LOCKED`` so workers never wait on each other; SQLite serialises claims
+  with ``BEGIN IMMEDIATE``.
+- ``finish`` only lands if the worker still holds the lease: a worker that lost its lease
+  (it was presumed dead and the task went to someone else) cannot end the task a second
+  time. So every task ends exactly once.
+- Every attempt has one ``task_queue_event`` row: the durable history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Engine, and_, exists, select, update
+from sqlalchemy.orm import Session, aliased
+
+from baadal import constants as C
+from baadal.db.models import VM, Task, TaskEvent
+from baadal.db.session import is_postgres, session_scope
+from baadal.errors import ConflictError, NotFoundError, ValidationError
+from baadal.tasks.registry import REGISTRY
+from baadal.timeutil import utcnow
+
+
+@dataclass(frozen=True)
+class ClaimedTask:
+    id: int
+    task_type: str
+    vm_id: int | None
+    requester_id: int | None
+    parameters: dict[str, Any]
+    attempt: int
+    event_id: int
+
+
+def _vm_name(session: Session, vm_id: int | None) -> str:
+    if vm_id is None:
+        return ""
+    return session.scalar(select(VM.vm_name).where(VM.id == vm_id)) or ""
+
+
+def _new_event(session: Session, task: Task, status: C.TaskStatus) -> TaskEvent:
+    event = TaskEvent(
+        task_id=task.id,
+        task_type=task.task_type,
+        vm_id=task.vm_id,
+        vm_name=_vm_name(session, task.vm_id),
+        requester_id=task.requester_id,
+        parameters=task.parameters,
+        status=status,
+        start_time=utcnow(),
+    )
+    session.add(event)
+    return event
+
+
+def _latest_event(session: Session, task_id: int) -> TaskEvent | None:
+    return session.scalar(
+        select(TaskEvent).where(TaskEvent.task_id == task_id).order_by(TaskEvent.id.desc()).limit(1)
+    )
+
+
+def check_not_queued(session: Session, vm_id: int, task_type: str) -> None:
+    """Upstream rule: refuse a VM task if the same type is queued or a delete is."""
+    blocking = session.scalar(
+        select(Task.task_type)
+        .where(
+            Task.vm_id == vm_id,
+            Task.status.in_(C.TASK_UNFINISHED),
+            Task.task_type.in_([task_type, C.TaskType.DELETE_VM]),
+        )
+        .limit(1)
+    )
+    if blocking is not None:
+        raise ConflictError(f"a {blocking!r} task for this VM is already queued")
+
+
+def enqueue(
+    session: Session,
+    task_type: str,
+    *,
+    vm_id: int | None = None,
+    parameters: dict[str, Any] | None = None,
+    requester_id: int | None = None,
+    priority: C.TaskPriority = C.TaskPriority.NORMAL,
+    allow_duplicate: bool = False,
+    periodic_key: str | None = None,
+) -> Task:
+    """Add a task in the caller's transaction (commits with the change that caused it)."""
+    if not task_type:
+        raise ValidationError("task type must not be empty")
+    if vm_id is not None and not allow_duplicate:
+        check_not_queued(session, vm_id, task_type)
+    params = dict(parameters or {})
+    if vm_id is not None:
+        params.setdefault("vm_id", vm_id)
+    task = Task(
+        task_type=task_type,
+        vm_id=vm_id,
+        parameters=params,
+        requester_id=requester_id,
+        priority=int(priority),
+        status=C.TaskStatus.PENDING,
+        periodic_key=periodic_key,
+    )
+    session.add(task)
+    session.flush()
+    _new_event(session, task, C.TaskStatus.PENDING)
+    session.flush()
+    return task
+
+
+def _runnable_query(postgres: bool) -> Any:
+    earlier = aliased(Task)
+    blocked_by_earlier = exists().where(
+        and_(
+            earlier.vm_id == Task.vm_id,
+            earlier.id < Task.id,
+            earlier.status.in_(C.TASK_UNFINISHED),
+        )
+    )
+    query = (
+        select(Task)
+        .where(
+            Task.status.in_(C.TASK_RUNNABLE),
+            Task.run_after <= utcnow(),
+            (Task.vm_id.is_(None)) | ~blocked_by_earlier,
+        )
+        .order_by(Task.priority.desc(), Task.id)
+        .limit(1)
+    )
+    if postgres:
+        query = query.with_for_update(skip_locked=True, of=Task)
+    return query
+
+
+def claim(engine: Engine, worker_id: str, lease_s: float) -> ClaimedTask | None:
+    """Lease the next runnable task to ``worker_id``; None when there is nothing to do."""
+    with session_scope(engine) as session:
+        task = session.scalar(_runnable_query(is_postgres(engine)))
+        if task is None:
+            return None
+        now = utcnow()
+        task.status = C.TaskStatus.PROCESSING
+        task.lease_owner = worker_id
+        task.lease_expires_at = now + timedelta(seconds=lease_s)
+        task.attempts += 1
+        task.started_at = task.started_at or now
+        event = _latest_event(session, task.id)
+        if event is None or event.status not in C.TASK_RUNNABLE:
+            event = _new_event(session, task, C.TaskStatus.PROCESSING)
+        event.status = C.TaskStatus.PROCESSING
+        event.start_time = now
+        event.worker = worker_id
+        session.flush()
+        return ClaimedTask(
+            id=task.id,
+            task_type=task.task_type,
+            vm_id=task.vm_id,
+            requester_id=task.requester_id,
+            parameters=dict(task.parameters),
+            attempt=task.attempts,
+            event_id=event.id,
+        )
+
+
+def renew_leases(engine: Engine, worker_id: str, task_ids: list[int], lease_s: float) -> set[int]:
+    """Extend the leases this worker holds; returns the ids it still holds."""
+    if not task_ids:
+        return set()
+    with session_scope(engine) as session:
+        held = set(
+            session.scalars(
+                update(Task)
+                .where(
+                    Task.id.in_(task_ids),
+                    Task.lease_owner == worker_id,
+                    Task.status == C.TaskStatus.PROCESSING,
+                )
+                .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
+                .returning(Task.id)
+            )
+        )
+    return held
+
+
+def finish(
+    engine: Engine, claimed: ClaimedTask, worker_id: str, status: C.TaskStatus, message: str
+) -> bool:
+    """End the task if this worker still holds its lease. False = lease was lost."""
+    if status not in C.TASK_FINAL:
+        raise ValidationError(f"{status!r} does not end a task")
+    now = utcnow()
+    with session_scope(engine) as session:
+        ended = session.execute(
+            update(Task)
+            .where(
+                Task.id == claimed.id,
+                Task.lease_owner == worker_id,
+                Task.status == C.TaskStatus.PROCESSING,
+            )
+            .values(
+                status=status,
+                message=message,
+                finished_at=now,
+                lease_owner=None,
+                lease_expires_at=None,
+            )
+        ).rowcount
+        if ended != 1:
+            return False
+        event = session.get(TaskEvent, claimed.event_id)
+        if event is not None:
+            event.status = status
+            event.message = message
+            event.end_time = now
+    return True
+
+
+def recover_expired(engine: Engine) -> list[int]:
+    """Put tasks whose worker died (lease expired) back in the queue as RETRY."""
+    now = utcnow()
+    with session_scope(engine) as session:
+        query = select(Task).where(
+            Task.status == C.TaskStatus.PROCESSING, Task.lease_expires_at < now
+        )
+        if is_postgres(engine):
+            query = query.with_for_update(skip_locked=True)
+        recovered = []
+        for task in session.scalars(query):
+            event = _latest_event(session, task.id)
+            if event is not None and event.status == C.TaskStatus.PROCESSING:
+                event.status = C.TaskStatus.RETRY
+                event.message = f"worker {task.lease_owner} lost the task (lease expired)"
+                event.attention_time = now
+                event.end_time = now
+            task.status = C.TaskStatus.RETRY
+            task.lease_owner = None
+            task.lease_expires_at = None
+            _new_event(session, task, C.TaskStatus.RETRY)
+            recovered.append(task.id)
+    return recovered
+
+
+def get_task(session: Session, task_id: int) -> Task:
+    task = session.get(Task, task_id)
+    if task is None:
+        raise NotFoundError(f"no task with id {task_id}")
+    return task
+
+
+def retry(session: Session, task_id: int) -> Task:
+    """Admin retry of a failed task: it runs again from the start."""
+    task = get_task(session, task_id)
+    if task.status not in (C.TaskStatus.FAILED, C.TaskStatus.PARTIAL_SUCCESS):
+        raise ConflictError(
+            f"task {task_id} is {C.TaskStatus(task.status).name}; only failed tasks can be retried"
+        )
+    task.status = C.TaskStatus.RETRY
+    task.run_after = utcnow()
+    task.message = None
+    task.finished_at = None
+    _new_event(session, task, C.TaskStatus.RETRY)
+    hook = REGISTRY.handlers.get(task.task_type)
+    if hook is not None and hook.on_retry is not None:
+        hook.on_retry(session, task)
+    session.flush()
+    return task
+
+
+def ignore(session: Session, task_id: int) -> Task:
+    """Admin ignore: the task will not run (again); its handler may clean up rows."""
+    task = get_task(session, task_id)
+    if task.status not in (C.TaskStatus.FAILED, *C.TASK_RUNNABLE):
+        raise ConflictError(
+            f"task {task_id} is {C.TaskStatus(task.status).name}; only failed or waiting"
+            " tasks can be ignored"
+        )
+    task.status = C.TaskStatus.IGNORE
+    task.finished_at = utcnow()
+    event = _latest_event(session, task.id)
+    if event is not None and event.status in C.TASK_RUNNABLE:
+        event.status = C.TaskStatus.IGNORE
+        event.end_time = task.finished_at
+    else:
+        _new_event(session, task, C.TaskStatus.IGNORE).end_time = task.finished_at
+    hook = REGISTRY.handlers.get(task.task_type)
+    if hook is not None and hook.on_ignore is not None:
+        hook.on_ignore(session, task)
+    session.flush()
+    return task
+
+
+def list_tasks(
+    session: Session,
+    *,
+    status: C.TaskStatus | None = None,
+    vm_id: int | None = None,
+    limit: int = C.ITEMS_PER_PAGE,
+) -> list[Task]:
+    query = select(Task).order_by(Task.id.desc()).limit(limit)
+    if status is not None:
+        query = query.where(Task.status == status)
+    if vm_id is not None:
+        query = query.where(Task.vm_id == vm_id)
+    return list(session.scalars(query))
+
+
+def task_events(session: Session, task_id: int) -> list[TaskEvent]:
+    return list(
+        session.scalars(
+            select(TaskEvent).where(TaskEvent.task_id == task_id).order_by(TaskEvent.id)
+        )
+    )

@@ -1,0 +1,116 @@
+"""Which code runs for which task type, and the contract a handler follows.
+
+A handler is a function ``(TaskContext) -> TaskResult``. It may be run more than once for
+one task: when a worker dies mid-task the lease expires and another worker runs the task
+again. So a handler is idempotent (re-running it finishes the job) or declares
+``compensate``, which is called before every re-run to undo what a lost attempt may have
+left (a half-made disk, a defined domain). Exactly one run ends the task.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from baadal import constants as C
+from baadal.config import Settings
+from baadal.db.models import Task
+from baadal.errors import NotFoundError
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    status: C.TaskStatus
+    message: str
+
+    @classmethod
+    def success(cls, message: str) -> TaskResult:
+        return cls(C.TaskStatus.SUCCESS, message)
+
+    @classmethod
+    def failed(cls, message: str) -> TaskResult:
+        return cls(C.TaskStatus.FAILED, message)
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    task_id: int
+    task_type: str
+    vm_id: int | None
+    requester_id: int | None
+    parameters: dict[str, Any]
+    #: 1 for the first run; more when a previous attempt was lost or retried
+    attempt: int
+    worker_id: str
+    engine: Engine
+    settings: Settings
+
+
+Run = Callable[[TaskContext], TaskResult]
+Compensate = Callable[[TaskContext], None]
+#: called inside the admin's transaction when a failed task is retried or ignored
+AdminHook = Callable[[Session, Task], None]
+
+
+@dataclass(frozen=True)
+class Handler:
+    task_type: str
+    run: Run
+    compensate: Compensate | None = None
+    on_retry: AdminHook | None = None
+    on_ignore: AdminHook | None = None
+
+
+@dataclass
+class Registry:
+    handlers: dict[str, Handler] = field(default_factory=dict)
+    #: periodic job name -> task type it enqueues
+    periodic: dict[str, str] = field(default_factory=dict)
+
+    def add(self, handler: Handler) -> None:
+        self.handlers[handler.task_type] = handler
+
+    def get(self, task_type: str) -> Handler:
+        try:
+            return self.handlers[task_type]
+        except KeyError:
+            raise NotFoundError(f"no handler registered for task type {task_type!r}") from None
+
+
+#: the process-wide registry that handler modules register into when imported
+REGISTRY = Registry()
+
+#: modules the worker always imports (each registers its handlers on import)
+BUILTIN_HANDLER_MODULES: tuple[str, ...] = ()
+
+
+def handler(
+    task_type: str,
+    *,
+    compensate: Compensate | None = None,
+    on_retry: AdminHook | None = None,
+    on_ignore: AdminHook | None = None,
+) -> Callable[[Run], Run]:
+    """Register the decorated function as the handler of ``task_type``."""
+
+    def register(run: Run) -> Run:
+        REGISTRY.add(Handler(task_type, run, compensate, on_retry, on_ignore))
+        return run
+
+    return register
+
+
+def periodic_job(name: str, task_type: str) -> None:
+    """Declare a periodic job; its interval comes from ``[scheduler]`` in the settings."""
+    REGISTRY.periodic[name] = task_type
+
+
+def load_handler_modules(extra: tuple[str, ...] | list[str] = ()) -> Registry:
+    for module in (*BUILTIN_HANDLER_MODULES, *extra):
+        importlib.import_module(module)
+    return REGISTRY

@@ -1,0 +1,77 @@
+"""Handlers used by the task engine tests; they record what really ran in the database.
+
+Each run writes a ``vm_event_log`` row (attribute = the handler's record kind,
+old_value = start, new_value = end, vm_identity = worker id) so tests can check from the
+database how many times, where, and in which order handlers ran.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime
+from pathlib import Path
+
+from baadal.db.models import VMEventLog
+from baadal.db.session import session_scope
+from baadal.errors import ValidationError
+from baadal.tasks.registry import TaskContext, TaskResult, handler, periodic_job
+from baadal.timeutil import utcnow
+
+ECHO = "Test Echo"
+SLEEP = "Test Sleep"
+FAIL = "Test Fail"
+CRASHY = "Test Crashy"
+TICK_JOB = "test_tick"
+
+
+def record(ctx: TaskContext, kind: str, start: datetime, end: datetime | None = None) -> None:
+    with session_scope(ctx.engine) as session:
+        session.add(
+            VMEventLog(
+                vm_id=ctx.vm_id or 0,
+                vm_identity=ctx.worker_id,
+                attribute=f"{kind}:{ctx.task_id}",
+                old_value=start.isoformat(),
+                new_value=(end or utcnow()).isoformat(),
+                requester_id=ctx.attempt,
+            )
+        )
+
+
+@handler(ECHO)
+def echo(ctx: TaskContext) -> TaskResult:
+    record(ctx, "run", utcnow())
+    return TaskResult.success(str(ctx.parameters.get("message", "echo")))
+
+
+@handler(SLEEP)
+def sleep(ctx: TaskContext) -> TaskResult:
+    start = utcnow()
+    time.sleep(float(ctx.parameters.get("seconds", 0.05)))
+    record(ctx, "run", start)
+    return TaskResult.success("slept")
+
+
+@handler(FAIL)
+def fail(ctx: TaskContext) -> TaskResult:
+    raise ValidationError("Task Status: FAILED Error: asked to fail")
+
+
+def _undo_crashy(ctx: TaskContext) -> None:
+    record(ctx, "compensate", utcnow())
+
+
+@handler(CRASHY, compensate=_undo_crashy)
+def crashy(ctx: TaskContext) -> TaskResult:
+    """First attempt: announce pid in a file and hang (the test SIGKILLs us)."""
+    start = utcnow()
+    if ctx.attempt == 1:
+        record(ctx, "partial", start)
+        Path(ctx.parameters["marker"]).write_text(str(os.getpid()))
+        time.sleep(600)
+    record(ctx, "run", start)
+    return TaskResult.success("done after recovery")
+
+
+periodic_job(TICK_JOB, ECHO)

@@ -1,0 +1,193 @@
+"""The task queue in one process on SQLite: enqueue, claim order, leases, retry/ignore."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import Engine, func, select, update
+
+from baadal import constants as C
+from baadal.config import Settings
+from baadal.db.models import PeriodicJob, Task, TaskEvent, VMEventLog
+from baadal.db.session import session_scope
+from baadal.errors import ConflictError, NotFoundError
+from baadal.tasks import queue
+from baadal.tasks.periodic import _next_slot, fire_due_jobs, sync_periodic_jobs
+from baadal.tasks.registry import REGISTRY
+from baadal.tasks.worker import Worker
+from baadal.timeutil import utcnow
+from tests.support import handlers as H
+
+pytestmark = pytest.mark.unit
+
+
+def _enqueue(engine: Engine, task_type: str = H.ECHO, **kw: object) -> int:
+    with session_scope(engine) as s:
+        return queue.enqueue(s, task_type, **kw).id
+
+
+def _status(engine: Engine, task_id: int) -> C.TaskStatus:
+    with session_scope(engine) as s:
+        return C.TaskStatus(s.get(Task, task_id).status)
+
+
+def _events(engine: Engine, task_id: int) -> list[tuple[int, str | None]]:
+    with session_scope(engine) as s:
+        return [(e.status, e.message) for e in queue.task_events(s, task_id)]
+
+
+def test_enqueue_is_part_of_the_callers_transaction(sqlite_engine: Engine) -> None:
+    with pytest.raises(RuntimeError), session_scope(sqlite_engine) as s:
+        queue.enqueue(s, H.ECHO)
+        raise RuntimeError("the change that caused the task failed")
+    with session_scope(sqlite_engine) as s:
+        assert s.scalar(select(func.count()).select_from(Task)) == 0
+        assert s.scalar(select(func.count()).select_from(TaskEvent)) == 0
+    task_id = _enqueue(sqlite_engine, vm_id=7, parameters={"x": 1})
+    assert _status(sqlite_engine, task_id) == C.TaskStatus.PENDING
+    assert _events(sqlite_engine, task_id) == [(C.TaskStatus.PENDING, None)]
+    with session_scope(sqlite_engine) as s:
+        assert s.get(Task, task_id).parameters == {"x": 1, "vm_id": 7}
+
+
+def test_same_vm_task_or_queued_delete_is_refused(sqlite_engine: Engine) -> None:
+    _enqueue(sqlite_engine, C.TaskType.START_VM, vm_id=1)
+    with pytest.raises(ConflictError, match="already queued"):
+        _enqueue(sqlite_engine, C.TaskType.START_VM, vm_id=1)
+    _enqueue(sqlite_engine, C.TaskType.DELETE_VM, vm_id=1)
+    with pytest.raises(ConflictError, match="Delete VM"):
+        _enqueue(sqlite_engine, C.TaskType.SUSPEND_VM, vm_id=1)
+    _enqueue(sqlite_engine, C.TaskType.START_VM, vm_id=2)  # other VMs are not affected
+
+
+def test_claim_order_priority_then_age_and_one_task_per_vm(sqlite_engine: Engine) -> None:
+    a1 = _enqueue(sqlite_engine, H.ECHO, vm_id=1)
+    a2 = _enqueue(sqlite_engine, H.SLEEP, vm_id=1)
+    b1 = _enqueue(sqlite_engine, H.ECHO, vm_id=2)
+    urgent = _enqueue(sqlite_engine, H.ECHO, priority=C.TaskPriority.URGENT)
+    order = [queue.claim(sqlite_engine, "w", 30) for _ in range(4)]
+    # urgent first, then the oldest of each VM; VM 1's second task waits for its first
+    assert [c.id if c else None for c in order] == [urgent, a1, b1, None]
+    assert queue.finish(sqlite_engine, order[1], "w", C.TaskStatus.SUCCESS, "ok")
+    nxt = queue.claim(sqlite_engine, "w", 30)
+    assert nxt is not None and nxt.id == a2 and nxt.attempt == 1
+
+
+def test_failed_task_does_not_block_later_tasks_of_its_vm(sqlite_engine: Engine) -> None:
+    first = _enqueue(sqlite_engine, H.ECHO, vm_id=1)
+    second = _enqueue(sqlite_engine, H.SLEEP, vm_id=1)
+    c = queue.claim(sqlite_engine, "w", 30)
+    queue.finish(sqlite_engine, c, "w", C.TaskStatus.FAILED, "boom")
+    assert queue.claim(sqlite_engine, "w", 30).id == second
+    assert _status(sqlite_engine, first) == C.TaskStatus.FAILED
+
+
+def test_finish_needs_the_lease(sqlite_engine: Engine) -> None:
+    task_id = _enqueue(sqlite_engine)
+    claimed = queue.claim(sqlite_engine, "w1", 30)
+    assert not queue.finish(sqlite_engine, claimed, "w2", C.TaskStatus.SUCCESS, "not mine")
+    assert queue.renew_leases(sqlite_engine, "w2", [task_id], 30) == set()
+    assert queue.renew_leases(sqlite_engine, "w1", [task_id], 30) == {task_id}
+    assert queue.finish(sqlite_engine, claimed, "w1", C.TaskStatus.SUCCESS, "mine")
+    assert not queue.finish(sqlite_engine, claimed, "w1", C.TaskStatus.FAILED, "twice")
+    assert _status(sqlite_engine, task_id) == C.TaskStatus.SUCCESS
+    assert _events(sqlite_engine, task_id) == [(C.TaskStatus.SUCCESS, "mine")]
+
+
+def test_expired_lease_is_recovered_and_the_old_worker_cannot_finish(sqlite_engine: Engine) -> None:
+    task_id = _enqueue(sqlite_engine)
+    lost = queue.claim(sqlite_engine, "dead", 30)
+    assert queue.recover_expired(sqlite_engine) == []  # lease still valid
+    with session_scope(sqlite_engine) as s:
+        s.execute(update(Task).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+    assert queue.recover_expired(sqlite_engine) == [task_id]
+    assert _status(sqlite_engine, task_id) == C.TaskStatus.RETRY
+    again = queue.claim(sqlite_engine, "alive", 30)
+    assert again.id == task_id and again.attempt == 2
+    assert not queue.finish(sqlite_engine, lost, "dead", C.TaskStatus.SUCCESS, "zombie")
+    assert queue.finish(sqlite_engine, again, "alive", C.TaskStatus.SUCCESS, "ok")
+    events = _events(sqlite_engine, task_id)
+    assert [e[0] for e in events] == [C.TaskStatus.RETRY, C.TaskStatus.SUCCESS]
+    assert "worker dead lost the task" in events[0][1]
+
+
+def test_retry_and_ignore_rules(sqlite_engine: Engine) -> None:
+    task_id = _enqueue(sqlite_engine)
+    with pytest.raises(ConflictError, match="only failed tasks"), session_scope(sqlite_engine) as s:
+        queue.retry(s, task_id)
+    c = queue.claim(sqlite_engine, "w", 30)
+    queue.finish(sqlite_engine, c, "w", C.TaskStatus.FAILED, "boom")
+    with session_scope(sqlite_engine) as s:
+        queue.retry(s, task_id)
+    assert _status(sqlite_engine, task_id) == C.TaskStatus.RETRY
+    again = queue.claim(sqlite_engine, "w", 30)
+    assert again.attempt == 2
+    queue.finish(sqlite_engine, again, "w", C.TaskStatus.FAILED, "boom again")
+    with session_scope(sqlite_engine) as s:
+        queue.ignore(s, task_id)
+    assert _status(sqlite_engine, task_id) == C.TaskStatus.IGNORE
+    with pytest.raises(ConflictError), session_scope(sqlite_engine) as s:
+        queue.ignore(s, task_id)
+    with pytest.raises(NotFoundError), session_scope(sqlite_engine) as s:
+        queue.retry(s, 999)
+    assert [e[0] for e in _events(sqlite_engine, task_id)] == [
+        C.TaskStatus.FAILED,
+        C.TaskStatus.FAILED,
+        C.TaskStatus.IGNORE,
+    ]
+
+
+def test_worker_runs_handlers_and_records_results(
+    sqlite_engine: Engine, settings: Settings
+) -> None:
+    ok = _enqueue(sqlite_engine, H.ECHO, parameters={"message": "VM is installed successfully"})
+    bad = _enqueue(sqlite_engine, H.FAIL)
+    unknown = _enqueue(sqlite_engine, "No Such Task")
+    worker = Worker(sqlite_engine, settings, registry=REGISTRY, worker_id="w1", concurrency=2)
+    assert worker.run(until_idle=True) == 3
+    with session_scope(sqlite_engine) as s:
+        got = {t.id: (t.status, t.message) for t in s.scalars(select(Task))}
+    assert got[ok] == (C.TaskStatus.SUCCESS, "VM is installed successfully")
+    assert got[bad] == (C.TaskStatus.FAILED, "Task Status: FAILED Error: asked to fail")
+    assert got[unknown][0] == C.TaskStatus.FAILED
+    assert "no handler registered" in got[unknown][1]
+
+
+def test_worker_gives_up_after_max_attempts(sqlite_engine: Engine, settings: Settings) -> None:
+    task_id = _enqueue(sqlite_engine, H.ECHO)
+    for _ in range(settings.worker.max_attempts):
+        queue.claim(sqlite_engine, "dead", 30)
+        with session_scope(sqlite_engine) as s:
+            s.execute(update(Task).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+        queue.recover_expired(sqlite_engine)
+    Worker(sqlite_engine, settings, worker_id="w").run(until_idle=True)
+    with session_scope(sqlite_engine) as s:
+        task = s.get(Task, task_id)
+        runs = s.scalar(select(func.count()).select_from(VMEventLog))
+    assert task.status == C.TaskStatus.FAILED
+    assert "gave up after 3 attempts" in task.message
+    assert runs == 0
+
+
+def test_periodic_job_fires_once_per_period(sqlite_engine: Engine, settings: Settings) -> None:
+    settings.scheduler.extra[H.TICK_JOB] = 60
+    assert sync_periodic_jobs(sqlite_engine, REGISTRY.periodic, settings) == [H.TICK_JOB]
+    now = utcnow()
+    first = fire_due_jobs(sqlite_engine, now)
+    assert len(first) == 1
+    assert fire_due_jobs(sqlite_engine, now + timedelta(seconds=30)) == []
+    assert len(fire_due_jobs(sqlite_engine, now + timedelta(seconds=61))) == 1
+    # a long outage fires once, not once per missed period
+    assert len(fire_due_jobs(sqlite_engine, now + timedelta(hours=5))) == 1
+    with session_scope(sqlite_engine) as s:
+        job = s.get(PeriodicJob, H.TICK_JOB)
+        assert job.next_run_at > now + timedelta(hours=5)
+        keys = list(s.scalars(select(Task.periodic_key)))
+    assert len(keys) == len(set(keys)) == 3
+
+
+def test_next_slot_is_on_the_grid() -> None:
+    due = utcnow()
+    assert _next_slot(due, 10, due) == due + timedelta(seconds=10)
+    assert _next_slot(due, 10, due + timedelta(seconds=25)) == due + timedelta(seconds=30)
