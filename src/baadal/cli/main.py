@@ -18,3 +18,8 @@ from baadal.cli import tasks as tasks_cli  # noqa: E402
 
 app.add_typer(tasks_cli.app, name="task")
 app.command("worker")(tasks_cli.worker_cmd)
+
+from baadal.cli import status as status_cli  # noqa: E402
+
+app.command("status")(status_cli.status_cmd)
+app.command("demo")(status_cli.demo_cmd)
