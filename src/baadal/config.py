@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -33,7 +33,13 @@ def default_home() -> Path:
     return Path.home() / ".local" / "share" / "baadal"
 
 
-class GeneralConf(BaseModel):
+class Section(BaseModel):
+    """A settings section; unknown keys are errors (a typo must not pass silently)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class GeneralConf(Section):
     home_address: str = "http://localhost:8000"
     #: usernames granted a role at login (upstream admin_uid / orgadmin_uid / faculty_uid)
     admin_uid: list[str] = Field(default_factory=list)
@@ -48,24 +54,24 @@ class GeneralConf(BaseModel):
     snapshot_requires_ping: bool = True
 
 
-class DatabaseConf(BaseModel):
+class DatabaseConf(Section):
     #: empty = embedded SQLite file <home>/baadal.db
     url: str = ""
     echo: bool = False
 
 
-class AuthConf(BaseModel):
+class AuthConf(Section):
     auth_type: C.AuthType = C.AuthType.DB
     login_after_registration: bool = False
     session_hours: int = 12
 
 
-class LdapConf(BaseModel):
+class LdapConf(Section):
     ldap_url: str = ""
     ldap_dn: str = ""
 
 
-class MailConf(BaseModel):
+class MailConf(Section):
     mail_active: bool = False
     server: str = "localhost:25"
     sender: str = "baadal@localhost"
@@ -75,13 +81,13 @@ class MailConf(BaseModel):
     admin_email: str = ""
 
 
-class NovncConf(BaseModel):
+class NovncConf(Section):
     port: int = 6080
     url_ip: str = "127.0.0.1"
     server_ip: str = "127.0.0.1"
 
 
-class NatConf(BaseModel):
+class NatConf(Section):
     nat_type: C.NatType = C.NatType.NONE
     nat_ip: str = ""
     nat_user: str = "root"
@@ -90,7 +96,7 @@ class NatConf(BaseModel):
     public_interface: str = "eth0"
 
 
-class DhcpConf(BaseModel):
+class DhcpConf(Section):
     #: "dnsmasq" (hosts file + SIGHUP) or "isc" (dhcpd.conf host blocks)
     backend: str = "dnsmasq"
     dhcp_ip: str = ""
@@ -98,7 +104,7 @@ class DhcpConf(BaseModel):
     pid_file: str = ""
 
 
-class PathsConf(BaseModel):
+class PathsConf(Section):
     """Where the datastore keeps things (the seed's constants table paths)."""
 
     vmfiles_path: str = "/mnt/datastore"
@@ -111,7 +117,7 @@ class PathsConf(BaseModel):
     graph_file_dir: str = "graphs"
 
 
-class SshConf(BaseModel):
+class SshConf(Section):
     user: str = "root"
     port: int = 22
     key_file: str = ""
@@ -122,14 +128,14 @@ class SshConf(BaseModel):
     trust_unknown_hosts: bool = False
 
 
-class LogConf(BaseModel):
+class LogConf(Section):
     dir: str = ""
     level: str = "INFO"
     max_bytes: int = 10 * 1024 * 1024
     backup_count: int = 20
 
 
-class SchedulerConf(BaseModel):
+class SchedulerConf(Section):
     """Intervals of the periodic jobs in seconds (upstream-facts.md section 4)."""
 
     vm_sanity: int = 30 * 60
@@ -151,14 +157,14 @@ class SchedulerConf(BaseModel):
         return value if isinstance(value, int) else None
 
 
-class WorkerConf(BaseModel):
+class WorkerConf(Section):
     concurrency: int = 4
     lease_s: float = C.TASK_LEASE_S
     poll_interval_s: float = 0.5
     max_attempts: int = C.TASK_MAX_ATTEMPTS
 
 
-class PlacementConf(BaseModel):
+class PlacementConf(Section):
     ram_overcommit: float = C.OVERCOMMIT_RAM_FACTOR
     cpu_overcommit: float = C.OVERCOMMIT_CPU_FACTOR
 
