@@ -7,6 +7,7 @@ period whatever the number of workers.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import time
@@ -130,11 +131,11 @@ def test_tasks_of_one_vm_run_one_at_a_time_in_order(
         assert len(runs) == 8
         by_start = sorted(runs, key=lambda r: r[1])
         assert [r[0] for r in by_start] == sorted(r[0] for r in runs), "out of order"
-        for prev, nxt in zip(by_start, by_start[1:], strict=False):
+        for prev, nxt in itertools.pairwise(by_start):
             assert prev[2] <= nxt[1], "two tasks of one VM overlapped"
     # different VMs did run in parallel (the ordering is per VM, not global)
     all_runs = sorted((r for runs in by_vm.values() for r in runs), key=lambda r: r[1])
-    for prev, nxt in zip(all_runs, all_runs[1:], strict=False):
+    for prev, nxt in itertools.pairwise(all_runs):
         overlapping_vms += prev[2] > nxt[1]
     assert overlapping_vms > 0
 
@@ -165,7 +166,7 @@ def test_periodic_job_fires_once_per_period_with_three_workers(
     assert len(slots) == len(set(slots))
     # one task per elapsed period (workers start over ~1-2 s, so allow the first ones)
     assert elapsed - 3 <= len(slots) <= elapsed + 1
-    gaps = {(b - a).total_seconds() for a, b in zip(slots, slots[1:], strict=False)}
+    gaps = {(b - a).total_seconds() for a, b in itertools.pairwise(slots)}
     assert gaps == {float(interval)}, gaps
     runs = _runs(engine)
     assert sorted(_task_of(r) for r in runs) == sorted(

@@ -27,7 +27,7 @@ EXIT_USER_ERROR = 2
 
 def fail(message: str) -> typer.Exit:
     """Print one clear line on stderr and return the exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(EXIT_USER_ERROR)
 
 

@@ -23,3 +23,7 @@ from baadal.cli import status as status_cli  # noqa: E402
 
 app.command("status")(status_cli.status_cmd)
 app.command("demo")(status_cli.demo_cmd)
+
+from baadal.cli import pools as pools_cli  # noqa: E402
+
+app.add_typer(pools_cli.app, name="pool")
