@@ -1,0 +1,148 @@
+"""The hypervisor contract every driver implements (one documented interface).
+
+Domains are addressed by name (Baadal's vm_identity). Methods raise
+:class:`HypervisorError` (a BaadalError: its message is fit for a task result) and never
+leak driver-specific exceptions. Capability flags say what a driver can do, instead of
+callers probing with hasattr.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from baadal import constants as C
+from baadal.errors import BaadalError
+
+
+class HypervisorError(BaadalError):
+    pass
+
+
+class DomainNotFound(HypervisorError):
+    pass
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    live_migration: bool
+    node_memory_stats: bool
+    snapshots: bool
+
+
+@dataclass(frozen=True)
+class DomainInfo:
+    name: str
+    uuid: str
+    status: C.VMStatus
+    active: bool
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    cpus: int
+    memory_mb: int
+    hostname: str
+
+
+@dataclass(frozen=True)
+class DomainStats:
+    """Cumulative counters (the seed's get_current_dom_resource_usage)."""
+
+    cpu_time_ns: int
+    vcpus: int
+    memory_bytes: int
+    disk_read_bytes: int
+    disk_write_bytes: int
+    net_rx_bytes: int
+    net_tx_bytes: int
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    name: str
+    xml: str
+    is_current: bool
+
+
+class Hypervisor(ABC):
+    """One host's hypervisor."""
+
+    uri: str
+    capabilities: Capabilities
+
+    @abstractmethod
+    def node_info(self) -> NodeInfo: ...
+
+    @abstractmethod
+    def list_domains(self) -> list[DomainInfo]: ...
+
+    @abstractmethod
+    def domain_info(self, name: str) -> DomainInfo: ...
+
+    def is_defined(self, name: str) -> bool:
+        """The seed's check_if_vm_defined."""
+        try:
+            self.domain_info(name)
+        except DomainNotFound:
+            return False
+        return True
+
+    @abstractmethod
+    def define(self, xml: str, *, autostart: bool = False) -> None: ...
+
+    @abstractmethod
+    def undefine(self, name: str) -> None:
+        """Power off if needed and remove the definition with its snapshot metadata."""
+
+    @abstractmethod
+    def xml(self, name: str, *, inactive: bool = False) -> str: ...
+
+    @abstractmethod
+    def start(self, name: str) -> None: ...
+
+    @abstractmethod
+    def suspend(self, name: str) -> None: ...
+
+    @abstractmethod
+    def resume(self, name: str) -> None: ...
+
+    @abstractmethod
+    def destroy(self, name: str) -> None:
+        """Hard power off (what upstream's 'Stop VM' did)."""
+
+    @abstractmethod
+    def shutdown(self, name: str) -> None:
+        """Ask the guest to power off (ACPI)."""
+
+    @abstractmethod
+    def attach_disk(self, name: str, disk_xml: str, *, live: bool) -> None:
+        """Attach persistently, and to the running guest too when ``live``."""
+
+    @abstractmethod
+    def set_memory_and_vcpus(self, name: str, memory_mb: int | None, vcpus: int | None) -> None:
+        """Change the persistent definition (the VM must be shut off)."""
+
+    @abstractmethod
+    def stats(self, name: str) -> DomainStats: ...
+
+    @abstractmethod
+    def snapshot_create(self, name: str, snapshot_name: str) -> None: ...
+
+    @abstractmethod
+    def snapshot_revert(self, name: str, snapshot_name: str) -> None: ...
+
+    @abstractmethod
+    def snapshot_delete(
+        self, name: str, snapshot_name: str, *, metadata_only: bool = False
+    ) -> None: ...
+
+    @abstractmethod
+    def snapshot_list(self, name: str) -> list[SnapshotInfo]:
+        """Snapshots parents first (the order they must be redefined in)."""
+
+    @abstractmethod
+    def snapshot_redefine(self, name: str, snapshot_xml: str, *, current: bool) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...

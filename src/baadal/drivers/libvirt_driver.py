@@ -1,0 +1,298 @@
+"""The libvirt driver: every host is reached through the libvirt URI on its host row.
+
+Connections are cached per URI (opening one over SSH costs a handshake) and reopened
+transparently when libvirtd restarted or the link dropped: a call that fails because the
+connection is gone is retried once on a fresh connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+from xml.sax.saxutils import escape
+
+import libvirt
+
+from baadal import constants as C
+from baadal.drivers import domain_xml
+from baadal.drivers.base import (
+    Capabilities,
+    DomainInfo,
+    DomainNotFound,
+    DomainStats,
+    Hypervisor,
+    HypervisorError,
+    NodeInfo,
+    SnapshotInfo,
+)
+
+T = TypeVar("T")
+
+_STATE_TO_STATUS = {
+    libvirt.VIR_DOMAIN_RUNNING: C.VMStatus.RUNNING,
+    libvirt.VIR_DOMAIN_BLOCKED: C.VMStatus.RUNNING,
+    libvirt.VIR_DOMAIN_PAUSED: C.VMStatus.SUSPENDED,
+    libvirt.VIR_DOMAIN_PMSUSPENDED: C.VMStatus.SUSPENDED,
+    libvirt.VIR_DOMAIN_SHUTDOWN: C.VMStatus.SHUTDOWN,
+    libvirt.VIR_DOMAIN_SHUTOFF: C.VMStatus.SHUTDOWN,
+    libvirt.VIR_DOMAIN_CRASHED: C.VMStatus.SHUTDOWN,
+}
+
+_CONNECTION_LOST = {
+    libvirt.VIR_ERR_SYSTEM_ERROR,
+    libvirt.VIR_ERR_NO_CONNECT,
+    libvirt.VIR_ERR_INVALID_CONN,
+    libvirt.VIR_ERR_RPC,
+}
+
+_connections: dict[str, libvirt.virConnect] = {}
+_connections_lock = threading.Lock()
+
+
+def _silence_libvirt_stderr() -> None:
+    """libvirt prints every error on stderr by default; Baadal reports them itself."""
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+
+_silence_libvirt_stderr()
+
+
+def _open(uri: str) -> libvirt.virConnect:
+    with _connections_lock:
+        conn = _connections.get(uri)
+        if conn is not None:
+            with contextlib.suppress(libvirt.libvirtError):
+                if conn.isAlive():
+                    return conn
+            _connections.pop(uri, None)
+        try:
+            conn = libvirt.open(uri)
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(f"cannot connect to {uri}: {exc.get_error_message()}") from None
+        _connections[uri] = conn
+        return conn
+
+
+def _forget(uri: str) -> None:
+    with _connections_lock:
+        conn = _connections.pop(uri, None)
+    if conn is not None:
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.close()
+
+
+def close_all() -> None:
+    for uri in list(_connections):
+        _forget(uri)
+
+
+class LibvirtHypervisor(Hypervisor):
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        is_test = uri.startswith("test://")
+        self.capabilities = Capabilities(
+            live_migration=not is_test, node_memory_stats=not is_test, snapshots=True
+        )
+
+    # -- plumbing --------------------------------------------------------------------
+    def _call(self, what: str, fn: Callable[[libvirt.virConnect], T]) -> T:
+        for attempt in (1, 2):
+            conn = _open(self.uri)
+            try:
+                return fn(conn)
+            except libvirt.libvirtError as exc:
+                code = exc.get_error_code()
+                if code == libvirt.VIR_ERR_NO_DOMAIN:
+                    raise DomainNotFound(f"{what}: no such domain on {self.uri}") from None
+                if code in _CONNECTION_LOST and attempt == 1:
+                    _forget(self.uri)
+                    continue
+                raise HypervisorError(f"{what} on {self.uri}: {exc.get_error_message()}") from None
+        raise AssertionError("unreachable")
+
+    def _dom_call(self, what: str, name: str, fn: Callable[[libvirt.virDomain], T]) -> T:
+        return self._call(f"{what} {name}", lambda conn: fn(conn.lookupByName(name)))
+
+    # -- node ------------------------------------------------------------------------
+    def node_info(self) -> NodeInfo:
+        def get(conn: libvirt.virConnect) -> NodeInfo:
+            info = conn.getInfo()
+            return NodeInfo(cpus=info[2], memory_mb=info[1], hostname=conn.getHostname())
+
+        return self._call("node info", get)
+
+    def list_domains(self) -> list[DomainInfo]:
+        return self._call("list domains", lambda conn: [_info(d) for d in conn.listAllDomains()])
+
+    def domain_info(self, name: str) -> DomainInfo:
+        return self._dom_call("look up", name, _info)
+
+    # -- definition ------------------------------------------------------------------
+    def define(self, xml: str, *, autostart: bool = False) -> None:
+        def run(conn: libvirt.virConnect) -> None:
+            dom = conn.defineXML(xml)
+            if autostart:
+                dom.setAutostart(1)
+
+        self._call("define domain", run)
+
+    def undefine(self, name: str) -> None:
+        def run(dom: libvirt.virDomain) -> None:
+            if dom.isActive():
+                dom.destroy()
+            flags = (
+                libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+            )
+            try:
+                dom.undefineFlags(flags)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+                    raise
+                for snap in dom.listAllSnapshots():
+                    snap.delete(libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY)
+                dom.undefine()
+
+        self._dom_call("undefine", name, run)
+
+    def xml(self, name: str, *, inactive: bool = False) -> str:
+        flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
+        return self._dom_call("read XML of", name, lambda dom: dom.XMLDesc(flags))
+
+    # -- power -----------------------------------------------------------------------
+    def start(self, name: str) -> None:
+        self._dom_call("start", name, lambda dom: dom.create())
+
+    def suspend(self, name: str) -> None:
+        self._dom_call("suspend", name, lambda dom: dom.suspend())
+
+    def resume(self, name: str) -> None:
+        self._dom_call("resume", name, lambda dom: dom.resume())
+
+    def destroy(self, name: str) -> None:
+        self._dom_call("destroy", name, lambda dom: dom.destroy())
+
+    def shutdown(self, name: str) -> None:
+        self._dom_call("shut down", name, lambda dom: dom.shutdown())
+
+    # -- configuration ---------------------------------------------------------------
+    def attach_disk(self, name: str, disk_xml: str, *, live: bool) -> None:
+        def run(conn: libvirt.virConnect) -> None:
+            dom = conn.lookupByName(name)
+            flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+            if live and dom.isActive():
+                flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+            try:
+                dom.attachDeviceFlags(disk_xml, flags)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+                    raise
+                # drivers without hotplug (test://): add it to the persistent definition
+                inactive = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+                conn.defineXML(domain_xml.add_device(inactive, disk_xml))
+
+        self._call(f"attach disk to {name}", run)
+
+    def set_memory_and_vcpus(self, name: str, memory_mb: int | None, vcpus: int | None) -> None:
+        def run(conn: libvirt.virConnect) -> None:
+            dom = conn.lookupByName(name)
+            xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+            conn.defineXML(domain_xml.set_memory_and_vcpus(xml, memory_mb, vcpus))
+
+        self._call(f"edit {name}", run)
+
+    def redefine(self, name: str, edit: Callable[[str], str]) -> None:
+        """Rewrite the persistent definition through ``edit`` (takes effect on next boot)."""
+
+        def run(conn: libvirt.virConnect) -> None:
+            xml = conn.lookupByName(name).XMLDesc(
+                libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
+            )
+            conn.defineXML(edit(xml))
+
+        self._call(f"redefine {name}", run)
+
+    # -- monitoring ------------------------------------------------------------------
+    def stats(self, name: str) -> DomainStats:
+        def run(dom: libvirt.virDomain) -> DomainStats:
+            _state, _max_kb, mem_kb, vcpus, cpu_ns = dom.info()
+            xml = dom.XMLDesc(0)
+            rd = wr = rx = tx = 0
+            memory = mem_kb * 1024
+            if dom.isActive():
+                for target in domain_xml.disk_targets(xml):
+                    block = dom.blockStats(target)
+                    rd, wr = rd + block[1], wr + block[3]
+                for target in domain_xml.interface_targets(xml):
+                    net = dom.interfaceStats(target)
+                    rx, tx = rx + net[0], tx + net[4]
+                try:
+                    mem = dom.memoryStats()
+                    memory = mem.get("rss", mem.get("actual", mem_kb)) * 1024
+                except libvirt.libvirtError:
+                    pass
+            return DomainStats(cpu_ns, vcpus, memory, rd, wr, rx, tx)
+
+        return self._dom_call("read statistics of", name, run)
+
+    # -- snapshots -------------------------------------------------------------------
+    def snapshot_create(self, name: str, snapshot_name: str) -> None:
+        xml = f"<domainsnapshot><name>{_xml_text(snapshot_name)}</name></domainsnapshot>"
+        self._dom_call("snapshot", name, lambda dom: dom.snapshotCreateXML(xml, 0))
+
+    def snapshot_revert(self, name: str, snapshot_name: str) -> None:
+        def run(dom: libvirt.virDomain) -> None:
+            dom.revertToSnapshot(dom.snapshotLookupByName(snapshot_name))
+
+        self._dom_call(f"revert to snapshot {snapshot_name!r}", name, run)
+
+    def snapshot_delete(
+        self, name: str, snapshot_name: str, *, metadata_only: bool = False
+    ) -> None:
+        flags = libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY if metadata_only else 0
+
+        def run(dom: libvirt.virDomain) -> None:
+            dom.snapshotLookupByName(snapshot_name).delete(flags)
+
+        self._dom_call(f"delete snapshot {snapshot_name!r} of", name, run)
+
+    def snapshot_list(self, name: str) -> list[SnapshotInfo]:
+        def run(dom: libvirt.virDomain) -> list[SnapshotInfo]:
+            snaps = dom.listAllSnapshots(libvirt.VIR_DOMAIN_SNAPSHOT_LIST_TOPOLOGICAL)
+            return [
+                SnapshotInfo(
+                    s.getName(),
+                    s.getXMLDesc(libvirt.VIR_DOMAIN_SNAPSHOT_XML_SECURE),
+                    s.isCurrent() == 1,
+                )
+                for s in snaps
+            ]
+
+        return self._dom_call("list snapshots of", name, run)
+
+    def snapshot_redefine(self, name: str, snapshot_xml: str, *, current: bool) -> None:
+        flags = libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE
+        if current:
+            flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT
+        self._dom_call(
+            "redefine snapshot of", name, lambda dom: dom.snapshotCreateXML(snapshot_xml, flags)
+        )
+
+    def close(self) -> None:
+        _forget(self.uri)
+
+
+def _info(dom: libvirt.virDomain) -> DomainInfo:
+    state = dom.state()[0]
+    return DomainInfo(
+        name=dom.name(),
+        uuid=dom.UUIDString(),
+        status=_STATE_TO_STATUS.get(state, C.VMStatus.UNKNOWN),
+        active=bool(dom.isActive()),
+    )
+
+
+def _xml_text(value: str) -> str:
+    return escape(value)
