@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from baadal.config import Settings, get_settings, load_settings
 from baadal.db.migrate import upgrade
 from baadal.db.session import dispose_engines, make_engine
+from baadal.logs import close_logging
 from tests.support import pg
 
 
@@ -25,6 +26,7 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     yield home
     get_settings.cache_clear()
     dispose_engines()
+    close_logging()
 
 
 @pytest.fixture

@@ -1,0 +1,201 @@
+"""Baadal's two log files (the seed's ``logger`` and ``rrd_logger``) and ``log_exception``.
+
+``baadal`` (and every ``baadal.*`` child) goes to ``<log_dir>/baadal.log``; ``baadal.rrd``
+goes to ``<log_dir>/baadal_rrd.log`` only, so the five-minutely RRD chatter does not bury
+the main log. Both use ConcurrentRotatingFileHandler because the web server, the workers
+and the scheduler are separate processes writing the same files; it locks per record, so
+lines never interleave and rotation is safe across processes.
+
+Every record passes :class:`RedactSecrets` before it is written: logs are read by more
+people than the database is, and a password in a log outlives any rotation of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import threading
+import traceback
+from pathlib import Path
+
+from concurrent_log_handler import ConcurrentRotatingFileHandler
+
+from baadal.config import Settings, get_settings
+from baadal.errors import ConfigError
+
+LOGGER_NAME = "baadal"
+RRD_LOGGER_NAME = "baadal.rrd"
+LOG_FILE = "baadal.log"
+RRD_LOG_FILE = "baadal_rrd.log"
+LOG_FORMAT = "%(asctime)s [%(process)d] %(name)s %(levelname)s: %(message)s"
+REDACTED = "***"
+
+#: marks the handlers this module installed, so reconfiguring never touches anyone else's
+_OWNED = "_baadal_owned"
+
+_lock = threading.Lock()
+_state: tuple[object, ...] | None = None
+
+
+# --------------------------------------------------------------------------- redaction
+
+_PEM_PRIVATE_KEY = re.compile(
+    r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)",
+    re.DOTALL,
+)
+
+# Key names: anything containing password/secret/token/..., or key/pwd/credentials as a
+# whole word or after a '_'/'-' (ssh_key, api-key) so that "monkey=1" is left alone.
+_SECRET_KEY_NAME = (
+    r"(?:\w*(?:password|passwd|passphrase|secret|token)\w*"
+    r"|(?:[\w-]*[_-])?(?:key|apikey|pwd|credentials?|authorization))"
+)
+_SECRET_KV = re.compile(
+    r"""(?P<lead>(?<![\w-])(?P<q>["']?)""" + _SECRET_KEY_NAME + r"""(?P=q)\s*[:=]\s*)"""
+    r"""(?P<value>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'"""
+    r"""|(?:(?:bearer|basic)\s+)?[^\s,;&)}\]]+)""",
+    re.IGNORECASE,
+)
+
+# scheme://user:password@host (database URLs, libvirt URIs)
+_URL_PASSWORD = re.compile(r"(?P<lead>\b[a-z][\w+.-]*://[^:/\s@]+:)[^@\s/]+(?=@)", re.I)
+
+
+def _mask_value(match: re.Match[str]) -> str:
+    value = match.group("value")
+    quote = value[0] if value[0] in "\"'" else ""
+    return f"{match.group('lead')}{quote}{REDACTED}{quote}"
+
+
+def redact(text: str) -> str:
+    """Mask secrets in free text; also used on tracebacks that may be stored elsewhere."""
+    text = _PEM_PRIVATE_KEY.sub("[REDACTED PRIVATE KEY]", text)
+    text = _SECRET_KV.sub(_mask_value, text)
+    return _URL_PASSWORD.sub(rf"\g<lead>{REDACTED}", text)
+
+
+class RedactSecrets(logging.Filter):
+    """Rewrites the record in place, because a secret may hide in args or the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:
+            return True  # bad %-args: the handler reports that itself
+        record.msg = redact(message)
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def get_logger() -> logging.Logger:
+    """The seed's ``logger``: everything except RRD collection."""
+    return logging.getLogger(LOGGER_NAME)
+
+
+def get_rrd_logger() -> logging.Logger:
+    """The seed's ``rrd_logger``: RRD collection only, kept out of baadal.log."""
+    return logging.getLogger(RRD_LOGGER_NAME)
+
+
+def _level(name: str) -> int:
+    level = logging.getLevelNamesMapping().get(name.strip().upper())
+    if level is None:
+        raise ConfigError(f"bad setting log.level: unknown level {name!r}")
+    return level
+
+
+def _file_handler(path: Path, settings: Settings, formatter: logging.Formatter) -> logging.Handler:
+    handler = ConcurrentRotatingFileHandler(
+        str(path),
+        maxBytes=settings.log.max_bytes,
+        backupCount=settings.log.backup_count,
+        encoding="utf-8",
+    )
+    handler.setFormatter(formatter)
+    handler.addFilter(RedactSecrets())
+    setattr(handler, _OWNED, True)
+    return handler
+
+
+def _remove_owned_handlers() -> None:
+    for logger in (get_logger(), get_rrd_logger()):
+        for handler in list(logger.handlers):
+            if getattr(handler, _OWNED, False):
+                logger.removeHandler(handler)
+                handler.close()
+
+
+def setup_logging(settings: Settings | None = None, *, console: bool = False) -> None:
+    """Attach Baadal's handlers once per process; changed settings replace them.
+
+    ``console`` adds a WARNING+ stderr handler so a CLI user sees problems without
+    reading the log files.
+    """
+    global _state
+    settings = settings or get_settings()
+    log_dir = settings.log_dir.expanduser().absolute()
+    level = _level(settings.log.level)
+    key = (log_dir, level, settings.log.max_bytes, settings.log.backup_count, console)
+    with _lock:
+        installed = any(getattr(h, _OWNED, False) for h in get_logger().handlers)
+        if _state == key and installed:
+            return
+        _remove_owned_handlers()
+        # the handler opens lazily; create both now so a bad directory fails at startup
+        try:
+            log_dir.mkdir(parents=True, exist_ok=True)
+            for name in (LOG_FILE, RRD_LOG_FILE):
+                (log_dir / name).touch(exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot write logs in {log_dir}: {exc.strerror}") from None
+        formatter = logging.Formatter(LOG_FORMAT)
+
+        main = get_logger()
+        main.setLevel(level)
+        main.addHandler(_file_handler(log_dir / LOG_FILE, settings, formatter))
+        if console:
+            stream = logging.StreamHandler(sys.stderr)
+            stream.setLevel(logging.WARNING)
+            stream.setFormatter(formatter)
+            stream.addFilter(RedactSecrets())
+            setattr(stream, _OWNED, True)
+            main.addHandler(stream)
+
+        rrd = get_rrd_logger()
+        rrd.setLevel(level)
+        rrd.propagate = False
+        rrd.addHandler(_file_handler(log_dir / RRD_LOG_FILE, settings, formatter))
+        _state = key
+
+
+def close_logging() -> None:
+    """Detach and close Baadal's handlers (tests, and processes about to exec or exit)."""
+    global _state
+    with _lock:
+        _remove_owned_handlers()
+        _state = None
+
+
+def log_exception(message: str = "", logger: logging.Logger | None = None) -> str:
+    """The seed's helper: keep the full traceback in the log, hand it back for task history.
+
+    The returned text is redacted like the log line, since callers store it.
+    """
+    exc_info = sys.exc_info()
+    target = logger or get_logger()
+    if exc_info[0] is None:
+        target.error("%s (no exception being handled)", message or "log_exception called")
+        return ""
+    formatted = "".join(traceback.format_exception(*exc_info))
+    target.error("%s", message or "unhandled exception", exc_info=exc_info)
+    return redact(formatted)
