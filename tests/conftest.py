@@ -12,6 +12,7 @@ from baadal.config import Settings, get_settings, load_settings
 from baadal.db.migrate import upgrade
 from baadal.db.session import dispose_engines, make_engine
 from baadal.logs import close_logging
+from baadal.net.remote import close_all as close_ssh_connections
 from tests.support import pg
 
 
@@ -27,6 +28,7 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     get_settings.cache_clear()
     dispose_engines()
     close_logging()
+    close_ssh_connections()
 
 
 @pytest.fixture

@@ -1,0 +1,355 @@
+"""SSH and local command runners against a real sshd on 127.0.0.1 (tests/support/sshd.py)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from baadal.config import load_settings
+from baadal.db.models import Host
+from baadal.errors import RemoteCommandError, ValidationError
+from baadal.host.status import is_host_available
+from baadal.net.remote import (
+    CommandResult,
+    RemoteTarget,
+    close_all,
+    execute_remote_bulk_cmd,
+    execute_remote_cmd,
+    run_local,
+)
+from tests.support.sshd import HOST, SshServer, free_port, keygen, known_hosts_line, running_sshd
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
+    with running_sshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server
+        close_all()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_connections() -> Iterator[None]:
+    """No cached connection survives a test, so connection counts are per test."""
+    close_all()
+    yield
+    close_all()
+
+
+# --------------------------------------------------------------------------- targets
+
+
+def test_for_host_takes_the_row_and_falls_back_to_settings(_isolated_home: Path) -> None:
+    settings = load_settings(
+        ssh={
+            "user": "baadal",
+            "port": 2200,
+            "key_file": "~/keys/id_ed25519",
+            "known_hosts": "/etc/baadal/known_hosts",
+            "trust_unknown_hosts": True,
+            "connect_timeout_s": 3,
+            "command_timeout_s": 7,
+        }
+    )
+    row = Host(address="10.0.0.5", ssh_user="admin", ssh_port=2222, ssh_key_ref="/k/host5")
+    assert RemoteTarget.for_host(row, settings) == RemoteTarget(
+        address="10.0.0.5",
+        user="admin",
+        port=2222,
+        key_file="/k/host5",
+        connect_timeout=3.0,
+        command_timeout=7.0,
+        known_hosts="/etc/baadal/known_hosts",
+        trust_unknown_hosts=True,
+    )
+    bare = RemoteTarget.for_host(Host(address="10.0.0.6"), settings)
+    assert (bare.user, bare.port) == ("baadal", 2200)
+    assert bare.key_file == str(Path("~/keys/id_ed25519").expanduser())
+    assert bare.label == "10.0.0.6:2200"
+    assert RemoteTarget.for_host(Host(address="h7"), load_settings()).label == "h7"
+    assert RemoteTarget("fd00::7", port=2222).label == "[fd00::7]:2222"
+
+
+# --------------------------------------------------------------------------- one command
+
+
+def test_arguments_arrive_literally_no_shell_injection(sshd: SshServer, tmp_path: Path) -> None:
+    canary = tmp_path / "injected"
+    argv = ["echo", "a b", "$HOME;id", "`id`", "it's", f"$(touch {canary})", "x\ny"]
+    result = execute_remote_cmd(sshd.target(), argv)
+    assert result == CommandResult(0, "a b $HOME;id `id` it's $(touch " + f"{canary}) x\ny\n", "")
+    assert not canary.exists()
+
+
+def test_runs_as_the_target_user_with_stdin(sshd: SshServer) -> None:
+    target = sshd.target()
+    assert execute_remote_cmd(target, ["id", "-un"]).stdout == "root\n"
+    data = bytes(range(256)) * 2000  # 512 KB: more than one SSH window
+    result = execute_remote_cmd(target, ["sha256sum"], stdin=data)
+    local = run_local(["sha256sum"], timeout=10, stdin=data)
+    assert result.stdout == local.stdout
+
+
+def test_exit_code_and_stderr_are_reported(sshd: SshServer) -> None:
+    target = sshd.target()
+    argv = ["ls", "/nonexistent-baadal-dir"]
+    result = execute_remote_cmd(target, argv, check=False)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert "/nonexistent-baadal-dir" in result.stderr
+    assert not result.ok
+
+    with pytest.raises(RemoteCommandError) as info:
+        execute_remote_cmd(target, argv)
+    err = info.value
+    assert err.exit_code == 2
+    assert err.host == f"{HOST}:{sshd.port}"
+    assert err.command == argv
+    assert err.reason.startswith("exit 2: ls: cannot access '/nonexistent-baadal-dir'")
+    assert f"on {HOST}:{sshd.port}" in str(err)
+    assert "ls /nonexistent-baadal-dir" in str(err)
+
+
+def test_command_timeout_raises_promptly_and_keeps_the_connection(sshd: SshServer) -> None:
+    target = sshd.target()
+    before = sshd.accepted_connections()
+    start = time.monotonic()
+    with pytest.raises(RemoteCommandError, match=r"timed out after 1\.0 s") as info:
+        execute_remote_cmd(target, ["sleep", "5"], timeout=1)
+    assert 0.9 < time.monotonic() - start < 2.0
+    assert info.value.command == ["sleep", "5"]
+    assert execute_remote_cmd(target, ["echo", "still here"]).stdout == "still here\n"
+    assert sshd.accepted_connections() == before + 1
+
+
+def test_default_timeout_comes_from_the_target(sshd: SshServer) -> None:
+    with pytest.raises(RemoteCommandError, match=r"timed out after 0\.5 s"):
+        execute_remote_cmd(sshd.target(command_timeout=0.5), ["sleep", "3"])
+
+
+def test_empty_command_is_refused() -> None:
+    with pytest.raises(ValidationError):
+        execute_remote_cmd(RemoteTarget("127.0.0.1"), [])
+    with pytest.raises(ValidationError):
+        run_local([], timeout=1)
+
+
+# --------------------------------------------------------------------------- connecting
+
+
+def test_connection_refused_is_quick_and_clear(sshd: SshServer) -> None:
+    port = free_port()
+    target = sshd.target(port=port)
+    start = time.monotonic()
+    with pytest.raises(RemoteCommandError) as info:
+        execute_remote_cmd(target, ["pwd"])
+    assert time.monotonic() - start < 2.0
+    assert info.value.reason == "connection refused"
+    assert str(info.value) == f"command 'pwd' on {HOST}:{port} failed: connection refused"
+
+
+def test_unknown_host_key_is_refused(sshd: SshServer, tmp_path: Path) -> None:
+    before = sshd.accepted_connections()
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    for known_hosts in (empty, tmp_path / "absent"):
+        with pytest.raises(RemoteCommandError, match="unknown host key") as info:
+            execute_remote_cmd(sshd.target(known_hosts=str(known_hosts)), ["pwd"])
+        assert str(known_hosts) in info.value.reason
+        assert f"[{HOST}]:{sshd.port}" in info.value.reason
+    assert sshd.accepted_connections() == before  # refused before authenticating
+    assert not (tmp_path / "absent").exists()
+
+
+def test_changed_host_key_is_refused(sshd: SshServer, tmp_path: Path) -> None:
+    other = keygen(tmp_path / "other_host", "impostor")
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(known_hosts_line(sshd.port, other.with_suffix(".pub")))
+    with pytest.raises(RemoteCommandError, match="host key mismatch"):
+        execute_remote_cmd(sshd.target(known_hosts=str(known_hosts)), ["pwd"])
+
+
+def test_trusting_unknown_hosts_warns_and_records_the_key(
+    sshd: SshServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    known_hosts = tmp_path / "kh" / "known_hosts"
+    with caplog.at_level(logging.WARNING, logger="baadal"):
+        result = execute_remote_cmd(
+            sshd.target(known_hosts=str(known_hosts), trust_unknown_hosts=True), ["true"]
+        )
+    assert result.ok
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert f"[{HOST}]:{sshd.port}" in warnings[0]
+    assert "SHA256:" in warnings[0]
+    # trust on first use: the key is now pinned and strict checking accepts it
+    assert known_hosts.read_text().split()[:3] == sshd.known_hosts.read_text().split()[:3]
+    close_all()
+    assert execute_remote_cmd(sshd.target(known_hosts=str(known_hosts)), ["true"]).ok
+
+
+def test_wrong_client_key_fails_authentication(sshd: SshServer, tmp_path: Path) -> None:
+    stranger = keygen(tmp_path / "stranger", "stranger")
+    with pytest.raises(RemoteCommandError, match="authentication failed") as info:
+        execute_remote_cmd(sshd.target(key_file=str(stranger)), ["pwd"])
+    assert "user root" in info.value.reason
+    with pytest.raises(RemoteCommandError, match=r"key file .* not found"):
+        execute_remote_cmd(sshd.target(key_file=str(tmp_path / "nokey")), ["pwd"])
+
+
+# --------------------------------------------------------------------------- bulk, cache
+
+
+def test_bulk_commands_share_one_connection(sshd: SshServer) -> None:
+    before = sshd.accepted_connections()
+    results = execute_remote_bulk_cmd(
+        sshd.target(), [["echo", str(i)] for i in range(5)] + [["sh", "-c", "echo x >&2"]]
+    )
+    assert [r.stdout for r in results] == ["0\n", "1\n", "2\n", "3\n", "4\n", ""]
+    assert results[-1].stderr == "x\n"
+    execute_remote_cmd(sshd.target(), ["true"])  # the cache outlives the bulk call
+    assert sshd.accepted_connections() == before + 1
+
+
+def test_bulk_stop_on_error(sshd: SshServer, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"  # sshd runs on this machine: its files are ours to check
+    commands = [["true"], ["false"], ["touch", str(marker)]]
+    with pytest.raises(RemoteCommandError) as info:
+        execute_remote_bulk_cmd(sshd.target(), commands)
+    assert info.value.command == ["false"]
+    assert info.value.exit_code == 1
+    assert not marker.exists()
+
+    results = execute_remote_bulk_cmd(sshd.target(), commands, stop_on_error=False)
+    assert [r.exit_code for r in results] == [0, 1, 0]
+    assert marker.exists()
+
+
+def test_bulk_timeout_is_per_command(sshd: SshServer) -> None:
+    start = time.monotonic()
+    with pytest.raises(RemoteCommandError, match="timed out") as info:
+        execute_remote_bulk_cmd(
+            sshd.target(), [["sleep", "0.6"], ["sleep", "0.6"], ["sleep", "5"]], timeout=1
+        )
+    assert info.value.command == ["sleep", "5"]
+    assert time.monotonic() - start < 3.5
+
+
+def test_reconnects_after_the_connection_dies(sshd: SshServer) -> None:
+    target = sshd.target()
+    before = sshd.accepted_connections()
+    assert execute_remote_cmd(target, ["true"]).ok
+    # kill this session's sshd process on the server: the cached transport dies under us
+    with pytest.raises(RemoteCommandError, match=r"connection lost|without an exit status"):
+        execute_remote_cmd(target, ["sh", "-c", "kill -9 $PPID"])
+    assert execute_remote_cmd(target, ["echo", "back"]).stdout == "back\n"
+    assert sshd.accepted_connections() == before + 2
+
+
+def test_hung_server_does_not_hang_the_caller(sshd: SshServer) -> None:
+    target = sshd.target(connect_timeout=1.0)
+    session_pid = int(execute_remote_cmd(target, ["sh", "-c", "echo $PPID"]).stdout)
+    os.kill(session_pid, signal.SIGSTOP)  # the server side of our cached connection freezes
+    try:
+        start = time.monotonic()
+        with pytest.raises(RemoteCommandError) as info:
+            execute_remote_cmd(target, ["true"], timeout=1.0)
+        assert time.monotonic() - start < 3.0
+        assert info.value.reason == "SSH server did not answer within 1.0 s"
+    finally:
+        os.kill(session_pid, signal.SIGCONT)
+    # the hung connection was dropped: the next command gets a fresh one
+    before = sshd.accepted_connections()
+    assert execute_remote_cmd(target, ["true"]).ok
+    assert sshd.accepted_connections() == before + 1
+
+
+def test_forked_child_opens_its_own_connection(sshd: SshServer) -> None:
+    target = sshd.target()
+    before = sshd.accepted_connections()
+    assert execute_remote_cmd(target, ["true"]).ok
+    pid = os.fork()
+    if pid == 0:  # child: must never return into pytest
+        code = 1
+        try:
+            code = 0 if execute_remote_cmd(target, ["echo", "child"]).stdout == "child\n" else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert execute_remote_cmd(target, ["echo", "parent"]).stdout == "parent\n"
+    assert sshd.accepted_connections() == before + 2
+
+
+def test_threads_share_one_connection(sshd: SshServer) -> None:
+    target = sshd.target()
+    before = sshd.accepted_connections()
+    outputs: list[str] = []
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            for i in range(3):
+                outputs.append(execute_remote_cmd(target, ["echo", f"{n}-{i}"]).stdout)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    assert sorted(outputs) == sorted(f"{n}-{i}\n" for n in range(8) for i in range(3))
+    assert sshd.accepted_connections() == before + 1
+
+
+# --------------------------------------------------------------------------- host status
+
+
+def test_is_host_available(sshd: SshServer, tmp_path: Path) -> None:
+    assert is_host_available(sshd.target()) is True
+    assert is_host_available(sshd.target(port=free_port())) is False
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    assert is_host_available(sshd.target(known_hosts=str(empty))) is False
+    # TEST-NET-1 (RFC 5737) never answers: the connect timeout bounds the wait
+    start = time.monotonic()
+    assert is_host_available(sshd.target(address="192.0.2.1", port=22, connect_timeout=1)) is False
+    assert time.monotonic() - start < 3.0
+
+
+# --------------------------------------------------------------------------- local
+
+
+def test_run_local_success_is_literal() -> None:
+    result = run_local(["printf", "%s|", "a b", "$HOME;id"], timeout=5)
+    assert result == CommandResult(0, "a b|$HOME;id|", "")
+
+
+def test_run_local_failure_names_localhost_and_command() -> None:
+    argv = ["ls", "/nonexistent-baadal-dir"]
+    assert run_local(argv, timeout=5, check=False).exit_code == 2
+    with pytest.raises(RemoteCommandError) as info:
+        run_local(argv, timeout=5)
+    assert info.value.host == "localhost"
+    assert info.value.exit_code == 2
+    assert info.value.reason.startswith("exit 2: ls: cannot access")
+    assert str(info.value).startswith("command 'ls /nonexistent-baadal-dir' on localhost failed")
+    with pytest.raises(RemoteCommandError, match="command not found: baadal-no-such-tool"):
+        run_local(["baadal-no-such-tool"], timeout=5)
+
+
+def test_run_local_timeout_kills_the_command() -> None:
+    start = time.monotonic()
+    with pytest.raises(RemoteCommandError, match=r"on localhost failed: timed out after 0\.5 s"):
+        run_local(["sleep", "5"], timeout=0.5)
+    assert time.monotonic() - start < 2.0
