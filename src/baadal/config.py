@@ -104,6 +104,26 @@ class DhcpConf(Section):
     pid_file: str = ""
 
 
+class NetworkConf(Section):
+    """How VM NICs attach on the hosts (upstream: OVS bridge baadal-br-int)."""
+
+    bridge: str = "baadal-br-int"
+    openvswitch: bool = True
+    #: attach NICs to this libvirt network instead of the bridge (when set)
+    libvirt_network: str = ""
+
+
+class VmConf(Section):
+    #: how long 'Stop VM' waits for the guest's own shutdown before forcing it off
+    stop_timeout_s: float = 60.0
+    #: new VM disks are copy-on-write overlays of the template unless this is set
+    full_copy: bool = False
+    #: address VNC listens on; empty = the host's own address from its host row
+    vnc_listen: str = ""
+    #: directory under the datastore kept for serial console logs of the VMs
+    console_dir: str = "vm_consoles"
+
+
 class PathsConf(Section):
     """Where the datastore keeps things (the seed's constants table paths)."""
 
@@ -183,6 +203,8 @@ class Settings(BaseSettings):
     novnc: NovncConf = Field(default_factory=NovncConf)
     nat: NatConf = Field(default_factory=NatConf)
     dhcp: DhcpConf = Field(default_factory=DhcpConf)
+    network: NetworkConf = Field(default_factory=NetworkConf)
+    vm: VmConf = Field(default_factory=VmConf)
     paths: PathsConf = Field(default_factory=PathsConf)
     ssh: SshConf = Field(default_factory=SshConf)
     log: LogConf = Field(default_factory=LogConf)

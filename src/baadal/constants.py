@@ -63,6 +63,8 @@ class TaskType(StrEnum):
     MIGRATE_VM_DATASTORE = "Migrate VM Between Datastores"
     SAVE_AS_TEMPLATE = "Save As Template"
     DELETE_TEMPLATE = "Delete Template"
+    #: periodic: queue the daily/weekly/monthly snapshots of the VMs that asked for them
+    SCHEDULED_SNAPSHOTS = "Scheduled Snapshots"
     WARN_SHUTDOWN = "Warn Shutdown"
     WARN_DELETE = "Warn Delete"
 

@@ -172,8 +172,10 @@ def test_worker_gives_up_after_max_attempts(sqlite_engine: Engine, settings: Set
 
 def test_periodic_job_fires_once_per_period(sqlite_engine: Engine, settings: Settings) -> None:
     settings.scheduler.extra[H.TICK_JOB] = 60
-    assert sync_periodic_jobs(sqlite_engine, REGISTRY.periodic, settings) == [H.TICK_JOB]
-    now = utcnow()
+    jobs = {H.TICK_JOB: REGISTRY.periodic[H.TICK_JOB]}
+    assert sync_periodic_jobs(sqlite_engine, jobs, settings) == [H.TICK_JOB]
+    now = utcnow() + timedelta(seconds=60)  # first due one interval after scheduling
+    assert fire_due_jobs(sqlite_engine, now - timedelta(seconds=2)) == []
     first = fire_due_jobs(sqlite_engine, now)
     assert len(first) == 1
     assert fire_due_jobs(sqlite_engine, now + timedelta(seconds=30)) == []

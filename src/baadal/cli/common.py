@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -15,13 +14,12 @@ from sqlalchemy.orm import Session
 
 from baadal.db.session import session_scope
 from baadal.errors import BaadalError
+from baadal.logs import log_exception
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 console = Console()
 err_console = Console(stderr=True)
-log = logging.getLogger("baadal")
-
 EXIT_USER_ERROR = 2
 
 
@@ -43,7 +41,7 @@ def handle_errors(func: F) -> F:
         except typer.Exit:
             raise
         except Exception as exc:  # a bug: keep the traceback in the log, not on screen
-            log.exception("unexpected error in %s", func.__name__)
+            log_exception(f"unexpected error in {func.__name__}")
             raise fail(f"internal error ({type(exc).__name__}); see the baadal log") from None
 
     return wrapper  # type: ignore[return-value]

@@ -1,29 +1,39 @@
 """The ``baadal`` command: a thin front door over the service layer.
 
-Each sub-command group lives in its own module and exposes ``app``; register it below.
+Each sub-command group lives in its own module; this file only wires them together.
 """
 
 from __future__ import annotations
 
 import typer
 
+from baadal.cli import admin, inventory, pools, status, tasks, vms
+from baadal.cli.common import handle_errors
+from baadal.logs import setup_logging
+
 app = typer.Typer(
     name="baadal",
-    help="Baadal private cloud: hosts, pools, tasks and workers.",
+    help="Baadal private cloud: hosts, pools, VMs, tasks and workers.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
 
-from baadal.cli import tasks as tasks_cli  # noqa: E402
 
-app.add_typer(tasks_cli.app, name="task")
-app.command("worker")(tasks_cli.worker_cmd)
+@app.callback()
+@handle_errors
+def _setup() -> None:
+    """Every command logs to the Baadal log (tracebacks go there, never to the screen)."""
+    setup_logging()
 
-from baadal.cli import status as status_cli  # noqa: E402
 
-app.command("status")(status_cli.status_cmd)
-app.command("demo")(status_cli.demo_cmd)
-
-from baadal.cli import pools as pools_cli  # noqa: E402
-
-app.add_typer(pools_cli.app, name="pool")
+app.command("demo")(status.demo_cmd)
+app.command("status")(status.status_cmd)
+app.command("worker")(tasks.worker_cmd)
+app.add_typer(admin.db_app, name="db")
+app.add_typer(admin.config_app, name="config")
+app.add_typer(inventory.host_app, name="host")
+app.add_typer(inventory.datastore_app, name="datastore")
+app.add_typer(inventory.template_app, name="template")
+app.add_typer(pools.app, name="pool")
+app.add_typer(vms.app, name="vm")
+app.add_typer(tasks.app, name="task")

@@ -107,10 +107,7 @@ def worker_cmd(
     until_idle: Annotated[bool, typer.Option(help="exit when no task is left")] = False,
 ) -> None:
     """Claim and run tasks until stopped (SIGTERM/SIGINT finish running tasks first)."""
-    from baadal.logs import setup_logging
-
     settings = get_settings()
-    setup_logging(settings)
     registry = load_handler_modules(handlers or [])
     worker = Worker(
         get_engine(settings),

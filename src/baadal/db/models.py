@@ -30,8 +30,17 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
+    update,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    attributes,
+    mapped_column,
+    relationship,
+)
 
 from baadal import constants as C
 from baadal.timeutil import utcnow
@@ -110,7 +119,7 @@ class Vlan(Base):
     __tablename__ = "vlan"
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(30), unique=True)
-    vlan_tag: Mapped[int] = mapped_column(Integer)
+    vlan_tag: Mapped[int] = mapped_column(Integer, unique=True)
     #: network of the VLAN in CIDR form, e.g. 10.0.1.0/24
     vlan_addr: Mapped[str] = mapped_column(String(18))
 
@@ -177,6 +186,10 @@ class Host(Base):
     #: a path to the private key file (never the key itself)
     ssh_key_ref: Mapped[str | None] = mapped_column(String(255))
     mac_addr: Mapped[str | None] = mapped_column(String(20))
+    #: RAM (MB) and vCPUs reserved by the VMs placed on this host; kept by
+    #: :func:`_keep_host_usage` so placement is one indexed query, not an aggregate
+    ram_used_mb: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    vcpus_used: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     host_ip: Mapped[PrivateIpPool | None] = relationship(foreign_keys=[host_ip_id])
     public_ip: Mapped[PublicIpPool | None] = relationship(foreign_keys=[public_ip_id])
@@ -437,3 +450,46 @@ class VncAccess(Base):
     status: Mapped[str] = mapped_column(String(15), default="inactive")
     time_requested: Mapped[datetime] = mapped_column(default=utcnow)
     expiry_time: Mapped[datetime]
+
+
+def _committed(vm: VM, attr: str) -> Any:
+    history = attributes.get_history(vm, attr)
+    if history.deleted:
+        return history.deleted[0]
+    return history.unchanged[0] if history.unchanged else None
+
+
+@event.listens_for(Session, "before_flush")
+def _keep_host_usage(session: Session, _context: Any, _instances: Any) -> None:
+    """Keep host.ram_used_mb / vcpus_used equal to the sum over the VMs placed there.
+
+    Every VM placed on a host reserves its RAM and vCPUs whatever its power state: a
+    shut-off VM may be started at any moment and must fit. One listener sees every ORM
+    change of a VM's host, RAM or vCPU, so no code path can forget the bookkeeping.
+    """
+    delta: dict[int, list[int]] = {}
+
+    def add(host_id: int | None, ram: int | None, vcpu: int | None, sign: int) -> None:
+        if host_id is not None:
+            entry = delta.setdefault(host_id, [0, 0])
+            entry[0] += sign * (ram or 0)
+            entry[1] += sign * (vcpu or 0)
+
+    for obj in session.new:
+        if isinstance(obj, VM):
+            add(obj.host_id, obj.RAM, obj.vCPU, +1)
+    for obj in session.dirty:
+        if isinstance(obj, VM) and session.is_modified(obj):
+            add(_committed(obj, "host_id"), _committed(obj, "RAM"), _committed(obj, "vCPU"), -1)
+            add(obj.host_id, obj.RAM, obj.vCPU, +1)
+    for obj in session.deleted:
+        if isinstance(obj, VM):
+            add(_committed(obj, "host_id"), _committed(obj, "RAM"), _committed(obj, "vCPU"), -1)
+    conn = session.connection()
+    for host_id, (ram, vcpu) in delta.items():
+        if ram or vcpu:
+            conn.execute(
+                update(Host)
+                .where(Host.id == host_id)
+                .values(ram_used_mb=Host.ram_used_mb + ram, vcpus_used=Host.vcpus_used + vcpu)
+            )

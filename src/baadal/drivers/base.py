@@ -96,7 +96,8 @@ class Hypervisor(ABC):
         """Power off if needed and remove the definition with its snapshot metadata."""
 
     @abstractmethod
-    def xml(self, name: str, *, inactive: bool = False) -> str: ...
+    def xml(self, name: str, *, inactive: bool = False, secure: bool = False) -> str:
+        """The domain XML; ``secure`` includes secrets such as the VNC password."""
 
     @abstractmethod
     def start(self, name: str) -> None: ...

@@ -98,10 +98,10 @@ def nic_element(nic: NicSpec) -> etree._Element:
     return el
 
 
-def build_domain_xml(spec: DomainSpec) -> str:
+def build_domain_xml(spec: DomainSpec, *, allow_diskless: bool = False) -> str:
     if spec.memory_mb <= 0 or spec.vcpus <= 0:
         raise ValidationError("memory and vCPUs must be positive")
-    if not spec.disks:
+    if not spec.disks and not allow_diskless:
         raise ValidationError("a domain needs a system disk")
     root = etree.Element("domain", type=spec.domain_type)
     _sub(root, "name", spec.name)

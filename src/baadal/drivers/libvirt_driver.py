@@ -47,6 +47,9 @@ _CONNECTION_LOST = {
     libvirt.VIR_ERR_RPC,
 }
 
+#: what a redefinition starts from: the persistent XML with its secrets (VNC password)
+_PERSISTENT_XML = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
+
 _connections: dict[str, libvirt.virConnect] = {}
 _connections_lock = threading.Lock()
 
@@ -157,8 +160,10 @@ class LibvirtHypervisor(Hypervisor):
 
         self._dom_call("undefine", name, run)
 
-    def xml(self, name: str, *, inactive: bool = False) -> str:
+    def xml(self, name: str, *, inactive: bool = False, secure: bool = False) -> str:
         flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
+        if secure:
+            flags |= libvirt.VIR_DOMAIN_XML_SECURE
         return self._dom_call("read XML of", name, lambda dom: dom.XMLDesc(flags))
 
     # -- power -----------------------------------------------------------------------
@@ -190,7 +195,7 @@ class LibvirtHypervisor(Hypervisor):
                 if exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
                     raise
                 # drivers without hotplug (test://): add it to the persistent definition
-                inactive = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+                inactive = dom.XMLDesc(_PERSISTENT_XML)
                 conn.defineXML(domain_xml.add_device(inactive, disk_xml))
 
         self._call(f"attach disk to {name}", run)
@@ -198,21 +203,10 @@ class LibvirtHypervisor(Hypervisor):
     def set_memory_and_vcpus(self, name: str, memory_mb: int | None, vcpus: int | None) -> None:
         def run(conn: libvirt.virConnect) -> None:
             dom = conn.lookupByName(name)
-            xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+            xml = dom.XMLDesc(_PERSISTENT_XML)
             conn.defineXML(domain_xml.set_memory_and_vcpus(xml, memory_mb, vcpus))
 
         self._call(f"edit {name}", run)
-
-    def redefine(self, name: str, edit: Callable[[str], str]) -> None:
-        """Rewrite the persistent definition through ``edit`` (takes effect on next boot)."""
-
-        def run(conn: libvirt.virConnect) -> None:
-            xml = conn.lookupByName(name).XMLDesc(
-                libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
-            )
-            conn.defineXML(edit(xml))
-
-        self._call(f"redefine {name}", run)
 
     # -- monitoring ------------------------------------------------------------------
     def stats(self, name: str) -> DomainStats:

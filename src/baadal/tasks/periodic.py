@@ -5,6 +5,8 @@ Each job has a row in ``periodic_job``. A worker that sees the job due moves
 in the same transaction, enqueues the job's task with ``periodic_key = <job>@<slot>``
 (unique). Only one worker's update can match, and the unique key guards the task row too.
 Missed periods (all workers down) are not replayed: the job fires once and skips ahead.
+A new job first fires one interval after it is scheduled (a daily snapshot job must not
+snapshot everything the moment a worker starts).
 """
 
 from __future__ import annotations
@@ -34,7 +36,10 @@ def sync_periodic_jobs(engine: Engine, jobs: dict[str, str], settings: Settings)
             if row is None:
                 session.add(
                     PeriodicJob(
-                        name=name, task_type=task_type, interval_s=interval, next_run_at=utcnow()
+                        name=name,
+                        task_type=task_type,
+                        interval_s=interval,
+                        next_run_at=utcnow() + timedelta(seconds=interval),
                     )
                 )
             elif row.interval_s != interval or row.task_type != task_type:

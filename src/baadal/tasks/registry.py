@@ -86,7 +86,7 @@ class Registry:
 REGISTRY = Registry()
 
 #: modules the worker always imports (each registers its handlers on import)
-BUILTIN_HANDLER_MODULES: tuple[str, ...] = ()
+BUILTIN_HANDLER_MODULES: tuple[str, ...] = ("baadal.vm.handlers",)
 
 
 def handler(

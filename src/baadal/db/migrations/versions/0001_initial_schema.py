@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 05:46:37.021823
+Create Date: 2026-11-25 06:45:05.513578
 """
 
 from collections.abc import Sequence
@@ -130,6 +130,7 @@ def upgrade() -> None:
         sa.Column("vlan_addr", sa.String(length=18), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_vlan")),
         sa.UniqueConstraint("name", name=op.f("uq_vlan_name")),
+        sa.UniqueConstraint("vlan_tag", name=op.f("uq_vlan_vlan_tag")),
     )
     op.create_table(
         "vm_event_log",
@@ -244,6 +245,8 @@ def upgrade() -> None:
         sa.Column("ssh_port", sa.Integer(), nullable=False),
         sa.Column("ssh_key_ref", sa.String(length=255), nullable=True),
         sa.Column("mac_addr", sa.String(length=20), nullable=True),
+        sa.Column("ram_used_mb", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("vcpus_used", sa.Integer(), server_default="0", nullable=False),
         sa.ForeignKeyConstraint(
             ["host_ip_id"], ["private_ip_pool.id"], name=op.f("fk_host_host_ip_id_private_ip_pool")
         ),

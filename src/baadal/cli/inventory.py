@@ -1,0 +1,321 @@
+"""``baadal host|datastore|template ...``: what an admin registers before VMs can exist."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+import typer
+
+from baadal import constants as C
+from baadal.cli.admin import ready_db
+from baadal.cli.common import console, handle_errors, print_table
+from baadal.db.models import Datastore, Host, Template
+from baadal.services import inventory
+
+host_app = typer.Typer(help="Hypervisor hosts.", no_args_is_help=True)
+datastore_app = typer.Typer(help="Datastores: shared storage for images.", no_args_is_help=True)
+template_app = typer.Typer(help="Templates: base images VMs are made from.", no_args_is_help=True)
+
+NameOrId = Annotated[str, typer.Argument(metavar="NAME", help="name (or numeric id)")]
+
+
+def _say(message: str) -> None:
+    console.print(message, highlight=False, markup=False)
+
+
+def _fields(title: str, rows: Sequence[tuple[str, Any]]) -> None:
+    print_table(title, ["field", "value"], rows)
+
+
+def _status_name(value: int) -> str:
+    try:
+        return C.HostStatus(value).name.lower()
+    except ValueError:
+        return str(value)
+
+
+# --- hosts ---------------------------------------------------------------------------
+
+
+def _host_fields(host: Host) -> list[tuple[str, Any]]:
+    return [
+        ("id", host.id),
+        ("name", host.host_name),
+        ("address", host.address),
+        ("status", _status_name(host.status)),
+        ("type", host.host_type),
+        ("CPUs", host.CPUs),
+        ("RAM (GB)", host.RAM),
+        ("HDD (GB)", host.HDD),
+        ("libvirt URI", host.libvirt_uri),
+        ("SSH user", host.ssh_user),
+        ("SSH port", host.ssh_port),
+        ("SSH key file", host.ssh_key_ref),
+        ("MAC", host.mac_addr),
+        ("category", host.category),
+    ]
+
+
+@host_app.command("add")
+@handle_errors
+def host_add_cmd(
+    name: Annotated[str, typer.Argument(help="host name (letters, digits, . _ -)")],
+    address: Annotated[str, typer.Option("--address", help="IPv4 address or DNS name")],
+    cpus: Annotated[int, typer.Option("--cpus", help="physical CPUs")],
+    ram_gb: Annotated[int, typer.Option("--ram-gb", help="RAM in GB")],
+    hdd_gb: Annotated[int, typer.Option("--hdd-gb", help="local disk in GB")] = 0,
+    libvirt_uri: Annotated[
+        str | None,
+        typer.Option("--libvirt-uri", help="default: qemu+ssh://USER@ADDRESS/system"),
+    ] = None,
+    ssh_user: Annotated[str, typer.Option("--ssh-user")] = "root",
+    ssh_port: Annotated[int, typer.Option("--ssh-port")] = 22,
+    ssh_key: Annotated[
+        str | None, typer.Option("--ssh-key", help="path to the private key file")
+    ] = None,
+    mac: Annotated[str | None, typer.Option("--mac", help="NIC MAC (wake-on-LAN)")] = None,
+    host_type: Annotated[str, typer.Option("--type", help="Physical or Virtual")] = "Physical",
+    category: Annotated[str | None, typer.Option("--category")] = None,
+    status: Annotated[str, typer.Option("--status", help="down, up or maintenance")] = "down",
+) -> None:
+    """Register a host (it starts DOWN unless told otherwise)."""
+    with ready_db() as session:
+        host = inventory.add_host(
+            session,
+            name=name,
+            address=address,
+            cpus=cpus,
+            ram_gb=ram_gb,
+            hdd_gb=hdd_gb,
+            libvirt_uri=libvirt_uri,
+            ssh_user=ssh_user,
+            ssh_port=ssh_port,
+            ssh_key_ref=ssh_key,
+            mac_addr=mac,
+            host_type=host_type,
+            category=category,
+            status=status,
+        )
+        line = f"added host {host.host_name} (id {host.id}, {host.libvirt_uri})"
+    _say(line)
+
+
+@host_app.command("list")
+@handle_errors
+def host_list_cmd() -> None:
+    """All hosts with their state and capacity."""
+    with ready_db() as session:
+        rows = [
+            (h.id, h.host_name, h.address, _status_name(h.status), h.CPUs, h.RAM, h.host_type)
+            for h in inventory.list_hosts(session)
+        ]
+    print_table("Hosts", ["id", "name", "address", "status", "CPUs", "RAM GB", "type"], rows)
+
+
+@host_app.command("show")
+@handle_errors
+def host_show_cmd(host: NameOrId) -> None:
+    """One host, every field."""
+    with ready_db() as session:
+        rows = _host_fields(inventory.get_host(session, host))
+    _fields(f"host {host}", rows)
+
+
+@host_app.command("set-status")
+@handle_errors
+def host_set_status_cmd(
+    host: NameOrId,
+    status: Annotated[str, typer.Argument(help="down, up or maintenance")],
+) -> None:
+    """Mark a host up, down or in maintenance (placement uses UP hosts only)."""
+    with ready_db() as session:
+        row = inventory.set_host_status(session, host, status)
+        line = f"host {row.host_name} is now {_status_name(row.status)}"
+    _say(line)
+
+
+@host_app.command("remove")
+@handle_errors
+def host_remove_cmd(host: NameOrId) -> None:
+    """Forget a host; refused while any VM is on it."""
+    with ready_db() as session:
+        inventory.remove_host(session, host)
+    _say(f"removed host {host}")
+
+
+# --- datastores ----------------------------------------------------------------------
+
+
+def _datastore_fields(ds: Datastore) -> list[tuple[str, Any]]:
+    return [
+        ("id", ds.id),
+        ("name", ds.ds_name),
+        ("mount point", ds.system_mount_point),
+        ("path (export)", ds.path),
+        ("IP", ds.ds_ip),
+        ("capacity (GB)", ds.capacity),
+        ("used (GB)", ds.used),
+        ("user name", ds.username),
+        ("password file", ds.password_ref),
+    ]
+
+
+@datastore_app.command("add")
+@handle_errors
+def datastore_add_cmd(
+    name: Annotated[str, typer.Argument(help="datastore name")],
+    mount_point: Annotated[
+        str, typer.Option("--mount-point", "--mount", help="where it is mounted (absolute)")
+    ],
+    capacity_gb: Annotated[int, typer.Option("--capacity-gb", help="capacity in GB")],
+    path: Annotated[
+        str | None, typer.Option("--path", help="export on the filer (default: mount point)")
+    ] = None,
+    ds_ip: Annotated[str | None, typer.Option("--ip", help="filer IPv4 address")] = None,
+    username: Annotated[str, typer.Option("--username", help="filer user")] = "",
+    password_ref: Annotated[
+        str | None, typer.Option("--password-file", help="file holding the filer password")
+    ] = None,
+) -> None:
+    """Register a mounted datastore and create its standard directories."""
+    with ready_db() as session:
+        ds = inventory.add_datastore(
+            session,
+            name=name,
+            mount_point=mount_point,
+            capacity_gb=capacity_gb,
+            path=path,
+            ds_ip=ds_ip,
+            username=username,
+            password_ref=password_ref,
+        )
+        line = f"added datastore {ds.ds_name} (id {ds.id}, {ds.system_mount_point})"
+    _say(line)
+
+
+@datastore_app.command("list")
+@handle_errors
+def datastore_list_cmd() -> None:
+    """All datastores with capacity and use."""
+    with ready_db() as session:
+        rows = [
+            (d.id, d.ds_name, d.system_mount_point, d.capacity, d.used)
+            for d in inventory.list_datastores(session)
+        ]
+    print_table("Datastores", ["id", "name", "mount point", "capacity GB", "used GB"], rows)
+
+
+@datastore_app.command("show")
+@handle_errors
+def datastore_show_cmd(datastore: NameOrId) -> None:
+    """One datastore, every field."""
+    with ready_db() as session:
+        rows = _datastore_fields(inventory.get_datastore(session, datastore))
+    _fields(f"datastore {datastore}", rows)
+
+
+# --- templates -----------------------------------------------------------------------
+
+
+def _template_fields(t: Template) -> list[tuple[str, Any]]:
+    return [
+        ("id", t.id),
+        ("name", t.name),
+        ("active", "yes" if t.is_active else "no"),
+        ("datastore", t.datastore.ds_name),
+        ("image", t.hdfile),
+        ("disk type", t.type),
+        ("HDD (GB)", t.hdd),
+        ("OS", t.os),
+        ("OS name", t.os_name),
+        ("OS version", t.os_version),
+        ("OS type", t.os_type),
+        ("arch", t.arch),
+        ("tag", t.tag),
+        ("boot kernel", t.boot_kernel),
+        ("boot initrd", t.boot_initrd),
+        ("boot cmdline", t.boot_cmdline),
+    ]
+
+
+@template_app.command("add")
+@handle_errors
+def template_add_cmd(
+    name: Annotated[str, typer.Argument(help="template name")],
+    datastore: Annotated[str, typer.Option("--datastore", help="datastore name")],
+    hdfile: Annotated[
+        str, typer.Option("--hdfile", help="image file, relative to the templates directory")
+    ],
+    os_version: Annotated[str, typer.Option("--os-version")],
+    hdd_gb: Annotated[int, typer.Option("--hdd-gb", help="disk size VMs get, in GB")],
+    os: Annotated[str, typer.Option("--os", help="Linux, Windows or Others")] = "Linux",
+    os_name: Annotated[
+        str, typer.Option("--os-name", help="Ubuntu, Centos, Kali, Windows or Others")
+    ] = "Others",
+    os_type: Annotated[str, typer.Option("--os-type", help="Desktop or Server")] = "Server",
+    arch: Annotated[str, typer.Option("--arch", help="amd64, i386, x86 or x64")] = "amd64",
+    disk_type: Annotated[str, typer.Option("--disk-type", help="QCOW2, RAW or ISO")] = "QCOW2",
+    tag: Annotated[str | None, typer.Option("--tag")] = None,
+    boot_kernel: Annotated[
+        str | None, typer.Option("--boot-kernel", help="kernel for direct boot (relative)")
+    ] = None,
+    boot_initrd: Annotated[
+        str | None, typer.Option("--boot-initrd", help="initrd for direct boot (relative)")
+    ] = None,
+    boot_cmdline: Annotated[str | None, typer.Option("--boot-cmdline")] = None,
+) -> None:
+    """Register a template image that is already on a datastore."""
+    with ready_db() as session:
+        t = inventory.add_template(
+            session,
+            name=name,
+            datastore=datastore,
+            hdfile=hdfile,
+            os_version=os_version,
+            hdd_gb=hdd_gb,
+            os=os,
+            os_name=os_name,
+            os_type=os_type,
+            arch=arch,
+            disk_type=disk_type,
+            tag=tag,
+            boot_kernel=boot_kernel,
+            boot_initrd=boot_initrd,
+            boot_cmdline=boot_cmdline,
+        )
+        line = f"added template {t.name} (id {t.id}, {t.hdfile} on {t.datastore.ds_name})"
+    _say(line)
+
+
+@template_app.command("list")
+@handle_errors
+def template_list_cmd(
+    active_only: Annotated[bool, typer.Option("--active-only", help="hide deactivated")] = False,
+) -> None:
+    """All templates (deactivated ones marked)."""
+    with ready_db() as session:
+        rows = [
+            (t.id, t.name, "yes" if t.is_active else "no", t.os_name, t.hdd, t.datastore.ds_name)
+            for t in inventory.list_templates(session, active_only=active_only)
+        ]
+    print_table("Templates", ["id", "name", "active", "OS", "HDD GB", "datastore"], rows)
+
+
+@template_app.command("show")
+@handle_errors
+def template_show_cmd(template: NameOrId) -> None:
+    """One template, every field."""
+    with ready_db() as session:
+        rows = _template_fields(inventory.get_template(session, template))
+    _fields(f"template {template}", rows)
+
+
+@template_app.command("deactivate")
+@handle_errors
+def template_deactivate_cmd(template: NameOrId) -> None:
+    """Stop offering a template for new VMs; existing VMs are untouched."""
+    with ready_db() as session:
+        t = inventory.deactivate_template(session, template)
+        line = f"template {t.name} deactivated"
+    _say(line)

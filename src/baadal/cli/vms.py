@@ -1,0 +1,252 @@
+"""``baadal vm ...``: request VMs and operate them; long work shows its progress."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from sqlalchemy import select
+
+from baadal import constants as C
+from baadal.cli.common import console, db, fail, handle_errors, print_table
+from baadal.config import get_settings
+from baadal.db.models import VM, Snapshot, Task
+from baadal.db.session import get_engine, session_scope
+from baadal.services import vms
+from baadal.tasks.registry import load_handler_modules
+from baadal.tasks.worker import Worker
+
+app = typer.Typer(help="Virtual machines.", no_args_is_help=True)
+snapshot_app = typer.Typer(help="Snapshots of a VM.", no_args_is_help=True)
+disk_app = typer.Typer(help="Extra disks of a VM.", no_args_is_help=True)
+app.add_typer(snapshot_app, name="snapshot")
+app.add_typer(disk_app, name="disk")
+
+WaitOpt = Annotated[bool, typer.Option(help="wait until the task ends and show progress")]
+InlineOpt = Annotated[
+    bool, typer.Option(help="run the task in this process instead of waiting for a worker")
+]
+TIMEOUT_S = 1800
+
+
+def _follow(task_id: int, *, wait: bool, inline: bool) -> None:
+    """Show the task's progress until it ends; exit 1 when it failed."""
+    console.print(f"queued task {task_id}")
+    if not (wait or inline):
+        return
+    settings = get_settings()
+    engine = get_engine(settings)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        bar = progress.add_task(f"task {task_id}: waiting for a worker")
+        if inline:
+            progress.update(bar, description=f"task {task_id}: running here")
+            Worker(engine, settings, registry=load_handler_modules(), concurrency=1).run(
+                until_idle=True
+            )
+        deadline = time.monotonic() + TIMEOUT_S
+        while True:
+            with session_scope(engine) as session:
+                task = session.get(Task, task_id)
+                status, message = C.TaskStatus(task.status), task.message
+            if status in C.TASK_FINAL:
+                break
+            if time.monotonic() > deadline:
+                raise fail(f"task {task_id} still {status.name.lower()} after {TIMEOUT_S} s")
+            progress.update(bar, description=f"task {task_id}: {status.name.lower()}")
+            time.sleep(0.3)
+    colour = "green" if status == C.TaskStatus.SUCCESS else "red"
+    console.print(f"[{colour}]{status.name}[/]: {message}")
+    if status not in (C.TaskStatus.SUCCESS, C.TaskStatus.PARTIAL_SUCCESS):
+        raise typer.Exit(1)
+
+
+@app.command("create")
+@handle_errors
+def create_cmd(
+    name: str,
+    template: Annotated[str, typer.Option(help="template name or id")],
+    ram: Annotated[int, typer.Option(help="RAM in MB")] = 256,
+    vcpus: Annotated[int, typer.Option()] = 1,
+    domain: Annotated[str | None, typer.Option(help="security domain")] = None,
+    public_ip: Annotated[bool, typer.Option()] = False,
+    extra_disk: Annotated[int, typer.Option(help="extra disk in GB")] = 0,
+    host: Annotated[str | None, typer.Option(help="put it on this host")] = None,
+    owner: Annotated[str | None, typer.Option(help="owner's username")] = None,
+    purpose: Annotated[str | None, typer.Option()] = None,
+    wait: WaitOpt = True,
+    inline: InlineOpt = False,
+) -> None:
+    """Request a VM (as an admin: approved at once) and install it."""
+    settings = get_settings()
+    with db() as session:
+        queued = vms.request_vm(
+            session,
+            settings,
+            vm_name=name,
+            template=template,
+            ram_mb=ram,
+            vcpus=vcpus,
+            owner=vms.get_user(session, owner),
+            security_domain=domain,
+            public_ip=public_ip,
+            extra_disk_gb=extra_disk,
+            host=host,
+            purpose=purpose,
+        )
+    _follow(queued.task_id, wait=wait, inline=inline)
+
+
+@app.command("list")
+@handle_errors
+def list_cmd() -> None:
+    with db() as session:
+        rows = [
+            (
+                vm.id,
+                vm.vm_name,
+                vm.vm_identity,
+                C.VMStatus(vm.status).name,
+                vm.host.host_name if vm.host else "",
+                vm.private_ip.private_ip if vm.private_ip else "",
+                vm.public_ip.public_ip if vm.public_ip else "",
+                vm.RAM,
+                vm.vCPU,
+            )
+            for vm in session.scalars(select(VM).order_by(VM.id))
+        ]
+    print_table(
+        "VMs", ["id", "name", "identity", "status", "host", "IP", "public IP", "MB", "vCPU"], rows
+    )
+
+
+@app.command("show")
+@handle_errors
+def show_cmd(vm: str) -> None:
+    with db() as session:
+        row = vms.find_vm(session, vm)
+        fields = [
+            ("id", row.id),
+            ("name", row.vm_name),
+            ("identity", row.vm_identity),
+            ("status", C.VMStatus(row.status).name),
+            ("host", row.host.host_name if row.host else ""),
+            ("private IP", row.private_ip.private_ip if row.private_ip else ""),
+            ("MAC", row.private_ip.mac_addr if row.private_ip else ""),
+            ("public IP", row.public_ip.public_ip if row.public_ip else ""),
+            ("VNC port", row.vnc_port),
+            ("RAM MB / vCPU", f"{row.RAM} / {row.vCPU}"),
+            ("disk GB / extra GB", f"{row.HDD} / {row.extra_HDD}"),
+            ("template", row.template.name if row.template else ""),
+            ("datastore", row.datastore.ds_name if row.datastore else ""),
+        ]
+        snaps = [
+            (s.id, s.snapshot_name, s.timestamp)
+            for s in session.scalars(select(Snapshot).where(Snapshot.vm_id == row.id))
+        ]
+    print_table(f"VM {vm}", ["field", "value"], fields)
+    if snaps:
+        print_table("Snapshots", ["id", "name", "taken"], snaps)
+
+
+def _operation(op: str) -> None:
+    def command(vm: str, wait: WaitOpt = True, inline: InlineOpt = False) -> None:
+        with db() as session:
+            task = vms.operate(session, vms.find_vm(session, vm), op, C.SYSTEM_USER_ID)
+            task_id = task.id
+        _follow(task_id, wait=wait, inline=inline)
+
+    command.__doc__ = f"{op.capitalize()} a VM."
+    app.command(op)(handle_errors(command))
+
+
+for _op in vms.DIRECT_OPERATIONS:
+    _operation(_op)
+
+
+@app.command("edit")
+@handle_errors
+def edit_cmd(
+    vm: str,
+    ram: Annotated[int | None, typer.Option(help="RAM in MB")] = None,
+    vcpus: Annotated[int | None, typer.Option()] = None,
+    public_ip: Annotated[bool | None, typer.Option("--public-ip/--no-public-ip")] = None,
+    wait: WaitOpt = True,
+    inline: InlineOpt = False,
+) -> None:
+    """Change RAM, vCPUs or the public IP of a VM (RAM/vCPU: VM shut off)."""
+    with db() as session:
+        task = vms.request_edit(
+            session,
+            vms.find_vm(session, vm),
+            C.SYSTEM_USER_ID,
+            ram_mb=ram,
+            vcpus=vcpus,
+            public_ip=public_ip,
+        )
+        task_id = task.id
+    _follow(task_id, wait=wait, inline=inline)
+
+
+@app.command("clone")
+@handle_errors
+def clone_cmd(
+    vm: str,
+    count: Annotated[int, typer.Option(min=1, max=100)] = 1,
+    full: Annotated[bool, typer.Option(help="standalone copies instead of overlays")] = False,
+    wait: WaitOpt = True,
+    inline: InlineOpt = False,
+) -> None:
+    """Clone a shut-off VM."""
+    with db() as session:
+        task, _ = vms.request_clone(
+            session, vms.find_vm(session, vm), count, C.SYSTEM_USER_ID, full=full
+        )
+        task_id = task.id
+    _follow(task_id, wait=wait, inline=inline)
+
+
+@snapshot_app.command("take")
+@handle_errors
+def snapshot_take(vm: str, wait: WaitOpt = True, inline: InlineOpt = False) -> None:
+    with db() as session:
+        task_id = vms.request_snapshot(session, vms.find_vm(session, vm), C.SYSTEM_USER_ID).id
+    _follow(task_id, wait=wait, inline=inline)
+
+
+@snapshot_app.command("revert")
+@handle_errors
+def snapshot_revert(
+    vm: str, snapshot: str, wait: WaitOpt = True, inline: InlineOpt = False
+) -> None:
+    with db() as session:
+        row = vms.find_vm(session, vm)
+        task_id = vms.request_revert(session, row, snapshot, C.SYSTEM_USER_ID).id
+    _follow(task_id, wait=wait, inline=inline)
+
+
+@snapshot_app.command("delete")
+@handle_errors
+def snapshot_delete(
+    vm: str, snapshot: str, wait: WaitOpt = True, inline: InlineOpt = False
+) -> None:
+    with db() as session:
+        row = vms.find_vm(session, vm)
+        task_id = vms.request_delete_snapshot(session, row, snapshot, C.SYSTEM_USER_ID).id
+    _follow(task_id, wait=wait, inline=inline)
+
+
+@disk_app.command("attach")
+@handle_errors
+def disk_attach(
+    vm: str,
+    size: Annotated[int, typer.Option(help="GB")],
+    wait: WaitOpt = True,
+    inline: InlineOpt = False,
+) -> None:
+    with db() as session:
+        row = vms.find_vm(session, vm)
+        task_id = vms.request_attach_disk(session, row, size, C.SYSTEM_USER_ID).id
+    _follow(task_id, wait=wait, inline=inline)

@@ -1,0 +1,15 @@
+"""The seed's network_helper.is_pingable."""
+
+from __future__ import annotations
+
+from baadal.errors import ValidationError
+from baadal.net.remote import run_local
+from baadal.net.validators import is_valid_ipv4
+
+
+def is_pingable(ip: str, *, count: int = 2, timeout_s: float = 1.0) -> bool:
+    """True if ``ip`` answers at least one of ``count`` echo requests."""
+    if not is_valid_ipv4(ip):
+        raise ValidationError(f"{ip!r} is not a valid IPv4 address")
+    argv = ["ping", "-n", "-q", "-c", str(count), "-W", str(timeout_s), "-i", "0.2", ip]
+    return run_local(argv, timeout=count * timeout_s + 5, check=False).exit_code == 0

@@ -1,0 +1,608 @@
+"""Inventory: the hosts, datastores and templates an admin registers, plus schema/config views.
+
+Every ``add_*`` checks its whole input (names, ranges, addresses, files on disk) before it
+writes; a refusal raises :class:`ValidationError`, :class:`NotFoundError` or
+:class:`ConflictError` and leaves the database as it was. Files are never created here
+except the datastore's standard directories, which are created idempotently.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from baadal import constants as C
+from baadal.config import Settings, get_settings
+from baadal.db.migrate import alembic_config, current_revision
+from baadal.db.models import VM, Base, Datastore, Host, Template, VncAccess
+from baadal.errors import ConfigError, ConflictError, NotFoundError, ValidationError
+from baadal.net.validators import check_safe_name, is_valid_ipv4, normalize_mac
+
+M = TypeVar("M", bound=Base)
+
+DATASTORE_NAME_MAX = 30
+TEMPLATE_NAME_MAX = 30
+SSH_USER_MAX = 64
+CATEGORY_MAX = 50
+OS_VERSION_MAX = 50
+TAG_MAX = 50
+#: the template/host columns these strings land in
+PATH_COLUMN_MAX = 255
+DATASTORE_PATH_MAX = 1024
+
+#: libvirt URI schemes a host may use: production, lab, local and the test driver
+LIBVIRT_SCHEMES = frozenset({"qemu", "qemu+ssh", "qemu+tcp", "qemu+tls", "test"})
+_REMOTE_SCHEMES = frozenset({"qemu+ssh", "qemu+tcp", "qemu+tls"})
+_QEMU_PATHS = frozenset({"/system", "/session", "/embed"})
+
+#: upstream value sets of the template row (upstream-facts.md section 1)
+TEMPLATE_OS = ("Linux", "Windows", "Others")
+TEMPLATE_OS_NAMES = ("Ubuntu", "Centos", "Kali", "Windows", "Others")
+TEMPLATE_OS_TYPES = ("Desktop", "Server")
+TEMPLATE_ARCHES = ("amd64", "i386", "x86", "x64")
+TEMPLATE_DISK_TYPES = tuple(t.value for t in C.TemplateDiskType)
+
+_DNS_LABEL_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+_SSH_USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+SCHEMA_MISSING = "database not initialised: run `baadal db upgrade`"
+
+
+# --- shared checks -------------------------------------------------------------------
+
+
+def _check_int(value: int, what: str, low: int, high: int | None = None) -> int:
+    """Ints only (a bool or '4' is a caller bug that must not slip into a GB column)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(f"{what} must be a whole number, not {value!r}")
+    if value < low or (high is not None and value > high):
+        bound = f"{low}..{high}" if high is not None else f"at least {low}"
+        raise ValidationError(f"{what} {value} is out of range: must be {bound}")
+    return value
+
+
+def _check_text(value: str | None, what: str, max_len: int, *, required: bool = False) -> str:
+    """Free text that ends up in columns, URIs or command lines: no control characters."""
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise ValidationError(f"{what} must be text")
+    if required and not value.strip():
+        raise ValidationError(f"{what} must not be empty")
+    if len(value) > max_len:
+        raise ValidationError(f"{what} must be at most {max_len} characters")
+    if _CONTROL_RE.search(value):
+        raise ValidationError(f"{what} must not contain control characters")
+    return value
+
+
+def _choice(value: str, what: str, allowed: tuple[str, ...]) -> str:
+    """Case-insensitive match against an upstream value set; returns the canonical spelling."""
+    if isinstance(value, str):
+        for option in allowed:
+            if value.lower() == option.lower():
+                return option
+    raise ValidationError(f"{what} {value!r} is not one of {', '.join(allowed)}")
+
+
+def _existing_file(value: str, what: str) -> str:
+    """A reference to a secret or image is a path that must exist now, not later at use."""
+    _check_text(value, what, PATH_COLUMN_MAX, required=True)
+    path = Path(value).expanduser()
+    if not path.is_file():
+        # no echo: someone may have pasted the secret itself instead of its path
+        raise ValidationError(f"{what} must be the path of an existing file")
+    resolved = str(path.resolve())
+    if len(resolved) > PATH_COLUMN_MAX:
+        raise ValidationError(f"{what} path must be at most {PATH_COLUMN_MAX} characters")
+    return resolved
+
+
+def _unique(session: Session, column: InstrumentedAttribute[Any], value: object, what: str) -> None:
+    if session.scalar(select(func.count()).where(column == value)):
+        raise ConflictError(f"{what} {value!r} already exists")
+
+
+def _insert(session: Session, row: M, what: str) -> M:
+    """Insert in a savepoint so a concurrent duplicate becomes a ConflictError, not a crash."""
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError:
+        raise ConflictError(
+            f"{what} conflicts with an existing row (added concurrently?)"
+        ) from None
+    return row
+
+
+def _by_name_or_id(
+    session: Session,
+    model: type[M],
+    name_column: InstrumentedAttribute[str],
+    value: str | int,
+    what: str,
+) -> M:
+    """Names first: a host may well be called '12', and then the name must win."""
+    if isinstance(value, str):
+        row = session.scalar(select(model).where(name_column == value))
+        if row is not None:
+            return row
+        if value.isdigit():
+            value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        row = session.get(model, value)
+        if row is not None:
+            return row
+    raise NotFoundError(f"no {what} named {value!r}")
+
+
+# --- addresses and URIs --------------------------------------------------------------
+
+
+def check_address(address: str) -> str:
+    """An IPv4 address or a DNS host name: it is put into ping, SSH and libvirt URIs."""
+    if not isinstance(address, str) or not address:
+        raise ValidationError("host address must not be empty")
+    if is_valid_ipv4(address):
+        return address
+    labels = address.split(".")
+    if (
+        len(address) > 253
+        or not all(_DNS_LABEL_RE.match(label) for label in labels)
+        or all(label.isdigit() for label in labels)
+    ):
+        raise ValidationError(
+            f"host address {address!r} is neither an IPv4 address nor a host name"
+        )
+    return address
+
+
+def check_libvirt_uri(uri: str) -> str:
+    """Refuse URIs libvirt would misread or that point at something other than a hypervisor."""
+    _check_text(uri, "libvirt URI", PATH_COLUMN_MAX, required=True)
+    if any(c.isspace() for c in uri):
+        raise ValidationError(f"libvirt URI {uri!r} must not contain spaces")
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise ValidationError(f"libvirt URI {uri!r} is malformed: {exc}") from None
+    if parts.scheme not in LIBVIRT_SCHEMES:
+        raise ValidationError(
+            f"libvirt URI {uri!r}: scheme must be one of {', '.join(sorted(LIBVIRT_SCHEMES))}"
+        )
+    if parts.scheme == "test":
+        if not parts.path or parts.path == "/":
+            raise ValidationError(f"libvirt URI {uri!r}: the test driver needs a path")
+        return uri
+    if parts.path not in _QEMU_PATHS:
+        raise ValidationError(
+            f"libvirt URI {uri!r}: path must be one of {', '.join(sorted(_QEMU_PATHS))}"
+        )
+    if parts.scheme in _REMOTE_SCHEMES and not parts.hostname:
+        raise ValidationError(f"libvirt URI {uri!r}: {parts.scheme} needs a host")
+    return uri
+
+
+def default_libvirt_uri(
+    address: str, ssh_user: str, ssh_port: int = 22, ssh_key_ref: str | None = None
+) -> str:
+    """qemu+ssh to the host, carrying the port and key so the URI alone is enough to connect."""
+    netloc = f"{ssh_user}@{address}" + (f":{ssh_port}" if ssh_port != 22 else "")
+    query = f"keyfile={quote(ssh_key_ref, safe='/')}" if ssh_key_ref else ""
+    return urlunsplit(("qemu+ssh", netloc, "/system", query, ""))
+
+
+# --- hosts ---------------------------------------------------------------------------
+
+
+def parse_host_status(value: C.HostStatus | int | str) -> C.HostStatus:
+    """Accept 'up', 'DOWN', 2 or HostStatus.UP, as front doors receive them differently."""
+    if isinstance(value, str):
+        name = value.strip().upper()
+        if name in C.HostStatus.__members__:
+            return C.HostStatus[name]
+        if name.isdigit():
+            value = int(name)
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return C.HostStatus(value)
+        except ValueError:
+            pass
+    names = ", ".join(s.name.lower() for s in C.HostStatus)
+    raise ValidationError(f"host status {value!r} is not one of {names}")
+
+
+def parse_host_type(value: C.HostType | str) -> C.HostType:
+    return C.HostType(_choice(value, "host type", tuple(t.value for t in C.HostType)))
+
+
+def add_host(
+    session: Session,
+    *,
+    name: str,
+    address: str,
+    cpus: int,
+    ram_gb: int,
+    hdd_gb: int = 0,
+    libvirt_uri: str | None = None,
+    ssh_user: str = "root",
+    ssh_port: int = 22,
+    ssh_key_ref: str | None = None,
+    mac_addr: str | None = None,
+    host_type: C.HostType | str = C.HostType.PHYSICAL,
+    category: str | None = None,
+    status: C.HostStatus | int | str = C.HostStatus.DOWN,
+) -> Host:
+    """Register a host; it starts DOWN until host sanity (or the admin) sees it up."""
+    check_safe_name(name, "host name", C.HOST_NAME_MAX)
+    address = check_address(address)
+    _check_int(cpus, "CPUs", 1)
+    _check_int(ram_gb, "RAM (GB)", 1)
+    _check_int(hdd_gb, "HDD (GB)", 0)
+    _check_int(ssh_port, "SSH port", 1, 65535)
+    if (
+        not isinstance(ssh_user, str)
+        or not 0 < len(ssh_user) <= SSH_USER_MAX
+        or not _SSH_USER_RE.match(ssh_user)
+    ):
+        raise ValidationError(f"SSH user {ssh_user!r} is not a valid user name")
+    key = _existing_file(ssh_key_ref, "SSH key file") if ssh_key_ref else None
+    mac = normalize_mac(mac_addr) if mac_addr else None
+    kind = parse_host_type(host_type)
+    state = parse_host_status(status)
+    category = _check_text(category, "category", CATEGORY_MAX) or None
+    if libvirt_uri:
+        uri = check_libvirt_uri(libvirt_uri)
+    else:
+        uri = check_libvirt_uri(default_libvirt_uri(address, ssh_user, ssh_port, key))
+
+    _unique(session, Host.host_name, name, "host")
+    # two rows on one hypervisor would count its capacity and its VMs twice
+    _unique(session, Host.libvirt_uri, uri, "host with libvirt URI")
+    if mac:
+        _unique(session, Host.mac_addr, mac, "host with MAC")
+    host = Host(
+        host_name=name,
+        address=address,
+        CPUs=cpus,
+        RAM=ram_gb,
+        HDD=hdd_gb,
+        libvirt_uri=uri,
+        ssh_user=ssh_user,
+        ssh_port=ssh_port,
+        ssh_key_ref=key,
+        mac_addr=mac,
+        host_type=kind.value,
+        category=category,
+        status=int(state),
+    )
+    return _insert(session, host, f"host {name!r}")
+
+
+def list_hosts(session: Session) -> list[Host]:
+    return list(session.scalars(select(Host).order_by(Host.host_name)))
+
+
+def get_host(session: Session, name_or_id: str | int) -> Host:
+    return _by_name_or_id(session, Host, Host.host_name, name_or_id, "host")
+
+
+def set_host_status(
+    session: Session, name_or_id: str | int, status: C.HostStatus | int | str
+) -> Host:
+    state = parse_host_status(status)
+    host = get_host(session, name_or_id)
+    host.status = int(state)
+    session.flush()
+    return host
+
+
+def remove_host(session: Session, name_or_id: str | int) -> None:
+    """Refused while VMs live there: their rows would point at nothing."""
+    host = get_host(session, name_or_id)
+    vms = session.scalar(select(func.count()).select_from(VM).where(VM.host_id == host.id)) or 0
+    if vms:
+        raise ConflictError(
+            f"host {host.host_name!r} still has {vms} VM(s): migrate or delete them first"
+        )
+    consoles = session.scalars(select(VncAccess).where(VncAccess.host_id == host.id)).all()
+    if any(v.status != "inactive" for v in consoles):
+        raise ConflictError(f"host {host.host_name!r} still has active VNC console access")
+    for record in consoles:  # expired console grants only name the host; they go with it
+        session.delete(record)
+    session.delete(host)
+    session.flush()
+
+
+# --- datastores ----------------------------------------------------------------------
+
+
+def datastore_directories(settings: Settings) -> tuple[str, ...]:
+    """The sub-directories every datastore carries (the seed's constants-table paths)."""
+    p = settings.paths
+    return (
+        p.vms,
+        p.templates_dir,
+        p.extra_disks_dir,
+        p.archives_dir,
+        p.vm_migration_data,
+        p.vm_rrds_dir,
+    )
+
+
+def ensure_datastore_layout(settings: Settings, mount_point: Path) -> list[Path]:
+    """Create the standard directories (again, harmlessly) and return them."""
+    made = []
+    for name in datastore_directories(settings):
+        directory = mount_point / name.strip("/")
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValidationError(f"cannot create {directory}: {exc.strerror}") from None
+        made.append(directory)
+    return made
+
+
+def add_datastore(
+    session: Session,
+    *,
+    name: str,
+    mount_point: str,
+    capacity_gb: int,
+    path: str | None = None,
+    ds_ip: str | None = None,
+    username: str = "",
+    password_ref: str | None = None,
+    settings: Settings | None = None,
+) -> Datastore:
+    """Register a mounted datastore and lay out its directories."""
+    settings = settings or get_settings()
+    check_safe_name(name, "datastore name", DATASTORE_NAME_MAX)
+    _check_int(capacity_gb, "datastore capacity (GB)", *C.DATASTORE_CAPACITY_GB_RANGE)
+    _check_text(mount_point, "mount point", PATH_COLUMN_MAX, required=True)
+    mount = Path(mount_point)
+    if not mount.is_absolute():
+        raise ValidationError(f"mount point {mount_point!r} must be an absolute path")
+    if not mount.exists():
+        raise ValidationError(
+            f"mount point {mount_point} does not exist: mount the datastore first"
+        )
+    if not mount.is_dir():
+        raise ValidationError(f"mount point {mount_point} is not a directory")
+    export = _check_text(path, "datastore path", DATASTORE_PATH_MAX) or str(mount)
+    if ds_ip and not is_valid_ipv4(ds_ip):
+        raise ValidationError(f"datastore IP {ds_ip!r} is not a valid IPv4 address")
+    username = _check_text(username, "datastore user name", PATH_COLUMN_MAX)
+    secret = _existing_file(password_ref, "password file") if password_ref else None
+
+    _unique(session, Datastore.ds_name, name, "datastore")
+    _unique(session, Datastore.system_mount_point, str(mount), "datastore with mount point")
+    ensure_datastore_layout(settings, mount)
+    datastore = Datastore(
+        ds_name=name,
+        ds_ip=ds_ip or None,
+        capacity=capacity_gb,
+        username=username,
+        password_ref=secret,
+        path=export,
+        used=0,
+        system_mount_point=str(mount),
+    )
+    return _insert(session, datastore, f"datastore {name!r}")
+
+
+def list_datastores(session: Session) -> list[Datastore]:
+    return list(session.scalars(select(Datastore).order_by(Datastore.ds_name)))
+
+
+def get_datastore(session: Session, name_or_id: str | int) -> Datastore:
+    return _by_name_or_id(session, Datastore, Datastore.ds_name, name_or_id, "datastore")
+
+
+# --- templates -----------------------------------------------------------------------
+
+
+def templates_dir(settings: Settings, datastore: Datastore) -> Path:
+    return Path(datastore.system_mount_point) / settings.paths.templates_dir.strip("/")
+
+
+def _template_relative(value: str, what: str) -> str:
+    """A path below the templates dir: relative, no '..', stored in POSIX form."""
+    _check_text(value, what, PATH_COLUMN_MAX, required=True)
+    rel = PurePosixPath(value)
+    if rel.is_absolute():
+        raise ValidationError(f"{what} {value!r} must be relative to the templates directory")
+    if ".." in rel.parts:
+        raise ValidationError(f"{what} {value!r} must not contain '..'")
+    if str(rel) in ("", "."):
+        raise ValidationError(f"{what} must name a file")
+    return str(rel)
+
+
+def _template_file(base: Path, relative: str, what: str) -> None:
+    """Resolved like the VM code resolves it, so a symlink out of the dir is refused now."""
+    path = (base / relative).resolve()
+    if base.resolve() not in path.parents:
+        raise ValidationError(f"{what} {relative!r} resolves outside {base}")
+    if not path.is_file():
+        raise NotFoundError(f"{what} {relative!r} not found in {base}")
+
+
+def add_template(
+    session: Session,
+    *,
+    name: str,
+    datastore: str | int,
+    hdfile: str,
+    os_version: str,
+    hdd_gb: int,
+    os: str = "Linux",
+    os_name: str = "Others",
+    os_type: str = "Server",
+    arch: str = "amd64",
+    disk_type: str = "QCOW2",
+    tag: str | None = None,
+    boot_kernel: str | None = None,
+    boot_initrd: str | None = None,
+    boot_cmdline: str | None = None,
+    settings: Settings | None = None,
+) -> Template:
+    """Register a template image already on a datastore (public: no owners)."""
+    settings = settings or get_settings()
+    check_safe_name(name, "template name", TEMPLATE_NAME_MAX)
+    image = _template_relative(hdfile, "template image")
+    os_version = _check_text(os_version, "OS version", OS_VERSION_MAX, required=True)
+    _check_int(hdd_gb, "template HDD (GB)", *C.TEMPLATE_HDD_GB_RANGE)
+    os = _choice(os, "OS", TEMPLATE_OS)
+    os_name = _choice(os_name, "OS name", TEMPLATE_OS_NAMES)
+    os_type = _choice(os_type, "OS type", TEMPLATE_OS_TYPES)
+    arch = _choice(arch, "architecture", TEMPLATE_ARCHES)
+    disk_type = _choice(disk_type, "disk type", TEMPLATE_DISK_TYPES)
+    tag = _check_text(tag, "tag", TAG_MAX) or None
+    kernel = _template_relative(boot_kernel, "boot kernel") if boot_kernel else None
+    initrd = _template_relative(boot_initrd, "boot initrd") if boot_initrd else None
+    cmdline = _check_text(boot_cmdline, "boot command line", PATH_COLUMN_MAX) or None
+    if (initrd or cmdline) and not kernel:
+        raise ValidationError("boot initrd and command line need a boot kernel")
+
+    store = get_datastore(session, datastore)
+    base = templates_dir(settings, store)
+    _template_file(base, image, "template image")
+    if kernel:
+        _template_file(base, kernel, "boot kernel")
+    if initrd:
+        _template_file(base, initrd, "boot initrd")
+    _unique(session, Template.name, name, "template")
+    template = Template(
+        name=name,
+        os=os,
+        os_name=os_name,
+        os_version=os_version,
+        os_type=os_type,
+        arch=arch,
+        hdd=hdd_gb,
+        hdfile=image,
+        type=disk_type,
+        tag=tag,
+        datastore_id=store.id,
+        is_active=True,
+        boot_kernel=kernel,
+        boot_initrd=initrd,
+        boot_cmdline=cmdline,
+    )
+    return _insert(session, template, f"template {name!r}")
+
+
+def list_templates(session: Session, *, active_only: bool = False) -> list[Template]:
+    query = select(Template).order_by(Template.name)
+    if active_only:
+        query = query.where(Template.is_active.is_(True))
+    return list(session.scalars(query))
+
+
+def get_template(session: Session, name_or_id: str | int) -> Template:
+    return _by_name_or_id(session, Template, Template.name, name_or_id, "template")
+
+
+def deactivate_template(session: Session, name_or_id: str | int) -> Template:
+    """Hide a template from new requests; VMs made from it keep their reference."""
+    template = get_template(session, name_or_id)
+    template.is_active = False
+    session.flush()
+    return template
+
+
+# --- schema --------------------------------------------------------------------------
+
+
+def schema_revisions(engine: Engine) -> tuple[str | None, tuple[str, ...]]:
+    """(the database's revision, the revisions this code knows as newest)."""
+    heads = ScriptDirectory.from_config(alembic_config(engine)).get_heads()
+    try:
+        current = current_revision(engine)
+    except OperationalError as exc:
+        where = engine.url.render_as_string(hide_password=True)
+        reason = str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
+        raise ConfigError(f"cannot open database {where}: {reason}") from None
+    return current, tuple(heads)
+
+
+def require_schema(engine: Engine) -> str:
+    """Fail with one line before a command trips over missing or old tables."""
+    current, heads = schema_revisions(engine)
+    if current is None:
+        raise ConfigError(SCHEMA_MISSING)
+    if current not in heads:
+        raise ConfigError(
+            f"database schema is at revision {current}, this Baadal needs"
+            f" {', '.join(heads)}: run `baadal db upgrade`"
+        )
+    return current
+
+
+# --- settings ------------------------------------------------------------------------
+
+REDACTED = "***"
+#: words that make a setting's value a secret (matched against '_'-separated parts)
+_SECRET_WORDS = frozenset(
+    {"password", "passwd", "pwd", "secret", "token", "key", "credential", "credentials", "login"}
+)
+#: suffixes naming where a secret lives rather than the secret itself
+_REFERENCE_SUFFIXES = ("_file", "_ref", "_path")
+
+
+def is_secret_setting(key: str) -> bool:
+    """nat_ssh_key, mail login (web2py 'user:password'), any *password*: hidden."""
+    lowered = key.lower()
+    if lowered.endswith(_REFERENCE_SUFFIXES):
+        return False
+    return bool(_SECRET_WORDS.intersection(lowered.split("_")))
+
+
+def _redact_url(value: str) -> str:
+    """Keep a URL readable but drop the password in it (database and LDAP URLs)."""
+    if "://" not in value or "@" not in value:
+        return value
+    try:
+        parts = urlsplit(value)
+        password = parts.password
+    except ValueError:
+        return REDACTED
+    if not password:
+        return value
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:{REDACTED}@{hostport}"))
+
+
+def _redact(data: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            out[key] = _redact(value)
+        elif isinstance(value, str):
+            if is_secret_setting(key) and value:
+                out[key] = REDACTED
+            else:
+                out[key] = _redact_url(value)
+        elif isinstance(value, list) and is_secret_setting(key):
+            out[key] = [REDACTED for _ in value]
+        else:
+            out[key] = value
+    return out
+
+
+def settings_as_dict(settings: Settings, redact: bool = True) -> dict[str, Any]:
+    """The effective settings as plain data; secrets replaced by '***' unless told not to."""
+    data = settings.model_dump(mode="json")
+    return _redact(data) if redact else data

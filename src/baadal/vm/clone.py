@@ -1,0 +1,121 @@
+"""Clones (the seed's VM_clone): copies of a shut-off VM, as overlays or full copies.
+
+A linked clone's disk holds only what differs from the template (``qemu-img convert -B``),
+so it is small and quick and does not depend on the parent staying unchanged; a full clone
+is standalone. Extra disks are copied in full. The datastore is shared by all hosts, so a
+clone is defined directly on the host placement picks for it: the upstream step "clone on
+the parent's host, then migrate to a better one" is not needed, and the message is the
+seed's first one.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from baadal import constants as C
+from baadal.config import Settings
+from baadal.db.models import VM, AttachedDisk, Datastore
+from baadal.db.session import session_scope
+from baadal.drivers import domain_xml, hypervisor_for
+from baadal.errors import ConflictError
+from baadal.tasks.registry import TaskContext, TaskResult
+from baadal.vm import storage
+from baadal.vm.common import load_vm, set_status, vm_hypervisor
+from baadal.vm.disk import attach_disk
+from baadal.vm.install import (
+    VMProperties,
+    active_template,
+    allocate_vm_properties,
+    free_vm_properties,
+    vm_domain_spec,
+)
+
+log = logging.getLogger("baadal")
+
+CLONE_SUCCESS = "Task Status: SUCCESS Message: Cloned successfully."
+
+
+def get_clone_properties(session: Session, parent: VM, clone: VM) -> VMProperties:
+    """Addresses, port, datastore and host for one clone (same rules as a new VM)."""
+    if clone.parent_id != parent.id:
+        raise ConflictError(f"{clone.vm_name} is not a clone of {parent.vm_name}")
+    return allocate_vm_properties(session, clone)
+
+
+def _copy_extra_disks(session: Session, settings: Settings, parent: VM, clone: VM) -> None:
+    hv = hypervisor_for(clone.host)
+    disks = session.scalars(select(AttachedDisk).where(AttachedDisk.vm_id == parent.id)).all()
+    for index, disk in enumerate(disks, start=1):
+        datastore = session.get(Datastore, disk.datastore_id)
+        source = storage.get_extra_disk_location(
+            settings, datastore, parent.vm_identity, disk.attached_disk_name
+        ).path
+        name = storage.extra_disk_name(clone.vm_identity, index)
+        dest = storage.get_extra_disk_location(settings, datastore, clone.vm_identity, name).path
+        storage.full_copy(source, dest)
+        session.add(
+            AttachedDisk(
+                vm_id=clone.id,
+                datastore_id=datastore.id,
+                attached_disk_name=name,
+                capacity=disk.capacity,
+            )
+        )
+        datastore.used += disk.capacity
+        attach_disk(hv, clone.vm_identity, dest, live=False)
+
+
+def clone_one(ctx: TaskContext, parent_id: int, clone_id: int, *, full: bool) -> None:
+    with session_scope(ctx.engine) as session:
+        parent, clone = load_vm(session, parent_id), load_vm(session, clone_id)
+        props = get_clone_properties(session, parent, clone)
+    with session_scope(ctx.engine) as session:
+        parent, clone = load_vm(session, parent_id), load_vm(session, clone_id)
+        template = active_template(session, clone.template_id)
+        source = storage.get_vm_image_location(ctx.settings, parent.datastore, parent.vm_identity)
+        dest = storage.get_vm_image_location(ctx.settings, clone.datastore, clone.vm_identity).path
+        backing = None if full else storage.template_path(ctx.settings, template)
+        storage.full_copy(source.path, dest, backing=backing)
+        spec = vm_domain_spec(ctx.settings, clone, clone.host, template, dest, props)
+        hypervisor_for(clone.host).define(domain_xml.build_domain_xml(spec), autostart=True)
+        _copy_extra_disks(session, ctx.settings, parent, clone)
+        set_status(session, clone, C.VMStatus.SHUTDOWN, ctx.requester_id)
+
+
+def clone(ctx: TaskContext) -> TaskResult:
+    """The 'Clone VM' handler: parameters vm_id (parent), clone_vm_id (list), full."""
+    clone_ids = [int(i) for i in ctx.parameters.get("clone_vm_id", [])]
+    full = bool(ctx.parameters.get("full", False))
+    try:
+        with session_scope(ctx.engine) as session:
+            parent = load_vm(session, ctx.vm_id)
+            state = vm_hypervisor(parent).domain_info(parent.vm_identity).status
+            if state != C.VMStatus.SHUTDOWN:
+                raise ConflictError(f"{parent.vm_name} must be shut off to be cloned")
+    except Exception as exc:
+        return TaskResult.failed(f"Task Status: FAILED Error: {exc}")
+    failures = []
+    for clone_id in clone_ids:
+        try:
+            clone_one(ctx, ctx.vm_id, clone_id, full=full)
+        except Exception as exc:
+            log.exception("clone %d of VM %s failed", clone_id, ctx.vm_id)
+            failures.append(f"clone {clone_id}: {exc}")
+            with session_scope(ctx.engine) as session:
+                vm = session.get(VM, clone_id)
+                if vm is not None:
+                    free_vm_properties(session, ctx.settings, vm)
+                    set_status(session, vm, C.VMStatus.UNKNOWN, ctx.requester_id)
+    if not failures:
+        return TaskResult.success(CLONE_SUCCESS)
+    detail = "; ".join(failures)
+    if len(failures) == len(clone_ids):
+        return TaskResult.failed(f"Task Status: FAILED Error: {detail}")
+    return TaskResult(
+        C.TaskStatus.PARTIAL_SUCCESS,
+        f"Task Status: PARTIAL_SUCCESS Message: {len(clone_ids) - len(failures)} of "
+        f"{len(clone_ids)} cloned. {detail}",
+    )

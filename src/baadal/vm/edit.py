@@ -1,0 +1,116 @@
+"""Changing a VM: edit_vm_config (RAM, vCPU, public IP) and save-as-template.
+
+RAM and vCPU change the persistent definition, so the VM must be shut off (as upstream).
+Every edited item adds its own "Edited ... successfully." to the task message.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from baadal import constants as C
+from baadal import pools
+from baadal.db.models import Template, TemplateOwner, UserVMMap
+from baadal.db.session import session_scope
+from baadal.errors import ConflictError, ValidationError
+from baadal.tasks.registry import TaskContext, TaskResult
+from baadal.vm import storage
+from baadal.vm.common import load_vm, log_vm_event, vm_hypervisor
+
+ALLOWED_RAM_MB = tuple(2**n for n in range(8, 17))  # 256 .. 65536
+ALLOWED_VCPUS = (1, 2, 4, 8, 16)
+
+
+def check_ram_vcpus(ram_mb: int | None, vcpus: int | None) -> None:
+    if ram_mb is not None and ram_mb not in ALLOWED_RAM_MB:
+        raise ValidationError(f"RAM must be one of {', '.join(map(str, ALLOWED_RAM_MB))} MB")
+    if vcpus is not None and vcpus not in ALLOWED_VCPUS:
+        raise ValidationError(f"vCPUs must be one of {', '.join(map(str, ALLOWED_VCPUS))}")
+
+
+def edit_vm_config(ctx: TaskContext) -> TaskResult:
+    """The 'Edit VM Config' handler: parameters vm_id, ram, vcpus, public_ip."""
+    ram = ctx.parameters.get("ram")
+    vcpus = ctx.parameters.get("vcpus")
+    public_ip = ctx.parameters.get("public_ip")
+    messages = []
+    try:
+        check_ram_vcpus(ram, vcpus)
+        with session_scope(ctx.engine) as session:
+            vm = load_vm(session, ctx.vm_id)
+            hv = vm_hypervisor(vm)
+            if ram is not None or vcpus is not None:
+                if hv.domain_info(vm.vm_identity).status != C.VMStatus.SHUTDOWN:
+                    raise ConflictError(f"{vm.vm_name} must be shut off to change RAM or vCPUs")
+                hv.set_memory_and_vcpus(vm.vm_identity, ram, vcpus)
+            if ram is not None:
+                log_vm_event(session, vm, "RAM", vm.RAM, ram, ctx.requester_id)
+                vm.RAM = ram
+                messages.append("Edited RAM successfully.")
+            if vcpus is not None:
+                log_vm_event(session, vm, "vCPU", vm.vCPU, vcpus, ctx.requester_id)
+                vm.vCPU = vcpus
+                messages.append("Edited vCPU successfully.")
+            if public_ip is True and vm.public_ip_id is None:
+                ip = pools.allocate_public_ip(session, vm.id)
+                vm.public_ip_wanted = True
+                log_vm_event(session, vm, "public_ip", None, ip, ctx.requester_id)
+                messages.append("Edited public IP successfully.")
+            elif public_ip is False and vm.public_ip_id is not None:
+                ip = pools.release_public_ip(session, vm.id)
+                vm.public_ip_wanted = False
+                log_vm_event(session, vm, "public_ip", ip, None, ctx.requester_id)
+                messages.append("Edited public IP successfully.")
+    except Exception as exc:
+        return TaskResult.failed(str(exc))
+    if not messages:
+        return TaskResult.failed("nothing to edit: the VM already has this configuration")
+    return TaskResult.success(" ".join(messages))
+
+
+def save_as_template(ctx: TaskContext) -> TaskResult:
+    """The 'Save As Template' handler: a standalone image + a private template row.
+
+    The VM must be shut off: a copy of a running disk is not consistent.
+    """
+    try:
+        with session_scope(ctx.engine) as session:
+            vm = load_vm(session, ctx.vm_id)
+            if vm_hypervisor(vm).domain_info(vm.vm_identity).status != C.VMStatus.SHUTDOWN:
+                raise ConflictError(f"{vm.vm_name} must be shut off to be saved as a template")
+            if vm.saved_template_id is not None:
+                raise ConflictError(f"{vm.vm_name} already has a saved template")
+            name = f"{vm.vm_name}_template"[:30]
+            if session.scalar(select(Template.id).where(Template.name == name)) is not None:
+                raise ConflictError(f"a template named {name} already exists")
+            base = vm.template
+            relative = f"saved/{vm.vm_identity}_template.qcow2"
+            source = storage.get_vm_image_location(ctx.settings, vm.datastore, vm.vm_identity)
+            dest = storage.template_file(ctx.settings, vm.datastore, relative)
+            storage.full_copy(source.path, dest)
+            template = Template(
+                name=name,
+                os=base.os,
+                os_name=base.os_name,
+                os_version=base.os_version,
+                os_type=base.os_type,
+                arch=base.arch,
+                hdd=vm.HDD,
+                hdfile=relative,
+                type=C.TemplateDiskType.QCOW2,
+                datastore_id=vm.datastore_id,
+                boot_kernel=base.boot_kernel,
+                boot_initrd=base.boot_initrd,
+                boot_cmdline=base.boot_cmdline,
+            )
+            session.add(template)
+            session.flush()
+            for user_id in session.scalars(
+                select(UserVMMap.user_id).where(UserVMMap.vm_id == vm.id)
+            ):
+                session.add(TemplateOwner(template_id=template.id, user_id=user_id))
+            vm.saved_template_id = template.id
+            log_vm_event(session, vm, "saved template", None, name, ctx.requester_id)
+    except Exception as exc:
+        return TaskResult.failed(f"Task Status: FAILED Error: {exc}")
+    return TaskResult.success(f"Saved {vm.vm_name} as template {name} successfully")

@@ -1,0 +1,145 @@
+"""Power operations and deletion (the seed's start, suspend, resume, destroy, delete).
+
+Each handler checks the domain's real state first (the host, not the DB, is the truth),
+makes the libvirt call, then records the new status with an event log row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+
+from sqlalchemy import delete
+from sqlalchemy.orm import Session
+
+from baadal import constants as C
+from baadal.config import Settings
+from baadal.db.models import VM, UserVMMap
+from baadal.db.session import session_scope
+from baadal.drivers.base import DomainNotFound, Hypervisor
+from baadal.errors import ConflictError
+from baadal.tasks.registry import TaskContext, TaskResult
+from baadal.vm.common import load_vm, set_status, vm_hypervisor
+from baadal.vm.install import free_vm_properties
+
+POLL_S = 0.5
+
+
+def _power_op(
+    ctx: TaskContext,
+    *,
+    allowed_from: tuple[C.VMStatus, ...],
+    action: Callable[[Hypervisor, str, Settings], None],
+    new_status: C.VMStatus,
+    done: str,
+) -> TaskResult:
+    """The shared shape of start/suspend/resume/destroy: check, act, record."""
+    try:
+        with session_scope(ctx.engine) as session:
+            vm = load_vm(session, ctx.vm_id)
+            hv = vm_hypervisor(vm)
+            name, identity = vm.vm_name, vm.vm_identity
+        current = hv.domain_info(identity).status
+        if current not in allowed_from:
+            raise ConflictError(f"{name} is {current.name.lower()}; cannot do this now")
+        action(hv, identity, ctx.settings)
+        with session_scope(ctx.engine) as session:
+            set_status(session, load_vm(session, ctx.vm_id), new_status, ctx.requester_id)
+    except Exception as exc:
+        return TaskResult.failed(str(exc))
+    return TaskResult.success(f"{name} is {done} successfully")
+
+
+def start(ctx: TaskContext) -> TaskResult:
+    return _power_op(
+        ctx,
+        allowed_from=(C.VMStatus.SHUTDOWN,),
+        action=lambda hv, name, _s: hv.start(name),
+        new_status=C.VMStatus.RUNNING,
+        done="started",
+    )
+
+
+def suspend(ctx: TaskContext) -> TaskResult:
+    return _power_op(
+        ctx,
+        allowed_from=(C.VMStatus.RUNNING,),
+        action=lambda hv, name, _s: hv.suspend(name),
+        new_status=C.VMStatus.SUSPENDED,
+        done="suspend",  # the seed's message: "<VM_NAME> is suspend successfully"
+    )
+
+
+def resume(ctx: TaskContext) -> TaskResult:
+    return _power_op(
+        ctx,
+        allowed_from=(C.VMStatus.SUSPENDED,),
+        action=lambda hv, name, _s: hv.resume(name),
+        new_status=C.VMStatus.RUNNING,
+        done="resumed",
+    )
+
+
+def destroy(ctx: TaskContext) -> TaskResult:
+    """Hard power off."""
+    return _power_op(
+        ctx,
+        allowed_from=(C.VMStatus.RUNNING, C.VMStatus.SUSPENDED),
+        action=lambda hv, name, _s: hv.destroy(name),
+        new_status=C.VMStatus.SHUTDOWN,
+        done="destroyed",
+    )
+
+
+def graceful_stop(hv: Hypervisor, name: str, settings: Settings) -> None:
+    """Ask the guest to shut down; force it off if it has not within stop_timeout_s.
+
+    Upstream's 'Stop VM' was a hard power off; a user expects their OS to shut down.
+    """
+    if hv.domain_info(name).status == C.VMStatus.SUSPENDED:
+        hv.destroy(name)
+        return
+    hv.shutdown(name)
+    deadline = time.monotonic() + settings.vm.stop_timeout_s
+    while time.monotonic() < deadline:
+        if hv.domain_info(name).status == C.VMStatus.SHUTDOWN:
+            return
+        time.sleep(POLL_S)
+    hv.destroy(name)
+
+
+def stop(ctx: TaskContext) -> TaskResult:
+    return _power_op(
+        ctx,
+        allowed_from=(C.VMStatus.RUNNING, C.VMStatus.SUSPENDED),
+        action=graceful_stop,
+        new_status=C.VMStatus.SHUTDOWN,
+        done="stopped",
+    )
+
+
+def clean_up_database_after_vm_deletion(session: Session, settings: Settings, vm: VM) -> None:
+    """Files, addresses, port, datastore space and rows of a deleted VM.
+
+    vm_event_log rows stay (the audit trail outlives the VM); snapshots, disks rows,
+    affinity and user maps go with the VM.
+    """
+    free_vm_properties(session, settings, vm)
+    session.execute(delete(UserVMMap).where(UserVMMap.vm_id == vm.id))
+    session.delete(vm)
+
+
+def delete_vm(ctx: TaskContext) -> TaskResult:
+    """The 'Delete VM' handler: power off, undefine (with snapshots), remove everything."""
+    try:
+        with session_scope(ctx.engine) as session:
+            vm = load_vm(session, ctx.vm_id)
+            name = vm.vm_name
+            if vm.host is not None:
+                with contextlib.suppress(DomainNotFound):
+                    vm_hypervisor(vm).undefine(vm.vm_identity)
+            clean_up_database_after_vm_deletion(session, ctx.settings, vm)
+    except Exception as exc:
+        return TaskResult.failed(str(exc))
+    return TaskResult.success(f"{name} is deleted successfully")

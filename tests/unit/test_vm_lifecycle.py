@@ -1,0 +1,381 @@
+"""VM lifecycle on libvirt's test driver: every operation and every failure path.
+
+The real-libvirtd counterpart is tests/integration/test_vm_real.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from baadal import constants as C
+from baadal.config import Settings
+from baadal.db.models import (
+    VM,
+    AttachedDisk,
+    Datastore,
+    Host,
+    PrivateIpPool,
+    Snapshot,
+    Task,
+    UserVMMap,
+)
+from baadal.db.session import session_scope
+from baadal.drivers.libvirt_driver import LibvirtHypervisor
+from baadal.errors import ConflictError, NotFoundError, ResourceExhausted, ValidationError
+from baadal.services import vms
+from baadal.tasks import queue
+from baadal.tasks.registry import load_handler_modules
+from baadal.tasks.worker import Worker
+from baadal.vm import storage, utilization
+from tests.support.cloud import Cloud, fake_host_uri, make_cloud
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def cloud_settings(settings: Settings) -> Settings:
+    settings.general.snapshot_requires_ping = False
+    settings.vm.stop_timeout_s = 0.5
+    return settings
+
+
+@pytest.fixture
+def cloud(sqlite_engine: Engine, cloud_settings: Settings, tmp_path: Path) -> Cloud:
+    uris = [fake_host_uri(tmp_path, f"h{i}") for i in (1, 2)]
+    return make_cloud(sqlite_engine, cloud_settings, tmp_path, uris)
+
+
+def run_tasks(engine: Engine, settings: Settings) -> None:
+    Worker(engine, settings, registry=load_handler_modules(), worker_id="t").run(until_idle=True)
+
+
+def last_task(engine: Engine) -> Task:
+    with session_scope(engine) as s:
+        return s.scalars(select(Task).order_by(Task.id.desc())).first()
+
+
+def create(engine: Engine, settings: Settings, name: str = "web", **kw: object) -> int:
+    with session_scope(engine) as s:
+        args = {
+            "vm_name": name,
+            "template": "tiny",
+            "ram_mb": 256,
+            "vcpus": 1,
+            "owner": vms.get_user(s, None),
+            "security_domain": "research",
+        }
+        args.update(kw)
+        queued = vms.request_vm(s, settings, **args)
+    run_tasks(engine, settings)
+    return queued.vm_id
+
+
+def hv_of(engine: Engine, vm_id: int) -> tuple[LibvirtHypervisor, str]:
+    with session_scope(engine) as s:
+        vm = s.get(VM, vm_id)
+        return LibvirtHypervisor(vm.host.libvirt_uri), vm.vm_identity
+
+
+def operate(engine: Engine, settings: Settings, vm_id: int, op: str) -> Task:
+    with session_scope(engine) as s:
+        vms.operate(s, s.get(VM, vm_id), op, None)
+    run_tasks(engine, settings)
+    return last_task(engine)
+
+
+def counts(engine: Engine) -> dict[str, int]:
+    with session_scope(engine) as s:
+        used_ips = s.scalar(
+            select(func.count()).select_from(VM).where(VM.private_ip_id.is_not(None))
+        )
+        return {
+            "vms": s.scalar(select(func.count()).select_from(VM)),
+            "used_ips": used_ips,
+            "vnc": s.scalar(select(func.count()).select_from(VM).where(VM.vnc_port.is_not(None))),
+            "disks": s.scalar(select(func.count()).select_from(AttachedDisk)),
+            "snapshots": s.scalar(select(func.count()).select_from(Snapshot)),
+            "maps": s.scalar(select(func.count()).select_from(UserVMMap)),
+            "ds_used": s.scalar(select(Datastore.used)),
+        }
+
+
+def test_install_makes_a_running_vm_on_an_overlay(
+    sqlite_engine: Engine, cloud_settings: Settings, cloud: Cloud
+) -> None:
+    vm_id = create(sqlite_engine, cloud_settings, extra_disk_gb=2)
+    task = last_task(sqlite_engine)
+    assert (task.status, task.message) == (
+        C.TaskStatus.SUCCESS,
+        "VM is installed successfully Attached extra disk successfully.",
+    )
+    hv, identity = hv_of(sqlite_engine, vm_id)
+    assert identity == "ADMIN_system_web"
+    assert hv.domain_info(identity).status == C.VMStatus.RUNNING
+    xml = hv.xml(identity, inactive=True)
+    with session_scope(sqlite_engine) as s:
+        vm = s.get(VM, vm_id)
+        assert vm.status == C.VMStatus.RUNNING
+        assert vm.private_ip.private_ip.startswith("10.99.10.")
+        mac = vm.private_ip.mac_addr
+        assert C.VNC_PORT_RANGE[0] <= vm.vnc_port <= C.VNC_PORT_RANGE[1]
+        assert vm.vnc_password and vm.vnc_password not in xml  # secret unless asked
+        assert f"passwd='{vm.vnc_password}'" in hv.xml(identity, inactive=True, secure=True)
+        image = storage.get_vm_image_location(cloud_settings, vm.datastore, identity)
+        assert s.scalar(select(Datastore.used)) == 1 + 2
+    assert image.present
+    info = storage.image_info(image.path)
+    assert info["backing-filename"] == str(cloud.template_file)
+    assert mac.lower() in xml and "<tag id='10'/>" in xml
+    assert f"port='{vm.vnc_port}'" in xml
+    assert "vdb" in xml  # the extra disk
+
+
+def test_power_operations_and_messages(
+    sqlite_engine: Engine, cloud_settings: Settings, cloud: Cloud
+) -> None:
+    vm_id = create(sqlite_engine, cloud_settings)
+    hv, identity = hv_of(sqlite_engine, vm_id)
+    for op, state, message in [
+        ("suspend", C.VMStatus.SUSPENDED, "web is suspend successfully"),
+        ("resume", C.VMStatus.RUNNING, "web is resumed successfully"),
+        ("destroy", C.VMStatus.SHUTDOWN, "web is destroyed successfully"),
+        ("start", C.VMStatus.RUNNING, "web is started successfully"),
+        ("stop", C.VMStatus.SHUTDOWN, "web is stopped successfully"),
+    ]:
+        task = operate(sqlite_engine, cloud_settings, vm_id, op)
+        assert (task.status, task.message) == (C.TaskStatus.SUCCESS, message)
+        assert hv.domain_info(identity).status == state
+        with session_scope(sqlite_engine) as s:
+            assert s.get(VM, vm_id).status == state
+    task = operate(sqlite_engine, cloud_settings, vm_id, "resume")
+    assert task.status == C.TaskStatus.FAILED and "shutdown" in task.message
+
+
+def test_request_errors_change_nothing(
+    sqlite_engine: Engine, cloud_settings: Settings, cloud: Cloud
+) -> None:
+    create(sqlite_engine, cloud_settings)
+    before = counts(sqlite_engine)
+    cases = [
+        ({"template": "nope"}, NotFoundError, "template 'nope' not found"),
+        ({"vm_name": "web"}, ConflictError, "already has a VM named 'web'"),
+        ({"vm_name": "bad name"}, ValidationError, "may contain only"),
+        ({"ram_mb": 300}, ValidationError, "RAM must be one of"),
+        ({"extra_disk_gb": 500}, ResourceExhausted, "no datastore"),
+        ({"security_domain": "nope"}, NotFoundError, "security domain"),
+        ({"host": "host9"}, NotFoundError, "host 'host9' not found"),
+        ({"ram_mb": 65536}, ResourceExhausted, "RAM"),
+    ]
+    for kw, error, match in cases:
+        args = {"vm_name": "other"} | kw
+        with pytest.raises(error, match=match):
+            create(sqlite_engine, cloud_settings, **args)
+    with session_scope(sqlite_engine) as s:
+        s.get(Host, cloud.host_ids[0]).status = C.HostStatus.DOWN
+    with pytest.raises(ConflictError, match="host host1 is DOWN"):
+        create(sqlite_engine, cloud_settings, "other", host="host1")
+    assert counts(sqlite_engine) == before
+
+
+def test_missing_template_file_fails_cleanly(
+    sqlite_engine: Engine, cloud_settings: Settings, cloud: Cloud
+) -> None:
+    cloud.template_file.rename(cloud.template_file.with_suffix(".gone"))
+    with pytest.raises(NotFoundError, match="image file is missing"):
+        create(sqlite_engine, cloud_settings)
+
+
+def test_failed_install_leaks_nothing(
+    sqlite_engine: Engine, cloud_settings: Settings, cloud: Cloud
+) -> None:
+    before = counts(sqlite_engine)
+    with session_scope(sqlite_engine) as s:
+        queued = vms.request_vm(
+            s, cloud_settings, vm_name="doomed", template="tiny", ram_mb=256, vcpus=1,
+            owner=vms.get_user(s, None), security_domain="research", public_ip=True,
+        )  # fmt: skip
+    cloud.template_file.rename(cloud.template_file.with_suffix(".gone"))  # vanishes mid-way
+    run_tasks(sqlite_engine, cloud_settings)
+    task = last_task(sqlite_engine)
+    assert task.status == C.TaskStatus.FAILED
+    assert task.message.startswith("Task Status: FAILED Error: template image")
+    with session_scope(sqlite_engine) as s:
+        vm = s.get(VM, queued.vm_id)
+        assert vm.status == C.VMStatus.UNKNOWN
+        assert (vm.private_ip_id, vm.public_ip_id, vm.vnc_port, vm.host_id) == (None,) * 4
+        assert vm.datastore_id is None
+    assert counts(sqlite_engine) == before | {"vms": before["vms"] + 1, "maps": before["maps"] + 1}
+    assert not (cloud.datastore_path / cloud_settings.paths.vms / "ADMIN_system_doomed").exists()
+    # retry after fixing the template: installs; ignore would have removed the row
+    cloud.template_file.with_suffix(".gone").rename(cloud.template_file)
+    with session_scope(sqlite_engine) as s:
+        queue.retry(s, task.id)
+    run_tasks(sqlite_engine, cloud_settings)
+    assert last_task(sqlite_engine).status == C.TaskStatus.SUCCESS
+
+
+def test_snapshots_limit_revert_and_delete(
+    sqlite_engine: Engine, cloud_settings: Settings, cloud: Cloud
+) -> None:
+    vm_id = create(sqlite_engine, cloud_settings)
+    hv, identity = hv_of(sqlite_engine, vm_id)
+    for _ in range(3):
+        with session_scope(sqlite_engine) as s:
+            vms.request_snapshot(s, s.get(VM, vm_id), None)
+        run_tasks(sqlite_engine, cloud_settings)
+        assert last_task(sqlite_engine).message == "Snapshotted successfully"
+    with (
+        pytest.raises(ConflictError, match="at most 3 snapshots"),
+        session_scope(sqlite_engine) as s,
+    ):
+        vms.request_snapshot(s, s.get(VM, vm_id), None)
+    names = [snap.name for snap in hv.snapshot_list(identity)]
+    assert len(names) == 3
+    with session_scope(sqlite_engine) as s:
+        first = s.scalars(select(Snapshot).order_by(Snapshot.id)).first()
+        vms.request_revert(s, s.get(VM, vm_id), first.id, None)
+    run_tasks(sqlite_engine, cloud_settings)
+    assert last_task(sqlite_engine).message == "Reverted to snapshot successfully"
+    assert [s.is_current for s in hv.snapshot_list(identity) if s.name == first.snapshot_name] == [
+        True
+    ]
+    with session_scope(sqlite_engine) as s:
+        vms.request_delete_snapshot(s, s.get(VM, vm_id), first.snapshot_name, None)
+    run_tasks(sqlite_engine, cloud_settings)
+    assert last_task(sqlite_engine).message == "Deleted snapshot successfully"
+    assert first.snapshot_name not in [snap.name for snap in hv.snapshot_list(identity)]
+    with pytest.raises(NotFoundError), session_scope(sqlite_engine) as s:
+        vms.request_revert(s, s.get(VM, vm_id), first.id, None)
+
+
+def test_delete_with_snapshots_and_disks_leaves_nothing(
+    sqlite_engine: Engine, cloud_settings: Settings, cloud: Cloud
+) -> None:
+    before = counts(sqlite_engine)
+    vm_id = create(sqlite_engine, cloud_settings, extra_disk_gb=1, public_ip=True)
+    with session_scope(sqlite_engine) as s:
+        vms.request_snapshot(s, s.get(VM, vm_id), None)
+        vms.request_attach_disk(s, s.get(VM, vm_id), 1, None)
+    run_tasks(sqlite_engine, cloud_settings)
+    hv, identity = hv_of(sqlite_engine, vm_id)
+    assert len(hv.snapshot_list(identity)) == 1
+    with session_scope(sqlite_engine) as s:
+        assert s.scalar(select(func.count()).select_from(AttachedDisk)) == 2
+    task = operate(sqlite_engine, cloud_settings, vm_id, "delete")
+    assert (task.status, task.message) == (C.TaskStatus.SUCCESS, "web is deleted successfully")
+    assert not hv.is_defined(identity)
+    assert counts(sqlite_engine) == before
+    leftovers = [
+        p for p in cloud.datastore_path.rglob("*") if p.is_file() and p != cloud.template_file
+    ]
+    assert leftovers == []
+    with session_scope(sqlite_engine) as s:
+        free = s.scalar(
+            select(func.count()).select_from(PrivateIpPool).where(PrivateIpPool.is_active)
+        )
+        assert free == 41
+
+
+def test_attach_disk_refused_when_it_does_not_fit(
+    sqlite_engine: Engine, cloud_settings: Settings, cloud: Cloud
+) -> None:
+    vm_id = create(sqlite_engine, cloud_settings)
+    with pytest.raises(ResourceExhausted), session_scope(sqlite_engine) as s:
+        vms.request_attach_disk(s, s.get(VM, vm_id), 1000, None)
+    with pytest.raises(ValidationError), session_scope(sqlite_engine) as s:
+        vms.request_attach_disk(s, s.get(VM, vm_id), 0, None)
+    with session_scope(sqlite_engine) as s:
+        vms.request_attach_disk(s, s.get(VM, vm_id), 3, None)
+    run_tasks(sqlite_engine, cloud_settings)
+    assert last_task(sqlite_engine).message == "Attached extra disk successfully"
+    with session_scope(sqlite_engine) as s:
+        vm = s.get(VM, vm_id)
+        loc = storage.get_extra_disk_location(
+            cloud_settings, vm.datastore, vm.vm_identity, f"{vm.vm_identity}_disk1.qcow2", True
+        )
+        assert vm.extra_HDD == 3
+    assert loc.present and loc.size_gb == 3
+
+
+def test_edit_config_gives_one_message_per_item(
+    sqlite_engine: Engine, cloud_settings: Settings, cloud: Cloud
+) -> None:
+    vm_id = create(sqlite_engine, cloud_settings)
+    with session_scope(sqlite_engine) as s:
+        vms.request_edit(s, s.get(VM, vm_id), None, ram_mb=512, vcpus=2)
+    run_tasks(sqlite_engine, cloud_settings)
+    task = last_task(sqlite_engine)
+    assert task.status == C.TaskStatus.FAILED and "must be shut off" in task.message
+    operate(sqlite_engine, cloud_settings, vm_id, "destroy")
+    with session_scope(sqlite_engine) as s:
+        vms.request_edit(s, s.get(VM, vm_id), None, ram_mb=512, vcpus=2, public_ip=True)
+    run_tasks(sqlite_engine, cloud_settings)
+    task = last_task(sqlite_engine)
+    assert task.message == (
+        "Edited RAM successfully. Edited vCPU successfully. Edited public IP successfully."
+    )
+    hv, identity = hv_of(sqlite_engine, vm_id)
+    xml = hv.xml(identity, inactive=True)
+    assert "<memory unit='KiB'>524288</memory>" in xml and ">2</vcpu>" in xml
+    with session_scope(sqlite_engine) as s:
+        vm = s.get(VM, vm_id)
+        assert (vm.RAM, vm.vCPU) == (512, 2) and vm.public_ip is not None
+    with (
+        pytest.raises(ValidationError, match="nothing to change"),
+        session_scope(sqlite_engine) as s,
+    ):
+        vms.request_edit(s, s.get(VM, vm_id), None, ram_mb=512)
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_clone_linked_and_full(
+    sqlite_engine: Engine, cloud_settings: Settings, cloud: Cloud, full: bool
+) -> None:
+    vm_id = create(sqlite_engine, cloud_settings, extra_disk_gb=1)
+    with pytest.raises(ConflictError, match="must be shut off"), session_scope(sqlite_engine) as s:
+        vms.request_clone(s, s.get(VM, vm_id), 2, None, full=full)
+    operate(sqlite_engine, cloud_settings, vm_id, "destroy")
+    with session_scope(sqlite_engine) as s:
+        _, clone_ids = vms.request_clone(s, s.get(VM, vm_id), 2, None, full=full)
+    run_tasks(sqlite_engine, cloud_settings)
+    task = last_task(sqlite_engine)
+    assert (task.status, task.message) == (
+        C.TaskStatus.SUCCESS,
+        "Task Status: SUCCESS Message: Cloned successfully.",
+    )
+    with session_scope(sqlite_engine) as s:
+        clones = [s.get(VM, i) for i in clone_ids]
+        assert [c.vm_name for c in clones] == ["web_clone1", "web_clone2"]
+        ips = {c.private_ip_id for c in clones} | {s.get(VM, vm_id).private_ip_id}
+        assert len(ips) == 3
+        for c in clones:
+            assert c.status == C.VMStatus.SHUTDOWN and c.parent_id == vm_id
+            image = storage.get_vm_image_location(cloud_settings, c.datastore, c.vm_identity)
+            assert image.present
+            backing = storage.image_info(image.path).get("backing-filename")
+            assert backing == (None if full else str(cloud.template_file))
+            hv = LibvirtHypervisor(c.host.libvirt_uri)
+            assert hv.domain_info(c.vm_identity).status == C.VMStatus.SHUTDOWN
+            assert (
+                s.scalar(
+                    select(func.count()).select_from(AttachedDisk).where(AttachedDisk.vm_id == c.id)
+                )
+                == 1
+            )
+
+
+def test_utilization_from_libvirt_stats(
+    sqlite_engine: Engine, cloud_settings: Settings, cloud: Cloud
+) -> None:
+    vm_id = create(sqlite_engine, cloud_settings)
+    hv, identity = hv_of(sqlite_engine, vm_id)
+    first = utilization.get_actual_usage(hv, identity)
+    second = utilization.get_actual_usage(hv, identity)
+    assert first.ram > 0 and second.ram > 0
+    rx, tx = utilization.get_dom_nw_usage(hv, identity)
+    rd, wr = utilization.get_dom_disk_usage(hv, identity)
+    assert min(rx, tx, rd, wr) >= 0
+    assert utilization.get_current_dom_resource_usage(hv, identity).vcpus == 1
