@@ -9,12 +9,13 @@ everything is deleted with no file, row or domain left behind.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import libvirt
 import pytest
 from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
 
 from baadal import constants as C
 from baadal.config import Settings
@@ -70,15 +71,16 @@ def console(settings: Settings, engine: Engine, vm_id: int) -> Path:
 def ask_guest(conn: libvirt.virConnect, name: str, log: Path, shell: str, key: str) -> str:
     """Run ``shell`` on the guest's console; returns the text after ``<key>=``."""
     tag = uuid.uuid4().hex[:6]
-    console_send(conn, conn.lookupByName(name), f'echo "{key}{tag}=$({shell})"\n')
+    console_send(conn, conn.lookupByName(name), f'echo "{key}""{tag}=$({shell})"\n')
     line = console_line(log, f"{key}{tag}=", 30)
     assert line is not None, f"guest did not answer {shell!r}"
     return line.split(f"{key}{tag}=", 1)[1].strip()
 
 
-def queue_and_run(engine: Engine, settings: Settings, fn: object, *args: object) -> str:
+def queue_and_run(engine: Engine, settings: Settings, request: Callable[[Session], object]) -> str:
+    """Queue through the service layer, run the worker until idle, expect success."""
     with session_scope(engine) as s:
-        fn(s, *args)  # type: ignore[operator]
+        request(s)
     run_tasks(engine, settings)
     task = last_task(engine)
     assert task.status == C.TaskStatus.SUCCESS, task.message
@@ -108,9 +110,8 @@ def test_tiny_guest_lifecycle_on_real_libvirt(
     assert "type='qemu'" in dom.XMLDesc(0)
     assert console_line(log, "TINY-DATA", 30) is not None
 
-    def vm_op(op: str) -> str:
-        with session_scope(engine) as s:
-            return queue_and_run(engine, settings, vms.operate, s.get(VM, vm_id), op, None)
+    def vm_op(op: str, vid: int = vm_id) -> str:
+        return queue_and_run(engine, settings, lambda s: vms.operate(s, s.get(VM, vid), op, None))
 
     assert vm_op("suspend") == "tiny1 is suspend successfully"
     assert dom.info()[0] == libvirt.VIR_DOMAIN_PAUSED
@@ -118,22 +119,22 @@ def test_tiny_guest_lifecycle_on_real_libvirt(
     assert dom.info()[0] == libvirt.VIR_DOMAIN_RUNNING
 
     # snapshot, write a file, revert: the file is gone again
-    with session_scope(engine) as s:
-        queue_and_run(engine, settings, vms.request_snapshot, s.get(VM, vm_id), None)
+    queue_and_run(engine, settings, lambda s: vms.request_snapshot(s, s.get(VM, vm_id), None))
     assert (
         ask_guest(conn, name, log, "echo x > /data/after; sync; ls /data", "LS").count("after") == 1
     )
     with session_scope(engine) as s:
         snap_id = s.scalar(select(Snapshot.id))
-        queue_and_run(engine, settings, vms.request_revert, s.get(VM, vm_id), snap_id, None)
+    queue_and_run(
+        engine, settings, lambda s: vms.request_revert(s, s.get(VM, vm_id), snap_id, None)
+    )
     assert dom.info()[0] == libvirt.VIR_DOMAIN_RUNNING
     assert "after" not in ask_guest(conn, name, log, "ls /data", "LS")
 
     # extra disk, attached live: the guest kernel sees vdb
-    with session_scope(engine) as s:
-        message = queue_and_run(
-            engine, settings, vms.request_attach_disk, s.get(VM, vm_id), 1, None
-        )
+    message = queue_and_run(
+        engine, settings, lambda s: vms.request_attach_disk(s, s.get(VM, vm_id), 1, None)
+    )
     assert message == "Attached extra disk successfully"
     assert "vdb" in ask_guest(conn, name, log, "ls /sys/block | tr '\\n' ,", "BLK")
     assert "vdb" in dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
@@ -144,8 +145,7 @@ def test_tiny_guest_lifecycle_on_real_libvirt(
         _, (clone_id,) = vms.request_clone(s, s.get(VM, vm_id), 1, None)
     run_tasks(engine, settings)
     assert last_task(engine).message == "Task Status: SUCCESS Message: Cloned successfully."
-    with session_scope(engine) as s:
-        queue_and_run(engine, settings, vms.operate, s.get(VM, clone_id), "start", None)
+    vm_op("start", clone_id)
     clone_log = console(settings, engine, clone_id)
     clone_ready = console_line(clone_log, "TINY-READY", BOOT_TIMEOUT_S)
     assert clone_ready is not None and parse_ready_line(clone_ready).disks == ("vda", "vdb")
@@ -154,8 +154,7 @@ def test_tiny_guest_lifecycle_on_real_libvirt(
 
     # delete both: nothing left behind
     for vid in (clone_id, vm_id):
-        with session_scope(engine) as s:
-            queue_and_run(engine, settings, vms.operate, s.get(VM, vid), "delete", None)
+        vm_op("delete", vid)
     assert [d.name() for d in conn.listAllDomains() if d.name().startswith("ADMIN_")] == []
     with session_scope(engine) as s:
         assert s.scalar(select(func.count()).select_from(VM)) == 0
