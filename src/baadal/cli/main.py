@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from baadal.cli import admin, inventory, pools, status, tasks, vms
+from baadal.cli import admin, inventory, lab, pools, status, tasks, vms
 from baadal.cli.common import handle_errors
 from baadal.logs import setup_logging
 
@@ -37,3 +37,4 @@ app.add_typer(inventory.template_app, name="template")
 app.add_typer(pools.app, name="pool")
 app.add_typer(vms.app, name="vm")
 app.add_typer(tasks.app, name="task")
+app.add_typer(lab.app, name="lab")
