@@ -6,11 +6,20 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   python3-venv
-  postgresql            # production database; the tests start a real server
-  openssh-server        # remote commands are tested against a real sshd
+  postgresql              # production database; the tests start a real server
+  openssh-server          # remote commands are tested against a real sshd
   openssh-client
   iputils-ping
   iproute2
+  libvirt-daemon-system   # hypervisor: libvirtd + QEMU (TCG here)
+  libvirt-clients
+  qemu-system-x86
+  qemu-utils              # qemu-img for overlays, copies and extra disks
+  libvirt-dev             # to build libvirt-python
+  pkg-config
+  gcc
+  openvswitch-switch      # VM networking (userspace datapath)
+  busybox-static          # the tiny bootable guest
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -22,9 +31,12 @@ missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
+# the tiny guest's kernel comes from the package index: make sure there is one
+if [ "${#missing[@]}" -gt 0 ] || ! compgen -G "/var/lib/apt/lists/*_Packages" >/dev/null; then
+  apt-get update -q
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing: ${missing[*]}"
-  apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
