@@ -20,6 +20,7 @@ from baadal.db.models import (
     PrivateIpPool,
     Snapshot,
     Task,
+    Template,
     UserVMMap,
 )
 from baadal.db.session import session_scope
@@ -379,3 +380,83 @@ def test_utilization_from_libvirt_stats(
     rd, wr = utilization.get_dom_disk_usage(hv, identity)
     assert min(rx, tx, rd, wr) >= 0
     assert utilization.get_current_dom_resource_usage(hv, identity).vcpus == 1
+
+
+def test_save_as_template_makes_a_standalone_private_template(
+    sqlite_engine: Engine, cloud_settings: Settings, cloud: Cloud
+) -> None:
+    vm_id = create(sqlite_engine, cloud_settings)
+    task = operate(sqlite_engine, cloud_settings, vm_id, "save-template")
+    assert task.status == C.TaskStatus.FAILED and "must be shut off" in task.message
+    operate(sqlite_engine, cloud_settings, vm_id, "destroy")
+    task = operate(sqlite_engine, cloud_settings, vm_id, "save-template")
+    assert task.message == "Saved web as template web_template successfully"
+    with session_scope(sqlite_engine) as s:
+        vm = s.get(VM, vm_id)
+        tmpl = s.get(Template, vm.saved_template_id)
+        assert tmpl is not None and tmpl.name == "web_template"
+        assert [u.id for u in tmpl.owners] == [C.SYSTEM_USER_ID]
+        path = storage.template_path(cloud_settings, tmpl)
+    assert path.is_file() and storage.image_info(path).get("backing-filename") is None
+    task = operate(sqlite_engine, cloud_settings, vm_id, "save-template")
+    assert "already has a saved template" in task.message
+    # the saved template makes new VMs
+    create(sqlite_engine, cloud_settings, "fromsaved", template="web_template")
+    assert last_task(sqlite_engine).status == C.TaskStatus.SUCCESS
+
+
+def test_scheduled_snapshots_keep_one_per_kind(
+    sqlite_engine: Engine, cloud_settings: Settings, cloud: Cloud
+) -> None:
+    vm_id = create(sqlite_engine, cloud_settings)
+    other = create(sqlite_engine, cloud_settings, "other")
+    with session_scope(sqlite_engine) as s:
+        s.get(VM, vm_id).snapshot_flag = C.SnapshotType.DAILY | C.SnapshotType.WEEKLY
+    for _ in range(2):
+        with session_scope(sqlite_engine) as s:
+            queue.enqueue(
+                s, C.TaskType.SCHEDULED_SNAPSHOTS, parameters={"periodic_job": "snapshot_daily"}
+            )
+        run_tasks(sqlite_engine, cloud_settings)
+    with session_scope(sqlite_engine) as s:
+        kinds = [(snap.vm_id, snap.type) for snap in s.scalars(select(Snapshot))]
+        messages = [t.message for t in s.scalars(select(Task).order_by(Task.id))][-4:]
+    assert kinds == [(vm_id, C.SnapshotType.DAILY)]  # the second replaced the first
+    assert messages.count("queued 1 daily snapshots") == 2
+    hv, identity = hv_of(sqlite_engine, vm_id)
+    assert len(hv.snapshot_list(identity)) == 1
+    assert other != vm_id
+
+
+def test_launch_existing_vm_image(
+    sqlite_engine: Engine, cloud_settings: Settings, cloud: Cloud
+) -> None:
+    image = cloud.datastore_path / "vm_images" / "ADMIN_system_old" / "ADMIN_system_old.qcow2"
+    with pytest.raises(NotFoundError, match="no image at"), session_scope(sqlite_engine) as s:
+        vms.launch_existing_vm_image(
+            s, cloud_settings, vm_name="old", template="tiny", datastore="ds1",
+            ram_mb=256, vcpus=1, owner=vms.get_user(s, None),
+        )  # fmt: skip
+    before = counts(sqlite_engine)
+    assert before["vms"] == 0
+    storage.create_blank(image, 2)
+    with session_scope(sqlite_engine) as s:
+        vm = vms.launch_existing_vm_image(
+            s, cloud_settings, vm_name="old", template="tiny", datastore="ds1",
+            ram_mb=256, vcpus=1, owner=vms.get_user(s, None), security_domain="research",
+        )  # fmt: skip
+        vm_id = vm.id
+    hv, identity = hv_of(sqlite_engine, vm_id)
+    assert hv.domain_info(identity).status == C.VMStatus.RUNNING
+    assert str(image) in hv.xml(identity)
+    with session_scope(sqlite_engine) as s:
+        assert s.get(VM, vm_id).status == C.VMStatus.RUNNING
+        assert s.scalar(select(Datastore.used)) == 2
+
+
+def test_kvm_is_never_assumed_without_a_boot_probe() -> None:
+    from baadal.drivers.kvm_probe import domain_type_for
+
+    assert domain_type_for("test:///default") == "qemu"
+    # a host without a probe kernel is never given kvm, whatever it advertises
+    assert domain_type_for("test:///nonexistent-no-kernel", Path("/nonexistent")) == "qemu"

@@ -16,11 +16,21 @@ from sqlalchemy.orm import Session
 from baadal import constants as C
 from baadal import placement
 from baadal.config import Settings
-from baadal.db.models import VM, Host, SecurityDomain, Snapshot, Task, Template, User, UserVMMap
+from baadal.db.models import (
+    VM,
+    Datastore,
+    Host,
+    SecurityDomain,
+    Snapshot,
+    Task,
+    Template,
+    User,
+    UserVMMap,
+)
 from baadal.errors import ConflictError, NotFoundError, ValidationError
 from baadal.net.validators import check_safe_name
 from baadal.tasks import queue
-from baadal.vm import storage
+from baadal.vm import install, storage
 from baadal.vm.disk import check_disk_size
 from baadal.vm.edit import check_ram_vcpus
 from baadal.vm.snapshot import check_user_snapshot_limit
@@ -162,6 +172,50 @@ def request_vm(
         session, C.TaskType.CREATE_VM, vm_id=vm.id, parameters=params, requester_id=requester.id
     )
     return Queued(vm.id, task.id)
+
+
+def launch_existing_vm_image(
+    session: Session,
+    settings: Settings,
+    *,
+    vm_name: str,
+    template: str | int,
+    datastore: str,
+    ram_mb: int,
+    vcpus: int,
+    owner: User,
+    security_domain: str | None = None,
+    host: str | None = None,
+) -> VM:
+    """Admin: make a VM of the image already at <datastore>/<vms>/<identity>/ (no task)."""
+    check_safe_name(vm_name, "VM name", 30)
+    check_ram_vcpus(ram_mb, vcpus)
+    tmpl = _template(session, settings, template)
+    domain = _security_domain(session, security_domain)
+    chosen = _host(session, host)
+    ds = session.scalar(select(Datastore).where(Datastore.ds_name == datastore))
+    if ds is None:
+        raise NotFoundError(f"datastore {datastore!r} not found")
+    identity = vm_identity(session, owner, vm_name)
+    if session.scalar(select(VM.id).where(VM.vm_identity == identity)) is not None:
+        raise ConflictError(f"{owner.username} already has a VM named {vm_name!r}")
+    vm = VM(
+        vm_name=vm_name,
+        vm_identity=identity,
+        RAM=ram_mb,
+        vCPU=vcpus,
+        template_id=tmpl.id,
+        owner_id=owner.id,
+        requester_id=owner.id,
+        datastore_id=ds.id,
+        security_domain_id=domain.id if domain else None,
+        status=C.VMStatus.IN_QUEUE,
+    )
+    session.add(vm)
+    session.flush()
+    session.add(UserVMMap(user_id=owner.id, vm_id=vm.id))
+    install.launch_existing_vm_image(session, settings, vm, host_id=chosen.id if chosen else None)
+    return vm
 
 
 def _installed(vm: VM) -> None:

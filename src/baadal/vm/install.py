@@ -213,6 +213,39 @@ def free_vm_properties(session: Session, settings: Settings, vm: VM) -> None:
     session.flush()
 
 
+def launch_existing_vm_image(
+    session: Session, settings: Settings, vm: VM, *, host_id: int | None = None
+) -> VMProperties:
+    """Admin: run the image already at the VM's image location as the VM (synchronous).
+
+    The VM row names its datastore; the image must be there (get_vm_image_location).
+    Everything else is allocated as for a new VM; on failure it is all given back.
+    """
+    if vm.datastore is None:
+        raise ConflictError(f"VM {vm.vm_name} names no datastore")
+    image = storage.get_vm_image_location(settings, vm.datastore, vm.vm_identity)
+    if not image.present:
+        raise NotFoundError(f"no image at {image.path}")
+    template = active_template(session, vm.template_id)
+    vm.HDD = storage.virtual_size_gb(image.path) or template.hdd
+    session.execute(
+        update(Datastore)
+        .where(Datastore.id == vm.datastore_id)
+        .values(used=Datastore.used + vm.HDD)
+    )
+    props = allocate_vm_properties(session, vm, host_id=host_id)
+    host = session.get(Host, props.host_id)
+    hv = hypervisor_for(host)
+    try:
+        launch_vm_on_host(hv, vm_domain_spec(settings, vm, host, template, image.path, props))
+    except Exception:
+        with contextlib.suppress(DomainNotFound):
+            hv.undefine(vm.vm_identity)
+        raise
+    update_db_after_vm_installation(session, vm, props, None)
+    return props
+
+
 def install(ctx: TaskContext) -> TaskResult:
     """The 'Create VM' handler."""
     host_id = ctx.parameters.get("host_id")
