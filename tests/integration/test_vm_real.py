@@ -21,9 +21,11 @@ from baadal import constants as C
 from baadal.config import Settings
 from baadal.db.models import VM, AttachedDisk, Snapshot
 from baadal.db.session import session_scope
+from baadal.drivers.libvirt_driver import LibvirtHypervisor
 from baadal.lab.guest import build_tiny_guest, console_line, parse_ready_line
 from baadal.services import vms
-from baadal.vm import storage
+from baadal.vm import storage, utilization
+from baadal.vm.snapshot import vm_has_snapshots
 from tests.support.cloud import Cloud, make_cloud
 from tests.support.libvirtd import console_send, ensure_libvirtd, qemu_workdir
 from tests.support.ovs import ensure_ovs_bridge
@@ -130,6 +132,21 @@ def test_tiny_guest_lifecycle_on_real_libvirt(
     )
     assert dom.info()[0] == libvirt.VIR_DOMAIN_RUNNING
     assert "after" not in ask_guest(conn, name, log, "ls /data", "LS")
+    with session_scope(engine) as s:
+        assert vm_has_snapshots(s, vm_id)
+    queue_and_run(
+        engine, settings, lambda s: vms.request_delete_snapshot(s, s.get(VM, vm_id), snap_id, None)
+    )
+    assert dom.snapshotListNames() == []
+    with session_scope(engine) as s:
+        assert not vm_has_snapshots(s, vm_id)
+
+    # utilization from libvirt's stats of the running guest
+    hv = LibvirtHypervisor(conn.getURI())
+    utilization.get_actual_usage(hv, name)
+    usage = utilization.get_actual_usage(hv, name)
+    assert usage.ram > 64 * 2**20 and usage.cpu >= 0
+    assert utilization.get_current_dom_resource_usage(hv, name).cpu_time_ns > 0
 
     # extra disk, attached live: the guest kernel sees vdb
     message = queue_and_run(
@@ -141,16 +158,25 @@ def test_tiny_guest_lifecycle_on_real_libvirt(
 
     # clone (linked) of the shut-off VM; the clone boots with the parent's /data
     assert vm_op("stop") == "tiny1 is stopped successfully"
+    assert dom.info()[0] == libvirt.VIR_DOMAIN_SHUTOFF
+    message = queue_and_run(
+        engine, settings, lambda s: vms.request_edit(s, s.get(VM, vm_id), None, ram_mb=512, vcpus=2)
+    )
+    assert message == "Edited RAM successfully. Edited vCPU successfully."
+    assert dom.info()[1] == 512 * 1024 and dom.info()[3] == 2
     with session_scope(engine) as s:
         _, (clone_id,) = vms.request_clone(s, s.get(VM, vm_id), 1, None)
     run_tasks(engine, settings)
     assert last_task(engine).message == "Task Status: SUCCESS Message: Cloned successfully."
-    vm_op("start", clone_id)
+    assert vm_op("start", clone_id) == "tiny1_clone1 is started successfully"
     clone_log = console(settings, engine, clone_id)
     clone_ready = console_line(clone_log, "TINY-READY", BOOT_TIMEOUT_S)
     assert clone_ready is not None and parse_ready_line(clone_ready).disks == ("vda", "vdb")
     data = console_line(clone_log, "TINY-DATA", 30)
     assert data is not None and "mounted" in data  # the parent's filesystem, not a new one
+
+    assert vm_op("destroy", clone_id) == "tiny1_clone1 is destroyed successfully"
+    assert conn.lookupByName("ADMIN_system_tiny1_clone1").info()[0] == libvirt.VIR_DOMAIN_SHUTOFF
 
     # delete both: nothing left behind
     for vid in (clone_id, vm_id):
