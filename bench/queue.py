@@ -12,12 +12,16 @@ Run from the repository root: ``.venv/bin/python bench/queue.py [--tasks 200]``.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# this file is named like the stdlib module: keep its folder off the import path
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 import argparse
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 

@@ -51,7 +51,9 @@ def make_engine(url: str, echo: bool = False) -> Engine:
         )
         _prepare_sqlite(engine)
         return engine
-    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # no pre-ping: it costs a round trip per transaction; a connection that died is
+    # dropped by the pool on its error and the worker loop retries
+    return create_engine(url, echo=echo, pool_size=10, max_overflow=20)
 
 
 def get_engine(settings: Settings | None = None) -> Engine:

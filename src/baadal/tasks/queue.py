@@ -23,9 +23,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Engine, and_, exists, select, update
+from sqlalchemy import Engine, and_, bindparam, exists, func, select, update
 from sqlalchemy.orm import Session, aliased
 
 from baadal import constants as C
@@ -124,58 +125,85 @@ def enqueue(
     return task
 
 
-def _runnable_query(postgres: bool) -> Any:
-    earlier = aliased(Task)
+@lru_cache(maxsize=2)
+def _claim_statements(postgres: bool) -> tuple[Any, Any]:
+    """The two claim statements, built once (building them costs more than running them).
+
+    Pick: the best runnable task whose VM has no earlier unfinished task, leased with one
+    UPDATE ... RETURNING. Event: the attempt's event row (opened when the task became
+    runnable) marked PROCESSING.
+    """
+    candidate, earlier = aliased(Task), aliased(Task)
     blocked_by_earlier = exists().where(
         and_(
-            earlier.vm_id == Task.vm_id,
-            earlier.id < Task.id,
+            earlier.vm_id == candidate.vm_id,
+            earlier.id < candidate.id,
             earlier.status.in_(C.TASK_UNFINISHED),
         )
     )
-    query = (
-        select(Task)
+    best = (
+        select(candidate.id)
         .where(
-            Task.status.in_(C.TASK_RUNNABLE),
-            Task.run_after <= utcnow(),
-            (Task.vm_id.is_(None)) | ~blocked_by_earlier,
+            candidate.status.in_(C.TASK_RUNNABLE),
+            candidate.run_after <= bindparam("p_now"),
+            candidate.vm_id.is_(None) | ~blocked_by_earlier,
         )
-        .order_by(Task.priority.desc(), Task.id)
+        .order_by(candidate.priority.desc(), candidate.id)
         .limit(1)
     )
     if postgres:
-        query = query.with_for_update(skip_locked=True, of=Task)
-    return query
+        best = best.with_for_update(skip_locked=True, of=candidate)
+    pick = (
+        update(Task)
+        .where(Task.id == best.scalar_subquery())
+        .values(
+            status=C.TaskStatus.PROCESSING,
+            lease_owner=bindparam("p_worker"),
+            lease_expires_at=bindparam("p_expires"),
+            attempts=Task.attempts + 1,
+            started_at=func.coalesce(Task.started_at, bindparam("p_now")),
+        )
+        .returning(
+            Task.id, Task.task_type, Task.vm_id, Task.requester_id, Task.parameters, Task.attempts
+        )
+    )
+    latest = select(func.max(TaskEvent.id)).where(TaskEvent.task_id == bindparam("p_task"))
+    event = (
+        update(TaskEvent)
+        .where(TaskEvent.id == latest.scalar_subquery())
+        .values(
+            status=C.TaskStatus.PROCESSING,
+            start_time=bindparam("p_now"),
+            worker=bindparam("p_worker"),
+        )
+        .returning(TaskEvent.id)
+    )
+    return pick, event
 
 
 def claim(engine: Engine, worker_id: str, lease_s: float) -> ClaimedTask | None:
     """Lease the next runnable task to ``worker_id``; None when there is nothing to do."""
-    with session_scope(engine) as session:
-        task = session.scalar(_runnable_query(is_postgres(engine)))
-        if task is None:
+    now = utcnow()
+    pick, event = _claim_statements(is_postgres(engine))
+    with engine.begin() as conn:
+        row = conn.execute(
+            pick,
+            {"p_now": now, "p_worker": worker_id, "p_expires": now + timedelta(seconds=lease_s)},
+        ).one_or_none()
+        if row is None:
             return None
-        now = utcnow()
-        task.status = C.TaskStatus.PROCESSING
-        task.lease_owner = worker_id
-        task.lease_expires_at = now + timedelta(seconds=lease_s)
-        task.attempts += 1
-        task.started_at = task.started_at or now
-        event = _latest_event(session, task.id)
-        if event is None or event.status not in C.TASK_RUNNABLE:
-            event = _new_event(session, task, C.TaskStatus.PROCESSING)
-        event.status = C.TaskStatus.PROCESSING
-        event.start_time = now
-        event.worker = worker_id
-        session.flush()
-        return ClaimedTask(
-            id=task.id,
-            task_type=task.task_type,
-            vm_id=task.vm_id,
-            requester_id=task.requester_id,
-            parameters=dict(task.parameters),
-            attempt=task.attempts,
-            event_id=event.id,
-        )
+        event_id = conn.execute(
+            event, {"p_now": now, "p_worker": worker_id, "p_task": row.id}
+        ).scalar_one()
+    return ClaimedTask(
+        id=row.id,
+        task_type=row.task_type,
+        vm_id=row.vm_id,
+        requester_id=row.requester_id,
+        parameters=dict(row.parameters),
+        attempt=row.attempts,
+        event_id=event_id,
+    )
 
 
 def renew_leases(engine: Engine, worker_id: str, task_ids: list[int], lease_s: float) -> set[int]:
@@ -204,31 +232,39 @@ def finish(
     """End the task if this worker still holds its lease. False = lease was lost."""
     if status not in C.TASK_FINAL:
         raise ValidationError(f"{status!r} does not end a task")
-    now = utcnow()
-    with session_scope(engine) as session:
-        ended = session.execute(
-            update(Task)
-            .where(
-                Task.id == claimed.id,
-                Task.lease_owner == worker_id,
-                Task.status == C.TaskStatus.PROCESSING,
-            )
-            .values(
-                status=status,
-                message=message,
-                finished_at=now,
-                lease_owner=None,
-                lease_expires_at=None,
-            )
+    values = {"p_status": int(status), "p_message": message, "p_now": utcnow()}
+    with engine.begin() as conn:
+        ended = conn.execute(
+            _FINISH_TASK, values | {"p_task": claimed.id, "p_worker": worker_id}
         ).rowcount
         if ended != 1:
             return False
-        event = session.get(TaskEvent, claimed.event_id)
-        if event is not None:
-            event.status = status
-            event.message = message
-            event.end_time = now
+        conn.execute(_FINISH_EVENT, values | {"p_event": claimed.event_id})
     return True
+
+
+_FINISH_TASK = (
+    update(Task)
+    .where(
+        Task.id == bindparam("p_task"),
+        Task.lease_owner == bindparam("p_worker"),
+        Task.status == C.TaskStatus.PROCESSING,
+    )
+    .values(
+        status=bindparam("p_status"),
+        message=bindparam("p_message"),
+        finished_at=bindparam("p_now"),
+        lease_owner=None,
+        lease_expires_at=None,
+    )
+)
+_FINISH_EVENT = (
+    update(TaskEvent)
+    .where(TaskEvent.id == bindparam("p_event"))
+    .values(
+        status=bindparam("p_status"), message=bindparam("p_message"), end_time=bindparam("p_now")
+    )
+)
 
 
 def recover_expired(engine: Engine) -> list[int]:

@@ -19,6 +19,7 @@ import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import OperationalError
 
 from baadal import constants as C
 from baadal.config import Settings
@@ -68,21 +69,28 @@ class Worker:
         sync_periodic_jobs(self.engine, self.registry.periodic, self.settings)
         log.info("worker %s started, concurrency %d", self.worker_id, self.concurrency)
         running: dict[Future[None], int] = {}
-        last_renewal = time.monotonic()
+        last_renewal = last_housekeeping = float("-inf")
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="task") as pool:
             while not self.stop_event.is_set():
-                fire_due_jobs(self.engine)
-                queue.recover_expired(self.engine)
-                while len(running) < self.concurrency:
-                    claimed = queue.claim(self.engine, self.worker_id, self.lease_s)
-                    if claimed is None:
+                try:
+                    if time.monotonic() - last_housekeeping >= self.poll_s:
+                        fire_due_jobs(self.engine)
+                        queue.recover_expired(self.engine)
+                        last_housekeeping = time.monotonic()
+                    while len(running) < self.concurrency:
+                        claimed = queue.claim(self.engine, self.worker_id, self.lease_s)
+                        if claimed is None:
+                            break
+                        running[pool.submit(self._execute, claimed)] = claimed.id
+                    if time.monotonic() - last_renewal >= self.lease_s / 3:
+                        self._renew(list(running.values()))
+                        last_renewal = time.monotonic()
+                    if until_idle and not running and unfinished_task_count(self.engine) == 0:
                         break
-                    running[pool.submit(self._execute, claimed)] = claimed.id
-                if time.monotonic() - last_renewal >= self.lease_s / 3:
-                    self._renew(list(running.values()))
-                    last_renewal = time.monotonic()
-                if until_idle and not running and unfinished_task_count(self.engine) == 0:
-                    break
+                except OperationalError:
+                    # the database went away for a moment: running tasks go on, retry soon
+                    log.exception("worker %s: database error, retrying", self.worker_id)
+                    self.stop_event.wait(self.poll_s)
                 if running:
                     done, _ = wait(running, timeout=self.poll_s, return_when=FIRST_COMPLETED)
                     for future in done:
