@@ -13,6 +13,7 @@ from sqlalchemy import Engine, func, select
 
 from baadal import constants as C
 from baadal.config import Settings, load_settings
+from baadal.db.migrate import require_schema, schema_revisions
 from baadal.db.models import VM, Datastore, Host, Template, VncAccess
 from baadal.db.session import make_engine, session_scope
 from baadal.errors import ConfigError, ConflictError, NotFoundError, ValidationError
@@ -584,13 +585,13 @@ def test_deactivate_and_list_templates(
 
 
 def test_require_schema(sqlite_engine: Engine, tmp_path: Path) -> None:
-    assert inv.require_schema(sqlite_engine) == "0001"
+    assert require_schema(sqlite_engine) == "0001"
     empty = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")
     try:
         with pytest.raises(ConfigError) as exc:
-            inv.require_schema(empty)
+            require_schema(empty)
         assert str(exc.value) == "database not initialised: run `baadal db upgrade`"
-        assert inv.schema_revisions(empty) == (None, ("0001",))
+        assert schema_revisions(empty) == (None, ("0001",))
     finally:
         empty.dispose()
 
@@ -600,7 +601,7 @@ def test_require_schema_names_an_unreachable_database(tmp_path: Path) -> None:
     (tmp_path / "dir.db").mkdir()  # a directory where the file should be
     try:
         with pytest.raises(ConfigError, match="cannot open database"):
-            inv.require_schema(engine)
+            require_schema(engine)
     finally:
         engine.dispose()
 

@@ -3,29 +3,20 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any
 
 import typer
-from sqlalchemy.orm import Session
 
-from baadal.cli.common import console, db, handle_errors
+from baadal.cli.common import console, handle_errors
 from baadal.config import config_file_path, get_settings
 from baadal.db import migrate
+from baadal.db.migrate import SCHEMA_MISSING, schema_revisions
 from baadal.db.session import get_engine
 from baadal.services import inventory
 
 db_app = typer.Typer(help="Database schema: create, upgrade, inspect.", no_args_is_help=True)
 config_app = typer.Typer(help="Settings in effect.", no_args_is_help=True)
-
-
-@contextmanager
-def ready_db() -> Iterator[Session]:
-    """A session on a database whose schema is current; the one place that check lives."""
-    inventory.require_schema(get_engine())
-    with db() as session:
-        yield session
 
 
 def _database_label() -> str:
@@ -49,9 +40,9 @@ def upgrade_cmd() -> None:
 @handle_errors
 def status_cmd() -> None:
     """Which database, its schema revision, and whether it needs `baadal db upgrade`."""
-    current, heads = inventory.schema_revisions(get_engine())
+    current, heads = schema_revisions(get_engine())
     if current is None:
-        state = inventory.SCHEMA_MISSING
+        state = SCHEMA_MISSING
     elif current in heads:
         state = "up to date"
     else:

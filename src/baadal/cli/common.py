@@ -12,7 +12,8 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.orm import Session
 
-from baadal.db.session import session_scope
+from baadal.db.migrate import require_schema
+from baadal.db.session import get_engine, session_scope
 from baadal.errors import BaadalError
 from baadal.logs import log_exception
 
@@ -47,9 +48,18 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+_schema_checked: set[str] = set()
+
+
 @contextmanager
 def db() -> Iterator[Session]:
-    with session_scope() as session:
+    """A session on a database whose schema is current (checked once per process)."""
+    engine = get_engine()
+    url = str(engine.url)
+    if url not in _schema_checked:
+        require_schema(engine)
+        _schema_checked.add(url)
+    with session_scope(engine) as session:
         yield session
 
 

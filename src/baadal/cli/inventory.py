@@ -8,8 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from baadal import constants as C
-from baadal.cli.admin import ready_db
-from baadal.cli.common import console, handle_errors, print_table
+from baadal.cli.common import console, db, handle_errors, print_table
 from baadal.db.models import Datastore, Host, Template
 from baadal.services import inventory
 
@@ -80,7 +79,7 @@ def host_add_cmd(
     status: Annotated[str, typer.Option("--status", help="down, up or maintenance")] = "down",
 ) -> None:
     """Register a host (it starts DOWN unless told otherwise)."""
-    with ready_db() as session:
+    with db() as session:
         host = inventory.add_host(
             session,
             name=name,
@@ -105,7 +104,7 @@ def host_add_cmd(
 @handle_errors
 def host_list_cmd() -> None:
     """All hosts with their state and capacity."""
-    with ready_db() as session:
+    with db() as session:
         rows = [
             (h.id, h.host_name, h.address, _status_name(h.status), h.CPUs, h.RAM, h.host_type)
             for h in inventory.list_hosts(session)
@@ -117,7 +116,7 @@ def host_list_cmd() -> None:
 @handle_errors
 def host_show_cmd(host: NameOrId) -> None:
     """One host, every field."""
-    with ready_db() as session:
+    with db() as session:
         rows = _host_fields(inventory.get_host(session, host))
     _fields(f"host {host}", rows)
 
@@ -129,7 +128,7 @@ def host_set_status_cmd(
     status: Annotated[str, typer.Argument(help="down, up or maintenance")],
 ) -> None:
     """Mark a host up, down or in maintenance (placement uses UP hosts only)."""
-    with ready_db() as session:
+    with db() as session:
         row = inventory.set_host_status(session, host, status)
         line = f"host {row.host_name} is now {_status_name(row.status)}"
     _say(line)
@@ -139,7 +138,7 @@ def host_set_status_cmd(
 @handle_errors
 def host_remove_cmd(host: NameOrId) -> None:
     """Forget a host; refused while any VM is on it."""
-    with ready_db() as session:
+    with db() as session:
         inventory.remove_host(session, host)
     _say(f"removed host {host}")
 
@@ -179,7 +178,7 @@ def datastore_add_cmd(
     ] = None,
 ) -> None:
     """Register a mounted datastore and create its standard directories."""
-    with ready_db() as session:
+    with db() as session:
         ds = inventory.add_datastore(
             session,
             name=name,
@@ -198,7 +197,7 @@ def datastore_add_cmd(
 @handle_errors
 def datastore_list_cmd() -> None:
     """All datastores with capacity and use."""
-    with ready_db() as session:
+    with db() as session:
         rows = [
             (d.id, d.ds_name, d.system_mount_point, d.capacity, d.used)
             for d in inventory.list_datastores(session)
@@ -210,7 +209,7 @@ def datastore_list_cmd() -> None:
 @handle_errors
 def datastore_show_cmd(datastore: NameOrId) -> None:
     """One datastore, every field."""
-    with ready_db() as session:
+    with db() as session:
         rows = _datastore_fields(inventory.get_datastore(session, datastore))
     _fields(f"datastore {datastore}", rows)
 
@@ -266,7 +265,7 @@ def template_add_cmd(
     boot_cmdline: Annotated[str | None, typer.Option("--boot-cmdline")] = None,
 ) -> None:
     """Register a template image that is already on a datastore."""
-    with ready_db() as session:
+    with db() as session:
         t = inventory.add_template(
             session,
             name=name,
@@ -294,7 +293,7 @@ def template_list_cmd(
     active_only: Annotated[bool, typer.Option("--active-only", help="hide deactivated")] = False,
 ) -> None:
     """All templates (deactivated ones marked)."""
-    with ready_db() as session:
+    with db() as session:
         rows = [
             (t.id, t.name, "yes" if t.is_active else "no", t.os_name, t.hdd, t.datastore.ds_name)
             for t in inventory.list_templates(session, active_only=active_only)
@@ -306,7 +305,7 @@ def template_list_cmd(
 @handle_errors
 def template_show_cmd(template: NameOrId) -> None:
     """One template, every field."""
-    with ready_db() as session:
+    with db() as session:
         rows = _template_fields(inventory.get_template(session, template))
     _fields(f"template {template}", rows)
 
@@ -315,7 +314,7 @@ def template_show_cmd(template: NameOrId) -> None:
 @handle_errors
 def template_deactivate_cmd(template: NameOrId) -> None:
     """Stop offering a template for new VMs; existing VMs are untouched."""
-    with ready_db() as session:
+    with db() as session:
         t = inventory.deactivate_template(session, template)
         line = f"template {t.name} deactivated"
     _say(line)

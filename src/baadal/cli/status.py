@@ -12,10 +12,9 @@ from baadal import constants as C
 from baadal.cli.common import console, db, handle_errors, print_table
 from baadal.config import config_file_path, get_settings
 from baadal.db.constants_table import get_constant
-from baadal.db.migrate import current_revision, upgrade
+from baadal.db.migrate import require_schema, upgrade
 from baadal.db.models import VM, Datastore, Host, PrivateIpPool, PublicIpPool, Task, Template
 from baadal.db.session import get_engine
-from baadal.errors import ConfigError
 
 
 def _counts(session: Session, column: object, enum: type[IntEnum]) -> str:
@@ -45,8 +44,7 @@ def cloud_summary(session: Session) -> Sequence[tuple[str, str]]:
 def _print_status() -> None:
     settings = get_settings()
     engine = get_engine(settings)
-    if current_revision(engine) is None:
-        raise ConfigError("database not initialised: run `baadal db upgrade`")
+    require_schema(engine)
     console.print(f"database: {engine.url.render_as_string(hide_password=True)}")
     console.print(f"settings: {config_file_path() or 'defaults + environment'}")
     with db() as session:

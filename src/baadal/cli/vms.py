@@ -216,6 +216,7 @@ def snapshot_take(vm: str, wait: WaitOpt = True, inline: InlineOpt = False) -> N
     _follow(task_id, wait=wait, inline=inline)
 
 
+@app.command("revert")
 @snapshot_app.command("revert")
 @handle_errors
 def snapshot_revert(

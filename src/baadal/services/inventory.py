@@ -14,16 +14,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, func, select
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from baadal import constants as C
 from baadal.config import Settings, get_settings
-from baadal.db.migrate import alembic_config, current_revision
 from baadal.db.models import VM, Base, Datastore, Host, Template, VncAccess
-from baadal.errors import ConfigError, ConflictError, NotFoundError, ValidationError
+from baadal.errors import ConflictError, NotFoundError, ValidationError
 from baadal.net.validators import check_safe_name, is_valid_ipv4, normalize_mac
 
 M = TypeVar("M", bound=Base)
@@ -53,9 +51,6 @@ TEMPLATE_DISK_TYPES = tuple(t.value for t in C.TemplateDiskType)
 _DNS_LABEL_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _SSH_USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
-
-SCHEMA_MISSING = "database not initialised: run `baadal db upgrade`"
-
 
 # --- shared checks -------------------------------------------------------------------
 
@@ -523,31 +518,6 @@ def deactivate_template(session: Session, name_or_id: str | int) -> Template:
 
 
 # --- schema --------------------------------------------------------------------------
-
-
-def schema_revisions(engine: Engine) -> tuple[str | None, tuple[str, ...]]:
-    """(the database's revision, the revisions this code knows as newest)."""
-    heads = ScriptDirectory.from_config(alembic_config(engine)).get_heads()
-    try:
-        current = current_revision(engine)
-    except OperationalError as exc:
-        where = engine.url.render_as_string(hide_password=True)
-        reason = str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
-        raise ConfigError(f"cannot open database {where}: {reason}") from None
-    return current, tuple(heads)
-
-
-def require_schema(engine: Engine) -> str:
-    """Fail with one line before a command trips over missing or old tables."""
-    current, heads = schema_revisions(engine)
-    if current is None:
-        raise ConfigError(SCHEMA_MISSING)
-    if current not in heads:
-        raise ConfigError(
-            f"database schema is at revision {current}, this Baadal needs"
-            f" {', '.join(heads)}: run `baadal db upgrade`"
-        )
-    return current
 
 
 # --- settings ------------------------------------------------------------------------
