@@ -66,7 +66,7 @@ def test_newcomer_path_creates_a_booting_vm(cli: tuple[CliRunner, Path]) -> None
     out = run(runner, "vm", "create", "demo1", "--template", "tiny", code=2)
     assert "already has a VM named 'demo1'" in out
     out = run(runner, "vm", "create", "demo2", "--template", "nope", code=2)
-    assert "template 'nope' not found" in out
+    assert "no template named 'nope'" in out
     assert "demo2" not in run(runner, "vm", "list")
     assert "SUCCESS: demo1 is stopped successfully" in run(
         runner, "vm", "stop", "demo1", "--inline"

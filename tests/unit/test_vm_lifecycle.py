@@ -161,13 +161,13 @@ def test_request_errors_change_nothing(
     create(sqlite_engine, cloud_settings)
     before = counts(sqlite_engine)
     cases = [
-        ({"template": "nope"}, NotFoundError, "template 'nope' not found"),
+        ({"template": "nope"}, NotFoundError, "no template named 'nope'"),
         ({"vm_name": "web"}, ConflictError, "already has a VM named 'web'"),
         ({"vm_name": "bad name"}, ValidationError, "may contain only"),
         ({"ram_mb": 300}, ValidationError, "RAM must be one of"),
         ({"extra_disk_gb": 500}, ResourceExhausted, "no datastore"),
-        ({"security_domain": "nope"}, NotFoundError, "security domain"),
-        ({"host": "host9"}, NotFoundError, "host 'host9' not found"),
+        ({"security_domain": "nope"}, NotFoundError, "no security domain named 'nope'"),
+        ({"host": "host9"}, NotFoundError, "no host named 'host9'"),
         ({"ram_mb": 65536}, ResourceExhausted, "RAM"),
     ]
     for kw, error, match in cases:

@@ -18,7 +18,6 @@ from baadal import placement
 from baadal.config import Settings
 from baadal.db.models import (
     VM,
-    Datastore,
     Host,
     SecurityDomain,
     Snapshot,
@@ -29,6 +28,7 @@ from baadal.db.models import (
 )
 from baadal.errors import ConflictError, NotFoundError, ValidationError
 from baadal.net.validators import check_safe_name
+from baadal.services import inventory
 from baadal.tasks import queue
 from baadal.vm import install, storage
 from baadal.vm.disk import check_disk_size
@@ -86,11 +86,9 @@ def find_vm(session: Session, name_or_id: str | int) -> VM:
 
 
 def _template(session: Session, settings: Settings, name_or_id: str | int) -> Template:
-    text = str(name_or_id)
-    template = session.get(Template, int(text)) if text.isdigit() else None
-    template = template or session.scalar(select(Template).where(Template.name == text))
-    if template is None or not template.is_active:
-        raise NotFoundError(f"template {text!r} not found")
+    template = inventory.get_template(session, name_or_id)
+    if not template.is_active:
+        raise NotFoundError(f"template {template.name!r} is not active")
     if not storage.template_path(settings, template).is_file():
         raise NotFoundError(f"template {template.name}: image file is missing on the datastore")
     return template
@@ -101,18 +99,17 @@ def _security_domain(session: Session, name: str | None) -> SecurityDomain | Non
         return None
     domain = session.scalar(select(SecurityDomain).where(SecurityDomain.name == name))
     if domain is None:
-        raise NotFoundError(f"security domain {name!r} not found")
+        raise NotFoundError(f"no security domain named {name!r}")
     return domain
 
 
 def _host(session: Session, name: str | None) -> Host | None:
+    """The host a VM was asked to go on: it must be UP."""
     if name is None:
         return None
-    host = session.scalar(select(Host).where(Host.host_name == name))
-    if host is None:
-        raise NotFoundError(f"host {name!r} not found")
+    host = inventory.get_host(session, name)
     if host.status != C.HostStatus.UP:
-        raise ConflictError(f"host {name} is {C.HostStatus(host.status).name}")
+        raise ConflictError(f"host {host.host_name} is {C.HostStatus(host.status).name}")
     return host
 
 
@@ -193,9 +190,7 @@ def launch_existing_vm_image(
     tmpl = _template(session, settings, template)
     domain = _security_domain(session, security_domain)
     chosen = _host(session, host)
-    ds = session.scalar(select(Datastore).where(Datastore.ds_name == datastore))
-    if ds is None:
-        raise NotFoundError(f"datastore {datastore!r} not found")
+    ds = inventory.get_datastore(session, datastore)
     identity = vm_identity(session, owner, vm_name)
     if session.scalar(select(VM.id).where(VM.vm_identity == identity)) is not None:
         raise ConflictError(f"{owner.username} already has a VM named {vm_name!r}")
