@@ -186,6 +186,17 @@ def test_tiny_guest_lifecycle_on_real_libvirt(
         assert s.scalar(select(func.count()).select_from(VM)) == 0
         assert s.scalar(select(func.count()).select_from(AttachedDisk)) == 0
         assert s.scalar(select(func.count()).select_from(Snapshot)) == 0
+
+    # an image already on the datastore becomes a running VM (admin, synchronous)
+    old = cloud.datastore_path / "vm_images" / "ADMIN_system_old" / "ADMIN_system_old.qcow2"
+    storage.create_overlay(cloud.template_file, old)
+    with session_scope(engine) as s:
+        old_id = vms.launch_existing_vm_image(
+            s, settings, vm_name="old", template="tiny", datastore="ds1", ram_mb=256,
+            vcpus=1, owner=vms.get_user(s, None), security_domain="research",
+        ).id  # fmt: skip
+    assert conn.lookupByName("ADMIN_system_old").isActive()
+    assert vm_op("delete", old_id) == "old is deleted successfully"
     leftovers = [
         p
         for p in cloud.datastore_path.rglob("*")
