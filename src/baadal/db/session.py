@@ -8,6 +8,7 @@ uses READ COMMITTED; claims there rely on unique constraints and ``SKIP LOCKED``
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -70,15 +71,26 @@ def dispose_engines() -> None:
     for engine in _engines.values():
         engine.dispose()
     _engines.clear()
+    _factories.clear()
 
 
 def is_postgres(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
 
 
+_factories: weakref.WeakKeyDictionary[Engine, sessionmaker[Session]] = weakref.WeakKeyDictionary()
+
+
 @contextmanager
 def session_scope(engine: Engine | None = None) -> Iterator[Session]:
-    """One unit of work: commit on success, roll back on any error."""
-    factory = sessionmaker(bind=engine or get_engine(), expire_on_commit=False)
+    """One unit of work: commit on success, roll back on any error.
+
+    On SQLite the transaction holds the write lock from its start: keep slow calls
+    (libvirt, qemu-img) outside it.
+    """
+    engine = engine or get_engine()
+    factory = _factories.get(engine)
+    if factory is None:
+        factory = _factories[engine] = sessionmaker(bind=engine, expire_on_commit=False)
     with factory() as session, session.begin():
         yield session

@@ -69,7 +69,7 @@ class Worker:
         sync_periodic_jobs(self.engine, self.registry.periodic, self.settings)
         log.info("worker %s started, concurrency %d", self.worker_id, self.concurrency)
         running: dict[Future[None], int] = {}
-        last_renewal = last_housekeeping = float("-inf")
+        last_renewal, last_housekeeping = time.monotonic(), float("-inf")
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="task") as pool:
             while not self.stop_event.is_set():
                 try:
@@ -83,7 +83,7 @@ class Worker:
                             break
                         running[pool.submit(self._execute, claimed)] = claimed.id
                     if time.monotonic() - last_renewal >= self.lease_s / 3:
-                        self._renew(list(running.values()))
+                        self._renew([t for f, t in running.items() if not f.done()])
                         last_renewal = time.monotonic()
                     if until_idle and not running and unfinished_task_count(self.engine) == 0:
                         break

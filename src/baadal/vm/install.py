@@ -114,16 +114,16 @@ def _stable_mac(vm: VM) -> str:
     return "52:54:00:" + ":".join(f"{b:02X}" for b in digest[:3])
 
 
-def create_vm_image(settings: Settings, vm: VM, template: Template, datastore: Datastore) -> Path:
-    """The VM's system disk: an overlay on the template, or a full copy when configured."""
-    source = storage.template_path(settings, template)
-    image = storage.get_vm_image_location(settings, datastore, vm.vm_identity).path
+def create_vm_image(settings: Settings, source: Path, image: Path, hdd_gb: int) -> None:
+    """The VM's system disk: an overlay on the template, or a full copy when configured.
+
+    Called outside any transaction: a full copy can take minutes.
+    """
     if settings.vm.full_copy:
-        storage.ensure_fits(image.parent, template.hdd, "the VM image")
+        storage.ensure_fits(image.parent, hdd_gb, "the VM image")
         storage.full_copy(source, image)
     else:
         storage.create_overlay(source, image)
-    return image
 
 
 def vm_domain_spec(
@@ -258,9 +258,12 @@ def install(ctx: TaskContext) -> TaskResult:
         with session_scope(ctx.engine) as session:
             vm = load_vm(session, ctx.vm_id)
             template = active_template(session, vm.template_id)
-            image = create_vm_image(ctx.settings, vm, template, vm.datastore)
+            source = storage.template_path(ctx.settings, template)
+            image = storage.get_vm_image_location(ctx.settings, vm.datastore, vm.vm_identity).path
             spec = vm_domain_spec(ctx.settings, vm, vm.host, template, image, props)
             hv = hypervisor_for(vm.host)
+            hdd = template.hdd
+        create_vm_image(ctx.settings, source, image, hdd)
         launch_vm_on_host(hv, spec)
         if not check_if_vm_defined(hv, spec.name):
             raise ConflictError(f"domain {spec.name} is not defined on the host after install")

@@ -135,11 +135,13 @@ def delete_vm(ctx: TaskContext) -> TaskResult:
     try:
         with session_scope(ctx.engine) as session:
             vm = load_vm(session, ctx.vm_id)
-            name = vm.vm_name
-            if vm.host is not None:
-                with contextlib.suppress(DomainNotFound):
-                    vm_hypervisor(vm).undefine(vm.vm_identity)
-            clean_up_database_after_vm_deletion(session, ctx.settings, vm)
+            name, identity = vm.vm_name, vm.vm_identity
+            hv = vm_hypervisor(vm) if vm.host is not None else None
+        if hv is not None:  # outside the transaction: it can take seconds
+            with contextlib.suppress(DomainNotFound):
+                hv.undefine(identity)
+        with session_scope(ctx.engine) as session:
+            clean_up_database_after_vm_deletion(session, ctx.settings, load_vm(session, ctx.vm_id))
     except Exception as exc:
         return TaskResult.failed(str(exc))
     return TaskResult.success(f"{name} is deleted successfully")

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import contextlib
 
-from sqlalchemy import func, select
+from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.orm import Session
 
 from baadal import constants as C
 from baadal.db.models import VM, Snapshot
 from baadal.db.session import session_scope
-from baadal.drivers.base import DomainNotFound
+from baadal.drivers.base import DomainNotFound, Hypervisor
 from baadal.errors import ConflictError, NotFoundError
 from baadal.net.ping import is_pingable
 from baadal.tasks import queue
@@ -77,22 +77,31 @@ def _snapshot_row(session: Session, vm_id: int, snapshot_id: object) -> Snapshot
     return snap
 
 
-def take_snapshot(session: Session, vm: VM, kind: C.SnapshotType) -> Snapshot:
-    """Create the libvirt snapshot and its row (used by the handler and by maintenance)."""
-    hv = vm_hypervisor(vm)
-    if kind in SCHEDULED_KINDS.values():
-        for old in session.scalars(
-            select(Snapshot).where(Snapshot.vm_id == vm.id, Snapshot.type == kind)
-        ):
-            with contextlib.suppress(DomainNotFound):
-                hv.snapshot_delete(vm.vm_identity, old.snapshot_name)
-            session.delete(old)
+def take_snapshot(engine: Engine, vm_id: int, kind: C.SnapshotType) -> str:
+    """Create the libvirt snapshot and its row; a system kind replaces its predecessor.
+
+    The libvirt calls run between two short transactions (on SQLite a transaction holds
+    the database's write lock).
+    """
+    with session_scope(engine) as session:
+        vm = load_vm(session, vm_id)
+        hv, identity, datastore_id = vm_hypervisor(vm), vm.vm_identity, vm.datastore_id
+        replaced = []
+        if kind in SCHEDULED_KINDS.values():
+            replaced = session.execute(
+                select(Snapshot.id, Snapshot.snapshot_name).where(
+                    Snapshot.vm_id == vm_id, Snapshot.type == kind
+                )
+            ).all()
+    for _, old_name in replaced:
+        with contextlib.suppress(DomainNotFound):
+            hv.snapshot_delete(identity, old_name)
     name = snapshot_name(kind)
-    hv.snapshot_create(vm.vm_identity, name)
-    snap = Snapshot(vm_id=vm.id, datastore_id=vm.datastore_id, snapshot_name=name, type=kind)
-    session.add(snap)
-    session.flush()
-    return snap
+    hv.snapshot_create(identity, name)
+    with session_scope(engine) as session:
+        session.execute(delete(Snapshot).where(Snapshot.id.in_([i for i, _ in replaced])))
+        session.add(Snapshot(vm_id=vm_id, datastore_id=datastore_id, snapshot_name=name, type=kind))
+    return name
 
 
 def snapshot(ctx: TaskContext) -> TaskResult:
@@ -103,35 +112,38 @@ def snapshot(ctx: TaskContext) -> TaskResult:
             vm = load_vm(session, ctx.vm_id)
             if kind == C.SnapshotType.USER:
                 check_user_snapshot_limit(session, vm.id)
-            running = vm_hypervisor(vm).domain_info(vm.vm_identity).status == C.VMStatus.RUNNING
+            hv, identity = vm_hypervisor(vm), vm.vm_identity
             ip = vm.private_ip.private_ip if vm.private_ip else None
-            if (
-                running
-                and ctx.settings.general.snapshot_requires_ping
-                and not (ip and is_pingable(ip))
-            ):
-                return TaskResult.failed(f"Unable to ping VM before snapshotting : {ip}")
-            snap = take_snapshot(session, vm, kind)
-            log_vm_event(session, vm, "snapshot", None, snap.snapshot_name, ctx.requester_id)
+        running = hv.domain_info(identity).status == C.VMStatus.RUNNING
+        if running and ctx.settings.general.snapshot_requires_ping and not (ip and is_pingable(ip)):
+            return TaskResult.failed(f"Unable to ping VM before snapshotting : {ip}")
+        name = take_snapshot(ctx.engine, ctx.vm_id, kind)
+        with session_scope(ctx.engine) as session:
+            vm = load_vm(session, ctx.vm_id)
+            log_vm_event(session, vm, "snapshot", None, name, ctx.requester_id)
     except Exception as exc:
         return TaskResult.failed(f"Task Status: FAILED Error: {exc}")
     return TaskResult.success(SNAPSHOT_SUCCESS)
 
 
-def revert_to(session: Session, vm: VM, snap: Snapshot) -> None:
-    hv = vm_hypervisor(vm)
-    hv.snapshot_revert(vm.vm_identity, snap.snapshot_name)
-    set_status(session, vm, hv.domain_info(vm.vm_identity).status, None)
+def _read_snapshot(ctx: TaskContext) -> tuple[Hypervisor, str, int, str]:
+    """(hypervisor, domain name, snapshot id, snapshot name) in one short transaction."""
+    with session_scope(ctx.engine) as session:
+        vm = load_vm(session, ctx.vm_id)
+        snap = _snapshot_row(session, vm.id, ctx.parameters.get("snapshot_id"))
+        return vm_hypervisor(vm), vm.vm_identity, snap.id, snap.snapshot_name
 
 
 def revert(ctx: TaskContext) -> TaskResult:
     """The 'Revert to Snapshot' handler: parameters vm_id, snapshot_id."""
     try:
+        hv, identity, _, name = _read_snapshot(ctx)
+        hv.snapshot_revert(identity, name)
+        state = hv.domain_info(identity).status
         with session_scope(ctx.engine) as session:
             vm = load_vm(session, ctx.vm_id)
-            snap = _snapshot_row(session, vm.id, ctx.parameters.get("snapshot_id"))
-            revert_to(session, vm, snap)
-            log_vm_event(session, vm, "revert", None, snap.snapshot_name, ctx.requester_id)
+            set_status(session, vm, state, ctx.requester_id)
+            log_vm_event(session, vm, "revert", None, name, ctx.requester_id)
     except Exception as exc:
         return TaskResult.failed(f"Task Status: FAILED Error: {exc}")
     return TaskResult.success(REVERT_SUCCESS)
@@ -140,12 +152,11 @@ def revert(ctx: TaskContext) -> TaskResult:
 def delete_snapshot(ctx: TaskContext) -> TaskResult:
     """The 'Delete Snapshot' handler: parameters vm_id, snapshot_id."""
     try:
+        hv, identity, snap_id, name = _read_snapshot(ctx)
+        with contextlib.suppress(DomainNotFound):
+            hv.snapshot_delete(identity, name)
         with session_scope(ctx.engine) as session:
-            vm = load_vm(session, ctx.vm_id)
-            snap = _snapshot_row(session, vm.id, ctx.parameters.get("snapshot_id"))
-            with contextlib.suppress(DomainNotFound):
-                vm_hypervisor(vm).snapshot_delete(vm.vm_identity, snap.snapshot_name)
-            session.delete(snap)
+            session.execute(delete(Snapshot).where(Snapshot.id == snap_id))
     except Exception as exc:
         return TaskResult.failed(f"Task Status: FAILED Error: {exc}")
     return TaskResult.success(DELETE_SUCCESS)
