@@ -34,14 +34,19 @@ def sync_periodic_jobs(engine: Engine, jobs: dict[str, str], settings: Settings)
                 continue
             row = session.get(PeriodicJob, name)
             if row is None:
-                session.add(
-                    PeriodicJob(
-                        name=name,
-                        task_type=task_type,
-                        interval_s=interval,
-                        next_run_at=utcnow() + timedelta(seconds=interval),
-                    )
-                )
+                # several workers start at once: the first insert wins, the others skip
+                try:
+                    with session.begin_nested():
+                        session.add(
+                            PeriodicJob(
+                                name=name,
+                                task_type=task_type,
+                                interval_s=interval,
+                                next_run_at=utcnow() + timedelta(seconds=interval),
+                            )
+                        )
+                except IntegrityError:
+                    pass
             elif row.interval_s != interval or row.task_type != task_type:
                 row.interval_s = interval
                 row.task_type = task_type
