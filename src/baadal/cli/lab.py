@@ -1,13 +1,17 @@
-"""``baadal lab ...``: the one-machine cloud. For now: the tiny bootable guest template."""
+"""``baadal lab ...``: the one-machine cloud (up, down, status) and the tiny guest template."""
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Annotated
 
 import typer
+from rich.table import Table
+from sqlalchemy.orm import Session
 
 from baadal.cli.common import console, db, handle_errors
 from baadal.config import get_settings
+from baadal.lab import topology
 from baadal.lab.guest import build_tiny_guest
 from baadal.services import inventory
 
@@ -49,3 +53,52 @@ def build_guest_cmd(
             settings=settings,
         )
         console.print(f"template {template.name} registered on datastore {ds.ds_name}")
+
+
+def _lab_db() -> AbstractContextManager[Session]:
+    return db()
+
+
+@app.command("up")
+@handle_errors
+def up_cmd() -> None:
+    """Build the lab (idempotent; after a crash it cleans up first) and register it."""
+    settings = get_settings()
+    with console.status("lab up") as spinner:
+        result = topology.up(
+            settings, _lab_db, progress=lambda step: spinner.update(f"lab up: {step}")
+        )
+    if result.cleaned:
+        console.print(f"cleaned up first: {', '.join(result.cleaned)}")
+    for step, seconds in result.steps:
+        console.print(f"  {step}: {seconds:.2f} s")
+    what = "already up" if result.already_up else "up"
+    console.print(f"lab {what} in {result.seconds:.1f} s; hosts: " + ", ".join(
+        f"{h.name} {h.uri}" for h in topology.HOSTS
+    ))  # fmt: skip
+
+
+@app.command("down")
+@handle_errors
+def down_cmd() -> None:
+    """Remove every namespace, process, link, bridge and file the lab made."""
+    removed = topology.down(get_settings(), db=_lab_db)
+    for item in removed:
+        console.print(f"removed {item}")
+    console.print("lab down" if removed else "lab was not up")
+
+
+@app.command("status")
+@handle_errors
+def status_cmd() -> None:
+    """Each part of the lab and its health; exit 1 unless all are healthy."""
+    parts = topology.status(get_settings())
+    table = Table(title="Baadal lab")
+    for column in ("part", "kind", "health", "detail"):
+        table.add_column(column)
+    for part in parts:
+        health = "[green]ok[/]" if part.healthy else "[red]DOWN[/]"
+        table.add_row(part.name, part.kind, health, part.detail)
+    console.print(table)
+    if not topology.healthy(parts):
+        raise typer.Exit(1)

@@ -1,0 +1,688 @@
+"""The lab: a small multi-host cloud on one machine (``baadal lab up | down | status``).
+
+Layout (all names start with ``bdl-``, all addresses are inside namespaces made here)::
+
+    controller (root ns) 10.99.0.1 on Linux bridge bdl-mgmt --veth bdl-mN-- host N (mgmt0)
+    root OVS bridge bdl-sw (the "switch") --veth trunk bdl-tN-- host N's OVS bridge (trunk0)
+        internal port bdl-v10 tag=10: the controller on VLAN 10 (10.99.10.2)
+        internal port bdl-d10 tag=10, moved into namespace bdl-dhcp: dnsmasq (10.99.10.1)
+    host N = namespace bdl-hN + private mounts: OVS (userspace), virtlogd, libvirtd on
+        qemu+tcp://10.99.0.1N/system (see :mod:`baadal.lab.hostns`)
+    <home>/lab/datastore: the shared datastore (the "filer"), same path for every host
+
+Everything made is recorded in ``<home>/lab/state.json`` *before* it is made, so ``down``
+(and ``up`` after a crash) removes exactly that; names with the lab's reserved prefix are
+swept too, for a crash before the record was written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from baadal import constants as C
+from baadal import pools
+from baadal.config import Settings
+from baadal.db.models import Host, PrivateIpPool, SecurityDomain, Template, Vlan
+from baadal.errors import BaadalError, ConfigError, ConflictError, NotFoundError
+from baadal.lab.guest import build_tiny_guest
+from baadal.lab.hostns import LabHost, prepare_host_dir
+from baadal.net.remote import run_local
+from baadal.services import inventory
+
+PREFIX = "bdl-"
+MGMT_BRIDGE = "bdl-mgmt"
+SWITCH_BRIDGE = "bdl-sw"
+CONTROLLER_VLAN_PORT = "bdl-v10"
+DHCP_PORT = "bdl-d10"
+DHCP_NETNS = "bdl-dhcp"
+CONTROLLER_MGMT_IP = "10.99.0.1"
+MGMT_PREFIX = 24
+VLAN_TAG = 10
+VLAN_NAME = "lab10"
+VLAN_CIDR = "10.99.10.0/24"
+DHCP_IP = "10.99.10.1"
+CONTROLLER_VLAN_IP = "10.99.10.2"
+POOL_FIRST, POOL_LAST = "10.99.10.20", "10.99.10.99"
+DYNAMIC_RANGE = ("10.99.10.100", "10.99.10.200")
+SECURITY_DOMAIN = "lab"
+DATASTORE_NAME = "lab"
+TEMPLATE_NAME = "tiny"
+TEMPLATE_DIR = "tiny"
+OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
+LIBVIRT_PORT = 16509
+
+HOSTS: tuple[LabHost, ...] = tuple(
+    LabHost(
+        index=i,
+        name=f"lab-h{i}",
+        netns=f"bdl-h{i}",
+        mgmt_ip=f"10.99.0.{10 + i}",
+        host_uuid=f"00000000-0000-4000-8000-0000000000{10 + i:02d}",
+    )
+    for i in (1, 2)
+)
+
+CMD_TIMEOUT_S = 60.0
+LIBVIRT_WAIT_S = 90.0
+REQUIRED_TOOLS = ("ip", "unshare", "ovs-vsctl", "libvirtd", "virtlogd", "dnsmasq", "qemu-img")
+
+
+class LabError(BaadalError):
+    """The lab could not be built or taken down."""
+
+
+@dataclass(frozen=True)
+class Part:
+    """One piece of the lab and whether it works, for ``lab status``."""
+
+    name: str
+    kind: str
+    healthy: bool
+    detail: str
+
+
+def lab_dir(settings: Settings) -> Path:
+    return settings.home / "lab"
+
+
+def datastore_dir(settings: Settings) -> Path:
+    return lab_dir(settings) / "datastore"
+
+
+def dns_dir(settings: Settings) -> Path:
+    return lab_dir(settings) / "dns"
+
+
+def hosts_file(settings: Settings) -> Path:
+    return dns_dir(settings) / "hosts"
+
+
+def pool_mac(ip: str) -> str:
+    """A fixed MAC per pool address (52:54:00:63:0a:<last octet>): stable across rebuilds."""
+    last = int(ip.rsplit(".", 1)[1])
+    return f"52:54:00:63:0A:{last:02X}"
+
+
+# --- state ---------------------------------------------------------------------------
+
+
+class State:
+    """What the lab made, in order; saved after every change so a crash loses nothing."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.created: list[list[str]] = []
+        self.complete = False
+        if path.is_file():
+            with contextlib.suppress(ValueError):
+                data = json.loads(path.read_text())
+                self.created = [list(x) for x in data.get("created", [])]
+                self.complete = bool(data.get("complete", False))
+
+    def record(self, kind: str, name: str) -> None:
+        if [kind, name] not in self.created:
+            self.created.append([kind, name])
+            self.save()
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"created": self.created, "complete": self.complete}, indent=1))
+        tmp.rename(self.path)
+
+
+@contextlib.contextmanager
+def _locked(settings: Settings) -> Iterator[None]:
+    """One lab operation at a time; the lock is on the home directory so no file is left."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    fd = os.open(settings.home, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+# --- small command helpers -----------------------------------------------------------
+
+
+def _run(argv: list[str], timeout: float = CMD_TIMEOUT_S) -> str:
+    return run_local(argv, timeout=timeout).stdout
+
+
+def _ok(argv: list[str], timeout: float = CMD_TIMEOUT_S) -> bool:
+    try:
+        return run_local(argv, timeout=timeout, check=False).ok
+    except BaadalError:
+        return False
+
+
+def _netns_list() -> list[str]:
+    out = run_local(["ip", "netns", "list"], check=False).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def _links() -> list[str]:
+    out = run_local(["ip", "-o", "link", "show"], check=False).stdout
+    names = []
+    for line in out.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) >= 2:
+            names.append(parts[1].strip().split("@", 1)[0])
+    return names
+
+
+def _ovs_bridges(db: str | None = None) -> list[str]:
+    argv = ["ovs-vsctl", "--timeout=5"] + ([f"--db={db}"] if db else []) + ["list-br"]
+    result = run_local(argv, check=False, timeout=10)
+    return result.stdout.split() if result.ok else []
+
+
+def _pid_alive(pid_file: Path, comm: str | None = None) -> int | None:
+    """The pid in ``pid_file`` if that process lives (and is called ``comm``)."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
+    except (OSError, ValueError):
+        return None
+    if (comm is not None and name != comm[:15]) or not _running(pid):
+        return None
+    return pid
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (daemons are re-parented to a PID 1 that may never reap)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _netns_pids(netns: str) -> list[int]:
+    out = run_local(["ip", "netns", "pids", netns], check=False).stdout
+    return [int(p) for p in out.split() if p.isdigit()]
+
+
+def _kill_all(pids: list[int], grace_s: float = 5.0) -> None:
+    """TERM, then KILL what is left after ``grace_s``."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if not any(_running(p) for p in pids):
+            return
+        time.sleep(0.1)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _libvirt_answers(uri: str, address: str, timeout: float = 3.0) -> tuple[bool, str]:
+    """True once libvirtd on ``uri`` answers an API call (a TCP probe first: no hang)."""
+    try:
+        with socket.create_connection((address, LIBVIRT_PORT), timeout=timeout):
+            pass
+    except OSError as exc:
+        return False, f"port {LIBVIRT_PORT}: {exc.strerror or exc}"
+    import libvirt
+
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+    try:
+        conn = libvirt.open(uri)
+    except libvirt.libvirtError as exc:
+        return False, str(exc)
+    try:
+        return True, f"libvirt {conn.getLibVersion()} uuid {_host_uuid(conn)}"
+    finally:
+        conn.close()
+
+
+def _host_uuid(conn: object) -> str:
+    import re
+
+    xml = conn.getCapabilities()  # type: ignore[attr-defined]
+    match = re.search(r"<uuid>([^<]+)</uuid>", xml)
+    return match.group(1) if match else "?"
+
+
+def fix_kvm_permissions() -> None:
+    """/dev/kvm 0660 root:kvm: with 0600 libvirt drops its capability cache on every use
+    (libvirtd start 12-16 s instead of 0.2 s, lab-notes.md)."""
+    kvm = Path("/dev/kvm")
+    if not kvm.exists():
+        return
+    import grp
+
+    with contextlib.suppress(KeyError, OSError):
+        os.chown(kvm, -1, grp.getgrnam("kvm").gr_gid)
+        kvm.chmod(0o660)
+
+
+def _check_searchable(path: Path) -> None:
+    """libvirt-qemu (disks, kernels) and dnsmasq's nobody (hosts file) must reach ``path``."""
+    for directory in (path, *path.parents):
+        if not directory.stat().st_mode & 0o001:
+            raise ConfigError(
+                f"{directory} is not searchable by other users, so QEMU (libvirt-qemu) and "
+                f"dnsmasq (nobody) cannot reach {path}: chmod o+x {directory} or set "
+                "BAADAL_HOME to a directory such as /var/lib/baadal"
+            )
+
+
+# --- status --------------------------------------------------------------------------
+
+
+def status(settings: Settings) -> list[Part]:
+    """Every part of the lab and its health (nothing is changed)."""
+    lab = lab_dir(settings)
+    bridge = settings.network.bridge
+    namespaces = set(_netns_list())
+    links = set(_links())
+    parts = [
+        Part("state", "file", (lab / "state.json").is_file(), str(lab / "state.json")),
+        Part(MGMT_BRIDGE, "linux bridge", MGMT_BRIDGE in links, f"{CONTROLLER_MGMT_IP}/24"),
+    ]
+    root_bridges = _ovs_bridges()
+    parts.append(Part(SWITCH_BRIDGE, "ovs bridge", SWITCH_BRIDGE in root_bridges, "root OVS"))
+    parts.append(
+        Part(CONTROLLER_VLAN_PORT, "ovs port", CONTROLLER_VLAN_PORT in links, CONTROLLER_VLAN_IP)
+    )
+    for host in HOSTS:
+        ns_ok = host.netns in namespaces
+        parts.append(Part(host.netns, "namespace", ns_ok, host.name))
+        host_bridges = _ovs_bridges(host.ovs_db(lab)) if ns_ok else []
+        parts.append(Part(f"{host.name} ovs", "ovs bridge", bridge in host_bridges, bridge))
+        if ns_ok:
+            ok, detail = _libvirt_answers(host.uri, host.mgmt_ip)
+        else:
+            ok, detail = False, "no namespace"
+        parts.append(Part(f"{host.name} libvirtd", "libvirtd", ok, f"{host.uri}: {detail}"))
+    parts.append(Part(DHCP_NETNS, "namespace", DHCP_NETNS in namespaces, "DHCP server"))
+    pid = _pid_alive(dns_dir(settings) / "dnsmasq.pid", "dnsmasq")
+    parts.append(
+        Part("dnsmasq", "process", pid is not None, f"pid {pid}" if pid else "not running")
+    )
+    ds = datastore_dir(settings)
+    parts.append(Part("datastore", "directory", ds.is_dir(), str(ds)))
+    return parts
+
+
+def healthy(parts: list[Part]) -> bool:
+    return all(p.healthy for p in parts)
+
+
+# --- down ----------------------------------------------------------------------------
+
+
+def down(settings: Settings, *, db: Callable[[], contextlib.AbstractContextManager[Session]]
+         | None = None) -> list[str]:  # fmt: skip
+    """Remove everything the lab made (and only that); returns what was removed."""
+    with _locked(settings):
+        removed = _teardown(settings)
+        if db is not None:
+            with db() as session:
+                _mark_hosts_down(session)
+        return removed
+
+
+def _teardown(settings: Settings) -> list[str]:
+    lab = lab_dir(settings)
+    state = State(lab / "state.json")
+    recorded = {(k, n) for k, n in state.created}
+    removed: list[str] = []
+    namespaces = [n for n in _netns_list() if n.startswith(PREFIX)]
+    namespaces += [n for k, n in state.created if k == "netns" and n not in namespaces]
+    existing = set(_netns_list())
+    # every process in a lab namespace: dnsmasq, OVS, virtlogd, libvirtd, QEMU guests
+    for ns in namespaces:
+        if ns in existing:
+            pids = _netns_pids(ns)
+            _kill_all(pids)
+            if pids:
+                removed.append(f"{len(pids)} process(es) in {ns}")
+    for ns in namespaces:
+        if ns in existing and _ok(["ip", "netns", "delete", ns]):
+            removed.append(f"namespace {ns}")
+    for br in _ovs_bridges():
+        mine = br.startswith(PREFIX) or ("ovs-bridge", br) in recorded
+        if mine and _ok(["ovs-vsctl", "--timeout=10", "--if-exists", "del-br", br]):
+            removed.append(f"ovs bridge {br}")
+    for link in _links():
+        mine = link.startswith(PREFIX) or ("link", link) in recorded
+        if mine and _ok(["ip", "link", "delete", link]):
+            removed.append(f"link {link}")
+    root_ovs_mine = ("root-ovs", "started") in recorded
+    if root_ovs_mine and not _ovs_bridges() and _ok([OVS_CTL, "stop"]):
+        removed.append("root Open vSwitch (started by the lab)")
+    if lab.exists():
+        shutil.rmtree(lab, ignore_errors=True)
+        removed.append(f"directory {lab}")
+    return removed
+
+
+def _mark_hosts_down(session: Session) -> None:
+    for host in HOSTS:
+        row = session.scalar(select(Host).where(Host.host_name == host.name))
+        if row is not None:
+            row.status = int(C.HostStatus.DOWN)
+    session.flush()
+
+
+# --- up ------------------------------------------------------------------------------
+
+
+@dataclass
+class UpResult:
+    already_up: bool
+    seconds: float
+    steps: list[tuple[str, float]]
+    cleaned: list[str]
+
+
+def up(
+    settings: Settings,
+    db: Callable[[], contextlib.AbstractContextManager[Session]],
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> UpResult:
+    """Build the lab (or leave a healthy one as it is) and register it in the database."""
+    if os.geteuid() != 0:
+        raise ConfigError("the lab needs root (namespaces, OVS, libvirtd)")
+    missing = [t for t in REQUIRED_TOOLS if shutil.which(t) is None]
+    if missing or not Path(OVS_CTL).exists():
+        raise ConfigError(
+            f"missing {', '.join(missing) or OVS_CTL}: apt-get install libvirt-daemon-system "
+            "qemu-system-x86 qemu-utils openvswitch-switch dnsmasq iproute2 busybox-static"
+        )
+    say = progress or (lambda _msg: None)
+    start = time.monotonic()
+    steps: list[tuple[str, float]] = []
+
+    def step(name: str, func: Callable[[], object]) -> None:
+        say(name)
+        t0 = time.monotonic()
+        func()
+        steps.append((name, time.monotonic() - t0))
+
+    with _locked(settings):
+        lab = lab_dir(settings)
+        state = State(lab / "state.json")
+        cleaned: list[str] = []
+        if state.complete and healthy(status(settings)):
+            step("database rows", lambda: _register(settings, db))
+            step("DHCP hosts file", lambda: write_dhcp_hosts(settings, db))
+            return UpResult(True, time.monotonic() - start, steps, cleaned)
+        step("clean up leftovers", lambda: cleaned.extend(_teardown(settings)))
+        try:
+            state = State(lab / "state.json")
+            step("directories", lambda: _make_dirs(settings))
+            step("root switch", lambda: _root_network(state))
+            step("compute hosts", lambda: _start_hosts(settings, state))
+            step("DHCP server", lambda: _start_dhcp(settings, state))
+            step("tiny guest", lambda: _build_guest(settings))
+            step("libvirtd answers", lambda: _wait_libvirtds())
+            step("database rows", lambda: _register(settings, db))
+            step("DHCP hosts file", lambda: write_dhcp_hosts(settings, db))
+        except BaseException:
+            state.save()
+            raise
+        state.complete = True
+        state.save()
+        return UpResult(False, time.monotonic() - start, steps, cleaned)
+
+
+def _make_dirs(settings: Settings) -> None:
+    lab = lab_dir(settings)
+    for directory in (lab, datastore_dir(settings), dns_dir(settings), lab / "hosts"):
+        directory.mkdir(parents=True, exist_ok=True)
+        directory.chmod(0o755)
+    _check_searchable(datastore_dir(settings))
+    fix_kvm_permissions()
+
+
+def _root_network(state: State) -> None:
+    """The controller's side: management bridge, the OVS switch and its VLAN 10 port."""
+    if not _ok(["ovs-vsctl", "--timeout=5", "show"]):
+        state.record("root-ovs", "started")
+        _run([OVS_CTL, "start", "--system-id=random"])
+    state.record("link", MGMT_BRIDGE)
+    if not _ok(["ip", "link", "add", MGMT_BRIDGE, "type", "bridge"]):
+        raise LabError(f"cannot create the Linux bridge {MGMT_BRIDGE} (no bridge support?)")
+    _run(["ip", "addr", "add", f"{CONTROLLER_MGMT_IP}/{MGMT_PREFIX}", "dev", MGMT_BRIDGE])
+    _run(["ip", "link", "set", MGMT_BRIDGE, "up"])
+    state.record("ovs-bridge", SWITCH_BRIDGE)
+    _run(["ovs-vsctl", "--timeout=10", "add-br", SWITCH_BRIDGE, "--",
+          "set", "bridge", SWITCH_BRIDGE, "datapath_type=netdev"])  # fmt: skip
+    state.record("link", CONTROLLER_VLAN_PORT)
+    _run(["ovs-vsctl", "--timeout=10", "add-port", SWITCH_BRIDGE, CONTROLLER_VLAN_PORT,
+          f"tag={VLAN_TAG}", "--", "set", "interface", CONTROLLER_VLAN_PORT, "type=internal"])  # fmt: skip
+    _wait_link(CONTROLLER_VLAN_PORT)
+    _run(["ip", "addr", "add", f"{CONTROLLER_VLAN_IP}/24", "dev", CONTROLLER_VLAN_PORT])
+    _run(["ip", "link", "set", CONTROLLER_VLAN_PORT, "up"])
+
+
+def _wait_link(name: str, netns: str | None = None, timeout: float = 10.0) -> None:
+    """OVS creates internal ports asynchronously; wait until the kernel has it."""
+    argv = ["ip"] + (["-n", netns] if netns else []) + ["link", "show", name]
+    deadline = time.monotonic() + timeout
+    while not _ok(argv):
+        if time.monotonic() > deadline:
+            raise LabError(f"interface {name} did not appear")
+        time.sleep(0.05)
+
+
+def _start_hosts(settings: Settings, state: State) -> None:
+    lab = lab_dir(settings)
+    for host in HOSTS:
+        state.record("netns", host.netns)
+        _run(["ip", "netns", "add", host.netns])
+        _run(["ip", "-n", host.netns, "link", "set", "lo", "up"])
+        state.record("link", host.mgmt_link)
+        _run(["ip", "link", "add", host.mgmt_link, "type", "veth",
+              "peer", "name", "mgmt0", "netns", host.netns])  # fmt: skip
+        _run(["ip", "link", "set", host.mgmt_link, "master", MGMT_BRIDGE, "up"])
+        _run(["ip", "-n", host.netns, "addr", "add", f"{host.mgmt_ip}/{MGMT_PREFIX}",
+              "dev", "mgmt0"])  # fmt: skip
+        _run(["ip", "-n", host.netns, "link", "set", "mgmt0", "up"])
+        state.record("link", host.trunk_link)
+        _run(["ip", "link", "add", host.trunk_link, "type", "veth",
+              "peer", "name", "trunk0", "netns", host.netns])  # fmt: skip
+        _run(["ip", "link", "set", host.trunk_link, "up"])
+        _run(["ip", "-n", host.netns, "link", "set", "trunk0", "up"])
+        _run(["ovs-vsctl", "--timeout=10", "add-port", SWITCH_BRIDGE, host.trunk_link])
+
+    def start(host: LabHost) -> None:
+        script = prepare_host_dir(host, lab)
+        _run(
+            ["ip", "netns", "exec", host.netns, "unshare", "--mount", "--propagation",
+             "private", "sh", str(script), str(host.directory(lab)),
+             settings.network.bridge, "trunk0"],
+            timeout=120,
+        )  # fmt: skip
+
+    with ThreadPoolExecutor(len(HOSTS)) as pool:
+        list(pool.map(start, HOSTS))
+
+
+def _start_dhcp(settings: Settings, state: State) -> None:
+    """dnsmasq on VLAN 10 in its own namespace, serving the lab's hosts file."""
+    dns = dns_dir(settings)
+    state.record("netns", DHCP_NETNS)
+    _run(["ip", "netns", "add", DHCP_NETNS])
+    _run(["ip", "-n", DHCP_NETNS, "link", "set", "lo", "up"])
+    state.record("link", DHCP_PORT)
+    _run(["ovs-vsctl", "--timeout=10", "add-port", SWITCH_BRIDGE, DHCP_PORT, f"tag={VLAN_TAG}",
+          "--", "set", "interface", DHCP_PORT, "type=internal"])  # fmt: skip
+    _wait_link(DHCP_PORT)
+    _run(["ip", "link", "set", DHCP_PORT, "netns", DHCP_NETNS])
+    _run(["ip", "-n", DHCP_NETNS, "addr", "add", f"{DHCP_IP}/24", "dev", DHCP_PORT])
+    _run(["ip", "-n", DHCP_NETNS, "link", "set", DHCP_PORT, "up"])
+    hosts = hosts_file(settings)
+    if not hosts.exists():
+        _atomic_write(hosts, "")
+    _run(
+        ["ip", "netns", "exec", DHCP_NETNS, "dnsmasq", "--conf-file=/dev/null", "--no-resolv",
+         "--no-hosts", "--port=0", "--bind-interfaces", f"--interface={DHCP_PORT}",
+         "--except-interface=lo",
+         f"--dhcp-range={DYNAMIC_RANGE[0]},{DYNAMIC_RANGE[1]},255.255.255.0,1h",
+         f"--dhcp-hostsfile={hosts}", f"--dhcp-leasefile={dns / 'leases'}",
+         "--dhcp-authoritative", f"--pid-file={dns / 'dnsmasq.pid'}", "--log-dhcp",
+         f"--log-facility={dns / 'dnsmasq.log'}"]
+    )  # fmt: skip
+
+
+def _build_guest(settings: Settings) -> None:
+    templates = datastore_dir(settings) / settings.paths.templates_dir.strip("/")
+    build_tiny_guest(templates / TEMPLATE_DIR)
+
+
+def _wait_libvirtds() -> None:
+    deadline = time.monotonic() + LIBVIRT_WAIT_S
+    for host in HOSTS:
+        while True:
+            ok, detail = _libvirt_answers(host.uri, host.mgmt_ip)
+            if ok:
+                break
+            if time.monotonic() > deadline:
+                raise LabError(f"libvirtd of {host.name} does not answer: {detail}")
+            time.sleep(0.1)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Whole-file replace, world-readable (dnsmasq re-reads it as nobody)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.chmod(0o644)
+    tmp.rename(path)
+
+
+# --- database ------------------------------------------------------------------------
+
+
+def _register(
+    settings: Settings, db: Callable[[], contextlib.AbstractContextManager[Session]]
+) -> None:
+    """Hosts, datastore, template, VLAN 10 with its pool and security domain 'lab'."""
+    with db() as session:
+        register_rows(session, settings)
+
+
+def register_rows(session: Session, settings: Settings) -> None:
+    """Idempotent: existing rows are kept (hosts are set UP), missing ones are added."""
+    ds_path = datastore_dir(settings)
+    try:
+        ds = inventory.get_datastore(session, DATASTORE_NAME)
+        if ds.system_mount_point != str(ds_path):
+            raise ConflictError(
+                f"datastore {DATASTORE_NAME!r} already exists at {ds.system_mount_point}"
+            )
+        inventory.ensure_datastore_layout(settings, ds_path)
+    except NotFoundError:
+        ds = inventory.add_datastore(
+            session, name=DATASTORE_NAME, mount_point=str(ds_path), capacity_gb=100,
+            settings=settings,
+        )  # fmt: skip
+    session.flush()
+    if session.scalar(select(Template).where(Template.name == TEMPLATE_NAME)) is None:
+        guest = build_tiny_guest(inventory.templates_dir(settings, ds) / TEMPLATE_DIR)
+        inventory.add_template(
+            session, name=TEMPLATE_NAME, datastore=ds.id,
+            hdfile=f"{TEMPLATE_DIR}/tiny-disk.qcow2", os_version=guest.kernel_version,
+            hdd_gb=1, os="Linux", os_name="Others",
+            boot_kernel=f"{TEMPLATE_DIR}/vmlinuz", boot_initrd=f"{TEMPLATE_DIR}/tiny-initrd.gz",
+            boot_cmdline=guest.cmdline, settings=settings,
+        )  # fmt: skip
+    cpus = os.cpu_count() or 1
+    ram_gb = max(1, _total_ram_gb() // len(HOSTS))
+    for host in HOSTS:
+        row = session.scalar(select(Host).where(Host.host_name == host.name))
+        if row is None:
+            inventory.add_host(
+                session, name=host.name, address=host.mgmt_ip, cpus=cpus, ram_gb=ram_gb,
+                hdd_gb=100, libvirt_uri=host.uri, host_type=C.HostType.VIRTUAL,
+                category="lab", status=C.HostStatus.UP,
+            )  # fmt: skip
+        else:
+            row.status = int(C.HostStatus.UP)
+    vlan = session.scalar(select(Vlan).where(Vlan.vlan_tag == VLAN_TAG))
+    if vlan is None:
+        vlan = pools.create_vlan(session, VLAN_NAME, VLAN_TAG, VLAN_CIDR)
+    elif ipaddress.IPv4Network(vlan.vlan_addr, strict=False) != ipaddress.IPv4Network(VLAN_CIDR):
+        raise ConflictError(f"VLAN {VLAN_TAG} exists with network {vlan.vlan_addr}")
+    have = set(
+        session.scalars(select(PrivateIpPool.private_ip).where(PrivateIpPool.vlan_id == vlan.id))
+    )
+    first = ipaddress.IPv4Address(POOL_FIRST)
+    last = ipaddress.IPv4Address(POOL_LAST)
+    wanted = [str(ipaddress.IPv4Address(i)) for i in range(int(first), int(last) + 1)]
+    missing = [ip for ip in wanted if ip not in have]
+    if len(missing) == len(wanted):
+        pools.add_private_ips(
+            session, vlan.id, POOL_FIRST, POOL_LAST, [pool_mac(ip) for ip in wanted]
+        )
+    else:
+        for ip in missing:
+            pools.add_private_ips(session, vlan.id, ip, ip, [pool_mac(ip)])
+    domain = session.scalar(select(SecurityDomain).where(SecurityDomain.vlan_id == vlan.id))
+    if domain is None:
+        session.add(SecurityDomain(name=SECURITY_DOMAIN, vlan_id=vlan.id))
+    elif domain.name != SECURITY_DOMAIN:
+        raise ConflictError(
+            f"VLAN {vlan.name!r} already belongs to security domain {domain.name!r}"
+        )
+    session.flush()
+
+
+def _total_ram_gb() -> int:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) // (1024 * 1024)
+    return 1
+
+
+def dhcp_host_lines(session: Session) -> list[str]:
+    """``mac,ip,name`` for every private pool entry of the lab VLAN."""
+    vlan = session.scalar(select(Vlan).where(Vlan.vlan_tag == VLAN_TAG))
+    if vlan is None:
+        return []
+    rows = session.scalars(
+        select(PrivateIpPool)
+        .where(PrivateIpPool.vlan_id == vlan.id, PrivateIpPool.mac_addr.is_not(None))
+        .order_by(PrivateIpPool.id)
+    )
+    return [
+        f"{r.mac_addr.lower()},{r.private_ip},lab-{r.private_ip.replace('.', '-')}"
+        for r in rows
+        if r.mac_addr
+    ]
+
+
+def write_dhcp_hosts(
+    settings: Settings, db: Callable[[], contextlib.AbstractContextManager[Session]]
+) -> int:
+    """Write the dnsmasq hosts file and make dnsmasq re-read it (SIGHUP, no restart)."""
+    with db() as session:
+        lines = dhcp_host_lines(session)
+    _atomic_write(hosts_file(settings), "".join(line + "\n" for line in lines))
+    pid = _pid_alive(dns_dir(settings) / "dnsmasq.pid", "dnsmasq")
+    if pid is not None:
+        os.kill(pid, signal.SIGHUP)
+    return len(lines)

@@ -1,0 +1,157 @@
+"""The lab end to end: up, a VM on a chosen lab host gets its reserved IP by DHCP and answers
+ping and HTTP from the controller, delete, down leaves nothing of the lab behind."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select
+from typer.testing import CliRunner
+
+from baadal import constants as C
+from baadal.cli.main import app
+from baadal.config import Settings, get_settings, load_settings
+from baadal.db.migrate import upgrade
+from baadal.db.models import VM
+from baadal.db.session import get_engine, session_scope
+from baadal.lab import topology
+from baadal.lab.guest import console_line, parse_ready_line
+from baadal.services import vms
+from baadal.vm import storage
+from tests.unit.test_vm_lifecycle import last_task, run_tasks
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+BOOT_TIMEOUT_S = 90
+PING_TIMEOUT_S = 30
+
+
+def _lab_names() -> tuple[list[str], list[str], list[str]]:
+    """Namespaces, root links and root OVS bridges with the lab's prefix."""
+    ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    brs = subprocess.run(["ovs-vsctl", "list-br"], capture_output=True, text=True).stdout
+    return (
+        [n.split()[0] for n in ns.splitlines() if n.startswith(topology.PREFIX)],
+        [
+            line.split(":")[1].strip().split("@")[0]
+            for line in links.splitlines()
+            if line.split(":")[1].strip().startswith(topology.PREFIX)
+        ],
+        [b for b in brs.split() if b.startswith(topology.PREFIX)],
+    )
+
+
+@pytest.fixture
+def lab_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A Baadal home libvirt-qemu and nobody can enter (pytest's tmp dirs are 0700)."""
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root")
+    if shutil.which("dnsmasq") is None or shutil.which("ovs-vsctl") is None:
+        pytest.skip("dnsmasq / openvswitch-switch not installed")
+    if any(_lab_names()):
+        pytest.skip("a lab is already up on this machine")
+    home = Path(tempfile.mkdtemp(prefix="baadal-lab-", dir="/var/tmp"))
+    home.chmod(0o755)
+    monkeypatch.setenv("BAADAL_HOME", str(home))
+    get_settings.cache_clear()
+    try:
+        yield home
+    finally:
+        settings = load_settings()
+        topology.down(settings)  # whatever happened above, leave nothing running
+        get_settings.cache_clear()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _db(engine: Engine):
+    return lambda: session_scope(engine)
+
+
+def _wait_ping(ip: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if subprocess.run(["ping", "-c1", "-W1", ip], capture_output=True).returncode == 0:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_lab_up_vm_dhcp_ping_http_down(lab_home: Path) -> None:
+    settings: Settings = load_settings()
+    engine = get_engine()
+    upgrade(engine)
+    runner = CliRunner()
+
+    t0 = time.monotonic()
+    result = topology.up(settings, _db(engine))
+    up_s = time.monotonic() - t0
+    assert not result.already_up
+    assert topology.healthy(topology.status(settings))
+
+    # up again: harmless, nothing rebuilt; status exits 0
+    again = runner.invoke(app, ["lab", "up"])
+    assert again.exit_code == 0, again.output
+    assert "already up" in again.output
+    st = runner.invoke(app, ["lab", "status"])
+    assert st.exit_code == 0, st.output
+
+    # a crash (dnsmasq died): status says so, up cleans up and starts again
+    pid = int((topology.dns_dir(settings) / "dnsmasq.pid").read_text())
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.2)
+    assert runner.invoke(app, ["lab", "status"]).exit_code == 1
+    assert not topology.up(settings, _db(engine)).already_up
+    assert topology.healthy(topology.status(settings))
+
+    with session_scope(engine) as s:
+        queued = vms.request_vm(
+            s, settings, vm_name="labvm", template="tiny", ram_mb=256, vcpus=1,
+            owner=vms.get_user(s, None), security_domain="lab", host="lab-h1",
+        )  # fmt: skip
+    run_tasks(engine, settings)
+    assert last_task(engine).status == C.TaskStatus.SUCCESS, last_task(engine).message
+    with session_scope(engine) as s:
+        vm = s.get(VM, queued.vm_id)
+        assert vm.host.host_name == "lab-h1"
+        ip = vm.private_ip.private_ip
+        log = storage.console_log_path(settings, vm.datastore, vm.vm_identity)
+    assert ip.startswith("10.99.10.")
+
+    ready = console_line(log, "TINY-READY", BOOT_TIMEOUT_S)
+    assert ready is not None, log.read_text(errors="replace")[-2000:]
+    assert parse_ready_line(ready).ip == ip  # the reserved address, from dnsmasq
+    assert _wait_ping(ip, PING_TIMEOUT_S), f"{ip} does not answer ping from the controller"
+    to_ping_s = time.monotonic() - t0
+    with urllib.request.urlopen(f"http://{ip}/", timeout=10) as response:
+        assert ip in response.read().decode()
+    dhcp_log = (topology.dns_dir(settings) / "dnsmasq.log").read_text()
+    assert f"DHCPACK({topology.DHCP_PORT}) {ip}" in dhcp_log
+    print(f"\nlab up {up_s:.1f} s; lab up start -> VM pingable {to_ping_s:.1f} s")
+
+    with session_scope(engine) as s:
+        vms.operate(s, s.get(VM, queued.vm_id), "delete", None)
+    run_tasks(engine, settings)
+    assert last_task(engine).status == C.TaskStatus.SUCCESS, last_task(engine).message
+    with session_scope(engine) as s:
+        assert s.scalar(select(VM.id)) is None
+
+    pids = [p for ns in (h.netns for h in topology.HOSTS) for p in topology._netns_pids(ns)]
+    pids += topology._netns_pids(topology.DHCP_NETNS)
+    assert pids
+    down = runner.invoke(app, ["lab", "down"])
+    assert down.exit_code == 0, down.output
+    assert _lab_names() == ([], [], [])
+    assert [p for p in pids if topology._running(p)] == []
+    assert not topology.lab_dir(settings).exists()
+    st = runner.invoke(app, ["lab", "status"])
+    assert st.exit_code == 1
