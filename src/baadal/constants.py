@@ -65,6 +65,10 @@ class TaskType(StrEnum):
     DELETE_TEMPLATE = "Delete Template"
     #: periodic: queue the daily/weekly/monthly snapshots of the VMs that asked for them
     SCHEDULED_SNAPSHOTS = "Scheduled Snapshots"
+    #: periodic: ping + libvirtd/OVS check of every host, mark UP/DOWN, record events
+    HOST_SANITY = "Host Sanity"
+    #: periodic: reconcile VM rows with the domains the UP hosts report
+    VM_SANITY = "VM Sanity"
     WARN_SHUTDOWN = "Warn Shutdown"
     WARN_DELETE = "Warn Delete"
 
