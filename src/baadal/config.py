@@ -52,6 +52,8 @@ class GeneralConf(Section):
     nw_write_threshold_limit: int = 10000
     #: seed rule: a running VM must answer ping before it is snapshotted
     snapshot_requires_ping: bool = True
+    #: the host sanity check also asks each host over SSH whether libvirtd and OVS run
+    host_check_services: bool = True
 
 
 class DatabaseConf(Section):

@@ -13,6 +13,7 @@ from typer.testing import CliRunner, Result
 
 from baadal.cli.main import app
 from baadal.config import get_settings
+from baadal.db.migrate import head_revision
 from baadal.db.models import Datastore, Host, Template
 from baadal.db.session import dispose_engines, make_engine, session_scope
 
@@ -42,7 +43,7 @@ def engine(db_file: Path, runner: CliRunner) -> Iterator[Engine]:
     """The database after `baadal db upgrade`, and an engine to look at its rows."""
     result = runner.invoke(app, ["db", "upgrade"])
     assert result.exit_code == 0, result.output
-    assert "is at revision 0001" in result.stdout
+    assert f"is at revision {head_revision()}" in result.stdout
     eng = make_engine(f"sqlite:///{db_file}")
     yield eng
     eng.dispose()
@@ -81,10 +82,10 @@ def test_db_status_and_upgrade(db_file: Path, runner: CliRunner) -> None:
     for _ in range(2):  # upgrading twice is harmless
         up = runner.invoke(app, ["db", "upgrade"])
         assert up.exit_code == 0, up.output
-        assert up.stdout.strip() == f"database sqlite:///{db_file} is at revision 0001"
+        assert up.stdout.strip() == f"database sqlite:///{db_file} is at revision {head_revision()}"
     after = runner.invoke(app, ["db", "status"])
     assert after.exit_code == 0
-    assert "revision: 0001" in after.stdout
+    assert f"revision: {head_revision()}" in after.stdout
     assert "state:    up to date" in after.stdout
 
 

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, func, select
 
 from baadal import constants as C
 from baadal.config import Settings, load_settings
-from baadal.db.migrate import require_schema, schema_revisions
+from baadal.db.migrate import head_revision, require_schema, schema_revisions
 from baadal.db.models import VM, Datastore, Host, Template, VncAccess
 from baadal.db.session import make_engine, session_scope
 from baadal.errors import ConfigError, ConflictError, NotFoundError, ValidationError
@@ -585,13 +585,13 @@ def test_deactivate_and_list_templates(
 
 
 def test_require_schema(sqlite_engine: Engine, tmp_path: Path) -> None:
-    assert require_schema(sqlite_engine) == "0001"
+    assert require_schema(sqlite_engine) == head_revision()
     empty = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")
     try:
         with pytest.raises(ConfigError) as exc:
             require_schema(empty)
         assert str(exc.value) == "database not initialised: run `baadal db upgrade`"
-        assert schema_revisions(empty) == (None, ("0001",))
+        assert schema_revisions(empty) == (None, (head_revision(),))
     finally:
         empty.dispose()
 

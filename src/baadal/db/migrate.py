@@ -18,11 +18,17 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 SCHEMA_MISSING = "database not initialised: run `baadal db upgrade`"
 
 
-def alembic_config(engine: Engine) -> Config:
+def alembic_config(engine: Engine | None = None) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    cfg.attributes["engine"] = engine
+    if engine is not None:
+        cfg.attributes["engine"] = engine
     return cfg
+
+
+def head_revision() -> str:
+    """The newest revision this code knows (one head: migrations are linear)."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head() or ""
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:

@@ -336,6 +336,20 @@ class VMEventLog(Base):
     timestamp: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class HostEventLog(Base):
+    """What the host sanity check saw change (status UP/DOWN, services), for admins."""
+
+    __tablename__ = "host_event_log"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    host_id: Mapped[int] = mapped_column(ForeignKey("host.id", ondelete="CASCADE"), index=True)
+    attribute: Mapped[str] = mapped_column(String(100))
+    old_value: Mapped[str | None] = mapped_column(String(255))
+    new_value: Mapped[str | None] = mapped_column(String(255))
+    #: why, in words (the failing check)
+    message: Mapped[str | None] = mapped_column(Text)
+    timestamp: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class UserVMMap(Base):
     __tablename__ = "user_vm_map"
     user_id: Mapped[int] = mapped_column(

@@ -1,13 +1,44 @@
-"""Is a host reachable? (the seed's host_helper.is_host_available)."""
+"""Is a host usable? (the seed's host_helper: check_host_status, is_host_available,
+check_host_service_status, host_status_sanity_check).
+
+A host is UP when it answers ping *and* its libvirtd answers an API call: a machine that
+pings while libvirtd is dead cannot run, stop or place VMs. The periodic sanity check also
+asks the host over SSH whether libvirtd and Open vSwitch run (a VM without its switch has
+no network). Every check is bounded in time so one dead host never stalls the others.
+"""
 
 from __future__ import annotations
 
 import logging
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from urllib.parse import urlsplit
 
+from sqlalchemy import Engine, select
+
+from baadal import constants as C
+from baadal.config import Settings
+from baadal.db.models import Host, HostEventLog
+from baadal.db.session import session_scope
+from baadal.drivers import hypervisor_for
+from baadal.drivers.base import HypervisorError
 from baadal.errors import RemoteCommandError
+from baadal.net.ping import is_pingable
 from baadal.net.remote import RemoteTarget, execute_remote_cmd
+from baadal.tasks.registry import TaskContext, TaskResult
 
 log = logging.getLogger("baadal")
+
+#: libvirt's default ports per transport, for the TCP probe that precedes an API call
+_LIBVIRT_PORTS = {"tcp": 16509, "tls": 16514, "ssh": 22, "libssh": 22, "libssh2": 22}
+PROBE_TIMEOUT_S = 3.0
+#: the service checks run on the host itself; both must succeed
+SERVICE_CHECKS: dict[str, list[str]] = {
+    "libvirtd": ["virsh", "--readonly", "--connect", "qemu:///system", "uri"],
+    "openvswitch": ["ovs-vsctl", "--timeout=5", "show"],
+}
+SANITY_PARALLELISM = 8
 
 
 def is_host_available(target: RemoteTarget, *, timeout: float | None = None) -> bool:
@@ -24,3 +55,141 @@ def is_host_available(target: RemoteTarget, *, timeout: float | None = None) -> 
         log.info("host %s is not available: %s", target.label, exc.reason)
         return False
     return True
+
+
+def libvirt_endpoint(uri: str) -> tuple[str, int] | None:
+    """(address, port) a remote libvirt URI connects to; None for local URIs."""
+    parts = urlsplit(uri)
+    if not parts.hostname:
+        return None
+    transport = parts.scheme.partition("+")[2] or "tls"
+    return parts.hostname, parts.port or _LIBVIRT_PORTS.get(transport, 16514)
+
+
+def libvirt_problem(host: Host) -> str | None:
+    """Why the host's libvirtd does not answer, or None when it does.
+
+    A TCP probe with a timeout goes first: opening a libvirt connection to a machine that
+    drops packets would block for minutes.
+    """
+    endpoint = libvirt_endpoint(host.libvirt_uri)
+    if endpoint is not None:
+        try:
+            with socket.create_connection(endpoint, timeout=PROBE_TIMEOUT_S):
+                pass
+        except OSError as exc:
+            return f"libvirt port {endpoint[1]} of {endpoint[0]}: {exc.strerror or exc}"
+    try:
+        hypervisor_for(host).node_info()
+    except HypervisorError as exc:
+        return str(exc)
+    return None
+
+
+def _pingable(host: Host) -> bool:
+    """Ping the host's address (a name is resolved first; one that does not resolve is
+    not reachable)."""
+    try:
+        address = socket.gethostbyname(host.address)
+    except OSError:
+        return False
+    return is_pingable(address, count=2, timeout_s=1.0)
+
+
+def check_host_status(host: Host) -> C.HostStatus:
+    """UP (1) when the host answers ping and its libvirtd answers, else DOWN (0)."""
+    return C.HostStatus.UP if host_problem(host) is None else C.HostStatus.DOWN
+
+
+def host_problem(host: Host) -> str | None:
+    if not _pingable(host):
+        return f"{host.address} does not answer ping"
+    return libvirt_problem(host)
+
+
+def host_service_problems(host: Host, settings: Settings) -> list[str]:
+    """The services that do not run on the host (asked over SSH); [] when all run."""
+    target = RemoteTarget.for_host(host, settings)
+    problems = []
+    for service, argv in SERVICE_CHECKS.items():
+        try:
+            execute_remote_cmd(target, argv, timeout=15)
+        except RemoteCommandError as exc:
+            problems.append(f"{service}: {exc.reason}")
+    return problems
+
+
+def check_host_service_status(host: Host, settings: Settings) -> bool:
+    """True when libvirtd and Open vSwitch both run on the host."""
+    return not host_service_problems(host, settings)
+
+
+@dataclass(frozen=True)
+class HostCheck:
+    """One host's result in a sanity pass."""
+
+    host_id: int
+    host_name: str
+    old: C.HostStatus
+    new: C.HostStatus
+    problem: str | None
+
+    @property
+    def changed(self) -> bool:
+        return self.old != self.new
+
+
+def _check(host: Host, settings: Settings) -> tuple[C.HostStatus, str | None]:
+    problem = host_problem(host)
+    if problem is None and settings.general.host_check_services:
+        problems = host_service_problems(host, settings)
+        problem = "; ".join(problems) or None
+    return (C.HostStatus.DOWN if problem else C.HostStatus.UP), problem
+
+
+def host_status_sanity_check(engine: Engine, settings: Settings) -> list[HostCheck]:
+    """Check every host not in maintenance, in parallel; store changed statuses with an
+    event row each. The checks run outside any transaction (they may take seconds)."""
+    with session_scope(engine) as session:
+        hosts = list(
+            session.scalars(
+                select(Host).where(Host.status != C.HostStatus.MAINTENANCE).order_by(Host.id)
+            )
+        )
+        session.expunge_all()
+    if not hosts:
+        return []
+    with ThreadPoolExecutor(min(SANITY_PARALLELISM, len(hosts))) as pool:
+        outcomes = list(pool.map(lambda h: _check(h, settings), hosts))
+    checks = [
+        HostCheck(h.id, h.host_name, C.HostStatus(h.status), new, problem)
+        for h, (new, problem) in zip(hosts, outcomes, strict=True)
+    ]
+    with session_scope(engine) as session:
+        for check in checks:
+            row = session.get(Host, check.host_id)
+            # skip hosts an admin changed meanwhile (e.g. put into maintenance)
+            if row is None or row.status != check.old or not check.changed:
+                continue
+            row.status = int(check.new)
+            session.add(
+                HostEventLog(
+                    host_id=row.id,
+                    attribute="status",
+                    old_value=check.old.name,
+                    new_value=check.new.name,
+                    message=check.problem or "host answers again",
+                )
+            )
+            level = logging.WARNING if check.new == C.HostStatus.DOWN else logging.INFO
+            log.log(level, "host %s is %s: %s", row.host_name, check.new.name, check.problem)
+    return checks
+
+
+def host_sanity(ctx: TaskContext) -> TaskResult:
+    """The periodic 'Host Sanity' handler."""
+    checks = host_status_sanity_check(ctx.engine, ctx.settings)
+    changed = [f"{c.host_name} {c.old.name}->{c.new.name}" for c in checks if c.changed]
+    down = sum(c.new == C.HostStatus.DOWN for c in checks)
+    summary = f"{len(checks)} host(s) checked, {down} down"
+    return TaskResult.success(summary + (f"; changed: {', '.join(changed)}" if changed else ""))

@@ -86,7 +86,7 @@ class Registry:
 REGISTRY = Registry()
 
 #: modules the worker always imports (each registers its handlers on import)
-BUILTIN_HANDLER_MODULES: tuple[str, ...] = ("baadal.vm.handlers",)
+BUILTIN_HANDLER_MODULES: tuple[str, ...] = ("baadal.vm.handlers", "baadal.host.handlers")
 
 
 def handler(

@@ -1,0 +1,10 @@
+"""Registers the host task handlers and periodic jobs (imported by every worker)."""
+
+from __future__ import annotations
+
+from baadal import constants as C
+from baadal.host import status
+from baadal.tasks.registry import REGISTRY, Handler, periodic_job
+
+REGISTRY.add(Handler(C.TaskType.HOST_SANITY, status.host_sanity))
+periodic_job("host_sanity", C.TaskType.HOST_SANITY)
