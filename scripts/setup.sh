@@ -20,6 +20,8 @@ APT_PACKAGES=(
   gcc
   openvswitch-switch      # VM networking (userspace datapath)
   busybox-static          # the tiny bootable guest
+  dnsmasq-base            # DHCP for VMs (the lab's DHCP server; no system service)
+  iptables                # NAT box rules (public IPs, VNC)
 )
 
 if [ "$(id -u)" -ne 0 ]; then

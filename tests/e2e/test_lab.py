@@ -23,7 +23,7 @@ from baadal.config import Settings, get_settings, load_settings
 from baadal.db.migrate import upgrade
 from baadal.db.models import VM
 from baadal.db.session import get_engine, session_scope
-from baadal.lab import topology
+from baadal.lab import layout, topology
 from baadal.lab.guest import console_line, parse_ready_line
 from baadal.services import vms
 from baadal.vm import storage
@@ -135,7 +135,7 @@ def test_lab_up_vm_dhcp_ping_http_down(lab_home: Path) -> None:
     with urllib.request.urlopen(f"http://{ip}/", timeout=10) as response:
         assert ip in response.read().decode()
     dhcp_log = (topology.dns_dir(settings) / "dnsmasq.log").read_text()
-    assert f"DHCPACK({topology.DHCP_PORT}) {ip}" in dhcp_log
+    assert f"DHCPACK({layout.VLANS[0].dhcp_port}) {ip}" in dhcp_log
     print(f"\nlab up {up_s:.1f} s; lab up start -> VM pingable {to_ping_s:.1f} s")
 
     with session_scope(engine) as s:
@@ -146,7 +146,8 @@ def test_lab_up_vm_dhcp_ping_http_down(lab_home: Path) -> None:
         assert s.scalar(select(VM.id)) is None
 
     pids = [p for ns in (h.netns for h in topology.HOSTS) for p in topology._netns_pids(ns)]
-    pids += topology._netns_pids(topology.DHCP_NETNS)
+    for ns in (layout.DHCP_NETNS, layout.NAT_NETNS, layout.INTERNET_NETNS):
+        pids += topology._netns_pids(ns)
     assert pids
     down = runner.invoke(app, ["lab", "down"])
     assert down.exit_code == 0, down.output

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from baadal.cli.common import console, db, handle_errors
 from baadal.config import get_settings
-from baadal.lab import topology
+from baadal.lab import layout, topology
 from baadal.lab.guest import build_tiny_guest
 from baadal.services import inventory
 
@@ -59,10 +59,8 @@ def _lab_db() -> AbstractContextManager[Session]:
     return db()
 
 
-@app.command("up")
-@handle_errors
-def up_cmd() -> None:
-    """Build the lab (idempotent; after a crash it cleans up first) and register it."""
+def lab_up() -> topology.UpResult:
+    """``lab up`` with a live step display; shared by the demo."""
     settings = get_settings()
     with console.status("lab up") as spinner:
         result = topology.up(
@@ -74,8 +72,16 @@ def up_cmd() -> None:
         console.print(f"  {step}: {seconds:.2f} s")
     what = "already up" if result.already_up else "up"
     console.print(f"lab {what} in {result.seconds:.1f} s; hosts: " + ", ".join(
-        f"{h.name} {h.uri}" for h in topology.HOSTS
+        f"{h.name} {h.uri}" for h in layout.HOSTS
     ))  # fmt: skip
+    return result
+
+
+@app.command("up")
+@handle_errors
+def up_cmd() -> None:
+    """Build the lab (idempotent; after a crash it cleans up first) and register it."""
+    lab_up()
 
 
 @app.command("down")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from baadal.cli import admin, inventory, lab, pools, status, tasks, vms
+from baadal.cli import admin, demo, inventory, lab, pools, status, tasks, vms
 from baadal.cli.common import handle_errors
 from baadal.logs import setup_logging
 
@@ -26,7 +26,7 @@ def _setup() -> None:
     setup_logging()
 
 
-app.command("demo")(status.demo_cmd)
+app.command("demo")(demo.demo_cmd)
 app.command("status")(status.status_cmd)
 app.command("worker")(tasks.worker_cmd)
 app.add_typer(admin.db_app, name="db")

@@ -1,4 +1,4 @@
-"""``baadal status`` (the cloud at a glance) and ``baadal demo`` (the README's main job)."""
+"""``baadal status``: the cloud at a glance."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from baadal import constants as C
 from baadal.cli.common import console, db, handle_errors, print_table
 from baadal.config import config_file_path, get_settings
 from baadal.db.constants_table import get_constant
-from baadal.db.migrate import require_schema, upgrade
+from baadal.db.migrate import require_schema
 from baadal.db.models import VM, Datastore, Host, PrivateIpPool, PublicIpPool, Task, Template
 from baadal.db.session import get_engine
 
@@ -55,14 +55,4 @@ def _print_status() -> None:
 @handle_errors
 def status_cmd() -> None:
     """Show the cloud's state: database, hosts, VMs, pools and tasks."""
-    _print_status()
-
-
-@handle_errors
-def demo_cmd() -> None:
-    """The main job: prepare the embedded database and show the cloud's state."""
-    settings = get_settings()
-    settings.home.mkdir(parents=True, exist_ok=True)
-    upgrade(get_engine(settings))
-    console.print(f"Baadal home: {settings.home}")
     _print_status()

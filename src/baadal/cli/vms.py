@@ -31,7 +31,7 @@ InlineOpt = Annotated[
 TIMEOUT_S = 1800
 
 
-def _follow(task_id: int, *, wait: bool, inline: bool) -> None:
+def follow_task(task_id: int, *, wait: bool, inline: bool) -> None:
     """Show the task's progress until it ends; exit 1 when it failed."""
     console.print(f"queued task {task_id}")
     if not (wait or inline):
@@ -96,7 +96,7 @@ def create_cmd(
             host=host,
             purpose=purpose,
         )
-    _follow(queued.task_id, wait=wait, inline=inline)
+    follow_task(queued.task_id, wait=wait, inline=inline)
 
 
 @app.command("list")
@@ -156,7 +156,7 @@ def _operation(op: str) -> None:
         with db() as session:
             task = vms.operate(session, vms.find_vm(session, vm), op, C.SYSTEM_USER_ID)
             task_id = task.id
-        _follow(task_id, wait=wait, inline=inline)
+        follow_task(task_id, wait=wait, inline=inline)
 
     command.__doc__ = f"{op.capitalize()} a VM."
     app.command(op)(handle_errors(command))
@@ -187,7 +187,7 @@ def edit_cmd(
             public_ip=public_ip,
         )
         task_id = task.id
-    _follow(task_id, wait=wait, inline=inline)
+    follow_task(task_id, wait=wait, inline=inline)
 
 
 @app.command("clone")
@@ -205,7 +205,7 @@ def clone_cmd(
             session, vms.find_vm(session, vm), count, C.SYSTEM_USER_ID, full=full
         )
         task_id = task.id
-    _follow(task_id, wait=wait, inline=inline)
+    follow_task(task_id, wait=wait, inline=inline)
 
 
 @snapshot_app.command("take")
@@ -213,7 +213,7 @@ def clone_cmd(
 def snapshot_take(vm: str, wait: WaitOpt = True, inline: InlineOpt = False) -> None:
     with db() as session:
         task_id = vms.request_snapshot(session, vms.find_vm(session, vm), C.SYSTEM_USER_ID).id
-    _follow(task_id, wait=wait, inline=inline)
+    follow_task(task_id, wait=wait, inline=inline)
 
 
 @app.command("revert")
@@ -225,7 +225,7 @@ def snapshot_revert(
     with db() as session:
         row = vms.find_vm(session, vm)
         task_id = vms.request_revert(session, row, snapshot, C.SYSTEM_USER_ID).id
-    _follow(task_id, wait=wait, inline=inline)
+    follow_task(task_id, wait=wait, inline=inline)
 
 
 @snapshot_app.command("delete")
@@ -236,7 +236,7 @@ def snapshot_delete(
     with db() as session:
         row = vms.find_vm(session, vm)
         task_id = vms.request_delete_snapshot(session, row, snapshot, C.SYSTEM_USER_ID).id
-    _follow(task_id, wait=wait, inline=inline)
+    follow_task(task_id, wait=wait, inline=inline)
 
 
 @disk_app.command("attach")
@@ -250,4 +250,4 @@ def disk_attach(
     with db() as session:
         row = vms.find_vm(session, vm)
         task_id = vms.request_attach_disk(session, row, size, C.SYSTEM_USER_ID).id
-    _follow(task_id, wait=wait, inline=inline)
+    follow_task(task_id, wait=wait, inline=inline)

@@ -1,4 +1,5 @@
-"""One lab compute host: a network + mount namespace with its own OVS, virtlogd and libvirtd.
+"""One lab compute host: a network + mount namespace with its own OVS, virtlogd, libvirtd
+and sshd.
 
 The namespace sees private bind mounts of libvirt's and OVS's state directories, all kept
 under the host's directory in the lab, so two libvirtds never share a socket, a domain or a
@@ -13,6 +14,8 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+
+from baadal.lab.ssh import prepare_sshd
 
 #: runs as ``ip netns exec NS unshare --mount --propagation private sh start-host.sh ...``
 START_SCRIPT = r"""#!/bin/sh
@@ -35,6 +38,8 @@ ovs-vsctl --may-exist add-br "$BR" -- set bridge "$BR" datapath_type=netdev
 ovs-vsctl --may-exist add-port "$BR" "$TRUNK"
 virtlogd -d
 libvirtd --listen -d
+mkdir -p /run/sshd
+/usr/sbin/sshd -f "$H/sshd/sshd_config" -E "$H/sshd/sshd.log"
 """
 
 BIND_DIRS = (
@@ -109,6 +114,7 @@ def prepare_host_dir(host: LabHost, lab_dir: Path) -> Path:
     _copy_tree(Path("/var/log/libvirt"), h / "var-log-libvirt", with_files=False)
     # the QEMU capability cache: libvirtd starts in 0.2 s instead of 12 s
     _copy_tree(Path("/var/cache/libvirt"), h / "var-cache-libvirt", with_files=True)
+    prepare_sshd(h / "sshd", host.mgmt_ip, "/run/sshd.pid", lab_dir)
     script = h / "start-host.sh"
     script.write_text(START_SCRIPT)
     script.chmod(0o755)

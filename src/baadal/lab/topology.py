@@ -1,13 +1,15 @@
 """The lab: a small multi-host cloud on one machine (``baadal lab up | down | status``).
 
-Layout (all names start with ``bdl-``, all addresses are inside namespaces made here)::
+Layout (names and addresses in :mod:`baadal.lab.layout`)::
 
-    controller (root ns) 10.99.0.1 on Linux bridge bdl-mgmt --veth bdl-mN-- host N (mgmt0)
-    root OVS bridge bdl-sw (the "switch") --veth trunk bdl-tN-- host N's OVS bridge (trunk0)
-        internal port bdl-v10 tag=10: the controller on VLAN 10 (10.99.10.2)
-        internal port bdl-d10 tag=10, moved into namespace bdl-dhcp: dnsmasq (10.99.10.1)
+    controller (root ns) 10.99.0.1 on Linux bridge bdl-mgmt --veth-- host N, NAT box
+    root OVS bridge bdl-sw (the "switch") --veth trunk bdl-tN-- host N's OVS bridge
+        internal ports tagged per VLAN: bdl-vT (controller), bdl-dT (dnsmasq in bdl-dhcp),
+        bdl-nT (the NAT box's gateway leg in bdl-nat)
     host N = namespace bdl-hN + private mounts: OVS (userspace), virtlogd, libvirtd on
-        qemu+tcp://10.99.0.1N/system (see :mod:`baadal.lab.hostns`)
+        qemu+tcp://10.99.0.1N/system and sshd (see :mod:`baadal.lab.hostns`)
+    NAT box = namespace bdl-nat: sshd on 10.99.0.2, forwarding + masquerade to pub0,
+        which is wired to namespace bdl-inet (the "internet", 10.99.200.1)
     <home>/lab/datastore: the shared datastore (the "filer"), same path for every host
 
 Everything made is recorded in ``<home>/lab/state.json`` *before* it is made, so ``down``
@@ -37,49 +39,48 @@ from sqlalchemy.orm import Session
 from baadal import constants as C
 from baadal import pools
 from baadal.config import Settings
-from baadal.db.models import Host, PrivateIpPool, SecurityDomain, Template, Vlan
+from baadal.db.models import Host, PrivateIpPool, PublicIpPool, SecurityDomain, Template, Vlan
 from baadal.errors import BaadalError, ConfigError, ConflictError, NotFoundError
+from baadal.lab import ssh
 from baadal.lab.guest import build_tiny_guest
 from baadal.lab.hostns import LabHost, prepare_host_dir
+from baadal.lab.layout import (
+    CONTROLLER_MGMT_IP,
+    DATASTORE_NAME,
+    DHCP_NETNS,
+    HOSTS,
+    INTERNET_IP,
+    INTERNET_NETNS,
+    LIBVIRT_PORT,
+    MGMT_BRIDGE,
+    MGMT_PREFIX,
+    NAT_MGMT_IP,
+    NAT_MGMT_LINK,
+    NAT_NETNS,
+    NAT_PUBLIC_IF,
+    NAT_PUBLIC_IP,
+    OVS_CTL,
+    PREFIX,
+    PUBLIC_CIDR,
+    PUBLIC_POOL,
+    SWITCH_BRIDGE,
+    TEMPLATE_DIR,
+    TEMPLATE_NAME,
+    VLANS,
+    LabVlan,
+    pool_mac,
+)
 from baadal.net.remote import run_local
 from baadal.services import inventory
 
-PREFIX = "bdl-"
-MGMT_BRIDGE = "bdl-mgmt"
-SWITCH_BRIDGE = "bdl-sw"
-CONTROLLER_VLAN_PORT = "bdl-v10"
-DHCP_PORT = "bdl-d10"
-DHCP_NETNS = "bdl-dhcp"
-CONTROLLER_MGMT_IP = "10.99.0.1"
-MGMT_PREFIX = 24
-VLAN_TAG = 10
-VLAN_NAME = "lab10"
-VLAN_CIDR = "10.99.10.0/24"
-DHCP_IP = "10.99.10.1"
-CONTROLLER_VLAN_IP = "10.99.10.2"
-POOL_FIRST, POOL_LAST = "10.99.10.20", "10.99.10.99"
-DYNAMIC_RANGE = ("10.99.10.100", "10.99.10.200")
-SECURITY_DOMAIN = "lab"
-DATASTORE_NAME = "lab"
-TEMPLATE_NAME = "tiny"
-TEMPLATE_DIR = "tiny"
-OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
-LIBVIRT_PORT = 16509
-
-HOSTS: tuple[LabHost, ...] = tuple(
-    LabHost(
-        index=i,
-        name=f"lab-h{i}",
-        netns=f"bdl-h{i}",
-        mgmt_ip=f"10.99.0.{10 + i}",
-        host_uuid=f"00000000-0000-4000-8000-0000000000{10 + i:02d}",
-    )
-    for i in (1, 2)
-)
-
 CMD_TIMEOUT_S = 60.0
 LIBVIRT_WAIT_S = 90.0
-REQUIRED_TOOLS = ("ip", "unshare", "ovs-vsctl", "libvirtd", "virtlogd", "dnsmasq", "qemu-img")
+REQUIRED_TOOLS = (
+    "ip", "unshare", "ovs-vsctl", "libvirtd", "virtlogd", "dnsmasq", "qemu-img", "iptables",
+    ssh.SSHD, "ssh-keygen",
+)  # fmt: skip
+#: marks the NAT box rules the lab itself adds (Baadal's own rules carry another tag)
+LAB_RULE_TAG = "baadal-lab"
 
 
 class LabError(BaadalError):
@@ -110,12 +111,6 @@ def dns_dir(settings: Settings) -> Path:
 
 def hosts_file(settings: Settings) -> Path:
     return dns_dir(settings) / "hosts"
-
-
-def pool_mac(ip: str) -> str:
-    """A fixed MAC per pool address (52:54:00:63:0a:<last octet>): stable across rebuilds."""
-    last = int(ip.rsplit(".", 1)[1])
-    return f"52:54:00:63:0A:{last:02X}"
 
 
 # --- state ---------------------------------------------------------------------------
@@ -301,27 +296,35 @@ def status(settings: Settings) -> list[Part]:
     ]
     root_bridges = _ovs_bridges()
     parts.append(Part(SWITCH_BRIDGE, "ovs bridge", SWITCH_BRIDGE in root_bridges, "root OVS"))
-    parts.append(
-        Part(CONTROLLER_VLAN_PORT, "ovs port", CONTROLLER_VLAN_PORT in links, CONTROLLER_VLAN_IP)
-    )
+    for vlan in VLANS:
+        port = vlan.controller_port
+        parts.append(Part(port, "ovs port", port in links, f"VLAN {vlan.tag} {vlan.controller_ip}"))
     for host in HOSTS:
         ns_ok = host.netns in namespaces
         parts.append(Part(host.netns, "namespace", ns_ok, host.name))
         host_bridges = _ovs_bridges(host.ovs_db(lab)) if ns_ok else []
         parts.append(Part(f"{host.name} ovs", "ovs bridge", bridge in host_bridges, bridge))
-        if ns_ok:
-            ok, detail = _libvirt_answers(host.uri, host.mgmt_ip)
-        else:
-            ok, detail = False, "no namespace"
+        ok, detail = _libvirt_answers(host.uri, host.mgmt_ip) if ns_ok else (False, "no namespace")
         parts.append(Part(f"{host.name} libvirtd", "libvirtd", ok, f"{host.uri}: {detail}"))
+        parts.append(_sshd_part(f"{host.name} sshd", host.mgmt_ip, ns_ok))
     parts.append(Part(DHCP_NETNS, "namespace", DHCP_NETNS in namespaces, "DHCP server"))
     pid = _pid_alive(dns_dir(settings) / "dnsmasq.pid", "dnsmasq")
     parts.append(
         Part("dnsmasq", "process", pid is not None, f"pid {pid}" if pid else "not running")
     )
+    nat_ok = NAT_NETNS in namespaces
+    parts.append(Part(NAT_NETNS, "namespace", nat_ok, f"NAT box {NAT_PUBLIC_IP}"))
+    parts.append(_sshd_part("NAT box sshd", NAT_MGMT_IP, nat_ok))
+    inet_ok = INTERNET_NETNS in namespaces
+    parts.append(Part(INTERNET_NETNS, "namespace", inet_ok, f"internet {INTERNET_IP}"))
     ds = datastore_dir(settings)
     parts.append(Part("datastore", "directory", ds.is_dir(), str(ds)))
     return parts
+
+
+def _sshd_part(name: str, address: str, namespace_up: bool) -> Part:
+    ok, detail = ssh.sshd_answers(address) if namespace_up else (False, "no namespace")
+    return Part(name, "sshd", ok, f"{address}: {detail}")
 
 
 def healthy(parts: list[Part]) -> bool:
@@ -371,10 +374,16 @@ def _teardown(settings: Settings) -> list[str]:
     root_ovs_mine = ("root-ovs", "started") in recorded
     if root_ovs_mine and not _ovs_bridges() and _ok([OVS_CTL, "stop"]):
         removed.append("root Open vSwitch (started by the lab)")
+    if ssh.forget_host_keys(settings, _ssh_addresses()):
+        removed.append(f"lab host keys in {ssh.known_hosts_file(settings)}")
     if lab.exists():
         shutil.rmtree(lab, ignore_errors=True)
         removed.append(f"directory {lab}")
     return removed
+
+
+def _ssh_addresses() -> set[str]:
+    return {NAT_MGMT_IP, *(h.mgmt_ip for h in HOSTS)}
 
 
 def _mark_hosts_down(session: Session) -> None:
@@ -426,6 +435,7 @@ def up(
         state = State(lab / "state.json")
         cleaned: list[str] = []
         if state.complete and healthy(status(settings)):
+            step("host keys", lambda: _wait_daemons(settings))
             step("database rows", lambda: _register(settings, db))
             step("DHCP hosts file", lambda: write_dhcp_hosts(settings, db))
             return UpResult(True, time.monotonic() - start, steps, cleaned)
@@ -436,8 +446,9 @@ def up(
             step("root switch", lambda: _root_network(state))
             step("compute hosts", lambda: _start_hosts(settings, state))
             step("DHCP server", lambda: _start_dhcp(settings, state))
+            step("NAT box and internet", lambda: _start_natbox(settings, state))
             step("tiny guest", lambda: _build_guest(settings))
-            step("libvirtd answers", lambda: _wait_libvirtds())
+            step("libvirtd and sshd answer", lambda: _wait_daemons(settings))
             step("database rows", lambda: _register(settings, db))
             step("DHCP hosts file", lambda: write_dhcp_hosts(settings, db))
         except BaseException:
@@ -453,12 +464,13 @@ def _make_dirs(settings: Settings) -> None:
     for directory in (lab, datastore_dir(settings), dns_dir(settings), lab / "hosts"):
         directory.mkdir(parents=True, exist_ok=True)
         directory.chmod(0o755)
+    ssh.prepare_client(lab)
     _check_searchable(datastore_dir(settings))
     fix_kvm_permissions()
 
 
 def _root_network(state: State) -> None:
-    """The controller's side: management bridge, the OVS switch and its VLAN 10 port."""
+    """The controller's side: management bridge, the OVS switch and a port per VLAN."""
     if not _ok(["ovs-vsctl", "--timeout=5", "show"]):
         state.record("root-ovs", "started")
         _run([OVS_CTL, "start", "--system-id=random"])
@@ -470,12 +482,39 @@ def _root_network(state: State) -> None:
     state.record("ovs-bridge", SWITCH_BRIDGE)
     _run(["ovs-vsctl", "--timeout=10", "add-br", SWITCH_BRIDGE, "--",
           "set", "bridge", SWITCH_BRIDGE, "datapath_type=netdev"])  # fmt: skip
-    state.record("link", CONTROLLER_VLAN_PORT)
-    _run(["ovs-vsctl", "--timeout=10", "add-port", SWITCH_BRIDGE, CONTROLLER_VLAN_PORT,
-          f"tag={VLAN_TAG}", "--", "set", "interface", CONTROLLER_VLAN_PORT, "type=internal"])  # fmt: skip
-    _wait_link(CONTROLLER_VLAN_PORT)
-    _run(["ip", "addr", "add", f"{CONTROLLER_VLAN_IP}/24", "dev", CONTROLLER_VLAN_PORT])
-    _run(["ip", "link", "set", CONTROLLER_VLAN_PORT, "up"])
+    for vlan in VLANS:
+        _vlan_port(state, vlan, vlan.controller_port, vlan.controller_ip)
+
+
+def _add_netns(state: State, netns: str) -> None:
+    state.record("netns", netns)
+    _run(["ip", "netns", "add", netns])
+    _run(["ip", "-n", netns, "link", "set", "lo", "up"])
+
+
+def _mgmt_leg(state: State, netns: str, link: str, address: str) -> None:
+    """A veth from the management bridge to ``mgmt0`` in ``netns`` with ``address``."""
+    state.record("link", link)
+    _run(["ip", "link", "add", link, "type", "veth", "peer", "name", "mgmt0", "netns", netns])
+    _run(["ip", "link", "set", link, "master", MGMT_BRIDGE, "up"])
+    _run(["ip", "-n", netns, "addr", "add", f"{address}/{MGMT_PREFIX}", "dev", "mgmt0"])
+    _run(["ip", "-n", netns, "link", "set", "mgmt0", "up"])
+
+
+def _vlan_port(
+    state: State, vlan: LabVlan, port: str, address: str, netns: str | None = None
+) -> None:
+    """An OVS internal port on ``vlan`` with ``address``, moved into ``netns`` if given."""
+    state.record("link", port)
+    _run(["ovs-vsctl", "--timeout=10", "add-port", SWITCH_BRIDGE, port, f"tag={vlan.tag}",
+          "--", "set", "interface", port, "type=internal"])  # fmt: skip
+    _wait_link(port)
+    ip = ["ip"]
+    if netns is not None:
+        _run(["ip", "link", "set", port, "netns", netns])
+        ip = ["ip", "-n", netns]
+    _run([*ip, "addr", "add", f"{address}/{vlan.network.prefixlen}", "dev", port])
+    _run([*ip, "link", "set", port, "up"])
 
 
 def _wait_link(name: str, netns: str | None = None, timeout: float = 10.0) -> None:
@@ -491,16 +530,8 @@ def _wait_link(name: str, netns: str | None = None, timeout: float = 10.0) -> No
 def _start_hosts(settings: Settings, state: State) -> None:
     lab = lab_dir(settings)
     for host in HOSTS:
-        state.record("netns", host.netns)
-        _run(["ip", "netns", "add", host.netns])
-        _run(["ip", "-n", host.netns, "link", "set", "lo", "up"])
-        state.record("link", host.mgmt_link)
-        _run(["ip", "link", "add", host.mgmt_link, "type", "veth",
-              "peer", "name", "mgmt0", "netns", host.netns])  # fmt: skip
-        _run(["ip", "link", "set", host.mgmt_link, "master", MGMT_BRIDGE, "up"])
-        _run(["ip", "-n", host.netns, "addr", "add", f"{host.mgmt_ip}/{MGMT_PREFIX}",
-              "dev", "mgmt0"])  # fmt: skip
-        _run(["ip", "-n", host.netns, "link", "set", "mgmt0", "up"])
+        _add_netns(state, host.netns)
+        _mgmt_leg(state, host.netns, host.mgmt_link, host.mgmt_ip)
         state.record("link", host.trunk_link)
         _run(["ip", "link", "add", host.trunk_link, "type", "veth",
               "peer", "name", "trunk0", "netns", host.netns])  # fmt: skip
@@ -522,30 +553,65 @@ def _start_hosts(settings: Settings, state: State) -> None:
 
 
 def _start_dhcp(settings: Settings, state: State) -> None:
-    """dnsmasq on VLAN 10 in its own namespace, serving the lab's hosts file."""
+    """One dnsmasq in its own namespace with a leg on every VLAN, serving the hosts file;
+    each VLAN's router option points at the NAT box."""
     dns = dns_dir(settings)
-    state.record("netns", DHCP_NETNS)
-    _run(["ip", "netns", "add", DHCP_NETNS])
-    _run(["ip", "-n", DHCP_NETNS, "link", "set", "lo", "up"])
-    state.record("link", DHCP_PORT)
-    _run(["ovs-vsctl", "--timeout=10", "add-port", SWITCH_BRIDGE, DHCP_PORT, f"tag={VLAN_TAG}",
-          "--", "set", "interface", DHCP_PORT, "type=internal"])  # fmt: skip
-    _wait_link(DHCP_PORT)
-    _run(["ip", "link", "set", DHCP_PORT, "netns", DHCP_NETNS])
-    _run(["ip", "-n", DHCP_NETNS, "addr", "add", f"{DHCP_IP}/24", "dev", DHCP_PORT])
-    _run(["ip", "-n", DHCP_NETNS, "link", "set", DHCP_PORT, "up"])
+    _add_netns(state, DHCP_NETNS)
+    argv = ["ip", "netns", "exec", DHCP_NETNS, "dnsmasq", "--conf-file=/dev/null",
+            "--no-resolv", "--no-hosts", "--port=0", "--bind-interfaces",
+            "--except-interface=lo"]  # fmt: skip
+    for vlan in VLANS:
+        _vlan_port(state, vlan, vlan.dhcp_port, vlan.dhcp_ip, DHCP_NETNS)
+        first, last = vlan.dynamic_range
+        argv += [
+            f"--interface={vlan.dhcp_port}",
+            f"--dhcp-range=set:{vlan.name},{first},{last},{vlan.network.netmask},1h",
+            f"--dhcp-option=tag:{vlan.name},option:router,{vlan.gateway_ip}",
+        ]
     hosts = hosts_file(settings)
     if not hosts.exists():
         _atomic_write(hosts, "")
-    _run(
-        ["ip", "netns", "exec", DHCP_NETNS, "dnsmasq", "--conf-file=/dev/null", "--no-resolv",
-         "--no-hosts", "--port=0", "--bind-interfaces", f"--interface={DHCP_PORT}",
-         "--except-interface=lo",
-         f"--dhcp-range={DYNAMIC_RANGE[0]},{DYNAMIC_RANGE[1]},255.255.255.0,1h",
-         f"--dhcp-hostsfile={hosts}", f"--dhcp-leasefile={dns / 'leases'}",
-         "--dhcp-authoritative", f"--pid-file={dns / 'dnsmasq.pid'}", "--log-dhcp",
-         f"--log-facility={dns / 'dnsmasq.log'}"]
+    argv += [f"--dhcp-hostsfile={hosts}", f"--dhcp-leasefile={dns / 'leases'}",
+             "--dhcp-authoritative", f"--pid-file={dns / 'dnsmasq.pid'}", "--log-dhcp",
+             f"--log-facility={dns / 'dnsmasq.log'}"]  # fmt: skip
+    _run(argv)
+
+
+def nat_dir(settings: Settings) -> Path:
+    return lab_dir(settings) / "nat"
+
+
+def _start_natbox(settings: Settings, state: State) -> None:
+    """The NAT box: gateway leg on every VLAN, public leg to the "internet" namespace,
+    forwarding with masquerade, no routing between VLANs (security domains), and sshd on
+    the management network so Baadal configures it like a real NAT machine."""
+    _add_netns(state, NAT_NETNS)
+    _mgmt_leg(state, NAT_NETNS, NAT_MGMT_LINK, NAT_MGMT_IP)
+    for vlan in VLANS:
+        _vlan_port(state, vlan, vlan.nat_port, vlan.gateway_ip, NAT_NETNS)
+    _add_netns(state, INTERNET_NETNS)
+    prefix = ipaddress.IPv4Network(PUBLIC_CIDR).prefixlen
+    nat = ["ip", "-n", NAT_NETNS]
+    _run([*nat, "link", "add", NAT_PUBLIC_IF, "type", "veth",
+          "peer", "name", "wan0", "netns", INTERNET_NETNS])  # fmt: skip
+    _run([*nat, "addr", "add", f"{NAT_PUBLIC_IP}/{prefix}", "dev", NAT_PUBLIC_IF])
+    _run([*nat, "link", "set", NAT_PUBLIC_IF, "up"])
+    _run(["ip", "-n", INTERNET_NETNS, "addr", "add", f"{INTERNET_IP}/{prefix}", "dev", "wan0"])
+    _run(["ip", "-n", INTERNET_NETNS, "link", "set", "wan0", "up"])
+    _run([*nat, "route", "add", "default", "via", INTERNET_IP])
+    in_nat = ["ip", "netns", "exec", NAT_NETNS]
+    _run([*in_nat, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
+    tag = ["-m", "comment", "--comment", LAB_RULE_TAG]
+    private = str(ipaddress.IPv4Network("10.99.0.0/16"))
+    _run([*in_nat, "iptables", "-t", "nat", "-A", "POSTROUTING", "-s", private,
+          "-o", NAT_PUBLIC_IF, "-j", "MASQUERADE", *tag])  # fmt: skip
+    _run([*in_nat, "iptables", "-A", "FORWARD", "-i", f"{PREFIX}n+", "-o", f"{PREFIX}n+",
+          "-j", "DROP", *tag])  # fmt: skip
+    config = ssh.prepare_sshd(
+        nat_dir(settings) / "sshd", NAT_MGMT_IP, str(nat_dir(settings) / "sshd.pid"),
+        lab_dir(settings),
     )  # fmt: skip
+    _run([*in_nat, *ssh.sshd_argv(config)])
 
 
 def _build_guest(settings: Settings) -> None:
@@ -553,16 +619,31 @@ def _build_guest(settings: Settings) -> None:
     build_tiny_guest(templates / TEMPLATE_DIR)
 
 
-def _wait_libvirtds() -> None:
+def _wait_daemons(settings: Settings) -> None:
+    """Every libvirtd and sshd answers; then the sshds' host keys go into known_hosts."""
     deadline = time.monotonic() + LIBVIRT_WAIT_S
+    lab = lab_dir(settings)
+    checks: list[tuple[str, Callable[[], tuple[bool, str]]]] = []
     for host in HOSTS:
+        checks.append(
+            (f"libvirtd of {host.name}", lambda h=host: _libvirt_answers(h.uri, h.mgmt_ip))
+        )
+        checks.append((f"sshd of {host.name}", lambda h=host: ssh.sshd_answers(h.mgmt_ip)))
+    checks.append(("sshd of the NAT box", lambda: ssh.sshd_answers(NAT_MGMT_IP)))
+    for what, check in checks:
         while True:
-            ok, detail = _libvirt_answers(host.uri, host.mgmt_ip)
+            ok, detail = check()
             if ok:
                 break
             if time.monotonic() > deadline:
-                raise LabError(f"libvirtd of {host.name} does not answer: {detail}")
+                raise LabError(f"{what} does not answer: {detail}")
             time.sleep(0.1)
+    lines = {
+        h.mgmt_ip: ssh.host_key_line(h.mgmt_ip, h.directory(lab) / "sshd" / "sshd_config")
+        for h in HOSTS
+    }
+    lines[NAT_MGMT_IP] = ssh.host_key_line(NAT_MGMT_IP, nat_dir(settings) / "sshd" / "sshd_config")
+    ssh.trust_host_keys(settings, lines)
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -611,39 +692,51 @@ def register_rows(session: Session, settings: Settings) -> None:
         )  # fmt: skip
     cpus = os.cpu_count() or 1
     ram_gb = max(1, _total_ram_gb() // len(HOSTS))
+    key = str(ssh.client_key(lab_dir(settings)))
     for host in HOSTS:
         row = session.scalar(select(Host).where(Host.host_name == host.name))
         if row is None:
-            inventory.add_host(
+            row = inventory.add_host(
                 session, name=host.name, address=host.mgmt_ip, cpus=cpus, ram_gb=ram_gb,
                 hdd_gb=100, libvirt_uri=host.uri, host_type=C.HostType.VIRTUAL,
                 category="lab", status=C.HostStatus.UP,
             )  # fmt: skip
-        else:
-            row.status = int(C.HostStatus.UP)
-    vlan = session.scalar(select(Vlan).where(Vlan.vlan_tag == VLAN_TAG))
+        row.status = int(C.HostStatus.UP)
+        row.ssh_user, row.ssh_port, row.ssh_key_ref = "root", 22, key
+    for vlan in VLANS:
+        _register_vlan(session, vlan)
+    have = set(session.scalars(select(PublicIpPool.public_ip)))
+    first, last = (ipaddress.IPv4Address(a) for a in PUBLIC_POOL)
+    for ip in range(int(first), int(last) + 1):
+        if str(ipaddress.IPv4Address(ip)) not in have:
+            pools.add_public_ips(
+                session, str(ipaddress.IPv4Address(ip)), str(ipaddress.IPv4Address(ip))
+            )
+    session.flush()
+
+
+def _register_vlan(session: Session, lab_vlan: LabVlan) -> None:
+    """The VLAN, its pool (fixed MACs) and its security domain; missing pieces only."""
+    vlan = session.scalar(select(Vlan).where(Vlan.vlan_tag == lab_vlan.tag))
     if vlan is None:
-        vlan = pools.create_vlan(session, VLAN_NAME, VLAN_TAG, VLAN_CIDR)
-    elif ipaddress.IPv4Network(vlan.vlan_addr, strict=False) != ipaddress.IPv4Network(VLAN_CIDR):
-        raise ConflictError(f"VLAN {VLAN_TAG} exists with network {vlan.vlan_addr}")
+        vlan = pools.create_vlan(session, lab_vlan.name, lab_vlan.tag, str(lab_vlan.network))
+    elif ipaddress.IPv4Network(vlan.vlan_addr, strict=False) != lab_vlan.network:
+        raise ConflictError(f"VLAN {lab_vlan.tag} exists with network {vlan.vlan_addr}")
     have = set(
         session.scalars(select(PrivateIpPool.private_ip).where(PrivateIpPool.vlan_id == vlan.id))
     )
-    first = ipaddress.IPv4Address(POOL_FIRST)
-    last = ipaddress.IPv4Address(POOL_LAST)
+    first, last = (ipaddress.IPv4Address(a) for a in lab_vlan.pool)
     wanted = [str(ipaddress.IPv4Address(i)) for i in range(int(first), int(last) + 1)]
     missing = [ip for ip in wanted if ip not in have]
     if len(missing) == len(wanted):
-        pools.add_private_ips(
-            session, vlan.id, POOL_FIRST, POOL_LAST, [pool_mac(ip) for ip in wanted]
-        )
+        pools.add_private_ips(session, vlan.id, *lab_vlan.pool, [pool_mac(ip) for ip in wanted])
     else:
         for ip in missing:
             pools.add_private_ips(session, vlan.id, ip, ip, [pool_mac(ip)])
     domain = session.scalar(select(SecurityDomain).where(SecurityDomain.vlan_id == vlan.id))
     if domain is None:
-        session.add(SecurityDomain(name=SECURITY_DOMAIN, vlan_id=vlan.id))
-    elif domain.name != SECURITY_DOMAIN:
+        session.add(SecurityDomain(name=lab_vlan.domain, vlan_id=vlan.id))
+    elif domain.name != lab_vlan.domain:
         raise ConflictError(
             f"VLAN {vlan.name!r} already belongs to security domain {domain.name!r}"
         )
@@ -659,13 +752,11 @@ def _total_ram_gb() -> int:
 
 
 def dhcp_host_lines(session: Session) -> list[str]:
-    """``mac,ip,name`` for every private pool entry of the lab VLAN."""
-    vlan = session.scalar(select(Vlan).where(Vlan.vlan_tag == VLAN_TAG))
-    if vlan is None:
-        return []
+    """``mac,ip,name`` for every private pool entry of the lab's VLANs."""
     rows = session.scalars(
         select(PrivateIpPool)
-        .where(PrivateIpPool.vlan_id == vlan.id, PrivateIpPool.mac_addr.is_not(None))
+        .join(Vlan, Vlan.id == PrivateIpPool.vlan_id)
+        .where(Vlan.vlan_tag.in_([v.tag for v in VLANS]), PrivateIpPool.mac_addr.is_not(None))
         .order_by(PrivateIpPool.id)
     )
     return [
