@@ -4,13 +4,9 @@ ping and HTTP from the controller, delete, down leaves nothing of the lab behind
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import subprocess
-import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +15,7 @@ from typer.testing import CliRunner
 
 from baadal import constants as C
 from baadal.cli.main import app
-from baadal.config import Settings, get_settings, load_settings
+from baadal.config import Settings, load_settings
 from baadal.db.migrate import upgrade
 from baadal.db.models import VM
 from baadal.db.session import get_engine, session_scope
@@ -27,6 +23,7 @@ from baadal.lab import layout, topology
 from baadal.lab.guest import console_line, parse_ready_line
 from baadal.services import vms
 from baadal.vm import storage
+from tests.e2e.conftest import lab_names, wait_ping
 from tests.unit.test_vm_lifecycle import last_task, run_tasks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -35,55 +32,8 @@ BOOT_TIMEOUT_S = 90
 PING_TIMEOUT_S = 30
 
 
-def _lab_names() -> tuple[list[str], list[str], list[str]]:
-    """Namespaces, root links and root OVS bridges with the lab's prefix."""
-    ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
-    brs = subprocess.run(["ovs-vsctl", "list-br"], capture_output=True, text=True).stdout
-    return (
-        [n.split()[0] for n in ns.splitlines() if n.startswith(topology.PREFIX)],
-        [
-            line.split(":")[1].strip().split("@")[0]
-            for line in links.splitlines()
-            if line.split(":")[1].strip().startswith(topology.PREFIX)
-        ],
-        [b for b in brs.split() if b.startswith(topology.PREFIX)],
-    )
-
-
-@pytest.fixture
-def lab_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A Baadal home libvirt-qemu and nobody can enter (pytest's tmp dirs are 0700)."""
-    if os.geteuid() != 0:
-        pytest.skip("the lab needs root")
-    if shutil.which("dnsmasq") is None or shutil.which("ovs-vsctl") is None:
-        pytest.skip("dnsmasq / openvswitch-switch not installed")
-    if any(_lab_names()):
-        pytest.skip("a lab is already up on this machine")
-    home = Path(tempfile.mkdtemp(prefix="baadal-lab-", dir="/var/tmp"))
-    home.chmod(0o755)
-    monkeypatch.setenv("BAADAL_HOME", str(home))
-    get_settings.cache_clear()
-    try:
-        yield home
-    finally:
-        settings = load_settings()
-        topology.down(settings)  # whatever happened above, leave nothing running
-        get_settings.cache_clear()
-        shutil.rmtree(home, ignore_errors=True)
-
-
 def _db(engine: Engine):
     return lambda: session_scope(engine)
-
-
-def _wait_ping(ip: str, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if subprocess.run(["ping", "-c1", "-W1", ip], capture_output=True).returncode == 0:
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def test_lab_up_vm_dhcp_ping_http_down(lab_home: Path) -> None:
@@ -130,7 +80,7 @@ def test_lab_up_vm_dhcp_ping_http_down(lab_home: Path) -> None:
     ready = console_line(log, "TINY-READY", BOOT_TIMEOUT_S)
     assert ready is not None, log.read_text(errors="replace")[-2000:]
     assert parse_ready_line(ready).ip == ip  # the reserved address, from dnsmasq
-    assert _wait_ping(ip, PING_TIMEOUT_S), f"{ip} does not answer ping from the controller"
+    assert wait_ping(ip, PING_TIMEOUT_S), f"{ip} does not answer ping from the controller"
     to_ping_s = time.monotonic() - t0
     with urllib.request.urlopen(f"http://{ip}/", timeout=10) as response:
         assert ip in response.read().decode()
@@ -151,7 +101,7 @@ def test_lab_up_vm_dhcp_ping_http_down(lab_home: Path) -> None:
     assert pids
     down = runner.invoke(app, ["lab", "down"])
     assert down.exit_code == 0, down.output
-    assert _lab_names() == ([], [], [])
+    assert lab_names() == ([], [], [])
     assert [p for p in pids if topology._running(p)] == []
     assert not topology.lab_dir(settings).exists()
     st = runner.invoke(app, ["lab", "status"])

@@ -1,0 +1,116 @@
+"""Host health on the lab, over the hosts' own libvirtd and sshd: a host whose libvirtd
+stops is reported DOWN by the periodic sanity job within one cycle and gets no new VMs;
+it is UP again once libvirtd runs; a dead Open vSwitch is caught by the service check."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+from sqlalchemy import select
+
+from baadal import constants as C
+from baadal import placement
+from baadal.db.models import Host, HostEventLog
+from baadal.db.session import session_scope
+from baadal.errors import ResourceExhausted
+from baadal.host import status
+from baadal.lab import layout
+from baadal.net.remote import RemoteTarget, execute_remote_cmd
+from baadal.tasks.registry import load_handler_modules
+from baadal.tasks.worker import Worker
+from tests.e2e.conftest import Lab
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+SANITY_INTERVAL_S = 3
+
+
+def _host(lab: Lab, name: str) -> Host:
+    with session_scope(lab.engine) as s:
+        host = s.scalar(select(Host).where(Host.host_name == name))
+        s.expunge(host)
+    return host
+
+
+def _status(lab: Lab, name: str) -> C.HostStatus:
+    return C.HostStatus(_host(lab, name).status)
+
+
+def _wait_status(lab: Lab, name: str, wanted: C.HostStatus, timeout: float) -> float:
+    start = time.monotonic()
+    while _status(lab, name) != wanted:
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"{name} still {_status(lab, name).name} after {timeout} s")
+        time.sleep(0.2)
+    return time.monotonic() - start
+
+
+def _libvirtd_pid(lab: Lab, index: int) -> int:
+    host = layout.HOSTS[index]
+    return int(host.pid_file(lab.home / "lab", "libvirtd").read_text())
+
+
+def test_hosts_up_and_services_checked_over_ssh(lab: Lab) -> None:
+    for lab_host in layout.HOSTS:
+        host = _host(lab, lab_host.name)
+        assert status.check_host_status(host) == C.HostStatus.UP
+        assert status.check_host_service_status(host, lab.settings)
+        assert status.is_host_available(RemoteTarget.for_host(host, lab.settings))
+    checks = status.host_status_sanity_check(lab.engine, lab.settings)
+    assert [c.new for c in checks] == [C.HostStatus.UP] * len(layout.HOSTS)
+    assert not any(c.changed for c in checks)
+
+
+def test_libvirtd_stopped_host_down_within_one_cycle_then_up(lab: Lab) -> None:
+    lab.settings.scheduler.host_sanity = SANITY_INTERVAL_S
+    worker = Worker(lab.engine, lab.settings, registry=load_handler_modules(), concurrency=2)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    h2 = layout.HOSTS[1]
+    try:
+        os.kill(_libvirtd_pid(lab, 1), signal.SIGTERM)
+        # one cycle = one interval until the job fires + the checks themselves
+        took = _wait_status(lab, h2.name, C.HostStatus.DOWN, SANITY_INTERVAL_S * 2 + 10)
+        print(f"\nlab-h2 reported DOWN {took:.1f} s after its libvirtd stopped")
+        with session_scope(lab.engine) as s:
+            event = s.scalar(select(HostEventLog).order_by(HostEventLog.id.desc()))
+            assert (event.old_value, event.new_value) == ("UP", "DOWN")
+            assert "libvirt" in (event.message or "")
+            # new VMs go elsewhere; nothing fits when the only UP host is excluded
+            assert placement.find_new_host(s, 256, 1).host_name == layout.HOSTS[0].name
+            h1_id = s.scalar(select(Host.id).where(Host.host_name == layout.HOSTS[0].name))
+            with pytest.raises(ResourceExhausted):
+                placement.find_new_host(s, 256, 1, exclude_host_ids=[h1_id])
+        # libvirtd started again over SSH, as an admin would: UP at the next cycle
+        target = RemoteTarget.for_host(_host(lab, h2.name), lab.settings)
+        execute_remote_cmd(target, ["libvirtd", "--listen", "-d"])
+        _wait_status(lab, h2.name, C.HostStatus.UP, SANITY_INTERVAL_S * 2 + 20)
+        with session_scope(lab.engine) as s:
+            event = s.scalar(select(HostEventLog).order_by(HostEventLog.id.desc()))
+            assert (event.old_value, event.new_value) == ("DOWN", "UP")
+    finally:
+        worker.stop()
+        thread.join(60)
+
+
+def test_dead_open_vswitch_fails_the_service_check(lab: Lab) -> None:
+    host = _host(lab, layout.HOSTS[0].name)
+    target = RemoteTarget.for_host(host, lab.settings)
+    execute_remote_cmd(target, ["ovs-appctl", "-t", "ovsdb-server", "exit"])
+    try:
+        problems = status.host_service_problems(host, lab.settings)
+        assert [p.split(":")[0] for p in problems] == ["openvswitch"]
+        checks = status.host_status_sanity_check(lab.engine, lab.settings)
+        assert {c.host_name: c.new for c in checks}[host.host_name] == C.HostStatus.DOWN
+    finally:
+        execute_remote_cmd(
+            target,
+            [layout.OVS_CTL, "start", "--no-ovs-vswitchd", "--system-id=random"],
+        )
+    assert status.check_host_service_status(host, lab.settings)
+    checks = status.host_status_sanity_check(lab.engine, lab.settings)
+    assert {c.host_name: c.new for c in checks}[host.host_name] == C.HostStatus.UP
