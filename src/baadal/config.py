@@ -90,20 +90,35 @@ class NovncConf(Section):
 
 
 class NatConf(Section):
+    """The NAT box that maps public IPs and VNC ports (upstream nat_ip/nat_type/vnc_ip)."""
+
+    #: software_nat = iptables over SSH on the NAT box; no_nat = Baadal maps nothing
     nat_type: C.NatType = C.NatType.NONE
     nat_ip: str = ""
     nat_user: str = "root"
     nat_ssh_port: int = 22
     nat_ssh_key: str = ""
+    #: the NAT box's interface facing the public network (public IPs are added here)
     public_interface: str = "eth0"
+    #: public address users connect to for VNC; empty = the NAT box's own nat_ip
+    vnc_ip: str = ""
 
 
 class DhcpConf(Section):
-    #: "dnsmasq" (hosts file + SIGHUP) or "isc" (dhcpd.conf host blocks)
-    backend: str = "dnsmasq"
+    """Where VMs' address reservations go (upstream dhcp_ip + dhcp_helper)."""
+
+    #: "dnsmasq" (hosts file + SIGHUP), "isc" (dhcpd.conf host blocks) or "none"
+    backend: C.DhcpBackend = C.DhcpBackend.NONE
+    #: the DHCP server's address for SSH; empty = this machine
     dhcp_ip: str = ""
+    #: dnsmasq: the --dhcp-hostsfile and the pid file to SIGHUP
     hosts_file: str = ""
     pid_file: str = ""
+    #: isc: the file Baadal owns (include it from dhcpd.conf) and how to reload the server
+    isc_conf_file: str = "/etc/dhcp/baadal-hosts.conf"
+    isc_reload_command: list[str] = Field(
+        default_factory=lambda: ["service", "isc-dhcp-server", "restart"]
+    )
 
 
 class NetworkConf(Section):

@@ -133,6 +133,12 @@ class NatType(StrEnum):
     NONE = "no_nat"
 
 
+class DhcpBackend(StrEnum):
+    NONE = "none"
+    DNSMASQ = "dnsmasq"
+    ISC = "isc"
+
+
 class AuthType(StrEnum):
     DB = "db"
     LDAP = "ldap"
