@@ -272,6 +272,11 @@ def _free_private(vlan_id: int) -> Select[tuple[int]]:
     )
 
 
+def free_private_count(session: Session, vlan_id: int) -> int:
+    """How many addresses of the VLAN no VM or host holds."""
+    return session.scalar(select(func.count()).select_from(_free_private(vlan_id).subquery())) or 0
+
+
 def _free_public() -> Select[tuple[int]]:
     return select(PublicIpPool.id).where(
         PublicIpPool.is_active.is_(True),

@@ -5,7 +5,7 @@
     VLAN 10 "lab"   10.99.10.0/24: DHCP .1, controller .2, NAT box gateway .254
     VLAN 20 "lab-b" 10.99.20.0/24: the same layout (a second security domain)
     public 10.99.200.0/24 between the NAT box (.2) and the "internet" namespace (.1);
-        public IPs for VMs: .100-.149
+        public IPs for VMs: .100-.149, VNC consoles on .150
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ INTERNET_IP = "10.99.200.1"
 NAT_PUBLIC_IP = "10.99.200.2"
 NAT_PUBLIC_IF = "pub0"
 PUBLIC_POOL = ("10.99.200.100", "10.99.200.149")
+#: where users reach VM consoles (a public address of the NAT box, outside the pool)
+VNC_IP = "10.99.200.150"
 DATASTORE_NAME = "lab"
 TEMPLATE_NAME = "tiny"
 TEMPLATE_DIR = "tiny"

@@ -67,6 +67,7 @@ from baadal.lab.layout import (
     TEMPLATE_DIR,
     TEMPLATE_NAME,
     VLANS,
+    VNC_IP,
     LabVlan,
     pool_mac,
 )
@@ -374,6 +375,8 @@ def _teardown(settings: Settings) -> list[str]:
     root_ovs_mine = ("root-ovs", "started") in recorded
     if root_ovs_mine and not _ovs_bridges() and _ok([OVS_CTL, "stop"]):
         removed.append("root Open vSwitch (started by the lab)")
+    if _remove_lab_config(settings):
+        removed.append(f"settings file {lab_config_file(settings)}")
     if ssh.forget_host_keys(settings, _ssh_addresses()):
         removed.append(f"lab host keys in {ssh.known_hosts_file(settings)}")
     if lab.exists():
@@ -436,6 +439,7 @@ def up(
         cleaned: list[str] = []
         if state.complete and healthy(status(settings)):
             step("host keys", lambda: _wait_daemons(settings))
+            step("settings", lambda: apply_lab_settings(settings))
             step("database rows", lambda: _register(settings, db))
             step("DHCP hosts file", lambda: write_dhcp_hosts(settings, db))
             return UpResult(True, time.monotonic() - start, steps, cleaned)
@@ -449,6 +453,7 @@ def up(
             step("NAT box and internet", lambda: _start_natbox(settings, state))
             step("tiny guest", lambda: _build_guest(settings))
             step("libvirtd and sshd answer", lambda: _wait_daemons(settings))
+            step("settings", lambda: apply_lab_settings(settings))
             step("database rows", lambda: _register(settings, db))
             step("DHCP hosts file", lambda: write_dhcp_hosts(settings, db))
         except BaseException:
@@ -652,6 +657,68 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp.write_text(text)
     tmp.chmod(0o644)
     tmp.rename(path)
+
+
+# --- settings ------------------------------------------------------------------------
+
+LAB_CONFIG_MARK = "# written by `baadal lab up` (removed by `baadal lab down`)"
+
+
+def lab_settings(settings: Settings) -> dict[str, dict[str, str]]:
+    """How Baadal reaches the lab's DHCP server and NAT box, as settings sections."""
+    dns = dns_dir(settings)
+    return {
+        "dhcp": {
+            "backend": C.DhcpBackend.DNSMASQ.value,
+            "dhcp_ip": "",
+            "hosts_file": str(hosts_file(settings)),
+            "pid_file": str(dns / "dnsmasq.pid"),
+        },
+        "nat": {
+            "nat_type": C.NatType.SOFTWARE.value,
+            "nat_ip": NAT_MGMT_IP,
+            "nat_user": "root",
+            "nat_ssh_key": str(ssh.client_key(lab_dir(settings))),
+            "public_interface": NAT_PUBLIC_IF,
+            "vnc_ip": VNC_IP,
+        },
+    }
+
+
+def lab_config_file(settings: Settings) -> Path:
+    return settings.home / "baadal.toml"
+
+
+def apply_lab_settings(settings: Settings) -> None:
+    """Point this process's settings at the lab, and write them to the home's settings
+    file so every later ``baadal`` command (and worker) uses them too. A settings file
+    the lab did not write, or an explicit BAADAL_CONFIG, is left alone."""
+    sections = lab_settings(settings)
+    for section, values in sections.items():
+        target = getattr(settings, section)
+        for key, value in values.items():
+            setattr(target, key, type(getattr(target, key))(value))
+    path = lab_config_file(settings)
+    if os.environ.get("BAADAL_CONFIG") or (path.exists() and not _lab_wrote(path)):
+        return
+    lines = [LAB_CONFIG_MARK]
+    for section, values in sections.items():
+        lines += ["", f"[{section}]"] + [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+    _atomic_write(path, "\n".join(lines) + "\n")
+
+
+def _lab_wrote(path: Path) -> bool:
+    with contextlib.suppress(OSError):
+        return path.read_text().startswith(LAB_CONFIG_MARK)
+    return False
+
+
+def _remove_lab_config(settings: Settings) -> bool:
+    path = lab_config_file(settings)
+    if path.exists() and _lab_wrote(path):
+        path.unlink()
+        return True
+    return False
 
 
 # --- database ------------------------------------------------------------------------
