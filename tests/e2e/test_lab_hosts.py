@@ -1,11 +1,13 @@
-"""Host health on the lab, over the hosts' own libvirtd and sshd: a host whose libvirtd
-stops is reported DOWN by the periodic sanity job within one cycle and gets no new VMs;
-it is UP again once libvirtd runs; a dead Open vSwitch is caught by the service check."""
+"""Hosts on the lab, over their own libvirtd and sshd: a host whose libvirtd stops is
+reported DOWN by the periodic sanity job within one cycle and gets no new VMs; it is UP
+again once libvirtd runs; a dead Open vSwitch is caught by the service check; an orphan
+domain is found and removed; a VM whose domain vanished is respawned and answers again."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 import time
 
@@ -14,15 +16,19 @@ from sqlalchemy import select
 
 from baadal import constants as C
 from baadal import placement
-from baadal.db.models import Host, HostEventLog
+from baadal.db.models import VM, Host, HostEventLog
 from baadal.db.session import session_scope
+from baadal.drivers import hypervisor_for
 from baadal.errors import ResourceExhausted
-from baadal.host import status
+from baadal.host import resources, status, utilization
+from baadal.host import vms as host_vms
 from baadal.lab import layout
 from baadal.net.remote import RemoteTarget, execute_remote_cmd
+from baadal.services import vms
 from baadal.tasks.registry import load_handler_modules
 from baadal.tasks.worker import Worker
-from tests.e2e.conftest import Lab
+from tests.e2e.conftest import Lab, wait_ping
+from tests.unit.test_vm_lifecycle import last_task, run_tasks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -114,3 +120,68 @@ def test_dead_open_vswitch_fails_the_service_check(lab: Lab) -> None:
     assert status.check_host_service_status(host, lab.settings)
     checks = status.host_status_sanity_check(lab.engine, lab.settings)
     assert {c.host_name: c.new for c in checks}[host.host_name] == C.HostStatus.UP
+
+
+ORPHAN_XML = """<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>
+<vcpu>1</vcpu><os><type arch='x86_64'>hvm</type></os></domain>"""
+
+
+def test_orphan_found_and_removed_and_lost_domain_respawned(lab: Lab) -> None:
+    h1 = _host(lab, layout.HOSTS[0].name)
+    hv = hypervisor_for(h1)
+    hv.define(ORPHAN_XML.format(name="stray-domain"))
+    report = host_vms.vm_sanity_check(lab.engine, lab.settings)
+    assert [(r.vm_identity, r.state) for r in report.rows if r.state == host_vms.ORPHAN] == [
+        ("stray-domain", host_vms.ORPHAN)
+    ]
+    host_vms.delete_orphan_vm(lab.engine, h1.id, "stray-domain")
+    assert "stray-domain" not in {d.name for d in host_vms.get_host_domains(h1)}
+
+    with session_scope(lab.engine) as s:
+        queued = vms.request_vm(
+            s, lab.settings, vm_name="lost", template="tiny", ram_mb=256, vcpus=1,
+            owner=vms.get_user(s, None), security_domain="lab", host=layout.HOSTS[1].name,
+        )  # fmt: skip
+    run_tasks(lab.engine, lab.settings)
+    assert last_task(lab.engine).status == C.TaskStatus.SUCCESS, last_task(lab.engine).message
+    with session_scope(lab.engine) as s:
+        vm = s.get(VM, queued.vm_id)
+        ip, identity, host = vm.private_ip.private_ip, vm.vm_identity, vm.host
+        s.expunge(host)
+    assert wait_ping(ip, 60)
+    assert host_vms.has_running_vm(host)
+    # the domain disappears behind Baadal's back (an admin's virsh undefine, a lost host)
+    hv2 = hypervisor_for(host)
+    hv2.destroy(identity)
+    hv2.undefine(identity)
+    report = host_vms.vm_sanity_check(lab.engine, lab.settings)
+    assert (identity, host_vms.UNDEFINED) in {(r.vm_identity, r.state) for r in report.rows}
+    assert hv2.domain_info(identity).status == C.VMStatus.RUNNING
+    assert wait_ping(ip, 60), f"{ip} does not answer after the respawn"
+    with session_scope(lab.engine) as s:
+        vms.operate(s, s.get(VM, queued.vm_id), "delete", None)
+    run_tasks(lab.engine, lab.settings)
+    assert not host_vms.has_running_vm(host)
+
+
+def test_host_resources_mac_type_and_utilization(lab: Lab) -> None:
+    lab_host = layout.HOSTS[0]
+    host = _host(lab, lab_host.name)
+    sysfs = subprocess.run(
+        ["ip", "netns", "exec", lab_host.netns, "cat", "/sys/class/net/mgmt0/address"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip().upper()  # fmt: skip
+    assert resources.get_host_mac_address(host, lab.settings) == sysfs
+    details = resources.host_resource_details(host, lab.settings)
+    assert details.cpus == os.cpu_count()
+    assert details.ram_gb >= 1
+    assert resources.get_host_type(host, lab.settings) in set(C.HostType)
+    rx0, tx0 = utilization.get_host_nw_usage(host, lab.settings)
+    # bounded traffic to the lab host's own address (a namespace the lab made)
+    subprocess.run(["ping", "-c", "20", "-i", "0.05", "-s", "1000", "-q", lab_host.mgmt_ip],
+                   capture_output=True, check=True)  # fmt: skip
+    rx1, tx1 = utilization.get_host_nw_usage(host, lab.settings)
+    assert rx1 - rx0 >= 20 * 1000 and tx1 - tx0 >= 20 * 1000
+    usage = utilization.get_host_resources_usage(host, lab.settings, interval_s=0.5)
+    assert 0.0 <= usage.cpu_percent <= 100.0
+    assert usage.ram_used_kb > 0

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from baadal.cli import admin, demo, inventory, lab, pools, status, tasks, vms
+from baadal.cli import admin, demo, inventory, lab, net, pools, status, tasks, vms
 from baadal.cli.common import handle_errors
 from baadal.logs import setup_logging
 
@@ -35,6 +35,7 @@ app.add_typer(inventory.host_app, name="host")
 app.add_typer(inventory.datastore_app, name="datastore")
 app.add_typer(inventory.template_app, name="template")
 app.add_typer(pools.app, name="pool")
+app.add_typer(net.app, name="net")
 app.add_typer(vms.app, name="vm")
 app.add_typer(tasks.app, name="task")
 app.add_typer(lab.app, name="lab")

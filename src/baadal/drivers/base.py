@@ -23,6 +23,11 @@ class DomainNotFound(HypervisorError):
     pass
 
 
+class NotSupported(HypervisorError):
+    """The driver cannot do this (e.g. libvirt's test:/// has no node memory stats);
+    callers fall back to another source instead of failing."""
+
+
 @dataclass(frozen=True)
 class Capabilities:
     live_migration: bool
@@ -43,6 +48,47 @@ class NodeInfo:
     cpus: int
     memory_mb: int
     hostname: str
+
+
+@dataclass(frozen=True)
+class NodeCpuTimes:
+    """Cumulative CPU time of all the node's CPUs since boot (virNodeGetCPUStats).
+
+    ``user`` includes nice and ``kernel`` includes interrupts, as libvirt reports them;
+    a busy percentage needs two samples (:meth:`busy_percent_since`).
+    """
+
+    kernel_ns: int
+    user_ns: int
+    idle_ns: int
+    iowait_ns: int
+
+    @property
+    def total_ns(self) -> int:
+        return self.kernel_ns + self.user_ns + self.idle_ns + self.iowait_ns
+
+    def busy_percent_since(self, before: NodeCpuTimes) -> float:
+        """Share of (user + nice + system) time between ``before`` and this sample."""
+        total = self.total_ns - before.total_ns
+        if total <= 0:
+            return 0.0
+        busy = (self.kernel_ns - before.kernel_ns) + (self.user_ns - before.user_ns)
+        return round(min(100.0, max(0.0, 100.0 * busy / total)), 2)
+
+
+@dataclass(frozen=True)
+class NodeMemory:
+    """The node's memory in KiB (virNodeGetMemoryStats over all cells, /proc/meminfo)."""
+
+    total_kb: int
+    free_kb: int
+    buffers_kb: int
+    cached_kb: int
+
+    @property
+    def used_kb(self) -> int:
+        """What programs hold: page cache and buffers are reclaimable, so not counted."""
+        return max(0, self.total_kb - self.free_kb - self.buffers_kb - self.cached_kb)
 
 
 @dataclass(frozen=True)
@@ -73,6 +119,15 @@ class Hypervisor(ABC):
 
     @abstractmethod
     def node_info(self) -> NodeInfo: ...
+
+    def node_cpu_times(self) -> NodeCpuTimes:
+        """Cumulative node CPU times; raises :class:`NotSupported` when the driver has none
+        (not abstract so drivers without node stats need not stub it)."""
+        raise NotSupported(f"node CPU statistics are not available on {self.uri}")
+
+    def node_memory_kb(self) -> NodeMemory:
+        """Node memory counters; raises :class:`NotSupported` when the driver has none."""
+        raise NotSupported(f"node memory statistics are not available on {self.uri}")
 
     @abstractmethod
     def list_domains(self) -> list[DomainInfo]: ...

@@ -24,7 +24,10 @@ from baadal.drivers.base import (
     DomainStats,
     Hypervisor,
     HypervisorError,
+    NodeCpuTimes,
     NodeInfo,
+    NodeMemory,
+    NotSupported,
     SnapshotInfo,
 )
 
@@ -46,6 +49,9 @@ _CONNECTION_LOST = {
     libvirt.VIR_ERR_INVALID_CONN,
     libvirt.VIR_ERR_RPC,
 }
+
+#: error codes of a driver that lacks a call (test:/// has no node memory statistics)
+_NOT_SUPPORTED = {libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED}
 
 #: what a redefinition starts from: the persistent XML with its secrets (VNC password)
 _PERSISTENT_XML = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
@@ -125,6 +131,37 @@ class LibvirtHypervisor(Hypervisor):
             return NodeInfo(cpus=info[2], memory_mb=info[1], hostname=conn.getHostname())
 
         return self._call("node info", get)
+
+    def node_cpu_times(self) -> NodeCpuTimes:
+        def get(conn: libvirt.virConnect) -> NodeCpuTimes:
+            stats = _node_stats(
+                conn.getCPUStats,
+                libvirt.VIR_NODE_CPU_STATS_ALL_CPUS,
+                f"node CPU statistics on {self.uri}",
+            )
+            return NodeCpuTimes(
+                kernel_ns=int(stats.get("kernel", 0)),
+                user_ns=int(stats.get("user", 0)),
+                idle_ns=int(stats.get("idle", 0)),
+                iowait_ns=int(stats.get("iowait", 0)),
+            )
+
+        return self._call("node CPU statistics", get)
+
+    def node_memory_kb(self) -> NodeMemory:
+        def get(conn: libvirt.virConnect) -> NodeMemory:
+            cells = libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS
+            stats = _node_stats(conn.getMemoryStats, cells, f"node memory statistics on {self.uri}")
+            if "total" not in stats or "free" not in stats:
+                raise NotSupported(f"node memory statistics of {self.uri} lack total/free")
+            return NodeMemory(
+                total_kb=int(stats["total"]),
+                free_kb=int(stats["free"]),
+                buffers_kb=int(stats.get("buffers", 0)),
+                cached_kb=int(stats.get("cached", 0)),
+            )
+
+        return self._call("node memory statistics", get)
 
     def list_domains(self) -> list[DomainInfo]:
         return self._call("list domains", lambda conn: [_info(d) for d in conn.listAllDomains()])
@@ -286,6 +323,17 @@ def _info(dom: libvirt.virDomain) -> DomainInfo:
         status=_STATE_TO_STATUS.get(state, C.VMStatus.UNKNOWN),
         active=bool(dom.isActive()),
     )
+
+
+def _node_stats(call: Callable[[int], dict[str, int]], which: int, what: str) -> dict[str, int]:
+    """Node statistics, with "this driver has none" (test:///) as :class:`NotSupported`
+    so callers can fall back to reading /proc over SSH."""
+    try:
+        return call(which)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() in _NOT_SUPPORTED:
+            raise NotSupported(f"{what}: {exc.get_error_message()}") from None
+        raise
 
 
 def _xml_text(value: str) -> str:

@@ -1,0 +1,58 @@
+"""``baadal net ...``: security domains, IP pools, DHCP reservations and NAT mappings."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from baadal.cli import pools
+from baadal.cli.common import console, db, handle_errors, print_table
+from baadal.services import networks
+
+app = typer.Typer(help="Networking: security domains, pools, DHCP, NAT.", no_args_is_help=True)
+domain_app = typer.Typer(help="Security domains (a VLAN + its private pool).", no_args_is_help=True)
+app.add_typer(domain_app, name="domain")
+app.add_typer(pools.app, name="pool")
+
+
+@domain_app.command("add")
+@handle_errors
+def domain_add_cmd(
+    name: str,
+    vlan: Annotated[int, typer.Option("--vlan", help="802.1Q VLAN id, 1-4094")],
+    cidr: Annotated[str, typer.Option(help="the VLAN's network, e.g. 10.0.20.0/24")],
+    ip_from: Annotated[str | None, typer.Option("--from", help="first pool address")] = None,
+    ip_to: Annotated[str | None, typer.Option("--to", help="last pool address")] = None,
+    hidden: Annotated[bool, typer.Option(help="not offered to every organisation")] = False,
+) -> None:
+    """Add a security domain with its own VLAN and private pool (all or nothing)."""
+    with db() as session:
+        domain = networks.add_security_domain(
+            session, name, vlan_tag=vlan, cidr=cidr, ip_from=ip_from, ip_to=ip_to,
+            visible_to_all=not hidden,
+        )  # fmt: skip
+        line = f"added security domain {domain.name} on VLAN {vlan} ({cidr})"
+    console.print(line, highlight=False)
+
+
+@domain_app.command("remove")
+@handle_errors
+def domain_remove_cmd(name: str) -> None:
+    """Remove a security domain with its VLAN and pool (refused while VMs use it)."""
+    with db() as session:
+        networks.remove_security_domain(session, name)
+    console.print(f"removed security domain {name}", highlight=False)
+
+
+@domain_app.command("list")
+@handle_errors
+def domain_list_cmd() -> None:
+    """Security domains with their VLAN, network and pool usage."""
+    with db() as session:
+        rows = [
+            (d.name, f"{d.vlan_tag} ({d.vlan_name})", d.network, f"{d.pool_used}/{d.pool_size}",
+             str(d.vms), "yes" if d.visible_to_all else "no")
+            for d in networks.list_security_domains(session)
+        ]  # fmt: skip
+    print_table("Security domains", ["name", "VLAN", "network", "IPs used", "VMs", "visible"], rows)

@@ -1,0 +1,490 @@
+"""The VMs of a host against what libvirt says (the seed's host_vms.py and vm_sanity).
+
+    get_host_domains / has_running_vm   what a host's libvirt holds
+    delete_orphan_vm                    remove a domain no VM row knows
+    respawn_vm                          define a VM's lost domain again from the DB
+    respawn_dangling_vms                every VM of a DOWN host, on other hosts
+    vm_sanity_check / vm_sanity         the periodic sync of the DB with libvirt
+
+Libvirt and qemu-img calls run between short transactions, never inside one: on SQLite a
+transaction holds the database's write lock for as long as it is open.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC
+from pathlib import Path
+
+from lxml import etree
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from baadal import constants as C
+from baadal.config import Settings
+from baadal.db.models import VM, AttachedDisk, Datastore, Host, Snapshot, Task
+from baadal.db.session import session_scope
+from baadal.drivers import domain_xml, hypervisor_for
+from baadal.drivers.base import DomainInfo, DomainNotFound, Hypervisor, HypervisorError
+from baadal.errors import BaadalError, ConflictError, NotFoundError
+from baadal.tasks.registry import TaskContext, TaskResult
+from baadal.vm import storage
+from baadal.vm.common import load_vm, log_vm_event, set_status
+from baadal.vm.install import allocate_vm_properties, launch_vm_on_host, vm_domain_spec
+
+log = logging.getLogger("baadal")
+
+
+def get_host_domains(host: Host) -> list[DomainInfo]:
+    """Every domain defined or running on the host (read only)."""
+    return hypervisor_for(host).list_domains()
+
+
+def has_running_vm(host: Host) -> bool:
+    """True if any domain is active; a paused one still holds the host's memory."""
+    return any(domain.active for domain in get_host_domains(host))
+
+
+def delete_orphan_vm(engine: Engine, host_id: int, vm_name: str) -> None:
+    """Power off and undefine a domain Baadal does not know; its disk files are kept."""
+    with session_scope(engine) as session:
+        host = session.get(Host, host_id)
+        if host is None:
+            raise NotFoundError(f"no host with id {host_id}")
+        if session.scalar(select(VM.id).where(VM.vm_identity == vm_name)) is not None:
+            raise ConflictError(f"{vm_name} belongs to a Baadal VM: it is not an orphan")
+        hv, host_name = hypervisor_for(host), host.host_name
+    try:
+        hv.undefine(vm_name)  # destroys it first when it runs
+    except DomainNotFound:
+        raise NotFoundError(f"host {host_name} has no domain {vm_name}") from None
+
+
+# --- respawn ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RespawnResult:
+    vm_id: int
+    vm_name: str
+    old_host: str | None
+    new_host: str | None
+    ok: bool
+    message: str
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What one respawn does, read in the reservation transaction."""
+
+    hv: Hypervisor
+    #: the target, plus the old host while it is UP: where the domain must not exist
+    live_hosts: list[Hypervisor]
+    spec: domain_xml.DomainSpec
+    status: C.VMStatus
+    old_host_id: int | None
+    old_host: str | None
+    new_host: str
+    snapshots: list[tuple[str, int]]  # (name, creation time), oldest first
+
+
+def _extra_disks(session: Session, settings: Settings, vm: VM) -> list[domain_xml.DiskSpec]:
+    """The VM's attached disks as vdb, vdc, ... in the order they were attached."""
+    disks = session.scalars(
+        select(AttachedDisk)
+        .where(AttachedDisk.vm_id == vm.id)
+        .order_by(AttachedDisk.attached_disk_name)
+    )
+    return [
+        domain_xml.DiskSpec(
+            str(
+                storage.get_extra_disk_location(
+                    settings,
+                    session.get(Datastore, disk.datastore_id),
+                    vm.vm_identity,
+                    disk.attached_disk_name,
+                ).path
+            ),
+            domain_xml.DISK_TARGETS[index],
+        )
+        for index, disk in enumerate(disks, start=1)
+    ]
+
+
+def _reserve(engine: Engine, settings: Settings, vm_id: int, host_id: int | None) -> _Plan:
+    """Choose the host and move the VM's reservation there; the rest of what the VM holds
+    (MAC, IP, VNC port, datastore) is kept: allocate_vm_properties returns what is held."""
+    with session_scope(engine) as session:
+        vm = load_vm(session, vm_id)
+        if vm.status in (C.VMStatus.IN_QUEUE, C.VMStatus.UNKNOWN):
+            raise ConflictError(f"VM {vm.vm_name} was never installed: nothing to respawn")
+        if vm.datastore is None or vm.template is None:
+            raise ConflictError(f"VM {vm.vm_name} names no datastore or template")
+        image = storage.get_vm_image_location(settings, vm.datastore, vm.vm_identity)
+        if not image.present:
+            raise NotFoundError(f"VM {vm.vm_name}: no image at {image.path}")
+        old = vm.host
+        old_host_id, old_name = vm.host_id, old.host_name if old else None
+        keep = old is not None and old.status == C.HostStatus.UP and host_id in (None, old.id)
+        if not keep:
+            vm.host_id = None  # placement then counts the room this VM frees
+        props = allocate_vm_properties(session, vm, host_id=None if keep else host_id)
+        host = session.get(Host, props.host_id)
+        spec = vm_domain_spec(settings, vm, host, vm.template, image.path, props)
+        spec = dataclasses.replace(spec, disks=[*spec.disks, *_extra_disks(session, settings, vm)])
+        snapshots = [
+            (name, int(created.replace(tzinfo=UTC).timestamp()))
+            for name, created in session.execute(
+                select(Snapshot.snapshot_name, Snapshot.timestamp)
+                .where(Snapshot.vm_id == vm.id)
+                .order_by(Snapshot.timestamp, Snapshot.id)
+            )
+        ]
+        hv = hypervisor_for(host)
+        live_hosts = [hv]
+        if old_host_id != host.id:
+            log_vm_event(session, vm, "host", old_name, host.host_name)
+            if old is not None and old.status == C.HostStatus.UP:
+                live_hosts.append(hypervisor_for(old))
+        return _Plan(
+            hv,
+            live_hosts,
+            spec,
+            C.VMStatus(vm.status),
+            old_host_id,
+            old_name,
+            host.host_name,
+            snapshots,
+        )
+
+
+def _internal_snapshots(path: Path) -> dict[str, bool]:
+    """Snapshot name -> whether it holds the guest's memory (taken while running)."""
+    info = storage.image_info(path)
+    return {
+        str(s["name"]): int(s.get("vm-state-size", 0)) > 0
+        for s in info.get("snapshots", [])  # type: ignore[union-attr]
+    }
+
+
+def _snapshot_xml(
+    name: str, parent: str | None, created: int, running: bool, disks: dict[str, bool], dom: str
+) -> str:
+    """Metadata libvirt accepts for redefining an internal snapshot (tried on libvirt 9):
+    a running one with internal memory reverts to a running guest, else to a shut-off one.
+    """
+    root = etree.Element("domainsnapshot")
+    etree.SubElement(root, "name").text = name
+    if parent is not None:
+        etree.SubElement(etree.SubElement(root, "parent"), "name").text = parent
+    etree.SubElement(root, "state").text = "running" if running else "shutoff"
+    etree.SubElement(root, "creationTime").text = str(created)
+    etree.SubElement(root, "memory", snapshot="internal" if running else "no")
+    disks_el = etree.SubElement(root, "disks")
+    for target, has in disks.items():
+        etree.SubElement(disks_el, "disk", name=target, snapshot="internal" if has else "no")
+    root.append(domain_xml.parse(dom))
+    return etree.tostring(root, encoding="unicode")
+
+
+def _redefine_snapshots(hv: Hypervisor, plan: _Plan) -> None:
+    """Give libvirt back the metadata of the snapshots the disks still hold."""
+    per_disk = {d.target: _internal_snapshots(Path(d.path)) for d in plan.spec.disks}
+    system = per_disk[plan.spec.disks[0].target]
+    dom = hv.xml(plan.spec.name, inactive=True, secure=True)
+    kept = [(name, created) for name, created in plan.snapshots if name in system]
+    parent = None
+    for index, (name, created) in enumerate(kept):
+        disks = {target: name in snaps for target, snaps in per_disk.items()}
+        xml = _snapshot_xml(name, parent, created, system[name], disks, dom)
+        hv.snapshot_redefine(plan.spec.name, xml, current=index == len(kept) - 1)
+        parent = name
+
+
+def _bring_up(plan: _Plan) -> None:
+    """Define the domain and put it in the VM's recorded power state."""
+    hv, spec = plan.hv, plan.spec
+    if plan.status == C.VMStatus.SHUTDOWN:
+        hv.define(domain_xml.build_domain_xml(spec), autostart=spec.autostart)
+    else:
+        launch_vm_on_host(hv, spec)
+    if plan.snapshots:
+        _redefine_snapshots(hv, plan)
+    if plan.status == C.VMStatus.SUSPENDED:
+        hv.suspend(spec.name)
+
+
+def _revert_disks(plan: _Plan) -> str | None:
+    """qemu-img's revert of every disk holding the latest snapshot (the domain is not
+    running: nothing has the disks open). The snapshot's name, or None if no disk has it."""
+    if not plan.snapshots:
+        return None
+    name = plan.snapshots[-1][0]
+    reverted = False
+    for disk in plan.spec.disks:
+        if name in _internal_snapshots(Path(disk.path)):
+            storage.qemu_img("snapshot", "-a", name, disk.path)
+            reverted = True
+    return name if reverted else None
+
+
+def _give_back(engine: Engine, vm_id: int, plan: _Plan) -> None:
+    """A failed respawn: the VM's reservation returns to its old host."""
+    with session_scope(engine) as session:
+        vm = load_vm(session, vm_id)
+        if vm.host_id != plan.old_host_id:
+            log_vm_event(session, vm, "host", plan.new_host, plan.old_host)
+            vm.host_id = plan.old_host_id
+
+
+def respawn_vm(
+    engine: Engine,
+    settings: Settings,
+    vm_id: int,
+    *,
+    host_id: int | None = None,
+    revert_to_latest_snapshot: bool = False,
+) -> RespawnResult:
+    """Define a VM's lost domain again from the DB, with its MAC, IP and VNC port.
+
+    On its own host if that is UP (and no other was asked for), else where placement
+    puts it. Refuses when the domain still exists on the target or the old UP host:
+    two guests on one disk would corrupt it. On failure the VM returns to its old host.
+    """
+    plan = _reserve(engine, settings, vm_id, host_id)
+    try:
+        for hv in plan.live_hosts:
+            if hv.is_defined(plan.spec.name):
+                raise ConflictError(f"{plan.spec.name} is still defined on {hv.uri}")
+    except BaadalError:
+        _give_back(engine, vm_id, plan)
+        raise
+    try:
+        reverted = _revert_disks(plan) if revert_to_latest_snapshot else None
+        _bring_up(plan)
+    except Exception:
+        with contextlib.suppress(HypervisorError):  # the first error is the one to report
+            plan.hv.undefine(plan.spec.name)
+        _give_back(engine, vm_id, plan)
+        raise
+    message = f"respawned on {plan.new_host}" + (f", reverted to {reverted}" if reverted else "")
+    with session_scope(engine) as session:
+        vm = load_vm(session, vm_id)
+        log_vm_event(session, vm, "respawn", plan.old_host, message)
+        return RespawnResult(vm.id, vm.vm_name, plan.old_host, plan.new_host, True, message)
+
+
+def respawn_dangling_vms(engine: Engine, settings: Settings, host_id: int) -> list[RespawnResult]:
+    """Every VM of a DOWN host, respawned elsewhere at its latest snapshot (as upstream:
+    what the dead host's guests wrote since may be half-written). One failure does not
+    stop the others."""
+    with session_scope(engine) as session:
+        host = session.get(Host, host_id)
+        if host is None:
+            raise NotFoundError(f"no host with id {host_id}")
+        if host.status == C.HostStatus.UP:
+            raise ConflictError(f"host {host.host_name} is UP: its VMs are not dangling")
+        vms = session.execute(
+            select(VM.id, VM.vm_name)
+            .where(
+                VM.host_id == host_id,
+                VM.status.in_((C.VMStatus.RUNNING, C.VMStatus.SUSPENDED, C.VMStatus.SHUTDOWN)),
+            )
+            .order_by(VM.id)
+        ).all()
+        host_name = host.host_name
+    results: list[RespawnResult] = []
+    for vm_id, vm_name in vms:
+        try:
+            results.append(respawn_vm(engine, settings, vm_id, revert_to_latest_snapshot=True))
+        except Exception as exc:
+            log.exception("respawn of VM %s from host %s failed", vm_name, host_name)
+            results.append(RespawnResult(vm_id, vm_name, host_name, None, False, str(exc)))
+    return results
+
+
+# --- VM sanity check -------------------------------------------------------------------
+
+ORPHAN = "Orphan"
+UNDEFINED = "Undefined"
+
+
+@dataclass(frozen=True)
+class SanityRow:
+    vm_name: str
+    vm_identity: str
+    host: str | None
+    #: what libvirt showed: a VMStatus name, "Orphan", "Undefined" or "?"
+    state: str
+    action: str
+
+
+@dataclass
+class SanityReport:
+    rows: list[SanityRow] = field(default_factory=list)
+    #: host name -> why its libvirt did not answer
+    unreachable: dict[str, str] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        noted = sum(1 for r in self.rows if r.action != "ok")
+        orphans = [r.vm_identity for r in self.rows if r.state == ORPHAN]
+        text = f"{len(self.rows)} VMs and domains checked, {noted} not simply ok"
+        if orphans:
+            text += f"; orphans: {', '.join(orphans)}"
+        if self.unreachable:
+            text += f"; hosts not answering: {', '.join(sorted(self.unreachable))}"
+        return text
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """A VM row as read before libvirt was asked."""
+
+    id: int
+    name: str
+    identity: str
+    host_id: int | None
+    host_name: str | None
+    status: int
+    busy: bool
+
+
+def _read_state(engine: Engine) -> tuple[dict[int, tuple[str, Hypervisor]], list[_Seen]]:
+    with session_scope(engine) as session:
+        hosts = {
+            h.id: (h.host_name, hypervisor_for(h))
+            for h in session.scalars(select(Host).where(Host.status == C.HostStatus.UP))
+        }
+        busy = set(
+            session.scalars(
+                select(Task.vm_id).where(
+                    Task.vm_id.is_not(None), Task.status.in_(C.TASK_UNFINISHED)
+                )
+            )
+        )
+        vms = [
+            _Seen(
+                vm.id,
+                vm.vm_name,
+                vm.vm_identity,
+                vm.host_id,
+                vm.host.host_name if vm.host else None,
+                vm.status,
+                vm.id in busy,
+            )
+            for vm in session.scalars(select(VM).order_by(VM.id))
+        ]
+    return hosts, vms
+
+
+def _still_as_seen(session: Session, seen: _Seen) -> VM | None:
+    """The VM row if nobody changed it (or queued a task for it) since it was read."""
+    vm = session.get(VM, seen.id)
+    if vm is None or (vm.host_id, vm.status) != (seen.host_id, seen.status):
+        return None
+    task = session.scalar(
+        select(Task.id).where(Task.vm_id == seen.id, Task.status.in_(C.TASK_UNFINISHED)).limit(1)
+    )
+    return vm if task is None else None
+
+
+def _sync_row(
+    engine: Engine,
+    seen: _Seen,
+    host_id: int,
+    host_name: str,
+    old_host: str | None,
+    status: C.VMStatus,
+) -> str:
+    """Write what libvirt showed: the VM's host and power state, with event rows."""
+    with session_scope(engine) as session:
+        vm = _still_as_seen(session, seen)
+        if vm is None:
+            return "skipped: changed meanwhile"
+        actions = []
+        if vm.host_id != host_id:
+            log_vm_event(session, vm, "host", old_host, host_name)
+            vm.host_id = host_id
+            actions.append(f"host {old_host} -> {host_name}")
+        if status != C.VMStatus.UNKNOWN and vm.status != status:
+            actions.append(f"status {C.VMStatus(vm.status).name} -> {status.name}")
+            set_status(session, vm, status, None)
+        return "; ".join(actions) or "ok"
+
+
+def _check_vm(
+    engine: Engine,
+    settings: Settings,
+    seen: _Seen,
+    hosts: dict[int, tuple[str, Hypervisor]],
+    found: dict[str, list[tuple[int, DomainInfo]]],
+    unreachable: dict[str, str],
+) -> SanityRow:
+    own = seen.host_name
+    places = found.get(seen.identity, [])
+    if seen.busy or seen.status == C.VMStatus.IN_QUEUE:
+        state = C.VMStatus(places[0][1].status).name if len(places) == 1 else "?"
+        return SanityRow(seen.name, seen.identity, own, state, "skipped: task in progress")
+    if len(places) > 1:
+        names = ", ".join(hosts[h][0] for h, _ in places)
+        return SanityRow(seen.name, seen.identity, own, "?", f"defined on several hosts: {names}")
+    if places:
+        ((host_id, info),) = places
+        name = hosts[host_id][0]
+        action = _sync_row(engine, seen, host_id, name, own, info.status)
+        return SanityRow(seen.name, seen.identity, name, info.status.name, action)
+    if seen.host_id not in hosts:
+        return SanityRow(seen.name, seen.identity, own, "?", "not checked: its host is not UP")
+    if unreachable:
+        return SanityRow(
+            seen.name, seen.identity, own, UNDEFINED, "not respawned: some hosts did not answer"
+        )
+    try:
+        result = respawn_vm(engine, settings, seen.id)
+    except BaadalError as exc:
+        return SanityRow(seen.name, seen.identity, own, UNDEFINED, f"respawn failed: {exc}")
+    return SanityRow(seen.name, seen.identity, result.new_host, UNDEFINED, result.message)
+
+
+def vm_sanity_check(engine: Engine, settings: Settings) -> SanityReport:
+    """Sync the DB with libvirt on the UP hosts and report Orphan and Undefined domains.
+
+    VMs being changed by a task are skipped. A VM undefined behind Baadal's back is
+    respawned (its disk is intact, no revert), but only when every UP host answered:
+    otherwise its domain may live on the silent one. Orphans are reported, never deleted.
+    """
+    hosts, vms = _read_state(engine)
+    report = SanityReport()
+    found: dict[str, list[tuple[int, DomainInfo]]] = {}
+    for host_id, (name, hv) in hosts.items():
+        try:
+            domains = hv.list_domains()
+        except BaadalError as exc:
+            report.unreachable[name] = str(exc)
+            continue
+        for domain in domains:
+            found.setdefault(domain.name, []).append((host_id, domain))
+    for seen in vms:
+        report.rows.append(_check_vm(engine, settings, seen, hosts, found, report.unreachable))
+    known = {seen.identity for seen in vms}
+    for domain_name, places in sorted(found.items()):
+        if domain_name not in known:
+            for host_id, info in places:
+                report.rows.append(
+                    SanityRow(
+                        "",
+                        domain_name,
+                        hosts[host_id][0],
+                        ORPHAN,
+                        f"reported ({info.status.name}), not deleted",
+                    )
+                )
+    return report
+
+
+def vm_sanity(ctx: TaskContext) -> TaskResult:
+    """The periodic 'VM Sanity' handler (idempotent: a re-run checks again)."""
+    return TaskResult.success(vm_sanity_check(ctx.engine, ctx.settings).summary())
