@@ -13,9 +13,12 @@ import time
 
 import pytest
 from sqlalchemy import select
+from typer.testing import CliRunner
 
 from baadal import constants as C
 from baadal import placement
+from baadal.cli.main import app
+from baadal.config import get_settings
 from baadal.db.models import VM, Host, HostEventLog
 from baadal.db.session import session_scope
 from baadal.drivers import hypervisor_for
@@ -185,3 +188,28 @@ def test_host_resources_mac_type_and_utilization(lab: Lab) -> None:
     usage = utilization.get_host_resources_usage(host, lab.settings, interval_s=0.5)
     assert 0.0 <= usage.cpu_percent <= 100.0
     assert usage.ram_used_kb > 0
+
+
+def test_host_cli_on_the_lab(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BAADAL_HOME", str(lab.home))
+    get_settings.cache_clear()
+    runner = CliRunner()
+    checked = runner.invoke(app, ["host", "check"])
+    assert checked.exit_code == 0, checked.output
+    assert checked.output.count("UP") >= 2 * len(layout.HOSTS)
+    shown = runner.invoke(app, ["host", "resources", layout.HOSTS[0].name])
+    assert shown.exit_code == 0, shown.output
+    assert f"{os.cpu_count()}" in shown.output
+    assert runner.invoke(app, ["host", "domains", layout.HOSTS[0].name]).exit_code == 0
+    assert (
+        runner.invoke(app, ["host", "usage", layout.HOSTS[1].name, "--interval", "0.2"]).exit_code
+        == 0
+    )
+    events = runner.invoke(app, ["host", "events", layout.HOSTS[1].name])
+    assert events.exit_code == 0 and "DOWN" in events.output  # from the libvirtd test above
+    sanity = runner.invoke(app, ["vm", "sanity"])
+    assert sanity.exit_code == 0, sanity.output
+    missing = runner.invoke(app, ["host", "orphan-delete", layout.HOSTS[0].name, "nope"])
+    assert missing.exit_code == 2 and "nope" in missing.output
+    respawn_up = runner.invoke(app, ["host", "respawn", layout.HOSTS[0].name])
+    assert respawn_up.exit_code == 2, respawn_up.output  # refused: the host is UP
