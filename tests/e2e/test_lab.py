@@ -19,7 +19,7 @@ from baadal.config import Settings, load_settings
 from baadal.db.migrate import upgrade
 from baadal.db.models import VM
 from baadal.db.session import get_engine, session_scope
-from baadal.lab import layout, topology
+from baadal.lab import layout, ssh, topology
 from baadal.lab.guest import console_line, parse_ready_line
 from baadal.services import vms
 from baadal.vm import storage
@@ -104,5 +104,8 @@ def test_lab_up_vm_dhcp_ping_http_down(lab_home: Path) -> None:
     assert lab_names() == ([], [], [])
     assert [p for p in pids if topology._running(p)] == []
     assert not topology.lab_dir(settings).exists()
+    known_hosts = ssh.known_hosts_file(settings)
+    assert not known_hosts.exists() or ssh.KEY_COMMENT not in known_hosts.read_text()
+    assert not topology.lab_config_file(settings).exists()
     st = runner.invoke(app, ["lab", "status"])
     assert st.exit_code == 1
