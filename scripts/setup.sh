@@ -22,6 +22,7 @@ APT_PACKAGES=(
   busybox-static          # the tiny bootable guest
   dnsmasq-base            # DHCP for VMs (the lab's DHCP server; no system service)
   iptables                # NAT box rules (public IPs, VNC)
+  isc-dhcp-server         # the second DHCP backend: its files are checked with dhcpd -t
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -39,6 +40,13 @@ if [ "${#missing[@]}" -gt 0 ] || ! compgen -G "/var/lib/apt/lists/*_Packages" >/
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing: ${missing[*]}"
+  # packages must not start their services here (dhcpd has no config yet; Baadal starts
+  # the daemons it needs itself): deny starts while installing, as Debian images do
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 

@@ -8,12 +8,19 @@ import typer
 
 from baadal.cli import pools
 from baadal.cli.common import console, db, handle_errors, print_table
+from baadal.config import get_settings
+from baadal.db.session import get_engine
+from baadal.net import dhcp, nat
 from baadal.services import networks
 
 app = typer.Typer(help="Networking: security domains, pools, DHCP, NAT.", no_args_is_help=True)
 domain_app = typer.Typer(help="Security domains (a VLAN + its private pool).", no_args_is_help=True)
 app.add_typer(domain_app, name="domain")
 app.add_typer(pools.app, name="pool")
+dhcp_app = typer.Typer(help="DHCP reservations of the VMs.", no_args_is_help=True)
+nat_app = typer.Typer(help="Public IP and VNC mappings on the NAT box.", no_args_is_help=True)
+app.add_typer(dhcp_app, name="dhcp")
+app.add_typer(nat_app, name="nat")
 
 
 @domain_app.command("add")
@@ -56,3 +63,46 @@ def domain_list_cmd() -> None:
             for d in networks.list_security_domains(session)
         ]  # fmt: skip
     print_table("Security domains", ["name", "VLAN", "network", "IPs used", "VMs", "visible"], rows)
+
+
+@dhcp_app.command("show")
+@handle_errors
+def dhcp_show_cmd() -> None:
+    """The reservations in the DHCP server's file."""
+    entries = dhcp.read_dhcp_entries(get_settings())
+    print_table(
+        "DHCP reservations", ["name", "MAC", "IP"], [(e.name, e.mac, e.ip) for e in entries]
+    )
+
+
+@dhcp_app.command("rebuild")
+@handle_errors
+def dhcp_rebuild_cmd() -> None:
+    """Rewrite the reservations from the database (after the file was lost)."""
+    with db() as session:
+        count = dhcp.rebuild_dhcp_entries(get_settings(), session)
+    console.print(f"{count} reservation(s) written", highlight=False)
+
+
+@nat_app.command("show")
+@handle_errors
+def nat_show_cmd() -> None:
+    """The rules Baadal made on the NAT box."""
+    for line in nat.baadal_rules(get_settings()):
+        console.print(line, highlight=False, soft_wrap=True)
+
+
+@nat_app.command("reapply")
+@handle_errors
+def nat_reapply_cmd() -> None:
+    """Re-create every mapping from the database (after a NAT box reboot)."""
+    count = nat.reapply_nat_mappings(get_engine(), get_settings())
+    console.print(f"{count} rule(s)/alias(es) added", highlight=False)
+
+
+@nat_app.command("clear")
+@handle_errors
+def nat_clear_cmd() -> None:
+    """Remove every Baadal mapping from the NAT box (the database keeps them)."""
+    count = nat.clear_all_nat_mappings(get_engine(), get_settings())
+    console.print(f"{count} rule(s)/alias(es) removed", highlight=False)

@@ -14,6 +14,7 @@ from baadal.cli.common import console, db, fail, handle_errors, print_table
 from baadal.config import get_settings
 from baadal.db.models import VM, Snapshot, Task
 from baadal.db.session import get_engine, session_scope
+from baadal.net import nat
 from baadal.services import vms
 from baadal.tasks.registry import load_handler_modules
 from baadal.tasks.worker import Worker
@@ -21,8 +22,12 @@ from baadal.tasks.worker import Worker
 app = typer.Typer(help="Virtual machines.", no_args_is_help=True)
 snapshot_app = typer.Typer(help="Snapshots of a VM.", no_args_is_help=True)
 disk_app = typer.Typer(help="Extra disks of a VM.", no_args_is_help=True)
+public_ip_app = typer.Typer(help="The public IP of a VM.", no_args_is_help=True)
+vnc_app = typer.Typer(help="Time-limited VNC console access.", no_args_is_help=True)
 app.add_typer(snapshot_app, name="snapshot")
 app.add_typer(disk_app, name="disk")
+app.add_typer(public_ip_app, name="public-ip")
+app.add_typer(vnc_app, name="vnc")
 
 WaitOpt = Annotated[bool, typer.Option(help="wait until the task ends and show progress")]
 InlineOpt = Annotated[
@@ -173,10 +178,13 @@ def edit_cmd(
     ram: Annotated[int | None, typer.Option(help="RAM in MB")] = None,
     vcpus: Annotated[int | None, typer.Option()] = None,
     public_ip: Annotated[bool | None, typer.Option("--public-ip/--no-public-ip")] = None,
+    domain: Annotated[
+        str | None, typer.Option(help="move to this security domain (reboots a running VM)")
+    ] = None,
     wait: WaitOpt = True,
     inline: InlineOpt = False,
 ) -> None:
-    """Change RAM, vCPUs or the public IP of a VM (RAM/vCPU: VM shut off)."""
+    """Change RAM, vCPUs, public IP or security domain of a VM (RAM/vCPU: VM shut off)."""
     with db() as session:
         task = vms.request_edit(
             session,
@@ -185,9 +193,44 @@ def edit_cmd(
             ram_mb=ram,
             vcpus=vcpus,
             public_ip=public_ip,
+            security_domain=domain,
         )
         task_id = task.id
     follow_task(task_id, wait=wait, inline=inline)
+
+
+def _public_ip(attach: bool) -> None:
+    def command(vm: str, wait: WaitOpt = True, inline: InlineOpt = False) -> None:
+        with db() as session:
+            target = vms.find_vm(session, vm)
+            task_id = vms.request_edit(session, target, C.SYSTEM_USER_ID, public_ip=attach).id
+        follow_task(task_id, wait=wait, inline=inline)
+
+    verb = "attach" if attach else "detach"
+    command.__doc__ = f"{verb.capitalize()} a public IP (mapped on the NAT box)."
+    public_ip_app.command(verb)(handle_errors(command))
+
+
+_public_ip(True)
+_public_ip(False)
+
+
+@vnc_app.command("grant")
+@handle_errors
+def vnc_grant_cmd(
+    vm: str,
+    minutes: Annotated[int, typer.Option(min=1, max=24 * 60)] = C.VNC_ACCESS_DURATION_S // 60,
+) -> None:
+    """Open a running VM's console for a limited time (at most 10 grants a day)."""
+    with db() as session:
+        vm_id = vms.find_vm(session, vm).id
+    grant = nat.grant_vnc_access(get_engine(), get_settings(), vm_id, C.SYSTEM_USER_ID,
+                                 duration_s=minutes * 60)  # fmt: skip
+    console.print(
+        f"VNC console of {vm}: {grant.vnc_ip}:{grant.port} until {grant.expiry_time:%H:%M} UTC;"
+        f" password: {grant.password}",
+        highlight=False,
+    )
 
 
 @app.command("clone")

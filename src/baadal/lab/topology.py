@@ -71,6 +71,7 @@ from baadal.lab.layout import (
     LabVlan,
     pool_mac,
 )
+from baadal.net import dhcp
 from baadal.net.remote import run_local
 from baadal.services import inventory
 
@@ -441,7 +442,7 @@ def up(
             step("host keys", lambda: _wait_daemons(settings))
             step("settings", lambda: apply_lab_settings(settings))
             step("database rows", lambda: _register(settings, db))
-            step("DHCP hosts file", lambda: write_dhcp_hosts(settings, db))
+            step("DHCP reservations", lambda: _rebuild_dhcp(settings, db))
             return UpResult(True, time.monotonic() - start, steps, cleaned)
         step("clean up leftovers", lambda: cleaned.extend(_teardown(settings)))
         try:
@@ -455,7 +456,7 @@ def up(
             step("libvirtd and sshd answer", lambda: _wait_daemons(settings))
             step("settings", lambda: apply_lab_settings(settings))
             step("database rows", lambda: _register(settings, db))
-            step("DHCP hosts file", lambda: write_dhcp_hosts(settings, db))
+            step("DHCP reservations", lambda: _rebuild_dhcp(settings, db))
         except BaseException:
             state.save()
             raise
@@ -818,29 +819,9 @@ def _total_ram_gb() -> int:
     return 1
 
 
-def dhcp_host_lines(session: Session) -> list[str]:
-    """``mac,ip,name`` for every private pool entry of the lab's VLANs."""
-    rows = session.scalars(
-        select(PrivateIpPool)
-        .join(Vlan, Vlan.id == PrivateIpPool.vlan_id)
-        .where(Vlan.vlan_tag.in_([v.tag for v in VLANS]), PrivateIpPool.mac_addr.is_not(None))
-        .order_by(PrivateIpPool.id)
-    )
-    return [
-        f"{r.mac_addr.lower()},{r.private_ip},lab-{r.private_ip.replace('.', '-')}"
-        for r in rows
-        if r.mac_addr
-    ]
-
-
-def write_dhcp_hosts(
+def _rebuild_dhcp(
     settings: Settings, db: Callable[[], contextlib.AbstractContextManager[Session]]
-) -> int:
-    """Write the dnsmasq hosts file and make dnsmasq re-read it (SIGHUP, no restart)."""
+) -> None:
+    """The reservations of the VMs already in the database (after a rebuilt lab)."""
     with db() as session:
-        lines = dhcp_host_lines(session)
-    _atomic_write(hosts_file(settings), "".join(line + "\n" for line in lines))
-    pid = _pid_alive(dns_dir(settings) / "dnsmasq.pid", "dnsmasq")
-    if pid is not None:
-        os.kill(pid, signal.SIGHUP)
-    return len(lines)
+        dhcp.rebuild_dhcp_entries(settings, session)

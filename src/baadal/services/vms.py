@@ -28,7 +28,7 @@ from baadal.db.models import (
 )
 from baadal.errors import ConflictError, NotFoundError, ValidationError
 from baadal.net.validators import check_safe_name
-from baadal.services import inventory
+from baadal.services import inventory, networks
 from baadal.tasks import queue
 from baadal.vm import install, storage
 from baadal.vm.disk import check_disk_size
@@ -299,11 +299,16 @@ def request_edit(
     ram_mb: int | None = None,
     vcpus: int | None = None,
     public_ip: bool | None = None,
+    security_domain: str | None = None,
 ) -> Task:
     """Queue only the keys that change (upstream: 'Edit -> only changed keys')."""
     _installed(vm)
     check_ram_vcpus(ram_mb, vcpus)
     params: dict[str, object] = {}
+    if security_domain is not None:
+        domain = networks.get_security_domain(session, security_domain)
+        networks.check_domain_change(session, vm, domain)
+        params["security_domain"] = domain.id
     if ram_mb is not None and ram_mb != vm.RAM:
         params["ram"] = ram_mb
     if vcpus is not None and vcpus != vm.vCPU:

@@ -86,7 +86,11 @@ class Registry:
 REGISTRY = Registry()
 
 #: modules the worker always imports (each registers its handlers on import)
-BUILTIN_HANDLER_MODULES: tuple[str, ...] = ("baadal.vm.handlers", "baadal.host.handlers")
+BUILTIN_HANDLER_MODULES: tuple[str, ...] = (
+    "baadal.vm.handlers",
+    "baadal.host.handlers",
+    "baadal.net.handlers",
+)
 
 
 def handler(

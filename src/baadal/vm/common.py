@@ -1,14 +1,20 @@
-"""What every VM handler needs: the VM row, its host's hypervisor, the event log."""
+"""What every VM handler needs: the VM row, its host's hypervisor, the event log, a
+graceful stop."""
 
 from __future__ import annotations
+
+import time
 
 from sqlalchemy.orm import Session
 
 from baadal import constants as C
+from baadal.config import Settings
 from baadal.db.models import VM, Host, VMEventLog
 from baadal.drivers import hypervisor_for
 from baadal.drivers.base import Hypervisor
 from baadal.errors import ConflictError, NotFoundError
+
+STOP_POLL_S = 0.5
 
 
 def load_vm(session: Session, vm_id: int | None) -> VM:
@@ -55,3 +61,20 @@ def set_status(session: Session, vm: VM, status: C.VMStatus, requester_id: int |
     if vm.status != status:
         log_vm_event(session, vm, "status", C.VMStatus(vm.status).name, status.name, requester_id)
         vm.status = status
+
+
+def graceful_stop(hv: Hypervisor, name: str, settings: Settings) -> None:
+    """Ask the guest to shut down; force it off if it has not within stop_timeout_s.
+
+    Upstream's 'Stop VM' was a hard power off; a user expects their OS to shut down.
+    """
+    if hv.domain_info(name).status == C.VMStatus.SUSPENDED:
+        hv.destroy(name)
+        return
+    hv.shutdown(name)
+    deadline = time.monotonic() + settings.vm.stop_timeout_s
+    while time.monotonic() < deadline:
+        if hv.domain_info(name).status == C.VMStatus.SHUTDOWN:
+            return
+        time.sleep(STOP_POLL_S)
+    hv.destroy(name)

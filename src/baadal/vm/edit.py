@@ -1,4 +1,5 @@
-"""Changing a VM: edit_vm_config (RAM, vCPU, public IP) and save-as-template.
+"""Changing a VM: edit_vm_config (RAM, vCPU, public IP, security domain) and
+save-as-template.
 
 RAM and vCPU change the persistent definition, so the VM must be shut off (as upstream).
 Every edited item adds its own "Edited ... successfully." to the task message.
@@ -13,8 +14,9 @@ from baadal import pools
 from baadal.db.models import Template, TemplateOwner, UserVMMap
 from baadal.db.session import session_scope
 from baadal.errors import ConflictError, ValidationError
+from baadal.net import nat
 from baadal.tasks.registry import TaskContext, TaskResult
-from baadal.vm import storage
+from baadal.vm import network, storage
 from baadal.vm.common import load_vm, log_vm_event, vm_hypervisor
 
 ALLOWED_RAM_MB = tuple(2**n for n in range(8, 17))  # 256 .. 65536
@@ -29,43 +31,75 @@ def check_ram_vcpus(ram_mb: int | None, vcpus: int | None) -> None:
 
 
 def edit_vm_config(ctx: TaskContext) -> TaskResult:
-    """The 'Edit VM Config' handler: parameters vm_id, ram, vcpus, public_ip."""
+    """The 'Edit VM Config' handler: parameters vm_id, ram, vcpus, public_ip,
+    security_domain. libvirt, the NAT box and DHCP are called outside transactions."""
     ram = ctx.parameters.get("ram")
     vcpus = ctx.parameters.get("vcpus")
     public_ip = ctx.parameters.get("public_ip")
+    domain_id = ctx.parameters.get("security_domain")
     messages = []
     try:
         check_ram_vcpus(ram, vcpus)
         with session_scope(ctx.engine) as session:
             vm = load_vm(session, ctx.vm_id)
-            hv = vm_hypervisor(vm)
-            if ram is not None or vcpus is not None:
-                if hv.domain_info(vm.vm_identity).status != C.VMStatus.SHUTDOWN:
-                    raise ConflictError(f"{vm.vm_name} must be shut off to change RAM or vCPUs")
-                hv.set_memory_and_vcpus(vm.vm_identity, ram, vcpus)
-            if ram is not None:
-                log_vm_event(session, vm, "RAM", vm.RAM, ram, ctx.requester_id)
-                vm.RAM = ram
-                messages.append("Edited RAM successfully.")
-            if vcpus is not None:
-                log_vm_event(session, vm, "vCPU", vm.vCPU, vcpus, ctx.requester_id)
-                vm.vCPU = vcpus
-                messages.append("Edited vCPU successfully.")
-            if public_ip is True and vm.public_ip_id is None:
-                ip = pools.allocate_public_ip(session, vm.id)
-                vm.public_ip_wanted = True
-                log_vm_event(session, vm, "public_ip", None, ip, ctx.requester_id)
-                messages.append("Edited public IP successfully.")
-            elif public_ip is False and vm.public_ip_id is not None:
-                ip = pools.release_public_ip(session, vm.id)
-                vm.public_ip_wanted = False
-                log_vm_event(session, vm, "public_ip", ip, None, ctx.requester_id)
-                messages.append("Edited public IP successfully.")
+            hv, identity = vm_hypervisor(vm), vm.vm_identity
+        if ram is not None or vcpus is not None:
+            if hv.domain_info(identity).status != C.VMStatus.SHUTDOWN:
+                raise ConflictError(f"{vm.vm_name} must be shut off to change RAM or vCPUs")
+            hv.set_memory_and_vcpus(identity, ram, vcpus)
+            with session_scope(ctx.engine) as session:
+                vm = load_vm(session, ctx.vm_id)
+                if ram is not None:
+                    log_vm_event(session, vm, "RAM", vm.RAM, ram, ctx.requester_id)
+                    vm.RAM = ram
+                    messages.append("Edited RAM successfully.")
+                if vcpus is not None:
+                    log_vm_event(session, vm, "vCPU", vm.vCPU, vcpus, ctx.requester_id)
+                    vm.vCPU = vcpus
+                    messages.append("Edited vCPU successfully.")
+        if public_ip is not None and _edit_public_ip(ctx, attach=bool(public_ip)):
+            messages.append("Edited public IP successfully.")
+        if domain_id is not None:
+            messages.append(
+                network.update_security_domain(
+                    ctx.engine, ctx.settings, ctx.vm_id, domain_id, ctx.requester_id
+                )
+            )
     except Exception as exc:
-        return TaskResult.failed(str(exc))
+        return TaskResult.failed(" ".join([*messages, str(exc)]))
     if not messages:
         return TaskResult.failed("nothing to edit: the VM already has this configuration")
     return TaskResult.success(" ".join(messages))
+
+
+def _edit_public_ip(ctx: TaskContext, *, attach: bool) -> bool:
+    """Attach: take an address, then map it on the NAT box (undone if mapping fails).
+    Detach: unmap first, then give the address back. False when nothing was to do."""
+    with session_scope(ctx.engine) as session:
+        vm = load_vm(session, ctx.vm_id)
+        if (vm.public_ip_id is not None) == attach:
+            return False
+        if attach:
+            ip = pools.allocate_public_ip(session, vm.id)
+            vm.public_ip_wanted = True
+            log_vm_event(session, vm, "public_ip", None, ip, ctx.requester_id)
+    if attach:
+        try:
+            nat.create_public_ip_mapping_in_nat(ctx.engine, ctx.settings, ctx.vm_id)
+        except Exception:
+            with session_scope(ctx.engine) as session:
+                vm = load_vm(session, ctx.vm_id)
+                pools.release_public_ip(session, vm.id)
+                vm.public_ip_wanted = False
+            raise
+        return True
+    nat.remove_public_ip_mapping_from_nat(ctx.engine, ctx.settings, ctx.vm_id)
+    with session_scope(ctx.engine) as session:
+        vm = load_vm(session, ctx.vm_id)
+        ip = pools.release_public_ip(session, vm.id)
+        vm.public_ip_wanted = False
+        log_vm_event(session, vm, "public_ip", ip, None, ctx.requester_id)
+    return True
 
 
 def save_as_template(ctx: TaskContext) -> TaskResult:

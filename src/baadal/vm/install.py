@@ -32,7 +32,7 @@ from baadal.drivers.base import DomainNotFound, Hypervisor
 from baadal.drivers.kvm_probe import domain_type_for
 from baadal.errors import ConflictError, NotFoundError
 from baadal.tasks.registry import TaskContext, TaskResult
-from baadal.vm import storage
+from baadal.vm import network, storage
 from baadal.vm.common import load_vm, log_vm_event, set_status
 from baadal.vm.disk import serve_extra_disk_request
 
@@ -263,7 +263,9 @@ def install(ctx: TaskContext) -> TaskResult:
             spec = vm_domain_spec(ctx.settings, vm, vm.host, template, image, props)
             hv = hypervisor_for(vm.host)
             hdd = template.hdd
+            net = network.vm_network(vm)
         create_vm_image(ctx.settings, source, image, hdd)
+        network.publish(ctx.settings, net)  # the reservation exists before the guest asks
         launch_vm_on_host(hv, spec)
         if not check_if_vm_defined(hv, spec.name):
             raise ConflictError(f"domain {spec.name} is not defined on the host after install")
@@ -277,6 +279,7 @@ def install(ctx: TaskContext) -> TaskResult:
                 )
             update_db_after_vm_installation(session, vm, props, ctx.requester_id)
     except Exception as exc:
+        network.withdraw_quietly(ctx.engine, ctx.settings, ctx.vm_id)
         with session_scope(ctx.engine) as session:
             vm = session.get(VM, ctx.vm_id)
             if vm is not None and vm.status == C.VMStatus.IN_QUEUE:
@@ -288,6 +291,7 @@ def install(ctx: TaskContext) -> TaskResult:
 
 def compensate_install(ctx: TaskContext) -> None:
     """A worker died mid-install: undo whatever it did so the re-run starts clean."""
+    network.withdraw_quietly(ctx.engine, ctx.settings, ctx.vm_id)
     with session_scope(ctx.engine) as session:
         vm = session.get(VM, ctx.vm_id)
         if vm is not None and vm.status in (C.VMStatus.IN_QUEUE, C.VMStatus.UNKNOWN):

@@ -7,7 +7,6 @@ makes the libvirt call, then records the new status with an event log row.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable
 
 from sqlalchemy import delete
@@ -20,10 +19,9 @@ from baadal.db.session import session_scope
 from baadal.drivers.base import DomainNotFound, Hypervisor
 from baadal.errors import ConflictError
 from baadal.tasks.registry import TaskContext, TaskResult
-from baadal.vm.common import load_vm, set_status, vm_hypervisor
+from baadal.vm import network
+from baadal.vm.common import graceful_stop, load_vm, set_status, vm_hypervisor
 from baadal.vm.install import free_vm_properties
-
-POLL_S = 0.5
 
 
 def _power_op(
@@ -92,23 +90,6 @@ def destroy(ctx: TaskContext) -> TaskResult:
     )
 
 
-def graceful_stop(hv: Hypervisor, name: str, settings: Settings) -> None:
-    """Ask the guest to shut down; force it off if it has not within stop_timeout_s.
-
-    Upstream's 'Stop VM' was a hard power off; a user expects their OS to shut down.
-    """
-    if hv.domain_info(name).status == C.VMStatus.SUSPENDED:
-        hv.destroy(name)
-        return
-    hv.shutdown(name)
-    deadline = time.monotonic() + settings.vm.stop_timeout_s
-    while time.monotonic() < deadline:
-        if hv.domain_info(name).status == C.VMStatus.SHUTDOWN:
-            return
-        time.sleep(POLL_S)
-    hv.destroy(name)
-
-
 def stop(ctx: TaskContext) -> TaskResult:
     return _power_op(
         ctx,
@@ -140,6 +121,7 @@ def delete_vm(ctx: TaskContext) -> TaskResult:
         if hv is not None:  # outside the transaction: it can take seconds
             with contextlib.suppress(DomainNotFound):
                 hv.undefine(identity)
+        network.withdraw_vm_network(ctx.engine, ctx.settings, ctx.vm_id)
         with session_scope(ctx.engine) as session:
             clean_up_database_after_vm_deletion(session, ctx.settings, load_vm(session, ctx.vm_id))
     except Exception as exc:

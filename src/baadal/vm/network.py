@@ -1,0 +1,218 @@
+"""A VM's place on the network around it (the seed's VM_network and VM_security_domain):
+its DHCP reservation and its public IP mapping on the NAT box.
+
+Every change follows the same order: the database says which addresses the VM holds (one
+short transaction), then the DHCP server and the NAT box are told, outside any
+transaction. Both are idempotent, so a re-run or a compensation repeats them safely.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from baadal import constants as C
+from baadal import pools
+from baadal.config import Settings
+from baadal.db.models import VM, SecurityDomain
+from baadal.db.session import session_scope
+from baadal.drivers import domain_xml
+from baadal.drivers.base import Hypervisor
+from baadal.errors import BaadalError, ConflictError, NotFoundError
+from baadal.net import dhcp, nat
+from baadal.vm.common import graceful_stop, load_vm, log_vm_event, vm_hypervisor
+
+log = logging.getLogger("baadal")
+
+DOMAIN_CHANGED = "Edited security domain successfully."
+
+
+@dataclass(frozen=True)
+class VmNetwork:
+    """What the DHCP server and the NAT box must know about one VM."""
+
+    vm_id: int
+    dhcp: dhcp.DhcpEntry | None
+    public: nat.PublicIpMapping | None
+
+
+def vm_network(vm: VM) -> VmNetwork:
+    public = None
+    if vm.public_ip is not None and vm.private_ip is not None:
+        public = nat.PublicIpMapping(vm.public_ip.public_ip, vm.private_ip.private_ip)
+    return VmNetwork(vm.id, dhcp.vm_dhcp_entry(vm), public)
+
+
+def publish(settings: Settings, net: VmNetwork) -> None:
+    """Reserve the VM's address in DHCP and map its public IP (before it boots)."""
+    if net.dhcp is not None:
+        dhcp.create_dhcp_entry(settings, net.dhcp.name, net.dhcp.mac, net.dhcp.ip)
+    if net.public is not None:
+        nat.create_mapping(settings, net.public)
+
+
+def withdraw(settings: Settings, net: VmNetwork) -> None:
+    """The reverse of :func:`publish`."""
+    if net.public is not None:
+        nat.remove_mapping(settings, net.public)
+    if net.dhcp is not None:
+        dhcp.remove_dhcp_entry(settings, net.dhcp.name, net.dhcp.mac, net.dhcp.ip)
+
+
+def read_vm_network(engine: Engine, vm_id: int | None) -> VmNetwork:
+    with session_scope(engine) as session:
+        return vm_network(load_vm(session, vm_id))
+
+
+def publish_vm_network(engine: Engine, settings: Settings, vm_id: int | None) -> None:
+    publish(settings, read_vm_network(engine, vm_id))
+
+
+def withdraw_vm_network(engine: Engine, settings: Settings, vm_id: int | None) -> None:
+    """Everything the VM has on the DHCP server and the NAT box, console grants included
+    (before its addresses go back to the pools)."""
+    withdraw(settings, read_vm_network(engine, vm_id))
+    if vm_id is not None:
+        nat.remove_vnc_mapping_from_nat(engine, settings, vm_id)
+
+
+def withdraw_quietly(engine: Engine, settings: Settings, vm_id: int | None) -> None:
+    """On a failure path: try, log what did not work, never hide the first error."""
+    try:
+        withdraw_vm_network(engine, settings, vm_id)
+    except (BaadalError, OSError):
+        log.exception("could not withdraw the network of VM %s", vm_id)
+
+
+def set_portgroup_in_vm(
+    hv: Hypervisor, name: str, *, mac: str, vlan_tag: int, portgroup: str | None
+) -> None:
+    """Rewrite the NIC of the persistent definition: MAC, VLAN tag (bridge NICs) or
+    portgroup (libvirt network NICs). A running VM sees it at its next boot."""
+    xml = hv.xml(name, inactive=True, secure=True)
+    hv.define(
+        domain_xml.set_portgroup_or_vlan(xml, mac=mac, portgroup=portgroup, vlan_tag=vlan_tag)
+    )
+
+
+# --- security domains ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Move:
+    old_pool_id: int | None
+    old_domain_id: int | None
+    old_net: VmNetwork
+    new_net: VmNetwork
+    new_mac: str
+    new_vlan_tag: int
+    new_portgroup: str
+    old_mac: str | None
+    old_vlan_tag: int | None
+    old_portgroup: str | None
+    identity: str
+
+
+def _take_new_address(session: Session, vm: VM, domain: SecurityDomain) -> _Move:
+    """In one transaction: the old address goes back, one of the new domain is claimed."""
+    old_net = vm_network(vm)
+    old = vm.private_ip
+    old_vlan = old.vlan if old is not None else None
+    old_pool_id, old_domain_id = vm.private_ip_id, vm.security_domain_id
+    pools.release_private_ip(session, vm.id)
+    new = pools.get_private_ip_mac(session, vm.id, domain.id)
+    vm.security_domain_id = domain.id
+    session.flush()
+    session.refresh(vm)
+    return _Move(
+        old_pool_id=old_pool_id,
+        old_domain_id=old_domain_id,
+        old_net=old_net,
+        new_net=vm_network(vm),
+        new_mac=new.mac_addr,
+        new_vlan_tag=new.vlan_tag,
+        new_portgroup=new.vlan_name,
+        old_mac=old.mac_addr if old is not None else None,
+        old_vlan_tag=old_vlan.vlan_tag if old_vlan is not None else None,
+        old_portgroup=old_vlan.name if old_vlan is not None else None,
+        identity=vm.vm_identity,
+    )
+
+
+def _restart(hv: Hypervisor, name: str, settings: Settings) -> None:
+    """A new MAC and VLAN reach the guest through a fresh boot (upstream: reboot)."""
+    graceful_stop(hv, name, settings)
+    hv.start(name)
+
+
+def update_security_domain(
+    engine: Engine, settings: Settings, vm_id: int, domain_id: int, requester_id: int | None
+) -> str:
+    """Move a VM to another security domain: new IP and MAC from the new domain's pool,
+    DHCP and NAT updated, the NIC moved to the new VLAN, the old address released; a
+    running VM reboots into its new network. On failure everything is put back."""
+    with session_scope(engine) as session:
+        vm = load_vm(session, vm_id)
+        domain = session.get(SecurityDomain, domain_id)
+        if domain is None:
+            raise NotFoundError(f"no security domain with id {domain_id}")
+        if vm.security_domain_id == domain.id:
+            raise ConflictError(f"{vm.vm_name} is already in security domain {domain.name!r}")
+        hv = vm_hypervisor(vm)
+        old_domain_name = vm.security_domain.name if vm.security_domain else None
+        new_domain_name = domain.name
+        was_running = hv.domain_info(vm.vm_identity).status != C.VMStatus.SHUTDOWN
+        move = _take_new_address(session, vm, domain)
+    nic_changed = False
+    try:
+        withdraw(settings, move.old_net)
+        publish(settings, move.new_net)
+        set_portgroup_in_vm(
+            hv, move.identity, mac=move.new_mac, vlan_tag=move.new_vlan_tag,
+            portgroup=move.new_portgroup if settings.network.libvirt_network else None,
+        )  # fmt: skip
+        nic_changed = True
+        if was_running:
+            _restart(hv, move.identity, settings)
+    except Exception:
+        _undo_move(engine, settings, hv, vm_id, move, nic_changed=nic_changed)
+        raise
+    with session_scope(engine) as session:
+        vm = load_vm(session, vm_id)
+        old_ip = move.old_net.dhcp.ip if move.old_net.dhcp else None
+        new_ip = move.new_net.dhcp.ip if move.new_net.dhcp else None
+        log_vm_event(session, vm, "security_domain", old_domain_name, new_domain_name, requester_id)
+        log_vm_event(session, vm, "private_ip", old_ip, new_ip, requester_id)
+    return DOMAIN_CHANGED
+
+
+def _undo_move(
+    engine: Engine,
+    settings: Settings,
+    hv: Hypervisor,
+    vm_id: int,
+    move: _Move,
+    *,
+    nic_changed: bool,
+) -> None:
+    """Give the VM its old address, NIC and reservations back (best effort, logged)."""
+    with contextlib.suppress(BaadalError):
+        withdraw(settings, move.new_net)
+    try:
+        with session_scope(engine) as session:
+            vm = load_vm(session, vm_id)
+            pools.release_private_ip(session, vm.id)
+            vm.private_ip_id = move.old_pool_id
+            vm.security_domain_id = move.old_domain_id
+        publish(settings, move.old_net)
+        if nic_changed and move.old_mac is not None and move.old_vlan_tag is not None:
+            set_portgroup_in_vm(
+                hv, move.identity, mac=move.old_mac, vlan_tag=move.old_vlan_tag,
+                portgroup=move.old_portgroup if settings.network.libvirt_network else None,
+            )  # fmt: skip
+    except Exception:
+        log.exception("could not put VM %s back into its old security domain", vm_id)

@@ -1,0 +1,158 @@
+"""A VM's network on libvirt's test driver with a real dnsmasq-format hosts file: the
+reservation exists from install to delete (and never after), a failed install leaves
+none, public IPs attach and detach, and a security-domain move changes address, MAC,
+VLAN and reservation together -- or nothing when it is refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select
+
+from baadal import constants as C
+from baadal import pools
+from baadal.config import Settings
+from baadal.db.models import VM, Host, SecurityDomain, VMEventLog
+from baadal.db.session import session_scope
+from baadal.drivers import hypervisor_for
+from baadal.errors import ConflictError, NotFoundError
+from baadal.net import dhcp
+from baadal.services import vms
+from tests.support.cloud import Cloud, fake_host_uri, make_cloud
+from tests.unit.test_vm_lifecycle import create, hv_of, last_task, operate, run_tasks
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def net_settings(settings: Settings, tmp_path: Path) -> Settings:
+    settings.general.snapshot_requires_ping = False
+    settings.vm.stop_timeout_s = 0.5
+    settings.dhcp.backend = C.DhcpBackend.DNSMASQ
+    settings.dhcp.hosts_file = str(tmp_path / "dhcp" / "hosts")
+    (tmp_path / "dhcp").mkdir()
+    return settings
+
+
+@pytest.fixture
+def net_cloud(sqlite_engine: Engine, net_settings: Settings, tmp_path: Path) -> Cloud:
+    cloud = make_cloud(sqlite_engine, net_settings, tmp_path, [fake_host_uri(tmp_path, "h1")])
+    with session_scope(sqlite_engine) as s:
+        vlan = pools.create_vlan(s, "vlan20", 20, "10.99.20.0/24")
+        pools.add_private_ips(s, vlan.id, "10.99.20.20", "10.99.20.21")
+        s.add(SecurityDomain(name="teaching", vlan_id=vlan.id))
+    return cloud
+
+
+def _hosts_file(settings: Settings) -> str:
+    path = Path(settings.dhcp.hosts_file)
+    return path.read_text() if path.exists() else ""
+
+
+def _reserved(settings: Settings) -> dict[str, str]:
+    return {e.mac: e.ip for e in dhcp.read_dhcp_entries(settings)}
+
+
+def _vm(engine: Engine, vm_id: int) -> tuple[str, str, int | None, str]:
+    with session_scope(engine) as s:
+        vm = s.get(VM, vm_id)
+        domain = vm.security_domain.name if vm.security_domain else ""
+        return vm.private_ip.private_ip, vm.private_ip.mac_addr, vm.private_ip_id, domain
+
+
+def test_reservation_lives_from_install_to_delete(
+    sqlite_engine: Engine, net_settings: Settings, net_cloud: Cloud
+) -> None:
+    before = _hosts_file(net_settings)
+    vm_id = create(sqlite_engine, net_settings)
+    ip, mac, _, _ = _vm(sqlite_engine, vm_id)
+    assert _reserved(net_settings) == {mac: ip}
+    assert operate(sqlite_engine, net_settings, vm_id, "delete").status == C.TaskStatus.SUCCESS
+    assert _reserved(net_settings) == {}
+    assert _hosts_file(net_settings).count("\n") == before.count("\n") or before == ""
+
+
+def test_failed_install_leaves_no_reservation(
+    sqlite_engine: Engine, net_settings: Settings, net_cloud: Cloud
+) -> None:
+    # a stranger's domain of the same name (another UUID) makes the define fail after
+    # the reservation was made
+    with session_scope(sqlite_engine) as s:
+        host = s.get(Host, net_cloud.host_ids[0])
+        hypervisor_for(host).define(
+            "<domain type='test'><name>ADMIN_system_web</name><memory>65536</memory>"
+            "<os><type>hvm</type></os></domain>"
+        )
+    create(sqlite_engine, net_settings)
+    task = last_task(sqlite_engine)
+    assert task.status == C.TaskStatus.FAILED, task.message
+    assert _reserved(net_settings) == {}
+
+
+def test_public_ip_attach_detach(
+    sqlite_engine: Engine, net_settings: Settings, net_cloud: Cloud
+) -> None:
+    vm_id = create(sqlite_engine, net_settings)
+    for attach in (True, False):
+        with session_scope(sqlite_engine) as s:
+            vms.request_edit(s, s.get(VM, vm_id), None, public_ip=attach)
+        run_tasks(sqlite_engine, net_settings)
+        task = last_task(sqlite_engine)
+        assert (task.status, task.message) == (
+            C.TaskStatus.SUCCESS,
+            "Edited public IP successfully.",
+        )
+        with session_scope(sqlite_engine) as s:
+            assert (s.get(VM, vm_id).public_ip_id is not None) is attach
+
+
+def test_security_domain_move(
+    sqlite_engine: Engine, net_settings: Settings, net_cloud: Cloud
+) -> None:
+    vm_id = create(sqlite_engine, net_settings)
+    old_ip, old_mac, old_pool, _ = _vm(sqlite_engine, vm_id)
+    with session_scope(sqlite_engine) as s:
+        vms.request_edit(s, s.get(VM, vm_id), None, security_domain="teaching")
+    run_tasks(sqlite_engine, net_settings)
+    task = last_task(sqlite_engine)
+    assert (task.status, task.message) == (
+        C.TaskStatus.SUCCESS,
+        "Edited security domain successfully.",
+    )
+    new_ip, new_mac, _, domain = _vm(sqlite_engine, vm_id)
+    assert domain == "teaching"
+    assert new_ip.startswith("10.99.20.") and new_mac != old_mac
+    assert _reserved(net_settings) == {new_mac: new_ip}
+    hv, identity = hv_of(sqlite_engine, vm_id)
+    xml = hv.xml(identity, inactive=True)
+    assert new_mac.lower() in xml and "<tag id='20'/>" in xml.replace('"', "'")
+    assert hv.domain_info(identity).status == C.VMStatus.RUNNING  # rebooted into it
+    with session_scope(sqlite_engine) as s:
+        # the old address is free for others again
+        assert s.scalar(select(VM.id).where(VM.private_ip_id == old_pool)) is None
+        events = {
+            e.attribute: (e.old_value, e.new_value)
+            for e in s.scalars(select(VMEventLog).where(VMEventLog.vm_id == vm_id))
+        }
+    assert events["security_domain"] == ("research", "teaching")
+    assert events["private_ip"] == (old_ip, new_ip)
+
+
+def test_security_domain_move_refused_changes_nothing(
+    sqlite_engine: Engine, net_settings: Settings, net_cloud: Cloud
+) -> None:
+    vm_id = create(sqlite_engine, net_settings)
+    # fill the small 'teaching' pool with two other VMs
+    create(sqlite_engine, net_settings, name="t1", security_domain="teaching")
+    create(sqlite_engine, net_settings, name="t2", security_domain="teaching")
+    before = (_vm(sqlite_engine, vm_id), _hosts_file(net_settings))
+    with session_scope(sqlite_engine) as s:
+        vm = s.get(VM, vm_id)
+        with pytest.raises(ConflictError, match="no free private IP left"):
+            vms.request_edit(s, vm, None, security_domain="teaching")
+        with pytest.raises(ConflictError, match="already in security domain"):
+            vms.request_edit(s, vm, None, security_domain="research")
+        with pytest.raises(NotFoundError):
+            vms.request_edit(s, vm, None, security_domain="nowhere")
+    assert (_vm(sqlite_engine, vm_id), _hosts_file(net_settings)) == before
