@@ -8,19 +8,28 @@ import shutil
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
+import libvirt
 import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from baadal import constants as C
 from baadal.config import Settings, get_settings, load_settings
 from baadal.db.migrate import upgrade
+from baadal.db.models import VM
 from baadal.db.session import make_engine, session_scope
 from baadal.lab import layout, topology
+from baadal.lab.guest import console_line
+from baadal.services import vms
+from baadal.vm import storage
+from tests.support.libvirtd import console_send
+from tests.unit.test_vm_lifecycle import last_task, run_tasks
 
 
 def lab_names() -> tuple[list[str], list[str], list[str]]:
@@ -109,3 +118,38 @@ def lab() -> Iterator[Lab]:
         topology.down(settings)
         engine.dispose()
         shutil.rmtree(home, ignore_errors=True)
+
+
+def create_vm(lab: Lab, name: str, domain: str, host: str, **kw: object) -> int:
+    """A tiny-guest VM installed through the task engine on a chosen lab host."""
+    with session_scope(lab.engine) as s:
+        queued = vms.request_vm(
+            s, lab.settings, vm_name=name, template=layout.TEMPLATE_NAME, ram_mb=256, vcpus=1,
+            owner=vms.get_user(s, None), security_domain=domain, host=host, **kw,
+        )  # fmt: skip
+    run_tasks(lab.engine, lab.settings)
+    task = last_task(lab.engine)
+    assert task.status == C.TaskStatus.SUCCESS, task.message
+    return queued.vm_id
+
+
+def guest_shell(lab: Lab, vm_id: int, shell: str, timeout: float = 30) -> str:
+    """Run ``shell`` on the VM's serial console; returns what it printed (one line)."""
+    with session_scope(lab.engine) as s:
+        vm = s.get(VM, vm_id)
+        uri, identity = vm.host.libvirt_uri, vm.vm_identity
+        log = storage.console_log_path(lab.settings, vm.datastore, identity)
+    key = f"OUT{uuid.uuid4().hex[:8]}"
+    conn = libvirt.open(uri)
+    try:
+        # the marker is split in the echoed command, so only the output matches it
+        console_send(conn, conn.lookupByName(identity), f'echo "{key[:3]}""{key[3:]}=$({shell})"\n')
+    finally:
+        conn.close()
+    line = console_line(log, f"{key}=", timeout)
+    assert line is not None, f"guest did not answer {shell!r}"
+    return line.split(f"{key}=", 1)[1].strip()
+
+
+def guest_ip(lab: Lab, vm_id: int) -> str:
+    return guest_shell(lab, vm_id, "ip -4 -o addr show dev eth0 | awk '{print $4}'")
