@@ -317,8 +317,22 @@ def _drop_alias(target: RemoteTarget, ip: str, interface: str) -> int:
     return 1
 
 
+def mapped_destination(iptables_save: str, tag: str) -> str | None:
+    """Where the DNAT rule tagged exactly ``tag`` sends traffic, if there is one."""
+    for line in iptables_save.splitlines():
+        words = shlex.split(line) if line.startswith("-A ") else []
+        tags = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--comment"]
+        if tag in tags and "DNAT" in words and "--to-destination" in words:
+            return words[words.index("--to-destination") + 1]
+    return None
+
+
 def _create(nat: NatDetails, target: RemoteTarget, mapping: Mapping) -> int:
     if isinstance(mapping, PublicIpMapping):
+        saved = execute_remote_cmd(target, ["iptables-save", "-t", "nat"]).stdout
+        other = mapped_destination(saved, mapping.tag)
+        if other is not None and other != mapping.private_ip:
+            raise ConflictError(f"public IP {mapping.public_ip} is already mapped to {other}")
         changed = _ensure_alias(target, mapping.public_ip, nat.public_interface)
         changed += _ensure_rules(target, public_ip_rules(mapping))
     else:
