@@ -69,8 +69,8 @@ class TaskType(StrEnum):
     HOST_SANITY = "Host Sanity"
     #: periodic: reconcile VM rows with the domains the UP hosts report
     VM_SANITY = "VM Sanity"
-    #: periodic: close the NAT box's VNC mappings whose grant has expired
-    VNC_EXPIRY = "VNC Expiry"
+    #: periodic: close expired VNC grants, restore lost DHCP entries and NAT mappings
+    NETWORK_SANITY = "Network Sanity"
     WARN_SHUTDOWN = "Warn Shutdown"
     WARN_DELETE = "Warn Delete"
 

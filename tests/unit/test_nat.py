@@ -18,6 +18,7 @@ from baadal.net import nat
 from baadal.net.nat import PublicIpMapping, VncMapping
 from baadal.net.remote import CommandResult, RemoteTarget
 from baadal.tasks.registry import TaskContext, TaskResult
+from baadal.vm import network
 from tests.support.cloud import Cloud
 from tests.unit import test_vm_lifecycle as lifecycle
 
@@ -232,9 +233,11 @@ def test_hardware_and_bad_settings_are_config_errors(
     assert box.commands == []
 
 
-def test_vnc_expiry_task(sqlite_engine: Engine, settings: Settings) -> None:
-    ctx = TaskContext(1, "vnc_expiry", None, None, {}, 1, "t", sqlite_engine, settings)
-    assert nat.vnc_expiry(ctx) == TaskResult.success("0 expired VNC grant(s) revoked")
+def test_network_sanity_task(sqlite_engine: Engine, settings: Settings) -> None:
+    ctx = TaskContext(1, "Network Sanity", None, None, {}, 1, "t", sqlite_engine, settings)
+    assert network.network_sanity(ctx) == TaskResult.success(
+        "0 expired VNC grant(s) revoked; DHCP in step; NAT: 0 rule(s)/alias(es) re-added"
+    )
 
 
 def test_mappings_are_idempotent_and_leave_other_rules(

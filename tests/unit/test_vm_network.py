@@ -9,16 +9,19 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, select
+from typer.testing import CliRunner
 
 from baadal import constants as C
 from baadal import pools
-from baadal.config import Settings
+from baadal.cli.main import app
+from baadal.config import Settings, get_settings
 from baadal.db.models import VM, Host, SecurityDomain, VMEventLog
 from baadal.db.session import session_scope
 from baadal.drivers import hypervisor_for
 from baadal.errors import ConflictError, NotFoundError
 from baadal.net import dhcp
 from baadal.services import vms
+from baadal.vm import network
 from tests.support.cloud import Cloud, fake_host_uri, make_cloud
 from tests.unit.test_vm_lifecycle import create, hv_of, last_task, operate, run_tasks
 
@@ -156,3 +159,39 @@ def test_security_domain_move_refused_changes_nothing(
         with pytest.raises(NotFoundError):
             vms.request_edit(s, vm, None, security_domain="nowhere")
     assert (_vm(sqlite_engine, vm_id), _hosts_file(net_settings)) == before
+
+
+def test_lost_reservations_come_back_from_the_database(
+    sqlite_engine: Engine, net_settings: Settings, net_cloud: Cloud
+) -> None:
+    vm_id = create(sqlite_engine, net_settings)
+    ip, mac, _, _ = _vm(sqlite_engine, vm_id)
+    Path(net_settings.dhcp.hosts_file).unlink()  # the DHCP server's disk was replaced
+    assert "DHCP rebuilt with 1 entries" in network.restore_network(sqlite_engine, net_settings)
+    assert _reserved(net_settings) == {mac: ip}
+    assert network.restore_network(sqlite_engine, net_settings).startswith("DHCP in step")
+
+
+def test_net_cli_dhcp_and_vnc(
+    sqlite_engine: Engine,
+    sqlite_url: str,
+    net_settings: Settings,
+    net_cloud: Cloud,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    vm_id = create(sqlite_engine, net_settings)
+    ip, _, _, _ = _vm(sqlite_engine, vm_id)
+    monkeypatch.setenv("BAADAL_DATABASE__URL", sqlite_url)
+    monkeypatch.setenv("BAADAL_DHCP__BACKEND", "dnsmasq")
+    monkeypatch.setenv("BAADAL_DHCP__HOSTS_FILE", net_settings.dhcp.hosts_file)
+    get_settings.cache_clear()
+    runner = CliRunner()
+    Path(net_settings.dhcp.hosts_file).unlink()
+    rebuilt = runner.invoke(app, ["net", "dhcp", "rebuild"])
+    assert rebuilt.exit_code == 0 and "1 reservation(s)" in rebuilt.output, rebuilt.output
+    shown = runner.invoke(app, ["net", "dhcp", "show"])
+    assert ip in shown.output
+    granted = runner.invoke(app, ["vm", "vnc", "grant", "web", "--minutes", "5"])
+    assert granted.exit_code == 0, granted.output
+    assert "VNC console of web" in granted.output
+    assert runner.invoke(app, ["vm", "vnc", "grant", "nosuchvm"]).exit_code == 2

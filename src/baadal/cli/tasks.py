@@ -12,10 +12,11 @@ from baadal import constants as C
 from baadal.cli.common import console, db, handle_errors, print_table
 from baadal.config import get_settings
 from baadal.db.session import get_engine
-from baadal.errors import ValidationError
+from baadal.errors import BaadalError, ValidationError
 from baadal.tasks import queue
 from baadal.tasks.registry import load_handler_modules
 from baadal.tasks.worker import Worker
+from baadal.vm import network
 
 app = typer.Typer(help="Tasks: list, show, retry and ignore.", no_args_is_help=True)
 
@@ -122,5 +123,9 @@ def worker_cmd(
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    try:  # a controller restart: reservations and mappings as the database says
+        console.print(network.restore_network(worker.engine, settings), highlight=False)
+    except BaadalError as exc:
+        console.print(f"[yellow]network not restored:[/] {exc}", highlight=False)
     done = worker.run(until_idle=until_idle)
     console.print(f"worker {worker.worker_id} ran {done} tasks")

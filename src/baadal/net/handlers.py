@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from baadal import constants as C
-from baadal.net import nat
 from baadal.tasks.registry import REGISTRY, Handler, periodic_job
+from baadal.vm import network
 
-REGISTRY.add(Handler(C.TaskType.VNC_EXPIRY, nat.vnc_expiry))
-periodic_job("vnc_expiry", C.TaskType.VNC_EXPIRY)
+REGISTRY.add(Handler(C.TaskType.NETWORK_SANITY, network.network_sanity))
+periodic_job("vnc_expiry", C.TaskType.NETWORK_SANITY)

@@ -37,7 +37,6 @@ from baadal.errors import (
     ValidationError,
 )
 from baadal.net.remote import RemoteTarget, execute_remote_cmd
-from baadal.tasks.registry import TaskContext, TaskResult
 from baadal.timeutil import utcnow
 
 log = logging.getLogger("baadal")
@@ -648,9 +647,3 @@ def reapply_nat_mappings(engine: Engine, settings: Settings) -> int:
         mappings += list(dict.fromkeys(VncMapping(*g) for g in grants))
     target = _target(nat, settings)
     return sum(_create(nat, target, m) for m in mappings)
-
-
-def vnc_expiry(ctx: TaskContext) -> TaskResult:
-    """The periodic job (upstream vnc_access): revoke timed-out console grants."""
-    ended = clear_all_timedout_vnc_mappings(ctx.engine, ctx.settings)
-    return TaskResult.success(f"{ended} expired VNC grant(s) revoked")

@@ -24,6 +24,7 @@ from baadal.drivers import domain_xml
 from baadal.drivers.base import Hypervisor
 from baadal.errors import BaadalError, ConflictError, NotFoundError
 from baadal.net import dhcp, nat
+from baadal.tasks.registry import TaskContext, TaskResult
 from baadal.vm.common import graceful_stop, load_vm, log_vm_event, vm_hypervisor
 
 log = logging.getLogger("baadal")
@@ -97,6 +98,27 @@ def set_portgroup_in_vm(
     hv.define(
         domain_xml.set_portgroup_or_vlan(xml, mac=mac, portgroup=portgroup, vlan_tag=vlan_tag)
     )
+
+
+def restore_network(engine: Engine, settings: Settings) -> str:
+    """Make the DHCP server and the NAT box say what the database says again: rebuild the
+    reservations when the file was lost or drifted, re-add missing NAT mappings (after a
+    NAT box reboot). Cheap when all is well; run at worker start and every few minutes."""
+    with session_scope(engine) as session:
+        wanted = set(dhcp.dhcp_entries_from_db(session))
+        dhcp_state = "DHCP in step"
+        if set(dhcp.read_dhcp_entries(settings)) != wanted:
+            count = dhcp.rebuild_dhcp_entries(settings, session)
+            dhcp_state = f"DHCP rebuilt with {count} entries"
+    readded = nat.reapply_nat_mappings(engine, settings)
+    return f"{dhcp_state}; NAT: {readded} rule(s)/alias(es) re-added"
+
+
+def network_sanity(ctx: TaskContext) -> TaskResult:
+    """The periodic network job: revoke timed-out VNC grants, then restore_network."""
+    ended = nat.clear_all_timedout_vnc_mappings(ctx.engine, ctx.settings)
+    state = restore_network(ctx.engine, ctx.settings)
+    return TaskResult.success(f"{ended} expired VNC grant(s) revoked; {state}")
 
 
 # --- security domains ----------------------------------------------------------------
