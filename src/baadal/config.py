@@ -206,6 +206,24 @@ class PlacementConf(Section):
     cpu_overcommit: float = C.OVERCOMMIT_CPU_FACTOR
 
 
+class PowerConf(Section):
+    """How hosts are powered off and woken (host_power)."""
+
+    #: run on the host over SSH to power it off (the lab replaces it with its own script)
+    poweroff_command: list[str] = Field(default_factory=lambda: ["poweroff"])
+    #: Wake-on-LAN: UDP port and the broadcast address the magic packet is sent to
+    #: (empty = the limited broadcast 255.255.255.255)
+    wol_port: int = 9
+    wol_broadcast: str = ""
+    #: IPMI instead of WOL when set: the BMC address is the host's ``ipmi_address`` extra
+    ipmi_user: str = ""
+    ipmi_password_file: str = ""
+    #: how long power-up waits for the host to answer (ping + libvirt)
+    boot_timeout_s: float = 300.0
+    #: host_power_operation keeps at least this many hosts UP
+    min_hosts_up: int = 1
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="BAADAL_", env_nested_delimiter="__", extra="forbid"
@@ -228,6 +246,7 @@ class Settings(BaseSettings):
     scheduler: SchedulerConf = Field(default_factory=SchedulerConf)
     worker: WorkerConf = Field(default_factory=WorkerConf)
     placement: PlacementConf = Field(default_factory=PlacementConf)
+    power: PowerConf = Field(default_factory=PowerConf)
 
     @field_validator("home")
     @classmethod

@@ -69,6 +69,9 @@ class TaskType(StrEnum):
     HOST_SANITY = "Host Sanity"
     #: periodic: reconcile VM rows with the domains the UP hosts report
     VM_SANITY = "VM Sanity"
+    #: maintenance: snapshot (type MAINTENANCE) and destroy one VM / revert and resume it
+    MAINTENANCE_SHUTDOWN_VM = "Maintenance Shutdown VM"
+    MAINTENANCE_BOOTUP_VM = "Maintenance Bootup VM"
     #: periodic: close expired VNC grants, restore lost DHCP entries and NAT mappings
     NETWORK_SANITY = "Network Sanity"
     WARN_SHUTDOWN = "Warn Shutdown"
