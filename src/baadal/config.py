@@ -215,7 +215,7 @@ class PowerConf(Section):
     #: (empty = the limited broadcast 255.255.255.255)
     wol_port: int = 9
     wol_broadcast: str = ""
-    #: IPMI instead of WOL when set: the BMC address is the host's ``ipmi_address`` extra
+    #: IPMI instead of WOL for hosts with a ``bmc_address``
     ipmi_user: str = ""
     ipmi_password_file: str = ""
     #: how long power-up waits for the host to answer (ping + libvirt)

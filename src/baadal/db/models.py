@@ -186,6 +186,8 @@ class Host(Base):
     #: a path to the private key file (never the key itself)
     ssh_key_ref: Mapped[str | None] = mapped_column(String(255))
     mac_addr: Mapped[str | None] = mapped_column(String(20))
+    #: the host's IPMI BMC; when set (and [power] ipmi_user), power goes through IPMI
+    bmc_address: Mapped[str | None] = mapped_column(String(255))
     #: RAM (MB) and vCPUs reserved by the VMs placed on this host; kept by
     #: :func:`_keep_host_usage` so placement is one indexed query, not an aggregate
     ram_used_mb: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
