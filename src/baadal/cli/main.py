@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from baadal.cli import admin, demo, hosts, inventory, lab, net, pools, status, tasks, vms
+from baadal.cli import admin, cloud, demo, hosts, inventory, lab, net, pools, status, tasks, vms
 from baadal.cli.common import handle_errors
 from baadal.logs import setup_logging
 
@@ -40,3 +40,4 @@ vms.app.command("sanity")(hosts.vm_sanity_cmd)
 app.add_typer(vms.app, name="vm")
 app.add_typer(tasks.app, name="task")
 app.add_typer(lab.app, name="lab")
+app.add_typer(cloud.app, name="cloud")

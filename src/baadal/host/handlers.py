@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from baadal import constants as C
-from baadal.host import status, vms
+from baadal.host import maintenance, status, vms
 from baadal.tasks.registry import REGISTRY, Handler, periodic_job
 
 REGISTRY.add(Handler(C.TaskType.HOST_SANITY, status.host_sanity))
 REGISTRY.add(Handler(C.TaskType.VM_SANITY, vms.vm_sanity))
 periodic_job("host_sanity", C.TaskType.HOST_SANITY)
 periodic_job("vm_sanity", C.TaskType.VM_SANITY)
+REGISTRY.add(Handler(C.TaskType.MAINTENANCE_SHUTDOWN_VM, maintenance.maintenance_shutdown_vm))
+REGISTRY.add(Handler(C.TaskType.MAINTENANCE_BOOTUP_VM, maintenance.maintenance_bootup_vm))

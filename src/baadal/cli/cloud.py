@@ -1,0 +1,122 @@
+"""``baadal cloud shutdown|bootup`` and ``baadal host shutdown|bootup``: maintenance of
+the whole cloud or of some hosts, one task per VM, with a progress bar."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from baadal import constants as C
+from baadal.cli.common import console, db, fail, handle_errors, print_table
+from baadal.cli.inventory import host_app
+from baadal.config import get_settings
+from baadal.db.models import Task
+from baadal.db.session import get_engine, session_scope
+from baadal.host import maintenance
+from baadal.services import inventory
+from baadal.tasks.registry import load_handler_modules
+from baadal.tasks.worker import Worker
+
+app = typer.Typer(help="The whole cloud: maintenance shutdown and bootup.", no_args_is_help=True)
+
+InlineOpt = Annotated[
+    bool, typer.Option(help="run the tasks in this process instead of waiting for workers")
+]
+TIMEOUT_S = 3600
+
+
+def follow_tasks(task_ids: list[int], what: str, *, inline: bool) -> list[Task]:
+    """A progress bar over many tasks until all ended; returns them (ended)."""
+    engine = get_engine()
+    worker = None
+    if inline and task_ids:
+        worker = Worker(engine, get_settings(), registry=load_handler_modules())
+        threading.Thread(target=worker.run, kwargs={"until_idle": True}, daemon=True).start()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())  # fmt: skip
+    deadline = time.monotonic() + TIMEOUT_S
+    with Progress(*columns, console=console, transient=True) as progress:
+        bar = progress.add_task(what, total=len(task_ids))
+        while True:
+            with session_scope(engine) as session:
+                tasks = session.scalars(select(Task).where(Task.id.in_(task_ids))).all()
+                session.expunge_all()
+            ended = [t for t in tasks if t.status in C.TASK_FINAL]
+            progress.update(bar, completed=len(ended))
+            if len(ended) == len(task_ids):
+                break
+            if time.monotonic() > deadline:
+                raise fail(f"{what}: {len(task_ids) - len(ended)} task(s) still running")
+            time.sleep(0.3)
+    if worker is not None:
+        worker.stop()
+    return sorted(tasks, key=lambda t: t.id)
+
+
+def _report(title: str, queued: maintenance.Queued, tasks: list[Task]) -> bool:
+    rows = [(str(t.vm_id), C.TaskStatus(t.status).name, t.message or "") for t in tasks]
+    rows += [(name, "SKIPPED", why) for name, why in queued.skipped]
+    print_table(title, ["VM", "result", "detail"], rows)
+    return all(t.status == C.TaskStatus.SUCCESS for t in tasks)
+
+
+def _run(
+    queue_them: Callable[[Session], maintenance.Queued],
+    title: str,
+    *,
+    inline: bool,
+    shutdown: bool | None,
+) -> None:
+    with db() as session:
+        queued = queue_them(session)
+    tasks = follow_tasks(queued.task_ids, title, inline=inline)
+    ok = _report(title, queued, tasks)
+    if shutdown is not None:
+        with db() as session:
+            maintenance.finish(session, shutdown)
+    if not ok:
+        raise typer.Exit(1)
+
+
+@app.command("shutdown")
+@handle_errors
+def shutdown_cmd(inline: InlineOpt = False) -> None:
+    """Snapshot and power off every VM (bootup brings them back where they were)."""
+    _run(maintenance.shutdown_baadal, "cloud shutdown", inline=inline, shutdown=True)
+
+
+@app.command("bootup")
+@handle_errors
+def bootup_cmd(inline: InlineOpt = False) -> None:
+    """Revert every VM the shutdown snapshotted and resume it."""
+    _run(maintenance.bootup_baadal, "cloud bootup", inline=inline, shutdown=False)
+
+
+def _host_ids(names: list[str]) -> list[int]:
+    with db() as session:
+        return [inventory.get_host(session, n).id for n in names]
+
+
+@host_app.command("shutdown")
+@handle_errors
+def host_shutdown_cmd(hosts: list[str], inline: InlineOpt = False) -> None:
+    """Snapshot and power off the VMs of these hosts."""
+    ids = _host_ids(hosts)
+    _run(lambda s: maintenance.shutdown_host(s, ids), "host shutdown", inline=inline,
+         shutdown=None)  # fmt: skip
+
+
+@host_app.command("bootup")
+@handle_errors
+def host_bootup_cmd(hosts: list[str], inline: InlineOpt = False) -> None:
+    """Bring back the VMs a host shutdown snapshotted."""
+    ids = _host_ids(hosts)
+    _run(lambda s: maintenance.bootup_host(s, ids), "host bootup", inline=inline,
+         shutdown=None)  # fmt: skip
