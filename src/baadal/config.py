@@ -54,6 +54,9 @@ class GeneralConf(Section):
     snapshot_requires_ping: bool = True
     #: the host sanity check also asks each host over SSH whether libvirtd and OVS run
     host_check_services: bool = True
+    #: respawn the VMs of a DOWN host elsewhere even when they could not be fenced there
+    #: (no SSH): only safe where a dead host really is off
+    respawn_unfenced: bool = False
 
 
 class DatabaseConf(Section):

@@ -30,7 +30,7 @@ from baadal.net.remote import RemoteTarget, execute_remote_cmd
 from baadal.services import vms
 from baadal.tasks.registry import load_handler_modules
 from baadal.tasks.worker import Worker
-from tests.e2e.conftest import Lab, wait_ping
+from tests.e2e.conftest import Lab, create_vm, wait_ping
 from tests.unit.test_vm_lifecycle import last_task, run_tasks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -213,3 +213,42 @@ def test_host_cli_on_the_lab(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
     assert missing.exit_code == 2 and "nope" in missing.output
     respawn_up = runner.invoke(app, ["host", "respawn", layout.HOSTS[0].name])
     assert respawn_up.exit_code == 2, respawn_up.output  # refused: the host is UP
+
+
+def test_vms_of_a_failed_host_respawn_elsewhere_at_their_ips(lab: Lab) -> None:
+    h1, h2 = layout.HOSTS
+    vm_ids = [create_vm(lab, f"ha{i}", layout.VLANS[0].domain, h2.name) for i in (1, 2)]
+    with session_scope(lab.engine) as s:
+        ips = [s.get(VM, v).private_ip.private_ip for v in vm_ids]
+    assert all(wait_ping(ip, 60) for ip in ips)
+    lab.settings.scheduler.host_sanity = SANITY_INTERVAL_S
+    worker = Worker(lab.engine, lab.settings, registry=load_handler_modules(), concurrency=2)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        t0 = time.monotonic()
+        os.kill(_libvirtd_pid(lab, 1), signal.SIGTERM)
+        _wait_status(lab, h2.name, C.HostStatus.DOWN, SANITY_INTERVAL_S * 2 + 10)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with session_scope(lab.engine) as s:
+                hosts = {s.get(VM, v).host.host_name for v in vm_ids}
+            if hosts == {h1.name}:
+                break
+            time.sleep(0.3)
+        assert hosts == {h1.name}
+        assert all(wait_ping(ip, 60) for ip in ips), "respawned VMs do not answer"
+        print(f"\nlibvirtd of {h2.name} stopped -> its VMs answer on {h1.name}: "
+              f"{time.monotonic() - t0:.1f} s")  # fmt: skip
+        # the old host comes back without them: nothing runs twice
+        target = RemoteTarget.for_host(_host(lab, h2.name), lab.settings)
+        execute_remote_cmd(target, ["libvirtd", "--listen", "-d"])
+        _wait_status(lab, h2.name, C.HostStatus.UP, SANITY_INTERVAL_S * 2 + 20)
+        assert not host_vms.get_host_domains(_host(lab, h2.name))
+    finally:
+        worker.stop()
+        thread.join(60)
+    with session_scope(lab.engine) as s:
+        for vm_id in vm_ids:
+            vms.operate(s, s.get(VM, vm_id), "delete", None)
+    run_tasks(lab.engine, lab.settings)

@@ -24,6 +24,7 @@ from baadal.db.session import session_scope
 from baadal.drivers import hypervisor_for
 from baadal.drivers.base import HypervisorError
 from baadal.errors import RemoteCommandError
+from baadal.host import vms as host_vms
 from baadal.net.ping import is_pingable
 from baadal.net.remote import RemoteTarget, execute_remote_cmd
 from baadal.tasks.registry import TaskContext, TaskResult
@@ -149,7 +150,8 @@ def _check(host: Host, settings: Settings) -> tuple[C.HostStatus, str | None]:
 
 def host_status_sanity_check(engine: Engine, settings: Settings) -> list[HostCheck]:
     """Check every host not in maintenance, in parallel; store changed statuses with an
-    event row each. The checks run outside any transaction (they may take seconds)."""
+    event row each; the VMs of a host that just went DOWN are fenced there and respawned
+    elsewhere. The checks run outside any transaction (they may take seconds)."""
     with session_scope(engine) as session:
         hosts = list(
             session.scalars(
@@ -183,6 +185,14 @@ def host_status_sanity_check(engine: Engine, settings: Settings) -> list[HostChe
             )
             level = logging.WARNING if check.new == C.HostStatus.DOWN else logging.INFO
             log.log(level, "host %s is %s: %s", row.host_name, check.new.name, check.problem)
+    for check in checks:
+        if check.changed and check.new == C.HostStatus.DOWN:
+            for result in host_vms.recover_down_host(engine, settings, check.host_id):
+                log.log(
+                    logging.INFO if result.ok else logging.ERROR,
+                    "VM %s of DOWN host %s: %s", result.vm_name, check.host_name,
+                    f"respawned on {result.new_host}" if result.ok else result.message,
+                )  # fmt: skip
     return checks
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import shlex
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
@@ -29,7 +30,8 @@ from baadal.db.models import VM, AttachedDisk, Datastore, Host, Snapshot, Task
 from baadal.db.session import session_scope
 from baadal.drivers import domain_xml, hypervisor_for
 from baadal.drivers.base import DomainInfo, DomainNotFound, Hypervisor, HypervisorError
-from baadal.errors import BaadalError, ConflictError, NotFoundError
+from baadal.errors import BaadalError, ConflictError, NotFoundError, RemoteCommandError
+from baadal.net.remote import RemoteTarget, execute_remote_cmd
 from baadal.tasks.registry import TaskContext, TaskResult
 from baadal.vm import storage
 from baadal.vm.common import load_vm, log_vm_event, set_status
@@ -304,6 +306,56 @@ def respawn_dangling_vms(engine: Engine, settings: Settings, host_id: int) -> li
             log.exception("respawn of VM %s from host %s failed", vm_name, host_name)
             results.append(RespawnResult(vm_id, vm_name, host_name, None, False, str(exc)))
     return results
+
+
+def fence_commands(identity: str) -> list[list[str]]:
+    """Run on a host whose libvirtd is gone: kill the VM's QEMU and remove its persistent
+    and autostart definitions, so the host cannot run it again when libvirtd returns."""
+    etc = "/etc/libvirt/qemu"
+    return [
+        ["pkill", "-KILL", "-f", "--", f"guest={identity},"],
+        ["rm", "-f", "--", f"{etc}/autostart/{identity}.xml", f"{etc}/{identity}.xml"],
+    ]
+
+
+def fence_vms(host: Host, settings: Settings, identities: list[str]) -> str | None:
+    """Make sure the VMs no longer run on ``host`` (over SSH); why not, or None when done.
+    pkill finding nothing (exit 1) is fine: the guest was already gone."""
+    target = RemoteTarget.for_host(host, settings)
+    try:
+        for identity in identities:
+            for argv in fence_commands(identity):
+                result = execute_remote_cmd(target, argv, check=False, timeout=30)
+                if result.exit_code not in (0, 1):
+                    return f"{shlex.join(argv)} exited {result.exit_code}: {result.stderr[:200]}"
+    except RemoteCommandError as exc:
+        return exc.reason
+    return None
+
+
+def recover_down_host(engine: Engine, settings: Settings, host_id: int) -> list[RespawnResult]:
+    """A host went DOWN: fence its VMs, then respawn them on the other hosts. A host that
+    cannot be fenced (no SSH: powered off, or cut off while its guests may still run) is
+    left alone unless ``general.respawn_unfenced`` -- two guests on one disk destroy it."""
+    with session_scope(engine) as session:
+        host = session.get(Host, host_id)
+        if host is None:
+            raise NotFoundError(f"no host with id {host_id}")
+        identities = list(
+            session.scalars(select(VM.vm_identity).where(VM.host_id == host_id).order_by(VM.id))
+        )
+        session.expunge(host)
+    if not identities:
+        return []
+    problem = fence_vms(host, settings, identities)
+    if problem is not None:
+        log.warning("host %s: its VMs could not be fenced: %s", host.host_name, problem)
+        if not settings.general.respawn_unfenced:
+            return [
+                RespawnResult(0, name, host.host_name, None, False, f"not fenced: {problem}")
+                for name in identities
+            ]
+    return respawn_dangling_vms(engine, settings, host_id)
 
 
 # --- VM sanity check -------------------------------------------------------------------
