@@ -20,6 +20,7 @@ from baadal.config import get_settings
 from baadal.db.models import Task
 from baadal.db.session import get_engine, session_scope
 from baadal.host import maintenance
+from baadal.host import vms as host_vms
 from baadal.services import inventory
 from baadal.tasks.registry import load_handler_modules
 from baadal.tasks.worker import Worker
@@ -120,3 +121,25 @@ def host_bootup_cmd(hosts: list[str], inline: InlineOpt = False) -> None:
     ids = _host_ids(hosts)
     _run(lambda s: maintenance.bootup_host(s, ids), "host bootup", inline=inline,
          shutdown=None)  # fmt: skip
+
+
+@host_app.command("evacuate")
+@handle_errors
+def evacuate_cmd(host: str, inline: InlineOpt = False) -> None:
+    """Migrate every VM off the host (live when running), one task each."""
+    host_id = _host_ids([host])[0]
+    _run(lambda s: host_vms.migrate_all_vms_from_host(s, host_id), f"evacuate {host}",
+         inline=inline, shutdown=None)  # fmt: skip
+
+
+@host_app.command("maintenance")
+@handle_errors
+def maintenance_cmd(host: str, inline: InlineOpt = False) -> None:
+    """Put the host in MAINTENANCE (no new VMs) and migrate its VMs away."""
+    host_id = _host_ids([host])[0]
+
+    def queue_them(session: Session) -> maintenance.Queued:
+        inventory.set_host_status(session, host_id, C.HostStatus.MAINTENANCE)
+        return host_vms.migrate_all_vms_from_host(session, host_id)
+
+    _run(queue_them, f"maintenance of {host}", inline=inline, shutdown=None)

@@ -7,7 +7,21 @@ from __future__ import annotations
 
 import typer
 
-from baadal.cli import admin, cloud, demo, hosts, inventory, lab, net, pools, status, tasks, vms
+from baadal.cli import (
+    admin,
+    cloud,
+    demo,
+    hosts,
+    inventory,
+    lab,
+    migrate,
+    net,
+    pools,
+    power,  # noqa: F401 - imported for the commands it adds to `host`
+    status,
+    tasks,
+    vms,
+)
 from baadal.cli.common import handle_errors
 from baadal.logs import setup_logging
 
@@ -37,6 +51,7 @@ app.add_typer(inventory.template_app, name="template")
 app.add_typer(pools.app, name="pool")
 app.add_typer(net.app, name="net")
 vms.app.command("sanity")(hosts.vm_sanity_cmd)
+vms.app.command("migrate")(migrate.migrate_cmd)
 app.add_typer(vms.app, name="vm")
 app.add_typer(tasks.app, name="task")
 app.add_typer(lab.app, name="lab")

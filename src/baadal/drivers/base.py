@@ -200,5 +200,16 @@ class Hypervisor(ABC):
     @abstractmethod
     def snapshot_redefine(self, name: str, snapshot_xml: str, *, current: bool) -> None: ...
 
+    def migrate(
+        self, name: str, dest_uri: str, dest_address: str, *, live: bool, vnc_listen: str
+    ) -> None:
+        """Move the domain to ``dest_uri`` (same disks: the datastore is shared) and make
+        it persistent there, undefined here. A running or paused domain moves with its
+        memory, ``live`` without pausing it; a shut-off one moves offline (definition
+        only). Its VNC listen address becomes ``vnc_listen`` (the source's address cannot
+        be bound on the destination). Raises :class:`NotSupported` on drivers without
+        migration; callers must move snapshot metadata themselves (libvirt refuses)."""
+        raise NotSupported(f"migration is not supported by {self.uri}")
+
     @abstractmethod
     def close(self) -> None: ...

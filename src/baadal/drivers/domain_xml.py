@@ -220,3 +220,16 @@ def set_portgroup_or_vlan(
             vlan.remove(tag)
         _sub(vlan, "tag", id=str(vlan_tag))
     return to_string(root)
+
+
+def set_vnc_listen(xml: str, address: str) -> str:
+    """Point the VNC console at ``address`` (a migrated domain listens on its new host:
+    the old host's address cannot be bound there). Works on a domain's XML and on a
+    snapshot's (the domains inside it); XML without VNC graphics is unchanged."""
+    root = parse(xml)
+    for graphics in root.xpath("//devices/graphics[@type='vnc']"):
+        if graphics.get("listen") is not None:
+            graphics.set("listen", address)
+        for listen in graphics.xpath("listen[@type='address']"):
+            listen.set("address", address)
+    return to_string(root)

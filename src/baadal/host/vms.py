@@ -31,9 +31,10 @@ from baadal.db.session import session_scope
 from baadal.drivers import domain_xml, hypervisor_for
 from baadal.drivers.base import DomainInfo, DomainNotFound, Hypervisor, HypervisorError
 from baadal.errors import BaadalError, ConflictError, NotFoundError, RemoteCommandError
+from baadal.host.maintenance import Queued
 from baadal.net.remote import RemoteTarget, execute_remote_cmd
 from baadal.tasks.registry import TaskContext, TaskResult
-from baadal.vm import storage
+from baadal.vm import migration, storage
 from baadal.vm.common import load_vm, log_vm_event, set_status
 from baadal.vm.install import allocate_vm_properties, launch_vm_on_host, vm_domain_spec
 
@@ -356,6 +357,31 @@ def recover_down_host(engine: Engine, settings: Settings, host_id: int) -> list[
                 for name in identities
             ]
     return respawn_dangling_vms(engine, settings, host_id)
+
+
+def migrate_all_vms_from_host(
+    session: Session, host_id: int, requester_id: int | None = None
+) -> Queued:
+    """The seed's evacuation: one migration task per VM of the host (live when it runs),
+    each destination chosen by placement when the task runs. Returns the task ids and
+    the VMs skipped with why (not installed, or a migration already queued)."""
+    host = session.get(Host, host_id)
+    if host is None:
+        raise NotFoundError(f"no host with id {host_id}")
+    movable = (C.VMStatus.RUNNING, C.VMStatus.SUSPENDED, C.VMStatus.SHUTDOWN)
+    task_ids, skipped = [], []
+    for vm in session.scalars(select(VM).where(VM.host_id == host_id).order_by(VM.id)):
+        if vm.status not in movable:
+            skipped.append((vm.vm_name, f"state {C.VMStatus(vm.status).name.lower()}"))
+            continue
+        live = vm.status == C.VMStatus.RUNNING
+        try:
+            task = migration.add_migrate_task_to_queue(session, vm.id, None, live, requester_id)
+        except ConflictError as exc:
+            skipped.append((vm.vm_name, str(exc)))
+            continue
+        task_ids.append(task.id)
+    return Queued(task_ids, skipped)
 
 
 # --- VM sanity check -------------------------------------------------------------------

@@ -6,6 +6,13 @@ under the host's directory in the lab, so two libvirtds never share a socket, a 
 host UUID. ``/run`` is a bind mount of ``<host dir>/run`` too: the daemons' pid files and
 OVS's database socket are then reachable from the controller, which is how ``lab status``
 and ``lab down`` find them. The start script is a fixed file; its inputs are arguments.
+
+A lab host can be powered off and woken for real: ``/run/baadal-lab-boot`` starts its
+daemons (at ``lab up`` and on wake-up), ``/run/baadal-lab-poweroff`` (Baadal's
+``[power] poweroff_command`` over SSH) kills them all and leaves only a wake-on-LAN
+listener in the host's namespaces, which boots the host when a magic packet for its
+``mgmt0`` MAC arrives on UDP port 9. ``lab down`` kills that listener with the rest of
+the namespace.
 """
 
 from __future__ import annotations
@@ -23,17 +30,26 @@ START_SCRIPT = r"""#!/bin/sh
 # Arguments: HOST_DIR BRIDGE TRUNK_INTERFACE
 set -eu
 H="$1"
-BR="$2"
-TRUNK="$3"
 mount --bind "$H/run" /run
-mkdir -p /run/lock /run/libvirt /run/openvswitch
+printf '%s\n' "$1" "$2" "$3" >/run/baadal-lab-host.args
 mount --bind "$H/var-lib-libvirt" /var/lib/libvirt
 mount --bind "$H/etc-libvirt" /etc/libvirt
 mount --bind "$H/var-log-libvirt" /var/log/libvirt
 mount --bind "$H/var-cache-libvirt" /var/cache/libvirt
 mount --bind "$H/etc-openvswitch" /etc/openvswitch
 mount --bind "$H/var-log-openvswitch" /var/log/openvswitch
-/usr/share/openvswitch/scripts/ovs-ctl start --system-id=random >"$H/ovs-ctl.log" 2>&1
+sh /run/baadal-lab-boot
+"""
+
+#: the host's "power on": its daemons; run by start-host.sh and by the WOL listener
+BOOT_SCRIPT = r"""#!/bin/sh
+# Boot a Baadal lab host's daemons (written by baadal.lab.hostns); runs in its namespaces.
+set -eu
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+{ read -r H; read -r BR; read -r TRUNK; } </run/baadal-lab-host.args
+echo 0 >/proc/sys/net/ipv4/icmp_echo_ignore_all
+mkdir -p /run/lock /run/libvirt /run/openvswitch
+/usr/share/openvswitch/scripts/ovs-ctl start --system-id=random >>"$H/ovs-ctl.log" 2>&1
 ovs-vsctl --may-exist add-br "$BR" -- set bridge "$BR" datapath_type=netdev
 ovs-vsctl --may-exist add-port "$BR" "$TRUNK"
 virtlogd -d
@@ -41,6 +57,83 @@ libvirtd --listen -d
 mkdir -p /run/sshd
 /usr/sbin/sshd -f "$H/sshd/sshd_config" -E "$H/sshd/sshd.log"
 """
+
+#: the host's "power off", run over SSH: returns at once, then (detached from the SSH
+#: session) stops everything of this host the way a power cut would, stops answering
+#: ping, and leaves only the wake-on-LAN listener ("the NIC") running
+POWEROFF_SCRIPT = r"""#!/bin/sh
+# Power off a Baadal lab host (written by baadal.lab.hostns); runs in its namespaces.
+set -u
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+{ read -r H; read -r BR; read -r TRUNK; } </run/baadal-lab-host.args
+if [ "${1:-}" != --detached ]; then
+    setsid nohup sh "$0" --detached </dev/null >>"$H/power.log" 2>&1 &
+    exit 0
+fi
+echo "$(date '+%F %T') power off"
+sleep 1  # let the SSH command that started us report its exit status
+
+alive() {  # alive PID: running and not a zombie (PID 1 may never reap daemons)
+    state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)
+    [ -n "$state" ] && [ "$state" != Z ]
+}
+
+stop() {  # stop PID_FILE SIGNAL: signal the pid in the file, wait up to 10 s, then kill
+    pid=$(cat "$1" 2>/dev/null) || return 0
+    [ -n "$pid" ] && alive "$pid" || return 0
+    kill "-$2" "$pid" 2>/dev/null || true
+    i=0
+    while alive "$pid" && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    kill -KILL "$pid" 2>/dev/null || true
+}
+
+for f in /run/libvirt/qemu/*.pid; do stop "$f" KILL; done
+stop /run/libvirtd.pid TERM
+stop /run/virtlogd.pid TERM
+/usr/share/openvswitch/scripts/ovs-ctl stop >>"$H/ovs-ctl.log" 2>&1 || true
+stop /run/sshd.pid TERM
+# what is left in this host's network namespace (SSH sessions, helpers) dies too
+me=$(readlink /proc/$$/ns/net)
+for d in /proc/[0-9]*; do
+    pid=${d#/proc/}
+    [ "$pid" = $$ ] && continue
+    [ "$(readlink "$d/ns/net" 2>/dev/null)" = "$me" ] && kill -KILL "$pid" 2>/dev/null
+done
+rm -rf /run/libvirt/*  # /run is a tmpfs on a real machine: its state does not survive
+echo 1 >/proc/sys/net/ipv4/icmp_echo_ignore_all
+echo "$(date '+%F %T') off; waiting for a wake-on-LAN packet"
+exec python3 /run/baadal-lab-wol.py
+"""
+
+#: "the NIC" of a powered-off lab host: waits for a magic packet for its mgmt0 MAC on
+#: UDP port 9, then boots the host (it runs in the host's network and mount namespace)
+WOL_LISTENER = r"""# Wake-on-LAN listener of a Baadal lab host (written by baadal.lab.hostns).
+import os
+import socket
+import time
+
+with open("/sys/class/net/mgmt0/address") as f:
+    mac = bytes.fromhex(f.read().strip().replace(":", ""))
+magic = b"\xff" * 6 + mac * 16
+with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("", 9))
+    while True:
+        data, sender = sock.recvfrom(4096)
+        if magic in data:
+            break
+print(time.strftime("%F %T"), "magic packet from", sender[0], "- booting", flush=True)
+os.execvp("sh", ["sh", "/run/baadal-lab-boot"])
+"""
+
+#: the scripts inside the host, as seen there (under ``/run``, i.e. ``<host dir>/run``)
+HOST_SCRIPTS = {
+    "baadal-lab-boot": BOOT_SCRIPT,
+    "baadal-lab-poweroff": POWEROFF_SCRIPT,
+    "baadal-lab-wol.py": WOL_LISTENER,
+}
+#: ``[power] poweroff_command`` for the lab's hosts
+POWEROFF_COMMAND = ["sh", "/run/baadal-lab-poweroff"]
 
 BIND_DIRS = (
     "run",
@@ -115,6 +208,8 @@ def prepare_host_dir(host: LabHost, lab_dir: Path) -> Path:
     # the QEMU capability cache: libvirtd starts in 0.2 s instead of 12 s
     _copy_tree(Path("/var/cache/libvirt"), h / "var-cache-libvirt", with_files=True)
     prepare_sshd(h / "sshd", host.mgmt_ip, "/run/sshd.pid", lab_dir)
+    for name, text in HOST_SCRIPTS.items():
+        (h / "run" / name).write_text(text)
     script = h / "start-host.sh"
     script.write_text(START_SCRIPT)
     script.chmod(0o755)

@@ -43,7 +43,7 @@ from baadal.db.models import Host, PrivateIpPool, PublicIpPool, SecurityDomain, 
 from baadal.errors import BaadalError, ConfigError, ConflictError, NotFoundError
 from baadal.lab import ssh
 from baadal.lab.guest import build_tiny_guest
-from baadal.lab.hostns import LabHost, prepare_host_dir
+from baadal.lab.hostns import POWEROFF_COMMAND, LabHost, prepare_host_dir
 from baadal.lab.layout import (
     CONTROLLER_MGMT_IP,
     DATASTORE_NAME,
@@ -53,6 +53,7 @@ from baadal.lab.layout import (
     INTERNET_NETNS,
     LIBVIRT_PORT,
     MGMT_BRIDGE,
+    MGMT_BROADCAST,
     MGMT_PREFIX,
     NAT_MGMT_IP,
     NAT_MGMT_LINK,
@@ -665,7 +666,7 @@ def _atomic_write(path: Path, text: str) -> None:
 LAB_CONFIG_MARK = "# written by `baadal lab up` (removed by `baadal lab down`)"
 
 
-def lab_settings(settings: Settings) -> dict[str, dict[str, str]]:
+def lab_settings(settings: Settings) -> dict[str, dict[str, str | list[str]]]:
     """How Baadal reaches the lab's DHCP server and NAT box, as settings sections."""
     dns = dns_dir(settings)
     return {
@@ -682,6 +683,11 @@ def lab_settings(settings: Settings) -> dict[str, dict[str, str]]:
             "nat_ssh_key": str(ssh.client_key(lab_dir(settings))),
             "public_interface": NAT_PUBLIC_IF,
             "vnc_ip": VNC_IP,
+        },
+        # a lab host "powers off" by stopping its daemons and waits for a real WOL packet
+        "power": {
+            "poweroff_command": list(POWEROFF_COMMAND),
+            "wol_broadcast": MGMT_BROADCAST,
         },
     }
 
@@ -771,6 +777,7 @@ def register_rows(session: Session, settings: Settings) -> None:
             )  # fmt: skip
         row.status = int(C.HostStatus.UP)
         row.ssh_user, row.ssh_port, row.ssh_key_ref = "root", 22, key
+        row.mac_addr = _mgmt_mac(host)  # for Wake-on-LAN
     for vlan in VLANS:
         _register_vlan(session, vlan)
     have = set(session.scalars(select(PublicIpPool.public_ip)))
@@ -809,6 +816,14 @@ def _register_vlan(session: Session, lab_vlan: LabVlan) -> None:
             f"VLAN {vlan.name!r} already belongs to security domain {domain.name!r}"
         )
     session.flush()
+
+
+def _mgmt_mac(host: LabHost) -> str:
+    return (
+        _run(["ip", "netns", "exec", host.netns, "cat", "/sys/class/net/mgmt0/address"])
+        .strip()
+        .upper()
+    )
 
 
 def _total_ram_gb() -> int:

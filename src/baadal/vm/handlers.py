@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from baadal import constants as C
 from baadal.tasks.registry import REGISTRY, Handler, periodic_job
-from baadal.vm import clone, disk, edit, install, power, snapshot
+from baadal.vm import clone, disk, edit, install, migration, power, snapshot
 
 for handler in (
     Handler(
@@ -27,6 +27,9 @@ for handler in (
     Handler(C.TaskType.REVERT_TO_SNAPSHOT, snapshot.revert),
     Handler(C.TaskType.DELETE_SNAPSHOT, snapshot.delete_snapshot),
     Handler(C.TaskType.CLONE_VM, clone.clone),
+    Handler(
+        C.TaskType.MIGRATE_VM_HOST, migration.migrate, compensate=migration.compensate_migration
+    ),
     Handler(C.TaskType.SCHEDULED_SNAPSHOTS, snapshot.schedule_snapshots),
 ):
     REGISTRY.add(handler)

@@ -1,0 +1,33 @@
+"""``baadal vm migrate``: move a VM to another host (registered by cli/vms.py)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from baadal.cli.common import db, handle_errors
+from baadal.cli.vms import InlineOpt, WaitOpt, follow_task
+from baadal.services import vms
+from baadal.vm import migration
+
+
+@handle_errors
+def migrate_cmd(
+    vm: str,
+    to: Annotated[
+        str | None, typer.Option(help="destination host (default: placement chooses)")
+    ] = None,
+    offline: Annotated[
+        bool, typer.Option(help="pause a running guest while it moves instead of a live migration")
+    ] = False,
+    wait: WaitOpt = True,
+    inline: InlineOpt = False,
+) -> None:
+    """Migrate a VM to another host; a shut-off VM always moves offline."""
+    with db() as session:
+        task = migration.request_migrate(
+            session, vms.find_vm(session, vm), to, live=not offline, requester_id=None
+        )
+        task_id = task.id
+    follow_task(task_id, wait=wait, inline=inline)

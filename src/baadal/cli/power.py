@@ -1,0 +1,65 @@
+"""``baadal host power-up | power-down | power-auto``: switch hosts on and off by
+wake-on-LAN / IPMI and the configured power-off command."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from baadal.cli.common import console, db, handle_errors, print_table
+from baadal.cli.inventory import host_app
+from baadal.config import get_settings
+from baadal.db.session import get_engine
+from baadal.host import power
+from baadal.services import inventory
+
+HostArg = Annotated[str, typer.Argument(help="host name or id")]
+
+
+def _host_id(name_or_id: str) -> int:
+    with db() as session:
+        return inventory.get_host(session, name_or_id).id
+
+
+def _say(result: power.HostPowerResult) -> None:
+    console.print(f"{result.message} (status {result.status.name})", highlight=False)
+
+
+@host_app.command("power-up")
+@handle_errors
+def power_up_cmd(
+    host: HostArg,
+    no_wait: Annotated[
+        bool, typer.Option("--no-wait", help="send the wake-up and return at once")
+    ] = False,
+) -> None:
+    """Wake the host (wake-on-LAN, or IPMI for a host with a BMC) and wait until it
+    answers; then it is UP."""
+    _say(power.host_power_up(get_engine(), get_settings(), _host_id(host), wait=not no_wait))
+
+
+@host_app.command("power-down")
+@handle_errors
+def power_down_cmd(host: HostArg) -> None:
+    """Power the host off (power.poweroff_command over SSH); refused while a VM placed
+    on it is not shut off."""
+    _say(power.host_power_down(get_engine(), get_settings(), _host_id(host)))
+
+
+@host_app.command("power-auto")
+@handle_errors
+def power_auto_cmd() -> None:
+    """Power idle hosts off beyond power.min_hosts_up, and wake one when every UP host
+    is more than 80 % reserved."""
+    results = power.host_power_operation(get_engine(), get_settings())
+    if not results:
+        console.print("nothing to do", highlight=False)
+        return
+    rows = [
+        (r.host_name, r.action, r.method, r.status.name, "ok" if r.ok else "failed", r.message)
+        for r in results
+    ]
+    print_table("Host power", ["host", "action", "via", "status", "result", "detail"], rows)
+    if not all(r.ok for r in results):
+        raise typer.Exit(1)

@@ -1,0 +1,451 @@
+"""Moving a VM to another host (the seed's VM_migration).
+
+The datastore is shared, so only the guest's memory (live) or its definition (offline)
+moves. libvirt refuses to migrate a domain with snapshot metadata, so the snapshots'
+XML is saved first under the datastore's migration directory, their metadata deleted,
+the domain migrated, and the snapshots redefined on the destination parents first
+(lab-recipe.md). On failure they are redefined on the source instead (undo_migration).
+
+The saved XML is the record of an unfinished migration: a worker that died mid-way
+leaves it, and :func:`compensate_migration` settles the VM where its domain really is.
+The VM row's host changes only once the domain is on the destination. Libvirt calls
+run between short transactions, never inside one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from baadal import constants as C
+from baadal import placement
+from baadal.config import Settings
+from baadal.db.models import VM, Datastore, Host, Task, VncAccess
+from baadal.db.session import session_scope
+from baadal.drivers import domain_xml, hypervisor_for
+from baadal.drivers.base import DomainNotFound, Hypervisor, NotSupported, SnapshotInfo
+from baadal.errors import BaadalError, ConflictError, NotFoundError, ResourceExhausted
+from baadal.net import nat
+from baadal.services import inventory
+from baadal.tasks import queue
+from baadal.tasks.registry import TaskContext, TaskResult
+from baadal.vm import storage
+from baadal.vm.common import load_vm, log_vm_event
+
+log = logging.getLogger("baadal")
+
+VNC_REVOKED = " Its VNC console access was revoked (it pointed at the old host)."
+_CURRENT_FILE = "current"
+
+
+def migrated_message(vm_name: str) -> str:
+    return f"{vm_name} is migrated successfully"
+
+
+@dataclass(frozen=True)
+class Place:
+    """A host as a migration needs it."""
+
+    host_id: int
+    name: str
+    address: str
+    hv: Hypervisor
+    #: where the VM's VNC console listens on this host (as vm_domain_spec sets it)
+    vnc_listen: str
+
+
+@dataclass(frozen=True)
+class Move:
+    """One migration, read from the DB before libvirt is asked anything."""
+
+    vm_id: int
+    vm_name: str
+    identity: str
+    source: Place
+    dest: Place
+    #: the VM's directory under the datastore's migration directory
+    backup: Path
+
+
+def _place(settings: Settings, host: Host) -> Place:
+    return Place(
+        host.id,
+        host.host_name,
+        host.address,
+        hypervisor_for(host),
+        settings.vm.vnc_listen or host.address,
+    )
+
+
+def migration_dir(settings: Settings, datastore: Datastore, vm_identity: str) -> Path:
+    """<mount>/<vm_migration_data>/<vm_identity>: the VM's saved snapshot XMLs."""
+    return Path(datastore.system_mount_point) / settings.paths.vm_migration_data / vm_identity
+
+
+# --- the saved snapshot XMLs -------------------------------------------------------------
+
+
+def save_snapshot_xmls(directory: Path, snapshots: list[SnapshotInfo]) -> None:
+    """One file per snapshot, numbered parents first, and the current one's name."""
+    storage.remove_path(directory)
+    directory.mkdir(parents=True)
+    for index, snap in enumerate(snapshots):
+        (directory / f"{index:03d}-{snap.name}.xml").write_text(snap.xml)
+        if snap.is_current:
+            (directory / _CURRENT_FILE).write_text(snap.name)
+
+
+def saved_snapshots(directory: Path) -> list[SnapshotInfo]:
+    """What :func:`save_snapshot_xmls` wrote, parents first; empty if nothing was saved."""
+    if not directory.is_dir():
+        return []
+    current_file = directory / _CURRENT_FILE
+    current = current_file.read_text() if current_file.is_file() else None
+    snaps = []
+    for path in sorted(directory.glob("*.xml")):
+        name = path.stem.split("-", 1)[1]
+        snaps.append(SnapshotInfo(name, path.read_text(), name == current))
+    return snaps
+
+
+def clean_migration_directory(directory: Path) -> None:
+    storage.remove_path(directory)
+
+
+def redefine_snapshots(place: Place, identity: str, snapshots: list[SnapshotInfo]) -> None:
+    """Redefine what the host lacks, parents first, the current one marked current.
+
+    The domain inside each snapshot gets this host's VNC address: reverting restores it.
+    """
+    existing = {s.name for s in place.hv.snapshot_list(identity)}
+    for snap in snapshots:
+        if snap.name not in existing:
+            xml = domain_xml.set_vnc_listen(snap.xml, place.vnc_listen)
+            place.hv.snapshot_redefine(identity, xml, current=snap.is_current)
+
+
+# --- the steps -----------------------------------------------------------------------------
+
+
+def migrate_domain_with_snapshots(
+    engine: Engine, move: Move, live: bool, requester_id: int | None
+) -> None:
+    """Save and drop the snapshot metadata, migrate, record the new host, redefine the
+    snapshots there and forget the saved XML. Any failure leaves the saved XML."""
+    source, identity = move.source.hv, move.identity
+    if not source.capabilities.live_migration:  # refuse before touching the snapshots
+        raise NotSupported(f"migration is not supported by {source.uri}")
+    snapshots = source.snapshot_list(identity)
+    save_snapshot_xmls(move.backup, snapshots)
+    for snap in reversed(snapshots):  # children first
+        source.snapshot_delete(identity, snap.name, metadata_only=True)
+    source.migrate(
+        identity, move.dest.hv.uri, move.dest.address, live=live, vnc_listen=move.dest.vnc_listen
+    )
+    _finish(engine, move.vm_id, identity, move.dest, [move.source], move.backup, requester_id)
+
+
+def undo_migration(place: Place, identity: str, backup: Path) -> None:
+    """The domain stayed on ``place`` (its source): give it its snapshots back."""
+    redefine_snapshots(place, identity, saved_snapshots(backup))
+    clean_migration_directory(backup)
+
+
+def _record_host(engine: Engine, vm_id: int, place: Place, requester_id: int | None) -> None:
+    with session_scope(engine) as session:
+        vm = load_vm(session, vm_id)
+        if vm.host_id != place.host_id:
+            old = vm.host.host_name if vm.host else None
+            log_vm_event(session, vm, "host", old, place.name, requester_id)
+            vm.host_id = place.host_id
+
+
+def _finish(
+    engine: Engine,
+    vm_id: int,
+    identity: str,
+    dest: Place,
+    others: list[Place],
+    backup: Path,
+    requester_id: int | None,
+) -> None:
+    """The domain is on ``dest``: the VM row follows, the snapshots are redefined there,
+    and a definition an interrupted migration left elsewhere is removed (two
+    definitions of one disk must never both start)."""
+    _record_host(engine, vm_id, dest, requester_id)
+    redefine_snapshots(dest, identity, saved_snapshots(backup))
+    clean_migration_directory(backup)
+    uuid = dest.hv.domain_info(identity).uuid
+    for place in others:
+        try:
+            info = place.hv.domain_info(identity)
+        except DomainNotFound:
+            continue
+        if info.uuid == uuid and not info.active:
+            place.hv.undefine(identity)
+
+
+def locate_domain(places: list[Place], identity: str) -> Place:
+    """The host the domain is on: the one where it is active, else the only one where
+    it is defined. Anything else needs a person (ConflictError)."""
+    found: list[tuple[Place, bool]] = []
+    for place in places:
+        try:
+            found.append((place, place.hv.domain_info(identity).active))
+        except DomainNotFound:
+            continue
+    running = [place for place, active in found if active]
+    if len(running) == 1:
+        return running[0]
+    if len(found) == 1 and not running:
+        return found[0][0]
+    names = ", ".join(place.name for place, _ in found) or "none"
+    raise ConflictError(f"cannot tell where {identity} is; hosts defining it: {names}")
+
+
+def settle(
+    engine: Engine,
+    vm_id: int,
+    identity: str,
+    db_host_id: int,
+    places: list[Place],
+    backup: Path,
+    requester_id: int | None,
+) -> Place:
+    """Make the VM row, the snapshot metadata and the saved XML agree with where the
+    domain is: undo on the VM row's host, finish anywhere else. Returns that host."""
+    where = locate_domain(places, identity)
+    if where.host_id == db_host_id:
+        undo_migration(where, identity, backup)
+    else:
+        others = [place for place in places if place.host_id != where.host_id]
+        _finish(engine, vm_id, identity, where, others, backup, requester_id)
+    return where
+
+
+def _move(
+    engine: Engine, settings: Settings, move: Move, live: bool, requester_id: int | None
+) -> str:
+    """Run one migration; on failure settle the VM where the domain is. The message."""
+
+    def settle_move() -> Place:
+        places = [move.source, move.dest]
+        return settle(
+            engine,
+            move.vm_id,
+            move.identity,
+            move.source.host_id,
+            places,
+            move.backup,
+            requester_id,
+        )
+
+    if move.backup.exists():  # an earlier attempt did not finish: settle it first
+        where = settle_move()
+        if where.host_id != move.source.host_id:
+            raise ConflictError(
+                f"{move.vm_name} is already on {where.name}: an earlier migration finished"
+            )
+    try:
+        migrate_domain_with_snapshots(engine, move, live, requester_id)
+    except Exception as exc:
+        try:
+            where = settle_move()
+        except Exception:
+            log.exception("could not settle %s after a failed migration", move.identity)
+            raise exc from None
+        if where.host_id != move.dest.host_id:
+            raise
+    return migrated_message(move.vm_name) + (
+        VNC_REVOKED if _revoke_vnc(engine, settings, move.vm_id) else ""
+    )
+
+
+def _revoke_vnc(engine: Engine, settings: Settings, vm_id: int) -> bool:
+    """Active console grants forward to the old host: revoke them (True if there were)."""
+    with session_scope(engine) as session:
+        active = session.scalar(
+            select(VncAccess.id)
+            .where(VncAccess.vm_id == vm_id, VncAccess.status == "active")
+            .limit(1)
+        )
+    if active is None:
+        return False
+    nat.remove_vnc_mapping_from_nat(engine, settings, vm_id)
+    return True
+
+
+# --- choosing and checking the destination -------------------------------------------------
+
+
+def _check_installed(vm: VM) -> None:
+    if vm.status in (C.VMStatus.IN_QUEUE, C.VMStatus.UNKNOWN) or vm.host is None:
+        raise ConflictError(f"VM {vm.vm_name} is not installed")
+    if vm.datastore is None:
+        raise ConflictError(f"VM {vm.vm_name} names no datastore")
+
+
+def choose_destination(
+    session: Session, vm: VM, dest_host_id: int | None, settings: Settings | None = None
+) -> Host:
+    """The asked host if it is UP, not the VM's own and has room (placement's rules and
+    message), else the best other host placement finds (affinity respected)."""
+    if dest_host_id is None:
+        return placement.find_new_host(
+            session, vm.RAM, vm.vCPU, vm_id=vm.id, exclude_host_ids=[vm.host_id], settings=settings
+        )
+    host = session.get(Host, int(dest_host_id))
+    if host is None:
+        raise NotFoundError(f"no host with id {dest_host_id}")
+    if host.id == vm.host_id:
+        raise ConflictError(f"VM {vm.vm_name} is already on host {host.host_name}")
+    if host.status != C.HostStatus.UP:
+        raise ConflictError(
+            f"cannot migrate to host {host.host_name}: it is {C.HostStatus(host.status).name}"
+        )
+    others = session.scalars(select(Host.id).where(Host.id != host.id)).all()
+    try:
+        placement.find_new_host(
+            session, vm.RAM, vm.vCPU, vm_id=vm.id, exclude_host_ids=others, settings=settings
+        )
+    except ResourceExhausted as exc:
+        raise ResourceExhausted(f"cannot migrate {vm.vm_name} to {host.host_name}: {exc}") from None
+    return host
+
+
+def plan_migration(
+    engine: Engine, settings: Settings, vm_id: int, dest_host_id: int | None
+) -> Move:
+    with session_scope(engine) as session:
+        vm = load_vm(session, vm_id)
+        _check_installed(vm)
+        # a host in maintenance is being emptied: its VMs may (must) leave it
+        if vm.host.status not in (C.HostStatus.UP, C.HostStatus.MAINTENANCE):
+            raise ConflictError(f"host {vm.host.host_name} of {vm.vm_name} is not UP")
+        dest = choose_destination(session, vm, dest_host_id, settings)
+        return Move(
+            vm.id,
+            vm.vm_name,
+            vm.vm_identity,
+            _place(settings, vm.host),
+            _place(settings, dest),
+            migration_dir(settings, vm.datastore, vm.vm_identity),
+        )
+
+
+# --- entry points ------------------------------------------------------------------------
+
+
+def migrate_domain(
+    engine: Engine,
+    settings: Settings,
+    vm_id: int,
+    dest_host_id: int | None,
+    live: bool,
+    requester_id: int | None = None,
+) -> TaskResult:
+    """Move the VM to ``dest_host_id`` (None: placement chooses). A shut-off VM always
+    moves offline; a running one pauses while it moves unless ``live``."""
+    try:
+        move = plan_migration(engine, settings, vm_id, dest_host_id)
+        message = _move(engine, settings, move, live, requester_id)
+    except Exception as exc:
+        return TaskResult.failed(f"Task Status: FAILED Error: {exc}")
+    return TaskResult.success(message)
+
+
+def migrate(ctx: TaskContext) -> TaskResult:
+    """The 'Migrate VM Between Hosts' handler: destination_host, live_migration.
+
+    A re-run after a lost attempt that compensation finished (the VM left the host it
+    was on when queued) reports that migration instead of starting another.
+    """
+    params = ctx.parameters
+    if ctx.attempt > 1 and params.get("source_host") is not None:
+        with session_scope(ctx.engine) as session:
+            vm = load_vm(session, ctx.vm_id)
+            moved, name = vm.host_id != params["source_host"], vm.vm_name
+        if moved:
+            return TaskResult.success(migrated_message(name))
+    dest = params.get("destination_host")
+    return migrate_domain(
+        ctx.engine,
+        ctx.settings,
+        ctx.vm_id,
+        None if dest is None else int(dest),
+        bool(params.get("live_migration", True)),
+        ctx.requester_id,
+    )
+
+
+def compensate_migration(ctx: TaskContext) -> None:
+    """A worker died mid-migration: settle the VM where its domain is now (finish the
+    bookkeeping on another host, console grants revoked, or give the snapshots back on
+    its own)."""
+    with session_scope(ctx.engine) as session:
+        vm = session.get(VM, ctx.vm_id)
+        if vm is None or vm.host_id is None or vm.datastore is None:
+            return
+        identity, db_host_id = vm.vm_identity, vm.host_id
+        backup = migration_dir(ctx.settings, vm.datastore, identity)
+        places = [
+            _place(ctx.settings, host)
+            for host in session.scalars(select(Host).where(Host.status == C.HostStatus.UP))
+        ]
+    where = settle(ctx.engine, ctx.vm_id, identity, db_host_id, places, backup, ctx.requester_id)
+    if where.host_id != db_host_id:
+        _revoke_vnc(ctx.engine, ctx.settings, ctx.vm_id)
+
+
+def migrate_clone_to_new_host(
+    engine: Engine, settings: Settings, clone_vm_id: int, new_host_id: int
+) -> bool:
+    """Offline migration of a shut-off clone; False (logged) when it stays where it is."""
+    try:
+        move = plan_migration(engine, settings, clone_vm_id, new_host_id)
+        if move.source.hv.domain_info(move.identity).active:
+            raise ConflictError(f"clone {move.vm_name} must be shut off to be moved")
+        _move(engine, settings, move, False, None)
+    except BaadalError as exc:
+        log.warning("clone %s stays on its host: %s", clone_vm_id, exc)
+        return False
+    return True
+
+
+def add_migrate_task_to_queue(
+    session: Session,
+    vm_id: int,
+    dest_host_id: int | None,
+    live_migration: bool,
+    requester_id: int | None = None,
+) -> Task:
+    """The seed's host_helper function; the source host is recorded so a re-run can tell
+    a migration that already happened."""
+    vm = load_vm(session, vm_id)
+    return queue.enqueue(
+        session,
+        C.TaskType.MIGRATE_VM_HOST,
+        vm_id=vm_id,
+        parameters={
+            "destination_host": dest_host_id,
+            "live_migration": live_migration,
+            "source_host": vm.host_id,
+        },
+        requester_id=requester_id,
+    )
+
+
+def request_migrate(
+    session: Session, vm: VM, dest_host: str | None, live: bool, requester_id: int | None
+) -> Task:
+    """Validate now (installed, destination UP, not its own, with room: a clear error
+    and nothing queued), then queue. Without ``dest_host`` placement chooses at run
+    time."""
+    _check_installed(vm)
+    dest_id = inventory.get_host(session, dest_host).id if dest_host is not None else None
+    choose_destination(session, vm, dest_id)
+    return add_migrate_task_to_queue(session, vm.id, dest_id, live, requester_id)

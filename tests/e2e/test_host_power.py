@@ -1,0 +1,150 @@
+"""Power on the lab, for real: lab-h2 is powered off over SSH with the lab's power-off
+script (libvirtd, sshd, OVS and ping go silent, only its wake-on-LAN listener stays), then
+woken by a real magic packet the controller broadcasts to 10.99.0.255:9, and takes VMs
+again. A host with a running VM is not powered off. ``lab down`` still removes it all,
+the listener of a powered-off host included."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+from sqlalchemy import select
+
+from baadal import constants as C
+from baadal.db.models import VM, Host, HostEventLog
+from baadal.db.session import session_scope
+from baadal.errors import ConflictError
+from baadal.host import power, status
+from baadal.lab import hostns, layout, ssh, topology
+from baadal.services import vms
+from tests.e2e.conftest import Lab, create_vm, lab_names
+from tests.unit.test_vm_lifecycle import run_tasks
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+H2 = layout.HOSTS[1]
+
+
+@pytest.fixture(scope="module")
+def power_lab(lab: Lab) -> Lab:
+    """The lab with the power settings and host MACs the lab's settings would carry."""
+    lab.settings.power.poweroff_command = hostns.POWEROFF_COMMAND
+    lab.settings.power.wol_broadcast = "10.99.0.255"
+    lab.settings.power.boot_timeout_s = 60
+    with session_scope(lab.engine) as s:
+        for host in layout.HOSTS:
+            row = s.scalar(select(Host).where(Host.host_name == host.name))
+            row.mac_addr = _mgmt_mac(host.netns)
+    return lab
+
+
+def _mgmt_mac(netns: str) -> str:
+    argv = ["ip", "netns", "exec", netns, "cat", "/sys/class/net/mgmt0/address"]
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def _row(lab: Lab) -> Host:
+    with session_scope(lab.engine) as s:
+        host = s.scalar(select(Host).where(Host.host_name == H2.name))
+        s.expunge(host)
+    return host
+
+
+def _processes(netns: str) -> list[str]:
+    """The command names of every process in the namespace."""
+    out = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True).stdout
+    names = []
+    for pid in out.split():
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                names.append(f.read().strip())
+        except OSError:
+            continue
+    return names
+
+
+def _libvirt_port_open() -> bool:
+    return power._port_open(H2.mgmt_ip, layout.LIBVIRT_PORT)
+
+
+def _events(lab: Lab, host_id: int) -> list[tuple[str | None, str | None, str | None]]:
+    with session_scope(lab.engine) as s:
+        rows = s.scalars(
+            select(HostEventLog).where(HostEventLog.host_id == host_id).order_by(HostEventLog.id)
+        )
+        return [(e.old_value, e.new_value, e.message) for e in rows]
+
+
+def test_power_down_then_wake_on_lan_then_a_vm(power_lab: Lab) -> None:
+    lab = power_lab
+    host = _row(lab)
+    assert host.status == C.HostStatus.UP and _libvirt_port_open()
+
+    down = power.host_power_down(lab.engine, lab.settings, host.id)
+    print(f"\npower-down of {H2.name}: {down.seconds:.1f} s ({down.message})")
+    assert (down.method, down.changed, down.status) == ("SSH", True, C.HostStatus.DOWN)
+    assert not _libvirt_port_open()
+    assert not ssh.sshd_answers(H2.mgmt_ip)[0]
+    assert status.check_host_status(_row(lab)) == C.HostStatus.DOWN
+    assert _row(lab).status == C.HostStatus.DOWN
+    assert _events(lab, host.id)[-1] == ("UP", "DOWN", "powered off by Baadal (SSH)")
+    # only "the NIC" is left: the wake-on-LAN listener
+    assert _processes(H2.netns) == ["python3"]
+    # the other host is untouched
+    h1 = layout.HOSTS[0]
+    assert ssh.sshd_answers(h1.mgmt_ip)[0]
+    # nothing is placed on a DOWN host
+    with session_scope(lab.engine) as s, pytest.raises(ConflictError, match=f"{H2.name} is DOWN"):
+        vms.request_vm(
+            s, lab.settings, vm_name="nope", template=layout.TEMPLATE_NAME, ram_mb=256,
+            vcpus=1, owner=vms.get_user(s, None), security_domain="lab", host=H2.name,
+        )  # fmt: skip
+
+    sent = time.monotonic()
+    up = power.host_power_up(lab.engine, lab.settings, host.id)
+    print(f"wake-on-LAN to UP of {H2.name}: {time.monotonic() - sent:.1f} s ({up.message})")
+    assert (up.method, up.changed, up.status) == ("wake-on-LAN", True, C.HostStatus.UP)
+    assert _libvirt_port_open()
+    assert ssh.sshd_answers(H2.mgmt_ip)[0]
+    assert status.check_host_status(_row(lab)) == C.HostStatus.UP
+    assert status.host_service_problems(_row(lab), lab.settings) == []
+    assert _events(lab, host.id)[-1] == ("DOWN", "UP", "powered on by Baadal (wake-on-LAN)")
+    assert "python3" not in _processes(H2.netns)
+
+    again = power.host_power_up(lab.engine, lab.settings, host.id)
+    assert (again.changed, again.message) == (False, f"host {H2.name} is already UP")
+
+    vm_id = create_vm(lab, "pw1", "lab", host=H2.name)
+    with session_scope(lab.engine) as s:
+        assert s.get(VM, vm_id).host.host_name == H2.name
+    with pytest.raises(ConflictError, match=r"pw1 \(RUNNING\)"):
+        power.host_power_down(lab.engine, lab.settings, host.id)
+    assert _row(lab).status == C.HostStatus.UP and _libvirt_port_open()
+    with session_scope(lab.engine) as s:
+        vms.operate(s, s.get(VM, vm_id), "delete", None)
+    run_tasks(lab.engine, lab.settings)
+    with session_scope(lab.engine) as s:
+        assert s.get(VM, vm_id) is None
+
+
+def test_lab_down_removes_a_powered_off_host(power_lab: Lab) -> None:
+    lab = power_lab
+    power.host_power_down(lab.engine, lab.settings, _row(lab).id)
+    listener = subprocess.run(
+        ["ip", "netns", "pids", H2.netns], capture_output=True, text=True
+    ).stdout.split()
+    assert len(listener) == 1
+    topology.down(lab.settings)
+    assert lab_names() == ([], [], [])
+    assert not any(_alive(int(pid)) for pid in listener)
+
+
+def _alive(pid: int) -> bool:
+    """Running and not a zombie (this machine's PID 1 may never reap the lab's daemons)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
