@@ -11,15 +11,18 @@ import time
 
 import pytest
 from sqlalchemy import select
+from typer.testing import CliRunner
 
 from baadal import constants as C
+from baadal.cli.main import app
+from baadal.config import get_settings
 from baadal.db.models import VM, Host, HostEventLog
 from baadal.db.session import session_scope
 from baadal.errors import ConflictError
 from baadal.host import power, status
 from baadal.lab import hostns, layout, ssh, topology
 from baadal.services import vms
-from tests.e2e.conftest import Lab, create_vm, lab_names
+from tests.e2e.conftest import Lab, create_vm, lab_names, wait_ping
 from tests.unit.test_vm_lifecycle import run_tasks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -29,14 +32,14 @@ H2 = layout.HOSTS[1]
 
 @pytest.fixture(scope="module")
 def power_lab(lab: Lab) -> Lab:
-    """The lab with the power settings and host MACs the lab's settings would carry."""
-    lab.settings.power.poweroff_command = hostns.POWEROFF_COMMAND
-    lab.settings.power.wol_broadcast = "10.99.0.255"
+    """The lab, whose settings and host rows carry what power control needs."""
+    assert lab.settings.power.poweroff_command == hostns.POWEROFF_COMMAND
+    assert lab.settings.power.wol_broadcast == layout.MGMT_BROADCAST
     lab.settings.power.boot_timeout_s = 60
     with session_scope(lab.engine) as s:
         for host in layout.HOSTS:
             row = s.scalar(select(Host).where(Host.host_name == host.name))
-            row.mac_addr = _mgmt_mac(host.netns)
+            assert row.mac_addr == _mgmt_mac(host.netns).upper()
     return lab
 
 
@@ -77,7 +80,9 @@ def _events(lab: Lab, host_id: int) -> list[tuple[str | None, str | None, str | 
         return [(e.old_value, e.new_value, e.message) for e in rows]
 
 
-def test_power_down_then_wake_on_lan_then_a_vm(power_lab: Lab) -> None:
+def test_power_down_then_wake_on_lan_then_a_vm(
+    power_lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
     lab = power_lab
     host = _row(lab)
     assert host.status == C.HostStatus.UP and _libvirt_port_open()
@@ -122,6 +127,22 @@ def test_power_down_then_wake_on_lan_then_a_vm(power_lab: Lab) -> None:
     with pytest.raises(ConflictError, match=r"pw1 \(RUNNING\)"):
         power.host_power_down(lab.engine, lab.settings, host.id)
     assert _row(lab).status == C.HostStatus.UP and _libvirt_port_open()
+
+    # the admin's way: power-down first migrates the VM away, then powers the host off
+    monkeypatch.setenv("BAADAL_HOME", str(lab.home))
+    get_settings.cache_clear()
+    runner = CliRunner()
+    result = runner.invoke(app, ["host", "power-down", H2.name, "--inline"])
+    assert result.exit_code == 0, result.output
+    with session_scope(lab.engine) as s:
+        vm = s.get(VM, vm_id)
+        assert vm.host.host_name == layout.HOSTS[0].name
+        ip = vm.private_ip.private_ip
+    assert _row(lab).status == C.HostStatus.DOWN and not _libvirt_port_open()
+    assert wait_ping(ip, 30)
+    woke = runner.invoke(app, ["host", "power-up", H2.name])
+    assert woke.exit_code == 0, woke.output
+    assert _row(lab).status == C.HostStatus.UP
     with session_scope(lab.engine) as s:
         vms.operate(s, s.get(VM, vm_id), "delete", None)
     run_tasks(lab.engine, lab.settings)

@@ -68,7 +68,7 @@ def _report(title: str, queued: maintenance.Queued, tasks: list[Task]) -> bool:
     return all(t.status == C.TaskStatus.SUCCESS for t in tasks)
 
 
-def _run(
+def run_queued(
     queue_them: Callable[[Session], maintenance.Queued],
     title: str,
     *,
@@ -90,14 +90,14 @@ def _run(
 @handle_errors
 def shutdown_cmd(inline: InlineOpt = False) -> None:
     """Snapshot and power off every VM (bootup brings them back where they were)."""
-    _run(maintenance.shutdown_baadal, "cloud shutdown", inline=inline, shutdown=True)
+    run_queued(maintenance.shutdown_baadal, "cloud shutdown", inline=inline, shutdown=True)
 
 
 @app.command("bootup")
 @handle_errors
 def bootup_cmd(inline: InlineOpt = False) -> None:
     """Revert every VM the shutdown snapshotted and resume it."""
-    _run(maintenance.bootup_baadal, "cloud bootup", inline=inline, shutdown=False)
+    run_queued(maintenance.bootup_baadal, "cloud bootup", inline=inline, shutdown=False)
 
 
 def _host_ids(names: list[str]) -> list[int]:
@@ -110,7 +110,7 @@ def _host_ids(names: list[str]) -> list[int]:
 def host_shutdown_cmd(hosts: list[str], inline: InlineOpt = False) -> None:
     """Snapshot and power off the VMs of these hosts."""
     ids = _host_ids(hosts)
-    _run(lambda s: maintenance.shutdown_host(s, ids), "host shutdown", inline=inline,
+    run_queued(lambda s: maintenance.shutdown_host(s, ids), "host shutdown", inline=inline,
          shutdown=None)  # fmt: skip
 
 
@@ -119,7 +119,7 @@ def host_shutdown_cmd(hosts: list[str], inline: InlineOpt = False) -> None:
 def host_bootup_cmd(hosts: list[str], inline: InlineOpt = False) -> None:
     """Bring back the VMs a host shutdown snapshotted."""
     ids = _host_ids(hosts)
-    _run(lambda s: maintenance.bootup_host(s, ids), "host bootup", inline=inline,
+    run_queued(lambda s: maintenance.bootup_host(s, ids), "host bootup", inline=inline,
          shutdown=None)  # fmt: skip
 
 
@@ -128,7 +128,7 @@ def host_bootup_cmd(hosts: list[str], inline: InlineOpt = False) -> None:
 def evacuate_cmd(host: str, inline: InlineOpt = False) -> None:
     """Migrate every VM off the host (live when running), one task each."""
     host_id = _host_ids([host])[0]
-    _run(lambda s: host_vms.migrate_all_vms_from_host(s, host_id), f"evacuate {host}",
+    run_queued(lambda s: host_vms.migrate_all_vms_from_host(s, host_id), f"evacuate {host}",
          inline=inline, shutdown=None)  # fmt: skip
 
 
@@ -142,4 +142,4 @@ def maintenance_cmd(host: str, inline: InlineOpt = False) -> None:
         inventory.set_host_status(session, host_id, C.HostStatus.MAINTENANCE)
         return host_vms.migrate_all_vms_from_host(session, host_id)
 
-    _run(queue_them, f"maintenance of {host}", inline=inline, shutdown=None)
+    run_queued(queue_them, f"maintenance of {host}", inline=inline, shutdown=None)

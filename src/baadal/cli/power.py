@@ -3,15 +3,18 @@ wake-on-LAN / IPMI and the configured power-off command."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated
 
 import typer
 
+from baadal.cli.cloud import InlineOpt, run_queued
 from baadal.cli.common import console, db, handle_errors, print_table
 from baadal.cli.inventory import host_app
 from baadal.config import get_settings
 from baadal.db.session import get_engine
-from baadal.host import power
+from baadal.host import maintenance, power
+from baadal.host import vms as host_vms
 from baadal.services import inventory
 
 HostArg = Annotated[str, typer.Argument(help="host name or id")]
@@ -39,12 +42,34 @@ def power_up_cmd(
     _say(power.host_power_up(get_engine(), get_settings(), _host_id(host), wait=not no_wait))
 
 
+class VmsFirst(StrEnum):
+    MIGRATE = "migrate"
+    SNAPSHOT = "snapshot"
+    NONE = "none"
+
+
 @host_app.command("power-down")
 @handle_errors
-def power_down_cmd(host: HostArg) -> None:
-    """Power the host off (power.poweroff_command over SSH); refused while a VM placed
-    on it is not shut off."""
-    _say(power.host_power_down(get_engine(), get_settings(), _host_id(host)))
+def power_down_cmd(
+    host: HostArg,
+    vms: Annotated[
+        VmsFirst,
+        typer.Option(
+            help="first migrate its VMs away, or snapshot and stop them (host bootup "
+            "brings them back), or nothing (refused while one runs)"
+        ),
+    ] = VmsFirst.MIGRATE,
+    inline: InlineOpt = False,
+) -> None:
+    """Power the host off (power.poweroff_command over SSH, or IPMI) after its VMs."""
+    host_id = _host_id(host)
+    if vms == VmsFirst.MIGRATE:
+        run_queued(lambda s: host_vms.migrate_all_vms_from_host(s, host_id),
+                   f"migrate the VMs of {host}", inline=inline, shutdown=None)  # fmt: skip
+    elif vms == VmsFirst.SNAPSHOT:
+        run_queued(lambda s: maintenance.shutdown_host(s, [host_id]),
+                   f"snapshot and stop the VMs of {host}", inline=inline, shutdown=None)  # fmt: skip
+    _say(power.host_power_down(get_engine(), get_settings(), host_id))
 
 
 @host_app.command("power-auto")
