@@ -1,6 +1,7 @@
 """Migration on the lab: a running VM with two snapshots moves live lab-h1 -> lab-h2
 while the controller pings it, both snapshots revert on lab-h2, it moves back offline,
-refusals leave it untouched and a migration libvirt refuses halfway is undone."""
+refusals leave it untouched, a migration libvirt refuses halfway is undone, and one whose
+worker is killed mid-way is settled by the next worker."""
 
 from __future__ import annotations
 
@@ -23,18 +24,12 @@ from baadal.drivers import domain_xml
 from baadal.errors import ConflictError, ResourceExhausted
 from baadal.lab import layout
 from baadal.services import vms
-from baadal.tasks.registry import REGISTRY, Handler
 from baadal.vm import migration
 from tests.e2e.conftest import Lab, create_vm, guest_shell, wait_ping
+from tests.support.workers import start_worker
 from tests.unit.test_vm_lifecycle import last_task, run_tasks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-REGISTRY.add(
-    Handler(
-        C.TaskType.MIGRATE_VM_HOST, migration.migrate, compensate=migration.compensate_migration
-    )
-)
 
 BOOT_TIMEOUT_S = 90
 MAX_LOST_PINGS = 10
@@ -245,3 +240,40 @@ def _domain_xml(uri: str, identity: str, *, inactive: bool = False) -> str:
         return conn.lookupByName(identity).XMLDesc(flags)
     finally:
         conn.close()
+
+
+def test_migration_whose_worker_is_killed_midway_is_settled(lab: Lab) -> None:
+    vm_id = create_vm(lab, "killed", layout.VLANS[0].domain, H1.name)
+    with session_scope(lab.engine) as s:
+        vm = _vm(s, vm_id)
+        ip, identity = vm.private_ip.private_ip, vm.vm_identity
+        backup = migration.migration_dir(lab.settings, vm.datastore, identity)
+    assert wait_ping(ip, BOOT_TIMEOUT_S)
+    _ok(lab, lambda s: vms.request_snapshot(s, _vm(s, vm_id), None))
+    with session_scope(lab.engine) as s:
+        task_id = migration.request_migrate(s, _vm(s, vm_id), H2.name, True, None).id
+    # a real worker process with a short lease, killed once the snapshots are saved away
+    worker = start_worker(
+        f"sqlite:///{lab.home / 'baadal.db'}", lab.home, "doomed", WORKER__LEASE_S="3"
+    )
+    deadline = time.monotonic() + 60
+    while not backup.exists() and time.monotonic() < deadline and worker.poll() is None:
+        time.sleep(0.01)
+    assert backup.exists(), "the migration never started"
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(10)
+    time.sleep(3.5)  # the lease runs out; the next worker compensates and re-runs
+    run_tasks(lab.engine, lab.settings)
+    with session_scope(lab.engine) as s:
+        task = s.get(Task, task_id)
+        status, message, host = task.status, task.message, _vm(s, vm_id).host.host_name
+    assert status == C.TaskStatus.SUCCESS, message
+    seen = _libvirt_view(identity)
+    assert list(seen) == [host] == [H2.name], seen  # defined on exactly one host: its own
+    active, snaps, current = seen[host]
+    assert active and len(snaps) == 1 and current == snaps[0]
+    assert not backup.exists()
+    assert wait_ping(ip, 30)
+    with session_scope(lab.engine) as s:
+        vms.operate(s, _vm(s, vm_id), "delete", None)
+    run_tasks(lab.engine, lab.settings)
