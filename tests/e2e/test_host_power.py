@@ -150,6 +150,34 @@ def test_power_down_then_wake_on_lan_then_a_vm(
         assert s.get(VM, vm_id) is None
 
 
+def _alive(pid: int) -> bool:
+    """Running and not a zombie (this machine's PID 1 may never reap the lab's daemons)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_power_policy_powers_idle_hosts_down_and_wakes_them_when_needed(
+    power_lab: Lab,
+) -> None:
+    lab = power_lab
+    lab.settings.power.min_hosts_up = 1
+    results = power.host_power_operation(lab.engine, lab.settings)
+    assert [(r.action, r.ok) for r in results] == [("down", True)], results
+    sleeping = results[0].host_name
+    with session_scope(lab.engine) as s:
+        statuses = {h.host_name: C.HostStatus(h.status) for h in s.scalars(select(Host))}
+    assert list(statuses.values()).count(C.HostStatus.DOWN) == 1
+    assert statuses[sleeping] == C.HostStatus.DOWN
+    lab.settings.power.min_hosts_up = 2  # more capacity wanted: the sleeper is woken (WOL)
+    results = power.host_power_operation(lab.engine, lab.settings)
+    assert [(r.host_name, r.action, r.ok) for r in results] == [(sleeping, "up", True)]
+    with session_scope(lab.engine) as s:
+        assert all(h.status == C.HostStatus.UP for h in s.scalars(select(Host)))
+
+
 def test_lab_down_removes_a_powered_off_host(power_lab: Lab) -> None:
     lab = power_lab
     power.host_power_down(lab.engine, lab.settings, _row(lab).id)
@@ -160,12 +188,3 @@ def test_lab_down_removes_a_powered_off_host(power_lab: Lab) -> None:
     topology.down(lab.settings)
     assert lab_names() == ([], [], [])
     assert not any(_alive(int(pid)) for pid in listener)
-
-
-def _alive(pid: int) -> bool:
-    """Running and not a zombie (this machine's PID 1 may never reap the lab's daemons)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False

@@ -82,6 +82,18 @@ def test_shutdown_bootup_and_host_maintenance(lab: Lab, monkeypatch: pytest.Monk
     with session_scope(lab.engine) as s:
         assert inventory.get_host(s, h1).status == C.HostStatus.MAINTENANCE
         inventory.set_host_status(s, h1, C.HostStatus.UP)
+
+    # one host's VMs only: snapshotted and stopped, then back with their disks
+    runner = CliRunner()
+    down = runner.invoke(app, ["host", "shutdown", h2, "--inline"])
+    assert down.exit_code == 0, down.output
+    assert [_vm(lab, v)[2] for v in vm_ids] == [C.VMStatus.SHUTDOWN] * 2
+    up = runner.invoke(app, ["host", "bootup", h2, "--inline"])
+    assert up.exit_code == 0, up.output
+    assert [_vm(lab, v)[2] for v in vm_ids] == [C.VMStatus.RUNNING] * 2
+    assert all(wait_ping(ip, 60) for ip in ips)
+    assert guest_shell(lab, vm_ids[1], "cat /data/marker") == f"kept-{vm_ids[1]}"
+    with session_scope(lab.engine) as s:
         for vm_id in vm_ids:
             vms.operate(s, s.get(VM, vm_id), "delete", None)
     run_tasks(lab.engine, lab.settings)

@@ -179,7 +179,7 @@ def test_live_migration_with_snapshots_offline_back_refusals_and_undo(lab: Lab) 
     assert wait_ping(ip, 10)
 
     # back to lab-h1 offline (shut off)
-    _ok(lab, lambda s: vms.operate(s, _vm(s, vm_id), "stop", None))
+    _ok(lab, lambda s: vms.operate(s, _vm(s, vm_id), "destroy", None))
     task, took = _migrate(lab, vm_id, H1.name, live=True)  # shut off: offline anyway
     print(f"offline migration h2 -> h1: {took:.2f} s")
     assert task.status == C.TaskStatus.SUCCESS, task.message
@@ -275,5 +275,19 @@ def test_migration_whose_worker_is_killed_midway_is_settled(lab: Lab) -> None:
     assert not backup.exists()
     assert wait_ping(ip, 30)
     with session_scope(lab.engine) as s:
+        vms.operate(s, _vm(s, vm_id), "delete", None)
+    run_tasks(lab.engine, lab.settings)
+
+
+def test_shut_off_clone_moves_to_a_new_host(lab: Lab) -> None:
+    vm_id = create_vm(lab, "clonemove", layout.VLANS[0].domain, H1.name)
+    _ok(lab, lambda s: vms.operate(s, _vm(s, vm_id), "destroy", None))
+    with session_scope(lab.engine) as s:
+        identity = _vm(s, vm_id).vm_identity
+        h2_id = s.scalar(select(Host.id).where(Host.host_name == H2.name))
+    assert migration.migrate_clone_to_new_host(lab.engine, lab.settings, vm_id, h2_id)
+    assert _libvirt_view(identity) == {H2.name: (False, [], None)}
+    with session_scope(lab.engine) as s:
+        assert _vm(s, vm_id).host.host_name == H2.name
         vms.operate(s, _vm(s, vm_id), "delete", None)
     run_tasks(lab.engine, lab.settings)
