@@ -12,9 +12,10 @@ most-free-first spreads load and always gives the same answer for the same state
 
 Speed: each host row carries the RAM and vCPUs its VMs reserve (kept by a flush listener
 in ``db.models``), so choosing a host is one query over the hosts, not an aggregate over
-every VM. Placement reads committed state; the caller records the VM's host in its own
-transaction (on SQLite claims are serialised by BEGIN IMMEDIATE; on PostgreSQL two
-concurrent placements may both take the last room on a host, a bounded overshoot).
+every VM. The caller records the VM's host in its own transaction. On SQLite writers
+are serialised by BEGIN IMMEDIATE. On PostgreSQL the chosen host row is locked FOR UPDATE
+and the fit checked again on its newest version, so two concurrent placements cannot
+both take the last room on a host: the second waits, sees the first's VM and moves on.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from baadal import constants as C
 from baadal.config import Settings, get_settings
 from baadal.db.models import VM, Datastore, Host, HostAffinity
 from baadal.errors import ResourceExhausted, ValidationError
+
+#: hosts a placement may find taken by concurrent placements before it gives up
+MAX_PLACEMENT_TRIES = 16
 
 
 @dataclass(frozen=True)
@@ -80,13 +84,26 @@ def find_new_host(
         )
         if affinity:
             candidates = candidates.where(Host.id.in_(affinity))
-    best = session.scalar(
-        candidates.where(Host.CPUs >= vcpu, ram_room >= ram_mb, cpu_room >= vcpu)
-        .order_by((ram_room - ram_mb).desc(), (cpu_room - vcpu).desc(), Host.id)
-        .limit(1)
-    )
-    if best is not None:
-        return best
+    fits = (Host.CPUs >= vcpu, ram_room >= ram_mb, cpu_room >= vcpu)
+    order = ((ram_room - ram_mb).desc(), (cpu_room - vcpu).desc(), Host.id)
+    lost: list[int] = []
+    for _ in range(MAX_PLACEMENT_TRIES):
+        query = candidates.where(*fits, Host.id.not_in(lost)) if lost else candidates.where(*fits)
+        best = session.scalar(query.order_by(*order).limit(1))
+        if best is None:
+            break
+        if session.get_bind().dialect.name != "postgresql":
+            return best
+        # lock, and re-evaluate the fit on the row's newest committed version
+        locked = session.scalar(
+            select(Host)
+            .where(Host.id == best.id, *fits)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        if locked is not None:
+            return locked
+        lost.append(best.id)
     raise ResourceExhausted(_why_nothing_fits(session, candidates, affinity, ram_mb, vcpu))
 
 
