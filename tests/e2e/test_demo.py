@@ -1,5 +1,6 @@
 """The README's main job: ``baadal demo`` builds the lab, creates the demo VM through the
-task engine and shows it answering ping on its DHCP address; run again, it keeps all."""
+task engine and shows it answering ping on its DHCP address; run again, it keeps all;
+after ``lab down`` it builds everything again."""
 
 from __future__ import annotations
 
@@ -34,3 +35,10 @@ def test_demo_twice(lab_home: Path) -> None:
     assert "lab already up" in second.output
     assert "queued task" not in second.output  # the running demo VM is kept as it is
     assert ip[1] in second.output
+
+    # after lab down (its datastore and the VM's disk are gone) the demo starts afresh
+    down = runner.invoke(app, ["lab", "down"])
+    assert down.exit_code == 0 and "VM demo (its disk was in the lab)" in down.output
+    third = runner.invoke(app, ["demo"])
+    assert third.exit_code == 0, third.output
+    assert "VM is installed successfully" in third.output

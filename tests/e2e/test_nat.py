@@ -117,6 +117,7 @@ def test_public_ip_and_vnc_through_the_nat_box(lab: Lab) -> None:
     assert wait_ping(public, PING_TIMEOUT_S, layout.INTERNET_NETNS)
 
     # a public IP already mapped elsewhere is refused, and nothing changes
+    assert len(nat.baadal_rules(settings)) == 2  # DNAT + SNAT, as `net nat show` lists
     rules_mapped = _nat_rules(lab)
     with pytest.raises(ConflictError, match="already mapped"):
         nat.create_mapping(settings, nat.PublicIpMapping(public, "10.99.10.77"))

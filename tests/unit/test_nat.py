@@ -371,3 +371,14 @@ def test_grants_on_software_nat_share_rules_and_roll_back(
     box.fail_on = None
     assert nat.remove_vnc_mapping_from_nat(sqlite_engine, cloud_settings, vm_id) == 2
     assert _count(sqlite_engine, status="active") == 0 and box.rules == []
+
+
+def test_quoted_comments_of_iptables_save_are_read() -> None:
+    saved = (
+        '-A PREROUTING -d 10.9.9.9/32 -m comment --comment "baadal:public:10.9.9.9" '
+        "-j DNAT --to-destination 10.0.0.5\n"
+        '-A POSTROUTING -s 10.99.0.0/16 -m comment --comment "baadal-lab" -j MASQUERADE\n'
+    )
+    assert nat.mapped_destination(saved, nat.public_tag("10.9.9.9")) == "10.0.0.5"
+    assert nat.mapped_destination(saved, nat.public_tag("10.9.9.99")) is None
+    assert [argv[3:6] for argv in nat.tagged_rule_deletions(saved)] == [["-D", "PREROUTING", "-d"]]

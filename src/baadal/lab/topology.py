@@ -39,7 +39,16 @@ from sqlalchemy.orm import Session
 from baadal import constants as C
 from baadal import pools
 from baadal.config import Settings
-from baadal.db.models import Host, PrivateIpPool, PublicIpPool, SecurityDomain, Template, Vlan
+from baadal.db.models import (
+    VM,
+    Datastore,
+    Host,
+    PrivateIpPool,
+    PublicIpPool,
+    SecurityDomain,
+    Template,
+    Vlan,
+)
 from baadal.errors import BaadalError, ConfigError, ConflictError, NotFoundError
 from baadal.lab import ssh
 from baadal.lab.guest import build_tiny_guest
@@ -75,6 +84,8 @@ from baadal.lab.layout import (
 from baadal.net import dhcp
 from baadal.net.remote import run_local
 from baadal.services import inventory
+from baadal.vm import storage
+from baadal.vm.power import clean_up_database_after_vm_deletion
 
 CMD_TIMEOUT_S = 60.0
 LIBVIRT_WAIT_S = 90.0
@@ -345,6 +356,8 @@ def down(settings: Settings, *, db: Callable[[], contextlib.AbstractContextManag
         if db is not None:
             with db() as session:
                 _mark_hosts_down(session)
+                removed += [f"VM {name} (its disk was in the lab)" for name in
+                            forget_lost_vms(session, settings)]  # fmt: skip
         return removed
 
 
@@ -397,6 +410,24 @@ def _mark_hosts_down(session: Session) -> None:
         if row is not None:
             row.status = int(C.HostStatus.DOWN)
     session.flush()
+
+
+def forget_lost_vms(session: Session, settings: Settings) -> list[str]:
+    """VMs whose disk was on the lab's datastore and is gone with it (``lab down``, or a
+    rebuild after a crash): their rows, addresses and ports go, as for a deleted VM, so
+    the next ``lab up`` and demo start clean. Their event log stays."""
+    ds = session.scalar(select(Datastore).where(Datastore.ds_name == DATASTORE_NAME))
+    if ds is None:
+        return []
+    gone = []
+    for vm in session.scalars(select(VM).where(VM.datastore_id == ds.id).order_by(VM.id)):
+        if storage.get_vm_image_location(settings, ds, vm.vm_identity).present:
+            continue
+        vm.host_id = None  # its host's domains went with the lab
+        clean_up_database_after_vm_deletion(session, settings, vm)
+        gone.append(vm.vm_name)
+    session.flush()
+    return gone
 
 
 # --- up ------------------------------------------------------------------------------
@@ -740,7 +771,8 @@ def _register(
 
 
 def register_rows(session: Session, settings: Settings) -> None:
-    """Idempotent: existing rows are kept (hosts are set UP), missing ones are added."""
+    """Idempotent: existing rows are kept (hosts are set UP), missing ones are added;
+    VMs whose disks did not survive a rebuild are forgotten."""
     ds_path = datastore_dir(settings)
     try:
         ds = inventory.get_datastore(session, DATASTORE_NAME)
@@ -755,6 +787,7 @@ def register_rows(session: Session, settings: Settings) -> None:
             settings=settings,
         )  # fmt: skip
     session.flush()
+    forget_lost_vms(session, settings)
     if session.scalar(select(Template).where(Template.name == TEMPLATE_NAME)) is None:
         guest = build_tiny_guest(inventory.templates_dir(settings, ds) / TEMPLATE_DIR)
         inventory.add_template(

@@ -247,15 +247,23 @@ def vnc_unmapping_argv(mapping: VncMapping, vnc_ip: str) -> list[list[str]]:
 def tagged_rule_deletions(iptables_save: str) -> list[list[str]]:
     """-D commands for every Baadal-tagged rule in ``iptables-save -t nat`` output;
     rules with any other comment (or none) are never touched."""
-    commands = []
-    for line in iptables_save.splitlines():
-        if not line.startswith("-A "):
-            continue
-        words = shlex.split(line)
-        tags = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--comment"]
-        if any(t.startswith(TAG_PREFIX) for t in tags):
-            commands.append(["iptables", "-t", "nat", "-D", *words[1:]])
-    return commands
+    return [
+        ["iptables", "-t", "nat", "-D", *shlex.split(line)[1:]]
+        for line in iptables_save.splitlines()
+        if any(map(_is_baadal_tag, _rule_tags(line)))
+    ]
+
+
+def _rule_tags(line: str) -> list[str]:
+    """The comments of one ``iptables-save`` rule line (iptables quotes them)."""
+    if not line.startswith("-A "):
+        return []
+    words = shlex.split(line)
+    return [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--comment"]
+
+
+def _is_baadal_tag(tag: str) -> bool:
+    return tag.startswith(TAG_PREFIX)
 
 
 def parse_addresses(ip_addr_output: str) -> dict[str, int]:
@@ -319,10 +327,10 @@ def _drop_alias(target: RemoteTarget, ip: str, interface: str) -> int:
 def mapped_destination(iptables_save: str, tag: str) -> str | None:
     """Where the DNAT rule tagged exactly ``tag`` sends traffic, if there is one."""
     for line in iptables_save.splitlines():
-        words = shlex.split(line) if line.startswith("-A ") else []
-        tags = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--comment"]
-        if tag in tags and "DNAT" in words and "--to-destination" in words:
-            return words[words.index("--to-destination") + 1]
+        if tag in _rule_tags(line):
+            words = shlex.split(line)
+            if "DNAT" in words and "--to-destination" in words:
+                return words[words.index("--to-destination") + 1]
     return None
 
 
@@ -595,7 +603,7 @@ def baadal_rules(settings: Settings) -> list[str]:
     if nat is None:
         return []
     saved = execute_remote_cmd(_target(nat, settings), ["iptables-save", "-t", "nat"]).stdout
-    return [line for line in saved.splitlines() if f"--comment {TAG_PREFIX}" in line]
+    return [line for line in saved.splitlines() if any(map(_is_baadal_tag, _rule_tags(line)))]
 
 
 def clear_all_nat_mappings(engine: Engine, settings: Settings) -> int:
