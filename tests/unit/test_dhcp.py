@@ -474,12 +474,10 @@ def test_entries_from_db_and_rebuild(sqlite_engine: Engine, dnsmasq: Settings, h
         assert dhcp_entries_from_db(s) == expected
     # a lost file, and one that drifted, both come back as the database says
     assert not hosts.exists()
-    with session_scope(sqlite_engine) as s:
-        assert rebuild_dhcp_entries(dnsmasq, s) == 2
+    assert rebuild_dhcp_entries(dnsmasq, expected) == 2
     assert read_dhcp_entries(dnsmasq) == expected
     hosts.write_text(render_dnsmasq_hosts([A]))
-    with session_scope(sqlite_engine) as s:
-        assert rebuild_dhcp_entries(dnsmasq, s) == 2
+    assert rebuild_dhcp_entries(dnsmasq, expected) == 2
     assert read_dhcp_entries(dnsmasq) == expected
 
 

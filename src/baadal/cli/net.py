@@ -80,7 +80,8 @@ def dhcp_show_cmd() -> None:
 def dhcp_rebuild_cmd() -> None:
     """Rewrite the reservations from the database (after the file was lost)."""
     with db() as session:
-        count = dhcp.rebuild_dhcp_entries(get_settings(), session)
+        entries = dhcp.dhcp_entries_from_db(session)
+    count = dhcp.rebuild_dhcp_entries(get_settings(), entries)
     console.print(f"{count} reservation(s) written", highlight=False)
 
 

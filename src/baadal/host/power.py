@@ -43,9 +43,14 @@ from baadal.errors import (
     RemoteCommandError,
     ValidationError,
 )
-from baadal.host.status import host_problem, host_service_problems, libvirt_endpoint
+from baadal.host.status import (
+    PROBE_TIMEOUT_S,
+    host_problem,
+    host_service_problems,
+    libvirt_endpoint,
+    pingable,
+)
 from baadal.host.vms import get_host_domains
-from baadal.net.ping import is_pingable
 from baadal.net.remote import CommandResult, RemoteTarget, execute_remote_cmd, run_local
 from baadal.net.validators import normalize_mac
 
@@ -57,7 +62,6 @@ WOL_COPIES = 3
 IPMI_ACTIONS = frozenset({"on", "off", "soft", "cycle", "reset", "status"})
 IPMI_TIMEOUT_S = 30.0
 POWEROFF_COMMAND_TIMEOUT_S = 30.0
-PROBE_TIMEOUT_S = 2.0
 POLL_S = 1.0
 #: a host more than this much reserved (of RAM x overcommit) counts as busy
 BUSY_FRACTION = 0.8
@@ -156,18 +160,11 @@ def _port_open(address: str, port: int) -> bool:
         return False
 
 
-def _pingable(address: str) -> bool:
-    try:
-        return is_pingable(socket.gethostbyname(address), count=2, timeout_s=1.0)
-    except OSError:
-        return False
-
-
 def still_answering(host: Host) -> str | None:
     """What of the host still answers (ping, libvirt's port, SSH), or None once it is
     silent, i.e. really off."""
     answers = []
-    if _pingable(host.address):
+    if pingable(host.address):
         answers.append("ping")
     endpoint = libvirt_endpoint(host.libvirt_uri)
     if endpoint is not None and _port_open(*endpoint):

@@ -87,14 +87,14 @@ def libvirt_problem(host: Host) -> str | None:
     return None
 
 
-def _pingable(host: Host) -> bool:
-    """Ping the host's address (a name is resolved first; one that does not resolve is
-    not reachable)."""
+def pingable(address: str) -> bool:
+    """Ping an address (a name is resolved first; one that does not resolve is not
+    reachable)."""
     try:
-        address = socket.gethostbyname(host.address)
+        resolved = socket.gethostbyname(address)
     except OSError:
         return False
-    return is_pingable(address, count=2, timeout_s=1.0)
+    return is_pingable(resolved, count=2, timeout_s=1.0)
 
 
 def check_host_status(host: Host) -> C.HostStatus:
@@ -103,7 +103,7 @@ def check_host_status(host: Host) -> C.HostStatus:
 
 
 def host_problem(host: Host) -> str | None:
-    if not _pingable(host):
+    if not pingable(host.address):
         return f"{host.address} does not answer ping"
     return libvirt_problem(host)
 
@@ -167,6 +167,7 @@ def host_status_sanity_check(engine: Engine, settings: Settings) -> list[HostChe
         HostCheck(h.id, h.host_name, C.HostStatus(h.status), new, problem)
         for h, (new, problem) in zip(hosts, outcomes, strict=True)
     ]
+    went_down = []
     with session_scope(engine) as session:
         for check in checks:
             row = session.get(Host, check.host_id)
@@ -174,6 +175,8 @@ def host_status_sanity_check(engine: Engine, settings: Settings) -> list[HostChe
             if row is None or row.status != check.old or not check.changed:
                 continue
             row.status = int(check.new)
+            if check.new == C.HostStatus.DOWN:
+                went_down.append(check)
             session.add(
                 HostEventLog(
                     host_id=row.id,
@@ -185,14 +188,13 @@ def host_status_sanity_check(engine: Engine, settings: Settings) -> list[HostChe
             )
             level = logging.WARNING if check.new == C.HostStatus.DOWN else logging.INFO
             log.log(level, "host %s is %s: %s", row.host_name, check.new.name, check.problem)
-    for check in checks:
-        if check.changed and check.new == C.HostStatus.DOWN:
-            for result in host_vms.recover_down_host(engine, settings, check.host_id):
-                log.log(
-                    logging.INFO if result.ok else logging.ERROR,
-                    "VM %s of DOWN host %s: %s", result.vm_name, check.host_name,
-                    f"respawned on {result.new_host}" if result.ok else result.message,
-                )  # fmt: skip
+    for check in went_down:  # only hosts this pass itself marked DOWN
+        for result in host_vms.recover_down_host(engine, settings, check.host_id):
+            log.log(
+                logging.INFO if result.ok else logging.ERROR,
+                "VM %s of DOWN host %s: %s", result.vm_name, check.host_name,
+                f"respawned on {result.new_host}" if result.ok else result.message,
+            )  # fmt: skip
     return checks
 
 

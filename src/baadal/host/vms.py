@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import re
 import shlex
 from dataclasses import dataclass, field
 from datetime import UTC
@@ -281,9 +282,9 @@ def respawn_vm(
 
 
 def respawn_dangling_vms(engine: Engine, settings: Settings, host_id: int) -> list[RespawnResult]:
-    """Every VM of a DOWN host, respawned elsewhere at its latest snapshot (as upstream:
-    what the dead host's guests wrote since may be half-written). One failure does not
-    stop the others."""
+    """Every VM of a DOWN host, respawned elsewhere; a running or paused one at its latest
+    snapshot (as upstream: what the dead host's guests wrote since may be half-written).
+    One failure does not stop the others."""
     with session_scope(engine) as session:
         host = session.get(Host, host_id)
         if host is None:
@@ -291,7 +292,7 @@ def respawn_dangling_vms(engine: Engine, settings: Settings, host_id: int) -> li
         if host.status == C.HostStatus.UP:
             raise ConflictError(f"host {host.host_name} is UP: its VMs are not dangling")
         vms = session.execute(
-            select(VM.id, VM.vm_name)
+            select(VM.id, VM.vm_name, VM.status)
             .where(
                 VM.host_id == host_id,
                 VM.status.in_((C.VMStatus.RUNNING, C.VMStatus.SUSPENDED, C.VMStatus.SHUTDOWN)),
@@ -300,9 +301,11 @@ def respawn_dangling_vms(engine: Engine, settings: Settings, host_id: int) -> li
         ).all()
         host_name = host.host_name
     results: list[RespawnResult] = []
-    for vm_id, vm_name in vms:
+    for vm_id, vm_name, status in vms:
+        # a shut-off VM's disk was closed cleanly: nothing to roll back
+        revert = status != C.VMStatus.SHUTDOWN
         try:
-            results.append(respawn_vm(engine, settings, vm_id, revert_to_latest_snapshot=True))
+            results.append(respawn_vm(engine, settings, vm_id, revert_to_latest_snapshot=revert))
         except Exception as exc:
             log.exception("respawn of VM %s from host %s failed", vm_name, host_name)
             results.append(RespawnResult(vm_id, vm_name, host_name, None, False, str(exc)))
@@ -314,7 +317,7 @@ def fence_commands(identity: str) -> list[list[str]]:
     and autostart definitions, so the host cannot run it again when libvirtd returns."""
     etc = "/etc/libvirt/qemu"
     return [
-        ["pkill", "-KILL", "-f", "--", f"guest={identity},"],
+        ["pkill", "-KILL", "-f", "--", f"guest={re.escape(identity)},"],
         ["rm", "-f", "--", f"{etc}/autostart/{identity}.xml", f"{etc}/{identity}.xml"],
     ]
 

@@ -872,4 +872,5 @@ def _rebuild_dhcp(
 ) -> None:
     """The reservations of the VMs already in the database (after a rebuilt lab)."""
     with db() as session:
-        dhcp.rebuild_dhcp_entries(settings, session)
+        entries = dhcp.dhcp_entries_from_db(session)
+    dhcp.rebuild_dhcp_entries(settings, entries)

@@ -11,7 +11,10 @@ isc-dhcp-server on every change. Here Baadal owns one whole file of reservations
 Every change reads the file, edits the list and writes the whole file again as a temporary
 file in the same directory renamed over the old one: the server never sees half a file,
 and a failed change leaves the old file as it was. Writers are serialised by a lock in
-this process and by ``flock`` on a lock file next to the target across processes.
+this process and, when the file is on this machine, by ``flock`` on a lock file next to
+it across processes. A remote DHCP server has no such cross-process lock: two workers
+changing it at once can lose an entry, which the periodic network sanity job restores
+from the database.
 
 The database is the truth: the file holds only what Baadal put there and can always be
 rebuilt from it (:func:`rebuild_dhcp_entries`, at controller start or when it is lost).
@@ -531,14 +534,15 @@ def dhcp_entries_from_db(session: Session) -> list[DhcpEntry]:
     return entries
 
 
-def rebuild_dhcp_entries(settings: Settings, session: Session) -> int:
-    """Rewrite the whole file from the database and reload the server, even when the file
-    looked right (the last reload may have failed); the number of entries."""
+def rebuild_dhcp_entries(settings: Settings, entries: list[DhcpEntry]) -> int:
+    """Rewrite the whole file with ``entries`` (read from the database by
+    :func:`dhcp_entries_from_db`, in a transaction that is over by now: the write and the
+    reload may take seconds) and reload the server, even when the file looked right (the
+    last reload may have failed); the number of entries."""
     backend = _backend(settings)
     if backend is None:
         log.debug("dhcp.backend is none: nothing to rebuild")
         return 0
-    entries = dhcp_entries_from_db(session)
     with _lock, backend.machine.locked(backend.path):
         backend.save(entries)
     log.info("DHCP entries rebuilt from the database: %d", len(entries))

@@ -132,6 +132,8 @@ def check_domain_change(session: Session, vm: VM, domain: SecurityDomain) -> Non
         raise ConflictError(f"{vm.vm_name} is already in security domain {domain.name!r}")
     if vm.status in (C.VMStatus.IN_QUEUE, C.VMStatus.UNKNOWN):
         raise ConflictError(f"{vm.vm_name} is not installed")
+    if vm.status == C.VMStatus.SUSPENDED:
+        raise ConflictError(f"{vm.vm_name} is paused: resume or stop it before moving it")
     free = pools.free_private_count(session, domain.vlan_id)
     if not free:
         raise ConflictError(f"no free private IP left in security domain {domain.name!r}")

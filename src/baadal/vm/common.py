@@ -25,10 +25,11 @@ def load_vm(session: Session, vm_id: int | None) -> VM:
 
 
 def host_hypervisor(host: Host | None, vm_name: str = "") -> Hypervisor:
-    """The hypervisor of an UP host; a clear error when there is none."""
+    """The hypervisor of an UP host (or one in maintenance: its VMs are still being
+    stopped or moved away); a clear error when there is none."""
     if host is None:
         raise ConflictError(f"VM {vm_name} is not placed on any host")
-    if host.status != C.HostStatus.UP:
+    if host.status not in (C.HostStatus.UP, C.HostStatus.MAINTENANCE):
         raise ConflictError(f"host {host.host_name} is {C.HostStatus(host.status).name}")
     return hypervisor_for(host)
 

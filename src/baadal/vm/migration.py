@@ -15,6 +15,7 @@ run between short transactions, never inside one.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,13 +91,21 @@ def migration_dir(settings: Settings, datastore: Datastore, vm_identity: str) ->
 
 
 def save_snapshot_xmls(directory: Path, snapshots: list[SnapshotInfo]) -> None:
-    """One file per snapshot, numbered parents first, and the current one's name."""
+    """One file per snapshot, numbered parents first, and the current one's name. Only
+    root may read them: the snapshot XML carries the domain's VNC password."""
     storage.remove_path(directory)
-    directory.mkdir(parents=True)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700)
     for index, snap in enumerate(snapshots):
-        (directory / f"{index:03d}-{snap.name}.xml").write_text(snap.xml)
+        _write_private(directory / f"{index:03d}-{snap.name}.xml", snap.xml)
         if snap.is_current:
-            (directory / _CURRENT_FILE).write_text(snap.name)
+            _write_private(directory / _CURRENT_FILE, snap.name)
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
 
 
 def saved_snapshots(directory: Path) -> list[SnapshotInfo]:
@@ -394,7 +403,9 @@ def compensate_migration(ctx: TaskContext) -> None:
         backup = migration_dir(ctx.settings, vm.datastore, identity)
         places = [
             _place(ctx.settings, host)
-            for host in session.scalars(select(Host).where(Host.status == C.HostStatus.UP))
+            for host in session.scalars(
+                select(Host).where(Host.status.in_((C.HostStatus.UP, C.HostStatus.MAINTENANCE)))
+            )
         ]
     where = settle(ctx.engine, ctx.vm_id, identity, db_host_id, places, backup, ctx.requester_id)
     if where.host_id != db_host_id:

@@ -69,10 +69,6 @@ def read_vm_network(engine: Engine, vm_id: int | None) -> VmNetwork:
         return vm_network(load_vm(session, vm_id))
 
 
-def publish_vm_network(engine: Engine, settings: Settings, vm_id: int | None) -> None:
-    publish(settings, read_vm_network(engine, vm_id))
-
-
 def withdraw_vm_network(engine: Engine, settings: Settings, vm_id: int | None) -> None:
     """Everything the VM has on the DHCP server and the NAT box, console grants included
     (before its addresses go back to the pools)."""
@@ -105,11 +101,11 @@ def restore_network(engine: Engine, settings: Settings) -> str:
     reservations when the file was lost or drifted, re-add missing NAT mappings (after a
     NAT box reboot). Cheap when all is well; run at worker start and every few minutes."""
     with session_scope(engine) as session:
-        wanted = set(dhcp.dhcp_entries_from_db(session))
-        dhcp_state = "DHCP in step"
-        if set(dhcp.read_dhcp_entries(settings)) != wanted:
-            count = dhcp.rebuild_dhcp_entries(settings, session)
-            dhcp_state = f"DHCP rebuilt with {count} entries"
+        wanted = dhcp.dhcp_entries_from_db(session)
+    dhcp_state = "DHCP in step"
+    if set(dhcp.read_dhcp_entries(settings)) != set(wanted):  # outside the transaction
+        count = dhcp.rebuild_dhcp_entries(settings, wanted)
+        dhcp_state = f"DHCP rebuilt with {count} entries"
     readded = nat.reapply_nat_mappings(engine, settings)
     return f"{dhcp_state}; NAT: {readded} rule(s)/alias(es) re-added"
 
@@ -179,15 +175,21 @@ def update_security_domain(
     running VM reboots into its new network. On failure everything is put back."""
     with session_scope(engine) as session:
         vm = load_vm(session, vm_id)
+        hv, identity, name = vm_hypervisor(vm), vm.vm_identity, vm.vm_name
+    state = hv.domain_info(identity).status  # libvirt outside the transaction
+    if state == C.VMStatus.SUSPENDED:
+        # a reboot would lose the paused guest's memory
+        raise ConflictError(f"{name} is paused: resume or stop it before moving it")
+    was_running = state == C.VMStatus.RUNNING
+    with session_scope(engine) as session:
+        vm = load_vm(session, vm_id)
         domain = session.get(SecurityDomain, domain_id)
         if domain is None:
             raise NotFoundError(f"no security domain with id {domain_id}")
         if vm.security_domain_id == domain.id:
             raise ConflictError(f"{vm.vm_name} is already in security domain {domain.name!r}")
-        hv = vm_hypervisor(vm)
         old_domain_name = vm.security_domain.name if vm.security_domain else None
         new_domain_name = domain.name
-        was_running = hv.domain_info(vm.vm_identity).status != C.VMStatus.SHUTDOWN
         move = _take_new_address(session, vm, domain)
     nic_changed = False
     try:
@@ -202,6 +204,9 @@ def update_security_domain(
             _restart(hv, move.identity, settings)
     except Exception:
         _undo_move(engine, settings, hv, vm_id, move, nic_changed=nic_changed)
+        if was_running:
+            with contextlib.suppress(BaadalError):
+                hv.start(move.identity)  # back as it was, even if the reboot itself failed
         raise
     with session_scope(engine) as session:
         vm = load_vm(session, vm_id)
