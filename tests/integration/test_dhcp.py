@@ -105,9 +105,10 @@ def _stop(pid_file: Path) -> None:
 def dnsmasq_lab() -> Iterator[DnsmasqLab]:
     _need_root_and("ip", "dnsmasq", "busybox")
     tag = os.getpid()
-    server_ns, client_ns = f"bdl-t-dhcps{tag}", f"bdl-t-dhcpc{tag}"
+    # not the lab's "bdl-" prefix: `lab down` sweeps every namespace that has it
+    server_ns, client_ns = f"bdt-dhcps{tag}", f"bdt-dhcpc{tag}"
     # dnsmasq re-reads the file as nobody: pytest's tmp_path (0700) would hide it
-    work = Path(tempfile.mkdtemp(prefix="bdl-t-dhcp-"))
+    work = Path(tempfile.mkdtemp(prefix="bdt-dhcp-"))
     work.chmod(0o755)
     lab = DnsmasqLab(
         server_ns, client_ns, work, work / "hosts", work / "dnsmasq.pid", work / "dnsmasq.log"
