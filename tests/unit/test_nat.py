@@ -382,3 +382,36 @@ def test_quoted_comments_of_iptables_save_are_read() -> None:
     assert nat.mapped_destination(saved, nat.public_tag("10.9.9.9")) == "10.0.0.5"
     assert nat.mapped_destination(saved, nat.public_tag("10.9.9.99")) is None
     assert [argv[3:6] for argv in nat.tagged_rule_deletions(saved)] == [["-D", "PREROUTING", "-d"]]
+
+
+def test_a_grant_made_while_expiry_removes_the_rules_keeps_them(
+    sqlite_engine: Engine,
+    cloud_settings: Settings,
+    cloud: Cloud,
+    box: FakeNatBox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    vm_id = create(sqlite_engine, cloud_settings)
+    cloud_settings.nat.nat_type = C.NatType.SOFTWARE
+    cloud_settings.nat.nat_ip = "10.99.0.2"
+    cloud_settings.nat.public_interface = "pub0"
+    cloud_settings.nat.vnc_ip = "10.99.200.150"
+    old = nat.grant_vnc_access(sqlite_engine, cloud_settings, vm_id, None, duration_s=60)
+    at = old.expiry_time + timedelta(seconds=1)
+    real_remove = nat._remove
+
+    def remove_while_a_user_grants(*args: object) -> int:
+        changed = real_remove(*args)  # type: ignore[arg-type]
+        # the user's new grant commits now: its rules "already exist", so none are added
+        with session_scope(sqlite_engine) as s:
+            row = s.scalars(select(VncAccess).where(VncAccess.token == old.token)).one()
+            s.add(VncAccess(vm_id=vm_id, token="new", host_id=row.host_id,
+                            vnc_source_port=row.vnc_source_port,
+                            vnc_destination_port=row.vnc_destination_port, duration=600,
+                            status="active", time_requested=at,
+                            expiry_time=at + timedelta(seconds=600)))  # fmt: skip
+        return changed
+
+    monkeypatch.setattr(nat, "_remove", remove_while_a_user_grants)
+    assert nat.clear_all_timedout_vnc_mappings(sqlite_engine, cloud_settings, now=at) == 1
+    assert len(box.rules) == 2  # put back for the new grant

@@ -571,6 +571,7 @@ def clear_all_timedout_vnc_mappings(
         else:
             still_used.add(mapping)
     ended: list[int] = []
+    removed: list[VncMapping] = []
     failure: BaadalError | None = None
     target = _target(nat, settings) if nat is not None else None
     for mapping, ids in expired.items():
@@ -581,6 +582,7 @@ def clear_all_timedout_vnc_mappings(
                 log.error("cannot revoke VNC access %s: %s", mapping.tag, exc)
                 failure = failure or exc
                 continue
+            removed.append(mapping)
         ended += ids
     if ended:
         with session_scope(engine) as s:
@@ -589,6 +591,19 @@ def clear_all_timedout_vnc_mappings(
                 .where(VncAccess.id.in_(ended), VncAccess.status == "active")
                 .values(status="inactive")
             )
+            # a grant made while the rules were going: it keeps its forwarding
+            granted = set(
+                VncMapping(*g)
+                for g in s.execute(
+                    select(VncAccess.vm_id, VncAccess.vnc_source_port, Host.address,
+                           VncAccess.vnc_destination_port)
+                    .join(Host, Host.id == VncAccess.host_id)
+                    .where(VncAccess.status == "active", VncAccess.expiry_time > now)
+                )
+            )  # fmt: skip
+        for mapping in removed:
+            if nat is not None and target is not None and mapping in granted:
+                _create(nat, target, mapping)
     if failure is not None:
         raise failure
     return len(ended)
