@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from baadal import constants as C
-from baadal.cli.common import console, db, fail, handle_errors, print_table
+from baadal.cli.common import console, db, fail, handle_errors, load_host, print_table
 from baadal.cli.inventory import host_app
 from baadal.config import get_settings
 from baadal.db.models import Task
@@ -100,16 +100,11 @@ def bootup_cmd(inline: InlineOpt = False) -> None:
     run_queued(maintenance.bootup_baadal, "cloud bootup", inline=inline, shutdown=False)
 
 
-def _host_ids(names: list[str]) -> list[int]:
-    with db() as session:
-        return [inventory.get_host(session, n).id for n in names]
-
-
 @host_app.command("shutdown")
 @handle_errors
 def host_shutdown_cmd(hosts: list[str], inline: InlineOpt = False) -> None:
     """Snapshot and power off the VMs of these hosts."""
-    ids = _host_ids(hosts)
+    ids = [load_host(h).id for h in hosts]
     run_queued(lambda s: maintenance.shutdown_host(s, ids), "host shutdown", inline=inline,
          shutdown=None)  # fmt: skip
 
@@ -118,7 +113,7 @@ def host_shutdown_cmd(hosts: list[str], inline: InlineOpt = False) -> None:
 @handle_errors
 def host_bootup_cmd(hosts: list[str], inline: InlineOpt = False) -> None:
     """Bring back the VMs a host shutdown snapshotted."""
-    ids = _host_ids(hosts)
+    ids = [load_host(h).id for h in hosts]
     run_queued(lambda s: maintenance.bootup_host(s, ids), "host bootup", inline=inline,
          shutdown=None)  # fmt: skip
 
@@ -127,7 +122,7 @@ def host_bootup_cmd(hosts: list[str], inline: InlineOpt = False) -> None:
 @handle_errors
 def evacuate_cmd(host: str, inline: InlineOpt = False) -> None:
     """Migrate every VM off the host (live when running), one task each."""
-    host_id = _host_ids([host])[0]
+    host_id = load_host(host).id
     run_queued(lambda s: host_vms.migrate_all_vms_from_host(s, host_id), f"evacuate {host}",
          inline=inline, shutdown=None)  # fmt: skip
 
@@ -136,7 +131,7 @@ def evacuate_cmd(host: str, inline: InlineOpt = False) -> None:
 @handle_errors
 def maintenance_cmd(host: str, inline: InlineOpt = False) -> None:
     """Put the host in MAINTENANCE (no new VMs) and migrate its VMs away."""
-    host_id = _host_ids([host])[0]
+    host_id = load_host(host).id
 
     def queue_them(session: Session) -> maintenance.Queued:
         inventory.set_host_status(session, host_id, C.HostStatus.MAINTENANCE)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -13,9 +13,11 @@ from rich.table import Table
 from sqlalchemy.orm import Session
 
 from baadal.db.migrate import require_schema
+from baadal.db.models import Host
 from baadal.db.session import get_engine, session_scope
 from baadal.errors import BaadalError
 from baadal.logs import log_exception
+from baadal.services import inventory
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -61,6 +63,17 @@ def db() -> Iterator[Session]:
         _schema_checked.add(url)
     with session_scope(engine) as session:
         yield session
+
+
+HostArg = Annotated[str, typer.Argument(help="host name or id")]
+
+
+def load_host(name_or_id: str) -> Host:
+    """A host row by name or id, detached so a command can use it after the session."""
+    with db() as session:
+        host = inventory.get_host(session, name_or_id)
+        session.expunge(host)
+    return host
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

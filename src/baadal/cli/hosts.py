@@ -9,23 +9,13 @@ import typer
 from sqlalchemy import select
 
 from baadal import constants as C
-from baadal.cli.common import console, db, handle_errors, print_table
+from baadal.cli.common import HostArg, console, db, handle_errors, load_host, print_table
 from baadal.cli.inventory import host_app
 from baadal.config import get_settings
-from baadal.db.models import Host, HostEventLog
+from baadal.db.models import HostEventLog
 from baadal.db.session import get_engine
 from baadal.host import resources, status, utilization
 from baadal.host import vms as host_vms
-from baadal.services import inventory
-
-HostArg = Annotated[str, typer.Argument(help="host name or id")]
-
-
-def _host(name_or_id: str) -> Host:
-    with db() as session:
-        host = inventory.get_host(session, name_or_id)
-        session.expunge(host)
-    return host
 
 
 @host_app.command("check")
@@ -44,7 +34,7 @@ def check_cmd() -> None:
 @handle_errors
 def resources_cmd(host: HostArg) -> None:
     """CPU cores, RAM and disk of the host, asked from the host itself."""
-    row = _host(host)
+    row = load_host(host)
     settings = get_settings()
     details = resources.host_resource_details(row, settings)
     print_table(
@@ -66,7 +56,7 @@ def usage_cmd(
     host: HostArg, interval: Annotated[float, typer.Option(help="seconds to measure")] = 1.0
 ) -> None:
     """CPU, disk, memory and network use of the host over one short interval."""
-    row = _host(host)
+    row = load_host(host)
     usage = utilization.get_host_resources_usage(row, get_settings(), interval_s=interval)
     print_table(
         f"Host {row.host_name} usage",
@@ -84,7 +74,7 @@ def usage_cmd(
 @handle_errors
 def domains_cmd(host: HostArg) -> None:
     """Every domain libvirt has on the host, running or not."""
-    row = _host(host)
+    row = load_host(host)
     domains = host_vms.get_host_domains(row)
     rows = [(d.name, C.VMStatus(d.status).name) for d in domains]
     print_table(f"Domains on {row.host_name}", ["domain", "state"], rows)
@@ -94,7 +84,7 @@ def domains_cmd(host: HostArg) -> None:
 @handle_errors
 def events_cmd(host: HostArg) -> None:
     """What the sanity check saw change on the host."""
-    row = _host(host)
+    row = load_host(host)
     with db() as session:
         events = session.scalars(
             select(HostEventLog).where(HostEventLog.host_id == row.id).order_by(HostEventLog.id)
@@ -110,7 +100,7 @@ def events_cmd(host: HostArg) -> None:
 @handle_errors
 def orphan_delete_cmd(host: HostArg, domain: str) -> None:
     """Destroy and undefine a domain Baadal does not know (its disks are kept)."""
-    row = _host(host)
+    row = load_host(host)
     host_vms.delete_orphan_vm(get_engine(), row.id, domain)
     console.print(f"removed orphan domain {domain} from {row.host_name}", highlight=False)
 
@@ -119,7 +109,7 @@ def orphan_delete_cmd(host: HostArg, domain: str) -> None:
 @handle_errors
 def respawn_cmd(host: HostArg) -> None:
     """Bring the VMs of a DOWN host back on other hosts, from their disks."""
-    row = _host(host)
+    row = load_host(host)
     results = host_vms.respawn_dangling_vms(get_engine(), get_settings(), row.id)
     rows = [(r.vm_name, r.old_host, r.new_host, "ok" if r.ok else r.message) for r in results]
     print_table(f"Respawned from {row.host_name}", ["VM", "from", "to", "result"], rows)

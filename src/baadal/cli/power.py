@@ -9,20 +9,12 @@ from typing import Annotated
 import typer
 
 from baadal.cli.cloud import InlineOpt, run_queued
-from baadal.cli.common import console, db, handle_errors, print_table
+from baadal.cli.common import HostArg, console, handle_errors, load_host, print_table
 from baadal.cli.inventory import host_app
 from baadal.config import get_settings
 from baadal.db.session import get_engine
 from baadal.host import maintenance, power
 from baadal.host import vms as host_vms
-from baadal.services import inventory
-
-HostArg = Annotated[str, typer.Argument(help="host name or id")]
-
-
-def _host_id(name_or_id: str) -> int:
-    with db() as session:
-        return inventory.get_host(session, name_or_id).id
 
 
 def _say(result: power.HostPowerResult) -> None:
@@ -39,7 +31,7 @@ def power_up_cmd(
 ) -> None:
     """Wake the host (wake-on-LAN, or IPMI for a host with a BMC) and wait until it
     answers; then it is UP."""
-    _say(power.host_power_up(get_engine(), get_settings(), _host_id(host), wait=not no_wait))
+    _say(power.host_power_up(get_engine(), get_settings(), load_host(host).id, wait=not no_wait))
 
 
 class VmsFirst(StrEnum):
@@ -62,7 +54,7 @@ def power_down_cmd(
     inline: InlineOpt = False,
 ) -> None:
     """Power the host off (power.poweroff_command over SSH, or IPMI) after its VMs."""
-    host_id = _host_id(host)
+    host_id = load_host(host).id
     if vms == VmsFirst.MIGRATE:
         run_queued(lambda s: host_vms.migrate_all_vms_from_host(s, host_id),
                    f"migrate the VMs of {host}", inline=inline, shutdown=None)  # fmt: skip
