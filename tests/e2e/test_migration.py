@@ -83,7 +83,7 @@ def _libvirt_view(identity: str) -> dict[str, tuple[bool, list[str], str | None]
 
 def _migrate(lab: Lab, vm_id: int, host: str | None, *, live: bool) -> tuple[Task, float]:
     def request(s: Session) -> None:
-        migration.request_migrate(s, _vm(s, vm_id), host, live, None)
+        vms.request_migrate(s, _vm(s, vm_id), host, live, None)
 
     start = time.monotonic()
     task = _task(lab, request)
@@ -193,7 +193,7 @@ def test_live_migration_with_snapshots_offline_back_refusals_and_undo(lab: Lab) 
     with session_scope(lab.engine) as s:
         s.execute(update(Host).where(Host.id == h2_id).values(status=C.HostStatus.DOWN))
     with session_scope(lab.engine) as s, pytest.raises(ConflictError, match="it is DOWN"):
-        migration.request_migrate(s, _vm(s, vm_id), H2.name, True, None)
+        vms.request_migrate(s, _vm(s, vm_id), H2.name, True, None)
     result = migration.migrate_domain(lab.engine, lab.settings, vm_id, h2_id, True)
     print(f"to a DOWN host: {result.message}")
     assert result.status == C.TaskStatus.FAILED and "it is DOWN" in result.message
@@ -202,7 +202,7 @@ def test_live_migration_with_snapshots_offline_back_refusals_and_undo(lab: Lab) 
         ram, cpus = host.RAM, host.CPUs
         host.status, host.RAM, host.CPUs = C.HostStatus.UP, 0, 1
     with session_scope(lab.engine) as s, pytest.raises(ResourceExhausted) as refused:
-        migration.request_migrate(s, _vm(s, vm_id), H2.name, True, None)
+        vms.request_migrate(s, _vm(s, vm_id), H2.name, True, None)
     print(f"to a full host: {refused.value}")
     assert f"cannot migrate {vm_name} to {H2.name}: no UP host has" in str(refused.value)
     result = migration.migrate_domain(lab.engine, lab.settings, vm_id, h2_id, True)
@@ -251,7 +251,7 @@ def test_migration_whose_worker_is_killed_midway_is_settled(lab: Lab) -> None:
     assert wait_ping(ip, BOOT_TIMEOUT_S)
     _ok(lab, lambda s: vms.request_snapshot(s, _vm(s, vm_id), None))
     with session_scope(lab.engine) as s:
-        task_id = migration.request_migrate(s, _vm(s, vm_id), H2.name, True, None).id
+        task_id = vms.request_migrate(s, _vm(s, vm_id), H2.name, True, None).id
     # a real worker process with a short lease, killed once the snapshots are saved away
     worker = start_worker(
         f"sqlite:///{lab.home / 'baadal.db'}", lab.home, "doomed", WORKER__LEASE_S="3"

@@ -79,15 +79,15 @@ def test_refusals_change_nothing(
         vm = s.get(VM, vm_id)
         assert vm.host_id == h1
         with pytest.raises(ConflictError, match="already on host host1"):
-            migration.request_migrate(s, vm, "host1", True, None)
+            vms.request_migrate(s, vm, "host1", True, None)
         with pytest.raises(NotFoundError):
-            migration.request_migrate(s, vm, "nohost", True, None)
+            vms.request_migrate(s, vm, "nohost", True, None)
         s.get(Host, h2).status = C.HostStatus.MAINTENANCE
         s.flush()
         with pytest.raises(ConflictError, match="host2: it is MAINTENANCE"):
-            migration.request_migrate(s, vm, "host2", True, None)
+            vms.request_migrate(s, vm, "host2", True, None)
         with pytest.raises(ResourceExhausted, match="no host is UP"):
-            migration.request_migrate(s, vm, None, True, None)
+            vms.request_migrate(s, vm, None, True, None)
         s.rollback()
     with session_scope(engine) as s:
         s.execute(update(Host).where(Host.id == h2).values(RAM=0))
@@ -95,7 +95,7 @@ def test_refusals_change_nothing(
         session_scope(engine) as s,
         pytest.raises(ResourceExhausted, match="cannot migrate web to host2: no UP host"),
     ):
-        migration.request_migrate(s, s.get(VM, vm_id), "host2", True, None)
+        vms.request_migrate(s, s.get(VM, vm_id), "host2", True, None)
     # the handler checks again at run time (the host may have filled since)
     result = migration.migrate_domain(engine, settings, vm_id, h2, True)
     assert result.status == C.TaskStatus.FAILED
@@ -106,7 +106,7 @@ def test_refusals_change_nothing(
             owner=vms.get_user(s, None),
         )  # fmt: skip
     with session_scope(engine) as s, pytest.raises(ConflictError, match="not installed"):
-        migration.request_migrate(s, s.get(VM, queued.vm_id), None, True, None)
+        vms.request_migrate(s, s.get(VM, queued.vm_id), None, True, None)
     after = _state(engine, vm_id)
     assert after[:2] == before[:2] and after[2] == before[2] + 1  # only the create task
 
@@ -121,7 +121,7 @@ def test_driver_without_migration_fails_cleanly(
     current = [snap.name for snap in hv.snapshot_list(identity) if snap.is_current]
     host_before, events_before, _ = _state(engine, vm_id)
     with session_scope(engine) as s:
-        task = migration.request_migrate(s, s.get(VM, vm_id), "host2", True, None)
+        task = vms.request_migrate(s, s.get(VM, vm_id), "host2", True, None)
         assert task.parameters == {
             "destination_host": cloud.host_ids[1],
             "live_migration": True,

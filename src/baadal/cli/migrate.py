@@ -9,7 +9,6 @@ import typer
 from baadal.cli.common import db, handle_errors
 from baadal.cli.vms import InlineOpt, WaitOpt, follow_task
 from baadal.services import vms
-from baadal.vm import migration
 
 
 @handle_errors
@@ -26,7 +25,7 @@ def migrate_cmd(
 ) -> None:
     """Migrate a VM to another host; a shut-off VM always moves offline."""
     with db() as session:
-        task = migration.request_migrate(
+        task = vms.request_migrate(
             session, vms.find_vm(session, vm), to, live=not offline, requester_id=None
         )
         task_id = task.id

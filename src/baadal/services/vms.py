@@ -30,7 +30,7 @@ from baadal.errors import ConflictError, NotFoundError, ValidationError
 from baadal.net.validators import check_safe_name
 from baadal.services import inventory, networks
 from baadal.tasks import queue
-from baadal.vm import install, storage
+from baadal.vm import install, migration, storage
 from baadal.vm.disk import check_disk_size
 from baadal.vm.edit import check_ram_vcpus
 from baadal.vm.snapshot import check_user_snapshot_limit
@@ -373,3 +373,15 @@ def request_clone(
         requester_id=requester_id,
     )
     return task, clone_ids
+
+
+def request_migrate(
+    session: Session, vm: VM, dest_host: str | None, live: bool, requester_id: int | None
+) -> Task:
+    """Validate now (installed, destination UP, not its own, with room: a clear error
+    and nothing queued), then queue. Without ``dest_host`` placement chooses at run
+    time."""
+    migration.check_installed(vm)
+    dest_id = inventory.get_host(session, dest_host).id if dest_host is not None else None
+    migration.choose_destination(session, vm, dest_id)
+    return migration.add_migrate_task_to_queue(session, vm.id, dest_id, live, requester_id)

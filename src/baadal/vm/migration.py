@@ -31,7 +31,6 @@ from baadal.drivers import domain_xml, hypervisor_for
 from baadal.drivers.base import DomainNotFound, Hypervisor, NotSupported, SnapshotInfo
 from baadal.errors import BaadalError, ConflictError, NotFoundError, ResourceExhausted
 from baadal.net import nat
-from baadal.services import inventory
 from baadal.tasks import queue
 from baadal.tasks.registry import TaskContext, TaskResult
 from baadal.vm import storage
@@ -291,7 +290,7 @@ def _revoke_vnc(engine: Engine, settings: Settings, vm_id: int) -> bool:
 # --- choosing and checking the destination -------------------------------------------------
 
 
-def _check_installed(vm: VM) -> None:
+def check_installed(vm: VM) -> None:
     if vm.status in (C.VMStatus.IN_QUEUE, C.VMStatus.UNKNOWN) or vm.host is None:
         raise ConflictError(f"VM {vm.vm_name} is not installed")
     if vm.datastore is None:
@@ -331,7 +330,7 @@ def plan_migration(
 ) -> Move:
     with session_scope(engine) as session:
         vm = load_vm(session, vm_id)
-        _check_installed(vm)
+        check_installed(vm)
         # a host in maintenance is being emptied: its VMs may (must) leave it
         if vm.host.status not in (C.HostStatus.UP, C.HostStatus.MAINTENANCE):
             raise ConflictError(f"host {vm.host.host_name} of {vm.vm_name} is not UP")
@@ -448,15 +447,3 @@ def add_migrate_task_to_queue(
         },
         requester_id=requester_id,
     )
-
-
-def request_migrate(
-    session: Session, vm: VM, dest_host: str | None, live: bool, requester_id: int | None
-) -> Task:
-    """Validate now (installed, destination UP, not its own, with room: a clear error
-    and nothing queued), then queue. Without ``dest_host`` placement chooses at run
-    time."""
-    _check_installed(vm)
-    dest_id = inventory.get_host(session, dest_host).id if dest_host is not None else None
-    choose_destination(session, vm, dest_id)
-    return add_migrate_task_to_queue(session, vm.id, dest_id, live, requester_id)
