@@ -355,18 +355,21 @@ def _row_picker(
     """A random free pool row. On PostgreSQL it is locked FOR UPDATE SKIP LOCKED so
     allocators step around rows others are claiming; only when every free row is being
     claimed do we queue on one (that claim may still roll back) and the unique constraint
-    settles it."""
+    settles it.
+
+    The queueing is a waiting FOR UPDATE, never a plain read: claiming an unlocked pick
+    would write our VM row (and its unique index entry) first and only then wait on the
+    row's owner in the foreign-key check, while the owner waits on our index entry, which
+    PostgreSQL breaks as a deadlock."""
     postgres = _is_postgres(session)
 
     def pick(lost: set[int]) -> int | None:
         query = free.where(pool_id.not_in(lost)) if lost else free
         query = query.order_by(func.random()).limit(1)
-        candidate = None
-        if postgres:
-            candidate = session.scalar(query.with_for_update(skip_locked=True, of=pool_id.class_))
-        if candidate is None:
-            candidate = session.scalar(query)
-        return candidate
+        if not postgres:
+            return session.scalar(query)
+        locked = query.with_for_update(skip_locked=True, of=pool_id.class_)
+        return session.scalar(locked) or session.scalar(query.with_for_update(of=pool_id.class_))
 
     return pick
 
