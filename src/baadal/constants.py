@@ -22,6 +22,8 @@ class TaskStatus(IntEnum):
 # The seed's names for the two results every handler returns.
 TASK_QUEUE_STATUS_SUCCESS = TaskStatus.SUCCESS
 TASK_QUEUE_STATUS_FAILED = TaskStatus.FAILED
+#: how the seed began a failed task's message (the error follows)
+TASK_FAILED_PREFIX = "Task Status: FAILED Error: "
 
 #: statuses a worker may pick up
 TASK_RUNNABLE = (TaskStatus.PENDING, TaskStatus.RETRY)

@@ -15,6 +15,8 @@ and is logged with its traceback, never shown.
 
 from __future__ import annotations
 
+from sqlalchemy.exc import SQLAlchemyError
+
 
 class BaadalError(Exception):
     """Base class: the message is safe to show to the user."""
@@ -53,3 +55,18 @@ class RemoteCommandError(BaadalError):
         self.reason = reason
         self.exit_code = exit_code
         super().__init__(f"command {' '.join(command)!r} on {host} failed: {reason}")
+
+
+def user_message(exc: BaseException) -> str:
+    """What a person may see of any error.
+
+    A BaadalError is written for people. A database error carries its SQL and parameters
+    (VNC passwords among them), so only its kind is shown; anything else shows its first
+    line (libvirt's and qemu-img's messages are meant for admins). Tracebacks go to the log.
+    """
+    if isinstance(exc, BaadalError):
+        return str(exc)
+    if isinstance(exc, SQLAlchemyError):
+        return f"database error ({type(exc).__name__}); details are in the log"
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

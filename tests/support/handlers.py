@@ -12,7 +12,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from baadal.db.models import VMEventLog
+from baadal.db.models import VM, VMEventLog
 from baadal.db.session import session_scope
 from baadal.errors import ValidationError
 from baadal.tasks.registry import TaskContext, TaskResult, handler, periodic_job
@@ -22,6 +22,7 @@ ECHO = "Test Echo"
 SLEEP = "Test Sleep"
 FAIL = "Test Fail"
 CRASHY = "Test Crashy"
+DB_ERROR = "Test DB Error"
 TICK_JOB = "test_tick"
 
 
@@ -56,6 +57,14 @@ def sleep(ctx: TaskContext) -> TaskResult:
 @handler(FAIL)
 def fail(ctx: TaskContext) -> TaskResult:
     raise ValidationError("Task Status: FAILED Error: asked to fail")
+
+
+@handler(DB_ERROR)
+def db_error(ctx: TaskContext) -> TaskResult:
+    """A real constraint violation whose SQL parameters hold a secret."""
+    with session_scope(ctx.engine) as session:
+        session.add(VM(vm_name="x", vm_identity=None, vnc_password=ctx.parameters["secret"]))
+    return TaskResult.success("not reached")
 
 
 def _undo_crashy(ctx: TaskContext) -> None:

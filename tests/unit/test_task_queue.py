@@ -154,6 +154,21 @@ def test_worker_runs_handlers_and_records_results(
     assert "no handler registered" in got[unknown][1]
 
 
+def test_unexpected_errors_reach_the_user_without_sql_or_secrets(
+    sqlite_engine: Engine, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    task_id = _enqueue(sqlite_engine, H.DB_ERROR, parameters={"secret": "vnc-s3cret"})
+    Worker(sqlite_engine, settings, worker_id="w").run(until_idle=True)
+    with session_scope(sqlite_engine) as s:
+        task = s.get(Task, task_id)
+    assert task.status == C.TaskStatus.FAILED
+    assert task.message == (
+        "Task Status: FAILED Error: database error (IntegrityError); details are in the log"
+    )
+    assert "IntegrityError" in caplog.text and "Traceback" in caplog.text
+    assert "vnc-s3cret" not in caplog.text
+
+
 def test_worker_gives_up_after_max_attempts(sqlite_engine: Engine, settings: Settings) -> None:
     task_id = _enqueue(sqlite_engine, H.ECHO)
     for _ in range(settings.worker.max_attempts):

@@ -5,6 +5,7 @@ The real-libvirtd counterpart is tests/integration/test_vm_real.py.
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -403,6 +404,73 @@ def test_save_as_template_makes_a_standalone_private_template(
     # the saved template makes new VMs
     create(sqlite_engine, cloud_settings, "fromsaved", template="web_template")
     assert last_task(sqlite_engine).status == C.TaskStatus.SUCCESS
+
+
+@pytest.mark.parametrize("op", ["clone", "save-template"])
+def test_disk_copies_run_outside_any_transaction(
+    sqlite_engine: Engine,
+    cloud_settings: Settings,
+    cloud: Cloud,
+    op: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A full copy can take minutes; on SQLite a transaction held meanwhile would stop
+    every other writer (the portal, other workers) for that long."""
+    vm_id = create(sqlite_engine, cloud_settings, extra_disk_gb=1)
+    operate(sqlite_engine, cloud_settings, vm_id, "destroy")
+    real_copy = storage.full_copy
+    write_attempts: list[str] = []
+
+    def copy_while_another_writer_commits(source: Path, dest: Path, **kw: object) -> None:
+        other = sqlite3.connect(sqlite_engine.url.database, timeout=0.2)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("COMMIT")
+            write_attempts.append("committed")
+        except sqlite3.OperationalError as exc:
+            write_attempts.append(str(exc))
+        finally:
+            other.close()
+        real_copy(source, dest, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(storage, "full_copy", copy_while_another_writer_commits)
+    if op == "clone":
+        with session_scope(sqlite_engine) as s:
+            vms.request_clone(s, s.get(VM, vm_id), 1, None, full=True)
+        run_tasks(sqlite_engine, cloud_settings)
+        task = last_task(sqlite_engine)
+    else:
+        task = operate(sqlite_engine, cloud_settings, vm_id, "save-template")
+    assert task.status == C.TaskStatus.SUCCESS, task.message
+    assert write_attempts and set(write_attempts) == {"committed"}
+
+
+def test_template_name_taken_during_the_copy_leaves_no_file_and_no_row(
+    sqlite_engine: Engine, cloud_settings: Settings, cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The name is checked before the copy and again when the row is written: a rival
+    that took it meanwhile wins, and the copy made for us is removed."""
+    vm_id = create(sqlite_engine, cloud_settings)
+    operate(sqlite_engine, cloud_settings, vm_id, "destroy")
+    real_copy = storage.full_copy
+    copies: list[Path] = []
+
+    def copy_then_a_rival_takes_the_name(source: Path, dest: Path, **kw: object) -> None:
+        real_copy(source, dest, **kw)  # type: ignore[arg-type]
+        copies.append(dest)
+        with session_scope(sqlite_engine) as s:
+            base = s.get(VM, vm_id).template
+            columns = {c.key: getattr(base, c.key) for c in Template.__table__.columns}
+            s.add(Template(**{**columns, "id": None, "name": "web_template"}))
+
+    monkeypatch.setattr(storage, "full_copy", copy_then_a_rival_takes_the_name)
+    task = operate(sqlite_engine, cloud_settings, vm_id, "save-template")
+    assert task.status == C.TaskStatus.FAILED
+    assert "a template named web_template already exists" in task.message
+    assert len(copies) == 1 and not copies[0].exists()
+    assert list(copies[0].parent.iterdir()) == []
+    with session_scope(sqlite_engine) as s:
+        assert s.get(VM, vm_id).saved_template_id is None
 
 
 def test_scheduled_snapshots_keep_one_per_kind(

@@ -43,18 +43,22 @@ def _prepare_sqlite(engine: Engine) -> None:
 
 
 def make_engine(url: str, echo: bool = False) -> Engine:
+    """Statement parameters are kept out of errors and logs: they hold VNC passwords."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
-            url, echo=echo, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+            url,
+            echo=echo,
+            hide_parameters=True,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
         )
         _prepare_sqlite(engine)
         return engine
     # no pre-ping: it costs a round trip per transaction; a connection that died is
     # dropped by the pool on its error and the worker loop retries
-    return create_engine(url, echo=echo, pool_size=10, max_overflow=20)
+    return create_engine(url, echo=echo, hide_parameters=True, pool_size=10, max_overflow=20)
 
 
 def get_engine(settings: Settings | None = None) -> Engine:

@@ -95,7 +95,7 @@ def _handler(step: Callable[[Engine, int], str]) -> Callable[[TaskContext], Task
                 raise NotFoundError("a maintenance task needs a VM")
             return TaskResult.success(step(ctx.engine, ctx.vm_id))
         except Exception as exc:
-            return TaskResult.failed(f"Task Status: FAILED Error: {exc}")
+            return TaskResult.error(exc)
 
     return run
 

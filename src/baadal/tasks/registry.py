@@ -10,6 +10,7 @@ left (a half-made disk, a defined domain). Exactly one run ends the task.
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +21,9 @@ from sqlalchemy.orm import Session
 from baadal import constants as C
 from baadal.config import Settings
 from baadal.db.models import Task
-from baadal.errors import NotFoundError
+from baadal.errors import BaadalError, NotFoundError, user_message
+
+log = logging.getLogger("baadal")
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,14 @@ class TaskResult:
     @classmethod
     def failed(cls, message: str) -> TaskResult:
         return cls(C.TaskStatus.FAILED, message)
+
+    @classmethod
+    def error(cls, exc: BaseException) -> TaskResult:
+        """The seed's failure message for an exception a handler caught; what is not a
+        BaadalError is a surprise, so its traceback is logged."""
+        if not isinstance(exc, BaadalError):
+            log.error("task failed", exc_info=exc)
+        return cls.failed(f"{C.TASK_FAILED_PREFIX}{user_message(exc)}")
 
 
 @dataclass(frozen=True)

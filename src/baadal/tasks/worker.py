@@ -140,15 +140,14 @@ class Worker:
                 handler.compensate(ctx)
             if ctx.attempt > self.settings.worker.max_attempts:
                 return TaskResult.failed(
-                    f"Task Status: FAILED Error: gave up after {ctx.attempt - 1} attempts"
+                    f"{C.TASK_FAILED_PREFIX}gave up after {ctx.attempt - 1} attempts"
                     " (the workers running it were lost)"
                 )
             result = handler.run(ctx)
         except BaadalError as exc:
             return TaskResult.failed(str(exc))
         except Exception as exc:
-            log.exception("task %d (%s) failed", ctx.task_id, ctx.task_type)
-            return TaskResult.failed(f"Task Status: FAILED Error: {exc}")
+            return TaskResult.error(exc)
         if not isinstance(result, TaskResult) or result.status not in C.TASK_FINAL:
             return TaskResult.failed(f"handler for {ctx.task_type!r} returned {result!r}")
         return result

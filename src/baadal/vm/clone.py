@@ -11,8 +11,10 @@ seed's first one.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from baadal import constants as C
@@ -20,7 +22,7 @@ from baadal.config import Settings
 from baadal.db.models import VM, AttachedDisk, Datastore
 from baadal.db.session import session_scope
 from baadal.drivers import domain_xml, hypervisor_for
-from baadal.errors import ConflictError
+from baadal.errors import ConflictError, user_message
 from baadal.tasks.registry import TaskContext, TaskResult
 from baadal.vm import storage
 from baadal.vm.common import load_vm, set_status, vm_hypervisor
@@ -45,30 +47,44 @@ def get_clone_properties(session: Session, parent: VM, clone: VM) -> VMPropertie
     return allocate_vm_properties(session, clone)
 
 
-def _copy_extra_disks(session: Session, settings: Settings, parent: VM, clone: VM) -> None:
-    hv = hypervisor_for(clone.host)
+@dataclass(frozen=True)
+class _DiskCopy:
+    """One extra disk of the parent, and where the clone's copy of it goes."""
+
+    source: Path
+    dest: Path
+    name: str
+    datastore_id: int
+    capacity: int
+
+
+def _extra_disk_copies(
+    session: Session, settings: Settings, parent: VM, clone: VM
+) -> list[_DiskCopy]:
+    copies = []
     disks = session.scalars(select(AttachedDisk).where(AttachedDisk.vm_id == parent.id)).all()
     for index, disk in enumerate(disks, start=1):
         datastore = session.get(Datastore, disk.datastore_id)
-        source = storage.get_extra_disk_location(
-            settings, datastore, parent.vm_identity, disk.attached_disk_name
-        ).path
         name = storage.extra_disk_name(clone.vm_identity, index)
-        dest = storage.get_extra_disk_location(settings, datastore, clone.vm_identity, name).path
-        storage.full_copy(source, dest)
-        session.add(
-            AttachedDisk(
-                vm_id=clone.id,
+        copies.append(
+            _DiskCopy(
+                source=storage.get_extra_disk_location(
+                    settings, datastore, parent.vm_identity, disk.attached_disk_name
+                ).path,
+                dest=storage.get_extra_disk_location(
+                    settings, datastore, clone.vm_identity, name
+                ).path,
+                name=name,
                 datastore_id=datastore.id,
-                attached_disk_name=name,
                 capacity=disk.capacity,
             )
         )
-        datastore.used += disk.capacity
-        attach_disk(hv, clone.vm_identity, dest, live=False)
+    return copies
 
 
 def clone_one(ctx: TaskContext, parent_id: int, clone_id: int, *, full: bool) -> None:
+    """Allocate, then copy and define outside any transaction (a full copy can take
+    minutes and must not hold the database), then record the disks and the state."""
     with session_scope(ctx.engine) as session:
         parent, clone = load_vm(session, parent_id), load_vm(session, clone_id)
         props = get_clone_properties(session, parent, clone)
@@ -78,10 +94,35 @@ def clone_one(ctx: TaskContext, parent_id: int, clone_id: int, *, full: bool) ->
         source = storage.get_vm_image_location(ctx.settings, parent.datastore, parent.vm_identity)
         dest = storage.get_vm_image_location(ctx.settings, clone.datastore, clone.vm_identity).path
         backing = None if full else storage.template_path(ctx.settings, template)
-        storage.full_copy(source.path, dest, backing=backing)
         spec = vm_domain_spec(ctx.settings, clone, clone.host, template, dest, props)
-        hypervisor_for(clone.host).define(domain_xml.build_domain_xml(spec), autostart=True)
-        _copy_extra_disks(session, ctx.settings, parent, clone)
+        hv, identity = hypervisor_for(clone.host), clone.vm_identity
+        copies = _extra_disk_copies(session, ctx.settings, parent, clone)
+    try:
+        storage.full_copy(source.path, dest, backing=backing)
+        hv.define(domain_xml.build_domain_xml(spec), autostart=True)
+        for copy in copies:
+            storage.full_copy(copy.source, copy.dest)
+            attach_disk(hv, identity, copy.dest, live=False)
+    except Exception:
+        for copy in copies:  # not recorded yet, so free_vm_properties would not find them
+            storage.remove_path(copy.dest)
+        raise
+    with session_scope(ctx.engine) as session:
+        clone = load_vm(session, clone_id)
+        for copy in copies:
+            session.add(
+                AttachedDisk(
+                    vm_id=clone.id,
+                    datastore_id=copy.datastore_id,
+                    attached_disk_name=copy.name,
+                    capacity=copy.capacity,
+                )
+            )
+            session.execute(
+                update(Datastore)
+                .where(Datastore.id == copy.datastore_id)
+                .values(used=Datastore.used + copy.capacity)
+            )
         set_status(session, clone, C.VMStatus.SHUTDOWN, ctx.requester_id)
 
 
@@ -92,18 +133,18 @@ def clone(ctx: TaskContext) -> TaskResult:
     try:
         with session_scope(ctx.engine) as session:
             parent = load_vm(session, ctx.vm_id)
-            state = vm_hypervisor(parent).domain_info(parent.vm_identity).status
-            if state != C.VMStatus.SHUTDOWN:
-                raise ConflictError(f"{parent.vm_name} must be shut off to be cloned")
+            hv, identity, name = vm_hypervisor(parent), parent.vm_identity, parent.vm_name
+        if hv.domain_info(identity).status != C.VMStatus.SHUTDOWN:
+            raise ConflictError(f"{name} must be shut off to be cloned")
     except Exception as exc:
-        return TaskResult.failed(f"Task Status: FAILED Error: {exc}")
+        return TaskResult.error(exc)
     failures = []
     for clone_id in clone_ids:
         try:
             clone_one(ctx, ctx.vm_id, clone_id, full=full)
         except Exception as exc:
             log.exception("clone %d of VM %s failed", clone_id, ctx.vm_id)
-            failures.append(f"clone {clone_id}: {exc}")
+            failures.append(f"clone {clone_id}: {user_message(exc)}")
             with session_scope(ctx.engine) as session:
                 vm = session.get(VM, clone_id)
                 if vm is not None:
@@ -113,7 +154,7 @@ def clone(ctx: TaskContext) -> TaskResult:
         return TaskResult.success(CLONE_SUCCESS)
     detail = "; ".join(failures)
     if len(failures) == len(clone_ids):
-        return TaskResult.failed(f"Task Status: FAILED Error: {detail}")
+        return TaskResult.failed(f"{C.TASK_FAILED_PREFIX}{detail}")
     return TaskResult(
         C.TaskStatus.PARTIAL_SUCCESS,
         f"Task Status: PARTIAL_SUCCESS Message: {len(clone_ids) - len(failures)} of "

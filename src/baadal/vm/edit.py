@@ -8,12 +8,13 @@ Every edited item adds its own "Edited ... successfully." to the task message.
 from __future__ import annotations
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from baadal import constants as C
 from baadal import pools
-from baadal.db.models import Template, TemplateOwner, UserVMMap
+from baadal.db.models import VM, Template, TemplateOwner, UserVMMap
 from baadal.db.session import session_scope
-from baadal.errors import ConflictError, ValidationError
+from baadal.errors import ConflictError, ValidationError, user_message
 from baadal.net import nat
 from baadal.tasks.registry import TaskContext, TaskResult
 from baadal.vm import network, storage
@@ -66,7 +67,7 @@ def edit_vm_config(ctx: TaskContext) -> TaskResult:
                 )
             )
     except Exception as exc:
-        return TaskResult.failed(" ".join([*messages, str(exc)]))
+        return TaskResult.failed(" ".join([*messages, user_message(exc)]))
     if not messages:
         return TaskResult.failed("nothing to edit: the VM already has this configuration")
     return TaskResult.success(" ".join(messages))
@@ -102,49 +103,70 @@ def _edit_public_ip(ctx: TaskContext, *, attach: bool) -> bool:
     return True
 
 
+def _saved_template_name(session: Session, vm: VM) -> str:
+    """The name the VM's template will get; refuses a second one or a taken name."""
+    if vm.saved_template_id is not None:
+        raise ConflictError(f"{vm.vm_name} already has a saved template")
+    name = f"{vm.vm_name}_template"[:30]
+    if session.scalar(select(Template.id).where(Template.name == name)) is not None:
+        raise ConflictError(f"a template named {name} already exists")
+    return name
+
+
 def save_as_template(ctx: TaskContext) -> TaskResult:
     """The 'Save As Template' handler: a standalone image + a private template row.
 
-    The VM must be shut off: a copy of a running disk is not consistent.
+    The VM must be shut off: a copy of a running disk is not consistent. The copy is made
+    outside any transaction into a file of this task's own and renamed into place only
+    once the template row is written, so a rival run never loses or overwrites it.
     """
     try:
         with session_scope(ctx.engine) as session:
             vm = load_vm(session, ctx.vm_id)
-            if vm_hypervisor(vm).domain_info(vm.vm_identity).status != C.VMStatus.SHUTDOWN:
-                raise ConflictError(f"{vm.vm_name} must be shut off to be saved as a template")
-            if vm.saved_template_id is not None:
-                raise ConflictError(f"{vm.vm_name} already has a saved template")
-            name = f"{vm.vm_name}_template"[:30]
-            if session.scalar(select(Template.id).where(Template.name == name)) is not None:
-                raise ConflictError(f"a template named {name} already exists")
-            base = vm.template
-            relative = f"saved/{vm.vm_identity}_template.qcow2"
-            source = storage.get_vm_image_location(ctx.settings, vm.datastore, vm.vm_identity)
+            _saved_template_name(session, vm)
+            hv, identity, vm_name = vm_hypervisor(vm), vm.vm_identity, vm.vm_name
+            relative = f"saved/{identity}_template.qcow2"
+            source = storage.get_vm_image_location(ctx.settings, vm.datastore, identity).path
             dest = storage.template_file(ctx.settings, vm.datastore, relative)
-            storage.full_copy(source.path, dest)
-            template = Template(
-                name=name,
-                os=base.os,
-                os_name=base.os_name,
-                os_version=base.os_version,
-                os_type=base.os_type,
-                arch=base.arch,
-                hdd=vm.HDD,
-                hdfile=relative,
-                type=C.TemplateDiskType.QCOW2,
-                datastore_id=vm.datastore_id,
-                boot_kernel=base.boot_kernel,
-                boot_initrd=base.boot_initrd,
-                boot_cmdline=base.boot_cmdline,
-            )
-            session.add(template)
-            session.flush()
-            for user_id in session.scalars(
-                select(UserVMMap.user_id).where(UserVMMap.vm_id == vm.id)
-            ):
-                session.add(TemplateOwner(template_id=template.id, user_id=user_id))
-            vm.saved_template_id = template.id
-            log_vm_event(session, vm, "saved template", None, name, ctx.requester_id)
+        if hv.domain_info(identity).status != C.VMStatus.SHUTDOWN:
+            raise ConflictError(f"{vm_name} must be shut off to be saved as a template")
+        partial = dest.with_name(f"{dest.name}.task{ctx.task_id}")
+        try:
+            storage.full_copy(source, partial)
+            with session_scope(ctx.engine) as session:
+                vm = load_vm(session, ctx.vm_id)
+                name = _saved_template_name(session, vm)
+                _add_saved_template(session, vm, name, relative, ctx.requester_id)
+                partial.replace(dest)
+        finally:
+            storage.remove_path(partial)
     except Exception as exc:
-        return TaskResult.failed(f"Task Status: FAILED Error: {exc}")
-    return TaskResult.success(f"Saved {vm.vm_name} as template {name} successfully")
+        return TaskResult.error(exc)
+    return TaskResult.success(f"Saved {vm_name} as template {name} successfully")
+
+
+def _add_saved_template(
+    session: Session, vm: VM, name: str, relative: str, requester_id: int | None
+) -> None:
+    base = vm.template
+    template = Template(
+        name=name,
+        os=base.os,
+        os_name=base.os_name,
+        os_version=base.os_version,
+        os_type=base.os_type,
+        arch=base.arch,
+        hdd=vm.HDD,
+        hdfile=relative,
+        type=C.TemplateDiskType.QCOW2,
+        datastore_id=vm.datastore_id,
+        boot_kernel=base.boot_kernel,
+        boot_initrd=base.boot_initrd,
+        boot_cmdline=base.boot_cmdline,
+    )
+    session.add(template)
+    session.flush()
+    for user_id in session.scalars(select(UserVMMap.user_id).where(UserVMMap.vm_id == vm.id)):
+        session.add(TemplateOwner(template_id=template.id, user_id=user_id))
+    vm.saved_template_id = template.id
+    log_vm_event(session, vm, "saved template", None, name, requester_id)

@@ -285,7 +285,7 @@ def install(ctx: TaskContext) -> TaskResult:
             if vm is not None and vm.status == C.VMStatus.IN_QUEUE:
                 free_vm_properties(session, ctx.settings, vm)
                 set_status(session, vm, C.VMStatus.UNKNOWN, ctx.requester_id)
-        return TaskResult.failed(f"Task Status: FAILED Error: {exc}")
+        return TaskResult.error(exc)
     return TaskResult.success(INSTALL_SUCCESS + disk_message)
 
 

@@ -362,7 +362,7 @@ def migrate_domain(
         move = plan_migration(engine, settings, vm_id, dest_host_id)
         message = _move(engine, settings, move, live, requester_id)
     except Exception as exc:
-        return TaskResult.failed(f"Task Status: FAILED Error: {exc}")
+        return TaskResult.error(exc)
     return TaskResult.success(message)
 
 

@@ -122,7 +122,7 @@ def snapshot(ctx: TaskContext) -> TaskResult:
             vm = load_vm(session, ctx.vm_id)
             log_vm_event(session, vm, "snapshot", None, name, ctx.requester_id)
     except Exception as exc:
-        return TaskResult.failed(f"Task Status: FAILED Error: {exc}")
+        return TaskResult.error(exc)
     return TaskResult.success(SNAPSHOT_SUCCESS)
 
 
@@ -145,7 +145,7 @@ def revert(ctx: TaskContext) -> TaskResult:
             set_status(session, vm, state, ctx.requester_id)
             log_vm_event(session, vm, "revert", None, name, ctx.requester_id)
     except Exception as exc:
-        return TaskResult.failed(f"Task Status: FAILED Error: {exc}")
+        return TaskResult.error(exc)
     return TaskResult.success(REVERT_SUCCESS)
 
 
@@ -158,7 +158,7 @@ def delete_snapshot(ctx: TaskContext) -> TaskResult:
         with session_scope(ctx.engine) as session:
             session.execute(delete(Snapshot).where(Snapshot.id == snap_id))
     except Exception as exc:
-        return TaskResult.failed(f"Task Status: FAILED Error: {exc}")
+        return TaskResult.error(exc)
     return TaskResult.success(DELETE_SUCCESS)
 
 
