@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -58,6 +59,25 @@ def wait_ping(ip: str, timeout: float, netns: str | None = None) -> bool:
             return True
         time.sleep(0.2)
     return False
+
+
+_RFB_GREETING = """
+import socket, sys
+with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3) as s:
+    s.settimeout(5)
+    print(s.recv(12).decode())
+"""
+
+
+def from_internet(*argv: str) -> subprocess.CompletedProcess[str]:
+    """Run a command in the lab's "internet" namespace (outside the NAT box)."""
+    cmd = ["ip", "netns", "exec", layout.INTERNET_NETNS, *argv]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+
+
+def rfb_greeting(ip: str, port: int) -> subprocess.CompletedProcess[str]:
+    """Connect from the internet to a VNC console; stdout starts with "RFB " if it answers."""
+    return from_internet(sys.executable, "-c", _RFB_GREETING, ip, str(port))
 
 
 def _skip_unless_lab_possible() -> None:

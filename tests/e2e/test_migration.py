@@ -23,9 +23,10 @@ from baadal.db.session import session_scope
 from baadal.drivers import domain_xml
 from baadal.errors import ConflictError, ResourceExhausted
 from baadal.lab import layout
+from baadal.net import nat
 from baadal.services import vms
 from baadal.vm import migration
-from tests.e2e.conftest import Lab, create_vm, guest_shell, wait_ping
+from tests.e2e.conftest import Lab, create_vm, guest_shell, rfb_greeting, wait_ping
 from tests.support.workers import start_worker
 from tests.unit.test_vm_lifecycle import last_task, run_tasks
 
@@ -139,6 +140,10 @@ def test_live_migration_with_snapshots_offline_back_refusals_and_undo(lab: Lab) 
     snap_names = _libvirt_view(identity)[H1.name][1]
     assert len(snap_names) == 2
 
+    # an open console grant, reached through the NAT box from the internet
+    grant = nat.grant_vnc_access(lab.engine, lab.settings, vm_id, None)
+    assert rfb_greeting(grant.vnc_ip, grant.port).stdout.startswith("RFB ")
+
     # live lab-h1 -> lab-h2 while the controller pings the guest
     migrated: dict[str, object] = {}
 
@@ -166,6 +171,11 @@ def test_live_migration_with_snapshots_offline_back_refusals_and_undo(lab: Lab) 
         vm = _vm(s, vm_id)
         assert not migration.migration_dir(lab.settings, vm.datastore, identity).exists()
     assert f"listen='{H2.mgmt_ip}'" in _domain_xml(H2.uri, identity)
+    # the console grant followed: same public port, now forwarded to lab-h2 only
+    assert rfb_greeting(grant.vnc_ip, grant.port).stdout.startswith("RFB ")
+    vnc_rules = [r for r in nat.baadal_rules(lab.settings) if f"baadal:vnc:{vm_id}:" in r]
+    assert vnc_rules and all(H1.mgmt_ip not in r for r in vnc_rules)
+    assert any(f"{H2.mgmt_ip}:{grant.port}" in r for r in vnc_rules)
 
     # both snapshots revert on the destination
     start = time.monotonic()

@@ -25,7 +25,7 @@ from baadal.net import nat
 from baadal.net.remote import RemoteTarget, execute_remote_cmd
 from baadal.services import vms
 from baadal.vm import storage
-from tests.e2e.conftest import Lab, create_vm, guest_shell, wait_ping
+from tests.e2e.conftest import Lab, create_vm, from_internet, guest_shell, rfb_greeting, wait_ping
 from tests.unit.test_vm_lifecycle import last_task, run_tasks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -39,25 +39,10 @@ import sys, urllib.request
 with urllib.request.urlopen(f"http://{sys.argv[1]}/", timeout=5) as r:
     print(r.read().decode())
 """
-_RFB_GREETING = """
-import socket, sys
-with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3) as s:
-    s.settimeout(5)
-    print(s.recv(12).decode())
-"""
-
-
-def _from_internet(*argv: str) -> subprocess.CompletedProcess[str]:
-    cmd = ["ip", "netns", "exec", layout.INTERNET_NETNS, *argv]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=30)
 
 
 def _http_get(ip: str) -> subprocess.CompletedProcess[str]:
-    return _from_internet(sys.executable, "-c", _HTTP_GET, ip)
-
-
-def _rfb(ip: str, port: int) -> subprocess.CompletedProcess[str]:
-    return _from_internet(sys.executable, "-c", _RFB_GREETING, ip, str(port))
+    return from_internet(sys.executable, "-c", _HTTP_GET, ip)
 
 
 def _nat_rules(lab: Lab) -> str:
@@ -126,7 +111,7 @@ def test_public_ip_and_vnc_through_the_nat_box(lab: Lab) -> None:
     # a VNC grant reaches the console until it expires; the 11th grant of a day is refused
     grant = nat.grant_vnc_access(engine, settings, vm_id, None)
     assert (grant.vnc_ip, grant.port) == (layout.VNC_IP, vnc_port)
-    got = _rfb(layout.VNC_IP, vnc_port)
+    got = rfb_greeting(layout.VNC_IP, vnc_port)
     assert got.returncode == 0 and got.stdout.startswith("RFB 003."), got.stderr
     grants = [grant] + [
         nat.grant_vnc_access(engine, settings, vm_id, None)
@@ -138,7 +123,7 @@ def test_public_ip_and_vnc_through_the_nat_box(lab: Lab) -> None:
     assert _nat_rules(lab) == rules_granted
     after = max(g.expiry_time for g in grants) + timedelta(seconds=1)
     assert nat.clear_all_timedout_vnc_mappings(engine, settings, now=after) == 10
-    assert _rfb(layout.VNC_IP, vnc_port).returncode != 0
+    assert rfb_greeting(layout.VNC_IP, vnc_port).returncode != 0
     assert _nat_rules(lab) == rules_mapped
 
     # after a NAT box reboot (simulated by clear all) the database restores the mapping

@@ -10,6 +10,7 @@ isc-dhcp-server's ``dhcpd -t`` checks the rendered host blocks (and rejects brok
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import re
 import shutil
@@ -24,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from baadal import constants as C
-from baadal.config import DhcpConf, Settings
+from baadal.config import DhcpConf, Settings, load_settings
 from baadal.errors import ConfigError, RemoteCommandError
 from baadal.net.dhcp import (
     DhcpEntry,
@@ -35,6 +36,8 @@ from baadal.net.dhcp import (
     remove_dhcp_entry,
     render_isc_hosts,
 )
+from baadal.net.remote import close_all
+from tests.support.sshd import HOST, running_sshd
 
 pytestmark = pytest.mark.integration
 
@@ -257,3 +260,49 @@ def test_isc_dhcpd_accepts_the_rendered_hosts(settings: Settings, tmp_path: Path
     dhcpd_conf.write_text(f'include "{hosts}";\nsubnet 10.98.77.0 netmask 255.255.255.0 {{\n')
     with pytest.raises(RemoteCommandError, match="dhcpd -t"):
         create_dhcp_entry(conf, "vm-late", "a2:00:00:98:77:17", "10.98.77.17")
+
+
+# --------------------------------------------------------------------------- remote
+
+
+def _add_remote_in_child(settings: Settings, first: int) -> None:
+    for i in range(first, first + 3):
+        create_dhcp_entry(settings, f"vm-{i}", f"a2:00:00:00:03:{i:02x}", f"10.0.3.{i}")
+
+
+def test_remote_server_over_ssh_keeps_every_entry_of_concurrent_workers(
+    tmp_path: Path, settings: Settings
+) -> None:
+    """Four worker processes change the reservations on a DHCP machine over real SSH at
+    once: each change is a read, an edit and a write of the whole file, so without a lock
+    across processes entries get lost."""
+    with running_sshd(tmp_path / "sshd") as sshd:
+        conf_file = tmp_path / "dhcp" / "baadal-hosts.conf"
+        conf_file.parent.mkdir()
+        remote = load_settings(
+            ssh={
+                "user": "root",
+                "port": sshd.port,
+                "key_file": str(sshd.client_key),
+                "known_hosts": str(sshd.known_hosts),
+            },
+            dhcp={
+                "backend": C.DhcpBackend.ISC,
+                "dhcp_ip": HOST,
+                "isc_conf_file": str(conf_file),
+                "isc_reload_command": ["true"],
+            },
+        )
+        ctx = multiprocessing.get_context("fork")
+        children = [
+            ctx.Process(target=_add_remote_in_child, args=(remote, 3 * n)) for n in range(4)
+        ]
+        for child in children:
+            child.start()
+        for child in children:
+            child.join(60)
+        assert [c.exitcode for c in children] == [0] * 4
+        entries = read_dhcp_entries(remote)
+        assert sorted(e.ip for e in entries) == sorted(f"10.0.3.{i}" for i in range(12))
+        assert sshd.accepted_connections() >= 4  # it really went over SSH
+        close_all()

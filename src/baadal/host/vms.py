@@ -275,6 +275,7 @@ def respawn_vm(
         _give_back(engine, vm_id, plan)
         raise
     message = f"respawned on {plan.new_host}" + (f", reverted to {reverted}" if reverted else "")
+    message += migration.follow_with_vnc_grants(engine, settings, vm_id)
     with session_scope(engine) as session:
         vm = load_vm(session, vm_id)
         log_vm_event(session, vm, "respawn", plan.old_host, message)

@@ -11,10 +11,10 @@ isc-dhcp-server on every change. Here Baadal owns one whole file of reservations
 Every change reads the file, edits the list and writes the whole file again as a temporary
 file in the same directory renamed over the old one: the server never sees half a file,
 and a failed change leaves the old file as it was. Writers are serialised by a lock in
-this process and, when the file is on this machine, by ``flock`` on a lock file next to
-it across processes. A remote DHCP server has no such cross-process lock: two workers
-changing it at once can lose an entry, which the periodic network sanity job restores
-from the database.
+this process and across processes by ``flock``: on a lock file next to the file when it
+is on this machine, and on one in Baadal's home for a remote DHCP server (the workers all
+run on the controller). Should an entry still go missing, the periodic network sanity
+job restores it from the database.
 
 The database is the truth: the file holds only what Baadal put there and can always be
 rebuilt from it (:func:`rebuild_dhcp_entries`, at controller start or when it is lost).
@@ -244,26 +244,32 @@ class _Local(_Machine):
         except PermissionError:
             raise ConfigError(f"not allowed to signal dnsmasq (pid {pid})") from None
 
-    @contextlib.contextmanager
-    def locked(self, path: str) -> Iterator[None]:
-        lock_file = f"{path}.lock"
-        try:
-            fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise ConfigError(f"cannot open {lock_file}: {exc.strerror or exc}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # releases the flock
+    def locked(self, path: str) -> contextlib.AbstractContextManager[None]:
+        return _flocked(Path(f"{path}.lock"))
+
+
+@contextlib.contextmanager
+def _flocked(lock_file: Path) -> Iterator[None]:
+    """Serialise writers across processes on this machine."""
+    try:
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise ConfigError(f"cannot open {lock_file}: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
 
 
 class _Remote(_Machine):
     """Every step is one argument-list command over SSH; no shell strings."""
 
-    def __init__(self, target: RemoteTarget) -> None:
+    def __init__(self, target: RemoteTarget, lock_dir: Path) -> None:
         self.target = target
         self.label = target.label
+        self.lock_dir = lock_dir
 
     def read(self, path: str) -> str | None:
         result = execute_remote_cmd(self.target, ["cat", "--", path], check=False)
@@ -292,8 +298,10 @@ class _Remote(_Machine):
         execute_remote_cmd(self.target, ["kill", "-HUP", str(pid)])
 
     def locked(self, path: str) -> contextlib.AbstractContextManager[None]:
-        # an flock would have to outlive several SSH commands: only this process's lock
-        return contextlib.nullcontext()
+        """An flock here on the controller, where all workers run: one held on the DHCP
+        machine would have to outlive several SSH commands."""
+        key = hashlib.sha256(f"{self.label}\0{path}".encode()).hexdigest()[:16]
+        return _flocked(self.lock_dir / f"dhcp-{key}.lock")
 
 
 # --------------------------------------------------------------------------- backends
@@ -393,7 +401,9 @@ def _backend(settings: Settings) -> _Backend | None:
     if conf.backend == C.DhcpBackend.NONE:
         return None
     machine: _Machine = (
-        _Remote(RemoteTarget.for_address(conf.dhcp_ip, settings)) if conf.dhcp_ip else _Local()
+        _Remote(RemoteTarget.for_address(conf.dhcp_ip, settings), settings.home / "locks")
+        if conf.dhcp_ip
+        else _Local()
     )
     if conf.backend == C.DhcpBackend.DNSMASQ:
         cls: type[_Backend] = _Dnsmasq

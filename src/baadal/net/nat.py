@@ -453,6 +453,58 @@ def remove_vnc_mapping_from_nat(engine: Engine, settings: Settings, vm_id: int) 
     return changed
 
 
+def move_vnc_grants(engine: Engine, settings: Settings, vm_id: int) -> int:
+    """After the VM changed hosts (migration, respawn): point its active console grants at
+    where it runs now, keeping their public port and expiry, so an open console survives
+    the move. Returns how many grants moved."""
+    with session_scope(engine) as s:
+        vm = _get_vm(s, vm_id)
+        if vm.host is None or vm.vnc_port is None:
+            return 0
+        host_id, address, port = vm.host_id, vm.host.address, vm.vnc_port
+        rows = s.execute(
+            select(VncAccess.id, VncAccess.vnc_source_port, Host.address,
+                   VncAccess.vnc_destination_port)
+            .join(Host, Host.id == VncAccess.host_id)
+            .where(
+                VncAccess.vm_id == vm_id,
+                VncAccess.status == "active",
+                (VncAccess.host_id != host_id) | (VncAccess.vnc_destination_port != port),
+            )
+        ).all()  # fmt: skip
+        if not rows:
+            return 0
+        moved = s.execute(
+            update(VncAccess)
+            .where(VncAccess.id.in_([r[0] for r in rows]), VncAccess.status == "active")
+            .values(host_id=host_id, vnc_destination_port=port)
+        ).rowcount
+    nat = _software_nat(settings)
+    if nat is not None:
+        old = {VncMapping(vm_id, src, addr, dst) for _, src, addr, dst in rows}
+        new = {VncMapping(vm_id, src, address, port) for _, src, _, _ in rows}
+        target = _target(nat, settings)
+        for mapping in old - new:
+            _remove(nat, target, mapping)
+        for mapping in new:
+            _create(nat, target, mapping)
+        with session_scope(engine) as s:  # grants the expiry job ended meanwhile lose theirs
+            live = set(
+                s.scalars(
+                    select(VncAccess.vnc_source_port).where(
+                        VncAccess.vm_id == vm_id,
+                        VncAccess.status == "active",
+                        VncAccess.host_id == host_id,
+                    )
+                )
+            )
+        for mapping in new:
+            if mapping.public_port not in live:
+                _remove(nat, target, mapping)
+    log.info("VNC grants of VM %d moved to %s: %d", vm_id, address, moved)
+    return moved
+
+
 # --------------------------------------------------------------------------- VNC grants
 
 

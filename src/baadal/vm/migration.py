@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from baadal import constants as C
 from baadal import placement
 from baadal.config import Settings
-from baadal.db.models import VM, Datastore, Host, Task, VncAccess
+from baadal.db.models import VM, Datastore, Host, Task
 from baadal.db.session import session_scope
 from baadal.drivers import domain_xml, hypervisor_for
 from baadal.drivers.base import DomainNotFound, Hypervisor, NotSupported, SnapshotInfo
@@ -38,7 +38,7 @@ from baadal.vm.common import load_vm, log_vm_event
 
 log = logging.getLogger("baadal")
 
-VNC_REVOKED = " Its VNC console access was revoked (it pointed at the old host)."
+VNC_REVOKED = " Its VNC console access was revoked (the NAT box could not be changed)."
 _CURRENT_FILE = "current"
 
 
@@ -268,23 +268,20 @@ def _move(
             raise exc from None
         if where.host_id != move.dest.host_id:
             raise
-    return migrated_message(move.vm_name) + (
-        VNC_REVOKED if _revoke_vnc(engine, settings, move.vm_id) else ""
-    )
+    return migrated_message(move.vm_name) + follow_with_vnc_grants(engine, settings, move.vm_id)
 
 
-def _revoke_vnc(engine: Engine, settings: Settings, vm_id: int) -> bool:
-    """Active console grants forward to the old host: revoke them (True if there were)."""
-    with session_scope(engine) as session:
-        active = session.scalar(
-            select(VncAccess.id)
-            .where(VncAccess.vm_id == vm_id, VncAccess.status == "active")
-            .limit(1)
-        )
-    if active is None:
-        return False
-    nat.remove_vnc_mapping_from_nat(engine, settings, vm_id)
-    return True
+def follow_with_vnc_grants(engine: Engine, settings: Settings, vm_id: int) -> str:
+    """Active console grants follow the VM to its new host; if the NAT box cannot be
+    changed they are revoked rather than left pointing at the old host. Returns what to
+    add to the task message."""
+    try:
+        nat.move_vnc_grants(engine, settings, vm_id)
+    except BaadalError as exc:
+        log.error("VNC grants of VM %d could not follow it: %s", vm_id, exc)
+        nat.remove_vnc_mapping_from_nat(engine, settings, vm_id)
+        return VNC_REVOKED
+    return ""
 
 
 # --- choosing and checking the destination -------------------------------------------------
@@ -392,7 +389,7 @@ def migrate(ctx: TaskContext) -> TaskResult:
 
 def compensate_migration(ctx: TaskContext) -> None:
     """A worker died mid-migration: settle the VM where its domain is now (finish the
-    bookkeeping on another host, console grants revoked, or give the snapshots back on
+    bookkeeping on another host, console grants moved along, or give the snapshots back on
     its own)."""
     with session_scope(ctx.engine) as session:
         vm = session.get(VM, ctx.vm_id)
@@ -408,7 +405,7 @@ def compensate_migration(ctx: TaskContext) -> None:
         ]
     where = settle(ctx.engine, ctx.vm_id, identity, db_host_id, places, backup, ctx.requester_id)
     if where.host_id != db_host_id:
-        _revoke_vnc(ctx.engine, ctx.settings, ctx.vm_id)
+        follow_with_vnc_grants(ctx.engine, ctx.settings, ctx.vm_id)
 
 
 def migrate_clone_to_new_host(
