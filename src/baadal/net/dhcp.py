@@ -252,7 +252,6 @@ class _Local(_Machine):
 def _flocked(lock_file: Path) -> Iterator[None]:
     """Serialise writers across processes on this machine."""
     try:
-        lock_file.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
         raise ConfigError(f"cannot open {lock_file}: {exc.strerror or exc}") from None
@@ -301,6 +300,7 @@ class _Remote(_Machine):
         """An flock here on the controller, where all workers run: one held on the DHCP
         machine would have to outlive several SSH commands."""
         key = hashlib.sha256(f"{self.label}\0{path}".encode()).hexdigest()[:16]
+        self.lock_dir.mkdir(parents=True, exist_ok=True)
         return _flocked(self.lock_dir / f"dhcp-{key}.lock")
 
 
