@@ -221,6 +221,8 @@ class PowerConf(Section):
     #: IPMI instead of WOL for hosts with a ``bmc_address``
     ipmi_user: str = ""
     ipmi_password_file: str = ""
+    #: the BMCs' RMCP+ port
+    ipmi_port: int = 623
     #: how long power-up waits for the host to answer (ping + libvirt)
     boot_timeout_s: float = 300.0
     #: host_power_operation keeps at least this many hosts UP

@@ -20,7 +20,7 @@ from baadal.db.models import VM, Host, HostEventLog
 from baadal.db.session import session_scope
 from baadal.errors import ConflictError
 from baadal.host import power, status
-from baadal.lab import hostns, layout, ssh, topology
+from baadal.lab import bmc, hostns, layout, ssh, topology
 from baadal.services import vms
 from tests.e2e.conftest import Lab, create_vm, lab_names, wait_ping
 from tests.unit.test_vm_lifecycle import run_tasks
@@ -35,11 +35,13 @@ def power_lab(lab: Lab) -> Lab:
     """The lab, whose settings and host rows carry what power control needs."""
     assert lab.settings.power.poweroff_command == hostns.POWEROFF_COMMAND
     assert lab.settings.power.wol_broadcast == layout.MGMT_BROADCAST
+    assert lab.settings.power.ipmi_user == bmc.BMC_USER
     lab.settings.power.boot_timeout_s = 60
     with session_scope(lab.engine) as s:
         for host in layout.HOSTS:
             row = s.scalar(select(Host).where(Host.host_name == host.name))
             assert row.mac_addr == _mgmt_mac(host.netns).upper()
+            assert row.bmc_address == host.bmc_ip
     return lab
 
 
@@ -84,6 +86,7 @@ def test_power_down_then_wake_on_lan_then_a_vm(
     power_lab: Lab, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     lab = power_lab
+    monkeypatch.setattr(lab.settings.power, "ipmi_user", "")  # no IPMI: wake-on-LAN
     host = _row(lab)
     assert host.status == C.HostStatus.UP and _libvirt_port_open()
 
@@ -150,6 +153,44 @@ def test_power_down_then_wake_on_lan_then_a_vm(
         assert s.get(VM, vm_id) is None
 
 
+def test_ipmi_power_off_when_ssh_is_gone_then_on(power_lab: Lab) -> None:
+    """The host's sshd is dead, so the power-off command cannot run: Baadal asks the
+    host's BMC over IPMI instead, and powers it on through the BMC too."""
+    lab = power_lab
+    host = _row(lab)
+    assert host.status == C.HostStatus.UP
+    assert power.ipmi_power(host, lab.settings, "status") == "on"
+    lab_dir = topology.lab_dir(lab.settings)
+    sshd_pid = int(H2.pid_file(lab_dir, "sshd").read_text())
+    subprocess.run(["kill", str(sshd_pid)], check=True)
+    assert _wait_ssh_gone()
+
+    down = power.host_power_down(lab.engine, lab.settings, host.id)
+    print(f"\nIPMI power-down of {H2.name}: {down.seconds:.1f} s")
+    assert (down.method, down.status) == ("IPMI", C.HostStatus.DOWN)
+    assert not _libvirt_port_open()
+    assert power.ipmi_power(host, lab.settings, "status") == "off"
+    assert _processes(H2.netns) == ["python3"]  # only the NIC's listener is left
+
+    up = power.host_power_up(lab.engine, lab.settings, host.id)
+    print(f"IPMI power-up of {H2.name}: {up.seconds:.1f} s")
+    assert (up.method, up.status) == ("IPMI", C.HostStatus.UP)
+    assert _libvirt_port_open() and ssh.sshd_answers(H2.mgmt_ip)[0]
+    assert _events(lab, host.id)[-1] == ("DOWN", "UP", "powered on by Baadal (IPMI)")
+    log = bmc.log_file(lab_dir, H2).read_text()
+    assert f"{H2.name}: power off" in log and f"{H2.name}: power on" in log
+    assert bmc.password_file(lab_dir).read_text().strip() not in log
+
+
+def _wait_ssh_gone() -> bool:
+    deadline = time.monotonic() + 10
+    while ssh.sshd_answers(H2.mgmt_ip)[0]:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
 def _alive(pid: int) -> bool:
     """Running and not a zombie (this machine's PID 1 may never reap the lab's daemons)."""
     try:
@@ -171,7 +212,7 @@ def test_power_policy_powers_idle_hosts_down_and_wakes_them_when_needed(
         statuses = {h.host_name: C.HostStatus(h.status) for h in s.scalars(select(Host))}
     assert list(statuses.values()).count(C.HostStatus.DOWN) == 1
     assert statuses[sleeping] == C.HostStatus.DOWN
-    lab.settings.power.min_hosts_up = 2  # more capacity wanted: the sleeper is woken (WOL)
+    lab.settings.power.min_hosts_up = 2  # more capacity wanted: the sleeper is woken (IPMI)
     results = power.host_power_operation(lab.engine, lab.settings)
     assert [(r.host_name, r.action, r.ok) for r in results] == [(sleeping, "up", True)]
     with session_scope(lab.engine) as s:

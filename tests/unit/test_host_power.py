@@ -24,6 +24,7 @@ from baadal.errors import ConfigError, ConflictError, RemoteCommandError, Valida
 from baadal.host import power
 from baadal.host.power import HostPowerState, plan_power_operation
 from baadal.net.remote import CommandResult
+from tests.support.bmc import running_bmc
 from tests.support.cloud import Cloud, fake_host_uri, make_cloud
 
 pytestmark = pytest.mark.unit
@@ -95,30 +96,42 @@ def _host(**kw: object) -> Host:
     return Host(**values)
 
 
-def test_ipmi_argv_reads_the_password_from_its_file(ipmi_settings: Settings) -> None:
-    host = _host(bmc_address="10.0.0.7")
-    argv = power.ipmi_power_argv(host, ipmi_settings, "on")
-    assert argv == [
-        "ipmitool", "-I", "lanplus", "-H", "10.0.0.7", "-U", "admin",
-        "-f", ipmi_settings.power.ipmi_password_file, "chassis", "power", "on",
-    ]  # fmt: skip
-    assert not any("s3cret" in a for a in argv)
+@pytest.fixture
+def bmc(ipmi_settings: Settings, tmp_path: Path) -> Iterator[Path]:
+    """A real BMC process on 127.0.0.1 (IPMI-over-LAN); yields its power-state file."""
+    with running_bmc(tmp_path, "admin", "s3cret-pass") as (port, state):
+        ipmi_settings.power.ipmi_port = port
+        yield state
 
 
-def test_ipmi_argv_refusals(ipmi_settings: Settings, settings: Settings) -> None:
+def test_ipmi_power_talks_to_a_real_bmc(
+    ipmi_settings: Settings, bmc: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    host = _host(bmc_address="127.0.0.1")
+    with caplog.at_level(logging.DEBUG):
+        assert power.ipmi_power(host, ipmi_settings, "status") == "off"
+        assert power.ipmi_power(host, ipmi_settings, "on") == "on"
+        assert power.ipmi_power(host, ipmi_settings, "status") == "on"
+        power.ipmi_power(host, ipmi_settings, "soft")
+    assert bmc.read_text().splitlines()[1:] == ["on on", "soft off"]
+    assert "s3cret" not in caplog.text
+
+
+def test_ipmi_refusals_and_failures(ipmi_settings: Settings, bmc: Path, tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="no BMC"):
-        power.ipmi_power_argv(_host(), ipmi_settings, "on")
+        power.ipmi_power(_host(), ipmi_settings, "on")
     with pytest.raises(ValidationError, match="IPMI power action"):
-        power.ipmi_power_argv(_host(bmc_address="b"), ipmi_settings, "on; reboot")
+        power.ipmi_power(_host(bmc_address="127.0.0.1"), ipmi_settings, "on; reboot")
+    (tmp_path / "ipmi-password").write_text("wrong\n")
+    with pytest.raises(RemoteCommandError, match="Incorrect password"):
+        power.ipmi_power(_host(bmc_address="127.0.0.1"), ipmi_settings, "on")
+    ipmi_settings.power.ipmi_password_file = str(tmp_path / "missing")
+    with pytest.raises(ConfigError, match=r"ipmi_password_file .*missing"):
+        power.ipmi_power(_host(bmc_address="127.0.0.1"), ipmi_settings, "status")
     ipmi_settings.power.ipmi_password_file = ""
     with pytest.raises(ConfigError, match="ipmi_password_file"):
-        power.ipmi_power_argv(_host(bmc_address="b"), ipmi_settings, "on")
-
-
-def test_ipmi_power_needs_the_password_file(ipmi_settings: Settings, tmp_path: Path) -> None:
-    ipmi_settings.power.ipmi_password_file = str(tmp_path / "missing")
-    with pytest.raises(ConfigError, match="does not exist"):
-        power.ipmi_power(_host(bmc_address="b"), ipmi_settings, "status")
+        power.ipmi_power(_host(bmc_address="127.0.0.1"), ipmi_settings, "status")
+    assert bmc.read_text().splitlines() == ["initial off"]  # nothing reached the chassis
 
 
 # --------------------------------------------------------------------------- policy
@@ -343,22 +356,15 @@ def test_power_up_over_ipmi_without_waiting(
     sqlite_engine: Engine,
     ipmi_settings: Settings,
     cloud: Cloud,
-    monkeypatch: pytest.MonkeyPatch,
+    bmc: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    ran: list[list[str]] = []
-
-    def run_local(argv: list[str], **_kw: object) -> CommandResult:
-        ran.append(argv)
-        return CommandResult(0, "Chassis Power Control: Up/On\n", "")
-
-    monkeypatch.setattr(power, "run_local", run_local)
     host_id = cloud.host_ids[1]
-    _set(sqlite_engine, host_id, status=int(DOWN), mac_addr=MAC, bmc_address="10.0.0.9")
+    _set(sqlite_engine, host_id, status=int(DOWN), mac_addr=MAC, bmc_address="127.0.0.1")
     before = _rows(sqlite_engine)
     with caplog.at_level(logging.DEBUG, logger="baadal"):
         result = power.host_power_up(sqlite_engine, ipmi_settings, host_id, wait=False)
-    assert ran == [power.ipmi_power_argv(_host(bmc_address="10.0.0.9"), ipmi_settings, "on")]
+    assert bmc.read_text().splitlines()[1:] == ["on on"]
     assert (result.method, result.status) == ("IPMI", DOWN)
     assert "host sanity check marks it UP" in result.message
     assert _rows(sqlite_engine) == before  # the sanity check marks it UP later

@@ -2,8 +2,9 @@
 host_power_down).
 
 Power-up wakes a host with a wake-on-LAN magic packet sent from this process (no
-external tool, no shell) or, for a host with a BMC, ``ipmitool chassis power on``; the
-IPMI password only ever travels in the file ``[power] ipmi_password_file`` names. The
+external tool, no shell) or, for a host with a BMC, an IPMI "chassis power on" (RMCP+
+through pyghmi); the IPMI password is read from the file ``[power] ipmi_password_file``
+names and never appears in an argument list or a log. The
 host becomes UP once it answers like the host sanity check wants it (ping, libvirtd, and
 libvirtd/OVS over SSH when ``[general] host_check_services``).
 
@@ -20,8 +21,10 @@ placed on a host that is going away.
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -43,6 +46,7 @@ from baadal.errors import (
     RemoteCommandError,
     ValidationError,
 )
+from baadal.host.ipmi import PYGHMI_ACTIONS
 from baadal.host.status import (
     PROBE_TIMEOUT_S,
     host_problem,
@@ -51,7 +55,7 @@ from baadal.host.status import (
     pingable,
 )
 from baadal.host.vms import get_host_domains
-from baadal.net.remote import CommandResult, RemoteTarget, execute_remote_cmd, run_local
+from baadal.net.remote import RemoteTarget, execute_remote_cmd, run_local
 from baadal.net.validators import normalize_mac
 
 log = logging.getLogger("baadal")
@@ -59,7 +63,7 @@ log = logging.getLogger("baadal")
 LIMITED_BROADCAST = "255.255.255.255"
 #: magic packets are UDP: a few copies survive a lost datagram
 WOL_COPIES = 3
-IPMI_ACTIONS = frozenset({"on", "off", "soft", "cycle", "reset", "status"})
+IPMI_ACTIONS = frozenset({*PYGHMI_ACTIONS, "status"})
 IPMI_TIMEOUT_S = 30.0
 POWEROFF_COMMAND_TIMEOUT_S = 30.0
 POLL_S = 1.0
@@ -123,30 +127,52 @@ def ipmi_configured(host: Host, settings: Settings) -> bool:
     return bool(host.bmc_address and settings.power.ipmi_user)
 
 
-def ipmi_power_argv(host: Host, settings: Settings, action: str) -> list[str]:
-    """The ipmitool command for ``action``; the password is read by ipmitool from the
-    file (``-f``), so it is never in an argument list, a process table or a log."""
+def _ipmi_password(settings: Settings) -> str:
+    conf = settings.power
+    if not conf.ipmi_user or not conf.ipmi_password_file:
+        raise ConfigError("IPMI needs [power] ipmi_user and ipmi_password_file")
+    try:
+        return Path(conf.ipmi_password_file).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"[power] ipmi_password_file {conf.ipmi_password_file}: {exc.strerror or exc}"
+        ) from None
+
+
+def ipmi_power(host: Host, settings: Settings, action: str) -> str:
+    """``action`` (on, off, soft, reset, status) on the host's BMC over IPMI-over-LAN
+    (RMCP+, through pyghmi: no external tool, the password never in an argument list or
+    log). Returns the power state the BMC reports, or the one it is going to."""
     if action not in IPMI_ACTIONS:
         raise ValidationError(f"IPMI power action {action!r} is not one of {sorted(IPMI_ACTIONS)}")
     if not host.bmc_address:
         raise ValidationError(f"host {host.host_name} has no BMC address")
     conf = settings.power
-    if not conf.ipmi_user or not conf.ipmi_password_file:
-        raise ConfigError("IPMI needs [power] ipmi_user and ipmi_password_file")
-    return [
-        "ipmitool", "-I", "lanplus", "-H", host.bmc_address, "-U", conf.ipmi_user,
-        "-f", conf.ipmi_password_file, "chassis", "power", action,
-    ]  # fmt: skip
+    request = {
+        "bmc": host.bmc_address, "user": conf.ipmi_user, "password": _ipmi_password(settings),
+        "port": conf.ipmi_port, "action": action,
+    }  # fmt: skip
+    result = run_local(
+        [sys.executable, "-m", "baadal.host.ipmi"],
+        timeout=IPMI_TIMEOUT_S,
+        check=False,
+        stdin=json.dumps(request).encode(),
+    )
+    argv = _ipmi_argv(host, action)
+    try:
+        answer = json.loads(result.stdout)
+    except ValueError:
+        reason = result.stderr.strip().splitlines()[-1:] or [f"exit {result.exit_code}"]
+        raise RemoteCommandError(host.bmc_address, argv, reason[0]) from None
+    if "error" in answer:
+        raise RemoteCommandError(host.bmc_address, argv, answer["error"])
+    log.info("IPMI %s of %s: %s", action, host.host_name, answer["state"])
+    return str(answer["state"])
 
 
-def ipmi_power(host: Host, settings: Settings, action: str) -> CommandResult:
-    """Run ``ipmitool chassis power ACTION`` against the host's BMC."""
-    argv = ipmi_power_argv(host, settings, action)
-    if not Path(settings.power.ipmi_password_file).is_file():
-        raise ConfigError(
-            f"[power] ipmi_password_file {settings.power.ipmi_password_file} does not exist"
-        )
-    return run_local(argv, timeout=IPMI_TIMEOUT_S)
+def _ipmi_argv(host: Host, action: str) -> list[str]:
+    """How errors name an IPMI request (it is no command, but reads like one)."""
+    return ["ipmi", str(host.bmc_address), "chassis", "power", action]
 
 
 # --------------------------------------------------------------------------- probes
@@ -279,7 +305,7 @@ def _wake(host: Host, settings: Settings) -> tuple[str, list[str]]:
     """Send the wake-up; returns the method and how errors name it."""
     if ipmi_configured(host, settings):
         ipmi_power(host, settings, "on")
-        return "IPMI", ipmi_power_argv(host, settings, "on")
+        return "IPMI", _ipmi_argv(host, "on")
     if host.mac_addr:
         conf = settings.power
         send_wol(host.mac_addr, conf.wol_broadcast, conf.wol_port)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from baadal.lab.ssh import prepare_sshd
+from baadal.net.remote import run_local
 
 #: runs as ``ip netns exec NS unshare --mount --propagation private sh start-host.sh ...``
 START_SCRIPT = r"""#!/bin/sh
@@ -155,6 +156,8 @@ class LabHost:
     netns: str
     mgmt_ip: str
     host_uuid: str
+    #: where its BMC answers IPMI (served from the lab's BMC namespace)
+    bmc_ip: str
 
     @property
     def uri(self) -> str:
@@ -179,6 +182,12 @@ class LabHost:
 
     def pid_file(self, lab_dir: Path, daemon: str) -> Path:
         return self.directory(lab_dir) / "run" / f"{daemon}.pid"
+
+
+def mgmt_mac(host: LabHost) -> str:
+    """The MAC of the host's management NIC (what wake-on-LAN packets must carry)."""
+    argv = ["ip", "netns", "exec", host.netns, "cat", "/sys/class/net/mgmt0/address"]
+    return run_local(argv, timeout=10).stdout.strip().upper()
 
 
 def prepare_host_dir(host: LabHost, lab_dir: Path) -> Path:

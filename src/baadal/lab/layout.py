@@ -1,7 +1,8 @@
 """Names and addresses of the lab (all names start with ``bdl-``; all addresses are in
 10.99.0.0/16 and live only inside namespaces and links the lab makes)::
 
-    management 10.99.0.0/24 (Linux bridge bdl-mgmt): controller .1, NAT box .2, hosts .1N
+    management 10.99.0.0/24 (Linux bridge bdl-mgmt): controller .1, NAT box .2, hosts .1N,
+        the hosts' BMCs .2N
     VLAN 10 "lab"   10.99.10.0/24: DHCP .1, controller .2, NAT box gateway .254
     VLAN 20 "lab-b" 10.99.20.0/24: the same layout (a second security domain)
     public 10.99.200.0/24 between the NAT box (.2) and the "internet" namespace (.1);
@@ -24,6 +25,8 @@ INTERNET_NETNS = "bdl-inet"
 CONTROLLER_MGMT_IP = "10.99.0.1"
 NAT_MGMT_IP = "10.99.0.2"
 NAT_MGMT_LINK = "bdl-mn"
+BMC_NETNS = "bdl-bmc"
+BMC_MGMT_LINK = "bdl-mb"
 MGMT_PREFIX = 24
 MGMT_BROADCAST = "10.99.0.255"
 PUBLIC_CIDR = "10.99.200.0/24"
@@ -101,6 +104,7 @@ HOSTS: tuple[LabHost, ...] = tuple(
         netns=f"bdl-h{i}",
         mgmt_ip=f"10.99.0.{10 + i}",
         host_uuid=f"00000000-0000-4000-8000-0000000000{10 + i:02d}",
+        bmc_ip=f"10.99.0.{20 + i}",
     )
     for i in (1, 2)
 )

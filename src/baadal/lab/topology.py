@@ -24,9 +24,12 @@ import fcntl
 import ipaddress
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -50,10 +53,12 @@ from baadal.db.models import (
     Vlan,
 )
 from baadal.errors import BaadalError, ConfigError, ConflictError, NotFoundError
-from baadal.lab import ssh
+from baadal.lab import bmc, ssh
 from baadal.lab.guest import build_tiny_guest
-from baadal.lab.hostns import POWEROFF_COMMAND, LabHost, prepare_host_dir
+from baadal.lab.hostns import POWEROFF_COMMAND, LabHost, mgmt_mac, prepare_host_dir
 from baadal.lab.layout import (
+    BMC_MGMT_LINK,
+    BMC_NETNS,
     CONTROLLER_MGMT_IP,
     DATASTORE_NAME,
     DHCP_NETNS,
@@ -89,6 +94,7 @@ from baadal.vm.power import clean_up_database_after_vm_deletion
 
 CMD_TIMEOUT_S = 60.0
 LIBVIRT_WAIT_S = 90.0
+BMC_START_S = 20.0
 REQUIRED_TOOLS = (
     "ip", "unshare", "ovs-vsctl", "libvirtd", "virtlogd", "dnsmasq", "qemu-img", "iptables",
     ssh.SSHD, "ssh-keygen",
@@ -329,6 +335,10 @@ def status(settings: Settings) -> list[Part]:
     nat_ok = NAT_NETNS in namespaces
     parts.append(Part(NAT_NETNS, "namespace", nat_ok, f"NAT box {NAT_PUBLIC_IP}"))
     parts.append(_sshd_part("NAT box sshd", NAT_MGMT_IP, nat_ok))
+    for host in HOSTS:
+        pid = _pid_alive(bmc.pid_file(lab, host))
+        detail = f"IPMI on {host.bmc_ip}, pid {pid}" if pid else "not running"
+        parts.append(Part(f"{host.name} BMC", "process", pid is not None, detail))
     inet_ok = INTERNET_NETNS in namespaces
     parts.append(Part(INTERNET_NETNS, "namespace", inet_ok, f"internet {INTERNET_IP}"))
     ds = datastore_dir(settings)
@@ -484,6 +494,7 @@ def up(
             step("compute hosts", lambda: _start_hosts(settings, state))
             step("DHCP server", lambda: _start_dhcp(settings, state))
             step("NAT box and internet", lambda: _start_natbox(settings, state))
+            step("BMCs", lambda: _start_bmcs(settings, state))
             step("tiny guest", lambda: _build_guest(settings))
             step("libvirtd and sshd answer", lambda: _wait_daemons(settings))
             step("settings", lambda: apply_lab_settings(settings))
@@ -652,6 +663,43 @@ def _start_natbox(settings: Settings, state: State) -> None:
     _run([*in_nat, *ssh.sshd_argv(config)])
 
 
+def _start_bmcs(settings: Settings, state: State) -> None:
+    """The hosts' BMCs: a process per host answering IPMI on its BMC address, with a
+    fresh password in a root-only file."""
+    _add_netns(state, BMC_NETNS)
+    first, *others = HOSTS
+    _mgmt_leg(state, BMC_NETNS, BMC_MGMT_LINK, first.bmc_ip)
+    for host in others:
+        _run(["ip", "-n", BMC_NETNS, "addr", "add", f"{host.bmc_ip}/{MGMT_PREFIX}",
+              "dev", "mgmt0"])  # fmt: skip
+    lab = lab_dir(settings)
+    secret = bmc.password_file(lab)
+    secret.parent.mkdir(mode=0o700, exist_ok=True)
+    secret.touch(mode=0o600)
+    secret.write_text(secrets.token_urlsafe(16) + "\n")
+    procs = [(host, _start_bmc(lab, host)) for host in HOSTS]
+    deadline = time.monotonic() + BMC_START_S
+    for host, proc in procs:
+        log = bmc.log_file(lab, host)
+        while "BMC listening" not in log.read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = log.read_text(errors="replace")[-800:]
+                raise LabError(f"the BMC of {host.name} did not start: {tail}")
+            time.sleep(0.1)
+
+
+def _start_bmc(lab: Path, host: LabHost) -> subprocess.Popen[bytes]:
+    argv = ["ip", "netns", "exec", BMC_NETNS, sys.executable, "-m", "baadal.lab.bmc",
+            str(lab), host.name]  # fmt: skip
+    with open(bmc.log_file(lab, host), "wb") as log:
+        proc = subprocess.Popen(  # noqa: S603 - fixed argument list, no shell
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    bmc.pid_file(lab, host).write_text(f"{proc.pid}\n")
+    return proc
+
+
 def _build_guest(settings: Settings) -> None:
     templates = datastore_dir(settings) / settings.paths.templates_dir.strip("/")
     build_tiny_guest(templates / TEMPLATE_DIR)
@@ -715,10 +763,13 @@ def lab_settings(settings: Settings) -> dict[str, dict[str, str | list[str]]]:
             "public_interface": NAT_PUBLIC_IF,
             "vnc_ip": VNC_IP,
         },
-        # a lab host "powers off" by stopping its daemons and waits for a real WOL packet
+        # a lab host "powers off" by stopping its daemons and waits for a real WOL packet;
+        # its BMC (IPMI) does the same on request
         "power": {
             "poweroff_command": list(POWEROFF_COMMAND),
             "wol_broadcast": MGMT_BROADCAST,
+            "ipmi_user": bmc.BMC_USER,
+            "ipmi_password_file": str(bmc.password_file(lab_dir(settings))),
         },
     }
 
@@ -810,7 +861,8 @@ def register_rows(session: Session, settings: Settings) -> None:
             )  # fmt: skip
         row.status = int(C.HostStatus.UP)
         row.ssh_user, row.ssh_port, row.ssh_key_ref = "root", 22, key
-        row.mac_addr = _mgmt_mac(host)  # for Wake-on-LAN
+        row.mac_addr = mgmt_mac(host)  # for Wake-on-LAN
+        row.bmc_address = host.bmc_ip  # for IPMI
     for vlan in VLANS:
         _register_vlan(session, vlan)
     have = set(session.scalars(select(PublicIpPool.public_ip)))
@@ -849,14 +901,6 @@ def _register_vlan(session: Session, lab_vlan: LabVlan) -> None:
             f"VLAN {vlan.name!r} already belongs to security domain {domain.name!r}"
         )
     session.flush()
-
-
-def _mgmt_mac(host: LabHost) -> str:
-    return (
-        _run(["ip", "netns", "exec", host.netns, "cat", "/sys/class/net/mgmt0/address"])
-        .strip()
-        .upper()
-    )
 
 
 def _total_ram_gb() -> int:
