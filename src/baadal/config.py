@@ -57,6 +57,11 @@ class GeneralConf(Section):
     #: respawn the VMs of a DOWN host elsewhere even when they could not be fenced there
     #: (no SSH): only safe where a dead host really is off
     respawn_unfenced: bool = False
+    #: an UP host is declared DOWN (and its VMs fenced and respawned) only after this many
+    #: failed checks in a row within one sanity pass, ``host_down_recheck_s`` apart: a
+    #: libvirtd restart or a lost ping must not cost every guest on the host a reboot
+    host_down_checks: int = Field(default=3, ge=1)
+    host_down_recheck_s: float = Field(default=2.0, ge=0)
 
 
 class DatabaseConf(Section):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -141,6 +142,20 @@ class HostCheck:
 
 
 def _check(host: Host, settings: Settings) -> tuple[C.HostStatus, str | None]:
+    """One host's status; an UP host that fails is checked again before it counts as
+    DOWN (see ``general.host_down_checks``)."""
+    status, problem = _check_once(host, settings)
+    conf = settings.general
+    if host.status == C.HostStatus.UP:
+        for _ in range(conf.host_down_checks - 1):
+            if status == C.HostStatus.UP:
+                break
+            time.sleep(conf.host_down_recheck_s)
+            status, problem = _check_once(host, settings)
+    return status, problem
+
+
+def _check_once(host: Host, settings: Settings) -> tuple[C.HostStatus, str | None]:
     problem = host_problem(host)
     if problem is None and settings.general.host_check_services:
         problems = host_service_problems(host, settings)
