@@ -13,7 +13,6 @@ Guests of qemu:///system run as libvirt-qemu, which cannot enter pytest's 0700 t
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import grp
 import os
 import shutil
@@ -24,6 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import libvirt
+
+from baadal.filelock import flocked
 
 URI = "qemu:///system"
 START_TIMEOUT_S = 90.0
@@ -58,7 +59,7 @@ def ensure_libvirtd(timeout: float = START_TIMEOUT_S) -> str:
         if shutil.which(daemon) is None:
             raise RuntimeError(f"{daemon} not found: apt-get install libvirt-daemon-system")
     fix_kvm_permissions()
-    with _locked(LOCK_FILE):
+    with flocked(LOCK_FILE):
         if not _daemon_running("virtlogd"):
             _start("virtlogd")
         if not _daemon_running("libvirtd"):
@@ -152,13 +153,3 @@ def _wait_until_answering(timeout: float) -> None:
                 return
         time.sleep(0.2)
     raise RuntimeError(f"libvirtd did not answer on {URI} within {timeout:.0f} s: {last}")
-
-
-@contextlib.contextmanager
-def _locked(lock_file: Path) -> Iterator[None]:
-    with lock_file.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

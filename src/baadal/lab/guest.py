@@ -34,7 +34,6 @@ files needed are extracted from it (vmlinuz and the modules, ~5 MB instead of ~4
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gzip
 import json
 import lzma
@@ -50,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from baadal.errors import BaadalError, ConfigError
+from baadal.filelock import flocked
 
 #: bump when the initramfs contents change: older builds in a dest_dir are then rebuilt
 GUEST_FORMAT = 1
@@ -561,12 +561,8 @@ def _atomic_write(path: Path, data: bytes) -> None:
 def _locked(lock_file: Path) -> Iterator[None]:
     """Serialise builds sharing a directory (parallel test workers, CLI and tests)."""
     lock_file.parent.mkdir(parents=True, exist_ok=True)
-    with lock_file.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with flocked(lock_file):
+        yield
 
 
 def _run(

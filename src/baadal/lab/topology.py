@@ -20,7 +20,6 @@ swept too, for a crash before the record was written.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import ipaddress
 import json
 import os
@@ -53,6 +52,7 @@ from baadal.db.models import (
     Vlan,
 )
 from baadal.errors import BaadalError, ConfigError, ConflictError, NotFoundError
+from baadal.filelock import flocked
 from baadal.lab import bmc, ssh
 from baadal.lab.guest import build_tiny_guest
 from baadal.lab.hostns import POWEROFF_COMMAND, LabHost, mgmt_mac, prepare_host_dir
@@ -165,12 +165,8 @@ class State:
 def _locked(settings: Settings) -> Iterator[None]:
     """One lab operation at a time; the lock is on the home directory so no file is left."""
     settings.home.mkdir(parents=True, exist_ok=True)
-    fd = os.open(settings.home, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with flocked(settings.home):
         yield
-    finally:
-        os.close(fd)
 
 
 # --- small command helpers -----------------------------------------------------------

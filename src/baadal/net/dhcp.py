@@ -24,7 +24,6 @@ With backend "none" every function does nothing (clouds whose DHCP Baadal does n
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import logging
 import os
@@ -34,7 +33,7 @@ import tempfile
 import threading
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,6 +43,7 @@ from sqlalchemy import select
 from baadal import constants as C
 from baadal.db.models import VM, PrivateIpPool
 from baadal.errors import ConfigError, ConflictError, RemoteCommandError, ValidationError
+from baadal.filelock import flocked
 from baadal.net.remote import RemoteTarget, execute_remote_cmd, run_local
 from baadal.net.validators import is_valid_ipv4, normalize_mac
 
@@ -245,21 +245,7 @@ class _Local(_Machine):
             raise ConfigError(f"not allowed to signal dnsmasq (pid {pid})") from None
 
     def locked(self, path: str) -> contextlib.AbstractContextManager[None]:
-        return _flocked(Path(f"{path}.lock"))
-
-
-@contextlib.contextmanager
-def _flocked(lock_file: Path) -> Iterator[None]:
-    """Serialise writers across processes on this machine."""
-    try:
-        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise ConfigError(f"cannot open {lock_file}: {exc.strerror or exc}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the flock
+        return flocked(Path(f"{path}.lock"))
 
 
 class _Remote(_Machine):
@@ -301,7 +287,7 @@ class _Remote(_Machine):
         machine would have to outlive several SSH commands."""
         key = hashlib.sha256(f"{self.label}\0{path}".encode()).hexdigest()[:16]
         self.lock_dir.mkdir(parents=True, exist_ok=True)
-        return _flocked(self.lock_dir / f"dhcp-{key}.lock")
+        return flocked(self.lock_dir / f"dhcp-{key}.lock")
 
 
 # --------------------------------------------------------------------------- backends
