@@ -10,7 +10,7 @@ from sqlalchemy import Engine, select, update
 
 from baadal import constants as C
 from baadal.config import Settings
-from baadal.db.models import VM, Host, VMEventLog
+from baadal.db.models import VM, Host, VMEventLog, VncAccess
 from baadal.db.session import session_scope
 from baadal.drivers import domain_xml
 from baadal.drivers.libvirt_driver import LibvirtHypervisor
@@ -18,6 +18,7 @@ from baadal.errors import ConflictError, NotFoundError
 from baadal.host import vms as host_vms
 from baadal.tasks import queue
 from baadal.tasks.registry import TaskContext
+from baadal.timeutil import utcnow
 from tests.support.cloud import Cloud
 from tests.unit import test_vm_lifecycle as lifecycle
 from tests.unit.test_vm_lifecycle import create, hv_of, operate
@@ -207,6 +208,14 @@ def test_respawn_dangling_vms_moves_every_vm_of_a_down_host(
     macs = {vm_id: vm_row(sqlite_engine, vm_id)[2] for vm_id in (web, db)}
     set_host(sqlite_engine, h2, status=C.HostStatus.UP)
     set_host(sqlite_engine, h1, status=C.HostStatus.DOWN)
+    with session_scope(sqlite_engine) as s:  # web's console is open
+        port = s.get(VM, web).vnc_port
+        s.add(
+            VncAccess(
+                vm_id=web, token="t", host_id=h1, vnc_source_port=port,
+                vnc_destination_port=port, status="active", expiry_time=utcnow(),
+            )
+        )  # fmt: skip
 
     results = host_vms.respawn_dangling_vms(sqlite_engine, cloud_settings, h1)
     assert [(r.vm_name, r.old_host, r.new_host, r.ok) for r in results] == [
@@ -220,6 +229,9 @@ def test_respawn_dangling_vms_moves_every_vm_of_a_down_host(
         assert vm_row(sqlite_engine, vm_id)[:3] == (h2, status, macs[vm_id])
         assert events(sqlite_engine, vm_id, "host")[-1] == ("host1", "host2")
     assert host_usage(sqlite_engine) == {h1: (0, 0), h2: (512, 2)}
+    with session_scope(sqlite_engine) as s:  # the console grant followed web to host2
+        grant = s.scalars(select(VncAccess)).one()
+        assert (grant.status, grant.host_id, grant.vnc_source_port) == ("active", h2, port)
     with pytest.raises(ConflictError, match="is UP"):
         host_vms.respawn_dangling_vms(sqlite_engine, cloud_settings, h2)
 
