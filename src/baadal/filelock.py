@@ -20,7 +20,7 @@ def flocked(path: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``path``: a lock file (made if missing, left behind) or
     an existing directory (no file is left at all). Released when the block ends, or
     when the process dies."""
-    flags = os.O_RDONLY | os.O_DIRECTORY if path.is_dir() else os.O_RDWR | os.O_CREAT
+    flags = os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else os.O_CREAT)
     try:
         fd = os.open(path, flags, 0o644)
     except OSError as exc:

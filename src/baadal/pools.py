@@ -368,8 +368,10 @@ def _row_picker(
         query = query.order_by(func.random()).limit(1)
         if not postgres:
             return session.scalar(query)
-        locked = query.with_for_update(skip_locked=True, of=pool_id.class_)
-        return session.scalar(locked) or session.scalar(query.with_for_update(of=pool_id.class_))
+        candidate = session.scalar(query.with_for_update(skip_locked=True, of=pool_id.class_))
+        if candidate is None:
+            candidate = session.scalar(query.with_for_update(of=pool_id.class_))
+        return candidate
 
     return pick
 

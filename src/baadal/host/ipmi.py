@@ -8,6 +8,7 @@ as JSON on stdin, never in an argument list, and prints the BMC's answer as JSON
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from typing import Any
@@ -36,7 +37,9 @@ def request(bmc: str, user: str, password: str, port: int, action: str) -> dict[
 
 def main() -> None:
     args = json.load(sys.stdin)
-    print(json.dumps(request(**args)), flush=True)
+    with contextlib.redirect_stdout(sys.stderr):  # pyghmi prints diagnostics to stdout
+        answer = request(**args)
+    print(json.dumps(answer), flush=True)
 
 
 if __name__ == "__main__":

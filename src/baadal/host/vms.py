@@ -31,7 +31,13 @@ from baadal.db.models import VM, AttachedDisk, Datastore, Host, Snapshot, Task
 from baadal.db.session import session_scope
 from baadal.drivers import domain_xml, hypervisor_for
 from baadal.drivers.base import DomainInfo, DomainNotFound, Hypervisor, HypervisorError
-from baadal.errors import BaadalError, ConflictError, NotFoundError, RemoteCommandError
+from baadal.errors import (
+    BaadalError,
+    ConflictError,
+    NotFoundError,
+    RemoteCommandError,
+    user_message,
+)
 from baadal.host.maintenance import Queued
 from baadal.net.remote import RemoteTarget, execute_remote_cmd
 from baadal.tasks.registry import TaskContext, TaskResult
@@ -309,7 +315,7 @@ def respawn_dangling_vms(engine: Engine, settings: Settings, host_id: int) -> li
             results.append(respawn_vm(engine, settings, vm_id, revert_to_latest_snapshot=revert))
         except Exception as exc:
             log.exception("respawn of VM %s from host %s failed", vm_name, host_name)
-            results.append(RespawnResult(vm_id, vm_name, host_name, None, False, str(exc)))
+            results.append(RespawnResult(vm_id, vm_name, host_name, None, False, user_message(exc)))
     return results
 
 

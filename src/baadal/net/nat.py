@@ -444,19 +444,25 @@ def remove_vnc_mapping_from_nat(engine: Engine, settings: Settings, vm_id: int) 
     if nat is not None:
         target = _target(nat, settings)
         changed = sum(_remove(nat, target, m) for m in mappings)
+    end_vnc_grants(engine, vm_id)
+    return changed
+
+
+def end_vnc_grants(engine: Engine, vm_id: int) -> None:
+    """Mark the VM's active console grants ended (their rules are the caller's affair)."""
     with session_scope(engine) as s:
         s.execute(
             update(VncAccess)
             .where(VncAccess.vm_id == vm_id, VncAccess.status == "active")
             .values(status="inactive")
         )
-    return changed
 
 
 def move_vnc_grants(engine: Engine, settings: Settings, vm_id: int) -> int:
     """After the VM changed hosts (migration, respawn): point its active console grants at
     where it runs now, keeping their public port and expiry, so an open console survives
-    the move. Returns how many grants moved."""
+    the move. The NAT box changes first and the rows after, so a failure leaves rows that
+    still name every rule there is to revoke. Returns how many grants moved."""
     with session_scope(engine) as s:
         vm = _get_vm(s, vm_id)
         if vm.host is None or vm.vnc_port is None:
@@ -472,33 +478,33 @@ def move_vnc_grants(engine: Engine, settings: Settings, vm_id: int) -> int:
                 (VncAccess.host_id != host_id) | (VncAccess.vnc_destination_port != port),
             )
         ).all()  # fmt: skip
-        if not rows:
-            return 0
+    if not rows:
+        return 0
+    new = {VncMapping(vm_id, src, address, port) for _, src, _, _ in rows}
+    nat = _software_nat(settings)
+    target = _target(nat, settings) if nat is not None else None
+    if nat is not None and target is not None:
+        for mapping in {VncMapping(vm_id, src, addr, dst) for _, src, addr, dst in rows} - new:
+            _remove(nat, target, mapping)
+        for mapping in new:
+            _create(nat, target, mapping)
+    with session_scope(engine) as s:
         moved = s.execute(
             update(VncAccess)
             .where(VncAccess.id.in_([r[0] for r in rows]), VncAccess.status == "active")
             .values(host_id=host_id, vnc_destination_port=port)
         ).rowcount
-    nat = _software_nat(settings)
-    if nat is not None:
-        old = {VncMapping(vm_id, src, addr, dst) for _, src, addr, dst in rows}
-        new = {VncMapping(vm_id, src, address, port) for _, src, _, _ in rows}
-        target = _target(nat, settings)
-        for mapping in old - new:
-            _remove(nat, target, mapping)
-        for mapping in new:
-            _create(nat, target, mapping)
-        with session_scope(engine) as s:  # grants the expiry job ended meanwhile lose theirs
-            live = set(
-                s.scalars(
-                    select(VncAccess.vnc_source_port).where(
-                        VncAccess.vm_id == vm_id,
-                        VncAccess.status == "active",
-                        VncAccess.host_id == host_id,
-                    )
+        live = set(
+            s.scalars(
+                select(VncAccess.vnc_source_port).where(
+                    VncAccess.vm_id == vm_id,
+                    VncAccess.status == "active",
+                    VncAccess.host_id == host_id,
                 )
             )
-        for mapping in new:
+        )
+    if nat is not None and target is not None:
+        for mapping in new:  # grants the expiry job ended meanwhile lose their rules
             if mapping.public_port not in live:
                 _remove(nat, target, mapping)
     log.info("VNC grants of VM %d moved to %s: %d", vm_id, address, moved)
@@ -643,6 +649,16 @@ def clear_all_timedout_vnc_mappings(
                 .where(VncAccess.id.in_(ended), VncAccess.status == "active")
                 .values(status="inactive")
             )
+            # where the ended grants point now (a migration may have moved them meanwhile)
+            now_pointing = set(
+                VncMapping(*g)
+                for g in s.execute(
+                    select(VncAccess.vm_id, VncAccess.vnc_source_port, Host.address,
+                           VncAccess.vnc_destination_port)
+                    .join(Host, Host.id == VncAccess.host_id)
+                    .where(VncAccess.id.in_(ended))
+                )
+            )  # fmt: skip
             # a grant made while the rules were going: it keeps its forwarding
             granted = set(
                 VncMapping(*g)
@@ -653,9 +669,12 @@ def clear_all_timedout_vnc_mappings(
                     .where(VncAccess.status == "active", VncAccess.expiry_time > now)
                 )
             )  # fmt: skip
-        for mapping in removed:
-            if nat is not None and target is not None and mapping in granted:
-                _create(nat, target, mapping)
+        if nat is not None and target is not None:
+            for mapping in removed:
+                if mapping in granted:
+                    _create(nat, target, mapping)
+            for mapping in now_pointing - set(removed) - granted:
+                _remove(nat, target, mapping)
     if failure is not None:
         raise failure
     return len(ended)

@@ -40,12 +40,13 @@ class TaskResult:
         return cls(C.TaskStatus.FAILED, message)
 
     @classmethod
-    def error(cls, exc: BaseException) -> TaskResult:
-        """The seed's failure message for an exception a handler caught; what is not a
-        BaadalError is a surprise, so its traceback is logged."""
+    def error(cls, exc: BaseException, prefix: str = C.TASK_FAILED_PREFIX) -> TaskResult:
+        """A failure message for an exception a handler caught (by default the seed's
+        "Task Status: FAILED Error: ..."); what is not a BaadalError is a surprise, so
+        its traceback is logged."""
         if not isinstance(exc, BaadalError):
             log.error("task failed", exc_info=exc)
-        return cls.failed(f"{C.TASK_FAILED_PREFIX}{user_message(exc)}")
+        return cls.failed(f"{prefix}{user_message(exc)}")
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ seed's first one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from baadal.config import Settings
 from baadal.db.models import VM, AttachedDisk, Datastore
 from baadal.db.session import session_scope
 from baadal.drivers import domain_xml, hypervisor_for
+from baadal.drivers.base import HypervisorError
 from baadal.errors import ConflictError, user_message
 from baadal.tasks.registry import TaskContext, TaskResult
 from baadal.vm import storage
@@ -103,27 +105,35 @@ def clone_one(ctx: TaskContext, parent_id: int, clone_id: int, *, full: bool) ->
         for copy in copies:
             storage.full_copy(copy.source, copy.dest)
             attach_disk(hv, identity, copy.dest, live=False)
+        with session_scope(ctx.engine) as session:
+            _record_clone(session, load_vm(session, clone_id), copies, ctx.requester_id)
     except Exception:
-        for copy in copies:  # not recorded yet, so free_vm_properties would not find them
-            storage.remove_path(copy.dest)
-        raise
-    with session_scope(ctx.engine) as session:
-        clone = load_vm(session, clone_id)
+        # what is not recorded yet free_vm_properties would not find (nor a deleted clone's)
         for copy in copies:
-            session.add(
-                AttachedDisk(
-                    vm_id=clone.id,
-                    datastore_id=copy.datastore_id,
-                    attached_disk_name=copy.name,
-                    capacity=copy.capacity,
-                )
+            storage.remove_path(copy.dest)
+        with contextlib.suppress(HypervisorError):
+            hv.undefine(identity)
+        raise
+
+
+def _record_clone(
+    session: Session, clone: VM, copies: list[_DiskCopy], requester_id: int | None
+) -> None:
+    for copy in copies:
+        session.add(
+            AttachedDisk(
+                vm_id=clone.id,
+                datastore_id=copy.datastore_id,
+                attached_disk_name=copy.name,
+                capacity=copy.capacity,
             )
-            session.execute(
-                update(Datastore)
-                .where(Datastore.id == copy.datastore_id)
-                .values(used=Datastore.used + copy.capacity)
-            )
-        set_status(session, clone, C.VMStatus.SHUTDOWN, ctx.requester_id)
+        )
+        session.execute(
+            update(Datastore)
+            .where(Datastore.id == copy.datastore_id)
+            .values(used=Datastore.used + copy.capacity)
+        )
+    set_status(session, clone, C.VMStatus.SHUTDOWN, requester_id)
 
 
 def clone(ctx: TaskContext) -> TaskResult:

@@ -14,7 +14,7 @@ from baadal import constants as C
 from baadal import pools
 from baadal.db.models import VM, Template, TemplateOwner, UserVMMap
 from baadal.db.session import session_scope
-from baadal.errors import ConflictError, ValidationError, user_message
+from baadal.errors import ConflictError, ValidationError
 from baadal.net import nat
 from baadal.tasks.registry import TaskContext, TaskResult
 from baadal.vm import network, storage
@@ -67,7 +67,7 @@ def edit_vm_config(ctx: TaskContext) -> TaskResult:
                 )
             )
     except Exception as exc:
-        return TaskResult.failed(" ".join([*messages, user_message(exc)]))
+        return TaskResult.error(exc, prefix="".join(f"{m} " for m in messages))
     if not messages:
         return TaskResult.failed("nothing to edit: the VM already has this configuration")
     return TaskResult.success(" ".join(messages))

@@ -273,15 +273,19 @@ def _move(
 
 def follow_with_vnc_grants(engine: Engine, settings: Settings, vm_id: int) -> str:
     """Active console grants follow the VM to its new host; if the NAT box cannot be
-    changed they are revoked rather than left pointing at the old host. Returns what to
-    add to the task message."""
+    changed they are revoked rather than left pointing at the old host. Never raises: the
+    VM has moved either way. Returns what to add to the task message."""
     try:
         nat.move_vnc_grants(engine, settings, vm_id)
+        return ""
     except BaadalError as exc:
         log.error("VNC grants of VM %d could not follow it: %s", vm_id, exc)
+    try:
         nat.remove_vnc_mapping_from_nat(engine, settings, vm_id)
-        return VNC_REVOKED
-    return ""
+    except BaadalError as exc:  # the rules stay until `net nat clear`; the grants end
+        log.error("VNC rules of VM %d could not be removed from the NAT box: %s", vm_id, exc)
+        nat.end_vnc_grants(engine, vm_id)
+    return VNC_REVOKED
 
 
 # --- choosing and checking the destination -------------------------------------------------

@@ -17,7 +17,7 @@ from baadal.config import Settings
 from baadal.db.models import VM, UserVMMap
 from baadal.db.session import session_scope
 from baadal.drivers.base import DomainNotFound, Hypervisor
-from baadal.errors import ConflictError, user_message
+from baadal.errors import ConflictError
 from baadal.tasks.registry import TaskContext, TaskResult
 from baadal.vm import network
 from baadal.vm.common import graceful_stop, load_vm, set_status, vm_hypervisor
@@ -45,7 +45,7 @@ def _power_op(
         with session_scope(ctx.engine) as session:
             set_status(session, load_vm(session, ctx.vm_id), new_status, ctx.requester_id)
     except Exception as exc:
-        return TaskResult.failed(user_message(exc))
+        return TaskResult.error(exc, prefix="")
     return TaskResult.success(f"{name} is {done} successfully")
 
 
@@ -125,5 +125,5 @@ def delete_vm(ctx: TaskContext) -> TaskResult:
         with session_scope(ctx.engine) as session:
             clean_up_database_after_vm_deletion(session, ctx.settings, load_vm(session, ctx.vm_id))
     except Exception as exc:
-        return TaskResult.failed(user_message(exc))
+        return TaskResult.error(exc, prefix="")
     return TaskResult.success(f"{name} is deleted successfully")
