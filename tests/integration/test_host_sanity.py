@@ -79,13 +79,13 @@ def test_a_blip_is_not_a_down_host_but_silence_is(
 ) -> None:
     settings.general.host_check_services = False
     settings.general.host_down_checks = 3
-    settings.general.host_down_recheck_s = 1.0
+    settings.general.host_down_recheck_s = 2.0
     host_status_sanity_check(sqlite_engine, settings)
     assert _state(sqlite_engine, host_id) == (C.HostStatus.UP, [])
 
-    # down for about 1.5 s, inside the re-checks: still UP, nothing recorded
+    # down for about 1 s, inside the re-checks (2 s apart): still UP, nothing recorded
     _ip("link", "set", flaky_link, "down")
-    back = threading.Timer(1.5, _ip, ("link", "set", flaky_link, "up"))
+    back = threading.Timer(1.0, _ip, ("link", "set", flaky_link, "up"))
     back.start()
     (check,) = host_status_sanity_check(sqlite_engine, settings)
     back.join()
@@ -113,7 +113,7 @@ def test_one_check_when_confirmation_is_off(
     settings.general.host_check_services = False
     settings.general.host_down_checks = 1
     _ip("link", "set", flaky_link, "down")
-    back = threading.Timer(1.5, _ip, ("link", "set", flaky_link, "up"))
+    back = threading.Timer(1.0, _ip, ("link", "set", flaky_link, "up"))
     back.start()
     host_status_sanity_check(sqlite_engine, settings)
     back.join()
