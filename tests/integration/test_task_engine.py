@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from baadal import constants as C
 from baadal.db.models import PeriodicJob, Task, TaskEvent, VMEventLog
@@ -139,6 +139,18 @@ def test_tasks_of_one_vm_run_one_at_a_time_in_order(
     assert overlapping_vms > 0
 
 
+def _ticks(engine: Engine) -> int:
+    with session_scope(engine) as s:
+        return (
+            s.scalar(
+                select(func.count())
+                .select_from(Task)
+                .where(Task.periodic_key.like(f"{H.TICK_JOB}@%"))
+            )
+            or 0
+        )
+
+
 def test_periodic_job_fires_once_per_period_with_three_workers(
     engine: Engine, db_url: str, tmp_path: Path
 ) -> None:
@@ -149,7 +161,12 @@ def test_periodic_job_fires_once_per_period_with_three_workers(
         for i in range(3)
     ]
     started = time.monotonic()
-    time.sleep(8)
+    # workers take a while to start on a loaded machine: count from the first tick
+    deadline = started + 60
+    while _ticks(engine) == 0:
+        assert time.monotonic() < deadline, "no periodic tick within 60 s"
+        time.sleep(0.1)
+    time.sleep(5)
     for w in workers:
         w.send_signal(signal.SIGTERM)
     for w in workers:
