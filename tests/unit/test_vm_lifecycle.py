@@ -6,10 +6,11 @@ The real-libvirtd counterpart is tests/integration/test_vm_real.py.
 from __future__ import annotations
 
 import sqlite3
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, update
 
 from baadal import constants as C
 from baadal.config import Settings
@@ -31,6 +32,8 @@ from baadal.services import vms
 from baadal.tasks import queue
 from baadal.tasks.registry import load_handler_modules
 from baadal.tasks.worker import Worker
+from baadal.timeutil import utcnow
+from baadal.vm import clone as clone_mod
 from baadal.vm import storage, utilization
 from tests.support.cloud import Cloud, fake_host_uri, make_cloud
 
@@ -367,6 +370,49 @@ def test_clone_linked_and_full(
                 )
                 == 1
             )
+
+
+def test_clone_whose_workers_died_gives_everything_back(
+    sqlite_engine: Engine, cloud_settings: Settings, cloud: Cloud
+) -> None:
+    """Every worker running a clone task died after taking the clone's addresses and
+    making its disk: when the task is given up, the clone holds nothing and no file, and
+    an admin's ignore removes the never-made clone."""
+    vm_id = create(sqlite_engine, cloud_settings)
+    operate(sqlite_engine, cloud_settings, vm_id, "destroy")
+    with session_scope(sqlite_engine) as s:
+        task, (clone_id,) = vms.request_clone(s, s.get(VM, vm_id), 1, None)
+        task_id = task.id
+    for _ in range(cloud_settings.worker.max_attempts):
+        claimed = queue.claim(sqlite_engine, "dead", 30)
+        assert claimed is not None and claimed.id == task_id
+        with session_scope(sqlite_engine) as s:  # what the lost attempt got done
+            parent, clone = s.get(VM, vm_id), s.get(VM, clone_id)
+            clone_mod.get_clone_properties(s, parent, clone)
+            image = storage.get_vm_image_location(
+                cloud_settings, clone.datastore, clone.vm_identity
+            )
+            source = storage.get_vm_image_location(
+                cloud_settings, parent.datastore, parent.vm_identity
+            )
+        storage.full_copy(source.path, image.path)
+        with session_scope(sqlite_engine) as s:
+            s.execute(update(Task).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+        queue.recover_expired(sqlite_engine)
+    run_tasks(sqlite_engine, cloud_settings)
+    with session_scope(sqlite_engine) as s:
+        task = s.get(Task, task_id)
+        clone = s.get(VM, clone_id)
+        assert task.status == C.TaskStatus.FAILED and "gave up" in task.message
+        assert clone.status == C.VMStatus.IN_QUEUE
+        assert (clone.private_ip_id, clone.vnc_port, clone.host_id, clone.datastore_id) == (
+            None, None, None, None,
+        )  # fmt: skip
+    assert not image.path.exists()
+    with session_scope(sqlite_engine) as s:
+        queue.ignore(s, task_id)
+    with session_scope(sqlite_engine) as s:
+        assert s.get(VM, clone_id) is None
 
 
 def test_utilization_from_libvirt_stats(

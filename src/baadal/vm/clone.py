@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from baadal import constants as C
 from baadal.config import Settings
-from baadal.db.models import VM, AttachedDisk, Datastore
+from baadal.db.models import VM, AttachedDisk, Datastore, Task
 from baadal.db.session import session_scope
 from baadal.drivers import domain_xml, hypervisor_for
 from baadal.drivers.base import HypervisorError
@@ -33,7 +33,10 @@ from baadal.vm.install import (
     VMProperties,
     active_template,
     allocate_vm_properties,
+    drop_unfinished_vm,
     free_vm_properties,
+    reset_vm_for_retry,
+    undo_unfinished_install,
     vm_domain_spec,
 )
 
@@ -138,7 +141,7 @@ def _record_clone(
 
 def clone(ctx: TaskContext) -> TaskResult:
     """The 'Clone VM' handler: parameters vm_id (parent), clone_vm_id (list), full."""
-    clone_ids = [int(i) for i in ctx.parameters.get("clone_vm_id", [])]
+    clone_ids = _clone_ids(ctx.parameters)
     full = bool(ctx.parameters.get("full", False))
     try:
         with session_scope(ctx.engine) as session:
@@ -170,3 +173,24 @@ def clone(ctx: TaskContext) -> TaskResult:
         f"Task Status: PARTIAL_SUCCESS Message: {len(clone_ids) - len(failures)} of "
         f"{len(clone_ids)} cloned. {detail}",
     )
+
+
+def _clone_ids(parameters: dict[str, object]) -> list[int]:
+    ids = parameters.get("clone_vm_id", [])
+    return [int(i) for i in ids] if isinstance(ids, list) else []
+
+
+def compensate_clone(ctx: TaskContext) -> None:
+    """A worker died mid-clone: the clones it had not finished give back what they took."""
+    for clone_id in _clone_ids(ctx.parameters):
+        undo_unfinished_install(ctx, clone_id)
+
+
+def reset_clones_for_retry(session: Session, task: Task) -> None:
+    for clone_id in _clone_ids(task.parameters or {}):
+        reset_vm_for_retry(session, clone_id)
+
+
+def drop_clones_on_ignore(session: Session, task: Task) -> None:
+    for clone_id in _clone_ids(task.parameters or {}):
+        drop_unfinished_vm(session, clone_id)

@@ -26,7 +26,13 @@ for handler in (
     Handler(C.TaskType.SNAPSHOT_VM, snapshot.snapshot),
     Handler(C.TaskType.REVERT_TO_SNAPSHOT, snapshot.revert),
     Handler(C.TaskType.DELETE_SNAPSHOT, snapshot.delete_snapshot),
-    Handler(C.TaskType.CLONE_VM, clone.clone),
+    Handler(
+        C.TaskType.CLONE_VM,
+        clone.clone,
+        compensate=clone.compensate_clone,
+        on_retry=clone.reset_clones_for_retry,
+        on_ignore=clone.drop_clones_on_ignore,
+    ),
     Handler(
         C.TaskType.MIGRATE_VM_HOST, migration.migrate, compensate=migration.compensate_migration
     ),

@@ -289,25 +289,45 @@ def install(ctx: TaskContext) -> TaskResult:
     return TaskResult.success(INSTALL_SUCCESS + disk_message)
 
 
-def compensate_install(ctx: TaskContext) -> None:
-    """A worker died mid-install: undo whatever it did so the re-run starts clean."""
-    network.withdraw_quietly(ctx.engine, ctx.settings, ctx.vm_id)
+#: a VM an install (or clone) has not finished yet
+_NOT_INSTALLED = (C.VMStatus.IN_QUEUE, C.VMStatus.UNKNOWN)
+
+
+def undo_unfinished_install(ctx: TaskContext, vm_id: int | None) -> None:
+    """Give back whatever a lost attempt took for a VM it was making, so the re-run
+    starts clean and a task given up holds nothing."""
+    if vm_id is None:
+        return
+    network.withdraw_quietly(ctx.engine, ctx.settings, vm_id)
     with session_scope(ctx.engine) as session:
-        vm = session.get(VM, ctx.vm_id)
-        if vm is not None and vm.status in (C.VMStatus.IN_QUEUE, C.VMStatus.UNKNOWN):
+        vm = session.get(VM, vm_id)
+        if vm is not None and vm.status in _NOT_INSTALLED:
             free_vm_properties(session, ctx.settings, vm)
             vm.status = C.VMStatus.IN_QUEUE
 
 
-def reset_for_retry(session: Session, task: Task) -> None:
-    """Admin retry of a failed create: the VM waits to be installed again."""
-    vm = session.get(VM, task.vm_id)
+def compensate_install(ctx: TaskContext) -> None:
+    """A worker died mid-install: undo whatever it did."""
+    undo_unfinished_install(ctx, ctx.vm_id)
+
+
+def reset_vm_for_retry(session: Session, vm_id: int | None) -> None:
+    """Admin retry of a failed create or clone: the VM waits to be made again."""
+    vm = session.get(VM, vm_id) if vm_id is not None else None
     if vm is not None and vm.status == C.VMStatus.UNKNOWN:
         vm.status = C.VMStatus.IN_QUEUE
 
 
-def drop_on_ignore(session: Session, task: Task) -> None:
-    """Admin ignore of a failed create: the never-installed VM row goes away."""
-    vm = session.get(VM, task.vm_id)
-    if vm is not None and vm.status in (C.VMStatus.UNKNOWN, C.VMStatus.IN_QUEUE):
+def drop_unfinished_vm(session: Session, vm_id: int | None) -> None:
+    """Admin ignore of a failed create or clone: the never-made VM row goes away."""
+    vm = session.get(VM, vm_id) if vm_id is not None else None
+    if vm is not None and vm.status in _NOT_INSTALLED:
         session.delete(vm)
+
+
+def reset_for_retry(session: Session, task: Task) -> None:
+    reset_vm_for_retry(session, task.vm_id)
+
+
+def drop_on_ignore(session: Session, task: Task) -> None:
+    drop_unfinished_vm(session, task.vm_id)
