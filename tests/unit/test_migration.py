@@ -18,7 +18,7 @@ from baadal.config import Settings, get_settings
 from baadal.db.models import VM, Host, Task, VMEventLog, VncAccess
 from baadal.db.session import dispose_engines, session_scope
 from baadal.drivers import domain_xml
-from baadal.drivers.base import SnapshotInfo
+from baadal.drivers.base import Hypervisor, SnapshotInfo
 from baadal.errors import ConflictError, NotFoundError, ResourceExhausted
 from baadal.services import vms
 from baadal.tasks.registry import REGISTRY, Handler, TaskContext
@@ -66,6 +66,20 @@ def _backup(engine: Engine, settings: Settings, vm_id: int) -> Path:
     with session_scope(engine) as s:
         vm = s.get(VM, vm_id)
         return migration.migration_dir(settings, vm.datastore, vm.vm_identity)
+
+
+def _vm_with_saved_snapshots(
+    engine: Engine, settings: Settings
+) -> tuple[int, list[str], Hypervisor, str, Path, list[SnapshotInfo]]:
+    """A VM with two snapshots whose XML a migration saved to its backup directory:
+    (vm id, snapshot names, hypervisor, identity, backup dir, snapshots)."""
+    vm_id = create(engine, settings)
+    names = _snapshot(engine, settings, vm_id, 2)
+    hv, identity = hv_of(engine, vm_id)
+    backup = _backup(engine, settings, vm_id)
+    snaps = hv.snapshot_list(identity)
+    migration.save_snapshot_xmls(backup, snaps)
+    return vm_id, names, hv, identity, backup, snaps
 
 
 def test_refusals_change_nothing(
@@ -192,11 +206,7 @@ def test_compensation_finishes_a_migration_that_happened(
     sqlite_engine: Engine, cloud_settings: Settings, cloud: Cloud
 ) -> None:
     engine, settings = sqlite_engine, cloud_settings
-    vm_id = create(engine, settings)
-    names = _snapshot(engine, settings, vm_id, 2)
-    hv, identity = hv_of(engine, vm_id)
-    backup = _backup(engine, settings, vm_id)
-    migration.save_snapshot_xmls(backup, hv.snapshot_list(identity))
+    vm_id, names, _, identity, backup, _ = _vm_with_saved_snapshots(engine, settings)
     with session_scope(engine) as s:
         dest_uri = s.get(Host, cloud.host_ids[1]).libvirt_uri
     with session_scope(engine) as s:
@@ -234,12 +244,7 @@ def test_compensation_undoes_a_migration_that_did_not_happen(
     sqlite_engine: Engine, cloud_settings: Settings, cloud: Cloud
 ) -> None:
     engine, settings = sqlite_engine, cloud_settings
-    vm_id = create(engine, settings)
-    names = _snapshot(engine, settings, vm_id, 2)
-    hv, identity = hv_of(engine, vm_id)
-    backup = _backup(engine, settings, vm_id)
-    snaps = hv.snapshot_list(identity)
-    migration.save_snapshot_xmls(backup, snaps)
+    vm_id, names, hv, identity, backup, snaps = _vm_with_saved_snapshots(engine, settings)
     for snap in reversed(snaps):  # test:/// cannot delete metadata only: the same to it
         hv.snapshot_delete(identity, snap.name)
     host_before, events_before, _ = _state(engine, vm_id)
@@ -288,11 +293,7 @@ def test_an_unfinished_earlier_attempt_is_settled_first(
     sqlite_engine: Engine, cloud_settings: Settings, cloud: Cloud
 ) -> None:
     engine, settings = sqlite_engine, cloud_settings
-    vm_id = create(engine, settings)
-    names = _snapshot(engine, settings, vm_id, 2)
-    hv, identity = hv_of(engine, vm_id)
-    backup = _backup(engine, settings, vm_id)
-    migration.save_snapshot_xmls(backup, hv.snapshot_list(identity))
+    vm_id, names, hv, identity, backup, _ = _vm_with_saved_snapshots(engine, settings)
     for name in reversed(names):
         hv.snapshot_delete(identity, name)
     result = migration.migrate_domain(engine, settings, vm_id, cloud.host_ids[1], True)

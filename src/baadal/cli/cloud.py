@@ -100,22 +100,28 @@ def bootup_cmd(inline: InlineOpt = False) -> None:
     run_queued(maintenance.bootup_baadal, "cloud bootup", inline=inline, shutdown=False)
 
 
+def _for_hosts(
+    queue_them: Callable[[Session, list[int]], maintenance.Queued],
+    hosts: list[str],
+    title: str,
+    inline: bool,
+) -> None:
+    ids = [load_host(h).id for h in hosts]
+    run_queued(lambda s: queue_them(s, ids), title, inline=inline, shutdown=None)
+
+
 @host_app.command("shutdown")
 @handle_errors
 def host_shutdown_cmd(hosts: list[str], inline: InlineOpt = False) -> None:
     """Snapshot and power off the VMs of these hosts."""
-    ids = [load_host(h).id for h in hosts]
-    run_queued(lambda s: maintenance.shutdown_host(s, ids), "host shutdown", inline=inline,
-         shutdown=None)  # fmt: skip
+    _for_hosts(maintenance.shutdown_host, hosts, "host shutdown", inline)
 
 
 @host_app.command("bootup")
 @handle_errors
 def host_bootup_cmd(hosts: list[str], inline: InlineOpt = False) -> None:
     """Bring back the VMs a host shutdown snapshotted."""
-    ids = [load_host(h).id for h in hosts]
-    run_queued(lambda s: maintenance.bootup_host(s, ids), "host bootup", inline=inline,
-         shutdown=None)  # fmt: skip
+    _for_hosts(maintenance.bootup_host, hosts, "host bootup", inline)
 
 
 @host_app.command("evacuate")

@@ -18,10 +18,10 @@ import logging
 import re
 import secrets
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy import ColumnElement, Engine, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from baadal import constants as C
@@ -426,18 +426,40 @@ def create_vnc_mapping_in_nat(engine: Engine, settings: Settings, vm_id: int) ->
     return create_mapping(settings, _vnc_mapping(engine, vm_id))
 
 
+@dataclass(frozen=True)
+class _Grant:
+    """A vnc_access row and the forwarding it needs on the NAT box."""
+
+    id: int
+    mapping: VncMapping
+    expiry_time: datetime
+
+
+def _grants(session: Session, *where: ColumnElement[bool]) -> list[_Grant]:
+    rows = session.execute(
+        select(VncAccess.id, VncAccess.vm_id, VncAccess.vnc_source_port, Host.address,
+               VncAccess.vnc_destination_port, VncAccess.expiry_time)
+        .join(Host, Host.id == VncAccess.host_id)
+        .where(*where)
+        .order_by(VncAccess.id)
+    )  # fmt: skip
+    return [_Grant(r[0], VncMapping(r[1], r[2], r[3], r[4]), r[5]) for r in rows]
+
+
+def _granted_now(session: Session, now: datetime) -> list[VncMapping]:
+    """The forwardings active, unexpired grants need (each once, oldest grant first)."""
+    active = _grants(session, VncAccess.status == "active", VncAccess.expiry_time > now)
+    return list(dict.fromkeys(g.mapping for g in active))
+
+
 def remove_vnc_mapping_from_nat(engine: Engine, settings: Settings, vm_id: int) -> int:
     """Revoke console access: remove the forwarding of the VM's current and granted
     placements (a grant keeps the host it was made for) and end its active grants."""
     nat = _software_nat(settings)
     with session_scope(engine) as s:
         vm = _get_vm(s, vm_id)
-        rows = s.execute(
-            select(VncAccess.vnc_source_port, Host.address, VncAccess.vnc_destination_port)
-            .join(Host, Host.id == VncAccess.host_id)
-            .where(VncAccess.vm_id == vm_id, VncAccess.status == "active")
-        ).all()
-        mappings = {VncMapping(vm_id, src, addr, dst) for src, addr, dst in rows}
+        active = _grants(s, VncAccess.vm_id == vm_id, VncAccess.status == "active")
+        mappings = {g.mapping for g in active}
         if vm.host is not None and vm.vnc_port is not None:
             mappings.add(VncMapping(vm_id, vm.vnc_port, vm.host.address, vm.vnc_port))
     changed = 0
@@ -468,30 +490,26 @@ def move_vnc_grants(engine: Engine, settings: Settings, vm_id: int) -> int:
         if vm.host is None or vm.vnc_port is None:
             return 0
         host_id, address, port = vm.host_id, vm.host.address, vm.vnc_port
-        rows = s.execute(
-            select(VncAccess.id, VncAccess.vnc_source_port, Host.address,
-                   VncAccess.vnc_destination_port)
-            .join(Host, Host.id == VncAccess.host_id)
-            .where(
-                VncAccess.vm_id == vm_id,
-                VncAccess.status == "active",
-                (VncAccess.host_id != host_id) | (VncAccess.vnc_destination_port != port),
-            )
-        ).all()  # fmt: skip
-    if not rows:
+        stale = _grants(
+            s,
+            VncAccess.vm_id == vm_id,
+            VncAccess.status == "active",
+            (VncAccess.host_id != host_id) | (VncAccess.vnc_destination_port != port),
+        )
+    if not stale:
         return 0
-    new = {VncMapping(vm_id, src, address, port) for _, src, _, _ in rows}
+    new = {replace(g.mapping, host_ip=address, host_port=port) for g in stale}
     nat = _software_nat(settings)
     target = _target(nat, settings) if nat is not None else None
     if nat is not None and target is not None:
-        for mapping in {VncMapping(vm_id, src, addr, dst) for _, src, addr, dst in rows} - new:
+        for mapping in {g.mapping for g in stale} - new:
             _remove(nat, target, mapping)
         for mapping in new:
             _create(nat, target, mapping)
     with session_scope(engine) as s:
         moved = s.execute(
             update(VncAccess)
-            .where(VncAccess.id.in_([r[0] for r in rows]), VncAccess.status == "active")
+            .where(VncAccess.id.in_([g.id for g in stale]), VncAccess.status == "active")
             .values(host_id=host_id, vnc_destination_port=port)
         ).rowcount
         live = set(
@@ -608,26 +626,14 @@ def clear_all_timedout_vnc_mappings(
     nat = _software_nat(settings)
     now = now or utcnow()
     with session_scope(engine) as s:
-        rows = s.execute(
-            select(
-                VncAccess.id,
-                VncAccess.vm_id,
-                VncAccess.vnc_source_port,
-                Host.address,
-                VncAccess.vnc_destination_port,
-                VncAccess.expiry_time,
-            )
-            .join(Host, Host.id == VncAccess.host_id)
-            .where(VncAccess.status == "active")
-        ).all()
+        active = _grants(s, VncAccess.status == "active")
     expired: dict[VncMapping, list[int]] = {}
     still_used: set[VncMapping] = set()
-    for row_id, vm_id, src, address, dst, expiry in rows:
-        mapping = VncMapping(vm_id, src, address, dst)
-        if expiry <= now:
-            expired.setdefault(mapping, []).append(row_id)
+    for grant in active:
+        if grant.expiry_time <= now:
+            expired.setdefault(grant.mapping, []).append(grant.id)
         else:
-            still_used.add(mapping)
+            still_used.add(grant.mapping)
     ended: list[int] = []
     removed: list[VncMapping] = []
     failure: BaadalError | None = None
@@ -650,25 +656,9 @@ def clear_all_timedout_vnc_mappings(
                 .values(status="inactive")
             )
             # where the ended grants point now (a migration may have moved them meanwhile)
-            now_pointing = set(
-                VncMapping(*g)
-                for g in s.execute(
-                    select(VncAccess.vm_id, VncAccess.vnc_source_port, Host.address,
-                           VncAccess.vnc_destination_port)
-                    .join(Host, Host.id == VncAccess.host_id)
-                    .where(VncAccess.id.in_(ended))
-                )
-            )  # fmt: skip
+            now_pointing = {g.mapping for g in _grants(s, VncAccess.id.in_(ended))}
             # a grant made while the rules were going: it keeps its forwarding
-            granted = set(
-                VncMapping(*g)
-                for g in s.execute(
-                    select(VncAccess.vm_id, VncAccess.vnc_source_port, Host.address,
-                           VncAccess.vnc_destination_port)
-                    .join(Host, Host.id == VncAccess.host_id)
-                    .where(VncAccess.status == "active", VncAccess.expiry_time > now)
-                )
-            )  # fmt: skip
+            granted = set(_granted_now(s, now))
         if nat is not None and target is not None:
             for mapping in removed:
                 if mapping in granted:
@@ -732,12 +722,6 @@ def reapply_nat_mappings(engine: Engine, settings: Settings) -> int:
                 select(VM).where(VM.public_ip_id.is_not(None), VM.private_ip_id.is_not(None))
             )
         ]
-        grants = s.execute(
-            select(VncAccess.vm_id, VncAccess.vnc_source_port, Host.address,
-                   VncAccess.vnc_destination_port)
-            .join(Host, Host.id == VncAccess.host_id)
-            .where(VncAccess.status == "active", VncAccess.expiry_time > now)
-        ).all()  # fmt: skip
-        mappings += list(dict.fromkeys(VncMapping(*g) for g in grants))
+        mappings += _granted_now(s, now)
     target = _target(nat, settings)
     return sum(_create(nat, target, m) for m in mappings)
