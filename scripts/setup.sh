@@ -23,6 +23,9 @@ APT_PACKAGES=(
   dnsmasq-base            # DHCP for VMs (the lab's DHCP server; no system service)
   iptables                # NAT box rules (public IPs, VNC)
   isc-dhcp-server         # the second DHCP backend: its files are checked with dhcpd -t
+  rrdtool                 # usage history of hosts and VMs, and its graphs
+  librrd-dev              # to build the rrdtool Python binding
+  iperf3                  # throughput between hosts (host network graph)
 )
 
 if [ "$(id -u)" -ne 0 ]; then

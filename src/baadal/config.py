@@ -186,6 +186,7 @@ class SchedulerConf(Section):
     vm_sanity: int = 30 * 60
     host_sanity: int = 10 * 60
     rrd: int = 5 * 60
+    network_graph: int = 4 * 3600
     vnc_expiry: int = 5 * 60
     vm_daily_checks: int = 24 * 3600
     vm_garbage_collector: int = 24 * 3600

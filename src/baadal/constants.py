@@ -76,6 +76,10 @@ class TaskType(StrEnum):
     MAINTENANCE_BOOTUP_VM = "Maintenance Bootup VM"
     #: periodic: close expired VNC grants, restore lost DHCP entries and NAT mappings
     NETWORK_SANITY = "Network Sanity"
+    #: periodic: record every UP host's and its VMs' usage in their RRD files
+    UPDATE_RRD = "Update RRD"
+    #: periodic: latency and throughput between the UP hosts (host network graph)
+    HOST_NETWORK_GRAPH = "Host Network Graph"
     WARN_SHUTDOWN = "Warn Shutdown"
     WARN_DELETE = "Warn Delete"
 
@@ -182,3 +186,15 @@ GENERATED_MAC_PREFIX = "A2:00:00"
 # Task engine defaults
 TASK_LEASE_S = 60.0
 TASK_MAX_ATTEMPTS = 3
+
+# --- monitoring (upstream-facts.md: RRD step 300, heartbeat 550; five graph periods) ---
+RRD_STEP_S = 300
+RRD_HEARTBEAT_S = 550
+#: graph and average periods by name, in seconds
+GRAPH_PERIODS = {
+    "hour": 3600,
+    "day": 24 * 3600,
+    "week": 7 * 24 * 3600,
+    "month": 31 * 24 * 3600,
+    "year": 365 * 24 * 3600,
+}

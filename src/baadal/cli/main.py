@@ -15,6 +15,7 @@ from baadal.cli import (
     inventory,
     lab,
     migrate,
+    monitor,
     net,
     pools,
     power,  # noqa: F401 - imported for the commands it adds to `host`
@@ -56,3 +57,4 @@ app.add_typer(vms.app, name="vm")
 app.add_typer(tasks.app, name="task")
 app.add_typer(lab.app, name="lab")
 app.add_typer(cloud.app, name="cloud")
+app.add_typer(monitor.app, name="monitor")

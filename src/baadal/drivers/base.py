@@ -182,6 +182,18 @@ class Hypervisor(ABC):
     @abstractmethod
     def stats(self, name: str) -> DomainStats: ...
 
+    def running_stats(self) -> dict[str, DomainStats]:
+        """Counters of every running domain by name (monitoring reads a whole host at
+        once); drivers with a bulk call override this one-domain-at-a-time version."""
+        found = {}
+        for info in self.list_domains():
+            if info.active:
+                try:
+                    found[info.name] = self.stats(info.name)
+                except DomainNotFound:
+                    continue  # went away meanwhile
+        return found
+
     @abstractmethod
     def snapshot_create(self, name: str, snapshot_name: str) -> None: ...
 

@@ -230,6 +230,29 @@ def _net_bytes(target: RemoteTarget) -> tuple[int, int]:
     return net_totals(_read_parsed(target, ["cat", "/proc/net/dev"], parse_net_dev))
 
 
+@dataclass(frozen=True)
+class HostCounters:
+    """One sample of the host's cumulative counters (what the RRD history records)."""
+
+    cpu: NodeCpuTimes
+    disk: DiskSample
+    ram_used_kb: int
+    net_rx_bytes: int
+    net_tx_bytes: int
+
+
+def sample_host_counters(host: Host, settings: Settings) -> HostCounters:
+    hv, target = hypervisor_for(host), RemoteTarget.for_host(host, settings)
+    rx, tx = _net_bytes(target)
+    return HostCounters(
+        cpu=_cpu_sample(hv, target),
+        disk=_disk_sample(target),
+        ram_used_kb=_mem_used_kb(hv, target),
+        net_rx_bytes=rx,
+        net_tx_bytes=tx,
+    )
+
+
 # --------------------------------------------------------------------------- the seed's API
 
 

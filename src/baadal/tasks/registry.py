@@ -102,6 +102,7 @@ BUILTIN_HANDLER_MODULES: tuple[str, ...] = (
     "baadal.vm.handlers",
     "baadal.host.handlers",
     "baadal.net.handlers",
+    "baadal.monitor.handlers",
 )
 
 

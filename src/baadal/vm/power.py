@@ -18,6 +18,7 @@ from baadal.db.models import VM, UserVMMap
 from baadal.db.session import session_scope
 from baadal.drivers.base import DomainNotFound, Hypervisor
 from baadal.errors import ConflictError
+from baadal.monitor import rrd
 from baadal.tasks.registry import TaskContext, TaskResult
 from baadal.vm import network
 from baadal.vm.common import graceful_stop, load_vm, set_status, vm_hypervisor
@@ -124,6 +125,7 @@ def delete_vm(ctx: TaskContext) -> TaskResult:
         network.withdraw_vm_network(ctx.engine, ctx.settings, ctx.vm_id)
         with session_scope(ctx.engine) as session:
             clean_up_database_after_vm_deletion(session, ctx.settings, load_vm(session, ctx.vm_id))
+        rrd.forget_rrd(ctx.settings, identity)
     except Exception as exc:
         return TaskResult.error(exc, prefix="")
     return TaskResult.success(f"{name} is deleted successfully")

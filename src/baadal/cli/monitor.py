@@ -1,0 +1,101 @@
+"""``baadal monitor collect|show|graph|network``: RRD history of hosts and VMs, its graphs,
+and the host network graph."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from baadal import constants as C
+from baadal.cli.common import console, db, handle_errors, print_table
+from baadal.config import get_settings
+from baadal.db.session import get_engine
+from baadal.host import network_graph
+from baadal.monitor import graphs, rrd
+from baadal.services import monitoring
+
+app = typer.Typer(help="Usage history of hosts and VMs (RRD) and its graphs.", no_args_is_help=True)
+
+KindArg = Annotated[str, typer.Argument(help="vm or host")]
+NameArg = Annotated[str, typer.Argument(help="VM or host name or id")]
+PeriodOpt = Annotated[str, typer.Option(help=", ".join(C.GRAPH_PERIODS))]
+
+
+def _rate(value: float | None, unit: str) -> str:
+    return "no data" if value is None else f"{value:,.2f} {unit}"
+
+
+@app.command("collect")
+@handle_errors
+def collect_cmd() -> None:
+    """Record every UP host and its VMs now (the periodic job does this every 5 minutes)."""
+    report = rrd.update_all_rrds(get_engine(), get_settings())
+    console.print(report.summary(), highlight=False)
+    if report.failures:
+        raise typer.Exit(1)
+
+
+@app.command("show")
+@handle_errors
+def show_cmd(kind: KindArg, name: NameArg, period: PeriodOpt = "day") -> None:
+    """Average CPU, memory, disk and network use over the period."""
+    with db() as session:
+        data = monitoring.fetch_rrd_data(session, get_settings(), kind, name, period)
+    print_table(
+        f"{kind} {name}: averages over the last {period}",
+        ["what", "average"],
+        [
+            ("CPU", _rate(data.cpu, "%")),
+            ("memory", _rate(None if data.ram is None else data.ram / 2**20, "MiB")),
+            ("disk read", _rate(data.dr, "B/s")),
+            ("disk written", _rate(data.dw, "B/s")),
+            ("network received", _rate(data.rx, "B/s")),
+            ("network sent", _rate(data.tx, "B/s")),
+        ],
+    )
+
+
+@app.command("graph")
+@handle_errors
+def graph_cmd(
+    kind: KindArg,
+    name: NameArg,
+    graph: Annotated[str, typer.Option("--type", help=", ".join(graphs.GRAPH_TYPES))] = "cpu",
+    period: PeriodOpt = "day",
+    out: Annotated[Path | None, typer.Option(help="copy the PNG here")] = None,
+) -> None:
+    """Draw a PNG graph of the history and print where it is."""
+    with db() as session:
+        path = monitoring.get_performance_graph(session, get_settings(), kind, name, graph, period)
+    if out is not None:
+        shutil.copyfile(path, out)
+        path = out
+    console.print(str(path), highlight=False)
+
+
+@app.command("network")
+@handle_errors
+def network_cmd(
+    out: Annotated[Path | None, typer.Option(help="copy the SVG picture here")] = None,
+) -> None:
+    """Measure latency and throughput between every pair of UP hosts and draw the graph."""
+    graph, svg = network_graph.measure_network(get_engine(), get_settings())
+    names = {n.id: n.name for n in graph.nodes}
+    print_table(
+        "Host network",
+        ["from", "to", "latency", "throughput"],
+        [
+            (names[e.source], names[e.target], e.latency_text, e.throughput_text)
+            for e in graph.edges
+        ],
+    )
+    print_table("Link speed", ["host", "speed"], [(n.name, n.label) for n in graph.nodes])
+    if out is not None:
+        shutil.copyfile(svg, out)
+        svg = out
+    console.print(str(svg), highlight=False)
+    if not all(e.ok for e in graph.edges):
+        raise typer.Exit(1)

@@ -1,0 +1,1 @@
+"""Monitoring: RRD history of hosts and VMs, and graphs drawn from it."""

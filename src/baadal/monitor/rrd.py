@@ -1,0 +1,286 @@
+"""RRD history of every VM and host (the seed's rrd_graph, vm_rrd and host_rrd modules).
+
+One file per VM (``<vm_identity>.rrd``) and per host (its address with ``_`` for ``.``)
+in ``<home>/<paths.vm_rrds_dir>``. Monitoring history is the controller's own state, so
+it lives with the controller, not on a datastore the controller may not be able to write.
+
+Step 300 s, heartbeat 550 s and the upstream's data sources (cpu ram dr dw tx rx; the
+IPMI temperature and power sources upstream added for hosts are not collected). Upstream computed rates itself from a remembered previous sample;
+here CPU time, disk and network bytes are DERIVE counters and rrdtool makes the rates,
+so no sample has to survive between runs or worker processes, a missed run is a gap
+rather than a wrong value, and a counter that starts again (a rebooted VM) costs one
+unknown step. CPU time is fed in units of (CPUs x 10 ms): its rate per second is the
+CPU percentage. A VM that is not running is recorded as zero.
+
+Archives: upstream kept 200,000 raw rows per file (9.6 MB per VM); these keep what the
+five graph periods draw (a week of 5-minute rows, two months of hours, two years of
+days; average and maximum), about 0.4 MB per VM.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import rrdtool
+from sqlalchemy import Engine, select
+
+from baadal import constants as C
+from baadal.config import Settings
+from baadal.db.models import VM, Host
+from baadal.db.session import session_scope
+from baadal.drivers import hypervisor_for
+from baadal.drivers.base import DomainStats
+from baadal.errors import BaadalError, NotFoundError, ValidationError, user_message
+from baadal.filelock import flocked
+from baadal.host.utilization import SECTOR_BYTES, HostCounters, sample_host_counters
+from baadal.net.validators import check_safe_name
+
+log = logging.getLogger("baadal.rrd")
+
+#: data sources in file order: (name, type), the same for VMs and hosts
+SOURCES = (
+    ("cpu", "DERIVE"),
+    ("ram", "GAUGE"),
+    ("dr", "DERIVE"),
+    ("dw", "DERIVE"),
+    ("tx", "DERIVE"),
+    ("rx", "DERIVE"),
+)
+#: (steps per row, rows): 5 minutes for a week, hours for 62 days, days for 800 days
+ARCHIVES = ((1, 2016), (12, 1488), (288, 800))
+_CPU_UNIT_NS = 10_000_000  # 1 % of one CPU for one second
+_IDENTITY_MAX = 200
+#: rrdtool's complaint about a row that is not newer than the last one
+_STALE_UPDATE = "minimum one second step"
+#: VMs with a history: installed ones (an install still queued may yet fail and go)
+_INSTALLED = (C.VMStatus.RUNNING, C.VMStatus.SUSPENDED, C.VMStatus.SHUTDOWN)
+#: hosts read in parallel by one collection run
+COLLECT_THREADS = 8
+
+
+@dataclass(frozen=True)
+class RrdSample:
+    """One row for an RRD file: counters (cpu dr dw tx rx) and the RAM gauge as read."""
+
+    timestamp: int
+    cpu: int  # CPU time in units of (CPUs x 10 ms)
+    ram: int  # bytes in use
+    dr: int  # cumulative bytes read
+    dw: int  # cumulative bytes written
+    tx: int  # cumulative bytes sent
+    rx: int  # cumulative bytes received
+
+
+@dataclass(frozen=True)
+class RrdAverages:
+    """The seed's fetch_rrd_data result: averages over the period, None = no data."""
+
+    ram: float | None
+    cpu: float | None
+    dr: float | None
+    dw: float | None
+    tx: float | None
+    rx: float | None
+
+
+@dataclass
+class CollectionReport:
+    """What one collection run recorded."""
+
+    hosts: list[str] = field(default_factory=list)
+    vms: int = 0
+    failures: dict[str, str] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        text = f"{len(self.hosts)} host(s) and {self.vms} VM(s) recorded"
+        if self.failures:
+            text += "; failed: " + ", ".join(f"{h} ({why})" for h, why in self.failures.items())
+        return text
+
+
+# --------------------------------------------------------------------------- files
+
+
+def rrd_dir(settings: Settings) -> Path:
+    return settings.home / settings.paths.vm_rrds_dir.strip("/")
+
+
+def host_identity(host: Host) -> str:
+    """The seed's name for a host's file: its address with ``_`` for ``.``."""
+    return host.address.replace(".", "_").replace(":", "_")
+
+
+def get_rrd_file(settings: Settings, identity: str) -> Path:
+    """Path of the RRD file of a VM identity or host identity (it may not exist yet)."""
+    check_safe_name(identity, "an RRD identity", _IDENTITY_MAX)
+    return rrd_dir(settings) / f"{identity}.rrd"
+
+
+def create_rrd(path: Path, start: int) -> None:
+    """A new, empty RRD file whose first row may follow ``start``."""
+    definitions = [f"DS:{name}:{kind}:{C.RRD_HEARTBEAT_S}:0:U" for name, kind in SOURCES]
+    archives = [
+        f"RRA:{cf}:0.5:{steps}:{rows}" for cf in ("AVERAGE", "MAX") for steps, rows in ARCHIVES
+    ]
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    rrdtool.create(
+        str(tmp), "--start", str(start), "--step", str(C.RRD_STEP_S), *definitions, *archives
+    )
+    os.replace(tmp, path)
+
+
+def update_rrd_file(path: Path, sample: RrdSample) -> bool:
+    """Add the sample, creating the file first; False if the file already has a row at or
+    after this time (two runs in one second: the first one counts). The lock keeps a
+    manual collection and the periodic one from tripping over rrdtool's own file lock."""
+    s = sample
+    row = f"{s.timestamp}:{s.cpu}:{s.ram}:{s.dr}:{s.dw}:{s.tx}:{s.rx}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with flocked(path.parent):
+        try:
+            rrdtool.update(str(path), row)
+        except rrdtool.OperationalError as exc:
+            if path.exists():
+                if _STALE_UPDATE in str(exc):
+                    return False
+                raise
+            create_rrd(path, start=s.timestamp - 1)
+            rrdtool.update(str(path), row)
+    return True
+
+
+def forget_rrd(settings: Settings, identity: str) -> None:
+    """Remove a deleted VM's history (a new VM of the same name starts afresh)."""
+    path = get_rrd_file(settings, identity)
+    if path.parent.is_dir():
+        with flocked(path.parent):
+            path.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- samples
+
+
+def vm_sample(stats: DomainStats | None, timestamp: int) -> RrdSample:
+    """A running domain's counters, or zeros for a VM that is not running."""
+    if stats is None:
+        return RrdSample(timestamp, 0, 0, 0, 0, 0, 0)
+    cpus = max(1, stats.vcpus)
+    return RrdSample(
+        timestamp=timestamp,
+        cpu=stats.cpu_time_ns // (cpus * _CPU_UNIT_NS),
+        ram=stats.memory_bytes,
+        dr=stats.disk_read_bytes,
+        dw=stats.disk_write_bytes,
+        tx=stats.net_tx_bytes,
+        rx=stats.net_rx_bytes,
+    )
+
+
+def host_sample(counters: HostCounters, cpus: int, timestamp: int) -> RrdSample:
+    busy_ns = counters.cpu.kernel_ns + counters.cpu.user_ns
+    return RrdSample(
+        timestamp=timestamp,
+        cpu=busy_ns // (max(1, cpus) * _CPU_UNIT_NS),
+        ram=counters.ram_used_kb * 1024,
+        dr=counters.disk.sectors_read * SECTOR_BYTES,
+        dw=counters.disk.sectors_written * SECTOR_BYTES,
+        tx=counters.net_tx_bytes,
+        rx=counters.net_rx_bytes,
+    )
+
+
+# --------------------------------------------------------------------------- the seed's API
+
+
+def update_vm_rrd(
+    settings: Settings, vm_identity: str, stats: DomainStats | None, timestamp: int
+) -> bool:
+    """Record one VM: ``stats`` of its running domain, None when it is not running."""
+    return update_rrd_file(get_rrd_file(settings, vm_identity), vm_sample(stats, timestamp))
+
+
+def update_host_rrd(settings: Settings, host: Host, timestamp: int) -> bool:
+    """Record the host's own CPU, memory, disk and network counters."""
+    sample = host_sample(sample_host_counters(host, settings), host.CPUs, timestamp)
+    return update_rrd_file(get_rrd_file(settings, host_identity(host)), sample)
+
+
+def update_rrd(engine: Engine, settings: Settings, host_id: int) -> int:
+    """The host's file, then one file per VM Baadal places on it (domains are read in
+    one bulk call); returns how many VM files were written."""
+    with session_scope(engine) as session:
+        host = session.get(Host, host_id)
+        if host is None:
+            raise NotFoundError(f"no host with id {host_id}")
+        identities = list(
+            session.scalars(
+                select(VM.vm_identity).where(VM.host_id == host_id, VM.status.in_(_INSTALLED))
+            )
+        )
+        session.expunge(host)
+    timestamp = int(time.time())
+    update_host_rrd(settings, host, timestamp)
+    running = hypervisor_for(host).running_stats()
+    written = 0
+    for identity in identities:
+        written += update_vm_rrd(settings, identity, running.get(identity), timestamp)
+    return written
+
+
+def update_all_rrds(engine: Engine, settings: Settings) -> CollectionReport:
+    """The periodic collection: every UP host in parallel; a host that fails is logged
+    and named in the report, the others are recorded all the same."""
+    with session_scope(engine) as session:
+        hosts = session.execute(
+            select(Host.id, Host.host_name)
+            .where(Host.status == C.HostStatus.UP)
+            .order_by(Host.host_name)
+        ).all()
+    report = CollectionReport()
+    if not hosts:
+        return report
+    with ThreadPoolExecutor(max_workers=min(COLLECT_THREADS, len(hosts))) as pool:
+        futures = {
+            name: pool.submit(update_rrd, engine, settings, host_id) for host_id, name in hosts
+        }
+    for name, future in futures.items():
+        try:
+            report.vms += future.result()
+            report.hosts.append(name)
+        except Exception as exc:  # one host's failure must not stop the others
+            if not isinstance(exc, BaadalError):
+                log.error("RRD collection on %s failed", name, exc_info=exc)
+            report.failures[name] = user_message(exc)
+    log.info("RRD collection: %s", report.summary())
+    return report
+
+
+def fetch_rrd_data(settings: Settings, identity: str, period: str = "day") -> RrdAverages:
+    """Averages of each source over the last ``period`` (a C.GRAPH_PERIODS name)."""
+    seconds = graph_period_seconds(period)
+    path = get_rrd_file(settings, identity)
+    if not path.exists():
+        raise NotFoundError(f"no monitoring data for {identity!r} yet")
+    (_start, _end, _step), names, rows = rrdtool.fetch(
+        str(path), "AVERAGE", "--start", f"-{seconds}", "--end", "now"
+    )
+    averages: dict[str, float | None] = {}
+    for index, name in enumerate(names):
+        known = [row[index] for row in rows if row[index] is not None and math.isfinite(row[index])]
+        averages[name] = round(sum(known) / len(known), 2) if known else None
+    return RrdAverages(**{name: averages.get(name) for name, _ in SOURCES})
+
+
+def graph_period_seconds(period: str) -> int:
+    try:
+        return C.GRAPH_PERIODS[period]
+    except KeyError:
+        raise ValidationError(
+            f"unknown period {period!r}; choose one of {', '.join(C.GRAPH_PERIODS)}"
+        ) from None

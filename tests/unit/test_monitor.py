@@ -1,0 +1,202 @@
+"""RRD history and graphs with the real rrdtool on files in the test's home; VMs on
+libvirt's test driver. The real-libvirtd + sshd counterpart is
+tests/integration/test_monitor_real.py."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import rrdtool
+from sqlalchemy import Engine
+
+from baadal import constants as C
+from baadal.config import Settings
+from baadal.db.models import VM, Host
+from baadal.db.session import session_scope
+from baadal.drivers.base import DomainStats
+from baadal.errors import NotFoundError, ValidationError
+from baadal.monitor import graphs, rrd
+from baadal.monitor.handlers import collect_rrds
+from baadal.services import monitoring
+from baadal.tasks.registry import TaskContext
+from tests.support.cloud import Cloud, fake_host_uri, make_cloud
+from tests.unit.test_vm_lifecycle import create, hv_of, operate
+
+pytestmark = pytest.mark.unit
+
+STEP = C.RRD_STEP_S
+GIB = 1024**3
+
+
+@pytest.fixture
+def cloud(sqlite_engine: Engine, settings: Settings, tmp_path: Path) -> Cloud:
+    settings.general.snapshot_requires_ping = False
+    settings.vm.stop_timeout_s = 0.5
+    return make_cloud(sqlite_engine, settings, tmp_path, [fake_host_uri(tmp_path, "h1")])
+
+
+def stats(cpu_s: float, vcpus: int = 2, ram: int = GIB, io: int = 0) -> DomainStats:
+    return DomainStats(int(cpu_s * 1e9), vcpus, ram, io, 2 * io, 3 * io, 4 * io)
+
+
+def last_step() -> int:
+    return int(time.time()) // STEP * STEP
+
+
+def feed(settings: Settings, identity: str, rows: list[tuple[int, DomainStats | None]]) -> None:
+    for timestamp, sample in rows:
+        assert rrd.update_vm_rrd(settings, identity, sample, timestamp)
+
+
+def test_counters_become_rates_and_averages(settings: Settings) -> None:
+    end = last_step()
+    # 2 vCPUs busy for 150 s of every 300 s = 25 %; 1000 B/s read, 2000 written, ...
+    feed(
+        settings,
+        "org_alice_web",
+        [(end - STEP * (3 - i), stats(150 * i, io=300_000 * i)) for i in range(4)],
+    )
+    path = rrd.get_rrd_file(settings, "org_alice_web")
+    assert path == settings.home / "vm_rrds" / "org_alice_web.rrd"
+    info = rrdtool.info(str(path))
+    assert info["step"] == STEP
+    assert {info[f"ds[{n}].type"] for n in ("cpu", "dr", "dw", "tx", "rx")} == {"DERIVE"}
+    assert info["ds[ram].type"] == "GAUGE"
+    assert info["ds[cpu].minimal_heartbeat"] == C.RRD_HEARTBEAT_S
+
+    data = rrd.fetch_rrd_data(settings, "org_alice_web", "hour")
+    assert data.cpu == pytest.approx(25.0, abs=0.01)
+    assert data.ram == GIB
+    assert (data.dr, data.dw, data.rx, data.tx) == (1000, 2000, 3000, 4000)
+
+
+def test_a_vm_that_stops_and_restarts_never_shows_a_negative_rate(settings: Settings) -> None:
+    end = last_step()
+    rows = [
+        (end - 4 * STEP, stats(1000, io=10**9)),
+        (end - 3 * STEP, stats(1300, io=10**9 + 300)),  # 50 %, 1 B/s read
+        (end - 2 * STEP, None),  # shut off: recorded as zero
+        (end - STEP, stats(60)),  # booted again: counters start over
+        (end, stats(210)),  # 25 %
+    ]
+    feed(settings, "vm1", rows)
+    path = str(rrd.get_rrd_file(settings, "vm1"))
+    _, names, values = rrdtool.fetch(
+        path, "AVERAGE", "--start", str(end - 4 * STEP), "--end", str(end)
+    )
+    cpu = [row[names.index("cpu")] for row in values]
+    ram = [row[names.index("ram")] for row in values]
+    assert cpu[0] == pytest.approx(50.0)
+    assert cpu[1] is None  # counter dropped to 0: unknown, not -50 %
+    assert cpu[2] == pytest.approx(10.0)  # 0 -> 60 s of 2 CPUs over 300 s
+    assert cpu[3] == pytest.approx(25.0)
+    assert ram[1] == 0 and ram[3] == GIB
+    assert all(v is None or v >= 0 for row in values for v in row)
+
+
+def test_a_second_update_in_the_same_second_is_skipped(settings: Settings) -> None:
+    now = int(time.time())
+    assert rrd.update_vm_rrd(settings, "vm1", stats(10), now)
+    assert not rrd.update_vm_rrd(settings, "vm1", stats(20), now)
+    assert not rrd.update_vm_rrd(settings, "vm1", stats(20), now - 5)
+    assert rrdtool.last(str(rrd.get_rrd_file(settings, "vm1"))) == now
+
+
+def test_bad_names_and_missing_history_are_clear_errors(settings: Settings) -> None:
+    for bad in ("../etc/passwd", "a/b", "", ".hidden", "x" * 300):
+        with pytest.raises(ValidationError, match="an RRD identity"):
+            rrd.get_rrd_file(settings, bad)
+    with pytest.raises(NotFoundError, match="no monitoring data for 'nobody' yet"):
+        rrd.fetch_rrd_data(settings, "nobody")
+    with pytest.raises(NotFoundError, match="no monitoring data"):
+        graphs.create_graph(settings, "nobody", "cpu", "day")
+    rrd.update_vm_rrd(settings, "vm1", stats(1), int(time.time()))
+    with pytest.raises(ValidationError, match="unknown period 'decade'; choose one of hour"):
+        rrd.fetch_rrd_data(settings, "vm1", "decade")
+    with pytest.raises(ValidationError, match="unknown graph type 'gpu'; choose one of cpu"):
+        graphs.create_graph(settings, "vm1", "gpu", "day")
+    assert not graphs.graph_dir(settings).exists() or not any(graphs.graph_dir(settings).iterdir())
+
+
+def test_graphs_are_png_files_for_every_type_and_period(settings: Settings) -> None:
+    end = last_step()
+    feed(settings, "vm1", [(end - STEP * (3 - i), stats(100 * i, io=1000 * i)) for i in range(4)])
+    made = set()
+    for kind in graphs.GRAPH_TYPES:
+        for period in C.GRAPH_PERIODS:
+            png = graphs.create_graph(settings, "vm1", kind, period, title="VM web")
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            made.add(png.name)
+    assert len(made) == len(graphs.GRAPH_TYPES) * len(C.GRAPH_PERIODS)
+    # no private half-drawn files are left next to them
+    assert sorted(p.name for p in graphs.graph_dir(settings).iterdir()) == sorted(made)
+
+
+def test_running_stats_of_a_host_and_history_of_its_vms(
+    sqlite_engine: Engine, settings: Settings, cloud: Cloud
+) -> None:
+    web = create(sqlite_engine, settings, "web")
+    db = create(sqlite_engine, settings, "db")
+    operate(sqlite_engine, settings, db, "destroy")
+    hv, web_identity = hv_of(sqlite_engine, web)
+    _, db_identity = hv_of(sqlite_engine, db)
+    running = hv.running_stats()
+    assert set(running) >= {web_identity} and db_identity not in running
+    one = hv.stats(web_identity)  # the test driver's counters move with the clock
+    assert (running[web_identity].vcpus, running[web_identity].memory_bytes) == (
+        one.vcpus,
+        one.memory_bytes,
+    )
+    assert 0 < running[web_identity].cpu_time_ns <= one.cpu_time_ns
+
+    now = int(time.time())
+    with session_scope(sqlite_engine) as s:
+        for vm_id in (web, db):
+            identity = s.get(VM, vm_id).vm_identity
+            rrd.update_vm_rrd(settings, identity, running.get(identity), now)
+    for identity in (web_identity, db_identity):
+        assert rrd.get_rrd_file(settings, identity).is_file()
+
+    # the service layer finds the history by VM name
+    with session_scope(sqlite_engine) as s:
+        png = monitoring.get_performance_graph(s, settings, "vm", "web", "ram", "hour")
+        assert png.name == f"{web_identity}_ram_hour.png"
+        with pytest.raises(ValidationError, match="unknown kind 'disk'"):
+            monitoring.fetch_rrd_data(s, settings, "disk", "web", "day")
+        with pytest.raises(NotFoundError):
+            monitoring.fetch_rrd_data(s, settings, "vm", "nope", "day")
+
+    # a deleted VM takes its history with it
+    operate(sqlite_engine, settings, web, "delete")
+    assert not rrd.get_rrd_file(settings, web_identity).exists()
+    assert rrd.get_rrd_file(settings, db_identity).exists()
+
+
+def test_collection_fails_only_when_no_host_could_be_read(
+    sqlite_engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    ctx = TaskContext(1, C.TaskType.UPDATE_RRD, None, None, {}, 1, "w", sqlite_engine, settings)
+    result = collect_rrds(ctx)
+    assert result.status == C.TaskStatus.SUCCESS
+    assert result.message == "0 host(s) and 0 VM(s) recorded"
+
+    # an UP host nobody can reach over SSH (nothing listens on port 1)
+    with session_scope(sqlite_engine) as s:
+        s.add(
+            Host(
+                host_name="ghost",
+                address="127.0.0.1",
+                CPUs=2,
+                status=C.HostStatus.UP,
+                libvirt_uri=fake_host_uri(tmp_path, "ghost"),
+                ssh_port=1,
+            )
+        )
+    settings.ssh.connect_timeout_s = 2
+    result = collect_rrds(ctx)
+    assert result.status == C.TaskStatus.FAILED
+    assert result.message.startswith(C.TASK_FAILED_PREFIX + "0 host(s) and 0 VM(s) recorded")
+    assert "failed: ghost (" in result.message
+    assert not rrd.rrd_dir(settings).exists() or not any(rrd.rrd_dir(settings).iterdir())
