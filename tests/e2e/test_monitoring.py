@@ -45,6 +45,10 @@ def _rrd_tasks(lab: Lab) -> list[Task]:
     return tasks
 
 
+def _seen(lab: Lab) -> list[tuple[int, str]]:
+    return [(t.status, t.message) for t in _rrd_tasks(lab)]
+
+
 def _last_ds(path: Path) -> dict[str, float]:
     info = rrdtool.info(str(path))
     return {name: float(info[f"ds[{name}].last_ds"]) for name, _ in rrd.SOURCES}
@@ -78,7 +82,7 @@ def test_periodic_job_records_hosts_and_vms_and_graphs_are_drawn(
     try:
         deadline = time.monotonic() + 40
         while len([t for t in _rrd_tasks(lab) if t.status in C.TASK_FINAL]) < 2:
-            assert time.monotonic() < deadline, "the RRD job did not run twice"
+            assert time.monotonic() < deadline, f"the RRD job did not run twice: {_seen(lab)}"
             time.sleep(0.3)
     finally:
         worker.stop()

@@ -204,6 +204,23 @@ def test_periodic_job_fires_once_per_period(sqlite_engine: Engine, settings: Set
     assert len(keys) == len(set(keys)) == 3
 
 
+def test_a_shortened_interval_takes_effect_at_once(
+    sqlite_engine: Engine, settings: Settings
+) -> None:
+    settings.scheduler.extra[H.TICK_JOB] = 3600
+    jobs = {H.TICK_JOB: REGISTRY.periodic[H.TICK_JOB]}
+    sync_periodic_jobs(sqlite_engine, jobs, settings)
+    settings.scheduler.extra[H.TICK_JOB] = 5
+    sync_periodic_jobs(sqlite_engine, jobs, settings)  # a worker restarted with new settings
+    assert len(fire_due_jobs(sqlite_engine, utcnow() + timedelta(seconds=6))) == 1
+    # a longer interval keeps the slot already planned
+    settings.scheduler.extra[H.TICK_JOB] = 7200
+    sync_periodic_jobs(sqlite_engine, jobs, settings)
+    with session_scope(sqlite_engine) as s:
+        job = s.get(PeriodicJob, H.TICK_JOB)
+        assert (job.interval_s, job.next_run_at < utcnow() + timedelta(seconds=60)) == (7200, True)
+
+
 def test_next_slot_is_on_the_grid() -> None:
     due = utcnow()
     assert _next_slot(due, 10, due) == due + timedelta(seconds=10)

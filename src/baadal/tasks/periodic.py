@@ -6,7 +6,8 @@ in the same transaction, enqueues the job's task with ``periodic_key = <job>@<sl
 (unique). Only one worker's update can match, and the unique key guards the task row too.
 Missed periods (all workers down) are not replayed: the job fires once and skips ahead.
 A new job first fires one interval after it is scheduled (a daily snapshot job must not
-snapshot everything the moment a worker starts).
+snapshot everything the moment a worker starts); a job whose interval is shortened fires
+at most one new interval later.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def sync_periodic_jobs(engine: Engine, jobs: dict[str, str], settings: Settings)
             elif row.interval_s != interval or row.task_type != task_type:
                 row.interval_s = interval
                 row.task_type = task_type
+                # a shortened interval must not wait out the old, longer one
+                row.next_run_at = min(row.next_run_at, utcnow() + timedelta(seconds=interval))
             scheduled.append(name)
     return scheduled
 
