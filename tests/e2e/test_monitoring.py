@@ -89,11 +89,14 @@ def test_periodic_job_records_hosts_and_vms_and_graphs_are_drawn(
         thread.join(60)
     done = [t for t in _rrd_tasks(lab) if t.status in C.TASK_FINAL]
     assert [t.status for t in done[:2]] == [C.TaskStatus.SUCCESS] * 2, done[0].message
-    assert done[0].message == f"{len(layout.HOSTS)} host(s) and 1 VM(s) recorded"
+    assert done[0].message == (
+        f"{len(layout.HOSTS)} host(s), 1 VM(s), the controller and the NAT box recorded"
+    )
 
-    for lab_host in layout.HOSTS:
-        recorded = _last_ds(rrd.get_rrd_file(lab.settings, lab_host.mgmt_ip.replace(".", "_")))
-        assert recorded["ram"] > 0 and recorded["cpu"] > 0 and recorded["rx"] > 0
+    identities = [h.mgmt_ip.replace(".", "_") for h in layout.HOSTS]
+    for identity in [*identities, rrd.CONTROLLER_IDENTITY, rrd.NAT_IDENTITY]:
+        recorded = _last_ds(rrd.get_rrd_file(lab.settings, identity))
+        assert recorded["ram"] > 0 and recorded["cpu"] > 0 and recorded["rx"] > 0, identity
     vm_file = rrd.get_rrd_file(lab.settings, identity)
     recorded = _last_ds(vm_file)
     live = hypervisor_for(host).stats(identity)
@@ -108,6 +111,8 @@ def test_periodic_job_records_hosts_and_vms_and_graphs_are_drawn(
     assert png.read_bytes()[:4] == b"\x89PNG"
     shown = cli.invoke(app, ["monitor", "show", "host", h1.name, "--period", "hour"])
     assert shown.exit_code == 0 and "network received" in shown.output, shown.output
+    nat = cli.invoke(app, ["monitor", "graph", "nat", "--type", "cpu", "--period", "day"])
+    assert nat.exit_code == 0 and nat.output.strip().endswith("nat_cpu_day.png"), nat.output
     wrong = cli.invoke(app, ["monitor", "graph", "vm", "mon", "--type", "gpu"])
     assert wrong.exit_code == 2 and "unknown graph type 'gpu'" in wrong.output
 

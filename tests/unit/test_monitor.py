@@ -4,6 +4,7 @@ tests/integration/test_monitor_real.py."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -167,6 +168,10 @@ def test_running_stats_of_a_host_and_history_of_its_vms(
             monitoring.fetch_rrd_data(s, settings, "disk", "web", "day")
         with pytest.raises(NotFoundError):
             monitoring.fetch_rrd_data(s, settings, "vm", "nope", "day")
+        with pytest.raises(ValidationError, match="name the host"):
+            monitoring.fetch_rrd_data(s, settings, "host", "", "day")
+        with pytest.raises(NotFoundError, match="no monitoring data for 'controller' yet"):
+            monitoring.get_performance_graph(s, settings, "controller", "", "cpu", "day")
 
     # a deleted VM takes its history with it
     operate(sqlite_engine, settings, web, "delete")
@@ -174,13 +179,15 @@ def test_running_stats_of_a_host_and_history_of_its_vms(
     assert rrd.get_rrd_file(settings, db_identity).exists()
 
 
-def test_collection_fails_only_when_no_host_could_be_read(
+def test_collection_records_the_controller_and_names_what_failed(
     sqlite_engine: Engine, settings: Settings, tmp_path: Path
 ) -> None:
     ctx = TaskContext(1, C.TaskType.UPDATE_RRD, None, None, {}, 1, "w", sqlite_engine, settings)
     result = collect_rrds(ctx)
     assert result.status == C.TaskStatus.SUCCESS
-    assert result.message == "0 host(s) and 0 VM(s) recorded"
+    assert result.message == "0 host(s), 0 VM(s) and the controller recorded"
+    controller = rrdtool.info(str(rrd.get_rrd_file(settings, rrd.CONTROLLER_IDENTITY)))
+    assert float(controller["ds[ram].last_ds"]) > 0 and float(controller["ds[rx].last_ds"]) >= 0
 
     # an UP host nobody can reach over SSH (nothing listens on port 1)
     with session_scope(sqlite_engine) as s:
@@ -195,8 +202,22 @@ def test_collection_fails_only_when_no_host_could_be_read(
             )
         )
     settings.ssh.connect_timeout_s = 2
+    time.sleep(1)  # a new second for the controller's next row
+    result = collect_rrds(ctx)
+    assert result.status == C.TaskStatus.PARTIAL_SUCCESS
+    assert result.message.startswith(
+        "0 host(s), 0 VM(s) and the controller recorded; failed: ghost ("
+    )
+    assert not rrd.get_rrd_file(settings, "127_0_0_1").exists()
+
+    # a NAT box that is configured wrongly is named too, and nothing at all is a failure
+    settings.nat.nat_type = C.NatType.SOFTWARE
+    settings.nat.nat_ip = ""
+    result = collect_rrds(ctx)
+    assert "nat (nat.nat_type is software_nat but nat.nat_ip is empty)" in result.message
+    shutil.rmtree(rrd.rrd_dir(settings))
+    rrd.rrd_dir(settings).write_text("not a directory")
     result = collect_rrds(ctx)
     assert result.status == C.TaskStatus.FAILED
     assert result.message.startswith(C.TASK_FAILED_PREFIX + "0 host(s) and 0 VM(s) recorded")
-    assert "failed: ghost (" in result.message
-    assert not rrd.rrd_dir(settings).exists() or not any(rrd.rrd_dir(settings).iterdir())
+    assert "controller ([Errno 17] File exists" in result.message

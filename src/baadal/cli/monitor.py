@@ -19,7 +19,7 @@ from baadal.services import monitoring
 
 app = typer.Typer(help="Usage history of hosts and VMs (RRD) and its graphs.", no_args_is_help=True)
 
-KindArg = Annotated[str, typer.Argument(help="vm or host")]
+KindArg = Annotated[str, typer.Argument(help=" | ".join(monitoring.SUBJECT_KINDS))]
 NameArg = Annotated[str, typer.Argument(help="VM or host name or id")]
 PeriodOpt = Annotated[str, typer.Option(help=", ".join(C.GRAPH_PERIODS))]
 
@@ -31,7 +31,8 @@ def _rate(value: float | None, unit: str) -> str:
 @app.command("collect")
 @handle_errors
 def collect_cmd() -> None:
-    """Record every UP host and its VMs now (the periodic job does this every 5 minutes)."""
+    """Record every UP host with its VMs, the controller and the NAT box now (the periodic
+    job does this every 5 minutes)."""
     report = rrd.update_all_rrds(get_engine(), get_settings())
     console.print(report.summary(), highlight=False)
     if report.failures:
@@ -40,12 +41,12 @@ def collect_cmd() -> None:
 
 @app.command("show")
 @handle_errors
-def show_cmd(kind: KindArg, name: NameArg, period: PeriodOpt = "day") -> None:
+def show_cmd(kind: KindArg, name: NameArg = "", period: PeriodOpt = "day") -> None:
     """Average CPU, memory, disk and network use over the period."""
     with db() as session:
         data = monitoring.fetch_rrd_data(session, get_settings(), kind, name, period)
     print_table(
-        f"{kind} {name}: averages over the last {period}",
+        f"{kind} {name}".strip() + f": averages over the last {period}",
         ["what", "average"],
         [
             ("CPU", _rate(data.cpu, "%")),
@@ -62,7 +63,7 @@ def show_cmd(kind: KindArg, name: NameArg, period: PeriodOpt = "day") -> None:
 @handle_errors
 def graph_cmd(
     kind: KindArg,
-    name: NameArg,
+    name: NameArg = "",
     graph: Annotated[str, typer.Option("--type", help=", ".join(graphs.GRAPH_TYPES))] = "cpu",
     period: PeriodOpt = "day",
     out: Annotated[Path | None, typer.Option(help="copy the PNG here")] = None,

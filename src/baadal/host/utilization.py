@@ -11,6 +11,7 @@ second samples, so the whole call costs about one interval.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from baadal.db.models import Host
 from baadal.drivers import hypervisor_for
 from baadal.drivers.base import Hypervisor, NodeCpuTimes, NodeMemory, NotSupported
 from baadal.errors import RemoteCommandError
-from baadal.net.remote import RemoteTarget, execute_remote_cmd
+from baadal.net.remote import LOCALHOST, RemoteTarget, execute_remote_cmd, run_local
 
 DEFAULT_INTERVAL_S = 1.0
 #: /proc/diskstats counts 512-byte sectors whatever the device's real sector size
@@ -32,6 +33,7 @@ NS_PER_TICK = 10_000_000
 #: I/O at all (loop files, RAM disks, device-mapper/LVM, md RAID, CD-ROM, network disks)
 NON_DISK_PREFIXES = ("loop", "ram", "zram", "dm-", "md", "sr", "fd", "nbd", "drbd")
 LOOPBACK_INTERFACES = frozenset({"lo"})
+_LOCAL_TIMEOUT_S = 30.0
 
 T = TypeVar("T")
 
@@ -199,34 +201,39 @@ def net_totals(
 # --------------------------------------------------------------------------- samples
 
 
-def _read_parsed(target: RemoteTarget, argv: list[str], parse: Callable[[str], T]) -> T:
-    output = execute_remote_cmd(target, argv).stdout
+def _read_parsed(target: RemoteTarget | None, argv: list[str], parse: Callable[[str], T]) -> T:
+    """Run ``argv`` on ``target`` (None: this machine) and parse what it printed."""
+    if target is None:
+        output, label = run_local(argv, timeout=_LOCAL_TIMEOUT_S).stdout, LOCALHOST
+    else:
+        output, label = execute_remote_cmd(target, argv).stdout, target.label
     try:
         return parse(output)
     except ValueError as exc:
-        raise RemoteCommandError(target.label, argv, f"unexpected output: {exc}") from None
+        raise RemoteCommandError(label, argv, f"unexpected output: {exc}") from None
 
 
-def _cpu_sample(hv: Hypervisor, target: RemoteTarget) -> NodeCpuTimes:
-    try:
-        return hv.node_cpu_times()
-    except NotSupported:
-        return _read_parsed(target, ["cat", "/proc/stat"], parse_proc_stat)
+def _cpu_sample(hv: Hypervisor | None, target: RemoteTarget | None) -> NodeCpuTimes:
+    times = None
+    if hv is not None:
+        with contextlib.suppress(NotSupported):
+            times = hv.node_cpu_times()
+    return times or _read_parsed(target, ["cat", "/proc/stat"], parse_proc_stat)
 
 
-def _disk_sample(target: RemoteTarget) -> DiskSample:
+def _disk_sample(target: RemoteTarget | None) -> DiskSample:
     return _read_parsed(target, ["cat", "/proc/uptime", "/proc/diskstats"], parse_disk_sample)
 
 
-def _mem_used_kb(hv: Hypervisor, target: RemoteTarget) -> int:
-    try:
-        memory = hv.node_memory_kb()
-    except NotSupported:
-        memory = _read_parsed(target, ["cat", "/proc/meminfo"], parse_meminfo)
-    return memory.used_kb
+def _mem_used_kb(hv: Hypervisor | None, target: RemoteTarget | None) -> int:
+    memory = None
+    if hv is not None:
+        with contextlib.suppress(NotSupported):
+            memory = hv.node_memory_kb()
+    return (memory or _read_parsed(target, ["cat", "/proc/meminfo"], parse_meminfo)).used_kb
 
 
-def _net_bytes(target: RemoteTarget) -> tuple[int, int]:
+def _net_bytes(target: RemoteTarget | None) -> tuple[int, int]:
     return net_totals(_read_parsed(target, ["cat", "/proc/net/dev"], parse_net_dev))
 
 
@@ -241,8 +248,9 @@ class HostCounters:
     net_tx_bytes: int
 
 
-def sample_host_counters(host: Host, settings: Settings) -> HostCounters:
-    hv, target = hypervisor_for(host), RemoteTarget.for_host(host, settings)
+def sample_counters(target: RemoteTarget | None, hv: Hypervisor | None = None) -> HostCounters:
+    """The counters of a machine over SSH (``target``) or of this one (None); CPU and
+    memory come from ``hv``'s node statistics where it has them."""
     rx, tx = _net_bytes(target)
     return HostCounters(
         cpu=_cpu_sample(hv, target),
@@ -251,6 +259,15 @@ def sample_host_counters(host: Host, settings: Settings) -> HostCounters:
         net_rx_bytes=rx,
         net_tx_bytes=tx,
     )
+
+
+def sample_host_counters(host: Host, settings: Settings) -> HostCounters:
+    return sample_counters(RemoteTarget.for_host(host, settings), hypervisor_for(host))
+
+
+def cpu_count(target: RemoteTarget | None) -> int:
+    """How many CPUs the machine has (``nproc``)."""
+    return _read_parsed(target, ["nproc"], lambda out: int(out.strip()))
 
 
 # --------------------------------------------------------------------------- the seed's API

@@ -8,12 +8,14 @@ from baadal.tasks.registry import REGISTRY, Handler, TaskContext, TaskResult, pe
 
 
 def collect_rrds(ctx: TaskContext) -> TaskResult:
-    """The periodic 'Update RRD' handler (the seed's vm_util_rrd and rrd_task): fails only
-    when there were hosts and none of them could be read."""
+    """The periodic 'Update RRD' handler (the seed's vm_util_rrd and rrd_task): a partial
+    success when some machines could not be read, failed when none could."""
     report = rrd.update_all_rrds(ctx.engine, ctx.settings)
-    if report.failures and not report.hosts:
-        return TaskResult.failed(C.TASK_FAILED_PREFIX + report.summary())
-    return TaskResult.success(report.summary())
+    if not report.failures:
+        return TaskResult.success(report.summary())
+    if report.hosts or report.machines:
+        return TaskResult(C.TaskStatus.PARTIAL_SUCCESS, report.summary())
+    return TaskResult.failed(C.TASK_FAILED_PREFIX + report.summary())
 
 
 REGISTRY.add(Handler(C.TaskType.UPDATE_RRD, collect_rrds))

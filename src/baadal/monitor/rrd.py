@@ -38,7 +38,15 @@ from baadal.drivers import hypervisor_for
 from baadal.drivers.base import DomainStats
 from baadal.errors import BaadalError, NotFoundError, ValidationError, user_message
 from baadal.filelock import flocked
-from baadal.host.utilization import SECTOR_BYTES, HostCounters, sample_host_counters
+from baadal.host.utilization import (
+    SECTOR_BYTES,
+    HostCounters,
+    cpu_count,
+    sample_counters,
+    sample_host_counters,
+)
+from baadal.net.nat import nat_box_target
+from baadal.net.remote import RemoteTarget
 from baadal.net.validators import check_safe_name
 
 log = logging.getLogger("baadal.rrd")
@@ -60,7 +68,11 @@ _IDENTITY_MAX = 200
 _STALE_UPDATE = "minimum one second step"
 #: VMs with a history: installed ones (an install still queued may yet fail and go)
 _INSTALLED = (C.VMStatus.RUNNING, C.VMStatus.SUSPENDED, C.VMStatus.SHUTDOWN)
-#: hosts read in parallel by one collection run
+#: the RRD identities of the controller and the NAT box
+CONTROLLER_IDENTITY = "controller"
+NAT_IDENTITY = "nat"
+MACHINE_TITLES = {CONTROLLER_IDENTITY: "the controller", NAT_IDENTITY: "the NAT box"}
+#: machines read in parallel by one collection run
 COLLECT_THREADS = 8
 
 
@@ -95,10 +107,14 @@ class CollectionReport:
 
     hosts: list[str] = field(default_factory=list)
     vms: int = 0
+    #: the controller and the NAT box, by identity
+    machines: list[str] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> str:
-        text = f"{len(self.hosts)} host(s) and {self.vms} VM(s) recorded"
+        parts = [f"{len(self.hosts)} host(s)", f"{self.vms} VM(s)"]
+        parts += [MACHINE_TITLES[m] for m in self.machines]
+        text = f"{', '.join(parts[:-1])} and {parts[-1]} recorded"
         if self.failures:
             text += "; failed: " + ", ".join(f"{h} ({why})" for h, why in self.failures.items())
         return text
@@ -211,6 +227,16 @@ def update_host_rrd(settings: Settings, host: Host, timestamp: int) -> bool:
     return update_rrd_file(get_rrd_file(settings, host_identity(host)), sample)
 
 
+def update_machine_rrd(
+    settings: Settings, identity: str, target: RemoteTarget | None, timestamp: int
+) -> bool:
+    """Record the controller (``target`` None: this machine) or the NAT box over SSH
+    (upstream's rrd_task), from /proc like a host without libvirt."""
+    cpus = (os.cpu_count() or 1) if target is None else cpu_count(target)
+    sample = host_sample(sample_counters(target), cpus, timestamp)
+    return update_rrd_file(get_rrd_file(settings, identity), sample)
+
+
 def update_rrd(engine: Engine, settings: Settings, host_id: int) -> int:
     """The host's file, then one file per VM Baadal places on it (domains are read in
     one bulk call); returns how many VM files were written."""
@@ -234,29 +260,46 @@ def update_rrd(engine: Engine, settings: Settings, host_id: int) -> int:
 
 
 def update_all_rrds(engine: Engine, settings: Settings) -> CollectionReport:
-    """The periodic collection: every UP host in parallel; a host that fails is logged
-    and named in the report, the others are recorded all the same."""
+    """The periodic collection: every UP host with its VMs, the controller and the NAT box
+    (when Baadal programs one), in parallel; whatever fails is logged and named in the
+    report, the others are recorded all the same."""
     with session_scope(engine) as session:
         hosts = session.execute(
             select(Host.id, Host.host_name)
             .where(Host.status == C.HostStatus.UP)
             .order_by(Host.host_name)
         ).all()
+    timestamp = int(time.time())
     report = CollectionReport()
-    if not hosts:
-        return report
-    with ThreadPoolExecutor(max_workers=min(COLLECT_THREADS, len(hosts))) as pool:
+    with ThreadPoolExecutor(max_workers=COLLECT_THREADS) as pool:
         futures = {
             name: pool.submit(update_rrd, engine, settings, host_id) for host_id, name in hosts
         }
-    for name, future in futures.items():
+        machines = {CONTROLLER_IDENTITY: None}
         try:
-            report.vms += future.result()
-            report.hosts.append(name)
-        except Exception as exc:  # one host's failure must not stop the others
+            nat_box = nat_box_target(settings)
+        except BaadalError as exc:
+            report.failures[NAT_IDENTITY] = user_message(exc)
+        else:
+            if nat_box is not None:
+                machines[NAT_IDENTITY] = nat_box
+        machine_futures = {
+            identity: pool.submit(update_machine_rrd, settings, identity, target, timestamp)
+            for identity, target in machines.items()
+        }
+    for name, future in [*futures.items(), *machine_futures.items()]:
+        try:
+            written = future.result()
+        except Exception as exc:  # one machine's failure must not stop the others
             if not isinstance(exc, BaadalError):
                 log.error("RRD collection on %s failed", name, exc_info=exc)
             report.failures[name] = user_message(exc)
+            continue
+        if name in machine_futures:
+            report.machines.append(name)
+        else:
+            report.vms += written
+            report.hosts.append(name)
     log.info("RRD collection: %s", report.summary())
     return report
 

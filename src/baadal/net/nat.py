@@ -100,6 +100,12 @@ def _target(nat: NatDetails, settings: Settings) -> RemoteTarget:
     )
 
 
+def nat_box_target(settings: Settings) -> RemoteTarget | None:
+    """Where Baadal reaches the NAT box over SSH; None when it programs no NAT box."""
+    nat = _software_nat(settings)
+    return None if nat is None else _target(nat, settings)
+
+
 # --------------------------------------------------------------------------- validation
 
 

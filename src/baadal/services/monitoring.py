@@ -14,8 +14,8 @@ from baadal.monitor import graphs, rrd
 from baadal.services.inventory import get_host
 from baadal.services.vms import find_vm
 
-#: what can be monitored: a VM or a host
-SUBJECT_KINDS = ("vm", "host")
+#: what can be monitored: a VM or a host by name, the controller, the NAT box
+SUBJECT_KINDS = ("vm", "host", rrd.CONTROLLER_IDENTITY, rrd.NAT_IDENTITY)
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,11 @@ class Subject:
     title: str
 
 
-def find_subject(session: Session, kind: str, name_or_id: str) -> Subject:
+def find_subject(session: Session, kind: str, name_or_id: str = "") -> Subject:
+    if kind in rrd.MACHINE_TITLES:
+        return Subject(kind, rrd.MACHINE_TITLES[kind])
+    if kind in ("vm", "host") and not name_or_id:
+        raise ValidationError(f"name the {kind} (its name or id)")
     if kind == "vm":
         vm = find_vm(session, name_or_id)
         return Subject(vm.vm_identity, f"VM {vm.vm_name}")
