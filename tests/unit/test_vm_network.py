@@ -18,6 +18,7 @@ from baadal.config import Settings, get_settings
 from baadal.db.models import VM, Host, SecurityDomain, VMEventLog
 from baadal.db.session import session_scope
 from baadal.drivers import hypervisor_for
+from baadal.drivers.base import HypervisorError
 from baadal.errors import ConflictError, NotFoundError
 from baadal.net import dhcp
 from baadal.services import vms
@@ -159,6 +160,47 @@ def test_security_domain_move_refused_changes_nothing(
         with pytest.raises(NotFoundError):
             vms.request_edit(s, vm, None, security_domain="nowhere")
     assert (_vm(sqlite_engine, vm_id), _hosts_file(net_settings)) == before
+
+
+def test_a_failed_move_whose_old_address_was_taken_completes_instead(
+    sqlite_engine: Engine,
+    net_settings: Settings,
+    net_cloud: Cloud,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    vm_id = create(sqlite_engine, net_settings)
+    other_id = create(sqlite_engine, net_settings, name="other")
+    old_ip, _, old_pool, _ = _vm(sqlite_engine, vm_id)
+
+    def reboot_fails_after_the_old_address_went(hv: object, name: str, settings: object) -> None:
+        with session_scope(sqlite_engine) as s:  # another VM takes the freed address
+            other = s.get(VM, other_id)
+            other.private_ip_id = None
+            s.flush()
+            other.private_ip_id = old_pool
+        raise HypervisorError("the guest did not come back")
+
+    monkeypatch.setattr(network, "_restart", reboot_fails_after_the_old_address_went)
+    with session_scope(sqlite_engine) as s:
+        vms.request_edit(s, s.get(VM, vm_id), None, security_domain="teaching")
+    run_tasks(sqlite_engine, net_settings)
+    task = last_task(sqlite_engine)
+    new_ip, new_mac, new_pool, domain = _vm(sqlite_engine, vm_id)
+    assert task.status == C.TaskStatus.FAILED
+    assert task.message == (
+        "web could not be moved cleanly (the guest did not come back),"
+        f" and its old address was taken meanwhile: it stays in 'teaching' with {new_ip}"
+    )
+    # database, DHCP and the NIC agree on the new address; nothing holds two
+    assert domain == "teaching" and new_ip.startswith("10.99.20.") and new_pool != old_pool
+    assert _reserved(net_settings).get(new_mac) == new_ip
+    assert (
+        old_ip not in _reserved(net_settings).values() or _vm(sqlite_engine, other_id)[0] == old_ip
+    )
+    hv, identity = hv_of(sqlite_engine, vm_id)
+    xml = hv.xml(identity, inactive=True).replace('"', "'")
+    assert new_mac.lower() in xml and "<tag id='20'/>" in xml
+    assert hv.domain_info(identity).status == C.VMStatus.RUNNING
 
 
 def test_lost_reservations_come_back_from_the_database(

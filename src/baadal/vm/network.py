@@ -12,7 +12,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from baadal import constants as C
@@ -22,7 +22,7 @@ from baadal.db.models import VM, SecurityDomain
 from baadal.db.session import session_scope
 from baadal.drivers import domain_xml
 from baadal.drivers.base import Hypervisor
-from baadal.errors import BaadalError, ConflictError, NotFoundError
+from baadal.errors import BaadalError, ConflictError, NotFoundError, user_message
 from baadal.net import dhcp, nat
 from baadal.tasks.registry import TaskContext, TaskResult
 from baadal.vm.common import graceful_stop, load_vm, log_vm_event, vm_hypervisor
@@ -161,6 +161,15 @@ def _take_new_address(session: Session, vm: VM, domain: SecurityDomain) -> _Move
     )
 
 
+def _set_nic(
+    hv: Hypervisor, settings: Settings, name: str, mac: str, vlan_tag: int, portgroup: str | None
+) -> None:
+    set_portgroup_in_vm(
+        hv, name, mac=mac, vlan_tag=vlan_tag,
+        portgroup=portgroup if settings.network.libvirt_network else None,
+    )  # fmt: skip
+
+
 def _restart(hv: Hypervisor, name: str, settings: Settings) -> None:
     """A new MAC and VLAN reach the guest through a fresh boot (upstream: reboot)."""
     graceful_stop(hv, name, settings)
@@ -195,19 +204,22 @@ def update_security_domain(
     try:
         withdraw(settings, move.old_net)
         publish(settings, move.new_net)
-        set_portgroup_in_vm(
-            hv, move.identity, mac=move.new_mac, vlan_tag=move.new_vlan_tag,
-            portgroup=move.new_portgroup if settings.network.libvirt_network else None,
-        )  # fmt: skip
+        _set_nic(hv, settings, move.identity, move.new_mac, move.new_vlan_tag, move.new_portgroup)
         nic_changed = True
         if was_running:
             _restart(hv, move.identity, settings)
-    except Exception:
-        _undo_move(engine, settings, hv, vm_id, move, nic_changed=nic_changed)
+    except Exception as exc:
+        undone = _undo_move(engine, settings, hv, vm_id, move, nic_changed=nic_changed)
         if was_running:
             with contextlib.suppress(BaadalError):
                 hv.start(move.identity)  # back as it was, even if the reboot itself failed
-        raise
+        if undone:
+            raise
+        new_ip = move.new_net.dhcp.ip if move.new_net.dhcp else "its new address"
+        raise ConflictError(
+            f"{name} could not be moved cleanly ({user_message(exc)}), and its old address"
+            f" was taken meanwhile: it stays in {new_domain_name!r} with {new_ip}"
+        ) from exc
     with session_scope(engine) as session:
         vm = load_vm(session, vm_id)
         old_ip = move.old_net.dhcp.ip if move.old_net.dhcp else None
@@ -225,21 +237,36 @@ def _undo_move(
     move: _Move,
     *,
     nic_changed: bool,
-) -> None:
-    """Give the VM its old address, NIC and reservations back (best effort, logged)."""
+) -> bool:
+    """Give the VM its old address, NIC and reservations back; False when another VM took
+    the old address meanwhile, in which case the move is completed instead (new address,
+    NIC and reservation kept together). Best effort either way: failures are logged."""
     with contextlib.suppress(BaadalError):
         withdraw(settings, move.new_net)
     try:
         with session_scope(engine) as session:
             vm = load_vm(session, vm_id)
-            pools.release_private_ip(session, vm.id)
-            vm.private_ip_id = move.old_pool_id
-            vm.security_domain_id = move.old_domain_id
+            taken = (
+                None
+                if move.old_pool_id is None
+                else session.scalar(
+                    select(VM.id).where(VM.private_ip_id == move.old_pool_id, VM.id != vm_id)
+                )
+            )
+            if taken is None:
+                pools.release_private_ip(session, vm.id)
+                vm.private_ip_id = move.old_pool_id
+                vm.security_domain_id = move.old_domain_id
+        if taken is not None:
+            log.warning("VM %s: old address taken by VM %s, completing the move", vm_id, taken)
+            publish(settings, move.new_net)
+            _set_nic(hv, settings, move.identity, move.new_mac, move.new_vlan_tag,
+                     move.new_portgroup)  # fmt: skip
+            return False
         publish(settings, move.old_net)
         if nic_changed and move.old_mac is not None and move.old_vlan_tag is not None:
-            set_portgroup_in_vm(
-                hv, move.identity, mac=move.old_mac, vlan_tag=move.old_vlan_tag,
-                portgroup=move.old_portgroup if settings.network.libvirt_network else None,
-            )  # fmt: skip
+            _set_nic(hv, settings, move.identity, move.old_mac, move.old_vlan_tag,
+                     move.old_portgroup)  # fmt: skip
     except Exception:
         log.exception("could not put VM %s back into its old security domain", vm_id)
+    return True
