@@ -93,10 +93,10 @@ def test_periodic_job_records_hosts_and_vms_and_graphs_are_drawn(
         f"{len(layout.HOSTS)} host(s), 1 VM(s), the controller and the NAT box recorded"
     )
 
-    identities = [h.mgmt_ip.replace(".", "_") for h in layout.HOSTS]
-    for identity in [*identities, rrd.CONTROLLER_IDENTITY, rrd.NAT_IDENTITY]:
-        recorded = _last_ds(rrd.get_rrd_file(lab.settings, identity))
-        assert recorded["ram"] > 0 and recorded["cpu"] > 0 and recorded["rx"] > 0, identity
+    machines = [h.mgmt_ip.replace(".", "_") for h in layout.HOSTS]
+    for machine in [*machines, rrd.CONTROLLER_IDENTITY, rrd.NAT_IDENTITY]:
+        recorded = _last_ds(rrd.get_rrd_file(lab.settings, machine))
+        assert recorded["ram"] > 0 and recorded["cpu"] > 0 and recorded["rx"] > 0, machine
     vm_file = rrd.get_rrd_file(lab.settings, identity)
     recorded = _last_ds(vm_file)
     live = hypervisor_for(host).stats(identity)
