@@ -26,6 +26,7 @@ APT_PACKAGES=(
   rrdtool                 # usage history of hosts and VMs, and its graphs
   librrd-dev              # to build the rrdtool Python binding
   iperf3                  # throughput between hosts (host network graph)
+  slapd                   # LDAP logins are tested against a real OpenLDAP server
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -77,8 +77,18 @@ class AuthConf(Section):
 
 
 class LdapConf(Section):
+    """The directory users log in with when auth.auth_type is ldap."""
+
+    #: e.g. ldap://ldap.example.org:389
     ldap_url: str = ""
+    #: where people are searched (uid=<username>) below, e.g. ou=people,dc=example,dc=org
     ldap_dn: str = ""
+    #: who searches; empty = an anonymous search
+    bind_dn: str = ""
+    bind_password_file: str = ""
+    #: organisation of LDAP users whose entry names none Baadal knows (upstream: IITD)
+    default_organisation: str = ""
+    timeout_s: float = 10.0
 
 
 class MailConf(Section):
@@ -301,6 +311,14 @@ def config_file_path() -> Path | None:
         return path
     candidate = default_home() / "baadal.toml"
     return candidate if candidate.is_file() else None
+
+
+def read_secret_file(path: str, what: str) -> str:
+    """A password kept in its own file (never in the settings file or an argument list)."""
+    try:
+        return Path(path).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{what} {path}: {exc.strerror or exc}") from None
 
 
 def load_settings(**overrides: Any) -> Settings:

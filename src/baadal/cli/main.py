@@ -21,6 +21,7 @@ from baadal.cli import (
     power,  # noqa: F401 - imported for the commands it adds to `host`
     status,
     tasks,
+    users,
     vms,
 )
 from baadal.cli.common import handle_errors
@@ -58,3 +59,4 @@ app.add_typer(tasks.app, name="task")
 app.add_typer(lab.app, name="lab")
 app.add_typer(cloud.app, name="cloud")
 app.add_typer(monitor.app, name="monitor")
+app.add_typer(users.app, name="user")

@@ -28,13 +28,12 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from baadal import constants as C
-from baadal.config import Settings
+from baadal.config import Settings, read_secret_file
 from baadal.db.models import VM, Host, HostEventLog
 from baadal.db.session import session_scope
 from baadal.drivers.base import HypervisorError
@@ -131,12 +130,7 @@ def _ipmi_password(settings: Settings) -> str:
     conf = settings.power
     if not conf.ipmi_user or not conf.ipmi_password_file:
         raise ConfigError("IPMI needs [power] ipmi_user and ipmi_password_file")
-    try:
-        return Path(conf.ipmi_password_file).read_text().strip()
-    except OSError as exc:
-        raise ConfigError(
-            f"[power] ipmi_password_file {conf.ipmi_password_file}: {exc.strerror or exc}"
-        ) from None
+    return read_secret_file(conf.ipmi_password_file, "[power] ipmi_password_file")
 
 
 def ipmi_power(host: Host, settings: Settings, action: str) -> str:

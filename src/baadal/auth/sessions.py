@@ -1,0 +1,91 @@
+"""Logging in (the seed's login_callback, login_ldap_callback and is_auth_type_db).
+
+One message for every wrong username or password, checked before anything else is said
+about the account, so a login form cannot be used to find out who has one; a password is
+checked against a dummy hash when there is no such user, so it takes as long.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from baadal import constants as C
+from baadal.auth import ldap, roles, users
+from baadal.config import Settings
+from baadal.db.models import Organisation, User
+from baadal.db.seed import ADMIN_ORGANISATION
+from baadal.errors import PermissionDenied
+
+BAD_LOGIN = "wrong username or password"
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    return users.hash_password("not anybody's password")
+
+
+def is_auth_type_db(settings: Settings) -> bool:
+    """True when users log in with passwords kept by Baadal, False for LDAP."""
+    return settings.auth.auth_type == C.AuthType.DB
+
+
+def _check_account(user: User) -> None:
+    if user.block_user:
+        raise PermissionDenied(f"the account {user.username!r} is blocked")
+    if user.registration_key == users.PENDING:
+        raise PermissionDenied(f"the account {user.username!r} awaits an administrator's approval")
+    if user.registration_key == users.DISABLED:
+        raise PermissionDenied(f"the account {user.username!r} is disabled")
+
+
+def login_callback(session: Session, settings: Settings, user: User) -> set[C.Role]:
+    """After a login: a user without any membership gets the roles the settings grant."""
+    have = roles.user_roles(session, user.id)
+    if not have:
+        roles.add_membership_db(session, user.id, roles.fetch_user_role(settings, user.username))
+        have = roles.user_roles(session, user.id)
+    return have
+
+
+def login_ldap_callback(session: Session, settings: Settings, info: users.UserInfo) -> User:
+    """An LDAP login makes or refreshes the local account; administrators (by the
+    settings) belong to the ADMIN organisation, the others to the one their entry names
+    when Baadal knows it, else to ldap.default_organisation."""
+    organisation = info.organisation
+    if C.Role.ADMIN in roles.fetch_user_role(settings, info.username):
+        organisation = ADMIN_ORGANISATION
+    elif not organisation or not session.scalar(
+        select(Organisation.id).where(Organisation.name == organisation)
+    ):
+        organisation = settings.ldap.default_organisation or None
+    return users.create_or_update_user(
+        session,
+        settings,
+        users.UserInfo(info.username, info.first_name, info.last_name, info.email, organisation),
+    )
+
+
+def login(session: Session, settings: Settings, username: str, password: str) -> User:
+    """The user whose password this is, ready to work; PermissionDenied otherwise."""
+    if is_auth_type_db(settings):
+        user = session.scalar(select(User).where(User.username == username))
+        if user is None or not user.password:
+            users.verify_password(_dummy_hash(), password)
+            raise PermissionDenied(BAD_LOGIN)
+        if not users.verify_password(user.password, password):
+            raise PermissionDenied(BAD_LOGIN)
+        if users.needs_rehash(user.password):
+            user.password = users.hash_password(password)
+    elif settings.auth.auth_type == C.AuthType.LDAP:
+        info = ldap.ldap_authenticate(settings, username, password)
+        if info is None:
+            raise PermissionDenied(BAD_LOGIN)
+        user = login_ldap_callback(session, settings, info)
+    else:
+        raise PermissionDenied(f"logins through {settings.auth.auth_type} are not supported")
+    _check_account(user)
+    login_callback(session, settings, user)
+    return user

@@ -1,0 +1,160 @@
+"""User accounts (the seed's register_callback and create_or_update_user).
+
+Passwords are stored as argon2id hashes and never logged. A registration through the
+database waits for an administrator's approval (registration_key 'pending') unless the
+settings allow login right after registration, as upstream did.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from baadal.auth import roles
+from baadal.config import Settings
+from baadal.db.models import Organisation, User
+from baadal.errors import ConflictError, NotFoundError, ValidationError
+from baadal.net.validators import check_safe_name
+
+#: registration_key values (upstream): active, awaiting approval, disabled
+ACTIVE, PENDING, DISABLED = "", "pending", "disable"
+USERNAME_MAX = 128
+PASSWORD_MIN = 8
+PASSWORD_MAX = 1024
+_EMAIL = re.compile(r"[^@\s]{1,64}@[A-Za-z0-9.-]{1,255}\.[A-Za-z]{2,}")
+_hasher = PasswordHasher()
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    """What an identity source (the registration form, LDAP) knows of a person."""
+
+    username: str
+    first_name: str = ""
+    last_name: str = ""
+    email: str | None = None
+    organisation: str | None = None
+
+
+def hash_password(password: str) -> str:
+    if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
+        raise ValidationError(f"a password must be {PASSWORD_MIN}-{PASSWORD_MAX} characters")
+    return _hasher.hash(password)
+
+
+def verify_password(stored_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(stored_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def needs_rehash(stored_hash: str) -> bool:
+    """True when the hash was made with weaker parameters than today's."""
+    return _hasher.check_needs_rehash(stored_hash)
+
+
+def check_username(username: str) -> str:
+    return check_safe_name(username, "a username", USERNAME_MAX)
+
+
+def check_email(email: str | None) -> str | None:
+    if email in (None, ""):
+        return None
+    if not _EMAIL.fullmatch(email):
+        raise ValidationError(f"{email!r} is not an e-mail address")
+    return email.lower()
+
+
+def get_user(session: Session, username: str) -> User:
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise NotFoundError(f"no user named {username!r}")
+    return user
+
+
+def _organisation(session: Session, name: str | None) -> Organisation | None:
+    if not name:
+        return None
+    org = session.scalar(select(Organisation).where(Organisation.name == name))
+    if org is None:
+        raise NotFoundError(f"no organisation named {name!r}")
+    return org
+
+
+def _check_free(session: Session, username: str, email: str | None, user_id: int | None) -> None:
+    others = select(User.id) if user_id is None else select(User.id).where(User.id != user_id)
+    if session.scalar(others.where(User.username == username)) is not None:
+        raise ConflictError(f"the username {username!r} is taken")
+    if email and session.scalar(others.where(User.email == email)) is not None:
+        raise ConflictError(f"the e-mail address {email!r} belongs to another account")
+
+
+def register_callback(session: Session, settings: Settings, info: UserInfo, password: str) -> User:
+    """A new local account with the roles the settings grant it; it can log in once an
+    administrator approves it (or at once with auth.login_after_registration)."""
+    username = check_username(info.username)
+    email = check_email(info.email)
+    _check_free(session, username, email, None)
+    user = User(
+        username=username,
+        first_name=info.first_name.strip(),
+        last_name=info.last_name.strip(),
+        email=email,
+        password=hash_password(password),
+        organisation=_organisation(session, info.organisation),
+        registration_key=ACTIVE if settings.auth.login_after_registration else PENDING,
+    )
+    session.add(user)
+    session.flush()
+    roles.add_membership_db(session, user.id, roles.fetch_user_role(settings, username))
+    return user
+
+
+def create_or_update_user(session: Session, settings: Settings, info: UserInfo) -> User:
+    """Called when a user first logs in through an outside source (LDAP): the account is
+    made or its names, e-mail and organisation refreshed; first-time roles from the
+    settings. Such accounts have no local password."""
+    username = check_username(info.username)
+    email = check_email(info.email)
+    user = session.scalar(select(User).where(User.username == username))
+    _check_free(session, username, email, user.id if user else None)
+    organisation = _organisation(session, info.organisation) if info.organisation else None
+    if user is None:
+        user = User(username=username, registration_key=ACTIVE)
+        session.add(user)
+    user.first_name, user.last_name = info.first_name.strip(), info.last_name.strip()
+    if email:
+        user.email = email
+    if organisation is not None:
+        user.organisation = organisation
+    session.flush()
+    if not roles.user_roles(session, user.id):
+        roles.add_membership_db(session, user.id, roles.fetch_user_role(settings, username))
+    return user
+
+
+def approve_user(session: Session, username: str) -> User:
+    """An administrator lets a pending registration log in."""
+    user = get_user(session, username)
+    if user.registration_key != PENDING:
+        raise ConflictError(f"{username!r} is not awaiting approval")
+    user.registration_key = ACTIVE
+    return user
+
+
+def set_blocked(session: Session, username: str, blocked: bool) -> User:
+    user = get_user(session, username)
+    user.block_user = blocked
+    return user
+
+
+def set_password(session: Session, username: str, password: str) -> User:
+    user = get_user(session, username)
+    user.password = hash_password(password)
+    return user

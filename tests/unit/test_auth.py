@@ -1,0 +1,201 @@
+"""Accounts with the database as identity source: argon2 hashes, registration awaiting
+approval, one message for every wrong login, roles from the settings and from an admin.
+LDAP logins against a real slapd are in tests/integration/test_auth_ldap.py."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select
+from typer.testing import CliRunner, Result
+
+from baadal import constants as C
+from baadal.auth import roles, sessions, users
+from baadal.cli.main import app
+from baadal.config import Settings, get_settings
+from baadal.db.models import Organisation, User, UserMembership
+from baadal.db.session import session_scope
+from baadal.errors import ConflictError, NotFoundError, PermissionDenied, ValidationError
+
+pytestmark = pytest.mark.unit
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def auth_settings(settings: Settings) -> Settings:
+    settings.general.admin_uid = ["root_admin"]
+    settings.general.faculty_uid = ["prof"]
+    return settings
+
+
+def register(engine: Engine, settings: Settings, username: str, **kw: str) -> int:
+    info = users.UserInfo(username, kw.get("first", "A"), kw.get("last", "B"), kw.get("email"),
+                          kw.get("org"))  # fmt: skip
+    with session_scope(engine) as s:
+        return users.register_callback(s, settings, info, kw.get("password", PASSWORD)).id
+
+
+def login(engine: Engine, settings: Settings, username: str, password: str = PASSWORD) -> User:
+    with session_scope(engine) as s:
+        user = sessions.login(s, settings, username, password)
+        s.expunge(user)
+        return user
+
+
+def test_registration_waits_for_approval_then_logs_in(
+    sqlite_engine: Engine, auth_settings: Settings
+) -> None:
+    user_id = register(sqlite_engine, auth_settings, "alice", email="Alice@Example.org")
+    with session_scope(sqlite_engine) as s:
+        alice = s.get(User, user_id)
+        assert alice.password.startswith("$argon2id$") and PASSWORD not in alice.password
+        assert (alice.email, alice.registration_key) == ("alice@example.org", users.PENDING)
+    with pytest.raises(PermissionDenied, match="awaits an administrator's approval"):
+        login(sqlite_engine, auth_settings, "alice")
+    with session_scope(sqlite_engine) as s:
+        users.approve_user(s, "alice")
+        with pytest.raises(ConflictError, match="not awaiting approval"):
+            users.approve_user(s, "alice")
+    assert login(sqlite_engine, auth_settings, "alice").id == user_id
+    with session_scope(sqlite_engine) as s:
+        assert roles.user_roles(s, user_id) == {C.Role.USER}
+
+
+def test_login_after_registration_when_the_settings_allow_it(
+    sqlite_engine: Engine, auth_settings: Settings
+) -> None:
+    auth_settings.auth.login_after_registration = True
+    register(sqlite_engine, auth_settings, "bob")
+    assert login(sqlite_engine, auth_settings, "bob").username == "bob"
+
+
+def test_every_wrong_login_says_the_same_and_tells_nothing(
+    sqlite_engine: Engine, auth_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    auth_settings.auth.login_after_registration = True
+    register(sqlite_engine, auth_settings, "carol")
+    with session_scope(sqlite_engine) as s:
+        users.set_blocked(s, "carol", True)
+    caplog.set_level(logging.DEBUG)
+    for username, password in (("carol", "wrong password"), ("nobody", PASSWORD),
+                               ("carol", ""), ("", "")):  # fmt: skip
+        with pytest.raises(PermissionDenied) as caught:
+            login(sqlite_engine, auth_settings, username, password)
+        assert str(caught.value) == sessions.BAD_LOGIN
+    # only the right password learns that the account is blocked
+    with pytest.raises(PermissionDenied, match="'carol' is blocked"):
+        login(sqlite_engine, auth_settings, "carol")
+    assert PASSWORD not in caplog.text
+    # an unknown user costs a hash check too (no quick answer to probe names with)
+    started = time.perf_counter()
+    with pytest.raises(PermissionDenied):
+        login(sqlite_engine, auth_settings, "nobody", "whatever1")
+    assert time.perf_counter() - started > 0.005
+
+
+def test_bad_registrations_change_nothing(sqlite_engine: Engine, auth_settings: Settings) -> None:
+    register(sqlite_engine, auth_settings, "dave", email="dave@example.org")
+    cases = [
+        ({"username": "dave"}, ConflictError, "username 'dave' is taken"),
+        ({"username": "eve", "email": "DAVE@example.org"}, ConflictError, "another account"),
+        ({"username": "eve", "email": "not-an-address"}, ValidationError, "not an e-mail"),
+        ({"username": "eve", "password": "short"}, ValidationError, "8-1024 characters"),
+        ({"username": "../eve"}, ValidationError, "may contain only"),
+        ({"username": "eve", "org": "Atlantis"}, NotFoundError, "no organisation named"),
+    ]
+    for kw, error, message in cases:
+        args = dict(kw)
+        username = args.pop("username")
+        with pytest.raises(error, match=message):
+            register(sqlite_engine, auth_settings, username, **args)
+    with session_scope(sqlite_engine) as s:
+        assert sorted(s.scalars(select(User.username))) == ["dave", "system"]
+
+
+def test_roles_from_the_settings_then_from_an_admin(
+    sqlite_engine: Engine, auth_settings: Settings
+) -> None:
+    auth_settings.auth.login_after_registration = True
+    with session_scope(sqlite_engine) as s:
+        s.add(Organisation(name="IITD"))
+    prof = register(sqlite_engine, auth_settings, "prof", org="IITD")
+    admin = register(sqlite_engine, auth_settings, "root_admin")
+    with session_scope(sqlite_engine) as s:
+        assert roles.user_roles(s, prof) == {C.Role.FACULTY, C.Role.USER}
+        assert roles.user_roles(s, admin) == {C.Role.ADMIN, C.Role.USER}
+        assert s.get(User, prof).organisation.name == "IITD"
+        # an admin's change is exact, and user always stays
+        assert roles.add_or_update_user_memberships(s, prof, [C.Role.ORGADMIN]) == {
+            C.Role.ORGADMIN, C.Role.USER,
+        }  # fmt: skip
+        assert roles.user_roles(s, prof) == {C.Role.ORGADMIN, C.Role.USER}
+        roles.require_role(s, s.get(User, prof), C.Role.ORGADMIN, C.Role.ADMIN)
+        with pytest.raises(PermissionDenied, match="prof may not do this: it needs the admin role"):
+            roles.require_role(s, s.get(User, prof), C.Role.ADMIN)
+        with pytest.raises(ValidationError, match="unknown role 'king'"):
+            roles.parse_role("king")
+    # the settings no longer apply once roles are set: a login keeps the admin's choice
+    login(sqlite_engine, auth_settings, "prof")
+    with session_scope(sqlite_engine) as s:
+        assert roles.user_roles(s, prof) == {C.Role.ORGADMIN, C.Role.USER}
+        # a user who lost every membership gets the settings' roles back at login
+        s.query(UserMembership).filter(UserMembership.user_id == prof).delete()
+    login(sqlite_engine, auth_settings, "prof")
+    with session_scope(sqlite_engine) as s:
+        assert roles.user_roles(s, prof) == {C.Role.FACULTY, C.Role.USER}
+
+
+def test_new_password_and_weak_hashes_renewed(
+    sqlite_engine: Engine, auth_settings: Settings
+) -> None:
+    auth_settings.auth.login_after_registration = True
+    user_id = register(sqlite_engine, auth_settings, "frank")
+    weak = users.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(PASSWORD)
+    with session_scope(sqlite_engine) as s:
+        s.get(User, user_id).password = weak
+    login(sqlite_engine, auth_settings, "frank")
+    with session_scope(sqlite_engine) as s:
+        renewed = s.get(User, user_id).password
+        assert renewed != weak and not users.needs_rehash(renewed)
+        users.set_password(s, "frank", "another good one")
+    with pytest.raises(PermissionDenied):
+        login(sqlite_engine, auth_settings, "frank")
+    assert login(sqlite_engine, auth_settings, "frank", "another good one").id == user_id
+    assert sessions.is_auth_type_db(auth_settings)
+
+
+def test_user_cli_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BAADAL_DATABASE__URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    monkeypatch.setenv("BAADAL_GENERAL__FACULTY_UID", '["gita"]')
+    monkeypatch.setenv("COLUMNS", "200")
+    get_settings.cache_clear()
+    runner = CliRunner()
+
+    def run(*argv: str, stdin: str | None = None) -> Result:
+        return runner.invoke(app, list(argv), input=stdin)
+
+    assert run("db", "upgrade").exit_code == 0
+    made = run("user", "register", "gita", "--email", "gita@example.org", "--password-stdin",
+               stdin=PASSWORD + "\n")  # fmt: skip
+    assert made.exit_code == 0 and "registered gita (awaiting approval)" in made.output
+    refused = run("user", "login", "gita", "--password-stdin", stdin=PASSWORD + "\n")
+    assert refused.exit_code == 2 and "awaits an administrator's approval" in refused.output
+    assert run("user", "approve", "gita").exit_code == 0
+    ok = run("user", "login", "gita", "--password-stdin", stdin=PASSWORD + "\n")
+    assert ok.exit_code == 0 and "roles: faculty, user" in ok.output, ok.output
+    wrong = run("user", "login", "gita", "--password-stdin", stdin="nope nope\n")
+    assert wrong.exit_code == 2 and sessions.BAD_LOGIN in wrong.output
+    assert "gita: orgadmin, user" in run("user", "roles", "gita", "--set", "orgadmin").output
+    bad = run("user", "roles", "gita", "--set", "king")
+    assert bad.exit_code == 2 and "unknown role 'king'" in bad.output
+    assert run("user", "block", "gita").exit_code == 0
+    listed = run("user", "list").output
+    assert "gita" in listed and "blocked" in listed and "system" not in listed
+    # a password typed at the prompt, twice, never echoed
+    typed = run("user", "passwd", "gita", stdin="a new password\na new password\n")
+    assert typed.exit_code == 0 and "a new password" not in typed.output
+    get_settings.cache_clear()
