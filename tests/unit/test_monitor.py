@@ -5,11 +5,14 @@ tests/integration/test_monitor_real.py."""
 from __future__ import annotations
 
 import shutil
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 import rrdtool
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 
 from baadal import constants as C
@@ -18,7 +21,7 @@ from baadal.db.models import VM, Host
 from baadal.db.session import session_scope
 from baadal.drivers.base import DomainStats
 from baadal.errors import NotFoundError, ValidationError
-from baadal.monitor import graphs, rrd
+from baadal.monitor import graphs, prometheus, rrd
 from baadal.monitor.handlers import collect_rrds
 from baadal.services import monitoring
 from baadal.tasks.registry import TaskContext
@@ -221,3 +224,52 @@ def test_collection_records_the_controller_and_names_what_failed(
     assert result.status == C.TaskStatus.FAILED
     assert result.message.startswith(C.TASK_FAILED_PREFIX + "0 host(s) and 0 VM(s) recorded")
     assert "controller ([Errno 17] File exists" in result.message
+
+
+def test_prometheus_metrics_from_the_database_and_the_rrd_files(
+    sqlite_engine: Engine, settings: Settings, cloud: Cloud
+) -> None:
+    web = create(sqlite_engine, settings, "web")
+    create(sqlite_engine, settings, "db")
+    operate(sqlite_engine, settings, web, "destroy")
+    _, identity = hv_of(sqlite_engine, web)
+    now = int(time.time())
+    fed = DomainStats(250 * 10**9, 1, 300 * 2**20, 4096, 8192, 100, 200)
+    rrd.update_vm_rrd(settings, identity, fed, now)
+
+    text = prometheus.render_metrics(sqlite_engine, settings)
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+    def value(metric: str, /, **labels: str) -> float:
+        return samples[(metric, tuple(sorted(labels.items())))]
+
+    assert value("baadal_host_up", host="host1") == 1
+    assert value("baadal_host_reserved", host="host1", resource="ram_mb") == 2 * 256
+    assert value("baadal_vms", status="running") == 1
+    assert value("baadal_vms", status="shutdown") == 1
+    assert value("baadal_tasks", status="success") >= 3
+    assert value("baadal_private_ips", vlan="vlan10", state="used") == 2
+    vm = {"kind": "vm", "name": "web", "host": "host1"}
+    assert value("baadal_memory_used_bytes", **vm) == 300 * 2**20
+    assert value("baadal_cpu_seconds_total", **vm) == pytest.approx(250.0)
+    assert value("baadal_disk_read_bytes_total", **vm) == 4096
+    assert value("baadal_network_sent_bytes_total", **vm) == 200
+    assert value("baadal_last_sample_timestamp_seconds", **vm) == now
+    # a VM without history yet is simply not there
+    assert not any(k[0] == "baadal_memory_used_bytes" and ("name", "db") in k[1] for k in samples)
+
+    server = prometheus.metrics_server(sqlite_engine, settings, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            scraped = response.read().decode()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert 'baadal_host_up{host="host1"} 1.0' in scraped

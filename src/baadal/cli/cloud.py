@@ -14,11 +14,19 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from baadal import constants as C
-from baadal.cli.common import console, db, fail, handle_errors, load_host, print_table
+from baadal.cli.common import (
+    checked_engine,
+    console,
+    db,
+    fail,
+    handle_errors,
+    load_host,
+    print_table,
+)
 from baadal.cli.inventory import host_app
 from baadal.config import get_settings
 from baadal.db.models import Task
-from baadal.db.session import get_engine, session_scope
+from baadal.db.session import session_scope
 from baadal.host import maintenance
 from baadal.host import vms as host_vms
 from baadal.services import inventory
@@ -35,7 +43,7 @@ TIMEOUT_S = 3600
 
 def follow_tasks(task_ids: list[int], what: str, *, inline: bool) -> list[Task]:
     """A progress bar over many tasks until all ended; returns them (ended)."""
-    engine = get_engine()
+    engine = checked_engine()
     worker = None
     if inline and task_ids:
         worker = Worker(engine, get_settings(), registry=load_handler_modules())

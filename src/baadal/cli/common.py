@@ -10,6 +10,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from baadal.db.migrate import require_schema
@@ -53,15 +54,19 @@ def handle_errors(func: F) -> F:
 _schema_checked: set[str] = set()
 
 
-@contextmanager
-def db() -> Iterator[Session]:
-    """A session on a database whose schema is current (checked once per process)."""
+def checked_engine() -> Engine:
+    """The engine of a database whose schema is current (checked once per process)."""
     engine = get_engine()
     url = str(engine.url)
     if url not in _schema_checked:
         require_schema(engine)
         _schema_checked.add(url)
-    with session_scope(engine) as session:
+    return engine
+
+
+@contextmanager
+def db() -> Iterator[Session]:
+    with session_scope(checked_engine()) as session:
         yield session
 
 

@@ -9,11 +9,18 @@ import typer
 from sqlalchemy import select
 
 from baadal import constants as C
-from baadal.cli.common import HostArg, console, db, handle_errors, load_host, print_table
+from baadal.cli.common import (
+    HostArg,
+    checked_engine,
+    console,
+    db,
+    handle_errors,
+    load_host,
+    print_table,
+)
 from baadal.cli.inventory import host_app
 from baadal.config import get_settings
 from baadal.db.models import HostEventLog
-from baadal.db.session import get_engine
 from baadal.host import resources, status, utilization
 from baadal.host import vms as host_vms
 
@@ -22,7 +29,7 @@ from baadal.host import vms as host_vms
 @handle_errors
 def check_cmd() -> None:
     """Run the host sanity check now: ping, libvirtd, and libvirtd/OVS over SSH."""
-    checks = status.host_status_sanity_check(get_engine(), get_settings())
+    checks = status.host_status_sanity_check(checked_engine(), get_settings())
     rows = [
         (c.host_name, c.old.name, c.new.name, "changed" if c.changed else "", c.problem or "ok")
         for c in checks
@@ -101,7 +108,7 @@ def events_cmd(host: HostArg) -> None:
 def orphan_delete_cmd(host: HostArg, domain: str) -> None:
     """Destroy and undefine a domain Baadal does not know (its disks are kept)."""
     row = load_host(host)
-    host_vms.delete_orphan_vm(get_engine(), row.id, domain)
+    host_vms.delete_orphan_vm(checked_engine(), row.id, domain)
     console.print(f"removed orphan domain {domain} from {row.host_name}", highlight=False)
 
 
@@ -110,7 +117,7 @@ def orphan_delete_cmd(host: HostArg, domain: str) -> None:
 def respawn_cmd(host: HostArg) -> None:
     """Bring the VMs of a DOWN host back on other hosts, from their disks."""
     row = load_host(host)
-    results = host_vms.respawn_dangling_vms(get_engine(), get_settings(), row.id)
+    results = host_vms.respawn_dangling_vms(checked_engine(), get_settings(), row.id)
     rows = [(r.vm_name, r.old_host, r.new_host, "ok" if r.ok else r.message) for r in results]
     print_table(f"Respawned from {row.host_name}", ["VM", "from", "to", "result"], rows)
     if not all(r.ok for r in results):
@@ -121,7 +128,7 @@ def respawn_cmd(host: HostArg) -> None:
 def vm_sanity_cmd() -> None:
     """Compare the VM rows with what the UP hosts run; fix drift, respawn lost domains,
     report orphans."""
-    report = host_vms.vm_sanity_check(get_engine(), get_settings())
+    report = host_vms.vm_sanity_check(checked_engine(), get_settings())
     rows = [(r.vm_name, r.vm_identity, r.host, r.state, r.action) for r in report.rows]
     print_table("VM sanity", ["VM", "domain", "host", "state", "action"], rows)
     for host, error in report.unreachable.items():

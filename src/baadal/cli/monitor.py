@@ -1,8 +1,9 @@
-"""``baadal monitor collect|show|graph|network``: RRD history of hosts and VMs, its graphs,
-and the host network graph."""
+"""``baadal monitor collect|show|graph|network|metrics|serve``: RRD history of hosts and
+VMs, its graphs, the host network graph and Prometheus metrics."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 from typing import Annotated
@@ -10,11 +11,11 @@ from typing import Annotated
 import typer
 
 from baadal import constants as C
-from baadal.cli.common import console, db, handle_errors, print_table
+from baadal.cli.common import checked_engine, console, db, handle_errors, print_table
 from baadal.config import get_settings
-from baadal.db.session import get_engine
+from baadal.errors import ValidationError
 from baadal.host import network_graph
-from baadal.monitor import graphs, rrd
+from baadal.monitor import graphs, prometheus, rrd
 from baadal.services import monitoring
 
 app = typer.Typer(help="Usage history of hosts and VMs (RRD) and its graphs.", no_args_is_help=True)
@@ -33,7 +34,7 @@ def _rate(value: float | None, unit: str) -> str:
 def collect_cmd() -> None:
     """Record every UP host with its VMs, the controller and the NAT box now (the periodic
     job does this every 5 minutes)."""
-    report = rrd.update_all_rrds(get_engine(), get_settings())
+    report = rrd.update_all_rrds(checked_engine(), get_settings())
     console.print(report.summary(), highlight=False)
     if report.failures:
         raise typer.Exit(1)
@@ -83,7 +84,7 @@ def network_cmd(
     out: Annotated[Path | None, typer.Option(help="copy the SVG picture here")] = None,
 ) -> None:
     """Measure latency and throughput between every pair of UP hosts and draw the graph."""
-    graph, svg = network_graph.measure_network(get_engine(), get_settings())
+    graph, svg = network_graph.measure_network(checked_engine(), get_settings())
     names = {n.id: n.name for n in graph.nodes}
     print_table(
         "Host network",
@@ -100,3 +101,26 @@ def network_cmd(
     console.print(str(svg), highlight=False)
     if not all(e.ok for e in graph.edges):
         raise typer.Exit(1)
+
+
+@app.command("metrics")
+@handle_errors
+def metrics_cmd() -> None:
+    """Print the Prometheus metrics (what `monitor serve` answers on /metrics)."""
+    typer.echo(prometheus.render_metrics(checked_engine(), get_settings()), nl=False)
+
+
+@app.command("serve")
+@handle_errors
+def serve_cmd(
+    address: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 9184,
+) -> None:
+    """Answer Prometheus scrapes on http://ADDRESS:PORT/metrics until interrupted."""
+    try:
+        server = prometheus.metrics_server(checked_engine(), get_settings(), address, port)
+    except OSError as exc:
+        raise ValidationError(f"cannot listen on {address}:{port}: {exc.strerror or exc}") from None
+    console.print(f"serving metrics on http://{address}:{port}/metrics", highlight=False)
+    with server, contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()

@@ -7,9 +7,8 @@ from typing import Annotated
 import typer
 
 from baadal.cli import pools
-from baadal.cli.common import console, db, handle_errors, print_table
+from baadal.cli.common import checked_engine, console, db, handle_errors, print_table
 from baadal.config import get_settings
-from baadal.db.session import get_engine
 from baadal.net import dhcp, nat
 from baadal.services import networks
 
@@ -97,7 +96,7 @@ def nat_show_cmd() -> None:
 @handle_errors
 def nat_reapply_cmd() -> None:
     """Re-create every mapping from the database (after a NAT box reboot)."""
-    count = nat.reapply_nat_mappings(get_engine(), get_settings())
+    count = nat.reapply_nat_mappings(checked_engine(), get_settings())
     console.print(f"{count} rule(s)/alias(es) added", highlight=False)
 
 
@@ -105,5 +104,5 @@ def nat_reapply_cmd() -> None:
 @handle_errors
 def nat_clear_cmd() -> None:
     """Remove every Baadal mapping from the NAT box (the database keeps them)."""
-    count = nat.clear_all_nat_mappings(get_engine(), get_settings())
+    count = nat.clear_all_nat_mappings(checked_engine(), get_settings())
     console.print(f"{count} rule(s)/alias(es) removed", highlight=False)

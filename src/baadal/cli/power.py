@@ -9,10 +9,16 @@ from typing import Annotated
 import typer
 
 from baadal.cli.cloud import InlineOpt, run_queued
-from baadal.cli.common import HostArg, console, handle_errors, load_host, print_table
+from baadal.cli.common import (
+    HostArg,
+    checked_engine,
+    console,
+    handle_errors,
+    load_host,
+    print_table,
+)
 from baadal.cli.inventory import host_app
 from baadal.config import get_settings
-from baadal.db.session import get_engine
 from baadal.host import maintenance, power
 from baadal.host import vms as host_vms
 
@@ -31,7 +37,9 @@ def power_up_cmd(
 ) -> None:
     """Wake the host (wake-on-LAN, or IPMI for a host with a BMC) and wait until it
     answers; then it is UP."""
-    _say(power.host_power_up(get_engine(), get_settings(), load_host(host).id, wait=not no_wait))
+    _say(
+        power.host_power_up(checked_engine(), get_settings(), load_host(host).id, wait=not no_wait)
+    )
 
 
 class VmsFirst(StrEnum):
@@ -61,7 +69,7 @@ def power_down_cmd(
     elif vms == VmsFirst.SNAPSHOT:
         run_queued(lambda s: maintenance.shutdown_host(s, [host_id]),
                    f"snapshot and stop the VMs of {host}", inline=inline, shutdown=None)  # fmt: skip
-    _say(power.host_power_down(get_engine(), get_settings(), host_id))
+    _say(power.host_power_down(checked_engine(), get_settings(), host_id))
 
 
 @host_app.command("power-auto")
@@ -69,7 +77,7 @@ def power_down_cmd(
 def power_auto_cmd() -> None:
     """Power idle hosts off beyond power.min_hosts_up, and wake one when every UP host
     is more than 80 % reserved."""
-    results = power.host_power_operation(get_engine(), get_settings())
+    results = power.host_power_operation(checked_engine(), get_settings())
     if not results:
         console.print("nothing to do", highlight=False)
         return

@@ -10,7 +10,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from sqlalchemy import select
 
 from baadal import constants as C
-from baadal.cli.common import console, db, fail, handle_errors, print_table
+from baadal.cli.common import checked_engine, console, db, fail, handle_errors, print_table
 from baadal.config import get_settings
 from baadal.db.models import VM, Snapshot, Task
 from baadal.db.session import get_engine, session_scope
@@ -224,7 +224,7 @@ def vnc_grant_cmd(
     """Open a running VM's console for a limited time (at most 10 grants a day)."""
     with db() as session:
         vm_id = vms.find_vm(session, vm).id
-    grant = nat.grant_vnc_access(get_engine(), get_settings(), vm_id, C.SYSTEM_USER_ID,
+    grant = nat.grant_vnc_access(checked_engine(), get_settings(), vm_id, C.SYSTEM_USER_ID,
                                  duration_s=minutes * 60)  # fmt: skip
     console.print(
         f"VNC console of {vm}: {grant.vnc_ip}:{grant.port} until {grant.expiry_time:%H:%M} UTC;"

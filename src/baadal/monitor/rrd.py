@@ -127,9 +127,9 @@ def rrd_dir(settings: Settings) -> Path:
     return settings.home / settings.paths.vm_rrds_dir.strip("/")
 
 
-def host_identity(host: Host) -> str:
+def host_identity(address: str) -> str:
     """The seed's name for a host's file: its address with ``_`` for ``.``."""
-    return host.address.replace(".", "_").replace(":", "_")
+    return address.replace(".", "_").replace(":", "_")
 
 
 def get_rrd_file(settings: Settings, identity: str) -> Path:
@@ -224,7 +224,7 @@ def update_vm_rrd(
 def update_host_rrd(settings: Settings, host: Host, timestamp: int) -> bool:
     """Record the host's own CPU, memory, disk and network counters."""
     sample = host_sample(sample_host_counters(host, settings), host.CPUs, timestamp)
-    return update_rrd_file(get_rrd_file(settings, host_identity(host)), sample)
+    return update_rrd_file(get_rrd_file(settings, host_identity(host.address)), sample)
 
 
 def update_machine_rrd(

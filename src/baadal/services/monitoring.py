@@ -36,7 +36,7 @@ def find_subject(session: Session, kind: str, name_or_id: str = "") -> Subject:
         return Subject(vm.vm_identity, f"VM {vm.vm_name}")
     if kind == "host":
         host = get_host(session, name_or_id)
-        return Subject(rrd.host_identity(host), f"host {host.host_name}")
+        return Subject(rrd.host_identity(host.address), f"host {host.host_name}")
     raise ValidationError(f"unknown kind {kind!r}; choose one of {', '.join(SUBJECT_KINDS)}")
 
 
