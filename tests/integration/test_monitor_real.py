@@ -142,7 +142,9 @@ def test_this_machine_recorded_as_a_host_over_ssh(
 def test_network_graph_measured_over_ssh(sshd: SshServer, ssh_settings: Settings) -> None:
     uri = ensure_libvirtd()
     hosts = [this_machine(sshd, name, uri) for name in ("self-a", "self-b")]
-    graph = G.collect_data_from_host(hosts, ssh_settings)
+    steps: list[str] = []
+    graph = G.collect_data_from_host(hosts, ssh_settings, steps.append)
+    assert len(steps) == G.measurement_count(2) == 4 and steps[-1] == "self-b -> self-a"
     assert [n.name for n in graph.nodes] == ["self-a", "self-b"]
     assert [n.label for n in graph.nodes] == ["unknown", "unknown"]  # lo has no link speed
     assert [(e.source, e.target) for e in graph.edges] == [(0, 1), (1, 0)]

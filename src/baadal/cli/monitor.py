@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from baadal import constants as C
 from baadal.cli.common import checked_engine, console, db, handle_errors, print_table
@@ -84,7 +85,16 @@ def network_cmd(
     out: Annotated[Path | None, typer.Option(help="copy the SVG picture here")] = None,
 ) -> None:
     """Measure latency and throughput between every pair of UP hosts and draw the graph."""
-    graph, svg = network_graph.measure_network(checked_engine(), get_settings())
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())  # fmt: skip
+    with Progress(*columns, console=console, transient=True) as progress:
+        bar = progress.add_task("measuring", total=None)
+        graph, svg = network_graph.measure_network(
+            checked_engine(),
+            get_settings(),
+            on_start=lambda total: progress.update(bar, total=total),
+            on_step=lambda what: progress.update(bar, advance=1, description=what),
+        )
     names = {n.id: n.name for n in graph.nodes}
     print_table(
         "Host network",

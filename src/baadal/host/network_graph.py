@@ -19,6 +19,7 @@ import math
 import os
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -224,15 +225,28 @@ def edge_attribute(k: int, i: int, j: int, host: Host, next_host: Host, settings
     return Edge(str(k), i, j, latency, throughput)
 
 
-def collect_data_from_host(hosts: list[Host], settings: Settings) -> NetworkGraph:
-    """Measure every ordered pair of ``hosts``."""
+def measurement_count(hosts: int) -> int:
+    """Link speeds plus ordered pairs: how many steps a measurement has."""
+    return hosts * hosts
+
+
+def collect_data_from_host(
+    hosts: list[Host], settings: Settings, on_step: Callable[[str], None] | None = None
+) -> NetworkGraph:
+    """Measure every ordered pair of ``hosts``; ``on_step`` hears of each finished step
+    (:func:`measurement_count` in all), for a progress display."""
+    step = on_step or (lambda _what: None)
     places = node_positions(len(hosts))
-    nodes = [node_attribute(i, h, settings, places[i]) for i, h in enumerate(hosts)]
+    nodes = []
+    for i, host in enumerate(hosts):
+        nodes.append(node_attribute(i, host, settings, places[i]))
+        step(f"link speed of {host.host_name}")
     edges = []
     for i, host in enumerate(hosts):
         for j, next_host in enumerate(hosts):
             if i != j:
                 edges.append(edge_attribute(len(edges), i, j, host, next_host, settings))
+                step(f"{host.host_name} -> {next_host.host_name}")
     return NetworkGraph(nodes, edges)
 
 
@@ -314,9 +328,18 @@ def up_hosts(engine: Engine) -> list[Host]:
     return hosts
 
 
-def measure_network(engine: Engine, settings: Settings) -> tuple[NetworkGraph, Path]:
-    """Measure the UP hosts, save the graph, return it and the picture's path."""
-    graph = collect_data_from_host(up_hosts(engine), settings)
+def measure_network(
+    engine: Engine,
+    settings: Settings,
+    on_start: Callable[[int], None] | None = None,
+    on_step: Callable[[str], None] | None = None,
+) -> tuple[NetworkGraph, Path]:
+    """Measure the UP hosts, save the graph, return it and the picture's path;
+    ``on_start`` hears how many steps there will be."""
+    hosts = up_hosts(engine)
+    if on_start is not None:
+        on_start(measurement_count(len(hosts)))
+    graph = collect_data_from_host(hosts, settings, on_step)
     _json_path, svg_path = save_graph(graph, settings)
     return graph, svg_path
 
