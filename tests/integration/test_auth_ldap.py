@@ -29,6 +29,7 @@ def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LdapServer]:
         server.add_person("asha", "asha-secret-1", "Asha", "Rao", "asha@iitd.test", "IITD")
         server.add_person("boss", "boss-secret-1", "Big", "Boss", "boss@iitd.test", "IITD")
         server.add_person("nomad", "nomad-secret-1", "No", "Mad", "nomad@else.test", "Elsewhere")
+        server.add_person("system", "system-secret-1", "Not", "Baadal", "sys@iitd.test")
         yield server
 
 
@@ -75,8 +76,18 @@ def test_directory_people_log_in_and_get_accounts(
     with slapd.connection() as conn:
         conn.modify(f"uid=asha,{PEOPLE}", {"sn": [("MODIFY_REPLACE", ["Rao-Singh"])]})
     assert login(orgs, ldap_settings, "asha", "asha-secret-1")[2] == "Rao-Singh"
+    # the directory matches uids without regard to case: still the same account
+    assert login(orgs, ldap_settings, "ASHA", "asha-secret-1")[0] == "asha"
     with session_scope(orgs) as s:
-        assert s.query(User).filter(User.username == "asha").count() == 1
+        assert s.query(User).filter(User.username.in_(["asha", "ASHA"])).count() == 1
+        # an admin moves asha; the next login keeps the admin's choice
+        asha = s.query(User).filter(User.username == "asha").one()
+        asha.organisation = s.query(Organisation).filter(Organisation.name == "GUESTS").one()
+        # and another account holds nomad's address: nomad still logs in, keeping its own
+        s.query(User).filter(User.username == "nomad").update({"email": None})
+        s.add(User(username="other", email="nomad@else.test"))
+    assert login(orgs, ldap_settings, "asha", "asha-secret-1")[4] == "GUESTS"
+    assert login(orgs, ldap_settings, "nomad", "nomad-secret-1")[3] is None
 
 
 def test_wrong_empty_and_wildcard_logins_get_nowhere(ldap_settings: Settings, orgs: Engine) -> None:
@@ -86,20 +97,30 @@ def test_wrong_empty_and_wildcard_logins_get_nowhere(ldap_settings: Settings, or
         ("*", "asha-secret-1"),  # a filter wildcard must not match anyone
         ("asha)(uid=*", "asha-secret-1"),
         ("ghost", "whatever"),
+        ("asha", "\x07not-a-password"),  # refused by the client library: a wrong password
+        ("system", "system-secret-1"),  # the directory's "system" is not Baadal's
     ):
         with pytest.raises(PermissionDenied, match=sessions.BAD_LOGIN):
             login(orgs, ldap_settings, username, password)
     with session_scope(orgs) as s:
         assert s.query(User).filter(User.username != "system").count() == 0
+        assert s.get(User, C.SYSTEM_USER_ID).last_name == "User"  # untouched
 
 
 def test_blocked_accounts_and_a_directory_that_is_down(
-    ldap_settings: Settings, orgs: Engine
+    ldap_settings: Settings, orgs: Engine, slapd: LdapServer
 ) -> None:
     login(orgs, ldap_settings, "asha", "asha-secret-1")
     with session_scope(orgs) as s:
         s.query(User).filter(User.username == "asha").update({"block_user": True})
+    with slapd.connection() as conn:
+        conn.modify(f"uid=asha,{PEOPLE}", {"givenName": [("MODIFY_REPLACE", ["Changed"])]})
     with pytest.raises(PermissionDenied, match="'asha' is blocked"):
+        login(orgs, ldap_settings, "asha", "asha-secret-1")
+    with session_scope(orgs) as s:  # refused before anything was changed
+        assert s.query(User).filter(User.username == "asha").one().first_name == "Asha"
+    ldap_settings.ldap.ldap_dn = "ou=nobody,dc=baadal,dc=test"
+    with pytest.raises(ConfigError, match="does not exist in the directory"):
         login(orgs, ldap_settings, "asha", "asha-secret-1")
     ldap_settings.ldap.ldap_url = "ldap://127.0.0.1:1"
     ldap_settings.ldap.timeout_s = 2

@@ -116,19 +116,21 @@ def test_bad_registrations_change_nothing(sqlite_engine: Engine, auth_settings: 
         assert sorted(s.scalars(select(User.username))) == ["dave", "system"]
 
 
-def test_roles_from_the_settings_then_from_an_admin(
+def test_registration_never_takes_roles_from_the_settings(
     sqlite_engine: Engine, auth_settings: Settings
 ) -> None:
+    """admin_uid names whom a directory vouches for; anyone can register any name."""
     auth_settings.auth.login_after_registration = True
     with session_scope(sqlite_engine) as s:
         s.add(Organisation(name="IITD"))
     prof = register(sqlite_engine, auth_settings, "prof", org="IITD")
     admin = register(sqlite_engine, auth_settings, "root_admin")
+    login(sqlite_engine, auth_settings, "root_admin")
     with session_scope(sqlite_engine) as s:
-        assert roles.user_roles(s, prof) == {C.Role.FACULTY, C.Role.USER}
-        assert roles.user_roles(s, admin) == {C.Role.ADMIN, C.Role.USER}
+        assert roles.user_roles(s, admin) == {C.Role.USER}
+        assert roles.user_roles(s, prof) == {C.Role.USER}
         assert s.get(User, prof).organisation.name == "IITD"
-        # an admin's change is exact, and user always stays
+        # an admin grants roles; the change is exact, and user always stays
         assert roles.add_or_update_user_memberships(s, prof, [C.Role.ORGADMIN]) == {
             C.Role.ORGADMIN, C.Role.USER,
         }  # fmt: skip
@@ -138,15 +140,17 @@ def test_roles_from_the_settings_then_from_an_admin(
             roles.require_role(s, s.get(User, prof), C.Role.ADMIN)
         with pytest.raises(ValidationError, match="unknown role 'king'"):
             roles.parse_role("king")
-    # the settings no longer apply once roles are set: a login keeps the admin's choice
-    login(sqlite_engine, auth_settings, "prof")
+    login(sqlite_engine, auth_settings, "prof")  # a login keeps the admin's choice
     with session_scope(sqlite_engine) as s:
         assert roles.user_roles(s, prof) == {C.Role.ORGADMIN, C.Role.USER}
-        # a user who lost every membership gets the settings' roles back at login
-        s.query(UserMembership).filter(UserMembership.user_id == prof).delete()
-    login(sqlite_engine, auth_settings, "prof")
+        # a local account that lost every membership gets the user role back, no more
+        s.query(UserMembership).filter(UserMembership.user_id == admin).delete()
+    login(sqlite_engine, auth_settings, "root_admin")
     with session_scope(sqlite_engine) as s:
-        assert roles.user_roles(s, prof) == {C.Role.FACULTY, C.Role.USER}
+        assert roles.user_roles(s, admin) == {C.Role.USER}
+    # the settings' lists name whom a directory vouches for
+    assert roles.fetch_user_role(auth_settings, "root_admin") == [C.Role.ADMIN, C.Role.USER]
+    assert roles.fetch_user_role(auth_settings, "prof") == [C.Role.FACULTY, C.Role.USER]
 
 
 def test_new_password_and_weak_hashes_renewed(
@@ -186,7 +190,7 @@ def test_user_cli_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert refused.exit_code == 2 and "awaits an administrator's approval" in refused.output
     assert run("user", "approve", "gita").exit_code == 0
     ok = run("user", "login", "gita", "--password-stdin", stdin=PASSWORD + "\n")
-    assert ok.exit_code == 0 and "roles: faculty, user" in ok.output, ok.output
+    assert ok.exit_code == 0 and "roles: user" in ok.output, ok.output  # not faculty_uid's
     wrong = run("user", "login", "gita", "--password-stdin", stdin="nope nope\n")
     assert wrong.exit_code == 2 and sessions.BAD_LOGIN in wrong.output
     assert "gita: orgadmin, user" in run("user", "roles", "gita", "--set", "orgadmin").output

@@ -2,21 +2,41 @@
 
 A person is the entry ``(uid=<username>)`` below ``ldap.ldap_dn``, found by an anonymous
 search or one bound as ``ldap.bind_dn``; the password is checked by binding as that
-entry. An empty password is refused before anything is sent: LDAP treats a bind without
-a password as an anonymous one, which would "succeed" for anybody.
+entry. The account is named by the entry's own uid (a directory matches uids without
+regard to case: "ALICE" is alice). A login never tells whether the uid exists: an
+unknown one costs a bind as well, and a password the client library refuses counts as a
+wrong one. An empty password is refused before anything is sent: LDAP treats a bind
+without a password as an anonymous one, which would "succeed" for anybody.
 """
 
 from __future__ import annotations
 
+import logging
+
 from ldap3 import NONE, SUBTREE, Connection, Server
-from ldap3.core.exceptions import LDAPException
+from ldap3.core.exceptions import (
+    LDAPException,
+    LDAPPasswordIsMandatoryError,
+    LDAPSASLPrepError,
+)
 from ldap3.utils.conv import escape_filter_chars
 
 from baadal.auth.users import UserInfo
 from baadal.config import Settings, read_secret_file
 from baadal.errors import ConfigError, RemoteCommandError
 
+log = logging.getLogger("baadal")
+
 _ATTRIBUTES = ["uid", "givenName", "sn", "cn", "mail", "o"]
+#: LDAP result codes: success, size limit exceeded (two matches), no such object
+_SUCCESS, _SIZE_LIMIT, _NO_SUCH_OBJECT = 0, 4, 32
+#: what an unknown uid binds as, so that it takes as long as a known one
+_NOBODY = "cn=baadal-no-such-user"
+
+
+def _seconds(settings: Settings) -> int:
+    """ldap3 packs its timeouts as whole seconds."""
+    return max(1, round(settings.ldap.timeout_s))
 
 
 def _server(settings: Settings) -> Server:
@@ -26,44 +46,57 @@ def _server(settings: Settings) -> Server:
     return Server(conf.ldap_url, get_info=NONE, connect_timeout=_seconds(settings))
 
 
-def _seconds(settings: Settings) -> int:
-    """ldap3 packs its timeouts as whole seconds."""
-    return max(1, round(settings.ldap.timeout_s))
-
-
 def _first(entry_attrs: dict[str, list[str]], name: str) -> str:
     values = entry_attrs.get(name) or []
+    if isinstance(values, str):
+        return values
     return str(values[0]) if values else ""
+
+
+def _searcher(settings: Settings) -> Connection:
+    conf = settings.ldap
+    password = None
+    if conf.bind_dn:
+        password = read_secret_file(conf.bind_password_file, "[ldap] bind_password_file")
+        if not password:
+            raise ConfigError(f"[ldap] bind_password_file {conf.bind_password_file} is empty")
+    return Connection(
+        _server(settings), user=conf.bind_dn or None, password=password,
+        receive_timeout=_seconds(settings), raise_exceptions=False,
+    )  # fmt: skip
 
 
 def _search(settings: Settings, username: str) -> tuple[str, UserInfo] | None:
     conf = settings.ldap
-    server = _server(settings)
-    password = (
-        read_secret_file(conf.bind_password_file, "[ldap] bind_password_file")
-        if conf.bind_dn
-        else None
-    )
+    conn = _searcher(settings)
     try:
-        with Connection(
-            server, user=conf.bind_dn or None, password=password, auto_bind=True,
-            receive_timeout=_seconds(settings), raise_exceptions=False,
-        ) as conn:  # fmt: skip
-            conn.search(
-                conf.ldap_dn,
-                f"(uid={escape_filter_chars(username)})",
-                search_scope=SUBTREE,
-                attributes=_ATTRIBUTES,
-                size_limit=2,
-            )
-            entries = [e for e in conn.response or [] if e.get("type") == "searchResEntry"]
+        if not conn.bind():
+            raise ConfigError(f"the LDAP search bind as {conf.bind_dn or 'anonymous'} failed")
+        conn.search(
+            conf.ldap_dn,
+            f"(uid={escape_filter_chars(username)})",
+            search_scope=SUBTREE,
+            attributes=_ATTRIBUTES,
+            size_limit=2,
+        )
+        result = conn.result.get("result", _SUCCESS)
+        entries = [e for e in conn.response or [] if e.get("type") == "searchResEntry"]
     except LDAPException as exc:
         raise RemoteCommandError(conf.ldap_url, ["ldap search", username], str(exc)) from None
+    finally:
+        conn.unbind()
+    if result == _NO_SUCH_OBJECT:
+        raise ConfigError(f"[ldap] ldap_dn {conf.ldap_dn!r} does not exist in the directory")
+    if result not in (_SUCCESS, _SIZE_LIMIT):
+        reason = f"{conn.result.get('description')}: {conn.result.get('message')}"
+        raise RemoteCommandError(conf.ldap_url, ["ldap search", username], reason)
     if len(entries) != 1:
-        return None  # nobody, or an ambiguous uid: nobody to log in as
+        if len(entries) > 1:
+            log.warning("LDAP: uid %r matches several entries; nobody logs in as it", username)
+        return None
     attrs = entries[0]["attributes"]
     info = UserInfo(
-        username=username,
+        username=_first(attrs, "uid") or username,
         first_name=_first(attrs, "givenName"),
         last_name=_first(attrs, "sn"),
         email=_first(attrs, "mail") or None,
@@ -78,23 +111,28 @@ def fetch_ldap_user(settings: Settings, username: str) -> UserInfo | None:
     return None if found is None else found[1]
 
 
+def _binds(settings: Settings, dn: str, password: str) -> bool:
+    conn = Connection(
+        _server(settings), user=dn, password=password,
+        receive_timeout=_seconds(settings), raise_exceptions=False,
+    )  # fmt: skip
+    try:  # not `with`: entering binds and raises on a wrong password
+        return bool(conn.bind())
+    except (LDAPSASLPrepError, LDAPPasswordIsMandatoryError):
+        return False  # characters a password cannot hold: just a wrong password
+    except LDAPException as exc:
+        raise RemoteCommandError(settings.ldap.ldap_url, ["ldap bind", dn], str(exc)) from None
+    finally:
+        conn.unbind()
+
+
 def ldap_authenticate(settings: Settings, username: str, password: str) -> UserInfo | None:
     """The person, if ``password`` is theirs; None otherwise."""
     if not password:
         return None
     found = _search(settings, username)
     if found is None:
+        _binds(settings, f"{_NOBODY},{settings.ldap.ldap_dn}", password)
         return None
     dn, info = found
-    conn = Connection(
-        _server(settings), user=dn, password=password,
-        receive_timeout=_seconds(settings), raise_exceptions=False,
-    )  # fmt: skip
-    try:  # not `with`: entering binds and raises on a wrong password
-        return info if conn.bind() else None
-    except LDAPException as exc:
-        raise RemoteCommandError(
-            settings.ldap.ldap_url, ["ldap bind", username], str(exc)
-        ) from None
-    finally:
-        conn.unbind()
+    return info if _binds(settings, dn, password) else None

@@ -42,18 +42,31 @@ def _check_account(user: User) -> None:
 
 
 def login_callback(session: Session, settings: Settings, user: User) -> set[C.Role]:
-    """After a login: a user without any membership gets the roles the settings grant."""
+    """After a login: a user without any membership gets one. Names a directory vouches
+    for (LDAP) get the roles the settings grant them; a local account gets the user
+    role (anyone can register any name)."""
     have = roles.user_roles(session, user.id)
     if not have:
-        roles.add_membership_db(session, user.id, roles.fetch_user_role(settings, user.username))
+        granted = (
+            [C.Role.USER]
+            if is_auth_type_db(settings)
+            else roles.fetch_user_role(settings, user.username)
+        )
+        roles.add_membership_db(session, user.id, granted)
         have = roles.user_roles(session, user.id)
     return have
 
 
 def login_ldap_callback(session: Session, settings: Settings, info: users.UserInfo) -> User:
-    """An LDAP login makes or refreshes the local account; administrators (by the
-    settings) belong to the ADMIN organisation, the others to the one their entry names
-    when Baadal knows it, else to ldap.default_organisation."""
+    """An LDAP login makes or refreshes the local account. A new account of one of the
+    settings' admins belongs to the ADMIN organisation, others to the one their entry
+    names when Baadal knows it, else to ldap.default_organisation. Blocked or disabled
+    accounts, and the system account, are refused before anything is changed."""
+    existing = session.scalar(select(User).where(User.username == info.username))
+    if existing is not None:
+        if existing.id == C.SYSTEM_USER_ID:
+            raise PermissionDenied(BAD_LOGIN)
+        _check_account(existing)
     organisation = info.organisation
     if C.Role.ADMIN in roles.fetch_user_role(settings, info.username):
         organisation = ADMIN_ORGANISATION

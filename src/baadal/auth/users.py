@@ -7,6 +7,7 @@ settings allow login right after registration, as upstream did.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from baadal import constants as C
 from baadal.auth import roles
 from baadal.config import Settings
 from baadal.db.models import Organisation, User
@@ -28,6 +30,7 @@ PASSWORD_MIN = 8
 PASSWORD_MAX = 1024
 _EMAIL = re.compile(r"[^@\s]{1,64}@[A-Za-z0-9.-]{1,255}\.[A-Za-z]{2,}")
 _hasher = PasswordHasher()
+log = logging.getLogger("baadal")
 
 
 @dataclass(frozen=True)
@@ -87,20 +90,21 @@ def _organisation(session: Session, name: str | None) -> Organisation | None:
     return org
 
 
-def _check_free(session: Session, username: str, email: str | None, user_id: int | None) -> None:
-    others = select(User.id) if user_id is None else select(User.id).where(User.id != user_id)
-    if session.scalar(others.where(User.username == username)) is not None:
+def _check_free(session: Session, username: str, email: str | None) -> None:
+    if session.scalar(select(User.id).where(User.username == username)) is not None:
         raise ConflictError(f"the username {username!r} is taken")
-    if email and session.scalar(others.where(User.email == email)) is not None:
+    if email and session.scalar(select(User.id).where(User.email == email)) is not None:
         raise ConflictError(f"the e-mail address {email!r} belongs to another account")
 
 
 def register_callback(session: Session, settings: Settings, info: UserInfo, password: str) -> User:
-    """A new local account with the roles the settings grant it; it can log in once an
-    administrator approves it (or at once with auth.login_after_registration)."""
+    """A new local account with the user role; it can log in once an administrator
+    approves it (or at once with auth.login_after_registration). The settings' role
+    lists are not applied: a registration form takes any name, so "admin_uid = alice"
+    must not make whoever registers first as alice an admin; an admin grants roles."""
     username = check_username(info.username)
     email = check_email(info.email)
-    _check_free(session, username, email, None)
+    _check_free(session, username, email)
     user = User(
         username=username,
         first_name=info.first_name.strip(),
@@ -112,27 +116,35 @@ def register_callback(session: Session, settings: Settings, info: UserInfo, pass
     )
     session.add(user)
     session.flush()
-    roles.add_membership_db(session, user.id, roles.fetch_user_role(settings, username))
+    roles.add_membership_db(session, user.id, [C.Role.USER])
     return user
 
 
 def create_or_update_user(session: Session, settings: Settings, info: UserInfo) -> User:
-    """Called when a user first logs in through an outside source (LDAP): the account is
-    made or its names, e-mail and organisation refreshed; first-time roles from the
-    settings. Such accounts have no local password."""
+    """Called when someone first logs in through an outside source that vouches for the
+    name (LDAP): the account is made with its organisation and the roles the settings
+    grant that name; later logins refresh names and e-mail (an e-mail another account
+    holds is left as it was). The organisation and roles are then the admins' to change.
+    Such accounts have no local password."""
     username = check_username(info.username)
     email = check_email(info.email)
     user = session.scalar(select(User).where(User.username == username))
-    _check_free(session, username, email, user.id if user else None)
-    organisation = _organisation(session, info.organisation) if info.organisation else None
     if user is None:
-        user = User(username=username, registration_key=ACTIVE)
+        user = User(
+            username=username,
+            registration_key=ACTIVE,
+            organisation=_organisation(session, info.organisation),
+        )
         session.add(user)
     user.first_name, user.last_name = info.first_name.strip(), info.last_name.strip()
-    if email:
-        user.email = email
-    if organisation is not None:
-        user.organisation = organisation
+    if email and email != user.email:
+        holder = session.scalar(select(User.username).where(User.email == email))
+        if holder is None:
+            user.email = email
+        else:
+            log.warning(
+                "e-mail %s of %s belongs to account %s; not copied", email, username, holder
+            )
     session.flush()
     if not roles.user_roles(session, user.id):
         roles.add_membership_db(session, user.id, roles.fetch_user_role(settings, username))
