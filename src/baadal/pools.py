@@ -272,6 +272,18 @@ def _free_private(vlan_id: int) -> Select[tuple[int]]:
     )
 
 
+def private_ip_is_free(session: Session, pool_id: int) -> bool:
+    """The pool row exists, is active, and no VM or host holds it."""
+    return (
+        session.scalar(
+            select(PrivateIpPool.id).where(
+                PrivateIpPool.id == pool_id, PrivateIpPool.is_active.is_(True), ~_private_used()
+            )
+        )
+        is not None
+    )
+
+
 def free_private_count(session: Session, vlan_id: int) -> int:
     """How many addresses of the VLAN no VM or host holds."""
     return session.scalar(select(func.count()).select_from(_free_private(vlan_id).subquery())) or 0

@@ -19,7 +19,7 @@ from baadal.db.models import VM, Host, SecurityDomain, VMEventLog
 from baadal.db.session import session_scope
 from baadal.drivers import hypervisor_for
 from baadal.drivers.base import HypervisorError
-from baadal.errors import ConflictError, NotFoundError
+from baadal.errors import ConflictError, NotFoundError, RemoteCommandError
 from baadal.net import dhcp
 from baadal.services import vms
 from baadal.vm import network
@@ -201,6 +201,31 @@ def test_a_failed_move_whose_old_address_was_taken_completes_instead(
     xml = hv.xml(identity, inactive=True).replace('"', "'")
     assert new_mac.lower() in xml and "<tag id='20'/>" in xml
     assert hv.domain_info(identity).status == C.VMStatus.RUNNING
+
+
+def test_a_move_that_can_be_neither_done_nor_undone_says_so(
+    sqlite_engine: Engine,
+    net_settings: Settings,
+    net_cloud: Cloud,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    vm_id = create(sqlite_engine, net_settings)
+    before = _vm(sqlite_engine, vm_id)
+
+    def dhcp_server_gone(settings: object, net: object) -> None:
+        raise RemoteCommandError("dhcp", ["kill", "-HUP"], "no such process")
+
+    monkeypatch.setattr(network, "publish", dhcp_server_gone)
+    with session_scope(sqlite_engine) as s:
+        vms.request_edit(s, s.get(VM, vm_id), None, security_domain="teaching")
+    run_tasks(sqlite_engine, net_settings)
+    task = last_task(sqlite_engine)
+    assert task.status == C.TaskStatus.FAILED
+    assert task.message.startswith("web could not be moved (command 'kill -HUP' on dhcp failed")
+    assert task.message.endswith(
+        "nor put back: an admin must check its network (details in the log)"
+    )
+    assert _vm(sqlite_engine, vm_id) == before  # the database holds the old address again
 
 
 def test_lost_reservations_come_back_from_the_database(

@@ -12,7 +12,8 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from baadal import constants as C
@@ -30,6 +31,8 @@ from baadal.vm.common import graceful_stop, load_vm, log_vm_event, vm_hypervisor
 log = logging.getLogger("baadal")
 
 DOMAIN_CHANGED = "Edited security domain successfully."
+#: how a failed security-domain move ended
+_UNDONE, _COMPLETED, _FAILED = "undone", "completed", "failed"
 
 
 @dataclass(frozen=True)
@@ -209,16 +212,24 @@ def update_security_domain(
         if was_running:
             _restart(hv, move.identity, settings)
     except Exception as exc:
-        undone = _undo_move(engine, settings, hv, vm_id, move, nic_changed=nic_changed)
+        outcome = _undo_move(engine, settings, hv, vm_id, move, nic_changed=nic_changed)
         if was_running:
             with contextlib.suppress(BaadalError):
-                hv.start(move.identity)  # back as it was, even if the reboot itself failed
-        if undone:
+                if outcome == _COMPLETED:
+                    _restart(hv, move.identity, settings)  # into the new network
+                else:
+                    hv.start(move.identity)  # back as it was, even if the reboot failed
+        if outcome == _UNDONE:
             raise
-        new_ip = move.new_net.dhcp.ip if move.new_net.dhcp else "its new address"
+        if outcome == _COMPLETED:
+            new_ip = move.new_net.dhcp.ip if move.new_net.dhcp else "its new address"
+            raise ConflictError(
+                f"{name} could not be moved cleanly ({user_message(exc)}), and its old"
+                f" address was taken meanwhile: it stays in {new_domain_name!r} with {new_ip}"
+            ) from exc
         raise ConflictError(
-            f"{name} could not be moved cleanly ({user_message(exc)}), and its old address"
-            f" was taken meanwhile: it stays in {new_domain_name!r} with {new_ip}"
+            f"{name} could not be moved ({user_message(exc)}) nor put back: an admin must"
+            " check its network (details in the log)"
         ) from exc
     with session_scope(engine) as session:
         vm = load_vm(session, vm_id)
@@ -229,6 +240,25 @@ def update_security_domain(
     return DOMAIN_CHANGED
 
 
+def _restore_old_address(engine: Engine, vm_id: int, move: _Move) -> bool:
+    """Give the VM its old address and domain back in the database; False when that
+    address is no longer free (another VM or a host took it, or it was deactivated)."""
+    if move.old_pool_id is None:
+        return False
+    try:
+        with session_scope(engine) as session:
+            vm = load_vm(session, vm_id)
+            pools.release_private_ip(session, vm.id)
+            if not pools.private_ip_is_free(session, move.old_pool_id):
+                session.rollback()
+                return False
+            vm.private_ip_id = move.old_pool_id
+            vm.security_domain_id = move.old_domain_id
+    except IntegrityError:  # claimed by a concurrent allocation a moment ago
+        return False
+    return True
+
+
 def _undo_move(
     engine: Engine,
     settings: Settings,
@@ -237,36 +267,24 @@ def _undo_move(
     move: _Move,
     *,
     nic_changed: bool,
-) -> bool:
-    """Give the VM its old address, NIC and reservations back; False when another VM took
-    the old address meanwhile, in which case the move is completed instead (new address,
-    NIC and reservation kept together). Best effort either way: failures are logged."""
+) -> str:
+    """Give the VM its old address, NIC and reservations back (_UNDONE). When the old
+    address is no longer free the move is completed instead (_COMPLETED: new address,
+    NIC and reservation kept together). _FAILED when neither worked (logged)."""
     with contextlib.suppress(BaadalError):
         withdraw(settings, move.new_net)
     try:
-        with session_scope(engine) as session:
-            vm = load_vm(session, vm_id)
-            taken = (
-                None
-                if move.old_pool_id is None
-                else session.scalar(
-                    select(VM.id).where(VM.private_ip_id == move.old_pool_id, VM.id != vm_id)
-                )
-            )
-            if taken is None:
-                pools.release_private_ip(session, vm.id)
-                vm.private_ip_id = move.old_pool_id
-                vm.security_domain_id = move.old_domain_id
-        if taken is not None:
-            log.warning("VM %s: old address taken by VM %s, completing the move", vm_id, taken)
-            publish(settings, move.new_net)
-            _set_nic(hv, settings, move.identity, move.new_mac, move.new_vlan_tag,
-                     move.new_portgroup)  # fmt: skip
-            return False
-        publish(settings, move.old_net)
-        if nic_changed and move.old_mac is not None and move.old_vlan_tag is not None:
-            _set_nic(hv, settings, move.identity, move.old_mac, move.old_vlan_tag,
-                     move.old_portgroup)  # fmt: skip
+        if _restore_old_address(engine, vm_id, move):
+            publish(settings, move.old_net)
+            if nic_changed and move.old_mac is not None and move.old_vlan_tag is not None:
+                _set_nic(hv, settings, move.identity, move.old_mac, move.old_vlan_tag,
+                         move.old_portgroup)  # fmt: skip
+            return _UNDONE
+        log.warning("VM %s: its old address is no longer free, completing the move", vm_id)
+        publish(settings, move.new_net)
+        _set_nic(hv, settings, move.identity, move.new_mac, move.new_vlan_tag,
+                 move.new_portgroup)  # fmt: skip
+        return _COMPLETED
     except Exception:
-        log.exception("could not put VM %s back into its old security domain", vm_id)
-    return True
+        log.exception("VM %s could not be moved nor put back", vm_id)
+        return _FAILED
