@@ -206,6 +206,14 @@ class SchedulerConf(Section):
     #: extra intervals by job name (tests and site-specific jobs)
     extra: dict[str, int] = Field(default_factory=dict)
 
+    @field_validator("rrd")
+    @classmethod
+    def _rrd_within_heartbeat(cls, value: int) -> int:
+        # a longer gap between samples than the RRD heartbeat records nothing but unknowns
+        if value > C.RRD_HEARTBEAT_S:
+            raise ValueError(f"must be at most {C.RRD_HEARTBEAT_S} s (the RRD heartbeat)")
+        return value
+
     def interval_for(self, job: str) -> int | None:
         if job in self.extra:
             return self.extra[job]

@@ -116,8 +116,8 @@ def test_periodic_job_records_hosts_and_vms_and_graphs_are_drawn(
     metrics = cli.invoke(app, ["monitor", "metrics"])
     assert metrics.exit_code == 0, metrics.output
     assert f'baadal_host_up{{host="{h1.name}"}} 1.0' in metrics.output
-    assert f'baadal_memory_used_bytes{{kind="vm",name="mon",host="{h1.name}"}}' in metrics.output
-    assert 'baadal_network_received_bytes_total{kind="nat",name="nat",host=""}' in metrics.output
+    assert f'baadal_memory_used_bytes{{host="{h1.name}",kind="vm",name="mon"}}' in metrics.output
+    assert 'baadal_network_received_bytes_total{host="",kind="nat",name="nat"}' in metrics.output
     wrong = cli.invoke(app, ["monitor", "graph", "vm", "mon", "--type", "gpu"])
     assert wrong.exit_code == 2 and "unknown graph type 'gpu'" in wrong.output
 

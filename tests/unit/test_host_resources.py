@@ -257,6 +257,21 @@ def test_usage_in_one_interval_with_proc_fallbacks(
     assert ["cat", "/proc/stat"] not in fake.calls
 
 
+def test_network_bytes_are_the_hosts_own_interface(
+    tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """VM traffic crosses taps and bridges too: only the interface carrying the host's
+    address counts (every interface but lo when that cannot be told)."""
+    own = IP_ADDR.replace("eno1", "eth0")  # 10.20.0.11 on eth0
+    fake = FakeHost({"cat /proc/net/dev": [NET_DEV], "ip -o -4 addr show": [own]})
+    monkeypatch.setattr(U, "execute_remote_cmd", fake)
+    monkeypatch.setattr(R, "execute_remote_cmd", fake)
+    host = Host(address="10.20.0.11", libvirt_uri=fake_host_uri(tmp_path, "n6"))
+    assert U.get_host_nw_usage(host, settings) == (556499560, 733743)
+    elsewhere = Host(address="10.20.0.99", libvirt_uri=fake_host_uri(tmp_path, "n7"))
+    assert U.get_host_nw_usage(elsewhere, settings) == (556499560 + 1000, 733743 + 500)
+
+
 def test_cpu_falls_back_to_proc_stat(
     tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -14,9 +14,11 @@ import pytest
 import rrdtool
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
+from typer.testing import CliRunner
 
 from baadal import constants as C
-from baadal.config import Settings
+from baadal.cli.main import app
+from baadal.config import Settings, get_settings
 from baadal.db.models import VM, Host
 from baadal.db.session import session_scope
 from baadal.drivers.base import DomainStats
@@ -273,3 +275,30 @@ def test_prometheus_metrics_from_the_database_and_the_rrd_files(
         server.shutdown()
         server.server_close()
     assert 'baadal_host_up{host="host1"} 1.0' in scraped
+
+
+def test_monitor_cli_on_the_controller(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BAADAL_DATABASE__URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    monkeypatch.setenv("COLUMNS", "200")
+    get_settings.cache_clear()
+    runner = CliRunner()
+    unready = runner.invoke(app, ["monitor", "collect"])
+    assert unready.exit_code == 2 and "baadal db upgrade" in unready.output
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    collected = runner.invoke(app, ["monitor", "collect"])
+    assert collected.exit_code == 0, collected.output
+    assert "0 host(s), 0 VM(s) and the controller recorded" in collected.output
+    shown = runner.invoke(app, ["monitor", "show", "controller", "--period", "hour"])
+    assert shown.exit_code == 0 and "network received" in shown.output, shown.output
+    out = tmp_path / "cpu.png"
+    drawn = runner.invoke(app, ["monitor", "graph", "controller", "--out", str(out)])
+    assert drawn.exit_code == 0 and out.read_bytes()[:4] == b"\x89PNG"
+    nowhere = runner.invoke(app, ["monitor", "graph", "controller", "--out", "/nonexistent/x.png"])
+    assert nowhere.exit_code == 2 and "cannot write /nonexistent/x.png" in nowhere.output
+    unnamed = runner.invoke(app, ["monitor", "show", "vm"])
+    assert unnamed.exit_code == 2 and "name the vm" in unnamed.output
+    metrics = runner.invoke(app, ["monitor", "metrics"])
+    assert 'baadal_memory_used_bytes{host="",kind="controller",name="controller"}' in (
+        metrics.output
+    )
+    get_settings.cache_clear()

@@ -221,6 +221,17 @@ def test_a_shortened_interval_takes_effect_at_once(
         assert (job.interval_s, job.next_run_at < utcnow() + timedelta(seconds=60)) == (7200, True)
 
 
+def test_a_job_switched_off_stops_firing(sqlite_engine: Engine, settings: Settings) -> None:
+    settings.scheduler.extra[H.TICK_JOB] = 5
+    jobs = {H.TICK_JOB: REGISTRY.periodic[H.TICK_JOB]}
+    assert sync_periodic_jobs(sqlite_engine, jobs, settings) == [H.TICK_JOB]
+    settings.scheduler.extra[H.TICK_JOB] = 0
+    assert sync_periodic_jobs(sqlite_engine, jobs, settings) == []
+    assert fire_due_jobs(sqlite_engine, utcnow() + timedelta(hours=1)) == []
+    with session_scope(sqlite_engine) as s:
+        assert s.get(PeriodicJob, H.TICK_JOB) is None
+
+
 def test_next_slot_is_on_the_grid() -> None:
     due = utcnow()
     assert _next_slot(due, 10, due) == due + timedelta(seconds=10)

@@ -30,6 +30,14 @@ def _rate(value: float | None, unit: str) -> str:
     return "no data" if value is None else f"{value:,.2f} {unit}"
 
 
+def _copy_to(made: Path, out: Path) -> Path:
+    try:
+        shutil.copyfile(made, out)
+    except OSError as exc:
+        raise ValidationError(f"cannot write {out}: {exc.strerror or exc}") from None
+    return out
+
+
 @app.command("collect")
 @handle_errors
 def collect_cmd() -> None:
@@ -74,8 +82,7 @@ def graph_cmd(
     with db() as session:
         path = monitoring.get_performance_graph(session, get_settings(), kind, name, graph, period)
     if out is not None:
-        shutil.copyfile(path, out)
-        path = out
+        path = _copy_to(path, out)
     console.print(str(path), highlight=False)
 
 
@@ -106,8 +113,7 @@ def network_cmd(
     )
     print_table("Link speed", ["host", "speed"], [(n.name, n.label) for n in graph.nodes])
     if out is not None:
-        shutil.copyfile(svg, out)
-        svg = out
+        svg = _copy_to(svg, out)
     console.print(str(svg), highlight=False)
     if not all(e.ok for e in graph.edges):
         raise typer.Exit(1)

@@ -170,15 +170,20 @@ def _ipv4_of(target: RemoteTarget) -> str:
         raise RemoteCommandError(target.label, argv, f"cannot resolve address: {exc}") from None
 
 
-def get_host_mac_address(host: Host, settings: Settings) -> str:
-    """MAC of the interface that carries the host's address (upper-case)."""
-    target = RemoteTarget.for_host(host, settings)
+def interface_of(target: RemoteTarget) -> str:
+    """The interface that carries the machine's own address (the one we reach it at)."""
     address = _ipv4_of(target)
     argv = ["ip", "-o", "-4", "addr", "show"]
     try:
-        ifname = parse_interface_for_address(_read(target, argv), address)
+        return parse_interface_for_address(_read(target, argv), address)
     except ValueError as exc:
         raise _unexpected(target, argv, exc) from None
+
+
+def get_host_mac_address(host: Host, settings: Settings) -> str:
+    """MAC of the interface that carries the host's address (upper-case)."""
+    target = RemoteTarget.for_host(host, settings)
+    ifname = interface_of(target)
     argv = ["cat", f"/sys/class/net/{ifname}/address"]
     try:
         return parse_mac(_read(target, argv))

@@ -12,6 +12,7 @@ second samples, so the whole call costs about one interval.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from baadal.db.models import Host
 from baadal.drivers import hypervisor_for
 from baadal.drivers.base import Hypervisor, NodeCpuTimes, NodeMemory, NotSupported
 from baadal.errors import RemoteCommandError
+from baadal.host.resources import interface_of
 from baadal.net.remote import LOCALHOST, RemoteTarget, execute_remote_cmd, run_local
 
 DEFAULT_INTERVAL_S = 1.0
@@ -36,6 +38,7 @@ LOOPBACK_INTERFACES = frozenset({"lo"})
 _LOCAL_TIMEOUT_S = 30.0
 
 T = TypeVar("T")
+log = logging.getLogger("baadal")
 
 _MEMINFO_KEYS = ("MemTotal", "MemFree", "Buffers", "Cached")
 
@@ -233,8 +236,23 @@ def _mem_used_kb(hv: Hypervisor | None, target: RemoteTarget | None) -> int:
     return (memory or _read_parsed(target, ["cat", "/proc/meminfo"], parse_meminfo)).used_kb
 
 
-def _net_bytes(target: RemoteTarget | None) -> tuple[int, int]:
-    return net_totals(_read_parsed(target, ["cat", "/proc/net/dev"], parse_net_dev))
+def _net_bytes(target: RemoteTarget | None, interface: str | None = None) -> tuple[int, int]:
+    """Bytes through ``interface``, or through every interface but loopback."""
+    counters = _read_parsed(target, ["cat", "/proc/net/dev"], parse_net_dev)
+    if interface in counters:
+        return counters[interface]
+    return net_totals(counters)
+
+
+def _own_interface(target: RemoteTarget) -> str | None:
+    """The interface carrying the host's own address: VM traffic crosses taps and
+    bridges as well, so summing every interface would count it two or three times.
+    None (every interface) when it cannot be found."""
+    try:
+        return interface_of(target)
+    except RemoteCommandError as exc:
+        log.warning("%s: counting every interface: %s", target.label, exc)
+        return None
 
 
 @dataclass(frozen=True)
@@ -248,10 +266,13 @@ class HostCounters:
     net_tx_bytes: int
 
 
-def sample_counters(target: RemoteTarget | None, hv: Hypervisor | None = None) -> HostCounters:
+def sample_counters(
+    target: RemoteTarget | None, hv: Hypervisor | None = None, interface: str | None = None
+) -> HostCounters:
     """The counters of a machine over SSH (``target``) or of this one (None); CPU and
-    memory come from ``hv``'s node statistics where it has them."""
-    rx, tx = _net_bytes(target)
+    memory come from ``hv``'s node statistics where it has them, network bytes from
+    ``interface`` when given."""
+    rx, tx = _net_bytes(target, interface)
     return HostCounters(
         cpu=_cpu_sample(hv, target),
         disk=_disk_sample(target),
@@ -262,7 +283,8 @@ def sample_counters(target: RemoteTarget | None, hv: Hypervisor | None = None) -
 
 
 def sample_host_counters(host: Host, settings: Settings) -> HostCounters:
-    return sample_counters(RemoteTarget.for_host(host, settings), hypervisor_for(host))
+    target = RemoteTarget.for_host(host, settings)
+    return sample_counters(target, hypervisor_for(host), _own_interface(target))
 
 
 def cpu_count(target: RemoteTarget | None) -> int:
@@ -299,8 +321,9 @@ def get_host_mem_usage(host: Host, settings: Settings) -> int:
 
 
 def get_host_nw_usage(host: Host, settings: Settings) -> tuple[int, int]:
-    """(rx, tx) bytes since boot over all interfaces but loopback."""
-    return _net_bytes(RemoteTarget.for_host(host, settings))
+    """(rx, tx) bytes since boot through the host's own interface (``_own_interface``)."""
+    target = RemoteTarget.for_host(host, settings)
+    return _net_bytes(target, _own_interface(target))
 
 
 def get_host_resources_usage(
@@ -311,7 +334,7 @@ def get_host_resources_usage(
     cpu_before, disk_before = _cpu_sample(hv, target), _disk_sample(target)
     time.sleep(interval_s)
     cpu_after, disk_after = _cpu_sample(hv, target), _disk_sample(target)
-    rx, tx = _net_bytes(target)
+    rx, tx = _net_bytes(target, _own_interface(target))
     return HostUsage(
         cpu_percent=cpu_after.busy_percent_since(cpu_before),
         disk_kbps=disk_kbps(disk_before, disk_after),

@@ -76,6 +76,14 @@ MACHINE_TITLES = {CONTROLLER_IDENTITY: "the controller", NAT_IDENTITY: "the NAT 
 COLLECT_THREADS = 8
 
 
+class PartialCollection(BaadalError):
+    """A host's VMs were recorded (``vms`` files) but its own counters could not be."""
+
+    def __init__(self, vms: int, cause: BaseException) -> None:
+        self.vms = vms
+        super().__init__(user_message(cause))
+
+
 @dataclass(frozen=True)
 class RrdSample:
     """One row for an RRD file: counters (cpu dr dw tx rx) and the RAM gauge as read."""
@@ -222,8 +230,10 @@ def update_vm_rrd(
 
 
 def update_host_rrd(settings: Settings, host: Host, timestamp: int) -> bool:
-    """Record the host's own CPU, memory, disk and network counters."""
-    sample = host_sample(sample_host_counters(host, settings), host.CPUs, timestamp)
+    """Record the host's own CPU, memory, disk and network counters (CPU time is shared
+    by the CPUs libvirt counts, not by the capacity entered for placement)."""
+    cpus = hypervisor_for(host).node_info().cpus
+    sample = host_sample(sample_host_counters(host, settings), cpus, timestamp)
     return update_rrd_file(get_rrd_file(settings, host_identity(host.address)), sample)
 
 
@@ -238,8 +248,10 @@ def update_machine_rrd(
 
 
 def update_rrd(engine: Engine, settings: Settings, host_id: int) -> int:
-    """The host's file, then one file per VM Baadal places on it (domains are read in
-    one bulk call); returns how many VM files were written."""
+    """One file per VM Baadal places on the host (its domains read in one bulk libvirt
+    call), then the host's own file (over SSH); returns how many VM files were written.
+    When only the host's own counters fail, the VMs are recorded all the same and
+    :class:`PartialCollection` says how many."""
     with session_scope(engine) as session:
         host = session.get(Host, host_id)
         if host is None:
@@ -251,11 +263,14 @@ def update_rrd(engine: Engine, settings: Settings, host_id: int) -> int:
         )
         session.expunge(host)
     timestamp = int(time.time())
-    update_host_rrd(settings, host, timestamp)
     running = hypervisor_for(host).running_stats()
     written = 0
     for identity in identities:
         written += update_vm_rrd(settings, identity, running.get(identity), timestamp)
+    try:
+        update_host_rrd(settings, host, timestamp)
+    except Exception as exc:
+        raise PartialCollection(written, exc) from exc
     return written
 
 
@@ -291,8 +306,11 @@ def update_all_rrds(engine: Engine, settings: Settings) -> CollectionReport:
         try:
             written = future.result()
         except Exception as exc:  # one machine's failure must not stop the others
-            if not isinstance(exc, BaadalError):
-                log.error("RRD collection on %s failed", name, exc_info=exc)
+            partial = isinstance(exc, PartialCollection)
+            cause = exc.__cause__ if partial else exc
+            if not isinstance(cause, BaadalError):
+                log.error("RRD collection on %s failed", name, exc_info=cause)
+            report.vms += exc.vms if isinstance(exc, PartialCollection) else 0
             report.failures[name] = user_message(exc)
             continue
         if name in machine_futures:

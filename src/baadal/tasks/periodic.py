@@ -31,9 +31,11 @@ def sync_periodic_jobs(engine: Engine, jobs: dict[str, str], settings: Settings)
     with session_scope(engine) as session:
         for name, task_type in sorted(jobs.items()):
             interval = settings.scheduler.interval_for(name)
-            if not interval or interval <= 0:
-                continue
             row = session.get(PeriodicJob, name)
+            if not interval or interval <= 0:
+                if row is not None:  # switched off: it must stop firing
+                    session.delete(row)
+                continue
             if row is None:
                 # several workers start at once: the first insert wins, the others skip
                 try:

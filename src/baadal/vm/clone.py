@@ -25,6 +25,7 @@ from baadal.db.session import session_scope
 from baadal.drivers import domain_xml, hypervisor_for
 from baadal.drivers.base import HypervisorError
 from baadal.errors import ConflictError, user_message
+from baadal.monitor import rrd
 from baadal.tasks.registry import TaskContext, TaskResult
 from baadal.vm import storage
 from baadal.vm.common import load_vm, set_status, vm_hypervisor
@@ -103,6 +104,7 @@ def clone_one(ctx: TaskContext, parent_id: int, clone_id: int, *, full: bool) ->
         hv, identity = hypervisor_for(clone.host), clone.vm_identity
         copies = _extra_disk_copies(session, ctx.settings, parent, clone)
     try:
+        rrd.forget_rrd(ctx.settings, identity)  # a new VM: no history of an old namesake
         storage.full_copy(source.path, dest, backing=backing)
         hv.define(domain_xml.build_domain_xml(spec), autostart=True)
         for copy in copies:

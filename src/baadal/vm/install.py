@@ -31,6 +31,7 @@ from baadal.drivers import domain_xml, hypervisor_for
 from baadal.drivers.base import DomainNotFound, Hypervisor
 from baadal.drivers.kvm_probe import domain_type_for
 from baadal.errors import ConflictError, NotFoundError
+from baadal.monitor import rrd
 from baadal.tasks.registry import TaskContext, TaskResult
 from baadal.vm import network, storage
 from baadal.vm.common import load_vm, log_vm_event, set_status
@@ -264,6 +265,7 @@ def install(ctx: TaskContext) -> TaskResult:
             hv = hypervisor_for(vm.host)
             hdd = template.hdd
             net = network.vm_network(vm)
+        rrd.forget_rrd(ctx.settings, spec.name)  # a new VM: no history of an old namesake
         create_vm_image(ctx.settings, source, image, hdd)
         network.publish(ctx.settings, net)  # the reservation exists before the guest asks
         launch_vm_on_host(hv, spec)
