@@ -86,6 +86,7 @@ def demo_cmd() -> None:
             ("try", f"ping {ip}   |   curl http://{ip}/"),
             ("console", f"virsh -c {uri} console {identity}"),
             ("more", "baadal vm list | baadal lab status | baadal status | baadal lab down"),
+            ("watch", f"baadal worker (usage every 5 min) | baadal monitor graph vm {DEMO_VM}"),
         ],
     )
     console.print(f"[green]lab up -> demo VM answers ping: {total:.1f} s[/]")
