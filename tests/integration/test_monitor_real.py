@@ -102,9 +102,10 @@ def test_bulk_statistics_of_a_running_domain_match_the_single_call(
     bulk = hv.running_stats()[DOMAIN]
     after = hv.stats(DOMAIN)
     assert bulk.vcpus == after.vcpus == 1
-    # virDomainGetInfo counts CPU time in 10 ms ticks, the bulk call to the nanosecond
-    tick = 10_000_000
-    assert 0 < before.cpu_time_ns - tick <= bulk.cpu_time_ns <= after.cpu_time_ns + tick
+    # virDomainGetInfo reads the QEMU process's ticks, the bulk call its cgroup: the two
+    # agree only roughly, so the check is that the right field was read
+    slack = 0.2 * after.cpu_time_ns + 50_000_000
+    assert before.cpu_time_ns > 0 and abs(bulk.cpu_time_ns - after.cpu_time_ns) < slack
     assert 0 < before.disk_read_bytes <= bulk.disk_read_bytes <= after.disk_read_bytes
     assert bulk.memory_bytes > 0
     assert rrd.update_vm_rrd(settings, DOMAIN, bulk, int(time.time()))
