@@ -16,9 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -33,6 +31,7 @@ from baadal.db.models import Host
 from baadal.db.session import session_scope
 from baadal.errors import RemoteCommandError
 from baadal.filelock import flocked
+from baadal.files import write_atomically
 from baadal.host.resources import interface_of
 from baadal.net.remote import RemoteTarget, execute_remote_cmd
 from baadal.tasks.registry import TaskContext, TaskResult
@@ -290,12 +289,6 @@ def render_svg(graph: NetworkGraph) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    private = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
-    private.write_text(text)
-    os.replace(private, path)
-
-
 def save_graph(graph: NetworkGraph, settings: Settings) -> tuple[Path, Path]:
     """Write the JSON (nodes and edges as the seed's web page drew them) and the SVG."""
     json_path, svg_path = graph_files(settings)
@@ -304,8 +297,8 @@ def save_graph(graph: NetworkGraph, settings: Settings) -> tuple[Path, Path]:
         "nodes": [asdict(n) for n in graph.nodes],
         "edges": [{**asdict(e), "label": e.label} for e in graph.edges],
     }
-    _write_atomically(json_path, json.dumps(data, indent=1) + "\n")
-    _write_atomically(svg_path, render_svg(graph))
+    write_atomically(json_path, json.dumps(data, indent=1) + "\n")
+    write_atomically(svg_path, render_svg(graph))
     return json_path, svg_path
 
 

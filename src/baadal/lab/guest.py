@@ -50,6 +50,7 @@ from pathlib import Path
 
 from baadal.errors import BaadalError, ConfigError
 from baadal.filelock import flocked
+from baadal.files import replaced_atomically, write_atomically
 
 #: bump when the initramfs contents change: older builds in a dest_dir are then rebuilt
 GUEST_FORMAT = 1
@@ -269,7 +270,7 @@ def build_tiny_guest(
         )
         (dest_dir / MANIFEST_NAME).unlink(missing_ok=True)
         _install_file(kernel_dir / KERNEL_NAME, guest.kernel)
-        _atomic_write(guest.initrd, build_initramfs(kernel_dir, kernel_version))
+        write_atomically(guest.initrd, build_initramfs(kernel_dir, kernel_version))
         if force or not guest.disk.is_file():
             _create_disk(guest.disk)
         manifest = {
@@ -283,7 +284,7 @@ def build_tiny_guest(
             "modules": [name for name, _ in MODULES],
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        _atomic_write(dest_dir / MANIFEST_NAME, json.dumps(manifest, indent=2).encode() + b"\n")
+        write_atomically(dest_dir / MANIFEST_NAME, json.dumps(manifest, indent=2).encode() + b"\n")
         return guest
 
 
@@ -533,28 +534,16 @@ def _extract_kernel(deb: Path, version: str, kernel_dir: Path) -> None:
 
 
 def _create_disk(path: Path) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.unlink(missing_ok=True)
-    _run(
-        ["qemu-img", "create", "-q", "-f", "qcow2", str(tmp), f"{DISK_SIZE_MIB}M"],
-        timeout=COMMAND_TIMEOUT_S,
-    )
-    tmp.chmod(0o644)
-    tmp.rename(path)
+    with replaced_atomically(path) as private:
+        _run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", str(private), f"{DISK_SIZE_MIB}M"],
+            timeout=COMMAND_TIMEOUT_S,
+        )
 
 
 def _install_file(source: Path, target: Path) -> None:
-    tmp = target.with_name(target.name + ".partial")
-    shutil.copyfile(source, tmp)
-    tmp.chmod(0o644)
-    tmp.rename(target)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_bytes(data)
-    tmp.chmod(0o644)
-    tmp.rename(path)
+    with replaced_atomically(target) as private:
+        shutil.copyfile(source, private)
 
 
 @contextlib.contextmanager

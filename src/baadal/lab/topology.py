@@ -53,6 +53,7 @@ from baadal.db.models import (
 )
 from baadal.errors import BaadalError, ConfigError, ConflictError, NotFoundError
 from baadal.filelock import flocked
+from baadal.files import write_atomically
 from baadal.lab import bmc, ssh
 from baadal.lab.guest import build_tiny_guest
 from baadal.lab.hostns import POWEROFF_COMMAND, LabHost, mgmt_mac, prepare_host_dir
@@ -615,7 +616,7 @@ def _start_dhcp(settings: Settings, state: State) -> None:
         ]
     hosts = hosts_file(settings)
     if not hosts.exists():
-        _atomic_write(hosts, "")
+        write_atomically(hosts, "")
     argv += [f"--dhcp-hostsfile={hosts}", f"--dhcp-leasefile={dns / 'leases'}",
              "--dhcp-authoritative", f"--pid-file={dns / 'dnsmasq.pid'}", "--log-dhcp",
              f"--log-facility={dns / 'dnsmasq.log'}"]  # fmt: skip
@@ -728,14 +729,6 @@ def _wait_daemons(settings: Settings) -> None:
     ssh.trust_host_keys(settings, lines)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    """Whole-file replace, world-readable (dnsmasq re-reads it as nobody)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.chmod(0o644)
-    tmp.rename(path)
-
-
 # --- settings ------------------------------------------------------------------------
 
 LAB_CONFIG_MARK = "# written by `baadal lab up` (removed by `baadal lab down`)"
@@ -789,7 +782,7 @@ def apply_lab_settings(settings: Settings) -> None:
     lines = [LAB_CONFIG_MARK]
     for section, values in sections.items():
         lines += ["", f"[{section}]"] + [f"{k} = {json.dumps(v)}" for k, v in values.items()]
-    _atomic_write(path, "\n".join(lines) + "\n")
+    write_atomically(path, "\n".join(lines) + "\n")
 
 
 def _lab_wrote(path: Path) -> bool:

@@ -1,12 +1,10 @@
 """Performance graphs drawn from the RRD history (the seed's create_graph): one PNG per identity, graph type and period, in
-``<home>/<paths.graph_file_dir>``, written under a private name and renamed into place so
-a page never shows a half-drawn picture.
+``<home>/<paths.graph_file_dir>``, replaced atomically so a page never shows a half-drawn
+picture.
 """
 
 from __future__ import annotations
 
-import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import rrdtool
 
 from baadal.config import Settings
 from baadal.errors import NotFoundError, ValidationError
+from baadal.files import replaced_atomically
 from baadal.monitor.rrd import get_rrd_file, graph_period_seconds
 
 WIDTH_PX = 640
@@ -77,9 +76,7 @@ def create_graph(
     out_dir = graph_dir(settings)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{identity}_{kind}_{period}.png"
-    private = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}")
     args = [
-        str(private),
         "--imgformat", "PNG",
         "--start", f"-{seconds}",
         "--end", "now",
@@ -96,9 +93,6 @@ def create_graph(
             f"GPRINT:{line.source}:AVERAGE:average %8.2lf %s",
             f"GPRINT:{line.source}:MAX:max %8.2lf %s\\n",
         ]
-    try:
-        rrdtool.graph(*args)
-        os.replace(private, target)
-    finally:
-        private.unlink(missing_ok=True)
+    with replaced_atomically(target) as private:
+        rrdtool.graph(str(private), *args)
     return target

@@ -38,6 +38,7 @@ from baadal.drivers import hypervisor_for
 from baadal.drivers.base import DomainStats
 from baadal.errors import BaadalError, NotFoundError, ValidationError, user_message
 from baadal.filelock import flocked
+from baadal.files import replaced_atomically
 from baadal.host.utilization import (
     SECTOR_BYTES,
     HostCounters,
@@ -152,11 +153,11 @@ def create_rrd(path: Path, start: int) -> None:
     archives = [
         f"RRA:{cf}:0.5:{steps}:{rows}" for cf in ("AVERAGE", "MAX") for steps, rows in ARCHIVES
     ]
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    rrdtool.create(
-        str(tmp), "--start", str(start), "--step", str(C.RRD_STEP_S), *definitions, *archives
-    )
-    os.replace(tmp, path)
+    with replaced_atomically(path) as private:
+        rrdtool.create(
+            str(private), "--start", str(start), "--step", str(C.RRD_STEP_S),
+            *definitions, *archives,
+        )  # fmt: skip
 
 
 def update_rrd_file(path: Path, sample: RrdSample) -> bool:
@@ -306,11 +307,11 @@ def update_all_rrds(engine: Engine, settings: Settings) -> CollectionReport:
         try:
             written = future.result()
         except Exception as exc:  # one machine's failure must not stop the others
-            partial = isinstance(exc, PartialCollection)
-            cause = exc.__cause__ if partial else exc
+            cause = exc.__cause__ if isinstance(exc, PartialCollection) else exc
             if not isinstance(cause, BaadalError):
                 log.error("RRD collection on %s failed", name, exc_info=cause)
-            report.vms += exc.vms if isinstance(exc, PartialCollection) else 0
+            if isinstance(exc, PartialCollection):
+                report.vms += exc.vms
             report.failures[name] = user_message(exc)
             continue
         if name in machine_futures:

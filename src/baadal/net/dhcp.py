@@ -29,7 +29,6 @@ import logging
 import os
 import re
 import signal
-import tempfile
 import threading
 import uuid
 from abc import ABC, abstractmethod
@@ -44,6 +43,7 @@ from baadal import constants as C
 from baadal.db.models import VM, PrivateIpPool
 from baadal.errors import ConfigError, ConflictError, RemoteCommandError, ValidationError
 from baadal.filelock import flocked
+from baadal.files import write_atomically
 from baadal.net.remote import RemoteTarget, execute_remote_cmd, run_local
 from baadal.net.validators import is_valid_ipv4, normalize_mac
 
@@ -214,24 +214,10 @@ class _Local(_Machine):
             raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
 
     def write(self, path: str, text: str) -> None:
-        target = Path(path)
         try:
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+            write_atomically(Path(path), text)
         except OSError as exc:
             raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
-        try:
-            with os.fdopen(fd, "w") as stream:
-                stream.write(text)
-                stream.flush()
-                os.fchmod(stream.fileno(), 0o644)
-                os.fsync(stream.fileno())
-            os.replace(tmp, target)
-        except BaseException as exc:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            if isinstance(exc, OSError):
-                raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
-            raise
 
     def run(self, argv: list[str]) -> None:
         run_local(argv, timeout=_RELOAD_TIMEOUT_S)
