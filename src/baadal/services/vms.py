@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from baadal import constants as C
 from baadal import placement
+from baadal.auth import users
 from baadal.config import Settings
 from baadal.db.models import (
     VM,
@@ -61,12 +62,10 @@ def vm_identity(session: Session, owner: User, vm_name: str) -> str:
 
 
 def get_user(session: Session, username: str | None) -> User:
+    """The named user; None means the system user (what the CLI acts as)."""
     if username is None:
         return session.get(User, C.SYSTEM_USER_ID)
-    user = session.scalar(select(User).where(User.username == username))
-    if user is None:
-        raise NotFoundError(f"no user named {username!r}")
-    return user
+    return users.get_user(session, username)
 
 
 def find_vm(session: Session, name_or_id: str | int) -> VM:
