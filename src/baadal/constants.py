@@ -156,6 +156,14 @@ class AuthType(StrEnum):
     OAUTH = "oauth"
 
 
+class RegistrationKey(StrEnum):
+    """users.registration_key (upstream): '' active, 'pending' awaiting approval."""
+
+    ACTIVE = ""
+    PENDING = "pending"
+    DISABLED = "disable"
+
+
 class TemplateDiskType(StrEnum):
     QCOW2 = "QCOW2"
     RAW = "RAW"

@@ -53,7 +53,10 @@ def test_registration_waits_for_approval_then_logs_in(
     with session_scope(sqlite_engine) as s:
         alice = s.get(User, user_id)
         assert alice.password.startswith("$argon2id$") and PASSWORD not in alice.password
-        assert (alice.email, alice.registration_key) == ("alice@example.org", users.PENDING)
+        assert (alice.email, alice.registration_key) == (
+            "alice@example.org",
+            C.RegistrationKey.PENDING,
+        )
     with pytest.raises(PermissionDenied, match="awaits an administrator's approval"):
         login(sqlite_engine, auth_settings, "alice")
     with session_scope(sqlite_engine) as s:

@@ -35,9 +35,9 @@ def is_auth_type_db(settings: Settings) -> bool:
 def _check_account(user: User) -> None:
     if user.block_user:
         raise PermissionDenied(f"the account {user.username!r} is blocked")
-    if user.registration_key == users.PENDING:
+    if user.registration_key == C.RegistrationKey.PENDING:
         raise PermissionDenied(f"the account {user.username!r} awaits an administrator's approval")
-    if user.registration_key == users.DISABLED:
+    if user.registration_key == C.RegistrationKey.DISABLED:
         raise PermissionDenied(f"the account {user.username!r} is disabled")
 
 

@@ -23,8 +23,6 @@ from baadal.db.models import Organisation, User
 from baadal.errors import ConflictError, NotFoundError, ValidationError
 from baadal.net.validators import check_safe_name
 
-#: registration_key values (upstream): active, awaiting approval, disabled
-ACTIVE, PENDING, DISABLED = "", "pending", "disable"
 USERNAME_MAX = 128
 PASSWORD_MIN = 8
 PASSWORD_MAX = 1024
@@ -112,7 +110,9 @@ def register_callback(session: Session, settings: Settings, info: UserInfo, pass
         email=email,
         password=hash_password(password),
         organisation=_organisation(session, info.organisation),
-        registration_key=ACTIVE if settings.auth.login_after_registration else PENDING,
+        registration_key=C.RegistrationKey.ACTIVE
+        if settings.auth.login_after_registration
+        else C.RegistrationKey.PENDING,
     )
     session.add(user)
     session.flush()
@@ -132,7 +132,7 @@ def create_or_update_user(session: Session, settings: Settings, info: UserInfo) 
     if user is None:
         user = User(
             username=username,
-            registration_key=ACTIVE,
+            registration_key=C.RegistrationKey.ACTIVE,
             organisation=_organisation(session, info.organisation),
         )
         session.add(user)
@@ -154,9 +154,9 @@ def create_or_update_user(session: Session, settings: Settings, info: UserInfo) 
 def approve_user(session: Session, username: str) -> User:
     """An administrator lets a pending registration log in."""
     user = get_user(session, username)
-    if user.registration_key != PENDING:
+    if user.registration_key != C.RegistrationKey.PENDING:
         raise ConflictError(f"{username!r} is not awaiting approval")
-    user.registration_key = ACTIVE
+    user.registration_key = C.RegistrationKey.ACTIVE
     return user
 
 

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from sqlalchemy import select
 
+from baadal import constants as C
 from baadal.auth import roles, sessions, users
 from baadal.cli.common import console, db, handle_errors, print_table
 from baadal.config import get_settings
@@ -32,9 +33,10 @@ def _password(from_stdin: bool, *, confirm: bool) -> str:
 def _state(user: User) -> str:
     if user.block_user:
         return "blocked"
-    return {users.PENDING: "awaiting approval", users.DISABLED: "disabled"}.get(
-        user.registration_key, "active"
-    )
+    return {
+        C.RegistrationKey.PENDING: "awaiting approval",
+        C.RegistrationKey.DISABLED: "disabled",
+    }.get(user.registration_key, "active")
 
 
 @app.command("register")

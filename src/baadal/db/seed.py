@@ -47,6 +47,6 @@ def seed_reference_data(session: Session) -> None:
                 first_name="System",
                 last_name="User",
                 organisation_id=org.id,
-                registration_key="disable",
+                registration_key=C.RegistrationKey.DISABLED,
             )
         )
