@@ -13,12 +13,10 @@ from rich.table import Table
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from baadal.db.migrate import require_schema
-from baadal.db.models import Host
-from baadal.db.session import get_engine, session_scope
 from baadal.errors import BaadalError
 from baadal.logs import log_exception
-from baadal.services import inventory
+from baadal.services import inventory, runtime
+from baadal.services.policy import Actor, actor_for
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -51,29 +49,34 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-_schema_checked: set[str] = set()
-
-
 def checked_engine() -> Engine:
-    """The engine of a database whose schema is current (checked once per process)."""
-    engine = get_engine()
-    url = str(engine.url)
-    if url not in _schema_checked:
-        require_schema(engine)
-        _schema_checked.add(url)
-    return engine
+    return runtime.checked_engine()
 
 
 @contextmanager
 def db() -> Iterator[Session]:
-    with session_scope(checked_engine()) as session:
+    with runtime.transaction() as session:
         yield session
+
+
+#: the username given with the global --as option; None acts as the system administrator
+_acting_as: str | None = None
+
+
+def act_as(username: str | None) -> None:
+    global _acting_as
+    _acting_as = username
+
+
+def actor(session: Session) -> Actor:
+    """Who this command acts for: the system administrator, or the --as user."""
+    return actor_for(session, _acting_as)
 
 
 HostArg = Annotated[str, typer.Argument(help="host name or id")]
 
 
-def load_host(name_or_id: str) -> Host:
+def load_host(name_or_id: str) -> Any:
     """A host row by name or id, detached so a command can use it after the session."""
     with db() as session:
         host = inventory.get_host(session, name_or_id)

@@ -5,6 +5,8 @@ Each sub-command group lives in its own module; this file only wires them togeth
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from baadal.cli import (
@@ -24,7 +26,7 @@ from baadal.cli import (
     users,
     vms,
 )
-from baadal.cli.common import handle_errors
+from baadal.cli.common import act_as, handle_errors
 from baadal.logs import setup_logging
 
 app = typer.Typer(
@@ -37,9 +39,20 @@ app = typer.Typer(
 
 @app.callback()
 @handle_errors
-def _setup() -> None:
+def _setup(
+    as_user: Annotated[
+        str | None,
+        typer.Option(
+            "--as",
+            metavar="USERNAME",
+            help="act as this user (the policy decides what they may do); "
+            "default: the system administrator",
+        ),
+    ] = None,
+) -> None:
     """Every command logs to the Baadal log (tracebacks go there, never to the screen)."""
     setup_logging()
+    act_as(as_user)
 
 
 app.command("demo")(demo.demo_cmd)

@@ -1,0 +1,33 @@
+"""Sessions and engines for the doors: a database whose schema is current, one
+transaction per request (the door decides where it ends)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from baadal.config import Settings
+from baadal.db.migrate import require_schema
+from baadal.db.session import get_engine, session_scope
+
+_schema_checked: set[str] = set()
+
+
+def checked_engine(settings: Settings | None = None) -> Engine:
+    """The engine of a database whose schema is current (checked once per process)."""
+    engine = get_engine(settings)
+    url = str(engine.url)
+    if url not in _schema_checked:
+        require_schema(engine)
+        _schema_checked.add(url)
+    return engine
+
+
+@contextmanager
+def transaction(settings: Settings | None = None) -> Iterator[Session]:
+    """One session, committed when the block ends, rolled back when it raises."""
+    with session_scope(checked_engine(settings)) as session:
+        yield session
