@@ -8,9 +8,9 @@ from typing import Annotated, Any
 import typer
 
 from baadal import constants as C
-from baadal.cli.common import console, db, handle_errors, print_table
-from baadal.db.models import Datastore, Host, Template
+from baadal.cli.common import actor, console, db, handle_errors, print_table
 from baadal.services import inventory
+from baadal.services.rows import Datastore, Host, Template
 
 host_app = typer.Typer(help="Hypervisor hosts.", no_args_is_help=True)
 datastore_app = typer.Typer(help="Datastores: shared storage for images.", no_args_is_help=True)
@@ -82,6 +82,7 @@ def host_add_cmd(
     with db() as session:
         host = inventory.add_host(
             session,
+            actor(session),
             name=name,
             address=address,
             cpus=cpus,
@@ -107,7 +108,7 @@ def host_list_cmd() -> None:
     with db() as session:
         rows = [
             (h.id, h.host_name, h.address, _status_name(h.status), h.CPUs, h.RAM, h.host_type)
-            for h in inventory.list_hosts(session)
+            for h in inventory.list_hosts(session, actor(session))
         ]
     print_table("Hosts", ["id", "name", "address", "status", "CPUs", "RAM GB", "type"], rows)
 
@@ -117,7 +118,7 @@ def host_list_cmd() -> None:
 def host_show_cmd(host: NameOrId) -> None:
     """One host, every field."""
     with db() as session:
-        rows = _host_fields(inventory.get_host(session, host))
+        rows = _host_fields(inventory.get_host(session, actor(session), host))
     _fields(f"host {host}", rows)
 
 
@@ -129,7 +130,7 @@ def host_set_status_cmd(
 ) -> None:
     """Mark a host up, down or in maintenance (placement uses UP hosts only)."""
     with db() as session:
-        row = inventory.set_host_status(session, host, status)
+        row = inventory.set_host_status(session, actor(session), host, status)
         line = f"host {row.host_name} is now {_status_name(row.status)}"
     _say(line)
 
@@ -139,7 +140,7 @@ def host_set_status_cmd(
 def host_remove_cmd(host: NameOrId) -> None:
     """Forget a host; refused while any VM is on it."""
     with db() as session:
-        inventory.remove_host(session, host)
+        inventory.remove_host(session, actor(session), host)
     _say(f"removed host {host}")
 
 
@@ -181,6 +182,7 @@ def datastore_add_cmd(
     with db() as session:
         ds = inventory.add_datastore(
             session,
+            actor(session),
             name=name,
             mount_point=mount_point,
             capacity_gb=capacity_gb,
@@ -200,7 +202,7 @@ def datastore_list_cmd() -> None:
     with db() as session:
         rows = [
             (d.id, d.ds_name, d.system_mount_point, d.capacity, d.used)
-            for d in inventory.list_datastores(session)
+            for d in inventory.list_datastores(session, actor(session))
         ]
     print_table("Datastores", ["id", "name", "mount point", "capacity GB", "used GB"], rows)
 
@@ -210,7 +212,7 @@ def datastore_list_cmd() -> None:
 def datastore_show_cmd(datastore: NameOrId) -> None:
     """One datastore, every field."""
     with db() as session:
-        rows = _datastore_fields(inventory.get_datastore(session, datastore))
+        rows = _datastore_fields(inventory.get_datastore(session, actor(session), datastore))
     _fields(f"datastore {datastore}", rows)
 
 
@@ -268,6 +270,7 @@ def template_add_cmd(
     with db() as session:
         t = inventory.add_template(
             session,
+            actor(session),
             name=name,
             datastore=datastore,
             hdfile=hdfile,
@@ -296,7 +299,7 @@ def template_list_cmd(
     with db() as session:
         rows = [
             (t.id, t.name, "yes" if t.is_active else "no", t.os_name, t.hdd, t.datastore.ds_name)
-            for t in inventory.list_templates(session, active_only=active_only)
+            for t in inventory.list_templates(session, actor(session), active_only=active_only)
         ]
     print_table("Templates", ["id", "name", "active", "OS", "HDD GB", "datastore"], rows)
 
@@ -306,7 +309,7 @@ def template_list_cmd(
 def template_show_cmd(template: NameOrId) -> None:
     """One template, every field."""
     with db() as session:
-        rows = _template_fields(inventory.get_template(session, template))
+        rows = _template_fields(inventory.get_template(session, actor(session), template))
     _fields(f"template {template}", rows)
 
 
@@ -315,6 +318,6 @@ def template_show_cmd(template: NameOrId) -> None:
 def template_deactivate_cmd(template: NameOrId) -> None:
     """Stop offering a template for new VMs; existing VMs are untouched."""
     with db() as session:
-        t = inventory.deactivate_template(session, template)
+        t = inventory.deactivate_template(session, actor(session), template)
         line = f"template {t.name} deactivated"
     _say(line)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from baadal.cli.common import db, handle_errors
+from baadal.cli.common import actor, db, handle_errors
 from baadal.cli.vms import InlineOpt, WaitOpt, follow_task
 from baadal.services import vms
 
@@ -25,8 +25,6 @@ def migrate_cmd(
 ) -> None:
     """Migrate a VM to another host; a shut-off VM always moves offline."""
     with db() as session:
-        task = vms.request_migrate(
-            session, vms.find_vm(session, vm), to, live=not offline, requester_id=None
-        )
+        task = vms.request_migrate(session, actor(session), vm, to, live=not offline)
         task_id = task.id
     follow_task(task_id, wait=wait, inline=inline)

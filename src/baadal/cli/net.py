@@ -7,9 +7,8 @@ from typing import Annotated
 import typer
 
 from baadal.cli import pools
-from baadal.cli.common import checked_engine, console, db, handle_errors, print_table
+from baadal.cli.common import actor, checked_engine, console, db, handle_errors, print_table
 from baadal.config import get_settings
-from baadal.net import dhcp, nat
 from baadal.services import networks
 
 app = typer.Typer(help="Networking: security domains, pools, DHCP, NAT.", no_args_is_help=True)
@@ -35,7 +34,7 @@ def domain_add_cmd(
     """Add a security domain with its own VLAN and private pool (all or nothing)."""
     with db() as session:
         domain = networks.add_security_domain(
-            session, name, vlan_tag=vlan, cidr=cidr, ip_from=ip_from, ip_to=ip_to,
+            session, actor(session), name, vlan_tag=vlan, cidr=cidr, ip_from=ip_from, ip_to=ip_to,
             visible_to_all=not hidden,
         )  # fmt: skip
         line = f"added security domain {domain.name} on VLAN {vlan} ({cidr})"
@@ -47,7 +46,7 @@ def domain_add_cmd(
 def domain_remove_cmd(name: str) -> None:
     """Remove a security domain with its VLAN and pool (refused while VMs use it)."""
     with db() as session:
-        networks.remove_security_domain(session, name)
+        networks.remove_security_domain(session, actor(session), name)
     console.print(f"removed security domain {name}", highlight=False)
 
 
@@ -59,7 +58,7 @@ def domain_list_cmd() -> None:
         rows = [
             (d.name, f"{d.vlan_tag} ({d.vlan_name})", d.network, f"{d.pool_used}/{d.pool_size}",
              str(d.vms), "yes" if d.visible_to_all else "no")
-            for d in networks.list_security_domains(session)
+            for d in networks.list_security_domains(session, actor(session))
         ]  # fmt: skip
     print_table("Security domains", ["name", "VLAN", "network", "IPs used", "VMs", "visible"], rows)
 
@@ -68,7 +67,8 @@ def domain_list_cmd() -> None:
 @handle_errors
 def dhcp_show_cmd() -> None:
     """The reservations in the DHCP server's file."""
-    entries = dhcp.read_dhcp_entries(get_settings())
+    with db() as session:
+        entries = networks.dhcp_entries(actor(session), get_settings())
     print_table(
         "DHCP reservations", ["name", "MAC", "IP"], [(e.name, e.mac, e.ip) for e in entries]
     )
@@ -79,8 +79,7 @@ def dhcp_show_cmd() -> None:
 def dhcp_rebuild_cmd() -> None:
     """Rewrite the reservations from the database (after the file was lost)."""
     with db() as session:
-        entries = dhcp.dhcp_entries_from_db(session)
-    count = dhcp.rebuild_dhcp_entries(get_settings(), entries)
+        count = networks.rebuild_dhcp(session, actor(session), get_settings())
     console.print(f"{count} reservation(s) written", highlight=False)
 
 
@@ -88,7 +87,9 @@ def dhcp_rebuild_cmd() -> None:
 @handle_errors
 def nat_show_cmd() -> None:
     """The rules Baadal made on the NAT box."""
-    for line in nat.baadal_rules(get_settings()):
+    with db() as session:
+        lines = networks.nat_rules(actor(session), get_settings())
+    for line in lines:
         console.print(line, highlight=False, soft_wrap=True)
 
 
@@ -96,7 +97,9 @@ def nat_show_cmd() -> None:
 @handle_errors
 def nat_reapply_cmd() -> None:
     """Re-create every mapping from the database (after a NAT box reboot)."""
-    count = nat.reapply_nat_mappings(checked_engine(), get_settings())
+    with db() as session:
+        who = actor(session)
+    count = networks.reapply_nat(checked_engine(), who, get_settings())
     console.print(f"{count} rule(s)/alias(es) added", highlight=False)
 
 
@@ -104,5 +107,7 @@ def nat_reapply_cmd() -> None:
 @handle_errors
 def nat_clear_cmd() -> None:
     """Remove every Baadal mapping from the NAT box (the database keeps them)."""
-    count = nat.clear_all_nat_mappings(checked_engine(), get_settings())
+    with db() as session:
+        who = actor(session)
+    count = networks.clear_nat(checked_engine(), who, get_settings())
     console.print(f"{count} rule(s)/alias(es) removed", highlight=False)

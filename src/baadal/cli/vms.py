@@ -7,14 +7,20 @@ from typing import Annotated
 
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from sqlalchemy import select
 
 from baadal import constants as C
-from baadal.cli.common import checked_engine, console, db, fail, handle_errors, print_table
+from baadal.cli.common import (
+    actor,
+    checked_engine,
+    console,
+    db,
+    fail,
+    handle_errors,
+    print_table,
+)
 from baadal.config import get_settings
-from baadal.db.models import VM, Snapshot, Task
+from baadal.db.models import Task
 from baadal.db.session import get_engine, session_scope
-from baadal.net import nat
 from baadal.services import vms
 from baadal.tasks.registry import load_handler_modules
 from baadal.tasks.worker import Worker
@@ -89,12 +95,13 @@ def create_cmd(
     with db() as session:
         queued = vms.request_vm(
             session,
+            actor(session),
             settings,
             vm_name=name,
             template=template,
             ram_mb=ram,
             vcpus=vcpus,
-            owner=vms.get_user(session, owner),
+            owner=owner,
             security_domain=domain,
             public_ip=public_ip,
             extra_disk_gb=extra_disk,
@@ -107,6 +114,7 @@ def create_cmd(
 @app.command("list")
 @handle_errors
 def list_cmd() -> None:
+    """The VMs you may see (admins: all; orgadmins: their organisation's)."""
     with db() as session:
         rows = [
             (
@@ -120,7 +128,7 @@ def list_cmd() -> None:
                 vm.RAM,
                 vm.vCPU,
             )
-            for vm in session.scalars(select(VM).order_by(VM.id))
+            for vm in vms.list_vms(session, actor(session))
         ]
     print_table(
         "VMs", ["id", "name", "identity", "status", "host", "IP", "public IP", "MB", "vCPU"], rows
@@ -131,7 +139,8 @@ def list_cmd() -> None:
 @handle_errors
 def show_cmd(vm: str) -> None:
     with db() as session:
-        row = vms.find_vm(session, vm)
+        who = actor(session)
+        row = vms.get_vm(session, who, vm)
         fields = [
             ("id", row.id),
             ("name", row.vm_name),
@@ -148,8 +157,7 @@ def show_cmd(vm: str) -> None:
             ("datastore", row.datastore.ds_name if row.datastore else ""),
         ]
         snaps = [
-            (s.id, s.snapshot_name, s.timestamp)
-            for s in session.scalars(select(Snapshot).where(Snapshot.vm_id == row.id))
+            (s.id, s.snapshot_name, s.timestamp) for s in vms.list_snapshots(session, who, row.id)
         ]
     print_table(f"VM {vm}", ["field", "value"], fields)
     if snaps:
@@ -159,7 +167,7 @@ def show_cmd(vm: str) -> None:
 def _operation(op: str) -> None:
     def command(vm: str, wait: WaitOpt = True, inline: InlineOpt = False) -> None:
         with db() as session:
-            task = vms.operate(session, vms.find_vm(session, vm), op, C.SYSTEM_USER_ID)
+            task = vms.operate(session, actor(session), vm, op)
             task_id = task.id
         follow_task(task_id, wait=wait, inline=inline)
 
@@ -188,8 +196,8 @@ def edit_cmd(
     with db() as session:
         task = vms.request_edit(
             session,
-            vms.find_vm(session, vm),
-            C.SYSTEM_USER_ID,
+            actor(session),
+            vm,
             ram_mb=ram,
             vcpus=vcpus,
             public_ip=public_ip,
@@ -202,8 +210,7 @@ def edit_cmd(
 def _public_ip(attach: bool) -> None:
     def command(vm: str, wait: WaitOpt = True, inline: InlineOpt = False) -> None:
         with db() as session:
-            target = vms.find_vm(session, vm)
-            task_id = vms.request_edit(session, target, C.SYSTEM_USER_ID, public_ip=attach).id
+            task_id = vms.request_edit(session, actor(session), vm, public_ip=attach).id
         follow_task(task_id, wait=wait, inline=inline)
 
     verb = "attach" if attach else "detach"
@@ -223,9 +230,8 @@ def vnc_grant_cmd(
 ) -> None:
     """Open a running VM's console for a limited time (at most 10 grants a day)."""
     with db() as session:
-        vm_id = vms.find_vm(session, vm).id
-    grant = nat.grant_vnc_access(checked_engine(), get_settings(), vm_id, C.SYSTEM_USER_ID,
-                                 duration_s=minutes * 60)  # fmt: skip
+        who = actor(session)
+    grant = vms.grant_vnc_access(checked_engine(), who, get_settings(), vm, minutes * 60)
     console.print(
         f"VNC console of {vm}: {grant.vnc_ip}:{grant.port} until {grant.expiry_time:%H:%M} UTC;"
         f" password: {grant.password}",
@@ -244,9 +250,7 @@ def clone_cmd(
 ) -> None:
     """Clone a shut-off VM."""
     with db() as session:
-        task, _ = vms.request_clone(
-            session, vms.find_vm(session, vm), count, C.SYSTEM_USER_ID, full=full
-        )
+        task, _ = vms.request_clone(session, actor(session), vm, count, full=full)
         task_id = task.id
     follow_task(task_id, wait=wait, inline=inline)
 
@@ -255,7 +259,7 @@ def clone_cmd(
 @handle_errors
 def snapshot_take(vm: str, wait: WaitOpt = True, inline: InlineOpt = False) -> None:
     with db() as session:
-        task_id = vms.request_snapshot(session, vms.find_vm(session, vm), C.SYSTEM_USER_ID).id
+        task_id = vms.request_snapshot(session, actor(session), vm).id
     follow_task(task_id, wait=wait, inline=inline)
 
 
@@ -266,8 +270,7 @@ def snapshot_revert(
     vm: str, snapshot: str, wait: WaitOpt = True, inline: InlineOpt = False
 ) -> None:
     with db() as session:
-        row = vms.find_vm(session, vm)
-        task_id = vms.request_revert(session, row, snapshot, C.SYSTEM_USER_ID).id
+        task_id = vms.request_revert(session, actor(session), vm, snapshot).id
     follow_task(task_id, wait=wait, inline=inline)
 
 
@@ -277,8 +280,7 @@ def snapshot_delete(
     vm: str, snapshot: str, wait: WaitOpt = True, inline: InlineOpt = False
 ) -> None:
     with db() as session:
-        row = vms.find_vm(session, vm)
-        task_id = vms.request_delete_snapshot(session, row, snapshot, C.SYSTEM_USER_ID).id
+        task_id = vms.request_delete_snapshot(session, actor(session), vm, snapshot).id
     follow_task(task_id, wait=wait, inline=inline)
 
 
@@ -291,6 +293,5 @@ def disk_attach(
     inline: InlineOpt = False,
 ) -> None:
     with db() as session:
-        row = vms.find_vm(session, vm)
-        task_id = vms.request_attach_disk(session, row, size, C.SYSTEM_USER_ID).id
+        task_id = vms.request_attach_disk(session, actor(session), vm, size).id
     follow_task(task_id, wait=wait, inline=inline)

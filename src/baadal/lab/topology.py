@@ -90,6 +90,7 @@ from baadal.lab.layout import (
 from baadal.net import dhcp
 from baadal.net.remote import run_local
 from baadal.services import inventory
+from baadal.services.policy import SYSTEM
 from baadal.vm import storage
 from baadal.vm.power import clean_up_database_after_vm_deletion
 
@@ -815,7 +816,7 @@ def register_rows(session: Session, settings: Settings) -> None:
     VMs whose disks did not survive a rebuild are forgotten."""
     ds_path = datastore_dir(settings)
     try:
-        ds = inventory.get_datastore(session, DATASTORE_NAME)
+        ds = inventory.get_datastore(session, SYSTEM, DATASTORE_NAME)
         if ds.system_mount_point != str(ds_path):
             raise ConflictError(
                 f"datastore {DATASTORE_NAME!r} already exists at {ds.system_mount_point}"
@@ -823,7 +824,7 @@ def register_rows(session: Session, settings: Settings) -> None:
         inventory.ensure_datastore_layout(settings, ds_path)
     except NotFoundError:
         ds = inventory.add_datastore(
-            session, name=DATASTORE_NAME, mount_point=str(ds_path), capacity_gb=100,
+            session, SYSTEM, name=DATASTORE_NAME, mount_point=str(ds_path), capacity_gb=100,
             settings=settings,
         )  # fmt: skip
     session.flush()
@@ -831,7 +832,7 @@ def register_rows(session: Session, settings: Settings) -> None:
     if session.scalar(select(Template).where(Template.name == TEMPLATE_NAME)) is None:
         guest = build_tiny_guest(inventory.templates_dir(settings, ds) / TEMPLATE_DIR)
         inventory.add_template(
-            session, name=TEMPLATE_NAME, datastore=ds.id,
+            session, SYSTEM, name=TEMPLATE_NAME, datastore=ds.id,
             hdfile=f"{TEMPLATE_DIR}/tiny-disk.qcow2", os_version=guest.kernel_version,
             hdd_gb=1, os="Linux", os_name="Others",
             boot_kernel=f"{TEMPLATE_DIR}/vmlinuz", boot_initrd=f"{TEMPLATE_DIR}/tiny-initrd.gz",
@@ -844,7 +845,7 @@ def register_rows(session: Session, settings: Settings) -> None:
         row = session.scalar(select(Host).where(Host.host_name == host.name))
         if row is None:
             row = inventory.add_host(
-                session, name=host.name, address=host.mgmt_ip, cpus=cpus, ram_gb=ram_gb,
+                session, SYSTEM, name=host.name, address=host.mgmt_ip, cpus=cpus, ram_gb=ram_gb,
                 hdd_gb=100, libvirt_uri=host.uri, host_type=C.HostType.VIRTUAL,
                 category="lab", status=C.HostStatus.UP,
             )  # fmt: skip

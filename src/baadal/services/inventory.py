@@ -23,6 +23,8 @@ from baadal.config import Settings, get_settings
 from baadal.db.models import VM, Base, Datastore, Host, Template, VncAccess
 from baadal.errors import ConflictError, NotFoundError, ValidationError
 from baadal.net.validators import check_safe_name, is_valid_ipv4, normalize_mac
+from baadal.services import lookup
+from baadal.services.policy import Action, Actor, guarded, require, template_filter
 
 M = TypeVar("M", bound=Base)
 
@@ -119,27 +121,6 @@ def _insert(session: Session, row: M, what: str) -> M:
     return row
 
 
-def _by_name_or_id(
-    session: Session,
-    model: type[M],
-    name_column: InstrumentedAttribute[str],
-    value: str | int,
-    what: str,
-) -> M:
-    """Names first: a host may well be called '12', and then the name must win."""
-    if isinstance(value, str):
-        row = session.scalar(select(model).where(name_column == value))
-        if row is not None:
-            return row
-        if value.isdigit():
-            value = int(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        row = session.get(model, value)
-        if row is not None:
-            return row
-    raise NotFoundError(f"no {what} named {value!r}")
-
-
 # --- addresses and URIs --------------------------------------------------------------
 
 
@@ -221,8 +202,10 @@ def parse_host_type(value: C.HostType | str) -> C.HostType:
     return C.HostType(_choice(value, "host type", tuple(t.value for t in C.HostType)))
 
 
+@guarded(Action.HOST_MANAGE)
 def add_host(
     session: Session,
+    actor: Actor,
     *,
     name: str,
     address: str,
@@ -284,27 +267,31 @@ def add_host(
     return _insert(session, host, f"host {name!r}")
 
 
-def list_hosts(session: Session) -> list[Host]:
+@guarded(Action.HOST_READ)
+def list_hosts(session: Session, actor: Actor) -> list[Host]:
     return list(session.scalars(select(Host).order_by(Host.host_name)))
 
 
-def get_host(session: Session, name_or_id: str | int) -> Host:
-    return _by_name_or_id(session, Host, Host.host_name, name_or_id, "host")
+@guarded(Action.HOST_READ)
+def get_host(session: Session, actor: Actor, name_or_id: str | int) -> Host:
+    return lookup.host(session, name_or_id)
 
 
+@guarded(Action.HOST_MANAGE)
 def set_host_status(
-    session: Session, name_or_id: str | int, status: C.HostStatus | int | str
+    session: Session, actor: Actor, name_or_id: str | int, status: C.HostStatus | int | str
 ) -> Host:
     state = parse_host_status(status)
-    host = get_host(session, name_or_id)
+    host = lookup.host(session, name_or_id)
     host.status = int(state)
     session.flush()
     return host
 
 
-def remove_host(session: Session, name_or_id: str | int) -> None:
+@guarded(Action.HOST_MANAGE)
+def remove_host(session: Session, actor: Actor, name_or_id: str | int) -> None:
     """Refused while VMs live there: their rows would point at nothing."""
-    host = get_host(session, name_or_id)
+    host = lookup.host(session, name_or_id)
     vms = session.scalar(select(func.count()).select_from(VM).where(VM.host_id == host.id)) or 0
     if vms:
         raise ConflictError(
@@ -348,8 +335,10 @@ def ensure_datastore_layout(settings: Settings, mount_point: Path) -> list[Path]
     return made
 
 
+@guarded(Action.DATASTORE_MANAGE)
 def add_datastore(
     session: Session,
+    actor: Actor,
     *,
     name: str,
     mount_point: str,
@@ -396,12 +385,14 @@ def add_datastore(
     return _insert(session, datastore, f"datastore {name!r}")
 
 
-def list_datastores(session: Session) -> list[Datastore]:
+@guarded(Action.DATASTORE_READ)
+def list_datastores(session: Session, actor: Actor) -> list[Datastore]:
     return list(session.scalars(select(Datastore).order_by(Datastore.ds_name)))
 
 
-def get_datastore(session: Session, name_or_id: str | int) -> Datastore:
-    return _by_name_or_id(session, Datastore, Datastore.ds_name, name_or_id, "datastore")
+@guarded(Action.DATASTORE_READ)
+def get_datastore(session: Session, actor: Actor, name_or_id: str | int) -> Datastore:
+    return lookup.datastore(session, name_or_id)
 
 
 # --- templates -----------------------------------------------------------------------
@@ -433,8 +424,10 @@ def _template_file(base: Path, relative: str, what: str) -> None:
         raise NotFoundError(f"{what} {relative!r} not found in {base}")
 
 
+@guarded(Action.TEMPLATE_MANAGE)
 def add_template(
     session: Session,
+    actor: Actor,
     *,
     name: str,
     datastore: str | int,
@@ -470,7 +463,7 @@ def add_template(
     if (initrd or cmdline) and not kernel:
         raise ValidationError("boot initrd and command line need a boot kernel")
 
-    store = get_datastore(session, datastore)
+    store = lookup.datastore(session, datastore)
     base = templates_dir(settings, store)
     _template_file(base, image, "template image")
     if kernel:
@@ -498,26 +491,30 @@ def add_template(
     return _insert(session, template, f"template {name!r}")
 
 
-def list_templates(session: Session, *, active_only: bool = False) -> list[Template]:
-    query = select(Template).order_by(Template.name)
+@guarded(Action.TEMPLATE_LIST)
+def list_templates(session: Session, actor: Actor, *, active_only: bool = False) -> list[Template]:
+    """Public templates and the actor's own (admins: all)."""
+    require(session, actor, Action.TEMPLATE_LIST)
+    query = select(Template).where(template_filter(actor)).order_by(Template.name)
     if active_only:
         query = query.where(Template.is_active.is_(True))
     return list(session.scalars(query))
 
 
-def get_template(session: Session, name_or_id: str | int) -> Template:
-    return _by_name_or_id(session, Template, Template.name, name_or_id, "template")
-
-
-def deactivate_template(session: Session, name_or_id: str | int) -> Template:
-    """Hide a template from new requests; VMs made from it keep their reference."""
-    template = get_template(session, name_or_id)
-    template.is_active = False
-    session.flush()
+@guarded(Action.TEMPLATE_LIST)
+def get_template(session: Session, actor: Actor, name_or_id: str | int) -> Template:
+    template = lookup.template(session, name_or_id)
+    require(session, actor, Action.TEMPLATE_LIST, template, f"template {template.name}")
     return template
 
 
-# --- schema --------------------------------------------------------------------------
+@guarded(Action.TEMPLATE_MANAGE)
+def deactivate_template(session: Session, actor: Actor, name_or_id: str | int) -> Template:
+    """Hide a template from new requests; VMs made from it keep their reference."""
+    template = lookup.template(session, name_or_id)
+    template.is_active = False
+    session.flush()
+    return template
 
 
 # --- settings ------------------------------------------------------------------------
@@ -572,7 +569,8 @@ def _redact(data: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def settings_as_dict(settings: Settings, redact: bool = True) -> dict[str, Any]:
+@guarded(Action.SYSTEM_MANAGE)
+def settings_as_dict(actor: Actor, settings: Settings, redact: bool = True) -> dict[str, Any]:
     """The effective settings as plain data; secrets replaced by '***' unless told not to."""
     data = settings.model_dump(mode="json")
     return _redact(data) if redact else data

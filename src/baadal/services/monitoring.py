@@ -11,8 +11,9 @@ from sqlalchemy.orm import Session
 from baadal.config import Settings
 from baadal.errors import ValidationError
 from baadal.monitor import graphs, rrd
-from baadal.services.inventory import get_host
-from baadal.services.vms import find_vm
+from baadal.services import lookup
+from baadal.services.policy import Action, Actor, guarded, require, require_role_wide
+from baadal.services.vms import get_vm
 
 #: what can be monitored: a VM or a host by name, the controller, the NAT box
 SUBJECT_KINDS = ("vm", "host", rrd.CONTROLLER_IDENTITY, rrd.NAT_IDENTITY)
@@ -26,29 +27,43 @@ class Subject:
     title: str
 
 
-def find_subject(session: Session, kind: str, name_or_id: str = "") -> Subject:
+def _subject(session: Session, actor: Actor, kind: str, name_or_id: str = "") -> Subject:
+    """Whose history, if the actor may see it: a VM they may read, or (admins) the rest."""
+    if kind == "vm":
+        if not name_or_id:
+            raise ValidationError("name the vm (its name or id)")
+        vm = get_vm(session, actor, name_or_id)
+        require(session, actor, Action.VM_READ, vm)
+        return Subject(vm.vm_identity, f"VM {vm.vm_name}")
+    if kind not in SUBJECT_KINDS:
+        raise ValidationError(f"unknown kind {kind!r}; choose one of {', '.join(SUBJECT_KINDS)}")
+    require_role_wide(actor, Action.MONITOR_CLOUD)
     if kind in rrd.MACHINE_TITLES:
         return Subject(kind, rrd.MACHINE_TITLES[kind])
-    if kind in ("vm", "host") and not name_or_id:
+    if not name_or_id:
         raise ValidationError(f"name the {kind} (its name or id)")
-    if kind == "vm":
-        vm = find_vm(session, name_or_id)
-        return Subject(vm.vm_identity, f"VM {vm.vm_name}")
-    if kind == "host":
-        host = get_host(session, name_or_id)
-        return Subject(rrd.host_identity(host.address), f"host {host.host_name}")
-    raise ValidationError(f"unknown kind {kind!r}; choose one of {', '.join(SUBJECT_KINDS)}")
+    host = lookup.host(session, name_or_id)
+    return Subject(rrd.host_identity(host.address), f"host {host.host_name}")
 
 
+@guarded(Action.VM_READ, Action.MONITOR_CLOUD)
 def get_performance_graph(
-    session: Session, settings: Settings, kind: str, name_or_id: str, graph: str, period: str
+    session: Session,
+    actor: Actor,
+    settings: Settings,
+    kind: str,
+    name_or_id: str,
+    graph: str,
+    period: str,
 ) -> Path:
     """Draw the graph afresh from the subject's RRD file and return the PNG's path."""
-    subject = find_subject(session, kind, name_or_id)
+    subject = _subject(session, actor, kind, name_or_id)
     return graphs.create_graph(settings, subject.identity, graph, period, title=subject.title)
 
 
+@guarded(Action.VM_READ, Action.MONITOR_CLOUD)
 def fetch_rrd_data(
-    session: Session, settings: Settings, kind: str, name_or_id: str, period: str
+    session: Session, actor: Actor, settings: Settings, kind: str, name_or_id: str, period: str
 ) -> rrd.RrdAverages:
-    return rrd.fetch_rrd_data(settings, find_subject(session, kind, name_or_id).identity, period)
+    subject = _subject(session, actor, kind, name_or_id)
+    return rrd.fetch_rrd_data(settings, subject.identity, period)

@@ -9,14 +9,17 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from baadal import constants as C
 from baadal import pools
+from baadal.config import Settings
 from baadal.db.models import VM, PrivateIpPool, SecurityDomain, Vlan
-from baadal.errors import ConflictError, NotFoundError
+from baadal.errors import ConflictError
+from baadal.net import dhcp, nat
 from baadal.net import validators as V
+from baadal.services import lookup
+from baadal.services.policy import Action, Actor, guarded, require, security_domain_filter
 
 DOMAIN_NAME_MAX = 30
 
@@ -33,18 +36,10 @@ class DomainSummary:
     visible_to_all: bool
 
 
-def get_security_domain(session: Session, name_or_id: str | int) -> SecurityDomain:
-    text = str(name_or_id)
-    domain = session.get(SecurityDomain, int(text)) if text.isdigit() else None
-    if domain is None:
-        domain = session.scalar(select(SecurityDomain).where(SecurityDomain.name == text))
-    if domain is None:
-        raise NotFoundError(f"no security domain named {text!r}")
-    return domain
-
-
+@guarded(Action.NETWORK_MANAGE)
 def add_security_domain(
     session: Session,
+    actor: Actor,
     name: str,
     *,
     vlan_tag: int,
@@ -73,9 +68,10 @@ def add_security_domain(
     return domain
 
 
-def remove_security_domain(session: Session, name_or_id: str | int) -> None:
+@guarded(Action.NETWORK_MANAGE)
+def remove_security_domain(session: Session, actor: Actor, name_or_id: str | int) -> None:
     """Remove a domain, its VLAN and its free pool; refused while any VM uses it."""
-    domain = get_security_domain(session, name_or_id)
+    domain = lookup.security_domain(session, name_or_id)
     users = session.scalar(
         select(func.count()).select_from(VM).where(VM.security_domain_id == domain.id)
     )
@@ -95,9 +91,15 @@ def remove_security_domain(session: Session, name_or_id: str | int) -> None:
     session.flush()
 
 
-def list_security_domains(session: Session) -> list[DomainSummary]:
+@guarded(Action.NETWORK_LIST)
+def list_security_domains(session: Session, actor: Actor) -> list[DomainSummary]:
+    """The domains the actor may put VMs in, with their pool usage."""
+    require(session, actor, Action.NETWORK_LIST)
     rows = []
-    for domain in session.scalars(select(SecurityDomain).order_by(SecurityDomain.name)):
+    query = (
+        select(SecurityDomain).where(security_domain_filter(actor)).order_by(SecurityDomain.name)
+    )
+    for domain in session.scalars(query):
         vlan: Vlan = domain.vlan
         size = session.scalar(
             select(func.count()).select_from(PrivateIpPool).where(PrivateIpPool.vlan_id == vlan.id)
@@ -126,14 +128,34 @@ def list_security_domains(session: Session) -> list[DomainSummary]:
     return rows
 
 
-def check_domain_change(session: Session, vm: VM, domain: SecurityDomain) -> None:
-    """A move must go somewhere else and have a free address there before it is queued."""
-    if vm.security_domain_id == domain.id:
-        raise ConflictError(f"{vm.vm_name} is already in security domain {domain.name!r}")
-    if vm.status in (C.VMStatus.IN_QUEUE, C.VMStatus.UNKNOWN):
-        raise ConflictError(f"{vm.vm_name} is not installed")
-    if vm.status == C.VMStatus.SUSPENDED:
-        raise ConflictError(f"{vm.vm_name} is paused: resume or stop it before moving it")
-    free = pools.free_private_count(session, domain.vlan_id)
-    if not free:
-        raise ConflictError(f"no free private IP left in security domain {domain.name!r}")
+# --- DHCP reservations and NAT mappings ---------------------------------------------
+
+
+@guarded(Action.NETWORK_MANAGE)
+def dhcp_entries(actor: Actor, settings: Settings) -> list[dhcp.DhcpEntry]:
+    """The reservations in the DHCP server's file."""
+    return dhcp.read_dhcp_entries(settings)
+
+
+@guarded(Action.NETWORK_MANAGE)
+def rebuild_dhcp(session: Session, actor: Actor, settings: Settings) -> int:
+    """Rewrite the reservations from the database (after the file was lost)."""
+    return dhcp.rebuild_dhcp_entries(settings, dhcp.dhcp_entries_from_db(session))
+
+
+@guarded(Action.NETWORK_MANAGE)
+def nat_rules(actor: Actor, settings: Settings) -> list[str]:
+    """The rules Baadal made on the NAT box."""
+    return list(nat.baadal_rules(settings))
+
+
+@guarded(Action.NETWORK_MANAGE)
+def reapply_nat(engine: Engine, actor: Actor, settings: Settings) -> int:
+    """Re-create every mapping from the database (after a NAT box reboot)."""
+    return nat.reapply_nat_mappings(engine, settings)
+
+
+@guarded(Action.NETWORK_MANAGE)
+def clear_nat(engine: Engine, actor: Actor, settings: Settings) -> int:
+    """Remove every Baadal mapping from the NAT box (the database keeps them)."""
+    return nat.clear_all_nat_mappings(engine, settings)

@@ -222,7 +222,7 @@ RULES: dict[Action, dict[C.Role, Scope]] = {
     Action.USER_LIST: _row(ALL, ORG, OWN, OWN),
     Action.USER_APPROVE: _row(ALL, ORG, NONE, NONE),
     Action.USER_ROLES: _row(ALL, NONE, NONE, NONE),
-    Action.USER_PASSWORD: _row(ALL, NONE, OWN, OWN),
+    Action.USER_PASSWORD: _row(ALL, OWN, OWN, OWN),
 }
 
 
@@ -410,31 +410,33 @@ def security_domain_filter(actor: Actor) -> ColumnElement[bool]:
 
 # --- declaring service functions --------------------------------------------------------
 
-#: every guarded service function: "module.function" -> its action
-GUARDED: dict[str, Action] = {}
+#: every guarded service function: "module.function" -> its actions
+GUARDED: dict[str, tuple[Action, ...]] = {}
 
 
 def _actor_argument(signature: inspect.Signature, args: tuple[Any, ...], kwargs: dict) -> Any:
     if "actor" in kwargs:
         return kwargs["actor"]
-    names = list(signature.parameters)
-    index = names.index("actor")
+    index = list(signature.parameters).index("actor")
     return args[index] if index < len(args) else None
 
 
-def guarded(action: Action) -> Callable[[F], F]:
-    """Declare a service function's action (its parameter ``actor`` is checked).
+def guarded(*actions: Action) -> Callable[[F], F]:
+    """Declare the action(s) a service function performs (its ``actor`` is checked).
 
-    Role-wide actions are checked here, before the function runs; object-scoped ones
-    must be checked by the function with :func:`require`, and are verified afterwards.
+    A single role-wide action is checked here, before the function runs. Otherwise the
+    function checks with :func:`require` (object-scoped: once it found the object; several
+    actions: the one that applies), and this verifies afterwards that it did.
     """
+    if not actions:
+        raise TypeError("guarded() needs at least one action")
 
     def decorate(func: F) -> F:
         signature = inspect.signature(func)
         if "actor" not in signature.parameters:
             raise TypeError(f"{func.__qualname__}: a guarded function takes an 'actor'")
-        GUARDED[f"{func.__module__}.{func.__qualname__}"] = action
-        role_wide = action.target == Target.NONE
+        GUARDED[f"{func.__module__}.{func.__qualname__}"] = actions
+        checked_first = len(actions) == 1 and actions[0].target == Target.NONE
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -442,20 +444,20 @@ def guarded(action: Action) -> Callable[[F], F]:
             if not isinstance(actor, Actor):
                 raise TypeError(f"{func.__qualname__} needs an Actor, got {actor!r}")
             if actor.blocked:
-                raise _refuse(actor, action)
-            if role_wide:
-                require_role_wide(actor, action)
+                raise _refuse(actor, actions[0])
+            if checked_first:
+                require_role_wide(actor, actions[0])
                 return func(*args, **kwargs)
             token = _checked.set(set())
             try:
                 result = func(*args, **kwargs)
-                if action not in (_checked.get() or set()):
-                    raise RuntimeError(f"{func.__qualname__} did not check {action.name}")
+                if not set(actions) & (_checked.get() or set()):
+                    names = "/".join(a.name for a in actions)
+                    raise RuntimeError(f"{func.__qualname__} did not check {names}")
                 return result
             finally:
                 _checked.reset(token)
 
-        wrapper.__baadal_action__ = action  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]
 
     return decorate
@@ -477,8 +479,9 @@ def _rules_table() -> Iterator[str]:
 def _functions_table() -> Iterator[str]:
     yield "| service function | action |"
     yield "|---|---|"
-    for name, action in sorted(GUARDED.items()):
-        yield f"| `{name.removeprefix('baadal.services.')}` | `{action.name}` |"
+    for name, actions in sorted(GUARDED.items()):
+        names = ", ".join(f"`{a.name}`" for a in actions)
+        yield f"| `{name.removeprefix('baadal.services.')}` | {names} |"
 
 
 def authorization_markdown() -> str:
@@ -516,4 +519,7 @@ def authorization_markdown() -> str:
 
 
 if __name__ == "__main__":
-    sys.stdout.write(authorization_markdown())
+    # run as a script this module is __main__; the registry lives in the imported one
+    from baadal.services import policy
+
+    sys.stdout.write(policy.authorization_markdown())

@@ -1,21 +1,20 @@
-"""VM requests: what the front doors call to create and operate VMs.
+"""VMs: what the front doors call to create, see and operate VMs.
 
-Every function validates first (clear error, nothing written), then records the change
-and its task in the caller's transaction. The handlers in ``baadal.vm`` do the work.
-Roles are checked by the front doors' auth layer (a later issue); here ``requester`` is
-who asked, recorded on the rows and tasks.
+Every function checks the actor with the policy, validates (clear error, nothing
+written), then records the change and its task in the caller's transaction. The handlers
+in ``baadal.vm`` do the work.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, selectinload
 
 from baadal import constants as C
-from baadal import placement
-from baadal.auth import users
+from baadal import placement, pools
 from baadal.config import Settings
 from baadal.db.models import (
     VM,
@@ -27,9 +26,12 @@ from baadal.db.models import (
     User,
     UserVMMap,
 )
+from baadal.db.session import session_scope
 from baadal.errors import ConflictError, NotFoundError, ValidationError
+from baadal.net import nat
 from baadal.net.validators import check_safe_name
-from baadal.services import inventory, networks
+from baadal.services import lookup
+from baadal.services.policy import Action, Actor, guarded, require, vm_filter
 from baadal.tasks import queue
 from baadal.vm import install, migration, storage
 from baadal.vm.disk import check_disk_size
@@ -54,38 +56,35 @@ class Queued:
     task_id: int
 
 
-def vm_identity(session: Session, owner: User, vm_name: str) -> str:
+def vm_identity(owner: User, vm_name: str) -> str:
     """<organisation>_<owner username>_<vm name>: the libvirt domain name."""
     org = owner.organisation.name if owner.organisation else "NOORG"
     identity = f"{org}_{owner.username}_{vm_name}"
     return check_safe_name(identity, "VM identity", C.VM_NAME_MAX)
 
 
-def get_user(session: Session, username: str | None) -> User:
-    """The named user; None means the system user (what the CLI acts as)."""
-    if username is None:
-        return session.get(User, C.SYSTEM_USER_ID)
-    return users.get_user(session, username)
-
-
-def find_vm(session: Session, name_or_id: str | int) -> VM:
-    """A VM by id, identity or (unique) name."""
-    text = str(name_or_id)
-    vm = session.get(VM, int(text)) if text.isdigit() else None
-    if vm is None:
-        vm = session.scalar(select(VM).where(VM.vm_identity == text))
-    if vm is None:
-        matches = session.scalars(select(VM).where(VM.vm_name == text)).all()
-        if len(matches) > 1:
-            raise ConflictError(f"several VMs are named {text!r}; use the id or identity")
-        vm = matches[0] if matches else None
-    if vm is None:
-        raise NotFoundError(f"no VM {text!r}")
+def _find(session: Session, actor: Actor, name_or_id: str | int, action: Action) -> VM:
+    """The VM the actor means (their own first when names clash), if they may ``action``."""
+    vm = lookup.vm(session, name_or_id, prefer=vm_filter(actor, Action.VM_READ))
+    require(session, actor, action, vm, f"VM {vm.vm_name}")
     return vm
 
 
-def _template(session: Session, settings: Settings, name_or_id: str | int) -> Template:
-    template = inventory.get_template(session, name_or_id)
+def _owner(session: Session, actor: Actor, username: str | None) -> User:
+    """The new VM's owner: the actor, or (for those allowed) the named user."""
+    if username is None or username == actor.username:
+        user = session.get(User, actor.user_id)
+    else:
+        require(session, actor, Action.VM_CREATE_FOR_OTHERS)
+        user = session.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise NotFoundError(f"no user named {username or actor.username!r}")
+    return user
+
+
+def _template(session: Session, actor: Actor, settings: Settings, ref: str | int) -> Template:
+    template = lookup.template(session, ref)
+    require(session, actor, Action.TEMPLATE_LIST, template, f"template {template.name}")
     if not template.is_active:
         raise NotFoundError(f"template {template.name!r} is not active")
     if not storage.template_path(settings, template).is_file():
@@ -93,53 +92,60 @@ def _template(session: Session, settings: Settings, name_or_id: str | int) -> Te
     return template
 
 
-def _security_domain(session: Session, name: str | None) -> SecurityDomain | None:
+def _security_domain(session: Session, actor: Actor, name: str | None) -> SecurityDomain | None:
     if name is None:
         return None
-    domain = session.scalar(select(SecurityDomain).where(SecurityDomain.name == name))
-    if domain is None:
-        raise NotFoundError(f"no security domain named {name!r}")
+    domain = lookup.security_domain(session, name)
+    require(session, actor, Action.NETWORK_LIST, domain, f"security domain {domain.name}")
     return domain
 
 
-def _host(session: Session, name: str | None) -> Host | None:
-    """The host a VM was asked to go on: it must be UP."""
+def _host(session: Session, actor: Actor, name: str | None) -> Host | None:
+    """The host a VM was asked to go on (admins only): it must be UP."""
     if name is None:
         return None
-    host = inventory.get_host(session, name)
+    require(session, actor, Action.VM_PLACE)
+    host = lookup.host(session, name)
     if host.status != C.HostStatus.UP:
         raise ConflictError(f"host {host.host_name} is {C.HostStatus(host.status).name}")
     return host
 
 
+def _check_name_free(session: Session, owner: User, vm_name: str) -> str:
+    identity = vm_identity(owner, vm_name)
+    if session.scalar(select(VM.id).where(VM.vm_identity == identity)) is not None:
+        raise ConflictError(f"{owner.username} already has a VM named {vm_name!r}")
+    return identity
+
+
+@guarded(Action.VM_CREATE)
 def request_vm(
     session: Session,
+    actor: Actor,
     settings: Settings,
     *,
     vm_name: str,
     template: str | int,
     ram_mb: int,
     vcpus: int,
-    owner: User,
-    requester: User | None = None,
+    owner: str | None = None,
     security_domain: str | None = None,
     public_ip: bool = False,
     extra_disk_gb: int = 0,
     host: str | None = None,
     purpose: str | None = None,
 ) -> Queued:
-    """An approved VM request: the VM row (IN_QUEUE), its users, its 'Create VM' task."""
-    requester = requester or owner
+    """An approved VM request: the VM row (IN_QUEUE), its users, its 'Create VM' task.
+    ``owner`` is a username (default: the actor)."""
     check_safe_name(vm_name, "VM name", 30)
     check_ram_vcpus(ram_mb, vcpus)
     if extra_disk_gb:
         check_disk_size(extra_disk_gb)
-    tmpl = _template(session, settings, template)
-    domain = _security_domain(session, security_domain)
-    chosen = _host(session, host)
-    identity = vm_identity(session, owner, vm_name)
-    if session.scalar(select(VM.id).where(VM.vm_identity == identity)) is not None:
-        raise ConflictError(f"{owner.username} already has a VM named {vm_name!r}")
+    owner_row = _owner(session, actor, owner)
+    chosen = _host(session, actor, host)
+    tmpl = _template(session, actor, settings, template)
+    domain = _security_domain(session, actor, security_domain)
+    identity = _check_name_free(session, owner_row, vm_name)
     # early, non-binding checks so the user hears now, not from a failed task
     placement.choose_datastore(session, tmpl.hdd + extra_disk_gb)
     others = session.scalars(select(Host.id).where(Host.id != chosen.id)).all() if chosen else ()
@@ -152,8 +158,8 @@ def request_vm(
         HDD=tmpl.hdd,
         extra_HDD=extra_disk_gb,
         template_id=tmpl.id,
-        owner_id=owner.id,
-        requester_id=requester.id,
+        owner_id=owner_row.id,
+        requester_id=actor.user_id,
         security_domain_id=domain.id if domain else None,
         public_ip_wanted=public_ip,
         purpose=purpose,
@@ -161,17 +167,19 @@ def request_vm(
     )
     session.add(vm)
     session.flush()
-    for user_id in {owner.id, requester.id}:
+    for user_id in {owner_row.id, actor.user_id}:
         session.add(UserVMMap(user_id=user_id, vm_id=vm.id))
     params = {"host_id": chosen.id} if chosen else {}
     task = queue.enqueue(
-        session, C.TaskType.CREATE_VM, vm_id=vm.id, parameters=params, requester_id=requester.id
+        session, C.TaskType.CREATE_VM, vm_id=vm.id, parameters=params, requester_id=actor.user_id
     )
     return Queued(vm.id, task.id)
 
 
+@guarded(Action.VM_ADOPT)
 def launch_existing_vm_image(
     session: Session,
+    actor: Actor,
     settings: Settings,
     *,
     vm_name: str,
@@ -179,37 +187,62 @@ def launch_existing_vm_image(
     datastore: str,
     ram_mb: int,
     vcpus: int,
-    owner: User,
+    owner: str | None = None,
     security_domain: str | None = None,
     host: str | None = None,
 ) -> VM:
     """Admin: make a VM of the image already at <datastore>/<vms>/<identity>/ (no task)."""
     check_safe_name(vm_name, "VM name", 30)
     check_ram_vcpus(ram_mb, vcpus)
-    tmpl = _template(session, settings, template)
-    domain = _security_domain(session, security_domain)
-    chosen = _host(session, host)
-    ds = inventory.get_datastore(session, datastore)
-    identity = vm_identity(session, owner, vm_name)
-    if session.scalar(select(VM.id).where(VM.vm_identity == identity)) is not None:
-        raise ConflictError(f"{owner.username} already has a VM named {vm_name!r}")
+    owner_row = _owner(session, actor, owner)
+    tmpl = _template(session, actor, settings, template)
+    domain = _security_domain(session, actor, security_domain)
+    chosen = _host(session, actor, host)
+    ds = lookup.datastore(session, datastore)
+    identity = _check_name_free(session, owner_row, vm_name)
     vm = VM(
         vm_name=vm_name,
         vm_identity=identity,
         RAM=ram_mb,
         vCPU=vcpus,
         template_id=tmpl.id,
-        owner_id=owner.id,
-        requester_id=owner.id,
+        owner_id=owner_row.id,
+        requester_id=actor.user_id,
         datastore_id=ds.id,
         security_domain_id=domain.id if domain else None,
         status=C.VMStatus.IN_QUEUE,
     )
     session.add(vm)
     session.flush()
-    session.add(UserVMMap(user_id=owner.id, vm_id=vm.id))
+    session.add(UserVMMap(user_id=owner_row.id, vm_id=vm.id))
     install.launch_existing_vm_image(session, settings, vm, host_id=chosen.id if chosen else None)
     return vm
+
+
+@guarded(Action.VM_LIST)
+def list_vms(session: Session, actor: Actor) -> Sequence[VM]:
+    """The VMs the actor may see, with what a list shows loaded in a few queries."""
+    require(session, actor, Action.VM_LIST)
+    query = (
+        select(VM)
+        .where(vm_filter(actor))
+        .options(selectinload(VM.host), selectinload(VM.private_ip), selectinload(VM.public_ip))
+        .order_by(VM.id)
+    )
+    return session.scalars(query).all()
+
+
+@guarded(Action.VM_READ)
+def get_vm(session: Session, actor: Actor, name_or_id: str | int) -> VM:
+    return _find(session, actor, name_or_id, Action.VM_READ)
+
+
+@guarded(Action.VM_READ)
+def list_snapshots(session: Session, actor: Actor, name_or_id: str | int) -> Sequence[Snapshot]:
+    vm = _find(session, actor, name_or_id, Action.VM_READ)
+    return session.scalars(
+        select(Snapshot).where(Snapshot.vm_id == vm.id).order_by(Snapshot.id)
+    ).all()
 
 
 def _installed(vm: VM) -> None:
@@ -217,19 +250,23 @@ def _installed(vm: VM) -> None:
         raise ConflictError(f"VM {vm.vm_name} is not installed")
 
 
-def operate(session: Session, vm: VM, operation: str, requester_id: int | None) -> Task:
+@guarded(Action.VM_OPERATE)
+def operate(session: Session, actor: Actor, name_or_id: str | int, operation: str) -> Task:
     """Queue a direct operation (start, stop, suspend, resume, destroy, delete, ...)."""
     task_type = DIRECT_OPERATIONS.get(operation)
     if task_type is None:
         raise ValidationError(
             f"unknown operation {operation!r}; use one of {', '.join(DIRECT_OPERATIONS)}"
         )
+    vm = _find(session, actor, name_or_id, Action.VM_OPERATE)
     if task_type != C.TaskType.DELETE_VM:
         _installed(vm)
-    return queue.enqueue(session, task_type, vm_id=vm.id, requester_id=requester_id)
+    return queue.enqueue(session, task_type, vm_id=vm.id, requester_id=actor.user_id)
 
 
-def request_snapshot(session: Session, vm: VM, requester_id: int | None) -> Task:
+@guarded(Action.VM_OPERATE)
+def request_snapshot(session: Session, actor: Actor, name_or_id: str | int) -> Task:
+    vm = _find(session, actor, name_or_id, Action.VM_OPERATE)
     _installed(vm)
     check_user_snapshot_limit(session, vm.id)
     return queue.enqueue(
@@ -237,47 +274,46 @@ def request_snapshot(session: Session, vm: VM, requester_id: int | None) -> Task
         C.TaskType.SNAPSHOT_VM,
         vm_id=vm.id,
         parameters={"snapshot_type": int(C.SnapshotType.USER)},
-        requester_id=requester_id,
+        requester_id=actor.user_id,
     )
 
 
-def _snapshot_of(session: Session, vm: VM, snapshot: str | int) -> Snapshot:
-    text = str(snapshot)
-    snap = session.get(Snapshot, int(text)) if text.isdigit() else None
-    snap = snap or session.scalar(
-        select(Snapshot).where(Snapshot.vm_id == vm.id, Snapshot.snapshot_name == text)
-    )
-    if snap is None or snap.vm_id != vm.id:
-        raise NotFoundError(f"VM {vm.vm_name} has no snapshot {text!r}")
-    return snap
-
-
-def request_revert(session: Session, vm: VM, snapshot: str | int, requester_id: int | None) -> Task:
-    snap = _snapshot_of(session, vm, snapshot)
+@guarded(Action.VM_OPERATE)
+def request_revert(
+    session: Session, actor: Actor, name_or_id: str | int, snapshot: str | int
+) -> Task:
+    vm = _find(session, actor, name_or_id, Action.VM_OPERATE)
+    snap = lookup.snapshot(session, vm, snapshot)
     return queue.enqueue(
         session,
         C.TaskType.REVERT_TO_SNAPSHOT,
         vm_id=vm.id,
         parameters={"snapshot_id": snap.id},
-        requester_id=requester_id,
+        requester_id=actor.user_id,
     )
 
 
+@guarded(Action.VM_OPERATE)
 def request_delete_snapshot(
-    session: Session, vm: VM, snapshot: str | int, requester_id: int | None
+    session: Session, actor: Actor, name_or_id: str | int, snapshot: str | int
 ) -> Task:
-    snap = _snapshot_of(session, vm, snapshot)
+    vm = _find(session, actor, name_or_id, Action.VM_OPERATE)
+    snap = lookup.snapshot(session, vm, snapshot)
     return queue.enqueue(
         session,
         C.TaskType.DELETE_SNAPSHOT,
         vm_id=vm.id,
         parameters={"snapshot_id": snap.id},
-        requester_id=requester_id,
+        requester_id=actor.user_id,
         allow_duplicate=True,
     )
 
 
-def request_attach_disk(session: Session, vm: VM, size_gb: int, requester_id: int | None) -> Task:
+@guarded(Action.VM_CHANGE)
+def request_attach_disk(
+    session: Session, actor: Actor, name_or_id: str | int, size_gb: int
+) -> Task:
+    vm = _find(session, actor, name_or_id, Action.VM_CHANGE)
     _installed(vm)
     check_disk_size(size_gb)
     placement.choose_datastore(session, size_gb)  # refuse a disk that fits nowhere
@@ -286,14 +322,25 @@ def request_attach_disk(session: Session, vm: VM, size_gb: int, requester_id: in
         C.TaskType.ATTACH_DISK,
         vm_id=vm.id,
         parameters={"disk_size": size_gb},
-        requester_id=requester_id,
+        requester_id=actor.user_id,
     )
 
 
+def _check_domain_change(session: Session, vm: VM, domain: SecurityDomain) -> None:
+    """A move must go somewhere else and have a free address there before it is queued."""
+    if vm.security_domain_id == domain.id:
+        raise ConflictError(f"{vm.vm_name} is already in security domain {domain.name!r}")
+    if vm.status == C.VMStatus.SUSPENDED:
+        raise ConflictError(f"{vm.vm_name} is paused: resume or stop it before moving it")
+    if not pools.free_private_count(session, domain.vlan_id):
+        raise ConflictError(f"no free private IP left in security domain {domain.name!r}")
+
+
+@guarded(Action.VM_CHANGE)
 def request_edit(
     session: Session,
-    vm: VM,
-    requester_id: int | None,
+    actor: Actor,
+    name_or_id: str | int,
     *,
     ram_mb: int | None = None,
     vcpus: int | None = None,
@@ -301,12 +348,14 @@ def request_edit(
     security_domain: str | None = None,
 ) -> Task:
     """Queue only the keys that change (upstream: 'Edit -> only changed keys')."""
+    vm = _find(session, actor, name_or_id, Action.VM_CHANGE)
     _installed(vm)
     check_ram_vcpus(ram_mb, vcpus)
     params: dict[str, object] = {}
     if security_domain is not None:
-        domain = networks.get_security_domain(session, security_domain)
-        networks.check_domain_change(session, vm, domain)
+        domain = _security_domain(session, actor, security_domain)
+        assert domain is not None
+        _check_domain_change(session, vm, domain)
         params["security_domain"] = domain.id
     if ram_mb is not None and ram_mb != vm.RAM:
         params["ram"] = ram_mb
@@ -321,27 +370,30 @@ def request_edit(
         C.TaskType.EDIT_VM_CONFIG,
         vm_id=vm.id,
         parameters=params,
-        requester_id=requester_id,
+        requester_id=actor.user_id,
     )
 
 
+@guarded(Action.VM_CHANGE)
 def request_clone(
-    session: Session, vm: VM, count: int, requester_id: int | None, *, full: bool = False
+    session: Session, actor: Actor, name_or_id: str | int, count: int, *, full: bool = False
 ) -> tuple[Task, list[int]]:
     """N clone rows named <name>_clone<k> (parent's config and users) and one task."""
+    vm = _find(session, actor, name_or_id, Action.VM_CHANGE)
     _installed(vm)
     if vm.status != C.VMStatus.SHUTDOWN:
         raise ConflictError(f"{vm.vm_name} must be shut off to be cloned")
     if not 1 <= count <= 100:
         raise ValidationError("clone count must be 1-100")
-    owner = session.get(User, vm.owner_id) if vm.owner_id is not None else get_user(session, None)
+    owner_id = vm.owner_id if vm.owner_id is not None else C.SYSTEM_USER_ID
+    owner = session.get(User, owner_id)
     users = session.scalars(select(UserVMMap.user_id).where(UserVMMap.vm_id == vm.id)).all()
     clone_ids = []
     k = 1
     while len(clone_ids) < count:
         name = f"{vm.vm_name}_clone{k}"
         k += 1
-        identity = vm_identity(session, owner, name)
+        identity = vm_identity(owner, name)
         if session.scalar(select(VM.id).where(VM.vm_identity == identity)) is not None:
             continue
         clone = VM(
@@ -353,7 +405,7 @@ def request_clone(
             extra_HDD=vm.extra_HDD,
             template_id=vm.template_id,
             owner_id=vm.owner_id,
-            requester_id=requester_id,
+            requester_id=actor.user_id,
             security_domain_id=vm.security_domain_id,
             parent_id=vm.id,
             purpose=vm.purpose,
@@ -369,18 +421,37 @@ def request_clone(
         C.TaskType.CLONE_VM,
         vm_id=vm.id,
         parameters={"clone_vm_id": clone_ids, "full": full},
-        requester_id=requester_id,
+        requester_id=actor.user_id,
     )
     return task, clone_ids
 
 
+@guarded(Action.VM_MIGRATE)
 def request_migrate(
-    session: Session, vm: VM, dest_host: str | None, live: bool, requester_id: int | None
+    session: Session, actor: Actor, name_or_id: str | int, dest_host: str | None, live: bool
 ) -> Task:
     """Validate now (installed, destination UP, not its own, with room: a clear error
     and nothing queued), then queue. Without ``dest_host`` placement chooses at run
     time."""
+    vm = _find(session, actor, name_or_id, Action.VM_MIGRATE)
     migration.check_installed(vm)
-    dest_id = inventory.get_host(session, dest_host).id if dest_host is not None else None
+    dest_id = None
+    if dest_host is not None:
+        require(session, actor, Action.VM_PLACE)
+        dest_id = lookup.host(session, dest_host).id
     migration.choose_destination(session, vm, dest_id)
-    return migration.add_migrate_task_to_queue(session, vm.id, dest_id, live, requester_id)
+    return migration.add_migrate_task_to_queue(session, vm.id, dest_id, live, actor.user_id)
+
+
+@guarded(Action.VM_CONSOLE)
+def grant_vnc_access(
+    engine: Engine,
+    actor: Actor,
+    settings: Settings,
+    name_or_id: str | int,
+    duration_s: int = C.VNC_ACCESS_DURATION_S,
+) -> nat.VncGrant:
+    """A time-limited console grant (its password is only ever handed out here)."""
+    with session_scope(engine) as session:
+        vm_id = _find(session, actor, name_or_id, Action.VM_CONSOLE).id
+    return nat.grant_vnc_access(engine, settings, vm_id, actor.user_id, duration_s=duration_s)
