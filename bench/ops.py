@@ -59,6 +59,7 @@ from baadal.db.session import make_engine, session_scope
 from baadal.drivers import libvirt_driver
 from baadal.lab.guest import build_tiny_guest, console_line
 from baadal.services import vms
+from baadal.services.policy import SYSTEM
 from baadal.tasks.registry import load_handler_modules
 from baadal.tasks.worker import Worker
 from baadal.timeutil import utcnow
@@ -121,18 +122,20 @@ class Runner:
         self.samples.add(self.samples.to_finish, op, to_finish)
 
     def baadal_op(self, op: str) -> None:
-        self.baadal(op, lambda s, vm: vms.operate(s, vm, op, None))
+        self.baadal(op, lambda s, vm: vms.operate(s, SYSTEM, vm.id, op))
 
     def baadal_pair(self, pair: tuple[str, str]) -> None:
         if pair == ("snapshot", "revert"):
-            self.baadal("snapshot", lambda s, vm: vms.request_snapshot(s, vm, None))
+            self.baadal("snapshot", lambda s, vm: vms.request_snapshot(s, SYSTEM, vm.id))
             with session_scope(self.engine) as s:
                 self.baadal_snap = s.scalar(
                     select(Snapshot.id)
                     .where(Snapshot.vm_id == self.vm_id)
                     .order_by(Snapshot.id.desc())
                 )
-            self.baadal("revert", lambda s, vm: vms.request_revert(s, vm, self.baadal_snap, None))
+            self.baadal(
+                "revert", lambda s, vm: vms.request_revert(s, SYSTEM, vm.id, self.baadal_snap)
+            )
             self.baadal_delete_snapshot()
             return
         for op in pair:
@@ -142,7 +145,9 @@ class Runner:
 
     def baadal_delete_snapshot(self) -> None:
         snap = self.baadal_snap
-        self.baadal("delete snapshot", lambda s, vm: vms.request_delete_snapshot(s, vm, snap, None))
+        self.baadal(
+            "delete snapshot", lambda s, vm: vms.request_delete_snapshot(s, SYSTEM, vm.id, snap)
+        )
 
     # -- direct libvirt ----------------------------------------------------------------
     def direct(self, op: str, call: Callable[[], object]) -> object:
@@ -188,8 +193,8 @@ class Runner:
 def install(engine: Engine, settings: Settings) -> int:
     with session_scope(engine) as s:
         queued = vms.request_vm(
-            s, settings, vm_name=VM_NAME, template="tiny", ram_mb=256, vcpus=1,
-            owner=vms.get_user(s, None), security_domain="research",
+            s, SYSTEM, settings, vm_name=VM_NAME, template="tiny", ram_mb=256, vcpus=1,
+            security_domain="research",
         )  # fmt: skip
     run_tasks(engine, settings)
     with session_scope(engine) as s:
@@ -204,7 +209,7 @@ def delete_vm(engine: Engine, settings: Settings, vm_id: int) -> None:
         vm = s.get(VM, vm_id)
         if vm is None:
             return
-        vms.operate(s, vm, "delete", None)
+        vms.operate(s, SYSTEM, vm.id, "delete")
     run_tasks(engine, settings)
 
 

@@ -39,9 +39,10 @@ from tests.support.cloud import fake_host_uri, make_cloud
 from baadal import constants as C
 from baadal.config import Settings, load_settings
 from baadal.db.migrate import upgrade
-from baadal.db.models import VM, Task, Template
+from baadal.db.models import Task, Template
 from baadal.db.session import make_engine, session_scope
 from baadal.services import vms
+from baadal.services.policy import SYSTEM
 from baadal.tasks.registry import load_handler_modules
 from baadal.tasks.worker import Worker
 
@@ -93,8 +94,8 @@ def install(
     t0 = time.perf_counter()
     with session_scope(engine) as s:
         queued = vms.request_vm(
-            s, settings, vm_name=name, template=template, ram_mb=256, vcpus=1,
-            owner=vms.get_user(s, None), security_domain="research",
+            s, SYSTEM, settings, vm_name=name, template=template, ram_mb=256, vcpus=1,
+            security_domain="research",
         )  # fmt: skip
     run_tasks(engine, settings)
     wall = time.perf_counter() - t0
@@ -105,7 +106,7 @@ def install(
 
 def delete(engine: Engine, settings: Settings, vm_id: int) -> None:
     with session_scope(engine) as s:
-        vms.operate(s, s.get(VM, vm_id), "delete", None)
+        vms.operate(s, SYSTEM, vm_id, "delete")
     run_tasks(engine, settings)
     task = last_task(engine)
     assert task.status == C.TaskStatus.SUCCESS, task.message

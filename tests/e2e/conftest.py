@@ -28,6 +28,7 @@ from baadal.db.session import make_engine, session_scope
 from baadal.lab import layout, topology
 from baadal.lab.guest import console_line
 from baadal.services import vms
+from baadal.services.policy import SYSTEM
 from baadal.vm import storage
 from tests.support.libvirtd import console_send
 from tests.unit.test_vm_lifecycle import last_task, run_tasks
@@ -144,8 +145,8 @@ def create_vm(lab: Lab, name: str, domain: str, host: str, **kw: object) -> int:
     """A tiny-guest VM installed through the task engine on a chosen lab host."""
     with session_scope(lab.engine) as s:
         queued = vms.request_vm(
-            s, lab.settings, vm_name=name, template=layout.TEMPLATE_NAME, ram_mb=256, vcpus=1,
-            owner=vms.get_user(s, None), security_domain=domain, host=host, **kw,
+            s, SYSTEM, lab.settings, vm_name=name, template=layout.TEMPLATE_NAME, ram_mb=256, vcpus=1,
+            security_domain=domain, host=host, **kw,
         )  # fmt: skip
     run_tasks(lab.engine, lab.settings)
     task = last_task(lab.engine)

@@ -22,6 +22,7 @@ from baadal.errors import ConflictError
 from baadal.host import power, status
 from baadal.lab import bmc, hostns, layout, ssh, topology
 from baadal.services import vms
+from baadal.services.policy import SYSTEM
 from tests.e2e.conftest import Lab, create_vm, lab_names, wait_ping
 from tests.unit.test_vm_lifecycle import run_tasks
 
@@ -106,8 +107,8 @@ def test_power_down_then_wake_on_lan_then_a_vm(
     # nothing is placed on a DOWN host
     with session_scope(lab.engine) as s, pytest.raises(ConflictError, match=f"{H2.name} is DOWN"):
         vms.request_vm(
-            s, lab.settings, vm_name="nope", template=layout.TEMPLATE_NAME, ram_mb=256,
-            vcpus=1, owner=vms.get_user(s, None), security_domain="lab", host=H2.name,
+            s, SYSTEM, lab.settings, vm_name="nope", template=layout.TEMPLATE_NAME, ram_mb=256,
+            vcpus=1, security_domain="lab", host=H2.name,
         )  # fmt: skip
 
     sent = time.monotonic()
@@ -147,7 +148,7 @@ def test_power_down_then_wake_on_lan_then_a_vm(
     assert woke.exit_code == 0, woke.output
     assert _row(lab).status == C.HostStatus.UP
     with session_scope(lab.engine) as s:
-        vms.operate(s, s.get(VM, vm_id), "delete", None)
+        vms.operate(s, SYSTEM, vm_id, "delete")
     run_tasks(lab.engine, lab.settings)
     with session_scope(lab.engine) as s:
         assert s.get(VM, vm_id) is None

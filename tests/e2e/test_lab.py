@@ -22,6 +22,7 @@ from baadal.db.session import get_engine, session_scope
 from baadal.lab import layout, ssh, topology
 from baadal.lab.guest import console_line, parse_ready_line
 from baadal.services import vms
+from baadal.services.policy import SYSTEM
 from baadal.vm import storage
 from tests.e2e.conftest import lab_names, wait_ping
 from tests.unit.test_vm_lifecycle import last_task, run_tasks
@@ -65,8 +66,8 @@ def test_lab_up_vm_dhcp_ping_http_down(lab_home: Path) -> None:
 
     with session_scope(engine) as s:
         queued = vms.request_vm(
-            s, settings, vm_name="labvm", template="tiny", ram_mb=256, vcpus=1,
-            owner=vms.get_user(s, None), security_domain="lab", host="lab-h1",
+            s, SYSTEM, settings, vm_name="labvm", template="tiny", ram_mb=256, vcpus=1,
+            security_domain="lab", host="lab-h1",
         )  # fmt: skip
     run_tasks(engine, settings)
     assert last_task(engine).status == C.TaskStatus.SUCCESS, last_task(engine).message
@@ -89,7 +90,7 @@ def test_lab_up_vm_dhcp_ping_http_down(lab_home: Path) -> None:
     print(f"\nlab up {up_s:.1f} s; lab up start -> VM pingable {to_ping_s:.1f} s")
 
     with session_scope(engine) as s:
-        vms.operate(s, s.get(VM, queued.vm_id), "delete", None)
+        vms.operate(s, SYSTEM, queued.vm_id, "delete")
     run_tasks(engine, settings)
     assert last_task(engine).status == C.TaskStatus.SUCCESS, last_task(engine).message
     with session_scope(engine) as s:

@@ -28,6 +28,7 @@ from baadal.host import vms as host_vms
 from baadal.lab import layout
 from baadal.net.remote import RemoteTarget, execute_remote_cmd
 from baadal.services import vms
+from baadal.services.policy import SYSTEM
 from baadal.tasks.registry import load_handler_modules
 from baadal.tasks.worker import Worker
 from tests.e2e.conftest import Lab, create_vm, wait_ping
@@ -142,8 +143,8 @@ def test_orphan_found_and_removed_and_lost_domain_respawned(lab: Lab) -> None:
 
     with session_scope(lab.engine) as s:
         queued = vms.request_vm(
-            s, lab.settings, vm_name="lost", template="tiny", ram_mb=256, vcpus=1,
-            owner=vms.get_user(s, None), security_domain="lab", host=layout.HOSTS[1].name,
+            s, SYSTEM, lab.settings, vm_name="lost", template="tiny", ram_mb=256, vcpus=1,
+            security_domain="lab", host=layout.HOSTS[1].name,
         )  # fmt: skip
     run_tasks(lab.engine, lab.settings)
     assert last_task(lab.engine).status == C.TaskStatus.SUCCESS, last_task(lab.engine).message
@@ -162,7 +163,7 @@ def test_orphan_found_and_removed_and_lost_domain_respawned(lab: Lab) -> None:
     assert hv2.domain_info(identity).status == C.VMStatus.RUNNING
     assert wait_ping(ip, 60), f"{ip} does not answer after the respawn"
     with session_scope(lab.engine) as s:
-        vms.operate(s, s.get(VM, queued.vm_id), "delete", None)
+        vms.operate(s, SYSTEM, queued.vm_id, "delete")
     run_tasks(lab.engine, lab.settings)
     assert not host_vms.has_running_vm(host)
 
@@ -250,5 +251,5 @@ def test_vms_of_a_failed_host_respawn_elsewhere_at_their_ips(lab: Lab) -> None:
         thread.join(60)
     with session_scope(lab.engine) as s:
         for vm_id in vm_ids:
-            vms.operate(s, s.get(VM, vm_id), "delete", None)
+            vms.operate(s, SYSTEM, vm_id, "delete")
     run_tasks(lab.engine, lab.settings)

@@ -18,6 +18,7 @@ from baadal.db.session import session_scope
 from baadal.host import maintenance
 from baadal.lab import layout
 from baadal.services import inventory, vms
+from baadal.services.policy import SYSTEM
 from tests.e2e.conftest import Lab, create_vm, guest_shell, wait_ping
 from tests.unit.test_vm_lifecycle import run_tasks
 
@@ -80,8 +81,8 @@ def test_shutdown_bootup_and_host_maintenance(lab: Lab, monkeypatch: pytest.Monk
     assert guest_shell(lab, vm_ids[0], "cat /data/marker") == f"kept-{vm_ids[0]}"
     print(f"maintenance of {h1} (evacuation) {time.monotonic() - t2:.1f} s")
     with session_scope(lab.engine) as s:
-        assert inventory.get_host(s, h1).status == C.HostStatus.MAINTENANCE
-        inventory.set_host_status(s, h1, C.HostStatus.UP)
+        assert inventory.get_host(s, SYSTEM, h1).status == C.HostStatus.MAINTENANCE
+        inventory.set_host_status(s, SYSTEM, h1, C.HostStatus.UP)
 
     # one host's VMs only: snapshotted and stopped, then back with their disks
     runner = CliRunner()
@@ -95,5 +96,5 @@ def test_shutdown_bootup_and_host_maintenance(lab: Lab, monkeypatch: pytest.Monk
     assert guest_shell(lab, vm_ids[1], "cat /data/marker") == f"kept-{vm_ids[1]}"
     with session_scope(lab.engine) as s:
         for vm_id in vm_ids:
-            vms.operate(s, s.get(VM, vm_id), "delete", None)
+            vms.operate(s, SYSTEM, vm_id, "delete")
     run_tasks(lab.engine, lab.settings)

@@ -25,6 +25,7 @@ from baadal.errors import ConflictError, ResourceExhausted
 from baadal.lab import layout
 from baadal.net import nat
 from baadal.services import vms
+from baadal.services.policy import SYSTEM
 from baadal.vm import migration
 from tests.e2e.conftest import Lab, create_vm, guest_shell, rfb_greeting, wait_ping
 from tests.support.workers import start_worker
@@ -84,7 +85,7 @@ def _libvirt_view(identity: str) -> dict[str, tuple[bool, list[str], str | None]
 
 def _migrate(lab: Lab, vm_id: int, host: str | None, *, live: bool) -> tuple[Task, float]:
     def request(s: Session) -> None:
-        vms.request_migrate(s, _vm(s, vm_id), host, live, None)
+        vms.request_migrate(s, SYSTEM, vm_id, host, live)
 
     start = time.monotonic()
     task = _task(lab, request)
@@ -131,7 +132,7 @@ def test_live_migration_with_snapshots_offline_back_refusals_and_undo(lab: Lab) 
     # two snapshots, a file written before each and one after the second
     for step in ("one", "two"):
         assert step in _write(lab, vm_id, step)
-        _ok(lab, lambda s: vms.request_snapshot(s, _vm(s, vm_id), None))
+        _ok(lab, lambda s: vms.request_snapshot(s, SYSTEM, vm_id))
     assert {"one", "two", "three"} <= _write(lab, vm_id, "three")
     with session_scope(lab.engine) as s:
         first, second = s.scalars(
@@ -179,23 +180,23 @@ def test_live_migration_with_snapshots_offline_back_refusals_and_undo(lab: Lab) 
 
     # both snapshots revert on the destination
     start = time.monotonic()
-    _ok(lab, lambda s: vms.request_revert(s, _vm(s, vm_id), first, None))
+    _ok(lab, lambda s: vms.request_revert(s, SYSTEM, vm_id, first))
     files = _ls_data(lab, vm_id)
     assert "one" in files and not files & {"two", "three"}
-    _ok(lab, lambda s: vms.request_revert(s, _vm(s, vm_id), second, None))
+    _ok(lab, lambda s: vms.request_revert(s, SYSTEM, vm_id, second))
     files = _ls_data(lab, vm_id)
     assert {"one", "two"} <= files and "three" not in files
     print(f"two reverts on lab-h2: {time.monotonic() - start:.1f} s")
     assert wait_ping(ip, 10)
 
     # back to lab-h1 offline (shut off)
-    _ok(lab, lambda s: vms.operate(s, _vm(s, vm_id), "destroy", None))
+    _ok(lab, lambda s: vms.operate(s, SYSTEM, vm_id, "destroy"))
     task, took = _migrate(lab, vm_id, H1.name, live=True)  # shut off: offline anyway
     print(f"offline migration h2 -> h1: {took:.2f} s")
     assert task.status == C.TaskStatus.SUCCESS, task.message
     assert _libvirt_view(identity) == {H1.name: (False, snap_names, snap_names[1])}
     assert f"listen='{H1.mgmt_ip}'" in _domain_xml(H1.uri, identity, inactive=True)
-    _ok(lab, lambda s: vms.operate(s, _vm(s, vm_id), "start", None))
+    _ok(lab, lambda s: vms.operate(s, SYSTEM, vm_id, "start"))
     assert wait_ping(ip, BOOT_TIMEOUT_S)
 
     # refusals: nothing changes
@@ -203,7 +204,7 @@ def test_live_migration_with_snapshots_offline_back_refusals_and_undo(lab: Lab) 
     with session_scope(lab.engine) as s:
         s.execute(update(Host).where(Host.id == h2_id).values(status=C.HostStatus.DOWN))
     with session_scope(lab.engine) as s, pytest.raises(ConflictError, match="it is DOWN"):
-        vms.request_migrate(s, _vm(s, vm_id), H2.name, True, None)
+        vms.request_migrate(s, SYSTEM, vm_id, H2.name, True)
     result = migration.migrate_domain(lab.engine, lab.settings, vm_id, h2_id, True)
     print(f"to a DOWN host: {result.message}")
     assert result.status == C.TaskStatus.FAILED and "it is DOWN" in result.message
@@ -212,7 +213,7 @@ def test_live_migration_with_snapshots_offline_back_refusals_and_undo(lab: Lab) 
         ram, cpus = host.RAM, host.CPUs
         host.status, host.RAM, host.CPUs = C.HostStatus.UP, 0, 1
     with session_scope(lab.engine) as s, pytest.raises(ResourceExhausted) as refused:
-        vms.request_migrate(s, _vm(s, vm_id), H2.name, True, None)
+        vms.request_migrate(s, SYSTEM, vm_id, H2.name, True)
     print(f"to a full host: {refused.value}")
     assert f"cannot migrate {vm_name} to {H2.name}: no UP host has" in str(refused.value)
     result = migration.migrate_domain(lab.engine, lab.settings, vm_id, h2_id, True)
@@ -239,7 +240,7 @@ def test_live_migration_with_snapshots_offline_back_refusals_and_undo(lab: Lab) 
         assert not migration.migration_dir(lab.settings, vm.datastore, identity).exists()
     assert wait_ping(ip, 10)
 
-    _ok(lab, lambda s: vms.operate(s, _vm(s, vm_id), "delete", None))
+    _ok(lab, lambda s: vms.operate(s, SYSTEM, vm_id, "delete"))
     print(f"whole test: {time.monotonic() - t0:.1f} s")
 
 
@@ -259,9 +260,9 @@ def test_migration_whose_worker_is_killed_midway_is_settled(lab: Lab) -> None:
         ip, identity = vm.private_ip.private_ip, vm.vm_identity
         backup = migration.migration_dir(lab.settings, vm.datastore, identity)
     assert wait_ping(ip, BOOT_TIMEOUT_S)
-    _ok(lab, lambda s: vms.request_snapshot(s, _vm(s, vm_id), None))
+    _ok(lab, lambda s: vms.request_snapshot(s, SYSTEM, vm_id))
     with session_scope(lab.engine) as s:
-        task_id = vms.request_migrate(s, _vm(s, vm_id), H2.name, True, None).id
+        task_id = vms.request_migrate(s, SYSTEM, vm_id, H2.name, True).id
     # a real worker process with a short lease, killed once the snapshots are saved away
     worker = start_worker(
         f"sqlite:///{lab.home / 'baadal.db'}", lab.home, "doomed", WORKER__LEASE_S="3"
@@ -285,13 +286,13 @@ def test_migration_whose_worker_is_killed_midway_is_settled(lab: Lab) -> None:
     assert not backup.exists()
     assert wait_ping(ip, 30)
     with session_scope(lab.engine) as s:
-        vms.operate(s, _vm(s, vm_id), "delete", None)
+        vms.operate(s, SYSTEM, vm_id, "delete")
     run_tasks(lab.engine, lab.settings)
 
 
 def test_shut_off_clone_moves_to_a_new_host(lab: Lab) -> None:
     vm_id = create_vm(lab, "clonemove", layout.VLANS[0].domain, H1.name)
-    _ok(lab, lambda s: vms.operate(s, _vm(s, vm_id), "destroy", None))
+    _ok(lab, lambda s: vms.operate(s, SYSTEM, vm_id, "destroy"))
     with session_scope(lab.engine) as s:
         identity = _vm(s, vm_id).vm_identity
         h2_id = s.scalar(select(Host.id).where(Host.host_name == H2.name))
@@ -299,5 +300,5 @@ def test_shut_off_clone_moves_to_a_new_host(lab: Lab) -> None:
     assert _libvirt_view(identity) == {H2.name: (False, [], None)}
     with session_scope(lab.engine) as s:
         assert _vm(s, vm_id).host.host_name == H2.name
-        vms.operate(s, _vm(s, vm_id), "delete", None)
+        vms.operate(s, SYSTEM, vm_id, "delete")
     run_tasks(lab.engine, lab.settings)

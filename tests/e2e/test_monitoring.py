@@ -26,6 +26,7 @@ from baadal.host import network_graph
 from baadal.lab import layout
 from baadal.monitor import rrd
 from baadal.services import vms
+from baadal.services.policy import SYSTEM
 from baadal.tasks.registry import load_handler_modules
 from baadal.tasks.worker import Worker
 from tests.e2e.conftest import Lab, create_vm, wait_ping
@@ -122,7 +123,7 @@ def test_periodic_job_records_hosts_and_vms_and_graphs_are_drawn(
     assert wrong.exit_code == 2 and "unknown graph type 'gpu'" in wrong.output
 
     with session_scope(lab.engine) as s:
-        vms.operate(s, s.get(VM, vm_id), "delete", None)
+        vms.operate(s, SYSTEM, vm_id, "delete")
     run_tasks(lab.engine, lab.settings)
     assert not vm_file.exists()
 

@@ -24,6 +24,7 @@ from baadal.lab.guest import console_line
 from baadal.net import nat
 from baadal.net.remote import RemoteTarget, execute_remote_cmd
 from baadal.services import vms
+from baadal.services.policy import SYSTEM
 from baadal.vm import storage
 from tests.e2e.conftest import Lab, create_vm, from_internet, guest_shell, rfb_greeting, wait_ping
 from tests.unit.test_vm_lifecycle import last_task, run_tasks
@@ -58,7 +59,7 @@ def _nat_rules(lab: Lab) -> str:
 
 def _edit_public_ip(lab: Lab, vm_id: int, attach: bool) -> None:
     with session_scope(lab.engine) as s:
-        vms.request_edit(s, s.get(VM, vm_id), None, public_ip=attach)
+        vms.request_edit(s, SYSTEM, vm_id, public_ip=attach)
     run_tasks(lab.engine, lab.settings)
     task = last_task(lab.engine)
     assert (task.status, task.message) == (C.TaskStatus.SUCCESS, "Edited public IP successfully.")
@@ -135,7 +136,7 @@ def test_public_ip_and_vnc_through_the_nat_box(lab: Lab) -> None:
 
     # delete: no rule and no DHCP reservation is left behind
     with session_scope(engine) as s:
-        vms.operate(s, s.get(VM, vm_id), "delete", None)
+        vms.operate(s, SYSTEM, vm_id, "delete")
     run_tasks(engine, settings)
     assert last_task(engine).status == C.TaskStatus.SUCCESS
     assert _nat_rules(lab) == rules_before

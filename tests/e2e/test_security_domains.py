@@ -15,6 +15,7 @@ from baadal.lab import layout
 from baadal.lab.guest import READY_MARKER
 from baadal.net import dhcp
 from baadal.services import vms
+from baadal.services.policy import SYSTEM
 from baadal.vm import storage
 from tests.e2e.conftest import Lab, create_vm, guest_ip, guest_shell, wait_ping
 from tests.unit.test_vm_lifecycle import last_task, run_tasks
@@ -66,7 +67,7 @@ def test_domains_isolate_and_a_move_flips_reachability(lab: Lab) -> None:
 
     # move a2 to domain B: new address from B's pool, by DHCP after a reboot
     with session_scope(lab.engine) as s:
-        vms.request_edit(s, s.get(VM, a2), None, security_domain=B.domain)
+        vms.request_edit(s, SYSTEM, a2, security_domain=B.domain)
     run_tasks(lab.engine, lab.settings)
     task = last_task(lab.engine)
     assert (task.status, task.message) == (
@@ -85,6 +86,6 @@ def test_domains_isolate_and_a_move_flips_reachability(lab: Lab) -> None:
 
     for vm_id in (a1, a2, b1):
         with session_scope(lab.engine) as s:
-            vms.operate(s, s.get(VM, vm_id), "delete", None)
+            vms.operate(s, SYSTEM, vm_id, "delete")
     run_tasks(lab.engine, lab.settings)
     assert dhcp.read_dhcp_entries(lab.settings) == []

@@ -22,6 +22,7 @@ from baadal.drivers import domain_xml
 from baadal.host import vms as host_vms
 from baadal.lab.guest import console_line
 from baadal.services import vms
+from baadal.services.policy import SYSTEM
 from baadal.vm import storage
 from tests.integration import test_vm_real as real
 from tests.integration.test_vm_real import BOOT_TIMEOUT_S, ask_guest, console, queue_and_run
@@ -58,8 +59,8 @@ def remove_behind_baadals_back(conn: libvirt.virConnect, name: str) -> None:
 def install_tiny(engine: Engine, settings: Settings) -> int:
     with session_scope(engine) as s:
         queued = vms.request_vm(
-            s, settings, vm_name="tiny1", template="tiny", ram_mb=256, vcpus=1,
-            owner=vms.get_user(s, None), security_domain="research",
+            s, SYSTEM, settings, vm_name="tiny1", template="tiny", ram_mb=256, vcpus=1,
+            security_domain="research",
         )  # fmt: skip
     run_tasks(engine, settings)
     wait_ready(console(settings, engine, queued.vm_id))
@@ -90,7 +91,7 @@ def test_lost_domain_is_respawned_and_reverted_on_real_libvirt(
         assert s.get(VM, vm_id).status == C.VMStatus.RUNNING
 
     # snapshot, write a file, lose the domain, respawn with revert: the file is gone
-    queue_and_run(engine, settings, lambda s: vms.request_snapshot(s, s.get(VM, vm_id), None))
+    queue_and_run(engine, settings, lambda s: vms.request_snapshot(s, SYSTEM, vm_id))
     with session_scope(engine) as s:
         snap_id, snap_name = s.execute(select(Snapshot.id, Snapshot.snapshot_name)).one()
     assert "after" in ask_guest(conn, NAME, log, "echo x > /data/after; sync; ls /data", "LS")
@@ -104,13 +105,11 @@ def test_lost_domain_is_respawned_and_reverted_on_real_libvirt(
     assert dom.snapshotCurrent().getName() == snap_name
 
     # libvirt's own revert and delete work with the redefined metadata
-    queue_and_run(
-        engine, settings, lambda s: vms.request_revert(s, s.get(VM, vm_id), snap_id, None)
-    )
+    queue_and_run(engine, settings, lambda s: vms.request_revert(s, SYSTEM, vm_id, snap_id))
     assert dom.info()[0] == libvirt.VIR_DOMAIN_RUNNING
     assert "after" not in ask_guest(conn, NAME, log, "ls /data", "LS")
     queue_and_run(
-        engine, settings, lambda s: vms.request_delete_snapshot(s, s.get(VM, vm_id), snap_id, None)
+        engine, settings, lambda s: vms.request_delete_snapshot(s, SYSTEM, vm_id, snap_id)
     )
     assert dom.snapshotListNames() == []
     with session_scope(engine) as s:

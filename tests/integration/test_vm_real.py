@@ -24,6 +24,7 @@ from baadal.db.session import session_scope
 from baadal.drivers.libvirt_driver import LibvirtHypervisor
 from baadal.lab.guest import build_tiny_guest, console_line, parse_ready_line
 from baadal.services import vms
+from baadal.services.policy import SYSTEM
 from baadal.vm import storage, utilization
 from baadal.vm.snapshot import vm_has_snapshots
 from tests.support.cloud import Cloud, make_cloud
@@ -96,8 +97,8 @@ def test_tiny_guest_lifecycle_on_real_libvirt(
     engine = sqlite_engine
     with session_scope(engine) as s:
         queued = vms.request_vm(
-            s, settings, vm_name="tiny1", template="tiny", ram_mb=256, vcpus=1,
-            owner=vms.get_user(s, None), security_domain="research",
+            s, SYSTEM, settings, vm_name="tiny1", template="tiny", ram_mb=256, vcpus=1,
+            security_domain="research",
         )  # fmt: skip
     run_tasks(engine, settings)
     assert last_task(engine).message == "VM is installed successfully"
@@ -113,7 +114,7 @@ def test_tiny_guest_lifecycle_on_real_libvirt(
     assert console_line(log, "TINY-DATA", 30) is not None
 
     def vm_op(op: str, vid: int = vm_id) -> str:
-        return queue_and_run(engine, settings, lambda s: vms.operate(s, s.get(VM, vid), op, None))
+        return queue_and_run(engine, settings, lambda s: vms.operate(s, SYSTEM, vid, op))
 
     assert vm_op("suspend") == "tiny1 is suspend successfully"
     assert dom.info()[0] == libvirt.VIR_DOMAIN_PAUSED
@@ -121,21 +122,19 @@ def test_tiny_guest_lifecycle_on_real_libvirt(
     assert dom.info()[0] == libvirt.VIR_DOMAIN_RUNNING
 
     # snapshot, write a file, revert: the file is gone again
-    queue_and_run(engine, settings, lambda s: vms.request_snapshot(s, s.get(VM, vm_id), None))
+    queue_and_run(engine, settings, lambda s: vms.request_snapshot(s, SYSTEM, vm_id))
     assert (
         ask_guest(conn, name, log, "echo x > /data/after; sync; ls /data", "LS").count("after") == 1
     )
     with session_scope(engine) as s:
         snap_id = s.scalar(select(Snapshot.id))
-    queue_and_run(
-        engine, settings, lambda s: vms.request_revert(s, s.get(VM, vm_id), snap_id, None)
-    )
+    queue_and_run(engine, settings, lambda s: vms.request_revert(s, SYSTEM, vm_id, snap_id))
     assert dom.info()[0] == libvirt.VIR_DOMAIN_RUNNING
     assert "after" not in ask_guest(conn, name, log, "ls /data", "LS")
     with session_scope(engine) as s:
         assert vm_has_snapshots(s, vm_id)
     queue_and_run(
-        engine, settings, lambda s: vms.request_delete_snapshot(s, s.get(VM, vm_id), snap_id, None)
+        engine, settings, lambda s: vms.request_delete_snapshot(s, SYSTEM, vm_id, snap_id)
     )
     assert dom.snapshotListNames() == []
     with session_scope(engine) as s:
@@ -150,7 +149,7 @@ def test_tiny_guest_lifecycle_on_real_libvirt(
 
     # extra disk, attached live: the guest kernel sees vdb
     message = queue_and_run(
-        engine, settings, lambda s: vms.request_attach_disk(s, s.get(VM, vm_id), 1, None)
+        engine, settings, lambda s: vms.request_attach_disk(s, SYSTEM, vm_id, 1)
     )
     assert message == "Attached extra disk successfully"
     assert "vdb" in ask_guest(conn, name, log, "ls /sys/block | tr '\\n' ,", "BLK")
@@ -160,12 +159,12 @@ def test_tiny_guest_lifecycle_on_real_libvirt(
     assert vm_op("stop") == "tiny1 is stopped successfully"
     assert dom.info()[0] == libvirt.VIR_DOMAIN_SHUTOFF
     message = queue_and_run(
-        engine, settings, lambda s: vms.request_edit(s, s.get(VM, vm_id), None, ram_mb=512, vcpus=2)
+        engine, settings, lambda s: vms.request_edit(s, SYSTEM, vm_id, ram_mb=512, vcpus=2)
     )
     assert message == "Edited RAM successfully. Edited vCPU successfully."
     assert dom.info()[1] == 512 * 1024 and dom.info()[3] == 2
     with session_scope(engine) as s:
-        _, (clone_id,) = vms.request_clone(s, s.get(VM, vm_id), 1, None)
+        _, (clone_id,) = vms.request_clone(s, SYSTEM, vm_id, 1)
     run_tasks(engine, settings)
     assert last_task(engine).message == "Task Status: SUCCESS Message: Cloned successfully."
     assert vm_op("start", clone_id) == "tiny1_clone1 is started successfully"
@@ -192,8 +191,8 @@ def test_tiny_guest_lifecycle_on_real_libvirt(
     storage.create_overlay(cloud.template_file, old)
     with session_scope(engine) as s:
         old_id = vms.launch_existing_vm_image(
-            s, settings, vm_name="old", template="tiny", datastore="ds1", ram_mb=256,
-            vcpus=1, owner=vms.get_user(s, None), security_domain="research",
+            s, SYSTEM, settings, vm_name="old", template="tiny", datastore="ds1", ram_mb=256,
+            vcpus=1, security_domain="research",
         ).id  # fmt: skip
     assert conn.lookupByName("ADMIN_system_old").isActive()
     assert vm_op("delete", old_id) == "old is deleted successfully"

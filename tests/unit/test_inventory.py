@@ -18,6 +18,7 @@ from baadal.db.models import VM, Datastore, Host, Template, VncAccess
 from baadal.db.session import make_engine, session_scope
 from baadal.errors import ConfigError, ConflictError, NotFoundError, ValidationError
 from baadal.services import inventory as inv
+from baadal.services.policy import SYSTEM
 from baadal.timeutil import utcnow
 
 pytestmark = pytest.mark.unit
@@ -32,7 +33,7 @@ def _host(engine: Engine, **overrides: Any) -> Host:
     args: dict[str, Any] = {"name": "h1", "address": "10.0.0.5", "cpus": 8, "ram_gb": 32}
     args.update(overrides)
     with session_scope(engine) as s:
-        return inv.add_host(s, **args)
+        return inv.add_host(s, SYSTEM, **args)
 
 
 # --- hosts ---------------------------------------------------------------------------
@@ -177,7 +178,7 @@ def test_insert_race_becomes_a_conflict_and_keeps_the_session_usable(
         with pytest.raises(ConflictError, match="host 'h1' conflicts"):
             inv._insert(s, twin, "host 'h1'")
         # the savepoint rolled back only the duplicate; the transaction goes on
-        inv.add_host(s, name="h2", address="10.0.0.6", cpus=1, ram_gb=1)
+        inv.add_host(s, SYSTEM, name="h2", address="10.0.0.6", cpus=1, ram_gb=1)
     with session_scope(sqlite_engine) as s:
         assert sorted(s.scalars(select(Host.host_name))) == ["h1", "h2"]
 
@@ -186,34 +187,34 @@ def test_get_host_by_name_then_id(sqlite_engine: Engine) -> None:
     first = _host(sqlite_engine, name="alpha")
     numbered = _host(sqlite_engine, name=str(first.id), address="10.0.0.6")
     with session_scope(sqlite_engine) as s:
-        assert inv.get_host(s, "alpha").id == first.id
-        assert inv.get_host(s, first.id).host_name == "alpha"
+        assert inv.get_host(s, SYSTEM, "alpha").id == first.id
+        assert inv.get_host(s, SYSTEM, first.id).host_name == "alpha"
         # a host literally named like another's id is found by its name
-        assert inv.get_host(s, str(first.id)).id == numbered.id
-        assert inv.get_host(s, str(numbered.id)).id == numbered.id
+        assert inv.get_host(s, SYSTEM, str(first.id)).id == numbered.id
+        assert inv.get_host(s, SYSTEM, str(numbered.id)).id == numbered.id
         with pytest.raises(NotFoundError, match="no host named 'nope'"):
-            inv.get_host(s, "nope")
+            inv.get_host(s, SYSTEM, "nope")
         with pytest.raises(NotFoundError):
-            inv.get_host(s, 999)
-        assert [h.host_name for h in inv.list_hosts(s)] == [str(first.id), "alpha"]
+            inv.get_host(s, SYSTEM, 999)
+        assert [h.host_name for h in inv.list_hosts(s, SYSTEM)] == [str(first.id), "alpha"]
 
 
 def test_set_host_status(sqlite_engine: Engine) -> None:
     _host(sqlite_engine)
     for given, expected in [("up", 1), ("MAINTENANCE", 2), (0, 0), (C.HostStatus.UP, 1)]:
         with session_scope(sqlite_engine) as s:
-            inv.set_host_status(s, "h1", given)
+            inv.set_host_status(s, SYSTEM, "h1", given)
         with session_scope(sqlite_engine) as s:
-            assert inv.get_host(s, "h1").status == expected
+            assert inv.get_host(s, SYSTEM, "h1").status == expected
     with (
         pytest.raises(ValidationError, match="host status 'on'"),
         session_scope(sqlite_engine) as s,
     ):
-        inv.set_host_status(s, "h1", "on")
+        inv.set_host_status(s, SYSTEM, "h1", "on")
     with pytest.raises(NotFoundError), session_scope(sqlite_engine) as s:
-        inv.set_host_status(s, "h9", "up")
+        inv.set_host_status(s, SYSTEM, "h9", "up")
     with session_scope(sqlite_engine) as s:
-        assert inv.get_host(s, "h1").status == C.HostStatus.UP
+        assert inv.get_host(s, SYSTEM, "h1").status == C.HostStatus.UP
 
 
 def _vm_on(engine: Engine, host_id: int | None, name: str = "vm1") -> int:
@@ -245,11 +246,11 @@ def test_remove_host_refused_while_a_vm_is_on_it(sqlite_engine: Engine) -> None:
         pytest.raises(ConflictError, match="host 'h1' still has 1 VM"),
         session_scope(sqlite_engine) as s,
     ):
-        inv.remove_host(s, "h1")
+        inv.remove_host(s, SYSTEM, "h1")
     assert _count(sqlite_engine, Host) == 1
     with session_scope(sqlite_engine) as s:
         s.get(VM, vm_id).host_id = None  # type: ignore[union-attr]
-        inv.remove_host(s, "h1")
+        inv.remove_host(s, SYSTEM, "h1")
     assert _count(sqlite_engine, Host) == 0
 
 
@@ -263,12 +264,12 @@ def test_remove_host_takes_expired_console_grants_but_not_active_ones(
         pytest.raises(ConflictError, match="active VNC console"),
         session_scope(sqlite_engine) as s,
     ):
-        inv.remove_host(s, host.id)
+        inv.remove_host(s, SYSTEM, host.id)
     assert (_count(sqlite_engine, Host), _count(sqlite_engine, VncAccess)) == (1, 1)
     with session_scope(sqlite_engine) as s:
         s.scalars(select(VncAccess)).one().status = "inactive"
     with session_scope(sqlite_engine) as s:
-        inv.remove_host(s, host.id)
+        inv.remove_host(s, SYSTEM, host.id)
     assert (_count(sqlite_engine, Host), _count(sqlite_engine, VncAccess)) == (0, 0)
 
 
@@ -277,7 +278,7 @@ def test_remove_unknown_host(sqlite_engine: Engine) -> None:
         pytest.raises(NotFoundError, match="no host named 'ghost'"),
         session_scope(sqlite_engine) as s,
     ):
-        inv.remove_host(s, "ghost")
+        inv.remove_host(s, SYSTEM, "ghost")
 
 
 # --- datastores ----------------------------------------------------------------------
@@ -296,7 +297,7 @@ def _datastore(engine: Engine, settings: Settings, mount: Path, **overrides: Any
     args: dict[str, Any] = {"name": "ds1", "mount_point": str(mount), "capacity_gb": 100}
     args.update(overrides)
     with session_scope(engine) as s:
-        return inv.add_datastore(s, settings=settings, **args)
+        return inv.add_datastore(s, SYSTEM, settings=settings, **args)
 
 
 def test_add_datastore_lays_out_directories_idempotently(
@@ -345,12 +346,12 @@ def test_add_datastore_with_filer_details(
         password_ref=str(secret),
     )
     with session_scope(sqlite_engine) as s:
-        row = inv.get_datastore(s, "ds1")
+        row = inv.get_datastore(s, SYSTEM, "ds1")
         assert (row.path, row.ds_ip, row.username) == ("10.0.0.2:/export/ds1", "10.0.0.2", "filer")
         assert row.password_ref == str(secret.resolve())
         assert "hunter2" not in repr(row.__dict__)
-        assert inv.get_datastore(s, ds.id).ds_name == "ds1"
-        assert [d.ds_name for d in inv.list_datastores(s)] == ["ds1"]
+        assert inv.get_datastore(s, SYSTEM, ds.id).ds_name == "ds1"
+        assert [d.ds_name for d in inv.list_datastores(s, SYSTEM)] == ["ds1"]
 
 
 @pytest.mark.parametrize(
@@ -414,7 +415,7 @@ def test_get_unknown_datastore(sqlite_engine: Engine) -> None:
         pytest.raises(NotFoundError, match="no datastore named 'x'"),
         session_scope(sqlite_engine) as s,
     ):
-        inv.get_datastore(s, "x")
+        inv.get_datastore(s, SYSTEM, "x")
 
 
 # --- templates -----------------------------------------------------------------------
@@ -448,7 +449,7 @@ def add_template(sqlite_engine: Engine, settings: Settings, store: Path) -> Temp
         }
         args.update(overrides)
         with session_scope(sqlite_engine) as s:
-            return inv.add_template(s, settings=settings, **args)
+            return inv.add_template(s, SYSTEM, settings=settings, **args)
 
     return _add
 
@@ -469,7 +470,7 @@ def test_add_template_stores_canonical_values(
         boot_cmdline="console=ttyS0",
     )
     with session_scope(sqlite_engine) as s:
-        row = inv.get_template(s, t.id)
+        row = inv.get_template(s, SYSTEM, t.id)
         assert (row.os, row.os_name, row.os_type, row.arch, row.type) == (
             "Linux",
             "Ubuntu",
@@ -570,15 +571,15 @@ def test_deactivate_and_list_templates(
     add_template(name="a")
     add_template(name="b")
     with session_scope(sqlite_engine) as s:
-        assert inv.deactivate_template(s, "a").is_active is False
+        assert inv.deactivate_template(s, SYSTEM, "a").is_active is False
     with session_scope(sqlite_engine) as s:
-        assert [t.name for t in inv.list_templates(s)] == ["a", "b"]
-        assert [t.name for t in inv.list_templates(s, active_only=True)] == ["b"]
-        assert inv.get_template(s, "a").is_active is False
+        assert [t.name for t in inv.list_templates(s, SYSTEM)] == ["a", "b"]
+        assert [t.name for t in inv.list_templates(s, SYSTEM, active_only=True)] == ["b"]
+        assert inv.get_template(s, SYSTEM, "a").is_active is False
         # deactivating again changes nothing and does not fail
-        inv.deactivate_template(s, "a")
+        inv.deactivate_template(s, SYSTEM, "a")
         with pytest.raises(NotFoundError, match="no template named 'zz'"):
-            inv.deactivate_template(s, "zz")
+            inv.deactivate_template(s, SYSTEM, "zz")
 
 
 # --- schema and settings -------------------------------------------------------------
@@ -613,7 +614,7 @@ def test_settings_as_dict_hides_secrets(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("BAADAL_DATABASE__URL", "postgresql+psycopg://baadal:dbsecret@db/baadal")
     monkeypatch.setenv("BAADAL_SSH__KEY_FILE", "/etc/baadal/id_ed25519")
     settings = load_settings()
-    shown = inv.settings_as_dict(settings)
+    shown = inv.settings_as_dict(SYSTEM, settings)
     text = repr(shown)
     for secret in ("natsecret", "mailsecret", "ldapsecret", "dbsecret"):
         assert secret not in text
@@ -627,8 +628,11 @@ def test_settings_as_dict_hides_secrets(monkeypatch: pytest.MonkeyPatch) -> None
     assert shown["nat"]["nat_user"] == "root"
     assert shown["mail"]["server"] == "localhost:25"
     # unset secrets stay visibly unset; the raw view keeps everything
-    assert inv.settings_as_dict(load_settings(nat={"nat_ssh_key": ""}))["nat"]["nat_ssh_key"] == ""
-    raw = inv.settings_as_dict(settings, redact=False)
+    assert (
+        inv.settings_as_dict(SYSTEM, load_settings(nat={"nat_ssh_key": ""}))["nat"]["nat_ssh_key"]
+        == ""
+    )
+    raw = inv.settings_as_dict(SYSTEM, settings, redact=False)
     assert raw["nat"]["nat_ssh_key"] == "-----BEGIN KEY----- natsecret"
     assert raw["database"]["url"].endswith("dbsecret@db/baadal")
 

@@ -18,6 +18,7 @@ from baadal.db.models import VM, Snapshot
 from baadal.db.session import session_scope
 from baadal.host import maintenance
 from baadal.services import vms
+from baadal.services.policy import SYSTEM
 from tests.support.cloud import Cloud
 from tests.unit import test_vm_lifecycle as lifecycle
 from tests.unit.test_vm_lifecycle import create, hv_of, operate, run_tasks
@@ -80,7 +81,7 @@ def test_vms_with_queued_work_or_unknown_state_are_skipped(
 ) -> None:
     busy, broken, _fine = (create(sqlite_engine, cloud_settings, name=n) for n in "bxf")
     with session_scope(sqlite_engine) as s:
-        vms.operate(s, s.get(VM, busy), "suspend", None)  # queued, not run
+        vms.operate(s, SYSTEM, busy, "suspend")  # queued, not run
         s.get(VM, broken).status = C.VMStatus.UNKNOWN
         queued = maintenance.shutdown_host(s, cloud.host_ids)
     assert dict(queued.skipped) == {"b": "a task is queued for it", "x": "state unknown"}

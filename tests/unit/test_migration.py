@@ -21,6 +21,7 @@ from baadal.drivers import domain_xml
 from baadal.drivers.base import Hypervisor, SnapshotInfo
 from baadal.errors import ConflictError, NotFoundError, ResourceExhausted
 from baadal.services import vms
+from baadal.services.policy import SYSTEM
 from baadal.tasks.registry import REGISTRY, Handler, TaskContext
 from baadal.timeutil import utcnow
 from baadal.vm import migration
@@ -52,7 +53,7 @@ def _state(engine: Engine, vm_id: int) -> tuple[int | None, int, int]:
 def _snapshot(engine: Engine, settings: Settings, vm_id: int, times: int) -> list[str]:
     for _ in range(times):
         with session_scope(engine) as s:
-            vms.request_snapshot(s, s.get(VM, vm_id), None)
+            vms.request_snapshot(s, SYSTEM, vm_id)
         run_tasks(engine, settings)
     hv, identity = hv_of(engine, vm_id)
     return [snap.name for snap in hv.snapshot_list(identity)]
@@ -93,15 +94,15 @@ def test_refusals_change_nothing(
         vm = s.get(VM, vm_id)
         assert vm.host_id == h1
         with pytest.raises(ConflictError, match="already on host host1"):
-            vms.request_migrate(s, vm, "host1", True, None)
+            vms.request_migrate(s, SYSTEM, vm.id, "host1", True)
         with pytest.raises(NotFoundError):
-            vms.request_migrate(s, vm, "nohost", True, None)
+            vms.request_migrate(s, SYSTEM, vm.id, "nohost", True)
         s.get(Host, h2).status = C.HostStatus.MAINTENANCE
         s.flush()
         with pytest.raises(ConflictError, match="host2: it is MAINTENANCE"):
-            vms.request_migrate(s, vm, "host2", True, None)
+            vms.request_migrate(s, SYSTEM, vm.id, "host2", True)
         with pytest.raises(ResourceExhausted, match="no host is UP"):
-            vms.request_migrate(s, vm, None, True, None)
+            vms.request_migrate(s, SYSTEM, vm.id, None, True)
         s.rollback()
     with session_scope(engine) as s:
         s.execute(update(Host).where(Host.id == h2).values(RAM=0))
@@ -109,18 +110,17 @@ def test_refusals_change_nothing(
         session_scope(engine) as s,
         pytest.raises(ResourceExhausted, match="cannot migrate web to host2: no UP host"),
     ):
-        vms.request_migrate(s, s.get(VM, vm_id), "host2", True, None)
+        vms.request_migrate(s, SYSTEM, vm_id, "host2", True)
     # the handler checks again at run time (the host may have filled since)
     result = migration.migrate_domain(engine, settings, vm_id, h2, True)
     assert result.status == C.TaskStatus.FAILED
     assert result.message.startswith("Task Status: FAILED Error: cannot migrate web to host2")
     with session_scope(engine) as s:
         queued = vms.request_vm(
-            s, settings, vm_name="waiting", template="tiny", ram_mb=256, vcpus=1,
-            owner=vms.get_user(s, None),
-        )  # fmt: skip
+            s, SYSTEM, settings, vm_name="waiting", template="tiny", ram_mb=256, vcpus=1,
+                    )  # fmt: skip
     with session_scope(engine) as s, pytest.raises(ConflictError, match="not installed"):
-        vms.request_migrate(s, s.get(VM, queued.vm_id), None, True, None)
+        vms.request_migrate(s, SYSTEM, queued.vm_id, None, True)
     after = _state(engine, vm_id)
     assert after[:2] == before[:2] and after[2] == before[2] + 1  # only the create task
 
@@ -135,7 +135,7 @@ def test_driver_without_migration_fails_cleanly(
     current = [snap.name for snap in hv.snapshot_list(identity) if snap.is_current]
     host_before, events_before, _ = _state(engine, vm_id)
     with session_scope(engine) as s:
-        task = vms.request_migrate(s, s.get(VM, vm_id), "host2", True, None)
+        task = vms.request_migrate(s, SYSTEM, vm_id, "host2", True)
         assert task.parameters == {
             "destination_host": cloud.host_ids[1],
             "live_migration": True,

@@ -26,6 +26,7 @@ from baadal.errors import NotFoundError, ValidationError
 from baadal.monitor import graphs, prometheus, rrd
 from baadal.monitor.handlers import collect_rrds
 from baadal.services import monitoring
+from baadal.services.policy import SYSTEM
 from baadal.tasks.registry import TaskContext
 from tests.support.cloud import Cloud, fake_host_uri, make_cloud
 from tests.unit.test_vm_lifecycle import create, hv_of, operate
@@ -167,16 +168,16 @@ def test_running_stats_of_a_host_and_history_of_its_vms(
 
     # the service layer finds the history by VM name
     with session_scope(sqlite_engine) as s:
-        png = monitoring.get_performance_graph(s, settings, "vm", "web", "ram", "hour")
+        png = monitoring.get_performance_graph(s, SYSTEM, settings, "vm", "web", "ram", "hour")
         assert png.name == f"{web_identity}_ram_hour.png"
         with pytest.raises(ValidationError, match="unknown kind 'disk'"):
-            monitoring.fetch_rrd_data(s, settings, "disk", "web", "day")
+            monitoring.fetch_rrd_data(s, SYSTEM, settings, "disk", "web", "day")
         with pytest.raises(NotFoundError):
-            monitoring.fetch_rrd_data(s, settings, "vm", "nope", "day")
+            monitoring.fetch_rrd_data(s, SYSTEM, settings, "vm", "nope", "day")
         with pytest.raises(ValidationError, match="name the host"):
-            monitoring.fetch_rrd_data(s, settings, "host", "", "day")
+            monitoring.fetch_rrd_data(s, SYSTEM, settings, "host", "", "day")
         with pytest.raises(NotFoundError, match="no monitoring data for 'controller' yet"):
-            monitoring.get_performance_graph(s, settings, "controller", "", "cpu", "day")
+            monitoring.get_performance_graph(s, SYSTEM, settings, "controller", "", "cpu", "day")
 
     # a deleted VM takes its history with it
     operate(sqlite_engine, settings, web, "delete")

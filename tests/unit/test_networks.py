@@ -11,7 +11,8 @@ from baadal.cli.main import app
 from baadal.db.models import VM, PrivateIpPool, SecurityDomain, Vlan
 from baadal.db.session import session_scope
 from baadal.errors import ConflictError, NotFoundError, ValidationError
-from baadal.services import networks
+from baadal.services import lookup, networks
+from baadal.services.policy import SYSTEM
 
 pytestmark = pytest.mark.unit
 
@@ -26,7 +27,9 @@ def _rows(engine: Engine) -> tuple[int, int, int]:
 
 def _add(engine: Engine, name: str, tag: int, cidr: str, ip_from: str, ip_to: str) -> None:
     with session_scope(engine) as s:
-        networks.add_security_domain(s, name, vlan_tag=tag, cidr=cidr, ip_from=ip_from, ip_to=ip_to)
+        networks.add_security_domain(
+            s, SYSTEM, name, vlan_tag=tag, cidr=cidr, ip_from=ip_from, ip_to=ip_to
+        )
 
 
 def test_add_list_remove(sqlite_engine: Engine) -> None:
@@ -34,10 +37,10 @@ def test_add_list_remove(sqlite_engine: Engine) -> None:
     _add(sqlite_engine, "teaching", 40, "10.0.40.0/24", "10.0.40.10", "10.0.40.14")
     assert _rows(sqlite_engine) == (2, 2, 15)
     with session_scope(sqlite_engine) as s:
-        summary = {d.name: d for d in networks.list_security_domains(s)}
+        summary = {d.name: d for d in networks.list_security_domains(s, SYSTEM)}
         assert summary["research"].vlan_tag == 30
         assert (summary["teaching"].pool_size, summary["teaching"].pool_used) == (5, 0)
-        networks.remove_security_domain(s, "teaching")
+        networks.remove_security_domain(s, SYSTEM, "teaching")
     assert _rows(sqlite_engine) == (1, 1, 10)
 
 
@@ -76,14 +79,14 @@ def test_bad_input_changes_nothing(
 def test_domain_in_use_is_not_removed(sqlite_engine: Engine) -> None:
     _add(sqlite_engine, "research", 30, "10.0.30.0/24", "10.0.30.10", "10.0.30.19")
     with session_scope(sqlite_engine) as s:
-        domain = networks.get_security_domain(s, "research")
+        domain = lookup.security_domain(s, "research")
         s.add(VM(vm_name="v", vm_identity="A_u_v", RAM=256, vCPU=1, security_domain_id=domain.id))
     before = _rows(sqlite_engine)
     with pytest.raises(ConflictError, match="has 1 VM"), session_scope(sqlite_engine) as s:
-        networks.remove_security_domain(s, "research")
+        networks.remove_security_domain(s, SYSTEM, "research")
     assert _rows(sqlite_engine) == before
     with pytest.raises(NotFoundError), session_scope(sqlite_engine) as s:
-        networks.remove_security_domain(s, "nope")
+        networks.remove_security_domain(s, SYSTEM, "nope")
 
 
 def test_cli_domain(

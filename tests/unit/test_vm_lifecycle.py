@@ -29,6 +29,7 @@ from baadal.db.session import session_scope
 from baadal.drivers.libvirt_driver import LibvirtHypervisor
 from baadal.errors import ConflictError, NotFoundError, ResourceExhausted, ValidationError
 from baadal.services import vms
+from baadal.services.policy import SYSTEM
 from baadal.tasks import queue
 from baadal.tasks.registry import load_handler_modules
 from baadal.tasks.worker import Worker
@@ -69,11 +70,10 @@ def create(engine: Engine, settings: Settings, name: str = "web", **kw: object) 
             "template": "tiny",
             "ram_mb": 256,
             "vcpus": 1,
-            "owner": vms.get_user(s, None),
             "security_domain": "research",
         }
         args.update(kw)
-        queued = vms.request_vm(s, settings, **args)
+        queued = vms.request_vm(s, SYSTEM, settings, **args)
     run_tasks(engine, settings)
     return queued.vm_id
 
@@ -86,7 +86,7 @@ def hv_of(engine: Engine, vm_id: int) -> tuple[LibvirtHypervisor, str]:
 
 def operate(engine: Engine, settings: Settings, vm_id: int, op: str) -> Task:
     with session_scope(engine) as s:
-        vms.operate(s, s.get(VM, vm_id), op, None)
+        vms.operate(s, SYSTEM, vm_id, op)
     run_tasks(engine, settings)
     return last_task(engine)
 
@@ -199,8 +199,8 @@ def test_failed_install_leaks_nothing(
     before = counts(sqlite_engine)
     with session_scope(sqlite_engine) as s:
         queued = vms.request_vm(
-            s, cloud_settings, vm_name="doomed", template="tiny", ram_mb=256, vcpus=1,
-            owner=vms.get_user(s, None), security_domain="research", public_ip=True,
+            s, SYSTEM, cloud_settings, vm_name="doomed", template="tiny", ram_mb=256, vcpus=1,
+            security_domain="research", public_ip=True,
         )  # fmt: skip
     cloud.template_file.rename(cloud.template_file.with_suffix(".gone"))  # vanishes mid-way
     run_tasks(sqlite_engine, cloud_settings)
@@ -229,31 +229,31 @@ def test_snapshots_limit_revert_and_delete(
     hv, identity = hv_of(sqlite_engine, vm_id)
     for _ in range(3):
         with session_scope(sqlite_engine) as s:
-            vms.request_snapshot(s, s.get(VM, vm_id), None)
+            vms.request_snapshot(s, SYSTEM, vm_id)
         run_tasks(sqlite_engine, cloud_settings)
         assert last_task(sqlite_engine).message == "Snapshotted successfully"
     with (
         pytest.raises(ConflictError, match="at most 3 snapshots"),
         session_scope(sqlite_engine) as s,
     ):
-        vms.request_snapshot(s, s.get(VM, vm_id), None)
+        vms.request_snapshot(s, SYSTEM, vm_id)
     names = [snap.name for snap in hv.snapshot_list(identity)]
     assert len(names) == 3
     with session_scope(sqlite_engine) as s:
         first = s.scalars(select(Snapshot).order_by(Snapshot.id)).first()
-        vms.request_revert(s, s.get(VM, vm_id), first.id, None)
+        vms.request_revert(s, SYSTEM, vm_id, first.id)
     run_tasks(sqlite_engine, cloud_settings)
     assert last_task(sqlite_engine).message == "Reverted to snapshot successfully"
     assert [s.is_current for s in hv.snapshot_list(identity) if s.name == first.snapshot_name] == [
         True
     ]
     with session_scope(sqlite_engine) as s:
-        vms.request_delete_snapshot(s, s.get(VM, vm_id), first.snapshot_name, None)
+        vms.request_delete_snapshot(s, SYSTEM, vm_id, first.snapshot_name)
     run_tasks(sqlite_engine, cloud_settings)
     assert last_task(sqlite_engine).message == "Deleted snapshot successfully"
     assert first.snapshot_name not in [snap.name for snap in hv.snapshot_list(identity)]
     with pytest.raises(NotFoundError), session_scope(sqlite_engine) as s:
-        vms.request_revert(s, s.get(VM, vm_id), first.id, None)
+        vms.request_revert(s, SYSTEM, vm_id, first.id)
 
 
 def test_delete_with_snapshots_and_disks_leaves_nothing(
@@ -262,8 +262,8 @@ def test_delete_with_snapshots_and_disks_leaves_nothing(
     before = counts(sqlite_engine)
     vm_id = create(sqlite_engine, cloud_settings, extra_disk_gb=1, public_ip=True)
     with session_scope(sqlite_engine) as s:
-        vms.request_snapshot(s, s.get(VM, vm_id), None)
-        vms.request_attach_disk(s, s.get(VM, vm_id), 1, None)
+        vms.request_snapshot(s, SYSTEM, vm_id)
+        vms.request_attach_disk(s, SYSTEM, vm_id, 1)
     run_tasks(sqlite_engine, cloud_settings)
     hv, identity = hv_of(sqlite_engine, vm_id)
     assert len(hv.snapshot_list(identity)) == 1
@@ -289,11 +289,11 @@ def test_attach_disk_refused_when_it_does_not_fit(
 ) -> None:
     vm_id = create(sqlite_engine, cloud_settings)
     with pytest.raises(ResourceExhausted), session_scope(sqlite_engine) as s:
-        vms.request_attach_disk(s, s.get(VM, vm_id), 1000, None)
+        vms.request_attach_disk(s, SYSTEM, vm_id, 1000)
     with pytest.raises(ValidationError), session_scope(sqlite_engine) as s:
-        vms.request_attach_disk(s, s.get(VM, vm_id), 0, None)
+        vms.request_attach_disk(s, SYSTEM, vm_id, 0)
     with session_scope(sqlite_engine) as s:
-        vms.request_attach_disk(s, s.get(VM, vm_id), 3, None)
+        vms.request_attach_disk(s, SYSTEM, vm_id, 3)
     run_tasks(sqlite_engine, cloud_settings)
     assert last_task(sqlite_engine).message == "Attached extra disk successfully"
     with session_scope(sqlite_engine) as s:
@@ -310,13 +310,13 @@ def test_edit_config_gives_one_message_per_item(
 ) -> None:
     vm_id = create(sqlite_engine, cloud_settings)
     with session_scope(sqlite_engine) as s:
-        vms.request_edit(s, s.get(VM, vm_id), None, ram_mb=512, vcpus=2)
+        vms.request_edit(s, SYSTEM, vm_id, ram_mb=512, vcpus=2)
     run_tasks(sqlite_engine, cloud_settings)
     task = last_task(sqlite_engine)
     assert task.status == C.TaskStatus.FAILED and "must be shut off" in task.message
     operate(sqlite_engine, cloud_settings, vm_id, "destroy")
     with session_scope(sqlite_engine) as s:
-        vms.request_edit(s, s.get(VM, vm_id), None, ram_mb=512, vcpus=2, public_ip=True)
+        vms.request_edit(s, SYSTEM, vm_id, ram_mb=512, vcpus=2, public_ip=True)
     run_tasks(sqlite_engine, cloud_settings)
     task = last_task(sqlite_engine)
     assert task.message == (
@@ -332,7 +332,7 @@ def test_edit_config_gives_one_message_per_item(
         pytest.raises(ValidationError, match="nothing to change"),
         session_scope(sqlite_engine) as s,
     ):
-        vms.request_edit(s, s.get(VM, vm_id), None, ram_mb=512)
+        vms.request_edit(s, SYSTEM, vm_id, ram_mb=512)
 
 
 @pytest.mark.parametrize("full", [False, True])
@@ -341,10 +341,10 @@ def test_clone_linked_and_full(
 ) -> None:
     vm_id = create(sqlite_engine, cloud_settings, extra_disk_gb=1)
     with pytest.raises(ConflictError, match="must be shut off"), session_scope(sqlite_engine) as s:
-        vms.request_clone(s, s.get(VM, vm_id), 2, None, full=full)
+        vms.request_clone(s, SYSTEM, vm_id, 2, full=full)
     operate(sqlite_engine, cloud_settings, vm_id, "destroy")
     with session_scope(sqlite_engine) as s:
-        _, clone_ids = vms.request_clone(s, s.get(VM, vm_id), 2, None, full=full)
+        _, clone_ids = vms.request_clone(s, SYSTEM, vm_id, 2, full=full)
     run_tasks(sqlite_engine, cloud_settings)
     task = last_task(sqlite_engine)
     assert (task.status, task.message) == (
@@ -381,7 +381,7 @@ def test_clone_whose_workers_died_gives_everything_back(
     vm_id = create(sqlite_engine, cloud_settings)
     operate(sqlite_engine, cloud_settings, vm_id, "destroy")
     with session_scope(sqlite_engine) as s:
-        task, (clone_id,) = vms.request_clone(s, s.get(VM, vm_id), 1, None)
+        task, (clone_id,) = vms.request_clone(s, SYSTEM, vm_id, 1)
         task_id = task.id
     for _ in range(cloud_settings.worker.max_attempts):
         claimed = queue.claim(sqlite_engine, "dead", 30)
@@ -482,7 +482,7 @@ def test_disk_copies_run_outside_any_transaction(
     monkeypatch.setattr(storage, "full_copy", copy_while_another_writer_commits)
     if op == "clone":
         with session_scope(sqlite_engine) as s:
-            vms.request_clone(s, s.get(VM, vm_id), 1, None, full=True)
+            vms.request_clone(s, SYSTEM, vm_id, 1, full=True)
         run_tasks(sqlite_engine, cloud_settings)
         task = last_task(sqlite_engine)
     else:
@@ -548,16 +548,15 @@ def test_launch_existing_vm_image(
     image = cloud.datastore_path / "vm_images" / "ADMIN_system_old" / "ADMIN_system_old.qcow2"
     with pytest.raises(NotFoundError, match="no image at"), session_scope(sqlite_engine) as s:
         vms.launch_existing_vm_image(
-            s, cloud_settings, vm_name="old", template="tiny", datastore="ds1",
-            ram_mb=256, vcpus=1, owner=vms.get_user(s, None),
-        )  # fmt: skip
+            s, SYSTEM, cloud_settings, vm_name="old", template="tiny", datastore="ds1",
+            ram_mb=256, vcpus=1,         )  # fmt: skip
     before = counts(sqlite_engine)
     assert before["vms"] == 0
     storage.create_blank(image, 2)
     with session_scope(sqlite_engine) as s:
         vm = vms.launch_existing_vm_image(
-            s, cloud_settings, vm_name="old", template="tiny", datastore="ds1",
-            ram_mb=256, vcpus=1, owner=vms.get_user(s, None), security_domain="research",
+            s, SYSTEM, cloud_settings, vm_name="old", template="tiny", datastore="ds1",
+            ram_mb=256, vcpus=1, security_domain="research",
         )  # fmt: skip
         vm_id = vm.id
     hv, identity = hv_of(sqlite_engine, vm_id)

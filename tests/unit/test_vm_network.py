@@ -22,6 +22,7 @@ from baadal.drivers.base import HypervisorError
 from baadal.errors import ConflictError, NotFoundError, RemoteCommandError
 from baadal.net import dhcp
 from baadal.services import vms
+from baadal.services.policy import SYSTEM
 from baadal.vm import network
 from tests.support.cloud import Cloud, fake_host_uri, make_cloud
 from tests.unit.test_vm_lifecycle import create, hv_of, last_task, operate, run_tasks
@@ -100,7 +101,7 @@ def test_public_ip_attach_detach(
     vm_id = create(sqlite_engine, net_settings)
     for attach in (True, False):
         with session_scope(sqlite_engine) as s:
-            vms.request_edit(s, s.get(VM, vm_id), None, public_ip=attach)
+            vms.request_edit(s, SYSTEM, vm_id, public_ip=attach)
         run_tasks(sqlite_engine, net_settings)
         task = last_task(sqlite_engine)
         assert (task.status, task.message) == (
@@ -117,7 +118,7 @@ def test_security_domain_move(
     vm_id = create(sqlite_engine, net_settings)
     old_ip, old_mac, old_pool, _ = _vm(sqlite_engine, vm_id)
     with session_scope(sqlite_engine) as s:
-        vms.request_edit(s, s.get(VM, vm_id), None, security_domain="teaching")
+        vms.request_edit(s, SYSTEM, vm_id, security_domain="teaching")
     run_tasks(sqlite_engine, net_settings)
     task = last_task(sqlite_engine)
     assert (task.status, task.message) == (
@@ -154,11 +155,11 @@ def test_security_domain_move_refused_changes_nothing(
     with session_scope(sqlite_engine) as s:
         vm = s.get(VM, vm_id)
         with pytest.raises(ConflictError, match="no free private IP left"):
-            vms.request_edit(s, vm, None, security_domain="teaching")
+            vms.request_edit(s, SYSTEM, vm.id, security_domain="teaching")
         with pytest.raises(ConflictError, match="already in security domain"):
-            vms.request_edit(s, vm, None, security_domain="research")
+            vms.request_edit(s, SYSTEM, vm.id, security_domain="research")
         with pytest.raises(NotFoundError):
-            vms.request_edit(s, vm, None, security_domain="nowhere")
+            vms.request_edit(s, SYSTEM, vm.id, security_domain="nowhere")
     assert (_vm(sqlite_engine, vm_id), _hosts_file(net_settings)) == before
 
 
@@ -182,7 +183,7 @@ def test_a_failed_move_whose_old_address_was_taken_completes_instead(
 
     monkeypatch.setattr(network, "_restart", reboot_fails_after_the_old_address_went)
     with session_scope(sqlite_engine) as s:
-        vms.request_edit(s, s.get(VM, vm_id), None, security_domain="teaching")
+        vms.request_edit(s, SYSTEM, vm_id, security_domain="teaching")
     run_tasks(sqlite_engine, net_settings)
     task = last_task(sqlite_engine)
     new_ip, new_mac, new_pool, domain = _vm(sqlite_engine, vm_id)
@@ -217,7 +218,7 @@ def test_a_move_that_can_be_neither_done_nor_undone_says_so(
 
     monkeypatch.setattr(network, "publish", dhcp_server_gone)
     with session_scope(sqlite_engine) as s:
-        vms.request_edit(s, s.get(VM, vm_id), None, security_domain="teaching")
+        vms.request_edit(s, SYSTEM, vm_id, security_domain="teaching")
     run_tasks(sqlite_engine, net_settings)
     task = last_task(sqlite_engine)
     assert task.status == C.TaskStatus.FAILED

@@ -442,7 +442,7 @@ def guarded(*actions: Action) -> Callable[[F], F]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             actor = _actor_argument(signature, args, kwargs)
             if not isinstance(actor, Actor):
-                raise TypeError(f"{func.__qualname__} needs an Actor, got {actor!r}")
+                raise TypeError(f"{func.__qualname__} needs an Actor, not {type(actor).__name__}")
             if actor.blocked:
                 raise _refuse(actor, actions[0])
             if checked_first:
