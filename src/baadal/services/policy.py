@@ -463,6 +463,21 @@ def guarded(*actions: Action) -> Callable[[F], F]:
     return decorate
 
 
+#: service functions anyone may call, even without an account: "module.function" -> why
+OPEN: dict[str, str] = {}
+
+
+def open_to_anyone(reason: str) -> Callable[[F], F]:
+    """Declare a service function that needs no permission (registration, login) and
+    say why; it is listed in docs/authorization.md like the guarded ones."""
+
+    def decorate(func: F) -> F:
+        OPEN[f"{func.__module__}.{func.__qualname__}"] = reason
+        return func
+
+    return decorate
+
+
 # --- the table in docs/authorization.md -----------------------------------------------
 
 ROLE_ORDER = (C.Role.ADMIN, C.Role.ORGADMIN, C.Role.FACULTY, C.Role.USER)
@@ -513,6 +528,13 @@ def authorization_markdown() -> str:
         "## Service functions",
         "",
         *_functions_table(),
+        "",
+        "## Open to anyone",
+        "",
+        *(
+            f"- `{name.removeprefix('baadal.services.')}`: {why}"
+            for name, why in sorted(OPEN.items())
+        ),
         "",
     ]
     return "\n".join(parts)
