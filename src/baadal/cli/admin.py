@@ -8,29 +8,21 @@ from typing import Any
 
 import typer
 
-from baadal.cli.common import console, handle_errors
+from baadal.cli.common import console, current_actor, handle_errors
 from baadal.config import config_file_path, get_settings
-from baadal.db import migrate
-from baadal.db.migrate import SCHEMA_MISSING, schema_revisions
-from baadal.db.session import get_engine
-from baadal.services import inventory
+from baadal.services import inventory, system
 
 db_app = typer.Typer(help="Database schema: create, upgrade, inspect.", no_args_is_help=True)
 config_app = typer.Typer(help="Settings in effect.", no_args_is_help=True)
-
-
-def _database_label() -> str:
-    return get_engine().url.render_as_string(hide_password=True)
 
 
 @db_app.command("upgrade")
 @handle_errors
 def upgrade_cmd() -> None:
     """Create or upgrade the schema and load the reference rows (safe to repeat)."""
-    engine = get_engine()
-    migrate.upgrade(engine)
+    schema = system.upgrade_schema(get_settings(), current_actor())
     console.print(
-        f"database {_database_label()} is at revision {migrate.current_revision(engine)}",
+        f"database {schema.database} is at revision {schema.current}",
         highlight=False,
         markup=False,
     )
@@ -40,18 +32,12 @@ def upgrade_cmd() -> None:
 @handle_errors
 def status_cmd() -> None:
     """Which database, its schema revision, and whether it needs `baadal db upgrade`."""
-    current, heads = schema_revisions(get_engine())
-    if current is None:
-        state = SCHEMA_MISSING
-    elif current in heads:
-        state = "up to date"
-    else:
-        state = "needs upgrade: run `baadal db upgrade`"
+    schema = system.schema_state(get_settings(), current_actor())
     lines = [
-        f"database: {_database_label()}",
-        f"revision: {current or 'none'}",
-        f"latest:   {', '.join(heads)}",
-        f"state:    {state}",
+        f"database: {schema.database}",
+        f"revision: {schema.current or 'none'}",
+        f"latest:   {', '.join(schema.heads)}",
+        f"state:    {schema.state}",
     ]
     for line in lines:
         console.print(line, highlight=False, markup=False)
@@ -82,7 +68,7 @@ def render_toml(data: Mapping[str, Any], prefix: str = "") -> list[str]:
 def show_cmd() -> None:
     """Print the effective settings (file + environment); secrets show as ***."""
     path = config_file_path()
-    data = inventory.settings_as_dict(get_settings(), redact=True)
+    data = inventory.settings_as_dict(current_actor(), get_settings(), redact=True)
     source = str(path) if path else "none (defaults + environment)"
     # plain echo: Rich would wrap long values and read [section] headers as markup
     typer.echo(f"# config file: {source}")

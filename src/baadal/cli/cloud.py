@@ -1,5 +1,6 @@
-"""``baadal cloud shutdown|bootup`` and ``baadal host shutdown|bootup``: maintenance of
-the whole cloud or of some hosts, one task per VM, with a progress bar."""
+"""``baadal cloud shutdown|bootup`` and ``baadal host shutdown|bootup|evacuate|
+maintenance``: maintenance of the whole cloud or of some hosts, one task per VM, with a
+progress bar."""
 
 from __future__ import annotations
 
@@ -10,28 +11,26 @@ from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from baadal import constants as C
 from baadal.cli.common import (
+    actor,
     checked_engine,
     console,
+    current_actor,
     db,
     fail,
     handle_errors,
-    load_host,
     print_table,
 )
 from baadal.cli.inventory import host_app
 from baadal.config import get_settings
-from baadal.db.models import Task
-from baadal.db.session import session_scope
-from baadal.host import maintenance
-from baadal.host import vms as host_vms
-from baadal.services import inventory
-from baadal.tasks.registry import load_handler_modules
-from baadal.tasks.worker import Worker
+from baadal.services import cloud, tasks
+from baadal.services import hosts as host_services
+from baadal.services.hosts import Queued
+from baadal.services.policy import Actor
+from baadal.services.tasks import TaskState
 
 app = typer.Typer(help="The whole cloud: maintenance shutdown and bootup.", no_args_is_help=True)
 
@@ -41,12 +40,13 @@ InlineOpt = Annotated[
 TIMEOUT_S = 3600
 
 
-def follow_tasks(task_ids: list[int], what: str, *, inline: bool) -> list[Task]:
-    """A progress bar over many tasks until all ended; returns them (ended)."""
+def follow_tasks(task_ids: list[int], what: str, *, inline: bool) -> list[TaskState]:
+    """A progress bar over many tasks until all ended; returns their final states."""
     engine = checked_engine()
+    who = current_actor()
     worker = None
     if inline and task_ids:
-        worker = Worker(engine, get_settings(), registry=load_handler_modules())
+        worker = tasks.new_worker(engine, who, get_settings())
         threading.Thread(target=worker.run, kwargs={"until_idle": True}, daemon=True).start()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())  # fmt: skip
@@ -54,42 +54,43 @@ def follow_tasks(task_ids: list[int], what: str, *, inline: bool) -> list[Task]:
     with Progress(*columns, console=console, transient=True) as progress:
         bar = progress.add_task(what, total=len(task_ids))
         while True:
-            with session_scope(engine) as session:
-                tasks = session.scalars(select(Task).where(Task.id.in_(task_ids))).all()
-                session.expunge_all()
-            ended = [t for t in tasks if t.status in C.TASK_FINAL]
+            with db() as session:
+                states = tasks.task_states(session, who, task_ids)
+            ended = [t for t in states if t.ended]
             progress.update(bar, completed=len(ended))
-            if len(ended) == len(task_ids):
+            if len(ended) == len(states):
                 break
             if time.monotonic() > deadline:
-                raise fail(f"{what}: {len(task_ids) - len(ended)} task(s) still running")
+                raise fail(f"{what}: {len(states) - len(ended)} task(s) still running")
             time.sleep(0.3)
     if worker is not None:
         worker.stop()
-    return sorted(tasks, key=lambda t: t.id)
+    return states
 
 
-def _report(title: str, queued: maintenance.Queued, tasks: list[Task]) -> bool:
-    rows = [(str(t.vm_id), C.TaskStatus(t.status).name, t.message or "") for t in tasks]
+def _report(title: str, queued: Queued, states: list[TaskState]) -> bool:
+    rows = [(str(t.vm_id), t.status.name, t.message or "") for t in states]
     rows += [(name, "SKIPPED", why) for name, why in queued.skipped]
     print_table(title, ["VM", "result", "detail"], rows)
-    return all(t.status == C.TaskStatus.SUCCESS for t in tasks)
+    return all(t.status == C.TaskStatus.SUCCESS for t in states)
 
 
 def run_queued(
-    queue_them: Callable[[Session], maintenance.Queued],
+    queue_them: Callable[[Session, Actor], Queued],
     title: str,
     *,
     inline: bool,
-    shutdown: bool | None,
+    shutdown: bool | None = None,
 ) -> None:
+    """Queue the tasks (one transaction), follow them, report; with ``shutdown`` set,
+    record the cloud as down or up afterwards. Exit 1 unless every task succeeded."""
     with db() as session:
-        queued = queue_them(session)
-    tasks = follow_tasks(queued.task_ids, title, inline=inline)
-    ok = _report(title, queued, tasks)
+        queued = queue_them(session, actor(session))
+    states = follow_tasks(queued.task_ids, title, inline=inline)
+    ok = _report(title, queued, states)
     if shutdown is not None:
         with db() as session:
-            maintenance.finish(session, shutdown)
+            cloud.finish(session, actor(session), shutdown=shutdown)
     if not ok:
         raise typer.Exit(1)
 
@@ -98,57 +99,44 @@ def run_queued(
 @handle_errors
 def shutdown_cmd(inline: InlineOpt = False) -> None:
     """Snapshot and power off every VM (bootup brings them back where they were)."""
-    run_queued(maintenance.shutdown_baadal, "cloud shutdown", inline=inline, shutdown=True)
+    run_queued(cloud.shutdown, "cloud shutdown", inline=inline, shutdown=True)
 
 
 @app.command("bootup")
 @handle_errors
 def bootup_cmd(inline: InlineOpt = False) -> None:
     """Revert every VM the shutdown snapshotted and resume it."""
-    run_queued(maintenance.bootup_baadal, "cloud bootup", inline=inline, shutdown=False)
-
-
-def _for_hosts(
-    queue_them: Callable[[Session, list[int]], maintenance.Queued],
-    hosts: list[str],
-    title: str,
-    inline: bool,
-) -> None:
-    ids = [load_host(h).id for h in hosts]
-    run_queued(lambda s: queue_them(s, ids), title, inline=inline, shutdown=None)
+    run_queued(cloud.bootup, "cloud bootup", inline=inline, shutdown=False)
 
 
 @host_app.command("shutdown")
 @handle_errors
 def host_shutdown_cmd(hosts: list[str], inline: InlineOpt = False) -> None:
     """Snapshot and power off the VMs of these hosts."""
-    _for_hosts(maintenance.shutdown_host, hosts, "host shutdown", inline)
+    run_queued(
+        lambda s, who: host_services.shutdown_vms(s, who, hosts), "host shutdown", inline=inline
+    )
 
 
 @host_app.command("bootup")
 @handle_errors
 def host_bootup_cmd(hosts: list[str], inline: InlineOpt = False) -> None:
     """Bring back the VMs a host shutdown snapshotted."""
-    _for_hosts(maintenance.bootup_host, hosts, "host bootup", inline)
+    run_queued(lambda s, who: host_services.bootup_vms(s, who, hosts), "host bootup", inline=inline)
 
 
 @host_app.command("evacuate")
 @handle_errors
 def evacuate_cmd(host: str, inline: InlineOpt = False) -> None:
     """Migrate every VM off the host (live when running), one task each."""
-    host_id = load_host(host).id
-    run_queued(lambda s: host_vms.migrate_all_vms_from_host(s, host_id), f"evacuate {host}",
-         inline=inline, shutdown=None)  # fmt: skip
+    run_queued(
+        lambda s, who: host_services.evacuate(s, who, host), f"evacuate {host}", inline=inline
+    )
 
 
 @host_app.command("maintenance")
 @handle_errors
 def maintenance_cmd(host: str, inline: InlineOpt = False) -> None:
     """Put the host in MAINTENANCE (no new VMs) and migrate its VMs away."""
-    host_id = load_host(host).id
-
-    def queue_them(session: Session) -> maintenance.Queued:
-        inventory.set_host_status(session, host_id, C.HostStatus.MAINTENANCE)
-        return host_vms.migrate_all_vms_from_host(session, host_id)
-
-    run_queued(queue_them, f"maintenance of {host}", inline=inline, shutdown=None)
+    run_queued(lambda s, who: host_services.start_maintenance(s, who, host), f"maintenance of {host}",
+               inline=inline)  # fmt: skip

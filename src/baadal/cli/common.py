@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 
 from baadal.errors import BaadalError
 from baadal.logs import log_exception
-from baadal.services import inventory, runtime
-from baadal.services.policy import Actor, actor_for
+from baadal.services import runtime
+from baadal.services.policy import SYSTEM, Actor, actor_for
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -73,15 +73,17 @@ def actor(session: Session) -> Actor:
     return actor_for(session, _acting_as)
 
 
-HostArg = Annotated[str, typer.Argument(help="host name or id")]
-
-
-def load_host(name_or_id: str) -> Any:
-    """A host row by name or id, detached so a command can use it after the session."""
+def current_actor() -> Actor:
+    """:func:`actor` read in a short session of its own, for commands whose services
+    open their own (engine-based) or need no schema yet: the system administrator needs
+    no database at all."""
+    if _acting_as is None:
+        return SYSTEM
     with db() as session:
-        host = inventory.get_host(session, name_or_id)
-        session.expunge(host)
-    return host
+        return actor(session)
+
+
+HostArg = Annotated[str, typer.Argument(help="host name or id")]
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

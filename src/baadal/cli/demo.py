@@ -9,19 +9,24 @@ import time
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from baadal import constants as C
-from baadal.cli.common import console, db, fail, handle_errors, print_table
+from baadal.cli.common import (
+    actor,
+    checked_engine,
+    console,
+    current_actor,
+    db,
+    fail,
+    handle_errors,
+    print_table,
+)
 from baadal.cli.lab import lab_up
 from baadal.cli.vms import follow_task
 from baadal.config import get_settings
-from baadal.db.migrate import upgrade
-from baadal.db.session import get_engine
 from baadal.errors import NotFoundError
-from baadal.lab import layout
-from baadal.net.ping import is_pingable
-from baadal.services import vms
+from baadal.services import lab, system, vms
 
 DEMO_VM = "demo"
-DEMO_HOST = layout.HOSTS[0].name
+DEMO_HOST = lab.HOSTS[0].name
 PING_TIMEOUT_S = 120.0
 
 
@@ -29,32 +34,30 @@ def _ensure_demo_vm() -> None:
     """Create the demo VM, or start it if it exists but does not run (demo twice: fine)."""
     settings = get_settings()
     with db() as session:
+        who = actor(session)
         try:
-            vm = vms.find_vm(session, DEMO_VM)
+            vm = vms.get_vm(session, who, DEMO_VM)
         except NotFoundError:
             queued = vms.request_vm(
-                session, settings, vm_name=DEMO_VM, template=layout.TEMPLATE_NAME,
-                ram_mb=256, vcpus=1, owner=vms.get_user(session, None),
-                security_domain=layout.VLANS[0].domain, host=DEMO_HOST,
+                session, who, settings, vm_name=DEMO_VM, template=lab.TEMPLATE_NAME,
+                ram_mb=256, vcpus=1, security_domain=lab.FIRST_DOMAIN, host=DEMO_HOST,
                 purpose="the Baadal demo",
             )  # fmt: skip
             task_id: int | None = queued.task_id
         else:
             running = vm.status == C.VMStatus.RUNNING
-            task_id = None if running else vms.operate(session, vm, "start", None).id
+            task_id = None if running else vms.operate(session, who, vm.id, "start").id
     if task_id is not None:
         follow_task(task_id, wait=True, inline=True)
 
 
-def _wait_for_ping(ip: str) -> float:
+def _wait_for_ping(ip: str) -> None:
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
-    start = time.monotonic()
     with Progress(*columns, console=console, transient=True) as progress:
         progress.add_task(f"waiting for {ip} (DHCP from dnsmasq) to answer ping")
-        while not is_pingable(ip, count=1, timeout_s=1.0):
-            if time.monotonic() - start > PING_TIMEOUT_S:
-                raise fail(f"the demo VM does not answer ping at {ip} after {PING_TIMEOUT_S} s")
-    return time.monotonic() - start
+        answered = lab.wait_for_ping(checked_engine(), current_actor(), DEMO_VM, PING_TIMEOUT_S)
+    if not answered:
+        raise fail(f"the demo VM does not answer ping at {ip} after {PING_TIMEOUT_S} s")
 
 
 @handle_errors
@@ -63,13 +66,13 @@ def demo_cmd() -> None:
     keeps what is there)."""
     settings = get_settings()
     settings.home.mkdir(parents=True, exist_ok=True)
-    upgrade(get_engine(settings))
+    system.upgrade_schema(settings, current_actor())
     console.print(f"Baadal home: {settings.home}")
     start = time.monotonic()
     lab_up()
     _ensure_demo_vm()
     with db() as session:
-        vm = vms.find_vm(session, DEMO_VM)
+        vm = vms.get_vm(session, actor(session), DEMO_VM)
         if vm.private_ip is None or vm.host is None:
             raise fail(f"the demo VM has no address or host (status {vm.status})")
         ip, mac = vm.private_ip.private_ip, vm.private_ip.mac_addr

@@ -6,30 +6,28 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from sqlalchemy import select
 
 from baadal import constants as C
 from baadal.cli.common import (
     HostArg,
+    actor,
     checked_engine,
     console,
+    current_actor,
     db,
     handle_errors,
-    load_host,
     print_table,
 )
 from baadal.cli.inventory import host_app
 from baadal.config import get_settings
-from baadal.db.models import HostEventLog
-from baadal.host import resources, status, utilization
-from baadal.host import vms as host_vms
+from baadal.services import hosts
 
 
 @host_app.command("check")
 @handle_errors
 def check_cmd() -> None:
     """Run the host sanity check now: ping, libvirtd, and libvirtd/OVS over SSH."""
-    checks = status.host_status_sanity_check(checked_engine(), get_settings())
+    checks = hosts.check_hosts(checked_engine(), current_actor(), get_settings())
     rows = [
         (c.host_name, c.old.name, c.new.name, "changed" if c.changed else "", c.problem or "ok")
         for c in checks
@@ -41,18 +39,17 @@ def check_cmd() -> None:
 @handle_errors
 def resources_cmd(host: HostArg) -> None:
     """CPU cores, RAM and disk of the host, asked from the host itself."""
-    row = load_host(host)
-    settings = get_settings()
-    details = resources.host_resource_details(row, settings)
+    name, found = hosts.hardware(checked_engine(), current_actor(), get_settings(), host)
+    details = found.resources
     print_table(
-        f"Host {row.host_name}",
+        f"Host {name}",
         ["what", "value"],
         [
             ("CPUs", str(details.cpus)),
             ("RAM", f"{details.ram_gb} GB"),
             ("disk", f"{details.hdd_gb} GB"),
-            ("MAC", resources.get_host_mac_address(row, settings)),
-            ("type", resources.get_host_type(row, settings).value),
+            ("MAC", found.mac),
+            ("type", found.host_type.value),
         ],
     )
 
@@ -63,10 +60,9 @@ def usage_cmd(
     host: HostArg, interval: Annotated[float, typer.Option(help="seconds to measure")] = 1.0
 ) -> None:
     """CPU, disk, memory and network use of the host over one short interval."""
-    row = load_host(host)
-    usage = utilization.get_host_resources_usage(row, get_settings(), interval_s=interval)
+    name, usage = hosts.usage(checked_engine(), current_actor(), get_settings(), host, interval)
     print_table(
-        f"Host {row.host_name} usage",
+        f"Host {name} usage",
         ["what", "value"],
         [
             ("CPU", f"{usage.cpu_percent:.1f} %"),
@@ -81,45 +77,39 @@ def usage_cmd(
 @handle_errors
 def domains_cmd(host: HostArg) -> None:
     """Every domain libvirt has on the host, running or not."""
-    row = load_host(host)
-    domains = host_vms.get_host_domains(row)
+    name, domains = hosts.domains(checked_engine(), current_actor(), host)
     rows = [(d.name, C.VMStatus(d.status).name) for d in domains]
-    print_table(f"Domains on {row.host_name}", ["domain", "state"], rows)
+    print_table(f"Domains on {name}", ["domain", "state"], rows)
 
 
 @host_app.command("events")
 @handle_errors
 def events_cmd(host: HostArg) -> None:
     """What the sanity check saw change on the host."""
-    row = load_host(host)
     with db() as session:
-        events = session.scalars(
-            select(HostEventLog).where(HostEventLog.host_id == row.id).order_by(HostEventLog.id)
-        ).all()
+        name, events = hosts.events(session, actor(session), host)
         rows = [
             (f"{e.timestamp:%Y-%m-%d %H:%M:%S}", e.attribute, e.old_value, e.new_value, e.message)
             for e in events
         ]
-    print_table(f"Events of {row.host_name}", ["when", "what", "was", "now", "why"], rows)
+    print_table(f"Events of {name}", ["when", "what", "was", "now", "why"], rows)
 
 
 @host_app.command("orphan-delete")
 @handle_errors
 def orphan_delete_cmd(host: HostArg, domain: str) -> None:
     """Destroy and undefine a domain Baadal does not know (its disks are kept)."""
-    row = load_host(host)
-    host_vms.delete_orphan_vm(checked_engine(), row.id, domain)
-    console.print(f"removed orphan domain {domain} from {row.host_name}", highlight=False)
+    name = hosts.delete_orphan(checked_engine(), current_actor(), host, domain)
+    console.print(f"removed orphan domain {domain} from {name}", highlight=False)
 
 
 @host_app.command("respawn")
 @handle_errors
 def respawn_cmd(host: HostArg) -> None:
     """Bring the VMs of a DOWN host back on other hosts, from their disks."""
-    row = load_host(host)
-    results = host_vms.respawn_dangling_vms(checked_engine(), get_settings(), row.id)
+    name, results = hosts.respawn(checked_engine(), current_actor(), get_settings(), host)
     rows = [(r.vm_name, r.old_host, r.new_host, "ok" if r.ok else r.message) for r in results]
-    print_table(f"Respawned from {row.host_name}", ["VM", "from", "to", "result"], rows)
+    print_table(f"Respawned from {name}", ["VM", "from", "to", "result"], rows)
     if not all(r.ok for r in results):
         raise typer.Exit(1)
 
@@ -128,7 +118,7 @@ def respawn_cmd(host: HostArg) -> None:
 def vm_sanity_cmd() -> None:
     """Compare the VM rows with what the UP hosts run; fix drift, respawn lost domains,
     report orphans."""
-    report = host_vms.vm_sanity_check(checked_engine(), get_settings())
+    report = hosts.vm_sanity(checked_engine(), current_actor(), get_settings())
     rows = [(r.vm_name, r.vm_identity, r.host, r.state, r.action) for r in report.rows]
     print_table("VM sanity", ["VM", "domain", "host", "state", "action"], rows)
     for host, error in report.unreachable.items():

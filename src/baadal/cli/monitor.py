@@ -12,12 +12,18 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from baadal import constants as C
-from baadal.cli.common import checked_engine, console, db, handle_errors, print_table
+from baadal.cli.common import (
+    actor,
+    checked_engine,
+    console,
+    current_actor,
+    db,
+    handle_errors,
+    print_table,
+)
 from baadal.config import get_settings
 from baadal.errors import ValidationError
-from baadal.host import network_graph
-from baadal.monitor import graphs, prometheus, rrd
-from baadal.services import monitoring
+from baadal.services import measurements, monitoring
 
 app = typer.Typer(help="Usage history of hosts and VMs (RRD) and its graphs.", no_args_is_help=True)
 
@@ -43,7 +49,7 @@ def _copy_to(made: Path, out: Path) -> Path:
 def collect_cmd() -> None:
     """Record every UP host with its VMs, the controller and the NAT box now (the periodic
     job does this every 5 minutes)."""
-    report = rrd.update_all_rrds(checked_engine(), get_settings())
+    report = measurements.collect(checked_engine(), current_actor(), get_settings())
     console.print(report.summary(), highlight=False)
     if report.failures:
         raise typer.Exit(1)
@@ -54,7 +60,9 @@ def collect_cmd() -> None:
 def show_cmd(kind: KindArg, name: NameArg = "", period: PeriodOpt = "day") -> None:
     """Average CPU, memory, disk and network use over the period."""
     with db() as session:
-        data = monitoring.fetch_rrd_data(session, get_settings(), kind, name, period)
+        data = monitoring.fetch_rrd_data(
+            session, actor(session), get_settings(), kind, name, period
+        )
     print_table(
         f"{kind} {name}".strip() + f": averages over the last {period}",
         ["what", "average"],
@@ -74,13 +82,15 @@ def show_cmd(kind: KindArg, name: NameArg = "", period: PeriodOpt = "day") -> No
 def graph_cmd(
     kind: KindArg,
     name: NameArg = "",
-    graph: Annotated[str, typer.Option("--type", help=", ".join(graphs.GRAPH_TYPES))] = "cpu",
+    graph: Annotated[str, typer.Option("--type", help=", ".join(measurements.GRAPH_TYPES))] = "cpu",
     period: PeriodOpt = "day",
     out: Annotated[Path | None, typer.Option(help="copy the PNG here")] = None,
 ) -> None:
     """Draw a PNG graph of the history and print where it is."""
     with db() as session:
-        path = monitoring.get_performance_graph(session, get_settings(), kind, name, graph, period)
+        path = monitoring.get_performance_graph(
+            session, actor(session), get_settings(), kind, name, graph, period
+        )
     if out is not None:
         path = _copy_to(path, out)
     console.print(str(path), highlight=False)
@@ -96,8 +106,9 @@ def network_cmd(
                TimeElapsedColumn())  # fmt: skip
     with Progress(*columns, console=console, transient=True) as progress:
         bar = progress.add_task("measuring", total=None)
-        graph, svg = network_graph.measure_network(
+        graph, svg = measurements.measure_network(
             checked_engine(),
+            current_actor(),
             get_settings(),
             on_start=lambda total: progress.update(bar, total=total),
             on_step=lambda what: progress.update(bar, advance=1, description=what),
@@ -123,7 +134,7 @@ def network_cmd(
 @handle_errors
 def metrics_cmd() -> None:
     """Print the Prometheus metrics (what `monitor serve` answers on /metrics)."""
-    typer.echo(prometheus.render_metrics(checked_engine(), get_settings()), nl=False)
+    typer.echo(measurements.metrics(checked_engine(), current_actor(), get_settings()), nl=False)
 
 
 @app.command("serve")
@@ -133,10 +144,8 @@ def serve_cmd(
     port: Annotated[int, typer.Option(help="TCP port")] = 9184,
 ) -> None:
     """Answer Prometheus scrapes on http://ADDRESS:PORT/metrics until interrupted."""
-    try:
-        server = prometheus.metrics_server(checked_engine(), get_settings(), address, port)
-    except OSError as exc:
-        raise ValidationError(f"cannot listen on {address}:{port}: {exc.strerror or exc}") from None
+    engine, settings = checked_engine(), get_settings()
+    server = measurements.metrics_server(engine, current_actor(), settings, address, port)
     console.print(f"serving metrics on http://{address}:{port}/metrics", highlight=False)
     with server, contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()

@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from baadal import pools
-from baadal.cli.common import console, db, handle_errors, print_table
+from baadal.cli.common import actor, console, db, handle_errors, print_table
+from baadal.services import pools
 
 app = typer.Typer(help="IP pools: VLANs, private and public addresses.", no_args_is_help=True)
 
@@ -24,7 +24,7 @@ def vlan_add_cmd(
 ) -> None:
     """Add a VLAN; its network must not overlap another VLAN's."""
     with db() as session:
-        vlan = pools.create_vlan(session, name, tag, cidr)
+        vlan = pools.add_vlan(session, actor(session), name, tag, cidr)
         line = f"added VLAN {vlan.name} (id {vlan.vlan_tag}, {vlan.vlan_addr})"
     console.print(line, highlight=False)
 
@@ -42,8 +42,7 @@ def private_add_cmd(
 ) -> None:
     """Add private addresses (each with a MAC) to a VLAN: all of them or none."""
     with db() as session:
-        target = pools.get_vlan_by_name(session, vlan)
-        count = pools.add_private_ips(session, target.id, ip_from, ip_to, mac or None)
+        count = pools.add_private_ips(session, actor(session), vlan, ip_from, ip_to, mac)
     console.print(f"added {count} private IPs to VLAN {vlan}", highlight=False)
 
 
@@ -52,7 +51,7 @@ def private_add_cmd(
 def public_add_cmd(ip_from: FromIp, ip_to: ToIp) -> None:
     """Add public addresses: all of them or none."""
     with db() as session:
-        count = pools.add_public_ips(session, ip_from, ip_to)
+        count = pools.add_public_ips(session, actor(session), ip_from, ip_to)
     console.print(f"added {count} public IPs", highlight=False)
 
 
@@ -61,7 +60,7 @@ def public_add_cmd(ip_from: FromIp, ip_to: ToIp) -> None:
 def private_remove_cmd(ip_from: FromIp, ip_to: ToIp) -> None:
     """Remove private addresses; refused if any of them is in use."""
     with db() as session:
-        count = pools.remove_private_ips(session, ip_from, ip_to)
+        count = pools.remove_private_ips(session, actor(session), ip_from, ip_to)
     console.print(f"removed {count} private IPs", highlight=False)
 
 
@@ -70,7 +69,7 @@ def private_remove_cmd(ip_from: FromIp, ip_to: ToIp) -> None:
 def public_remove_cmd(ip_from: FromIp, ip_to: ToIp) -> None:
     """Remove public addresses; refused if any of them is in use."""
     with db() as session:
-        count = pools.remove_public_ips(session, ip_from, ip_to)
+        count = pools.remove_public_ips(session, actor(session), ip_from, ip_to)
     console.print(f"removed {count} public IPs", highlight=False)
 
 
@@ -79,7 +78,7 @@ def public_remove_cmd(ip_from: FromIp, ip_to: ToIp) -> None:
 def list_cmd() -> None:
     """Addresses per VLAN, public addresses and VNC ports: total, used, free."""
     with db() as session:
-        usage = pools.pool_usage(session)
+        usage = pools.usage(session, actor(session))
     rows: list[tuple[object, ...]] = [
         (f"VLAN {v.name}", v.tag, v.cidr, v.total, v.used, v.free) for v in usage.vlans
     ]

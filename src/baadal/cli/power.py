@@ -13,17 +13,17 @@ from baadal.cli.common import (
     HostArg,
     checked_engine,
     console,
+    current_actor,
     handle_errors,
-    load_host,
     print_table,
 )
 from baadal.cli.inventory import host_app
 from baadal.config import get_settings
-from baadal.host import maintenance, power
-from baadal.host import vms as host_vms
+from baadal.services import hosts
+from baadal.services.hosts import HostPowerResult
 
 
-def _say(result: power.HostPowerResult) -> None:
+def _say(result: HostPowerResult) -> None:
     console.print(f"{result.message} (status {result.status.name})", highlight=False)
 
 
@@ -37,9 +37,8 @@ def power_up_cmd(
 ) -> None:
     """Wake the host (wake-on-LAN, or IPMI for a host with a BMC) and wait until it
     answers; then it is UP."""
-    _say(
-        power.host_power_up(checked_engine(), get_settings(), load_host(host).id, wait=not no_wait)
-    )
+    engine, settings = checked_engine(), get_settings()
+    _say(hosts.power_up(engine, current_actor(), settings, host, wait=not no_wait))
 
 
 class VmsFirst(StrEnum):
@@ -62,14 +61,13 @@ def power_down_cmd(
     inline: InlineOpt = False,
 ) -> None:
     """Power the host off (power.poweroff_command over SSH, or IPMI) after its VMs."""
-    host_id = load_host(host).id
     if vms == VmsFirst.MIGRATE:
-        run_queued(lambda s: host_vms.migrate_all_vms_from_host(s, host_id),
-                   f"migrate the VMs of {host}", inline=inline, shutdown=None)  # fmt: skip
+        run_queued(lambda s, who: hosts.evacuate(s, who, host),
+                   f"migrate the VMs of {host}", inline=inline)  # fmt: skip
     elif vms == VmsFirst.SNAPSHOT:
-        run_queued(lambda s: maintenance.shutdown_host(s, [host_id]),
-                   f"snapshot and stop the VMs of {host}", inline=inline, shutdown=None)  # fmt: skip
-    _say(power.host_power_down(checked_engine(), get_settings(), host_id))
+        run_queued(lambda s, who: hosts.shutdown_vms(s, who, [host]),
+                   f"snapshot and stop the VMs of {host}", inline=inline)  # fmt: skip
+    _say(hosts.power_down(checked_engine(), current_actor(), get_settings(), host))
 
 
 @host_app.command("power-auto")
@@ -77,7 +75,7 @@ def power_down_cmd(
 def power_auto_cmd() -> None:
     """Power idle hosts off beyond power.min_hosts_up, and wake one when every UP host
     is more than 80 % reserved."""
-    results = power.host_power_operation(checked_engine(), get_settings())
+    results = hosts.power_auto(checked_engine(), current_actor(), get_settings())
     if not results:
         console.print("nothing to do", highlight=False)
         return

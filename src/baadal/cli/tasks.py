@@ -1,4 +1,4 @@
-"""``baadal task ...`` (the admin's task list, retry, ignore) and ``baadal worker``."""
+"""``baadal task ...`` (the tasks you may see; admins retry and ignore) and ``baadal worker``."""
 
 from __future__ import annotations
 
@@ -9,14 +9,18 @@ from typing import Annotated
 import typer
 
 from baadal import constants as C
-from baadal.cli.common import console, db, handle_errors, print_table
+from baadal.cli.common import (
+    actor,
+    checked_engine,
+    console,
+    current_actor,
+    db,
+    handle_errors,
+    print_table,
+)
 from baadal.config import get_settings
-from baadal.db.session import get_engine
 from baadal.errors import BaadalError, ValidationError
-from baadal.tasks import queue
-from baadal.tasks.registry import load_handler_modules
-from baadal.tasks.worker import Worker
-from baadal.vm import network
+from baadal.services import tasks
 
 app = typer.Typer(help="Tasks: list, show, retry and ignore.", no_args_is_help=True)
 
@@ -42,9 +46,11 @@ def list_cmd(
     vm: Annotated[int | None, typer.Option(help="only tasks of this VM id")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = C.ITEMS_PER_PAGE,
 ) -> None:
-    """The newest tasks first."""
+    """The newest tasks you may see first (admins: all)."""
     with db() as session:
-        tasks = queue.list_tasks(session, status=_parse_status(status), vm_id=vm, limit=limit)
+        found = tasks.list_tasks(
+            session, actor(session), status=_parse_status(status), vm_id=vm, limit=limit
+        )
         rows = [
             (
                 t.id,
@@ -55,7 +61,7 @@ def list_cmd(
                 t.created_at,
                 t.message,
             )
-            for t in tasks
+            for t in found
         ]
     print_table("Tasks", ["id", "type", "vm", "status", "attempts", "created", "message"], rows)
 
@@ -65,7 +71,8 @@ def list_cmd(
 def show_cmd(task_id: int) -> None:
     """One task with its history (one event per attempt)."""
     with db() as session:
-        task = queue.get_task(session, task_id)
+        who = actor(session)
+        task = tasks.get_task(session, who, task_id)
         console.print(
             f"task {task.id}: {task.task_type}  status={_status_name(task.status)}"
             f"  vm={task.vm_id}  attempts={task.attempts}  priority={task.priority}"
@@ -75,7 +82,7 @@ def show_cmd(task_id: int) -> None:
             console.print(f"message: {task.message}")
         rows = [
             (e.id, _status_name(e.status), e.worker, e.start_time, e.end_time, e.message)
-            for e in queue.task_events(session, task_id)
+            for e in tasks.task_history(session, who, task_id)
         ]
     print_table("History", ["event", "status", "worker", "start", "end", "message"], rows)
 
@@ -85,7 +92,7 @@ def show_cmd(task_id: int) -> None:
 def retry_cmd(task_id: int) -> None:
     """Run a failed task again."""
     with db() as session:
-        queue.retry(session, task_id)
+        tasks.retry(session, actor(session), task_id)
     console.print(f"task {task_id} queued again")
 
 
@@ -94,7 +101,7 @@ def retry_cmd(task_id: int) -> None:
 def ignore_cmd(task_id: int) -> None:
     """Give up on a failed or waiting task."""
     with db() as session:
-        queue.ignore(session, task_id)
+        tasks.ignore(session, actor(session), task_id)
     console.print(f"task {task_id} ignored")
 
 
@@ -109,11 +116,12 @@ def worker_cmd(
 ) -> None:
     """Claim and run tasks until stopped (SIGTERM/SIGINT finish running tasks first)."""
     settings = get_settings()
-    registry = load_handler_modules(handlers or [])
-    worker = Worker(
-        get_engine(settings),
+    engine, who = checked_engine(), current_actor()
+    worker = tasks.new_worker(
+        engine,
+        who,
         settings,
-        registry=registry,
+        handlers=handlers or [],
         worker_id=worker_id,
         concurrency=concurrency,
     )
@@ -124,7 +132,7 @@ def worker_cmd(
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     try:  # a controller restart: reservations and mappings as the database says
-        console.print(network.restore_network(worker.engine, settings), highlight=False)
+        console.print(tasks.restore_network(engine, who, settings), highlight=False)
     except BaadalError as exc:
         console.print(f"[yellow]network not restored:[/] {exc}", highlight=False)
     done = worker.run(until_idle=until_idle)

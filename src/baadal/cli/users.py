@@ -7,16 +7,15 @@ never taken as arguments, where other users of the machine could read them.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from typing import Annotated
 
 import typer
-from sqlalchemy import select
 
 from baadal import constants as C
-from baadal.auth import roles, sessions, users
-from baadal.cli.common import console, db, handle_errors, print_table
+from baadal.cli.common import actor, console, db, handle_errors, print_table
 from baadal.config import get_settings
-from baadal.db.models import User
+from baadal.services import users
 
 app = typer.Typer(help="User accounts, approval and roles.", no_args_is_help=True)
 
@@ -30,13 +29,8 @@ def _password(from_stdin: bool, *, confirm: bool) -> str:
     return typer.prompt("Password", hide_input=True, confirmation_prompt=confirm)
 
 
-def _state(user: User) -> str:
-    if user.block_user:
-        return "blocked"
-    return {
-        C.RegistrationKey.PENDING: "awaiting approval",
-        C.RegistrationKey.DISABLED: "disabled",
-    }.get(user.registration_key, "active")
+def _names(roles: Iterable[C.Role]) -> str:
+    return ", ".join(r.value for r in roles)
 
 
 @app.command("register")
@@ -51,11 +45,12 @@ def register_cmd(
 ) -> None:
     """A local account; it logs in once an admin approves it (see `user approve`)."""
     password = _password(password_stdin, confirm=True)
-    info = users.UserInfo(username, first, last, email or None, org or None)
     with db() as session:
-        user = users.register_callback(session, get_settings(), info, password)
-        state = _state(user)
-    console.print(f"registered {username} ({state})", highlight=False)
+        account = users.register_self(
+            session, get_settings(), username=username, password=password,
+            email=email or None, first_name=first, last_name=last, organisation=org or None,
+        )  # fmt: skip
+    console.print(f"registered {username} ({account.state})", highlight=False)
 
 
 @app.command("approve")
@@ -63,25 +58,19 @@ def register_cmd(
 def approve_cmd(username: UserArg) -> None:
     """Let a pending registration log in."""
     with db() as session:
-        users.approve_user(session, username)
+        users.approve(session, actor(session), username)
     console.print(f"{username} may log in now", highlight=False)
 
 
 @app.command("list")
 @handle_errors
 def list_cmd() -> None:
+    """The accounts you may see (admins: all; orgadmins: their organisation's)."""
     with db() as session:
-        rows = [
-            (
-                u.username,
-                f"{u.first_name} {u.last_name}".strip(),
-                u.email or "",
-                u.organisation.name if u.organisation else "",
-                ", ".join(sorted(r.value for r in roles.user_roles(session, u.id))),
-                _state(u),
-            )
-            for u in session.scalars(select(User).where(User.id >= 0).order_by(User.username))
-        ]
+        accounts = users.list_accounts(session, actor(session))
+    rows = [
+        (a.username, a.name, a.email, a.organisation, _names(a.roles), a.state) for a in accounts
+    ]
     print_table("Users", ["username", "name", "e-mail", "organisation", "roles", "state"], rows)
 
 
@@ -95,17 +84,17 @@ def roles_cmd(
 ) -> None:
     """Show the user's roles, or make them exactly --set (user is always kept)."""
     with db() as session:
-        user = users.get_user(session, username)
+        who = actor(session)
         if set_roles:
-            wanted = [roles.parse_role(name) for name in set_roles.split(",") if name.strip()]
-            roles.add_or_update_user_memberships(session, user.id, wanted)
-        have = sorted(r.value for r in roles.user_roles(session, user.id))
-    console.print(f"{username}: {', '.join(have)}", highlight=False)
+            have = users.set_roles(session, who, username, set_roles.split(","))
+        else:
+            have = users.get_roles(session, who, username)
+    console.print(f"{username}: {_names(have)}", highlight=False)
 
 
 def _set_blocked(username: str, blocked: bool) -> None:
     with db() as session:
-        users.set_blocked(session, username, blocked)
+        users.set_blocked(session, actor(session), username, blocked)
     console.print(f"{username} is {'blocked' if blocked else 'unblocked'}", highlight=False)
 
 
@@ -125,10 +114,10 @@ def unblock_cmd(username: UserArg) -> None:
 @app.command("passwd")
 @handle_errors
 def passwd_cmd(username: UserArg, password_stdin: StdinOpt = False) -> None:
-    """Set a local account's password."""
+    """Set a local account's password (your own, or anyone's as an admin)."""
     password = _password(password_stdin, confirm=True)
     with db() as session:
-        users.set_password(session, username, password)
+        users.set_password(session, actor(session), username, password)
     console.print(f"password of {username} changed", highlight=False)
 
 
@@ -137,8 +126,6 @@ def passwd_cmd(username: UserArg, password_stdin: StdinOpt = False) -> None:
 def login_cmd(username: UserArg, password_stdin: StdinOpt = False) -> None:
     """Check a login the way the portal does it (database or LDAP) and show the roles."""
     password = _password(password_stdin, confirm=False)
-    settings = get_settings()
     with db() as session:
-        user = sessions.login(session, settings, username, password)
-        have = sorted(r.value for r in roles.user_roles(session, user.id))
-    console.print(f"{username} logged in; roles: {', '.join(have)}", highlight=False)
+        account = users.check_login(session, get_settings(), username, password)
+    console.print(f"{username} logged in; roles: {_names(account.roles)}", highlight=False)

@@ -1,0 +1,183 @@
+"""Hosts for the doors: health, hardware, usage, domains, events, orphans, respawn,
+evacuation, maintenance and power (thin, guarded wrappers over :mod:`baadal.host`).
+
+Functions that talk to a host take the engine, not a session: they read the host row in
+a short transaction of their own and talk to the host outside it (on SQLite a transaction
+holds the write lock, and a slow SSH call must not stall the workers). Functions that only
+queue tasks take the caller's session. Results that name a host carry its name, since
+people may have typed its id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from baadal import constants as C
+from baadal.config import Settings
+from baadal.db.models import Host, HostEventLog
+from baadal.db.session import session_scope
+from baadal.drivers.base import DomainInfo
+from baadal.host import maintenance, power, resources, status, utilization
+from baadal.host import vms as host_vms
+from baadal.host.maintenance import Queued
+from baadal.host.power import HostPowerResult
+from baadal.host.resources import HostResources
+from baadal.host.status import HostCheck
+from baadal.host.utilization import HostUsage
+from baadal.host.vms import RespawnResult, SanityReport
+from baadal.services import inventory, lookup
+from baadal.services.policy import Action, Actor, guarded
+
+
+@dataclass(frozen=True)
+class HostHardware:
+    """What the host itself says it has."""
+
+    resources: HostResources
+    mac: str
+    host_type: C.HostType
+
+
+def _detached_host(engine: Engine, name_or_id: str | int) -> Host:
+    """The host row, read in a short transaction and detached for the remote work."""
+    with session_scope(engine) as session:
+        host = lookup.host(session, name_or_id)
+        session.expunge(host)
+    return host
+
+
+# --- reading a host --------------------------------------------------------------------
+
+
+@guarded(Action.HOST_READ)
+def hardware(
+    engine: Engine, actor: Actor, settings: Settings, host: str | int
+) -> tuple[str, HostHardware]:
+    """CPU cores, RAM, disk, MAC and kind of the host, asked from the host itself."""
+    row = _detached_host(engine, host)
+    found = HostHardware(
+        resources.host_resource_details(row, settings),
+        resources.get_host_mac_address(row, settings),
+        resources.get_host_type(row, settings),
+    )
+    return row.host_name, found
+
+
+@guarded(Action.HOST_READ)
+def usage(
+    engine: Engine, actor: Actor, settings: Settings, host: str | int, interval_s: float
+) -> tuple[str, HostUsage]:
+    """CPU, disk, memory and network use of the host over one short interval."""
+    row = _detached_host(engine, host)
+    return row.host_name, utilization.get_host_resources_usage(row, settings, interval_s=interval_s)
+
+
+@guarded(Action.HOST_READ)
+def domains(engine: Engine, actor: Actor, host: str | int) -> tuple[str, list[DomainInfo]]:
+    """Every domain libvirt has on the host, running or not."""
+    row = _detached_host(engine, host)
+    return row.host_name, host_vms.get_host_domains(row)
+
+
+@guarded(Action.HOST_READ)
+def events(session: Session, actor: Actor, host: str | int) -> tuple[str, list[HostEventLog]]:
+    """What the sanity check saw change on the host, oldest first."""
+    row = lookup.host(session, host)
+    query = select(HostEventLog).where(HostEventLog.host_id == row.id).order_by(HostEventLog.id)
+    return row.host_name, list(session.scalars(query))
+
+
+# --- checking and repairing ------------------------------------------------------------
+
+
+@guarded(Action.HOST_MANAGE)
+def check_hosts(engine: Engine, actor: Actor, settings: Settings) -> list[HostCheck]:
+    """The host sanity check now: ping, libvirtd, and libvirtd/OVS over SSH."""
+    return status.host_status_sanity_check(engine, settings)
+
+
+@guarded(Action.HOST_MANAGE)
+def delete_orphan(engine: Engine, actor: Actor, host: str | int, domain: str) -> str:
+    """Destroy and undefine a domain Baadal does not know; returns the host's name."""
+    row = _detached_host(engine, host)
+    host_vms.delete_orphan_vm(engine, row.id, domain)
+    return row.host_name
+
+
+@guarded(Action.HOST_MANAGE)
+def respawn(
+    engine: Engine, actor: Actor, settings: Settings, host: str | int
+) -> tuple[str, list[RespawnResult]]:
+    """Bring the VMs of a DOWN host back on other hosts, from their disks."""
+    row = _detached_host(engine, host)
+    return row.host_name, host_vms.respawn_dangling_vms(engine, settings, row.id)
+
+
+@guarded(Action.VM_SANITY)
+def vm_sanity(engine: Engine, actor: Actor, settings: Settings) -> SanityReport:
+    """Compare the VM rows with what the UP hosts run; fix drift, respawn lost domains."""
+    return host_vms.vm_sanity_check(engine, settings)
+
+
+# --- moving VMs away, maintenance --------------------------------------------------------
+
+
+@guarded(Action.HOST_MANAGE)
+def evacuate(session: Session, actor: Actor, host: str | int) -> Queued:
+    """Queue a migration of every VM of the host (live when it runs)."""
+    row = lookup.host(session, host)
+    return host_vms.migrate_all_vms_from_host(session, row.id, actor.user_id)
+
+
+@guarded(Action.HOST_MANAGE)
+def start_maintenance(session: Session, actor: Actor, host: str | int) -> Queued:
+    """Put the host in MAINTENANCE (no new VMs) and queue the migration of its VMs."""
+    row = inventory.set_host_status(session, actor, host, C.HostStatus.MAINTENANCE)
+    return host_vms.migrate_all_vms_from_host(session, row.id, actor.user_id)
+
+
+def _host_ids(session: Session, hosts: Sequence[str | int]) -> list[int]:
+    return [lookup.host(session, h).id for h in hosts]
+
+
+@guarded(Action.HOST_MANAGE)
+def shutdown_vms(session: Session, actor: Actor, hosts: Sequence[str | int]) -> Queued:
+    """Queue snapshot-and-power-off of the VMs of these hosts."""
+    return maintenance.shutdown_host(session, _host_ids(session, hosts))
+
+
+@guarded(Action.HOST_MANAGE)
+def bootup_vms(session: Session, actor: Actor, hosts: Sequence[str | int]) -> Queued:
+    """Queue the return of the VMs a host shutdown snapshotted."""
+    return maintenance.bootup_host(session, _host_ids(session, hosts))
+
+
+# --- power -----------------------------------------------------------------------------
+
+
+@guarded(Action.HOST_MANAGE)
+def power_up(
+    engine: Engine, actor: Actor, settings: Settings, host: str | int, *, wait: bool = True
+) -> HostPowerResult:
+    """Wake the host (wake-on-LAN or IPMI) and, with ``wait``, until it answers."""
+    row = _detached_host(engine, host)
+    return power.host_power_up(engine, settings, row.id, wait=wait)
+
+
+@guarded(Action.HOST_MANAGE)
+def power_down(
+    engine: Engine, actor: Actor, settings: Settings, host: str | int
+) -> HostPowerResult:
+    """Power the host off (refused while one of its VMs runs)."""
+    row = _detached_host(engine, host)
+    return power.host_power_down(engine, settings, row.id)
+
+
+@guarded(Action.HOST_MANAGE)
+def power_auto(engine: Engine, actor: Actor, settings: Settings) -> list[HostPowerResult]:
+    """Idle hosts off beyond power.min_hosts_up; wake one when the UP ones are busy."""
+    return power.host_power_operation(engine, settings)

@@ -1,0 +1,59 @@
+"""IP pools for the doors: VLANs, private and public addresses an admin fills and drains,
+and how full they are (thin, guarded wrappers over :mod:`baadal.pools`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy.orm import Session
+
+from baadal import pools as ip_pools
+from baadal.db.models import Vlan
+from baadal.pools import PoolUsage
+from baadal.services.policy import Action, Actor, guarded
+
+
+@guarded(Action.NETWORK_MANAGE)
+def add_vlan(session: Session, actor: Actor, name: str, tag: int, cidr: str) -> Vlan:
+    """A VLAN whose network overlaps no other VLAN's."""
+    return ip_pools.create_vlan(session, name, tag, cidr)
+
+
+@guarded(Action.NETWORK_MANAGE)
+def add_private_ips(
+    session: Session,
+    actor: Actor,
+    vlan: str,
+    ip_from: str,
+    ip_to: str,
+    macs: Sequence[str] | None = None,
+) -> int:
+    """Private addresses (each with a MAC, generated unless given) for the VLAN named
+    ``vlan``: all of them or none. Returns how many."""
+    target = ip_pools.get_vlan_by_name(session, vlan)
+    return ip_pools.add_private_ips(
+        session, target.id, ip_from, ip_to, list(macs) if macs else None
+    )
+
+
+@guarded(Action.NETWORK_MANAGE)
+def add_public_ips(session: Session, actor: Actor, ip_from: str, ip_to: str) -> int:
+    return ip_pools.add_public_ips(session, ip_from, ip_to)
+
+
+@guarded(Action.NETWORK_MANAGE)
+def remove_private_ips(session: Session, actor: Actor, ip_from: str, ip_to: str) -> int:
+    """Refused if any address of the range is in use."""
+    return ip_pools.remove_private_ips(session, ip_from, ip_to)
+
+
+@guarded(Action.NETWORK_MANAGE)
+def remove_public_ips(session: Session, actor: Actor, ip_from: str, ip_to: str) -> int:
+    """Refused if any address of the range is in use."""
+    return ip_pools.remove_public_ips(session, ip_from, ip_to)
+
+
+@guarded(Action.NETWORK_MANAGE)
+def usage(session: Session, actor: Actor) -> PoolUsage:
+    """Addresses per VLAN, public addresses and VNC ports: total, used, free."""
+    return ip_pools.pool_usage(session)

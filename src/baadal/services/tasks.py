@@ -1,0 +1,113 @@
+"""Tasks for the doors: the list (what the actor may see), one task with its history,
+retry and ignore (admins), and task workers (thin, guarded wrappers over :mod:`baadal.tasks`)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from baadal import constants as C
+from baadal.config import Settings
+from baadal.db.models import Task, TaskEvent
+from baadal.services import policy
+from baadal.services.policy import Action, Actor, guarded
+from baadal.tasks import queue
+from baadal.tasks.registry import load_handler_modules
+from baadal.tasks.worker import Worker
+from baadal.vm import network
+
+
+@dataclass(frozen=True)
+class TaskState:
+    """Where one task stands, as plain values (for progress displays between sessions)."""
+
+    id: int
+    vm_id: int | None
+    status: C.TaskStatus
+    message: str | None
+
+    @property
+    def ended(self) -> bool:
+        return self.status in C.TASK_FINAL
+
+
+@guarded(Action.TASK_LIST)
+def list_tasks(
+    session: Session,
+    actor: Actor,
+    *,
+    status: C.TaskStatus | None = None,
+    vm_id: int | None = None,
+    limit: int = C.ITEMS_PER_PAGE,
+) -> list[Task]:
+    """The newest tasks the actor may see first (admins: all)."""
+    policy.require(session, actor, Action.TASK_LIST)
+    query = select(Task).where(policy.task_filter(actor)).order_by(Task.id.desc()).limit(limit)
+    if status is not None:
+        query = query.where(Task.status == status)
+    if vm_id is not None:
+        query = query.where(Task.vm_id == vm_id)
+    return list(session.scalars(query))
+
+
+@guarded(Action.TASK_LIST)
+def task_states(session: Session, actor: Actor, task_ids: Collection[int]) -> list[TaskState]:
+    """The states of these tasks, by id; those the actor may not see are left out."""
+    policy.require(session, actor, Action.TASK_LIST)
+    query = select(Task).where(Task.id.in_(task_ids), policy.task_filter(actor)).order_by(Task.id)
+    return [
+        TaskState(t.id, t.vm_id, C.TaskStatus(t.status), t.message) for t in session.scalars(query)
+    ]
+
+
+@guarded(Action.TASK_READ)
+def get_task(session: Session, actor: Actor, task_id: int) -> Task:
+    task = queue.get_task(session, task_id)
+    policy.require(session, actor, Action.TASK_READ, task, f"task {task_id}")
+    return task
+
+
+@guarded(Action.TASK_READ)
+def task_history(session: Session, actor: Actor, task_id: int) -> list[TaskEvent]:
+    """The task's events, one per attempt."""
+    task = queue.get_task(session, task_id)
+    policy.require(session, actor, Action.TASK_READ, task, f"task {task_id}")
+    return queue.task_events(session, task_id)
+
+
+@guarded(Action.TASK_ADMIN)
+def retry(session: Session, actor: Actor, task_id: int) -> Task:
+    """Run a failed task again from the start."""
+    return queue.retry(session, task_id)
+
+
+@guarded(Action.TASK_ADMIN)
+def ignore(session: Session, actor: Actor, task_id: int) -> Task:
+    """Give up on a failed or waiting task (its handler may clean up)."""
+    return queue.ignore(session, task_id)
+
+
+@guarded(Action.WORKER_RUN)
+def new_worker(
+    engine: Engine,
+    actor: Actor,
+    settings: Settings,
+    *,
+    handlers: Sequence[str] = (),
+    worker_id: str | None = None,
+    concurrency: int | None = None,
+) -> Worker:
+    """A worker with the built-in handlers (and ``handlers``, extra modules); the door
+    runs it (``run``) and stops it (``stop``, e.g. on SIGTERM)."""
+    registry = load_handler_modules(list(handlers))
+    return Worker(engine, settings, registry=registry, worker_id=worker_id, concurrency=concurrency)
+
+
+@guarded(Action.WORKER_RUN)
+def restore_network(engine: Engine, actor: Actor, settings: Settings) -> str:
+    """What a worker does first after a controller restart: DHCP reservations and NAT
+    mappings as the database says; returns what it did."""
+    return network.restore_network(engine, settings)

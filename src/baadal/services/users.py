@@ -1,0 +1,142 @@
+"""Accounts for the doors: registration and login (open to anyone), the list, approval,
+blocking, roles and passwords (thin, guarded wrappers over :mod:`baadal.auth`).
+
+Who may do what to an account: an admin anything; an orgadmin approve, block and unblock
+the accounts of their organisation; everyone see their own account and set their own
+password (:data:`baadal.services.policy.RULES`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from baadal import constants as C
+from baadal.auth import roles, sessions, users
+from baadal.config import Settings
+from baadal.db.models import User
+from baadal.services import policy
+from baadal.services.policy import Action, Actor, guarded, open_to_anyone
+
+
+@dataclass(frozen=True)
+class Account:
+    """An account as people see it (never its password hash)."""
+
+    username: str
+    name: str
+    email: str
+    organisation: str
+    roles: tuple[C.Role, ...]
+    state: str
+
+
+def _state(user: User) -> str:
+    if user.block_user:
+        return "blocked"
+    return {
+        C.RegistrationKey.PENDING: "awaiting approval",
+        C.RegistrationKey.DISABLED: "disabled",
+    }.get(user.registration_key, "active")
+
+
+def _roles(session: Session, user: User) -> tuple[C.Role, ...]:
+    return tuple(sorted(roles.user_roles(session, user.id), key=lambda r: r.value))
+
+
+def _account(session: Session, user: User) -> Account:
+    return Account(
+        username=user.username,
+        name=f"{user.first_name} {user.last_name}".strip(),
+        email=user.email or "",
+        organisation=user.organisation.name if user.organisation else "",
+        roles=_roles(session, user),
+        state=_state(user),
+    )
+
+
+def _user(session: Session, actor: Actor, action: Action, username: str) -> User:
+    """The account, if ``actor`` may do ``action`` to it."""
+    user = users.get_user(session, username)
+    policy.require(session, actor, action, user, f"account {username}")
+    return user
+
+
+# --- open to anyone ----------------------------------------------------------------------
+
+
+@open_to_anyone("self-registration: the account waits for approval and has only the user role")
+def register_self(
+    session: Session,
+    settings: Settings,
+    *,
+    username: str,
+    password: str,
+    email: str | None = None,
+    first_name: str = "",
+    last_name: str = "",
+    organisation: str | None = None,
+) -> Account:
+    """Anyone may register, so there is no actor: the account has only the user role and
+    waits for an approval (unless auth.login_after_registration), and roles come from an
+    admin, so registering grants nothing."""
+    info = users.UserInfo(username, first_name, last_name, email, organisation)
+    return _account(session, users.register_callback(session, settings, info, password))
+
+
+@open_to_anyone("a login: the password is the proof, there is no actor before it")
+def check_login(session: Session, settings: Settings, username: str, password: str) -> Account:
+    """A login through the configured source (database or LDAP), open to anyone: the
+    password is the proof, so there is no actor yet. PermissionDenied when it fails."""
+    return _account(session, sessions.login(session, settings, username, password))
+
+
+# --- guarded -------------------------------------------------------------------------------
+
+
+@guarded(Action.USER_LIST)
+def list_accounts(session: Session, actor: Actor) -> list[Account]:
+    """The accounts the actor may see (admins: all; orgadmins: their organisation's),
+    without the system account."""
+    policy.require(session, actor, Action.USER_LIST)
+    query = select(User).where(User.id >= 0, policy.user_filter(actor)).order_by(User.username)
+    return [_account(session, u) for u in session.scalars(query)]
+
+
+@guarded(Action.USER_READ)
+def get_roles(session: Session, actor: Actor, username: str) -> tuple[C.Role, ...]:
+    return _roles(session, _user(session, actor, Action.USER_READ, username))
+
+
+@guarded(Action.USER_ROLES)
+def set_roles(
+    session: Session, actor: Actor, username: str, role_names: Sequence[str]
+) -> tuple[C.Role, ...]:
+    """Make the account's roles exactly these (user is always kept); returns them."""
+    wanted = [roles.parse_role(name) for name in role_names if name.strip()]
+    user = users.get_user(session, username)
+    roles.add_or_update_user_memberships(session, user.id, wanted)
+    return _roles(session, user)
+
+
+@guarded(Action.USER_APPROVE)
+def approve(session: Session, actor: Actor, username: str) -> None:
+    """Let a pending registration log in."""
+    _user(session, actor, Action.USER_APPROVE, username)
+    users.approve_user(session, username)
+
+
+@guarded(Action.USER_APPROVE)
+def set_blocked(session: Session, actor: Actor, username: str, blocked: bool) -> None:
+    """Refuse (or allow again) the account's logins; its VMs are left alone."""
+    _user(session, actor, Action.USER_APPROVE, username)
+    users.set_blocked(session, username, blocked)
+
+
+@guarded(Action.USER_PASSWORD)
+def set_password(session: Session, actor: Actor, username: str, password: str) -> None:
+    _user(session, actor, Action.USER_PASSWORD, username)
+    users.set_password(session, username, password)

@@ -1,0 +1,294 @@
+"""Who may call the operations services (hosts, cloud, tasks, users, pools, lab, system,
+measurements): each guarded function x the eight actors of the authorization matrix.
+
+The cases use the matrix's world and runner (tests/unit/test_authorization.py): a refusal
+is PermissionDenied and changes no row or file. What would reach a real host, the lab or
+the network is replaced by a stub that fails past the policy, so these tests check the
+policy only, in milliseconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from baadal import constants as C
+from baadal.config import Settings
+from baadal.db.models import Task
+from baadal.errors import BaadalError, PermissionDenied
+from baadal.services import (
+    cloud,
+    hosts,
+    lab,
+    load_all,
+    measurements,
+    policy,
+    pools,
+    system,
+    tasks,
+    users,
+)
+from baadal.services.policy import actor_for
+from tests.unit.test_authorization import (
+    ADMIN,
+    ANYONE,
+    Case,
+    World,
+    world_engine,  # noqa: F401 - a fixture
+    world_template,  # noqa: F401 - a fixture
+)
+from tests.unit.test_authorization import test_matrix as run_case
+
+pytestmark = pytest.mark.unit
+
+#: the world's organisation A: its orgadmin, and everyone of it who is not blocked
+ORG_A_ADMINS = frozenset({"admin", "oa"})
+
+
+def _failed_task(w: World) -> int:
+    return w.session.scalar(select(Task.id).where(Task.status == C.TaskStatus.FAILED))
+
+
+CASES: dict[str, list[Case]] = {
+    # hosts
+    "hosts.hardware": [
+        Case(lambda w: hosts.hardware(w.engine, w.actor, w.settings, "host1"), ADMIN)
+    ],
+    "hosts.usage": [
+        Case(lambda w: hosts.usage(w.engine, w.actor, w.settings, "host1", 0.1), ADMIN)
+    ],
+    "hosts.domains": [Case(lambda w: hosts.domains(w.engine, w.actor, "host1"), ADMIN)],
+    "hosts.events": [Case(lambda w: hosts.events(w.session, w.actor, "host1"), ADMIN)],
+    "hosts.check_hosts": [Case(lambda w: hosts.check_hosts(w.engine, w.actor, w.settings), ADMIN)],
+    "hosts.delete_orphan": [
+        Case(lambda w: hosts.delete_orphan(w.engine, w.actor, "host1", "stray"), ADMIN)
+    ],
+    "hosts.respawn": [Case(lambda w: hosts.respawn(w.engine, w.actor, w.settings, "host1"), ADMIN)],
+    "hosts.vm_sanity": [Case(lambda w: hosts.vm_sanity(w.engine, w.actor, w.settings), ADMIN)],
+    "hosts.evacuate": [Case(lambda w: hosts.evacuate(w.session, w.actor, "host1"), ADMIN)],
+    "hosts.start_maintenance": [
+        Case(lambda w: hosts.start_maintenance(w.session, w.actor, "host1"), ADMIN)
+    ],
+    "hosts.shutdown_vms": [
+        Case(lambda w: hosts.shutdown_vms(w.session, w.actor, ["host1"]), ADMIN)
+    ],
+    "hosts.bootup_vms": [Case(lambda w: hosts.bootup_vms(w.session, w.actor, ["host1"]), ADMIN)],
+    "hosts.power_up": [
+        Case(lambda w: hosts.power_up(w.engine, w.actor, w.settings, "host2"), ADMIN)
+    ],
+    "hosts.power_down": [
+        Case(lambda w: hosts.power_down(w.engine, w.actor, w.settings, "host2"), ADMIN)
+    ],
+    "hosts.power_auto": [Case(lambda w: hosts.power_auto(w.engine, w.actor, w.settings), ADMIN)],
+    # the cloud
+    "cloud.summary": [Case(lambda w: cloud.summary(w.session, w.actor), ADMIN)],
+    "cloud.shutdown": [Case(lambda w: cloud.shutdown(w.session, w.actor), ADMIN)],
+    "cloud.bootup": [Case(lambda w: cloud.bootup(w.session, w.actor), ADMIN)],
+    "cloud.finish": [Case(lambda w: cloud.finish(w.session, w.actor, shutdown=True), ADMIN)],
+    # tasks: the failed task was asked for by the student, of the VM 'web'
+    "tasks.list_tasks": [Case(lambda w: tasks.list_tasks(w.session, w.actor), ANYONE)],
+    "tasks.task_states": [
+        Case(lambda w: tasks.task_states(w.session, w.actor, [_failed_task(w)]), ANYONE)
+    ],
+    "tasks.get_task": [
+        Case(
+            lambda w: tasks.get_task(w.session, w.actor, _failed_task(w)),
+            frozenset({"admin", "oa", "fac", "stu", "col"}),
+        )
+    ],
+    "tasks.task_history": [
+        Case(
+            lambda w: tasks.task_history(w.session, w.actor, _failed_task(w)),
+            frozenset({"admin", "oa", "fac", "stu", "col"}),
+        )
+    ],
+    "tasks.retry": [Case(lambda w: tasks.retry(w.session, w.actor, _failed_task(w)), ADMIN)],
+    "tasks.ignore": [Case(lambda w: tasks.ignore(w.session, w.actor, _failed_task(w)), ADMIN)],
+    "tasks.new_worker": [Case(lambda w: tasks.new_worker(w.engine, w.actor, w.settings), ADMIN)],
+    "tasks.restore_network": [
+        Case(lambda w: tasks.restore_network(w.engine, w.actor, w.settings), ADMIN)
+    ],
+    # accounts: 'eve' is a plain user of organisation A, 'col' one of organisation B
+    "users.list_accounts": [Case(lambda w: users.list_accounts(w.session, w.actor), ANYONE)],
+    "users.get_roles": [
+        Case(lambda w: users.get_roles(w.session, w.actor, "eve"), ORG_A_ADMINS | {"eve"}),
+        Case(
+            lambda w: users.get_roles(w.session, w.actor, "col"), frozenset({"admin", "ob", "col"})
+        ),
+    ],
+    "users.set_roles": [
+        Case(lambda w: users.set_roles(w.session, w.actor, "eve", ["faculty"]), ADMIN),
+        Case(lambda w: users.set_roles(w.session, w.actor, w.actor.username, ["admin"]), ADMIN),
+    ],
+    "users.approve": [
+        Case(lambda w: users.approve(w.session, w.actor, "eve"), ORG_A_ADMINS),
+        Case(lambda w: users.approve(w.session, w.actor, "col"), frozenset({"admin", "ob"})),
+    ],
+    "users.set_blocked": [
+        Case(lambda w: users.set_blocked(w.session, w.actor, "eve", True), ORG_A_ADMINS),
+        Case(
+            lambda w: users.set_blocked(w.session, w.actor, "col", True), frozenset({"admin", "ob"})
+        ),
+    ],
+    "users.set_password": [
+        Case(
+            lambda w: users.set_password(w.session, w.actor, "eve", "a new password"),
+            frozenset({"admin", "eve"}),
+        ),
+        Case(
+            lambda w: users.set_password(w.session, w.actor, w.actor.username, "my new password"),
+            ANYONE,
+        ),
+    ],
+    # pools
+    "pools.add_vlan": [
+        Case(lambda w: pools.add_vlan(w.session, w.actor, "v77", 77, "10.77.0.0/24"), ADMIN)
+    ],
+    "pools.add_private_ips": [
+        Case(
+            lambda w: pools.add_private_ips(
+                w.session, w.actor, "vlan10", "10.99.10.100", "10.99.10.101"
+            ),
+            ADMIN,
+        )
+    ],
+    "pools.add_public_ips": [
+        Case(lambda w: pools.add_public_ips(w.session, w.actor, "192.0.2.50", "192.0.2.51"), ADMIN)
+    ],
+    "pools.remove_private_ips": [
+        Case(
+            lambda w: pools.remove_private_ips(w.session, w.actor, "10.99.10.59", "10.99.10.60"),
+            ADMIN,
+        )
+    ],
+    "pools.remove_public_ips": [
+        Case(
+            lambda w: pools.remove_public_ips(w.session, w.actor, "192.0.2.19", "192.0.2.20"), ADMIN
+        )
+    ],
+    "pools.usage": [Case(lambda w: pools.usage(w.session, w.actor), ADMIN)],
+    # measuring the cloud
+    "measurements.collect": [
+        Case(lambda w: measurements.collect(w.engine, w.actor, w.settings), ADMIN)
+    ],
+    "measurements.measure_network": [
+        Case(lambda w: measurements.measure_network(w.engine, w.actor, w.settings), ADMIN)
+    ],
+    "measurements.metrics": [
+        Case(lambda w: measurements.metrics(w.engine, w.actor, w.settings), ADMIN)
+    ],
+    "measurements.metrics_server": [
+        Case(
+            lambda w: measurements.metrics_server(w.engine, w.actor, w.settings, "127.0.0.1", 0),
+            ADMIN,
+        )
+    ],
+    # the lab and the schema
+    "lab.build_guest": [Case(lambda w: lab.build_guest(w.settings, w.actor), ADMIN)],
+    "lab.add_guest_template": [
+        Case(
+            lambda w: lab.add_guest_template(w.session, w.actor, w.settings, datastore="ds1"), ADMIN
+        )
+    ],
+    "lab.up": [Case(lambda w: lab.up(w.engine, w.actor, w.settings), ADMIN)],
+    "lab.down": [Case(lambda w: lab.down(w.engine, w.actor, w.settings), ADMIN)],
+    "lab.status": [Case(lambda w: lab.status(w.settings, w.actor), ADMIN)],
+    "lab.wait_for_ping": [Case(lambda w: lab.wait_for_ping(w.engine, w.actor, "web", 0.1), ADMIN)],
+    "system.schema_state": [Case(lambda w: system.schema_state(w.settings, w.actor), ADMIN)],
+    "system.upgrade_schema": [Case(lambda w: system.upgrade_schema(w.settings, w.actor), ADMIN)],
+}
+
+#: what would reach hosts, the lab, the network or the disk: stubs failing past the policy
+STUBBED = {
+    "baadal.host.status": ["host_status_sanity_check"],
+    "baadal.host.resources": ["host_resource_details"],
+    "baadal.host.utilization": ["get_host_resources_usage"],
+    "baadal.host.vms": [
+        "get_host_domains",
+        "delete_orphan_vm",
+        "respawn_dangling_vms",
+        "vm_sanity_check",
+    ],
+    "baadal.host.power": ["host_power_up", "host_power_down", "host_power_operation"],
+    "baadal.host.network_graph": ["measure_network"],
+    "baadal.monitor.rrd": ["update_all_rrds"],
+    "baadal.monitor.prometheus": ["render_metrics", "metrics_server"],
+    "baadal.lab.topology": ["up", "down", "status"],
+    "baadal.services.lab": ["build_tiny_guest", "is_pingable"],
+    "baadal.db.migrate": ["upgrade", "schema_revisions"],
+    "baadal.vm.network": ["restore_network"],
+}
+
+
+class Stubbed(BaadalError):
+    """Raised where the real work would start: the call got past the policy."""
+
+
+def _stub(*_args: object, **_kwargs: object) -> None:
+    raise Stubbed("stubbed")
+
+
+@pytest.fixture
+def inert(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for module, names in STUBBED.items():
+        for name in names:
+            monkeypatch.setattr(f"{module}.{name}", _stub)
+    yield
+
+
+def _cases() -> list[tuple[str, int, Case]]:
+    return [(name, i, case) for name, cases in CASES.items() for i, case in enumerate(cases)]
+
+
+@pytest.mark.parametrize(
+    ("name", "index", "case"), _cases(), ids=[f"{n}[{i}]" for n, i, _ in _cases()]
+)
+def test_ops_matrix(
+    name: str,
+    index: int,
+    case: Case,
+    world_engine: tuple[Engine, Path],  # noqa: F811 - the imported fixture
+    settings: Settings,
+    inert: None,
+) -> None:
+    run_case(name, index, case, world_engine, settings)
+
+
+def test_every_operations_function_has_a_case() -> None:
+    load_all()
+    mine = {"cloud", "hosts", "lab", "measurements", "pools", "system", "tasks", "users"}
+    guarded = {
+        name.removeprefix("baadal.services.")
+        for name in policy.GUARDED
+        if name.split(".")[2] in mine
+    }
+    assert guarded == set(CASES)
+
+
+# --- open to anyone: registration and login ------------------------------------------
+
+
+def test_self_registration_waits_for_approval_and_grants_nothing(
+    world_engine: tuple[Engine, Path],  # noqa: F811 - the imported fixture
+    settings: Settings,
+) -> None:
+    engine, _ = world_engine
+    settings.general.admin_uid = ["newcomer"]  # a name in the admin list gets no role here
+    with Session(engine) as s:
+        account = users.register_self(
+            s, settings, username="newcomer", password="long enough", organisation="ORG_A"
+        )
+        s.commit()
+    assert account.state == "awaiting approval"
+    assert account.roles == (C.Role.USER,)
+    with Session(engine) as s:
+        with pytest.raises(BaadalError):
+            users.check_login(s, settings, "newcomer", "long enough")
+        users.approve(s, actor_for(s, "oa"), "newcomer")
+        assert users.check_login(s, settings, "newcomer", "long enough").state == "active"
+        with pytest.raises(PermissionDenied):
+            users.check_login(s, settings, "newcomer", "wrong password")
