@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
+from typer.testing import CliRunner
 
 from baadal import constants as C
-from baadal.config import Settings
+from baadal.cli.main import app
+from baadal.config import Settings, get_settings
 from baadal.db.models import Task
 from baadal.errors import BaadalError, PermissionDenied
 from baadal.services import (
@@ -292,3 +294,31 @@ def test_self_registration_waits_for_approval_and_grants_nothing(
         assert users.check_login(s, settings, "newcomer", "long enough").state == "active"
         with pytest.raises(PermissionDenied):
             users.check_login(s, settings, "newcomer", "wrong password")
+
+
+# --- the CLI acts as --as ------------------------------------------------------------
+
+
+def test_cli_commands_act_as_the_given_user(
+    world_engine: tuple[Engine, Path],  # noqa: F811 - the imported fixture
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    engine, _ = world_engine
+    monkeypatch.setenv("BAADAL_DATABASE__URL", engine.url.render_as_string(hide_password=False))
+    monkeypatch.setattr("baadal.cli.common._acting_as", None)  # restored afterwards
+    get_settings.cache_clear()
+    runner = CliRunner()
+
+    def run(*args: str) -> tuple[int, str]:
+        result = runner.invoke(app, list(args))
+        return result.exit_code, result.output
+
+    code, out = run("--as", "eve", "pool", "list")
+    assert code == 2 and "eve may not" in out, out
+    assert run("--as", "eve", "user", "roles", "stu")[0] == 2
+    code, out = run("--as", "eve", "task", "list")
+    assert code == 0 and "FAILED" not in out, out
+    code, out = run("--as", "stu", "task", "list")
+    assert code == 0 and "FAILED" in out, out
+    assert run("--as", "stu", "task", "retry", "1")[0] == 2
+    assert run("pool", "list")[0] == 0

@@ -25,8 +25,6 @@ from baadal.services.policy import Action, Actor, guarded
 HOSTS = layout.HOSTS
 FIRST_DOMAIN = layout.VLANS[0].domain
 TEMPLATE_NAME = layout.TEMPLATE_NAME
-#: the directory of the tiny guest's files on a datastore's template directory
-GUEST_DIR = "tiny"
 
 
 @guarded(Action.SYSTEM_MANAGE)
@@ -47,18 +45,20 @@ def add_guest_template(
 ) -> Template:
     """Put the tiny guest on the datastore and register it as template ``name``."""
     ds = lookup.datastore(session, datastore)
-    guest = build_tiny_guest(inventory.templates_dir(settings, ds) / GUEST_DIR, force=force)
+    guest = build_tiny_guest(
+        inventory.templates_dir(settings, ds) / layout.TEMPLATE_DIR, force=force
+    )
     return inventory.add_template(
         session,
         actor,
         name=name,
         datastore=ds.id,
-        hdfile=f"{GUEST_DIR}/tiny-disk.qcow2",
+        hdfile=f"{layout.TEMPLATE_DIR}/tiny-disk.qcow2",
         os_version=guest.kernel_version,
         hdd_gb=1,
         os_name="Others",
-        boot_kernel=f"{GUEST_DIR}/vmlinuz",
-        boot_initrd=f"{GUEST_DIR}/tiny-initrd.gz",
+        boot_kernel=f"{layout.TEMPLATE_DIR}/vmlinuz",
+        boot_initrd=f"{layout.TEMPLATE_DIR}/tiny-initrd.gz",
         boot_cmdline=guest.cmdline,
         settings=settings,
     )
