@@ -45,12 +45,9 @@ def list_tasks(
 ) -> list[Task]:
     """The newest tasks the actor may see first (admins: all)."""
     policy.require(session, actor, Action.TASK_LIST)
-    query = select(Task).where(policy.task_filter(actor)).order_by(Task.id.desc()).limit(limit)
-    if status is not None:
-        query = query.where(Task.status == status)
-    if vm_id is not None:
-        query = query.where(Task.vm_id == vm_id)
-    return list(session.scalars(query))
+    return queue.list_tasks(
+        session, status=status, vm_id=vm_id, limit=limit, visible=policy.task_filter(actor)
+    )
 
 
 @guarded(Action.TASK_LIST)

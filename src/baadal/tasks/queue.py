@@ -26,7 +26,7 @@ from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Engine, and_, bindparam, exists, func, select, update
+from sqlalchemy import ColumnElement, Engine, and_, bindparam, exists, func, select, update
 from sqlalchemy.orm import Session, aliased
 
 from baadal import constants as C
@@ -347,8 +347,12 @@ def list_tasks(
     status: C.TaskStatus | None = None,
     vm_id: int | None = None,
     limit: int = C.ITEMS_PER_PAGE,
+    visible: ColumnElement[bool] | None = None,
 ) -> list[Task]:
+    """The newest tasks first; ``visible`` narrows them (the policy's filter)."""
     query = select(Task).order_by(Task.id.desc()).limit(limit)
+    if visible is not None:
+        query = query.where(visible)
     if status is not None:
         query = query.where(Task.status == status)
     if vm_id is not None:
