@@ -494,15 +494,16 @@ def test_a_user_may_not_create_for_someone_else_or_choose_the_host(
     engine, root = world_engine
     before = fingerprint(engine, root)
     with Session(engine) as s:
-        stu = actor_for(s, "stu")
+        stu, eve = actor_for(s, "stu"), actor_for(s, "eve")
+    with Session(engine) as s:
         for kw in ({"owner": "eve"}, {"host": "host1"}):
             with pytest.raises(PermissionDenied):
                 vms.request_vm(
                     s, stu, settings, vm_name="x", template="tiny", ram_mb=256, vcpus=1, **kw
                 )
-        with pytest.raises(PermissionDenied):
-            vms.grant_vnc_access(engine, actor_for(s, "eve"), settings, "web")
         s.commit()
+    with pytest.raises(PermissionDenied):
+        vms.grant_vnc_access(engine, eve, settings, "web")
     assert fingerprint(engine, root) == before
 
 

@@ -135,6 +135,8 @@ CASES: dict[str, list[Case]] = {
         Case(
             lambda w: users.set_blocked(w.session, w.actor, "col", True), frozenset({"admin", "ob"})
         ),
+        # an orgadmin may not block an admin of their own organisation
+        Case(lambda w: users.set_blocked(w.session, w.actor, "admin", True), ADMIN),
     ],
     "users.set_password": [
         Case(

@@ -36,6 +36,8 @@ from baadal.db.models import (
     Template,
     TemplateOwner,
     User,
+    UserGroup,
+    UserMembership,
     UserVMMap,
 )
 from baadal.errors import NotFoundError, PermissionDenied
@@ -241,6 +243,9 @@ def _refuse(actor: Actor, action: Action, what: str = "") -> PermissionDenied:
     return PermissionDenied(f"{actor.username} may not {action.description}{where}")
 
 
+#: changes to an account below ALL scope never reach an admin's account
+_ACCOUNT_CHANGES = frozenset({Action.USER_APPROVE, Action.USER_PASSWORD})
+
 # --- is this object the actor's own / in the actor's organisation ----------------------
 
 
@@ -253,13 +258,22 @@ def _vm_is_own(session: Session, actor: Actor, vm: VM) -> bool:
     return mapped is not None
 
 
+def _admin_ids(session: Session) -> set[int]:
+    rows = session.scalars(
+        select(UserMembership.user_id)
+        .join(UserGroup, UserGroup.id == UserMembership.group_id)
+        .where(UserGroup.role == C.Role.ADMIN.value)
+    )
+    return set(rows)
+
+
 def _org_of_user(session: Session, user_id: int | None) -> int | None:
     if user_id is None:
         return None
     return session.scalar(select(User.organisation_id).where(User.id == user_id))
 
 
-def _in_scope(session: Session, actor: Actor, scope: Scope, target: object) -> bool:
+def _in_scope(session: Session, actor: Actor, scope: Scope, target: object, action: Action) -> bool:
     if scope == Scope.ALL:
         return True
     if scope == Scope.NONE:
@@ -282,6 +296,8 @@ def _in_scope(session: Session, actor: Actor, scope: Scope, target: object) -> b
     if isinstance(target, User):
         if target.id == actor.user_id:
             return True
+        if action in _ACCOUNT_CHANGES and target.id in _admin_ids(session):
+            return False  # an orgadmin may not block or re-password an admin of their org
         return org_too and target.organisation_id == actor.organisation_id
     if isinstance(target, Template):
         owners = session.scalars(
@@ -321,7 +337,7 @@ def allowed(session: Session, actor: Actor, action: Action, target: object = Non
         return True
     if target is None:  # a list: the caller filters it with the same rules
         return action.target != Target.NONE
-    return _in_scope(session, actor, scope, target)
+    return _in_scope(session, actor, scope, target, action)
 
 
 def require(
