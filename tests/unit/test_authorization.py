@@ -10,7 +10,6 @@ every row and file as it was, even if the door committed afterwards.
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import inspect
 import shutil
@@ -560,14 +559,3 @@ def test_cli_as_user_sees_only_their_vms(
     )
     unknown = runner.invoke(app, ["--as", "nobody", "vm", "list"])
     assert unknown.exit_code == 2 and "no user named 'nobody'" in unknown.output
-
-
-def test_door_modules_call_no_lookup() -> None:
-    """Doors find things through guarded functions, never through services.lookup."""
-    for path in (ROOT / "src/baadal/cli").glob("*.py"):
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                names = {a.name for a in node.names}
-                assert node.module != "baadal.services.lookup", path
-                assert not (node.module == "baadal.services" and "lookup" in names), path

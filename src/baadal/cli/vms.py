@@ -13,17 +13,14 @@ from baadal.cli.common import (
     actor,
     checked_engine,
     console,
+    current_actor,
     db,
     fail,
     handle_errors,
     print_table,
 )
 from baadal.config import get_settings
-from baadal.db.models import Task
-from baadal.db.session import get_engine, session_scope
-from baadal.services import vms
-from baadal.tasks.registry import load_handler_modules
-from baadal.tasks.worker import Worker
+from baadal.services import tasks, vms
 
 app = typer.Typer(help="Virtual machines.", no_args_is_help=True)
 snapshot_app = typer.Typer(help="Snapshots of a VM.", no_args_is_help=True)
@@ -47,30 +44,26 @@ def follow_task(task_id: int, *, wait: bool, inline: bool) -> None:
     console.print(f"queued task {task_id}")
     if not (wait or inline):
         return
-    settings = get_settings()
-    engine = get_engine(settings)
+    settings, engine, who = get_settings(), checked_engine(), current_actor()
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         bar = progress.add_task(f"task {task_id}: waiting for a worker")
         if inline:
             progress.update(bar, description=f"task {task_id}: running here")
-            Worker(engine, settings, registry=load_handler_modules(), concurrency=1).run(
-                until_idle=True
-            )
+            tasks.new_worker(engine, who, settings, concurrency=1).run(until_idle=True)
         deadline = time.monotonic() + TIMEOUT_S
         while True:
-            with session_scope(engine) as session:
-                task = session.get(Task, task_id)
-                status, message = C.TaskStatus(task.status), task.message
-            if status in C.TASK_FINAL:
+            with db() as session:
+                (state,) = tasks.task_states(session, who, [task_id])
+            if state.ended:
                 break
             if time.monotonic() > deadline:
-                raise fail(f"task {task_id} still {status.name.lower()} after {TIMEOUT_S} s")
-            progress.update(bar, description=f"task {task_id}: {status.name.lower()}")
+                raise fail(f"task {task_id} still {state.status.name.lower()} after {TIMEOUT_S} s")
+            progress.update(bar, description=f"task {task_id}: {state.status.name.lower()}")
             time.sleep(0.3)
-    colour = "green" if status == C.TaskStatus.SUCCESS else "red"
-    console.print(f"[{colour}]{status.name}[/]: {message}")
-    if status not in (C.TaskStatus.SUCCESS, C.TaskStatus.PARTIAL_SUCCESS):
+    colour = "green" if state.status == C.TaskStatus.SUCCESS else "red"
+    console.print(f"[{colour}]{state.status.name}[/]: {state.message}")
+    if state.status not in (C.TaskStatus.SUCCESS, C.TaskStatus.PARTIAL_SUCCESS):
         raise typer.Exit(1)
 
 
