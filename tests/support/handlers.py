@@ -15,7 +15,8 @@ from pathlib import Path
 from baadal.db.models import VM, VMEventLog
 from baadal.db.session import session_scope
 from baadal.errors import ValidationError
-from baadal.tasks.registry import TaskContext, TaskResult, handler, periodic_job
+from baadal.tasks.params import NoParams, PeriodicParams, TaskParams
+from baadal.tasks.registry import TaskContext, TaskResult, handler
 from baadal.timeutil import utcnow
 
 ECHO = "Test Echo"
@@ -24,6 +25,23 @@ FAIL = "Test Fail"
 CRASHY = "Test Crashy"
 DB_ERROR = "Test DB Error"
 TICK_JOB = "test_tick"
+
+
+class EchoParams(PeriodicParams):
+    message: str = "echo"
+
+
+class SleepParams(TaskParams):
+    seconds: float = 0.05
+
+
+class DbErrorParams(TaskParams):
+    secret: str
+
+
+class CrashyParams(TaskParams):
+    #: a file the first attempt writes its pid to
+    marker: str
 
 
 def record(ctx: TaskContext, kind: str, start: datetime, end: datetime | None = None) -> None:
@@ -40,47 +58,44 @@ def record(ctx: TaskContext, kind: str, start: datetime, end: datetime | None = 
         )
 
 
-@handler(ECHO)
-def echo(ctx: TaskContext) -> TaskResult:
+@handler(ECHO, params=EchoParams, periodic=(TICK_JOB,))
+def echo(ctx: TaskContext[EchoParams]) -> TaskResult:
     record(ctx, "run", utcnow())
-    return TaskResult.success(str(ctx.parameters.get("message", "echo")))
+    return TaskResult.success(ctx.params.message)
 
 
-@handler(SLEEP)
-def sleep(ctx: TaskContext) -> TaskResult:
+@handler(SLEEP, params=SleepParams)
+def sleep(ctx: TaskContext[SleepParams]) -> TaskResult:
     start = utcnow()
-    time.sleep(float(ctx.parameters.get("seconds", 0.05)))
+    time.sleep(ctx.params.seconds)
     record(ctx, "run", start)
     return TaskResult.success("slept")
 
 
-@handler(FAIL)
+@handler(FAIL, params=NoParams)
 def fail(ctx: TaskContext) -> TaskResult:
     raise ValidationError("Task Status: FAILED Error: asked to fail")
 
 
-@handler(DB_ERROR)
-def db_error(ctx: TaskContext) -> TaskResult:
+@handler(DB_ERROR, params=DbErrorParams)
+def db_error(ctx: TaskContext[DbErrorParams]) -> TaskResult:
     """A real constraint violation whose SQL parameters hold a secret."""
     with session_scope(ctx.engine) as session:
-        session.add(VM(vm_name="x", vm_identity=None, vnc_password=ctx.parameters["secret"]))
+        session.add(VM(vm_name="x", vm_identity=None, vnc_password=ctx.params.secret))
     return TaskResult.success("not reached")
 
 
-def _undo_crashy(ctx: TaskContext) -> None:
+def _undo_crashy(ctx: TaskContext[CrashyParams]) -> None:
     record(ctx, "compensate", utcnow())
 
 
-@handler(CRASHY, compensate=_undo_crashy)
-def crashy(ctx: TaskContext) -> TaskResult:
+@handler(CRASHY, params=CrashyParams, compensate=_undo_crashy)
+def crashy(ctx: TaskContext[CrashyParams]) -> TaskResult:
     """First attempt: announce pid in a file and hang (the test SIGKILLs us)."""
     start = utcnow()
     if ctx.attempt == 1:
         record(ctx, "partial", start)
-        Path(ctx.parameters["marker"]).write_text(str(os.getpid()))
+        Path(ctx.params.marker).write_text(str(os.getpid()))
         time.sleep(600)
     record(ctx, "run", start)
     return TaskResult.success("done after recovery")
-
-
-periodic_job(TICK_JOB, ECHO)

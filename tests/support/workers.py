@@ -17,7 +17,8 @@ def worker_env(db_url: str, home: Path, **settings: str) -> dict[str, str]:
             "BAADAL_HOME": str(home),
             "BAADAL_DATABASE__URL": db_url,
             "BAADAL_WORKER__POLL_INTERVAL_S": "0.05",
-            "PYTHONPATH": str(REPO),
+            # this checkout's code, not whichever the venv's editable install points at
+            "PYTHONPATH": os.pathsep.join((str(REPO / "src"), str(REPO))),
         }
     )
     env.update({f"BAADAL_{k.upper()}": v for k, v in settings.items()})

@@ -17,6 +17,7 @@ from baadal.drivers.libvirt_driver import LibvirtHypervisor
 from baadal.errors import ConflictError, NotFoundError
 from baadal.host import vms as host_vms
 from baadal.tasks import queue
+from baadal.tasks.params import PeriodicParams
 from baadal.tasks.registry import TaskContext
 from baadal.timeutil import utcnow
 from tests.support.cloud import Cloud
@@ -292,7 +293,7 @@ def test_vm_sanity_handler_summarises(
 ) -> None:
     create(sqlite_engine, cloud_settings)
     ctx = TaskContext(
-        task_id=1, task_type=C.TaskType.VM_SANITY, vm_id=None, requester_id=None, parameters={},
+        task_id=1, task_type=C.TaskType.VM_SANITY, vm_id=None, requester_id=None, params=PeriodicParams(),
         attempt=1, worker_id="t", engine=sqlite_engine, settings=cloud_settings,
     )  # fmt: skip
     result = host_vms.vm_sanity(ctx)

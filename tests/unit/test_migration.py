@@ -22,7 +22,8 @@ from baadal.drivers.base import Hypervisor, SnapshotInfo
 from baadal.errors import ConflictError, NotFoundError, ResourceExhausted
 from baadal.services import vms
 from baadal.services.policy import SYSTEM
-from baadal.tasks.registry import REGISTRY, Handler, TaskContext
+from baadal.tasks.params import MigrateVMHostParams
+from baadal.tasks.registry import TaskContext
 from baadal.timeutil import utcnow
 from baadal.vm import migration
 from tests.support.cloud import Cloud
@@ -32,12 +33,6 @@ from tests.unit.test_vm_lifecycle import create, hv_of, last_task, run_tasks
 cloud, cloud_settings = lifecycle.cloud, lifecycle.cloud_settings  # the same fixtures
 
 pytestmark = pytest.mark.unit
-
-REGISTRY.add(
-    Handler(
-        C.TaskType.MIGRATE_VM_HOST, migration.migrate, compensate=migration.compensate_migration
-    )
-)
 
 
 def _state(engine: Engine, vm_id: int) -> tuple[int | None, int, int]:
@@ -59,8 +54,11 @@ def _snapshot(engine: Engine, settings: Settings, vm_id: int, times: int) -> lis
     return [snap.name for snap in hv.snapshot_list(identity)]
 
 
-def _ctx(engine: Engine, settings: Settings, vm_id: int, **params: object) -> TaskContext:
-    return TaskContext(1, C.TaskType.MIGRATE_VM_HOST, vm_id, None, params, 2, "t", engine, settings)
+def _ctx(
+    engine: Engine, settings: Settings, vm_id: int, **params: object
+) -> TaskContext[MigrateVMHostParams]:
+    args = MigrateVMHostParams.model_validate(params)
+    return TaskContext(1, C.TaskType.MIGRATE_VM_HOST, vm_id, None, args, 2, "t", engine, settings)
 
 
 def _backup(engine: Engine, settings: Settings, vm_id: int) -> Path:

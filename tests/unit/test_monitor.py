@@ -24,9 +24,9 @@ from baadal.db.session import session_scope
 from baadal.drivers.base import DomainStats
 from baadal.errors import NotFoundError, ValidationError
 from baadal.monitor import graphs, prometheus, rrd
-from baadal.monitor.handlers import collect_rrds
 from baadal.services import monitoring
 from baadal.services.policy import SYSTEM
+from baadal.tasks.params import PeriodicParams
 from baadal.tasks.registry import TaskContext
 from tests.support.cloud import Cloud, fake_host_uri, make_cloud
 from tests.unit.test_vm_lifecycle import create, hv_of, operate
@@ -188,8 +188,10 @@ def test_running_stats_of_a_host_and_history_of_its_vms(
 def test_collection_records_the_controller_and_names_what_failed(
     sqlite_engine: Engine, settings: Settings, tmp_path: Path
 ) -> None:
-    ctx = TaskContext(1, C.TaskType.UPDATE_RRD, None, None, {}, 1, "w", sqlite_engine, settings)
-    result = collect_rrds(ctx)
+    ctx = TaskContext(
+        1, C.TaskType.UPDATE_RRD, None, None, PeriodicParams(), 1, "w", sqlite_engine, settings
+    )
+    result = rrd.collect_rrds(ctx)
     assert result.status == C.TaskStatus.SUCCESS
     assert result.message == "0 host(s), 0 VM(s) and the controller recorded"
     controller = rrdtool.info(str(rrd.get_rrd_file(settings, rrd.CONTROLLER_IDENTITY)))
@@ -209,7 +211,7 @@ def test_collection_records_the_controller_and_names_what_failed(
         )
     settings.ssh.connect_timeout_s = 2
     time.sleep(1)  # a new second for the controller's next row
-    result = collect_rrds(ctx)
+    result = rrd.collect_rrds(ctx)
     assert result.status == C.TaskStatus.PARTIAL_SUCCESS
     assert result.message.startswith(
         "0 host(s), 0 VM(s) and the controller recorded; failed: ghost ("
@@ -219,11 +221,11 @@ def test_collection_records_the_controller_and_names_what_failed(
     # a NAT box that is configured wrongly is named too, and nothing at all is a failure
     settings.nat.nat_type = C.NatType.SOFTWARE
     settings.nat.nat_ip = ""
-    result = collect_rrds(ctx)
+    result = rrd.collect_rrds(ctx)
     assert "nat (nat.nat_type is software_nat but nat.nat_ip is empty)" in result.message
     shutil.rmtree(rrd.rrd_dir(settings))
     rrd.rrd_dir(settings).write_text("not a directory")
-    result = collect_rrds(ctx)
+    result = rrd.collect_rrds(ctx)
     assert result.status == C.TaskStatus.FAILED
     assert result.message.startswith(C.TASK_FAILED_PREFIX + "0 host(s) and 0 VM(s) recorded")
     assert "controller ([Errno 17] File exists" in result.message

@@ -17,6 +17,7 @@ from baadal.errors import ConfigError, ConflictError, RemoteCommandError, Valida
 from baadal.net import nat
 from baadal.net.nat import PublicIpMapping, VncMapping
 from baadal.net.remote import CommandResult, RemoteTarget
+from baadal.tasks.params import PeriodicParams
 from baadal.tasks.registry import TaskContext, TaskResult
 from baadal.vm import network
 from tests.support.cloud import Cloud
@@ -234,7 +235,9 @@ def test_hardware_and_bad_settings_are_config_errors(
 
 
 def test_network_sanity_task(sqlite_engine: Engine, settings: Settings) -> None:
-    ctx = TaskContext(1, "Network Sanity", None, None, {}, 1, "t", sqlite_engine, settings)
+    ctx = TaskContext(
+        1, C.TaskType.NETWORK_SANITY, None, None, PeriodicParams(), 1, "t", sqlite_engine, settings
+    )
     assert network.network_sanity(ctx) == TaskResult.success(
         "0 expired VNC grant(s) revoked; DHCP in step; NAT: 0 rule(s)/alias(es) re-added"
     )

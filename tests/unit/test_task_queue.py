@@ -12,7 +12,9 @@ from baadal.config import Settings
 from baadal.db.models import PeriodicJob, Task, TaskEvent, VMEventLog
 from baadal.db.session import session_scope
 from baadal.errors import ConflictError, NotFoundError
+from baadal.tasks import params as task_params
 from baadal.tasks import queue
+from baadal.tasks.params import NoParams
 from baadal.tasks.periodic import _next_slot, fire_due_jobs, sync_periodic_jobs
 from baadal.tasks.registry import REGISTRY
 from baadal.tasks.worker import Worker
@@ -44,11 +46,16 @@ def test_enqueue_is_part_of_the_callers_transaction(sqlite_engine: Engine) -> No
     with session_scope(sqlite_engine) as s:
         assert s.scalar(select(func.count()).select_from(Task)) == 0
         assert s.scalar(select(func.count()).select_from(TaskEvent)) == 0
-    task_id = _enqueue(sqlite_engine, vm_id=7, parameters={"x": 1})
+    task_id = _enqueue(sqlite_engine, vm_id=7, parameters={"message": "hi"})
     assert _status(sqlite_engine, task_id) == C.TaskStatus.PENDING
     assert _events(sqlite_engine, task_id) == [(C.TaskStatus.PENDING, None)]
     with session_scope(sqlite_engine) as s:
-        assert s.get(Task, task_id).parameters == {"x": 1, "vm_id": 7}
+        assert s.get(Task, task_id).parameters == {
+            "message": "hi",
+            "periodic_job": None,
+            "slot": None,
+            "vm_id": 7,
+        }
 
 
 def test_same_vm_task_or_queued_delete_is_refused(sqlite_engine: Engine) -> None:
@@ -139,8 +146,9 @@ def test_retry_and_ignore_rules(sqlite_engine: Engine) -> None:
 
 
 def test_worker_runs_handlers_and_records_results(
-    sqlite_engine: Engine, settings: Settings
+    sqlite_engine: Engine, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setitem(task_params.PARAMS, "No Such Task", NoParams)  # queued, no handler
     ok = _enqueue(sqlite_engine, H.ECHO, parameters={"message": "VM is installed successfully"})
     bad = _enqueue(sqlite_engine, H.FAIL)
     unknown = _enqueue(sqlite_engine, "No Such Task")

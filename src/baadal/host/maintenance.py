@@ -25,7 +25,7 @@ from baadal.db.session import session_scope
 from baadal.drivers.base import DomainNotFound
 from baadal.errors import NotFoundError
 from baadal.tasks import queue
-from baadal.tasks.registry import TaskContext, TaskResult
+from baadal.tasks.registry import TaskContext, TaskResult, handler
 from baadal.vm.common import load_vm, log_vm_event, set_status, vm_hypervisor
 from baadal.vm.snapshot import take_snapshot
 
@@ -88,7 +88,9 @@ def revert_and_resume(engine: Engine, vm_id: int) -> str:
     return f"{name} is back ({state.name.lower()})"
 
 
-def _handler(step: Callable[[Engine, int], str]) -> Callable[[TaskContext], TaskResult]:
+def _vm_step(step: Callable[[Engine, int], str]) -> Callable[[TaskContext], TaskResult]:
+    """A handler running ``step`` on the task's VM (both maintenance tasks take one VM)."""
+
     def run(ctx: TaskContext) -> TaskResult:
         try:
             if ctx.vm_id is None:
@@ -100,8 +102,10 @@ def _handler(step: Callable[[Engine, int], str]) -> Callable[[TaskContext], Task
     return run
 
 
-maintenance_shutdown_vm = _handler(snapshot_and_destroy)
-maintenance_bootup_vm = _handler(revert_and_resume)
+maintenance_shutdown_vm = handler(C.TaskType.MAINTENANCE_SHUTDOWN_VM)(
+    _vm_step(snapshot_and_destroy)
+)
+maintenance_bootup_vm = handler(C.TaskType.MAINTENANCE_BOOTUP_VM)(_vm_step(revert_and_resume))
 
 
 # --- many VMs ---------------------------------------------------------------------------

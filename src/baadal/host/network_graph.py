@@ -34,7 +34,7 @@ from baadal.filelock import flocked
 from baadal.files import write_atomically
 from baadal.host.resources import interface_of
 from baadal.net.remote import RemoteTarget, execute_remote_cmd
-from baadal.tasks.registry import TaskContext, TaskResult
+from baadal.tasks.registry import TaskContext, TaskResult, handler
 
 log = logging.getLogger("baadal")
 
@@ -334,6 +334,7 @@ def measure_network(
     return graph, svg_path
 
 
+@handler(C.TaskType.HOST_NETWORK_GRAPH, periodic=("network_graph",))
 def network_graph_task(ctx: TaskContext) -> TaskResult:
     """The periodic 'Host Network Graph' handler (upstream's networking_host, every 4 h)."""
     graph, _svg = measure_network(ctx.engine, ctx.settings)

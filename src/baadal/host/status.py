@@ -28,7 +28,7 @@ from baadal.errors import RemoteCommandError
 from baadal.host import vms as host_vms
 from baadal.net.ping import is_pingable
 from baadal.net.remote import RemoteTarget, execute_remote_cmd
-from baadal.tasks.registry import TaskContext, TaskResult
+from baadal.tasks.registry import TaskContext, TaskResult, handler
 
 log = logging.getLogger("baadal")
 
@@ -213,6 +213,7 @@ def host_status_sanity_check(engine: Engine, settings: Settings) -> list[HostChe
     return checks
 
 
+@handler(C.TaskType.HOST_SANITY, periodic=("host_sanity",))
 def host_sanity(ctx: TaskContext) -> TaskResult:
     """The periodic 'Host Sanity' handler."""
     checks = host_status_sanity_check(ctx.engine, ctx.settings)

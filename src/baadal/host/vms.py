@@ -40,7 +40,7 @@ from baadal.errors import (
 )
 from baadal.host.maintenance import Queued
 from baadal.net.remote import RemoteTarget, execute_remote_cmd
-from baadal.tasks.registry import TaskContext, TaskResult
+from baadal.tasks.registry import TaskContext, TaskResult, handler
 from baadal.vm import migration, storage
 from baadal.vm.common import load_vm, log_vm_event, set_status
 from baadal.vm.install import allocate_vm_properties, launch_vm_on_host, vm_domain_spec
@@ -573,6 +573,7 @@ def vm_sanity_check(engine: Engine, settings: Settings) -> SanityReport:
     return report
 
 
+@handler(C.TaskType.VM_SANITY, periodic=("vm_sanity",))
 def vm_sanity(ctx: TaskContext) -> TaskResult:
     """The periodic 'VM Sanity' handler (idempotent: a re-run checks again)."""
     return TaskResult.success(vm_sanity_check(ctx.engine, ctx.settings).summary())

@@ -49,6 +49,7 @@ from baadal.host.utilization import (
 from baadal.net.nat import nat_box_target
 from baadal.net.remote import RemoteTarget
 from baadal.net.validators import check_safe_name
+from baadal.tasks.registry import TaskContext, TaskResult, handler
 
 log = logging.getLogger("baadal.rrd")
 
@@ -321,6 +322,18 @@ def update_all_rrds(engine: Engine, settings: Settings) -> CollectionReport:
             report.hosts.append(name)
     log.info("RRD collection: %s", report.summary())
     return report
+
+
+@handler(C.TaskType.UPDATE_RRD, periodic=("rrd",))
+def collect_rrds(ctx: TaskContext) -> TaskResult:
+    """The periodic 'Update RRD' handler (the seed's vm_util_rrd and rrd_task): a partial
+    success when some machines could not be read, failed when none could."""
+    report = update_all_rrds(ctx.engine, ctx.settings)
+    if not report.failures:
+        return TaskResult.success(report.summary())
+    if report.hosts or report.machines:
+        return TaskResult(C.TaskStatus.PARTIAL_SUCCESS, report.summary())
+    return TaskResult.failed(C.TASK_FAILED_PREFIX + report.summary())
 
 
 def fetch_rrd_data(settings: Settings, identity: str, period: str = "day") -> RrdAverages:

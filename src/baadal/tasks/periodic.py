@@ -88,7 +88,7 @@ def fire_due_jobs(engine: Engine, now: datetime | None = None) -> list[int]:
                     task = enqueue(
                         session,
                         job.task_type,
-                        parameters={"periodic_job": job.name, "slot": job.next_run_at.isoformat()},
+                        parameters={"periodic_job": job.name, "slot": job.next_run_at},
                         periodic_key=f"{job.name}@{job.next_run_at.isoformat()}",
                     )
             except IntegrityError:

@@ -21,6 +21,7 @@ Life of a task::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
@@ -33,6 +34,8 @@ from baadal import constants as C
 from baadal.db.models import VM, Task, TaskEvent
 from baadal.db.session import is_postgres, session_scope
 from baadal.errors import ConflictError, NotFoundError, ValidationError
+from baadal.tasks import params as task_params
+from baadal.tasks.params import TaskParams
 from baadal.tasks.registry import REGISTRY
 from baadal.timeutil import utcnow
 
@@ -95,24 +98,28 @@ def enqueue(
     task_type: str,
     *,
     vm_id: int | None = None,
-    parameters: dict[str, Any] | None = None,
+    parameters: TaskParams | Mapping[str, Any] | None = None,
     requester_id: int | None = None,
     priority: C.TaskPriority = C.TaskPriority.NORMAL,
     allow_duplicate: bool = False,
     periodic_key: str | None = None,
 ) -> Task:
-    """Add a task in the caller's transaction (commits with the change that caused it)."""
-    if not task_type:
-        raise ValidationError("task type must not be empty")
+    """Add a task in the caller's transaction (commits with the change that caused it).
+
+    ``parameters`` (a dict or the task type's model) are checked against the task type's
+    model first: a mistake is a ValidationError and nothing is written.
+    """
+    params = task_params.parse(task_type, parameters)
+    if vm_id is not None:
+        if params.vm_id not in (None, vm_id):
+            raise ValidationError(f"parameters name VM {params.vm_id}, the task VM {vm_id}")
+        params = params.model_copy(update={"vm_id": vm_id})
     if vm_id is not None and not allow_duplicate:
         check_not_queued(session, vm_id, task_type)
-    params = dict(parameters or {})
-    if vm_id is not None:
-        params.setdefault("vm_id", vm_id)
     task = Task(
         task_type=task_type,
         vm_id=vm_id,
-        parameters=params,
+        parameters=params.model_dump(mode="json"),
         requester_id=requester_id,
         priority=int(priority),
         status=C.TaskStatus.PENDING,

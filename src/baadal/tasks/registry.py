@@ -5,6 +5,10 @@ one task: when a worker dies mid-task the lease expires and another worker runs 
 again. So a handler is idempotent (re-running it finishes the job) or declares
 ``compensate``, which is called before every re-run to undo what a lost attempt may have
 left (a half-made disk, a defined domain). Exactly one run ends the task.
+
+Each handler is registered where it is defined, with ``@handler(task_type, ...)`` on the
+function (hooks and periodic jobs named there too), so one operation reads in one place.
+Its parameters arrive typed as ``ctx.params``, the task type's model in ``tasks.params``.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -22,6 +26,8 @@ from baadal import constants as C
 from baadal.config import Settings
 from baadal.db.models import Task
 from baadal.errors import BaadalError, NotFoundError, user_message
+from baadal.tasks import params as task_params
+from baadal.tasks.params import PeriodicParams, TaskParams
 
 log = logging.getLogger("baadal")
 
@@ -49,13 +55,16 @@ class TaskResult:
         return cls.failed(f"{prefix}{user_message(exc)}")
 
 
+P = TypeVar("P", bound=TaskParams)
+
+
 @dataclass(frozen=True)
-class TaskContext:
+class TaskContext(Generic[P]):
     task_id: int
     task_type: str
     vm_id: int | None
     requester_id: int | None
-    parameters: dict[str, Any]
+    params: P
     #: 1 for the first run; more when a previous attempt was lost or retried
     attempt: int
     worker_id: str
@@ -63,8 +72,8 @@ class TaskContext:
     settings: Settings
 
 
-Run = Callable[[TaskContext], TaskResult]
-Compensate = Callable[[TaskContext], None]
+Run = Callable[[TaskContext[Any]], TaskResult]
+Compensate = Callable[[TaskContext[Any]], None]
 #: called inside the admin's transaction when a failed task is retried or ignored
 AdminHook = Callable[[Session, Task], None]
 
@@ -97,34 +106,52 @@ class Registry:
 #: the process-wide registry that handler modules register into when imported
 REGISTRY = Registry()
 
-#: modules the worker always imports (each registers its handlers on import)
+#: every module that defines handlers; the worker imports them all (each registers its
+#: handlers on import)
 BUILTIN_HANDLER_MODULES: tuple[str, ...] = (
-    "baadal.vm.handlers",
-    "baadal.host.handlers",
-    "baadal.net.handlers",
-    "baadal.monitor.handlers",
+    "baadal.vm.install",
+    "baadal.vm.power",
+    "baadal.vm.edit",
+    "baadal.vm.disk",
+    "baadal.vm.snapshot",
+    "baadal.vm.clone",
+    "baadal.vm.migration",
+    "baadal.vm.network",
+    "baadal.host.status",
+    "baadal.host.vms",
+    "baadal.host.maintenance",
+    "baadal.host.network_graph",
+    "baadal.monitor.rrd",
 )
 
 
 def handler(
     task_type: str,
     *,
+    params: type[TaskParams] | None = None,
     compensate: Compensate | None = None,
     on_retry: AdminHook | None = None,
     on_ignore: AdminHook | None = None,
+    periodic: tuple[str, ...] = (),
 ) -> Callable[[Run], Run]:
-    """Register the decorated function as the handler of ``task_type``."""
+    """Register the decorated function as the handler of ``task_type``.
+
+    ``params`` declares the model of a task type ``C.TaskType`` does not know (the
+    built-in types have theirs in ``tasks.params``); ``periodic`` names the periodic jobs
+    that queue this task type, each run at the ``[scheduler]`` interval of its name.
+    """
+    if params is not None:
+        task_params.register(task_type, params)
+    model = task_params.model_of(task_type)
+    if periodic and not issubclass(model, PeriodicParams):
+        raise TypeError(f"{model.__name__} cannot take the periodic job's parameters")
 
     def register(run: Run) -> Run:
         REGISTRY.add(Handler(task_type, run, compensate, on_retry, on_ignore))
+        REGISTRY.periodic.update(dict.fromkeys(periodic, task_type))
         return run
 
     return register
-
-
-def periodic_job(name: str, task_type: str) -> None:
-    """Declare a periodic job; its interval comes from ``[scheduler]`` in the settings."""
-    REGISTRY.periodic[name] = task_type
 
 
 def load_handler_modules(extra: tuple[str, ...] | list[str] = ()) -> Registry:

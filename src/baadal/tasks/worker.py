@@ -26,6 +26,7 @@ from baadal.config import Settings
 from baadal.db.models import Task
 from baadal.db.session import session_scope
 from baadal.errors import BaadalError
+from baadal.tasks import params as task_params
 from baadal.tasks import queue
 from baadal.tasks.periodic import fire_due_jobs, sync_periodic_jobs
 from baadal.tasks.registry import REGISTRY, Registry, TaskContext, TaskResult
@@ -113,18 +114,7 @@ class Worker:
 
     def _execute(self, claimed: queue.ClaimedTask) -> None:
         """Run one handler; never raises (the result is always recorded)."""
-        ctx = TaskContext(
-            task_id=claimed.id,
-            task_type=claimed.task_type,
-            vm_id=claimed.vm_id,
-            requester_id=claimed.requester_id,
-            parameters=claimed.parameters,
-            attempt=claimed.attempt,
-            worker_id=self.worker_id,
-            engine=self.engine,
-            settings=self.settings,
-        )
-        result = self._run_handler(ctx)
+        result = self._run_handler(claimed)
         if not queue.finish(self.engine, claimed, self.worker_id, result.status, result.message):
             log.warning(
                 "task %d finished on %s after its lease was lost; result discarded: %s",
@@ -133,9 +123,20 @@ class Worker:
                 result.message,
             )
 
-    def _run_handler(self, ctx: TaskContext) -> TaskResult:
+    def _run_handler(self, claimed: queue.ClaimedTask) -> TaskResult:
         try:
-            handler = self.registry.get(ctx.task_type)
+            handler = self.registry.get(claimed.task_type)
+            ctx = TaskContext(
+                task_id=claimed.id,
+                task_type=claimed.task_type,
+                vm_id=claimed.vm_id,
+                requester_id=claimed.requester_id,
+                params=task_params.parse(claimed.task_type, claimed.parameters),
+                attempt=claimed.attempt,
+                worker_id=self.worker_id,
+                engine=self.engine,
+                settings=self.settings,
+            )
             if ctx.attempt > 1 and handler.compensate is not None:
                 handler.compensate(ctx)
             if ctx.attempt > self.settings.worker.max_attempts:
@@ -149,5 +150,5 @@ class Worker:
         except Exception as exc:
             return TaskResult.error(exc)
         if not isinstance(result, TaskResult) or result.status not in C.TASK_FINAL:
-            return TaskResult.failed(f"handler for {ctx.task_type!r} returned {result!r}")
+            return TaskResult.failed(f"handler for {claimed.task_type!r} returned {result!r}")
         return result

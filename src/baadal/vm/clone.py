@@ -26,7 +26,8 @@ from baadal.drivers import domain_xml, hypervisor_for
 from baadal.drivers.base import HypervisorError
 from baadal.errors import ConflictError, user_message
 from baadal.monitor import rrd
-from baadal.tasks.registry import TaskContext, TaskResult
+from baadal.tasks.params import CloneVMParams
+from baadal.tasks.registry import TaskContext, TaskResult, handler
 from baadal.vm import storage
 from baadal.vm.common import load_vm, set_status, vm_hypervisor
 from baadal.vm.disk import attach_disk
@@ -141,10 +142,31 @@ def _record_clone(
     set_status(session, clone, C.VMStatus.SHUTDOWN, requester_id)
 
 
-def clone(ctx: TaskContext) -> TaskResult:
-    """The 'Clone VM' handler: parameters vm_id (parent), clone_vm_id (list), full."""
-    clone_ids = _clone_ids(ctx.parameters)
-    full = bool(ctx.parameters.get("full", False))
+def compensate_clone(ctx: TaskContext[CloneVMParams]) -> None:
+    """A worker died mid-clone: the clones it had not finished give back what they took."""
+    for clone_id in ctx.params.clone_vm_id:
+        undo_unfinished_install(ctx, clone_id)
+
+
+def reset_clones_for_retry(session: Session, task: Task) -> None:
+    for clone_id in CloneVMParams.model_validate(task.parameters).clone_vm_id:
+        reset_vm_for_retry(session, clone_id)
+
+
+def drop_clones_on_ignore(session: Session, task: Task) -> None:
+    for clone_id in CloneVMParams.model_validate(task.parameters).clone_vm_id:
+        drop_unfinished_vm(session, clone_id)
+
+
+@handler(
+    C.TaskType.CLONE_VM,
+    compensate=compensate_clone,
+    on_retry=reset_clones_for_retry,
+    on_ignore=drop_clones_on_ignore,
+)
+def clone(ctx: TaskContext[CloneVMParams]) -> TaskResult:
+    """The 'Clone VM' handler: the task's VM is the parent."""
+    clone_ids, full = ctx.params.clone_vm_id, ctx.params.full
     try:
         with session_scope(ctx.engine) as session:
             parent = load_vm(session, ctx.vm_id)
@@ -175,24 +197,3 @@ def clone(ctx: TaskContext) -> TaskResult:
         f"Task Status: PARTIAL_SUCCESS Message: {len(clone_ids) - len(failures)} of "
         f"{len(clone_ids)} cloned. {detail}",
     )
-
-
-def _clone_ids(parameters: dict[str, object]) -> list[int]:
-    ids = parameters.get("clone_vm_id", [])
-    return [int(i) for i in ids] if isinstance(ids, list) else []
-
-
-def compensate_clone(ctx: TaskContext) -> None:
-    """A worker died mid-clone: the clones it had not finished give back what they took."""
-    for clone_id in _clone_ids(ctx.parameters):
-        undo_unfinished_install(ctx, clone_id)
-
-
-def reset_clones_for_retry(session: Session, task: Task) -> None:
-    for clone_id in _clone_ids(task.parameters or {}):
-        reset_vm_for_retry(session, clone_id)
-
-
-def drop_clones_on_ignore(session: Session, task: Task) -> None:
-    for clone_id in _clone_ids(task.parameters or {}):
-        drop_unfinished_vm(session, clone_id)

@@ -21,7 +21,8 @@ from baadal.db.session import session_scope
 from baadal.drivers import domain_xml, hypervisor_for
 from baadal.drivers.base import Hypervisor
 from baadal.errors import ValidationError
-from baadal.tasks.registry import TaskContext, TaskResult
+from baadal.tasks.params import AttachDiskParams
+from baadal.tasks.registry import TaskContext, TaskResult, handler
 from baadal.vm import storage
 from baadal.vm.common import load_vm, log_vm_event
 
@@ -121,13 +122,14 @@ def serve_extra_disk_request(
     return True
 
 
-def attach_extra_disk(ctx: TaskContext) -> TaskResult:
-    """The 'Attach Disk' handler: parameters vm_id and disk_size (GB)."""
+@handler(C.TaskType.ATTACH_DISK)
+def attach_extra_disk(ctx: TaskContext[AttachDiskParams]) -> TaskResult:
+    """The 'Attach Disk' handler."""
     try:
         with session_scope(ctx.engine) as session:
             vm = load_vm(session, ctx.vm_id)
             ok = serve_extra_disk_request(
-                session, ctx.settings, vm, int(ctx.parameters["disk_size"]), new_vm=False
+                session, ctx.settings, vm, ctx.params.disk_size, new_vm=False
             )
     except Exception:
         log.exception("attach disk task %d failed", ctx.task_id)

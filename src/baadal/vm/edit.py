@@ -16,7 +16,8 @@ from baadal.db.models import VM, Template, TemplateOwner, UserVMMap
 from baadal.db.session import session_scope
 from baadal.errors import ConflictError, ValidationError
 from baadal.net import nat
-from baadal.tasks.registry import TaskContext, TaskResult
+from baadal.tasks.params import EditVMConfigParams
+from baadal.tasks.registry import TaskContext, TaskResult, handler
 from baadal.vm import network, storage
 from baadal.vm.common import load_vm, log_vm_event, vm_hypervisor
 
@@ -31,13 +32,12 @@ def check_ram_vcpus(ram_mb: int | None, vcpus: int | None) -> None:
         raise ValidationError(f"vCPUs must be one of {', '.join(map(str, ALLOWED_VCPUS))}")
 
 
-def edit_vm_config(ctx: TaskContext) -> TaskResult:
-    """The 'Edit VM Config' handler: parameters vm_id, ram, vcpus, public_ip,
-    security_domain. libvirt, the NAT box and DHCP are called outside transactions."""
-    ram = ctx.parameters.get("ram")
-    vcpus = ctx.parameters.get("vcpus")
-    public_ip = ctx.parameters.get("public_ip")
-    domain_id = ctx.parameters.get("security_domain")
+@handler(C.TaskType.EDIT_VM_CONFIG)
+def edit_vm_config(ctx: TaskContext[EditVMConfigParams]) -> TaskResult:
+    """The 'Edit VM Config' handler: libvirt, the NAT box and DHCP are called outside
+    transactions."""
+    ram, vcpus = ctx.params.ram, ctx.params.vcpus
+    public_ip, domain_id = ctx.params.public_ip, ctx.params.security_domain
     messages = []
     try:
         check_ram_vcpus(ram, vcpus)
@@ -113,6 +113,7 @@ def _saved_template_name(session: Session, vm: VM) -> str:
     return name
 
 
+@handler(C.TaskType.SAVE_AS_TEMPLATE)
 def save_as_template(ctx: TaskContext) -> TaskResult:
     """The 'Save As Template' handler: a standalone image + a private template row.
 

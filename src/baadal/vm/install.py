@@ -32,7 +32,8 @@ from baadal.drivers.base import DomainNotFound, Hypervisor
 from baadal.drivers.kvm_probe import domain_type_for
 from baadal.errors import ConflictError, NotFoundError
 from baadal.monitor import rrd
-from baadal.tasks.registry import TaskContext, TaskResult
+from baadal.tasks.params import CreateVMParams
+from baadal.tasks.registry import TaskContext, TaskResult, handler
 from baadal.vm import network, storage
 from baadal.vm.common import load_vm, log_vm_event, set_status
 from baadal.vm.disk import serve_extra_disk_request
@@ -247,50 +248,6 @@ def launch_existing_vm_image(
     return props
 
 
-def install(ctx: TaskContext) -> TaskResult:
-    """The 'Create VM' handler."""
-    host_id = ctx.parameters.get("host_id")
-    try:
-        with session_scope(ctx.engine) as session:
-            vm = load_vm(session, ctx.vm_id)
-            if vm.status != C.VMStatus.IN_QUEUE:
-                raise ConflictError(f"VM {vm.vm_name} is not waiting to be installed")
-            props = allocate_vm_properties(session, vm, host_id=host_id)
-        with session_scope(ctx.engine) as session:
-            vm = load_vm(session, ctx.vm_id)
-            template = active_template(session, vm.template_id)
-            source = storage.template_path(ctx.settings, template)
-            image = storage.get_vm_image_location(ctx.settings, vm.datastore, vm.vm_identity).path
-            spec = vm_domain_spec(ctx.settings, vm, vm.host, template, image, props)
-            hv = hypervisor_for(vm.host)
-            hdd = template.hdd
-            net = network.vm_network(vm)
-        rrd.forget_rrd(ctx.settings, spec.name)  # a new VM: no history of an old namesake
-        create_vm_image(ctx.settings, source, image, hdd)
-        network.publish(ctx.settings, net)  # the reservation exists before the guest asks
-        launch_vm_on_host(hv, spec)
-        if not check_if_vm_defined(hv, spec.name):
-            raise ConflictError(f"domain {spec.name} is not defined on the host after install")
-        disk_message = ""
-        with session_scope(ctx.engine) as session:
-            vm = load_vm(session, ctx.vm_id)
-            if vm.extra_HDD > 0:
-                ok = serve_extra_disk_request(session, ctx.settings, vm, vm.extra_HDD, new_vm=True)
-                disk_message = (
-                    " Attached extra disk successfully." if ok else " Attached extra disk failed."
-                )
-            update_db_after_vm_installation(session, vm, props, ctx.requester_id)
-    except Exception as exc:
-        network.withdraw_quietly(ctx.engine, ctx.settings, ctx.vm_id)
-        with session_scope(ctx.engine) as session:
-            vm = session.get(VM, ctx.vm_id)
-            if vm is not None and vm.status == C.VMStatus.IN_QUEUE:
-                free_vm_properties(session, ctx.settings, vm)
-                set_status(session, vm, C.VMStatus.UNKNOWN, ctx.requester_id)
-        return TaskResult.error(exc)
-    return TaskResult.success(INSTALL_SUCCESS + disk_message)
-
-
 #: a VM an install (or clone) has not finished yet
 _NOT_INSTALLED = (C.VMStatus.IN_QUEUE, C.VMStatus.UNKNOWN)
 
@@ -333,3 +290,52 @@ def reset_for_retry(session: Session, task: Task) -> None:
 
 def drop_on_ignore(session: Session, task: Task) -> None:
     drop_unfinished_vm(session, task.vm_id)
+
+
+@handler(
+    C.TaskType.CREATE_VM,
+    compensate=compensate_install,
+    on_retry=reset_for_retry,
+    on_ignore=drop_on_ignore,
+)
+def install(ctx: TaskContext[CreateVMParams]) -> TaskResult:
+    """The 'Create VM' handler."""
+    try:
+        with session_scope(ctx.engine) as session:
+            vm = load_vm(session, ctx.vm_id)
+            if vm.status != C.VMStatus.IN_QUEUE:
+                raise ConflictError(f"VM {vm.vm_name} is not waiting to be installed")
+            props = allocate_vm_properties(session, vm, host_id=ctx.params.host_id)
+        with session_scope(ctx.engine) as session:
+            vm = load_vm(session, ctx.vm_id)
+            template = active_template(session, vm.template_id)
+            source = storage.template_path(ctx.settings, template)
+            image = storage.get_vm_image_location(ctx.settings, vm.datastore, vm.vm_identity).path
+            spec = vm_domain_spec(ctx.settings, vm, vm.host, template, image, props)
+            hv = hypervisor_for(vm.host)
+            hdd = template.hdd
+            net = network.vm_network(vm)
+        rrd.forget_rrd(ctx.settings, spec.name)  # a new VM: no history of an old namesake
+        create_vm_image(ctx.settings, source, image, hdd)
+        network.publish(ctx.settings, net)  # the reservation exists before the guest asks
+        launch_vm_on_host(hv, spec)
+        if not check_if_vm_defined(hv, spec.name):
+            raise ConflictError(f"domain {spec.name} is not defined on the host after install")
+        disk_message = ""
+        with session_scope(ctx.engine) as session:
+            vm = load_vm(session, ctx.vm_id)
+            if vm.extra_HDD > 0:
+                ok = serve_extra_disk_request(session, ctx.settings, vm, vm.extra_HDD, new_vm=True)
+                disk_message = (
+                    " Attached extra disk successfully." if ok else " Attached extra disk failed."
+                )
+            update_db_after_vm_installation(session, vm, props, ctx.requester_id)
+    except Exception as exc:
+        network.withdraw_quietly(ctx.engine, ctx.settings, ctx.vm_id)
+        with session_scope(ctx.engine) as session:
+            vm = session.get(VM, ctx.vm_id)
+            if vm is not None and vm.status == C.VMStatus.IN_QUEUE:
+                free_vm_properties(session, ctx.settings, vm)
+                set_status(session, vm, C.VMStatus.UNKNOWN, ctx.requester_id)
+        return TaskResult.error(exc)
+    return TaskResult.success(INSTALL_SUCCESS + disk_message)

@@ -32,7 +32,8 @@ from baadal.drivers.base import DomainNotFound, Hypervisor, NotSupported, Snapsh
 from baadal.errors import BaadalError, ConflictError, NotFoundError, ResourceExhausted
 from baadal.net import nat
 from baadal.tasks import queue
-from baadal.tasks.registry import TaskContext, TaskResult
+from baadal.tasks.params import MigrateVMHostParams
+from baadal.tasks.registry import TaskContext, TaskResult, handler
 from baadal.vm import storage
 from baadal.vm.common import load_vm, log_vm_event
 
@@ -367,31 +368,7 @@ def migrate_domain(
     return TaskResult.success(message)
 
 
-def migrate(ctx: TaskContext) -> TaskResult:
-    """The 'Migrate VM Between Hosts' handler: destination_host, live_migration.
-
-    A re-run after a lost attempt that compensation finished (the VM left the host it
-    was on when queued) reports that migration instead of starting another.
-    """
-    params = ctx.parameters
-    if ctx.attempt > 1 and params.get("source_host") is not None:
-        with session_scope(ctx.engine) as session:
-            vm = load_vm(session, ctx.vm_id)
-            moved, name = vm.host_id != params["source_host"], vm.vm_name
-        if moved:
-            return TaskResult.success(migrated_message(name))
-    dest = params.get("destination_host")
-    return migrate_domain(
-        ctx.engine,
-        ctx.settings,
-        ctx.vm_id,
-        None if dest is None else int(dest),
-        bool(params.get("live_migration", True)),
-        ctx.requester_id,
-    )
-
-
-def compensate_migration(ctx: TaskContext) -> None:
+def compensate_migration(ctx: TaskContext[MigrateVMHostParams]) -> None:
     """A worker died mid-migration: settle the VM where its domain is now (finish the
     bookkeeping on another host, console grants moved along, or give the snapshots back on
     its own)."""
@@ -410,6 +387,30 @@ def compensate_migration(ctx: TaskContext) -> None:
     where = settle(ctx.engine, ctx.vm_id, identity, db_host_id, places, backup, ctx.requester_id)
     if where.host_id != db_host_id:
         follow_with_vnc_grants(ctx.engine, ctx.settings, ctx.vm_id)
+
+
+@handler(C.TaskType.MIGRATE_VM_HOST, compensate=compensate_migration)
+def migrate(ctx: TaskContext[MigrateVMHostParams]) -> TaskResult:
+    """The 'Migrate VM Between Hosts' handler.
+
+    A re-run after a lost attempt that compensation finished (the VM left the host it
+    was on when queued) reports that migration instead of starting another.
+    """
+    params = ctx.params
+    if ctx.attempt > 1 and params.source_host is not None:
+        with session_scope(ctx.engine) as session:
+            vm = load_vm(session, ctx.vm_id)
+            moved, name = vm.host_id != params.source_host, vm.vm_name
+        if moved:
+            return TaskResult.success(migrated_message(name))
+    return migrate_domain(
+        ctx.engine,
+        ctx.settings,
+        ctx.vm_id,
+        params.destination_host,
+        params.live_migration,
+        ctx.requester_id,
+    )
 
 
 def migrate_clone_to_new_host(
@@ -441,10 +442,8 @@ def add_migrate_task_to_queue(
         session,
         C.TaskType.MIGRATE_VM_HOST,
         vm_id=vm_id,
-        parameters={
-            "destination_host": dest_host_id,
-            "live_migration": live_migration,
-            "source_host": vm.host_id,
-        },
+        parameters=MigrateVMHostParams(
+            destination_host=dest_host_id, live_migration=live_migration, source_host=vm.host_id
+        ),
         requester_id=requester_id,
     )

@@ -25,7 +25,7 @@ from baadal.drivers import domain_xml
 from baadal.drivers.base import Hypervisor
 from baadal.errors import BaadalError, ConflictError, NotFoundError, user_message
 from baadal.net import dhcp, nat
-from baadal.tasks.registry import TaskContext, TaskResult
+from baadal.tasks.registry import TaskContext, TaskResult, handler
 from baadal.vm.common import graceful_stop, load_vm, log_vm_event, vm_hypervisor
 
 log = logging.getLogger("baadal")
@@ -113,6 +113,7 @@ def restore_network(engine: Engine, settings: Settings) -> str:
     return f"{dhcp_state}; NAT: {readded} rule(s)/alias(es) re-added"
 
 
+@handler(C.TaskType.NETWORK_SANITY, periodic=("vnc_expiry",))
 def network_sanity(ctx: TaskContext) -> TaskResult:
     """The periodic network job: revoke timed-out VNC grants, then restore_network."""
     ended = nat.clear_all_timedout_vnc_mappings(ctx.engine, ctx.settings)

@@ -19,7 +19,7 @@ from baadal.db.session import session_scope
 from baadal.drivers.base import DomainNotFound, Hypervisor
 from baadal.errors import ConflictError
 from baadal.monitor import rrd
-from baadal.tasks.registry import TaskContext, TaskResult
+from baadal.tasks.registry import TaskContext, TaskResult, handler
 from baadal.vm import network
 from baadal.vm.common import graceful_stop, load_vm, set_status, vm_hypervisor
 from baadal.vm.install import free_vm_properties
@@ -50,6 +50,7 @@ def _power_op(
     return TaskResult.success(f"{name} is {done} successfully")
 
 
+@handler(C.TaskType.START_VM)
 def start(ctx: TaskContext) -> TaskResult:
     return _power_op(
         ctx,
@@ -60,6 +61,7 @@ def start(ctx: TaskContext) -> TaskResult:
     )
 
 
+@handler(C.TaskType.SUSPEND_VM)
 def suspend(ctx: TaskContext) -> TaskResult:
     return _power_op(
         ctx,
@@ -70,6 +72,7 @@ def suspend(ctx: TaskContext) -> TaskResult:
     )
 
 
+@handler(C.TaskType.RESUME_VM)
 def resume(ctx: TaskContext) -> TaskResult:
     return _power_op(
         ctx,
@@ -80,6 +83,7 @@ def resume(ctx: TaskContext) -> TaskResult:
     )
 
 
+@handler(C.TaskType.DESTROY_VM)
 def destroy(ctx: TaskContext) -> TaskResult:
     """Hard power off."""
     return _power_op(
@@ -91,6 +95,7 @@ def destroy(ctx: TaskContext) -> TaskResult:
     )
 
 
+@handler(C.TaskType.STOP_VM)
 def stop(ctx: TaskContext) -> TaskResult:
     return _power_op(
         ctx,
@@ -112,6 +117,7 @@ def clean_up_database_after_vm_deletion(session: Session, settings: Settings, vm
     session.delete(vm)
 
 
+@handler(C.TaskType.DELETE_VM)
 def delete_vm(ctx: TaskContext) -> TaskResult:
     """The 'Delete VM' handler: power off, undefine (with snapshots), remove everything."""
     try:

@@ -20,7 +20,8 @@ from baadal.drivers.base import DomainNotFound, Hypervisor
 from baadal.errors import ConflictError, NotFoundError
 from baadal.net.ping import is_pingable
 from baadal.tasks import queue
-from baadal.tasks.registry import TaskContext, TaskResult
+from baadal.tasks.params import ScheduledSnapshotsParams, SnapshotIdParams, SnapshotVMParams
+from baadal.tasks.registry import TaskContext, TaskResult, handler
 from baadal.timeutil import utcnow
 from baadal.vm.common import load_vm, log_vm_event, set_status, vm_hypervisor
 
@@ -70,8 +71,8 @@ def snapshot_name(kind: C.SnapshotType) -> str:
     return f"{SNAPSHOT_LABELS[kind]}_{utcnow():%Y%m%d_%H%M%S_%f}"
 
 
-def _snapshot_row(session: Session, vm_id: int, snapshot_id: object) -> Snapshot:
-    snap = session.get(Snapshot, int(snapshot_id)) if snapshot_id is not None else None
+def _snapshot_row(session: Session, vm_id: int, snapshot_id: int) -> Snapshot:
+    snap = session.get(Snapshot, snapshot_id)
     if snap is None or snap.vm_id != vm_id:
         raise NotFoundError(f"no snapshot {snapshot_id} for this VM")
     return snap
@@ -104,9 +105,10 @@ def take_snapshot(engine: Engine, vm_id: int, kind: C.SnapshotType) -> str:
     return name
 
 
-def snapshot(ctx: TaskContext) -> TaskResult:
-    """The 'Snapshot VM' handler: parameters vm_id, snapshot_type."""
-    kind = C.SnapshotType(int(ctx.parameters.get("snapshot_type", C.SnapshotType.USER)))
+@handler(C.TaskType.SNAPSHOT_VM)
+def snapshot(ctx: TaskContext[SnapshotVMParams]) -> TaskResult:
+    """The 'Snapshot VM' handler."""
+    kind = ctx.params.snapshot_type
     try:
         with session_scope(ctx.engine) as session:
             vm = load_vm(session, ctx.vm_id)
@@ -126,16 +128,17 @@ def snapshot(ctx: TaskContext) -> TaskResult:
     return TaskResult.success(SNAPSHOT_SUCCESS)
 
 
-def _read_snapshot(ctx: TaskContext) -> tuple[Hypervisor, str, int, str]:
+def _read_snapshot(ctx: TaskContext[SnapshotIdParams]) -> tuple[Hypervisor, str, int, str]:
     """(hypervisor, domain name, snapshot id, snapshot name) in one short transaction."""
     with session_scope(ctx.engine) as session:
         vm = load_vm(session, ctx.vm_id)
-        snap = _snapshot_row(session, vm.id, ctx.parameters.get("snapshot_id"))
+        snap = _snapshot_row(session, vm.id, ctx.params.snapshot_id)
         return vm_hypervisor(vm), vm.vm_identity, snap.id, snap.snapshot_name
 
 
-def revert(ctx: TaskContext) -> TaskResult:
-    """The 'Revert to Snapshot' handler: parameters vm_id, snapshot_id."""
+@handler(C.TaskType.REVERT_TO_SNAPSHOT)
+def revert(ctx: TaskContext[SnapshotIdParams]) -> TaskResult:
+    """The 'Revert to Snapshot' handler."""
     try:
         hv, identity, _, name = _read_snapshot(ctx)
         hv.snapshot_revert(identity, name)
@@ -149,8 +152,9 @@ def revert(ctx: TaskContext) -> TaskResult:
     return TaskResult.success(REVERT_SUCCESS)
 
 
-def delete_snapshot(ctx: TaskContext) -> TaskResult:
-    """The 'Delete Snapshot' handler: parameters vm_id, snapshot_id."""
+@handler(C.TaskType.DELETE_SNAPSHOT)
+def delete_snapshot(ctx: TaskContext[SnapshotIdParams]) -> TaskResult:
+    """The 'Delete Snapshot' handler."""
     try:
         hv, identity, snap_id, name = _read_snapshot(ctx)
         with contextlib.suppress(DomainNotFound):
@@ -162,9 +166,10 @@ def delete_snapshot(ctx: TaskContext) -> TaskResult:
     return TaskResult.success(DELETE_SUCCESS)
 
 
-def schedule_snapshots(ctx: TaskContext) -> TaskResult:
+@handler(C.TaskType.SCHEDULED_SNAPSHOTS, periodic=tuple(SCHEDULED_KINDS))
+def schedule_snapshots(ctx: TaskContext[ScheduledSnapshotsParams]) -> TaskResult:
     """Periodic: queue one system snapshot per VM that asked for this kind."""
-    job = str(ctx.parameters.get("periodic_job", ""))
+    job = ctx.params.periodic_job
     kind = SCHEDULED_KINDS.get(job)
     if kind is None:
         return TaskResult.failed(f"unknown snapshot schedule {job!r}")
@@ -180,7 +185,7 @@ def schedule_snapshots(ctx: TaskContext) -> TaskResult:
                 session,
                 C.TaskType.SNAPSHOT_VM,
                 vm_id=vm.id,
-                parameters={"snapshot_type": int(kind)},
+                parameters=SnapshotVMParams(snapshot_type=kind),
                 requester_id=C.SYSTEM_USER_ID,
                 allow_duplicate=True,
             )
