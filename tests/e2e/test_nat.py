@@ -18,11 +18,11 @@ import pytest
 from baadal import constants as C
 from baadal.db.models import VM
 from baadal.db.session import session_scope
+from baadal.drivers.remote import RemoteTarget, execute_remote_cmd
 from baadal.errors import ConflictError
 from baadal.lab import layout
 from baadal.lab.guest import console_line
 from baadal.net import nat
-from baadal.net.remote import RemoteTarget, execute_remote_cmd
 from baadal.services import vms
 from baadal.services.policy import SYSTEM
 from baadal.vm import storage

@@ -18,6 +18,7 @@ from baadal import constants as C
 from baadal.config import DhcpConf, Settings
 from baadal.db.models import VM, PrivateIpPool, Vlan
 from baadal.db.session import session_scope
+from baadal.drivers.remote import CommandResult, RemoteTarget
 from baadal.errors import ConfigError, ConflictError, ValidationError
 from baadal.net import dhcp
 from baadal.net.dhcp import (
@@ -34,7 +35,6 @@ from baadal.net.dhcp import (
     render_dnsmasq_hosts,
     render_isc_hosts,
 )
-from baadal.net.remote import CommandResult, RemoteTarget
 
 pytestmark = pytest.mark.unit
 

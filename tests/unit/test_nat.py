@@ -13,10 +13,10 @@ from baadal import constants as C
 from baadal.config import Settings
 from baadal.db.models import VM, VncAccess
 from baadal.db.session import session_scope
+from baadal.drivers.remote import CommandResult, RemoteTarget
 from baadal.errors import ConfigError, ConflictError, RemoteCommandError, ValidationError
 from baadal.net import nat
 from baadal.net.nat import PublicIpMapping, VncMapping
-from baadal.net.remote import CommandResult, RemoteTarget
 from baadal.tasks.registry import TaskContext, TaskResult
 from baadal.vm import network
 from tests.support.cloud import Cloud

@@ -26,6 +26,7 @@ from baadal.db.models import (
     UserVMMap,
 )
 from baadal.db.session import session_scope
+from baadal.drivers import hypervisor_for
 from baadal.drivers.libvirt_driver import LibvirtHypervisor
 from baadal.errors import ConflictError, NotFoundError, ResourceExhausted, ValidationError
 from baadal.services import vms
@@ -568,8 +569,7 @@ def test_launch_existing_vm_image(
 
 
 def test_kvm_is_never_assumed_without_a_boot_probe() -> None:
-    from baadal.drivers.kvm_probe import domain_type_for
-
-    assert domain_type_for("test:///default") == "qemu"
+    hv = hypervisor_for("test:///default")
+    assert hv.domain_type() == "qemu"
     # a host without a probe kernel is never given kvm, whatever it advertises
-    assert domain_type_for("test:///nonexistent-no-kernel", Path("/nonexistent")) == "qemu"
+    assert hv.domain_type(Path("/nonexistent")) == "qemu"

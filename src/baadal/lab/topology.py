@@ -51,6 +51,7 @@ from baadal.db.models import (
     Template,
     Vlan,
 )
+from baadal.drivers.remote import run_local
 from baadal.errors import BaadalError, ConfigError, ConflictError, NotFoundError
 from baadal.filelock import flocked
 from baadal.files import write_atomically
@@ -88,7 +89,6 @@ from baadal.lab.layout import (
     pool_mac,
 )
 from baadal.net import dhcp
-from baadal.net.remote import run_local
 from baadal.services import inventory
 from baadal.services.policy import SYSTEM
 from baadal.vm import storage

@@ -41,10 +41,10 @@ from sqlalchemy import select
 
 from baadal import constants as C
 from baadal.db.models import VM, PrivateIpPool
+from baadal.drivers.remote import RemoteTarget, execute_remote_cmd, run_local
 from baadal.errors import ConfigError, ConflictError, RemoteCommandError, ValidationError
 from baadal.filelock import flocked
 from baadal.files import write_atomically
-from baadal.net.remote import RemoteTarget, execute_remote_cmd, run_local
 from baadal.net.validators import is_valid_ipv4, normalize_mac
 
 if TYPE_CHECKING:

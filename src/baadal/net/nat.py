@@ -28,6 +28,7 @@ from baadal import constants as C
 from baadal.config import Settings
 from baadal.db.models import VM, Host, PublicIpPool, VncAccess
 from baadal.db.session import session_scope
+from baadal.drivers.remote import RemoteTarget, execute_remote_cmd
 from baadal.errors import (
     BaadalError,
     ConfigError,
@@ -36,7 +37,6 @@ from baadal.errors import (
     RemoteCommandError,
     ValidationError,
 )
-from baadal.net.remote import RemoteTarget, execute_remote_cmd
 from baadal.timeutil import utcnow
 
 log = logging.getLogger("baadal")

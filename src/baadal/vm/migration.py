@@ -76,7 +76,7 @@ def _place(settings: Settings, host: Host) -> Place:
         host.id,
         host.host_name,
         host.address,
-        hypervisor_for(host),
+        hypervisor_for(host.libvirt_uri),
         settings.vm.vnc_listen or host.address,
     )
 
