@@ -25,7 +25,6 @@ from baadal.net.dhcp import (
     DhcpEntry,
     create_dhcp_bulk_entry,
     create_dhcp_entry,
-    dhcp_entries_from_db,
     dhcp_name,
     parse_dnsmasq_hosts,
     parse_isc_hosts,
@@ -35,6 +34,7 @@ from baadal.net.dhcp import (
     render_dnsmasq_hosts,
     render_isc_hosts,
 )
+from baadal.vm.network import dhcp_entries_from_db
 
 pytestmark = pytest.mark.unit
 

@@ -6,6 +6,7 @@ The real-libvirtd counterpart is tests/integration/test_vm_real.py.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -26,7 +27,8 @@ from baadal.db.models import (
     UserVMMap,
 )
 from baadal.db.session import session_scope
-from baadal.drivers import hypervisor_for
+from baadal.drivers import fake, hypervisor_for
+from baadal.drivers.base import Hypervisor
 from baadal.drivers.libvirt_driver import LibvirtHypervisor
 from baadal.errors import ConflictError, NotFoundError, ResourceExhausted, ValidationError
 from baadal.services import vms
@@ -55,6 +57,14 @@ def cloud(sqlite_engine: Engine, cloud_settings: Settings, tmp_path: Path) -> Cl
     return make_cloud(sqlite_engine, cloud_settings, tmp_path, uris)
 
 
+@pytest.fixture
+def fake_cloud(sqlite_engine: Engine, cloud_settings: Settings, tmp_path: Path) -> Iterator[Cloud]:
+    """The same cloud on two hosts of the in-memory fake driver, which can migrate."""
+    fake.reset()
+    yield make_cloud(sqlite_engine, cloud_settings, tmp_path, ["fake:///h1", "fake:///h2"])
+    fake.reset()
+
+
 def run_tasks(engine: Engine, settings: Settings) -> None:
     Worker(engine, settings, registry=load_handler_modules(), worker_id="t").run(until_idle=True)
 
@@ -79,10 +89,10 @@ def create(engine: Engine, settings: Settings, name: str = "web", **kw: object) 
     return queued.vm_id
 
 
-def hv_of(engine: Engine, vm_id: int) -> tuple[LibvirtHypervisor, str]:
+def hv_of(engine: Engine, vm_id: int) -> tuple[Hypervisor, str]:
     with session_scope(engine) as s:
         vm = s.get(VM, vm_id)
-        return LibvirtHypervisor(vm.host.libvirt_uri), vm.vm_identity
+        return hypervisor_for(vm.host.libvirt_uri), vm.vm_identity
 
 
 def operate(engine: Engine, settings: Settings, vm_id: int, op: str) -> Task:

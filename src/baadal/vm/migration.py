@@ -30,10 +30,9 @@ from baadal.db.session import session_scope
 from baadal.drivers import domain_xml, hypervisor_for
 from baadal.drivers.base import DomainNotFound, Hypervisor, NotSupported, SnapshotInfo
 from baadal.errors import BaadalError, ConflictError, NotFoundError, ResourceExhausted
-from baadal.net import nat
 from baadal.tasks import queue
 from baadal.tasks.registry import TaskContext, TaskResult
-from baadal.vm import storage
+from baadal.vm import nat, storage
 from baadal.vm.common import load_vm, log_vm_event
 
 log = logging.getLogger("baadal")
