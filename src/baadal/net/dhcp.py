@@ -500,9 +500,9 @@ def vm_entries(rows: Iterable[tuple[str, str, str]]) -> list[DhcpEntry]:
 
 def rebuild_dhcp_entries(settings: Settings, entries: list[DhcpEntry]) -> int:
     """Rewrite the whole file with ``entries`` (read from the database by
-    :func:`baadal.vm.network.dhcp_entries_from_db`, in a transaction that is over by now: the write and the
-    reload may take seconds) and reload the server, even when the file looked right (the
-    last reload may have failed); the number of entries."""
+    :func:`baadal.vm.network.dhcp_entries_from_db`, in a transaction that is over by now:
+    the write and the reload may take seconds) and reload the server, even when the file
+    looked right (the last reload may have failed); the number of entries."""
     backend = _backend(settings)
     if backend is None:
         log.debug("dhcp.backend is none: nothing to rebuild")
