@@ -201,7 +201,7 @@ def test_a_vm_moves_with_its_snapshots(
     names = _snapshot(engine, settings, vm_id, 2)
     source, identity = hv_of(engine, vm_id)
     with session_scope(engine) as s:
-        vms.request_migrate(s, s.get(VM, vm_id), "host2", True, None)
+        vms.request_migrate(s, SYSTEM, vm_id, "host2", True)
     run_tasks(engine, settings)
     task = last_task(engine)
     assert (task.status, task.message) == (C.TaskStatus.SUCCESS, "web is migrated successfully")
