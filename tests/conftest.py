@@ -11,8 +11,8 @@ from sqlalchemy import Engine
 from baadal.config import Settings, get_settings, load_settings
 from baadal.db.migrate import upgrade
 from baadal.db.session import dispose_engines, make_engine
+from baadal.drivers.remote import close_all as close_ssh_connections
 from baadal.logs import close_logging
-from baadal.net.remote import close_all as close_ssh_connections
 from tests.support import pg
 
 

@@ -22,11 +22,11 @@ from baadal.config import get_settings
 from baadal.db.models import VM, Host, HostEventLog
 from baadal.db.session import session_scope
 from baadal.drivers import hypervisor_for
+from baadal.drivers.remote import RemoteTarget, execute_remote_cmd
 from baadal.errors import ResourceExhausted
 from baadal.host import resources, status, utilization
 from baadal.host import vms as host_vms
 from baadal.lab import layout
-from baadal.net.remote import RemoteTarget, execute_remote_cmd
 from baadal.services import vms
 from baadal.services.policy import SYSTEM
 from baadal.tasks.registry import load_handler_modules
@@ -132,7 +132,7 @@ ORPHAN_XML = """<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</me
 
 def test_orphan_found_and_removed_and_lost_domain_respawned(lab: Lab) -> None:
     h1 = _host(lab, layout.HOSTS[0].name)
-    hv = hypervisor_for(h1)
+    hv = hypervisor_for(h1.libvirt_uri)
     hv.define(ORPHAN_XML.format(name="stray-domain"))
     report = host_vms.vm_sanity_check(lab.engine, lab.settings)
     assert [(r.vm_identity, r.state) for r in report.rows if r.state == host_vms.ORPHAN] == [
@@ -155,7 +155,7 @@ def test_orphan_found_and_removed_and_lost_domain_respawned(lab: Lab) -> None:
     assert wait_ping(ip, 60)
     assert host_vms.has_running_vm(host)
     # the domain disappears behind Baadal's back (an admin's virsh undefine, a lost host)
-    hv2 = hypervisor_for(host)
+    hv2 = hypervisor_for(host.libvirt_uri)
     hv2.destroy(identity)
     hv2.undefine(identity)
     report = host_vms.vm_sanity_check(lab.engine, lab.settings)

@@ -100,7 +100,7 @@ def test_periodic_job_records_hosts_and_vms_and_graphs_are_drawn(
         assert recorded["ram"] > 0 and recorded["cpu"] > 0 and recorded["rx"] > 0, machine
     vm_file = rrd.get_rrd_file(lab.settings, identity)
     recorded = _last_ds(vm_file)
-    live = hypervisor_for(host).running_stats()[identity]  # the source the job read
+    live = hypervisor_for(host.libvirt_uri).running_stats()[identity]  # the source the job read
     assert 0 < recorded["cpu"] <= live.cpu_time_ns // 10_000_000
     assert recorded["rx"] >= 20 * 1000 and recorded["tx"] >= 20 * 1000  # the pings and replies
     assert recorded["ram"] > 0

@@ -18,13 +18,14 @@ import pytest
 from baadal import constants as C
 from baadal.db.models import VM
 from baadal.db.session import session_scope
+from baadal.drivers.remote import RemoteTarget, execute_remote_cmd
 from baadal.errors import ConflictError
 from baadal.lab import layout
 from baadal.lab.guest import console_line
 from baadal.net import nat
-from baadal.net.remote import RemoteTarget, execute_remote_cmd
 from baadal.services import vms
 from baadal.services.policy import SYSTEM
+from baadal.vm import nat as vm_nat
 from baadal.vm import storage
 from tests.e2e.conftest import Lab, create_vm, from_internet, guest_shell, rfb_greeting, wait_ping
 from tests.unit.test_vm_lifecycle import last_task, run_tasks
@@ -110,28 +111,28 @@ def test_public_ip_and_vnc_through_the_nat_box(lab: Lab) -> None:
     assert _nat_rules(lab) == rules_mapped
 
     # a VNC grant reaches the console until it expires; the 11th grant of a day is refused
-    grant = nat.grant_vnc_access(engine, settings, vm_id, None)
+    grant = vm_nat.grant_vnc_access(engine, settings, vm_id, None)
     assert (grant.vnc_ip, grant.port) == (layout.VNC_IP, vnc_port)
     got = rfb_greeting(layout.VNC_IP, vnc_port)
     assert got.returncode == 0 and got.stdout.startswith("RFB 003."), got.stderr
     grants = [grant] + [
-        nat.grant_vnc_access(engine, settings, vm_id, None)
+        vm_nat.grant_vnc_access(engine, settings, vm_id, None)
         for _ in range(C.MAX_VNC_ALLOWED_IN_A_DAY - 1)
     ]
     rules_granted = _nat_rules(lab)
     with pytest.raises(ConflictError):
-        nat.grant_vnc_access(engine, settings, vm_id, None)
+        vm_nat.grant_vnc_access(engine, settings, vm_id, None)
     assert _nat_rules(lab) == rules_granted
     after = max(g.expiry_time for g in grants) + timedelta(seconds=1)
-    assert nat.clear_all_timedout_vnc_mappings(engine, settings, now=after) == 10
+    assert vm_nat.clear_all_timedout_vnc_mappings(engine, settings, now=after) == 10
     assert rfb_greeting(layout.VNC_IP, vnc_port).returncode != 0
     assert _nat_rules(lab) == rules_mapped
 
     # after a NAT box reboot (simulated by clear all) the database restores the mapping
-    assert nat.clear_all_nat_mappings(engine, settings) == 2 + 2  # rules + 2 aliases
+    assert vm_nat.clear_all_nat_mappings(engine, settings) == 2 + 2  # rules + 2 aliases
     assert _nat_rules(lab) == rules_before
     assert not wait_ping(public, GONE_WAIT_S, layout.INTERNET_NETNS)
-    assert nat.reapply_nat_mappings(engine, settings) == 3
+    assert vm_nat.reapply_nat_mappings(engine, settings) == 3
     assert wait_ping(public, PING_TIMEOUT_S, layout.INTERNET_NETNS)
 
     # delete: no rule and no DHCP reservation is left behind

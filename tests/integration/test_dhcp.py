@@ -26,6 +26,7 @@ import pytest
 
 from baadal import constants as C
 from baadal.config import DhcpConf, Settings, load_settings
+from baadal.drivers.remote import close_all
 from baadal.errors import ConfigError, RemoteCommandError
 from baadal.net.dhcp import (
     DhcpEntry,
@@ -36,7 +37,6 @@ from baadal.net.dhcp import (
     remove_dhcp_entry,
     render_isc_hosts,
 )
-from baadal.net.remote import close_all
 from tests.support.sshd import HOST, running_sshd
 
 pytestmark = pytest.mark.integration

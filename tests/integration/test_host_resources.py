@@ -20,10 +20,10 @@ import pytest
 from baadal import constants as C
 from baadal.config import Settings, load_settings
 from baadal.db.models import Host
+from baadal.drivers.remote import RemoteTarget, close_all, execute_remote_cmd
 from baadal.errors import RemoteCommandError
 from baadal.host import resources as R
 from baadal.host import utilization as U
-from baadal.net.remote import RemoteTarget, close_all, execute_remote_cmd
 from tests.support.cloud import fake_host_uri
 from tests.support.libvirtd import ensure_libvirtd
 from tests.support.sshd import HOST, SshServer, running_sshd

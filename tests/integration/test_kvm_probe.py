@@ -9,7 +9,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from baadal.drivers import kvm_probe
+from baadal.drivers import hypervisor_for, kvm_probe
 from baadal.lab.guest import build_tiny_guest
 from tests.support.libvirtd import ensure_libvirtd, qemu_workdir
 
@@ -24,8 +24,9 @@ def test_boot_probe_decides_the_domain_type() -> None:
         advertised = kvm_probe.advertises_kvm(conn)
         conn.close()
         kvm_probe._cache.pop(uri, None)
+        hv = hypervisor_for(uri)
         started = time.monotonic()
-        kind = kvm_probe.domain_type_for(uri, guest.kernel, guest.initrd)
+        kind = hv.domain_type(guest.kernel, guest.initrd)
         took = time.monotonic() - started
     assert kind in ("kvm", "qemu")
     if not advertised or not os.access("/dev/kvm", os.R_OK | os.W_OK):
@@ -33,4 +34,4 @@ def test_boot_probe_decides_the_domain_type() -> None:
     # on the project's machines KVM is offered but hangs after the BIOS: the probe says so
     if advertised and kind == "qemu":
         assert took >= kvm_probe.PROBE_TIMEOUT_S - 1
-    assert kvm_probe.domain_type_for(uri) == kind  # cached per host
+    assert hv.domain_type() == kind  # cached per host

@@ -20,9 +20,9 @@ from baadal.config import Settings, load_settings
 from baadal.db.models import Host
 from baadal.db.session import session_scope
 from baadal.drivers.libvirt_driver import LibvirtHypervisor
+from baadal.drivers.remote import close_all
 from baadal.host import network_graph as G
 from baadal.monitor import rrd
-from baadal.net.remote import close_all
 from tests.support.libvirtd import ensure_libvirtd, qemu_workdir, remove_domain
 from tests.support.sshd import HOST, SshServer, running_sshd
 

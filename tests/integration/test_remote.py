@@ -14,9 +14,7 @@ import pytest
 
 from baadal.config import load_settings
 from baadal.db.models import Host
-from baadal.errors import RemoteCommandError, ValidationError
-from baadal.host.status import is_host_available
-from baadal.net.remote import (
+from baadal.drivers.remote import (
     CommandResult,
     RemoteTarget,
     close_all,
@@ -24,6 +22,8 @@ from baadal.net.remote import (
     execute_remote_cmd,
     run_local,
 )
+from baadal.errors import RemoteCommandError, ValidationError
+from baadal.host.status import is_host_available
 from tests.support.sshd import HOST, SshServer, free_port, keygen, known_hosts_line, running_sshd
 
 pytestmark = pytest.mark.integration

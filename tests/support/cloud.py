@@ -1,7 +1,8 @@
 """A small cloud in the database for VM tests: datastore, template, VLAN, hosts.
 
-Hosts point at libvirt URIs given by the test: ``test:///<file>`` for fast unit tests,
-``qemu:///system`` for the real thing.
+Hosts point at libvirt URIs given by the test: ``test:///<file>`` or the in-memory
+``fake:///<name>`` (which can migrate) for fast unit tests, ``qemu:///system`` for the
+real thing.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from baadal.net.remote import RemoteTarget
+from baadal.drivers.remote import RemoteTarget
 
 SSHD = "/usr/sbin/sshd"
 HOST = "127.0.0.1"

@@ -18,13 +18,13 @@ from baadal import constants as C
 from baadal.config import DhcpConf, Settings
 from baadal.db.models import VM, PrivateIpPool, Vlan
 from baadal.db.session import session_scope
+from baadal.drivers.remote import CommandResult, RemoteTarget
 from baadal.errors import ConfigError, ConflictError, ValidationError
 from baadal.net import dhcp
 from baadal.net.dhcp import (
     DhcpEntry,
     create_dhcp_bulk_entry,
     create_dhcp_entry,
-    dhcp_entries_from_db,
     dhcp_name,
     parse_dnsmasq_hosts,
     parse_isc_hosts,
@@ -34,7 +34,7 @@ from baadal.net.dhcp import (
     render_dnsmasq_hosts,
     render_isc_hosts,
 )
-from baadal.net.remote import CommandResult, RemoteTarget
+from baadal.vm.network import dhcp_entries_from_db
 
 pytestmark = pytest.mark.unit
 

@@ -20,10 +20,10 @@ from baadal.cli.main import app
 from baadal.config import Settings, get_settings
 from baadal.db.models import VM, Host, HostEventLog
 from baadal.db.session import dispose_engines, session_scope
+from baadal.drivers.remote import CommandResult
 from baadal.errors import ConfigError, ConflictError, RemoteCommandError, ValidationError
 from baadal.host import power
 from baadal.host.power import HostPowerState, plan_power_operation
-from baadal.net.remote import CommandResult
 from tests.support.bmc import running_bmc
 from tests.support.cloud import Cloud, fake_host_uri, make_cloud
 

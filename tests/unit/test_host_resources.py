@@ -13,10 +13,10 @@ from baadal.config import Settings
 from baadal.db.models import Host
 from baadal.drivers.base import NodeCpuTimes, NodeMemory, NotSupported
 from baadal.drivers.libvirt_driver import LibvirtHypervisor
+from baadal.drivers.remote import CommandResult, RemoteTarget
 from baadal.errors import RemoteCommandError
 from baadal.host import resources as R
 from baadal.host import utilization as U
-from baadal.net.remote import CommandResult, RemoteTarget
 from tests.support.cloud import fake_host_uri
 
 pytestmark = pytest.mark.unit

@@ -12,8 +12,8 @@ from baadal import constants as C
 from baadal.config import Settings
 from baadal.db.models import VM, Host, VMEventLog, VncAccess
 from baadal.db.session import session_scope
-from baadal.drivers import domain_xml
-from baadal.drivers.libvirt_driver import LibvirtHypervisor
+from baadal.drivers import domain_xml, hypervisor_for
+from baadal.drivers.base import Hypervisor
 from baadal.errors import ConflictError, NotFoundError
 from baadal.host import vms as host_vms
 from baadal.tasks import queue
@@ -24,14 +24,15 @@ from tests.support.cloud import Cloud
 from tests.unit import test_vm_lifecycle as lifecycle
 from tests.unit.test_vm_lifecycle import create, hv_of, operate
 
-cloud, cloud_settings = lifecycle.cloud, lifecycle.cloud_settings  # the same fixtures
+# the same fixtures
+cloud, cloud_settings, fake_cloud = lifecycle.cloud, lifecycle.cloud_settings, lifecycle.fake_cloud
 
 pytestmark = pytest.mark.unit
 
 
-def host_hv(engine: Engine, host_id: int) -> LibvirtHypervisor:
+def host_hv(engine: Engine, host_id: int) -> Hypervisor:
     with session_scope(engine) as s:
-        return LibvirtHypervisor(s.get(Host, host_id).libvirt_uri)
+        return hypervisor_for(s.get(Host, host_id).libvirt_uri)
 
 
 def set_host(engine: Engine, host_id: int, **values: object) -> None:
@@ -166,15 +167,12 @@ def test_status_drift_is_synced_with_an_event(
 
 
 def test_vm_found_on_another_host_gets_its_host_fixed(
-    sqlite_engine: Engine, cloud_settings: Settings, cloud: Cloud
+    sqlite_engine: Engine, cloud_settings: Settings, fake_cloud: Cloud
 ) -> None:
     vm_id = create(sqlite_engine, cloud_settings)
     hv1, identity = hv_of(sqlite_engine, vm_id)
-    hv2 = host_hv(sqlite_engine, cloud.host_ids[1])
-    hv2.define(hv1.xml(identity, inactive=True, secure=True))
-    hv2.start(identity)
-    hv1.undefine(identity)
-    h1, h2 = cloud.host_ids
+    hv1.migrate(identity, "fake:///h2", "127.0.0.1", live=True, vnc_listen="127.0.0.1")
+    h1, h2 = fake_cloud.host_ids
     assert host_usage(sqlite_engine) == {h1: (256, 1), h2: (0, 0)}
 
     row = row_of(host_vms.vm_sanity_check(sqlite_engine, cloud_settings), identity)

@@ -105,13 +105,11 @@ def _database_imports(package: str) -> list[str]:
     ]
 
 
-@pytest.mark.xfail(strict=True, reason="baadal.drivers still types hosts as rows (being moved)")
 def test_drivers_know_no_database() -> None:
     problems = _database_imports("baadal.drivers")
     assert not problems, _report("drivers must not import baadal.db", problems)
 
 
-@pytest.mark.xfail(strict=True, reason="net.dhcp, net.nat and net.remote still read rows")
 def test_network_code_knows_no_database() -> None:
     problems = _database_imports("baadal.net")
     assert not problems, _report("baadal.net must not import baadal.db", problems)

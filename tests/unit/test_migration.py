@@ -1,6 +1,6 @@
-"""Migration on libvirt's test driver: refusals change nothing, a driver without
-migration fails cleanly with the VM untouched, the saved snapshot XML and the
-settling of an interrupted migration. The real thing is tests/e2e/test_migration.py."""
+"""Migration: refusals change nothing, a driver without migration (libvirt's test driver)
+fails cleanly with the VM untouched; on the fake driver a VM moves with its snapshots, and
+an interrupted migration is settled. The real thing is tests/e2e/test_migration.py."""
 
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ from tests.support.cloud import Cloud
 from tests.unit import test_vm_lifecycle as lifecycle
 from tests.unit.test_vm_lifecycle import create, hv_of, last_task, run_tasks
 
-cloud, cloud_settings = lifecycle.cloud, lifecycle.cloud_settings  # the same fixtures
+# the same fixtures
+cloud, cloud_settings, fake_cloud = lifecycle.cloud, lifecycle.cloud_settings, lifecycle.fake_cloud
 
 pytestmark = pytest.mark.unit
 
@@ -189,24 +190,32 @@ def test_vnc_listen_is_rewritten_in_domain_and_snapshot_xml() -> None:
     )
 
 
-def _move_by_hand(engine: Engine, vm_id: int, dest_uri: str) -> None:
-    """What a migration does to libvirt (test:/// cannot migrate): snapshots saved by
-    the caller, domain undefined on the source and running on the destination."""
-    hv, identity = hv_of(engine, vm_id)
-    xml = hv.xml(identity, inactive=True, secure=True)
-    hv.undefine(identity)
-    dest = type(hv)(dest_uri)
-    dest.define(xml)
-    dest.start(identity)
+def test_a_vm_moves_with_its_snapshots(
+    sqlite_engine: Engine, cloud_settings: Settings, fake_cloud: Cloud
+) -> None:
+    engine, settings = sqlite_engine, cloud_settings
+    vm_id = create(engine, settings)
+    names = _snapshot(engine, settings, vm_id, 2)
+    source, identity = hv_of(engine, vm_id)
+    with session_scope(engine) as s:
+        vms.request_migrate(s, SYSTEM, vm_id, "host2", True)
+    run_tasks(engine, settings)
+    task = last_task(engine)
+    assert (task.status, task.message) == (C.TaskStatus.SUCCESS, "web is migrated successfully")
+    dest, _ = hv_of(engine, vm_id)
+    assert dest.uri == "fake:///h2" and not source.is_defined(identity)
+    assert dest.domain_info(identity).status == C.VMStatus.RUNNING
+    snaps = dest.snapshot_list(identity)
+    assert [(s.name, s.is_current) for s in snaps] == [(names[0], False), (names[1], True)]
+    assert not _backup(engine, settings, vm_id).exists()
 
 
 def test_compensation_finishes_a_migration_that_happened(
-    sqlite_engine: Engine, cloud_settings: Settings, cloud: Cloud
+    sqlite_engine: Engine, cloud_settings: Settings, fake_cloud: Cloud
 ) -> None:
-    engine, settings = sqlite_engine, cloud_settings
-    vm_id, names, _, identity, backup, _ = _vm_with_saved_snapshots(engine, settings)
-    with session_scope(engine) as s:
-        dest_uri = s.get(Host, cloud.host_ids[1]).libvirt_uri
+    engine, settings, cloud = sqlite_engine, cloud_settings, fake_cloud
+    vm_id, names, hv, identity, backup, snaps = _vm_with_saved_snapshots(engine, settings)
+    dest_uri = "fake:///h2"
     with session_scope(engine) as s:
         s.add(
             VncAccess(
@@ -214,7 +223,10 @@ def test_compensation_finishes_a_migration_that_happened(
                 vnc_destination_port=5901, status="active", expiry_time=utcnow(),
             )
         )  # fmt: skip
-    _move_by_hand(engine, vm_id, dest_uri)
+    # the worker died after the domain moved, before the VM row and the snapshots followed
+    for snap in reversed(snaps):
+        hv.snapshot_delete(identity, snap.name, metadata_only=True)
+    hv.migrate(identity, dest_uri, "127.0.0.1", live=True, vnc_listen="127.0.0.1")
     migration.compensate_migration(_ctx(engine, settings, vm_id))
     with session_scope(engine) as s:  # the console grant followed the VM
         grant = s.scalars(select(VncAccess)).one()

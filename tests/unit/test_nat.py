@@ -13,12 +13,13 @@ from baadal import constants as C
 from baadal.config import Settings
 from baadal.db.models import VM, VncAccess
 from baadal.db.session import session_scope
+from baadal.drivers.remote import CommandResult, RemoteTarget
 from baadal.errors import ConfigError, ConflictError, RemoteCommandError, ValidationError
 from baadal.net import nat
-from baadal.net.nat import PublicIpMapping, VncMapping
-from baadal.net.remote import CommandResult, RemoteTarget
+from baadal.net.nat import NatBox, PublicIpMapping, VncMapping
 from baadal.tasks.params import PeriodicParams
 from baadal.tasks.registry import TaskContext, TaskResult
+from baadal.vm import nat as vm_nat
 from baadal.vm import network
 from tests.support.cloud import Cloud
 from tests.unit import test_vm_lifecycle as lifecycle
@@ -209,9 +210,9 @@ def test_none_and_mapping_do_nothing(
         settings.nat.nat_type = kind
         assert nat.create_mapping(settings, PUB) == 0
         assert nat.remove_mapping(settings, VNC) == 0
-        assert nat.clear_all_nat_mappings(sqlite_engine, settings) == 0
-        assert nat.reapply_nat_mappings(sqlite_engine, settings) == 0
-        assert nat.create_public_ip_mapping_in_nat(sqlite_engine, settings, 1) == 0
+        assert vm_nat.clear_all_nat_mappings(sqlite_engine, settings) == 0
+        assert vm_nat.reapply_nat_mappings(sqlite_engine, settings) == 0
+        assert vm_nat.create_public_ip_mapping_in_nat(sqlite_engine, settings, 1) == 0
     assert box.commands == []
 
 
@@ -222,7 +223,7 @@ def test_hardware_and_bad_settings_are_config_errors(
     with pytest.raises(ConfigError, match="hardware_nat"):
         nat.create_mapping(software, PUB)
     with pytest.raises(ConfigError, match="hardware_nat"):
-        nat.clear_all_nat_mappings(sqlite_engine, software)
+        vm_nat.clear_all_nat_mappings(sqlite_engine, software)
     software.nat.nat_type = C.NatType.SOFTWARE
     software.nat.nat_ip = ""
     with pytest.raises(ConfigError, match="nat_ip"):
@@ -261,7 +262,7 @@ def test_mappings_are_idempotent_and_leave_other_rules(
     # clear all: every baadal rule and alias, nothing else
     nat.create_mapping(software, PUB)
     nat.create_mapping(software, VNC)
-    assert nat.clear_all_nat_mappings(sqlite_engine, software) == 4 + 2  # rules + aliases
+    assert vm_nat.clear_all_nat_mappings(sqlite_engine, software) == 4 + 2  # rules + aliases
     assert (box.rules, box.addresses) == before
 
 
@@ -280,7 +281,9 @@ def test_grant_limit_and_expiry(
     cloud: Cloud,
 ) -> None:
     vm_id = create(sqlite_engine, cloud_settings)
-    grants = [nat.grant_vnc_access(sqlite_engine, cloud_settings, vm_id, None) for _ in range(10)]
+    grants = [
+        vm_nat.grant_vnc_access(sqlite_engine, cloud_settings, vm_id, None) for _ in range(10)
+    ]
     with session_scope(sqlite_engine) as s:
         vm = s.get(VM, vm_id)
         port, password = vm.vnc_port, vm.vnc_password
@@ -293,22 +296,22 @@ def test_grant_limit_and_expiry(
         assert (row.status, row.duration, row.vnc_source_port) == ("active", 1800, port)
         assert row.expiry_time == row.time_requested + timedelta(seconds=1800) == g.expiry_time
     with pytest.raises(ConflictError, match="10 VNC grants in the last 24 hours"):
-        nat.grant_vnc_access(sqlite_engine, cloud_settings, vm_id, None)
+        vm_nat.grant_vnc_access(sqlite_engine, cloud_settings, vm_id, None)
     assert _count(sqlite_engine) == 10 and _count(sqlite_engine, status="active") == 10
 
     # nothing expires early; all expire after 30 min
     now = g.expiry_time - timedelta(seconds=1)
-    assert nat.clear_all_timedout_vnc_mappings(sqlite_engine, cloud_settings, now=now) == 0
+    assert vm_nat.clear_all_timedout_vnc_mappings(sqlite_engine, cloud_settings, now=now) == 0
     later = grants[-1].expiry_time + timedelta(seconds=1)
-    assert nat.clear_all_timedout_vnc_mappings(sqlite_engine, cloud_settings, now=later) == 10
+    assert vm_nat.clear_all_timedout_vnc_mappings(sqlite_engine, cloud_settings, now=later) == 10
     assert _count(sqlite_engine, status="inactive") == 10
-    assert nat.clear_all_timedout_vnc_mappings(sqlite_engine, cloud_settings, now=later) == 0
+    assert vm_nat.clear_all_timedout_vnc_mappings(sqlite_engine, cloud_settings, now=later) == 0
 
     # grants older than 24 h no longer count
     with session_scope(sqlite_engine) as s:
         for row in s.scalars(select(VncAccess)):
             row.time_requested -= timedelta(hours=24)
-    nat.grant_vnc_access(sqlite_engine, cloud_settings, vm_id, None, duration_s=60)
+    vm_nat.grant_vnc_access(sqlite_engine, cloud_settings, vm_id, None, duration_s=60)
     assert _count(sqlite_engine, status="active") == 1
 
 
@@ -321,14 +324,14 @@ def test_grant_refused_for_vm_not_running_or_not_placed(
     with session_scope(sqlite_engine) as s:
         s.get(VM, vm_id).status = C.VMStatus.SHUTDOWN
     with pytest.raises(ConflictError, match="not running"):
-        nat.grant_vnc_access(sqlite_engine, cloud_settings, vm_id, None)
+        vm_nat.grant_vnc_access(sqlite_engine, cloud_settings, vm_id, None)
     with session_scope(sqlite_engine) as s:
         vm = s.get(VM, vm_id)
         vm.status, vm.vnc_port = C.VMStatus.RUNNING, None
     with pytest.raises(ConflictError, match="not placed"):
-        nat.grant_vnc_access(sqlite_engine, cloud_settings, vm_id, None)
+        vm_nat.grant_vnc_access(sqlite_engine, cloud_settings, vm_id, None)
     with pytest.raises(ValidationError):
-        nat.grant_vnc_access(sqlite_engine, cloud_settings, vm_id, None, duration_s=0)
+        vm_nat.grant_vnc_access(sqlite_engine, cloud_settings, vm_id, None, duration_s=0)
     assert _count(sqlite_engine) == 0
 
 
@@ -343,36 +346,36 @@ def test_grants_on_software_nat_share_rules_and_roll_back(
     cloud_settings.nat.nat_ip = "10.99.0.2"
     cloud_settings.nat.public_interface = "pub0"
     cloud_settings.nat.vnc_ip = "10.99.200.150"
-    first = nat.grant_vnc_access(sqlite_engine, cloud_settings, vm_id, None, duration_s=60)
-    second = nat.grant_vnc_access(sqlite_engine, cloud_settings, vm_id, None, duration_s=600)
+    first = vm_nat.grant_vnc_access(sqlite_engine, cloud_settings, vm_id, None, duration_s=60)
+    second = vm_nat.grant_vnc_access(sqlite_engine, cloud_settings, vm_id, None, duration_s=600)
     assert first.vnc_ip == "10.99.200.150"
     assert len(box.rules) == 2  # one set of rules for both grants
     # the first expires, the second still needs the rules
     at = first.expiry_time + timedelta(seconds=1)
-    assert nat.clear_all_timedout_vnc_mappings(sqlite_engine, cloud_settings, now=at) == 1
+    assert vm_nat.clear_all_timedout_vnc_mappings(sqlite_engine, cloud_settings, now=at) == 1
     assert len(box.rules) == 2
     # after a NAT box reboot the active grant comes back
     box.rules.clear()
     box.addresses.pop("10.99.200.150")
-    assert nat.reapply_nat_mappings(sqlite_engine, cloud_settings) == 3
+    assert vm_nat.reapply_nat_mappings(sqlite_engine, cloud_settings) == 3
     at = second.expiry_time + timedelta(seconds=1)
-    assert nat.clear_all_timedout_vnc_mappings(sqlite_engine, cloud_settings, now=at) == 1
+    assert vm_nat.clear_all_timedout_vnc_mappings(sqlite_engine, cloud_settings, now=at) == 1
     assert box.rules == []
     # an SSH failure leaves no grant behind
     box.fail_on = "-A"
     with pytest.raises(RemoteCommandError):
-        nat.grant_vnc_access(sqlite_engine, cloud_settings, vm_id, None)
+        vm_nat.grant_vnc_access(sqlite_engine, cloud_settings, vm_id, None)
     assert _count(sqlite_engine) == 2 and _count(sqlite_engine, status="active") == 0
     # a failed removal keeps the grant active, to be retried
     box.fail_on = None
-    grant = nat.grant_vnc_access(sqlite_engine, cloud_settings, vm_id, None, duration_s=60)
+    grant = vm_nat.grant_vnc_access(sqlite_engine, cloud_settings, vm_id, None, duration_s=60)
     box.fail_on = "-D"
     at = grant.expiry_time + timedelta(seconds=1)
     with pytest.raises(RemoteCommandError):
-        nat.clear_all_timedout_vnc_mappings(sqlite_engine, cloud_settings, now=at)
+        vm_nat.clear_all_timedout_vnc_mappings(sqlite_engine, cloud_settings, now=at)
     assert _count(sqlite_engine, status="active") == 1
     box.fail_on = None
-    assert nat.remove_vnc_mapping_from_nat(sqlite_engine, cloud_settings, vm_id) == 2
+    assert vm_nat.remove_vnc_mapping_from_nat(sqlite_engine, cloud_settings, vm_id) == 2
     assert _count(sqlite_engine, status="active") == 0 and box.rules == []
 
 
@@ -399,9 +402,9 @@ def test_a_grant_made_while_expiry_removes_the_rules_keeps_them(
     cloud_settings.nat.nat_ip = "10.99.0.2"
     cloud_settings.nat.public_interface = "pub0"
     cloud_settings.nat.vnc_ip = "10.99.200.150"
-    old = nat.grant_vnc_access(sqlite_engine, cloud_settings, vm_id, None, duration_s=60)
+    old = vm_nat.grant_vnc_access(sqlite_engine, cloud_settings, vm_id, None, duration_s=60)
     at = old.expiry_time + timedelta(seconds=1)
-    real_remove = nat._remove
+    real_remove = NatBox.remove
 
     def remove_while_a_user_grants(*args: object) -> int:
         changed = real_remove(*args)  # type: ignore[arg-type]
@@ -415,6 +418,6 @@ def test_a_grant_made_while_expiry_removes_the_rules_keeps_them(
                             expiry_time=at + timedelta(seconds=600)))  # fmt: skip
         return changed
 
-    monkeypatch.setattr(nat, "_remove", remove_while_a_user_grants)
-    assert nat.clear_all_timedout_vnc_mappings(sqlite_engine, cloud_settings, now=at) == 1
+    monkeypatch.setattr(NatBox, "remove", remove_while_a_user_grants)
+    assert vm_nat.clear_all_timedout_vnc_mappings(sqlite_engine, cloud_settings, now=at) == 1
     assert len(box.rules) == 2  # put back for the new grant

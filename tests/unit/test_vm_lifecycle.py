@@ -6,6 +6,7 @@ The real-libvirtd counterpart is tests/integration/test_vm_real.py.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from baadal.db.models import (
     UserVMMap,
 )
 from baadal.db.session import session_scope
+from baadal.drivers import fake, hypervisor_for
+from baadal.drivers.base import Hypervisor
 from baadal.drivers.libvirt_driver import LibvirtHypervisor
 from baadal.errors import ConflictError, NotFoundError, ResourceExhausted, ValidationError
 from baadal.services import vms
@@ -54,6 +57,14 @@ def cloud(sqlite_engine: Engine, cloud_settings: Settings, tmp_path: Path) -> Cl
     return make_cloud(sqlite_engine, cloud_settings, tmp_path, uris)
 
 
+@pytest.fixture
+def fake_cloud(sqlite_engine: Engine, cloud_settings: Settings, tmp_path: Path) -> Iterator[Cloud]:
+    """The same cloud on two hosts of the in-memory fake driver, which can migrate."""
+    fake.reset()
+    yield make_cloud(sqlite_engine, cloud_settings, tmp_path, ["fake:///h1", "fake:///h2"])
+    fake.reset()
+
+
 def run_tasks(engine: Engine, settings: Settings) -> None:
     Worker(engine, settings, registry=load_handler_modules(), worker_id="t").run(until_idle=True)
 
@@ -78,10 +89,10 @@ def create(engine: Engine, settings: Settings, name: str = "web", **kw: object) 
     return queued.vm_id
 
 
-def hv_of(engine: Engine, vm_id: int) -> tuple[LibvirtHypervisor, str]:
+def hv_of(engine: Engine, vm_id: int) -> tuple[Hypervisor, str]:
     with session_scope(engine) as s:
         vm = s.get(VM, vm_id)
-        return LibvirtHypervisor(vm.host.libvirt_uri), vm.vm_identity
+        return hypervisor_for(vm.host.libvirt_uri), vm.vm_identity
 
 
 def operate(engine: Engine, settings: Settings, vm_id: int, op: str) -> Task:
@@ -568,8 +579,7 @@ def test_launch_existing_vm_image(
 
 
 def test_kvm_is_never_assumed_without_a_boot_probe() -> None:
-    from baadal.drivers.kvm_probe import domain_type_for
-
-    assert domain_type_for("test:///default") == "qemu"
+    hv = hypervisor_for("test:///default")
+    assert hv.domain_type() == "qemu"
     # a host without a probe kernel is never given kvm, whatever it advertises
-    assert domain_type_for("test:///nonexistent-no-kernel", Path("/nonexistent")) == "qemu"
+    assert hv.domain_type(Path("/nonexistent")) == "qemu"

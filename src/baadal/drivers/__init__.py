@@ -1,12 +1,20 @@
-"""Hypervisor drivers. :func:`hypervisor_for` picks one from a host row's libvirt URI."""
+"""Hypervisor drivers. :func:`hypervisor_for` picks one from a libvirt URI.
+
+Drivers take plain values (URIs, XML, names), never database rows: everything that talks
+to another machine sits here, below the code that reads the database.
+"""
 
 from __future__ import annotations
 
-from baadal.db.models import Host
 from baadal.drivers.base import Hypervisor
+from baadal.drivers.fake import FakeHypervisor, is_fake_uri
 
 
-def hypervisor_for(host: Host) -> Hypervisor:
+def hypervisor_for(uri: str) -> Hypervisor:
+    """``fake:///<node>`` is the in-memory driver; any other URI goes to libvirt (imported
+    lazily: code that only needs the contract does not load libvirt)."""
+    if is_fake_uri(uri):
+        return FakeHypervisor(uri)
     from baadal.drivers.libvirt_driver import LibvirtHypervisor
 
-    return LibvirtHypervisor(host.libvirt_uri)
+    return LibvirtHypervisor(uri)

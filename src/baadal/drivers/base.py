@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 
 from baadal import constants as C
 from baadal.errors import BaadalError
@@ -128,6 +129,13 @@ class Hypervisor(ABC):
     def node_memory_kb(self) -> NodeMemory:
         """Node memory counters; raises :class:`NotSupported` when the driver has none."""
         raise NotSupported(f"node memory statistics are not available on {self.uri}")
+
+    @abstractmethod
+    def domain_type(
+        self, probe_kernel: Path | None = None, probe_initrd: Path | None = None
+    ) -> str:
+        """'kvm' only where booting ``probe_kernel`` proved KVM works, else 'qemu' (TCG):
+        hosts advertise KVM that hangs after the BIOS (lab-notes.md)."""
 
     @abstractmethod
     def list_domains(self) -> list[DomainInfo]: ...

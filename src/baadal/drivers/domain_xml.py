@@ -233,3 +233,64 @@ def set_vnc_listen(xml: str, address: str) -> str:
         for listen in graphics.xpath("listen[@type='address']"):
             listen.set("address", address)
     return to_string(root)
+
+
+def snapshot_xml(name: str) -> str:
+    """What creating a snapshot takes: only its name (libvirt fills in the rest)."""
+    root = etree.Element("domainsnapshot")
+    _sub(root, "name", name)
+    return etree.tostring(root, encoding="unicode")
+
+
+def internal_snapshot_xml(
+    name: str,
+    parent: str | None,
+    created: int,
+    running: bool,
+    disks: dict[str, bool],
+    domain: str,
+) -> str:
+    """Metadata libvirt accepts for redefining an internal snapshot (tried on libvirt 9):
+    a running one with internal memory reverts to a running guest, else to a shut-off one.
+    ``disks`` says per target whether the disk holds the snapshot."""
+    root = parse(snapshot_xml(name))
+    if parent is not None:
+        _sub(_sub(root, "parent"), "name", parent)
+    _sub(root, "state", "running" if running else "shutoff")
+    _sub(root, "creationTime", str(created))
+    _sub(root, "memory", snapshot="internal" if running else "no")
+    disks_el = _sub(root, "disks")
+    for target, has in disks.items():
+        _sub(disks_el, "disk", name=target, snapshot="internal" if has else "no")
+    root.append(parse(domain))
+    return etree.tostring(root, encoding="unicode")
+
+
+def snapshot_names(snapshot: str) -> tuple[str, str | None]:
+    """A snapshot XML's name and its parent's name (None for a root snapshot)."""
+    root = parse(snapshot)
+    return root.findtext("name") or "", root.findtext("parent/name")
+
+
+_KIB_PER_UNIT = {"b": 1 / 1024, "bytes": 1 / 1024, "k": 1, "kib": 1, "m": 1024, "mib": 1024}
+_KIB_PER_UNIT |= {"g": 1024**2, "gib": 1024**2}
+
+
+def memory_kib_and_vcpus(xml: str) -> tuple[int, int]:
+    """The current memory (KiB, libvirt's default unit) and vCPU count of a domain XML."""
+    root = parse(xml)
+    memory = root.find("currentMemory")
+    if memory is None:
+        memory = root.find("memory")
+    kib = 0
+    if memory is not None and memory.text:
+        kib = int(int(memory.text) * _KIB_PER_UNIT[memory.get("unit", "KiB").lower()])
+    return kib, int(root.findtext("vcpu") or 1)
+
+
+def without_secrets(xml: str) -> str:
+    """The XML libvirt shows without VIR_DOMAIN_XML_SECURE: no VNC password."""
+    root = parse(xml)
+    for graphics in root.xpath("//devices/graphics[@passwd]"):
+        del graphics.attrib["passwd"]
+    return to_string(root)

@@ -60,28 +60,22 @@ def boot_probe(conn: libvirt.virConnect, kernel: str, initrd: str | None, workdi
         log_file.unlink(missing_ok=True)
 
 
-def domain_type_for(uri: str, kernel: Path | None = None, initrd: Path | None = None) -> str:
-    """'kvm' or 'qemu' for the host at ``uri``; ``kernel``/``initrd`` boot the probe."""
+def domain_type(
+    conn: libvirt.virConnect, uri: str, kernel: Path | None, initrd: Path | None
+) -> str:
+    """'kvm' or 'qemu' for the host ``conn`` reaches at ``uri``; ``kernel``/``initrd`` boot
+    the probe. Only the libvirt driver calls this, with its own connection."""
     with _lock:
         if uri not in _cache:
-            _cache[uri] = _decide(uri, kernel, initrd)
+            _cache[uri] = _decide(conn, kernel, initrd)
         return _cache[uri]
 
 
-def _decide(uri: str, kernel: Path | None, initrd: Path | None) -> str:
-    if uri.startswith("test:"):
+def _decide(conn: libvirt.virConnect, kernel: Path | None, initrd: Path | None) -> str:
+    if not advertises_kvm(conn) or kernel is None or not kernel.is_file():
         return "qemu"
     try:
-        conn = libvirt.open(uri)
+        ok = boot_probe(conn, str(kernel), str(initrd) if initrd else None, kernel.parent)
     except libvirt.libvirtError:
-        return "qemu"
-    try:
-        if not advertises_kvm(conn) or kernel is None or not kernel.is_file():
-            return "qemu"
-        try:
-            ok = boot_probe(conn, str(kernel), str(initrd) if initrd else None, kernel.parent)
-        except libvirt.libvirtError:
-            ok = False
-        return "kvm" if ok else "qemu"
-    finally:
-        conn.close()
+        ok = False
+    return "kvm" if ok else "qemu"

@@ -10,13 +10,13 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
-from xml.sax.saxutils import escape
 
 import libvirt
 
 from baadal import constants as C
-from baadal.drivers import domain_xml
+from baadal.drivers import domain_xml, kvm_probe
 from baadal.drivers.base import (
     Capabilities,
     DomainInfo,
@@ -106,9 +106,9 @@ def close_all() -> None:
 class LibvirtHypervisor(Hypervisor):
     def __init__(self, uri: str) -> None:
         self.uri = uri
-        is_test = uri.startswith("test://")
+        self._is_test = uri.startswith("test://")
         self.capabilities = Capabilities(
-            live_migration=not is_test, node_memory_stats=not is_test, snapshots=True
+            live_migration=not self._is_test, node_memory_stats=not self._is_test, snapshots=True
         )
 
     # -- plumbing --------------------------------------------------------------------
@@ -168,6 +168,17 @@ class LibvirtHypervisor(Hypervisor):
             )
 
         return self._call("node memory statistics", get)
+
+    def domain_type(
+        self, probe_kernel: Path | None = None, probe_initrd: Path | None = None
+    ) -> str:
+        """The boot probe's answer, cached per URI; libvirt's test driver runs nothing."""
+        if self._is_test:
+            return "qemu"
+        return self._call(
+            "probe KVM",
+            lambda conn: kvm_probe.domain_type(conn, self.uri, probe_kernel, probe_initrd),
+        )
 
     def list_domains(self) -> list[DomainInfo]:
         return self._call("list domains", lambda conn: [_info(d) for d in conn.listAllDomains()])
@@ -298,7 +309,7 @@ class LibvirtHypervisor(Hypervisor):
 
     # -- snapshots -------------------------------------------------------------------
     def snapshot_create(self, name: str, snapshot_name: str) -> None:
-        xml = f"<domainsnapshot><name>{_xml_text(snapshot_name)}</name></domainsnapshot>"
+        xml = domain_xml.snapshot_xml(snapshot_name)
         self._dom_call("snapshot", name, lambda dom: dom.snapshotCreateXML(xml, 0))
 
     def snapshot_revert(self, name: str, snapshot_name: str) -> None:
@@ -393,10 +404,6 @@ def _node_stats(call: Callable[[int], dict[str, int]], which: int, what: str) ->
         if exc.get_error_code() in _NOT_SUPPORTED:
             raise NotSupported(f"{what}: {exc.get_error_message()}") from None
         raise
-
-
-def _xml_text(value: str) -> str:
-    return escape(value)
 
 
 def _sum_indexed(fields: dict[str, int], group: str, key: str) -> int:

@@ -29,11 +29,11 @@ from baadal import constants as C
 from baadal.config import Settings
 from baadal.db.models import Host
 from baadal.db.session import session_scope
+from baadal.drivers.remote import RemoteTarget, execute_remote_cmd
 from baadal.errors import RemoteCommandError
 from baadal.filelock import flocked
 from baadal.files import write_atomically
 from baadal.host.resources import interface_of
-from baadal.net.remote import RemoteTarget, execute_remote_cmd
 from baadal.tasks.registry import TaskContext, TaskResult, handler
 
 log = logging.getLogger("baadal")

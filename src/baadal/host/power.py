@@ -37,6 +37,8 @@ from baadal.config import Settings, read_secret_file
 from baadal.db.models import VM, Host, HostEventLog
 from baadal.db.session import session_scope
 from baadal.drivers.base import HypervisorError
+from baadal.drivers.ipmi import PYGHMI_ACTIONS
+from baadal.drivers.remote import RemoteTarget, execute_remote_cmd, run_local
 from baadal.errors import (
     BaadalError,
     ConfigError,
@@ -45,7 +47,6 @@ from baadal.errors import (
     RemoteCommandError,
     ValidationError,
 )
-from baadal.host.ipmi import PYGHMI_ACTIONS
 from baadal.host.status import (
     PROBE_TIMEOUT_S,
     host_problem,
@@ -54,7 +55,6 @@ from baadal.host.status import (
     pingable,
 )
 from baadal.host.vms import get_host_domains
-from baadal.net.remote import RemoteTarget, execute_remote_cmd, run_local
 from baadal.net.validators import normalize_mac
 
 log = logging.getLogger("baadal")
@@ -147,7 +147,7 @@ def ipmi_power(host: Host, settings: Settings, action: str) -> str:
         "port": conf.ipmi_port, "action": action,
     }  # fmt: skip
     result = run_local(
-        [sys.executable, "-m", "baadal.host.ipmi"],
+        [sys.executable, "-m", "baadal.drivers.ipmi"],
         timeout=IPMI_TIMEOUT_S,
         check=False,
         stdin=json.dumps(request).encode(),

@@ -20,8 +20,8 @@ from baadal.config import Settings
 from baadal.db.models import Host
 from baadal.drivers import hypervisor_for
 from baadal.drivers.base import NotSupported
+from baadal.drivers.remote import RemoteTarget, execute_remote_cmd
 from baadal.errors import RemoteCommandError
-from baadal.net.remote import RemoteTarget, execute_remote_cmd
 
 KB_PER_GB = 1024 * 1024
 MB_PER_GB = 1024
@@ -126,14 +126,14 @@ def _read(target: RemoteTarget, argv: list[str]) -> str:
 
 def get_host_cpu(host: Host) -> int:
     """Number of logical CPUs libvirt sees on the host."""
-    return hypervisor_for(host).node_info().cpus
+    return hypervisor_for(host.libvirt_uri).node_info().cpus
 
 
 def get_host_ram(host: Host) -> int:
     """RAM in GB (rounded). The node's memory statistics (MemTotal) are preferred to the
     node info: libvirt's node info sums NUMA cells and misses memory outside them
     (hot-plugged virtio-mem: 5.5 GB reported on a 23.5 GB lab machine)."""
-    hv = hypervisor_for(host)
+    hv = hypervisor_for(host.libvirt_uri)
     try:
         return round(hv.node_memory_kb().total_kb / KB_PER_GB)
     except NotSupported:

@@ -24,10 +24,10 @@ from baadal.db.models import Host, HostEventLog
 from baadal.db.session import session_scope
 from baadal.drivers import hypervisor_for
 from baadal.drivers.base import HypervisorError
+from baadal.drivers.remote import RemoteTarget, execute_remote_cmd
 from baadal.errors import RemoteCommandError
 from baadal.host import vms as host_vms
 from baadal.net.ping import is_pingable
-from baadal.net.remote import RemoteTarget, execute_remote_cmd
 from baadal.tasks.registry import TaskContext, TaskResult, handler
 
 log = logging.getLogger("baadal")
@@ -82,7 +82,7 @@ def libvirt_problem(host: Host) -> str | None:
         except OSError as exc:
             return f"libvirt port {endpoint[1]} of {endpoint[0]}: {exc.strerror or exc}"
     try:
-        hypervisor_for(host).node_info()
+        hypervisor_for(host.libvirt_uri).node_info()
     except HypervisorError as exc:
         return str(exc)
     return None

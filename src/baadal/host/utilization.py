@@ -22,9 +22,9 @@ from baadal.config import Settings
 from baadal.db.models import Host
 from baadal.drivers import hypervisor_for
 from baadal.drivers.base import Hypervisor, NodeCpuTimes, NodeMemory, NotSupported
+from baadal.drivers.remote import LOCALHOST, RemoteTarget, execute_remote_cmd, run_local
 from baadal.errors import RemoteCommandError
 from baadal.host.resources import interface_of
-from baadal.net.remote import LOCALHOST, RemoteTarget, execute_remote_cmd, run_local
 
 DEFAULT_INTERVAL_S = 1.0
 #: /proc/diskstats counts 512-byte sectors whatever the device's real sector size
@@ -284,7 +284,7 @@ def sample_counters(
 
 def sample_host_counters(host: Host, settings: Settings) -> HostCounters:
     target = RemoteTarget.for_host(host, settings)
-    return sample_counters(target, hypervisor_for(host), _own_interface(target))
+    return sample_counters(target, hypervisor_for(host.libvirt_uri), _own_interface(target))
 
 
 def cpu_count(target: RemoteTarget | None) -> int:
@@ -299,7 +299,7 @@ def get_host_cpu_usage(
     host: Host, settings: Settings, *, interval_s: float = DEFAULT_INTERVAL_S
 ) -> float:
     """Percent of CPU time spent in user + nice + system over ``interval_s``."""
-    hv, target = hypervisor_for(host), RemoteTarget.for_host(host, settings)
+    hv, target = hypervisor_for(host.libvirt_uri), RemoteTarget.for_host(host, settings)
     before = _cpu_sample(hv, target)
     time.sleep(interval_s)
     return _cpu_sample(hv, target).busy_percent_since(before)
@@ -317,7 +317,7 @@ def get_host_disk_usage(
 
 def get_host_mem_usage(host: Host, settings: Settings) -> int:
     """KB of RAM in use: total - free - buffers - cached."""
-    return _mem_used_kb(hypervisor_for(host), RemoteTarget.for_host(host, settings))
+    return _mem_used_kb(hypervisor_for(host.libvirt_uri), RemoteTarget.for_host(host, settings))
 
 
 def get_host_nw_usage(host: Host, settings: Settings) -> tuple[int, int]:
@@ -330,7 +330,7 @@ def get_host_resources_usage(
     host: Host, settings: Settings, *, interval_s: float = DEFAULT_INTERVAL_S
 ) -> HostUsage:
     """Everything at once; both rate samples share one interval."""
-    hv, target = hypervisor_for(host), RemoteTarget.for_host(host, settings)
+    hv, target = hypervisor_for(host.libvirt_uri), RemoteTarget.for_host(host, settings)
     cpu_before, disk_before = _cpu_sample(hv, target), _disk_sample(target)
     time.sleep(interval_s)
     cpu_after, disk_after = _cpu_sample(hv, target), _disk_sample(target)

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
 
-from lxml import etree
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
@@ -31,6 +30,7 @@ from baadal.db.models import VM, AttachedDisk, Datastore, Host, Snapshot, Task
 from baadal.db.session import session_scope
 from baadal.drivers import domain_xml, hypervisor_for
 from baadal.drivers.base import DomainInfo, DomainNotFound, Hypervisor, HypervisorError
+from baadal.drivers.remote import RemoteTarget, execute_remote_cmd
 from baadal.errors import (
     BaadalError,
     ConflictError,
@@ -39,7 +39,6 @@ from baadal.errors import (
     user_message,
 )
 from baadal.host.maintenance import Queued
-from baadal.net.remote import RemoteTarget, execute_remote_cmd
 from baadal.tasks.registry import TaskContext, TaskResult, handler
 from baadal.vm import migration, storage
 from baadal.vm.common import load_vm, log_vm_event, set_status
@@ -50,7 +49,7 @@ log = logging.getLogger("baadal")
 
 def get_host_domains(host: Host) -> list[DomainInfo]:
     """Every domain defined or running on the host (read only)."""
-    return hypervisor_for(host).list_domains()
+    return hypervisor_for(host.libvirt_uri).list_domains()
 
 
 def has_running_vm(host: Host) -> bool:
@@ -66,7 +65,7 @@ def delete_orphan_vm(engine: Engine, host_id: int, vm_name: str) -> None:
             raise NotFoundError(f"no host with id {host_id}")
         if session.scalar(select(VM.id).where(VM.vm_identity == vm_name)) is not None:
             raise ConflictError(f"{vm_name} belongs to a Baadal VM: it is not an orphan")
-        hv, host_name = hypervisor_for(host), host.host_name
+        hv, host_name = hypervisor_for(host.libvirt_uri), host.host_name
     try:
         hv.undefine(vm_name)  # destroys it first when it runs
     except DomainNotFound:
@@ -153,12 +152,12 @@ def _reserve(engine: Engine, settings: Settings, vm_id: int, host_id: int | None
                 .order_by(Snapshot.timestamp, Snapshot.id)
             )
         ]
-        hv = hypervisor_for(host)
+        hv = hypervisor_for(host.libvirt_uri)
         live_hosts = [hv]
         if old_host_id != host.id:
             log_vm_event(session, vm, "host", old_name, host.host_name)
             if old is not None and old.status == C.HostStatus.UP:
-                live_hosts.append(hypervisor_for(old))
+                live_hosts.append(hypervisor_for(old.libvirt_uri))
         return _Plan(
             hv,
             live_hosts,
@@ -180,26 +179,6 @@ def _internal_snapshots(path: Path) -> dict[str, bool]:
     }
 
 
-def _snapshot_xml(
-    name: str, parent: str | None, created: int, running: bool, disks: dict[str, bool], dom: str
-) -> str:
-    """Metadata libvirt accepts for redefining an internal snapshot (tried on libvirt 9):
-    a running one with internal memory reverts to a running guest, else to a shut-off one.
-    """
-    root = etree.Element("domainsnapshot")
-    etree.SubElement(root, "name").text = name
-    if parent is not None:
-        etree.SubElement(etree.SubElement(root, "parent"), "name").text = parent
-    etree.SubElement(root, "state").text = "running" if running else "shutoff"
-    etree.SubElement(root, "creationTime").text = str(created)
-    etree.SubElement(root, "memory", snapshot="internal" if running else "no")
-    disks_el = etree.SubElement(root, "disks")
-    for target, has in disks.items():
-        etree.SubElement(disks_el, "disk", name=target, snapshot="internal" if has else "no")
-    root.append(domain_xml.parse(dom))
-    return etree.tostring(root, encoding="unicode")
-
-
 def _redefine_snapshots(hv: Hypervisor, plan: _Plan) -> None:
     """Give libvirt back the metadata of the snapshots the disks still hold."""
     per_disk = {d.target: _internal_snapshots(Path(d.path)) for d in plan.spec.disks}
@@ -209,7 +188,7 @@ def _redefine_snapshots(hv: Hypervisor, plan: _Plan) -> None:
     parent = None
     for index, (name, created) in enumerate(kept):
         disks = {target: name in snaps for target, snaps in per_disk.items()}
-        xml = _snapshot_xml(name, parent, created, system[name], disks, dom)
+        xml = domain_xml.internal_snapshot_xml(name, parent, created, system[name], disks, dom)
         hv.snapshot_redefine(plan.spec.name, xml, current=index == len(kept) - 1)
         parent = name
 
@@ -443,7 +422,7 @@ class _Seen:
 def _read_state(engine: Engine) -> tuple[dict[int, tuple[str, Hypervisor]], list[_Seen]]:
     with session_scope(engine) as session:
         hosts = {
-            h.id: (h.host_name, hypervisor_for(h))
+            h.id: (h.host_name, hypervisor_for(h.libvirt_uri))
             for h in session.scalars(select(Host).where(Host.status == C.HostStatus.UP))
         }
         busy = set(

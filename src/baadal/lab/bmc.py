@@ -19,10 +19,10 @@ from typing import Any
 from pyghmi.ipmi import bmc as pyghmi_bmc
 from pyghmi.ipmi.private import serversession
 
+from baadal.drivers.remote import run_local
 from baadal.host.power import send_wol
 from baadal.lab.hostns import LabHost, mgmt_mac
 from baadal.lab.layout import HOSTS, MGMT_BROADCAST
-from baadal.net.remote import run_local
 
 BMC_USER = "baadal"
 POWEROFF_TIMEOUT_S = 30.0

@@ -22,8 +22,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from baadal.drivers.remote import run_local
 from baadal.lab.ssh import prepare_sshd
-from baadal.net.remote import run_local
 
 #: runs as ``ip netns exec NS unshare --mount --propagation private sh start-host.sh ...``
 START_SCRIPT = r"""#!/bin/sh

@@ -13,7 +13,7 @@ import socket
 from pathlib import Path
 
 from baadal.config import Settings
-from baadal.net.remote import run_local
+from baadal.drivers.remote import run_local
 
 SSHD = "/usr/sbin/sshd"
 KEY_COMMENT = "baadal-lab"

@@ -51,6 +51,7 @@ from baadal.db.models import (
     Template,
     Vlan,
 )
+from baadal.drivers.remote import run_local
 from baadal.errors import BaadalError, ConfigError, ConflictError, NotFoundError
 from baadal.filelock import flocked
 from baadal.files import write_atomically
@@ -88,10 +89,10 @@ from baadal.lab.layout import (
     pool_mac,
 )
 from baadal.net import dhcp
-from baadal.net.remote import run_local
 from baadal.services import inventory
 from baadal.services.policy import SYSTEM
 from baadal.vm import storage
+from baadal.vm.network import dhcp_entries_from_db
 from baadal.vm.power import clean_up_database_after_vm_deletion
 
 CMD_TIMEOUT_S = 60.0
@@ -906,5 +907,5 @@ def _rebuild_dhcp(
 ) -> None:
     """The reservations of the VMs already in the database (after a rebuilt lab)."""
     with db() as session:
-        entries = dhcp.dhcp_entries_from_db(session)
+        entries = dhcp_entries_from_db(session)
     dhcp.rebuild_dhcp_entries(settings, entries)

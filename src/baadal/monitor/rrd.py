@@ -36,6 +36,7 @@ from baadal.db.models import VM, Host
 from baadal.db.session import session_scope
 from baadal.drivers import hypervisor_for
 from baadal.drivers.base import DomainStats
+from baadal.drivers.remote import RemoteTarget
 from baadal.errors import BaadalError, NotFoundError, ValidationError, user_message
 from baadal.filelock import flocked
 from baadal.files import replaced_atomically
@@ -47,7 +48,6 @@ from baadal.host.utilization import (
     sample_host_counters,
 )
 from baadal.net.nat import nat_box_target
-from baadal.net.remote import RemoteTarget
 from baadal.net.validators import check_safe_name
 from baadal.tasks.registry import TaskContext, TaskResult, handler
 
@@ -234,7 +234,7 @@ def update_vm_rrd(
 def update_host_rrd(settings: Settings, host: Host, timestamp: int) -> bool:
     """Record the host's own CPU, memory, disk and network counters (CPU time is shared
     by the CPUs libvirt counts, not by the capacity entered for placement)."""
-    cpus = hypervisor_for(host).node_info().cpus
+    cpus = hypervisor_for(host.libvirt_uri).node_info().cpus
     sample = host_sample(sample_host_counters(host, settings), cpus, timestamp)
     return update_rrd_file(get_rrd_file(settings, host_identity(host.address)), sample)
 
@@ -265,7 +265,7 @@ def update_rrd(engine: Engine, settings: Settings, host_id: int) -> int:
         )
         session.expunge(host)
     timestamp = int(time.time())
-    running = hypervisor_for(host).running_stats()
+    running = hypervisor_for(host.libvirt_uri).running_stats()
     written = 0
     for identity in identities:
         written += update_vm_rrd(settings, identity, running.get(identity), timestamp)

@@ -37,19 +37,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
-
 from baadal import constants as C
-from baadal.db.models import VM, PrivateIpPool
+from baadal.drivers.remote import RemoteTarget, execute_remote_cmd, run_local
 from baadal.errors import ConfigError, ConflictError, RemoteCommandError, ValidationError
 from baadal.filelock import flocked
 from baadal.files import write_atomically
-from baadal.net.remote import RemoteTarget, execute_remote_cmd, run_local
 from baadal.net.validators import is_valid_ipv4, normalize_mac
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
-
     from baadal.config import DhcpConf, Settings
 
 log = logging.getLogger("baadal")
@@ -475,7 +470,7 @@ def read_dhcp_entries(settings: Settings) -> list[DhcpEntry]:
     return [] if backend is None else backend.load()
 
 
-# --------------------------------------------------------------------------- database
+# --------------------------------------------------------------------------- VMs
 
 
 def dhcp_name(vm_identity: str) -> str:
@@ -490,23 +485,10 @@ def dhcp_name(vm_identity: str) -> str:
     return name
 
 
-def vm_dhcp_entry(vm: VM) -> DhcpEntry | None:
-    """The reservation for a VM, or None when it has no private IP with a MAC."""
-    pool = vm.private_ip
-    if pool is None or not pool.mac_addr:
-        return None
-    return DhcpEntry(dhcp_name(vm.vm_identity), pool.mac_addr, pool.private_ip)
-
-
-def dhcp_entries_from_db(session: Session) -> list[DhcpEntry]:
-    """Every VM's reservation, by VM id; rows the servers could not take are skipped
-    with a warning so one bad row cannot keep the others from being served."""
-    rows = session.execute(
-        select(VM.vm_identity, PrivateIpPool.mac_addr, PrivateIpPool.private_ip)
-        .join(PrivateIpPool, VM.private_ip_id == PrivateIpPool.id)
-        .where(PrivateIpPool.mac_addr.is_not(None))
-        .order_by(VM.id)
-    )
+def vm_entries(rows: Iterable[tuple[str, str, str]]) -> list[DhcpEntry]:
+    """The reservations of VMs given as (vm_identity, mac, ip); rows the servers could not
+    take are skipped with a warning so one bad row cannot keep the others from being
+    served."""
     entries: list[DhcpEntry] = []
     for identity, mac, ip in rows:
         try:
@@ -518,9 +500,9 @@ def dhcp_entries_from_db(session: Session) -> list[DhcpEntry]:
 
 def rebuild_dhcp_entries(settings: Settings, entries: list[DhcpEntry]) -> int:
     """Rewrite the whole file with ``entries`` (read from the database by
-    :func:`dhcp_entries_from_db`, in a transaction that is over by now: the write and the
-    reload may take seconds) and reload the server, even when the file looked right (the
-    last reload may have failed); the number of entries."""
+    :func:`baadal.vm.network.dhcp_entries_from_db`, in a transaction that is over by now:
+    the write and the reload may take seconds) and reload the server, even when the file
+    looked right (the last reload may have failed); the number of entries."""
     backend = _backend(settings)
     if backend is None:
         log.debug("dhcp.backend is none: nothing to rebuild")

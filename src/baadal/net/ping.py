@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from baadal.drivers.remote import run_local
 from baadal.errors import ValidationError
-from baadal.net.remote import run_local
 from baadal.net.validators import is_valid_ipv4
 
 

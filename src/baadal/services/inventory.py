@@ -38,8 +38,10 @@ TAG_MAX = 50
 PATH_COLUMN_MAX = 255
 DATASTORE_PATH_MAX = 1024
 
-#: libvirt URI schemes a host may use: production, lab, local and the test driver
-LIBVIRT_SCHEMES = frozenset({"qemu", "qemu+ssh", "qemu+tcp", "qemu+tls", "test"})
+#: libvirt URI schemes a host may use: production, lab, local, the test and fake drivers
+LIBVIRT_SCHEMES = frozenset({"qemu", "qemu+ssh", "qemu+tcp", "qemu+tls", "test", "fake"})
+#: in-process drivers for tests, whose URI path names the node
+_TEST_SCHEMES = frozenset({"test", "fake"})
 _REMOTE_SCHEMES = frozenset({"qemu+ssh", "qemu+tcp", "qemu+tls"})
 _QEMU_PATHS = frozenset({"/system", "/session", "/embed"})
 
@@ -156,9 +158,9 @@ def check_libvirt_uri(uri: str) -> str:
         raise ValidationError(
             f"libvirt URI {uri!r}: scheme must be one of {', '.join(sorted(LIBVIRT_SCHEMES))}"
         )
-    if parts.scheme == "test":
+    if parts.scheme in _TEST_SCHEMES:
         if not parts.path or parts.path == "/":
-            raise ValidationError(f"libvirt URI {uri!r}: the test driver needs a path")
+            raise ValidationError(f"libvirt URI {uri!r}: the {parts.scheme} driver needs a path")
         return uri
     if parts.path not in _QEMU_PATHS:
         raise ValidationError(

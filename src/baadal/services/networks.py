@@ -20,6 +20,8 @@ from baadal.net import dhcp, nat
 from baadal.net import validators as V
 from baadal.services import lookup
 from baadal.services.policy import Action, Actor, guarded, require, security_domain_filter
+from baadal.vm import nat as vm_nat
+from baadal.vm.network import dhcp_entries_from_db
 
 DOMAIN_NAME_MAX = 30
 
@@ -140,7 +142,7 @@ def dhcp_entries(actor: Actor, settings: Settings) -> list[dhcp.DhcpEntry]:
 @guarded(Action.NETWORK_MANAGE)
 def rebuild_dhcp(session: Session, actor: Actor, settings: Settings) -> int:
     """Rewrite the reservations from the database (after the file was lost)."""
-    return dhcp.rebuild_dhcp_entries(settings, dhcp.dhcp_entries_from_db(session))
+    return dhcp.rebuild_dhcp_entries(settings, dhcp_entries_from_db(session))
 
 
 @guarded(Action.NETWORK_MANAGE)
@@ -152,10 +154,10 @@ def nat_rules(actor: Actor, settings: Settings) -> list[str]:
 @guarded(Action.NETWORK_MANAGE)
 def reapply_nat(engine: Engine, actor: Actor, settings: Settings) -> int:
     """Re-create every mapping from the database (after a NAT box reboot)."""
-    return nat.reapply_nat_mappings(engine, settings)
+    return vm_nat.reapply_nat_mappings(engine, settings)
 
 
 @guarded(Action.NETWORK_MANAGE)
 def clear_nat(engine: Engine, actor: Actor, settings: Settings) -> int:
     """Remove every Baadal mapping from the NAT box (the database keeps them)."""
-    return nat.clear_all_nat_mappings(engine, settings)
+    return vm_nat.clear_all_nat_mappings(engine, settings)

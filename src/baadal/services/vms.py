@@ -28,12 +28,11 @@ from baadal.db.models import (
 )
 from baadal.db.session import session_scope
 from baadal.errors import ConflictError, NotFoundError, ValidationError
-from baadal.net import nat
 from baadal.net.validators import check_safe_name
 from baadal.services import lookup
 from baadal.services.policy import Action, Actor, guarded, require, vm_filter
 from baadal.tasks import queue
-from baadal.vm import install, migration, storage
+from baadal.vm import install, migration, nat, storage
 from baadal.vm.disk import check_disk_size
 from baadal.vm.edit import check_ram_vcpus
 from baadal.vm.snapshot import check_user_snapshot_limit

@@ -102,7 +102,7 @@ def clone_one(ctx: TaskContext, parent_id: int, clone_id: int, *, full: bool) ->
         dest = storage.get_vm_image_location(ctx.settings, clone.datastore, clone.vm_identity).path
         backing = None if full else storage.template_path(ctx.settings, template)
         spec = vm_domain_spec(ctx.settings, clone, clone.host, template, dest, props)
-        hv, identity = hypervisor_for(clone.host), clone.vm_identity
+        hv, identity = hypervisor_for(clone.host.libvirt_uri), clone.vm_identity
         copies = _extra_disk_copies(session, ctx.settings, parent, clone)
     try:
         rrd.forget_rrd(ctx.settings, identity)  # a new VM: no history of an old namesake

@@ -31,7 +31,7 @@ def host_hypervisor(host: Host | None, vm_name: str = "") -> Hypervisor:
         raise ConflictError(f"VM {vm_name} is not placed on any host")
     if host.status not in (C.HostStatus.UP, C.HostStatus.MAINTENANCE):
         raise ConflictError(f"host {host.host_name} is {C.HostStatus(host.status).name}")
-    return hypervisor_for(host)
+    return hypervisor_for(host.libvirt_uri)
 
 
 def vm_hypervisor(vm: VM) -> Hypervisor:

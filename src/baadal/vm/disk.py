@@ -111,7 +111,7 @@ def serve_extra_disk_request(
     datastore = session.get(Datastore, disk.datastore_id)
     try:
         path = create_extra_disk_image(settings, vm, disk.attached_disk_name, disk_size, datastore)
-        target = attach_disk(hypervisor_for(vm.host), vm.vm_identity, path, live=True)
+        target = attach_disk(hypervisor_for(vm.host.libvirt_uri), vm.vm_identity, path, live=True)
     except Exception:
         log.exception("extra disk for %s failed", vm.vm_identity)
         _release_disk(session, settings, vm, disk)

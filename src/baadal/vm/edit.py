@@ -15,10 +15,9 @@ from baadal import pools
 from baadal.db.models import VM, Template, TemplateOwner, UserVMMap
 from baadal.db.session import session_scope
 from baadal.errors import ConflictError, ValidationError
-from baadal.net import nat
 from baadal.tasks.params import EditVMConfigParams
 from baadal.tasks.registry import TaskContext, TaskResult, handler
-from baadal.vm import network, storage
+from baadal.vm import nat, network, storage
 from baadal.vm.common import load_vm, log_vm_event, vm_hypervisor
 
 ALLOWED_RAM_MB = tuple(2**n for n in range(8, 17))  # 256 .. 65536

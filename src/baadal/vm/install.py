@@ -29,7 +29,6 @@ from baadal.db.models import VM, AttachedDisk, Datastore, Host, Task, Template
 from baadal.db.session import session_scope
 from baadal.drivers import domain_xml, hypervisor_for
 from baadal.drivers.base import DomainNotFound, Hypervisor
-from baadal.drivers.kvm_probe import domain_type_for
 from baadal.errors import ConflictError, NotFoundError
 from baadal.monitor import rrd
 from baadal.tasks.params import CreateVMParams
@@ -162,7 +161,8 @@ def vm_domain_spec(
 def host_domain_type(settings: Settings, host: Host) -> str:
     """'kvm' only where a boot probe (with the tiny guest's kernel) proved it works."""
     guest = settings.home / "tiny-guest"
-    return domain_type_for(host.libvirt_uri, guest / "vmlinuz", guest / "tiny-initrd.gz")
+    hv = hypervisor_for(host.libvirt_uri)
+    return hv.domain_type(guest / "vmlinuz", guest / "tiny-initrd.gz")
 
 
 def launch_vm_on_host(hv: Hypervisor, spec: domain_xml.DomainSpec) -> None:
@@ -189,7 +189,7 @@ def free_vm_properties(session: Session, settings: Settings, vm: VM) -> None:
     """Give back everything an install (or a VM) holds. Idempotent."""
     if vm.host is not None:
         with contextlib.suppress(DomainNotFound):
-            hypervisor_for(vm.host).undefine(vm.vm_identity)
+            hypervisor_for(vm.host.libvirt_uri).undefine(vm.vm_identity)
     for disk in session.scalars(select(AttachedDisk).where(AttachedDisk.vm_id == vm.id)):
         datastore = session.get(Datastore, disk.datastore_id)
         storage.remove_path(storage.extra_disk_dir(settings, datastore, vm.vm_identity))
@@ -237,7 +237,7 @@ def launch_existing_vm_image(
     )
     props = allocate_vm_properties(session, vm, host_id=host_id)
     host = session.get(Host, props.host_id)
-    hv = hypervisor_for(host)
+    hv = hypervisor_for(host.libvirt_uri)
     try:
         launch_vm_on_host(hv, vm_domain_spec(settings, vm, host, template, image.path, props))
     except Exception:
@@ -312,7 +312,7 @@ def install(ctx: TaskContext[CreateVMParams]) -> TaskResult:
             source = storage.template_path(ctx.settings, template)
             image = storage.get_vm_image_location(ctx.settings, vm.datastore, vm.vm_identity).path
             spec = vm_domain_spec(ctx.settings, vm, vm.host, template, image, props)
-            hv = hypervisor_for(vm.host)
+            hv = hypervisor_for(vm.host.libvirt_uri)
             hdd = template.hdd
             net = network.vm_network(vm)
         rrd.forget_rrd(ctx.settings, spec.name)  # a new VM: no history of an old namesake

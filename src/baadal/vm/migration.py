@@ -30,11 +30,10 @@ from baadal.db.session import session_scope
 from baadal.drivers import domain_xml, hypervisor_for
 from baadal.drivers.base import DomainNotFound, Hypervisor, NotSupported, SnapshotInfo
 from baadal.errors import BaadalError, ConflictError, NotFoundError, ResourceExhausted
-from baadal.net import nat
 from baadal.tasks import queue
 from baadal.tasks.params import MigrateVMHostParams
 from baadal.tasks.registry import TaskContext, TaskResult, handler
-from baadal.vm import storage
+from baadal.vm import nat, storage
 from baadal.vm.common import load_vm, log_vm_event
 
 log = logging.getLogger("baadal")
@@ -77,7 +76,7 @@ def _place(settings: Settings, host: Host) -> Place:
         host.id,
         host.host_name,
         host.address,
-        hypervisor_for(host),
+        hypervisor_for(host.libvirt_uri),
         settings.vm.vnc_listen or host.address,
     )
 

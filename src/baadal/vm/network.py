@@ -12,20 +12,21 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from baadal import constants as C
 from baadal import pools
 from baadal.config import Settings
-from baadal.db.models import VM, SecurityDomain
+from baadal.db.models import VM, PrivateIpPool, SecurityDomain
 from baadal.db.session import session_scope
 from baadal.drivers import domain_xml
 from baadal.drivers.base import Hypervisor
 from baadal.errors import BaadalError, ConflictError, NotFoundError, user_message
 from baadal.net import dhcp, nat
 from baadal.tasks.registry import TaskContext, TaskResult, handler
+from baadal.vm import nat as vm_nat
 from baadal.vm.common import graceful_stop, load_vm, log_vm_event, vm_hypervisor
 
 log = logging.getLogger("baadal")
@@ -44,11 +45,30 @@ class VmNetwork:
     public: nat.PublicIpMapping | None
 
 
+def vm_dhcp_entry(vm: VM) -> dhcp.DhcpEntry | None:
+    """The reservation for a VM, or None when it has no private IP with a MAC."""
+    pool = vm.private_ip
+    if pool is None or not pool.mac_addr:
+        return None
+    return dhcp.DhcpEntry(dhcp.dhcp_name(vm.vm_identity), pool.mac_addr, pool.private_ip)
+
+
+def dhcp_entries_from_db(session: Session) -> list[dhcp.DhcpEntry]:
+    """Every VM's reservation, by VM id (see :func:`baadal.net.dhcp.vm_entries`)."""
+    rows = session.execute(
+        select(VM.vm_identity, PrivateIpPool.mac_addr, PrivateIpPool.private_ip)
+        .join(PrivateIpPool, VM.private_ip_id == PrivateIpPool.id)
+        .where(PrivateIpPool.mac_addr.is_not(None))
+        .order_by(VM.id)
+    )
+    return dhcp.vm_entries(rows)
+
+
 def vm_network(vm: VM) -> VmNetwork:
     public = None
     if vm.public_ip is not None and vm.private_ip is not None:
         public = nat.PublicIpMapping(vm.public_ip.public_ip, vm.private_ip.private_ip)
-    return VmNetwork(vm.id, dhcp.vm_dhcp_entry(vm), public)
+    return VmNetwork(vm.id, vm_dhcp_entry(vm), public)
 
 
 def publish(settings: Settings, net: VmNetwork) -> None:
@@ -77,7 +97,7 @@ def withdraw_vm_network(engine: Engine, settings: Settings, vm_id: int | None) -
     (before its addresses go back to the pools)."""
     withdraw(settings, read_vm_network(engine, vm_id))
     if vm_id is not None:
-        nat.remove_vnc_mapping_from_nat(engine, settings, vm_id)
+        vm_nat.remove_vnc_mapping_from_nat(engine, settings, vm_id)
 
 
 def withdraw_quietly(engine: Engine, settings: Settings, vm_id: int | None) -> None:
@@ -104,19 +124,19 @@ def restore_network(engine: Engine, settings: Settings) -> str:
     reservations when the file was lost or drifted, re-add missing NAT mappings (after a
     NAT box reboot). Cheap when all is well; run at worker start and every few minutes."""
     with session_scope(engine) as session:
-        wanted = dhcp.dhcp_entries_from_db(session)
+        wanted = dhcp_entries_from_db(session)
     dhcp_state = "DHCP in step"
     if set(dhcp.read_dhcp_entries(settings)) != set(wanted):  # outside the transaction
         count = dhcp.rebuild_dhcp_entries(settings, wanted)
         dhcp_state = f"DHCP rebuilt with {count} entries"
-    readded = nat.reapply_nat_mappings(engine, settings)
+    readded = vm_nat.reapply_nat_mappings(engine, settings)
     return f"{dhcp_state}; NAT: {readded} rule(s)/alias(es) re-added"
 
 
 @handler(C.TaskType.NETWORK_SANITY, periodic=("vnc_expiry",))
 def network_sanity(ctx: TaskContext) -> TaskResult:
     """The periodic network job: revoke timed-out VNC grants, then restore_network."""
-    ended = nat.clear_all_timedout_vnc_mappings(ctx.engine, ctx.settings)
+    ended = vm_nat.clear_all_timedout_vnc_mappings(ctx.engine, ctx.settings)
     state = restore_network(ctx.engine, ctx.settings)
     return TaskResult.success(f"{ended} expired VNC grant(s) revoked; {state}")
 

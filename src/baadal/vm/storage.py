@@ -21,8 +21,8 @@ from pathlib import Path
 
 from baadal.config import Settings
 from baadal.db.models import Datastore, Template
+from baadal.drivers.remote import run_local
 from baadal.errors import NotFoundError, ResourceExhausted, ValidationError
-from baadal.net.remote import run_local
 
 GIB = 1024**3
 QEMU_IMG_TIMEOUT_S = 3600.0

@@ -2,7 +2,7 @@
 
 pyghmi keeps its sessions in process-wide state with an I/O thread, and a second session
 to the same BMC in one process hangs; a worker lives for days and talks to many BMCs. So
-each request runs as ``python -m baadal.host.ipmi`` with the request (password included)
+each request runs as ``python -m baadal.drivers.ipmi`` with the request (password included)
 as JSON on stdin, never in an argument list, and prints the BMC's answer as JSON.
 """
 

@@ -26,7 +26,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import paramiko
 
@@ -34,7 +34,6 @@ from baadal.errors import RemoteCommandError, ValidationError
 
 if TYPE_CHECKING:
     from baadal.config import Settings
-    from baadal.db.models import Host
 
 log = logging.getLogger("baadal")
 
@@ -43,6 +42,19 @@ _READ_CHUNK = 32768
 #: longest wait between checks of a command's state (exit status does not wake select)
 _POLL_S = 0.5
 _REASON_MAX = 200
+
+
+class SshHost(Protocol):
+    """The SSH columns of a host row, named structurally so drivers need no database."""
+
+    @property
+    def address(self) -> str: ...
+    @property
+    def ssh_user(self) -> str | None: ...
+    @property
+    def ssh_port(self) -> int | None: ...
+    @property
+    def ssh_key_ref(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -61,7 +73,7 @@ class RemoteTarget:
     trust_unknown_hosts: bool = False
 
     @classmethod
-    def for_host(cls, host: Host, settings: Settings) -> RemoteTarget:
+    def for_host(cls, host: SshHost, settings: Settings) -> RemoteTarget:
         """The target for a host row; empty columns fall back to the [ssh] settings."""
         return cls.for_address(
             host.address,
