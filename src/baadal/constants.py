@@ -177,7 +177,10 @@ ITEMS_PER_PAGE = 20
 # Limits
 USER_SNAPSHOT_LIMIT = 3
 MAX_VNC_ALLOWED_IN_A_DAY = 10
+#: the window MAX_VNC_ALLOWED_IN_A_DAY counts grants in
+VNC_GRANT_WINDOW_S = 24 * 3600
 VNC_ACCESS_DURATION_S = 30 * 60
+VNC_ACCESS_MAX_DURATION_S = 24 * 3600
 VNC_PORT_RANGE = (20000, 50000)
 #: upstream allowed hosts to be overcommitted to 200 % of their RAM and CPUs
 OVERCOMMIT_RAM_FACTOR = 2.0

@@ -27,7 +27,6 @@ from baadal.net import nat
 from baadal.services import vms
 from baadal.services.policy import SYSTEM
 from baadal.vm import migration
-from baadal.vm import nat as vm_nat
 from tests.e2e.conftest import Lab, create_vm, guest_shell, rfb_greeting, wait_ping
 from tests.support.workers import start_worker
 from tests.unit.test_vm_lifecycle import last_task, run_tasks
@@ -143,7 +142,7 @@ def test_live_migration_with_snapshots_offline_back_refusals_and_undo(lab: Lab) 
     assert len(snap_names) == 2
 
     # an open console grant, reached through the NAT box from the internet
-    grant = vm_nat.grant_vnc_access(lab.engine, lab.settings, vm_id, None)
+    grant = vms.grant_vnc_access(lab.engine, SYSTEM, lab.settings, vm_id)
     assert rfb_greeting(grant.vnc_ip, grant.port).stdout.startswith("RFB ")
 
     # live lab-h1 -> lab-h2 while the controller pings the guest

@@ -111,17 +111,17 @@ def test_public_ip_and_vnc_through_the_nat_box(lab: Lab) -> None:
     assert _nat_rules(lab) == rules_mapped
 
     # a VNC grant reaches the console until it expires; the 11th grant of a day is refused
-    grant = vm_nat.grant_vnc_access(engine, settings, vm_id, None)
+    grant = vms.grant_vnc_access(engine, SYSTEM, settings, vm_id)
     assert (grant.vnc_ip, grant.port) == (layout.VNC_IP, vnc_port)
     got = rfb_greeting(layout.VNC_IP, vnc_port)
     assert got.returncode == 0 and got.stdout.startswith("RFB 003."), got.stderr
     grants = [grant] + [
-        vm_nat.grant_vnc_access(engine, settings, vm_id, None)
+        vms.grant_vnc_access(engine, SYSTEM, settings, vm_id)
         for _ in range(C.MAX_VNC_ALLOWED_IN_A_DAY - 1)
     ]
     rules_granted = _nat_rules(lab)
     with pytest.raises(ConflictError):
-        vm_nat.grant_vnc_access(engine, settings, vm_id, None)
+        vms.grant_vnc_access(engine, SYSTEM, settings, vm_id)
     assert _nat_rules(lab) == rules_granted
     after = max(g.expiry_time for g in grants) + timedelta(seconds=1)
     assert vm_nat.clear_all_timedout_vnc_mappings(engine, settings, now=after) == 10

@@ -17,6 +17,8 @@ from baadal.drivers.remote import CommandResult, RemoteTarget
 from baadal.errors import ConfigError, ConflictError, RemoteCommandError, ValidationError
 from baadal.net import nat
 from baadal.net.nat import NatBox, PublicIpMapping, VncMapping
+from baadal.services import vms
+from baadal.services.policy import SYSTEM
 from baadal.tasks.params import PeriodicParams
 from baadal.tasks.registry import TaskContext, TaskResult
 from baadal.vm import nat as vm_nat
@@ -281,9 +283,7 @@ def test_grant_limit_and_expiry(
     cloud: Cloud,
 ) -> None:
     vm_id = create(sqlite_engine, cloud_settings)
-    grants = [
-        vm_nat.grant_vnc_access(sqlite_engine, cloud_settings, vm_id, None) for _ in range(10)
-    ]
+    grants = [vms.grant_vnc_access(sqlite_engine, SYSTEM, cloud_settings, vm_id) for _ in range(10)]
     with session_scope(sqlite_engine) as s:
         vm = s.get(VM, vm_id)
         port, password = vm.vnc_port, vm.vnc_password
@@ -296,7 +296,7 @@ def test_grant_limit_and_expiry(
         assert (row.status, row.duration, row.vnc_source_port) == ("active", 1800, port)
         assert row.expiry_time == row.time_requested + timedelta(seconds=1800) == g.expiry_time
     with pytest.raises(ConflictError, match="10 VNC grants in the last 24 hours"):
-        vm_nat.grant_vnc_access(sqlite_engine, cloud_settings, vm_id, None)
+        vms.grant_vnc_access(sqlite_engine, SYSTEM, cloud_settings, vm_id)
     assert _count(sqlite_engine) == 10 and _count(sqlite_engine, status="active") == 10
 
     # nothing expires early; all expire after 30 min
@@ -311,7 +311,7 @@ def test_grant_limit_and_expiry(
     with session_scope(sqlite_engine) as s:
         for row in s.scalars(select(VncAccess)):
             row.time_requested -= timedelta(hours=24)
-    vm_nat.grant_vnc_access(sqlite_engine, cloud_settings, vm_id, None, duration_s=60)
+    vms.grant_vnc_access(sqlite_engine, SYSTEM, cloud_settings, vm_id, duration_s=60)
     assert _count(sqlite_engine, status="active") == 1
 
 
@@ -324,14 +324,14 @@ def test_grant_refused_for_vm_not_running_or_not_placed(
     with session_scope(sqlite_engine) as s:
         s.get(VM, vm_id).status = C.VMStatus.SHUTDOWN
     with pytest.raises(ConflictError, match="not running"):
-        vm_nat.grant_vnc_access(sqlite_engine, cloud_settings, vm_id, None)
+        vms.grant_vnc_access(sqlite_engine, SYSTEM, cloud_settings, vm_id)
     with session_scope(sqlite_engine) as s:
         vm = s.get(VM, vm_id)
         vm.status, vm.vnc_port = C.VMStatus.RUNNING, None
     with pytest.raises(ConflictError, match="not placed"):
-        vm_nat.grant_vnc_access(sqlite_engine, cloud_settings, vm_id, None)
+        vms.grant_vnc_access(sqlite_engine, SYSTEM, cloud_settings, vm_id)
     with pytest.raises(ValidationError):
-        vm_nat.grant_vnc_access(sqlite_engine, cloud_settings, vm_id, None, duration_s=0)
+        vms.grant_vnc_access(sqlite_engine, SYSTEM, cloud_settings, vm_id, duration_s=0)
     assert _count(sqlite_engine) == 0
 
 
@@ -346,8 +346,8 @@ def test_grants_on_software_nat_share_rules_and_roll_back(
     cloud_settings.nat.nat_ip = "10.99.0.2"
     cloud_settings.nat.public_interface = "pub0"
     cloud_settings.nat.vnc_ip = "10.99.200.150"
-    first = vm_nat.grant_vnc_access(sqlite_engine, cloud_settings, vm_id, None, duration_s=60)
-    second = vm_nat.grant_vnc_access(sqlite_engine, cloud_settings, vm_id, None, duration_s=600)
+    first = vms.grant_vnc_access(sqlite_engine, SYSTEM, cloud_settings, vm_id, duration_s=60)
+    second = vms.grant_vnc_access(sqlite_engine, SYSTEM, cloud_settings, vm_id, duration_s=600)
     assert first.vnc_ip == "10.99.200.150"
     assert len(box.rules) == 2  # one set of rules for both grants
     # the first expires, the second still needs the rules
@@ -364,11 +364,11 @@ def test_grants_on_software_nat_share_rules_and_roll_back(
     # an SSH failure leaves no grant behind
     box.fail_on = "-A"
     with pytest.raises(RemoteCommandError):
-        vm_nat.grant_vnc_access(sqlite_engine, cloud_settings, vm_id, None)
+        vms.grant_vnc_access(sqlite_engine, SYSTEM, cloud_settings, vm_id)
     assert _count(sqlite_engine) == 2 and _count(sqlite_engine, status="active") == 0
     # a failed removal keeps the grant active, to be retried
     box.fail_on = None
-    grant = vm_nat.grant_vnc_access(sqlite_engine, cloud_settings, vm_id, None, duration_s=60)
+    grant = vms.grant_vnc_access(sqlite_engine, SYSTEM, cloud_settings, vm_id, duration_s=60)
     box.fail_on = "-D"
     at = grant.expiry_time + timedelta(seconds=1)
     with pytest.raises(RemoteCommandError):
@@ -402,7 +402,7 @@ def test_a_grant_made_while_expiry_removes_the_rules_keeps_them(
     cloud_settings.nat.nat_ip = "10.99.0.2"
     cloud_settings.nat.public_interface = "pub0"
     cloud_settings.nat.vnc_ip = "10.99.200.150"
-    old = vm_nat.grant_vnc_access(sqlite_engine, cloud_settings, vm_id, None, duration_s=60)
+    old = vms.grant_vnc_access(sqlite_engine, SYSTEM, cloud_settings, vm_id, duration_s=60)
     at = old.expiry_time + timedelta(seconds=1)
     real_remove = NatBox.remove
 

@@ -7,10 +7,13 @@ in ``baadal.vm`` do the work.
 
 from __future__ import annotations
 
+import logging
+import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from baadal import constants as C
@@ -25,6 +28,7 @@ from baadal.db.models import (
     Template,
     User,
     UserVMMap,
+    VncAccess,
 )
 from baadal.db.session import session_scope
 from baadal.errors import ConflictError, NotFoundError, ValidationError
@@ -32,10 +36,14 @@ from baadal.net.validators import check_safe_name
 from baadal.services import lookup
 from baadal.services.policy import Action, Actor, guarded, require, vm_filter
 from baadal.tasks import queue
-from baadal.vm import install, migration, nat, storage
+from baadal.timeutil import utcnow
+from baadal.vm import install, migration, storage
+from baadal.vm import nat as vm_nat
 from baadal.vm.disk import check_disk_size
 from baadal.vm.edit import check_ram_vcpus
 from baadal.vm.snapshot import check_user_snapshot_limit
+
+log = logging.getLogger("baadal")
 
 #: operations a VM's users queue directly (no approval needed)
 DIRECT_OPERATIONS = {
@@ -442,6 +450,18 @@ def request_migrate(
     return migration.add_migrate_task_to_queue(session, vm.id, dest_id, live, actor.user_id)
 
 
+@dataclass(frozen=True)
+class VncGrant:
+    """What the user needs to open the console; the password never appears in repr."""
+
+    vm_id: int
+    token: str
+    vnc_ip: str
+    port: int
+    expiry_time: datetime
+    password: str | None = field(repr=False)
+
+
 @guarded(Action.VM_CONSOLE)
 def grant_vnc_access(
     engine: Engine,
@@ -449,8 +469,71 @@ def grant_vnc_access(
     settings: Settings,
     name_or_id: str | int,
     duration_s: int = C.VNC_ACCESS_DURATION_S,
-) -> nat.VncGrant:
-    """A time-limited console grant (its password is only ever handed out here)."""
+) -> VncGrant:
+    """Open a running VM's console for ``duration_s`` (upstream: 30 minutes, at most 10
+    grants per VM in 24 hours). The password is handed out only here. Each grant is its
+    own row (that is what the limit counts); a refused grant changes nothing, and a grant
+    whose NAT rule could not be made does not count."""
+    if (
+        isinstance(duration_s, bool)
+        or not isinstance(duration_s, int)
+        or not 1 <= duration_s <= C.VNC_ACCESS_MAX_DURATION_S
+    ):
+        raise ValidationError(
+            f"VNC access duration {duration_s!r} must be 1-{C.VNC_ACCESS_MAX_DURATION_S} s"
+        )
+    now = utcnow()
     with session_scope(engine) as session:
-        vm_id = _find(session, actor, name_or_id, Action.VM_CONSOLE).id
-    return nat.grant_vnc_access(engine, settings, vm_id, actor.user_id, duration_s=duration_s)
+        vm = _find(session, actor, name_or_id, Action.VM_CONSOLE)
+        session.refresh(vm, with_for_update=True)  # concurrent grants count one by one
+        if vm.status != C.VMStatus.RUNNING:
+            raise ConflictError(f"VM {vm.vm_name} is not running: start it to open its console")
+        if vm.host is None or vm.vnc_port is None:
+            raise ConflictError(f"VM {vm.vm_name} is not placed on a host (no VNC console)")
+        window_start = now - timedelta(seconds=C.VNC_GRANT_WINDOW_S)
+        recent = session.scalar(
+            select(func.count())
+            .select_from(VncAccess)
+            .where(VncAccess.vm_id == vm.id, VncAccess.time_requested > window_start)
+        )
+        if recent >= C.MAX_VNC_ALLOWED_IN_A_DAY:
+            raise ConflictError(
+                f"VM {vm.vm_name} already had {recent} VNC grants in the last 24 hours "
+                f"(at most {C.MAX_VNC_ALLOWED_IN_A_DAY}); try again later"
+            )
+        row = VncAccess(
+            vm_id=vm.id,
+            token=secrets.token_hex(10),
+            host_id=vm.host_id,
+            vnc_source_port=vm.vnc_port,
+            vnc_destination_port=vm.vnc_port,
+            duration=duration_s,
+            status="active",
+            time_requested=now,
+            expiry_time=now + timedelta(seconds=duration_s),
+        )
+        session.add(row)
+        session.flush()
+        grant = VncGrant(
+            vm.id,
+            row.token,
+            settings.nat.vnc_ip or settings.nat.nat_ip or vm.host.address,
+            vm.vnc_port,
+            row.expiry_time,
+            vm.vnc_password,
+        )
+        row_id = row.id
+    try:
+        vm_nat.create_vnc_mapping_in_nat(engine, settings, grant.vm_id)
+    except BaseException:
+        with session_scope(engine) as session:  # the grant did not happen: it must not count
+            session.execute(delete(VncAccess).where(VncAccess.id == row_id))
+        raise
+    log.info(
+        "VNC access to VM %d granted to %s until %s (grant %d)",
+        grant.vm_id,
+        actor.username,
+        grant.expiry_time,
+        row_id,
+    )
+    return grant

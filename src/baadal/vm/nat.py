@@ -1,5 +1,7 @@
 """The seed's nat_mapper, database side: which public IP and VNC console mappings the
-database says each VM has, and the VNC grants (limits, expiry, following a moved VM).
+database says each VM has, and the VNC grants' rules (expiry, following a moved VM). Who
+may have a grant, how long and how often is the VM service's decision
+(:func:`baadal.services.vms.grant_vnc_access`).
 
 The database is read in short transactions and the NAT box (:mod:`baadal.net.nat`) is
 programmed outside them, with plain mappings.
@@ -8,25 +10,20 @@ programmed outside them, with plain mappings.
 from __future__ import annotations
 
 import logging
-import secrets
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime
 
-from sqlalchemy import ColumnElement, Engine, delete, func, select, update
+from sqlalchemy import ColumnElement, Engine, select, update
 from sqlalchemy.orm import Session
 
-from baadal import constants as C
 from baadal.config import Settings
 from baadal.db.models import VM, Host, PublicIpPool, VncAccess
 from baadal.db.session import session_scope
-from baadal.errors import BaadalError, ConflictError, NotFoundError, ValidationError
+from baadal.errors import BaadalError, ConflictError, NotFoundError
 from baadal.net.nat import Mapping, PublicIpMapping, VncMapping, clear_nat_box, nat_box
 from baadal.timeutil import utcnow
 
 log = logging.getLogger("baadal")
-
-_GRANT_WINDOW = timedelta(hours=24)
-
 
 # --------------------------------------------------------------------------- per VM
 
@@ -178,91 +175,6 @@ def move_vnc_grants(engine: Engine, settings: Settings, vm_id: int) -> int:
 
 
 # --------------------------------------------------------------------------- VNC grants
-
-
-@dataclass(frozen=True)
-class VncGrant:
-    """What the user needs to open the console; the password never appears in repr."""
-
-    vm_id: int
-    token: str
-    vnc_ip: str
-    port: int
-    expiry_time: datetime
-    password: str | None = field(repr=False)
-
-
-def grant_vnc_access(
-    engine: Engine,
-    settings: Settings,
-    vm_id: int,
-    requester_id: int | None,
-    duration_s: int = C.VNC_ACCESS_DURATION_S,
-) -> VncGrant:
-    """Open the VM's console for ``duration_s``. Refused, with nothing changed, for a VM
-    that is not running or not placed and for the 11th grant within 24 h. Each grant is
-    its own row (that is what the limit counts); grants of one VM share one set of rules,
-    which stay until the last grant expires."""
-    if isinstance(duration_s, bool) or not isinstance(duration_s, int) or duration_s < 1:
-        raise ValidationError(f"VNC access duration {duration_s!r} is not a positive number")
-    box = nat_box(settings)
-    now = utcnow()
-    with session_scope(engine) as s:
-        vm = s.scalars(select(VM).where(VM.id == vm_id).with_for_update()).first()
-        if vm is None:
-            raise NotFoundError(f"VM {vm_id} does not exist")
-        if vm.status != C.VMStatus.RUNNING:
-            raise ConflictError(f"VM {vm.vm_name} is not running: start it to open its console")
-        if vm.host is None or vm.vnc_port is None:
-            raise ConflictError(f"VM {vm.vm_name} is not placed on a host (no VNC console)")
-        recent = s.scalar(
-            select(func.count())
-            .select_from(VncAccess)
-            .where(VncAccess.vm_id == vm_id, VncAccess.time_requested > now - _GRANT_WINDOW)
-        )
-        if recent >= C.MAX_VNC_ALLOWED_IN_A_DAY:
-            raise ConflictError(
-                f"VM {vm.vm_name} already had {recent} VNC grants in the last 24 hours "
-                f"(at most {C.MAX_VNC_ALLOWED_IN_A_DAY}); try again later"
-            )
-        mapping = VncMapping(vm.id, vm.vnc_port, vm.host.address, vm.vnc_port)
-        row = VncAccess(
-            vm_id=vm.id,
-            token=secrets.token_hex(10),
-            host_id=vm.host_id,
-            vnc_source_port=vm.vnc_port,
-            vnc_destination_port=vm.vnc_port,
-            duration=duration_s,
-            status="active",
-            time_requested=now,
-            expiry_time=now + timedelta(seconds=duration_s),
-        )
-        s.add(row)
-        s.flush()
-        grant = VncGrant(
-            vm.id,
-            row.token,
-            settings.nat.vnc_ip or settings.nat.nat_ip or vm.host.address,
-            vm.vnc_port,
-            row.expiry_time,
-            vm.vnc_password,
-        )
-        row_id = row.id
-    if box is not None:
-        try:
-            box.create(mapping)
-        except BaseException:
-            with session_scope(engine) as s:  # the grant did not happen: it must not count
-                s.execute(delete(VncAccess).where(VncAccess.id == row_id))
-            raise
-    log.info(
-        "VNC access to VM %d granted to user %s until %s (grant %d)",
-        vm_id,
-        requester_id,
-        grant.expiry_time,
-        row_id,
-    )
-    return grant
 
 
 def clear_all_timedout_vnc_mappings(
