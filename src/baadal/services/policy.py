@@ -258,13 +258,13 @@ def _vm_is_own(session: Session, actor: Actor, vm: VM) -> bool:
     return mapped is not None
 
 
-def _admin_ids(session: Session) -> set[int]:
-    rows = session.scalars(
+def _is_admin(session: Session, user_id: int) -> bool:
+    found = session.scalar(
         select(UserMembership.user_id)
         .join(UserGroup, UserGroup.id == UserMembership.group_id)
-        .where(UserGroup.role == C.Role.ADMIN.value)
+        .where(UserMembership.user_id == user_id, UserGroup.role == C.Role.ADMIN.value)
     )
-    return set(rows)
+    return found is not None
 
 
 def _org_of_user(session: Session, user_id: int | None) -> int | None:
@@ -296,7 +296,7 @@ def _in_scope(session: Session, actor: Actor, scope: Scope, target: object, acti
     if isinstance(target, User):
         if target.id == actor.user_id:
             return True
-        if action in _ACCOUNT_CHANGES and target.id in _admin_ids(session):
+        if action in _ACCOUNT_CHANGES and _is_admin(session, target.id):
             return False  # an orgadmin may not block or re-password an admin of their org
         return org_too and target.organisation_id == actor.organisation_id
     if isinstance(target, Template):
