@@ -285,34 +285,41 @@ def request_snapshot(session: Session, actor: Actor, name_or_id: str | int) -> T
     )
 
 
-@guarded(Action.VM_OPERATE)
-def request_revert(
-    session: Session, actor: Actor, name_or_id: str | int, snapshot: str | int
+def _snapshot_task(
+    session: Session,
+    actor: Actor,
+    name_or_id: str | int,
+    snapshot: str | int,
+    task_type: C.TaskType,
+    *,
+    allow_duplicate: bool = False,
 ) -> Task:
     vm = _find(session, actor, name_or_id, Action.VM_OPERATE)
     snap = lookup.snapshot(session, vm, snapshot)
     return queue.enqueue(
         session,
-        C.TaskType.REVERT_TO_SNAPSHOT,
+        task_type,
         vm_id=vm.id,
         parameters={"snapshot_id": snap.id},
         requester_id=actor.user_id,
+        allow_duplicate=allow_duplicate,
     )
+
+
+@guarded(Action.VM_OPERATE)
+def request_revert(
+    session: Session, actor: Actor, name_or_id: str | int, snapshot: str | int
+) -> Task:
+    return _snapshot_task(session, actor, name_or_id, snapshot, C.TaskType.REVERT_TO_SNAPSHOT)
 
 
 @guarded(Action.VM_OPERATE)
 def request_delete_snapshot(
     session: Session, actor: Actor, name_or_id: str | int, snapshot: str | int
 ) -> Task:
-    vm = _find(session, actor, name_or_id, Action.VM_OPERATE)
-    snap = lookup.snapshot(session, vm, snapshot)
-    return queue.enqueue(
-        session,
-        C.TaskType.DELETE_SNAPSHOT,
-        vm_id=vm.id,
-        parameters={"snapshot_id": snap.id},
-        requester_id=actor.user_id,
-        allow_duplicate=True,
+    """Several deletions of one VM's snapshots may wait in the queue at once."""
+    return _snapshot_task(
+        session, actor, name_or_id, snapshot, C.TaskType.DELETE_SNAPSHOT, allow_duplicate=True
     )
 
 
