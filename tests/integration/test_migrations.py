@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from alembic import command
 from sqlalchemy import inspect, select
 
 from baadal import constants as C
-from baadal.db.migrate import current_revision, upgrade
+from baadal.db.migrate import alembic_config, current_revision, upgrade
 from baadal.db.models import Base, User, UserGroup
 from baadal.db.session import make_engine, session_scope
 
@@ -44,3 +45,20 @@ def test_models_match_migrations(db_url: str) -> None:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     engine.dispose()
     assert diff == []
+
+
+def test_tasks_queued_before_0004_start_with_no_lost_runs(db_url: str) -> None:
+    """0004 adds the count of lost runs apart from ``attempts`` (which also counts handler
+    failures an admin retried); tasks already there start at zero."""
+    engine = make_engine(db_url)
+    command.downgrade(alembic_config(engine), "0003")
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO task_queue (task_type, parameters, priority, status, created_at,"
+            " run_after, attempts) VALUES ('Test Echo', '{}', 1, 5, '2026-01-01', '2026-01-01', 4)"
+        )
+    upgrade(engine)
+    with engine.connect() as conn:
+        row = conn.exec_driver_sql("SELECT attempts, lost_attempts FROM task_queue").one()
+    engine.dispose()
+    assert tuple(row) == (4, 0)

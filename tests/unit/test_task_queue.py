@@ -177,20 +177,53 @@ def test_unexpected_errors_reach_the_user_without_sql_or_secrets(
     assert "vnc-s3cret" not in caplog.text
 
 
+def _lose_runs(engine: Engine, count: int) -> None:
+    """``count`` runs whose worker died: claimed, lease expired, recovered."""
+    for _ in range(count):
+        assert queue.claim(engine, "dead", 30) is not None
+        with session_scope(engine) as s:
+            s.execute(update(Task).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+        queue.recover_expired(engine)
+
+
+def _handler_runs(engine: Engine) -> int:
+    with session_scope(engine) as s:
+        return s.scalar(select(func.count()).select_from(VMEventLog))
+
+
 def test_worker_gives_up_after_max_attempts(sqlite_engine: Engine, settings: Settings) -> None:
     task_id = _enqueue(sqlite_engine, H.ECHO)
-    for _ in range(settings.worker.max_attempts):
-        queue.claim(sqlite_engine, "dead", 30)
-        with session_scope(sqlite_engine) as s:
-            s.execute(update(Task).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
-        queue.recover_expired(sqlite_engine)
+    _lose_runs(sqlite_engine, settings.worker.max_attempts)
     Worker(sqlite_engine, settings, worker_id="w").run(until_idle=True)
     with session_scope(sqlite_engine) as s:
         task = s.get(Task, task_id)
-        runs = s.scalar(select(func.count()).select_from(VMEventLog))
     assert task.status == C.TaskStatus.FAILED
-    assert "gave up after 3 attempts" in task.message
-    assert runs == 0
+    assert "gave up after 3 lost runs" in task.message
+    assert "the handler did not fail" in task.message
+    assert _handler_runs(sqlite_engine) == 0
+
+
+def test_admin_retry_starts_a_fresh_count_of_lost_runs(
+    sqlite_engine: Engine, settings: Settings
+) -> None:
+    """Handler failures and admin retries never count towards giving up: after three
+    failed runs, a retry runs the handler (it used to fail at once, 'gave up')."""
+    task_id = _enqueue(sqlite_engine, H.FAIL)
+    for _ in range(settings.worker.max_attempts + 1):
+        Worker(sqlite_engine, settings, worker_id="w").run(until_idle=True)
+        assert _status(sqlite_engine, task_id) == C.TaskStatus.FAILED
+        with session_scope(sqlite_engine) as s:
+            assert s.get(Task, task_id).message == "Task Status: FAILED Error: asked to fail"
+            queue.retry(s, task_id)
+    # lost runs after an admin retry are counted from zero, apart from the failures
+    _lose_runs(sqlite_engine, 2)
+    claimed = queue.claim(sqlite_engine, "w", 30)
+    assert claimed is not None
+    assert (claimed.attempt, claimed.lost_attempts) == (settings.worker.max_attempts + 4, 2)
+    queue.finish(sqlite_engine, claimed, "w", C.TaskStatus.FAILED, "boom")
+    with session_scope(sqlite_engine) as s:
+        queue.retry(s, task_id)
+        assert s.get(Task, task_id).lost_attempts == 0
 
 
 def test_periodic_job_fires_once_per_period(sqlite_engine: Engine, settings: Settings) -> None:

@@ -412,7 +412,11 @@ class Task(Base):
     run_after: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    #: every run, admin retries included (a re-run compensates first)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    #: runs whose worker was lost (lease expired) since it was queued or an admin last
+    #: retried it: the worker gives up when they reach ``[worker] max_attempts``
+    lost_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     lease_owner: Mapped[str | None] = mapped_column(String(100))
     lease_expires_at: Mapped[datetime | None]
     #: periodic job that produced this task, and its period slot (exactly-once key)

@@ -48,6 +48,8 @@ class ClaimedTask:
     requester_id: int | None
     parameters: dict[str, Any]
     attempt: int
+    #: runs of this task whose worker was lost, since it was queued or last retried
+    lost_attempts: int
     event_id: int
 
 
@@ -171,7 +173,13 @@ def _claim_statements(postgres: bool) -> tuple[Any, Any]:
             started_at=func.coalesce(Task.started_at, bindparam("p_now")),
         )
         .returning(
-            Task.id, Task.task_type, Task.vm_id, Task.requester_id, Task.parameters, Task.attempts
+            Task.id,
+            Task.task_type,
+            Task.vm_id,
+            Task.requester_id,
+            Task.parameters,
+            Task.attempts,
+            Task.lost_attempts,
         )
     )
     latest = select(func.max(TaskEvent.id)).where(TaskEvent.task_id == bindparam("p_task"))
@@ -209,6 +217,7 @@ def claim(engine: Engine, worker_id: str, lease_s: float) -> ClaimedTask | None:
         requester_id=row.requester_id,
         parameters=dict(row.parameters),
         attempt=row.attempts,
+        lost_attempts=row.lost_attempts,
         event_id=event_id,
     )
 
@@ -292,6 +301,7 @@ def recover_expired(engine: Engine) -> list[int]:
                 event.attention_time = now
                 event.end_time = now
             task.status = C.TaskStatus.RETRY
+            task.lost_attempts += 1
             task.lease_owner = None
             task.lease_expires_at = None
             _new_event(session, task, C.TaskStatus.RETRY)
@@ -307,13 +317,15 @@ def get_task(session: Session, task_id: int) -> Task:
 
 
 def retry(session: Session, task_id: int) -> Task:
-    """Admin retry of a failed task: it runs again from the start."""
+    """Admin retry of a failed task: it runs again from the start, with a fresh count of
+    lost runs (a task given up after lost workers gets its full number of tries again)."""
     task = get_task(session, task_id)
     if task.status not in (C.TaskStatus.FAILED, C.TaskStatus.PARTIAL_SUCCESS):
         raise ConflictError(
             f"task {task_id} is {C.TaskStatus(task.status).name}; only failed tasks can be retried"
         )
     task.status = C.TaskStatus.RETRY
+    task.lost_attempts = 0
     task.run_after = utcnow()
     task.message = None
     task.finished_at = None

@@ -139,10 +139,10 @@ class Worker:
             )
             if ctx.attempt > 1 and handler.compensate is not None:
                 handler.compensate(ctx)
-            if ctx.attempt > self.settings.worker.max_attempts:
+            if claimed.lost_attempts >= self.settings.worker.max_attempts:
                 return TaskResult.failed(
-                    f"{C.TASK_FAILED_PREFIX}gave up after {ctx.attempt - 1} attempts"
-                    " (the workers running it were lost)"
+                    f"{C.TASK_FAILED_PREFIX}gave up after {claimed.lost_attempts} lost runs"
+                    " (their workers died or lost the lease; the handler did not fail)"
                 )
             result = handler.run(ctx)
         except BaadalError as exc:
