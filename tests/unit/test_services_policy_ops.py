@@ -111,6 +111,9 @@ CASES: dict[str, list[Case]] = {
     "tasks.retry": [Case(lambda w: tasks.retry(w.session, w.actor, _failed_task(w)), ADMIN)],
     "tasks.ignore": [Case(lambda w: tasks.ignore(w.session, w.actor, _failed_task(w)), ADMIN)],
     "tasks.new_worker": [Case(lambda w: tasks.new_worker(w.engine, w.actor, w.settings), ADMIN)],
+    "tasks.inline_runner": [
+        Case(lambda w: tasks.inline_runner(w.engine, w.actor, w.settings, [1]), ADMIN)
+    ],
     "tasks.restore_network": [
         Case(lambda w: tasks.restore_network(w.engine, w.actor, w.settings), ADMIN)
     ],

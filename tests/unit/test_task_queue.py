@@ -12,6 +12,8 @@ from baadal.config import Settings
 from baadal.db.models import PeriodicJob, Task, TaskEvent, VMEventLog
 from baadal.db.session import session_scope
 from baadal.errors import ConflictError, NotFoundError
+from baadal.services import tasks
+from baadal.services.policy import SYSTEM
 from baadal.tasks import params as task_params
 from baadal.tasks import queue
 from baadal.tasks.params import NoParams
@@ -277,3 +279,29 @@ def test_next_slot_is_on_the_grid() -> None:
     due = utcnow()
     assert _next_slot(due, 10, due) == due + timedelta(seconds=10)
     assert _next_slot(due, 10, due + timedelta(seconds=25)) == due + timedelta(seconds=30)
+
+
+def test_inline_runs_only_its_own_task(sqlite_engine: Engine, settings: Settings) -> None:
+    """``--inline`` used to start a whole worker: it ran other people's tasks and due
+    periodic jobs (host sanity marked hosts DOWN) and waited for every task anywhere."""
+    settings.scheduler.extra[H.TICK_JOB] = 60
+    sync_periodic_jobs(sqlite_engine, {H.TICK_JOB: REGISTRY.periodic[H.TICK_JOB]}, settings)
+    with session_scope(sqlite_engine) as s:
+        s.execute(update(PeriodicJob).values(next_run_at=utcnow() - timedelta(seconds=1)))
+    other = _enqueue(sqlite_engine, H.ECHO, parameters={"message": "someone else's"})
+    stuck = _enqueue(sqlite_engine, H.SLEEP)
+    with session_scope(sqlite_engine) as s:  # a task another worker holds (and lost)
+        s.execute(
+            update(Task)
+            .where(Task.id == stuck)
+            .values(status=C.TaskStatus.PROCESSING, lease_owner="elsewhere",
+                    lease_expires_at=utcnow() - timedelta(seconds=1))
+        )  # fmt: skip
+    mine = _enqueue(sqlite_engine, H.ECHO, parameters={"message": "mine"})
+    assert tasks.inline_runner(sqlite_engine, SYSTEM, settings, [mine])() == 1
+    assert _status(sqlite_engine, mine) == C.TaskStatus.SUCCESS
+    assert _status(sqlite_engine, other) == C.TaskStatus.PENDING
+    assert _status(sqlite_engine, stuck) == C.TaskStatus.PROCESSING  # not recovered here
+    with session_scope(sqlite_engine) as s:
+        assert s.scalar(select(func.count()).select_from(Task)) == 3  # no periodic task
+        assert s.get(PeriodicJob, H.TICK_JOB).next_run_at < utcnow()

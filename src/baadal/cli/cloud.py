@@ -44,10 +44,9 @@ def follow_tasks(task_ids: list[int], what: str, *, inline: bool) -> list[TaskSt
     """A progress bar over many tasks until all ended; returns their final states."""
     engine = checked_engine()
     who = current_actor()
-    worker = None
-    if inline and task_ids:
-        worker = tasks.new_worker(engine, who, get_settings())
-        threading.Thread(target=worker.run, kwargs={"until_idle": True}, daemon=True).start()
+    if inline and task_ids:  # ends by itself when they all ended
+        run = tasks.inline_runner(engine, who, get_settings(), task_ids)
+        threading.Thread(target=run, daemon=True).start()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())  # fmt: skip
     deadline = time.monotonic() + TIMEOUT_S
@@ -63,8 +62,6 @@ def follow_tasks(task_ids: list[int], what: str, *, inline: bool) -> list[TaskSt
             if time.monotonic() > deadline:
                 raise fail(f"{what}: {len(states) - len(ended)} task(s) still running")
             time.sleep(0.3)
-    if worker is not None:
-        worker.stop()
     return states
 
 

@@ -50,7 +50,7 @@ def follow_task(task_id: int, *, wait: bool, inline: bool) -> None:
         bar = progress.add_task(f"task {task_id}: waiting for a worker")
         if inline:
             progress.update(bar, description=f"task {task_id}: running here")
-            tasks.new_worker(engine, who, settings, concurrency=1).run(until_idle=True)
+            tasks.inline_runner(engine, who, settings, [task_id])()
         deadline = time.monotonic() + TIMEOUT_S
         while True:
             with db() as session:

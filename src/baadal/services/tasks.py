@@ -3,7 +3,8 @@ retry and ignore (admins), and task workers (thin, guarded wrappers over :mod:`b
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import functools
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, select
@@ -101,6 +102,18 @@ def new_worker(
     runs it (``run``) and stops it (``stop``, e.g. on SIGTERM)."""
     registry = load_handler_modules(list(handlers))
     return Worker(engine, settings, registry=registry, worker_id=worker_id, concurrency=concurrency)
+
+
+@guarded(Action.WORKER_RUN)
+def inline_runner(
+    engine: Engine, actor: Actor, settings: Settings, task_ids: Collection[int]
+) -> Callable[[], int]:
+    """What runs these tasks in the caller's process (``--inline``) and nothing else: no
+    other task, no periodic job. The door calls it (here or on a thread of its own: the
+    policy was checked already); it returns how many it ran (fewer if workers took some)."""
+    concurrency = min(len(task_ids), settings.worker.concurrency)
+    worker = Worker(engine, settings, registry=load_handler_modules(), concurrency=concurrency)
+    return functools.partial(worker.run_tasks, frozenset(task_ids))
 
 
 @guarded(Action.WORKER_RUN)

@@ -21,7 +21,7 @@ Life of a task::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
@@ -134,13 +134,13 @@ def enqueue(
     return task
 
 
-@lru_cache(maxsize=2)
-def _claim_statements(postgres: bool) -> tuple[Any, Any]:
+@lru_cache(maxsize=4)
+def _claim_statements(postgres: bool, only: bool) -> tuple[Any, Any]:
     """The two claim statements, built once (building them costs more than running them).
 
-    Pick: the best runnable task whose VM has no earlier unfinished task, leased with one
-    UPDATE ... RETURNING. Event: the attempt's event row (opened when the task became
-    runnable) marked PROCESSING.
+    Pick: the best runnable task whose VM has no earlier unfinished task (with ``only``:
+    among the ids bound as ``p_only``), leased with one UPDATE ... RETURNING. Event: the
+    attempt's event row (opened when the task became runnable) marked PROCESSING.
     """
     candidate, earlier = aliased(Task), aliased(Task)
     blocked_by_earlier = exists().where(
@@ -160,6 +160,8 @@ def _claim_statements(postgres: bool) -> tuple[Any, Any]:
         .order_by(candidate.priority.desc(), candidate.id)
         .limit(1)
     )
+    if only:
+        best = best.where(candidate.id.in_(bindparam("p_only", expanding=True)))
     if postgres:
         best = best.with_for_update(skip_locked=True, of=candidate)
     pick = (
@@ -196,15 +198,18 @@ def _claim_statements(postgres: bool) -> tuple[Any, Any]:
     return pick, event
 
 
-def claim(engine: Engine, worker_id: str, lease_s: float) -> ClaimedTask | None:
-    """Lease the next runnable task to ``worker_id``; None when there is nothing to do."""
+def claim(
+    engine: Engine, worker_id: str, lease_s: float, *, only: Collection[int] | None = None
+) -> ClaimedTask | None:
+    """Lease the next runnable task to ``worker_id`` (with ``only``: one of those ids,
+    for a command running its own tasks); None when there is nothing to do."""
     now = utcnow()
-    pick, event = _claim_statements(is_postgres(engine))
+    pick, event = _claim_statements(is_postgres(engine), only is not None)
+    values = {"p_now": now, "p_worker": worker_id, "p_expires": now + timedelta(seconds=lease_s)}
+    if only is not None:
+        values["p_only"] = list(only)
     with engine.begin() as conn:
-        row = conn.execute(
-            pick,
-            {"p_now": now, "p_worker": worker_id, "p_expires": now + timedelta(seconds=lease_s)},
-        ).one_or_none()
+        row = conn.execute(pick, values).one_or_none()
         if row is None:
             return None
         event_id = conn.execute(

@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Collection
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from sqlalchemy import Engine, func, select
@@ -38,11 +39,13 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-def unfinished_task_count(engine: Engine) -> int:
+def unfinished_task_count(engine: Engine, only: Collection[int] | None = None) -> int:
+    """Tasks not ended yet (with ``only``: among those ids)."""
+    query = select(func.count()).select_from(Task).where(Task.status.in_(C.TASK_UNFINISHED))
+    if only is not None:
+        query = query.where(Task.id.in_(only))
     with session_scope(engine) as session:
-        return session.scalar(
-            select(func.count()).select_from(Task).where(Task.status.in_(C.TASK_UNFINISHED))
-        )
+        return session.scalar(query)
 
 
 class Worker:
@@ -68,25 +71,35 @@ class Worker:
     def run(self, *, until_idle: bool = False) -> int:
         """Work until stopped (or, with until_idle, until no task is left anywhere)."""
         sync_periodic_jobs(self.engine, self.registry.periodic, self.settings)
+        return self._work(only=None, until_idle=until_idle)
+
+    def run_tasks(self, task_ids: Collection[int]) -> int:
+        """Run just these tasks (a command's ``--inline``) until all of them ended: no
+        other task is claimed, no periodic job fired, no other worker's lease recovered.
+        A task waits here while an earlier task of its VM is unfinished elsewhere."""
+        return self._work(only=frozenset(task_ids), until_idle=True)
+
+    def _work(self, *, only: frozenset[int] | None, until_idle: bool) -> int:
+        """The control loop; ``only`` limits it to those tasks and skips housekeeping."""
         log.info("worker %s started, concurrency %d", self.worker_id, self.concurrency)
         running: dict[Future[None], int] = {}
         last_renewal, last_housekeeping = time.monotonic(), float("-inf")
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="task") as pool:
             while not self.stop_event.is_set():
                 try:
-                    if time.monotonic() - last_housekeeping >= self.poll_s:
+                    if only is None and time.monotonic() - last_housekeeping >= self.poll_s:
                         fire_due_jobs(self.engine)
                         queue.recover_expired(self.engine)
                         last_housekeeping = time.monotonic()
                     while len(running) < self.concurrency:
-                        claimed = queue.claim(self.engine, self.worker_id, self.lease_s)
+                        claimed = queue.claim(self.engine, self.worker_id, self.lease_s, only=only)
                         if claimed is None:
                             break
                         running[pool.submit(self._execute, claimed)] = claimed.id
                     if time.monotonic() - last_renewal >= self.lease_s / 3:
                         self._renew([t for f, t in running.items() if not f.done()])
                         last_renewal = time.monotonic()
-                    if until_idle and not running and unfinished_task_count(self.engine) == 0:
+                    if until_idle and not running and unfinished_task_count(self.engine, only) == 0:
                         break
                 except OperationalError:
                     # the database went away for a moment: running tasks go on, retry soon
