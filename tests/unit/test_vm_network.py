@@ -5,6 +5,8 @@ VLAN and reservation together -- or nothing when it is refused."""
 
 from __future__ import annotations
 
+import threading
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -20,11 +22,13 @@ from baadal.db.session import session_scope
 from baadal.drivers import hypervisor_for
 from baadal.drivers.base import HypervisorError
 from baadal.errors import ConflictError, NotFoundError, RemoteCommandError
-from baadal.net import dhcp
+from baadal.filelock import flocked
+from baadal.net import dhcp, nat
 from baadal.services import vms
 from baadal.services.policy import SYSTEM
-from baadal.vm import network
+from baadal.vm import common, network
 from tests.support.cloud import Cloud, fake_host_uri, make_cloud
+from tests.unit.test_nat import FakeNatBox
 from tests.unit.test_vm_lifecycle import create, hv_of, last_task, operate, run_tasks
 
 pytestmark = pytest.mark.unit
@@ -263,3 +267,49 @@ def test_net_cli_dhcp_and_vnc(
     assert granted.exit_code == 0, granted.output
     assert "VNC console of web" in granted.output
     assert runner.invoke(app, ["vm", "vnc", "grant", "nosuchvm"]).exit_code == 2
+
+
+def test_a_restore_never_puts_back_what_a_concurrent_delete_removed(
+    sqlite_engine: Engine,
+    net_settings: Settings,
+    net_cloud: Cloud,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Seen on the lab: a worker starting while another deleted a VM read the database,
+    the delete removed the VM's reservation and NAT rule, and the restore wrote both back
+    from its stale picture. Here the delete runs right after the restore's read; it must
+    wait for the restore and then remove everything. A rule no VM holds goes too."""
+    box = FakeNatBox()
+    monkeypatch.setattr(nat, "execute_remote_cmd", box)
+    net_settings.nat.nat_type = C.NatType.SOFTWARE
+    net_settings.nat.nat_ip, net_settings.nat.public_interface = "10.99.0.2", "pub0"
+    vm_id = create(sqlite_engine, net_settings, public_ip=True)
+    assert len(_reserved(net_settings)) == 1 and len(nat.baadal_rules(net_settings)) == 2
+    nat.create_mapping(net_settings, nat.PublicIpMapping("192.0.2.19", "10.99.10.59"))
+    with session_scope(sqlite_engine) as s:
+        vms.operate(s, SYSTEM, vm_id, "delete")
+    deleted, delete_waits = threading.Event(), threading.Event()
+    real_read = dhcp.read_dhcp_entries
+
+    def flocked_noting_waiters(path: Path) -> AbstractContextManager[None]:
+        if threading.current_thread() is not threading.main_thread():
+            delete_waits.set()  # the delete is at the lock: the restore may go on
+        return flocked(path)
+
+    def delete_after_the_restore_read(settings: Settings) -> list[dhcp.DhcpEntry]:
+        worker = threading.Thread(target=lambda: (run_tasks(sqlite_engine, net_settings),
+                                                  deleted.set()))  # fmt: skip
+        worker.start()
+        threads.append(worker)
+        while not (deleted.is_set() or delete_waits.is_set()):
+            deleted.wait(0.01)
+        return real_read(settings)
+
+    threads: list[threading.Thread] = []
+    monkeypatch.setattr(common, "flocked", flocked_noting_waiters, raising=False)
+    monkeypatch.setattr(dhcp, "read_dhcp_entries", delete_after_the_restore_read)
+    network.restore_network(sqlite_engine, net_settings)
+    threads[0].join()
+    assert last_task(sqlite_engine).status == C.TaskStatus.SUCCESS
+    assert _reserved(net_settings) == {}
+    assert nat.baadal_rules(net_settings) == []

@@ -330,6 +330,18 @@ def mapped_destination(iptables_save: str, tag: str) -> str | None:
     return None
 
 
+def public_ip_mappings(iptables_save: str) -> set[PublicIpMapping]:
+    """The public IP mappings Baadal's tagged DNAT rules make on the box."""
+    prefix = f"{TAG_PREFIX}public:"
+    found = set()
+    for line in iptables_save.splitlines():
+        for tag in _rule_tags(line):
+            destination = mapped_destination(line, tag) if tag.startswith(prefix) else None
+            if destination is not None:
+                found.add(PublicIpMapping(tag.removeprefix(prefix), destination))
+    return found
+
+
 @dataclass(frozen=True)
 class NatBox:
     """The NAT box Baadal programs (software NAT): its details and its SSH target."""
@@ -352,6 +364,12 @@ class NatBox:
             changed += _ensure_rules(target, vnc_rules(mapping, nat.vnc_ip))
         log.info("NAT %s: %d change(s) on %s", mapping.tag, changed, nat.ip)
         return changed
+
+    def public_mappings(self) -> set[PublicIpMapping]:
+        """The public IP mappings the box has now."""
+        return public_ip_mappings(
+            execute_remote_cmd(self.target, ["iptables-save", "-t", "nat"]).stdout
+        )
 
     def remove(self, mapping: Mapping) -> int:
         """Take the mapping away; the number of rules and aliases removed."""

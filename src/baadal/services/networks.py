@@ -21,6 +21,7 @@ from baadal.net import validators as V
 from baadal.services import lookup
 from baadal.services.policy import Action, Actor, guarded, require, security_domain_filter
 from baadal.vm import nat as vm_nat
+from baadal.vm.common import network_lock
 from baadal.vm.network import dhcp_entries_from_db
 
 DOMAIN_NAME_MAX = 30
@@ -142,7 +143,8 @@ def dhcp_entries(actor: Actor, settings: Settings) -> list[dhcp.DhcpEntry]:
 @guarded(Action.NETWORK_MANAGE)
 def rebuild_dhcp(session: Session, actor: Actor, settings: Settings) -> int:
     """Rewrite the reservations from the database (after the file was lost)."""
-    return dhcp.rebuild_dhcp_entries(settings, dhcp_entries_from_db(session))
+    with network_lock(settings):
+        return dhcp.rebuild_dhcp_entries(settings, dhcp_entries_from_db(session))
 
 
 @guarded(Action.NETWORK_MANAGE)
@@ -153,8 +155,10 @@ def nat_rules(actor: Actor, settings: Settings) -> list[str]:
 
 @guarded(Action.NETWORK_MANAGE)
 def reapply_nat(engine: Engine, actor: Actor, settings: Settings) -> int:
-    """Re-create every mapping from the database (after a NAT box reboot)."""
-    return vm_nat.reapply_nat_mappings(engine, settings)
+    """Re-create every mapping from the database (after a NAT box reboot); mappings no
+    VM holds go."""
+    with network_lock(settings):
+        return vm_nat.reapply_nat_mappings(engine, settings)
 
 
 @guarded(Action.NETWORK_MANAGE)

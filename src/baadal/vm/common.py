@@ -3,7 +3,9 @@ graceful stop."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 
 from sqlalchemy.orm import Session
 
@@ -13,8 +15,21 @@ from baadal.db.models import VM, Host, VMEventLog
 from baadal.drivers import hypervisor_for
 from baadal.drivers.base import Hypervisor
 from baadal.errors import ConflictError, NotFoundError
+from baadal.filelock import flocked
 
 STOP_POLL_S = 0.5
+
+
+@contextlib.contextmanager
+def network_lock(settings: Settings) -> Iterator[None]:
+    """Held by a change of a VM's addresses from its database change to its last write on
+    the DHCP server and the NAT box, and by a restore from its database read to its last
+    write: so a restore never writes back a picture a concurrent change made stale (a
+    deleted VM's NAT rule). Across processes (the workers run on the controller); not
+    re-entrant."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    with flocked(settings.home / "network.lock"):
+        yield
 
 
 def load_vm(session: Session, vm_id: int | None) -> VM:

@@ -18,7 +18,7 @@ from baadal.errors import ConflictError, ValidationError
 from baadal.tasks.params import EditVMConfigParams
 from baadal.tasks.registry import TaskContext, TaskResult, handler
 from baadal.vm import nat, network, storage
-from baadal.vm.common import load_vm, log_vm_event, vm_hypervisor
+from baadal.vm.common import load_vm, log_vm_event, network_lock, vm_hypervisor
 
 ALLOWED_RAM_MB = tuple(2**n for n in range(8, 17))  # 256 .. 65536
 ALLOWED_VCPUS = (1, 2, 4, 8, 16)
@@ -75,31 +75,32 @@ def edit_vm_config(ctx: TaskContext[EditVMConfigParams]) -> TaskResult:
 def _edit_public_ip(ctx: TaskContext, *, attach: bool) -> bool:
     """Attach: take an address, then map it on the NAT box (undone if mapping fails).
     Detach: unmap first, then give the address back. False when nothing was to do."""
-    with session_scope(ctx.engine) as session:
-        vm = load_vm(session, ctx.vm_id)
-        if (vm.public_ip_id is not None) == attach:
-            return False
+    with network_lock(ctx.settings):  # a restore sees the address before or after
+        with session_scope(ctx.engine) as session:
+            vm = load_vm(session, ctx.vm_id)
+            if (vm.public_ip_id is not None) == attach:
+                return False
+            if attach:
+                ip = pools.allocate_public_ip(session, vm.id)
+                vm.public_ip_wanted = True
+                log_vm_event(session, vm, "public_ip", None, ip, ctx.requester_id)
         if attach:
-            ip = pools.allocate_public_ip(session, vm.id)
-            vm.public_ip_wanted = True
-            log_vm_event(session, vm, "public_ip", None, ip, ctx.requester_id)
-    if attach:
-        try:
-            nat.create_public_ip_mapping_in_nat(ctx.engine, ctx.settings, ctx.vm_id)
-        except Exception:
-            with session_scope(ctx.engine) as session:
-                vm = load_vm(session, ctx.vm_id)
-                pools.release_public_ip(session, vm.id)
-                vm.public_ip_wanted = False
-            raise
+            try:
+                nat.create_public_ip_mapping_in_nat(ctx.engine, ctx.settings, ctx.vm_id)
+            except Exception:
+                with session_scope(ctx.engine) as session:
+                    vm = load_vm(session, ctx.vm_id)
+                    pools.release_public_ip(session, vm.id)
+                    vm.public_ip_wanted = False
+                raise
+            return True
+        nat.remove_public_ip_mapping_from_nat(ctx.engine, ctx.settings, ctx.vm_id)
+        with session_scope(ctx.engine) as session:
+            vm = load_vm(session, ctx.vm_id)
+            ip = pools.release_public_ip(session, vm.id)
+            vm.public_ip_wanted = False
+            log_vm_event(session, vm, "public_ip", ip, None, ctx.requester_id)
         return True
-    nat.remove_public_ip_mapping_from_nat(ctx.engine, ctx.settings, ctx.vm_id)
-    with session_scope(ctx.engine) as session:
-        vm = load_vm(session, ctx.vm_id)
-        ip = pools.release_public_ip(session, vm.id)
-        vm.public_ip_wanted = False
-        log_vm_event(session, vm, "public_ip", ip, None, ctx.requester_id)
-    return True
 
 
 def _saved_template_name(session: Session, vm: VM) -> str:

@@ -34,7 +34,7 @@ from baadal.monitor import rrd
 from baadal.tasks.params import CreateVMParams
 from baadal.tasks.registry import TaskContext, TaskResult, handler
 from baadal.vm import network, storage
-from baadal.vm.common import load_vm, log_vm_event, set_status
+from baadal.vm.common import load_vm, log_vm_event, network_lock, set_status
 from baadal.vm.disk import serve_extra_disk_request
 
 INSTALL_SUCCESS = "VM is installed successfully"
@@ -257,12 +257,13 @@ def undo_unfinished_install(ctx: TaskContext, vm_id: int | None) -> None:
     starts clean and a task given up holds nothing."""
     if vm_id is None:
         return
-    network.withdraw_quietly(ctx.engine, ctx.settings, vm_id)
-    with session_scope(ctx.engine) as session:
-        vm = session.get(VM, vm_id)
-        if vm is not None and vm.status in _NOT_INSTALLED:
-            free_vm_properties(session, ctx.settings, vm)
-            vm.status = C.VMStatus.IN_QUEUE
+    with network_lock(ctx.settings):
+        network.withdraw_quietly(ctx.engine, ctx.settings, vm_id)
+        with session_scope(ctx.engine) as session:
+            vm = session.get(VM, vm_id)
+            if vm is not None and vm.status in _NOT_INSTALLED:
+                free_vm_properties(session, ctx.settings, vm)
+                vm.status = C.VMStatus.IN_QUEUE
 
 
 def compensate_install(ctx: TaskContext) -> None:
@@ -317,7 +318,8 @@ def install(ctx: TaskContext[CreateVMParams]) -> TaskResult:
             net = network.vm_network(vm)
         rrd.forget_rrd(ctx.settings, spec.name)  # a new VM: no history of an old namesake
         create_vm_image(ctx.settings, source, image, hdd)
-        network.publish(ctx.settings, net)  # the reservation exists before the guest asks
+        with network_lock(ctx.settings):  # the reservation exists before the guest asks
+            network.publish(ctx.settings, net)
         launch_vm_on_host(hv, spec)
         if not check_if_vm_defined(hv, spec.name):
             raise ConflictError(f"domain {spec.name} is not defined on the host after install")
@@ -331,11 +333,12 @@ def install(ctx: TaskContext[CreateVMParams]) -> TaskResult:
                 )
             update_db_after_vm_installation(session, vm, props, ctx.requester_id)
     except Exception as exc:
-        network.withdraw_quietly(ctx.engine, ctx.settings, ctx.vm_id)
-        with session_scope(ctx.engine) as session:
-            vm = session.get(VM, ctx.vm_id)
-            if vm is not None and vm.status == C.VMStatus.IN_QUEUE:
-                free_vm_properties(session, ctx.settings, vm)
-                set_status(session, vm, C.VMStatus.UNKNOWN, ctx.requester_id)
+        with network_lock(ctx.settings):
+            network.withdraw_quietly(ctx.engine, ctx.settings, ctx.vm_id)
+            with session_scope(ctx.engine) as session:
+                vm = session.get(VM, ctx.vm_id)
+                if vm is not None and vm.status == C.VMStatus.IN_QUEUE:
+                    free_vm_properties(session, ctx.settings, vm)
+                    set_status(session, vm, C.VMStatus.UNKNOWN, ctx.requester_id)
         return TaskResult.error(exc)
     return TaskResult.success(INSTALL_SUCCESS + disk_message)

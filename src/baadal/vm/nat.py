@@ -245,18 +245,25 @@ def clear_all_nat_mappings(engine: Engine, settings: Settings) -> int:
 
 
 def reapply_nat_mappings(engine: Engine, settings: Settings) -> int:
-    """Re-create from the database every VM's public IP mapping and every active VNC grant
-    (after a NAT box reboot or a clear). Returns how many rules/aliases were added."""
+    """Make the NAT box map what the database says (after a NAT box reboot or a clear):
+    public IP mappings no VM holds any more go first (a VM deleted or moved while the
+    box was away), then every VM's public IP mapping and every active VNC grant is
+    re-created. Returns how many rules/aliases were added. Callers hold
+    :func:`baadal.vm.network.network_lock`, so the picture read here is still true."""
     box = nat_box(settings)
     if box is None:
         return 0
     now = utcnow()
     with session_scope(engine) as s:
-        mappings: list[Mapping] = [
+        public = {
             PublicIpMapping(vm.public_ip.public_ip, vm.private_ip.private_ip)
             for vm in s.scalars(
                 select(VM).where(VM.public_ip_id.is_not(None), VM.private_ip_id.is_not(None))
             )
-        ]
+        }
+        mappings: list[Mapping] = [*sorted(public, key=lambda m: m.public_ip)]
         mappings += _granted_now(s, now)
+    for stale in box.public_mappings() - public:
+        log.warning("NAT: %s -> %s is no VM's mapping, removed", stale.public_ip, stale.private_ip)
+        box.remove(stale)
     return sum(box.create(m) for m in mappings)

@@ -27,7 +27,7 @@ from baadal.errors import BaadalError, ConflictError, NotFoundError, user_messag
 from baadal.net import dhcp, nat
 from baadal.tasks.registry import TaskContext, TaskResult, handler
 from baadal.vm import nat as vm_nat
-from baadal.vm.common import graceful_stop, load_vm, log_vm_event, vm_hypervisor
+from baadal.vm.common import graceful_stop, load_vm, log_vm_event, network_lock, vm_hypervisor
 
 log = logging.getLogger("baadal")
 
@@ -122,14 +122,17 @@ def set_portgroup_in_vm(
 def restore_network(engine: Engine, settings: Settings) -> str:
     """Make the DHCP server and the NAT box say what the database says again: rebuild the
     reservations when the file was lost or drifted, re-add missing NAT mappings (after a
-    NAT box reboot). Cheap when all is well; run at worker start and every few minutes."""
-    with session_scope(engine) as session:
-        wanted = dhcp_entries_from_db(session)
-    dhcp_state = "DHCP in step"
-    if set(dhcp.read_dhcp_entries(settings)) != set(wanted):  # outside the transaction
-        count = dhcp.rebuild_dhcp_entries(settings, wanted)
-        dhcp_state = f"DHCP rebuilt with {count} entries"
-    readded = vm_nat.reapply_nat_mappings(engine, settings)
+    NAT box reboot), remove mappings no VM holds. Cheap when all is well; run at worker
+    start and every few minutes. Under :func:`network_lock`: a VM deleted meanwhile is
+    either in the picture read here and gone after, or gone before it is read."""
+    with network_lock(settings):
+        with session_scope(engine) as session:
+            wanted = dhcp_entries_from_db(session)
+        dhcp_state = "DHCP in step"
+        if set(dhcp.read_dhcp_entries(settings)) != set(wanted):  # outside the transaction
+            count = dhcp.rebuild_dhcp_entries(settings, wanted)
+            dhcp_state = f"DHCP rebuilt with {count} entries"
+        readded = vm_nat.reapply_nat_mappings(engine, settings)
     return f"{dhcp_state}; NAT: {readded} rule(s)/alias(es) re-added"
 
 

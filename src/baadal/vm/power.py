@@ -21,7 +21,7 @@ from baadal.errors import ConflictError
 from baadal.monitor import rrd
 from baadal.tasks.registry import TaskContext, TaskResult, handler
 from baadal.vm import network
-from baadal.vm.common import graceful_stop, load_vm, set_status, vm_hypervisor
+from baadal.vm.common import graceful_stop, load_vm, network_lock, set_status, vm_hypervisor
 from baadal.vm.install import free_vm_properties
 
 
@@ -128,9 +128,11 @@ def delete_vm(ctx: TaskContext) -> TaskResult:
         if hv is not None:  # outside the transaction: it can take seconds
             with contextlib.suppress(DomainNotFound):
                 hv.undefine(identity)
-        network.withdraw_vm_network(ctx.engine, ctx.settings, ctx.vm_id)
-        with session_scope(ctx.engine) as session:
-            clean_up_database_after_vm_deletion(session, ctx.settings, load_vm(session, ctx.vm_id))
+        with network_lock(ctx.settings):  # no restore in between puts the rules back
+            network.withdraw_vm_network(ctx.engine, ctx.settings, ctx.vm_id)
+            with session_scope(ctx.engine) as session:
+                vm = load_vm(session, ctx.vm_id)
+                clean_up_database_after_vm_deletion(session, ctx.settings, vm)
         rrd.forget_rrd(ctx.settings, identity)
     except Exception as exc:
         return TaskResult.error(exc, prefix="")
