@@ -4,6 +4,8 @@ its DHCP reservation and its public IP mapping on the NAT box.
 Every change follows the same order: the database says which addresses the VM holds (one
 short transaction), then the DHCP server and the NAT box are told, outside any
 transaction. Both are idempotent, so a re-run or a compensation repeats them safely.
+Changes and restores hold :func:`baadal.vm.common.network_lock` from the database to the
+last write, so a restore never writes back what a concurrent change just removed.
 """
 
 from __future__ import annotations
@@ -217,44 +219,48 @@ def update_security_domain(
         # a reboot would lose the paused guest's memory
         raise ConflictError(f"{name} is paused: resume or stop it before moving it")
     was_running = state == C.VMStatus.RUNNING
-    with session_scope(engine) as session:
-        vm = load_vm(session, vm_id)
-        domain = session.get(SecurityDomain, domain_id)
-        if domain is None:
-            raise NotFoundError(f"no security domain with id {domain_id}")
-        if vm.security_domain_id == domain.id:
-            raise ConflictError(f"{vm.vm_name} is already in security domain {domain.name!r}")
-        old_domain_name = vm.security_domain.name if vm.security_domain else None
-        new_domain_name = domain.name
-        move = _take_new_address(session, vm, domain)
-    nic_changed = False
-    try:
-        withdraw(settings, move.old_net)
-        publish(settings, move.new_net)
-        _set_nic(hv, settings, move.identity, move.new_mac, move.new_vlan_tag, move.new_portgroup)
-        nic_changed = True
-        if was_running:
-            _restart(hv, move.identity, settings)
-    except Exception as exc:
-        outcome = _undo_move(engine, settings, hv, vm_id, move, nic_changed=nic_changed)
-        if was_running:
-            with contextlib.suppress(BaadalError):
-                if outcome == _COMPLETED:
-                    _restart(hv, move.identity, settings)  # into the new network
-                else:
-                    hv.start(move.identity)  # back as it was, even if the reboot failed
-        if outcome == _UNDONE:
-            raise
-        if outcome == _COMPLETED:
-            new_ip = move.new_net.dhcp.ip if move.new_net.dhcp else "its new address"
+    # a restore in between would write the old or the half-made picture back
+    with network_lock(settings):
+        with session_scope(engine) as session:
+            vm = load_vm(session, vm_id)
+            domain = session.get(SecurityDomain, domain_id)
+            if domain is None:
+                raise NotFoundError(f"no security domain with id {domain_id}")
+            if vm.security_domain_id == domain.id:
+                raise ConflictError(f"{vm.vm_name} is already in security domain {domain.name!r}")
+            old_domain_name = vm.security_domain.name if vm.security_domain else None
+            new_domain_name = domain.name
+            move = _take_new_address(session, vm, domain)
+        nic_changed = False
+        try:
+            withdraw(settings, move.old_net)
+            publish(settings, move.new_net)
+            _set_nic(
+                hv, settings, move.identity, move.new_mac, move.new_vlan_tag, move.new_portgroup
+            )
+            nic_changed = True
+            if was_running:
+                _restart(hv, move.identity, settings)
+        except Exception as exc:
+            outcome = _undo_move(engine, settings, hv, vm_id, move, nic_changed=nic_changed)
+            if was_running:
+                with contextlib.suppress(BaadalError):
+                    if outcome == _COMPLETED:
+                        _restart(hv, move.identity, settings)  # into the new network
+                    else:
+                        hv.start(move.identity)  # back as it was, even if the reboot failed
+            if outcome == _UNDONE:
+                raise
+            if outcome == _COMPLETED:
+                new_ip = move.new_net.dhcp.ip if move.new_net.dhcp else "its new address"
+                raise ConflictError(
+                    f"{name} could not be moved cleanly ({user_message(exc)}), and its old"
+                    f" address was taken meanwhile: it stays in {new_domain_name!r} with {new_ip}"
+                ) from exc
             raise ConflictError(
-                f"{name} could not be moved cleanly ({user_message(exc)}), and its old"
-                f" address was taken meanwhile: it stays in {new_domain_name!r} with {new_ip}"
+                f"{name} could not be moved ({user_message(exc)}) nor put back: an admin must"
+                " check its network (details in the log)"
             ) from exc
-        raise ConflictError(
-            f"{name} could not be moved ({user_message(exc)}) nor put back: an admin must"
-            " check its network (details in the log)"
-        ) from exc
     with session_scope(engine) as session:
         vm = load_vm(session, vm_id)
         old_ip = move.old_net.dhcp.ip if move.old_net.dhcp else None
