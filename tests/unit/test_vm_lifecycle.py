@@ -27,7 +27,7 @@ from baadal.db.models import (
     UserVMMap,
 )
 from baadal.db.session import session_scope
-from baadal.drivers import fake, hypervisor_for
+from baadal.drivers import domain_xml, fake, hypervisor_for
 from baadal.drivers.base import Hypervisor
 from baadal.drivers.libvirt_driver import LibvirtHypervisor
 from baadal.errors import ConflictError, NotFoundError, ResourceExhausted, ValidationError
@@ -38,6 +38,7 @@ from baadal.tasks.registry import load_handler_modules
 from baadal.tasks.worker import Worker
 from baadal.timeutil import utcnow
 from baadal.vm import clone as clone_mod
+from baadal.vm import disk as disk_mod
 from baadal.vm import storage, utilization
 from tests.support.cloud import Cloud, fake_host_uri, make_cloud
 
@@ -316,6 +317,78 @@ def test_attach_disk_refused_when_it_does_not_fit(
     assert loc.present and loc.size_gb == 3
 
 
+def _one_writer_commits(engine: Engine) -> str:
+    """What another process trying to write right now gets (SQLite: one writer)."""
+    other = sqlite3.connect(engine.url.database, timeout=0.2)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("COMMIT")
+        return "committed"
+    except sqlite3.OperationalError as exc:
+        return str(exc)
+    finally:
+        other.close()
+
+
+def test_attach_disk_makes_and_attaches_outside_any_transaction(
+    sqlite_engine: Engine, cloud_settings: Settings, cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """qemu-img and the libvirt attach used to run in the handler's open transaction,
+    holding SQLite's write lock for everyone meanwhile."""
+    vm_id = create(sqlite_engine, cloud_settings)
+    real_blank = storage.create_blank
+    writes: list[str] = []
+
+    def blank_while_another_writer_commits(path: Path, size_gb: int) -> None:
+        writes.append(_one_writer_commits(sqlite_engine))
+        real_blank(path, size_gb)
+
+    monkeypatch.setattr(storage, "create_blank", blank_while_another_writer_commits)
+    with session_scope(sqlite_engine) as s:
+        vms.request_attach_disk(s, SYSTEM, vm_id, 1)
+    run_tasks(sqlite_engine, cloud_settings)
+    assert last_task(sqlite_engine).message == "Attached extra disk successfully"
+    assert writes == ["committed"]
+
+
+@pytest.mark.parametrize("attached", [False, True])
+def test_attach_disk_whose_worker_died_is_compensated(
+    sqlite_engine: Engine, cloud_settings: Settings, cloud: Cloud, attached: bool
+) -> None:
+    """A worker died after reserving and making the disk (and maybe attaching it): the
+    re-run ends with exactly one disk, counted once, recorded, attached once."""
+    vm_id = create(sqlite_engine, cloud_settings)
+    before = counts(sqlite_engine)
+    with session_scope(sqlite_engine) as s:
+        task_id = vms.request_attach_disk(s, SYSTEM, vm_id, 1).id
+    claimed = queue.claim(sqlite_engine, "dead", 30)
+    assert claimed is not None and claimed.id == task_id
+    with session_scope(sqlite_engine) as s:  # what the lost run got done
+        vm = s.get(VM, vm_id)
+        work = disk_mod._disk_work(
+            s, cloud_settings, vm, disk_mod._reserve_disk(s, vm, 1, task_id=task_id)
+        )
+    if attached:
+        disk_mod._make_and_attach(work)
+    else:
+        storage.create_blank(work.path, 1)
+    with session_scope(sqlite_engine) as s:
+        s.execute(update(Task).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+    queue.recover_expired(sqlite_engine)
+    run_tasks(sqlite_engine, cloud_settings)
+    assert last_task(sqlite_engine).status == C.TaskStatus.SUCCESS
+    after = counts(sqlite_engine)
+    assert (after["disks"], after["ds_used"]) == (before["disks"] + 1, before["ds_used"] + 1)
+    with session_scope(sqlite_engine) as s:
+        vm = s.get(VM, vm_id)
+        assert vm.extra_HDD == 1
+        assert [d.task_id for d in s.scalars(select(AttachedDisk))] == [None]
+    hv, identity = hv_of(sqlite_engine, vm_id)
+    paths = domain_xml.disk_paths(hv.xml(identity, inactive=True))
+    assert paths.count(str(work.path)) == 1 and len(paths) == 2
+    assert list(work.path.parent.iterdir()) == [work.path]
+
+
 def test_edit_config_gives_one_message_per_item(
     sqlite_engine: Engine, cloud_settings: Settings, cloud: Cloud
 ) -> None:
@@ -479,15 +552,7 @@ def test_disk_copies_run_outside_any_transaction(
     write_attempts: list[str] = []
 
     def copy_while_another_writer_commits(source: Path, dest: Path, **kw: object) -> None:
-        other = sqlite3.connect(sqlite_engine.url.database, timeout=0.2)
-        try:
-            other.execute("BEGIN IMMEDIATE")
-            other.execute("COMMIT")
-            write_attempts.append("committed")
-        except sqlite3.OperationalError as exc:
-            write_attempts.append(str(exc))
-        finally:
-            other.close()
+        write_attempts.append(_one_writer_commits(sqlite_engine))
         real_copy(source, dest, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(storage, "full_copy", copy_while_another_writer_commits)

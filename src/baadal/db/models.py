@@ -380,6 +380,9 @@ class AttachedDisk(Base):
     datastore_id: Mapped[int] = mapped_column(ForeignKey("datastore.id"), primary_key=True)
     attached_disk_name: Mapped[str] = mapped_column(String(100), primary_key=True)
     capacity: Mapped[int] = mapped_column(Integer)  # GB
+    #: the 'Attach Disk' task that reserved it and has not recorded it yet (its
+    #: compensation finds what a lost run left); None once the disk is the VM's
+    task_id: Mapped[int | None] = mapped_column(Integer)
 
 
 class Snapshot(Base):

@@ -1,13 +1,16 @@
 """Extra disks (the seed's VM_disk): create, locate, attach (live and persistent).
 
-A disk is reserved first (datastore space + an attached_disks row, committed), then the
-file is made and attached; if either fails the reservation is given back. A disk that
-does not fit any datastore is refused before anything exists.
+A disk is reserved first (datastore space + an attached_disks row naming the task,
+committed), then the file is made and attached outside any transaction, then recorded;
+if making or attaching fails the reservation is given back. A worker lost in between is
+compensated: an unattached reservation is given back, an attached one recorded by the
+re-run. A disk that does not fit any datastore is refused before anything exists.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import delete, func, select, update
@@ -20,7 +23,7 @@ from baadal.db.models import VM, AttachedDisk, Datastore
 from baadal.db.session import session_scope
 from baadal.drivers import domain_xml, hypervisor_for
 from baadal.drivers.base import Hypervisor
-from baadal.errors import ValidationError
+from baadal.errors import ConflictError, ValidationError
 from baadal.tasks.params import AttachDiskParams
 from baadal.tasks.registry import TaskContext, TaskResult, handler
 from baadal.vm import storage
@@ -39,14 +42,6 @@ def check_disk_size(size_gb: int) -> int:
     return size_gb
 
 
-def create_extra_disk_image(
-    settings: Settings, vm: VM, disk_name: str, size: int, datastore: Datastore
-) -> Path:
-    location = storage.get_extra_disk_location(settings, datastore, vm.vm_identity, disk_name)
-    storage.create_blank(location.path, size)
-    return location.path
-
-
 def attach_disk(hv: Hypervisor, vm_identity: str, disk_path: Path, *, live: bool = True) -> str:
     """Attach to the domain (persistently, and live when it runs); returns the target."""
     target = domain_xml.next_disk_target(hv.xml(vm_identity, inactive=True))
@@ -56,7 +51,9 @@ def attach_disk(hv: Hypervisor, vm_identity: str, disk_path: Path, *, live: bool
     return target
 
 
-def _reserve_disk(session: Session, vm: VM, size_gb: int) -> AttachedDisk:
+def _reserve_disk(
+    session: Session, vm: VM, size_gb: int, task_id: int | None = None
+) -> AttachedDisk:
     datastore = placement.choose_datastore(session, size_gb)
     index = 1 + (
         session.scalar(
@@ -69,6 +66,7 @@ def _reserve_disk(session: Session, vm: VM, size_gb: int) -> AttachedDisk:
         datastore_id=datastore.id,
         attached_disk_name=storage.extra_disk_name(vm.vm_identity, index),
         capacity=size_gb,
+        task_id=task_id,
     )
     session.add(disk)
     session.execute(
@@ -97,41 +95,118 @@ def _release_disk(session: Session, settings: Settings, vm: VM, disk: AttachedDi
     )
 
 
+@dataclass(frozen=True)
+class _DiskWork:
+    """A reserved disk as plain values: what is made and attached outside a transaction."""
+
+    name: str
+    vm_identity: str
+    libvirt_uri: str
+    path: Path
+    size_gb: int
+
+
+def _disk_work(session: Session, settings: Settings, vm: VM, disk: AttachedDisk) -> _DiskWork:
+    if vm.host is None:
+        raise ConflictError(f"VM {vm.vm_name} is not placed on any host")
+    datastore = session.get(Datastore, disk.datastore_id)
+    name = disk.attached_disk_name
+    location = storage.get_extra_disk_location(settings, datastore, vm.vm_identity, name)
+    return _DiskWork(name, vm.vm_identity, vm.host.libvirt_uri, location.path, disk.capacity)
+
+
+def _make_and_attach(work: _DiskWork) -> str:
+    """The slow part (qemu-img, libvirt); returns the target it got."""
+    storage.create_blank(work.path, work.size_gb)
+    return attach_disk(hypervisor_for(work.libvirt_uri), work.vm_identity, work.path, live=True)
+
+
+def _record(session: Session, vm: VM, disk: AttachedDisk, where: str, *, new_vm: bool) -> None:
+    """The disk is the VM's now (a new VM's extra_HDD counts it already)."""
+    disk.task_id = None
+    if not new_vm:
+        vm.extra_HDD += disk.capacity
+    log_vm_event(session, vm, "extra disk", None, f"{disk.capacity} GB as {where}")
+
+
 def serve_extra_disk_request(
     session: Session, settings: Settings, vm: VM, disk_size: int, *, new_vm: bool
 ) -> bool:
     """Choose a datastore, create the disk and attach it. True when it worked.
 
     (The seed returned False on success; a modern caller reads True as success.)
-    Runs inside the caller's transaction; on failure nothing of the disk remains.
+    Runs inside the caller's transaction (an install's last step); on failure nothing of
+    the disk remains. The 'Attach Disk' task does the same outside any transaction.
     """
     check_disk_size(disk_size)
     with session.begin_nested():
         disk = _reserve_disk(session, vm, disk_size)
-    datastore = session.get(Datastore, disk.datastore_id)
     try:
-        path = create_extra_disk_image(settings, vm, disk.attached_disk_name, disk_size, datastore)
-        target = attach_disk(hypervisor_for(vm.host.libvirt_uri), vm.vm_identity, path, live=True)
+        target = _make_and_attach(_disk_work(session, settings, vm, disk))
     except Exception:
         log.exception("extra disk for %s failed", vm.vm_identity)
         _release_disk(session, settings, vm, disk)
         return False
-    if not new_vm:
-        vm.extra_HDD += disk_size
-    log_vm_event(session, vm, "extra disk", None, f"{disk_size} GB as {target}")
+    _record(session, vm, disk, target, new_vm=new_vm)
     return True
 
 
-@handler(C.TaskType.ATTACH_DISK)
+def _pending_disks(session: Session, task_id: int) -> list[AttachedDisk]:
+    """The disks this 'Attach Disk' task reserved and has not recorded (one at most)."""
+    return list(session.scalars(select(AttachedDisk).where(AttachedDisk.task_id == task_id)))
+
+
+def compensate_attach_disk(ctx: TaskContext[AttachDiskParams]) -> None:
+    """A worker died mid-attach: a disk it reserved but did not attach is given back
+    (file, row, datastore space); one it attached stays for the re-run to record."""
+    with session_scope(ctx.engine) as session:
+        vm = load_vm(session, ctx.vm_id)
+        works = [
+            _disk_work(session, ctx.settings, vm, disk)
+            for disk in _pending_disks(session, ctx.task_id)
+        ]
+    for work in works:  # libvirt outside the transaction
+        xml = hypervisor_for(work.libvirt_uri).xml(work.vm_identity, inactive=True)
+        if str(work.path) in domain_xml.disk_paths(xml):
+            continue
+        with session_scope(ctx.engine) as session:
+            vm = load_vm(session, ctx.vm_id)
+            for disk in _pending_disks(session, ctx.task_id):
+                if disk.attached_disk_name == work.name:
+                    _release_disk(session, ctx.settings, vm, disk)
+
+
+@handler(C.TaskType.ATTACH_DISK, compensate=compensate_attach_disk)
 def attach_extra_disk(ctx: TaskContext[AttachDiskParams]) -> TaskResult:
-    """The 'Attach Disk' handler."""
+    """The 'Attach Disk' handler: reserve (committed), make and attach outside any
+    transaction (qemu-img and libvirt take seconds; SQLite would stop every writer
+    meanwhile), then record. A lost run's attached disk is just recorded."""
     try:
         with session_scope(ctx.engine) as session:
             vm = load_vm(session, ctx.vm_id)
-            ok = serve_extra_disk_request(
-                session, ctx.settings, vm, ctx.params.disk_size, new_vm=False
+            pending = _pending_disks(session, ctx.task_id)
+            if pending:  # compensation kept it: the lost run attached it
+                for disk in pending:
+                    _record(session, vm, disk, disk.attached_disk_name, new_vm=False)
+                return TaskResult.success(ATTACH_SUCCESS)
+            disk = _reserve_disk(
+                session, vm, check_disk_size(ctx.params.disk_size), task_id=ctx.task_id
             )
+            work = _disk_work(session, ctx.settings, vm, disk)
+        try:
+            target = _make_and_attach(work)
+        except Exception:
+            log.exception("extra disk for %s failed", work.vm_identity)
+            with session_scope(ctx.engine) as session:
+                vm = load_vm(session, ctx.vm_id)
+                (disk,) = _pending_disks(session, ctx.task_id)
+                _release_disk(session, ctx.settings, vm, disk)
+            return TaskResult.failed(ATTACH_FAILED)
+        with session_scope(ctx.engine) as session:
+            vm = load_vm(session, ctx.vm_id)
+            (disk,) = _pending_disks(session, ctx.task_id)
+            _record(session, vm, disk, target, new_vm=False)
     except Exception:
         log.exception("attach disk task %d failed", ctx.task_id)
-        ok = False
-    return TaskResult.success(ATTACH_SUCCESS) if ok else TaskResult.failed(ATTACH_FAILED)
+        return TaskResult.failed(ATTACH_FAILED)
+    return TaskResult.success(ATTACH_SUCCESS)
