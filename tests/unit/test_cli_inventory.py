@@ -16,6 +16,9 @@ from baadal.config import get_settings
 from baadal.db.migrate import head_revision
 from baadal.db.models import Datastore, Host, Template
 from baadal.db.session import dispose_engines, make_engine, session_scope
+from baadal.errors import NotFoundError, ValidationError
+from baadal.services import inventory, tasks
+from baadal.services.policy import SYSTEM
 
 pytestmark = pytest.mark.unit
 
@@ -126,7 +129,6 @@ def test_duplicate_host_is_one_line_and_exit_2(engine: Engine, runner: CliRunner
     ("extra", "message"),
     [
         (["--mac", "zz:00:00:00:00:01"], "'zz:00:00:00:00:01' is not a valid MAC address"),
-        (["--ssh-port", "70000"], "SSH port 70000 is out of range"),
         (["--type", "Cloud"], "host type 'Cloud' is not one of Physical, Virtual"),
         (["--libvirt-uri", "xen:///system"], "scheme must be one of"),
         (["--ssh-key", "/nonexistent/key"], "SSH key file must be the path of an existing file"),
@@ -137,6 +139,76 @@ def test_bad_host_input_is_one_line_and_no_row(
 ) -> None:
     line = _one_error(runner.invoke(app, [*HOST_H1, *extra]))
     assert message in line
+    assert _count(engine, Host) == 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--address", "h2\n"], "is neither an IPv4 address nor a host name"),
+        (["--ssh-user", "root\n"], "is not a valid user name"),
+        (["--mac", "02:00:00:00:00:01\n"], "is not a valid MAC address"),
+        (["--category", "lab\x1b[2J"], "must not contain control characters"),
+    ],
+)
+def test_host_fields_with_a_trailing_newline_or_escape_are_refused(
+    engine: Engine, runner: CliRunner, extra: list[str], message: str
+) -> None:
+    """Full matches: '$' let a trailing newline through (issue 12 item 7)."""
+    argv = ["host", "add", "h2", "--address", "10.0.0.6", "--cpus", "8", "--ram-gb", "32"]
+    assert message in _one_error(runner.invoke(app, [*argv, *extra]))
+    assert _one_error(runner.invoke(app, [*HOST_H1[:2], "h2\n", *HOST_H1[3:]])).startswith(
+        "error: host name 'h2\\n' may contain only"
+    )
+    assert _count(engine, Host) == 0
+
+
+HUGE = "99999999999999999999"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([*HOST_H1[:6], HUGE, *HOST_H1[7:]], f"CPUs {HUGE} is out of range: must be 1..4096"),
+        ([*HOST_H1, "--ram-gb", HUGE], "RAM (GB) 99999999999999999999 is out of range"),
+        ([*HOST_H1, "--hdd-gb", HUGE], "HDD (GB) 99999999999999999999 is out of range"),
+        ([*HOST_H1, "--ssh-port", "70000"], "SSH port 70000 is out of range: must be 1..65535"),
+        (["datastore", "add", "d", "--mount", "/tmp", "--capacity-gb", HUGE], "out of range"),
+        (["task", "show", HUGE], f"no task with id {HUGE}"),
+        (["task", "retry", HUGE], f"no task with id {HUGE}"),
+        (["task", "list", "--vm", HUGE], "VM id 99999999999999999999 is out of range"),
+        (["pool", "vlan-add", "v", "--tag", HUGE, "--cidr", "10.9.0.0/24"], "out of range"),
+    ],
+)
+def test_huge_numbers_are_one_line_and_exit_2(
+    engine: Engine, runner: CliRunner, argv: list[str], message: str | None
+) -> None:
+    """Not "internal error (OverflowError)" (issue 12 item 8): the services bound every
+    number, so each door says which range in one line."""
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 2, result.output
+    assert "internal error" not in result.output
+    if message is not None:
+        assert message in _one_error(result)
+    assert _count(engine, Host) == 0 and _count(engine, Datastore) == 0
+
+
+@pytest.mark.parametrize("kind", ["host", "datastore", "template", "vm"])
+def test_looking_up_a_huge_or_non_ascii_id_is_not_found(
+    engine: Engine, runner: CliRunner, kind: str
+) -> None:
+    for ref in (HUGE, "²"):
+        line = _one_error(runner.invoke(app, [kind, "show", ref]))
+        assert line.startswith("error: no ") and ref in line
+
+
+def test_services_bound_host_numbers_for_every_door(engine: Engine) -> None:
+    with session_scope(engine) as s, pytest.raises(ValidationError, match=r"must be 1\.\.4096"):
+        inventory.add_host(s, SYSTEM, name="h9", address="10.0.0.9", cpus=10**20, ram_gb=4)
+    with session_scope(engine) as s, pytest.raises(NotFoundError):
+        tasks.get_task(s, SYSTEM, 10**20)
+    with session_scope(engine) as s, pytest.raises(ValidationError, match="out of range"):
+        tasks.list_tasks(s, SYSTEM, vm_id=10**20)
     assert _count(engine, Host) == 0
 
 

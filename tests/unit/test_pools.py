@@ -153,6 +153,16 @@ def test_given_macs_are_normalised_and_kept_in_order(sqlite_engine: Engine, vlan
     ]
 
 
+def test_a_mac_with_a_trailing_newline_is_refused(sqlite_engine: Engine, vlan_id: int) -> None:
+    """'$' matched before a final newline: the MAC passed the uniqueness check as a new
+    value, two VMs got one MAC and the DHCP hosts file got a split line (issue 12 item 7)."""
+    with session_scope(sqlite_engine) as s:
+        pools.add_private_ips(s, vlan_id, "10.0.1.10", "10.0.1.10", ["02:00:00:00:00:01"])
+    with session_scope(sqlite_engine) as s, pytest.raises(ValidationError, match="not a valid MAC"):
+        pools.add_private_ips(s, vlan_id, "10.0.1.11", "10.0.1.11", ["02:00:00:00:00:01\n"])
+    assert _counts(sqlite_engine) == (1, 1, 0)
+
+
 @pytest.fixture
 def filled(sqlite_engine: Engine, vlan_id: int) -> int:
     """VLAN 10.0.1.0/24 holding .20-.29 (first MAC 02:00:00:00:00:20), public 192.0.2.1-10."""

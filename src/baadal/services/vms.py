@@ -32,7 +32,7 @@ from baadal.db.models import (
 )
 from baadal.db.session import session_scope
 from baadal.errors import ConflictError, NotFoundError, ValidationError
-from baadal.net.validators import check_safe_name
+from baadal.net.validators import check_no_control, check_safe_name
 from baadal.services import lookup
 from baadal.services.policy import Action, Actor, guarded, require, vm_filter
 from baadal.tasks import queue
@@ -118,6 +118,15 @@ def _host(session: Session, actor: Actor, name: str | None) -> Host | None:
     return host
 
 
+def _check_purpose(purpose: str | None) -> str | None:
+    """The request's free text: printable and as long as its column."""
+    if not purpose:
+        return None
+    if not isinstance(purpose, str) or len(purpose) > C.VM_PURPOSE_MAX:
+        raise ValidationError(f"purpose must be text of at most {C.VM_PURPOSE_MAX} characters")
+    return check_no_control(purpose, "purpose")
+
+
 def _check_name_free(session: Session, owner: User, vm_name: str) -> str:
     identity = vm_identity(owner, vm_name)
     if session.scalar(select(VM.id).where(VM.vm_identity == identity)) is not None:
@@ -146,6 +155,7 @@ def request_vm(
     ``owner`` is a username (default: the actor)."""
     check_safe_name(vm_name, "VM name", 30)
     check_ram_vcpus(ram_mb, vcpus)
+    purpose = _check_purpose(purpose)
     if extra_disk_gb:
         check_disk_size(extra_disk_gb)
     owner_row = _owner(session, actor, owner)
