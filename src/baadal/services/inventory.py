@@ -330,6 +330,30 @@ def ensure_datastore_layout(settings: Settings, mount_point: Path) -> list[Path]
     return made
 
 
+def _mount_point(value: str) -> Path:
+    """The mount point as one canonical path: '/a/../ds', '/ds/' and a symlink to /ds are
+    all /ds, so one mount can never be registered (and its capacity counted) twice."""
+    _check_text(value, "mount point", PATH_COLUMN_MAX, required=True)
+    if not Path(value).is_absolute():
+        raise ValidationError(f"mount point {value!r} must be an absolute path")
+    mount = Path(value).resolve()
+    if not mount.exists():
+        raise ValidationError(f"mount point {value} does not exist: mount the datastore first")
+    if not mount.is_dir():
+        raise ValidationError(f"mount point {value} is not a directory")
+    if len(str(mount)) > PATH_COLUMN_MAX:
+        raise ValidationError(f"mount point path must be at most {PATH_COLUMN_MAX} characters")
+    return mount
+
+
+def _check_mount_free(session: Session, mount: Path) -> None:
+    """Compare with the stored mount points resolved too: rows written before they were
+    normalised may still hold '/a/../ds'."""
+    for name, stored in session.execute(select(Datastore.ds_name, Datastore.system_mount_point)):
+        if Path(stored).resolve() == mount:
+            raise ConflictError(f"datastore {name!r} already uses mount point {mount}")
+
+
 @guarded(Action.DATASTORE_MANAGE)
 def add_datastore(
     session: Session,
@@ -348,16 +372,7 @@ def add_datastore(
     settings = settings or get_settings()
     check_safe_name(name, "datastore name", DATASTORE_NAME_MAX)
     check_int(capacity_gb, "datastore capacity (GB)", *C.DATASTORE_CAPACITY_GB_RANGE)
-    _check_text(mount_point, "mount point", PATH_COLUMN_MAX, required=True)
-    mount = Path(mount_point)
-    if not mount.is_absolute():
-        raise ValidationError(f"mount point {mount_point!r} must be an absolute path")
-    if not mount.exists():
-        raise ValidationError(
-            f"mount point {mount_point} does not exist: mount the datastore first"
-        )
-    if not mount.is_dir():
-        raise ValidationError(f"mount point {mount_point} is not a directory")
+    mount = _mount_point(mount_point)
     export = _check_text(path, "datastore path", DATASTORE_PATH_MAX) or str(mount)
     if ds_ip and not is_valid_ipv4(ds_ip):
         raise ValidationError(f"datastore IP {ds_ip!r} is not a valid IPv4 address")
@@ -365,7 +380,7 @@ def add_datastore(
     secret = _existing_file(password_ref, "password file") if password_ref else None
 
     _unique(session, Datastore.ds_name, name, "datastore")
-    _unique(session, Datastore.system_mount_point, str(mount), "datastore with mount point")
+    _check_mount_free(session, mount)
     ensure_datastore_layout(settings, mount)
     datastore = Datastore(
         ds_name=name,
