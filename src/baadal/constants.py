@@ -187,6 +187,7 @@ OVERCOMMIT_RAM_FACTOR = 2.0
 OVERCOMMIT_CPU_FACTOR = 2.0
 VLAN_TAG_RANGE = (1, 4094)
 VM_NAME_MAX = 100
+SECURITY_DOMAIN_NAME_MAX = 30
 HOST_NAME_MAX = 30
 #: what a host may report: far above any real machine, far below the columns' limits
 HOST_CPUS_RANGE = (1, 4096)

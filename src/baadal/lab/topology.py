@@ -754,6 +754,8 @@ def lab_settings(settings: Settings) -> dict[str, dict[str, str | list[str]]]:
             "public_interface": NAT_PUBLIC_IF,
             "vnc_ip": VNC_IP,
         },
+        # `vm create` without --domain puts the VM in the first lab VLAN's domain
+        "network": {"default_security_domain": VLANS[0].domain},
         # a lab host "powers off" by stopping its daemons and waits for a real WOL packet;
         # its BMC (IPMI) does the same on request
         "power": {
@@ -818,7 +820,7 @@ def register_rows(session: Session, settings: Settings) -> None:
     ds_path = datastore_dir(settings)
     try:
         ds = inventory.get_datastore(session, SYSTEM, DATASTORE_NAME)
-        if ds.system_mount_point != str(ds_path):
+        if Path(ds.system_mount_point).resolve() != ds_path.resolve():
             raise ConflictError(
                 f"datastore {DATASTORE_NAME!r} already exists at {ds.system_mount_point}"
             )

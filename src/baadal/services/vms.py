@@ -107,6 +107,33 @@ def _security_domain(session: Session, actor: Actor, name: str | None) -> Securi
     return domain
 
 
+def _new_vm_domain(
+    session: Session, actor: Actor, settings: Settings, name: str | None, network: bool
+) -> SecurityDomain | None:
+    """The security domain of a new VM: the one asked for, else the settings' default.
+    A VM without one gets no private IP, MAC or DHCP entry (and a public IP maps to
+    nothing), so that happens only when ``network`` is False, never by omission."""
+    if not network:
+        if name is not None:
+            raise ValidationError("a VM without a network cannot have a security domain")
+        return None
+    if name is not None:
+        return _security_domain(session, actor, name)
+    default = settings.network.default_security_domain
+    if not default:
+        raise ValidationError(
+            "no security domain given and no default set ([network] default_security_domain):"
+            " name a security domain, or ask for a VM without a network"
+        )
+    try:
+        return _security_domain(session, actor, default)
+    except NotFoundError:
+        raise NotFoundError(
+            f"the default security domain {default!r} ([network] default_security_domain)"
+            " does not exist"
+        ) from None
+
+
 def _host(session: Session, actor: Actor, name: str | None) -> Host | None:
     """The host a VM was asked to go on (admins only): it must be UP."""
     if name is None:
@@ -150,9 +177,11 @@ def request_vm(
     extra_disk_gb: int = 0,
     host: str | None = None,
     purpose: str | None = None,
+    network: bool = True,
 ) -> Queued:
     """An approved VM request: the VM row (IN_QUEUE), its users, its 'Create VM' task.
-    ``owner`` is a username (default: the actor)."""
+    ``owner`` is a username (default: the actor). Without ``security_domain`` the VM goes
+    in the settings' default domain; ``network=False`` asks for a VM with no network."""
     check_safe_name(vm_name, "VM name", 30)
     check_ram_vcpus(ram_mb, vcpus)
     purpose = _check_purpose(purpose)
@@ -161,7 +190,9 @@ def request_vm(
     owner_row = _owner(session, actor, owner)
     chosen = _host(session, actor, host)
     tmpl = _template(session, actor, settings, template)
-    domain = _security_domain(session, actor, security_domain)
+    domain = _new_vm_domain(session, actor, settings, security_domain, network)
+    if public_ip and domain is None:
+        raise ValidationError("a VM without a network cannot have a public IP")
     identity = _check_name_free(session, owner_row, vm_name)
     # early, non-binding checks so the user hears now, not from a failed task
     placement.choose_datastore(session, tmpl.hdd + extra_disk_gb)
@@ -207,13 +238,15 @@ def launch_existing_vm_image(
     owner: str | None = None,
     security_domain: str | None = None,
     host: str | None = None,
+    network: bool = True,
 ) -> VM:
-    """Admin: make a VM of the image already at <datastore>/<vms>/<identity>/ (no task)."""
+    """Admin: make a VM of the image already at <datastore>/<vms>/<identity>/ (no task);
+    its security domain is chosen as :func:`request_vm` chooses it."""
     check_safe_name(vm_name, "VM name", 30)
     check_ram_vcpus(ram_mb, vcpus)
     owner_row = _owner(session, actor, owner)
     tmpl = _template(session, actor, settings, template)
-    domain = _security_domain(session, actor, security_domain)
+    domain = _new_vm_domain(session, actor, settings, security_domain, network)
     chosen = _host(session, actor, host)
     ds = lookup.datastore(session, datastore)
     identity = _check_name_free(session, owner_row, vm_name)
