@@ -14,10 +14,10 @@ from typer.testing import CliRunner, Result
 from baadal.cli.main import app
 from baadal.config import get_settings
 from baadal.db.migrate import head_revision
-from baadal.db.models import Datastore, Host, Template
+from baadal.db.models import Datastore, Host, PrivateIpPool, Template, Vlan
 from baadal.db.session import dispose_engines, make_engine, session_scope
 from baadal.errors import NotFoundError, ValidationError
-from baadal.services import inventory, tasks
+from baadal.services import inventory, system, tasks
 from baadal.services.policy import SYSTEM
 
 pytestmark = pytest.mark.unit
@@ -210,6 +210,36 @@ def test_services_bound_host_numbers_for_every_door(engine: Engine) -> None:
     with session_scope(engine) as s, pytest.raises(ValidationError, match="out of range"):
         tasks.list_tasks(s, SYSTEM, vm_id=10**20)
     assert _count(engine, Host) == 0
+
+
+def test_db_check_lists_stored_values_with_control_characters(
+    engine: Engine, runner: CliRunner
+) -> None:
+    """Rows stored before full matches (issue 12 item 7): `db check` names each one."""
+    clean = runner.invoke(app, ["db", "check"])
+    assert clean.exit_code == 0, clean.output
+    assert "no stored name, MAC, address or path holds a control character" in clean.stdout
+    with session_scope(engine) as s:  # as the old validators let them in
+        vlan = Vlan(name="v10", vlan_tag=10, vlan_addr="10.0.1.0/24")
+        s.add(vlan)
+        s.flush()
+        s.add(PrivateIpPool(private_ip="10.0.1.5", mac_addr="02:00:00:00:00:01\n", vlan_id=vlan.id))
+        s.add(Host(host_name="h1\n", address="10.0.0.5", CPUs=1, RAM=1, libvirt_uri="test:///x"))
+    checked = runner.invoke(app, ["db", "check"])
+    assert checked.exit_code == 1, checked.output
+    rows = [line for line in checked.stdout.splitlines() if "\\n" in line]
+    assert len(rows) == 2, checked.stdout
+    assert (
+        "private_ip_pool" in rows[0]
+        and "mac_addr" in rows[0]
+        and "'02:00:00:00:00:01\\n'" in rows[0]
+    )
+    assert "host" in rows[1] and "host_name" in rows[1] and "'h1\\n'" in rows[1]
+    problems = system.stored_text_problems(get_settings(), SYSTEM)
+    assert [(p.table, p.column, p.value) for p in problems] == [
+        ("private_ip_pool", "mac_addr", "'02:00:00:00:00:01\\n'"),
+        ("host", "host_name", "'h1\\n'"),
+    ]
 
 
 def test_host_lookups_and_status_errors(engine: Engine, runner: CliRunner) -> None:
