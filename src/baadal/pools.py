@@ -265,13 +265,16 @@ def _check_public_range(
 ) -> None:
     """Refuse a range touching a special network or any VLAN's private network (naming the
     lowest such address): a VM's private address must never be someone's public one."""
-    span = [
-        (ipaddress.IPv4Network(v.vlan_addr, strict=False), f"inside VLAN {v.name!r}")
-        for v in session.scalars(select(Vlan).order_by(Vlan.id))
-    ]
+    span = []
+    for vlan in session.scalars(select(Vlan).order_by(Vlan.id)):
+        try:
+            span.append((ipaddress.IPv4Network(vlan.vlan_addr, strict=False), vlan.name))
+        except ValueError:
+            continue  # a legacy row without a usable network holds no address
+    inside = [(network, f"inside VLAN {name!r}") for network, name in span]
     clashes = [
         (max(first, network.network_address), network, what)
-        for network, what in (*_NOT_PUBLIC, *span)
+        for network, what in (*_NOT_PUBLIC, *inside)
         if first <= network.broadcast_address and network.network_address <= last
     ]
     if clashes:
