@@ -153,10 +153,18 @@ class VmConf(Section):
     stop_timeout_s: float = 60.0
     #: new VM disks are copy-on-write overlays of the template unless this is set
     full_copy: bool = False
-    #: address VNC listens on; empty = the host's own address from its host row
+    #: address VNC listens on; empty = the host's own (management) address from its row
     vnc_listen: str = ""
     #: directory under the datastore kept for serial console logs of the VMs
     console_dir: str = "vm_consoles"
+
+    @field_validator("vnc_listen")
+    @classmethod
+    def _one_address(cls, value: str) -> str:
+        # a wildcard would open every console on every network the host is on
+        if value.strip().strip("[]") in {"0.0.0.0", "::", "*"}:
+            raise ValueError("must be one address (empty = the host's own), not every address")
+        return value
 
 
 class PathsConf(Section):

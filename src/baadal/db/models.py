@@ -266,7 +266,6 @@ class VM(Base):
     #: the request asked for a public IP (upstream stored -1 for this)
     public_ip_wanted: Mapped[bool] = mapped_column(Boolean, default=False)
     vnc_port: Mapped[int | None] = mapped_column(Integer, unique=True)
-    vnc_password: Mapped[str | None] = mapped_column(String(64))
     datastore_id: Mapped[int | None] = mapped_column(ForeignKey("datastore.id"))
     purpose: Mapped[str | None] = mapped_column(String(512))
     expiry_date: Mapped[date | None] = mapped_column(Date)

@@ -1,0 +1,75 @@
+"""VNC console passwords: a fresh one per grant, set live on the running console, and
+another (told to nobody) when the last grant ends, so a handed-out password works only
+while its grant lasts. Passwords are never stored: a domain is defined with a random one
+nobody learns, and a grant's is handed to its holder once.
+
+Grants and expiry hold :func:`console_lock` around deciding and changing a password, so an
+expiry never replaces the password of a grant made meanwhile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+from collections.abc import Iterator
+
+from sqlalchemy import Engine
+
+from baadal.config import Settings
+from baadal.db.models import VM
+from baadal.db.session import session_scope
+from baadal.drivers.base import DomainNotFound
+from baadal.errors import ConflictError
+from baadal.filelock import flocked
+from baadal.vm.common import load_vm, vm_hypervisor
+
+log = logging.getLogger("baadal")
+
+#: VNC authentication uses at most 8 characters of a password
+VNC_PASSWORD_LENGTH = 8
+
+
+def new_password() -> str:
+    """A random VNC password of the full length VNC uses."""
+    return secrets.token_urlsafe(VNC_PASSWORD_LENGTH)[:VNC_PASSWORD_LENGTH]
+
+
+@contextlib.contextmanager
+def console_lock(settings: Settings) -> Iterator[None]:
+    """Serialises password changes of grants and expiries across processes (they all run
+    on the controller); not re-entrant."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    with flocked(settings.home / "console.lock"):
+        yield
+
+
+def set_new_password(engine: Engine, vm_id: int) -> str:
+    """Give the VM's running console a fresh password and return it (to hand out once)."""
+    with session_scope(engine) as session:
+        vm = load_vm(session, vm_id)
+        if vm.vm_identity is None:
+            raise ConflictError(f"VM {vm.vm_name} has no domain (no VNC console)")
+        hv, identity = vm_hypervisor(vm), vm.vm_identity
+    password = new_password()
+    hv.set_vnc_password(identity, password)
+    return password
+
+
+def forget_password(engine: Engine, vm_id: int) -> bool:
+    """Replace the console's password with one nobody knows (its last grant ended).
+    A VM that is gone, placed nowhere or not running has no live password left: False.
+    Errors reaching its host propagate, so the caller keeps the grant and retries."""
+    with session_scope(engine) as session:
+        vm = session.get(VM, vm_id)
+        if vm is None or vm.host is None or vm.vm_identity is None:
+            return False
+        hv, identity = vm_hypervisor(vm), vm.vm_identity
+    try:
+        if not hv.domain_info(identity).active:
+            return False  # it starts again with its definition's password, told to nobody
+        hv.set_vnc_password(identity, new_password())
+    except DomainNotFound:
+        return False
+    log.info("VNC password of VM %d replaced: its grants ended", vm_id)
+    return True
