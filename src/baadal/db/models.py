@@ -474,6 +474,19 @@ class VncAccess(Base):
     expiry_time: Mapped[datetime]
 
 
+class LoginThrottle(Base):
+    """Failed logins of one username or one source (``user:<name>``, ``source:<address>``),
+    in the database so every process (web server, CLI) counts the same failures."""
+
+    __tablename__ = "login_throttle"
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    #: the first failure of the window being counted
+    first_failure: Mapped[datetime]
+    #: no login of this key is tried before this time
+    locked_until: Mapped[datetime | None]
+
+
 def _committed(vm: VM, attr: str) -> Any:
     history = attributes.get_history(vm, attr)
     if history.deleted:
