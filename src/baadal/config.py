@@ -79,8 +79,15 @@ class AuthConf(Section):
 class LdapConf(Section):
     """The directory users log in with when auth.auth_type is ldap."""
 
-    #: e.g. ldap://ldap.example.org:389
+    #: e.g. ldaps://ldap.example.org:636 (or ldap:// with start_tls)
     ldap_url: str = ""
+    #: PEM file of the CA(s) the directory's certificate must chain to; empty = the
+    #: system's CAs. The certificate is always checked, and its name against the URL's host
+    ca_file: str = ""
+    #: upgrade an ldap:// connection to TLS (StartTLS) before anything is sent
+    start_tls: bool = False
+    #: allow ldap:// without StartTLS: passwords cross the network in clear (testing only)
+    allow_insecure: bool = False
     #: where people are searched (uid=<username>) below, e.g. ou=people,dc=example,dc=org
     ldap_dn: str = ""
     #: who searches; empty = an anonymous search

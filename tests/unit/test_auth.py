@@ -14,12 +14,13 @@ from sqlalchemy import Engine, select
 from typer.testing import CliRunner, Result
 
 from baadal import constants as C
-from baadal.auth import roles, sessions, users
+from baadal.auth import ldap, roles, sessions, users
 from baadal.cli.main import app
 from baadal.config import Settings, get_settings
 from baadal.db.models import Organisation, User, UserMembership
 from baadal.db.session import make_engine, session_scope
 from baadal.errors import (
+    ConfigError,
     ConflictError,
     LoginThrottled,
     NotFoundError,
@@ -313,3 +314,16 @@ def test_the_dummy_hash_is_ready_before_the_first_unknown_user(
     monkeypatch.setattr(users, "hash_password", no_hashing)
     with pytest.raises(PermissionDenied, match=sessions.BAD_LOGIN):
         login(sqlite_engine, auth_settings, "never-seen", "whatever1")
+
+
+def test_plain_ldap_is_refused_unless_asked_for(auth_settings: Settings) -> None:
+    """Without StartTLS an ldap:// URL would send every password in clear."""
+    auth_settings.auth.auth_type = C.AuthType.LDAP
+    auth_settings.ldap.ldap_url = "ldap://ldap.example.org"
+    auth_settings.ldap.ldap_dn = "ou=people,dc=example,dc=org"
+    with pytest.raises(ConfigError, match="in clear"):
+        ldap.ldap_authenticate(auth_settings, "asha", "a password")
+    auth_settings.ldap.start_tls = True
+    auth_settings.ldap.ca_file = "/nonexistent/ca.pem"
+    with pytest.raises(ConfigError, match="ca_file"):
+        ldap.ldap_authenticate(auth_settings, "asha", "a password")
