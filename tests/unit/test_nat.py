@@ -11,7 +11,7 @@ from sqlalchemy import Engine, func, select
 
 from baadal import constants as C
 from baadal.config import Settings
-from baadal.db.models import VM, VncAccess
+from baadal.db.models import VM, Snapshot, VncAccess
 from baadal.db.session import session_scope
 from baadal.drivers import domain_xml
 from baadal.drivers.base import HypervisorError
@@ -507,3 +507,25 @@ def test_no_nat_grants_work_for_hosts_known_by_dns_name(
     assert vm_nat.move_vnc_grants(sqlite_engine, cloud_settings, vm_id) == 1
     assert vm_nat.remove_vnc_mapping_from_nat(sqlite_engine, cloud_settings, vm_id) == 0
     assert _count(sqlite_engine, status="active") == 0
+
+
+def test_a_revert_never_brings_back_an_old_grants_password(
+    sqlite_engine: Engine, cloud_settings: Settings, fake_cloud: Cloud
+) -> None:
+    """A snapshot holds the console password of its day: a revert must not restore it,
+    neither on the running console nor in the definition the VM starts from next."""
+    vm_id = create(sqlite_engine, cloud_settings)
+    grant = vms.grant_vnc_access(sqlite_engine, SYSTEM, cloud_settings, vm_id, duration_s=60)
+    with session_scope(sqlite_engine) as s:
+        vms.request_snapshot(s, SYSTEM, vm_id)
+    lifecycle.run_tasks(sqlite_engine, cloud_settings)
+    at = grant.expiry_time + timedelta(seconds=1)
+    assert vm_nat.clear_all_timedout_vnc_mappings(sqlite_engine, cloud_settings, now=at) == 1
+    with session_scope(sqlite_engine) as s:
+        snap = s.scalars(select(Snapshot)).one()
+        vms.request_revert(s, SYSTEM, vm_id, snap.id)
+    lifecycle.run_tasks(sqlite_engine, cloud_settings)
+    assert lifecycle.last_task(sqlite_engine).message == "Reverted to snapshot successfully"
+    hv, identity = lifecycle.hv_of(sqlite_engine, vm_id)
+    assert grant.password not in hv.xml(identity, secure=True)
+    assert grant.password not in hv.xml(identity, inactive=True, secure=True)

@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 from baadal.config import Settings
 from baadal.db.models import VM
 from baadal.db.session import session_scope
+from baadal.drivers import domain_xml
 from baadal.drivers.base import DomainNotFound
 from baadal.errors import ConflictError
 from baadal.filelock import flocked
@@ -56,20 +57,25 @@ def set_new_password(engine: Engine, vm_id: int) -> str:
     return password
 
 
-def forget_password(engine: Engine, vm_id: int) -> bool:
-    """Replace the console's password with one nobody knows (its last grant ended).
-    A VM that is gone, placed nowhere or not running has no live password left: False.
-    Errors reaching its host propagate, so the caller keeps the grant and retries."""
+def forget_password(engine: Engine, vm_id: int, *, definition: bool = False) -> bool:
+    """Replace the console's password with one nobody knows (its last grant ended); with
+    ``definition`` the one the domain starts with too (a snapshot revert brings back the
+    password of its day, perhaps an old grant's). A VM that is gone or placed nowhere,
+    or not running, has no live password left: False. Errors reaching its host
+    propagate, so the caller keeps the grant and retries."""
     with session_scope(engine) as session:
         vm = session.get(VM, vm_id)
-        if vm is None or vm.host is None or vm.vm_identity is None:
+        if vm is None or vm.host is None or vm.vm_identity is None or vm.vnc_port is None:
             return False
         hv, identity = vm_hypervisor(vm), vm.vm_identity
     try:
+        if definition:
+            persistent = hv.xml(identity, inactive=True, secure=True)
+            hv.define(domain_xml.set_vnc_password(persistent, new_password()))
         if not hv.domain_info(identity).active:
             return False  # it starts again with its definition's password, told to nobody
         hv.set_vnc_password(identity, new_password())
     except DomainNotFound:
         return False
-    log.info("VNC password of VM %d replaced: its grants ended", vm_id)
+    log.info("VNC password of VM %d replaced", vm_id)
     return True

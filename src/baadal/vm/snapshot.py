@@ -23,6 +23,7 @@ from baadal.tasks import queue
 from baadal.tasks.params import ScheduledSnapshotsParams, SnapshotIdParams, SnapshotVMParams
 from baadal.tasks.registry import TaskContext, TaskResult, handler
 from baadal.timeutil import utcnow
+from baadal.vm import console
 from baadal.vm.common import load_vm, log_vm_event, set_status, vm_hypervisor
 
 SNAPSHOT_SUCCESS = "Snapshotted successfully"
@@ -142,6 +143,8 @@ def revert(ctx: TaskContext[SnapshotIdParams]) -> TaskResult:
     try:
         hv, identity, _, name = _read_snapshot(ctx)
         hv.snapshot_revert(identity, name)
+        with console.console_lock(ctx.settings):  # the snapshot's password may be a grant's
+            console.forget_password(ctx.engine, ctx.vm_id, definition=True)
         state = hv.domain_info(identity).status
         with session_scope(ctx.engine) as session:
             vm = load_vm(session, ctx.vm_id)
