@@ -253,9 +253,11 @@ def test_failed_logins_of_a_name_are_throttled_with_a_clear_wait(
             attempt("guess-guess")
     assert "failed login of 'dora' from 192.0.2.7" in caplog.text
     assert "guess-guess" not in caplog.text  # failures are logged, passwords never
-    # locked: even the right password is not checked, from anywhere
+    # locked: even the right password is not checked, from anywhere, in any case
     with pytest.raises(LoginThrottled, match="try again in 60 s") as caught:
         attempt(PASSWORD, source="198.51.100.1")
+    with pytest.raises(LoginThrottled):
+        attempt("guess-guess", username="DORA")
     assert caught.value.retry_after_s == 60 and isinstance(caught.value, PermissionDenied)
     # the same for a name nobody has: a lockout tells nothing about who exists
     for _ in range(C.LOGIN_USER_MAX_FAILURES):

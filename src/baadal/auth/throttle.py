@@ -45,7 +45,9 @@ SOURCE_LIMIT = Limit(C.LOGIN_SOURCE_MAX_FAILURES)
 
 
 def user_key(username: str) -> str:
-    return f"user:{username}"[:KEY_MAX]
+    """Case folded: a directory matches uids without regard to case, so "ASHA" must not
+    buy another round of guesses at asha's password."""
+    return f"user:{username.casefold()}"[:KEY_MAX]
 
 
 def source_key(source: str) -> str:

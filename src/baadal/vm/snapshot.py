@@ -143,13 +143,13 @@ def revert(ctx: TaskContext[SnapshotIdParams]) -> TaskResult:
     try:
         hv, identity, _, name = _read_snapshot(ctx)
         hv.snapshot_revert(identity, name)
-        with console.console_lock(ctx.settings):  # the snapshot's password may be a grant's
-            console.forget_password(ctx.engine, ctx.vm_id, definition=True)
         state = hv.domain_info(identity).status
         with session_scope(ctx.engine) as session:
             vm = load_vm(session, ctx.vm_id)
             set_status(session, vm, state, ctx.requester_id)
             log_vm_event(session, vm, "revert", None, name, ctx.requester_id)
+        with console.console_lock(ctx.settings):  # the snapshot's password may be a grant's
+            console.forget_password(ctx.engine, ctx.vm_id, definition=True)
     except Exception as exc:
         return TaskResult.error(exc)
     return TaskResult.success(REVERT_SUCCESS)
