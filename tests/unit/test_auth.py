@@ -259,6 +259,7 @@ def test_failed_logins_of_a_name_are_throttled_with_a_clear_wait(
     with pytest.raises(LoginThrottled):
         attempt("guess-guess", username="DORA")
     assert caught.value.retry_after_s == 60 and isinstance(caught.value, PermissionDenied)
+    assert "login of 'dora' from 198.51.100.1 refused: too many failed logins" in caplog.text
     # the same for a name nobody has: a lockout tells nothing about who exists
     for _ in range(C.LOGIN_USER_MAX_FAILURES):
         with pytest.raises(PermissionDenied):

@@ -20,7 +20,7 @@ from baadal.auth import roles, sessions, throttle, users
 from baadal.config import Settings
 from baadal.db.models import User
 from baadal.db.session import session_scope
-from baadal.errors import PermissionDenied
+from baadal.errors import LoginThrottled, PermissionDenied
 from baadal.services import policy
 from baadal.services.policy import Action, Actor, guarded, open_to_anyone
 from baadal.timeutil import utcnow
@@ -108,7 +108,11 @@ def check_login(
     too many failures of the name or from ``source`` (the client's address). Failures
     are counted in their own transaction and logged, without the password."""
     now = utcnow()
-    throttle.check(engine, username, source, now)
+    try:
+        throttle.check(engine, username, source, now)
+    except LoginThrottled as exc:
+        log.warning("login of %r from %s refused: %s", username, source or "unknown", exc)
+        raise
     try:
         with session_scope(engine) as session:
             account = _account(session, sessions.login(session, settings, username, password))
@@ -117,7 +121,7 @@ def check_login(
         log.warning(
             "failed login of %r from %s: %s%s",
             username,
-            source or "an unknown source",
+            source or "unknown",
             exc,
             f"; further logins wait {lockout} s" if lockout else "",
         )
