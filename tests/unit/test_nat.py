@@ -482,6 +482,12 @@ def test_a_password_that_cannot_be_changed_leaves_no_grant_or_keeps_one(
     monkeypatch.undo()
     assert vm_nat.clear_all_timedout_vnc_mappings(sqlite_engine, cloud_settings, now=at) == 1
     assert _console_password(sqlite_engine, vm_id) != grant.password
+    # a host that is DOWN has no console to reach: its grants end all the same
+    grant = vms.grant_vnc_access(sqlite_engine, SYSTEM, cloud_settings, vm_id, duration_s=60)
+    with session_scope(sqlite_engine) as s:
+        s.get(VM, vm_id).host.status = C.HostStatus.DOWN
+    at = grant.expiry_time + timedelta(seconds=1)
+    assert vm_nat.clear_all_timedout_vnc_mappings(sqlite_engine, cloud_settings, now=at) == 1
 
 
 def test_no_nat_grants_work_for_hosts_known_by_dns_name(

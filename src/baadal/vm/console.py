@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 from sqlalchemy import Engine
 
+from baadal import constants as C
 from baadal.config import Settings
 from baadal.db.models import VM
 from baadal.db.session import session_scope
@@ -60,12 +61,22 @@ def set_new_password(engine: Engine, vm_id: int) -> str:
 def forget_password(engine: Engine, vm_id: int, *, definition: bool = False) -> bool:
     """Replace the console's password with one nobody knows (its last grant ended); with
     ``definition`` the one the domain starts with too (a snapshot revert brings back the
-    password of its day, perhaps an old grant's). A VM that is gone or placed nowhere,
-    or not running, has no live password left: False. Errors reaching its host
-    propagate, so the caller keeps the grant and retries."""
+    password of its day, perhaps an old grant's). A VM that is gone, placed nowhere, on
+    a host that is not UP, or not running has no live password to replace: False.
+    Errors reaching an UP host propagate, so the caller keeps the grant and retries."""
     with session_scope(engine) as session:
         vm = session.get(VM, vm_id)
         if vm is None or vm.host is None or vm.vm_identity is None or vm.vnc_port is None:
+            return False
+        if vm.host.status not in (C.HostStatus.UP, C.HostStatus.MAINTENANCE):
+            # its guests are fenced or unreachable, and start again with the definition's
+            # password; waiting for the host would keep the grant (and the host) forever
+            log.warning(
+                "VNC password of VM %d not replaced: host %s is %s",
+                vm_id,
+                vm.host.host_name,
+                C.HostStatus(vm.host.status).name,
+            )
             return False
         hv, identity = vm_hypervisor(vm), vm.vm_identity
     try:
