@@ -79,8 +79,15 @@ class AuthConf(Section):
 class LdapConf(Section):
     """The directory users log in with when auth.auth_type is ldap."""
 
-    #: e.g. ldap://ldap.example.org:389
+    #: e.g. ldaps://ldap.example.org:636 (or ldap:// with start_tls)
     ldap_url: str = ""
+    #: PEM file of the CA(s) the directory's certificate must chain to; empty = the
+    #: system's CAs. The certificate is always checked, and its name against the URL's host
+    ca_file: str = ""
+    #: upgrade an ldap:// connection to TLS (StartTLS) before anything is sent
+    start_tls: bool = False
+    #: allow ldap:// without StartTLS: passwords cross the network in clear (testing only)
+    allow_insecure: bool = False
     #: where people are searched (uid=<username>) below, e.g. ou=people,dc=example,dc=org
     ldap_dn: str = ""
     #: who searches; empty = an anonymous search
@@ -159,10 +166,18 @@ class VmConf(Section):
     stop_timeout_s: float = 60.0
     #: new VM disks are copy-on-write overlays of the template unless this is set
     full_copy: bool = False
-    #: address VNC listens on; empty = the host's own address from its host row
+    #: address VNC listens on; empty = the host's own (management) address from its row
     vnc_listen: str = ""
     #: directory under the datastore kept for serial console logs of the VMs
     console_dir: str = "vm_consoles"
+
+    @field_validator("vnc_listen")
+    @classmethod
+    def _one_address(cls, value: str) -> str:
+        # a wildcard would open every console on every network the host is on
+        if value.strip().strip("[]") in {"0.0.0.0", "::", "*"}:
+            raise ValueError("must be one address (empty = the host's own), not every address")
+        return value
 
 
 class PathsConf(Section):

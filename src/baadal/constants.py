@@ -182,6 +182,13 @@ VNC_GRANT_WINDOW_S = 24 * 3600
 VNC_ACCESS_DURATION_S = 30 * 60
 VNC_ACCESS_MAX_DURATION_S = 24 * 3600
 VNC_PORT_RANGE = (20000, 50000)
+#: failed logins counted per username / per source within LOGIN_FAILURE_WINDOW_S before
+#: further tries wait LOGIN_LOCKOUT_S, doubled by each further failure up to the maximum
+LOGIN_USER_MAX_FAILURES = 5
+LOGIN_SOURCE_MAX_FAILURES = 20
+LOGIN_FAILURE_WINDOW_S = 15 * 60
+LOGIN_LOCKOUT_S = 60
+LOGIN_LOCKOUT_MAX_S = 15 * 60
 #: upstream allowed hosts to be overcommitted to 200 % of their RAM and CPUs
 OVERCOMMIT_RAM_FACTOR = 2.0
 OVERCOMMIT_CPU_FACTOR = 2.0

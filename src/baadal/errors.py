@@ -5,6 +5,7 @@
     ├── NotFoundError         a named thing does not exist
     ├── ConflictError         duplicate name, address already used, task already queued
     ├── PermissionDenied      the user lacks the role
+    │   └── LoginThrottled    too many failed logins: try again in N s
     ├── ResourceExhausted     pool empty, no host or datastore fits
     ├── ConfigError           the settings file or environment is wrong
     └── RemoteCommandError    a command on another machine failed (names host + command)
@@ -36,6 +37,14 @@ class ConflictError(BaadalError):
 
 class PermissionDenied(BaadalError):
     pass
+
+
+class LoginThrottled(PermissionDenied):
+    """Logins of this name or from this source wait after repeated failures."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(f"too many failed logins: try again in {retry_after_s} s")
 
 
 class ResourceExhausted(BaadalError):

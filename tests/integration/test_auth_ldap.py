@@ -1,7 +1,9 @@
 """LDAP logins against a real slapd (tests/support/slapd.py): the directory's people log
 in with their own password, their account is made and refreshed from their entry, the
 settings' admins land in the ADMIN organisation; wrong, empty and wildcard passwords or
-names get nowhere; a directory that is down is a clear error."""
+names get nowhere; a directory that is down is a clear error. Passwords only travel
+encrypted: ldaps:// and StartTLS with the certificate checked against [ldap] ca_file;
+plain ldap:// only when the settings say it is wanted."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from baadal.config import Settings
 from baadal.db.models import Organisation, User
 from baadal.db.session import session_scope
 from baadal.errors import ConfigError, PermissionDenied, RemoteCommandError
-from tests.support.slapd import PEOPLE, LdapServer, running_slapd
+from tests.support.slapd import PEOPLE, LdapServer, make_ca, running_slapd
 
 pytestmark = pytest.mark.integration
 
@@ -35,8 +37,11 @@ def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LdapServer]:
 
 @pytest.fixture
 def ldap_settings(settings: Settings, slapd: LdapServer, tmp_path: Path) -> Settings:
+    """StartTLS on the plain port, checked against the test CA."""
     settings.auth.auth_type = C.AuthType.LDAP
     settings.ldap.ldap_url = slapd.url
+    settings.ldap.start_tls = True
+    settings.ldap.ca_file = str(slapd.ca_file)
     settings.ldap.ldap_dn = PEOPLE
     settings.ldap.default_organisation = "GUESTS"
     settings.general.admin_uid = ["boss"]
@@ -128,4 +133,32 @@ def test_blocked_accounts_and_a_directory_that_is_down(
         login(orgs, ldap_settings, "asha", "asha-secret-1")
     ldap_settings.ldap.ldap_url = ""
     with pytest.raises(ConfigError, match="need"):
+        login(orgs, ldap_settings, "asha", "asha-secret-1")
+
+
+def test_passwords_travel_only_over_checked_tls(
+    ldap_settings: Settings, orgs: Engine, slapd: LdapServer, tmp_path: Path
+) -> None:
+    # StartTLS (the fixture's settings) and ldaps://, both with the right CA
+    assert login(orgs, ldap_settings, "asha", "asha-secret-1")[0] == "asha"
+    ldap_settings.ldap.start_tls = False
+    ldap_settings.ldap.ldap_url = slapd.ldaps_url
+    assert login(orgs, ldap_settings, "asha", "asha-secret-1")[0] == "asha"
+    # a certificate some other CA signed is refused, on ldaps:// and with StartTLS
+    ldap_settings.ldap.ca_file = str(make_ca(tmp_path / "other"))
+    with pytest.raises(RemoteCommandError, match="certificate"):
+        login(orgs, ldap_settings, "asha", "asha-secret-1")
+    ldap_settings.ldap.ldap_url, ldap_settings.ldap.start_tls = slapd.url, True
+    with pytest.raises(RemoteCommandError, match="certificate"):
+        login(orgs, ldap_settings, "asha", "asha-secret-1")
+    # plain ldap:// sends passwords in clear: refused unless explicitly allowed
+    ldap_settings.ldap.start_tls = False
+    with pytest.raises(ConfigError, match="in clear"):
+        login(orgs, ldap_settings, "asha", "asha-secret-1")
+    ldap_settings.ldap.allow_insecure = True
+    assert login(orgs, ldap_settings, "asha", "asha-secret-1")[0] == "asha"
+    # a CA file that cannot be read is a settings error, not a refused login
+    ldap_settings.ldap.allow_insecure, ldap_settings.ldap.start_tls = False, True
+    ldap_settings.ldap.ca_file = str(tmp_path / "missing.pem")
+    with pytest.raises(ConfigError, match="ca_file"):
         login(orgs, ldap_settings, "asha", "asha-secret-1")

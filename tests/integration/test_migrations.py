@@ -62,3 +62,26 @@ def test_tasks_queued_before_0004_start_with_no_lost_runs(db_url: str) -> None:
         row = conn.exec_driver_sql("SELECT attempts, lost_attempts FROM task_queue").one()
     engine.dispose()
     assert tuple(row) == (4, 0)
+
+
+def test_0006_forgets_vnc_passwords_and_keeps_the_vms_rows(db_url: str) -> None:
+    """VNC passwords were stored per VM until 0006; they go, and dropping the column must
+    not take the VM's rows in other tables with it (a table copy would cascade)."""
+    engine = make_engine(db_url)
+    command.downgrade(alembic_config(engine), "0005")
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO vm_data (id, vm_name, vm_identity, vnc_password, status,"
+            ' public_ip_wanted, "RAM", "HDD", "vCPU", "extra_HDD", locked, start_time,'
+            " snapshot_flag, affinity_flag) VALUES (50, 'old', 'o_u_old', 'secret', 1,"
+            " false, 1024, 10, 1, 0, false, '2026-01-01', 0, 0)"
+        )
+        conn.exec_driver_sql(
+            f"INSERT INTO user_vm_map (user_id, vm_id) VALUES ({C.SYSTEM_USER_ID}, 50)"
+        )
+    upgrade(engine)
+    columns = {c["name"] for c in inspect(engine).get_columns("vm_data")}
+    with engine.connect() as conn:
+        kept = conn.exec_driver_sql("SELECT count(*) FROM user_vm_map WHERE vm_id = 50").scalar()
+    engine.dispose()
+    assert "vnc_password" not in columns and kept == 1

@@ -81,7 +81,7 @@ def fail(ctx: TaskContext) -> TaskResult:
 def db_error(ctx: TaskContext[DbErrorParams]) -> TaskResult:
     """A real constraint violation whose SQL parameters hold a secret."""
     with session_scope(ctx.engine) as session:
-        session.add(VM(vm_name="x", vm_identity=None, vnc_password=ctx.params.secret))
+        session.add(VM(vm_name=ctx.params.secret, vm_identity=None))
     return TaskResult.success("not reached")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -13,13 +14,22 @@ from sqlalchemy import Engine, select
 from typer.testing import CliRunner, Result
 
 from baadal import constants as C
-from baadal.auth import roles, sessions, users
+from baadal.auth import ldap, roles, sessions, users
 from baadal.cli import common
 from baadal.cli.main import app
 from baadal.config import Settings, get_settings
 from baadal.db.models import Organisation, User, UserMembership
-from baadal.db.session import session_scope
-from baadal.errors import ConflictError, NotFoundError, PermissionDenied, ValidationError
+from baadal.db.session import make_engine, session_scope
+from baadal.errors import (
+    ConfigError,
+    ConflictError,
+    LoginThrottled,
+    NotFoundError,
+    PermissionDenied,
+    ValidationError,
+)
+from baadal.services import users as user_service
+from baadal.timeutil import utcnow
 
 pytestmark = pytest.mark.unit
 
@@ -246,3 +256,117 @@ def test_names_with_control_characters_are_refused(
         users.register_callback(s, auth_settings, info, PASSWORD)
     with session_scope(sqlite_engine) as s:
         assert s.scalar(select(User.id).where(User.username.like("eve%"))) is None
+
+
+# --------------------------------------------------------------------------- throttling
+
+
+class Clock:
+    """The services' clock, moved by hand."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now = utcnow()
+        monkeypatch.setattr(user_service, "utcnow", lambda: self.now)
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def test_failed_logins_of_a_name_are_throttled_with_a_clear_wait(
+    sqlite_engine: Engine,
+    auth_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    auth_settings.auth.login_after_registration = True
+    register(sqlite_engine, auth_settings, "dora")
+    clock = Clock(monkeypatch)
+    caplog.set_level(logging.INFO)
+
+    def attempt(password: str, username: str = "dora", source: str = "192.0.2.7") -> object:
+        return user_service.check_login(
+            sqlite_engine, auth_settings, username, password, source=source
+        )
+
+    for _ in range(C.LOGIN_USER_MAX_FAILURES):
+        with pytest.raises(PermissionDenied, match=sessions.BAD_LOGIN):
+            attempt("guess-guess")
+    assert "failed login of 'dora' from 192.0.2.7" in caplog.text
+    assert "guess-guess" not in caplog.text  # failures are logged, passwords never
+    # locked: even the right password is not checked, from anywhere, in any case
+    with pytest.raises(LoginThrottled, match="try again in 60 s") as caught:
+        attempt(PASSWORD, source="198.51.100.1")
+    with pytest.raises(LoginThrottled):
+        attempt("guess-guess", username="DORA")
+    assert caught.value.retry_after_s == 60 and isinstance(caught.value, PermissionDenied)
+    assert "login of 'dora' from 198.51.100.1 refused: too many failed logins" in caplog.text
+    # the same for a name nobody has: a lockout tells nothing about who exists
+    for _ in range(C.LOGIN_USER_MAX_FAILURES):
+        with pytest.raises(PermissionDenied):
+            attempt("guess-guess", username="nobody", source="198.51.100.2")
+    with pytest.raises(LoginThrottled, match="try again in 60 s"):
+        attempt(PASSWORD, username="nobody", source="198.51.100.2")
+    # after the wait one more failure doubles it; the state is in the database, so a
+    # second process (another engine) sees it
+    clock.advance(61)
+    with pytest.raises(PermissionDenied, match=sessions.BAD_LOGIN):
+        attempt("guess-again")
+    other = make_engine(str(sqlite_engine.url))
+    with pytest.raises(LoginThrottled, match="try again in 120 s"):
+        user_service.check_login(other, auth_settings, "dora", PASSWORD)
+    other.dispose()
+    # the right password once the wait is over, and the count starts again
+    clock.advance(121)
+    assert attempt(PASSWORD).username == "dora"
+    with pytest.raises(PermissionDenied, match=sessions.BAD_LOGIN):
+        attempt("guess-guess")
+
+
+def test_failed_logins_from_one_source_are_throttled(
+    sqlite_engine: Engine, auth_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    auth_settings.auth.login_after_registration = True
+    register(sqlite_engine, auth_settings, "emil")
+    Clock(monkeypatch)
+    for i in range(C.LOGIN_SOURCE_MAX_FAILURES):  # a different name each time
+        with pytest.raises(PermissionDenied, match=sessions.BAD_LOGIN):
+            user_service.check_login(
+                sqlite_engine, auth_settings, f"user{i}", "guess-guess", source="203.0.113.9"
+            )
+    with pytest.raises(LoginThrottled, match="try again in 60 s"):
+        user_service.check_login(
+            sqlite_engine, auth_settings, "emil", PASSWORD, source="203.0.113.9"
+        )
+    account = user_service.check_login(
+        sqlite_engine, auth_settings, "emil", PASSWORD, source="203.0.113.10"
+    )
+    assert account.username == "emil"
+
+
+def test_the_dummy_hash_is_ready_before_the_first_unknown_user(
+    sqlite_engine: Engine, auth_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first login of an unknown name must not cost an extra hash (twice as long as
+    any other login: a way to tell names apart)."""
+    assert sessions.DUMMY_HASH.startswith("$argon2id$")
+    assert not users.needs_rehash(sessions.DUMMY_HASH)
+
+    def no_hashing(password: str) -> str:
+        raise AssertionError("a hash was made during a login")
+
+    monkeypatch.setattr(users, "hash_password", no_hashing)
+    with pytest.raises(PermissionDenied, match=sessions.BAD_LOGIN):
+        login(sqlite_engine, auth_settings, "never-seen", "whatever1")
+
+
+def test_plain_ldap_is_refused_unless_asked_for(auth_settings: Settings) -> None:
+    """Without StartTLS an ldap:// URL would send every password in clear."""
+    auth_settings.auth.auth_type = C.AuthType.LDAP
+    auth_settings.ldap.ldap_url = "ldap://ldap.example.org"
+    auth_settings.ldap.ldap_dn = "ou=people,dc=example,dc=org"
+    with pytest.raises(ConfigError, match="in clear"):
+        ldap.ldap_authenticate(auth_settings, "asha", "a password")
+    auth_settings.ldap.start_tls = True
+    auth_settings.ldap.ca_file = "/nonexistent/ca.pem"
+    with pytest.raises(ConfigError, match="ca_file"):
+        ldap.ldap_authenticate(auth_settings, "asha", "a password")

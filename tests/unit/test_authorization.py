@@ -290,7 +290,6 @@ def build_world(engine: Engine, settings: Settings, root: Path) -> None:
             host_id=cloud.host_ids[0],
             datastore_id=cloud.datastore_id,
             vnc_port=5901,
-            vnc_password="console-secret",
             status=C.VMStatus.RUNNING,
         )
         s.add(vm)

@@ -67,6 +67,15 @@ def test_bad_values_give_one_clear_error(
         load_settings()
 
 
+@pytest.mark.parametrize("wildcard", ["0.0.0.0", "::", "[::]"])
+def test_vnc_consoles_never_listen_everywhere(
+    monkeypatch: pytest.MonkeyPatch, wildcard: str
+) -> None:
+    monkeypatch.setenv("BAADAL_VM__VNC_LISTEN", wildcard)
+    with pytest.raises(ConfigError, match=r"vm\.vnc_listen"):
+        load_settings()
+
+
 def test_unknown_key_and_missing_file_are_errors(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -131,6 +131,30 @@ def test_xml_shows_secrets_only_when_asked(node: Node) -> None:
     assert "s3cret" not in node.hv.xml(name, inactive=True)
 
 
+def test_vnc_password_changes_on_the_running_console(node: Node) -> None:
+    """A console grant's password works at once and the previous one stops working."""
+    hv = node.hv
+    name = node.define(vnc_port=5989, vnc_listen="127.0.0.1", vnc_password="old-pw")
+    with pytest.raises(HypervisorError, match="not running"):
+        hv.set_vnc_password(name, "never")
+    hv.start(name)
+    hv.set_vnc_password(name, "grant-1")
+    shown = hv.xml(name, secure=True) if hv.capabilities.live_console_password else None
+    if shown is None:  # test:/// has no console; the definition it starts from changes
+        shown = hv.xml(name, inactive=True, secure=True)
+    assert "passwd='grant-1'" in shown.replace('"', "'") and "old-pw" not in shown
+    assert "grant-1" not in hv.xml(name)
+    if hv.capabilities.live_console_password:  # the definition keeps its own password
+        assert "old-pw" in hv.xml(name, inactive=True, secure=True)
+    hv.destroy(name)  # frees the disk: a second guest cannot share it on qemu
+    plain = node.define()
+    hv.start(plain)
+    with pytest.raises(HypervisorError, match="no VNC console"):
+        hv.set_vnc_password(plain, "x")
+    with pytest.raises(DomainNotFound):
+        hv.set_vnc_password("no-such-domain", "x")
+
+
 def test_edits_change_the_persistent_definition(node: Node) -> None:
     hv = node.hv
     name = node.define()

@@ -11,8 +11,11 @@ from sqlalchemy import Engine, func, select
 
 from baadal import constants as C
 from baadal.config import Settings
-from baadal.db.models import VM, VncAccess
+from baadal.db.models import VM, Snapshot, VncAccess
 from baadal.db.session import session_scope
+from baadal.drivers import domain_xml
+from baadal.drivers.base import HypervisorError
+from baadal.drivers.fake import FakeHypervisor
 from baadal.drivers.remote import CommandResult, RemoteTarget
 from baadal.errors import ConfigError, ConflictError, RemoteCommandError, ValidationError
 from baadal.net import nat
@@ -285,11 +288,11 @@ def test_grant_limit_and_expiry(
     vm_id = create(sqlite_engine, cloud_settings)
     grants = [vms.grant_vnc_access(sqlite_engine, SYSTEM, cloud_settings, vm_id) for _ in range(10)]
     with session_scope(sqlite_engine) as s:
-        vm = s.get(VM, vm_id)
-        port, password = vm.vnc_port, vm.vnc_password
+        port = s.get(VM, vm_id).vnc_port
     g = grants[0]
-    assert (g.port, g.password, len(g.token)) == (port, password, 20)
-    assert password not in repr(g)
+    assert (g.port, len(g.password or ""), len(g.token)) == (port, 8, 20)
+    assert g.password not in repr(g)
+    assert len({x.password for x in grants}) == 10  # a fresh password per grant
     assert len({x.token for x in grants}) == 10
     with session_scope(sqlite_engine) as s:
         row = s.scalars(select(VncAccess).where(VncAccess.token == g.token)).one()
@@ -421,3 +424,114 @@ def test_a_grant_made_while_expiry_removes_the_rules_keeps_them(
     monkeypatch.setattr(NatBox, "remove", remove_while_a_user_grants)
     assert vm_nat.clear_all_timedout_vnc_mappings(sqlite_engine, cloud_settings, now=at) == 1
     assert len(box.rules) == 2  # put back for the new grant
+
+
+# --------------------------------------------------------------------------- console passwords
+
+fake_cloud = lifecycle.fake_cloud
+
+
+def _console_password(engine: Engine, vm_id: int) -> str:
+    """The password the running console (the fake driver's live domain) accepts now."""
+    hv, identity = lifecycle.hv_of(engine, vm_id)
+    root = domain_xml.parse(hv.xml(identity, secure=True))
+    return str(root.xpath("string(/domain/devices/graphics/@passwd)"))
+
+
+def test_each_grant_sets_its_own_password_and_the_last_expiry_replaces_it(
+    sqlite_engine: Engine, cloud_settings: Settings, fake_cloud: Cloud
+) -> None:
+    vm_id = create(sqlite_engine, cloud_settings)
+    at_install = _console_password(sqlite_engine, vm_id)
+    first = vms.grant_vnc_access(sqlite_engine, SYSTEM, cloud_settings, vm_id, duration_s=60)
+    assert first.password == _console_password(sqlite_engine, vm_id) != at_install
+    second = vms.grant_vnc_access(sqlite_engine, SYSTEM, cloud_settings, vm_id, duration_s=600)
+    assert second.password == _console_password(sqlite_engine, vm_id) != first.password
+    # the first grant ends: the second's holder keeps the console
+    at = first.expiry_time + timedelta(seconds=1)
+    assert vm_nat.clear_all_timedout_vnc_mappings(sqlite_engine, cloud_settings, now=at) == 1
+    assert _console_password(sqlite_engine, vm_id) == second.password
+    # the last grant ends: nobody's password works any more
+    at = second.expiry_time + timedelta(seconds=1)
+    assert vm_nat.clear_all_timedout_vnc_mappings(sqlite_engine, cloud_settings, now=at) == 1
+    assert _console_password(sqlite_engine, vm_id) not in {first.password, second.password}
+    assert not hasattr(VM, "vnc_password")  # stored nowhere
+
+
+def test_a_password_that_cannot_be_changed_leaves_no_grant_or_keeps_one(
+    sqlite_engine: Engine,
+    cloud_settings: Settings,
+    fake_cloud: Cloud,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    vm_id = create(sqlite_engine, cloud_settings)
+    grant = vms.grant_vnc_access(sqlite_engine, SYSTEM, cloud_settings, vm_id, duration_s=60)
+
+    def unreachable(self: FakeHypervisor, name: str, password: str) -> None:
+        raise HypervisorError(f"set VNC password of {name}: host unreachable")
+
+    monkeypatch.setattr(FakeHypervisor, "set_vnc_password", unreachable)
+    with pytest.raises(HypervisorError, match="unreachable"):
+        vms.grant_vnc_access(sqlite_engine, SYSTEM, cloud_settings, vm_id)
+    assert _count(sqlite_engine) == 1  # the failed grant does not count
+    # the expiry cannot make the handed-out password stop working: retried next time
+    at = grant.expiry_time + timedelta(seconds=1)
+    with pytest.raises(HypervisorError, match="unreachable"):
+        vm_nat.clear_all_timedout_vnc_mappings(sqlite_engine, cloud_settings, now=at)
+    assert _count(sqlite_engine, status="active") == 1
+    monkeypatch.undo()
+    assert vm_nat.clear_all_timedout_vnc_mappings(sqlite_engine, cloud_settings, now=at) == 1
+    assert _console_password(sqlite_engine, vm_id) != grant.password
+    # a host that is DOWN has no console to reach: its grants end all the same
+    grant = vms.grant_vnc_access(sqlite_engine, SYSTEM, cloud_settings, vm_id, duration_s=60)
+    with session_scope(sqlite_engine) as s:
+        s.get(VM, vm_id).host.status = C.HostStatus.DOWN
+    at = grant.expiry_time + timedelta(seconds=1)
+    assert vm_nat.clear_all_timedout_vnc_mappings(sqlite_engine, cloud_settings, now=at) == 1
+
+
+def test_no_nat_grants_work_for_hosts_known_by_dns_name(
+    sqlite_engine: Engine, cloud_settings: Settings, fake_cloud: Cloud
+) -> None:
+    """With no NAT box a grant needs no NAT mapping: the console is reached at the host's
+    name and port, and expiry, moves and revocation never ask for an IPv4 address."""
+    vm_id = create(sqlite_engine, cloud_settings)
+    cloud_settings.nat.nat_ip = "10.99.0.2"  # not used: there is no NAT
+    with session_scope(sqlite_engine) as s:
+        vm = s.get(VM, vm_id)
+        vm.host.address, port = "kvm1.example.org", vm.vnc_port
+    grant = vms.grant_vnc_access(sqlite_engine, SYSTEM, cloud_settings, vm_id, duration_s=60)
+    assert (grant.vnc_ip, grant.port) == ("kvm1.example.org", port)
+    at = grant.expiry_time + timedelta(seconds=1)
+    assert vm_nat.clear_all_timedout_vnc_mappings(sqlite_engine, cloud_settings, now=at) == 1
+    vms.grant_vnc_access(sqlite_engine, SYSTEM, cloud_settings, vm_id)
+    with session_scope(sqlite_engine) as s:
+        vm = s.get(VM, vm_id)
+        vm.host_id = fake_cloud.host_ids[1]
+        s.flush()
+        vm.host.address = "kvm2.example.org"
+    assert vm_nat.move_vnc_grants(sqlite_engine, cloud_settings, vm_id) == 1
+    assert vm_nat.remove_vnc_mapping_from_nat(sqlite_engine, cloud_settings, vm_id) == 0
+    assert _count(sqlite_engine, status="active") == 0
+
+
+def test_a_revert_never_brings_back_an_old_grants_password(
+    sqlite_engine: Engine, cloud_settings: Settings, fake_cloud: Cloud
+) -> None:
+    """A snapshot holds the console password of its day: a revert must not restore it,
+    neither on the running console nor in the definition the VM starts from next."""
+    vm_id = create(sqlite_engine, cloud_settings)
+    grant = vms.grant_vnc_access(sqlite_engine, SYSTEM, cloud_settings, vm_id, duration_s=60)
+    with session_scope(sqlite_engine) as s:
+        vms.request_snapshot(s, SYSTEM, vm_id)
+    lifecycle.run_tasks(sqlite_engine, cloud_settings)
+    at = grant.expiry_time + timedelta(seconds=1)
+    assert vm_nat.clear_all_timedout_vnc_mappings(sqlite_engine, cloud_settings, now=at) == 1
+    with session_scope(sqlite_engine) as s:
+        snap = s.scalars(select(Snapshot)).one()
+        vms.request_revert(s, SYSTEM, vm_id, snap.id)
+    lifecycle.run_tasks(sqlite_engine, cloud_settings)
+    assert lifecycle.last_task(sqlite_engine).message == "Reverted to snapshot successfully"
+    hv, identity = lifecycle.hv_of(sqlite_engine, vm_id)
+    assert grant.password not in hv.xml(identity, secure=True)
+    assert grant.password not in hv.xml(identity, inactive=True, secure=True)

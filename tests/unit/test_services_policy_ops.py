@@ -295,13 +295,14 @@ def test_self_registration_waits_for_approval_and_grants_nothing(
         s.commit()
     assert account.state == "awaiting approval"
     assert account.roles == (C.Role.USER,)
+    with pytest.raises(BaadalError):
+        users.check_login(engine, settings, "newcomer", "long enough")
     with Session(engine) as s:
-        with pytest.raises(BaadalError):
-            users.check_login(s, settings, "newcomer", "long enough")
         users.approve(s, actor_for(s, "oa"), "newcomer")
-        assert users.check_login(s, settings, "newcomer", "long enough").state == "active"
-        with pytest.raises(PermissionDenied):
-            users.check_login(s, settings, "newcomer", "wrong password")
+        s.commit()
+    assert users.check_login(engine, settings, "newcomer", "long enough").state == "active"
+    with pytest.raises(PermissionDenied):
+        users.check_login(engine, settings, "newcomer", "wrong password")
 
 
 # --- the CLI acts as --as ------------------------------------------------------------

@@ -7,13 +7,20 @@ regard to case: "ALICE" is alice). A login never tells whether the uid exists: a
 unknown one costs a bind as well, and a password the client library refuses counts as a
 wrong one. An empty password is refused before anything is sent: LDAP treats a bind
 without a password as an anonymous one, which would "succeed" for anybody.
+
+Passwords travel only over TLS whose certificate is checked (``[ldap] ca_file``, else the
+system's CAs): ``ldaps://``, or ``ldap://`` with ``start_tls``; plain ``ldap://`` is
+refused unless ``allow_insecure`` says clear-text passwords are wanted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import ssl
+from pathlib import Path
 
-from ldap3 import NONE, SUBTREE, Connection, Server
+from ldap3 import NONE, SUBTREE, Connection, Server, Tls
 from ldap3.core.exceptions import (
     LDAPException,
     LDAPPasswordIsMandatoryError,
@@ -39,11 +46,50 @@ def _seconds(settings: Settings) -> int:
     return max(1, round(settings.ldap.timeout_s))
 
 
+def _tls(settings: Settings) -> Tls:
+    """Certificate and host name checked, against ca_file or the system's CAs."""
+    ca_file = settings.ldap.ca_file
+    if ca_file and not Path(ca_file).is_file():
+        raise ConfigError(f"[ldap] ca_file {ca_file} is not a readable file")
+    return Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=ca_file or None)
+
+
 def _server(settings: Settings) -> Server:
     conf = settings.ldap
     if not conf.ldap_url or not conf.ldap_dn:
         raise ConfigError("LDAP logins need [ldap] ldap_url and ldap_dn")
-    return Server(conf.ldap_url, get_info=NONE, connect_timeout=_seconds(settings))
+    scheme = conf.ldap_url.split("://", 1)[0].lower()
+    if scheme not in ("ldap", "ldaps"):
+        raise ConfigError(f"[ldap] ldap_url {conf.ldap_url!r} is not an ldap:// or ldaps:// URL")
+    if scheme == "ldap" and not (conf.start_tls or conf.allow_insecure):
+        raise ConfigError(
+            f"[ldap] ldap_url {conf.ldap_url} would send passwords in clear: use ldaps://,"
+            " or set [ldap] start_tls = true (allow_insecure = true only for testing)"
+        )
+    tls = _tls(settings) if scheme == "ldaps" or conf.start_tls else None
+    return Server(
+        conf.ldap_url,
+        use_ssl=scheme == "ldaps",
+        tls=tls,
+        get_info=NONE,
+        connect_timeout=_seconds(settings),
+    )
+
+
+def _close(conn: Connection) -> None:
+    """Unbind; a connection whose TLS handshake failed has no socket left to say it on."""
+    with contextlib.suppress(LDAPException):
+        conn.unbind()
+
+
+def _bind(conn: Connection, settings: Settings) -> bool:
+    """Open the connection, upgrade it with StartTLS when asked (the certificate is
+    checked before any password is sent), then bind."""
+    conn.open(read_server_info=False)
+    if settings.ldap.start_tls and not conn.server.ssl and not conn.start_tls(False):
+        reason = f"{conn.result.get('description')}: {conn.result.get('message')}"
+        raise RemoteCommandError(settings.ldap.ldap_url, ["ldap StartTLS"], reason)
+    return bool(conn.bind())
 
 
 def _first(entry_attrs: dict[str, list[str]], name: str) -> str:
@@ -70,7 +116,7 @@ def _search(settings: Settings, username: str) -> tuple[str, UserInfo] | None:
     conf = settings.ldap
     conn = _searcher(settings)
     try:
-        if not conn.bind():
+        if not _bind(conn, settings):
             raise ConfigError(f"the LDAP search bind as {conf.bind_dn or 'anonymous'} failed")
         conn.search(
             conf.ldap_dn,
@@ -84,7 +130,7 @@ def _search(settings: Settings, username: str) -> tuple[str, UserInfo] | None:
     except LDAPException as exc:
         raise RemoteCommandError(conf.ldap_url, ["ldap search", username], str(exc)) from None
     finally:
-        conn.unbind()
+        _close(conn)
     if result == _NO_SUCH_OBJECT:
         raise ConfigError(f"[ldap] ldap_dn {conf.ldap_dn!r} does not exist in the directory")
     if result not in (_SUCCESS, _SIZE_LIMIT):
@@ -117,13 +163,13 @@ def _binds(settings: Settings, dn: str, password: str) -> bool:
         receive_timeout=_seconds(settings), raise_exceptions=False,
     )  # fmt: skip
     try:  # not `with`: entering binds and raises on a wrong password
-        return bool(conn.bind())
+        return _bind(conn, settings)
     except (LDAPSASLPrepError, LDAPPasswordIsMandatoryError):
         return False  # characters a password cannot hold: just a wrong password
     except LDAPException as exc:
         raise RemoteCommandError(settings.ldap.ldap_url, ["ldap bind", dn], str(exc)) from None
     finally:
-        conn.unbind()
+        _close(conn)
 
 
 def ldap_authenticate(settings: Settings, username: str, password: str) -> UserInfo | None:

@@ -2,12 +2,13 @@
 
 One message for every wrong username or password, checked before anything else is said
 about the account, so a login form cannot be used to find out who has one; a password is
-checked against a dummy hash when there is no such user, so it takes as long.
+checked against a dummy hash when there is no such user, so it takes as long (the
+first time too: the hash is ready when the module loads).
 """
 
 from __future__ import annotations
 
-import functools
+import secrets
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -22,9 +23,16 @@ from baadal.errors import PermissionDenied
 BAD_LOGIN = "wrong username or password"
 
 
-@functools.cache
-def _dummy_hash() -> str:
-    return users.hash_password("not anybody's password")
+#: an argon2id hash of a random password nobody knows, made once with today's parameters
+#: (hashing one here would cost every CLI command a quarter of a second)
+_STORED_DUMMY_HASH = "$argon2id$v=19$m=65536,t=3,p=4$lolhtrXVaxyC4IiA0YeUZg$m5OWHat8m4h7k/bd2nkYBPWl4KJqA5bQEvCDBzhuC5Y"
+#: what unknown users' passwords are checked against: it must cost what a real one does,
+#: so it is made again at load when the hasher's parameters are no longer the stored ones
+DUMMY_HASH = (
+    users.hash_password(secrets.token_urlsafe(24))
+    if users.needs_rehash(_STORED_DUMMY_HASH)
+    else _STORED_DUMMY_HASH
+)
 
 
 def is_auth_type_db(settings: Settings) -> bool:
@@ -86,7 +94,7 @@ def login(session: Session, settings: Settings, username: str, password: str) ->
     if is_auth_type_db(settings):
         user = session.scalar(select(User).where(User.username == username))
         if user is None or not user.password:
-            users.verify_password(_dummy_hash(), password)
+            users.verify_password(DUMMY_HASH, password)
             raise PermissionDenied(BAD_LOGIN)
         if not users.verify_password(user.password, password):
             raise PermissionDenied(BAD_LOGIN)

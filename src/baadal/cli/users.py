@@ -6,6 +6,7 @@ never taken as arguments, where other users of the machine could read them.
 
 from __future__ import annotations
 
+import getpass
 import sys
 from collections.abc import Iterable
 from typing import Annotated
@@ -13,7 +14,15 @@ from typing import Annotated
 import typer
 
 from baadal import constants as C
-from baadal.cli.common import actor, console, db, handle_errors, print_table, prompt_secret
+from baadal.cli.common import (
+    actor,
+    checked_engine,
+    console,
+    db,
+    handle_errors,
+    print_table,
+    prompt_secret,
+)
 from baadal.config import get_settings
 from baadal.services import users
 
@@ -126,6 +135,6 @@ def passwd_cmd(username: UserArg, password_stdin: StdinOpt = False) -> None:
 def login_cmd(username: UserArg, password_stdin: StdinOpt = False) -> None:
     """Check a login the way the portal does it (database or LDAP) and show the roles."""
     password = _password(password_stdin, confirm=False)
-    with db() as session:
-        account = users.check_login(session, get_settings(), username, password)
+    source = f"local user {getpass.getuser()}"  # failures of one OS account count together
+    account = users.check_login(checked_engine(), get_settings(), username, password, source=source)
     console.print(f"{username} logged in; roles: {_names(account.roles)}", highlight=False)

@@ -266,7 +266,6 @@ class VM(Base):
     #: the request asked for a public IP (upstream stored -1 for this)
     public_ip_wanted: Mapped[bool] = mapped_column(Boolean, default=False)
     vnc_port: Mapped[int | None] = mapped_column(Integer, unique=True)
-    vnc_password: Mapped[str | None] = mapped_column(String(64))
     datastore_id: Mapped[int | None] = mapped_column(ForeignKey("datastore.id"))
     purpose: Mapped[str | None] = mapped_column(String(512))
     expiry_date: Mapped[date | None] = mapped_column(Date)
@@ -473,6 +472,19 @@ class VncAccess(Base):
     status: Mapped[str] = mapped_column(String(15), default="inactive")
     time_requested: Mapped[datetime] = mapped_column(default=utcnow)
     expiry_time: Mapped[datetime]
+
+
+class LoginThrottle(Base):
+    """Failed logins of one username or one source (``user:<name>``, ``source:<address>``),
+    in the database so every process (web server, CLI) counts the same failures."""
+
+    __tablename__ = "login_throttle"
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    #: the first failure of the window being counted
+    first_failure: Mapped[datetime]
+    #: no login of this key is tried before this time
+    locked_until: Mapped[datetime | None]
 
 
 def _committed(vm: VM, attr: str) -> Any:

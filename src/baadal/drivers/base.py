@@ -34,6 +34,9 @@ class Capabilities:
     live_migration: bool
     node_memory_stats: bool
     snapshots: bool
+    #: set_vnc_password reaches the running console (libvirt's test:/// has no console:
+    #: it changes only the definition the domain starts from next)
+    live_console_password: bool
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,13 @@ class Hypervisor(ABC):
     @abstractmethod
     def attach_disk(self, name: str, disk_xml: str, *, live: bool) -> None:
         """Attach persistently, and to the running guest too when ``live``."""
+
+    @abstractmethod
+    def set_vnc_password(self, name: str, password: str) -> None:
+        """Change the running domain's VNC password now (its graphics device, live), so
+        a password handed out earlier stops working; the persistent definition keeps its
+        own. Raises :class:`HypervisorError` when the domain is not running or has no VNC
+        console."""
 
     @abstractmethod
     def set_memory_and_vcpus(self, name: str, memory_mb: int | None, vcpus: int | None) -> None:

@@ -235,6 +235,28 @@ def set_vnc_listen(xml: str, address: str) -> str:
     return to_string(root)
 
 
+def _vnc_graphics(root: etree._Element) -> etree._Element:
+    found = root.xpath("/domain/devices/graphics[@type='vnc']")
+    if not found:
+        raise ValidationError("the domain has no VNC console")
+    return found[0]
+
+
+def vnc_graphics_with_password(xml: str, password: str) -> str:
+    """The domain's VNC graphics device with ``password``: what a live device update
+    takes (the device must match the running one but for the password)."""
+    graphics = _vnc_graphics(parse(xml))
+    graphics.set("passwd", password)
+    return etree.tostring(graphics, encoding="unicode")
+
+
+def set_vnc_password(xml: str, password: str) -> str:
+    """The domain XML with its VNC console's password replaced."""
+    root = parse(xml)
+    _vnc_graphics(root).set("passwd", password)
+    return to_string(root)
+
+
 def snapshot_xml(name: str) -> str:
     """What creating a snapshot takes: only its name (libvirt fills in the rest)."""
     root = etree.Element("domainsnapshot")

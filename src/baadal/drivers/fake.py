@@ -35,6 +35,7 @@ from baadal.drivers.base import (
     NodeMemory,
     SnapshotInfo,
 )
+from baadal.errors import ValidationError
 
 SCHEME = "fake"
 DEFAULT_CPUS = 8
@@ -130,7 +131,10 @@ class FakeHypervisor(Hypervisor):
             raise HypervisorError(f"{uri} is not a {SCHEME}:// URI")
         self.uri = uri
         self.capabilities = Capabilities(
-            live_migration=True, node_memory_stats=True, snapshots=True
+            live_migration=True,
+            node_memory_stats=True,
+            snapshots=True,
+            live_console_password=True,
         )
 
     # -- plumbing --------------------------------------------------------------------
@@ -255,6 +259,15 @@ class FakeHypervisor(Hypervisor):
             dom.xml = domain_xml.add_device(dom.xml, disk_xml)
             if live and dom.live_xml is not None:
                 dom.live_xml = domain_xml.add_device(dom.live_xml, disk_xml)
+
+    def set_vnc_password(self, name: str, password: str) -> None:
+        with self._domain("set VNC password of", name) as dom:
+            if dom.live_xml is None:
+                raise self._fail("set VNC password of", name, "domain is not running")
+            try:
+                dom.live_xml = domain_xml.set_vnc_password(dom.live_xml, password)
+            except ValidationError as exc:
+                raise self._fail("set VNC password of", name, str(exc)) from None
 
     def set_memory_and_vcpus(self, name: str, memory_mb: int | None, vcpus: int | None) -> None:
         with self._domain("edit", name) as dom:

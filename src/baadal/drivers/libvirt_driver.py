@@ -30,6 +30,7 @@ from baadal.drivers.base import (
     NotSupported,
     SnapshotInfo,
 )
+from baadal.errors import ValidationError
 
 T = TypeVar("T")
 
@@ -108,7 +109,10 @@ class LibvirtHypervisor(Hypervisor):
         self.uri = uri
         self._is_test = uri.startswith("test://")
         self.capabilities = Capabilities(
-            live_migration=not self._is_test, node_memory_stats=not self._is_test, snapshots=True
+            live_migration=not self._is_test,
+            node_memory_stats=not self._is_test,
+            snapshots=True,
+            live_console_password=not self._is_test,
         )
 
     # -- plumbing --------------------------------------------------------------------
@@ -253,6 +257,27 @@ class LibvirtHypervisor(Hypervisor):
                 conn.defineXML(domain_xml.add_device(inactive, disk_xml))
 
         self._call(f"attach disk to {name}", run)
+
+    def set_vnc_password(self, name: str, password: str) -> None:
+        def run(conn: libvirt.virConnect) -> None:
+            dom = conn.lookupByName(name)
+            if not dom.isActive():
+                raise HypervisorError(
+                    f"set VNC password of {name} on {self.uri}: domain is not running"
+                )
+            try:
+                graphics = domain_xml.vnc_graphics_with_password(
+                    dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE), password
+                )
+            except ValidationError as exc:
+                raise HypervisorError(f"set VNC password of {name} on {self.uri}: {exc}") from None
+            if self._is_test:  # no device updates, no console: what it would start with
+                inactive = dom.XMLDesc(_PERSISTENT_XML)
+                conn.defineXML(domain_xml.set_vnc_password(inactive, password))
+                return
+            dom.updateDeviceFlags(graphics, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+
+        self._call(f"set VNC password of {name}", run)
 
     def set_memory_and_vcpus(self, name: str, memory_mb: int | None, vcpus: int | None) -> None:
         def run(conn: libvirt.virConnect) -> None:

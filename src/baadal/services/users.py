@@ -8,18 +8,24 @@ password (:data:`baadal.services.policy.RULES`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from baadal import constants as C
-from baadal.auth import roles, sessions, users
+from baadal.auth import roles, sessions, throttle, users
 from baadal.config import Settings
 from baadal.db.models import User
+from baadal.db.session import session_scope
+from baadal.errors import LoginThrottled, PermissionDenied
 from baadal.services import policy
 from baadal.services.policy import Action, Actor, guarded, open_to_anyone
+from baadal.timeutil import utcnow
+
+log = logging.getLogger("baadal")
 
 
 @dataclass(frozen=True)
@@ -88,10 +94,40 @@ def register_self(
 
 
 @open_to_anyone("a login: the password is the proof, there is no actor before it")
-def check_login(session: Session, settings: Settings, username: str, password: str) -> Account:
+def check_login(
+    engine: Engine,
+    settings: Settings,
+    username: str,
+    password: str,
+    *,
+    source: str | None = None,
+) -> Account:
     """A login through the configured source (database or LDAP), open to anyone: the
-    password is the proof, so there is no actor yet. PermissionDenied when it fails."""
-    return _account(session, sessions.login(session, settings, username, password))
+    password is the proof, so there is no actor yet. PermissionDenied when it fails;
+    :class:`LoginThrottled` ("try again in N s"), before any password is checked, after
+    too many failures of the name or from ``source`` (the client's address). Failures
+    are counted in their own transaction and logged, without the password."""
+    now = utcnow()
+    try:
+        throttle.check(engine, username, source, now)
+    except LoginThrottled as exc:
+        log.warning("login of %r from %s refused: %s", username, source or "unknown", exc)
+        raise
+    try:
+        with session_scope(engine) as session:
+            account = _account(session, sessions.login(session, settings, username, password))
+    except PermissionDenied as exc:
+        lockout = throttle.record_failure(engine, username, source, now)
+        log.warning(
+            "failed login of %r from %s: %s%s",
+            username,
+            source or "unknown",
+            exc,
+            f"; further logins wait {lockout} s" if lockout else "",
+        )
+        raise
+    throttle.record_success(engine, username)
+    return account
 
 
 # --- guarded -------------------------------------------------------------------------------

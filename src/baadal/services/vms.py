@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, delete, func, select
@@ -37,7 +37,7 @@ from baadal.services import lookup
 from baadal.services.policy import Action, Actor, guarded, require, vm_filter
 from baadal.tasks import queue
 from baadal.timeutil import utcnow
-from baadal.vm import install, migration, storage
+from baadal.vm import console, install, migration, storage
 from baadal.vm import nat as vm_nat
 from baadal.vm.disk import check_disk_size
 from baadal.vm.edit import check_ram_vcpus
@@ -521,9 +521,11 @@ def grant_vnc_access(
     duration_s: int = C.VNC_ACCESS_DURATION_S,
 ) -> VncGrant:
     """Open a running VM's console for ``duration_s`` (upstream: 30 minutes, at most 10
-    grants per VM in 24 hours). The password is handed out only here. Each grant is its
-    own row (that is what the limit counts); a refused grant changes nothing, and a grant
-    whose NAT rule could not be made does not count."""
+    grants per VM in 24 hours). Each grant sets a fresh password on the running console
+    and hands it out here, once: it is stored nowhere, and an earlier grant's password
+    stops working. Each grant is its own row (that is what the limit counts); a refused
+    grant changes nothing, and a grant whose password or NAT rule could not be set does
+    not count. Without a NAT box the console is reached at its host's address."""
     if (
         isinstance(duration_s, bool)
         or not isinstance(duration_s, int)
@@ -532,6 +534,32 @@ def grant_vnc_access(
         raise ValidationError(
             f"VNC access duration {duration_s!r} must be 1-{C.VNC_ACCESS_MAX_DURATION_S} s"
         )
+    with console.console_lock(settings):
+        row_id, grant = _record_vnc_grant(engine, actor, name_or_id, duration_s)
+        try:
+            password = console.set_new_password(engine, grant.vm_id)
+            vm_nat.create_vnc_mapping_in_nat(engine, settings, grant.vm_id)
+        except BaseException:
+            with session_scope(engine) as session:  # the grant did not happen: not counted
+                session.execute(delete(VncAccess).where(VncAccess.id == row_id))
+            raise
+    log.info(
+        "VNC access to VM %d granted to %s until %s (grant %d)",
+        grant.vm_id,
+        actor.username,
+        grant.expiry_time,
+        row_id,
+    )
+    if settings.nat.nat_type != C.NatType.NONE:  # users reach the console through NAT
+        grant = replace(grant, vnc_ip=settings.nat.vnc_ip or settings.nat.nat_ip or grant.vnc_ip)
+    return replace(grant, password=password)
+
+
+def _record_vnc_grant(
+    engine: Engine, actor: Actor, name_or_id: str | int, duration_s: int
+) -> tuple[int, VncGrant]:
+    """Check the VM and the daily limit and add the grant's row: its id, and the grant
+    at the VM's host address, without a password yet."""
     now = utcnow()
     with session_scope(engine) as session:
         vm = _find(session, actor, name_or_id, Action.VM_CONSOLE)
@@ -564,26 +592,6 @@ def grant_vnc_access(
         )
         session.add(row)
         session.flush()
-        grant = VncGrant(
-            vm.id,
-            row.token,
-            settings.nat.vnc_ip or settings.nat.nat_ip or vm.host.address,
-            vm.vnc_port,
-            row.expiry_time,
-            vm.vnc_password,
+        return row.id, VncGrant(
+            vm.id, row.token, vm.host.address, vm.vnc_port, row.expiry_time, None
         )
-        row_id = row.id
-    try:
-        vm_nat.create_vnc_mapping_in_nat(engine, settings, grant.vm_id)
-    except BaseException:
-        with session_scope(engine) as session:  # the grant did not happen: it must not count
-            session.execute(delete(VncAccess).where(VncAccess.id == row_id))
-        raise
-    log.info(
-        "VNC access to VM %d granted to %s until %s (grant %d)",
-        grant.vm_id,
-        actor.username,
-        grant.expiry_time,
-        row_id,
-    )
-    return grant

@@ -14,7 +14,6 @@ function is the handler's compensation when a worker died mid-install.
 from __future__ import annotations
 
 import contextlib
-import secrets
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from baadal.tasks.params import CreateVMParams
 from baadal.tasks.registry import TaskContext, TaskResult, handler
 from baadal.vm import network, storage
 from baadal.vm.common import load_vm, log_vm_event, network_lock, set_status
+from baadal.vm.console import new_password
 from baadal.vm.disk import serve_extra_disk_request
 
 INSTALL_SUCCESS = "VM is installed successfully"
@@ -95,8 +95,6 @@ def allocate_vm_properties(session: Session, vm: VM, *, host_id: int | None = No
         private_ip, mac, vlan_tag = address.private_ip, address.mac_addr, address.vlan_tag
     public_ip = pools.allocate_public_ip(session, vm.id) if vm.public_ip_wanted else None
     vnc_port = pools.allocate_vnc_port(session, vm.id)
-    if not vm.vnc_password:
-        vm.vnc_password = secrets.token_urlsafe(6)[:8]  # VNC uses at most 8 characters
     session.flush()
     return VMProperties(
         host_id=vm.host_id,
@@ -149,7 +147,7 @@ def vm_domain_spec(
         domain_type=host_domain_type(settings, host),
         vnc_port=props.vnc_port,
         vnc_listen=settings.vm.vnc_listen or host.address,
-        vnc_password=vm.vnc_password,
+        vnc_password=new_password(),  # told to nobody: each grant sets its own
         kernel=storage.template_boot_file(settings, template, template.boot_kernel),
         initrd=storage.template_boot_file(settings, template, template.boot_initrd),
         cmdline=template.boot_cmdline,

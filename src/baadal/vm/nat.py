@@ -22,6 +22,7 @@ from baadal.db.session import session_scope
 from baadal.errors import BaadalError, ConflictError, NotFoundError
 from baadal.net.nat import Mapping, PublicIpMapping, VncMapping, clear_nat_box, nat_box
 from baadal.timeutil import utcnow
+from baadal.vm import console
 
 log = logging.getLogger("baadal")
 
@@ -76,11 +77,27 @@ def create_vnc_mapping_in_nat(engine: Engine, settings: Settings, vm_id: int) ->
 
 
 @dataclass(frozen=True)
+class _Console:
+    """Where a grant forwards to: plain values, so grants without a NAT box (whose hosts
+    may be known by DNS name) never need a NAT mapping's IPv4 host address."""
+
+    vm_id: int
+    public_port: int
+    host_address: str
+    host_port: int
+
+    @property
+    def mapping(self) -> VncMapping:
+        """The forwarding on the NAT box (software NAT only)."""
+        return VncMapping(self.vm_id, self.public_port, self.host_address, self.host_port)
+
+
+@dataclass(frozen=True)
 class _Grant:
-    """A vnc_access row and the forwarding it needs on the NAT box."""
+    """A vnc_access row and the console it opens."""
 
     id: int
-    mapping: VncMapping
+    console: _Console
     expiry_time: datetime
 
 
@@ -92,13 +109,13 @@ def _grants(session: Session, *where: ColumnElement[bool]) -> list[_Grant]:
         .where(*where)
         .order_by(VncAccess.id)
     )  # fmt: skip
-    return [_Grant(r[0], VncMapping(r[1], r[2], r[3], r[4]), r[5]) for r in rows]
+    return [_Grant(r[0], _Console(r[1], r[2], r[3], r[4]), r[5]) for r in rows]
 
 
-def _granted_now(session: Session, now: datetime) -> list[VncMapping]:
-    """The forwardings active, unexpired grants need (each once, oldest grant first)."""
+def _granted_now(session: Session, now: datetime) -> list[_Console]:
+    """The consoles active, unexpired grants open (each once, oldest grant first)."""
     active = _grants(session, VncAccess.status == "active", VncAccess.expiry_time > now)
-    return list(dict.fromkeys(g.mapping for g in active))
+    return list(dict.fromkeys(g.console for g in active))
 
 
 def remove_vnc_mapping_from_nat(engine: Engine, settings: Settings, vm_id: int) -> int:
@@ -108,10 +125,10 @@ def remove_vnc_mapping_from_nat(engine: Engine, settings: Settings, vm_id: int) 
     with session_scope(engine) as s:
         vm = _get_vm(s, vm_id)
         active = _grants(s, VncAccess.vm_id == vm_id, VncAccess.status == "active")
-        mappings = {g.mapping for g in active}
+        consoles = {g.console for g in active}
         if vm.host is not None and vm.vnc_port is not None:
-            mappings.add(VncMapping(vm_id, vm.vnc_port, vm.host.address, vm.vnc_port))
-    changed = 0 if box is None else sum(box.remove(m) for m in mappings)
+            consoles.add(_Console(vm_id, vm.vnc_port, vm.host.address, vm.vnc_port))
+    changed = 0 if box is None else sum(box.remove(c.mapping) for c in consoles)
     end_vnc_grants(engine, vm_id)
     return changed
 
@@ -144,13 +161,13 @@ def move_vnc_grants(engine: Engine, settings: Settings, vm_id: int) -> int:
         )
     if not stale:
         return 0
-    new = {replace(g.mapping, host_ip=address, host_port=port) for g in stale}
+    new = {replace(g.console, host_address=address, host_port=port) for g in stale}
     box = nat_box(settings)
     if box is not None:
-        for mapping in {g.mapping for g in stale} - new:
-            box.remove(mapping)
-        for mapping in new:
-            box.create(mapping)
+        for console in {g.console for g in stale} - new:
+            box.remove(console.mapping)
+        for console in new:
+            box.create(console.mapping)
     with session_scope(engine) as s:
         moved = s.execute(
             update(VncAccess)
@@ -167,9 +184,9 @@ def move_vnc_grants(engine: Engine, settings: Settings, vm_id: int) -> int:
             )
         )
     if box is not None:
-        for mapping in new:  # grants the expiry job ended meanwhile lose their rules
-            if mapping.public_port not in live:
-                box.remove(mapping)
+        for console in new:  # grants the expiry job ended meanwhile lose their rules
+            if console.public_port not in live:
+                box.remove(console.mapping)
     log.info("VNC grants of VM %d moved to %s: %d", vm_id, address, moved)
     return moved
 
@@ -180,32 +197,44 @@ def move_vnc_grants(engine: Engine, settings: Settings, vm_id: int) -> int:
 def clear_all_timedout_vnc_mappings(
     engine: Engine, settings: Settings, now: datetime | None = None
 ) -> int:
-    """End every active grant whose expiry has passed; the forwarding goes unless another
-    grant of the same VM, to the same host and port, is still running. Returns how many
-    grants ended. The DB bookkeeping happens whatever the NAT type."""
+    """End every active grant whose expiry has passed: the forwarding goes unless another
+    grant of the same VM, to the same host and port, is still running, and the console's
+    password is replaced unless another grant of the VM still runs (its holder has the
+    current one). A grant whose rule or password could not be changed stays active, to be
+    retried. Returns how many grants ended. Holds the console lock: a grant made
+    meanwhile waits, so its fresh password is never replaced here."""
+    with console.console_lock(settings):
+        return _end_timedout_grants(engine, settings, now or utcnow())
+
+
+def _end_timedout_grants(engine: Engine, settings: Settings, now: datetime) -> int:
     box = nat_box(settings)
-    now = now or utcnow()
     with session_scope(engine) as s:
         active = _grants(s, VncAccess.status == "active")
-    expired: dict[VncMapping, list[int]] = {}
-    still_used: set[VncMapping] = set()
+    expired: dict[_Console, list[int]] = {}
+    still_used: set[_Console] = set()
     for grant in active:
         if grant.expiry_time <= now:
-            expired.setdefault(grant.mapping, []).append(grant.id)
+            expired.setdefault(grant.console, []).append(grant.id)
         else:
-            still_used.add(grant.mapping)
+            still_used.add(grant.console)
+    vms_still_granted = {c.vm_id for c in still_used}
     ended: list[int] = []
-    removed: list[VncMapping] = []
+    removed: list[_Console] = []
+    replaced: set[int] = set()  # VMs whose console password is already replaced
     failure: BaadalError | None = None
-    for mapping, ids in expired.items():
-        if box is not None and mapping not in still_used:
-            try:
-                box.remove(mapping)
-            except BaadalError as exc:  # other grants must still expire
-                log.error("cannot revoke VNC access %s: %s", mapping.tag, exc)
-                failure = failure or exc
-                continue
-            removed.append(mapping)
+    for target, ids in expired.items():
+        try:
+            if box is not None and target not in still_used:
+                box.remove(target.mapping)
+                removed.append(target)
+            if target.vm_id not in vms_still_granted | replaced:
+                console.forget_password(engine, target.vm_id)
+                replaced.add(target.vm_id)
+        except BaadalError as exc:  # other grants must still expire
+            log.error("cannot revoke VNC access to VM %d: %s", target.vm_id, exc)
+            failure = failure or exc
+            continue
         ended += ids
     if ended:
         with session_scope(engine) as s:
@@ -215,15 +244,15 @@ def clear_all_timedout_vnc_mappings(
                 .values(status="inactive")
             )
             # where the ended grants point now (a migration may have moved them meanwhile)
-            now_pointing = {g.mapping for g in _grants(s, VncAccess.id.in_(ended))}
+            now_pointing = {g.console for g in _grants(s, VncAccess.id.in_(ended))}
             # a grant made while the rules were going: it keeps its forwarding
             granted = set(_granted_now(s, now))
         if box is not None:
-            for mapping in removed:
-                if mapping in granted:
-                    box.create(mapping)
-            for mapping in now_pointing - set(removed) - granted:
-                box.remove(mapping)
+            for target in removed:
+                if target in granted:
+                    box.create(target.mapping)
+            for target in now_pointing - set(removed) - granted:
+                box.remove(target.mapping)
     if failure is not None:
         raise failure
     return len(ended)
@@ -262,7 +291,7 @@ def reapply_nat_mappings(engine: Engine, settings: Settings) -> int:
             )
         }
         mappings: list[Mapping] = [*sorted(public, key=lambda m: m.public_ip)]
-        mappings += _granted_now(s, now)
+        mappings += [c.mapping for c in _granted_now(s, now)]
     for stale in box.public_mappings() - public:
         log.warning("NAT: %s -> %s is no VM's mapping, removed", stale.public_ip, stale.private_ip)
         box.remove(stale)

@@ -23,6 +23,7 @@ from baadal.tasks import queue
 from baadal.tasks.params import ScheduledSnapshotsParams, SnapshotIdParams, SnapshotVMParams
 from baadal.tasks.registry import TaskContext, TaskResult, handler
 from baadal.timeutil import utcnow
+from baadal.vm import console
 from baadal.vm.common import load_vm, log_vm_event, set_status, vm_hypervisor
 
 SNAPSHOT_SUCCESS = "Snapshotted successfully"
@@ -147,6 +148,8 @@ def revert(ctx: TaskContext[SnapshotIdParams]) -> TaskResult:
             vm = load_vm(session, ctx.vm_id)
             set_status(session, vm, state, ctx.requester_id)
             log_vm_event(session, vm, "revert", None, name, ctx.requester_id)
+        with console.console_lock(ctx.settings):  # the snapshot's password may be a grant's
+            console.forget_password(ctx.engine, ctx.vm_id, definition=True)
     except Exception as exc:
         return TaskResult.error(exc)
     return TaskResult.success(REVERT_SUCCESS)
