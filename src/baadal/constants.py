@@ -197,6 +197,10 @@ GENERATED_MAC_PREFIX = "A2:00:00"
 # Task engine defaults
 TASK_LEASE_S = 60.0
 TASK_MAX_ATTEMPTS = 3
+#: a worker's lease must be at least this many poll intervals (it is renewed every third)
+LEASE_POLL_RATIO = 3
+#: task threads one worker process may run (more work = more worker processes)
+WORKER_CONCURRENCY_MAX = 256
 
 # --- monitoring (upstream-facts.md: RRD step 300, heartbeat 550; five graph periods) ---
 RRD_STEP_S = 300
