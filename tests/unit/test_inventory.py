@@ -638,6 +638,23 @@ def test_settings_as_dict_hides_secrets(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 @pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql+psycopg://bob:se/cr#et?1@db/baadal", "postgresql+psycopg://bob:***@db/baadal"),
+        ("postgresql://bob@db/baadal?password=se/cret", "postgresql://bob@db/baadal?password=***"),
+        ("postgresql://bob:a?b@db:5433/baadal?sslmode=require",
+         "postgresql://bob:***@db:5433/baadal?sslmode=require"),
+    ],
+)  # fmt: skip
+def test_database_passwords_with_url_characters_are_hidden(
+    monkeypatch: pytest.MonkeyPatch, url: str, shown: str
+) -> None:
+    """A password with '/', '#' or '?', or given as ?password=, was printed in the clear."""
+    monkeypatch.setenv("BAADAL_DATABASE__URL", url)
+    assert inv.settings_as_dict(SYSTEM, load_settings())["database"]["url"] == shown
+
+
+@pytest.mark.parametrize(
     ("key", "secret"),
     [
         ("password", True),

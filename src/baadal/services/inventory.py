@@ -22,6 +22,7 @@ from baadal import constants as C
 from baadal.config import Settings, get_settings
 from baadal.db.models import VM, Base, Datastore, Host, Template, VncAccess
 from baadal.errors import ConflictError, NotFoundError, ValidationError
+from baadal.logs import redact_url
 from baadal.net.validators import check_safe_name, is_valid_ipv4, normalize_mac
 from baadal.services import lookup
 from baadal.services.policy import Action, Actor, guarded, require, template_filter
@@ -538,22 +539,6 @@ def is_secret_setting(key: str) -> bool:
     return bool(_SECRET_WORDS.intersection(lowered.split("_")))
 
 
-def _redact_url(value: str) -> str:
-    """Keep a URL readable but drop the password in it (database and LDAP URLs)."""
-    if "://" not in value or "@" not in value:
-        return value
-    try:
-        parts = urlsplit(value)
-        password = parts.password
-    except ValueError:
-        return REDACTED
-    if not password:
-        return value
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:{REDACTED}@{hostport}"))
-
-
 def _redact(data: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
@@ -563,7 +548,8 @@ def _redact(data: Mapping[str, Any]) -> dict[str, Any]:
             if is_secret_setting(key) and value:
                 out[key] = REDACTED
             else:
-                out[key] = _redact_url(value)
+                # a URL stays readable, without its password (database and LDAP URLs)
+                out[key] = redact_url(value) if "://" in value else value
         elif isinstance(value, list) and is_secret_setting(key):
             out[key] = [REDACTED for _ in value]
         else:
