@@ -26,6 +26,7 @@ from sqlalchemy.exc import ArgumentError
 
 from baadal.config import Settings, get_settings
 from baadal.errors import ConfigError
+from baadal.home import PRIVATE_FILE_MODE, private_dir, private_file, secure_home
 
 LOGGER_NAME = "baadal"
 RRD_LOGGER_NAME = "baadal.rrd"
@@ -157,6 +158,7 @@ def _file_handler(path: Path, settings: Settings, formatter: logging.Formatter) 
         maxBytes=settings.log.max_bytes,
         backupCount=settings.log.backup_count,
         encoding="utf-8",
+        chmod=PRIVATE_FILE_MODE,  # rotated files and the handler's lock file too
     )
     handler.setFormatter(formatter)
     handler.addFilter(RedactSecrets())
@@ -188,13 +190,16 @@ def setup_logging(settings: Settings | None = None, *, console: bool = False) ->
         if _state == key and installed:
             return
         _remove_owned_handlers()
-        # the handler opens lazily; create both now so a bad directory fails at startup
+        secure_home(settings)
+        # the handler opens lazily; create both now (private) so a bad directory fails
+        # at startup
         try:
-            log_dir.mkdir(parents=True, exist_ok=True)
+            private_dir(log_dir)
             for name in (LOG_FILE, RRD_LOG_FILE):
-                (log_dir / name).touch(exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"cannot write logs in {log_dir}: {exc.strerror}") from None
+                private_file(log_dir / name)
+        except (OSError, ConfigError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+            raise ConfigError(f"cannot write logs in {log_dir}: {reason}") from None
         formatter = logging.Formatter(LOG_FORMAT)
 
         main = get_logger()

@@ -40,6 +40,7 @@ from baadal.drivers.remote import RemoteTarget
 from baadal.errors import BaadalError, NotFoundError, ValidationError, user_message
 from baadal.filelock import flocked
 from baadal.files import replaced_atomically
+from baadal.home import PRIVATE_FILE_MODE, private_dir
 from baadal.host.utilization import (
     SECTOR_BYTES,
     HostCounters,
@@ -154,7 +155,7 @@ def create_rrd(path: Path, start: int) -> None:
     archives = [
         f"RRA:{cf}:0.5:{steps}:{rows}" for cf in ("AVERAGE", "MAX") for steps, rows in ARCHIVES
     ]
-    with replaced_atomically(path) as private:
+    with replaced_atomically(path, PRIVATE_FILE_MODE) as private:
         rrdtool.create(
             str(private), "--start", str(start), "--step", str(C.RRD_STEP_S),
             *definitions, *archives,
@@ -167,7 +168,7 @@ def update_rrd_file(path: Path, sample: RrdSample) -> bool:
     manual collection and the periodic one from tripping over rrdtool's own file lock."""
     s = sample
     row = f"{s.timestamp}:{s.cpu}:{s.ram}:{s.dr}:{s.dw}:{s.tx}:{s.rx}"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     with flocked(path.parent):
         try:
             rrdtool.update(str(path), row)
