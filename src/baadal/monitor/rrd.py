@@ -1,7 +1,8 @@
 """RRD history of every VM and host (the seed's rrd_graph, vm_rrd and host_rrd modules).
 
-One file per VM (``<vm_identity>.rrd``) and per host (its address with ``_`` for ``.``)
-in ``<home>/<paths.vm_rrds_dir>``. Monitoring history is the controller's own state, so
+One file per VM (``<vm_identity>.rrd``), per host (``host~<address>.rrd``, ``_`` for
+``.``), and for the controller and the NAT box (``controller.rrd``, ``nat.rrd``) in
+``<home>/<paths.vm_rrds_dir>``. Monitoring history is the controller's own state, so
 it lives with the controller, not on a datastore the controller may not be able to write.
 
 Step 300 s, heartbeat 550 s and the upstream's data sources (cpu ram dr dw tx rx; the
@@ -49,7 +50,7 @@ from baadal.host.utilization import (
     sample_host_counters,
 )
 from baadal.net.nat import nat_box_target
-from baadal.net.validators import check_safe_name
+from baadal.net.validators import check_identity
 from baadal.tasks.registry import TaskContext, TaskResult, handler
 
 log = logging.getLogger("baadal.rrd")
@@ -139,13 +140,15 @@ def rrd_dir(settings: Settings) -> Path:
 
 
 def host_identity(address: str) -> str:
-    """The seed's name for a host's file: its address with ``_`` for ``.``."""
-    return address.replace(".", "_").replace(":", "_")
+    """The seed's name for a host's file (its address with ``_`` for ``.``) behind a
+    prefix no VM identity or machine name has: a host at address ``nat`` or
+    ``controller`` shared the NAT box's or the controller's file."""
+    return C.HOST_RRD_PREFIX + address.replace(".", "_").replace(":", "_")
 
 
 def get_rrd_file(settings: Settings, identity: str) -> Path:
     """Path of the RRD file of a VM identity or host identity (it may not exist yet)."""
-    check_safe_name(identity, "an RRD identity", _IDENTITY_MAX)
+    check_identity(identity, "an RRD identity", _IDENTITY_MAX)
     return rrd_dir(settings) / f"{identity}.rrd"
 
 
