@@ -194,7 +194,8 @@ def setup_logging(settings: Settings | None = None, *, console: bool = False) ->
         # the handler opens lazily; create both now (private) so a bad directory fails
         # at startup
         try:
-            private_dir(log_dir)
+            if not log_dir.is_dir():  # an existing one ([log] dir) is the operator's
+                private_dir(log_dir)
             for name in (LOG_FILE, RRD_LOG_FILE):
                 private_file(log_dir / name)
         except (OSError, ConfigError) as exc:

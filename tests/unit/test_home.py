@@ -134,3 +134,14 @@ def test_the_cli_makes_a_private_home(_isolated_home: Path, open_umask: object) 
     assert result.exit_code == 0, result.output
     assert mode(_isolated_home) == 0o700
     assert mode(_isolated_home / "baadal.db") == 0o600
+
+
+def test_a_log_dir_of_the_operator_s_keeps_its_mode_but_the_logs_are_private(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, open_umask: object
+) -> None:
+    shared = tmp_path / "var-log"
+    shared.mkdir(mode=0o755)
+    monkeypatch.setenv("BAADAL_LOG__DIR", str(shared))
+    setup_logging(load_settings())
+    assert mode(shared) == 0o755
+    assert {mode(p) for p in shared.iterdir()} == {0o600}
