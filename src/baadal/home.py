@@ -62,12 +62,10 @@ def tighten(path: Path) -> None:
 
 
 def private_dir(path: Path) -> Path:
-    """``mkdir -p`` whose new directories are 0700; an existing ``path`` is tightened."""
-    missing = [p for p in (path, *path.parents) if not p.exists()]
-    for directory in reversed(missing):
-        directory.mkdir(mode=PRIVATE_DIR_MODE, exist_ok=True)
-        _chmod(directory, PRIVATE_DIR_MODE)  # mkdir's mode passes through the umask
-    path.mkdir(exist_ok=True)  # a file in its place: FileExistsError, as mkdir -p says
+    """``path`` as a 0700 directory, made or tightened. Missing parents are made as
+    ``mkdir -p`` makes them: they are not Baadal's (the lab needs /var/tmp/x searchable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=PRIVATE_DIR_MODE, exist_ok=True)  # a file in its place: FileExistsError
     tighten(path)
     return path
 

@@ -145,3 +145,12 @@ def test_a_log_dir_of_the_operator_s_keeps_its_mode_but_the_logs_are_private(
     setup_logging(load_settings())
     assert mode(shared) == 0o755
     assert {mode(p) for p in shared.iterdir()} == {0o600}
+
+
+def test_only_the_home_is_private_not_the_directories_above_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, open_umask: object
+) -> None:
+    home = tmp_path / "above" / "home"
+    monkeypatch.setenv("BAADAL_HOME", str(home))
+    secure_home(load_settings())
+    assert (mode(home.parent), mode(home)) == (0o755, 0o700)
