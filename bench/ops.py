@@ -222,6 +222,7 @@ def identity_and_console(engine: Engine, settings: Settings, vm_id: int) -> tupl
 def new_settings(home: Path) -> Settings:
     os.environ["BAADAL_HOME"] = str(home)
     os.environ.pop("BAADAL_CONFIG", None)
+    os.environ["BAADAL_GENERAL__ALLOW_TEST_HYPERVISORS"] = "true"  # fake:/// hosts
     settings = load_settings()
     settings.general.snapshot_requires_ping = False  # no DHCP on the bench VLAN
     settings.vm.stop_timeout_s = 20
@@ -252,7 +253,7 @@ def real(k: int, raw: bool = False) -> None:
         boot = ("tiny/vmlinuz", "tiny/tiny-initrd.gz", guest.cmdline + " tiny.dhcp=0")
         make_cloud(engine, settings, root, [uri], template_file=guest.disk, boot=boot)
         conn = libvirt.open(uri)
-        name = f"ADMIN_system_{VM_NAME}"
+        name = f"ADMIN~system~{VM_NAME}"
         remove_domain(conn, name)  # a leftover of an interrupted run
         vm_id = None
         try:

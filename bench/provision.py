@@ -129,6 +129,7 @@ def main() -> None:
         tmp = Path(tmp_name)
         os.environ["BAADAL_HOME"] = str(tmp / "home")
         os.environ.pop("BAADAL_CONFIG", None)
+        os.environ["BAADAL_GENERAL__ALLOW_TEST_HYPERVISORS"] = "true"  # fake:/// hosts
         settings = load_settings()
         settings.general.snapshot_requires_ping = False
         settings.worker.poll_interval_s = 0.01

@@ -23,6 +23,8 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     monkeypatch.setenv("BAADAL_HOME", str(home))
     monkeypatch.delenv("BAADAL_CONFIG", raising=False)
     monkeypatch.delenv("BAADAL_DATABASE__URL", raising=False)
+    # the suite's hosts are test:/// and fake:/// (off by default: development only)
+    monkeypatch.setenv("BAADAL_GENERAL__ALLOW_TEST_HYPERVISORS", "true")
     get_settings.cache_clear()
     yield home
     get_settings.cache_clear()

@@ -9,11 +9,20 @@ Any value can be overridden from the environment as ``BAADAL_<SECTION>__<KEY>``,
 from __future__ import annotations
 
 import os
+import re
+import tomllib
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -41,6 +50,9 @@ class Section(BaseModel):
 
 class GeneralConf(Section):
     home_address: str = "http://localhost:8000"
+    #: accept ``test:`` and ``fake:`` hypervisor URIs (libvirt's test driver, the
+    #: project's fake driver): development and the test suite only, never production
+    allow_test_hypervisors: bool = False
     #: usernames granted a role at login (upstream admin_uid / orgadmin_uid / faculty_uid)
     admin_uid: list[str] = Field(default_factory=list)
     orgadmin_uid: list[str] = Field(default_factory=list)
@@ -74,6 +86,9 @@ class AuthConf(Section):
     auth_type: C.AuthType = C.AuthType.DB
     login_after_registration: bool = False
     session_hours: int = 12
+    #: organisations a self-registered account may name; none by default (an admin
+    #: places the account). Anyone could register into ADMIN before.
+    registration_organisations: list[str] = Field(default_factory=list)
 
 
 class LdapConf(Section):
@@ -212,7 +227,8 @@ class LogConf(Section):
 
 
 class SchedulerConf(Section):
-    """Intervals of the periodic jobs in seconds (upstream-facts.md section 4)."""
+    """Intervals of the periodic jobs in seconds (upstream-facts.md section 4); 0 switches
+    a job off, a negative interval is an error."""
 
     vm_sanity: int = 30 * 60
     host_sanity: int = 10 * 60
@@ -226,6 +242,16 @@ class SchedulerConf(Section):
     snapshot_monthly: int = 30 * 24 * 3600
     #: extra intervals by job name (tests and site-specific jobs)
     extra: dict[str, int] = Field(default_factory=dict)
+
+    @field_validator("*")
+    @classmethod
+    def _not_negative(cls, value: int | dict[str, int]) -> int | dict[str, int]:
+        intervals = value.items() if isinstance(value, dict) else [("", value)]
+        for job, interval in intervals:
+            if interval < 0:
+                where = f"{job}: " if job else ""
+                raise ValueError(f"{where}an interval must be >= 0 s (0 switches the job off)")
+        return value
 
     @field_validator("rrd")
     @classmethod
@@ -243,10 +269,24 @@ class SchedulerConf(Section):
 
 
 class WorkerConf(Section):
-    concurrency: int = 4
-    lease_s: float = C.TASK_LEASE_S
-    poll_interval_s: float = 0.5
-    max_attempts: int = C.TASK_MAX_ATTEMPTS
+    """A task's lease is renewed every ``lease_s / 3`` by a loop that wakes every
+    ``poll_interval_s``: a lease not well above the poll interval expires under a running
+    task, and another worker runs the same task at the same time."""
+
+    concurrency: int = Field(default=4, ge=1, le=C.WORKER_CONCURRENCY_MAX)
+    lease_s: float = Field(default=C.TASK_LEASE_S, gt=0)
+    poll_interval_s: float = Field(default=0.5, gt=0)
+    max_attempts: int = Field(default=C.TASK_MAX_ATTEMPTS, ge=1)
+
+    @model_validator(mode="after")
+    def _lease_above_poll(self) -> WorkerConf:
+        least = C.LEASE_POLL_RATIO * self.poll_interval_s
+        if self.lease_s < least:
+            raise ValueError(
+                f"lease_s ({self.lease_s:g} s) must be at least {C.LEASE_POLL_RATIO} x "
+                f"poll_interval_s ({self.poll_interval_s:g} s), i.e. >= {least:g} s"
+            )
+        return self
 
 
 class PlacementConf(Section):
@@ -350,14 +390,48 @@ def read_secret_file(path: str, what: str) -> str:
         raise ConfigError(f"{what} {path}: {exc.strerror or exc}") from None
 
 
+#: how tomllib ends its messages: "(at line 3, column 5)" or "(at end of document)"
+_TOML_POSITION = re.compile(
+    r"^(?P<problem>.*?) \((?:at line (?P<line>\d+), column \d+|at end of document)\)$"
+)
+
+
+def check_settings_file(path: Path) -> None:
+    """A settings file that cannot be read, is not UTF-8 or not TOML: one line naming the
+    file, the line and the problem (the TOML reader would only say "internal error")."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"settings file {path}: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"settings file {path}, line {line}: not UTF-8 (byte 0x{data[exc.start]:02x})"
+        ) from None
+    try:
+        tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        match = _TOML_POSITION.match(str(exc))
+        problem = match.group("problem") if match else str(exc)
+        line = match.group("line") if match else None
+        where = f"line {line}" if line else "at the end"
+        raise ConfigError(f"settings file {path}, {where}: not valid TOML: {problem}") from None
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build settings from file + environment (+ explicit overrides); clear errors only."""
+    path = config_file_path()
+    if path is not None:
+        check_settings_file(path)
     try:
         return Settings(**overrides)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"bad setting {where}: {first['msg']}") from None
+        message = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"bad setting {where}: {message}") from None
 
 
 @lru_cache(maxsize=1)

@@ -212,12 +212,23 @@ VM_PURPOSE_MAX = 512
 DATASTORE_CAPACITY_GB_RANGE = (1, 9999)
 TEMPLATE_HDD_GB_RANGE = (1, 1024)
 EXTRA_DISK_GB_RANGE = (1, 1024)
+#: joins the parts of a VM identity, <org>~<user>~<vm>, and the prefix of a host's RRD
+#: file: no name may contain it (upstream's '_' may be inside a name, so user system_web's
+#: VM x and system's VM web_x were both system_web_x)
+IDENTITY_SEPARATOR = "~"
+#: a host's RRD file is <HOST_RRD_PREFIX><address>.rrd, apart from the controller's and
+#: the NAT box's (a host at address 'nat' must not write into the NAT box's file)
+HOST_RRD_PREFIX = f"host{IDENTITY_SEPARATOR}"
 #: generated MACs use the locally administered prefix upstream used
 GENERATED_MAC_PREFIX = "A2:00:00"
 
 # Task engine defaults
 TASK_LEASE_S = 60.0
 TASK_MAX_ATTEMPTS = 3
+#: a worker's lease must be at least this many poll intervals (it is renewed every third)
+LEASE_POLL_RATIO = 3
+#: task threads one worker process may run (more work = more worker processes)
+WORKER_CONCURRENCY_MAX = 256
 
 # --- monitoring (upstream-facts.md: RRD step 300, heartbeat 550; five graph periods) ---
 RRD_STEP_S = 300

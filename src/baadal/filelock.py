@@ -22,7 +22,7 @@ def flocked(path: Path) -> Iterator[None]:
     when the process dies."""
     flags = os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else os.O_CREAT)
     try:
-        fd = os.open(path, flags, 0o644)
+        fd = os.open(path, flags, 0o600)
     except OSError as exc:
         raise ConfigError(f"cannot open {path}: {exc.strerror or exc}") from None
     try:

@@ -18,11 +18,15 @@ import sys
 import threading
 import traceback
 from pathlib import Path
+from urllib.parse import quote_plus
 
 from concurrent_log_handler import ConcurrentRotatingFileHandler
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from baadal.config import Settings, get_settings
 from baadal.errors import ConfigError
+from baadal.home import PRIVATE_FILE_MODE, private_dir, private_file, secure_home
 
 LOGGER_NAME = "baadal"
 RRD_LOGGER_NAME = "baadal.rrd"
@@ -58,8 +62,14 @@ _SECRET_KV = re.compile(
     re.IGNORECASE,
 )
 
-# scheme://user:password@host (database URLs, libvirt URIs)
-_URL_PASSWORD = re.compile(r"(?P<lead>\b[a-z][\w+.-]*://[^:/\s@]+:)[^@\s/]+(?=@)", re.I)
+# a URL in free text (database URLs, libvirt URIs): up to the next blank
+_URL = re.compile(r"\b[a-z][\w+.-]*://\S+", re.I)
+#: punctuation that ends the sentence around a URL rather than the URL
+_URL_TRAILER = "'\",;)]}>"
+#: query keys whose values are secrets (?password=..., ?sslpassword=..., ?token=...)
+_SECRET_QUERY_KEY = re.compile(r"pass|pwd|secret|token|credential", re.I)
+# what SQLAlchemy cannot parse (a scheme with '.' or '-'): all userinfo up to the last '@'
+_USERINFO_PASSWORD = re.compile(r"^(?P<lead>[^:/]*://[^:/@]*:).*@")
 
 
 def _mask_value(match: re.Match[str]) -> str:
@@ -68,11 +78,39 @@ def _mask_value(match: re.Match[str]) -> str:
     return f"{match.group('lead')}{quote}{REDACTED}{quote}"
 
 
+def redact_url(url: str) -> str:
+    """``url`` with its password and secret query values as ***.
+
+    SQLAlchemy's own parser splits it the way the database driver will, so a password
+    with '/', '#' or '?' (or given as ``?password=``) cannot slip past a hand-made pattern.
+    A URL without secrets comes back unchanged.
+    """
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return _USERINFO_PASSWORD.sub(rf"\g<lead>{REDACTED}@", url)
+    secret_keys = {key for key in parsed.query if _SECRET_QUERY_KEY.search(key)}
+    host = parsed.host or ""
+    if parsed.password is None and not secret_keys and "@" not in host:
+        return url
+    if "@" in host:  # an unescaped '@' in the password: all of it up to the last '@'
+        parsed = parsed.set(password=REDACTED, host=host.rpartition("@")[2])
+    query = {key: REDACTED if key in secret_keys else v for key, v in parsed.query.items()}
+    rendered = parsed.set(query=query).render_as_string(hide_password=True)
+    return rendered.replace(quote_plus(REDACTED), REDACTED)
+
+
+def _redact_url_match(match: re.Match[str]) -> str:
+    token = match.group()
+    url = token.rstrip(_URL_TRAILER)
+    return redact_url(url) + token[len(url) :]
+
+
 def redact(text: str) -> str:
     """Mask secrets in free text; also used on tracebacks that may be stored elsewhere."""
     text = _PEM_PRIVATE_KEY.sub("[REDACTED PRIVATE KEY]", text)
     text = _SECRET_KV.sub(_mask_value, text)
-    return _URL_PASSWORD.sub(rf"\g<lead>{REDACTED}", text)
+    return _URL.sub(_redact_url_match, text)
 
 
 class RedactSecrets(logging.Filter):
@@ -120,6 +158,7 @@ def _file_handler(path: Path, settings: Settings, formatter: logging.Formatter) 
         maxBytes=settings.log.max_bytes,
         backupCount=settings.log.backup_count,
         encoding="utf-8",
+        chmod=PRIVATE_FILE_MODE,  # rotated files and the handler's lock file too
     )
     handler.setFormatter(formatter)
     handler.addFilter(RedactSecrets())
@@ -151,13 +190,17 @@ def setup_logging(settings: Settings | None = None, *, console: bool = False) ->
         if _state == key and installed:
             return
         _remove_owned_handlers()
-        # the handler opens lazily; create both now so a bad directory fails at startup
+        secure_home(settings)
+        # the handler opens lazily; create both now (private) so a bad directory fails
+        # at startup
         try:
-            log_dir.mkdir(parents=True, exist_ok=True)
+            if not log_dir.is_dir():  # an existing one ([log] dir) is the operator's
+                private_dir(log_dir)
             for name in (LOG_FILE, RRD_LOG_FILE):
-                (log_dir / name).touch(exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"cannot write logs in {log_dir}: {exc.strerror}") from None
+                private_file(log_dir / name)
+        except (OSError, ConfigError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+            raise ConfigError(f"cannot write logs in {log_dir}: {reason}") from None
         formatter = logging.Formatter(LOG_FORMAT)
 
         main = get_logger()

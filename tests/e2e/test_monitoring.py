@@ -94,7 +94,7 @@ def test_periodic_job_records_hosts_and_vms_and_graphs_are_drawn(
         f"{len(layout.HOSTS)} host(s), 1 VM(s), the controller and the NAT box recorded"
     )
 
-    machines = [h.mgmt_ip.replace(".", "_") for h in layout.HOSTS]
+    machines = [rrd.host_identity(h.mgmt_ip) for h in layout.HOSTS]
     for machine in [*machines, rrd.CONTROLLER_IDENTITY, rrd.NAT_IDENTITY]:
         recorded = _last_ds(rrd.get_rrd_file(lab.settings, machine))
         assert recorded["ram"] > 0 and recorded["cpu"] > 0 and recorded["rx"] > 0, machine

@@ -31,7 +31,7 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[CliRu
         yield CliRunner(), root
         conn = libvirt.open(uri)
         for dom in conn.listAllDomains():
-            if dom.name() == "ADMIN_system_demo1":
+            if dom.name() == "ADMIN~system~demo1":
                 if dom.isActive():
                     dom.destroy()
                 dom.undefine()
@@ -59,7 +59,7 @@ def test_newcomer_path_creates_a_booting_vm(cli: tuple[CliRunner, Path]) -> None
     assert "template tiny registered" in out
     out = run(runner, "vm", "create", "demo1", "--template", "tiny", "--no-network", "--inline")
     assert "SUCCESS: VM is installed successfully" in out
-    log = ds / "vm_consoles" / "ADMIN_system_demo1.log"
+    log = ds / "vm_consoles" / "ADMIN~system~demo1.log"
     assert console_line(log, "TINY-READY", 90) is not None
     assert "RUNNING" in run(runner, "vm", "show", "demo1")
     # bad input: one line, exit 2, nothing changed

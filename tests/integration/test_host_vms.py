@@ -32,7 +32,7 @@ from tests.unit.test_vm_lifecycle import run_tasks
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 real_cloud = real.real_cloud  # the same fixture
-NAME = "ADMIN_system_tiny1"
+NAME = "ADMIN~system~tiny1"
 
 
 def qemu_pid(name: str) -> int | None:
@@ -125,15 +125,15 @@ def test_orphan_domain_is_found_and_deleted_on_real_libvirt(
     disk = cloud.datastore_path / "stray.qcow2"
     storage.create_overlay(cloud.template_file, disk)
     spec = domain_xml.DomainSpec(
-        name="ADMIN_system_stray", uuid="7d1e0f3a-0000-4000-8000-000000000002", memory_mb=128,
+        name="ADMIN~system~stray", uuid="7d1e0f3a-0000-4000-8000-000000000002", memory_mb=128,
         vcpus=1, disks=[domain_xml.DiskSpec(str(disk))], kernel=str(templates / "tiny/vmlinuz"),
         initrd=str(templates / "tiny/tiny-initrd.gz"), cmdline="console=ttyS0 quiet",
     )  # fmt: skip
     conn.defineXML(domain_xml.build_domain_xml(spec)).create()
     report = host_vms.vm_sanity_check(sqlite_engine, settings)
     orphans = [(r.vm_identity, r.host) for r in report.rows if r.state == host_vms.ORPHAN]
-    assert ("ADMIN_system_stray", "host1") in orphans
-    host_vms.delete_orphan_vm(sqlite_engine, cloud.host_ids[0], "ADMIN_system_stray")
-    assert "ADMIN_system_stray" not in [d.name() for d in conn.listAllDomains()]
-    assert qemu_pid("ADMIN_system_stray") is None
+    assert ("ADMIN~system~stray", "host1") in orphans
+    host_vms.delete_orphan_vm(sqlite_engine, cloud.host_ids[0], "ADMIN~system~stray")
+    assert "ADMIN~system~stray" not in [d.name() for d in conn.listAllDomains()]
+    assert qemu_pid("ADMIN~system~stray") is None
     assert disk.is_file()  # the disk is left for the admin

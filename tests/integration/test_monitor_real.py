@@ -123,7 +123,7 @@ def test_this_machine_recorded_as_a_host_over_ssh(
         s.add(this_machine(sshd, "self", uri))
     report = rrd.update_all_rrds(sqlite_engine, ssh_settings)
     assert (report.hosts, report.vms, report.failures) == (["self"], 0, {})
-    path = rrd.get_rrd_file(ssh_settings, "127_0_0_1")
+    path = rrd.get_rrd_file(ssh_settings, rrd.host_identity("127.0.0.1"))
     recorded = last_ds(path)
     meminfo = {
         line.split(":")[0]: int(line.split()[1]) * 1024

@@ -58,7 +58,7 @@ def real_cloud(
             yield cloud, settings, conn
         finally:
             for dom in conn.listAllDomains():
-                if dom.name().startswith("ADMIN_system_"):
+                if dom.name().startswith("ADMIN~system~"):
                     if dom.isActive():
                         dom.destroy()
                     dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
@@ -103,7 +103,7 @@ def test_tiny_guest_lifecycle_on_real_libvirt(
     run_tasks(engine, settings)
     assert last_task(engine).message == "VM is installed successfully"
     vm_id = queued.vm_id
-    name = "ADMIN_system_tiny1"
+    name = "ADMIN~system~tiny1"
     log = console(settings, engine, vm_id)
     ready = console_line(log, "TINY-READY", BOOT_TIMEOUT_S)
     assert ready is not None, log.read_text(errors="replace")[-2000:]
@@ -175,26 +175,26 @@ def test_tiny_guest_lifecycle_on_real_libvirt(
     assert data is not None and "mounted" in data  # the parent's filesystem, not a new one
 
     assert vm_op("destroy", clone_id) == "tiny1_clone1 is destroyed successfully"
-    assert conn.lookupByName("ADMIN_system_tiny1_clone1").info()[0] == libvirt.VIR_DOMAIN_SHUTOFF
+    assert conn.lookupByName("ADMIN~system~tiny1_clone1").info()[0] == libvirt.VIR_DOMAIN_SHUTOFF
 
     # delete both: nothing left behind
     for vid in (clone_id, vm_id):
         vm_op("delete", vid)
-    assert {d.name() for d in conn.listAllDomains()} & {name, "ADMIN_system_tiny1_clone1"} == set()
+    assert {d.name() for d in conn.listAllDomains()} & {name, "ADMIN~system~tiny1_clone1"} == set()
     with session_scope(engine) as s:
         assert s.scalar(select(func.count()).select_from(VM)) == 0
         assert s.scalar(select(func.count()).select_from(AttachedDisk)) == 0
         assert s.scalar(select(func.count()).select_from(Snapshot)) == 0
 
     # an image already on the datastore becomes a running VM (admin, synchronous)
-    old = cloud.datastore_path / "vm_images" / "ADMIN_system_old" / "ADMIN_system_old.qcow2"
+    old = cloud.datastore_path / "vm_images" / "ADMIN~system~old" / "ADMIN~system~old.qcow2"
     storage.create_overlay(cloud.template_file, old)
     with session_scope(engine) as s:
         old_id = vms.launch_existing_vm_image(
             s, SYSTEM, settings, vm_name="old", template="tiny", datastore="ds1", ram_mb=256,
             vcpus=1, security_domain="research",
         ).id  # fmt: skip
-    assert conn.lookupByName("ADMIN_system_old").isActive()
+    assert conn.lookupByName("ADMIN~system~old").isActive()
     assert vm_op("delete", old_id) == "old is deleted successfully"
     leftovers = [
         p

@@ -40,6 +40,7 @@ PASSWORD = "correct horse battery"
 def auth_settings(settings: Settings) -> Settings:
     settings.general.admin_uid = ["root_admin"]
     settings.general.faculty_uid = ["prof"]
+    settings.auth.registration_organisations = ["IITD", "Atlantis"]
     return settings
 
 
@@ -120,6 +121,9 @@ def test_bad_registrations_change_nothing(sqlite_engine: Engine, auth_settings: 
         ({"username": "eve", "password": "short"}, ValidationError, "8-1024 characters"),
         ({"username": "../eve"}, ValidationError, "may contain only"),
         ({"username": "eve", "org": "Atlantis"}, NotFoundError, "no organisation named"),
+        # anyone could register into the administrators' organisation
+        ({"username": "eve", "org": "ADMIN"}, ValidationError, "'ADMIN' does not take self-reg"),
+        ({"username": "eve", "org": "Mordor"}, ValidationError, "choose one of IITD, Atlantis"),
     ]
     for kw, error, message in cases:
         args = dict(kw)
@@ -370,3 +374,15 @@ def test_plain_ldap_is_refused_unless_asked_for(auth_settings: Settings) -> None
     auth_settings.ldap.ca_file = "/nonexistent/ca.pem"
     with pytest.raises(ConfigError, match="ca_file"):
         ldap.ldap_authenticate(auth_settings, "asha", "a password")
+
+
+def test_self_registration_names_no_organisation_by_default(
+    sqlite_engine: Engine, settings: Settings
+) -> None:
+    """By default no organisation takes self-registrations; ADMIN never did on purpose."""
+    assert settings.auth.registration_organisations == []
+    with pytest.raises(ValidationError, match=r"'ADMIN' does not take .*register without one"):
+        register(sqlite_engine, settings, "mallory", org="ADMIN")
+    user_id = register(sqlite_engine, settings, "mallory")
+    with session_scope(sqlite_engine) as s:
+        assert s.get(User, user_id).organisation is None

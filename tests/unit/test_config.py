@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,75 @@ def test_constants_table_get_and_update(sqlite_engine: Engine) -> None:
             get_constant(s, "missing")
         with pytest.raises(ValidationError):
             update_constant(s, "", "x")
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (b"[nat]\nnat_ip = \n", r"line 2: not valid TOML: Invalid value"),
+        (b"[general]\nadmin_uid = ['a']\n# caf\xe9\n", r"line 3: not UTF-8 \(byte 0xe9\)"),
+        (b'[nat]\nnat_ip = "x\n', r"line 2: not valid TOML: Illegal character"),
+        (b'[nat]\nnat_ip = """x\n', r"at the end: not valid TOML"),
+    ],
+)
+def test_a_corrupt_settings_file_is_one_line_naming_file_and_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes, match: str
+) -> None:
+    """A corrupt or non-UTF-8 file used to end in a traceback and "internal error"."""
+    cfg = tmp_path / "site.toml"
+    cfg.write_bytes(content)
+    monkeypatch.setenv("BAADAL_CONFIG", str(cfg))
+    with pytest.raises(
+        ConfigError, match=rf"^settings file {re.escape(str(cfg))}, {match}"
+    ) as caught:
+        load_settings()
+    assert "\n" not in str(caught.value)
+
+
+def test_a_corrupt_settings_file_in_the_cli_exits_2(_isolated_home: Path) -> None:
+    from typer.testing import CliRunner
+
+    from baadal.cli.main import app
+
+    _isolated_home.mkdir(parents=True)
+    (_isolated_home / "baadal.toml").write_bytes(b"[vm]\nvnc_listen = \xff\n")
+    result = CliRunner().invoke(app, ["config", "show"])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert "baadal.toml, line 2: not UTF-8" in result.output
+
+
+@pytest.mark.parametrize(
+    ("env", "match"),
+    [
+        ({"BAADAL_WORKER__LEASE_S": "0"}, r"worker\.lease_s: .*greater than 0"),
+        ({"BAADAL_WORKER__LEASE_S": "-5"}, r"worker\.lease_s"),
+        ({"BAADAL_WORKER__LEASE_S": "1"}, r"worker: lease_s \(1 s\) must be at least 3 x"),
+        (
+            {"BAADAL_WORKER__LEASE_S": "10", "BAADAL_WORKER__POLL_INTERVAL_S": "5"},
+            r"worker: lease_s \(10 s\) .* >= 15 s",
+        ),
+        ({"BAADAL_WORKER__POLL_INTERVAL_S": "0"}, r"worker\.poll_interval_s"),
+        ({"BAADAL_WORKER__CONCURRENCY": "0"}, r"worker\.concurrency"),
+        ({"BAADAL_WORKER__CONCURRENCY": "100000"}, r"worker\.concurrency"),
+        ({"BAADAL_WORKER__MAX_ATTEMPTS": "0"}, r"worker\.max_attempts"),
+        ({"BAADAL_SCHEDULER__HOST_SANITY": "-1"}, r"scheduler\.host_sanity: an interval"),
+        ({"BAADAL_SCHEDULER__EXTRA": '{"job": -3}'}, r"scheduler\.extra: job: an interval"),
+    ],
+)
+def test_worker_and_scheduler_settings_are_checked(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], match: str
+) -> None:
+    """``lease_s = 0`` was accepted, and then one task ran several times at once."""
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError, match=rf"^bad setting {match}"):
+        load_settings()
+
+
+def test_a_switched_off_job_and_sane_worker_settings_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BAADAL_SCHEDULER__HOST_SANITY", "0")
+    monkeypatch.setenv("BAADAL_WORKER__LEASE_S", "1.5")
+    monkeypatch.setenv("BAADAL_WORKER__POLL_INTERVAL_S", "0.5")
+    settings = load_settings()
+    assert (settings.scheduler.host_sanity, settings.worker.lease_s) == (0, 1.5)

@@ -76,7 +76,7 @@ def test_domains_and_running_vm_of_a_host(
     with session_scope(sqlite_engine) as s:
         host1, host2 = s.get(Host, cloud.host_ids[0]), s.get(Host, cloud.host_ids[1])
     assert vm_row(sqlite_engine, vm_id)[0] == host1.id
-    assert [d.name for d in host_vms.get_host_domains(host1)] == ["ADMIN_system_web"]
+    assert [d.name for d in host_vms.get_host_domains(host1)] == ["ADMIN~system~web"]
     assert host_vms.has_running_vm(host1)
     assert not host_vms.has_running_vm(host2)
     operate(sqlite_engine, cloud_settings, vm_id, "stop")
@@ -191,7 +191,7 @@ def test_respawn_refused_while_the_domain_still_exists(
         host_vms.respawn_vm(sqlite_engine, cloud_settings, vm_id, host_id=h2)
     assert vm_row(sqlite_engine, vm_id)[0] == h1  # the reservation went back
     assert host_usage(sqlite_engine) == {h1: (256, 1), h2: (0, 0)}
-    assert not host_hv(sqlite_engine, h2).is_defined("ADMIN_system_web")
+    assert not host_hv(sqlite_engine, h2).is_defined("ADMIN~system~web")
 
 
 def test_respawn_dangling_vms_moves_every_vm_of_a_down_host(
@@ -222,8 +222,8 @@ def test_respawn_dangling_vms_moves_every_vm_of_a_down_host(
         ("db", "host1", "host2", True),
     ]
     hv2 = host_hv(sqlite_engine, h2)
-    assert hv2.domain_info("ADMIN_system_web").status == C.VMStatus.RUNNING
-    assert hv2.domain_info("ADMIN_system_db").status == C.VMStatus.SHUTDOWN
+    assert hv2.domain_info("ADMIN~system~web").status == C.VMStatus.RUNNING
+    assert hv2.domain_info("ADMIN~system~db").status == C.VMStatus.SHUTDOWN
     for vm_id, status in ((web, C.VMStatus.RUNNING), (db, C.VMStatus.SHUTDOWN)):
         assert vm_row(sqlite_engine, vm_id)[:3] == (h2, status, macs[vm_id])
         assert events(sqlite_engine, vm_id, "host")[-1] == ("host1", "host2")

@@ -12,10 +12,12 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from baadal import constants as C
-from baadal.config import Settings, load_settings
+from baadal.config import Settings, get_settings, load_settings
 from baadal.db.migrate import head_revision, require_schema, schema_revisions
 from baadal.db.models import VM, Datastore, Host, Template, VncAccess
 from baadal.db.session import make_engine, session_scope
+from baadal.drivers import hypervisor_for
+from baadal.drivers.base import HypervisorError
 from baadal.errors import ConfigError, ConflictError, NotFoundError, ValidationError
 from baadal.services import inventory as inv
 from baadal.services.policy import SYSTEM
@@ -82,6 +84,9 @@ def test_default_uri_is_plain_qemu_ssh_on_port_22(sqlite_engine: Engine) -> None
         "qemu+tcp://10.0.0.5/system",
         "qemu+tls://h.example/system",
         "test:///default",
+        "qemu+ssh://root@h/system?keyfile=/etc/baadal/id&no_tty=1&sshauth=privkey,agent"
+        "&known_hosts=/etc/baadal/known_hosts&mode=direct&proxy=native",
+        "qemu+tls://h.example/system?pkipath=/etc/pki/baadal",
     ],
 )
 def test_explicit_libvirt_uris_are_kept(sqlite_engine: Engine, uri: str) -> None:
@@ -135,6 +140,54 @@ def test_add_host_refuses_bad_input_and_writes_nothing(
     assert message in str(exc.value)
     assert "\n" not in str(exc.value)
     assert "BEGIN OPENSSH" not in str(exc.value)  # a pasted key is never echoed
+    assert _count(sqlite_engine, Host) == 0
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        # libvirt's own parameters that turn its checks off or run programs
+        ("qemu+ssh://root@h/system?no_verify=1", "'no_verify' is not allowed with qemu+ssh"),
+        ("qemu+tls://h/system?no_verify=1", "'no_verify' is not allowed with qemu+tls"),
+        ("qemu+ssh://root@h/system?known_hosts_verify=ignore", "'known_hosts_verify'"),
+        ("qemu+ssh://root@h/system?command=/tmp/evil", "'command' is not allowed"),
+        ("qemu+ssh://root@h/system?netcat=/tmp/evil", "'netcat' is not allowed"),
+        ("qemu+ssh://root@h/system?name=test:///default", "'name' is not allowed"),
+        ("qemu+tcp://h/system?keyfile=/k", "not allowed with qemu+tcp (allowed: none)"),
+        ("qemu+ssh://root@h/system?keyfile=id_rsa", "keyfile='id_rsa' must be an absolute path"),
+        ("qemu+ssh://root@h/system?no_tty=yes", "must be one of 0, 1"),
+        ("qemu+ssh://root@h/system?sshauth=gssapi", "sshauth='gssapi' must be a comma list"),
+        ("qemu+ssh://root@h/system?keyfile=/a&keyfile=/b", "'keyfile' is given twice"),
+        ("qemu+ssh://root@h/system?keyfile", "malformed query"),
+        ("qemu+ssh://root:pw@h/system", "must not carry a password"),
+        ("qemu+ssh://root@h/system#x", "must not have a #fragment"),
+        ("qemu:///embed", "path must be one of /session, /system"),
+    ],
+)
+def test_libvirt_uri_queries_are_allow_listed(
+    sqlite_engine: Engine, uri: str, message: str
+) -> None:
+    """``no_verify=1`` used to turn host-key checks off and ``command=`` to run a local
+    program; both were stored and opened."""
+    with pytest.raises(ValidationError) as exc:
+        _host(sqlite_engine, libvirt_uri=uri)
+    assert message in str(exc.value)
+    assert _count(sqlite_engine, Host) == 0
+    with pytest.raises(HypervisorError, match="refusing to open libvirt URI"):
+        hypervisor_for(uri)  # a row stored before the check is not opened either
+
+
+def test_test_hypervisors_only_with_the_development_setting(
+    sqlite_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("BAADAL_GENERAL__ALLOW_TEST_HYPERVISORS")
+    get_settings.cache_clear()
+    assert get_settings().general.allow_test_hypervisors is False  # the default
+    for uri in ("test:///default", "fake:///h1"):
+        with pytest.raises(ValidationError, match="allow_test_hypervisors"):
+            _host(sqlite_engine, libvirt_uri=uri)
+        with pytest.raises(HypervisorError, match="for development and tests only"):
+            hypervisor_for(uri)
     assert _count(sqlite_engine, Host) == 0
 
 
@@ -661,6 +714,23 @@ def test_settings_as_dict_hides_secrets(monkeypatch: pytest.MonkeyPatch) -> None
     raw = inv.settings_as_dict(SYSTEM, settings, redact=False)
     assert raw["nat"]["nat_ssh_key"] == "-----BEGIN KEY----- natsecret"
     assert raw["database"]["url"].endswith("dbsecret@db/baadal")
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql+psycopg://bob:se/cr#et?1@db/baadal", "postgresql+psycopg://bob:***@db/baadal"),
+        ("postgresql://bob@db/baadal?password=se/cret", "postgresql://bob@db/baadal?password=***"),
+        ("postgresql://bob:a?b@db:5433/baadal?sslmode=require",
+         "postgresql://bob:***@db:5433/baadal?sslmode=require"),
+    ],
+)  # fmt: skip
+def test_database_passwords_with_url_characters_are_hidden(
+    monkeypatch: pytest.MonkeyPatch, url: str, shown: str
+) -> None:
+    """A password with '/', '#' or '?', or given as ?password=, was printed in the clear."""
+    monkeypatch.setenv("BAADAL_DATABASE__URL", url)
+    assert inv.settings_as_dict(SYSTEM, load_settings())["database"]["url"] == shown
 
 
 @pytest.mark.parametrize(

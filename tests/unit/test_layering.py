@@ -27,6 +27,7 @@ DB_MAY_IMPORT = (
     "baadal.timeutil",
     "baadal.files",
     "baadal.filelock",
+    "baadal.home",
     "baadal.db",
 )
 

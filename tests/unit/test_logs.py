@@ -259,6 +259,30 @@ def test_redact_forms(text: str, expected: str) -> None:
     assert redact(text) == expected
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # '/', '#' and '?' in a password ended the old pattern's match: it printed them
+        ("url postgresql://bob:pa/ss@db/baadal ok", "url postgresql://bob:***@db/baadal ok"),
+        ("url=postgresql://bob:p#w?x@db:5432/b", "url=postgresql://bob:***@db:5432/b"),
+        ("'postgresql+psycopg://bob:a/b?c#d@db/b',", "'postgresql+psycopg://bob:***@db/b',"),
+        ("postgresql://bob@db/b?password=Pw/1&sslmode=require",
+         "postgresql://bob@db/b?password=***&sslmode=require"),
+        ("postgresql://bob@db/b?sslmode=require&sslpassword=x%2Fy",
+         "postgresql://bob@db/b?sslmode=require&sslpassword=***"),
+        ("postgresql://bob:p@ss@db/b", "postgresql://bob:***@db/b"),
+        ("odd.scheme://bob:se/cret@host/x", "odd.scheme://bob:***@host/x"),
+        # URLs with nothing secret are left exactly as they were
+        ("qemu+ssh://root@h1/system?keyfile=/k/id", "qemu+ssh://root@h1/system?keyfile=/k/id"),
+        ("see http://localhost:8000/x.", "see http://localhost:8000/x."),
+    ],
+)  # fmt: skip
+def test_redact_url_passwords_the_way_sqlalchemy_reads_them(text: str, expected: str) -> None:
+    assert redact(text) == expected
+    for secret in ("pa/ss", "p#w?x", "a/b?c#d", "Pw/1", "x%2Fy", "se/cret", "ss@db"):
+        assert secret not in redact(text)
+
+
 # --------------------------------------------------------------------------- processes
 
 PROCESSES = 6

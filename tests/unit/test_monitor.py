@@ -216,7 +216,7 @@ def test_collection_records_the_controller_and_names_what_failed(
     assert result.message.startswith(
         "0 host(s), 0 VM(s) and the controller recorded; failed: ghost ("
     )
-    assert not rrd.get_rrd_file(settings, "127_0_0_1").exists()
+    assert not rrd.get_rrd_file(settings, rrd.host_identity("127.0.0.1")).exists()
 
     # a NAT box that is configured wrongly is named too, and nothing at all is a failure
     settings.nat.nat_type = C.NatType.SOFTWARE
@@ -305,3 +305,13 @@ def test_monitor_cli_on_the_controller(tmp_path: Path, monkeypatch: pytest.Monke
         metrics.output
     )
     get_settings.cache_clear()
+
+
+@pytest.mark.parametrize("address", [rrd.NAT_IDENTITY, rrd.CONTROLLER_IDENTITY, "10.0.0.5"])
+def test_a_host_never_shares_the_nat_box_s_or_the_controller_s_file(
+    settings: Settings, address: str
+) -> None:
+    """A host at address 'nat' or 'controller' wrote into the NAT box's or controller's."""
+    mine = rrd.get_rrd_file(settings, rrd.host_identity(address))
+    assert mine.name == f"host~{address.replace('.', '_')}.rrd"
+    assert mine not in {rrd.get_rrd_file(settings, m) for m in rrd.MACHINE_TITLES}

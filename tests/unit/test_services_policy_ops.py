@@ -288,6 +288,7 @@ def test_self_registration_waits_for_approval_and_grants_nothing(
 ) -> None:
     engine, _ = world_engine
     settings.general.admin_uid = ["newcomer"]  # a name in the admin list gets no role here
+    settings.auth.registration_organisations = ["ORG_A"]
     with Session(engine) as s:
         account = users.register_self(
             s, settings, username="newcomer", password="long enough", organisation="ORG_A"

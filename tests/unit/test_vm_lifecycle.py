@@ -26,6 +26,7 @@ from baadal.db.models import (
     Snapshot,
     Task,
     Template,
+    User,
     UserVMMap,
 )
 from baadal.db.session import dispose_engines, session_scope
@@ -123,6 +124,28 @@ def counts(engine: Engine) -> dict[str, int]:
         }
 
 
+def test_identities_of_different_owners_never_collide(
+    sqlite_engine: Engine, cloud_settings: Settings, cloud: Cloud
+) -> None:
+    """With '_' joining the parts, user system_web's VM x and system's VM web_x were both
+    ADMIN_system_web_x: the second was refused as "system already has a VM named"."""
+    with session_scope(sqlite_engine) as s:
+        system = s.get(User, C.SYSTEM_USER_ID)
+        s.add(User(username="system_web", organisation_id=system.organisation_id))
+        # a VM made before the separator changed keeps its identity, and its name
+        s.add(VM(vm_name="db", vm_identity="ADMIN_system_db", owner_id=C.SYSTEM_USER_ID,
+                 RAM=256, vCPU=1))  # fmt: skip
+    theirs = create(sqlite_engine, cloud_settings, "x", owner="system_web")
+    mine = create(sqlite_engine, cloud_settings, "web_x")
+    with session_scope(sqlite_engine) as s:
+        assert (s.get(VM, theirs).vm_identity, s.get(VM, mine).vm_identity) == (
+            "ADMIN~system_web~x",
+            "ADMIN~system~web_x",
+        )
+    with pytest.raises(ConflictError, match="system already has a VM named 'db'"):
+        create(sqlite_engine, cloud_settings, "db")
+
+
 def test_install_makes_a_running_vm_on_an_overlay(
     sqlite_engine: Engine, cloud_settings: Settings, cloud: Cloud
 ) -> None:
@@ -133,7 +156,7 @@ def test_install_makes_a_running_vm_on_an_overlay(
         "VM is installed successfully Attached extra disk successfully.",
     )
     hv, identity = hv_of(sqlite_engine, vm_id)
-    assert identity == "ADMIN_system_web"
+    assert identity == "ADMIN~system~web"
     assert hv.domain_info(identity).status == C.VMStatus.RUNNING
     xml = hv.xml(identity, inactive=True)
     with session_scope(sqlite_engine) as s:
@@ -229,7 +252,7 @@ def test_failed_install_leaks_nothing(
         assert (vm.private_ip_id, vm.public_ip_id, vm.vnc_port, vm.host_id) == (None,) * 4
         assert vm.datastore_id is None
     assert counts(sqlite_engine) == before | {"vms": before["vms"] + 1, "maps": before["maps"] + 1}
-    assert not (cloud.datastore_path / cloud_settings.paths.vms / "ADMIN_system_doomed").exists()
+    assert not (cloud.datastore_path / cloud_settings.paths.vms / "ADMIN~system~doomed").exists()
     # retry after fixing the template: installs; ignore would have removed the row
     cloud.template_file.with_suffix(".gone").rename(cloud.template_file)
     with session_scope(sqlite_engine) as s:
@@ -625,7 +648,7 @@ def test_scheduled_snapshots_keep_one_per_kind(
 def test_launch_existing_vm_image(
     sqlite_engine: Engine, cloud_settings: Settings, cloud: Cloud
 ) -> None:
-    image = cloud.datastore_path / "vm_images" / "ADMIN_system_old" / "ADMIN_system_old.qcow2"
+    image = cloud.datastore_path / "vm_images" / "ADMIN~system~old" / "ADMIN~system~old.qcow2"
     with pytest.raises(NotFoundError, match="no image at"), session_scope(sqlite_engine) as s:
         vms.launch_existing_vm_image(
             s, SYSTEM, cloud_settings, vm_name="old", template="tiny", datastore="ds1",

@@ -90,7 +90,7 @@ def test_failed_install_leaves_no_reservation(
     with session_scope(sqlite_engine) as s:
         host = s.get(Host, net_cloud.host_ids[0])
         hypervisor_for(host.libvirt_uri).define(
-            "<domain type='test'><name>ADMIN_system_web</name><memory>65536</memory>"
+            "<domain type='test'><name>ADMIN~system~web</name><memory>65536</memory>"
             "<os><type>hvm</type></os></domain>"
         )
     create(sqlite_engine, net_settings)

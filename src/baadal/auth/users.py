@@ -103,6 +103,17 @@ def _check_free(session: Session, username: str, email: str | None) -> None:
         raise ConflictError(f"the e-mail address {email!r} belongs to another account")
 
 
+def _check_registration_organisation(settings: Settings, name: str | None) -> None:
+    """Only the organisations the settings open to registration (none by default)."""
+    allowed = settings.auth.registration_organisations
+    if name and name not in allowed:
+        offered = f"choose one of {', '.join(allowed)}" if allowed else "register without one"
+        raise ValidationError(
+            f"organisation {name!r} does not take self-registrations: {offered} "
+            "(an administrator can move the account)"
+        )
+
+
 def register_callback(session: Session, settings: Settings, info: UserInfo, password: str) -> User:
     """A new local account with the user role; it can log in once an administrator
     approves it (or at once with auth.login_after_registration). The settings' role
@@ -112,6 +123,7 @@ def register_callback(session: Session, settings: Settings, info: UserInfo, pass
     email = check_email(info.email)
     first_name = check_person_name(info.first_name, "first name")
     last_name = check_person_name(info.last_name, "last name")
+    _check_registration_organisation(settings, info.organisation)
     _check_free(session, username, email)
     user = User(
         username=username,

@@ -65,7 +65,6 @@ def demo_cmd() -> None:
     """The lab cloud on this machine with a demo VM that answers ping (run it again: it
     keeps what is there)."""
     settings = get_settings()
-    settings.home.mkdir(parents=True, exist_ok=True)
     system.upgrade_schema(settings, current_actor())
     console.print(f"Baadal home: {settings.home}")
     start = time.monotonic()

@@ -107,7 +107,7 @@ def ignore_cmd(task_id: int) -> None:
 
 @handle_errors
 def worker_cmd(
-    concurrency: Annotated[int | None, typer.Option(min=1, max=256)] = None,
+    concurrency: Annotated[int | None, typer.Option(min=1, max=C.WORKER_CONCURRENCY_MAX)] = None,
     handlers: Annotated[
         list[str] | None, typer.Option(help="extra module registering handlers")
     ] = None,

@@ -251,7 +251,7 @@ class VM(Base):
     __tablename__ = "vm_data"
     id: Mapped[int] = mapped_column(primary_key=True)
     vm_name: Mapped[str] = mapped_column(String(100))
-    #: <org>_<owner username>_<vm_name>: the libvirt domain name
+    #: <org>~<owner username>~<vm_name> (older VMs: joined by "_"): the libvirt domain name
     vm_identity: Mapped[str] = mapped_column(String(100), unique=True)
     host_id: Mapped[int | None] = mapped_column(ForeignKey("host.id"), index=True)
     RAM: Mapped[int] = mapped_column(Integer)  # MB

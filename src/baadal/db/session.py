@@ -19,13 +19,23 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from baadal.config import Settings, get_settings
+from baadal.home import private_dir, private_sqlite, secure_home
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 _engines: dict[str, Engine] = {}
 
 
-def _prepare_sqlite(engine: Engine) -> None:
+def _prepare_sqlite(engine: Engine, database: Path | None) -> None:
+    if database is not None:
+
+        @event.listens_for(engine, "do_connect")
+        def _private_file(*_args: Any) -> None:
+            # before SQLite creates it, so the file and its -wal/-shm are never readable
+            # by others; a directory in its place is left for SQLite to report
+            if not database.is_dir():
+                private_sqlite(database)
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # let SQLAlchemy, not pysqlite, decide where transactions begin
@@ -46,15 +56,18 @@ def make_engine(url: str, echo: bool = False) -> Engine:
     """Statement parameters are kept out of errors and logs: they hold VNC passwords."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
+        database = None
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            database = Path(parsed.database)
+            if not database.parent.is_dir():
+                private_dir(database.parent)
         engine = create_engine(
             url,
             echo=echo,
             hide_parameters=True,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
         )
-        _prepare_sqlite(engine)
+        _prepare_sqlite(engine, database)
         return engine
     # no pre-ping: it costs a round trip per transaction; a connection that died is
     # dropped by the pool on its error and the worker loop retries
@@ -66,6 +79,7 @@ def get_engine(settings: Settings | None = None) -> Engine:
     settings = settings or get_settings()
     url = settings.database_url
     if url not in _engines:
+        secure_home(settings)
         _engines[url] = make_engine(url, settings.database.echo)
     return _engines[url]
 

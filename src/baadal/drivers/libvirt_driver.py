@@ -30,6 +30,7 @@ from baadal.drivers.base import (
     NotSupported,
     SnapshotInfo,
 )
+from baadal.drivers.uri import require_openable
 from baadal.errors import ValidationError
 
 T = TypeVar("T")
@@ -83,6 +84,7 @@ def _open(uri: str) -> libvirt.virConnect:
                 if conn.isAlive():
                     return conn
             _connections.pop(uri, None)
+        require_openable(uri)  # a migration's destination does not pass hypervisor_for
         try:
             conn = libvirt.open(uri)
         except libvirt.libvirtError as exc:

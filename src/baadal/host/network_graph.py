@@ -33,6 +33,7 @@ from baadal.drivers.remote import RemoteTarget, execute_remote_cmd
 from baadal.errors import RemoteCommandError
 from baadal.filelock import flocked
 from baadal.files import write_atomically
+from baadal.home import PRIVATE_FILE_MODE, private_dir
 from baadal.host.resources import interface_of
 from baadal.tasks.registry import TaskContext, TaskResult, handler
 
@@ -292,13 +293,13 @@ def render_svg(graph: NetworkGraph) -> str:
 def save_graph(graph: NetworkGraph, settings: Settings) -> tuple[Path, Path]:
     """Write the JSON (nodes and edges as the seed's web page drew them) and the SVG."""
     json_path, svg_path = graph_files(settings)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(json_path.parent)
     data = {
         "nodes": [asdict(n) for n in graph.nodes],
         "edges": [{**asdict(e), "label": e.label} for e in graph.edges],
     }
-    write_atomically(json_path, json.dumps(data, indent=1) + "\n")
-    write_atomically(svg_path, render_svg(graph))
+    write_atomically(json_path, json.dumps(data, indent=1) + "\n", PRIVATE_FILE_MODE)
+    write_atomically(svg_path, render_svg(graph), PRIVATE_FILE_MODE)
     return json_path, svg_path
 
 
@@ -327,7 +328,7 @@ def measure_network(
     # one measurement at a time (the CLI and the periodic job): two would share the
     # links, and the iperf3 port, and measure each other
     locks = settings.home / "locks"
-    locks.mkdir(parents=True, exist_ok=True)
+    private_dir(locks)
     with flocked(locks / "network-graph.lock"):
         graph = collect_data_from_host(hosts, settings, on_step)
         _json_path, svg_path = save_graph(graph, settings)

@@ -55,6 +55,7 @@ from baadal.drivers.remote import run_local
 from baadal.errors import BaadalError, ConfigError, ConflictError, NotFoundError
 from baadal.filelock import flocked
 from baadal.files import write_atomically
+from baadal.home import PRIVATE_FILE_MODE, open_for_lab
 from baadal.lab import bmc, ssh
 from baadal.lab.guest import build_tiny_guest
 from baadal.lab.hostns import POWEROFF_COMMAND, LabHost, mgmt_mac, prepare_host_dir
@@ -512,6 +513,7 @@ def _make_dirs(settings: Settings) -> None:
     for directory in (lab, datastore_dir(settings), dns_dir(settings), lab / "hosts"):
         directory.mkdir(parents=True, exist_ok=True)
         directory.chmod(0o755)
+    open_for_lab(settings.home)
     ssh.prepare_client(lab)
     _check_searchable(datastore_dir(settings))
     fix_kvm_permissions()
@@ -786,7 +788,7 @@ def apply_lab_settings(settings: Settings) -> None:
     lines = [LAB_CONFIG_MARK]
     for section, values in sections.items():
         lines += ["", f"[{section}]"] + [f"{k} = {json.dumps(v)}" for k, v in values.items()]
-    write_atomically(path, "\n".join(lines) + "\n")
+    write_atomically(path, "\n".join(lines) + "\n", PRIVATE_FILE_MODE)
 
 
 def _lab_wrote(path: Path) -> bool:

@@ -13,6 +13,7 @@ import rrdtool
 from baadal.config import Settings
 from baadal.errors import NotFoundError, ValidationError
 from baadal.files import replaced_atomically
+from baadal.home import PRIVATE_FILE_MODE, private_dir
 from baadal.monitor.rrd import get_rrd_file, graph_period_seconds
 
 WIDTH_PX = 640
@@ -74,7 +75,7 @@ def create_graph(
     if not source.exists():
         raise NotFoundError(f"no monitoring data for {identity!r} yet")
     out_dir = graph_dir(settings)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(out_dir)
     target = out_dir / f"{identity}_{kind}_{period}.png"
     args = [
         "--imgformat", "PNG",
@@ -93,6 +94,6 @@ def create_graph(
             f"GPRINT:{line.source}:AVERAGE:average %8.2lf %s",
             f"GPRINT:{line.source}:MAX:max %8.2lf %s\\n",
         ]
-    with replaced_atomically(target) as private:
+    with replaced_atomically(target, PRIVATE_FILE_MODE) as private:
         rrdtool.graph(str(private), *args)
     return target

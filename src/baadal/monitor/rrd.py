@@ -1,7 +1,8 @@
 """RRD history of every VM and host (the seed's rrd_graph, vm_rrd and host_rrd modules).
 
-One file per VM (``<vm_identity>.rrd``) and per host (its address with ``_`` for ``.``)
-in ``<home>/<paths.vm_rrds_dir>``. Monitoring history is the controller's own state, so
+One file per VM (``<vm_identity>.rrd``), per host (``host~<address>.rrd``, ``_`` for
+``.``), and for the controller and the NAT box (``controller.rrd``, ``nat.rrd``) in
+``<home>/<paths.vm_rrds_dir>``. Monitoring history is the controller's own state, so
 it lives with the controller, not on a datastore the controller may not be able to write.
 
 Step 300 s, heartbeat 550 s and the upstream's data sources (cpu ram dr dw tx rx; the
@@ -40,6 +41,7 @@ from baadal.drivers.remote import RemoteTarget
 from baadal.errors import BaadalError, NotFoundError, ValidationError, user_message
 from baadal.filelock import flocked
 from baadal.files import replaced_atomically
+from baadal.home import PRIVATE_FILE_MODE, private_dir
 from baadal.host.utilization import (
     SECTOR_BYTES,
     HostCounters,
@@ -48,7 +50,7 @@ from baadal.host.utilization import (
     sample_host_counters,
 )
 from baadal.net.nat import nat_box_target
-from baadal.net.validators import check_safe_name
+from baadal.net.validators import check_identity
 from baadal.tasks.registry import TaskContext, TaskResult, handler
 
 log = logging.getLogger("baadal.rrd")
@@ -138,13 +140,15 @@ def rrd_dir(settings: Settings) -> Path:
 
 
 def host_identity(address: str) -> str:
-    """The seed's name for a host's file: its address with ``_`` for ``.``."""
-    return address.replace(".", "_").replace(":", "_")
+    """The seed's name for a host's file (its address with ``_`` for ``.``) behind a
+    prefix no VM identity or machine name has: a host at address ``nat`` or
+    ``controller`` shared the NAT box's or the controller's file."""
+    return C.HOST_RRD_PREFIX + address.replace(".", "_").replace(":", "_")
 
 
 def get_rrd_file(settings: Settings, identity: str) -> Path:
     """Path of the RRD file of a VM identity or host identity (it may not exist yet)."""
-    check_safe_name(identity, "an RRD identity", _IDENTITY_MAX)
+    check_identity(identity, "an RRD identity", _IDENTITY_MAX)
     return rrd_dir(settings) / f"{identity}.rrd"
 
 
@@ -154,7 +158,7 @@ def create_rrd(path: Path, start: int) -> None:
     archives = [
         f"RRA:{cf}:0.5:{steps}:{rows}" for cf in ("AVERAGE", "MAX") for steps, rows in ARCHIVES
     ]
-    with replaced_atomically(path) as private:
+    with replaced_atomically(path, PRIVATE_FILE_MODE) as private:
         rrdtool.create(
             str(private), "--start", str(start), "--step", str(C.RRD_STEP_S),
             *definitions, *archives,
@@ -167,7 +171,7 @@ def update_rrd_file(path: Path, sample: RrdSample) -> bool:
     manual collection and the periodic one from tripping over rrdtool's own file lock."""
     s = sample
     row = f"{s.timestamp}:{s.cpu}:{s.ram}:{s.dr}:{s.dw}:{s.tx}:{s.rx}"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     with flocked(path.parent):
         try:
             rrdtool.update(str(path), row)

@@ -42,6 +42,7 @@ from baadal.drivers.remote import RemoteTarget, execute_remote_cmd, run_local
 from baadal.errors import ConfigError, ConflictError, RemoteCommandError, ValidationError
 from baadal.filelock import flocked
 from baadal.files import write_atomically
+from baadal.home import private_dir
 from baadal.net.validators import is_valid_ipv4, normalize_mac
 
 if TYPE_CHECKING:
@@ -267,7 +268,7 @@ class _Remote(_Machine):
         """An flock here on the controller, where all workers run: one held on the DHCP
         machine would have to outlive several SSH commands."""
         key = hashlib.sha256(f"{self.label}\0{path}".encode()).hexdigest()[:16]
-        self.lock_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.lock_dir)
         return flocked(self.lock_dir / f"dhcp-{key}.lock")
 
 

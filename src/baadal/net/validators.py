@@ -147,6 +147,24 @@ def check_safe_name(value: str, what: str, max_len: int) -> str:
     return value
 
 
+#: safe names joined by the identity separator (identities made before it are safe names)
+_IDENTITY_RE = re.compile(
+    rf"[A-Za-z0-9][A-Za-z0-9_.-]*(?:{re.escape(C.IDENTITY_SEPARATOR)}[A-Za-z0-9][A-Za-z0-9_.-]*)*"
+)
+
+
+def check_identity(value: str, what: str, max_len: int) -> str:
+    """A VM or RRD identity: safe names joined by ``C.IDENTITY_SEPARATOR``."""
+    if not isinstance(value, str) or not value or len(value) > max_len:
+        raise ValidationError(f"{what} must be 1-{max_len} characters")
+    if not _IDENTITY_RE.fullmatch(value):
+        raise ValidationError(
+            f"{what} {value!r} must be names of letters, digits, '.', '_' and '-' joined "
+            f"by {C.IDENTITY_SEPARATOR!r}"
+        )
+    return value
+
+
 def check_security_domain_name(value: str) -> str:
     if not isinstance(value, str) or not _DOMAIN_NAME_RE.fullmatch(value):
         raise ValidationError(

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlunsplit
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -21,7 +21,9 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from baadal import constants as C
 from baadal.config import Settings, get_settings
 from baadal.db.models import VM, Base, Datastore, Host, Template, VncAccess
+from baadal.drivers.uri import uri_problem
 from baadal.errors import ConflictError, NotFoundError, ValidationError
+from baadal.logs import redact_url
 from baadal.net.validators import (
     check_int,
     check_no_control,
@@ -43,13 +45,6 @@ TAG_MAX = 50
 #: the template/host columns these strings land in
 PATH_COLUMN_MAX = 255
 DATASTORE_PATH_MAX = 1024
-
-#: libvirt URI schemes a host may use: production, lab, local, the test and fake drivers
-LIBVIRT_SCHEMES = frozenset({"qemu", "qemu+ssh", "qemu+tcp", "qemu+tls", "test", "fake"})
-#: in-process drivers for tests, whose URI path names the node
-_TEST_SCHEMES = frozenset({"test", "fake"})
-_REMOTE_SCHEMES = frozenset({"qemu+ssh", "qemu+tcp", "qemu+tls"})
-_QEMU_PATHS = frozenset({"/system", "/session", "/embed"})
 
 #: upstream value sets of the template row (upstream-facts.md section 1)
 TEMPLATE_OS = ("Linux", "Windows", "Others")
@@ -138,29 +133,12 @@ def check_address(address: str) -> str:
 
 
 def check_libvirt_uri(uri: str) -> str:
-    """Refuse URIs libvirt would misread or that point at something other than a hypervisor."""
+    """Refuse URIs libvirt would misread, that point at something other than a hypervisor,
+    or whose query turns libvirt's checks off or runs programs (drivers/uri.py)."""
     _check_text(uri, "libvirt URI", PATH_COLUMN_MAX, required=True)
-    if any(c.isspace() for c in uri):
-        raise ValidationError(f"libvirt URI {uri!r} must not contain spaces")
-    try:
-        parts = urlsplit(uri)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError as exc:
-        raise ValidationError(f"libvirt URI {uri!r} is malformed: {exc}") from None
-    if parts.scheme not in LIBVIRT_SCHEMES:
-        raise ValidationError(
-            f"libvirt URI {uri!r}: scheme must be one of {', '.join(sorted(LIBVIRT_SCHEMES))}"
-        )
-    if parts.scheme in _TEST_SCHEMES:
-        if not parts.path or parts.path == "/":
-            raise ValidationError(f"libvirt URI {uri!r}: the {parts.scheme} driver needs a path")
-        return uri
-    if parts.path not in _QEMU_PATHS:
-        raise ValidationError(
-            f"libvirt URI {uri!r}: path must be one of {', '.join(sorted(_QEMU_PATHS))}"
-        )
-    if parts.scheme in _REMOTE_SCHEMES and not parts.hostname:
-        raise ValidationError(f"libvirt URI {uri!r}: {parts.scheme} needs a host")
+    allow_test = get_settings().general.allow_test_hypervisors
+    if (problem := uri_problem(uri, allow_test=allow_test)) is not None:
+        raise ValidationError(f"libvirt URI {uri!r}: {problem}")
     return uri
 
 
@@ -546,22 +524,6 @@ def is_secret_setting(key: str) -> bool:
     return bool(_SECRET_WORDS.intersection(lowered.split("_")))
 
 
-def _redact_url(value: str) -> str:
-    """Keep a URL readable but drop the password in it (database and LDAP URLs)."""
-    if "://" not in value or "@" not in value:
-        return value
-    try:
-        parts = urlsplit(value)
-        password = parts.password
-    except ValueError:
-        return REDACTED
-    if not password:
-        return value
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:{REDACTED}@{hostport}"))
-
-
 def _redact(data: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
@@ -571,7 +533,8 @@ def _redact(data: Mapping[str, Any]) -> dict[str, Any]:
             if is_secret_setting(key) and value:
                 out[key] = REDACTED
             else:
-                out[key] = _redact_url(value)
+                # a URL stays readable, without its password (database and LDAP URLs)
+                out[key] = redact_url(value) if "://" in value else value
         elif isinstance(value, list) and is_secret_setting(key):
             out[key] = [REDACTED for _ in value]
         else:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, delete, func, select
+from sqlalchemy import Engine, and_, delete, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from baadal import constants as C
@@ -32,7 +32,7 @@ from baadal.db.models import (
 )
 from baadal.db.session import session_scope
 from baadal.errors import ConflictError, NotFoundError, ValidationError
-from baadal.net.validators import check_no_control, check_safe_name
+from baadal.net.validators import check_identity, check_no_control, check_safe_name
 from baadal.services import lookup
 from baadal.services.policy import Action, Actor, guarded, require, vm_filter
 from baadal.tasks import queue
@@ -64,10 +64,16 @@ class Queued:
 
 
 def vm_identity(owner: User, vm_name: str) -> str:
-    """<organisation>_<owner username>_<vm name>: the libvirt domain name."""
+    """<organisation>~<owner username>~<vm name>: the libvirt domain name, and the name of
+    the VM's files. No part may hold the separator, so two owners' VMs never share one
+    (VMs made before kept their '_'-joined identities: their domains and disks have them)."""
     org = owner.organisation.name if owner.organisation else "NOORG"
-    identity = f"{org}_{owner.username}_{vm_name}"
-    return check_safe_name(identity, "VM identity", C.VM_NAME_MAX)
+    parts = [
+        check_safe_name(org, "organisation name", C.VM_NAME_MAX),
+        check_safe_name(owner.username, "username", C.VM_NAME_MAX),
+        check_safe_name(vm_name, "VM name", C.VM_NAME_MAX),
+    ]
+    return check_identity(C.IDENTITY_SEPARATOR.join(parts), "VM identity", C.VM_NAME_MAX)
 
 
 def _find(session: Session, actor: Actor, name_or_id: str | int, action: Action) -> VM:
@@ -154,9 +160,25 @@ def _check_purpose(purpose: str | None) -> str | None:
     return check_no_control(purpose, "purpose")
 
 
+def _name_taken(session: Session, owner: User, vm_name: str, identity: str) -> bool:
+    """By owner and name, not only by identity: an older VM of this owner has the older
+    '_'-joined identity, and the name is still theirs."""
+    return (
+        session.scalar(
+            select(VM.id).where(
+                or_(
+                    VM.vm_identity == identity,
+                    and_(VM.owner_id == owner.id, VM.vm_name == vm_name),
+                )
+            )
+        )
+        is not None
+    )
+
+
 def _check_name_free(session: Session, owner: User, vm_name: str) -> str:
     identity = vm_identity(owner, vm_name)
-    if session.scalar(select(VM.id).where(VM.vm_identity == identity)) is not None:
+    if _name_taken(session, owner, vm_name, identity):
         raise ConflictError(f"{owner.username} already has a VM named {vm_name!r}")
     return identity
 
@@ -451,7 +473,7 @@ def request_clone(
         name = f"{vm.vm_name}_clone{k}"
         k += 1
         identity = vm_identity(owner, name)
-        if session.scalar(select(VM.id).where(VM.vm_identity == identity)) is not None:
+        if _name_taken(session, owner, name, identity):
             continue
         clone = VM(
             vm_name=name,

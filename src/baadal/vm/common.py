@@ -16,6 +16,7 @@ from baadal.drivers import hypervisor_for
 from baadal.drivers.base import Hypervisor
 from baadal.errors import ConflictError, NotFoundError
 from baadal.filelock import flocked
+from baadal.home import secure_home
 
 STOP_POLL_S = 0.5
 
@@ -27,7 +28,7 @@ def network_lock(settings: Settings) -> Iterator[None]:
     write: so a restore never writes back a picture a concurrent change made stale (a
     deleted VM's NAT rule). Across processes (the workers run on the controller); not
     re-entrant."""
-    settings.home.mkdir(parents=True, exist_ok=True)
+    secure_home(settings)
     with flocked(settings.home / "network.lock"):
         yield
 
