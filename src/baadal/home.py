@@ -25,13 +25,14 @@ HOME_MODE = 0o700
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
 #: the lab (``<home>/lab``) runs QEMU as libvirt-qemu and dnsmasq as nobody, who must
-#: reach its datastore and DHCP hosts file: a home holding a lab may be searched (not
-#: listed) by others; everything else in it stays private
+#: reach its datastore and DHCP hosts file, and QEMU boots the tiny guest's kernel and
+#: initrd (``<home>/tiny-guest``) for the KVM probe: a home holding either may be searched
+#: (not listed) by others; everything else in it stays private
 LAB_ENTRY = "lab"
+TINY_GUEST_ENTRY = "tiny-guest"
 LAB_HOME_MODE = 0o711
-#: home entries whose modes their own code decides: the lab (see above) and the tiny
-#: guest's kernel and initrd, which the hosts' QEMU boots (KVM probe)
-NOT_TIGHTENED = frozenset({LAB_ENTRY, "tiny-guest"})
+#: home entries whose modes their own code decides (see above)
+NOT_TIGHTENED = frozenset({LAB_ENTRY, TINY_GUEST_ENTRY})
 #: SQLite's companions of a database file
 SQLITE_SUFFIXES = ("", "-wal", "-shm", "-journal")
 
@@ -92,7 +93,7 @@ def private_sqlite(database: Path) -> None:
 
 
 def open_for_lab(home: Path) -> None:
-    """Let the lab's QEMU and dnsmasq search (not list) a home that holds a lab."""
+    """Let QEMU and dnsmasq search (not list) a home that holds a lab or the tiny guest."""
     _chmod(home, LAB_HOME_MODE)
 
 
@@ -114,7 +115,8 @@ def secure_home(settings: Settings) -> Path:
         if home in _secured and home.is_dir():
             return home
         private_dir(home)
-        _chmod(home, LAB_HOME_MODE if (home / LAB_ENTRY).is_dir() else HOME_MODE)
+        searched = any((home / entry).is_dir() for entry in NOT_TIGHTENED)
+        _chmod(home, LAB_HOME_MODE if searched else HOME_MODE)
         _tighten_tree(home)
         config = config_file_path()
         if config is not None and config.stat().st_uid == os.geteuid():

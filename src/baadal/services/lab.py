@@ -14,6 +14,7 @@ from baadal.config import Settings
 from baadal.db.models import Template
 from baadal.db.session import session_scope
 from baadal.errors import ConflictError
+from baadal.home import TINY_GUEST_ENTRY, open_for_lab
 from baadal.lab import layout, topology
 from baadal.lab.guest import TinyGuest, build_tiny_guest
 from baadal.lab.topology import Part, UpResult
@@ -29,8 +30,11 @@ TEMPLATE_NAME = layout.TEMPLATE_NAME
 
 @guarded(Action.SYSTEM_MANAGE)
 def build_guest(settings: Settings, actor: Actor, *, force: bool = False) -> TinyGuest:
-    """Build (or reuse) the tiny bootable guest (Debian kernel + busybox) in the home."""
-    return build_tiny_guest(settings.home / "tiny-guest", force=force)
+    """Build (or reuse) the tiny bootable guest (Debian kernel + busybox) in the home,
+    where the hosts' QEMU must reach its kernel (the KVM probe boots it)."""
+    guest = build_tiny_guest(settings.home / TINY_GUEST_ENTRY, force=force)
+    open_for_lab(settings.home)
+    return guest
 
 
 @guarded(Action.SYSTEM_MANAGE)

@@ -29,6 +29,7 @@ from baadal.db.session import session_scope
 from baadal.drivers import domain_xml, hypervisor_for
 from baadal.drivers.base import DomainNotFound, Hypervisor
 from baadal.errors import ConflictError, NotFoundError
+from baadal.home import TINY_GUEST_ENTRY
 from baadal.monitor import rrd
 from baadal.tasks.params import CreateVMParams
 from baadal.tasks.registry import TaskContext, TaskResult, handler
@@ -158,7 +159,7 @@ def vm_domain_spec(
 
 def host_domain_type(settings: Settings, host: Host) -> str:
     """'kvm' only where a boot probe (with the tiny guest's kernel) proved it works."""
-    guest = settings.home / "tiny-guest"
+    guest = settings.home / TINY_GUEST_ENTRY
     hv = hypervisor_for(host.libvirt_uri)
     return hv.domain_type(guest / "vmlinuz", guest / "tiny-initrd.gz")
 
