@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 from baadal import constants as C
 from baadal.cli.main import app
 from baadal.config import Settings, load_settings
-from baadal.db.migrate import upgrade
 from baadal.db.models import VM
+from baadal.db.schema import upgrade
 from baadal.db.session import get_engine, session_scope
 from baadal.lab import layout, ssh, topology
 from baadal.lab.guest import console_line, parse_ready_line

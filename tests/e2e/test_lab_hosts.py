@@ -24,7 +24,8 @@ from baadal.db.session import session_scope
 from baadal.drivers import hypervisor_for
 from baadal.drivers.remote import RemoteTarget, execute_remote_cmd
 from baadal.errors import ResourceExhausted
-from baadal.host import resources, status, utilization
+from baadal.host import health, resources
+from baadal.host import usage as host_usage
 from baadal.host import vms as host_vms
 from baadal.lab import layout
 from baadal.services import vms
@@ -67,10 +68,10 @@ def _libvirtd_pid(lab: Lab, index: int) -> int:
 def test_hosts_up_and_services_checked_over_ssh(lab: Lab) -> None:
     for lab_host in layout.HOSTS:
         host = _host(lab, lab_host.name)
-        assert status.check_host_status(host) == C.HostStatus.UP
-        assert status.check_host_service_status(host, lab.settings)
-        assert status.is_host_available(RemoteTarget.for_host(host, lab.settings))
-    checks = status.host_status_sanity_check(lab.engine, lab.settings)
+        assert health.check_host_status(host) == C.HostStatus.UP
+        assert health.check_host_service_status(host, lab.settings)
+        assert health.is_host_available(RemoteTarget.for_host(host, lab.settings))
+    checks = health.host_status_sanity_check(lab.engine, lab.settings)
     assert [c.new for c in checks] == [C.HostStatus.UP] * len(layout.HOSTS)
     assert not any(c.changed for c in checks)
 
@@ -112,17 +113,17 @@ def test_dead_open_vswitch_fails_the_service_check(lab: Lab) -> None:
     target = RemoteTarget.for_host(host, lab.settings)
     execute_remote_cmd(target, ["ovs-appctl", "-t", "ovsdb-server", "exit"])
     try:
-        problems = status.host_service_problems(host, lab.settings)
+        problems = health.host_service_problems(host, lab.settings)
         assert [p.split(":")[0] for p in problems] == ["openvswitch"]
-        checks = status.host_status_sanity_check(lab.engine, lab.settings)
+        checks = health.host_status_sanity_check(lab.engine, lab.settings)
         assert {c.host_name: c.new for c in checks}[host.host_name] == C.HostStatus.DOWN
     finally:
         execute_remote_cmd(
             target,
             [layout.OVS_CTL, "start", "--no-ovs-vswitchd", "--system-id=random"],
         )
-    assert status.check_host_service_status(host, lab.settings)
-    checks = status.host_status_sanity_check(lab.engine, lab.settings)
+    assert health.check_host_service_status(host, lab.settings)
+    checks = health.host_status_sanity_check(lab.engine, lab.settings)
     assert {c.host_name: c.new for c in checks}[host.host_name] == C.HostStatus.UP
 
 
@@ -180,13 +181,13 @@ def test_host_resources_mac_type_and_utilization(lab: Lab) -> None:
     assert details.cpus == os.cpu_count()
     assert details.ram_gb >= 1
     assert resources.get_host_type(host, lab.settings) in set(C.HostType)
-    rx0, tx0 = utilization.get_host_nw_usage(host, lab.settings)
+    rx0, tx0 = host_usage.get_host_nw_usage(host, lab.settings)
     # bounded traffic to the lab host's own address (a namespace the lab made)
     subprocess.run(["ping", "-c", "20", "-i", "0.05", "-s", "1000", "-q", lab_host.mgmt_ip],
                    capture_output=True, check=True)  # fmt: skip
-    rx1, tx1 = utilization.get_host_nw_usage(host, lab.settings)
+    rx1, tx1 = host_usage.get_host_nw_usage(host, lab.settings)
     assert rx1 - rx0 >= 20 * 1000 and tx1 - tx0 >= 20 * 1000
-    usage = utilization.get_host_resources_usage(host, lab.settings, interval_s=0.5)
+    usage = host_usage.get_host_resources_usage(host, lab.settings, interval_s=0.5)
     assert 0.0 <= usage.cpu_percent <= 100.0
     assert usage.ram_used_kb > 0
 

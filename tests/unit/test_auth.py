@@ -13,7 +13,7 @@ from sqlalchemy import Engine, select
 from typer.testing import CliRunner, Result
 
 from baadal import constants as C
-from baadal.auth import roles, sessions, users
+from baadal.auth import accounts, roles, sessions
 from baadal.cli.main import app
 from baadal.config import Settings, get_settings
 from baadal.db.models import Organisation, User, UserMembership
@@ -33,10 +33,10 @@ def auth_settings(settings: Settings) -> Settings:
 
 
 def register(engine: Engine, settings: Settings, username: str, **kw: str) -> int:
-    info = users.UserInfo(username, kw.get("first", "A"), kw.get("last", "B"), kw.get("email"),
+    info = accounts.UserInfo(username, kw.get("first", "A"), kw.get("last", "B"), kw.get("email"),
                           kw.get("org"))  # fmt: skip
     with session_scope(engine) as s:
-        return users.register_callback(s, settings, info, kw.get("password", PASSWORD)).id
+        return accounts.register_callback(s, settings, info, kw.get("password", PASSWORD)).id
 
 
 def login(engine: Engine, settings: Settings, username: str, password: str = PASSWORD) -> User:
@@ -60,9 +60,9 @@ def test_registration_waits_for_approval_then_logs_in(
     with pytest.raises(PermissionDenied, match="awaits an administrator's approval"):
         login(sqlite_engine, auth_settings, "alice")
     with session_scope(sqlite_engine) as s:
-        users.approve_user(s, "alice")
+        accounts.approve_user(s, "alice")
         with pytest.raises(ConflictError, match="not awaiting approval"):
-            users.approve_user(s, "alice")
+            accounts.approve_user(s, "alice")
     assert login(sqlite_engine, auth_settings, "alice").id == user_id
     with session_scope(sqlite_engine) as s:
         assert roles.user_roles(s, user_id) == {C.Role.USER}
@@ -82,7 +82,7 @@ def test_every_wrong_login_says_the_same_and_tells_nothing(
     auth_settings.auth.login_after_registration = True
     register(sqlite_engine, auth_settings, "carol")
     with session_scope(sqlite_engine) as s:
-        users.set_blocked(s, "carol", True)
+        accounts.set_blocked(s, "carol", True)
     caplog.set_level(logging.DEBUG)
     for username, password in (("carol", "wrong password"), ("nobody", PASSWORD),
                                ("carol", ""), ("", "")):  # fmt: skip
@@ -161,14 +161,14 @@ def test_new_password_and_weak_hashes_renewed(
 ) -> None:
     auth_settings.auth.login_after_registration = True
     user_id = register(sqlite_engine, auth_settings, "frank")
-    weak = users.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(PASSWORD)
+    weak = accounts.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(PASSWORD)
     with session_scope(sqlite_engine) as s:
         s.get(User, user_id).password = weak
     login(sqlite_engine, auth_settings, "frank")
     with session_scope(sqlite_engine) as s:
         renewed = s.get(User, user_id).password
-        assert renewed != weak and not users.needs_rehash(renewed)
-        users.set_password(s, "frank", "another good one")
+        assert renewed != weak and not accounts.needs_rehash(renewed)
+        accounts.set_password(s, "frank", "another good one")
     with pytest.raises(PermissionDenied):
         login(sqlite_engine, auth_settings, "frank")
     assert login(sqlite_engine, auth_settings, "frank", "another good one").id == user_id

@@ -211,9 +211,9 @@ CASES: dict[str, list[Case]] = {
 
 #: what would reach hosts, the lab, the network or the disk: stubs failing past the policy
 STUBBED = {
-    "baadal.host.status": ["host_status_sanity_check"],
+    "baadal.host.health": ["host_status_sanity_check"],
     "baadal.host.resources": ["host_resource_details"],
-    "baadal.host.utilization": ["get_host_resources_usage"],
+    "baadal.host.usage": ["get_host_resources_usage"],
     "baadal.host.vms": [
         "get_host_domains",
         "delete_orphan_vm",
@@ -226,7 +226,7 @@ STUBBED = {
     "baadal.monitor.prometheus": ["render_metrics", "metrics_server"],
     "baadal.lab.topology": ["up", "down", "status"],
     "baadal.services.lab": ["build_tiny_guest", "is_pingable"],
-    "baadal.db.migrate": ["upgrade", "schema_revisions"],
+    "baadal.db.schema": ["upgrade", "schema_revisions"],
     "baadal.vm.network": ["restore_network"],
 }
 

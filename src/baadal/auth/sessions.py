@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from baadal import constants as C
-from baadal.auth import ldap, roles, users
+from baadal.auth import accounts, ldap, roles
 from baadal.config import Settings
 from baadal.db.models import Organisation, User
 from baadal.db.seed import ADMIN_ORGANISATION
@@ -24,7 +24,7 @@ BAD_LOGIN = "wrong username or password"
 
 @functools.cache
 def _dummy_hash() -> str:
-    return users.hash_password("not anybody's password")
+    return accounts.hash_password("not anybody's password")
 
 
 def is_auth_type_db(settings: Settings) -> bool:
@@ -57,7 +57,7 @@ def login_callback(session: Session, settings: Settings, user: User) -> set[C.Ro
     return have
 
 
-def login_ldap_callback(session: Session, settings: Settings, info: users.UserInfo) -> User:
+def login_ldap_callback(session: Session, settings: Settings, info: accounts.UserInfo) -> User:
     """An LDAP login makes or refreshes the local account. A new account of one of the
     settings' admins belongs to the ADMIN organisation, others to the one their entry
     names when Baadal knows it, else to ldap.default_organisation. Blocked or disabled
@@ -74,10 +74,10 @@ def login_ldap_callback(session: Session, settings: Settings, info: users.UserIn
         select(Organisation.id).where(Organisation.name == organisation)
     ):
         organisation = settings.ldap.default_organisation or None
-    return users.create_or_update_user(
+    return accounts.create_or_update_user(
         session,
         settings,
-        users.UserInfo(info.username, info.first_name, info.last_name, info.email, organisation),
+        accounts.UserInfo(info.username, info.first_name, info.last_name, info.email, organisation),
     )
 
 
@@ -86,12 +86,12 @@ def login(session: Session, settings: Settings, username: str, password: str) ->
     if is_auth_type_db(settings):
         user = session.scalar(select(User).where(User.username == username))
         if user is None or not user.password:
-            users.verify_password(_dummy_hash(), password)
+            accounts.verify_password(_dummy_hash(), password)
             raise PermissionDenied(BAD_LOGIN)
-        if not users.verify_password(user.password, password):
+        if not accounts.verify_password(user.password, password):
             raise PermissionDenied(BAD_LOGIN)
-        if users.needs_rehash(user.password):
-            user.password = users.hash_password(password)
+        if accounts.needs_rehash(user.password):
+            user.password = accounts.hash_password(password)
     elif settings.auth.auth_type == C.AuthType.LDAP:
         info = ldap.ldap_authenticate(settings, username, password)
         if info is None:

@@ -47,7 +47,7 @@ from baadal.errors import (
     RemoteCommandError,
     ValidationError,
 )
-from baadal.host.status import (
+from baadal.host.health import (
     PROBE_TIMEOUT_S,
     host_problem,
     host_service_problems,

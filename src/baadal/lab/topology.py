@@ -38,8 +38,8 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from baadal import address_pools
 from baadal import constants as C
-from baadal import pools
 from baadal.config import Settings
 from baadal.db.models import (
     VM,
@@ -92,8 +92,8 @@ from baadal.net import dhcp
 from baadal.services import inventory
 from baadal.services.policy import SYSTEM
 from baadal.vm import storage
+from baadal.vm.lifecycle import clean_up_database_after_vm_deletion
 from baadal.vm.network import dhcp_entries_from_db
-from baadal.vm.power import clean_up_database_after_vm_deletion
 
 CMD_TIMEOUT_S = 60.0
 LIBVIRT_WAIT_S = 90.0
@@ -860,7 +860,7 @@ def register_rows(session: Session, settings: Settings) -> None:
     first, last = (ipaddress.IPv4Address(a) for a in PUBLIC_POOL)
     for ip in range(int(first), int(last) + 1):
         if str(ipaddress.IPv4Address(ip)) not in have:
-            pools.add_public_ips(
+            address_pools.add_public_ips(
                 session, str(ipaddress.IPv4Address(ip)), str(ipaddress.IPv4Address(ip))
             )
     session.flush()
@@ -870,7 +870,9 @@ def _register_vlan(session: Session, lab_vlan: LabVlan) -> None:
     """The VLAN, its pool (fixed MACs) and its security domain; missing pieces only."""
     vlan = session.scalar(select(Vlan).where(Vlan.vlan_tag == lab_vlan.tag))
     if vlan is None:
-        vlan = pools.create_vlan(session, lab_vlan.name, lab_vlan.tag, str(lab_vlan.network))
+        vlan = address_pools.create_vlan(
+            session, lab_vlan.name, lab_vlan.tag, str(lab_vlan.network)
+        )
     elif ipaddress.IPv4Network(vlan.vlan_addr, strict=False) != lab_vlan.network:
         raise ConflictError(f"VLAN {lab_vlan.tag} exists with network {vlan.vlan_addr}")
     have = set(
@@ -880,10 +882,12 @@ def _register_vlan(session: Session, lab_vlan: LabVlan) -> None:
     wanted = [str(ipaddress.IPv4Address(i)) for i in range(int(first), int(last) + 1)]
     missing = [ip for ip in wanted if ip not in have]
     if len(missing) == len(wanted):
-        pools.add_private_ips(session, vlan.id, *lab_vlan.pool, [pool_mac(ip) for ip in wanted])
+        address_pools.add_private_ips(
+            session, vlan.id, *lab_vlan.pool, [pool_mac(ip) for ip in wanted]
+        )
     else:
         for ip in missing:
-            pools.add_private_ips(session, vlan.id, ip, ip, [pool_mac(ip)])
+            address_pools.add_private_ips(session, vlan.id, ip, ip, [pool_mac(ip)])
     domain = session.scalar(select(SecurityDomain).where(SecurityDomain.vlan_id == vlan.id))
     if domain is None:
         session.add(SecurityDomain(name=lab_vlan.domain, vlan_id=vlan.id))

@@ -40,14 +40,14 @@ from baadal.drivers.remote import RemoteTarget
 from baadal.errors import BaadalError, NotFoundError, ValidationError, user_message
 from baadal.filelock import flocked
 from baadal.files import replaced_atomically
-from baadal.host.utilization import (
+from baadal.host.usage import (
     SECTOR_BYTES,
     HostCounters,
     cpu_count,
     sample_counters,
     sample_host_counters,
 )
-from baadal.net.nat import nat_box_target
+from baadal.net.nat_box import nat_box_target
 from baadal.net.validators import check_safe_name
 from baadal.tasks.registry import TaskContext, TaskResult, handler
 

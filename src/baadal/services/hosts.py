@@ -21,13 +21,14 @@ from baadal.config import Settings
 from baadal.db.models import Host, HostEventLog
 from baadal.db.session import session_scope
 from baadal.drivers.base import DomainInfo
-from baadal.host import maintenance, power, resources, status, utilization
+from baadal.host import health, maintenance, power, resources
+from baadal.host import usage as host_usage
 from baadal.host import vms as host_vms
+from baadal.host.health import HostCheck
 from baadal.host.maintenance import Queued
 from baadal.host.power import HostPowerResult
 from baadal.host.resources import HostResources
-from baadal.host.status import HostCheck
-from baadal.host.utilization import HostUsage
+from baadal.host.usage import HostUsage
 from baadal.host.vms import RespawnResult, SanityReport
 from baadal.services import inventory, lookup
 from baadal.services.policy import Action, Actor, guarded
@@ -73,7 +74,7 @@ def usage(
 ) -> tuple[str, HostUsage]:
     """CPU, disk, memory and network use of the host over one short interval."""
     row = _detached_host(engine, host)
-    return row.host_name, utilization.get_host_resources_usage(row, settings, interval_s=interval_s)
+    return row.host_name, host_usage.get_host_resources_usage(row, settings, interval_s=interval_s)
 
 
 @guarded(Action.HOST_READ)
@@ -97,7 +98,7 @@ def events(session: Session, actor: Actor, host: str | int) -> tuple[str, list[H
 @guarded(Action.HOST_MANAGE)
 def check_hosts(engine: Engine, actor: Actor, settings: Settings) -> list[HostCheck]:
     """The host sanity check now: ping, libvirtd, and libvirtd/OVS over SSH."""
-    return status.host_status_sanity_check(engine, settings)
+    return health.host_status_sanity_check(engine, settings)
 
 
 @guarded(Action.HOST_MANAGE)

@@ -1,5 +1,5 @@
 """The database schema for the doors: where it stands, and upgrading it (thin, guarded
-wrappers over :mod:`baadal.db.migrate`). These take the settings, not a session: the
+wrappers over :mod:`baadal.db.schema`). These take the settings, not a session: the
 schema may not exist yet."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from baadal.config import Settings
-from baadal.db import migrate
+from baadal.db import schema
 from baadal.db.session import get_engine
 from baadal.services.policy import Action, Actor, guarded
 
@@ -23,7 +23,7 @@ class SchemaState:
     @property
     def state(self) -> str:
         if self.current is None:
-            return migrate.SCHEMA_MISSING
+            return schema.SCHEMA_MISSING
         if self.current in self.heads:
             return "up to date"
         return "needs upgrade: run `baadal db upgrade`"
@@ -32,12 +32,12 @@ class SchemaState:
 @guarded(Action.SYSTEM_MANAGE)
 def schema_state(settings: Settings, actor: Actor) -> SchemaState:
     engine = get_engine(settings)
-    current, heads = migrate.schema_revisions(engine)
+    current, heads = schema.schema_revisions(engine)
     return SchemaState(engine.url.render_as_string(hide_password=True), current, heads)
 
 
 @guarded(Action.SYSTEM_MANAGE)
 def upgrade_schema(settings: Settings, actor: Actor) -> SchemaState:
     """Create or upgrade the schema and load the reference rows (safe to repeat)."""
-    migrate.upgrade(get_engine(settings))
+    schema.upgrade(get_engine(settings))
     return schema_state(settings, actor)

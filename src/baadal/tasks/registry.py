@@ -110,14 +110,14 @@ REGISTRY = Registry()
 #: handlers on import)
 BUILTIN_HANDLER_MODULES: tuple[str, ...] = (
     "baadal.vm.install",
-    "baadal.vm.power",
+    "baadal.vm.lifecycle",
     "baadal.vm.edit",
     "baadal.vm.disk",
     "baadal.vm.snapshot",
     "baadal.vm.clone",
     "baadal.vm.migration",
     "baadal.vm.network",
-    "baadal.host.status",
+    "baadal.host.health",
     "baadal.host.vms",
     "baadal.host.maintenance",
     "baadal.host.network_graph",
