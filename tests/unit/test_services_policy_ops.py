@@ -310,7 +310,7 @@ def test_cli_commands_act_as_the_given_user(
 ) -> None:
     engine, _ = world_engine
     monkeypatch.setenv("BAADAL_DATABASE__URL", engine.url.render_as_string(hide_password=False))
-    monkeypatch.setattr("baadal.cli.common._acting_as", None)  # restored afterwards
+    monkeypatch.setattr("baadal.cli.door._acting_as", None)  # restored afterwards
     get_settings.cache_clear()
     runner = CliRunner()
 

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy.orm import Session
 
 from baadal import constants as C
-from baadal.cli.common import (
+from baadal.cli.door import (
     actor,
     checked_engine,
     console,
@@ -24,7 +24,7 @@ from baadal.cli.common import (
     handle_errors,
     print_table,
 )
-from baadal.cli.inventory import host_app
+from baadal.cli.inventory_commands import host_app
 from baadal.config import get_settings
 from baadal.services import cloud, tasks
 from baadal.services import hosts as host_services

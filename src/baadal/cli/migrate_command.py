@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from baadal.cli.common import actor, db, handle_errors
-from baadal.cli.vms import InlineOpt, WaitOpt, follow_task
+from baadal.cli.door import actor, db, handle_errors
+from baadal.cli.vm_commands import InlineOpt, WaitOpt, follow_task
 from baadal.services import vms
 
 

@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from baadal.cli.cloud import InlineOpt, run_queued
-from baadal.cli.common import (
+from baadal.cli.cloud_commands import InlineOpt, run_queued
+from baadal.cli.door import (
     HostArg,
     checked_engine,
     console,
@@ -17,7 +17,7 @@ from baadal.cli.common import (
     handle_errors,
     print_table,
 )
-from baadal.cli.inventory import host_app
+from baadal.cli.inventory_commands import host_app
 from baadal.config import get_settings
 from baadal.services import hosts
 from baadal.services.hosts import HostPowerResult

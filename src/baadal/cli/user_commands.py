@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from baadal import constants as C
-from baadal.cli.common import actor, console, db, handle_errors, print_table
+from baadal.cli.door import actor, console, db, handle_errors, print_table
 from baadal.config import get_settings
 from baadal.services import users
 

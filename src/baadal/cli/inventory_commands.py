@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from baadal import constants as C
-from baadal.cli.common import actor, console, db, handle_errors, print_table
+from baadal.cli.door import actor, console, db, handle_errors, print_table
 from baadal.services import inventory
 from baadal.services.rows import Datastore, Host, Template
 

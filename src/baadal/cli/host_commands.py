@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from baadal import constants as C
-from baadal.cli.common import (
+from baadal.cli.door import (
     HostArg,
     actor,
     checked_engine,
@@ -18,7 +18,7 @@ from baadal.cli.common import (
     handle_errors,
     print_table,
 )
-from baadal.cli.inventory import host_app
+from baadal.cli.inventory_commands import host_app
 from baadal.config import get_settings
 from baadal.services import hosts
 
