@@ -16,11 +16,9 @@ from baadal.cli import (
     host_commands,
     inventory_commands,
     lab_commands,
-    migrate_command,
     monitor_commands,
     net_commands,
     pool_commands,
-    power_commands,  # noqa: F401 - imported for the commands it adds to `host`
     status_command,
     task_commands,
     user_commands,
@@ -60,13 +58,11 @@ app.command("status")(status_command.status_cmd)
 app.command("worker")(task_commands.worker_cmd)
 app.add_typer(admin_commands.db_app, name="db")
 app.add_typer(admin_commands.config_app, name="config")
-app.add_typer(inventory_commands.host_app, name="host")
+app.add_typer(host_commands.app, name="host")
 app.add_typer(inventory_commands.datastore_app, name="datastore")
 app.add_typer(inventory_commands.template_app, name="template")
 app.add_typer(pool_commands.app, name="pool")
 app.add_typer(net_commands.app, name="net")
-vm_commands.app.command("sanity")(host_commands.vm_sanity_cmd)
-vm_commands.app.command("migrate")(migrate_command.migrate_cmd)
 app.add_typer(vm_commands.app, name="vm")
 app.add_typer(task_commands.app, name="task")
 app.add_typer(lab_commands.app, name="lab")
