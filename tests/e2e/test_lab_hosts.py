@@ -25,8 +25,8 @@ from baadal.drivers import hypervisor_for
 from baadal.drivers.remote import RemoteTarget, execute_remote_cmd
 from baadal.errors import ResourceExhausted
 from baadal.host import health, resources
+from baadal.host import respawn as host_vms
 from baadal.host import usage as host_usage
-from baadal.host import vms as host_vms
 from baadal.lab import layout
 from baadal.services import vms
 from baadal.services.policy import SYSTEM

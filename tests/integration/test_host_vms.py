@@ -1,4 +1,4 @@
-"""A host's VMs against a real libvirtd (baadal.host.vms) with the tiny bootable guest.
+"""A host's VMs against a real libvirtd (baadal.host.respawn) with the tiny bootable guest.
 
 A domain undefined behind Baadal's back is defined again and boots with its disk; a
 respawn with revert brings back the disk of the latest snapshot (a file written after it
@@ -19,7 +19,7 @@ from baadal.config import Settings
 from baadal.db.models import VM, Snapshot
 from baadal.db.session import session_scope
 from baadal.drivers import domain_xml
-from baadal.host import vms as host_vms
+from baadal.host import respawn as host_vms
 from baadal.lab.guest import console_line
 from baadal.services import vms
 from baadal.services.policy import SYSTEM

@@ -1,4 +1,4 @@
-"""A host's VMs against libvirt (baadal.host.vms) on libvirt's test driver.
+"""A host's VMs against libvirt (baadal.host.respawn) on libvirt's test driver.
 
 The real-libvirtd counterpart is tests/integration/test_host_vms.py.
 """
@@ -15,7 +15,7 @@ from baadal.db.session import session_scope
 from baadal.drivers import domain_xml, hypervisor_for
 from baadal.drivers.base import Hypervisor
 from baadal.errors import ConflictError, NotFoundError
-from baadal.host import vms as host_vms
+from baadal.host import respawn as host_vms
 from baadal.tasks import queue
 from baadal.tasks.params import PeriodicParams
 from baadal.tasks.registry import TaskContext

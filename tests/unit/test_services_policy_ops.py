@@ -214,7 +214,7 @@ STUBBED = {
     "baadal.host.health": ["host_status_sanity_check"],
     "baadal.host.resources": ["host_resource_details"],
     "baadal.host.usage": ["get_host_resources_usage"],
-    "baadal.host.vms": [
+    "baadal.host.respawn": [
         "get_host_domains",
         "delete_orphan_vm",
         "respawn_dangling_vms",

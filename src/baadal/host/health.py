@@ -26,7 +26,7 @@ from baadal.drivers import hypervisor_for
 from baadal.drivers.base import HypervisorError
 from baadal.drivers.remote import RemoteTarget, execute_remote_cmd
 from baadal.errors import RemoteCommandError
-from baadal.host import vms as host_vms
+from baadal.host import respawn as host_vms
 from baadal.net.ping import is_pingable
 from baadal.tasks.registry import TaskContext, TaskResult, handler
 

@@ -54,7 +54,7 @@ from baadal.host.health import (
     libvirt_endpoint,
     pingable,
 )
-from baadal.host.vms import get_host_domains
+from baadal.host.respawn import get_host_domains
 from baadal.net.validators import normalize_mac
 
 log = logging.getLogger("baadal")

@@ -22,14 +22,14 @@ from baadal.db.models import Host, HostEventLog
 from baadal.db.session import session_scope
 from baadal.drivers.base import DomainInfo
 from baadal.host import health, maintenance, power, resources
+from baadal.host import respawn as host_vms
 from baadal.host import usage as host_usage
-from baadal.host import vms as host_vms
 from baadal.host.health import HostCheck
 from baadal.host.maintenance import Queued
 from baadal.host.power import HostPowerResult
 from baadal.host.resources import HostResources
+from baadal.host.respawn import RespawnResult, SanityReport
 from baadal.host.usage import HostUsage
-from baadal.host.vms import RespawnResult, SanityReport
 from baadal.services import inventory, lookup
 from baadal.services.policy import Action, Actor, guarded
 
