@@ -24,14 +24,15 @@ from baadal.db.session import session_scope
 from baadal.drivers import hypervisor_for
 from baadal.drivers.remote import RemoteTarget, execute_remote_cmd
 from baadal.errors import ResourceExhausted
+from baadal.host import domains as host_domains
 from baadal.host import health, resources
-from baadal.host import respawn as host_vms
 from baadal.host import usage as host_usage
 from baadal.lab import layout
 from baadal.services import vms
 from baadal.services.policy import SYSTEM
 from baadal.tasks.registry import load_handler_modules
 from baadal.tasks.worker import Worker
+from baadal.vm import sanity
 from tests.e2e.conftest import Lab, create_vm, wait_ping
 from tests.unit.test_vm_lifecycle import last_task, run_tasks
 
@@ -135,12 +136,12 @@ def test_orphan_found_and_removed_and_lost_domain_respawned(lab: Lab) -> None:
     h1 = _host(lab, layout.HOSTS[0].name)
     hv = hypervisor_for(h1.libvirt_uri)
     hv.define(ORPHAN_XML.format(name="stray-domain"))
-    report = host_vms.vm_sanity_check(lab.engine, lab.settings)
-    assert [(r.vm_identity, r.state) for r in report.rows if r.state == host_vms.ORPHAN] == [
-        ("stray-domain", host_vms.ORPHAN)
+    report = sanity.vm_sanity_check(lab.engine, lab.settings)
+    assert [(r.vm_identity, r.state) for r in report.rows if r.state == sanity.ORPHAN] == [
+        ("stray-domain", sanity.ORPHAN)
     ]
-    host_vms.delete_orphan_vm(lab.engine, h1.id, "stray-domain")
-    assert "stray-domain" not in {d.name for d in host_vms.get_host_domains(h1)}
+    host_domains.delete_orphan_vm(lab.engine, h1.id, "stray-domain")
+    assert "stray-domain" not in {d.name for d in host_domains.get_host_domains(h1)}
 
     with session_scope(lab.engine) as s:
         queued = vms.request_vm(
@@ -154,19 +155,19 @@ def test_orphan_found_and_removed_and_lost_domain_respawned(lab: Lab) -> None:
         ip, identity, host = vm.private_ip.private_ip, vm.vm_identity, vm.host
         s.expunge(host)
     assert wait_ping(ip, 60)
-    assert host_vms.has_running_vm(host)
+    assert host_domains.has_running_vm(host)
     # the domain disappears behind Baadal's back (an admin's virsh undefine, a lost host)
     hv2 = hypervisor_for(host.libvirt_uri)
     hv2.destroy(identity)
     hv2.undefine(identity)
-    report = host_vms.vm_sanity_check(lab.engine, lab.settings)
-    assert (identity, host_vms.UNDEFINED) in {(r.vm_identity, r.state) for r in report.rows}
+    report = sanity.vm_sanity_check(lab.engine, lab.settings)
+    assert (identity, sanity.UNDEFINED) in {(r.vm_identity, r.state) for r in report.rows}
     assert hv2.domain_info(identity).status == C.VMStatus.RUNNING
     assert wait_ping(ip, 60), f"{ip} does not answer after the respawn"
     with session_scope(lab.engine) as s:
         vms.operate(s, SYSTEM, queued.vm_id, "delete")
     run_tasks(lab.engine, lab.settings)
-    assert not host_vms.has_running_vm(host)
+    assert not host_domains.has_running_vm(host)
 
 
 def test_host_resources_mac_type_and_utilization(lab: Lab) -> None:
@@ -246,7 +247,7 @@ def test_vms_of_a_failed_host_respawn_elsewhere_at_their_ips(lab: Lab) -> None:
         target = RemoteTarget.for_host(_host(lab, h2.name), lab.settings)
         execute_remote_cmd(target, ["libvirtd", "--listen", "-d"])
         _wait_status(lab, h2.name, C.HostStatus.UP, SANITY_INTERVAL_S * 2 + 20)
-        assert not host_vms.get_host_domains(_host(lab, h2.name))
+        assert not host_domains.get_host_domains(_host(lab, h2.name))
     finally:
         worker.stop()
         thread.join(60)

@@ -47,6 +47,7 @@ from baadal.errors import (
     RemoteCommandError,
     ValidationError,
 )
+from baadal.host.domains import get_host_domains
 from baadal.host.health import (
     PROBE_TIMEOUT_S,
     host_problem,
@@ -54,7 +55,6 @@ from baadal.host.health import (
     libvirt_endpoint,
     pingable,
 )
-from baadal.host.respawn import get_host_domains
 from baadal.net.validators import normalize_mac
 
 log = logging.getLogger("baadal")

@@ -118,7 +118,7 @@ BUILTIN_HANDLER_MODULES: tuple[str, ...] = (
     "baadal.vm.migration",
     "baadal.vm.network",
     "baadal.host.health",
-    "baadal.host.respawn",
+    "baadal.vm.sanity",
     "baadal.host.maintenance",
     "baadal.host.network_graph",
     "baadal.monitor.rrd",
