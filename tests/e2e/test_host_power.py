@@ -20,7 +20,7 @@ from baadal.db.models import VM, Host, HostEventLog
 from baadal.db.session import session_scope
 from baadal.errors import ConflictError
 from baadal.host import health, power
-from baadal.lab import bmc, hostns, layout, ssh, topology
+from baadal.lab import bmc, hostns, layout, ssh, state, topology
 from baadal.services import vms
 from baadal.services.policy import SYSTEM
 from tests.e2e.conftest import Lab, create_vm, lab_names, wait_ping
@@ -161,7 +161,7 @@ def test_ipmi_power_off_when_ssh_is_gone_then_on(power_lab: Lab) -> None:
     host = _row(lab)
     assert host.status == C.HostStatus.UP
     assert power.ipmi_power(host, lab.settings, "status") == "on"
-    lab_dir = topology.lab_dir(lab.settings)
+    lab_dir = state.lab_dir(lab.settings)
     sshd_pid = int(H2.pid_file(lab_dir, "sshd").read_text())
     subprocess.run(["kill", str(sshd_pid)], check=True)
     assert _wait_ssh_gone()
