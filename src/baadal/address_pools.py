@@ -249,11 +249,46 @@ def add_private_ips(
     return len(rows)
 
 
+#: what can never be a VM's public address: a NAT rule for it would capture traffic the
+#: NAT box needs for itself, or match packets that never come from one host
+_NOT_PUBLIC: tuple[tuple[ipaddress.IPv4Network, str], ...] = (
+    (ipaddress.IPv4Network("0.0.0.0/8"), "an unspecified ('this network') address"),
+    (ipaddress.IPv4Network("127.0.0.0/8"), "a loopback address"),
+    (ipaddress.IPv4Network("169.254.0.0/16"), "a link-local address"),
+    (ipaddress.IPv4Network("224.0.0.0/4"), "a multicast address"),
+    (ipaddress.IPv4Network("240.0.0.0/4"), "a reserved or broadcast address"),
+)
+
+
+def _check_public_range(
+    session: Session, first: ipaddress.IPv4Address, last: ipaddress.IPv4Address
+) -> None:
+    """Refuse a range touching a special network or any VLAN's private network (naming the
+    lowest such address): a VM's private address must never be someone's public one."""
+    span = []
+    for vlan in session.scalars(select(Vlan).order_by(Vlan.id)):
+        try:
+            span.append((ipaddress.IPv4Network(vlan.vlan_addr, strict=False), vlan.name))
+        except ValueError:
+            continue  # a legacy row without a usable network holds no address
+    inside = [(network, f"inside VLAN {name!r}") for network, name in span]
+    clashes = [
+        (max(first, network.network_address), network, what)
+        for network, what in (*_NOT_PUBLIC, *inside)
+        if first <= network.broadcast_address and network.network_address <= last
+    ]
+    if clashes:
+        address, network, what = min(clashes, key=lambda c: c[0])
+        where = f" ({network})" if what.startswith("inside") else ""
+        raise ValidationError(f"{address} cannot be a public IP: it is {what}{where}")
+
+
 def add_public_ips(session: Session, ip_from: str, ip_to: str) -> int:
     """Add a range of public addresses; all or nothing."""
-    V.check_ip_range(ip_from, ip_to)
+    first, last = V.check_ip_range(ip_from, ip_to)
     ips = V.get_ips_in_range(ip_from, ip_to)
     _lock_pools(session)
+    _check_public_range(session, first, last)
     _check_no_clash(session, ips)
     rows: list[dict[str, object]] = [{"public_ip": ip, "is_active": True} for ip in ips]
     _bulk_insert(session, PublicIpPool, rows)

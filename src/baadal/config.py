@@ -146,6 +146,12 @@ class NetworkConf(Section):
     openvswitch: bool = True
     #: attach NICs to this libvirt network instead of the bridge (when set)
     libvirt_network: str = ""
+    #: the security domain of a VM requested without one; empty = such a request is
+    #: refused unless it asks for no network at all
+    default_security_domain: str = Field(
+        default="",
+        pattern=rf"^(?:[A-Za-z0-9][A-Za-z0-9_.-]{{0,{C.SECURITY_DOMAIN_NAME_MAX - 1}}})?$",
+    )
 
 
 class VmConf(Section):

@@ -187,7 +187,21 @@ OVERCOMMIT_RAM_FACTOR = 2.0
 OVERCOMMIT_CPU_FACTOR = 2.0
 VLAN_TAG_RANGE = (1, 4094)
 VM_NAME_MAX = 100
+SECURITY_DOMAIN_NAME_MAX = 30
 HOST_NAME_MAX = 30
+#: what a host may report: far above any real machine, far below the columns' limits
+HOST_CPUS_RANGE = (1, 4096)
+HOST_RAM_GB_RANGE = (1, 65536)
+HOST_HDD_GB_RANGE = (0, 1024 * 1024)
+#: TCP/UDP ports (SSH, metrics)
+PORT_RANGE = (1, 65535)
+#: row ids people type: a PostgreSQL INTEGER; a larger number names no row (and would
+#: overflow SQLite's and PostgreSQL's integer parameters)
+ROW_ID_MAX = 2**31 - 1
+#: the most tasks one list shows
+TASK_LIST_MAX = 1000
+#: the free-text purpose of a VM request (its column)
+VM_PURPOSE_MAX = 512
 DATASTORE_CAPACITY_GB_RANGE = (1, 9999)
 TEMPLATE_HDD_GB_RANGE = (1, 1024)
 EXTRA_DISK_GB_RANGE = (1, 1024)

@@ -57,7 +57,7 @@ def test_newcomer_path_creates_a_booting_vm(cli: tuple[CliRunner, Path]) -> None
         "--ram-gb", "4", "--libvirt-uri", "qemu:///system", "--status", "up")  # fmt: skip
     out = run(runner, "lab", "build-guest", "--datastore", "ds1")
     assert "template tiny registered" in out
-    out = run(runner, "vm", "create", "demo1", "--template", "tiny", "--inline")
+    out = run(runner, "vm", "create", "demo1", "--template", "tiny", "--no-network", "--inline")
     assert "SUCCESS: VM is installed successfully" in out
     log = ds / "vm_consoles" / "ADMIN_system_demo1.log"
     assert console_line(log, "TINY-READY", 90) is not None

@@ -14,6 +14,7 @@ from typer.testing import CliRunner, Result
 
 from baadal import constants as C
 from baadal.auth import accounts, roles, sessions
+from baadal.cli import door
 from baadal.cli.main import app
 from baadal.config import Settings, get_settings
 from baadal.db.models import Organisation, User, UserMembership
@@ -203,6 +204,45 @@ def test_user_cli_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     listed = run("user", "list").output
     assert "gita" in listed and "blocked" in listed and "system" not in listed
     # a password typed at the prompt, twice, never echoed
+    monkeypatch.setattr(door, "has_terminal", lambda: True)
     typed = run("user", "passwd", "gita", stdin="a new password\na new password\n")
     assert typed.exit_code == 0 and "a new password" not in typed.output
     get_settings.cache_clear()
+
+
+@pytest.mark.parametrize("argv", [["register", "hema"], ["passwd", "hema"], ["login", "hema"]])
+def test_password_prompt_without_a_terminal_names_the_option(
+    argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No terminal (a script, a pipe) and no --password-stdin: one line saying which
+    option to use and exit 2, not "internal error (Abort)"; nothing is registered."""
+    monkeypatch.setenv("BAADAL_DATABASE__URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    get_settings.cache_clear()
+    runner = CliRunner()
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    result = runner.invoke(app, ["user", *argv], input="")
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == ["error: no terminal to ask for the password: give it with --password-stdin"]
+    assert "hema" not in runner.invoke(app, ["user", "list"]).output
+    get_settings.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("info", "match"),
+    [
+        (accounts.UserInfo("eve\n"), "may contain only"),
+        (accounts.UserInfo("eve\r"), "may contain only"),
+        (accounts.UserInfo("eve", first_name="E\x1b[2J"), "first name must not contain control"),
+        (accounts.UserInfo("eve", last_name="V\n"), "last name must not contain control"),
+        (accounts.UserInfo("eve", email="e\x1b@example.org"), "is not an e-mail address"),
+    ],
+)
+def test_names_with_control_characters_are_refused(
+    sqlite_engine: Engine, auth_settings: Settings, info: accounts.UserInfo, match: str
+) -> None:
+    """Issue 12 items 7 and 8: full matches and no control or escape characters."""
+    with session_scope(sqlite_engine) as s, pytest.raises(ValidationError, match=match):
+        accounts.register_callback(s, auth_settings, info, PASSWORD)
+    with session_scope(sqlite_engine) as s:
+        assert s.scalar(select(User.id).where(User.username.like("eve%"))) is None

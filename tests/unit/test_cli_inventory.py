@@ -13,9 +13,12 @@ from typer.testing import CliRunner, Result
 
 from baadal.cli.main import app
 from baadal.config import get_settings
-from baadal.db.models import Datastore, Host, Template
+from baadal.db.models import Datastore, Host, PrivateIpPool, Template, Vlan
 from baadal.db.schema import head_revision
 from baadal.db.session import dispose_engines, make_engine, session_scope
+from baadal.errors import NotFoundError, ValidationError
+from baadal.services import inventory, system, tasks
+from baadal.services.policy import SYSTEM
 
 pytestmark = pytest.mark.unit
 
@@ -126,7 +129,6 @@ def test_duplicate_host_is_one_line_and_exit_2(engine: Engine, runner: CliRunner
     ("extra", "message"),
     [
         (["--mac", "zz:00:00:00:00:01"], "'zz:00:00:00:00:01' is not a valid MAC address"),
-        (["--ssh-port", "70000"], "SSH port 70000 is out of range"),
         (["--type", "Cloud"], "host type 'Cloud' is not one of Physical, Virtual"),
         (["--libvirt-uri", "xen:///system"], "scheme must be one of"),
         (["--ssh-key", "/nonexistent/key"], "SSH key file must be the path of an existing file"),
@@ -138,6 +140,106 @@ def test_bad_host_input_is_one_line_and_no_row(
     line = _one_error(runner.invoke(app, [*HOST_H1, *extra]))
     assert message in line
     assert _count(engine, Host) == 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--address", "h2\n"], "is neither an IPv4 address nor a host name"),
+        (["--ssh-user", "root\n"], "is not a valid user name"),
+        (["--mac", "02:00:00:00:00:01\n"], "is not a valid MAC address"),
+        (["--category", "lab\x1b[2J"], "must not contain control characters"),
+    ],
+)
+def test_host_fields_with_a_trailing_newline_or_escape_are_refused(
+    engine: Engine, runner: CliRunner, extra: list[str], message: str
+) -> None:
+    """Full matches: '$' let a trailing newline through (issue 12 item 7)."""
+    argv = ["host", "add", "h2", "--address", "10.0.0.6", "--cpus", "8", "--ram-gb", "32"]
+    assert message in _one_error(runner.invoke(app, [*argv, *extra]))
+    assert _one_error(runner.invoke(app, [*HOST_H1[:2], "h2\n", *HOST_H1[3:]])).startswith(
+        "error: host name 'h2\\n' may contain only"
+    )
+    assert _count(engine, Host) == 0
+
+
+HUGE = "99999999999999999999"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([*HOST_H1[:6], HUGE, *HOST_H1[7:]], f"CPUs {HUGE} is out of range: must be 1..4096"),
+        ([*HOST_H1, "--ram-gb", HUGE], "RAM (GB) 99999999999999999999 is out of range"),
+        ([*HOST_H1, "--hdd-gb", HUGE], "HDD (GB) 99999999999999999999 is out of range"),
+        ([*HOST_H1, "--ssh-port", "70000"], "SSH port 70000 is out of range: must be 1..65535"),
+        (["datastore", "add", "d", "--mount", "/tmp", "--capacity-gb", HUGE], "out of range"),
+        (["task", "show", HUGE], f"no task with id {HUGE}"),
+        (["task", "retry", HUGE], f"no task with id {HUGE}"),
+        (["task", "list", "--vm", HUGE], "VM id 99999999999999999999 is out of range"),
+        (["pool", "vlan-add", "v", "--tag", HUGE, "--cidr", "10.9.0.0/24"], "out of range"),
+    ],
+)
+def test_huge_numbers_are_one_line_and_exit_2(
+    engine: Engine, runner: CliRunner, argv: list[str], message: str | None
+) -> None:
+    """Not "internal error (OverflowError)" (issue 12 item 8): the services bound every
+    number, so each door says which range in one line."""
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 2, result.output
+    assert "internal error" not in result.output
+    if message is not None:
+        assert message in _one_error(result)
+    assert _count(engine, Host) == 0 and _count(engine, Datastore) == 0
+
+
+@pytest.mark.parametrize("kind", ["host", "datastore", "template", "vm"])
+def test_looking_up_a_huge_or_non_ascii_id_is_not_found(
+    engine: Engine, runner: CliRunner, kind: str
+) -> None:
+    for ref in (HUGE, "²"):
+        line = _one_error(runner.invoke(app, [kind, "show", ref]))
+        assert line.startswith("error: no ") and ref in line
+
+
+def test_services_bound_host_numbers_for_every_door(engine: Engine) -> None:
+    with session_scope(engine) as s, pytest.raises(ValidationError, match=r"must be 1\.\.4096"):
+        inventory.add_host(s, SYSTEM, name="h9", address="10.0.0.9", cpus=10**20, ram_gb=4)
+    with session_scope(engine) as s, pytest.raises(NotFoundError):
+        tasks.get_task(s, SYSTEM, 10**20)
+    with session_scope(engine) as s, pytest.raises(ValidationError, match="out of range"):
+        tasks.list_tasks(s, SYSTEM, vm_id=10**20)
+    assert _count(engine, Host) == 0
+
+
+def test_db_check_lists_stored_values_with_control_characters(
+    engine: Engine, runner: CliRunner
+) -> None:
+    """Rows stored before full matches (issue 12 item 7): `db check` names each one."""
+    clean = runner.invoke(app, ["db", "check"])
+    assert clean.exit_code == 0, clean.output
+    assert "no stored name, MAC, address or path holds a control character" in clean.stdout
+    with session_scope(engine) as s:  # as the old validators let them in
+        vlan = Vlan(name="v10", vlan_tag=10, vlan_addr="10.0.1.0/24")
+        s.add(vlan)
+        s.flush()
+        s.add(PrivateIpPool(private_ip="10.0.1.5", mac_addr="02:00:00:00:00:01\n", vlan_id=vlan.id))
+        s.add(Host(host_name="h1\n", address="10.0.0.5", CPUs=1, RAM=1, libvirt_uri="test:///x"))
+    checked = runner.invoke(app, ["db", "check"])
+    assert checked.exit_code == 1, checked.output
+    rows = [line for line in checked.stdout.splitlines() if "\\n" in line]
+    assert len(rows) == 2, checked.stdout
+    assert (
+        "private_ip_pool" in rows[0]
+        and "mac_addr" in rows[0]
+        and "'02:00:00:00:00:01\\n'" in rows[0]
+    )
+    assert "host" in rows[1] and "host_name" in rows[1] and "'h1\\n'" in rows[1]
+    problems = system.stored_text_problems(get_settings(), SYSTEM)
+    assert [(p.table, p.column, p.value) for p in problems] == [
+        ("private_ip_pool", "mac_addr", "'02:00:00:00:00:01\\n'"),
+        ("host", "host_name", "'h1\\n'"),
+    ]
 
 
 def test_host_lookups_and_status_errors(engine: Engine, runner: CliRunner) -> None:

@@ -404,10 +404,36 @@ def test_duplicate_datastores_conflict(
     _datastore(sqlite_engine, settings, first)
     with pytest.raises(ConflictError, match="datastore 'ds1' already exists"):
         _datastore(sqlite_engine, settings, second)
-    with pytest.raises(ConflictError, match="datastore with mount point"):
+    with pytest.raises(ConflictError, match="datastore 'ds1' already uses mount point"):
         _datastore(sqlite_engine, settings, first, name="ds2")
     assert _count(sqlite_engine, Datastore) == 1
     assert list(second.iterdir()) == []  # refused before any directory was made
+
+
+def test_one_mount_spelled_differently_is_refused_the_second_time(
+    sqlite_engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    """'/a/../ds' was compared as a string: the same mount registered twice and its
+    capacity counted twice (issue 12 item 10)."""
+    mount = tmp_path / "ds"
+    (tmp_path / "a").mkdir()
+    mount.mkdir()
+    (tmp_path / "link").symlink_to(mount)
+    ds = _datastore(sqlite_engine, settings, Path(f"{tmp_path}/a/../ds/"))
+    assert ds.system_mount_point == ds.path == str(mount)  # stored normalised
+    for spelling in (
+        f"{tmp_path}/a/../ds",
+        f"{mount}/",
+        f"{tmp_path}/./ds",
+        str(tmp_path / "link"),
+    ):
+        with pytest.raises(ConflictError, match=f"already uses mount point {mount}$"):
+            _datastore(sqlite_engine, settings, Path(spelling), name="ds2")
+    with session_scope(sqlite_engine) as s:  # a row stored before normalising is seen too
+        s.get(Datastore, ds.id).system_mount_point = f"{tmp_path}/a/../ds"
+    with pytest.raises(ConflictError, match="already uses mount point"):
+        _datastore(sqlite_engine, settings, mount, name="ds2")
+    assert _count(sqlite_engine, Datastore) == 1
 
 
 def test_get_unknown_datastore(sqlite_engine: Engine) -> None:

@@ -117,7 +117,8 @@ def test_refusals_change_nothing(
     with session_scope(engine) as s:
         queued = vms.request_vm(
             s, SYSTEM, settings, vm_name="waiting", template="tiny", ram_mb=256, vcpus=1,
-                    )  # fmt: skip
+            network=False,
+        )  # fmt: skip
     with session_scope(engine) as s, pytest.raises(ConflictError, match="not installed"):
         vms.request_migrate(s, SYSTEM, queued.vm_id, None, True)
     after = _state(engine, vm_id)

@@ -153,6 +153,16 @@ def test_given_macs_are_normalised_and_kept_in_order(sqlite_engine: Engine, vlan
     ]
 
 
+def test_a_mac_with_a_trailing_newline_is_refused(sqlite_engine: Engine, vlan_id: int) -> None:
+    """'$' matched before a final newline: the MAC passed the uniqueness check as a new
+    value, two VMs got one MAC and the DHCP hosts file got a split line (issue 12 item 7)."""
+    with session_scope(sqlite_engine) as s:
+        address_pools.add_private_ips(s, vlan_id, "10.0.1.10", "10.0.1.10", ["02:00:00:00:00:01"])
+    with session_scope(sqlite_engine) as s, pytest.raises(ValidationError, match="not a valid MAC"):
+        address_pools.add_private_ips(s, vlan_id, "10.0.1.11", "10.0.1.11", ["02:00:00:00:00:01\n"])
+    assert _counts(sqlite_engine) == (1, 1, 0)
+
+
 @pytest.fixture
 def filled(sqlite_engine: Engine, vlan_id: int) -> int:
     """VLAN 10.0.1.0/24 holding .20-.29 (first MAC 02:00:00:00:00:20), public 192.0.2.1-10."""
@@ -295,7 +305,17 @@ def test_unknown_vlan(sqlite_engine: Engine) -> None:
             "192.0.2.20",
             "^192.0.2.8 is already in the public IP pool \\(and 2 more\\)$",
         ),
-        ("10.0.1.25", "10.0.1.25", "^10.0.1.25 is already in the private IP pool$"),
+        ("10.0.1.25", "10.0.1.25", r"^10.0.1.25 cannot .*: it is inside VLAN 'research' \("),
+        # issue 12 item 9: addresses that can never be a VM's public one
+        ("0.0.0.0", "0.0.0.0", r"^0.0.0.0 cannot be a public IP: it is an unspecified"),
+        ("0.255.255.250", "1.0.0.3", "^0.255.255.250 cannot .*unspecified"),
+        ("255.255.255.255", "255.255.255.255", "reserved or broadcast"),
+        ("240.0.0.1", "240.0.0.1", "reserved or broadcast"),
+        ("127.0.0.1", "127.0.0.1", "a loopback address"),
+        ("224.0.0.1", "224.0.0.9", "a multicast address"),
+        ("169.254.1.1", "169.254.1.1", "a link-local address"),
+        ("10.0.0.250", "10.0.1.3", r"^10.0.1.0 cannot .*: it is inside VLAN 'research' \(10.0.1"),
+        ("10.0.1.255", "10.0.1.255", "inside VLAN 'research'"),  # its broadcast, not in the pool
     ],
 )
 def test_add_public_ips_refuses_and_adds_nothing(
@@ -305,6 +325,15 @@ def test_add_public_ips_refuses_and_adds_nothing(
         address_pools.add_public_ips(s, ip_from, ip_to)
     assert isinstance(info.value, ValidationError | ConflictError)
     assert _counts(sqlite_engine) == (1, 10, 10)
+
+
+def test_public_ips_next_to_special_networks_and_vlans_are_accepted(
+    sqlite_engine: Engine, filled: int
+) -> None:
+    with session_scope(sqlite_engine) as s:
+        assert address_pools.add_public_ips(s, "10.0.0.254", "10.0.0.255") == 2  # below research's
+        assert address_pools.add_public_ips(s, "10.0.2.0", "10.0.2.0") == 1  # above it
+        assert address_pools.add_public_ips(s, "223.255.255.255", "223.255.255.255") == 1
 
 
 # --- private IPs --------------------------------------------------------------------
@@ -670,7 +699,7 @@ def test_cli_fills_and_lists_the_pools(cli: CliRunner, sqlite_engine: Engine) ->
         ),
         (
             ["public-add", "10.0.1.15", "10.0.1.30"],
-            "error: 10.0.1.15 is already in the private IP pool",
+            "error: 10.0.1.15 cannot be a public IP: it is inside VLAN 'research' (10.0.1.0/24)",
         ),
         (
             ["private-remove", "10.0.1.10", "10.0.1.15"],

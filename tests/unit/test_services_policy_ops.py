@@ -207,6 +207,9 @@ CASES: dict[str, list[Case]] = {
     "lab.wait_for_ping": [Case(lambda w: lab.wait_for_ping(w.engine, w.actor, "web", 0.1), ADMIN)],
     "system.schema_state": [Case(lambda w: system.schema_state(w.settings, w.actor), ADMIN)],
     "system.upgrade_schema": [Case(lambda w: system.upgrade_schema(w.settings, w.actor), ADMIN)],
+    "system.stored_text_problems": [
+        Case(lambda w: system.stored_text_problems(w.settings, w.actor), ADMIN)
+    ],
 }
 
 #: what would reach hosts, the lab, the network or the disk: stubs failing past the policy

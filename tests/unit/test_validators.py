@@ -7,6 +7,8 @@ import pytest
 from baadal.errors import ValidationError
 from baadal.net.validators import (
     check_cidr,
+    check_int,
+    check_no_control,
     check_safe_name,
     check_security_domain_name,
     check_vlan_tag,
@@ -15,6 +17,7 @@ from baadal.net.validators import (
     is_valid_ipv4,
     is_valid_mac,
     normalize_mac,
+    parse_row_id,
     validate_ip_range,
 )
 
@@ -131,3 +134,51 @@ def test_safe_names_and_domain_names() -> None:
     for bad in ("-bad", "x" * 31, "with space", ""):
         with pytest.raises(ValidationError):
             check_security_domain_name(bad)
+
+
+# --- full matches: a trailing newline is not "the end" (issue 12 item 7) -------------
+
+
+@pytest.mark.parametrize(
+    "mac", ["02:00:00:00:00:01\n", "02:00:00:00:00:01\r", "\n02:00:00:00:00:01"]
+)
+def test_mac_with_a_newline_refused(mac: str) -> None:
+    assert not is_valid_mac(mac)
+    with pytest.raises(ValidationError, match="not a valid MAC"):
+        normalize_mac(mac)
+
+
+@pytest.mark.parametrize("name", ["web\n", "web\r\n", "we\x1bb", "web\x00", "web\x9b"])
+def test_names_with_control_characters_refused(name: str) -> None:
+    with pytest.raises(ValidationError):
+        check_safe_name(name, "VM name", 30)
+    with pytest.raises(ValidationError):
+        check_security_domain_name(name)
+
+
+def test_free_text_refuses_control_characters_only() -> None:
+    assert check_no_control("Ana María — lab", "first name") == "Ana María — lab"
+    for bad in ("x\ny", "x\ty", "\x1b[31mred", "x\x7f", "x\x85"):
+        with pytest.raises(ValidationError, match="control characters"):
+            check_no_control(bad, "first name")
+
+
+# --- integers with upper bounds (issue 12 item 8) ------------------------------------
+
+
+def test_check_int_bounds_and_types() -> None:
+    assert check_int(4, "CPUs", 1, 4096) == 4
+    with pytest.raises(ValidationError, match=r"out of range: must be 1\.\.4096"):
+        check_int(99999999999999999999, "CPUs", 1, 4096)
+    for bad in (True, "4", 4.0):
+        with pytest.raises(ValidationError, match="whole number"):
+            check_int(bad, "CPUs", 1, 4096)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("12", 12), ("2147483647", 2147483647), ("2147483648", None),
+     ("99999999999999999999", None), ("²", None), ("١٢", None), ("12\n", None), ("web", None)],
+)  # fmt: skip
+def test_parse_row_id_only_ascii_ids_in_range(text: str, expected: int | None) -> None:
+    assert parse_row_id(text) == expected

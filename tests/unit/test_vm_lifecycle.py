@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select, update
+from typer.testing import CliRunner
 
 from baadal import constants as C
-from baadal.config import Settings
+from baadal.cli.main import app
+from baadal.config import Settings, get_settings, load_settings
 from baadal.db.models import (
     VM,
     AttachedDisk,
@@ -26,11 +28,13 @@ from baadal.db.models import (
     Template,
     UserVMMap,
 )
-from baadal.db.session import session_scope
+from baadal.db.session import dispose_engines, session_scope
 from baadal.drivers import domain_xml, fake, hypervisor_for
 from baadal.drivers.base import Hypervisor
 from baadal.drivers.libvirt_driver import LibvirtHypervisor
 from baadal.errors import ConflictError, NotFoundError, ResourceExhausted, ValidationError
+from baadal.lab import layout as lab_layout
+from baadal.lab import settings_file as lab_settings_file
 from baadal.services import vms
 from baadal.services.policy import SYSTEM
 from baadal.tasks import queue
@@ -625,7 +629,8 @@ def test_launch_existing_vm_image(
     with pytest.raises(NotFoundError, match="no image at"), session_scope(sqlite_engine) as s:
         vms.launch_existing_vm_image(
             s, SYSTEM, cloud_settings, vm_name="old", template="tiny", datastore="ds1",
-            ram_mb=256, vcpus=1,         )  # fmt: skip
+            ram_mb=256, vcpus=1, security_domain="research",
+        )  # fmt: skip
     before = counts(sqlite_engine)
     assert before["vms"] == 0
     storage.create_blank(image, 2)
@@ -648,3 +653,92 @@ def test_kvm_is_never_assumed_without_a_boot_probe() -> None:
     assert hv.domain_type() == "qemu"
     # a host without a probe kernel is never given kvm, whatever it advertises
     assert hv.domain_type(Path("/nonexistent")) == "qemu"
+
+
+# --- the security domain of a new VM (issue 12 item 13) ------------------------------
+
+
+def _request(engine: Engine, settings: Settings, **kw: object) -> vms.Queued:
+    with session_scope(engine) as s:
+        args: dict[str, object] = {"vm_name": "web", "template": "tiny", "ram_mb": 256}
+        return vms.request_vm(s, SYSTEM, settings, vcpus=1, **{**args, **kw})
+
+
+def test_a_vm_without_a_domain_and_no_default_is_refused(
+    sqlite_engine: Engine, cloud_settings: Settings, cloud: Cloud
+) -> None:
+    """It used to be made with no private IP and no MAC: no DHCP, a public IP mapping to
+    nothing, snapshots failing on ping."""
+    before = counts(sqlite_engine)
+    with pytest.raises(ValidationError, match=r"no security domain given and no default set"):
+        _request(sqlite_engine, cloud_settings)
+    cloud_settings.network.default_security_domain = "gone"
+    with pytest.raises(NotFoundError, match="default security domain 'gone'"):
+        _request(sqlite_engine, cloud_settings)
+    assert counts(sqlite_engine) == before
+
+
+def test_the_default_security_domain_gives_the_vm_its_address(
+    sqlite_engine: Engine, cloud_settings: Settings, cloud: Cloud
+) -> None:
+    cloud_settings.network.default_security_domain = "research"
+    vm_id = _request(sqlite_engine, cloud_settings).vm_id
+    run_tasks(sqlite_engine, cloud_settings)
+    with session_scope(sqlite_engine) as s:
+        vm = s.get(VM, vm_id)
+        assert vm.security_domain.name == "research"
+        assert vm.private_ip is not None and vm.private_ip.mac_addr
+
+
+def test_a_vm_without_a_network_only_when_asked(
+    sqlite_engine: Engine, cloud_settings: Settings, cloud: Cloud
+) -> None:
+    cloud_settings.network.default_security_domain = "research"
+    before = counts(sqlite_engine)
+    for kw, match in (
+        ({"security_domain": "research"}, "cannot have a security domain"),
+        ({"public_ip": True}, "cannot have a public IP"),
+    ):
+        with pytest.raises(ValidationError, match=match):
+            _request(sqlite_engine, cloud_settings, network=False, **kw)
+    assert counts(sqlite_engine) == before
+    vm_id = _request(sqlite_engine, cloud_settings, network=False).vm_id
+    run_tasks(sqlite_engine, cloud_settings)
+    with session_scope(sqlite_engine) as s:
+        vm = s.get(VM, vm_id)
+        assert vm.status == C.VMStatus.RUNNING
+        assert vm.security_domain_id is None and vm.private_ip_id is None
+
+
+def test_cli_vm_create_without_a_domain_says_how(
+    sqlite_engine: Engine,
+    sqlite_url: str,
+    cloud_settings: Settings,
+    cloud: Cloud,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BAADAL_DATABASE__URL", sqlite_url)
+    get_settings.cache_clear()
+    dispose_engines()
+    runner = CliRunner()
+    try:
+        refused = runner.invoke(app, ["vm", "create", "web", "--template", "tiny", "--no-wait"])
+        assert refused.exit_code == 2 and refused.stdout == ""
+        assert refused.stderr.startswith("error: no security domain given and no default set")
+        assert len(refused.stderr.strip().splitlines()) == 1
+        argv = ["vm", "create", "web", "--template", "tiny", "--no-network", "--no-wait"]
+        made = runner.invoke(app, argv)
+        assert made.exit_code == 0, made.output
+    finally:
+        get_settings.cache_clear()
+        dispose_engines()
+    with session_scope(sqlite_engine) as s:
+        (vm,) = s.scalars(select(VM)).all()
+        assert vm.vm_name == "web" and vm.security_domain_id is None
+
+
+def test_the_lab_sets_a_default_security_domain(settings: Settings) -> None:
+    """`baadal lab up` writes it, so `vm create` in the lab needs no --domain."""
+    sections = lab_settings_file.lab_settings(settings)
+    assert sections["network"] == {"default_security_domain": lab_layout.VLANS[0].domain}
+    assert load_settings(**sections).network.default_security_domain == "lab"

@@ -21,12 +21,13 @@ from baadal.auth import roles
 from baadal.config import Settings
 from baadal.db.models import Organisation, User
 from baadal.errors import ConflictError, NotFoundError, ValidationError
-from baadal.net.validators import check_safe_name
+from baadal.net.validators import check_no_control, check_safe_name
 
 USERNAME_MAX = 128
+PERSON_NAME_MAX = 128
 PASSWORD_MIN = 8
 PASSWORD_MAX = 1024
-_EMAIL = re.compile(r"[^@\s]{1,64}@[A-Za-z0-9.-]{1,255}\.[A-Za-z]{2,}")
+_EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f-\x9f]{1,64}@[A-Za-z0-9.-]{1,255}\.[A-Za-z]{2,}")
 _hasher = PasswordHasher()
 log = logging.getLogger("baadal")
 
@@ -62,6 +63,13 @@ def needs_rehash(stored_hash: str) -> bool:
 
 def check_username(username: str) -> str:
     return check_safe_name(username, "a username", USERNAME_MAX)
+
+
+def check_person_name(value: str, what: str) -> str:
+    """First and last names: free text, but printable and short enough for the column."""
+    if not isinstance(value, str) or len(value) > PERSON_NAME_MAX:
+        raise ValidationError(f"{what} must be text of at most {PERSON_NAME_MAX} characters")
+    return check_no_control(value, what).strip()
 
 
 def check_email(email: str | None) -> str | None:
@@ -102,11 +110,13 @@ def register_callback(session: Session, settings: Settings, info: UserInfo, pass
     must not make whoever registers first as alice an admin; an admin grants roles."""
     username = check_username(info.username)
     email = check_email(info.email)
+    first_name = check_person_name(info.first_name, "first name")
+    last_name = check_person_name(info.last_name, "last name")
     _check_free(session, username, email)
     user = User(
         username=username,
-        first_name=info.first_name.strip(),
-        last_name=info.last_name.strip(),
+        first_name=first_name,
+        last_name=last_name,
         email=email,
         password=hash_password(password),
         organisation=_organisation(session, info.organisation),
@@ -128,6 +138,8 @@ def create_or_update_user(session: Session, settings: Settings, info: UserInfo) 
     Such accounts have no local password."""
     username = check_username(info.username)
     email = check_email(info.email)
+    first_name = check_person_name(info.first_name, "first name")
+    last_name = check_person_name(info.last_name, "last name")
     user = session.scalar(select(User).where(User.username == username))
     if user is None:
         user = User(
@@ -136,7 +148,7 @@ def create_or_update_user(session: Session, settings: Settings, info: UserInfo) 
             organisation=_organisation(session, info.organisation),
         )
         session.add(user)
-    user.first_name, user.last_name = info.first_name.strip(), info.last_name.strip()
+    user.first_name, user.last_name = first_name, last_name
     if email and email != user.email:
         holder = session.scalar(select(User.username).where(User.email == email))
         if holder is None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from baadal.cli.door import console, current_actor, handle_errors
+from baadal.cli.door import console, current_actor, handle_errors, print_table
 from baadal.config import config_file_path, get_settings
 from baadal.services import inventory, system
 
@@ -41,6 +41,23 @@ def status_cmd() -> None:
     ]
     for line in lines:
         console.print(line, highlight=False, markup=False)
+
+
+@db_app.command("check")
+@handle_errors
+def check_cmd() -> None:
+    """List stored names, MACs, addresses and paths holding control characters (a
+    trailing newline from before input was matched in full); exit 1 if there are any."""
+    problems = system.stored_text_problems(get_settings(), current_actor())
+    if not problems:
+        console.print("no stored name, MAC, address or path holds a control character")
+        return
+    print_table(
+        "Stored values with control characters (correct or remove these rows)",
+        ["table", "row", "column", "value"],
+        [(p.table, p.row_id, p.column, p.value) for p in problems],
+    )
+    raise typer.Exit(1)
 
 
 def _toml_value(value: Any) -> str:

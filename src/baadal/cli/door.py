@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Annotated, Any, TypeVar
@@ -47,6 +48,22 @@ def handle_errors(func: F) -> F:
             raise fail(f"internal error ({type(exc).__name__}); see the baadal log") from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def has_terminal() -> bool:
+    """Whether someone can answer a prompt (standard input is a terminal)."""
+    return sys.stdin.isatty()
+
+
+def prompt_secret(what: str, option: str, *, confirm: bool = False) -> str:
+    """Ask for a secret without echo. Without a terminal nobody can answer (a script, a
+    pipe, cron): say which option gives it instead of waiting or failing obscurely."""
+    if not has_terminal():
+        raise fail(f"no terminal to ask for the {what}: give it with {option}")
+    try:
+        return typer.prompt(what.capitalize(), hide_input=True, confirmation_prompt=confirm)
+    except typer.Abort:  # Ctrl-C or end of input at the prompt
+        raise fail(f"no {what} given") from None
 
 
 def checked_engine() -> Engine:

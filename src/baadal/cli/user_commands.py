@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from baadal import constants as C
-from baadal.cli.door import actor, console, db, handle_errors, print_table
+from baadal.cli.door import actor, console, db, handle_errors, print_table, prompt_secret
 from baadal.config import get_settings
 from baadal.services import users
 
@@ -26,7 +26,7 @@ StdinOpt = Annotated[bool, typer.Option("--password-stdin", help="read the passw
 def _password(from_stdin: bool, *, confirm: bool) -> str:
     if from_stdin:
         return sys.stdin.readline().rstrip("\n")
-    return typer.prompt("Password", hide_input=True, confirmation_prompt=confirm)
+    return prompt_secret("password", "--password-stdin", confirm=confirm)
 
 
 def _names(roles: Iterable[C.Role]) -> str:

@@ -75,7 +75,13 @@ def create_cmd(
     template: Annotated[str, typer.Option(help="template name or id")],
     ram: Annotated[int, typer.Option(help="RAM in MB")] = 256,
     vcpus: Annotated[int, typer.Option()] = 1,
-    domain: Annotated[str | None, typer.Option(help="security domain")] = None,
+    domain: Annotated[
+        str | None,
+        typer.Option(help="security domain (default: [network] default_security_domain)"),
+    ] = None,
+    no_network: Annotated[
+        bool, typer.Option("--no-network", help="a VM with no network: no IP, MAC or DHCP")
+    ] = False,
     public_ip: Annotated[bool, typer.Option()] = False,
     extra_disk: Annotated[int, typer.Option(help="extra disk in GB")] = 0,
     host: Annotated[str | None, typer.Option(help="put it on this host")] = None,
@@ -101,6 +107,7 @@ def create_cmd(
             extra_disk_gb=extra_disk,
             host=host,
             purpose=purpose,
+            network=not no_network,
         )
     follow_task(queued.task_id, wait=wait, inline=inline)
 

@@ -41,11 +41,11 @@ VIRTUAL_DMI_MARKERS = (
 )
 DMI_FILES = ("/sys/class/dmi/id/sys_vendor", "/sys/class/dmi/id/product_name")
 
-_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+_MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
 #: an interface name as the kernel allows it (no slash, no whitespace, not . or ..)
-_IFNAME = re.compile(r"^(?!\.\.?$)[^/\s]{1,15}$")
+_IFNAME = re.compile(r"(?!\.\.?\Z)[^/\s]{1,15}")
 #: one df -P line; file system and mount point may contain spaces, the numbers cannot
-_DF_LINE = re.compile(r"^(?P<fs>.*?)\s+(?P<blocks>\d+)\s+\d+\s+\d+\s+\d+%\s+(?P<mount>.*)$")
+_DF_LINE = re.compile(r"(?P<fs>.*?)\s+(?P<blocks>\d+)\s+\d+\s+\d+\s+\d+%\s+(?P<mount>.*)")
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def parse_df_total_kb(output: str) -> int:
     lines = [line for line in output.splitlines() if line.strip()]
     if len(lines) < 2:
         raise ValueError(f"df printed no file system line: {output.strip()[:200]!r}")
-    match = _DF_LINE.match(lines[-1].strip())
+    match = _DF_LINE.fullmatch(lines[-1].strip())
     if match is None:
         raise ValueError(f"unexpected df line: {lines[-1].strip()[:200]!r}")
     return int(match["blocks"])
@@ -83,7 +83,7 @@ def parse_interface_for_address(output: str, address: str) -> str:
         ip = fields[3].split("/", 1)[0]
         seen.append(f"{ip} ({ifname})")
         if ip == address:
-            if not _IFNAME.match(ifname):
+            if not _IFNAME.fullmatch(ifname):
                 raise ValueError(f"unexpected interface name {ifname!r}")
             return ifname
     found = ", ".join(seen) or "none"
@@ -93,7 +93,7 @@ def parse_interface_for_address(output: str, address: str) -> str:
 def parse_mac(output: str) -> str:
     """A MAC from /sys/class/net/<if>/address, upper-case like every MAC Baadal stores."""
     mac = output.strip()
-    if not _MAC.match(mac):
+    if not _MAC.fullmatch(mac):
         raise ValueError(f"not a MAC address: {mac[:60]!r}")
     return mac.upper()
 

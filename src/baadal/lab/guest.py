@@ -67,7 +67,7 @@ MANIFEST_NAME = "tiny-guest.json"
 
 BUSYBOX = Path("/bin/busybox")
 #: generic flavour only: -cloud-amd64 and -rt-amd64 are other kernels
-KERNEL_PACKAGE_RE = re.compile(r"^linux-image-(6\.1\.0-(\d+)-amd64)$")
+KERNEL_PACKAGE_RE = re.compile(r"linux-image-(6\.1\.0-(\d+)-amd64)")
 
 #: load order matters: insmod does not resolve dependencies (no modules.dep in the guest)
 MODULES: tuple[tuple[str, str], ...] = (
@@ -450,7 +450,7 @@ def _kernel_files(cache_dir: Path) -> tuple[str, Path]:
                 "apt knows no linux-image-6.1.0-*-amd64 package: "
                 "run 'apt-get update' (as root) first"
             )
-        version = KERNEL_PACKAGE_RE.match(package).group(1)  # type: ignore[union-attr]
+        version = KERNEL_PACKAGE_RE.fullmatch(package).group(1)  # type: ignore[union-attr]
         kernel_dir = kernels / version
         if (kernel_dir / ".complete").exists():
             return version, kernel_dir
@@ -463,7 +463,7 @@ def _kernel_files(cache_dir: Path) -> tuple[str, Path]:
 def newest_kernel_package() -> str | None:
     """Name of the newest ``linux-image-6.1.0-<N>-amd64`` package apt knows, or None."""
     result = _run(["apt-cache", "pkgnames", "linux-image-6.1.0-"], timeout=COMMAND_TIMEOUT_S)
-    names = [n for n in result.stdout.split() if KERNEL_PACKAGE_RE.match(n)]
+    names = [n for n in result.stdout.split() if KERNEL_PACKAGE_RE.fullmatch(n)]
     return max(names, key=_abi_number) if names else None
 
 

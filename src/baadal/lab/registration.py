@@ -88,7 +88,7 @@ def register_rows(session: Session, settings: Settings) -> None:
     ds_path = datastore_dir(settings)
     try:
         ds = inventory.get_datastore(session, SYSTEM, DATASTORE_NAME)
-        if ds.system_mount_point != str(ds_path):
+        if Path(ds.system_mount_point).resolve() != ds_path.resolve():
             raise ConflictError(
                 f"datastore {DATASTORE_NAME!r} already exists at {ds.system_mount_point}"
             )

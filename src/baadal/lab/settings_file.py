@@ -17,6 +17,7 @@ from baadal.lab.layout import (
     MGMT_BROADCAST,
     NAT_MGMT_IP,
     NAT_PUBLIC_IF,
+    VLANS,
     VNC_IP,
 )
 from baadal.lab.state import dns_dir, hosts_file, lab_dir
@@ -42,6 +43,8 @@ def lab_settings(settings: Settings) -> dict[str, dict[str, str | list[str]]]:
             "public_interface": NAT_PUBLIC_IF,
             "vnc_ip": VNC_IP,
         },
+        # `vm create` without --domain puts the VM in the first lab VLAN's domain
+        "network": {"default_security_domain": VLANS[0].domain},
         # a lab host "powers off" by stopping its daemons and waits for a real WOL packet;
         # its BMC (IPMI) does the same on request
         "power": {

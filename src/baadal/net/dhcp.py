@@ -51,13 +51,13 @@ log = logging.getLogger("baadal")
 
 #: a DNS label that both dnsmasq (legal_hostname) and dhcpd's parser accept
 _LABEL = r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}"
-_NAME_RE = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
+_NAME_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 _NAME_MAX = 253
 _LABEL_MAX = 63
 _NOT_LABEL_CHAR = re.compile(r"[^A-Za-z0-9_-]")
 _ISC_LINE = re.compile(
-    r"^host\s+(?P<name>[^\s{]+)\s*\{\s*hardware\s+ethernet\s+(?P<mac>[0-9A-Fa-f:]+)\s*;"
-    r"\s*fixed-address\s+(?P<ip>[0-9.]+)\s*;\s*\}$"
+    r"host\s+(?P<name>[^\s{]+)\s*\{\s*hardware\s+ethernet\s+(?P<mac>[0-9A-Fa-f:]+)\s*;"
+    r"\s*fixed-address\s+(?P<ip>[0-9.]+)\s*;\s*\}"
 )
 _HEADER = "# Written by Baadal from its database: edits here are lost.\n"
 _RELOAD_TIMEOUT_S = 120.0
@@ -89,7 +89,7 @@ class DhcpEntry:
 
     def __post_init__(self) -> None:
         name = self.name
-        if not isinstance(name, str) or len(name) > _NAME_MAX or not _NAME_RE.match(name):
+        if not isinstance(name, str) or len(name) > _NAME_MAX or not _NAME_RE.fullmatch(name):
             raise ValidationError(
                 f"DHCP host name {name!r} must be dot-separated labels of 1-{_LABEL_MAX}"
                 " letters, digits, '_' or '-', each starting with a letter or digit"
@@ -157,7 +157,7 @@ def render_isc_hosts(entries: Iterable[DhcpEntry]) -> str:
 
 
 def _isc_line(line: str) -> DhcpEntry:
-    match = _ISC_LINE.match(line)
+    match = _ISC_LINE.fullmatch(line)
     if match is None:
         raise ValidationError(
             f"expected 'host NAME {{ hardware ethernet MAC; fixed-address IP; }}', got {line!r}"

@@ -34,7 +34,7 @@ log = logging.getLogger("baadal")
 
 #: every Baadal rule's comment starts with this (the lab's own rules use "baadal-lab")
 TAG_PREFIX = "baadal:"
-_IFACE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_IFACE_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 
 
 # --------------------------------------------------------------------------- settings
@@ -113,7 +113,7 @@ def _check_port(value: int, what: str) -> int:
 
 
 def _check_iface(value: str) -> str:
-    if not isinstance(value, str) or not _IFACE_RE.match(value):
+    if not isinstance(value, str) or not _IFACE_RE.fullmatch(value):
         raise ValidationError(f"nat.public_interface {value!r} is not an interface name")
     return value
 

@@ -13,13 +13,52 @@ import secrets
 from baadal import constants as C
 from baadal.errors import ValidationError
 
-_MAC_RE = re.compile(r"^[0-9A-Fa-f]{2}([:-])(?:[0-9A-Fa-f]{2}\1){4}[0-9A-Fa-f]{2}$")
+_MAC_RE = re.compile(r"[0-9A-Fa-f]{2}([:-])(?:[0-9A-Fa-f]{2}\1){4}[0-9A-Fa-f]{2}")
 #: libvirt domain names, host and datastore names: safe in paths, URIs and logs
-_SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_SAFE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 #: upstream security_domain pattern: starts alphanumeric, then word chars or dash
-_DOMAIN_NAME_RE = re.compile(r"^[A-Za-z0-9][\w-]{0,29}$")
+_DOMAIN_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,29}")
+#: C0 and C1 controls (newline, escape, NUL, CSI ...) and DEL: they split lines in the
+#: DHCP hosts file and logs and rewrite terminals, so no stored name or address holds one
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_ROW_ID_RE = re.compile(r"[0-9]{1,10}")
 #: the most addresses one range call may add (a /16)
 MAX_RANGE_SIZE = 65536
+
+
+def has_control_chars(value: str) -> bool:
+    """True when ``value`` holds a control character (see :data:`_CONTROL_RE`)."""
+    return bool(_CONTROL_RE.search(value))
+
+
+def check_int(value: int, what: str, low: int, high: int) -> int:
+    """A whole number in ``low..high``: a bool or '4' is a caller bug that must not slip
+    into a column, and a huge one would overflow the database's integer parameters."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(f"{what} must be a whole number, not {value!r}")
+    if not low <= value <= high:
+        raise ValidationError(f"{what} {value} is out of range: must be {low}..{high}")
+    return value
+
+
+def check_row_id(value: int, what: str) -> int:
+    """An id someone typed: a positive number no larger than any row id can be."""
+    return check_int(value, f"{what} id", 1, C.ROW_ID_MAX)
+
+
+def parse_row_id(text: str) -> int | None:
+    """The id ``text`` spells in ASCII digits, or None (a name, '²', or beyond any id)."""
+    if not _ROW_ID_RE.fullmatch(text):
+        return None
+    value = int(text)
+    return value if value <= C.ROW_ID_MAX else None
+
+
+def check_no_control(value: str, what: str) -> str:
+    """Free text (names of people, purposes) may be anything printable, nothing else."""
+    if has_control_chars(value):
+        raise ValidationError(f"{what} must not contain control characters")
+    return value
 
 
 def is_valid_ipv4(value: str) -> bool:
@@ -69,7 +108,7 @@ def generate_random_mac(prefix: str = C.GENERATED_MAC_PREFIX) -> str:
 
 def is_valid_mac(value: str) -> bool:
     """The seed's IS_MAC_ADDRESS: six hex octets separated consistently by ':' or '-'."""
-    return isinstance(value, str) and bool(_MAC_RE.match(value))
+    return isinstance(value, str) and bool(_MAC_RE.fullmatch(value))
 
 
 def normalize_mac(value: str) -> str:
@@ -100,7 +139,7 @@ def check_safe_name(value: str, what: str, max_len: int) -> str:
     """Names that end up in paths, libvirt domain names and commands."""
     if not isinstance(value, str) or not value or len(value) > max_len:
         raise ValidationError(f"{what} must be 1-{max_len} characters")
-    if not _SAFE_NAME_RE.match(value):
+    if not _SAFE_NAME_RE.fullmatch(value):
         raise ValidationError(
             f"{what} {value!r} may contain only letters, digits, '.', '_' and '-'"
             " and must start with a letter or digit"
@@ -109,7 +148,7 @@ def check_safe_name(value: str, what: str, max_len: int) -> str:
 
 
 def check_security_domain_name(value: str) -> str:
-    if not isinstance(value, str) or not _DOMAIN_NAME_RE.match(value):
+    if not isinstance(value, str) or not _DOMAIN_NAME_RE.fullmatch(value):
         raise ValidationError(
             f"security domain name {value!r} must start with a letter or digit and have"
             " 1-30 letters, digits, '_' or '-'"

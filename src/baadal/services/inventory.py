@@ -22,7 +22,13 @@ from baadal import constants as C
 from baadal.config import Settings, get_settings
 from baadal.db.models import VM, Base, Datastore, Host, Template, VncAccess
 from baadal.errors import ConflictError, NotFoundError, ValidationError
-from baadal.net.validators import check_safe_name, is_valid_ipv4, normalize_mac
+from baadal.net.validators import (
+    check_int,
+    check_no_control,
+    check_safe_name,
+    is_valid_ipv4,
+    normalize_mac,
+)
 from baadal.services import lookup
 from baadal.services.policy import Action, Actor, guarded, require, template_filter
 
@@ -52,21 +58,10 @@ TEMPLATE_OS_TYPES = ("Desktop", "Server")
 TEMPLATE_ARCHES = ("amd64", "i386", "x86", "x64")
 TEMPLATE_DISK_TYPES = tuple(t.value for t in C.TemplateDiskType)
 
-_DNS_LABEL_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
-_SSH_USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_DNS_LABEL_RE = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+_SSH_USER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 
 # --- shared checks -------------------------------------------------------------------
-
-
-def _check_int(value: int, what: str, low: int, high: int | None = None) -> int:
-    """Ints only (a bool or '4' is a caller bug that must not slip into a GB column)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValidationError(f"{what} must be a whole number, not {value!r}")
-    if value < low or (high is not None and value > high):
-        bound = f"{low}..{high}" if high is not None else f"at least {low}"
-        raise ValidationError(f"{what} {value} is out of range: must be {bound}")
-    return value
 
 
 def _check_text(value: str | None, what: str, max_len: int, *, required: bool = False) -> str:
@@ -79,9 +74,7 @@ def _check_text(value: str | None, what: str, max_len: int, *, required: bool = 
         raise ValidationError(f"{what} must not be empty")
     if len(value) > max_len:
         raise ValidationError(f"{what} must be at most {max_len} characters")
-    if _CONTROL_RE.search(value):
-        raise ValidationError(f"{what} must not contain control characters")
-    return value
+    return check_no_control(value, what)
 
 
 def _choice(value: str, what: str, allowed: tuple[str, ...]) -> str:
@@ -135,7 +128,7 @@ def check_address(address: str) -> str:
     labels = address.split(".")
     if (
         len(address) > 253
-        or not all(_DNS_LABEL_RE.match(label) for label in labels)
+        or not all(_DNS_LABEL_RE.fullmatch(label) for label in labels)
         or all(label.isdigit() for label in labels)
     ):
         raise ValidationError(
@@ -189,7 +182,7 @@ def parse_host_status(value: C.HostStatus | int | str) -> C.HostStatus:
         name = value.strip().upper()
         if name in C.HostStatus.__members__:
             return C.HostStatus[name]
-        if name.isdigit():
+        if name.isascii() and name.isdigit() and len(name) < 10:
             value = int(name)
     if isinstance(value, int) and not isinstance(value, bool):
         try:
@@ -226,14 +219,14 @@ def add_host(
     """Register a host; it starts DOWN until host sanity (or the admin) sees it up."""
     check_safe_name(name, "host name", C.HOST_NAME_MAX)
     address = check_address(address)
-    _check_int(cpus, "CPUs", 1)
-    _check_int(ram_gb, "RAM (GB)", 1)
-    _check_int(hdd_gb, "HDD (GB)", 0)
-    _check_int(ssh_port, "SSH port", 1, 65535)
+    check_int(cpus, "CPUs", *C.HOST_CPUS_RANGE)
+    check_int(ram_gb, "RAM (GB)", *C.HOST_RAM_GB_RANGE)
+    check_int(hdd_gb, "HDD (GB)", *C.HOST_HDD_GB_RANGE)
+    check_int(ssh_port, "SSH port", *C.PORT_RANGE)
     if (
         not isinstance(ssh_user, str)
         or not 0 < len(ssh_user) <= SSH_USER_MAX
-        or not _SSH_USER_RE.match(ssh_user)
+        or not _SSH_USER_RE.fullmatch(ssh_user)
     ):
         raise ValidationError(f"SSH user {ssh_user!r} is not a valid user name")
     key = _existing_file(ssh_key_ref, "SSH key file") if ssh_key_ref else None
@@ -337,6 +330,30 @@ def ensure_datastore_layout(settings: Settings, mount_point: Path) -> list[Path]
     return made
 
 
+def _mount_point(value: str) -> Path:
+    """The mount point as one canonical path: '/a/../ds', '/ds/' and a symlink to /ds are
+    all /ds, so one mount can never be registered (and its capacity counted) twice."""
+    _check_text(value, "mount point", PATH_COLUMN_MAX, required=True)
+    if not Path(value).is_absolute():
+        raise ValidationError(f"mount point {value!r} must be an absolute path")
+    mount = Path(value).resolve()
+    if not mount.exists():
+        raise ValidationError(f"mount point {value} does not exist: mount the datastore first")
+    if not mount.is_dir():
+        raise ValidationError(f"mount point {value} is not a directory")
+    if len(str(mount)) > PATH_COLUMN_MAX:
+        raise ValidationError(f"mount point path must be at most {PATH_COLUMN_MAX} characters")
+    return mount
+
+
+def _check_mount_free(session: Session, mount: Path) -> None:
+    """Compare with the stored mount points resolved too: rows written before they were
+    normalised may still hold '/a/../ds'."""
+    for name, stored in session.execute(select(Datastore.ds_name, Datastore.system_mount_point)):
+        if Path(stored).resolve() == mount:
+            raise ConflictError(f"datastore {name!r} already uses mount point {mount}")
+
+
 @guarded(Action.DATASTORE_MANAGE)
 def add_datastore(
     session: Session,
@@ -354,17 +371,8 @@ def add_datastore(
     """Register a mounted datastore and lay out its directories."""
     settings = settings or get_settings()
     check_safe_name(name, "datastore name", DATASTORE_NAME_MAX)
-    _check_int(capacity_gb, "datastore capacity (GB)", *C.DATASTORE_CAPACITY_GB_RANGE)
-    _check_text(mount_point, "mount point", PATH_COLUMN_MAX, required=True)
-    mount = Path(mount_point)
-    if not mount.is_absolute():
-        raise ValidationError(f"mount point {mount_point!r} must be an absolute path")
-    if not mount.exists():
-        raise ValidationError(
-            f"mount point {mount_point} does not exist: mount the datastore first"
-        )
-    if not mount.is_dir():
-        raise ValidationError(f"mount point {mount_point} is not a directory")
+    check_int(capacity_gb, "datastore capacity (GB)", *C.DATASTORE_CAPACITY_GB_RANGE)
+    mount = _mount_point(mount_point)
     export = _check_text(path, "datastore path", DATASTORE_PATH_MAX) or str(mount)
     if ds_ip and not is_valid_ipv4(ds_ip):
         raise ValidationError(f"datastore IP {ds_ip!r} is not a valid IPv4 address")
@@ -372,7 +380,7 @@ def add_datastore(
     secret = _existing_file(password_ref, "password file") if password_ref else None
 
     _unique(session, Datastore.ds_name, name, "datastore")
-    _unique(session, Datastore.system_mount_point, str(mount), "datastore with mount point")
+    _check_mount_free(session, mount)
     ensure_datastore_layout(settings, mount)
     datastore = Datastore(
         ds_name=name,
@@ -452,7 +460,7 @@ def add_template(
     check_safe_name(name, "template name", TEMPLATE_NAME_MAX)
     image = _template_relative(hdfile, "template image")
     os_version = _check_text(os_version, "OS version", OS_VERSION_MAX, required=True)
-    _check_int(hdd_gb, "template HDD (GB)", *C.TEMPLATE_HDD_GB_RANGE)
+    check_int(hdd_gb, "template HDD (GB)", *C.TEMPLATE_HDD_GB_RANGE)
     os = _choice(os, "OS", TEMPLATE_OS)
     os_name = _choice(os_name, "OS name", TEMPLATE_OS_NAMES)
     os_type = _choice(os_type, "OS type", TEMPLATE_OS_TYPES)

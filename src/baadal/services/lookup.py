@@ -13,6 +13,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from baadal.db.models import VM, Base, Datastore, Host, SecurityDomain, Snapshot, Template
 from baadal.errors import ConflictError, NotFoundError
+from baadal.net.validators import parse_row_id
 
 M = TypeVar("M", bound=Base)
 
@@ -25,14 +26,16 @@ def by_name_or_id(
     what: str,
 ) -> M:
     """Names first: a host may well be called '12', and then the name must win."""
+    row_id: int | None = None
     if isinstance(value, str):
         row = session.scalar(select(model).where(name_column == value))
         if row is not None:
             return row
-        if value.isdigit():
-            value = int(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        row = session.get(model, value)
+        row_id = parse_row_id(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        row_id = parse_row_id(str(value))
+    if row_id is not None:
+        row = session.get(model, row_id)
         if row is not None:
             return row
     raise NotFoundError(f"no {what} named {value!r}")
@@ -60,7 +63,8 @@ def vm(session: Session, name_or_id: str | int, prefer: ColumnElement[bool] | No
     """A VM by id, identity or name. Several VMs may share a name (one per owner): then
     the one matching ``prefer`` (the actor's own) wins if it is the only one."""
     text = str(name_or_id)
-    row = session.get(VM, int(text)) if text.isdigit() else None
+    row_id = parse_row_id(text)
+    row = session.get(VM, row_id) if row_id is not None else None
     if row is None:
         row = session.scalar(select(VM).where(VM.vm_identity == text))
     if row is None:
@@ -80,7 +84,8 @@ def vm(session: Session, name_or_id: str | int, prefer: ColumnElement[bool] | No
 
 def snapshot(session: Session, vm_row: VM, snapshot_ref: str | int) -> Snapshot:
     text = str(snapshot_ref)
-    snap = session.get(Snapshot, int(text)) if text.isdigit() else None
+    snap_id = parse_row_id(text)
+    snap = session.get(Snapshot, snap_id) if snap_id is not None else None
     snap = snap or session.scalar(
         select(Snapshot).where(Snapshot.vm_id == vm_row.id, Snapshot.snapshot_name == text)
     )

@@ -12,12 +12,14 @@ from wsgiref.simple_server import WSGIServer
 
 from sqlalchemy import Engine
 
+from baadal import constants as C
 from baadal.config import Settings
 from baadal.errors import ValidationError
 from baadal.host import network_graph
 from baadal.host.network_graph import NetworkGraph
 from baadal.monitor import graphs, prometheus, rrd
 from baadal.monitor.rrd import CollectionReport
+from baadal.net.validators import check_int
 from baadal.services.policy import Action, Actor, guarded
 
 #: what ``monitoring.get_performance_graph`` draws
@@ -55,6 +57,7 @@ def metrics_server(
     engine: Engine, actor: Actor, settings: Settings, address: str, port: int
 ) -> WSGIServer:
     """A server answering Prometheus scrapes on /metrics once its ``serve_forever`` runs."""
+    check_int(port, "port", *C.PORT_RANGE)
     try:
         return prometheus.metrics_server(engine, settings, address, port)
     except OSError as exc:

@@ -13,6 +13,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from baadal import address_pools
+from baadal import constants as C
 from baadal.config import Settings
 from baadal.db.models import VM, PrivateIpPool, SecurityDomain, Vlan
 from baadal.errors import ConflictError
@@ -24,7 +25,7 @@ from baadal.vm import nat as vm_nat
 from baadal.vm.common import network_lock
 from baadal.vm.network import dhcp_entries_from_db
 
-DOMAIN_NAME_MAX = 30
+DOMAIN_NAME_MAX = C.SECURITY_DOMAIN_NAME_MAX
 
 
 @dataclass(frozen=True)

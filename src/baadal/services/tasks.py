@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from baadal import constants as C
 from baadal.config import Settings
 from baadal.db.models import Task, TaskEvent
+from baadal.net.validators import check_int, check_row_id
 from baadal.services import policy
 from baadal.services.policy import Action, Actor, guarded
 from baadal.tasks import queue
@@ -46,6 +47,9 @@ def list_tasks(
 ) -> list[Task]:
     """The newest tasks the actor may see first (admins: all)."""
     policy.require(session, actor, Action.TASK_LIST)
+    check_int(limit, "task list length", 1, C.TASK_LIST_MAX)
+    if vm_id is not None:
+        check_row_id(vm_id, "VM")
     return queue.list_tasks(
         session, status=status, vm_id=vm_id, limit=limit, visible=policy.task_filter(actor)
     )

@@ -32,7 +32,7 @@ from baadal.db.models import (
 )
 from baadal.db.session import session_scope
 from baadal.errors import ConflictError, NotFoundError, ValidationError
-from baadal.net.validators import check_safe_name
+from baadal.net.validators import check_no_control, check_safe_name
 from baadal.services import lookup
 from baadal.services.policy import Action, Actor, guarded, require, vm_filter
 from baadal.tasks import queue
@@ -107,6 +107,33 @@ def _security_domain(session: Session, actor: Actor, name: str | None) -> Securi
     return domain
 
 
+def _new_vm_domain(
+    session: Session, actor: Actor, settings: Settings, name: str | None, network: bool
+) -> SecurityDomain | None:
+    """The security domain of a new VM: the one asked for, else the settings' default.
+    A VM without one gets no private IP, MAC or DHCP entry (and a public IP maps to
+    nothing), so that happens only when ``network`` is False, never by omission."""
+    if not network:
+        if name is not None:
+            raise ValidationError("a VM without a network cannot have a security domain")
+        return None
+    if name is not None:
+        return _security_domain(session, actor, name)
+    default = settings.network.default_security_domain
+    if not default:
+        raise ValidationError(
+            "no security domain given and no default set ([network] default_security_domain):"
+            " name a security domain, or ask for a VM without a network"
+        )
+    try:
+        return _security_domain(session, actor, default)
+    except NotFoundError:
+        raise NotFoundError(
+            f"the default security domain {default!r} ([network] default_security_domain)"
+            " does not exist"
+        ) from None
+
+
 def _host(session: Session, actor: Actor, name: str | None) -> Host | None:
     """The host a VM was asked to go on (admins only): it must be UP."""
     if name is None:
@@ -116,6 +143,15 @@ def _host(session: Session, actor: Actor, name: str | None) -> Host | None:
     if host.status != C.HostStatus.UP:
         raise ConflictError(f"host {host.host_name} is {C.HostStatus(host.status).name}")
     return host
+
+
+def _check_purpose(purpose: str | None) -> str | None:
+    """The request's free text: printable and as long as its column."""
+    if not purpose:
+        return None
+    if not isinstance(purpose, str) or len(purpose) > C.VM_PURPOSE_MAX:
+        raise ValidationError(f"purpose must be text of at most {C.VM_PURPOSE_MAX} characters")
+    return check_no_control(purpose, "purpose")
 
 
 def _check_name_free(session: Session, owner: User, vm_name: str) -> str:
@@ -141,17 +177,22 @@ def request_vm(
     extra_disk_gb: int = 0,
     host: str | None = None,
     purpose: str | None = None,
+    network: bool = True,
 ) -> Queued:
     """An approved VM request: the VM row (IN_QUEUE), its users, its 'Create VM' task.
-    ``owner`` is a username (default: the actor)."""
+    ``owner`` is a username (default: the actor). Without ``security_domain`` the VM goes
+    in the settings' default domain; ``network=False`` asks for a VM with no network."""
     check_safe_name(vm_name, "VM name", 30)
     check_ram_vcpus(ram_mb, vcpus)
+    purpose = _check_purpose(purpose)
     if extra_disk_gb:
         check_disk_size(extra_disk_gb)
     owner_row = _owner(session, actor, owner)
     chosen = _host(session, actor, host)
     tmpl = _template(session, actor, settings, template)
-    domain = _security_domain(session, actor, security_domain)
+    domain = _new_vm_domain(session, actor, settings, security_domain, network)
+    if public_ip and domain is None:
+        raise ValidationError("a VM without a network cannot have a public IP")
     identity = _check_name_free(session, owner_row, vm_name)
     # early, non-binding checks so the user hears now, not from a failed task
     placement.choose_datastore(session, tmpl.hdd + extra_disk_gb)
@@ -197,13 +238,15 @@ def launch_existing_vm_image(
     owner: str | None = None,
     security_domain: str | None = None,
     host: str | None = None,
+    network: bool = True,
 ) -> VM:
-    """Admin: make a VM of the image already at <datastore>/<vms>/<identity>/ (no task)."""
+    """Admin: make a VM of the image already at <datastore>/<vms>/<identity>/ (no task);
+    its security domain is chosen as :func:`request_vm` chooses it."""
     check_safe_name(vm_name, "VM name", 30)
     check_ram_vcpus(ram_mb, vcpus)
     owner_row = _owner(session, actor, owner)
     tmpl = _template(session, actor, settings, template)
-    domain = _security_domain(session, actor, security_domain)
+    domain = _new_vm_domain(session, actor, settings, security_domain, network)
     chosen = _host(session, actor, host)
     ds = lookup.datastore(session, datastore)
     identity = _check_name_free(session, owner_row, vm_name)

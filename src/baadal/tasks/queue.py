@@ -315,7 +315,9 @@ def recover_expired(engine: Engine) -> list[int]:
 
 
 def get_task(session: Session, task_id: int) -> Task:
-    task = session.get(Task, task_id)
+    """The task, or NotFoundError (also for an id beyond any row id: no overflow)."""
+    in_range = isinstance(task_id, int) and 1 <= task_id <= C.ROW_ID_MAX
+    task = session.get(Task, task_id) if in_range else None
     if task is None:
         raise NotFoundError(f"no task with id {task_id}")
     return task
