@@ -53,8 +53,8 @@ from tests.support.ovs import ensure_ovs_bridge
 
 from baadal import constants as C
 from baadal.config import Settings, load_settings
-from baadal.db.migrate import upgrade
 from baadal.db.models import VM, Snapshot, Task
+from baadal.db.schema import upgrade
 from baadal.db.session import make_engine, session_scope
 from baadal.drivers import libvirt_driver
 from baadal.lab.guest import build_tiny_guest, console_line

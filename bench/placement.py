@@ -24,8 +24,8 @@ from sqlalchemy.orm import Session
 
 from baadal import constants as C
 from baadal.config import load_settings
-from baadal.db.migrate import upgrade
 from baadal.db.models import VM, Host
+from baadal.db.schema import upgrade
 from baadal.db.session import make_engine, session_scope
 from baadal.placement import find_new_host, recompute_host_usage
 

@@ -38,8 +38,8 @@ from tests.support.cloud import fake_host_uri, make_cloud
 
 from baadal import constants as C
 from baadal.config import Settings, load_settings
-from baadal.db.migrate import upgrade
 from baadal.db.models import Task, Template
+from baadal.db.schema import upgrade
 from baadal.db.session import make_engine, session_scope
 from baadal.services import vms
 from baadal.services.policy import SYSTEM

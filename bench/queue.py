@@ -31,8 +31,8 @@ from tests.support import pg
 from tests.support.workers import start_worker, wait_ok
 
 from baadal import constants as C
-from baadal.db.migrate import upgrade
 from baadal.db.models import Task, TaskEvent
+from baadal.db.schema import upgrade
 from baadal.db.session import make_engine, session_scope
 from baadal.tasks import queue
 

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import Engine
 
 from baadal.config import Settings, get_settings, load_settings
-from baadal.db.migrate import upgrade
+from baadal.db.schema import upgrade
 from baadal.db.session import dispose_engines, make_engine
 from baadal.drivers.remote import close_all as close_ssh_connections
 from baadal.logs import close_logging

@@ -22,8 +22,8 @@ from sqlalchemy.orm import Session
 
 from baadal import constants as C
 from baadal.config import Settings, get_settings, load_settings
-from baadal.db.migrate import upgrade
 from baadal.db.models import VM
+from baadal.db.schema import upgrade
 from baadal.db.session import make_engine, session_scope
 from baadal.lab import layout, topology
 from baadal.lab.guest import console_line

@@ -19,8 +19,8 @@ from baadal.config import get_settings
 from baadal.db.models import VM, Host, HostEventLog
 from baadal.db.session import session_scope
 from baadal.errors import ConflictError
-from baadal.host import power, status
-from baadal.lab import bmc, hostns, layout, ssh, topology
+from baadal.host import health, power
+from baadal.lab import bmc, hostns, layout, ssh, state, topology
 from baadal.services import vms
 from baadal.services.policy import SYSTEM
 from tests.e2e.conftest import Lab, create_vm, lab_names, wait_ping
@@ -96,7 +96,7 @@ def test_power_down_then_wake_on_lan_then_a_vm(
     assert (down.method, down.changed, down.status) == ("SSH", True, C.HostStatus.DOWN)
     assert not _libvirt_port_open()
     assert not ssh.sshd_answers(H2.mgmt_ip)[0]
-    assert status.check_host_status(_row(lab)) == C.HostStatus.DOWN
+    assert health.check_host_status(_row(lab)) == C.HostStatus.DOWN
     assert _row(lab).status == C.HostStatus.DOWN
     assert _events(lab, host.id)[-1] == ("UP", "DOWN", "powered off by Baadal (SSH)")
     # only "the NIC" is left: the wake-on-LAN listener
@@ -117,8 +117,8 @@ def test_power_down_then_wake_on_lan_then_a_vm(
     assert (up.method, up.changed, up.status) == ("wake-on-LAN", True, C.HostStatus.UP)
     assert _libvirt_port_open()
     assert ssh.sshd_answers(H2.mgmt_ip)[0]
-    assert status.check_host_status(_row(lab)) == C.HostStatus.UP
-    assert status.host_service_problems(_row(lab), lab.settings) == []
+    assert health.check_host_status(_row(lab)) == C.HostStatus.UP
+    assert health.host_service_problems(_row(lab), lab.settings) == []
     assert _events(lab, host.id)[-1] == ("DOWN", "UP", "powered on by Baadal (wake-on-LAN)")
     assert "python3" not in _processes(H2.netns)
 
@@ -161,7 +161,7 @@ def test_ipmi_power_off_when_ssh_is_gone_then_on(power_lab: Lab) -> None:
     host = _row(lab)
     assert host.status == C.HostStatus.UP
     assert power.ipmi_power(host, lab.settings, "status") == "on"
-    lab_dir = topology.lab_dir(lab.settings)
+    lab_dir = state.lab_dir(lab.settings)
     sshd_pid = int(H2.pid_file(lab_dir, "sshd").read_text())
     subprocess.run(["kill", str(sshd_pid)], check=True)
     assert _wait_ssh_gone()

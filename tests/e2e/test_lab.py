@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 from baadal import constants as C
 from baadal.cli.main import app
 from baadal.config import Settings, load_settings
-from baadal.db.migrate import upgrade
 from baadal.db.models import VM
+from baadal.db.schema import upgrade
 from baadal.db.session import get_engine, session_scope
-from baadal.lab import layout, ssh, topology
+from baadal.lab import daemons, layout, settings_file, ssh, state, topology
 from baadal.lab.guest import console_line, parse_ready_line
 from baadal.services import vms
 from baadal.services.policy import SYSTEM
@@ -57,7 +57,7 @@ def test_lab_up_vm_dhcp_ping_http_down(lab_home: Path) -> None:
     assert st.exit_code == 0, st.output
 
     # a crash (dnsmasq died): status says so, up cleans up and starts again
-    pid = int((topology.dns_dir(settings) / "dnsmasq.pid").read_text())
+    pid = int((state.dns_dir(settings) / "dnsmasq.pid").read_text())
     os.kill(pid, signal.SIGKILL)
     time.sleep(0.2)
     assert runner.invoke(app, ["lab", "status"]).exit_code == 1
@@ -85,7 +85,7 @@ def test_lab_up_vm_dhcp_ping_http_down(lab_home: Path) -> None:
     to_ping_s = time.monotonic() - t0
     with urllib.request.urlopen(f"http://{ip}/", timeout=10) as response:
         assert ip in response.read().decode()
-    dhcp_log = (topology.dns_dir(settings) / "dnsmasq.log").read_text()
+    dhcp_log = (state.dns_dir(settings) / "dnsmasq.log").read_text()
     assert f"DHCPACK({layout.VLANS[0].dhcp_port}) {ip}" in dhcp_log
     print(f"\nlab up {up_s:.1f} s; lab up start -> VM pingable {to_ping_s:.1f} s")
 
@@ -96,17 +96,17 @@ def test_lab_up_vm_dhcp_ping_http_down(lab_home: Path) -> None:
     with session_scope(engine) as s:
         assert s.scalar(select(VM.id)) is None
 
-    pids = [p for ns in (h.netns for h in topology.HOSTS) for p in topology._netns_pids(ns)]
+    pids = [p for ns in (h.netns for h in layout.HOSTS) for p in daemons.netns_pids(ns)]
     for ns in (layout.DHCP_NETNS, layout.NAT_NETNS, layout.INTERNET_NETNS):
-        pids += topology._netns_pids(ns)
+        pids += daemons.netns_pids(ns)
     assert pids
     down = runner.invoke(app, ["lab", "down"])
     assert down.exit_code == 0, down.output
     assert lab_names() == ([], [], [])
-    assert [p for p in pids if topology._running(p)] == []
-    assert not topology.lab_dir(settings).exists()
+    assert [p for p in pids if daemons.running(p)] == []
+    assert not state.lab_dir(settings).exists()
     known_hosts = ssh.known_hosts_file(settings)
     assert not known_hosts.exists() or ssh.KEY_COMMENT not in known_hosts.read_text()
-    assert not topology.lab_config_file(settings).exists()
+    assert not settings_file.lab_config_file(settings).exists()
     st = runner.invoke(app, ["lab", "status"])
     assert st.exit_code == 1

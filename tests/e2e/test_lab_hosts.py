@@ -24,13 +24,15 @@ from baadal.db.session import session_scope
 from baadal.drivers import hypervisor_for
 from baadal.drivers.remote import RemoteTarget, execute_remote_cmd
 from baadal.errors import ResourceExhausted
-from baadal.host import resources, status, utilization
-from baadal.host import vms as host_vms
+from baadal.host import domains as host_domains
+from baadal.host import health, resources
+from baadal.host import usage as host_usage
 from baadal.lab import layout
 from baadal.services import vms
 from baadal.services.policy import SYSTEM
 from baadal.tasks.registry import load_handler_modules
 from baadal.tasks.worker import Worker
+from baadal.vm import sanity
 from tests.e2e.conftest import Lab, create_vm, wait_ping
 from tests.unit.test_vm_lifecycle import last_task, run_tasks
 
@@ -67,10 +69,10 @@ def _libvirtd_pid(lab: Lab, index: int) -> int:
 def test_hosts_up_and_services_checked_over_ssh(lab: Lab) -> None:
     for lab_host in layout.HOSTS:
         host = _host(lab, lab_host.name)
-        assert status.check_host_status(host) == C.HostStatus.UP
-        assert status.check_host_service_status(host, lab.settings)
-        assert status.is_host_available(RemoteTarget.for_host(host, lab.settings))
-    checks = status.host_status_sanity_check(lab.engine, lab.settings)
+        assert health.check_host_status(host) == C.HostStatus.UP
+        assert health.check_host_service_status(host, lab.settings)
+        assert health.is_host_available(RemoteTarget.for_host(host, lab.settings))
+    checks = health.host_status_sanity_check(lab.engine, lab.settings)
     assert [c.new for c in checks] == [C.HostStatus.UP] * len(layout.HOSTS)
     assert not any(c.changed for c in checks)
 
@@ -112,17 +114,17 @@ def test_dead_open_vswitch_fails_the_service_check(lab: Lab) -> None:
     target = RemoteTarget.for_host(host, lab.settings)
     execute_remote_cmd(target, ["ovs-appctl", "-t", "ovsdb-server", "exit"])
     try:
-        problems = status.host_service_problems(host, lab.settings)
+        problems = health.host_service_problems(host, lab.settings)
         assert [p.split(":")[0] for p in problems] == ["openvswitch"]
-        checks = status.host_status_sanity_check(lab.engine, lab.settings)
+        checks = health.host_status_sanity_check(lab.engine, lab.settings)
         assert {c.host_name: c.new for c in checks}[host.host_name] == C.HostStatus.DOWN
     finally:
         execute_remote_cmd(
             target,
             [layout.OVS_CTL, "start", "--no-ovs-vswitchd", "--system-id=random"],
         )
-    assert status.check_host_service_status(host, lab.settings)
-    checks = status.host_status_sanity_check(lab.engine, lab.settings)
+    assert health.check_host_service_status(host, lab.settings)
+    checks = health.host_status_sanity_check(lab.engine, lab.settings)
     assert {c.host_name: c.new for c in checks}[host.host_name] == C.HostStatus.UP
 
 
@@ -134,12 +136,12 @@ def test_orphan_found_and_removed_and_lost_domain_respawned(lab: Lab) -> None:
     h1 = _host(lab, layout.HOSTS[0].name)
     hv = hypervisor_for(h1.libvirt_uri)
     hv.define(ORPHAN_XML.format(name="stray-domain"))
-    report = host_vms.vm_sanity_check(lab.engine, lab.settings)
-    assert [(r.vm_identity, r.state) for r in report.rows if r.state == host_vms.ORPHAN] == [
-        ("stray-domain", host_vms.ORPHAN)
+    report = sanity.vm_sanity_check(lab.engine, lab.settings)
+    assert [(r.vm_identity, r.state) for r in report.rows if r.state == sanity.ORPHAN] == [
+        ("stray-domain", sanity.ORPHAN)
     ]
-    host_vms.delete_orphan_vm(lab.engine, h1.id, "stray-domain")
-    assert "stray-domain" not in {d.name for d in host_vms.get_host_domains(h1)}
+    host_domains.delete_orphan_vm(lab.engine, h1.id, "stray-domain")
+    assert "stray-domain" not in {d.name for d in host_domains.get_host_domains(h1)}
 
     with session_scope(lab.engine) as s:
         queued = vms.request_vm(
@@ -153,19 +155,19 @@ def test_orphan_found_and_removed_and_lost_domain_respawned(lab: Lab) -> None:
         ip, identity, host = vm.private_ip.private_ip, vm.vm_identity, vm.host
         s.expunge(host)
     assert wait_ping(ip, 60)
-    assert host_vms.has_running_vm(host)
+    assert host_domains.has_running_vm(host)
     # the domain disappears behind Baadal's back (an admin's virsh undefine, a lost host)
     hv2 = hypervisor_for(host.libvirt_uri)
     hv2.destroy(identity)
     hv2.undefine(identity)
-    report = host_vms.vm_sanity_check(lab.engine, lab.settings)
-    assert (identity, host_vms.UNDEFINED) in {(r.vm_identity, r.state) for r in report.rows}
+    report = sanity.vm_sanity_check(lab.engine, lab.settings)
+    assert (identity, sanity.UNDEFINED) in {(r.vm_identity, r.state) for r in report.rows}
     assert hv2.domain_info(identity).status == C.VMStatus.RUNNING
     assert wait_ping(ip, 60), f"{ip} does not answer after the respawn"
     with session_scope(lab.engine) as s:
         vms.operate(s, SYSTEM, queued.vm_id, "delete")
     run_tasks(lab.engine, lab.settings)
-    assert not host_vms.has_running_vm(host)
+    assert not host_domains.has_running_vm(host)
 
 
 def test_host_resources_mac_type_and_utilization(lab: Lab) -> None:
@@ -180,13 +182,13 @@ def test_host_resources_mac_type_and_utilization(lab: Lab) -> None:
     assert details.cpus == os.cpu_count()
     assert details.ram_gb >= 1
     assert resources.get_host_type(host, lab.settings) in set(C.HostType)
-    rx0, tx0 = utilization.get_host_nw_usage(host, lab.settings)
+    rx0, tx0 = host_usage.get_host_nw_usage(host, lab.settings)
     # bounded traffic to the lab host's own address (a namespace the lab made)
     subprocess.run(["ping", "-c", "20", "-i", "0.05", "-s", "1000", "-q", lab_host.mgmt_ip],
                    capture_output=True, check=True)  # fmt: skip
-    rx1, tx1 = utilization.get_host_nw_usage(host, lab.settings)
+    rx1, tx1 = host_usage.get_host_nw_usage(host, lab.settings)
     assert rx1 - rx0 >= 20 * 1000 and tx1 - tx0 >= 20 * 1000
-    usage = utilization.get_host_resources_usage(host, lab.settings, interval_s=0.5)
+    usage = host_usage.get_host_resources_usage(host, lab.settings, interval_s=0.5)
     assert 0.0 <= usage.cpu_percent <= 100.0
     assert usage.ram_used_kb > 0
 
@@ -245,7 +247,7 @@ def test_vms_of_a_failed_host_respawn_elsewhere_at_their_ips(lab: Lab) -> None:
         target = RemoteTarget.for_host(_host(lab, h2.name), lab.settings)
         execute_remote_cmd(target, ["libvirtd", "--listen", "-d"])
         _wait_status(lab, h2.name, C.HostStatus.UP, SANITY_INTERVAL_S * 2 + 20)
-        assert not host_vms.get_host_domains(_host(lab, h2.name))
+        assert not host_domains.get_host_domains(_host(lab, h2.name))
     finally:
         worker.stop()
         thread.join(60)

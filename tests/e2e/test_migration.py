@@ -23,7 +23,7 @@ from baadal.db.session import session_scope
 from baadal.drivers import domain_xml
 from baadal.errors import ConflictError, ResourceExhausted
 from baadal.lab import layout
-from baadal.net import nat
+from baadal.net import nat_box
 from baadal.services import vms
 from baadal.services.policy import SYSTEM
 from baadal.vm import migration
@@ -174,7 +174,7 @@ def test_live_migration_with_snapshots_offline_back_refusals_and_undo(lab: Lab) 
     assert f"listen='{H2.mgmt_ip}'" in _domain_xml(H2.uri, identity)
     # the console grant followed: same public port, now forwarded to lab-h2 only
     assert rfb_greeting(grant.vnc_ip, grant.port).stdout.startswith("RFB ")
-    vnc_rules = [r for r in nat.baadal_rules(lab.settings) if f"baadal:vnc:{vm_id}:" in r]
+    vnc_rules = [r for r in nat_box.baadal_rules(lab.settings) if f"baadal:vnc:{vm_id}:" in r]
     assert vnc_rules and all(H1.mgmt_ip not in r for r in vnc_rules)
     assert any(f"{H2.mgmt_ip}:{grant.port}" in r for r in vnc_rules)
 

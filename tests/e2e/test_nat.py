@@ -22,7 +22,7 @@ from baadal.drivers.remote import RemoteTarget, execute_remote_cmd
 from baadal.errors import ConflictError
 from baadal.lab import layout
 from baadal.lab.guest import console_line
-from baadal.net import nat
+from baadal.net import nat_box
 from baadal.services import vms
 from baadal.services.policy import SYSTEM
 from baadal.vm import nat as vm_nat
@@ -104,10 +104,10 @@ def test_public_ip_and_vnc_through_the_nat_box(lab: Lab) -> None:
     assert wait_ping(public, PING_TIMEOUT_S, layout.INTERNET_NETNS)
 
     # a public IP already mapped elsewhere is refused, and nothing changes
-    assert len(nat.baadal_rules(settings)) == 2  # DNAT + SNAT, as `net nat show` lists
+    assert len(nat_box.baadal_rules(settings)) == 2  # DNAT + SNAT, as `net nat show` lists
     rules_mapped = _nat_rules(lab)
     with pytest.raises(ConflictError, match="already mapped"):
-        nat.create_mapping(settings, nat.PublicIpMapping(public, "10.99.10.77"))
+        nat_box.create_mapping(settings, nat_box.PublicIpMapping(public, "10.99.10.77"))
     assert _nat_rules(lab) == rules_mapped
 
     # a VNC grant reaches the console until it expires; the 11th grant of a day is refused

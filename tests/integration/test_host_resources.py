@@ -23,7 +23,7 @@ from baadal.db.models import Host
 from baadal.drivers.remote import RemoteTarget, close_all, execute_remote_cmd
 from baadal.errors import RemoteCommandError
 from baadal.host import resources as R
-from baadal.host import utilization as U
+from baadal.host import usage as U
 from tests.support.cloud import fake_host_uri
 from tests.support.libvirtd import ensure_libvirtd
 from tests.support.sshd import HOST, SshServer, running_sshd

@@ -22,7 +22,7 @@ from baadal import constants as C
 from baadal.config import Settings
 from baadal.db.models import Host, HostEventLog
 from baadal.db.session import session_scope
-from baadal.host.status import host_status_sanity_check
+from baadal.host.health import host_status_sanity_check
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""A host's VMs against a real libvirtd (baadal.host.vms) with the tiny bootable guest.
+"""A host's VMs against a real libvirtd (baadal.host.domains, baadal.host.respawn, baadal.vm.sanity) with the tiny bootable guest.
 
 A domain undefined behind Baadal's back is defined again and boots with its disk; a
 respawn with revert brings back the disk of the latest snapshot (a file written after it
@@ -19,11 +19,12 @@ from baadal.config import Settings
 from baadal.db.models import VM, Snapshot
 from baadal.db.session import session_scope
 from baadal.drivers import domain_xml
-from baadal.host import vms as host_vms
+from baadal.host import domains as host_domains
+from baadal.host import respawn as host_respawn
 from baadal.lab.guest import console_line
 from baadal.services import vms
 from baadal.services.policy import SYSTEM
-from baadal.vm import storage
+from baadal.vm import sanity, storage
 from tests.integration import test_vm_real as real
 from tests.integration.test_vm_real import BOOT_TIMEOUT_S, ask_guest, console, queue_and_run
 from tests.support.cloud import Cloud
@@ -79,8 +80,8 @@ def test_lost_domain_is_respawned_and_reverted_on_real_libvirt(
     # undefined behind Baadal's back: the sanity check defines it again and it boots
     remove_behind_baadals_back(conn, NAME)
     assert qemu_pid(NAME) is None
-    row = next(r for r in host_vms.vm_sanity_check(engine, settings).rows if r.vm_identity == NAME)
-    assert (row.state, row.action) == (host_vms.UNDEFINED, "respawned on host1")
+    row = next(r for r in sanity.vm_sanity_check(engine, settings).rows if r.vm_identity == NAME)
+    assert (row.state, row.action) == (sanity.UNDEFINED, "respawned on host1")
     dom = conn.lookupByName(NAME)
     assert dom.info()[0] == libvirt.VIR_DOMAIN_RUNNING and qemu_pid(NAME) is not None
     assert f"mac address='{mac}'" in dom.XMLDesc(0)
@@ -96,7 +97,7 @@ def test_lost_domain_is_respawned_and_reverted_on_real_libvirt(
         snap_id, snap_name = s.execute(select(Snapshot.id, Snapshot.snapshot_name)).one()
     assert "after" in ask_guest(conn, NAME, log, "echo x > /data/after; sync; ls /data", "LS")
     remove_behind_baadals_back(conn, NAME)
-    result = host_vms.respawn_vm(engine, settings, vm_id, revert_to_latest_snapshot=True)
+    result = host_respawn.respawn_vm(engine, settings, vm_id, revert_to_latest_snapshot=True)
     assert result.message == f"respawned on host1, reverted to {snap_name}"
     wait_ready(log)
     assert "after" not in ask_guest(conn, NAME, log, "ls /data", "LS")
@@ -130,10 +131,10 @@ def test_orphan_domain_is_found_and_deleted_on_real_libvirt(
         initrd=str(templates / "tiny/tiny-initrd.gz"), cmdline="console=ttyS0 quiet",
     )  # fmt: skip
     conn.defineXML(domain_xml.build_domain_xml(spec)).create()
-    report = host_vms.vm_sanity_check(sqlite_engine, settings)
-    orphans = [(r.vm_identity, r.host) for r in report.rows if r.state == host_vms.ORPHAN]
+    report = sanity.vm_sanity_check(sqlite_engine, settings)
+    orphans = [(r.vm_identity, r.host) for r in report.rows if r.state == sanity.ORPHAN]
     assert ("ADMIN~system~stray", "host1") in orphans
-    host_vms.delete_orphan_vm(sqlite_engine, cloud.host_ids[0], "ADMIN~system~stray")
+    host_domains.delete_orphan_vm(sqlite_engine, cloud.host_ids[0], "ADMIN~system~stray")
     assert "ADMIN~system~stray" not in [d.name() for d in conn.listAllDomains()]
     assert qemu_pid("ADMIN~system~stray") is None
     assert disk.is_file()  # the disk is left for the admin

@@ -7,8 +7,8 @@ from alembic import command
 from sqlalchemy import inspect, select
 
 from baadal import constants as C
-from baadal.db.migrate import alembic_config, current_revision, upgrade
 from baadal.db.models import Base, User, UserGroup
+from baadal.db.schema import alembic_config, current_revision, upgrade
 from baadal.db.session import make_engine, session_scope
 
 UPSTREAM_TABLES = {

@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.orm import Session
 
-from baadal import pools
+from baadal import address_pools
 from baadal.db.constants_table import update_constant
 from baadal.db.models import VM, PrivateIpPool
 from baadal.db.session import make_engine, session_scope
@@ -54,8 +54,11 @@ def _make_vms(engine: Engine, n: int) -> list[int]:
 def _make_pool(engine: Engine, n_ips: int = N_IPS) -> int:
     last = str(NETWORK.network_address + n_ips)
     with session_scope(engine) as s:
-        vlan = pools.create_vlan(s, "load", 100, str(NETWORK))
-        assert pools.add_private_ips(s, vlan.id, str(NETWORK.network_address + 1), last) == n_ips
+        vlan = address_pools.create_vlan(s, "load", 100, str(NETWORK))
+        assert (
+            address_pools.add_private_ips(s, vlan.id, str(NETWORK.network_address + 1), last)
+            == n_ips
+        )
         return vlan.id
 
 
@@ -67,7 +70,7 @@ def _allocate_ips(engine: Engine, vlan_id: int, vm_ids: list[int]) -> Claims:
         for vm_id in vm_ids:
             try:
                 with s.begin():
-                    address = pools.allocate_private_ip(s, vm_id, vlan_id)
+                    address = address_pools.allocate_private_ip(s, vm_id, vlan_id)
             except ResourceExhausted as exc:
                 assert str(exc) == "no free private IP left in VLAN load"
                 exhausted += 1
@@ -139,7 +142,7 @@ def _assert_exact_claims(engine: Engine, claims: Claims, n_ips: int, n_vms: int)
             )
         ).all()
         distinct_ids = s.scalar(select(func.count(VM.private_ip_id.distinct())))
-        (usage,) = pools.pool_usage(s).vlans
+        (usage,) = address_pools.pool_usage(s).vlans
     assert {tuple(r) for r in in_db} == set(got)
     assert distinct_ids == n_ips
     assert len({r[2] for r in in_db}) == n_ips
@@ -159,7 +162,7 @@ def test_threads_exhaust_the_pool_exactly_then_reuse_released_ips(engine: Engine
     # give 50 back; the 40 VMs left without an address retry at once and get 40 of them
     released_from = random.Random(7).sample([vm for vm, _, _ in claims[0]], 50)
     with session_scope(engine) as s:
-        released = {pools.release_private_ip(s, vm) for vm in released_from}
+        released = {address_pools.release_private_ip(s, vm) for vm in released_from}
     assert len(released) == 50 and None not in released
     waiting = sorted(set(vm_ids) - {vm for vm, _, _ in claims[0]})
     got, exhausted = _in_threads(lambda share: _allocate_ips(engine, vlan_id, share), waiting)
@@ -167,7 +170,7 @@ def test_threads_exhaust_the_pool_exactly_then_reuse_released_ips(engine: Engine
     assert len(got) == 40 and {ip for _, ip, _ in got} <= released
     assert len({ip for _, ip, _ in got}) == 40
     with session_scope(engine) as s:
-        (usage,) = pools.pool_usage(s).vlans
+        (usage,) = address_pools.pool_usage(s).vlans
         assert (usage.used, usage.free) == (N_IPS - 10, 10)
         for vm in released_from:
             assert s.get(VM, vm).private_ip_id is None
@@ -191,7 +194,7 @@ def _allocate_ports(engine: Engine, vm_ids: list[int]) -> Claims:
         for vm_id in vm_ids:
             try:
                 with s.begin():
-                    port = pools.allocate_vnc_port(s, vm_id)
+                    port = address_pools.allocate_vnc_port(s, vm_id)
             except ResourceExhausted as exc:
                 assert str(exc) == "no free VNC port left in 40000-40199"
                 exhausted += 1
@@ -213,7 +216,7 @@ def test_threads_exhaust_the_vnc_port_range_exactly(engine: Engine) -> None:
     assert {(vm, int(port)) for vm, port, _ in got} == {tuple(r) for r in in_db}
 
     with session_scope(engine) as s:
-        freed = pools.release_vnc_port(s, got[0][0])
+        freed = address_pools.release_vnc_port(s, got[0][0])
     waiting = sorted(set(vm_ids) - {vm for vm, _, _ in got})
     again, exhausted = _in_threads(lambda share: _allocate_ports(engine, share), waiting)
     assert [port for _, port, _ in again] == [str(freed)] and exhausted == 39
@@ -234,8 +237,8 @@ def test_last_free_item_claimed_in_flight_waits_for_the_outcome(
 
     def allocate(s: Session, vm_id: int) -> str:
         if kind == "private":
-            return pools.allocate_private_ip(s, vm_id, vlan_id).private_ip
-        return str(pools.allocate_vnc_port(s, vm_id))
+            return address_pools.allocate_private_ip(s, vm_id, vlan_id).private_ip
+        return str(address_pools.allocate_vnc_port(s, vm_id))
 
     result: list[object] = []
 
@@ -278,15 +281,15 @@ def test_one_vm_allocated_twice_at_once_gets_one_address(engine: Engine, kind: s
     the VM holds only one (the second run must not claim a second row and lose it)."""
     vlan_id = _make_pool(engine, n_ips=20)
     with session_scope(engine) as s:
-        pools.add_public_ips(s, "192.0.2.1", "192.0.2.20")
+        address_pools.add_public_ips(s, "192.0.2.1", "192.0.2.20")
     (vm_id,) = _make_vms(engine, 1)
 
     def allocate(s: Session) -> str:
         if kind == "private":
-            return pools.allocate_private_ip(s, vm_id, vlan_id).private_ip
+            return address_pools.allocate_private_ip(s, vm_id, vlan_id).private_ip
         if kind == "public":
-            return pools.allocate_public_ip(s, vm_id)
-        return str(pools.allocate_vnc_port(s, vm_id))
+            return address_pools.allocate_public_ip(s, vm_id)
+        return str(address_pools.allocate_vnc_port(s, vm_id))
 
     result: list[str] = []
 
@@ -305,7 +308,7 @@ def test_one_vm_allocated_twice_at_once_gets_one_address(engine: Engine, kind: s
     thread.join(30)
     assert result == [held]
     with session_scope(engine) as s:
-        usage = pools.pool_usage(s)
+        usage = address_pools.pool_usage(s)
     used = {"private": usage.vlans[0].used, "public": usage.public_used, "vnc": usage.vnc_used}
     assert used[kind] == 1
 
@@ -320,11 +323,13 @@ def test_postgres_allocator_steps_around_rows_being_claimed(pg_engine: Engine) -
 
     def second() -> None:
         with session_scope(pg_engine) as s:
-            result.append(pools.allocate_private_ip(s, second_vm, vlan_id).private_ip)
+            result.append(address_pools.allocate_private_ip(s, second_vm, vlan_id).private_ip)
 
     with Session(pg_engine) as holder:
         holder.begin()
-        held = {pools.allocate_private_ip(holder, vm, vlan_id).private_ip for vm in held_vms}
+        held = {
+            address_pools.allocate_private_ip(holder, vm, vlan_id).private_ip for vm in held_vms
+        }
         thread = threading.Thread(target=second)
         thread.start()
         thread.join(10)
@@ -349,4 +354,4 @@ def test_postgres_contended_exhaustion_never_deadlocks(pg_engine: Engine) -> Non
         assert len({ip for _, ip, _ in got}) == 20
         with session_scope(pg_engine) as s:
             for vm_id, _, _ in got:
-                pools.release_private_ip(s, vm_id)
+                address_pools.release_private_ip(s, vm_id)

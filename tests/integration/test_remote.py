@@ -23,7 +23,7 @@ from baadal.drivers.remote import (
     run_local,
 )
 from baadal.errors import RemoteCommandError, ValidationError
-from baadal.host.status import is_host_available
+from baadal.host.health import is_host_available
 from tests.support.sshd import HOST, SshServer, free_port, keygen, known_hosts_line, running_sshd
 
 pytestmark = pytest.mark.integration

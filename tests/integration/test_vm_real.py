@@ -25,7 +25,7 @@ from baadal.drivers.libvirt_driver import LibvirtHypervisor
 from baadal.lab.guest import build_tiny_guest, console_line, parse_ready_line
 from baadal.services import vms
 from baadal.services.policy import SYSTEM
-from baadal.vm import storage, utilization
+from baadal.vm import domain_usage, storage
 from baadal.vm.snapshot import vm_has_snapshots
 from tests.support.cloud import Cloud, make_cloud
 from tests.support.libvirtd import console_send, ensure_libvirtd, qemu_workdir
@@ -142,10 +142,10 @@ def test_tiny_guest_lifecycle_on_real_libvirt(
 
     # utilization from libvirt's stats of the running guest
     hv = LibvirtHypervisor(conn.getURI())
-    utilization.get_actual_usage(hv, name)
-    usage = utilization.get_actual_usage(hv, name)
+    domain_usage.get_actual_usage(hv, name)
+    usage = domain_usage.get_actual_usage(hv, name)
     assert usage.ram > 64 * 2**20 and usage.cpu >= 0
-    assert utilization.get_current_dom_resource_usage(hv, name).cpu_time_ns > 0
+    assert domain_usage.get_current_dom_resource_usage(hv, name).cpu_time_ns > 0
 
     # extra disk, attached live: the guest kernel sees vdb
     message = queue_and_run(

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from baadal import address_pools
 from baadal import constants as C
-from baadal import pools
 from baadal.config import Settings
 from baadal.db.models import Datastore, Host, SecurityDomain, Template
 from baadal.db.session import session_scope
@@ -85,9 +85,9 @@ def make_cloud(
             boot_cmdline=cmdline,
         )
         s.add(tmpl)
-        vlan = pools.create_vlan(s, "vlan10", 10, "10.99.10.0/24")
-        pools.add_private_ips(s, vlan.id, "10.99.10.20", "10.99.10.60")
-        pools.add_public_ips(s, "192.0.2.10", "192.0.2.20")
+        vlan = address_pools.create_vlan(s, "vlan10", 10, "10.99.10.0/24")
+        address_pools.add_private_ips(s, vlan.id, "10.99.10.20", "10.99.10.60")
+        address_pools.add_public_ips(s, "192.0.2.10", "192.0.2.20")
         s.add(SecurityDomain(name="research", vlan_id=vlan.id))
         hosts = []
         for i, uri in enumerate(host_uris, start=1):

@@ -14,8 +14,8 @@ from sqlalchemy import Engine, select
 from typer.testing import CliRunner, Result
 
 from baadal import constants as C
-from baadal.auth import ldap, roles, sessions, users
-from baadal.cli import common
+from baadal.auth import accounts, ldap, roles, sessions
+from baadal.cli import door
 from baadal.cli.main import app
 from baadal.config import Settings, get_settings
 from baadal.db.models import Organisation, User, UserMembership
@@ -45,10 +45,10 @@ def auth_settings(settings: Settings) -> Settings:
 
 
 def register(engine: Engine, settings: Settings, username: str, **kw: str) -> int:
-    info = users.UserInfo(username, kw.get("first", "A"), kw.get("last", "B"), kw.get("email"),
+    info = accounts.UserInfo(username, kw.get("first", "A"), kw.get("last", "B"), kw.get("email"),
                           kw.get("org"))  # fmt: skip
     with session_scope(engine) as s:
-        return users.register_callback(s, settings, info, kw.get("password", PASSWORD)).id
+        return accounts.register_callback(s, settings, info, kw.get("password", PASSWORD)).id
 
 
 def login(engine: Engine, settings: Settings, username: str, password: str = PASSWORD) -> User:
@@ -72,9 +72,9 @@ def test_registration_waits_for_approval_then_logs_in(
     with pytest.raises(PermissionDenied, match="awaits an administrator's approval"):
         login(sqlite_engine, auth_settings, "alice")
     with session_scope(sqlite_engine) as s:
-        users.approve_user(s, "alice")
+        accounts.approve_user(s, "alice")
         with pytest.raises(ConflictError, match="not awaiting approval"):
-            users.approve_user(s, "alice")
+            accounts.approve_user(s, "alice")
     assert login(sqlite_engine, auth_settings, "alice").id == user_id
     with session_scope(sqlite_engine) as s:
         assert roles.user_roles(s, user_id) == {C.Role.USER}
@@ -94,7 +94,7 @@ def test_every_wrong_login_says_the_same_and_tells_nothing(
     auth_settings.auth.login_after_registration = True
     register(sqlite_engine, auth_settings, "carol")
     with session_scope(sqlite_engine) as s:
-        users.set_blocked(s, "carol", True)
+        accounts.set_blocked(s, "carol", True)
     caplog.set_level(logging.DEBUG)
     for username, password in (("carol", "wrong password"), ("nobody", PASSWORD),
                                ("carol", ""), ("", "")):  # fmt: skip
@@ -176,14 +176,14 @@ def test_new_password_and_weak_hashes_renewed(
 ) -> None:
     auth_settings.auth.login_after_registration = True
     user_id = register(sqlite_engine, auth_settings, "frank")
-    weak = users.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(PASSWORD)
+    weak = accounts.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(PASSWORD)
     with session_scope(sqlite_engine) as s:
         s.get(User, user_id).password = weak
     login(sqlite_engine, auth_settings, "frank")
     with session_scope(sqlite_engine) as s:
         renewed = s.get(User, user_id).password
-        assert renewed != weak and not users.needs_rehash(renewed)
-        users.set_password(s, "frank", "another good one")
+        assert renewed != weak and not accounts.needs_rehash(renewed)
+        accounts.set_password(s, "frank", "another good one")
     with pytest.raises(PermissionDenied):
         login(sqlite_engine, auth_settings, "frank")
     assert login(sqlite_engine, auth_settings, "frank", "another good one").id == user_id
@@ -218,7 +218,7 @@ def test_user_cli_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     listed = run("user", "list").output
     assert "gita" in listed and "blocked" in listed and "system" not in listed
     # a password typed at the prompt, twice, never echoed
-    monkeypatch.setattr(common, "has_terminal", lambda: True)
+    monkeypatch.setattr(door, "has_terminal", lambda: True)
     typed = run("user", "passwd", "gita", stdin="a new password\na new password\n")
     assert typed.exit_code == 0 and "a new password" not in typed.output
     get_settings.cache_clear()
@@ -245,19 +245,19 @@ def test_password_prompt_without_a_terminal_names_the_option(
 @pytest.mark.parametrize(
     ("info", "match"),
     [
-        (users.UserInfo("eve\n"), "may contain only"),
-        (users.UserInfo("eve\r"), "may contain only"),
-        (users.UserInfo("eve", first_name="E\x1b[2J"), "first name must not contain control"),
-        (users.UserInfo("eve", last_name="V\n"), "last name must not contain control"),
-        (users.UserInfo("eve", email="e\x1b@example.org"), "is not an e-mail address"),
+        (accounts.UserInfo("eve\n"), "may contain only"),
+        (accounts.UserInfo("eve\r"), "may contain only"),
+        (accounts.UserInfo("eve", first_name="E\x1b[2J"), "first name must not contain control"),
+        (accounts.UserInfo("eve", last_name="V\n"), "last name must not contain control"),
+        (accounts.UserInfo("eve", email="e\x1b@example.org"), "is not an e-mail address"),
     ],
 )
 def test_names_with_control_characters_are_refused(
-    sqlite_engine: Engine, auth_settings: Settings, info: users.UserInfo, match: str
+    sqlite_engine: Engine, auth_settings: Settings, info: accounts.UserInfo, match: str
 ) -> None:
     """Issue 12 items 7 and 8: full matches and no control or escape characters."""
     with session_scope(sqlite_engine) as s, pytest.raises(ValidationError, match=match):
-        users.register_callback(s, auth_settings, info, PASSWORD)
+        accounts.register_callback(s, auth_settings, info, PASSWORD)
     with session_scope(sqlite_engine) as s:
         assert s.scalar(select(User.id).where(User.username.like("eve%"))) is None
 
@@ -353,12 +353,12 @@ def test_the_dummy_hash_is_ready_before_the_first_unknown_user(
     """The first login of an unknown name must not cost an extra hash (twice as long as
     any other login: a way to tell names apart)."""
     assert sessions.DUMMY_HASH.startswith("$argon2id$")
-    assert not users.needs_rehash(sessions.DUMMY_HASH)
+    assert not accounts.needs_rehash(sessions.DUMMY_HASH)
 
     def no_hashing(password: str) -> str:
         raise AssertionError("a hash was made during a login")
 
-    monkeypatch.setattr(users, "hash_password", no_hashing)
+    monkeypatch.setattr(accounts, "hash_password", no_hashing)
     with pytest.raises(PermissionDenied, match=sessions.BAD_LOGIN):
         login(sqlite_engine, auth_settings, "never-seen", "whatever1")
 

@@ -326,7 +326,7 @@ def build_world(engine: Engine, settings: Settings, root: Path) -> None:
 def world_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
     """The world built once: its database file and its directory tree."""
     from baadal.config import load_settings
-    from baadal.db.migrate import upgrade
+    from baadal.db.schema import upgrade
 
     root = tmp_path_factory.mktemp("world")
     db = root / "world.db"

@@ -13,8 +13,8 @@ from typer.testing import CliRunner, Result
 
 from baadal.cli.main import app
 from baadal.config import get_settings
-from baadal.db.migrate import head_revision
 from baadal.db.models import Datastore, Host, PrivateIpPool, Template, Vlan
+from baadal.db.schema import head_revision
 from baadal.db.session import dispose_engines, make_engine, session_scope
 from baadal.errors import NotFoundError, ValidationError
 from baadal.services import inventory, system, tasks

@@ -14,7 +14,6 @@ import pytest
 from sqlalchemy import Engine, func, select
 from typer.testing import CliRunner
 
-import baadal.cli.power  # noqa: F401 - registers the host power-* commands
 from baadal import constants as C
 from baadal.cli.main import app
 from baadal.config import Settings, get_settings

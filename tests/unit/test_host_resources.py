@@ -16,7 +16,7 @@ from baadal.drivers.libvirt_driver import LibvirtHypervisor
 from baadal.drivers.remote import CommandResult, RemoteTarget
 from baadal.errors import RemoteCommandError
 from baadal.host import resources as R
-from baadal.host import utilization as U
+from baadal.host import usage as U
 from tests.support.cloud import fake_host_uri
 
 pytestmark = pytest.mark.unit

@@ -1,4 +1,4 @@
-"""A host's VMs against libvirt (baadal.host.vms) on libvirt's test driver.
+"""A host's VMs against libvirt (baadal.host.domains, baadal.host.respawn, baadal.vm.sanity) on libvirt's test driver.
 
 The real-libvirtd counterpart is tests/integration/test_host_vms.py.
 """
@@ -15,11 +15,13 @@ from baadal.db.session import session_scope
 from baadal.drivers import domain_xml, hypervisor_for
 from baadal.drivers.base import Hypervisor
 from baadal.errors import ConflictError, NotFoundError
-from baadal.host import vms as host_vms
+from baadal.host import domains as host_domains
+from baadal.host import respawn as host_respawn
 from baadal.tasks import queue
 from baadal.tasks.params import PeriodicParams
 from baadal.tasks.registry import TaskContext
 from baadal.timeutil import utcnow
+from baadal.vm import sanity
 from tests.support.cloud import Cloud
 from tests.unit import test_vm_lifecycle as lifecycle
 from tests.unit.test_vm_lifecycle import create, hv_of, operate
@@ -64,7 +66,7 @@ def host_usage(engine: Engine) -> dict[int, tuple[int, int]]:
         return {h.id: (h.ram_used_mb, h.vcpus_used) for h in s.scalars(select(Host))}
 
 
-def row_of(report: host_vms.SanityReport, identity: str) -> host_vms.SanityRow:
+def row_of(report: sanity.SanityReport, identity: str) -> sanity.SanityRow:
     (row,) = [r for r in report.rows if r.vm_identity == identity]
     return row
 
@@ -76,12 +78,12 @@ def test_domains_and_running_vm_of_a_host(
     with session_scope(sqlite_engine) as s:
         host1, host2 = s.get(Host, cloud.host_ids[0]), s.get(Host, cloud.host_ids[1])
     assert vm_row(sqlite_engine, vm_id)[0] == host1.id
-    assert [d.name for d in host_vms.get_host_domains(host1)] == ["ADMIN~system~web"]
-    assert host_vms.has_running_vm(host1)
-    assert not host_vms.has_running_vm(host2)
+    assert [d.name for d in host_domains.get_host_domains(host1)] == ["ADMIN~system~web"]
+    assert host_domains.has_running_vm(host1)
+    assert not host_domains.has_running_vm(host2)
     operate(sqlite_engine, cloud_settings, vm_id, "stop")
-    assert [d.status for d in host_vms.get_host_domains(host1)] == [C.VMStatus.SHUTDOWN]
-    assert not host_vms.has_running_vm(host1)
+    assert [d.status for d in host_domains.get_host_domains(host1)] == [C.VMStatus.SHUTDOWN]
+    assert not host_domains.has_running_vm(host1)
 
 
 def test_orphan_is_reported_then_deleted_keeping_its_disk(
@@ -97,17 +99,17 @@ def test_orphan_is_reported_then_deleted_keeping_its_disk(
     hv.define(domain_xml.build_domain_xml(spec))
     hv.start("stray")
 
-    report = host_vms.vm_sanity_check(sqlite_engine, cloud_settings)
+    report = sanity.vm_sanity_check(sqlite_engine, cloud_settings)
     row = row_of(report, "stray")
-    assert (row.host, row.state) == ("host1", host_vms.ORPHAN)
+    assert (row.host, row.state) == ("host1", sanity.ORPHAN)
     assert "orphans: stray" in report.summary()
     assert hv.is_defined("stray")  # reported, never deleted by the check
 
-    host_vms.delete_orphan_vm(sqlite_engine, cloud.host_ids[0], "stray")
+    host_domains.delete_orphan_vm(sqlite_engine, cloud.host_ids[0], "stray")
     assert not hv.is_defined("stray")
     assert disk.read_bytes() == b"admin may want this"
     with pytest.raises(NotFoundError, match="host1 has no domain stray"):
-        host_vms.delete_orphan_vm(sqlite_engine, cloud.host_ids[0], "stray")
+        host_domains.delete_orphan_vm(sqlite_engine, cloud.host_ids[0], "stray")
 
 
 def test_delete_orphan_refuses_a_domain_baadal_knows(
@@ -116,10 +118,10 @@ def test_delete_orphan_refuses_a_domain_baadal_knows(
     vm_id = create(sqlite_engine, cloud_settings)
     hv, identity = hv_of(sqlite_engine, vm_id)
     with pytest.raises(ConflictError, match="not an orphan"):
-        host_vms.delete_orphan_vm(sqlite_engine, cloud.host_ids[0], identity)
+        host_domains.delete_orphan_vm(sqlite_engine, cloud.host_ids[0], identity)
     assert hv.domain_info(identity).status == C.VMStatus.RUNNING
     with pytest.raises(NotFoundError, match="no host with id 99"):
-        host_vms.delete_orphan_vm(sqlite_engine, 99, "stray")
+        host_domains.delete_orphan_vm(sqlite_engine, 99, "stray")
 
 
 @pytest.mark.parametrize(
@@ -140,15 +142,15 @@ def test_undefined_domain_is_respawned_as_it_was(
     before = vm_row(sqlite_engine, vm_id)
     hv.undefine(identity)
 
-    report = host_vms.vm_sanity_check(sqlite_engine, cloud_settings)
+    report = sanity.vm_sanity_check(sqlite_engine, cloud_settings)
     row = row_of(report, identity)
-    assert (row.host, row.state, row.action) == ("host1", host_vms.UNDEFINED, "respawned on host1")
+    assert (row.host, row.state, row.action) == ("host1", sanity.UNDEFINED, "respawned on host1")
     assert hv.domain_info(identity).status == status
     xml = hv.xml(identity, inactive=True)
     assert before[2].lower() in xml and f"port='{before[3]}'" in xml and "vdb" in xml
     assert vm_row(sqlite_engine, vm_id) == before
     assert events(sqlite_engine, vm_id, "respawn") == [("host1", "respawned on host1")]
-    assert row_of(host_vms.vm_sanity_check(sqlite_engine, cloud_settings), identity).action == "ok"
+    assert row_of(sanity.vm_sanity_check(sqlite_engine, cloud_settings), identity).action == "ok"
 
 
 def test_status_drift_is_synced_with_an_event(
@@ -158,11 +160,11 @@ def test_status_drift_is_synced_with_an_event(
     hv, identity = hv_of(sqlite_engine, vm_id)
     hv.destroy(identity)  # behind Baadal's back
 
-    row = row_of(host_vms.vm_sanity_check(sqlite_engine, cloud_settings), identity)
+    row = row_of(sanity.vm_sanity_check(sqlite_engine, cloud_settings), identity)
     assert (row.state, row.action) == ("SHUTDOWN", "status RUNNING -> SHUTDOWN")
     assert vm_row(sqlite_engine, vm_id)[1] == C.VMStatus.SHUTDOWN
     assert events(sqlite_engine, vm_id, "status")[-1] == ("RUNNING", "SHUTDOWN")
-    row = row_of(host_vms.vm_sanity_check(sqlite_engine, cloud_settings), identity)
+    row = row_of(sanity.vm_sanity_check(sqlite_engine, cloud_settings), identity)
     assert row.action == "ok" and len(events(sqlite_engine, vm_id, "status")) == 2
 
 
@@ -175,7 +177,7 @@ def test_vm_found_on_another_host_gets_its_host_fixed(
     h1, h2 = fake_cloud.host_ids
     assert host_usage(sqlite_engine) == {h1: (256, 1), h2: (0, 0)}
 
-    row = row_of(host_vms.vm_sanity_check(sqlite_engine, cloud_settings), identity)
+    row = row_of(sanity.vm_sanity_check(sqlite_engine, cloud_settings), identity)
     assert (row.host, row.state, row.action) == ("host2", "RUNNING", "host host1 -> host2")
     assert vm_row(sqlite_engine, vm_id)[0] == h2
     assert events(sqlite_engine, vm_id, "host")[-1] == ("host1", "host2")
@@ -188,7 +190,7 @@ def test_respawn_refused_while_the_domain_still_exists(
     vm_id = create(sqlite_engine, cloud_settings)
     h1, h2 = cloud.host_ids
     with pytest.raises(ConflictError, match="still defined"):
-        host_vms.respawn_vm(sqlite_engine, cloud_settings, vm_id, host_id=h2)
+        host_respawn.respawn_vm(sqlite_engine, cloud_settings, vm_id, host_id=h2)
     assert vm_row(sqlite_engine, vm_id)[0] == h1  # the reservation went back
     assert host_usage(sqlite_engine) == {h1: (256, 1), h2: (0, 0)}
     assert not host_hv(sqlite_engine, h2).is_defined("ADMIN~system~web")
@@ -216,7 +218,7 @@ def test_respawn_dangling_vms_moves_every_vm_of_a_down_host(
             )
         )  # fmt: skip
 
-    results = host_vms.respawn_dangling_vms(sqlite_engine, cloud_settings, h1)
+    results = host_respawn.respawn_dangling_vms(sqlite_engine, cloud_settings, h1)
     assert [(r.vm_name, r.old_host, r.new_host, r.ok) for r in results] == [
         ("web", "host1", "host2", True),
         ("db", "host1", "host2", True),
@@ -232,7 +234,7 @@ def test_respawn_dangling_vms_moves_every_vm_of_a_down_host(
         grant = s.scalars(select(VncAccess)).one()
         assert (grant.status, grant.host_id, grant.vnc_source_port) == ("active", h2, port)
     with pytest.raises(ConflictError, match="is UP"):
-        host_vms.respawn_dangling_vms(sqlite_engine, cloud_settings, h2)
+        host_respawn.respawn_dangling_vms(sqlite_engine, cloud_settings, h2)
 
 
 def test_one_failed_respawn_does_not_stop_the_others(
@@ -248,7 +250,7 @@ def test_one_failed_respawn_does_not_stop_the_others(
     set_host(sqlite_engine, h1, status=C.HostStatus.DOWN)
     with session_scope(sqlite_engine) as s:
         s.execute(update(VM).where(VM.id == web).values(RAM=64 * 1024))  # fits nowhere
-    results = host_vms.respawn_dangling_vms(sqlite_engine, cloud_settings, h1)
+    results = host_respawn.respawn_dangling_vms(sqlite_engine, cloud_settings, h1)
     assert [(r.vm_name, r.ok) for r in results] == [("web", False), ("db", True)]
     assert "no UP host has" in results[0].message
     assert vm_row(sqlite_engine, web)[0] == h1 and vm_row(sqlite_engine, db)[0] == h2
@@ -262,7 +264,7 @@ def test_vm_with_a_queued_task_is_skipped(
     hv.destroy(identity)
     with session_scope(sqlite_engine) as s:
         queue.enqueue(s, C.TaskType.START_VM, vm_id=vm_id)
-    row = row_of(host_vms.vm_sanity_check(sqlite_engine, cloud_settings), identity)
+    row = row_of(sanity.vm_sanity_check(sqlite_engine, cloud_settings), identity)
     assert row.action == "skipped: task in progress"
     assert vm_row(sqlite_engine, vm_id)[1] == C.VMStatus.RUNNING
 
@@ -275,12 +277,12 @@ def test_unreachable_host_is_reported_not_fatal(
     hv.undefine(identity)
     set_host(sqlite_engine, cloud.host_ids[1], libvirt_uri="test:///no/such/node.xml")
 
-    report = host_vms.vm_sanity_check(sqlite_engine, cloud_settings)
+    report = sanity.vm_sanity_check(sqlite_engine, cloud_settings)
     assert list(report.unreachable) == ["host2"]
     assert "hosts not answering: host2" in report.summary()
     row = row_of(report, identity)
     assert (row.state, row.action) == (
-        host_vms.UNDEFINED,
+        sanity.UNDEFINED,
         "not respawned: some hosts did not answer",
     )
     assert not hv.is_defined(identity)  # it may live on the silent host
@@ -294,7 +296,7 @@ def test_vm_sanity_handler_summarises(
         task_id=1, task_type=C.TaskType.VM_SANITY, vm_id=None, requester_id=None, params=PeriodicParams(),
         attempt=1, worker_id="t", engine=sqlite_engine, settings=cloud_settings,
     )  # fmt: skip
-    result = host_vms.vm_sanity(ctx)
+    result = sanity.vm_sanity(ctx)
     assert (result.status, result.message) == (
         C.TaskStatus.SUCCESS,
         "1 VMs and domains checked, 0 not simply ok",

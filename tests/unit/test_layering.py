@@ -125,10 +125,10 @@ def test_the_checks_see_a_forbidden_import(tmp_path: Path, monkeypatch: pytest.M
     """The parser finds plain, from- and relative imports, inside functions too."""
     path = tmp_path / "baadal" / "cli" / "x.py"
     path.parent.mkdir(parents=True)
-    path.write_text("def f():\n    from ..db import models\n    import baadal.vm.power\n")
+    path.write_text("def f():\n    from ..db import models\n    import baadal.vm.lifecycle\n")
     monkeypatch.setattr(sys.modules[__name__], "SRC", tmp_path)
-    assert set(_imports(path)) == {"baadal.db", "baadal.vm.power"}
+    assert set(_imports(path)) == {"baadal.db", "baadal.vm.lifecycle"}
     assert _violations(("baadal.cli",), ("baadal.services",)) == [
         "baadal.cli.x imports baadal.db",
-        "baadal.cli.x imports baadal.vm.power",
+        "baadal.cli.x imports baadal.vm.lifecycle",
     ]

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, func, select, update
 from typer.testing import CliRunner
 
 from baadal import constants as C
-from baadal.cli.migrate import migrate_cmd
+from baadal.cli.vm_commands import migrate_cmd
 from baadal.config import Settings, get_settings
 from baadal.db.models import VM, Host, Task, VMEventLog, VncAccess
 from baadal.db.session import dispose_engines, session_scope

@@ -18,8 +18,8 @@ from baadal.drivers.base import HypervisorError
 from baadal.drivers.fake import FakeHypervisor
 from baadal.drivers.remote import CommandResult, RemoteTarget
 from baadal.errors import ConfigError, ConflictError, RemoteCommandError, ValidationError
-from baadal.net import nat
-from baadal.net.nat import NatBox, PublicIpMapping, VncMapping
+from baadal.net import nat_box
+from baadal.net.nat_box import NatBox, PublicIpMapping, VncMapping
 from baadal.services import vms
 from baadal.services.policy import SYSTEM
 from baadal.tasks.params import PeriodicParams
@@ -45,14 +45,14 @@ TAG = ["-m", "comment", "--comment"]
 
 
 def test_public_ip_argv_exact() -> None:
-    assert nat.public_ip_mapping_argv(PUB, "pub0") == [
+    assert nat_box.public_ip_mapping_argv(PUB, "pub0") == [
         ["ip", "addr", "add", "10.99.200.100/32", "dev", "pub0"],
         ["iptables", "-t", "nat", "-A", "PREROUTING", "-d", "10.99.200.100",
          *TAG, "baadal:public:10.99.200.100", "-j", "DNAT", "--to-destination", "10.99.10.20"],
         ["iptables", "-t", "nat", "-I", "POSTROUTING", "1", "-s", "10.99.10.20",
          *TAG, "baadal:public:10.99.200.100", "-j", "SNAT", "--to-source", "10.99.200.100"],
     ]  # fmt: skip
-    assert nat.public_ip_unmapping_argv(PUB, "pub0") == [
+    assert nat_box.public_ip_unmapping_argv(PUB, "pub0") == [
         ["iptables", "-t", "nat", "-D", "PREROUTING", "-d", "10.99.200.100",
          *TAG, "baadal:public:10.99.200.100", "-j", "DNAT", "--to-destination", "10.99.10.20"],
         ["iptables", "-t", "nat", "-D", "POSTROUTING", "-s", "10.99.10.20",
@@ -62,21 +62,23 @@ def test_public_ip_argv_exact() -> None:
 
 
 def test_vnc_argv_exact() -> None:
-    assert nat.vnc_mapping_argv(VNC, "10.99.200.150") == [
+    assert nat_box.vnc_mapping_argv(VNC, "10.99.200.150") == [
         ["iptables", "-t", "nat", "-A", "PREROUTING", "-d", "10.99.200.150", "-p", "tcp",
          "--dport", "25000", *TAG, "baadal:vnc:7:25000",
          "-j", "DNAT", "--to-destination", "10.99.0.11:25000"],
         ["iptables", "-t", "nat", "-A", "POSTROUTING", "-d", "10.99.0.11", "-p", "tcp",
          "--dport", "25000", *TAG, "baadal:vnc:7:25000", "-j", "MASQUERADE"],
     ]  # fmt: skip
-    removal = nat.vnc_unmapping_argv(VNC, "10.99.200.150")
+    removal = nat_box.vnc_unmapping_argv(VNC, "10.99.200.150")
     assert [a[3] for a in removal] == ["-D", "-D"]
-    assert [a[4:] for a in removal] == [a[4:] for a in nat.vnc_mapping_argv(VNC, "10.99.200.150")]
+    assert [a[4:] for a in removal] == [
+        a[4:] for a in nat_box.vnc_mapping_argv(VNC, "10.99.200.150")
+    ]
 
 
 def test_tags() -> None:
-    assert PUB.tag == nat.public_tag("10.99.200.100") == "baadal:public:10.99.200.100"
-    assert VNC.tag == nat.vnc_tag(7, 25000) == "baadal:vnc:7:25000"
+    assert PUB.tag == nat_box.public_tag("10.99.200.100") == "baadal:public:10.99.200.100"
+    assert VNC.tag == nat_box.vnc_tag(7, 25000) == "baadal:vnc:7:25000"
 
 
 @pytest.mark.parametrize(
@@ -90,8 +92,8 @@ def test_tags() -> None:
         lambda: VncMapping(7, 25000, "lab-h1.example", 25000),
         lambda: VncMapping(0, 25000, "10.99.0.11", 25000),
         lambda: VncMapping(7, True, "10.99.0.11", 25000),
-        lambda: nat.alias_add_argv("10.99.200.100", "pub0 up"),
-        lambda: nat.vnc_mapping_argv(VNC, "vnc.example"),
+        lambda: nat_box.alias_add_argv("10.99.200.100", "pub0 up"),
+        lambda: nat_box.vnc_mapping_argv(VNC, "vnc.example"),
     ],
 )
 def test_validation(make) -> None:
@@ -111,7 +113,7 @@ def test_tagged_rule_deletions_touch_only_baadal_rules() -> None:
 -A POSTROUTING -s 10.0.0.0/8 -m comment --comment "admin: not baadal:x" -j MASQUERADE
 COMMIT
 """
-    assert nat.tagged_rule_deletions(saved) == [
+    assert nat_box.tagged_rule_deletions(saved) == [
         ["iptables", "-t", "nat", "-D", "PREROUTING", "-d", "10.99.200.100/32",
          *TAG, "baadal:public:10.99.200.100", "-j", "DNAT", "--to-destination", "10.99.10.20"],
         ["iptables", "-t", "nat", "-D", "POSTROUTING", "-s", "10.99.10.20/32",
@@ -125,14 +127,14 @@ def test_parse_addresses() -> None:
         "3: pub0    inet 10.99.200.2/24 scope global pub0\\       valid_lft forever\n"
         "3: pub0    inet 10.99.200.100/32 scope global pub0\\       valid_lft forever\n"
     )
-    assert nat.parse_addresses(out) == {"127.0.0.1": 8, "10.99.200.2": 24, "10.99.200.100": 32}
+    assert nat_box.parse_addresses(out) == {"127.0.0.1": 8, "10.99.200.2": 24, "10.99.200.100": 32}
 
 
 # --------------------------------------------------------------------------- NAT types
 
 
 class FakeNatBox:
-    """Answers the commands nat.py sends the way iptables and ip do on a real box."""
+    """Answers the commands nat_box.py sends the way iptables and ip do on a real box."""
 
     def __init__(self) -> None:
         self.rules: list[tuple[str, tuple[str, ...]]] = []
@@ -186,7 +188,7 @@ class FakeNatBox:
 @pytest.fixture
 def box(monkeypatch: pytest.MonkeyPatch) -> FakeNatBox:
     fake = FakeNatBox()
-    monkeypatch.setattr(nat, "execute_remote_cmd", fake)
+    monkeypatch.setattr(nat_box, "execute_remote_cmd", fake)
     return fake
 
 
@@ -200,12 +202,12 @@ def software(settings: Settings) -> Settings:
 
 
 def test_get_nat_details(software: Settings) -> None:
-    details = nat.get_nat_details(software)
+    details = nat_box.get_nat_details(software)
     assert (details.type, details.ip, details.user, details.port) == (
         C.NatType.SOFTWARE, "10.99.0.2", "root", 22,
     )  # fmt: skip
     software.nat.vnc_ip = ""
-    assert nat.get_nat_details(software).vnc_ip == "10.99.0.2"
+    assert nat_box.get_nat_details(software).vnc_ip == "10.99.0.2"
 
 
 def test_none_and_mapping_do_nothing(
@@ -213,8 +215,8 @@ def test_none_and_mapping_do_nothing(
 ) -> None:
     for kind in (C.NatType.NONE, C.NatType.MAPPING):
         settings.nat.nat_type = kind
-        assert nat.create_mapping(settings, PUB) == 0
-        assert nat.remove_mapping(settings, VNC) == 0
+        assert nat_box.create_mapping(settings, PUB) == 0
+        assert nat_box.remove_mapping(settings, VNC) == 0
         assert vm_nat.clear_all_nat_mappings(sqlite_engine, settings) == 0
         assert vm_nat.reapply_nat_mappings(sqlite_engine, settings) == 0
         assert vm_nat.create_public_ip_mapping_in_nat(sqlite_engine, settings, 1) == 0
@@ -226,17 +228,17 @@ def test_hardware_and_bad_settings_are_config_errors(
 ) -> None:
     software.nat.nat_type = C.NatType.HARDWARE
     with pytest.raises(ConfigError, match="hardware_nat"):
-        nat.create_mapping(software, PUB)
+        nat_box.create_mapping(software, PUB)
     with pytest.raises(ConfigError, match="hardware_nat"):
         vm_nat.clear_all_nat_mappings(sqlite_engine, software)
     software.nat.nat_type = C.NatType.SOFTWARE
     software.nat.nat_ip = ""
     with pytest.raises(ConfigError, match="nat_ip"):
-        nat.create_mapping(software, PUB)
+        nat_box.create_mapping(software, PUB)
     software.nat.nat_ip = "10.99.0.2"
     software.nat.public_interface = "pub0; reboot"
     with pytest.raises(ConfigError, match="public_interface"):
-        nat.create_mapping(software, PUB)
+        nat_box.create_mapping(software, PUB)
     assert box.commands == []
 
 
@@ -254,19 +256,19 @@ def test_mappings_are_idempotent_and_leave_other_rules(
 ) -> None:
     box.rules.append(("POSTROUTING", ("-s", "10.99.0.0/16", "-j", "MASQUERADE")))
     before = (list(box.rules), dict(box.addresses))
-    assert nat.create_mapping(software, PUB) == 3
-    assert nat.create_mapping(software, PUB) == 0
+    assert nat_box.create_mapping(software, PUB) == 3
+    assert nat_box.create_mapping(software, PUB) == 0
     assert box.rules[0][0] == "POSTROUTING" and "SNAT" in box.rules[0][1]  # before MASQUERADE
-    assert nat.create_mapping(software, VNC) == 3  # vnc_ip alias + 2 rules
-    assert nat.create_mapping(software, VNC) == 0
+    assert nat_box.create_mapping(software, VNC) == 3  # vnc_ip alias + 2 rules
+    assert nat_box.create_mapping(software, VNC) == 0
     assert box.addresses["10.99.200.150"] == 32
-    assert nat.remove_mapping(software, VNC) == 2
-    assert nat.remove_mapping(software, PUB) == 3
-    assert nat.remove_mapping(software, PUB) == 0
+    assert nat_box.remove_mapping(software, VNC) == 2
+    assert nat_box.remove_mapping(software, PUB) == 3
+    assert nat_box.remove_mapping(software, PUB) == 0
     assert box.rules == before[0]
     # clear all: every baadal rule and alias, nothing else
-    nat.create_mapping(software, PUB)
-    nat.create_mapping(software, VNC)
+    nat_box.create_mapping(software, PUB)
+    nat_box.create_mapping(software, VNC)
     assert vm_nat.clear_all_nat_mappings(sqlite_engine, software) == 4 + 2  # rules + aliases
     assert (box.rules, box.addresses) == before
 
@@ -388,9 +390,11 @@ def test_quoted_comments_of_iptables_save_are_read() -> None:
         "-j DNAT --to-destination 10.0.0.5\n"
         '-A POSTROUTING -s 10.99.0.0/16 -m comment --comment "baadal-lab" -j MASQUERADE\n'
     )
-    assert nat.mapped_destination(saved, nat.public_tag("10.9.9.9")) == "10.0.0.5"
-    assert nat.mapped_destination(saved, nat.public_tag("10.9.9.99")) is None
-    assert [argv[3:6] for argv in nat.tagged_rule_deletions(saved)] == [["-D", "PREROUTING", "-d"]]
+    assert nat_box.mapped_destination(saved, nat_box.public_tag("10.9.9.9")) == "10.0.0.5"
+    assert nat_box.mapped_destination(saved, nat_box.public_tag("10.9.9.99")) is None
+    assert [argv[3:6] for argv in nat_box.tagged_rule_deletions(saved)] == [
+        ["-D", "PREROUTING", "-d"]
+    ]
 
 
 def test_a_grant_made_while_expiry_removes_the_rules_keeps_them(

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import Engine, delete, func, select
 from typer.testing import CliRunner
 
+from baadal import address_pools
 from baadal import constants as C
-from baadal import pools
 from baadal.cli.main import app
 from baadal.config import get_settings
 from baadal.db.constants_table import update_constant
@@ -49,7 +49,7 @@ def _counts(engine: Engine) -> tuple[int, int, int]:
 
 def _vlan(engine: Engine, name: str = "research", tag: int = 10, cidr: str = "10.0.1.0/24") -> int:
     with session_scope(engine) as s:
-        return pools.create_vlan(s, name, tag, cidr).id
+        return address_pools.create_vlan(s, name, tag, cidr).id
 
 
 def _vms(engine: Engine, n: int, prefix: str = "vm") -> list[int]:
@@ -73,7 +73,7 @@ def vlan_id(sqlite_engine: Engine) -> int:
 
 def test_create_vlan_stores_the_normalised_network(sqlite_engine: Engine) -> None:
     with session_scope(sqlite_engine) as s:
-        vlan = pools.create_vlan(s, "research", 3, "10.0.3.0/24")
+        vlan = address_pools.create_vlan(s, "research", 3, "10.0.3.0/24")
         assert (vlan.name, vlan.vlan_tag, vlan.vlan_addr) == ("research", 3, "10.0.3.0/24")
     assert _counts(sqlite_engine) == (1, 0, 0)
 
@@ -107,7 +107,7 @@ def test_create_vlan_refuses_bad_or_clashing_input(
     sqlite_engine: Engine, vlan_id: int, name: str, tag: int, cidr: str, error: type, match: str
 ) -> None:
     with pytest.raises(error, match=match), session_scope(sqlite_engine) as s:
-        pools.create_vlan(s, name, tag, cidr)
+        address_pools.create_vlan(s, name, tag, cidr)
     assert _counts(sqlite_engine) == (1, 0, 0)
 
 
@@ -121,7 +121,7 @@ def test_adjacent_networks_do_not_overlap(sqlite_engine: Engine, vlan_id: int) -
 
 def test_add_private_ips_generates_unique_macs(sqlite_engine: Engine, vlan_id: int) -> None:
     with session_scope(sqlite_engine) as s:
-        assert pools.add_private_ips(s, vlan_id, "10.0.1.1", "10.0.1.254") == 254
+        assert address_pools.add_private_ips(s, vlan_id, "10.0.1.1", "10.0.1.254") == 254
     with session_scope(sqlite_engine) as s:
         rows = s.execute(
             select(
@@ -140,7 +140,7 @@ def test_add_private_ips_generates_unique_macs(sqlite_engine: Engine, vlan_id: i
 
 def test_given_macs_are_normalised_and_kept_in_order(sqlite_engine: Engine, vlan_id: int) -> None:
     with session_scope(sqlite_engine) as s:
-        pools.add_private_ips(
+        address_pools.add_private_ips(
             s, vlan_id, "10.0.1.10", "10.0.1.11", ["02-aa-bb-cc-dd-01", "02:AA:bb:CC:dd:02"]
         )
     with session_scope(sqlite_engine) as s:
@@ -157,9 +157,9 @@ def test_a_mac_with_a_trailing_newline_is_refused(sqlite_engine: Engine, vlan_id
     """'$' matched before a final newline: the MAC passed the uniqueness check as a new
     value, two VMs got one MAC and the DHCP hosts file got a split line (issue 12 item 7)."""
     with session_scope(sqlite_engine) as s:
-        pools.add_private_ips(s, vlan_id, "10.0.1.10", "10.0.1.10", ["02:00:00:00:00:01"])
+        address_pools.add_private_ips(s, vlan_id, "10.0.1.10", "10.0.1.10", ["02:00:00:00:00:01"])
     with session_scope(sqlite_engine) as s, pytest.raises(ValidationError, match="not a valid MAC"):
-        pools.add_private_ips(s, vlan_id, "10.0.1.11", "10.0.1.11", ["02:00:00:00:00:01\n"])
+        address_pools.add_private_ips(s, vlan_id, "10.0.1.11", "10.0.1.11", ["02:00:00:00:00:01\n"])
     assert _counts(sqlite_engine) == (1, 1, 0)
 
 
@@ -168,8 +168,8 @@ def filled(sqlite_engine: Engine, vlan_id: int) -> int:
     """VLAN 10.0.1.0/24 holding .20-.29 (first MAC 02:00:00:00:00:20), public 192.0.2.1-10."""
     macs = [f"02:00:00:00:00:{20 + i}" for i in range(10)]
     with session_scope(sqlite_engine) as s:
-        pools.add_private_ips(s, vlan_id, "10.0.1.20", "10.0.1.29", macs)
-        pools.add_public_ips(s, "192.0.2.1", "192.0.2.10")
+        address_pools.add_private_ips(s, vlan_id, "10.0.1.20", "10.0.1.29", macs)
+        address_pools.add_public_ips(s, "192.0.2.1", "192.0.2.10")
     assert _counts(sqlite_engine) == (1, 10, 10)
     return vlan_id
 
@@ -253,7 +253,7 @@ def test_add_private_ips_refuses_and_adds_nothing(
     match: str,
 ) -> None:
     with pytest.raises(error, match=match), session_scope(sqlite_engine) as s:
-        pools.add_private_ips(s, filled, ip_from, ip_to, macs)
+        address_pools.add_private_ips(s, filled, ip_from, ip_to, macs)
     assert _counts(sqlite_engine) == (1, 10, 10)
 
 
@@ -261,12 +261,12 @@ def test_private_range_clashing_with_public_pool_adds_nothing(
     sqlite_engine: Engine, filled: int
 ) -> None:
     with session_scope(sqlite_engine) as s:
-        dmz = pools.create_vlan(s, "dmz", 30, "192.0.2.0/24").id
+        dmz = address_pools.create_vlan(s, "dmz", 30, "192.0.2.0/24").id
     with (
         pytest.raises(ConflictError, match=r"^192\.0\.2\.10 is already in the public IP pool$"),
         session_scope(sqlite_engine) as s,
     ):
-        pools.add_private_ips(s, dmz, "192.0.2.10", "192.0.2.40")
+        address_pools.add_private_ips(s, dmz, "192.0.2.10", "192.0.2.40")
     assert _counts(sqlite_engine) == (2, 10, 10)
 
 
@@ -275,9 +275,9 @@ def test_refusal_inside_a_bigger_transaction_keeps_earlier_work(
 ) -> None:
     """The caller owns the transaction: a refused range does not undo what came before."""
     with session_scope(sqlite_engine) as s:
-        pools.add_public_ips(s, "198.51.100.1", "198.51.100.3")
+        address_pools.add_public_ips(s, "198.51.100.1", "198.51.100.3")
         with pytest.raises(ConflictError):
-            pools.add_public_ips(s, "192.0.2.9", "192.0.2.12")
+            address_pools.add_public_ips(s, "192.0.2.9", "192.0.2.12")
     assert _counts(sqlite_engine) == (1, 10, 13)
 
 
@@ -286,12 +286,12 @@ def test_unknown_vlan(sqlite_engine: Engine) -> None:
         pytest.raises(NotFoundError, match="no VLAN with id 99"),
         session_scope(sqlite_engine) as s,
     ):
-        pools.add_private_ips(s, 99, "10.0.1.1", "10.0.1.2")
+        address_pools.add_private_ips(s, 99, "10.0.1.1", "10.0.1.2")
     with (
         pytest.raises(NotFoundError, match="no VLAN named 'nope'"),
         session_scope(sqlite_engine) as s,
     ):
-        pools.get_vlan_by_name(s, "nope")
+        address_pools.get_vlan_by_name(s, "nope")
 
 
 @pytest.mark.parametrize(
@@ -322,7 +322,7 @@ def test_add_public_ips_refuses_and_adds_nothing(
     sqlite_engine: Engine, filled: int, ip_from: str, ip_to: str, match: str
 ) -> None:
     with pytest.raises(BaseException, match=match) as info, session_scope(sqlite_engine) as s:
-        pools.add_public_ips(s, ip_from, ip_to)
+        address_pools.add_public_ips(s, ip_from, ip_to)
     assert isinstance(info.value, ValidationError | ConflictError)
     assert _counts(sqlite_engine) == (1, 10, 10)
 
@@ -331,9 +331,9 @@ def test_public_ips_next_to_special_networks_and_vlans_are_accepted(
     sqlite_engine: Engine, filled: int
 ) -> None:
     with session_scope(sqlite_engine) as s:
-        assert pools.add_public_ips(s, "10.0.0.254", "10.0.0.255") == 2  # below research's
-        assert pools.add_public_ips(s, "10.0.2.0", "10.0.2.0") == 1  # above it
-        assert pools.add_public_ips(s, "223.255.255.255", "223.255.255.255") == 1
+        assert address_pools.add_public_ips(s, "10.0.0.254", "10.0.0.255") == 2  # below research's
+        assert address_pools.add_public_ips(s, "10.0.2.0", "10.0.2.0") == 1  # above it
+        assert address_pools.add_public_ips(s, "223.255.255.255", "223.255.255.255") == 1
 
 
 # --- private IPs --------------------------------------------------------------------
@@ -342,7 +342,7 @@ def test_public_ips_next_to_special_networks_and_vlans_are_accepted(
 def test_allocate_release_reallocate(sqlite_engine: Engine, filled: int) -> None:
     a, b = _vms(sqlite_engine, 2)
     with session_scope(sqlite_engine) as s:
-        first = pools.allocate_private_ip(s, a, filled)
+        first = address_pools.allocate_private_ip(s, a, filled)
     assert first.vlan_name == "research" and first.vlan_tag == 10
     assert 20 <= int(first.private_ip.rsplit(".", 1)[1]) <= 29
     with session_scope(sqlite_engine) as s:
@@ -350,12 +350,12 @@ def test_allocate_release_reallocate(sqlite_engine: Engine, filled: int) -> None
         assert (row.private_ip, row.mac_addr) == (first.private_ip, first.mac_addr)
         assert s.get(VM, a).private_ip_id == first.pool_id
     with session_scope(sqlite_engine) as s:
-        assert pools.release_private_ip(s, a) == first.private_ip
-        assert pools.release_private_ip(s, a) is None
+        assert address_pools.release_private_ip(s, a) == first.private_ip
+        assert address_pools.release_private_ip(s, a) is None
     with session_scope(sqlite_engine) as s:
         assert s.get(VM, a).private_ip_id is None
-        assert pools.pool_usage(s).vlans[0].free == 10
-        again = pools.allocate_private_ip(s, b, filled)
+        assert address_pools.pool_usage(s).vlans[0].free == 10
+        again = address_pools.allocate_private_ip(s, b, filled)
         assert s.get(VM, b).private_ip_id == again.pool_id
     with session_scope(sqlite_engine) as s:
         owners = s.execute(
@@ -367,10 +367,10 @@ def test_allocate_release_reallocate(sqlite_engine: Engine, filled: int) -> None
 def test_allocate_is_idempotent(sqlite_engine: Engine, filled: int) -> None:
     (vm,) = _vms(sqlite_engine, 1)
     with session_scope(sqlite_engine) as s:
-        first = pools.allocate_private_ip(s, vm, filled)
+        first = address_pools.allocate_private_ip(s, vm, filled)
     with session_scope(sqlite_engine) as s:
-        assert pools.allocate_private_ip(s, vm, filled) == first
-        assert pools.pool_usage(s).vlans[0].used == 1
+        assert address_pools.allocate_private_ip(s, vm, filled) == first
+        assert address_pools.pool_usage(s).vlans[0].used == 1
 
 
 def test_allocate_rolls_back_with_the_callers_transaction(
@@ -378,7 +378,7 @@ def test_allocate_rolls_back_with_the_callers_transaction(
 ) -> None:
     (vm,) = _vms(sqlite_engine, 1)
     with pytest.raises(RuntimeError), session_scope(sqlite_engine) as s:
-        pools.allocate_private_ip(s, vm, filled)
+        address_pools.allocate_private_ip(s, vm, filled)
         raise RuntimeError("VM install failed")
     with session_scope(sqlite_engine) as s:
         assert s.get(VM, vm).private_ip_id is None
@@ -402,30 +402,30 @@ def test_exhausted_pool_skips_hosts_and_inactive_rows(sqlite_engine: Engine, fil
     got = []
     with session_scope(sqlite_engine) as s:
         for vm in vms[:8]:
-            got.append(pools.allocate_private_ip(s, vm, filled).private_ip)
+            got.append(address_pools.allocate_private_ip(s, vm, filled).private_ip)
     assert len(set(got)) == 8 and not skipped & set(got)
     with (
         pytest.raises(ResourceExhausted, match=r"^no free private IP left in VLAN research$"),
         session_scope(sqlite_engine) as s,
     ):
-        pools.allocate_private_ip(s, vms[8], filled)
+        address_pools.allocate_private_ip(s, vms[8], filled)
     with session_scope(sqlite_engine) as s:
-        (usage,) = pools.pool_usage(s).vlans
+        (usage,) = address_pools.pool_usage(s).vlans
     assert (usage.total, usage.used, usage.free) == (10, 9, 0)
 
 
 def test_vm_with_an_address_in_another_vlan_is_refused(sqlite_engine: Engine, filled: int) -> None:
     other = _vlan(sqlite_engine, "infra", 2, "10.0.2.0/24")
     with session_scope(sqlite_engine) as s:
-        pools.add_private_ips(s, other, "10.0.2.5", "10.0.2.5")
+        address_pools.add_private_ips(s, other, "10.0.2.5", "10.0.2.5")
     (vm,) = _vms(sqlite_engine, 1)
     with session_scope(sqlite_engine) as s:
-        pools.allocate_private_ip(s, vm, filled)
+        address_pools.allocate_private_ip(s, vm, filled)
     with (
         pytest.raises(ConflictError, match=r"already has 10\.0\.1\.2\d in VLAN 'research'"),
         session_scope(sqlite_engine) as s,
     ):
-        pools.allocate_private_ip(s, vm, other)
+        address_pools.allocate_private_ip(s, vm, other)
 
 
 def test_get_private_ip_mac_uses_the_security_domains_vlan(
@@ -433,28 +433,28 @@ def test_get_private_ip_mac_uses_the_security_domains_vlan(
 ) -> None:
     other = _vlan(sqlite_engine, "infra", 2, "10.0.2.0/24")
     with session_scope(sqlite_engine) as s:
-        pools.add_private_ips(s, other, "10.0.2.5", "10.0.2.5")
+        address_pools.add_private_ips(s, other, "10.0.2.5", "10.0.2.5")
         domain = SecurityDomain(name="Infrastructure", vlan_id=other, visible_to_all=False)
         s.add(domain)
         s.flush()
         domain_id = domain.id
     (vm,) = _vms(sqlite_engine, 1)
     with session_scope(sqlite_engine) as s:
-        got = pools.get_private_ip_mac(s, vm, domain_id)
+        got = address_pools.get_private_ip_mac(s, vm, domain_id)
     assert (got.private_ip, got.vlan_name, got.vlan_tag) == ("10.0.2.5", "infra", 2)
     with (
         pytest.raises(NotFoundError, match="no security domain with id 999"),
         session_scope(sqlite_engine) as s,
     ):
-        pools.get_private_ip_mac(s, vm, 999)
+        address_pools.get_private_ip_mac(s, vm, 999)
 
 
 def test_unknown_vm(sqlite_engine: Engine, filled: int) -> None:
     for call in (
-        lambda s: pools.allocate_private_ip(s, 404, filled),
-        lambda s: pools.allocate_public_ip(s, 404),
-        lambda s: pools.allocate_vnc_port(s, 404),
-        lambda s: pools.release_private_ip(s, 404),
+        lambda s: address_pools.allocate_private_ip(s, 404, filled),
+        lambda s: address_pools.allocate_public_ip(s, 404),
+        lambda s: address_pools.allocate_vnc_port(s, 404),
+        lambda s: address_pools.release_private_ip(s, 404),
     ):
         with (
             pytest.raises(NotFoundError, match="no VM with id 404"),
@@ -468,7 +468,7 @@ def test_unknown_vm(sqlite_engine: Engine, filled: int) -> None:
 
 def test_public_ips_skip_inactive_and_host_rows(sqlite_engine: Engine) -> None:
     with session_scope(sqlite_engine) as s:
-        pools.add_public_ips(s, "192.0.2.1", "192.0.2.4")
+        address_pools.add_public_ips(s, "192.0.2.1", "192.0.2.4")
         rows = list(s.scalars(select(PublicIpPool).order_by(PublicIpPool.id)))
         rows[0].is_active = False
         s.add(
@@ -482,21 +482,21 @@ def test_public_ips_skip_inactive_and_host_rows(sqlite_engine: Engine) -> None:
         )
     vms = _vms(sqlite_engine, 3)
     with session_scope(sqlite_engine) as s:
-        got = {pools.allocate_public_ip(s, vm) for vm in vms[:2]}
-        assert pools.allocate_public_ip(s, vms[0]) in got  # idempotent
+        got = {address_pools.allocate_public_ip(s, vm) for vm in vms[:2]}
+        assert address_pools.allocate_public_ip(s, vms[0]) in got  # idempotent
     assert got == {"192.0.2.3", "192.0.2.4"}
     with (
         pytest.raises(ResourceExhausted, match=r"^no free public IP left$"),
         session_scope(sqlite_engine) as s,
     ):
-        pools.allocate_public_ip(s, vms[2])
+        address_pools.allocate_public_ip(s, vms[2])
     with session_scope(sqlite_engine) as s:
-        released = pools.release_public_ip(s, vms[0])
+        released = address_pools.release_public_ip(s, vms[0])
         assert released in got
-        assert pools.release_public_ip(s, vms[0]) is None
+        assert address_pools.release_public_ip(s, vms[0]) is None
     with session_scope(sqlite_engine) as s:
-        assert pools.allocate_public_ip(s, vms[2]) == released
-        usage = pools.pool_usage(s)
+        assert address_pools.allocate_public_ip(s, vms[2]) == released
+        usage = address_pools.pool_usage(s)
     assert (usage.public_total, usage.public_used, usage.public_free) == (4, 3, 0)
 
 
@@ -509,20 +509,20 @@ def test_vnc_ports_come_from_the_constants_range(sqlite_engine: Engine) -> None:
         update_constant(s, "vncport_end_range", "31002")
     vms = _vms(sqlite_engine, 4)
     with session_scope(sqlite_engine) as s:
-        ports = [pools.allocate_vnc_port(s, vm) for vm in vms[:3]]
-        assert pools.allocate_vnc_port(s, vms[0]) == ports[0]  # idempotent
+        ports = [address_pools.allocate_vnc_port(s, vm) for vm in vms[:3]]
+        assert address_pools.allocate_vnc_port(s, vms[0]) == ports[0]  # idempotent
     assert sorted(ports) == [31000, 31001, 31002]
     with (
         pytest.raises(ResourceExhausted, match=r"^no free VNC port left in 31000-31002$"),
         session_scope(sqlite_engine) as s,
     ):
-        pools.allocate_vnc_port(s, vms[3])
+        address_pools.allocate_vnc_port(s, vms[3])
     with session_scope(sqlite_engine) as s:
-        assert pools.release_vnc_port(s, vms[1]) == ports[1]
-        assert pools.release_vnc_port(s, vms[1]) is None
+        assert address_pools.release_vnc_port(s, vms[1]) == ports[1]
+        assert address_pools.release_vnc_port(s, vms[1]) is None
     with session_scope(sqlite_engine) as s:
-        assert pools.allocate_vnc_port(s, vms[3]) == ports[1]
-        assert pools.pool_usage(s).vnc_used == 3
+        assert address_pools.allocate_vnc_port(s, vms[3]) == ports[1]
+        assert address_pools.pool_usage(s).vnc_used == 3
 
 
 def test_vnc_range_defaults_without_constants(sqlite_engine: Engine) -> None:
@@ -530,8 +530,8 @@ def test_vnc_range_defaults_without_constants(sqlite_engine: Engine) -> None:
         s.execute(delete(Constant).where(Constant.name.like("vncport_%")))
     (vm,) = _vms(sqlite_engine, 1)
     with session_scope(sqlite_engine) as s:
-        assert pools.vnc_port_range(s) == C.VNC_PORT_RANGE
-        port = pools.allocate_vnc_port(s, vm)
+        assert address_pools.vnc_port_range(s) == C.VNC_PORT_RANGE
+        port = address_pools.allocate_vnc_port(s, vm)
     assert C.VNC_PORT_RANGE[0] <= port <= C.VNC_PORT_RANGE[1]
 
 
@@ -551,7 +551,7 @@ def test_bad_vnc_constants_are_a_config_error(
         update_constant(s, "vncport_end_range", end)
     (vm,) = _vms(sqlite_engine, 1)
     with pytest.raises(ConfigError, match=match), session_scope(sqlite_engine) as s:
-        pools.allocate_vnc_port(s, vm)
+        address_pools.allocate_vnc_port(s, vm)
 
 
 # --- removal ------------------------------------------------------------------------
@@ -560,25 +560,25 @@ def test_bad_vnc_constants_are_a_config_error(
 def test_remove_refuses_a_range_in_use_as_a_whole(sqlite_engine: Engine, filled: int) -> None:
     (vm,) = _vms(sqlite_engine, 1)
     with session_scope(sqlite_engine) as s:
-        ip = pools.allocate_private_ip(s, vm, filled).private_ip
-        public = pools.allocate_public_ip(s, vm)
+        ip = address_pools.allocate_private_ip(s, vm, filled).private_ip
+        public = address_pools.allocate_public_ip(s, vm)
     with (
         pytest.raises(ConflictError, match=f"^{ip} is used by VM 'vm0'; nothing removed$"),
         session_scope(sqlite_engine) as s,
     ):
-        pools.remove_private_ips(s, "10.0.1.1", "10.0.1.254")
+        address_pools.remove_private_ips(s, "10.0.1.1", "10.0.1.254")
     with (
         pytest.raises(ConflictError, match=f"^{public} is used by VM 'vm0'"),
         session_scope(sqlite_engine) as s,
     ):
-        pools.remove_public_ips(s, "192.0.2.1", "192.0.2.10")
+        address_pools.remove_public_ips(s, "192.0.2.1", "192.0.2.10")
     assert _counts(sqlite_engine) == (1, 10, 10)
     with session_scope(sqlite_engine) as s:
-        pools.release_private_ip(s, vm)
-        pools.release_public_ip(s, vm)
+        address_pools.release_private_ip(s, vm)
+        address_pools.release_public_ip(s, vm)
     with session_scope(sqlite_engine) as s:
-        assert pools.remove_private_ips(s, "10.0.1.1", "10.0.1.24") == 5
-        assert pools.remove_public_ips(s, "192.0.2.1", "192.0.2.10") == 10
+        assert address_pools.remove_private_ips(s, "10.0.1.1", "10.0.1.24") == 5
+        assert address_pools.remove_public_ips(s, "192.0.2.1", "192.0.2.10") == 10
     assert _counts(sqlite_engine) == (1, 5, 0)
 
 
@@ -598,14 +598,14 @@ def test_remove_refuses_host_addresses_and_empty_ranges(sqlite_engine: Engine, f
         pytest.raises(ConflictError, match=r"^10\.0\.1\.22 is used by host 'h1'"),
         session_scope(sqlite_engine) as s,
     ):
-        pools.remove_private_ips(s, "10.0.1.20", "10.0.1.29")
+        address_pools.remove_private_ips(s, "10.0.1.20", "10.0.1.29")
     with (
         pytest.raises(NotFoundError, match="no private IP in range"),
         session_scope(sqlite_engine) as s,
     ):
-        pools.remove_private_ips(s, "10.0.1.100", "10.0.1.110")
+        address_pools.remove_private_ips(s, "10.0.1.100", "10.0.1.110")
     with pytest.raises(ValidationError, match="reversed"), session_scope(sqlite_engine) as s:
-        pools.remove_public_ips(s, "192.0.2.9", "192.0.2.1")
+        address_pools.remove_public_ips(s, "192.0.2.9", "192.0.2.1")
     assert _counts(sqlite_engine) == (1, 10, 10)
 
 
@@ -717,7 +717,7 @@ def test_cli_bad_input_is_one_line_exit_2_and_changes_nothing(
     vlan = _vlan(sqlite_engine)
     (vm,) = _vms(sqlite_engine, 1)
     with session_scope(sqlite_engine) as s:
-        pools.add_private_ips(s, vlan, "10.0.1.10", "10.0.1.15")
+        address_pools.add_private_ips(s, vlan, "10.0.1.10", "10.0.1.15")
         row = s.scalar(select(PrivateIpPool).where(PrivateIpPool.private_ip == "10.0.1.12"))
         s.get(VM, vm).private_ip_id = row.id
     before = _counts(sqlite_engine)

@@ -214,22 +214,19 @@ CASES: dict[str, list[Case]] = {
 
 #: what would reach hosts, the lab, the network or the disk: stubs failing past the policy
 STUBBED = {
-    "baadal.host.status": ["host_status_sanity_check"],
+    "baadal.host.health": ["host_status_sanity_check"],
     "baadal.host.resources": ["host_resource_details"],
-    "baadal.host.utilization": ["get_host_resources_usage"],
-    "baadal.host.vms": [
-        "get_host_domains",
-        "delete_orphan_vm",
-        "respawn_dangling_vms",
-        "vm_sanity_check",
-    ],
+    "baadal.host.usage": ["get_host_resources_usage"],
+    "baadal.host.domains": ["get_host_domains", "delete_orphan_vm"],
+    "baadal.host.respawn": ["respawn_dangling_vms"],
+    "baadal.vm.sanity": ["vm_sanity_check"],
     "baadal.host.power": ["host_power_up", "host_power_down", "host_power_operation"],
     "baadal.host.network_graph": ["measure_network"],
     "baadal.monitor.rrd": ["update_all_rrds"],
     "baadal.monitor.prometheus": ["render_metrics", "metrics_server"],
     "baadal.lab.topology": ["up", "down", "status"],
     "baadal.services.lab": ["build_tiny_guest", "is_pingable"],
-    "baadal.db.migrate": ["upgrade", "schema_revisions"],
+    "baadal.db.schema": ["upgrade", "schema_revisions"],
     "baadal.vm.network": ["restore_network"],
 }
 
@@ -315,7 +312,7 @@ def test_cli_commands_act_as_the_given_user(
 ) -> None:
     engine, _ = world_engine
     monkeypatch.setenv("BAADAL_DATABASE__URL", engine.url.render_as_string(hide_password=False))
-    monkeypatch.setattr("baadal.cli.common._acting_as", None)  # restored afterwards
+    monkeypatch.setattr("baadal.cli.door._acting_as", None)  # restored afterwards
     get_settings.cache_clear()
     runner = CliRunner()
 

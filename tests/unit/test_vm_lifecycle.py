@@ -35,7 +35,7 @@ from baadal.drivers.base import Hypervisor
 from baadal.drivers.libvirt_driver import LibvirtHypervisor
 from baadal.errors import ConflictError, NotFoundError, ResourceExhausted, ValidationError
 from baadal.lab import layout as lab_layout
-from baadal.lab import topology as lab_topology
+from baadal.lab import settings_file as lab_settings_file
 from baadal.services import vms
 from baadal.services.policy import SYSTEM
 from baadal.tasks import queue
@@ -44,7 +44,7 @@ from baadal.tasks.worker import Worker
 from baadal.timeutil import utcnow
 from baadal.vm import clone as clone_mod
 from baadal.vm import disk as disk_mod
-from baadal.vm import storage, utilization
+from baadal.vm import domain_usage, storage
 from tests.support.cloud import Cloud, fake_host_uri, make_cloud
 
 pytestmark = pytest.mark.unit
@@ -531,13 +531,13 @@ def test_utilization_from_libvirt_stats(
 ) -> None:
     vm_id = create(sqlite_engine, cloud_settings)
     hv, identity = hv_of(sqlite_engine, vm_id)
-    first = utilization.get_actual_usage(hv, identity)
-    second = utilization.get_actual_usage(hv, identity)
+    first = domain_usage.get_actual_usage(hv, identity)
+    second = domain_usage.get_actual_usage(hv, identity)
     assert first.ram > 0 and second.ram > 0
-    rx, tx = utilization.get_dom_nw_usage(hv, identity)
-    rd, wr = utilization.get_dom_disk_usage(hv, identity)
+    rx, tx = domain_usage.get_dom_nw_usage(hv, identity)
+    rd, wr = domain_usage.get_dom_disk_usage(hv, identity)
     assert min(rx, tx, rd, wr) >= 0
-    assert utilization.get_current_dom_resource_usage(hv, identity).vcpus == 1
+    assert domain_usage.get_current_dom_resource_usage(hv, identity).vcpus == 1
 
 
 def test_save_as_template_makes_a_standalone_private_template(
@@ -762,6 +762,6 @@ def test_cli_vm_create_without_a_domain_says_how(
 
 def test_the_lab_sets_a_default_security_domain(settings: Settings) -> None:
     """`baadal lab up` writes it, so `vm create` in the lab needs no --domain."""
-    sections = lab_topology.lab_settings(settings)
+    sections = lab_settings_file.lab_settings(settings)
     assert sections["network"] == {"default_security_domain": lab_layout.VLANS[0].domain}
     assert load_settings(**sections).network.default_security_domain == "lab"

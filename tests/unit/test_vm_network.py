@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import Engine, select
 from typer.testing import CliRunner
 
+from baadal import address_pools
 from baadal import constants as C
-from baadal import pools
 from baadal.cli.main import app
 from baadal.config import Settings, get_settings
 from baadal.db.models import VM, Host, SecurityDomain, VMEventLog
@@ -23,7 +23,7 @@ from baadal.drivers import hypervisor_for
 from baadal.drivers.base import HypervisorError
 from baadal.errors import ConflictError, NotFoundError, RemoteCommandError
 from baadal.filelock import flocked
-from baadal.net import dhcp, nat
+from baadal.net import dhcp, nat_box
 from baadal.services import vms
 from baadal.services.policy import SYSTEM
 from baadal.vm import common, network
@@ -48,8 +48,8 @@ def net_settings(settings: Settings, tmp_path: Path) -> Settings:
 def net_cloud(sqlite_engine: Engine, net_settings: Settings, tmp_path: Path) -> Cloud:
     cloud = make_cloud(sqlite_engine, net_settings, tmp_path, [fake_host_uri(tmp_path, "h1")])
     with session_scope(sqlite_engine) as s:
-        vlan = pools.create_vlan(s, "vlan20", 20, "10.99.20.0/24")
-        pools.add_private_ips(s, vlan.id, "10.99.20.20", "10.99.20.21")
+        vlan = address_pools.create_vlan(s, "vlan20", 20, "10.99.20.0/24")
+        address_pools.add_private_ips(s, vlan.id, "10.99.20.20", "10.99.20.21")
         s.add(SecurityDomain(name="teaching", vlan_id=vlan.id))
     return cloud
 
@@ -280,12 +280,12 @@ def test_a_restore_never_puts_back_what_a_concurrent_delete_removed(
     from its stale picture. Here the delete runs right after the restore's read; it must
     wait for the restore and then remove everything. A rule no VM holds goes too."""
     box = FakeNatBox()
-    monkeypatch.setattr(nat, "execute_remote_cmd", box)
+    monkeypatch.setattr(nat_box, "execute_remote_cmd", box)
     net_settings.nat.nat_type = C.NatType.SOFTWARE
     net_settings.nat.nat_ip, net_settings.nat.public_interface = "10.99.0.2", "pub0"
     vm_id = create(sqlite_engine, net_settings, public_ip=True)
-    assert len(_reserved(net_settings)) == 1 and len(nat.baadal_rules(net_settings)) == 2
-    nat.create_mapping(net_settings, nat.PublicIpMapping("192.0.2.19", "10.99.10.59"))
+    assert len(_reserved(net_settings)) == 1 and len(nat_box.baadal_rules(net_settings)) == 2
+    nat_box.create_mapping(net_settings, nat_box.PublicIpMapping("192.0.2.19", "10.99.10.59"))
     with session_scope(sqlite_engine) as s:
         vms.operate(s, SYSTEM, vm_id, "delete")
     deleted, delete_waits = threading.Event(), threading.Event()
@@ -312,4 +312,4 @@ def test_a_restore_never_puts_back_what_a_concurrent_delete_removed(
     threads[0].join()
     assert last_task(sqlite_engine).status == C.TaskStatus.SUCCESS
     assert _reserved(net_settings) == {}
-    assert nat.baadal_rules(net_settings) == []
+    assert nat_box.baadal_rules(net_settings) == []

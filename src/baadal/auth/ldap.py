@@ -28,7 +28,7 @@ from ldap3.core.exceptions import (
 )
 from ldap3.utils.conv import escape_filter_chars
 
-from baadal.auth.users import UserInfo
+from baadal.auth.accounts import UserInfo
 from baadal.config import Settings, read_secret_file
 from baadal.errors import ConfigError, RemoteCommandError
 

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from baadal import constants as C
-from baadal.auth import ldap, roles, users
+from baadal.auth import accounts, ldap, roles
 from baadal.config import Settings
 from baadal.db.models import Organisation, User
 from baadal.db.seed import ADMIN_ORGANISATION
@@ -29,8 +29,8 @@ _STORED_DUMMY_HASH = "$argon2id$v=19$m=65536,t=3,p=4$lolhtrXVaxyC4IiA0YeUZg$m5OW
 #: what unknown users' passwords are checked against: it must cost what a real one does,
 #: so it is made again at load when the hasher's parameters are no longer the stored ones
 DUMMY_HASH = (
-    users.hash_password(secrets.token_urlsafe(24))
-    if users.needs_rehash(_STORED_DUMMY_HASH)
+    accounts.hash_password(secrets.token_urlsafe(24))
+    if accounts.needs_rehash(_STORED_DUMMY_HASH)
     else _STORED_DUMMY_HASH
 )
 
@@ -65,7 +65,7 @@ def login_callback(session: Session, settings: Settings, user: User) -> set[C.Ro
     return have
 
 
-def login_ldap_callback(session: Session, settings: Settings, info: users.UserInfo) -> User:
+def login_ldap_callback(session: Session, settings: Settings, info: accounts.UserInfo) -> User:
     """An LDAP login makes or refreshes the local account. A new account of one of the
     settings' admins belongs to the ADMIN organisation, others to the one their entry
     names when Baadal knows it, else to ldap.default_organisation. Blocked or disabled
@@ -82,10 +82,10 @@ def login_ldap_callback(session: Session, settings: Settings, info: users.UserIn
         select(Organisation.id).where(Organisation.name == organisation)
     ):
         organisation = settings.ldap.default_organisation or None
-    return users.create_or_update_user(
+    return accounts.create_or_update_user(
         session,
         settings,
-        users.UserInfo(info.username, info.first_name, info.last_name, info.email, organisation),
+        accounts.UserInfo(info.username, info.first_name, info.last_name, info.email, organisation),
     )
 
 
@@ -94,12 +94,12 @@ def login(session: Session, settings: Settings, username: str, password: str) ->
     if is_auth_type_db(settings):
         user = session.scalar(select(User).where(User.username == username))
         if user is None or not user.password:
-            users.verify_password(DUMMY_HASH, password)
+            accounts.verify_password(DUMMY_HASH, password)
             raise PermissionDenied(BAD_LOGIN)
-        if not users.verify_password(user.password, password):
+        if not accounts.verify_password(user.password, password):
             raise PermissionDenied(BAD_LOGIN)
-        if users.needs_rehash(user.password):
-            user.password = users.hash_password(password)
+        if accounts.needs_rehash(user.password):
+            user.password = accounts.hash_password(password)
     elif settings.auth.auth_type == C.AuthType.LDAP:
         info = ldap.ldap_authenticate(settings, username, password)
         if info is None:

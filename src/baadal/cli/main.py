@@ -10,23 +10,21 @@ from typing import Annotated
 import typer
 
 from baadal.cli import (
-    admin,
-    cloud,
-    demo,
-    hosts,
-    inventory,
-    lab,
-    migrate,
-    monitor,
-    net,
-    pools,
-    power,  # noqa: F401 - imported for the commands it adds to `host`
-    status,
-    tasks,
-    users,
-    vms,
+    admin_commands,
+    cloud_commands,
+    demo_command,
+    host_commands,
+    inventory_commands,
+    lab_commands,
+    monitor_commands,
+    net_commands,
+    pool_commands,
+    status_command,
+    task_commands,
+    user_commands,
+    vm_commands,
 )
-from baadal.cli.common import act_as, handle_errors
+from baadal.cli.door import act_as, handle_errors
 from baadal.logs import setup_logging
 
 app = typer.Typer(
@@ -55,21 +53,19 @@ def _setup(
     act_as(as_user)
 
 
-app.command("demo")(demo.demo_cmd)
-app.command("status")(status.status_cmd)
-app.command("worker")(tasks.worker_cmd)
-app.add_typer(admin.db_app, name="db")
-app.add_typer(admin.config_app, name="config")
-app.add_typer(inventory.host_app, name="host")
-app.add_typer(inventory.datastore_app, name="datastore")
-app.add_typer(inventory.template_app, name="template")
-app.add_typer(pools.app, name="pool")
-app.add_typer(net.app, name="net")
-vms.app.command("sanity")(hosts.vm_sanity_cmd)
-vms.app.command("migrate")(migrate.migrate_cmd)
-app.add_typer(vms.app, name="vm")
-app.add_typer(tasks.app, name="task")
-app.add_typer(lab.app, name="lab")
-app.add_typer(cloud.app, name="cloud")
-app.add_typer(monitor.app, name="monitor")
-app.add_typer(users.app, name="user")
+app.command("demo")(demo_command.demo_cmd)
+app.command("status")(status_command.status_cmd)
+app.command("worker")(task_commands.worker_cmd)
+app.add_typer(admin_commands.db_app, name="db")
+app.add_typer(admin_commands.config_app, name="config")
+app.add_typer(host_commands.app, name="host")
+app.add_typer(inventory_commands.datastore_app, name="datastore")
+app.add_typer(inventory_commands.template_app, name="template")
+app.add_typer(pool_commands.app, name="pool")
+app.add_typer(net_commands.app, name="net")
+app.add_typer(vm_commands.app, name="vm")
+app.add_typer(task_commands.app, name="task")
+app.add_typer(lab_commands.app, name="lab")
+app.add_typer(cloud_commands.app, name="cloud")
+app.add_typer(monitor_commands.app, name="monitor")
+app.add_typer(user_commands.app, name="user")

@@ -1,5 +1,5 @@
 """Shutting the whole cloud (or some hosts) down and bringing it back (the seed's
-maintenance module).
+maintenance module), and evacuating a host (the seed's host_vms.migrate_all_vms_from_host).
 
 Shutdown takes a MAINTENANCE snapshot of every running or paused VM and destroys it;
 bootup reverts each VM to that snapshot -- so it runs (or is paused) again exactly where
@@ -20,12 +20,13 @@ from sqlalchemy.orm import Session
 
 from baadal import constants as C
 from baadal.db.constants_table import update_constant
-from baadal.db.models import VM, Snapshot, Task
+from baadal.db.models import VM, Host, Snapshot, Task
 from baadal.db.session import session_scope
 from baadal.drivers.base import DomainNotFound
-from baadal.errors import NotFoundError
+from baadal.errors import ConflictError, NotFoundError
 from baadal.tasks import queue
 from baadal.tasks.registry import TaskContext, TaskResult, handler
+from baadal.vm import migration
 from baadal.vm.common import load_vm, log_vm_event, set_status, vm_hypervisor
 from baadal.vm.snapshot import take_snapshot
 
@@ -168,3 +169,31 @@ def finish(session: Session, shutdown: bool) -> None:
     """The cloud-wide status once the queued work has ended."""
     final = C.BaadalStatus.DOWN if shutdown else C.BaadalStatus.UP
     update_constant(session, BAADAL_STATUS, final)
+
+
+# --- evacuation ----------------------------------------------------------------------
+
+
+def migrate_all_vms_from_host(
+    session: Session, host_id: int, requester_id: int | None = None
+) -> Queued:
+    """The seed's evacuation: one migration task per VM of the host (live when it runs),
+    each destination chosen by placement when the task runs. Returns the task ids and
+    the VMs skipped with why (not installed, or a migration already queued)."""
+    host = session.get(Host, host_id)
+    if host is None:
+        raise NotFoundError(f"no host with id {host_id}")
+    movable = (C.VMStatus.RUNNING, C.VMStatus.SUSPENDED, C.VMStatus.SHUTDOWN)
+    task_ids, skipped = [], []
+    for vm in session.scalars(select(VM).where(VM.host_id == host_id).order_by(VM.id)):
+        if vm.status not in movable:
+            skipped.append((vm.vm_name, f"state {C.VMStatus(vm.status).name.lower()}"))
+            continue
+        live = vm.status == C.VMStatus.RUNNING
+        try:
+            task = migration.add_migrate_task_to_queue(session, vm.id, None, live, requester_id)
+        except ConflictError as exc:
+            skipped.append((vm.vm_name, str(exc)))
+            continue
+        task_ids.append(task.id)
+    return Queued(task_ids, skipped)

@@ -47,14 +47,14 @@ from baadal.errors import (
     RemoteCommandError,
     ValidationError,
 )
-from baadal.host.status import (
+from baadal.host.domains import get_host_domains
+from baadal.host.health import (
     PROBE_TIMEOUT_S,
     host_problem,
     host_service_problems,
     libvirt_endpoint,
     pingable,
 )
-from baadal.host.vms import get_host_domains
 from baadal.net.validators import normalize_mac
 
 log = logging.getLogger("baadal")

@@ -17,8 +17,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 
+from baadal import address_pools
 from baadal import constants as C
-from baadal import pools
 from baadal.config import Settings
 from baadal.db.models import VM, Host, Task
 from baadal.db.session import session_scope
@@ -65,7 +65,7 @@ class BaadalCollector(Collector):
                 .order_by(VM.vm_identity)
             ).all()
             tasks = session.execute(select(Task.status, func.count()).group_by(Task.status)).all()
-            usage = pools.pool_usage(session)
+            usage = address_pools.pool_usage(session)
 
         up = GaugeMetricFamily("baadal_host_up", "1 if the host is UP", labels=["host"])
         info = GaugeMetricFamily("baadal_host_status", "host status code (0 DOWN, 1 UP, "

@@ -42,14 +42,14 @@ from baadal.errors import BaadalError, NotFoundError, ValidationError, user_mess
 from baadal.filelock import flocked
 from baadal.files import replaced_atomically
 from baadal.home import PRIVATE_FILE_MODE, private_dir
-from baadal.host.utilization import (
+from baadal.host.usage import (
     SECTOR_BYTES,
     HostCounters,
     cpu_count,
     sample_counters,
     sample_host_counters,
 )
-from baadal.net.nat import nat_box_target
+from baadal.net.nat_box import nat_box_target
 from baadal.net.validators import check_identity
 from baadal.tasks.registry import TaskContext, TaskResult, handler
 

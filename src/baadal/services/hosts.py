@@ -21,16 +21,20 @@ from baadal.config import Settings
 from baadal.db.models import Host, HostEventLog
 from baadal.db.session import session_scope
 from baadal.drivers.base import DomainInfo
-from baadal.host import maintenance, power, resources, status, utilization
-from baadal.host import vms as host_vms
+from baadal.host import domains as host_domains
+from baadal.host import health, maintenance, power, resources
+from baadal.host import respawn as host_respawn
+from baadal.host import usage as host_usage
+from baadal.host.health import HostCheck
 from baadal.host.maintenance import Queued
 from baadal.host.power import HostPowerResult
 from baadal.host.resources import HostResources
-from baadal.host.status import HostCheck
-from baadal.host.utilization import HostUsage
-from baadal.host.vms import RespawnResult, SanityReport
+from baadal.host.respawn import RespawnResult
+from baadal.host.usage import HostUsage
 from baadal.services import inventory, lookup
 from baadal.services.policy import Action, Actor, guarded
+from baadal.vm import sanity
+from baadal.vm.sanity import SanityReport
 
 
 @dataclass(frozen=True)
@@ -73,14 +77,14 @@ def usage(
 ) -> tuple[str, HostUsage]:
     """CPU, disk, memory and network use of the host over one short interval."""
     row = _detached_host(engine, host)
-    return row.host_name, utilization.get_host_resources_usage(row, settings, interval_s=interval_s)
+    return row.host_name, host_usage.get_host_resources_usage(row, settings, interval_s=interval_s)
 
 
 @guarded(Action.HOST_READ)
 def domains(engine: Engine, actor: Actor, host: str | int) -> tuple[str, list[DomainInfo]]:
     """Every domain libvirt has on the host, running or not."""
     row = _detached_host(engine, host)
-    return row.host_name, host_vms.get_host_domains(row)
+    return row.host_name, host_domains.get_host_domains(row)
 
 
 @guarded(Action.HOST_READ)
@@ -97,14 +101,14 @@ def events(session: Session, actor: Actor, host: str | int) -> tuple[str, list[H
 @guarded(Action.HOST_MANAGE)
 def check_hosts(engine: Engine, actor: Actor, settings: Settings) -> list[HostCheck]:
     """The host sanity check now: ping, libvirtd, and libvirtd/OVS over SSH."""
-    return status.host_status_sanity_check(engine, settings)
+    return health.host_status_sanity_check(engine, settings)
 
 
 @guarded(Action.HOST_MANAGE)
 def delete_orphan(engine: Engine, actor: Actor, host: str | int, domain: str) -> str:
     """Destroy and undefine a domain Baadal does not know; returns the host's name."""
     row = _detached_host(engine, host)
-    host_vms.delete_orphan_vm(engine, row.id, domain)
+    host_domains.delete_orphan_vm(engine, row.id, domain)
     return row.host_name
 
 
@@ -114,13 +118,13 @@ def respawn(
 ) -> tuple[str, list[RespawnResult]]:
     """Bring the VMs of a DOWN host back on other hosts, from their disks."""
     row = _detached_host(engine, host)
-    return row.host_name, host_vms.respawn_dangling_vms(engine, settings, row.id)
+    return row.host_name, host_respawn.respawn_dangling_vms(engine, settings, row.id)
 
 
 @guarded(Action.VM_SANITY)
 def vm_sanity(engine: Engine, actor: Actor, settings: Settings) -> SanityReport:
     """Compare the VM rows with what the UP hosts run; fix drift, respawn lost domains."""
-    return host_vms.vm_sanity_check(engine, settings)
+    return sanity.vm_sanity_check(engine, settings)
 
 
 # --- moving VMs away, maintenance --------------------------------------------------------
@@ -130,14 +134,14 @@ def vm_sanity(engine: Engine, actor: Actor, settings: Settings) -> SanityReport:
 def evacuate(session: Session, actor: Actor, host: str | int) -> Queued:
     """Queue a migration of every VM of the host (live when it runs)."""
     row = lookup.host(session, host)
-    return host_vms.migrate_all_vms_from_host(session, row.id, actor.user_id)
+    return maintenance.migrate_all_vms_from_host(session, row.id, actor.user_id)
 
 
 @guarded(Action.HOST_MANAGE)
 def start_maintenance(session: Session, actor: Actor, host: str | int) -> Queued:
     """Put the host in MAINTENANCE (no new VMs) and queue the migration of its VMs."""
     row = inventory.set_host_status(session, actor, host, C.HostStatus.MAINTENANCE)
-    return host_vms.migrate_all_vms_from_host(session, row.id, actor.user_id)
+    return maintenance.migrate_all_vms_from_host(session, row.id, actor.user_id)
 
 
 def _host_ids(session: Session, hosts: Sequence[str | int]) -> list[int]:

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from baadal import address_pools
 from baadal import constants as C
-from baadal import pools
 from baadal.config import Settings
 from baadal.db.models import VM, PrivateIpPool, SecurityDomain, Vlan
 from baadal.errors import ConflictError
-from baadal.net import dhcp, nat
+from baadal.net import dhcp, nat_box
 from baadal.net import validators as V
 from baadal.services import lookup
 from baadal.services.policy import Action, Actor, guarded, require, security_domain_filter
@@ -63,9 +63,9 @@ def add_security_domain(
         raise ConflictError(f"security domain {name!r} already exists")
     if (ip_from is None) != (ip_to is None):
         raise ConflictError("give both ends of the private IP range, or neither")
-    vlan = pools.create_vlan(session, f"{name}-vlan{vlan_tag}"[:30], vlan_tag, cidr)
+    vlan = address_pools.create_vlan(session, f"{name}-vlan{vlan_tag}"[:30], vlan_tag, cidr)
     if ip_from is not None and ip_to is not None:
-        pools.add_private_ips(session, vlan.id, ip_from, ip_to)
+        address_pools.add_private_ips(session, vlan.id, ip_from, ip_to)
     domain = SecurityDomain(name=name, vlan_id=vlan.id, visible_to_all=visible_to_all)
     session.add(domain)
     session.flush()
@@ -90,7 +90,7 @@ def remove_security_domain(session: Session, actor: Actor, name_or_id: str | int
     if addresses:
         ordered = sorted(addresses, key=ipaddress.IPv4Address)
         # the pool layer refuses (and rolls back) when an address is still in use
-        pools.remove_private_ips(session, ordered[0], ordered[-1])
+        address_pools.remove_private_ips(session, ordered[0], ordered[-1])
     session.delete(vlan)
     session.flush()
 
@@ -151,7 +151,7 @@ def rebuild_dhcp(session: Session, actor: Actor, settings: Settings) -> int:
 @guarded(Action.NETWORK_MANAGE)
 def nat_rules(actor: Actor, settings: Settings) -> list[str]:
     """The rules Baadal made on the NAT box."""
-    return list(nat.baadal_rules(settings))
+    return list(nat_box.baadal_rules(settings))
 
 
 @guarded(Action.NETWORK_MANAGE)

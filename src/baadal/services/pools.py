@@ -1,5 +1,5 @@
 """IP pools for the doors: VLANs, private and public addresses an admin fills and drains,
-and how full they are (thin, guarded wrappers over :mod:`baadal.pools`)."""
+and how full they are (thin, guarded wrappers over :mod:`baadal.address_pools`)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
 
-from baadal import pools as ip_pools
+from baadal import address_pools as ip_pools
+from baadal.address_pools import PoolUsage
 from baadal.db.models import Vlan
-from baadal.pools import PoolUsage
 from baadal.services.policy import Action, Actor, guarded
 
 

@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from baadal.config import Settings
-from baadal.db.migrate import require_schema
+from baadal.db.schema import require_schema
 from baadal.db.session import get_engine, session_scope
 
 _schema_checked: set[str] = set()

@@ -1,5 +1,5 @@
 """The database for the doors: where its schema stands, upgrading it (thin, guarded
-wrappers over :mod:`baadal.db.migrate`), and checking the rows already stored. These take
+wrappers over :mod:`baadal.db.schema`), and checking the rows already stored. These take
 the settings, not a session: the schema may not exist yet."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from sqlalchemy import inspect, select
 from sqlalchemy.orm import InstrumentedAttribute
 
 from baadal.config import Settings
-from baadal.db import migrate
+from baadal.db import schema
 from baadal.db.models import (
     VM,
     Datastore,
@@ -40,7 +40,7 @@ class SchemaState:
     @property
     def state(self) -> str:
         if self.current is None:
-            return migrate.SCHEMA_MISSING
+            return schema.SCHEMA_MISSING
         if self.current in self.heads:
             return "up to date"
         return "needs upgrade: run `baadal db upgrade`"
@@ -49,14 +49,14 @@ class SchemaState:
 @guarded(Action.SYSTEM_MANAGE)
 def schema_state(settings: Settings, actor: Actor) -> SchemaState:
     engine = get_engine(settings)
-    current, heads = migrate.schema_revisions(engine)
+    current, heads = schema.schema_revisions(engine)
     return SchemaState(engine.url.render_as_string(hide_password=True), current, heads)
 
 
 @guarded(Action.SYSTEM_MANAGE)
 def upgrade_schema(settings: Settings, actor: Actor) -> SchemaState:
     """Create or upgrade the schema and load the reference rows (safe to repeat)."""
-    migrate.upgrade(get_engine(settings))
+    schema.upgrade(get_engine(settings))
     return schema_state(settings, actor)
 
 
@@ -116,7 +116,7 @@ def stored_text_problems(settings: Settings, actor: Actor) -> list[StoredTextPro
     """Rows whose names, MACs, addresses or paths hold control characters (stored before
     input was matched in full): each breaks the DHCP file, a NAT rule or a command."""
     engine = get_engine(settings)
-    migrate.require_schema(engine)
+    schema.require_schema(engine)
     found = []
     with session_scope(engine) as session:
         for column in CHECKED_COLUMNS:

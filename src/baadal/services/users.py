@@ -16,7 +16,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from baadal import constants as C
-from baadal.auth import roles, sessions, throttle, users
+from baadal.auth import accounts, roles, sessions, throttle
 from baadal.config import Settings
 from baadal.db.models import User
 from baadal.db.session import session_scope
@@ -66,7 +66,7 @@ def _account(session: Session, user: User) -> Account:
 
 def _user(session: Session, actor: Actor, action: Action, username: str) -> User:
     """The account, if ``actor`` may do ``action`` to it."""
-    user = users.get_user(session, username)
+    user = accounts.get_user(session, username)
     policy.require(session, actor, action, user, f"account {username}")
     return user
 
@@ -89,8 +89,8 @@ def register_self(
     """Anyone may register, so there is no actor: the account has only the user role and
     waits for an approval (unless auth.login_after_registration), and roles come from an
     admin, so registering grants nothing."""
-    info = users.UserInfo(username, first_name, last_name, email, organisation)
-    return _account(session, users.register_callback(session, settings, info, password))
+    info = accounts.UserInfo(username, first_name, last_name, email, organisation)
+    return _account(session, accounts.register_callback(session, settings, info, password))
 
 
 @open_to_anyone("a login: the password is the proof, there is no actor before it")
@@ -153,7 +153,7 @@ def set_roles(
 ) -> tuple[C.Role, ...]:
     """Make the account's roles exactly these (user is always kept); returns them."""
     wanted = [roles.parse_role(name) for name in role_names if name.strip()]
-    user = users.get_user(session, username)
+    user = accounts.get_user(session, username)
     roles.add_or_update_user_memberships(session, user.id, wanted)
     return _roles(session, user)
 
@@ -162,17 +162,17 @@ def set_roles(
 def approve(session: Session, actor: Actor, username: str) -> None:
     """Let a pending registration log in."""
     _user(session, actor, Action.USER_APPROVE, username)
-    users.approve_user(session, username)
+    accounts.approve_user(session, username)
 
 
 @guarded(Action.USER_APPROVE)
 def set_blocked(session: Session, actor: Actor, username: str, blocked: bool) -> None:
     """Refuse (or allow again) the account's logins; its VMs are left alone."""
     _user(session, actor, Action.USER_APPROVE, username)
-    users.set_blocked(session, username, blocked)
+    accounts.set_blocked(session, username, blocked)
 
 
 @guarded(Action.USER_PASSWORD)
 def set_password(session: Session, actor: Actor, username: str, password: str) -> None:
     _user(session, actor, Action.USER_PASSWORD, username)
-    users.set_password(session, username, password)
+    accounts.set_password(session, username, password)

@@ -16,8 +16,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine, and_, delete, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
+from baadal import address_pools, placement
 from baadal import constants as C
-from baadal import placement, pools
 from baadal.config import Settings
 from baadal.db.models import (
     VM,
@@ -411,7 +411,7 @@ def _check_domain_change(session: Session, vm: VM, domain: SecurityDomain) -> No
         raise ConflictError(f"{vm.vm_name} is already in security domain {domain.name!r}")
     if vm.status == C.VMStatus.SUSPENDED:
         raise ConflictError(f"{vm.vm_name} is paused: resume or stop it before moving it")
-    if not pools.free_private_count(session, domain.vlan_id):
+    if not address_pools.free_private_count(session, domain.vlan_id):
         raise ConflictError(f"no free private IP left in security domain {domain.name!r}")
 
 

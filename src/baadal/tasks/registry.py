@@ -110,15 +110,15 @@ REGISTRY = Registry()
 #: handlers on import)
 BUILTIN_HANDLER_MODULES: tuple[str, ...] = (
     "baadal.vm.install",
-    "baadal.vm.power",
+    "baadal.vm.lifecycle",
     "baadal.vm.edit",
     "baadal.vm.disk",
     "baadal.vm.snapshot",
     "baadal.vm.clone",
     "baadal.vm.migration",
     "baadal.vm.network",
-    "baadal.host.status",
-    "baadal.host.vms",
+    "baadal.host.health",
+    "baadal.vm.sanity",
     "baadal.host.maintenance",
     "baadal.host.network_graph",
     "baadal.monitor.rrd",

@@ -10,8 +10,8 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from baadal import address_pools
 from baadal import constants as C
-from baadal import pools
 from baadal.db.models import VM, Template, TemplateOwner, UserVMMap
 from baadal.db.session import session_scope
 from baadal.errors import ConflictError, ValidationError
@@ -81,7 +81,7 @@ def _edit_public_ip(ctx: TaskContext, *, attach: bool) -> bool:
             if (vm.public_ip_id is not None) == attach:
                 return False
             if attach:
-                ip = pools.allocate_public_ip(session, vm.id)
+                ip = address_pools.allocate_public_ip(session, vm.id)
                 vm.public_ip_wanted = True
                 log_vm_event(session, vm, "public_ip", None, ip, ctx.requester_id)
         if attach:
@@ -90,14 +90,14 @@ def _edit_public_ip(ctx: TaskContext, *, attach: bool) -> bool:
             except Exception:
                 with session_scope(ctx.engine) as session:
                     vm = load_vm(session, ctx.vm_id)
-                    pools.release_public_ip(session, vm.id)
+                    address_pools.release_public_ip(session, vm.id)
                     vm.public_ip_wanted = False
                 raise
             return True
         nat.remove_public_ip_mapping_from_nat(ctx.engine, ctx.settings, ctx.vm_id)
         with session_scope(ctx.engine) as session:
             vm = load_vm(session, ctx.vm_id)
-            ip = pools.release_public_ip(session, vm.id)
+            ip = address_pools.release_public_ip(session, vm.id)
             vm.public_ip_wanted = False
             log_vm_event(session, vm, "public_ip", ip, None, ctx.requester_id)
         return True

@@ -21,8 +21,8 @@ from pathlib import Path
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from baadal import address_pools, placement
 from baadal import constants as C
-from baadal import placement, pools
 from baadal.config import Settings
 from baadal.db.models import VM, AttachedDisk, Datastore, Host, Task, Template
 from baadal.db.session import session_scope
@@ -92,10 +92,10 @@ def allocate_vm_properties(session: Session, vm: VM, *, host_id: int | None = No
         vm.host_id = _chosen_host(session, vm, host_id).id
     mac, private_ip, vlan_tag = None, None, None
     if vm.security_domain_id is not None:
-        address = pools.get_private_ip_mac(session, vm.id, vm.security_domain_id)
+        address = address_pools.get_private_ip_mac(session, vm.id, vm.security_domain_id)
         private_ip, mac, vlan_tag = address.private_ip, address.mac_addr, address.vlan_tag
-    public_ip = pools.allocate_public_ip(session, vm.id) if vm.public_ip_wanted else None
-    vnc_port = pools.allocate_vnc_port(session, vm.id)
+    public_ip = address_pools.allocate_public_ip(session, vm.id) if vm.public_ip_wanted else None
+    vnc_port = address_pools.allocate_vnc_port(session, vm.id)
     session.flush()
     return VMProperties(
         host_id=vm.host_id,
@@ -207,9 +207,9 @@ def free_vm_properties(session: Session, settings: Settings, vm: VM) -> None:
             .values(used=Datastore.used - vm.HDD)
         )
         vm.datastore_id = None
-    pools.release_private_ip(session, vm.id)
-    pools.release_public_ip(session, vm.id)
-    pools.release_vnc_port(session, vm.id)
+    address_pools.release_private_ip(session, vm.id)
+    address_pools.release_public_ip(session, vm.id)
+    address_pools.release_vnc_port(session, vm.id)
     vm.host_id = None
     session.flush()
 

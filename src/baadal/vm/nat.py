@@ -3,7 +3,7 @@ database says each VM has, and the VNC grants' rules (expiry, following a moved 
 may have a grant, how long and how often is the VM service's decision
 (:func:`baadal.services.vms.grant_vnc_access`).
 
-The database is read in short transactions and the NAT box (:mod:`baadal.net.nat`) is
+The database is read in short transactions and the NAT box (:mod:`baadal.net.nat_box`) is
 programmed outside them, with plain mappings.
 """
 
@@ -20,7 +20,7 @@ from baadal.config import Settings
 from baadal.db.models import VM, Host, PublicIpPool, VncAccess
 from baadal.db.session import session_scope
 from baadal.errors import BaadalError, ConflictError, NotFoundError
-from baadal.net.nat import Mapping, PublicIpMapping, VncMapping, clear_nat_box, nat_box
+from baadal.net.nat_box import Mapping, PublicIpMapping, VncMapping, clear_nat_box, nat_box
 from baadal.timeutil import utcnow
 from baadal.vm import console
 

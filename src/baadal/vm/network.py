@@ -18,15 +18,15 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from baadal import address_pools
 from baadal import constants as C
-from baadal import pools
 from baadal.config import Settings
 from baadal.db.models import VM, PrivateIpPool, SecurityDomain
 from baadal.db.session import session_scope
 from baadal.drivers import domain_xml
 from baadal.drivers.base import Hypervisor
 from baadal.errors import BaadalError, ConflictError, NotFoundError, user_message
-from baadal.net import dhcp, nat
+from baadal.net import dhcp, nat_box
 from baadal.tasks.registry import TaskContext, TaskResult, handler
 from baadal.vm import nat as vm_nat
 from baadal.vm.common import graceful_stop, load_vm, log_vm_event, network_lock, vm_hypervisor
@@ -44,7 +44,7 @@ class VmNetwork:
 
     vm_id: int
     dhcp: dhcp.DhcpEntry | None
-    public: nat.PublicIpMapping | None
+    public: nat_box.PublicIpMapping | None
 
 
 def vm_dhcp_entry(vm: VM) -> dhcp.DhcpEntry | None:
@@ -69,7 +69,7 @@ def dhcp_entries_from_db(session: Session) -> list[dhcp.DhcpEntry]:
 def vm_network(vm: VM) -> VmNetwork:
     public = None
     if vm.public_ip is not None and vm.private_ip is not None:
-        public = nat.PublicIpMapping(vm.public_ip.public_ip, vm.private_ip.private_ip)
+        public = nat_box.PublicIpMapping(vm.public_ip.public_ip, vm.private_ip.private_ip)
     return VmNetwork(vm.id, vm_dhcp_entry(vm), public)
 
 
@@ -78,13 +78,13 @@ def publish(settings: Settings, net: VmNetwork) -> None:
     if net.dhcp is not None:
         dhcp.create_dhcp_entry(settings, net.dhcp.name, net.dhcp.mac, net.dhcp.ip)
     if net.public is not None:
-        nat.create_mapping(settings, net.public)
+        nat_box.create_mapping(settings, net.public)
 
 
 def withdraw(settings: Settings, net: VmNetwork) -> None:
     """The reverse of :func:`publish`."""
     if net.public is not None:
-        nat.remove_mapping(settings, net.public)
+        nat_box.remove_mapping(settings, net.public)
     if net.dhcp is not None:
         dhcp.remove_dhcp_entry(settings, net.dhcp.name, net.dhcp.mac, net.dhcp.ip)
 
@@ -170,8 +170,8 @@ def _take_new_address(session: Session, vm: VM, domain: SecurityDomain) -> _Move
     old = vm.private_ip
     old_vlan = old.vlan if old is not None else None
     old_pool_id, old_domain_id = vm.private_ip_id, vm.security_domain_id
-    pools.release_private_ip(session, vm.id)
-    new = pools.get_private_ip_mac(session, vm.id, domain.id)
+    address_pools.release_private_ip(session, vm.id)
+    new = address_pools.get_private_ip_mac(session, vm.id, domain.id)
     vm.security_domain_id = domain.id
     session.flush()
     session.refresh(vm)
@@ -278,8 +278,8 @@ def _restore_old_address(engine: Engine, vm_id: int, move: _Move) -> bool:
     try:
         with session_scope(engine) as session:
             vm = load_vm(session, vm_id)
-            pools.release_private_ip(session, vm.id)
-            if not pools.private_ip_is_free(session, move.old_pool_id):
+            address_pools.release_private_ip(session, vm.id)
+            if not address_pools.private_ip_is_free(session, move.old_pool_id):
                 session.rollback()
                 return False
             vm.private_ip_id = move.old_pool_id

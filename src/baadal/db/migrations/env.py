@@ -1,4 +1,4 @@
-"""Alembic environment: the engine comes from baadal.db.migrate (never from a URL here)."""
+"""Alembic environment: the engine comes from baadal.db.schema (never from a URL here)."""
 
 from alembic import context
 

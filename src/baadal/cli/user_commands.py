@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from baadal import constants as C
-from baadal.cli.common import (
+from baadal.cli.door import (
     actor,
     checked_engine,
     console,

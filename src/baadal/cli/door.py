@@ -110,3 +110,13 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
     for row in rows:
         table.add_row(*("" if v is None else str(v) for v in row))
     console.print(table)
+
+
+def say(message: str) -> None:
+    """One plain line on stdout (no Rich markup: names may hold brackets)."""
+    console.print(message, highlight=False, markup=False)
+
+
+def print_fields(title: str, rows: Sequence[tuple[str, Any]]) -> None:
+    """One object, one field per row."""
+    print_table(title, ["field", "value"], rows)

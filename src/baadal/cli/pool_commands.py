@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from baadal.cli.common import actor, console, db, handle_errors, print_table
+from baadal.cli.door import actor, console, db, handle_errors, print_table
 from baadal.services import pools
 
 app = typer.Typer(help="IP pools: VLANs, private and public addresses.", no_args_is_help=True)

@@ -6,15 +6,15 @@ from typing import Annotated
 
 import typer
 
-from baadal.cli import pools
-from baadal.cli.common import actor, checked_engine, console, db, handle_errors, print_table
+from baadal.cli import pool_commands
+from baadal.cli.door import actor, checked_engine, console, db, handle_errors, print_table
 from baadal.config import get_settings
 from baadal.services import networks
 
 app = typer.Typer(help="Networking: security domains, pools, DHCP, NAT.", no_args_is_help=True)
 domain_app = typer.Typer(help="Security domains (a VLAN + its private pool).", no_args_is_help=True)
 app.add_typer(domain_app, name="domain")
-app.add_typer(pools.app, name="pool")
+app.add_typer(pool_commands.app, name="pool")
 dhcp_app = typer.Typer(help="DHCP reservations of the VMs.", no_args_is_help=True)
 nat_app = typer.Typer(help="Public IP and VNC mappings on the NAT box.", no_args_is_help=True)
 app.add_typer(dhcp_app, name="dhcp")

@@ -9,7 +9,7 @@ import time
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from baadal import constants as C
-from baadal.cli.common import (
+from baadal.cli.door import (
     actor,
     checked_engine,
     console,
@@ -19,8 +19,8 @@ from baadal.cli.common import (
     handle_errors,
     print_table,
 )
-from baadal.cli.lab import lab_up
-from baadal.cli.vms import follow_task
+from baadal.cli.lab_commands import lab_up
+from baadal.cli.vm_commands import follow_task
 from baadal.config import get_settings
 from baadal.errors import NotFoundError
 from baadal.services import lab, system, vms

@@ -9,7 +9,7 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from baadal import constants as C
-from baadal.cli.common import (
+from baadal.cli.door import (
     actor,
     checked_engine,
     console,
@@ -20,6 +20,7 @@ from baadal.cli.common import (
     print_table,
 )
 from baadal.config import get_settings
+from baadal.services import hosts as host_services
 from baadal.services import tasks, vms
 
 app = typer.Typer(help="Virtual machines.", no_args_is_help=True)
@@ -295,3 +296,36 @@ def disk_attach(
     with db() as session:
         task_id = vms.request_attach_disk(session, actor(session), vm, size).id
     follow_task(task_id, wait=wait, inline=inline)
+
+
+@app.command("migrate")
+@handle_errors
+def migrate_cmd(
+    vm: str,
+    to: Annotated[
+        str | None, typer.Option(help="destination host (default: placement chooses)")
+    ] = None,
+    offline: Annotated[
+        bool, typer.Option(help="pause a running guest while it moves instead of a live migration")
+    ] = False,
+    wait: WaitOpt = True,
+    inline: InlineOpt = False,
+) -> None:
+    """Migrate a VM to another host; a shut-off VM always moves offline."""
+    with db() as session:
+        task = vms.request_migrate(session, actor(session), vm, to, live=not offline)
+        task_id = task.id
+    follow_task(task_id, wait=wait, inline=inline)
+
+
+@app.command("sanity")
+@handle_errors
+def vm_sanity_cmd() -> None:
+    """Compare the VM rows with what the UP hosts run; fix drift, respawn lost domains,
+    report orphans."""
+    report = host_services.vm_sanity(checked_engine(), current_actor(), get_settings())
+    rows = [(r.vm_name, r.vm_identity, r.host, r.state, r.action) for r in report.rows]
+    print_table("VM sanity", ["VM", "domain", "host", "state", "action"], rows)
+    for host, error in report.unreachable.items():
+        console.print(f"[red]{host} did not answer:[/] {error}", highlight=False)
+    console.print(report.summary(), highlight=False)

@@ -1,147 +1,19 @@
-"""``baadal host|datastore|template ...``: what an admin registers before VMs can exist."""
+"""``baadal datastore|template ...``: what an admin registers before VMs can exist."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
 
-from baadal import constants as C
-from baadal.cli.common import actor, console, db, handle_errors, print_table
+from baadal.cli.door import actor, db, handle_errors, print_fields, print_table, say
 from baadal.services import inventory
-from baadal.services.rows import Datastore, Host, Template
+from baadal.services.rows import Datastore, Template
 
-host_app = typer.Typer(help="Hypervisor hosts.", no_args_is_help=True)
 datastore_app = typer.Typer(help="Datastores: shared storage for images.", no_args_is_help=True)
 template_app = typer.Typer(help="Templates: base images VMs are made from.", no_args_is_help=True)
 
 NameOrId = Annotated[str, typer.Argument(metavar="NAME", help="name (or numeric id)")]
-
-
-def _say(message: str) -> None:
-    console.print(message, highlight=False, markup=False)
-
-
-def _fields(title: str, rows: Sequence[tuple[str, Any]]) -> None:
-    print_table(title, ["field", "value"], rows)
-
-
-def _status_name(value: int) -> str:
-    try:
-        return C.HostStatus(value).name.lower()
-    except ValueError:
-        return str(value)
-
-
-# --- hosts ---------------------------------------------------------------------------
-
-
-def _host_fields(host: Host) -> list[tuple[str, Any]]:
-    return [
-        ("id", host.id),
-        ("name", host.host_name),
-        ("address", host.address),
-        ("status", _status_name(host.status)),
-        ("type", host.host_type),
-        ("CPUs", host.CPUs),
-        ("RAM (GB)", host.RAM),
-        ("HDD (GB)", host.HDD),
-        ("libvirt URI", host.libvirt_uri),
-        ("SSH user", host.ssh_user),
-        ("SSH port", host.ssh_port),
-        ("SSH key file", host.ssh_key_ref),
-        ("MAC", host.mac_addr),
-        ("category", host.category),
-    ]
-
-
-@host_app.command("add")
-@handle_errors
-def host_add_cmd(
-    name: Annotated[str, typer.Argument(help="host name (letters, digits, . _ -)")],
-    address: Annotated[str, typer.Option("--address", help="IPv4 address or DNS name")],
-    cpus: Annotated[int, typer.Option("--cpus", help="physical CPUs")],
-    ram_gb: Annotated[int, typer.Option("--ram-gb", help="RAM in GB")],
-    hdd_gb: Annotated[int, typer.Option("--hdd-gb", help="local disk in GB")] = 0,
-    libvirt_uri: Annotated[
-        str | None,
-        typer.Option("--libvirt-uri", help="default: qemu+ssh://USER@ADDRESS/system"),
-    ] = None,
-    ssh_user: Annotated[str, typer.Option("--ssh-user")] = "root",
-    ssh_port: Annotated[int, typer.Option("--ssh-port")] = 22,
-    ssh_key: Annotated[
-        str | None, typer.Option("--ssh-key", help="path to the private key file")
-    ] = None,
-    mac: Annotated[str | None, typer.Option("--mac", help="NIC MAC (wake-on-LAN)")] = None,
-    host_type: Annotated[str, typer.Option("--type", help="Physical or Virtual")] = "Physical",
-    category: Annotated[str | None, typer.Option("--category")] = None,
-    status: Annotated[str, typer.Option("--status", help="down, up or maintenance")] = "down",
-) -> None:
-    """Register a host (it starts DOWN unless told otherwise)."""
-    with db() as session:
-        host = inventory.add_host(
-            session,
-            actor(session),
-            name=name,
-            address=address,
-            cpus=cpus,
-            ram_gb=ram_gb,
-            hdd_gb=hdd_gb,
-            libvirt_uri=libvirt_uri,
-            ssh_user=ssh_user,
-            ssh_port=ssh_port,
-            ssh_key_ref=ssh_key,
-            mac_addr=mac,
-            host_type=host_type,
-            category=category,
-            status=status,
-        )
-        line = f"added host {host.host_name} (id {host.id}, {host.libvirt_uri})"
-    _say(line)
-
-
-@host_app.command("list")
-@handle_errors
-def host_list_cmd() -> None:
-    """All hosts with their state and capacity."""
-    with db() as session:
-        rows = [
-            (h.id, h.host_name, h.address, _status_name(h.status), h.CPUs, h.RAM, h.host_type)
-            for h in inventory.list_hosts(session, actor(session))
-        ]
-    print_table("Hosts", ["id", "name", "address", "status", "CPUs", "RAM GB", "type"], rows)
-
-
-@host_app.command("show")
-@handle_errors
-def host_show_cmd(host: NameOrId) -> None:
-    """One host, every field."""
-    with db() as session:
-        rows = _host_fields(inventory.get_host(session, actor(session), host))
-    _fields(f"host {host}", rows)
-
-
-@host_app.command("set-status")
-@handle_errors
-def host_set_status_cmd(
-    host: NameOrId,
-    status: Annotated[str, typer.Argument(help="down, up or maintenance")],
-) -> None:
-    """Mark a host up, down or in maintenance (placement uses UP hosts only)."""
-    with db() as session:
-        row = inventory.set_host_status(session, actor(session), host, status)
-        line = f"host {row.host_name} is now {_status_name(row.status)}"
-    _say(line)
-
-
-@host_app.command("remove")
-@handle_errors
-def host_remove_cmd(host: NameOrId) -> None:
-    """Forget a host; refused while any VM is on it."""
-    with db() as session:
-        inventory.remove_host(session, actor(session), host)
-    _say(f"removed host {host}")
 
 
 # --- datastores ----------------------------------------------------------------------
@@ -192,7 +64,7 @@ def datastore_add_cmd(
             password_ref=password_ref,
         )
         line = f"added datastore {ds.ds_name} (id {ds.id}, {ds.system_mount_point})"
-    _say(line)
+    say(line)
 
 
 @datastore_app.command("list")
@@ -213,7 +85,7 @@ def datastore_show_cmd(datastore: NameOrId) -> None:
     """One datastore, every field."""
     with db() as session:
         rows = _datastore_fields(inventory.get_datastore(session, actor(session), datastore))
-    _fields(f"datastore {datastore}", rows)
+    print_fields(f"datastore {datastore}", rows)
 
 
 # --- templates -----------------------------------------------------------------------
@@ -287,7 +159,7 @@ def template_add_cmd(
             boot_cmdline=boot_cmdline,
         )
         line = f"added template {t.name} (id {t.id}, {t.hdfile} on {t.datastore.ds_name})"
-    _say(line)
+    say(line)
 
 
 @template_app.command("list")
@@ -310,7 +182,7 @@ def template_show_cmd(template: NameOrId) -> None:
     """One template, every field."""
     with db() as session:
         rows = _template_fields(inventory.get_template(session, actor(session), template))
-    _fields(f"template {template}", rows)
+    print_fields(f"template {template}", rows)
 
 
 @template_app.command("deactivate")
@@ -320,4 +192,4 @@ def template_deactivate_cmd(template: NameOrId) -> None:
     with db() as session:
         t = inventory.deactivate_template(session, actor(session), template)
         line = f"template {t.name} deactivated"
-    _say(line)
+    say(line)

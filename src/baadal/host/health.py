@@ -26,7 +26,7 @@ from baadal.drivers import hypervisor_for
 from baadal.drivers.base import HypervisorError
 from baadal.drivers.remote import RemoteTarget, execute_remote_cmd
 from baadal.errors import RemoteCommandError
-from baadal.host import vms as host_vms
+from baadal.host.respawn import recover_down_host
 from baadal.net.ping import is_pingable
 from baadal.tasks.registry import TaskContext, TaskResult, handler
 
@@ -204,7 +204,7 @@ def host_status_sanity_check(engine: Engine, settings: Settings) -> list[HostChe
             level = logging.WARNING if check.new == C.HostStatus.DOWN else logging.INFO
             log.log(level, "host %s is %s: %s", row.host_name, check.new.name, check.problem)
     for check in went_down:  # only hosts this pass itself marked DOWN
-        for result in host_vms.recover_down_host(engine, settings, check.host_id):
+        for result in recover_down_host(engine, settings, check.host_id):
             log.log(
                 logging.INFO if result.ok else logging.ERROR,
                 "VM %s of DOWN host %s: %s", result.vm_name, check.host_name,

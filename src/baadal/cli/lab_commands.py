@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from baadal.cli.common import actor, checked_engine, console, current_actor, db, handle_errors
+from baadal.cli.door import actor, checked_engine, console, current_actor, db, handle_errors
 from baadal.config import get_settings
 from baadal.services import lab
 from baadal.services.lab import UpResult

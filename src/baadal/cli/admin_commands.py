@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from baadal.cli.common import console, current_actor, handle_errors, print_table
+from baadal.cli.door import console, current_actor, handle_errors, print_table
 from baadal.config import config_file_path, get_settings
 from baadal.services import inventory, system
 

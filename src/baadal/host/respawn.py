@@ -1,10 +1,10 @@
-"""The VMs of a host against what libvirt says (the seed's host_vms.py and vm_sanity).
+"""Respawn: a VM whose domain is lost (its host DOWN, or undefined behind Baadal's back)
+defined again from the database, on its own host or where placement puts it (the seed's
+host_vms.respawn_dangling_vms); a DOWN host's VMs fenced first.
 
-    get_host_domains / has_running_vm   what a host's libvirt holds
-    delete_orphan_vm                    remove a domain no VM row knows
     respawn_vm                          define a VM's lost domain again from the DB
     respawn_dangling_vms                every VM of a DOWN host, on other hosts
-    vm_sanity_check / vm_sanity         the periodic sync of the DB with libvirt
+    fence_vms / recover_down_host       make sure a DOWN host no longer runs them, then respawn
 
 Libvirt and qemu-img calls run between short transactions, never inside one: on SQLite a
 transaction holds the database's write lock for as long as it is open.
@@ -17,7 +17,7 @@ import dataclasses
 import logging
 import re
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
 
@@ -26,10 +26,10 @@ from sqlalchemy.orm import Session
 
 from baadal import constants as C
 from baadal.config import Settings
-from baadal.db.models import VM, AttachedDisk, Datastore, Host, Snapshot, Task
+from baadal.db.models import VM, AttachedDisk, Datastore, Host, Snapshot
 from baadal.db.session import session_scope
 from baadal.drivers import domain_xml, hypervisor_for
-from baadal.drivers.base import DomainInfo, DomainNotFound, Hypervisor, HypervisorError
+from baadal.drivers.base import Hypervisor, HypervisorError
 from baadal.drivers.remote import RemoteTarget, execute_remote_cmd
 from baadal.errors import (
     BaadalError,
@@ -38,41 +38,11 @@ from baadal.errors import (
     RemoteCommandError,
     user_message,
 )
-from baadal.host.maintenance import Queued
-from baadal.tasks.registry import TaskContext, TaskResult, handler
 from baadal.vm import migration, storage
-from baadal.vm.common import load_vm, log_vm_event, set_status
+from baadal.vm.common import load_vm, log_vm_event
 from baadal.vm.install import allocate_vm_properties, launch_vm_on_host, vm_domain_spec
 
 log = logging.getLogger("baadal")
-
-
-def get_host_domains(host: Host) -> list[DomainInfo]:
-    """Every domain defined or running on the host (read only)."""
-    return hypervisor_for(host.libvirt_uri).list_domains()
-
-
-def has_running_vm(host: Host) -> bool:
-    """True if any domain is active; a paused one still holds the host's memory."""
-    return any(domain.active for domain in get_host_domains(host))
-
-
-def delete_orphan_vm(engine: Engine, host_id: int, vm_name: str) -> None:
-    """Power off and undefine a domain Baadal does not know; its disk files are kept."""
-    with session_scope(engine) as session:
-        host = session.get(Host, host_id)
-        if host is None:
-            raise NotFoundError(f"no host with id {host_id}")
-        if session.scalar(select(VM.id).where(VM.vm_identity == vm_name)) is not None:
-            raise ConflictError(f"{vm_name} belongs to a Baadal VM: it is not an orphan")
-        hv, host_name = hypervisor_for(host.libvirt_uri), host.host_name
-    try:
-        hv.undefine(vm_name)  # destroys it first when it runs
-    except DomainNotFound:
-        raise NotFoundError(f"host {host_name} has no domain {vm_name}") from None
-
-
-# --- respawn ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -346,213 +316,3 @@ def recover_down_host(engine: Engine, settings: Settings, host_id: int) -> list[
                 for name in identities
             ]
     return respawn_dangling_vms(engine, settings, host_id)
-
-
-def migrate_all_vms_from_host(
-    session: Session, host_id: int, requester_id: int | None = None
-) -> Queued:
-    """The seed's evacuation: one migration task per VM of the host (live when it runs),
-    each destination chosen by placement when the task runs. Returns the task ids and
-    the VMs skipped with why (not installed, or a migration already queued)."""
-    host = session.get(Host, host_id)
-    if host is None:
-        raise NotFoundError(f"no host with id {host_id}")
-    movable = (C.VMStatus.RUNNING, C.VMStatus.SUSPENDED, C.VMStatus.SHUTDOWN)
-    task_ids, skipped = [], []
-    for vm in session.scalars(select(VM).where(VM.host_id == host_id).order_by(VM.id)):
-        if vm.status not in movable:
-            skipped.append((vm.vm_name, f"state {C.VMStatus(vm.status).name.lower()}"))
-            continue
-        live = vm.status == C.VMStatus.RUNNING
-        try:
-            task = migration.add_migrate_task_to_queue(session, vm.id, None, live, requester_id)
-        except ConflictError as exc:
-            skipped.append((vm.vm_name, str(exc)))
-            continue
-        task_ids.append(task.id)
-    return Queued(task_ids, skipped)
-
-
-# --- VM sanity check -------------------------------------------------------------------
-
-ORPHAN = "Orphan"
-UNDEFINED = "Undefined"
-
-
-@dataclass(frozen=True)
-class SanityRow:
-    vm_name: str
-    vm_identity: str
-    host: str | None
-    #: what libvirt showed: a VMStatus name, "Orphan", "Undefined" or "?"
-    state: str
-    action: str
-
-
-@dataclass
-class SanityReport:
-    rows: list[SanityRow] = field(default_factory=list)
-    #: host name -> why its libvirt did not answer
-    unreachable: dict[str, str] = field(default_factory=dict)
-
-    def summary(self) -> str:
-        noted = sum(1 for r in self.rows if r.action != "ok")
-        orphans = [r.vm_identity for r in self.rows if r.state == ORPHAN]
-        text = f"{len(self.rows)} VMs and domains checked, {noted} not simply ok"
-        if orphans:
-            text += f"; orphans: {', '.join(orphans)}"
-        if self.unreachable:
-            text += f"; hosts not answering: {', '.join(sorted(self.unreachable))}"
-        return text
-
-
-@dataclass(frozen=True)
-class _Seen:
-    """A VM row as read before libvirt was asked."""
-
-    id: int
-    name: str
-    identity: str
-    host_id: int | None
-    host_name: str | None
-    status: int
-    busy: bool
-
-
-def _read_state(engine: Engine) -> tuple[dict[int, tuple[str, Hypervisor]], list[_Seen]]:
-    with session_scope(engine) as session:
-        hosts = {
-            h.id: (h.host_name, hypervisor_for(h.libvirt_uri))
-            for h in session.scalars(select(Host).where(Host.status == C.HostStatus.UP))
-        }
-        busy = set(
-            session.scalars(
-                select(Task.vm_id).where(
-                    Task.vm_id.is_not(None), Task.status.in_(C.TASK_UNFINISHED)
-                )
-            )
-        )
-        vms = [
-            _Seen(
-                vm.id,
-                vm.vm_name,
-                vm.vm_identity,
-                vm.host_id,
-                vm.host.host_name if vm.host else None,
-                vm.status,
-                vm.id in busy,
-            )
-            for vm in session.scalars(select(VM).order_by(VM.id))
-        ]
-    return hosts, vms
-
-
-def _still_as_seen(session: Session, seen: _Seen) -> VM | None:
-    """The VM row if nobody changed it (or queued a task for it) since it was read."""
-    vm = session.get(VM, seen.id)
-    if vm is None or (vm.host_id, vm.status) != (seen.host_id, seen.status):
-        return None
-    task = session.scalar(
-        select(Task.id).where(Task.vm_id == seen.id, Task.status.in_(C.TASK_UNFINISHED)).limit(1)
-    )
-    return vm if task is None else None
-
-
-def _sync_row(
-    engine: Engine,
-    seen: _Seen,
-    host_id: int,
-    host_name: str,
-    old_host: str | None,
-    status: C.VMStatus,
-) -> str:
-    """Write what libvirt showed: the VM's host and power state, with event rows."""
-    with session_scope(engine) as session:
-        vm = _still_as_seen(session, seen)
-        if vm is None:
-            return "skipped: changed meanwhile"
-        actions = []
-        if vm.host_id != host_id:
-            log_vm_event(session, vm, "host", old_host, host_name)
-            vm.host_id = host_id
-            actions.append(f"host {old_host} -> {host_name}")
-        if status != C.VMStatus.UNKNOWN and vm.status != status:
-            actions.append(f"status {C.VMStatus(vm.status).name} -> {status.name}")
-            set_status(session, vm, status, None)
-        return "; ".join(actions) or "ok"
-
-
-def _check_vm(
-    engine: Engine,
-    settings: Settings,
-    seen: _Seen,
-    hosts: dict[int, tuple[str, Hypervisor]],
-    found: dict[str, list[tuple[int, DomainInfo]]],
-    unreachable: dict[str, str],
-) -> SanityRow:
-    own = seen.host_name
-    places = found.get(seen.identity, [])
-    if seen.busy or seen.status == C.VMStatus.IN_QUEUE:
-        state = C.VMStatus(places[0][1].status).name if len(places) == 1 else "?"
-        return SanityRow(seen.name, seen.identity, own, state, "skipped: task in progress")
-    if len(places) > 1:
-        names = ", ".join(hosts[h][0] for h, _ in places)
-        return SanityRow(seen.name, seen.identity, own, "?", f"defined on several hosts: {names}")
-    if places:
-        ((host_id, info),) = places
-        name = hosts[host_id][0]
-        action = _sync_row(engine, seen, host_id, name, own, info.status)
-        return SanityRow(seen.name, seen.identity, name, info.status.name, action)
-    if seen.host_id not in hosts:
-        return SanityRow(seen.name, seen.identity, own, "?", "not checked: its host is not UP")
-    if unreachable:
-        return SanityRow(
-            seen.name, seen.identity, own, UNDEFINED, "not respawned: some hosts did not answer"
-        )
-    try:
-        result = respawn_vm(engine, settings, seen.id)
-    except BaadalError as exc:
-        return SanityRow(seen.name, seen.identity, own, UNDEFINED, f"respawn failed: {exc}")
-    return SanityRow(seen.name, seen.identity, result.new_host, UNDEFINED, result.message)
-
-
-def vm_sanity_check(engine: Engine, settings: Settings) -> SanityReport:
-    """Sync the DB with libvirt on the UP hosts and report Orphan and Undefined domains.
-
-    VMs being changed by a task are skipped. A VM undefined behind Baadal's back is
-    respawned (its disk is intact, no revert), but only when every UP host answered:
-    otherwise its domain may live on the silent one. Orphans are reported, never deleted.
-    """
-    hosts, vms = _read_state(engine)
-    report = SanityReport()
-    found: dict[str, list[tuple[int, DomainInfo]]] = {}
-    for host_id, (name, hv) in hosts.items():
-        try:
-            domains = hv.list_domains()
-        except BaadalError as exc:
-            report.unreachable[name] = str(exc)
-            continue
-        for domain in domains:
-            found.setdefault(domain.name, []).append((host_id, domain))
-    for seen in vms:
-        report.rows.append(_check_vm(engine, settings, seen, hosts, found, report.unreachable))
-    known = {seen.identity for seen in vms}
-    for domain_name, places in sorted(found.items()):
-        if domain_name not in known:
-            for host_id, info in places:
-                report.rows.append(
-                    SanityRow(
-                        "",
-                        domain_name,
-                        hosts[host_id][0],
-                        ORPHAN,
-                        f"reported ({info.status.name}), not deleted",
-                    )
-                )
-    return report
-
-
-@handler(C.TaskType.VM_SANITY, periodic=("vm_sanity",))
-def vm_sanity(ctx: TaskContext) -> TaskResult:
-    """The periodic 'VM Sanity' handler (idempotent: a re-run checks again)."""
-    return TaskResult.success(vm_sanity_check(ctx.engine, ctx.settings).summary())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from baadal.cli.common import actor, checked_engine, console, db, handle_errors, print_table
+from baadal.cli.door import actor, checked_engine, console, db, handle_errors, print_table
 from baadal.config import config_file_path
 from baadal.services import cloud
 

@@ -1,6 +1,5 @@
-"""``baadal cloud shutdown|bootup`` and ``baadal host shutdown|bootup|evacuate|
-maintenance``: maintenance of the whole cloud or of some hosts, one task per VM, with a
-progress bar."""
+"""``baadal cloud shutdown|bootup``: maintenance of the whole cloud, one task per VM, with
+a progress bar (:func:`run_queued`, which the ``host`` maintenance commands share)."""
 
 from __future__ import annotations
 
@@ -14,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy.orm import Session
 
 from baadal import constants as C
-from baadal.cli.common import (
+from baadal.cli.door import (
     actor,
     checked_engine,
     console,
@@ -24,10 +23,8 @@ from baadal.cli.common import (
     handle_errors,
     print_table,
 )
-from baadal.cli.inventory import host_app
 from baadal.config import get_settings
 from baadal.services import cloud, tasks
-from baadal.services import hosts as host_services
 from baadal.services.hosts import Queued
 from baadal.services.policy import Actor
 from baadal.services.tasks import TaskState
@@ -104,36 +101,3 @@ def shutdown_cmd(inline: InlineOpt = False) -> None:
 def bootup_cmd(inline: InlineOpt = False) -> None:
     """Revert every VM the shutdown snapshotted and resume it."""
     run_queued(cloud.bootup, "cloud bootup", inline=inline, shutdown=False)
-
-
-@host_app.command("shutdown")
-@handle_errors
-def host_shutdown_cmd(hosts: list[str], inline: InlineOpt = False) -> None:
-    """Snapshot and power off the VMs of these hosts."""
-    run_queued(
-        lambda s, who: host_services.shutdown_vms(s, who, hosts), "host shutdown", inline=inline
-    )
-
-
-@host_app.command("bootup")
-@handle_errors
-def host_bootup_cmd(hosts: list[str], inline: InlineOpt = False) -> None:
-    """Bring back the VMs a host shutdown snapshotted."""
-    run_queued(lambda s, who: host_services.bootup_vms(s, who, hosts), "host bootup", inline=inline)
-
-
-@host_app.command("evacuate")
-@handle_errors
-def evacuate_cmd(host: str, inline: InlineOpt = False) -> None:
-    """Migrate every VM off the host (live when running), one task each."""
-    run_queued(
-        lambda s, who: host_services.evacuate(s, who, host), f"evacuate {host}", inline=inline
-    )
-
-
-@host_app.command("maintenance")
-@handle_errors
-def maintenance_cmd(host: str, inline: InlineOpt = False) -> None:
-    """Put the host in MAINTENANCE (no new VMs) and migrate its VMs away."""
-    run_queued(lambda s, who: host_services.start_maintenance(s, who, host), f"maintenance of {host}",
-               inline=inline)  # fmt: skip
