@@ -40,9 +40,11 @@ from baadal.db.models import (
 )
 from baadal.db.session import make_engine, session_scope
 from baadal.errors import BaadalError, PermissionDenied
+from baadal.net import nat_box
 from baadal.services import inventory, load_all, monitoring, networks, policy, vms
 from baadal.services.policy import Action, Actor, actor_for, guarded
 from tests.support.cloud import fake_host_uri, make_cloud
+from tests.support.natbox import FakeNatBox
 
 pytestmark = pytest.mark.unit
 
@@ -372,13 +374,24 @@ def _cases() -> list[tuple[str, int, Case]]:
     ("name", "index", "case"), _cases(), ids=[f"{n}[{i}]" for n, i, _ in _cases()]
 )
 def test_matrix(
-    name: str, index: int, case: Case, world_engine: tuple[Engine, Path], settings: Settings
+    name: str,
+    index: int,
+    case: Case,
+    world_engine: tuple[Engine, Path],
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     engine, root = world_engine
-    settings.nat.nat_type = C.NatType.NONE
+    # a NAT box (in memory) that every NAT change goes to: a refusal must leave its rules
+    box = FakeNatBox()
+    monkeypatch.setattr(nat_box, "execute_remote_cmd", box)
+    settings.nat.nat_type = C.NatType.SOFTWARE
+    settings.nat.nat_ip = "10.99.0.2"
+    settings.nat.public_interface = "pub0"
     refused, allowed = [], []
     for who in ACTORS:
         before = fingerprint(engine, root)
+        nat_before = box.state()
         with Session(engine) as session:
             actor = actor_for(session, who)
         with Session(engine) as session:
@@ -390,6 +403,7 @@ def test_matrix(
                 assert "\n" not in str(exc)
                 session.commit()  # a careless door commits: still nothing may have changed
                 assert fingerprint(engine, root) == before, f"{who}: refused but changed state"
+                assert box.state() == nat_before, f"{who}: refused but changed the NAT box"
                 refused.append(who)
                 continue
             except BaadalError:

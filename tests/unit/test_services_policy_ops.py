@@ -261,8 +261,9 @@ def test_ops_matrix(
     world_engine: tuple[Engine, Path],  # noqa: F811 - the imported fixture
     settings: Settings,
     inert: None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    run_case(name, index, case, world_engine, settings)
+    run_case(name, index, case, world_engine, settings, monkeypatch)
 
 
 def test_every_operations_function_has_a_case() -> None:

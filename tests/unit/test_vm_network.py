@@ -28,7 +28,7 @@ from baadal.services import vms
 from baadal.services.policy import SYSTEM
 from baadal.vm import common, network
 from tests.support.cloud import Cloud, fake_host_uri, make_cloud
-from tests.unit.test_nat import FakeNatBox
+from tests.support.natbox import FakeNatBox
 from tests.unit.test_vm_lifecycle import create, hv_of, last_task, operate, run_tasks
 
 pytestmark = pytest.mark.unit
