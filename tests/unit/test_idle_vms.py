@@ -40,11 +40,11 @@ DAY = 86400
 
 
 @pytest.fixture
-def cloud(sqlite_engine: Engine, settings: Settings, tmp_path: Path) -> Iterator[Cloud]:
+def cloud(engine: Engine, settings: Settings, tmp_path: Path) -> Iterator[Cloud]:
     settings.general.snapshot_requires_ping = False
     settings.vm.stop_timeout_s = 0.5
     fake.reset()
-    yield make_cloud(sqlite_engine, settings, tmp_path, ["fake:///h1"])
+    yield make_cloud(engine, settings, tmp_path, ["fake:///h1"])
     fake.reset()
 
 
@@ -131,7 +131,7 @@ def state(engine: Engine) -> tuple[object, ...]:
 
 
 def test_an_idle_vm_is_warned_then_destroyed_unless_busy_locked_or_kept(
-    sqlite_engine: Engine,
+    engine: Engine,
     settings: Settings,
     cloud: Cloud,
     warnings: list[tuple[str, str, datetime]],
@@ -141,148 +141,146 @@ def test_an_idle_vm_is_warned_then_destroyed_unless_busy_locked_or_kept(
     first_check = as_datetime(end - 21 * DAY)  # the daily check 21 days ago
     ids = {}
     for name in ("idle", "busy", "locked", "kept"):
-        ids[name] = create(sqlite_engine, settings, name)
-        backdate(sqlite_engine, ids[name], 60)
-        identity = identity_of(sqlite_engine, ids[name])
+        ids[name] = create(engine, settings, name)
+        backdate(engine, ids[name], 60)
+        identity = identity_of(engine, ids[name])
         # the busy VM reached 90 % CPU for three hours 30 days ago
         burst = (end - 30 * DAY, end - 30 * DAY + 3 * 3600) if name == "busy" else None
         write_history(settings, identity, start, end, burst=burst)
-    with session_scope(sqlite_engine) as s:
+    with session_scope(engine) as s:
         idle_vms.set_locked(s, SYSTEM, "locked", True)
 
-    before = state(sqlite_engine)
-    planned = idle_checks.plan_idle_vms(sqlite_engine, settings, first_check)
+    before = state(engine)
+    planned = idle_checks.plan_idle_vms(engine, settings, first_check)
     assert [(p.vm_name, p.action) for p in planned] == [
         ("idle", IdleAction.WARN_IDLE),
         ("kept", IdleAction.WARN_IDLE),
     ]
     assert "CPU 2.0 %" in planned[0].reason and "received 1000 B/s" in planned[0].reason
-    assert state(sqlite_engine) == before and not warnings  # planning changes nothing
+    assert state(engine) == before and not warnings  # planning changes nothing
 
-    idle_checks.take_idle_steps(sqlite_engine, planned)
+    idle_checks.take_idle_steps(engine, planned)
     deadline = first_check + timedelta(days=settings.general.idle_warning_days)
     assert warnings == [("idle", "idle", deadline), ("kept", "idle", deadline)]
-    assert vm_row(sqlite_engine, ids["idle"]).shutdown_warning_date == deadline
+    assert vm_row(engine, ids["idle"]).shutdown_warning_date == deadline
     # nothing is due yet: a second run the same day does nothing
-    assert idle_checks.plan_idle_vms(sqlite_engine, settings, first_check) == []
+    assert idle_checks.plan_idle_vms(engine, settings, first_check) == []
 
-    with session_scope(sqlite_engine) as s:
+    with session_scope(engine) as s:
         assert idle_vms.keep(s, SYSTEM, "kept") == "kept"
-    assert vm_row(sqlite_engine, ids["kept"]).shutdown_warning_date is None
+    assert vm_row(engine, ids["kept"]).shutdown_warning_date is None
 
     # 21 days on (now): the collector destroys what is still idle, through the queue
-    task = run_job(sqlite_engine, settings, C.TaskType.VM_GARBAGE_COLLECTOR, "vm_garbage_collector")
+    task = run_job(engine, settings, C.TaskType.VM_GARBAGE_COLLECTOR, "vm_garbage_collector")
     assert task.status == C.TaskStatus.SUCCESS, task.message
     assert "idle: destroy queued" in task.message
-    with session_scope(sqlite_engine) as s:
+    with session_scope(engine) as s:
         destroy = s.scalar(select(Task).where(Task.task_type == C.TaskType.DESTROY_VM))
         assert destroy.vm_id == ids["idle"] and destroy.status == C.TaskStatus.SUCCESS
         assert destroy.requester_id == C.SYSTEM_USER_ID
-    idle = vm_row(sqlite_engine, ids["idle"])
+    idle = vm_row(engine, ids["idle"])
     assert idle.status == C.VMStatus.SHUTDOWN and idle.shutdown_warning_date is None
-    hv, identity = hv_of(sqlite_engine, ids["idle"])
+    hv, identity = hv_of(engine, ids["idle"])
     assert not hv.domain_info(identity).active
     for name in ("busy", "locked", "kept"):
-        assert vm_row(sqlite_engine, ids[name]).status == C.VMStatus.RUNNING, name
+        assert vm_row(engine, ids[name]).status == C.VMStatus.RUNNING, name
     # the kept VM is not warned again for the next period, the locked one never
-    steps = idle_checks.plan_idle_vms(sqlite_engine, settings)
+    steps = idle_checks.plan_idle_vms(engine, settings)
     assert {p.vm_name for p in steps} == {"busy"}  # its burst is out of the window now
 
 
 def test_a_vm_that_got_busy_or_has_no_history_is_not_destroyed(
-    sqlite_engine: Engine, settings: Settings, cloud: Cloud, warnings: list
+    engine: Engine, settings: Settings, cloud: Cloud, warnings: list
 ) -> None:
     end = int(utcnow().replace(tzinfo=UTC).timestamp()) // STEP * STEP
-    woke = create(sqlite_engine, settings, "woke")
-    unmeasured = create(sqlite_engine, settings, "unmeasured")
+    woke = create(engine, settings, "woke")
+    unmeasured = create(engine, settings, "unmeasured")
     for vm_id in (woke, unmeasured):
-        backdate(sqlite_engine, vm_id, 60)
+        backdate(engine, vm_id, 60)
     # idle until 21 days ago, then it sends 50 kB/s for an hour
-    write_history(settings, identity_of(sqlite_engine, woke), end - 41 * DAY, end - 5 * DAY)
-    path = str(rrd.get_rrd_file(settings, identity_of(sqlite_engine, woke)))
+    write_history(settings, identity_of(engine, woke), end - 41 * DAY, end - 5 * DAY)
+    path = str(rrd.get_rrd_file(settings, identity_of(engine, woke)))
     rrdtool.update(
         path,
         *(f"{end - 5 * DAY + i * STEP}:0:0:0:0:{i * 50_000 * STEP}:0" for i in range(1, 13)),
     )
     past = as_datetime(end - 20 * DAY)
-    steps = idle_checks.plan_idle_vms(sqlite_engine, settings, past)
+    steps = idle_checks.plan_idle_vms(engine, settings, past)
     assert [(p.vm_name, p.action) for p in steps] == [("woke", IdleAction.WARN_IDLE)]
-    idle_checks.take_idle_steps(sqlite_engine, steps)
+    idle_checks.take_idle_steps(engine, steps)
 
-    task = run_job(sqlite_engine, settings, C.TaskType.VM_GARBAGE_COLLECTOR, "vm_garbage_collector")
+    task = run_job(engine, settings, C.TaskType.VM_GARBAGE_COLLECTOR, "vm_garbage_collector")
     assert "woke: warning cleared (no longer idle" in task.message, task.message
-    row = vm_row(sqlite_engine, woke)
+    row = vm_row(engine, woke)
     assert row.status == C.VMStatus.RUNNING and row.shutdown_warning_date is None
-    with session_scope(sqlite_engine) as s:
+    with session_scope(engine) as s:
         assert s.scalar(select(Task).where(Task.task_type == C.TaskType.DESTROY_VM)) is None
-    verdict = idle_checks.idle_verdict(settings, identity_of(sqlite_engine, unmeasured), utcnow())
+    verdict = idle_checks.idle_verdict(settings, identity_of(engine, unmeasured), utcnow())
     assert verdict == (False, "history covers 0% of 20 days")
 
 
 def test_a_vm_shut_off_too_long_is_warned_then_deleted(
-    sqlite_engine: Engine,
+    engine: Engine,
     settings: Settings,
     cloud: Cloud,
     warnings: list[tuple[str, str, datetime]],
 ) -> None:
-    ids = {name: create(sqlite_engine, settings, name) for name in ("old", "back", "recent")}
+    ids = {name: create(engine, settings, name) for name in ("old", "back", "recent")}
     for name, vm_id in ids.items():
-        operate(sqlite_engine, settings, vm_id, "destroy")
+        operate(engine, settings, vm_id, "destroy")
         if name != "recent":
-            backdate(sqlite_engine, vm_id, settings.general.shutdown_vm_days + 1)
+            backdate(engine, vm_id, settings.general.shutdown_vm_days + 1)
 
-    task = run_job(sqlite_engine, settings, C.TaskType.VM_DAILY_CHECKS, "vm_daily_checks")
+    task = run_job(engine, settings, C.TaskType.VM_DAILY_CHECKS, "vm_daily_checks")
     assert task.status == C.TaskStatus.SUCCESS, task.message
     assert sorted(w[:2] for w in warnings) == [("back", "shutdown"), ("old", "shutdown")]
-    deadline = vm_row(sqlite_engine, ids["old"]).delete_warning_date
+    deadline = vm_row(engine, ids["old"]).delete_warning_date
     assert deadline is not None and deadline > utcnow() + timedelta(days=19)
-    assert vm_row(sqlite_engine, ids["recent"]).delete_warning_date is None
+    assert vm_row(engine, ids["recent"]).delete_warning_date is None
 
-    operate(sqlite_engine, settings, ids["back"], "start")  # someone uses it again
-    operate(sqlite_engine, settings, ids["back"], "destroy")
+    operate(engine, settings, ids["back"], "start")  # someone uses it again
+    operate(engine, settings, ids["back"], "destroy")
     later = utcnow() + timedelta(days=settings.general.idle_warning_days + 1)
-    steps = idle_checks.plan_idle_vms(sqlite_engine, settings, later, warn=False)
+    steps = idle_checks.plan_idle_vms(engine, settings, later, warn=False)
     assert [(p.vm_name, p.action) for p in steps] == [
         ("old", IdleAction.DELETE),
         ("back", IdleAction.CLEAR),
     ]
-    idle_checks.take_idle_steps(sqlite_engine, steps)
-    run_tasks(sqlite_engine, settings)
-    assert vm_row(sqlite_engine, ids["old"]) is None
-    back = vm_row(sqlite_engine, ids["back"])
+    idle_checks.take_idle_steps(engine, steps)
+    run_tasks(engine, settings)
+    assert vm_row(engine, ids["old"]) is None
+    back = vm_row(engine, ids["back"])
     assert back.status == C.VMStatus.SHUTDOWN and back.delete_warning_date is None
 
 
 def test_keep_lock_and_a_step_overtaken_by_a_keep(
-    sqlite_engine: Engine, settings: Settings, cloud: Cloud, warnings: list
+    engine: Engine, settings: Settings, cloud: Cloud, warnings: list
 ) -> None:
-    vm_id = create(sqlite_engine, settings, "web")
-    operate(sqlite_engine, settings, vm_id, "destroy")
-    backdate(sqlite_engine, vm_id, 200)
-    with session_scope(sqlite_engine) as s, pytest.raises(ConflictError, match="no idle or"):
+    vm_id = create(engine, settings, "web")
+    operate(engine, settings, vm_id, "destroy")
+    backdate(engine, vm_id, 200)
+    with session_scope(engine) as s, pytest.raises(ConflictError, match="no idle or"):
         idle_vms.keep(s, SYSTEM, "web")
-    steps = idle_checks.plan_idle_vms(sqlite_engine, settings)
-    idle_checks.take_idle_steps(sqlite_engine, steps)
-    assert vm_row(sqlite_engine, vm_id).delete_warning_date is not None
+    steps = idle_checks.plan_idle_vms(engine, settings)
+    idle_checks.take_idle_steps(engine, steps)
+    assert vm_row(engine, vm_id).delete_warning_date is not None
     # a user keeps it between the collector's plan and its step: the user wins
     later = utcnow() + timedelta(days=30)
-    planned = idle_checks.plan_idle_vms(sqlite_engine, settings, later)
+    planned = idle_checks.plan_idle_vms(engine, settings, later)
     assert [p.action for p in planned] == [IdleAction.DELETE]
-    with session_scope(sqlite_engine) as s:
+    with session_scope(engine) as s:
         idle_vms.keep(s, SYSTEM, "web")
-    assert idle_checks.take_idle_steps(sqlite_engine, planned) == [
-        "web: changed meanwhile, left alone"
-    ]
-    assert vm_row(sqlite_engine, vm_id) is not None
-    with session_scope(sqlite_engine) as s:
+    assert idle_checks.take_idle_steps(engine, planned) == ["web: changed meanwhile, left alone"]
+    assert vm_row(engine, vm_id) is not None
+    with session_scope(engine) as s:
         assert s.scalar(select(Task).where(Task.task_type == C.TaskType.DELETE_VM)) is None
     # a lock also withdraws a warning, and an unlocked VM is checked again
-    with session_scope(sqlite_engine) as s:
+    with session_scope(engine) as s:
         s.get(VM, vm_id).delete_warning_date = utcnow()
         idle_vms.set_locked(s, SYSTEM, "web", True)
-    assert vm_row(sqlite_engine, vm_id).delete_warning_date is None
-    assert idle_checks.plan_idle_vms(sqlite_engine, settings, later) == []
-    with session_scope(sqlite_engine) as s:
+    assert vm_row(engine, vm_id).delete_warning_date is None
+    assert idle_checks.plan_idle_vms(engine, settings, later) == []
+    with session_scope(engine) as s:
         idle_vms.set_locked(s, SYSTEM, "web", False)
         events = s.scalars(
             select(VMEventLog.new_value).where(VMEventLog.attribute.in_(("locked", "idle check")))
@@ -291,28 +289,28 @@ def test_keep_lock_and_a_step_overtaken_by_a_keep(
 
 
 def test_the_cli_dry_run_lists_and_changes_nothing(
-    sqlite_engine: Engine,
-    sqlite_url: str,
+    engine: Engine,
+    db_url: str,
     settings: Settings,
     cloud: Cloud,
     warnings: list,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     end = int(utcnow().replace(tzinfo=UTC).timestamp()) // STEP * STEP
-    vm_id = create(sqlite_engine, settings, "sleepy")
-    backdate(sqlite_engine, vm_id, 60)
-    write_history(settings, identity_of(sqlite_engine, vm_id), end - 21 * DAY, end)
-    monkeypatch.setenv("BAADAL_DATABASE__URL", sqlite_url)
+    vm_id = create(engine, settings, "sleepy")
+    backdate(engine, vm_id, 60)
+    write_history(settings, identity_of(engine, vm_id), end - 21 * DAY, end)
+    monkeypatch.setenv("BAADAL_DATABASE__URL", db_url)
     monkeypatch.setenv("COLUMNS", "200")
     get_settings.cache_clear()
     runner = CliRunner()
-    before = state(sqlite_engine)
+    before = state(engine)
     dry = runner.invoke(app, ["vm", "idle", "--dry-run"])
     assert dry.exit_code == 0, dry.output
     assert "sleepy" in dry.output and "warn: idle" in dry.output
-    assert state(sqlite_engine) == before and not warnings
+    assert state(engine) == before and not warnings
 
-    with session_scope(sqlite_engine) as s:  # a user of the VM, no admin
+    with session_scope(engine) as s:  # a user of the VM, no admin
         system = s.get(User, C.SYSTEM_USER_ID)
         stu = User(username="stu", organisation_id=system.organisation_id)
         s.add(stu)
@@ -322,7 +320,7 @@ def test_the_cli_dry_run_lists_and_changes_nothing(
     for command in (["vm", "idle", "--dry-run"], ["vm", "lock", "sleepy"]):
         refused = runner.invoke(app, ["--as", "stu", *command])
         assert refused.exit_code == 2 and "stu may not" in refused.output, refused.output
-    assert state(sqlite_engine) == before
+    assert state(engine) == before
 
     done = runner.invoke(app, ["vm", "idle"])
     assert done.exit_code == 0 and "sleepy: warned (idle)" in done.output, done.output

@@ -33,14 +33,14 @@ URIS = ["fake:///h1?memory_mb=4096", "fake:///h2?memory_mb=4096", "fake:///h3?me
 
 
 @pytest.fixture
-def cloud(sqlite_engine: Engine, settings: Settings, tmp_path: Path) -> Iterator[Cloud]:
+def cloud(engine: Engine, settings: Settings, tmp_path: Path) -> Iterator[Cloud]:
     settings.vm.stop_timeout_s = 0.5
     settings.balance.memory_threshold_pct = 50
     fake.reset()
-    cloud = make_cloud(sqlite_engine, settings, tmp_path, URIS)
+    cloud = make_cloud(engine, settings, tmp_path, URIS)
     for i in range(4):
-        create(sqlite_engine, settings, f"big{i}", ram_mb=1024, host="host1")
-    create(sqlite_engine, settings, "small", ram_mb=1024, host="host2")
+        create(engine, settings, f"big{i}", ram_mb=1024, host="host1")
+    create(engine, settings, "small", ram_mb=1024, host="host2")
     yield cloud
     fake.reset()
 
@@ -57,9 +57,9 @@ def migrations(engine: Engine) -> list[Task]:
 
 
 def test_vms_leave_an_overloaded_host_for_the_least_loaded_within_the_limit(
-    sqlite_engine: Engine, settings: Settings, cloud: Cloud
+    engine: Engine, settings: Settings, cloud: Cloud
 ) -> None:
-    plan = load_balance.plan_balance(sqlite_engine, settings)
+    plan = load_balance.plan_balance(engine, settings)
     # h1 at 100 %: two guests must leave (75 %, then 50 %), to h3 (the emptiest)
     assert [(m.source, m.dest) for m in plan.moves] == [("host1", "host3")] * 2
     assert {load.name: round(load.percent) for load in plan.loads} == {
@@ -67,61 +67,61 @@ def test_vms_leave_an_overloaded_host_for_the_least_loaded_within_the_limit(
         "host2": 25,
         "host3": 25,
     }
-    assert migrations(sqlite_engine) == []  # a plan queues nothing
+    assert migrations(engine) == []  # a plan queues nothing
 
     settings.balance.max_migrations = 1
-    one = hosts.balance(sqlite_engine, SYSTEM, settings, dry_run=False)
+    one = hosts.balance(engine, SYSTEM, settings, dry_run=False)
     assert len(one.queued) == 1 and "host1: still above 50 % after this run" in one.notes
-    (task,) = migrations(sqlite_engine)
+    (task,) = migrations(engine)
     assert task.requester_id == C.SYSTEM_USER_ID and task.parameters["destination_host"]
     # the limit counts what is queued already: nothing more until it has run
-    full = hosts.balance(sqlite_engine, SYSTEM, settings, dry_run=False)
+    full = hosts.balance(engine, SYSTEM, settings, dry_run=False)
     assert full.moves == [] and full.notes == [
         "1 migration(s) already queued or running",
         "host1: still above 50 % after this run",
     ]
-    run_tasks(sqlite_engine, settings)
-    assert list(hosts_of(sqlite_engine).values()).count("host3") == 1
+    run_tasks(engine, settings)
+    assert list(hosts_of(engine).values()).count("host3") == 1
 
     settings.balance.max_migrations = 2
-    hosts.balance(sqlite_engine, SYSTEM, settings, dry_run=False)
-    run_tasks(sqlite_engine, settings)
-    placed = hosts_of(sqlite_engine)
+    hosts.balance(engine, SYSTEM, settings, dry_run=False)
+    run_tasks(engine, settings)
+    placed = hosts_of(engine)
     assert sorted(placed.values()) == ["host1", "host1", "host2", "host3", "host3"]
-    assert all(t.status == C.TaskStatus.SUCCESS for t in migrations(sqlite_engine))
-    assert load_balance.plan_balance(sqlite_engine, settings).moves == []
+    assert all(t.status == C.TaskStatus.SUCCESS for t in migrations(engine))
+    assert load_balance.plan_balance(engine, settings).moves == []
 
 
 def test_a_migration_someone_else_queued_counts_and_busy_vms_stay(
-    sqlite_engine: Engine, settings: Settings, cloud: Cloud
+    engine: Engine, settings: Settings, cloud: Cloud
 ) -> None:
     settings.balance.max_migrations = 2
-    with session_scope(sqlite_engine) as s:
+    with session_scope(engine) as s:
         big0 = s.scalar(select(VM.id).where(VM.vm_name == "big0"))
         migration.add_migrate_task_to_queue(s, big0, None, True, C.SYSTEM_USER_ID)
-    plan = hosts.balance(sqlite_engine, SYSTEM, settings, dry_run=False)
+    plan = hosts.balance(engine, SYSTEM, settings, dry_run=False)
     assert len(plan.moves) == 1 and plan.moves[0].vm_name != "big0"
-    assert len(migrations(sqlite_engine)) == 2
+    assert len(migrations(engine)) == 2
 
 
 def test_the_job_is_off_by_default_and_runs_as_a_task(
-    sqlite_engine: Engine, settings: Settings, cloud: Cloud
+    engine: Engine, settings: Settings, cloud: Cloud
 ) -> None:
     registry = load_handler_modules()
     assert registry.periodic["vm_loadbalance"] == C.TaskType.VM_LOADBALANCE
     assert get_settings().scheduler.vm_loadbalance == 0
-    assert "vm_loadbalance" not in sync_periodic_jobs(sqlite_engine, registry.periodic, settings)
+    assert "vm_loadbalance" not in sync_periodic_jobs(engine, registry.periodic, settings)
     settings.scheduler.vm_loadbalance = 3600
-    assert "vm_loadbalance" in sync_periodic_jobs(sqlite_engine, registry.periodic, settings)
-    with session_scope(sqlite_engine) as s:
+    assert "vm_loadbalance" in sync_periodic_jobs(engine, registry.periodic, settings)
+    with session_scope(engine) as s:
         assert s.get(PeriodicJob, "vm_loadbalance").task_type == C.TaskType.VM_LOADBALANCE
         from baadal.tasks import queue
 
         job = queue.enqueue(
             s, C.TaskType.VM_LOADBALANCE, parameters={"periodic_job": "vm_loadbalance"}
         ).id
-    run_tasks(sqlite_engine, settings)
-    with session_scope(sqlite_engine) as s:
+    run_tasks(engine, settings)
+    with session_scope(engine) as s:
         task = s.get(Task, job)
         moved = s.scalar(
             select(func.count())
@@ -129,17 +129,17 @@ def test_the_job_is_off_by_default_and_runs_as_a_task(
             .where(Task.task_type == C.TaskType.MIGRATE_VM_HOST)
         )
     assert task.status == C.TaskStatus.SUCCESS and "host1 -> host3" in task.message
-    assert moved == 2 and list(hosts_of(sqlite_engine).values()).count("host1") == 2
+    assert moved == 2 and list(hosts_of(engine).values()).count("host1") == 2
 
 
 def test_the_cli_shows_the_plan(
-    sqlite_engine: Engine,
-    sqlite_url: str,
+    engine: Engine,
+    db_url: str,
     settings: Settings,
     cloud: Cloud,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("BAADAL_DATABASE__URL", sqlite_url)
+    monkeypatch.setenv("BAADAL_DATABASE__URL", db_url)
     monkeypatch.setenv("BAADAL_BALANCE__MEMORY_THRESHOLD_PCT", "50")
     monkeypatch.setenv("COLUMNS", "200")
     get_settings.cache_clear()
@@ -147,10 +147,10 @@ def test_the_cli_shows_the_plan(
     dry = runner.invoke(app, ["host", "balance", "--dry-run"])
     assert dry.exit_code == 0, dry.output
     assert "Load balancing would move" in dry.output and "host3" in dry.output
-    assert migrations(sqlite_engine) == []
+    assert migrations(engine) == []
     done = runner.invoke(app, ["host", "balance"])
     assert done.exit_code == 0 and "Load balancing moves" in done.output, done.output
-    assert len(migrations(sqlite_engine)) == 2
+    assert len(migrations(engine)) == 2
 
 
 @pytest.mark.parametrize(

@@ -54,6 +54,9 @@ def keep(session: Session, actor: Actor, name_or_id: str | int) -> str:
     VM alone for the next idle_vm_days. Returns the VM's name."""
     vm = lookup.vm(session, name_or_id, prefer=vm_filter(actor, Action.VM_READ))
     require(session, actor, Action.VM_KEEP, vm, f"VM {vm.vm_name}")
+    # the collector takes its step under the same row lock: either it sees the answer, or
+    # the answer sees that the warning already ran out and its task is queued
+    session.refresh(vm, with_for_update=True)
     if vm.shutdown_warning_date is None and vm.delete_warning_date is None:
         raise ConflictError(f"VM {vm.vm_name} has no idle or shut-off warning to answer")
     vm.shutdown_warning_date = vm.delete_warning_date = None

@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
 
 from baadal import constants as C
 from baadal.config import Settings
@@ -217,43 +218,48 @@ def plan_idle_vms(
     return steps
 
 
-def _unchanged(vm: VM | None, step: IdleStep) -> bool:
+def _unchanged(vm: VM, step: IdleStep) -> bool:
     return (
-        vm is not None
-        and not vm.locked
+        not vm.locked
         and vm.status == step.status
         and vm.shutdown_warning_date == step.shutdown_warning
         and vm.delete_warning_date == step.delete_warning
     )
 
 
+#: the task each collecting step queues
+_TASKS = {IdleAction.DESTROY: C.TaskType.DESTROY_VM, IdleAction.DELETE: C.TaskType.DELETE_VM}
+
+
+def _warn(session: Session, vm: VM, step: IdleStep) -> str:
+    assert step.deadline is not None
+    kind = IDLE if step.action == IdleAction.WARN_IDLE else SHUTDOWN
+    if kind == IDLE:
+        vm.shutdown_warning_date = step.deadline
+    else:
+        vm.delete_warning_date = step.deadline
+    log_vm_event(session, vm, EVENT, None, f"{kind} warning until {step.deadline:%Y-%m-%d}")
+    notify.idle_warning(session, vm, kind, step.deadline)
+    return f"{step.vm_name}: warned ({kind}) until {step.deadline:%Y-%m-%d %H:%M}"
+
+
 def _take(engine: Engine, step: IdleStep) -> str:
     """Take one step in its own transaction; what happened, in words."""
     with session_scope(engine) as session:
         vm = session.get(VM, step.vm_id, with_for_update=True)
-        if not _unchanged(vm, step):
+        if vm is None or not _unchanged(vm, step):
             return f"{step.vm_name}: changed meanwhile, left alone"
-        assert vm is not None
-        if step.action in (IdleAction.WARN_IDLE, IdleAction.WARN_SHUTDOWN):
-            assert step.deadline is not None
-            kind = IDLE if step.action == IdleAction.WARN_IDLE else SHUTDOWN
-            if kind == IDLE:
-                vm.shutdown_warning_date = step.deadline
-            else:
-                vm.delete_warning_date = step.deadline
-            log_vm_event(session, vm, EVENT, None, f"{kind} warning until {step.deadline:%Y-%m-%d}")
-            notify.idle_warning(session, vm, kind, step.deadline)
-            return f"{step.vm_name}: warned ({kind}) until {step.deadline:%Y-%m-%d %H:%M}"
-        if step.action in (IdleAction.DESTROY, IdleAction.DELETE):
-            task_type = (
-                C.TaskType.DESTROY_VM if step.action == IdleAction.DESTROY else C.TaskType.DELETE_VM
+        if step.action not in _TASKS and step.action != IdleAction.CLEAR:
+            return _warn(session, vm, step)
+        done = f"warning cleared ({step.reason})"
+        if step.action in _TASKS:
+            task = queue.enqueue(
+                session, _TASKS[step.action], vm_id=vm.id, requester_id=C.SYSTEM_USER_ID
             )
-            task = queue.enqueue(session, task_type, vm_id=vm.id, requester_id=C.SYSTEM_USER_ID)
+            done = f"{step.action.value} queued (task {task.id})"
         vm.shutdown_warning_date = vm.delete_warning_date = None
         log_vm_event(session, vm, EVENT, "warned", step.action.value)
-        if step.action == IdleAction.CLEAR:
-            return f"{step.vm_name}: warning cleared ({step.reason})"
-        return f"{step.vm_name}: {step.action.value} queued (task {task.id})"
+        return f"{step.vm_name}: {done}"
 
 
 def take_idle_steps(engine: Engine, steps: list[IdleStep]) -> list[str]:
