@@ -217,6 +217,10 @@ def test_a_vm_that_got_busy_or_has_no_history_is_not_destroyed(
         assert s.scalar(select(Task).where(Task.task_type == C.TaskType.DESTROY_VM)) is None
     verdict = idle_checks.idle_verdict(settings, identity_of(engine, unmeasured), utcnow())
     assert verdict == (False, "history covers 0% of 20 days")
+    damaged = rrd.get_rrd_file(settings, identity_of(engine, unmeasured))
+    damaged.write_bytes(b"not an RRD file")
+    idle, why = idle_checks.idle_verdict(settings, damaged.stem, utcnow())
+    assert not idle and why.startswith(f"cannot read {damaged.name}:")
 
 
 def test_a_vm_shut_off_too_long_is_warned_then_deleted(

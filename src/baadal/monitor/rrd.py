@@ -373,7 +373,12 @@ def fetch_rrd_peaks(settings: Settings, identity: str, start: int, end: int) -> 
     path = get_rrd_file(settings, identity)
     if not path.exists():
         return RrdPeaks(None, None, None, 0.0)
-    _window, names, rows = rrdtool.fetch(str(path), "MAX", "--start", str(start), "--end", str(end))
+    try:
+        _window, names, rows = rrdtool.fetch(
+            str(path), "MAX", "--start", str(start), "--end", str(end)
+        )
+    except rrdtool.OperationalError as exc:  # a damaged file: one VM's problem
+        raise BaadalError(f"cannot read {path.name}: {exc}") from None
     peaks: dict[str, float | None] = {}
     for name in ("cpu", "rx", "tx"):
         index = names.index(name)

@@ -30,7 +30,7 @@ from baadal import constants as C
 from baadal.config import Settings
 from baadal.db.models import VM, VMEventLog
 from baadal.db.session import session_scope
-from baadal.errors import ConflictError
+from baadal.errors import BaadalError, ConflictError, user_message
 from baadal.mail import notify
 from baadal.monitor.rrd import fetch_rrd_peaks
 from baadal.tasks import queue
@@ -131,7 +131,10 @@ def idle_verdict(settings: Settings, identity: str, now: datetime) -> tuple[bool
     """Whether the VM stayed under every threshold for the last idle_vm_days, and why."""
     conf = settings.general
     end = int(now.replace(tzinfo=UTC).timestamp())  # naive UTC, as stored
-    peaks = fetch_rrd_peaks(settings, identity, end - conf.idle_vm_days * 86400, end)
+    try:
+        peaks = fetch_rrd_peaks(settings, identity, end - conf.idle_vm_days * 86400, end)
+    except BaadalError as exc:
+        return False, user_message(exc)
     if peaks.known < C.IDLE_MIN_KNOWN:
         return False, f"history covers {peaks.known:.0%} of {conf.idle_vm_days} days"
     cpu, rx, tx = peaks.cpu or 0.0, peaks.rx or 0.0, peaks.tx or 0.0
