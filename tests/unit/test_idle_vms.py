@@ -3,6 +3,8 @@ driver, their history in real RRD files the tests write, the jobs run as tasks."
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -335,3 +337,44 @@ def test_the_cli_dry_run_lists_and_changes_nothing(
     again = runner.invoke(app, ["vm", "keep", "sleepy"])
     assert again.exit_code == 2 and "no idle or shut-off warning" in again.output
     assert runner.invoke(app, ["vm", "lock", "sleepy"]).output.strip() == "sleepy is locked"
+
+
+def test_a_keep_racing_the_collector_either_wins_or_hears_it_lost(
+    engine: Engine,
+    settings: Settings,
+    cloud: Cloud,
+    warnings: list,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The collector's step holds the VM's row while it queues the delete; a keep arriving
+    then waits for it and must see the warning gone, not withdraw it after the fact."""
+    vm_id = create(engine, settings, "web")
+    operate(engine, settings, vm_id, "destroy")
+    backdate(engine, vm_id, 200)
+    idle_checks.take_idle_steps(engine, idle_checks.plan_idle_vms(engine, settings))
+    later = utcnow() + timedelta(days=30)
+    planned = idle_checks.plan_idle_vms(engine, settings, later)
+    assert [p.action for p in planned] == [IdleAction.DELETE]
+
+    queuing, enqueue = threading.Event(), queue.enqueue
+
+    def slow_enqueue(*args: object, **kwargs: object) -> Task:
+        queuing.set()  # the row is locked now
+        time.sleep(0.5)
+        return enqueue(*args, **kwargs)
+
+    monkeypatch.setattr(queue, "enqueue", slow_enqueue)
+    collector = threading.Thread(target=idle_checks.take_idle_steps, args=(engine, planned))
+    collector.start()
+    assert queuing.wait(10)
+    with (
+        pytest.raises(ConflictError, match="no idle or shut-off warning"),
+        session_scope(engine) as s,
+    ):
+        idle_vms.keep(s, SYSTEM, "web")
+    collector.join(10)
+    with session_scope(engine) as s:
+        assert s.scalar(select(Task.status).where(Task.task_type == C.TaskType.DELETE_VM)) == (
+            C.TaskStatus.PENDING
+        )
+        assert "kept" not in s.scalars(select(VMEventLog.new_value)).all()
