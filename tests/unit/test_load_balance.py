@@ -3,6 +3,8 @@ their running guests hold and which migrates."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from baadal.errors import ConfigError
 from baadal.host import load_balance
 from baadal.services import hosts
 from baadal.services.policy import SYSTEM
+from baadal.tasks import queue
 from baadal.tasks.periodic import sync_periodic_jobs
 from baadal.tasks.registry import load_handler_modules
 from baadal.vm import migration
@@ -115,8 +118,6 @@ def test_the_job_is_off_by_default_and_runs_as_a_task(
     assert "vm_loadbalance" in sync_periodic_jobs(engine, registry.periodic, settings)
     with session_scope(engine) as s:
         assert s.get(PeriodicJob, "vm_loadbalance").task_type == C.TaskType.VM_LOADBALANCE
-        from baadal.tasks import queue
-
         job = queue.enqueue(
             s, C.TaskType.VM_LOADBALANCE, parameters={"periodic_job": "vm_loadbalance"}
         ).id
@@ -168,3 +169,29 @@ def test_balance_and_idle_settings_are_bounded(
 ) -> None:
     with pytest.raises(ConfigError, match=f"bad setting {section}.{key}: .*{message}"):
         load_settings(**{section: {key: value}})
+
+
+def test_two_balancing_runs_at_once_never_exceed_the_limit(
+    engine: Engine, settings: Settings, cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A manual run while the periodic one queues: the second waits for the first and
+    finds the slots taken (on PostgreSQL neither would see the other's tasks)."""
+    settings.balance.max_migrations = 2
+    settings.balance.memory_threshold_pct = 30  # three moves wanted, two allowed
+    enqueue = queue.enqueue
+
+    def slow_enqueue(*args: object, **kwargs: object) -> Task:
+        time.sleep(0.3)
+        return enqueue(*args, **kwargs)
+
+    monkeypatch.setattr(queue, "enqueue", slow_enqueue)
+
+    def run() -> None:
+        hosts.balance(engine, SYSTEM, settings, dry_run=False)
+
+    runs = [threading.Thread(target=run) for _ in range(2)]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join(30)
+    assert len(migrations(engine)) == 2
