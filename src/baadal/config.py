@@ -58,10 +58,18 @@ class GeneralConf(Section):
     orgadmin_uid: list[str] = Field(default_factory=list)
     faculty_uid: list[str] = Field(default_factory=list)
     storage_type: str = "linux_nfs"
-    shutdown_vm_days: int = 90
-    cpu_threshold_limit: int = 50
-    nw_read_threshold_limit: int = 15000
-    nw_write_threshold_limit: int = 10000
+    #: idle VMs (upstream vm_daily_checks / vm_garbage_collector): a VM shut off this long
+    #: is warned, then deleted ``idle_warning_days`` later unless started or kept
+    shutdown_vm_days: int = Field(default=90, ge=1, le=C.IDLE_DAYS_MAX)
+    #: a running VM this old whose RRD history over these days never reached the CPU (%)
+    #: and network (bytes/s received = read, sent = write) thresholds is warned, then
+    #: destroyed ``idle_warning_days`` later unless it got busy or was kept. The window
+    #: must fit in the hourly RRD archive (62 days).
+    idle_vm_days: int = Field(default=20, ge=1, le=C.IDLE_WINDOW_DAYS_MAX)
+    idle_warning_days: int = Field(default=20, ge=1, le=C.IDLE_DAYS_MAX)
+    cpu_threshold_limit: int = Field(default=50, ge=0, le=100)
+    nw_read_threshold_limit: int = Field(default=15000, ge=0)
+    nw_write_threshold_limit: int = Field(default=10000, ge=0)
     #: seed rule: a running VM must answer ping before it is snapshotted
     snapshot_requires_ping: bool = True
     #: the host sanity check also asks each host over SSH whether libvirtd and OVS run
@@ -240,6 +248,8 @@ class SchedulerConf(Section):
     snapshot_daily: int = 24 * 3600
     snapshot_weekly: int = 7 * 24 * 3600
     snapshot_monthly: int = 30 * 24 * 3600
+    #: moving VMs off hosts above [balance] memory_threshold_pct: off by default
+    vm_loadbalance: int = 0
     #: extra intervals by job name (tests and site-specific jobs)
     extra: dict[str, int] = Field(default_factory=dict)
 
@@ -294,6 +304,16 @@ class PlacementConf(Section):
     cpu_overcommit: float = C.OVERCOMMIT_CPU_FACTOR
 
 
+class BalanceConf(Section):
+    """The load balancer (upstream vm_loadbalance; its interval is [scheduler]
+    vm_loadbalance, 0 = off): VMs leave hosts whose memory in use is above the threshold
+    for the least loaded hosts, as migration tasks."""
+
+    memory_threshold_pct: int = Field(default=90, ge=1, le=100)
+    #: migrations (queued or running, whoever asked) at once; the balancer adds none beyond
+    max_migrations: int = Field(default=2, ge=1, le=C.BALANCE_MIGRATIONS_MAX)
+
+
 class PowerConf(Section):
     """How hosts are powered off and woken (host_power)."""
 
@@ -337,6 +357,7 @@ class Settings(BaseSettings):
     worker: WorkerConf = Field(default_factory=WorkerConf)
     placement: PlacementConf = Field(default_factory=PlacementConf)
     power: PowerConf = Field(default_factory=PowerConf)
+    balance: BalanceConf = Field(default_factory=BalanceConf)
 
     @field_validator("home")
     @classmethod

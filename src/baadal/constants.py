@@ -80,6 +80,12 @@ class TaskType(StrEnum):
     UPDATE_RRD = "Update RRD"
     #: periodic: latency and throughput between the UP hosts (host network graph)
     HOST_NETWORK_GRAPH = "Host Network Graph"
+    #: periodic: warn the users of idle and long shut-off VMs (upstream vm_daily_checks)
+    VM_DAILY_CHECKS = "VM Daily Checks"
+    #: periodic: destroy / delete the VMs whose warning ran out (vm_garbage_collector)
+    VM_GARBAGE_COLLECTOR = "VM Garbage Collector"
+    #: periodic: migrate VMs off hosts short of memory (upstream vm_loadbalance)
+    VM_LOADBALANCE = "VM Load Balance"
     WARN_SHUTDOWN = "Warn Shutdown"
     WARN_DELETE = "Warn Delete"
 
@@ -221,6 +227,15 @@ IDENTITY_SEPARATOR = "~"
 HOST_RRD_PREFIX = f"host{IDENTITY_SEPARATOR}"
 #: generated MACs use the locally administered prefix upstream used
 GENERATED_MAC_PREFIX = "A2:00:00"
+
+# Idle VMs and load balancing
+#: the idle window is read from the hourly RRD archive, which keeps 62 days
+IDLE_WINDOW_DAYS_MAX = 60
+IDLE_DAYS_MAX = 3650
+#: share of the idle window's hours that must have data before a VM counts as idle
+#: (a VM nobody measured is not idle, it is unknown)
+IDLE_MIN_KNOWN = 0.9
+BALANCE_MIGRATIONS_MAX = 100
 
 # Task engine defaults
 TASK_LEASE_S = 60.0

@@ -141,6 +141,9 @@ class Action(Enum):
     VM_MIGRATE = ("migrate a VM to another host", Target.VM)
     VM_ADOPT = ("make a VM of an existing image (launch_existing_vm_image)", Target.NONE)
     VM_SANITY = ("compare every VM with what the hosts run", Target.NONE)
+    VM_KEEP = ("keep a VM an idle warning named (answer the warning)", Target.VM)
+    VM_LOCK = ("lock or unlock a VM (the idle clean-up leaves it alone)", Target.NONE)
+    VM_IDLE_CHECK = ("list, warn about and clean up idle and long shut-off VMs", Target.NONE)
     # tasks
     TASK_LIST = ("list tasks", Target.TASK)
     TASK_READ = ("see a task", Target.TASK)
@@ -149,7 +152,8 @@ class Action(Enum):
     # infrastructure
     HOST_READ = ("see hosts, their resources, usage, domains and events", Target.NONE)
     HOST_MANAGE = (
-        "add/remove hosts, status, sanity, orphans, respawn, evacuate, maintenance, power",
+        "add/remove hosts, status, sanity, orphans, respawn, evacuate, maintenance, power, "
+        "load balancing",
         Target.NONE,
     )
     CLOUD_MANAGE = ("cloud status, shutdown and bootup", Target.NONE)
@@ -205,6 +209,9 @@ RULES: dict[Action, dict[C.Role, Scope]] = {
     Action.VM_MIGRATE: _row(ALL, NONE, NONE, NONE),
     Action.VM_ADOPT: _row(ALL, NONE, NONE, NONE),
     Action.VM_SANITY: _row(ALL, NONE, NONE, NONE),
+    Action.VM_KEEP: _row(ALL, ORG, OWN, OWN),
+    Action.VM_LOCK: _row(ALL, NONE, NONE, NONE),
+    Action.VM_IDLE_CHECK: _row(ALL, NONE, NONE, NONE),
     Action.TASK_LIST: _row(ALL, ORG, OWN, OWN),
     Action.TASK_READ: _row(ALL, ORG, OWN, OWN),
     Action.TASK_ADMIN: _row(ALL, NONE, NONE, NONE),

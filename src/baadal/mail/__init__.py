@@ -1,0 +1,1 @@
+"""Mail to the people of the cloud."""
