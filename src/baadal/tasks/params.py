@@ -113,6 +113,7 @@ PARAMS: dict[str, type[TaskParams]] = {
     C.TaskType.NETWORK_SANITY: PeriodicParams,
     C.TaskType.UPDATE_RRD: PeriodicParams,
     C.TaskType.HOST_NETWORK_GRAPH: PeriodicParams,
+    C.TaskType.SEND_MAIL: PeriodicParams,
 }
 
 

@@ -122,6 +122,7 @@ BUILTIN_HANDLER_MODULES: tuple[str, ...] = (
     "baadal.host.maintenance",
     "baadal.host.network_graph",
     "baadal.monitor.rrd",
+    "baadal.mail.sender",
 )
 
 
