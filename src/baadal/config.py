@@ -154,10 +154,10 @@ class MailConf(Section):
     @field_validator("tls", mode="before")
     @classmethod
     def _old_boolean(cls, value: object) -> object:
-        # upstream's tls = true/false: STARTTLS or nothing
-        if isinstance(value, bool):
-            return C.MailTls.STARTTLS if value else C.MailTls.NONE
-        return value
+        # upstream's tls = true/false (a TOML boolean, or a word from the environment):
+        # STARTTLS or nothing
+        word = str(value).lower() if isinstance(value, bool | str) else None
+        return {"true": C.MailTls.STARTTLS, "false": C.MailTls.NONE}.get(word or "", value)
 
     @field_validator("server")
     @classmethod
