@@ -9,12 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
-from baadal.db.schema import upgrade
 from sqlalchemy import text
 from typer.testing import CliRunner
 
 from baadal.cli.main import app
 from baadal.config import Settings, load_settings
+from baadal.db.schema import upgrade
 from baadal.db.session import get_engine, make_engine
 from baadal.home import secure_home
 from baadal.logs import close_logging, get_logger, setup_logging

@@ -330,9 +330,7 @@ def test_no_task_mail_for_migrations_scheduled_snapshots_or_unfinished_tasks(
     ]:
         _tell(sqlite_engine, task_id)
     assert outbox_rows(sqlite_engine) == []
-    user_snapshot = _ended_task(
-        sqlite_engine, people, C.TaskType.SNAPSHOT_VM, C.TaskStatus.SUCCESS
-    )
+    user_snapshot = _ended_task(sqlite_engine, people, C.TaskType.SNAPSHOT_VM, C.TaskStatus.SUCCESS)
     _tell(sqlite_engine, user_snapshot)
     assert len(outbox_rows(sqlite_engine)) == 2
 
