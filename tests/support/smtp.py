@@ -115,7 +115,8 @@ class SmtpServer:
         )
         if ok:
             self.inbox.logins.append(data.login.decode())
-        return AuthResult(success=ok)
+        # not handled: the server answers 535 itself
+        return AuthResult(success=ok, handled=ok)
 
     def start(self) -> None:
         kwargs: dict[str, Any] = {}

@@ -70,16 +70,12 @@ def claim_due(engine: Engine, limit: int = C.MAIL_BATCH) -> list[Claimed]:
         .limit(limit)
     )
     if is_postgres(engine):
+        # rows another run holds are skipped; the ids are read first, in their own
+        # statement: as a subquery of the UPDATE, PostgreSQL may run a LIMIT ... SKIP
+        # LOCKED again for each row and take more than the batch
         due = due.with_for_update(skip_locked=True)
     take = (
         update(OutboxMail)
-        # the conditions again: under READ COMMITTED a row another run took meanwhile is
-        # re-read here and no longer matches
-        .where(
-            OutboxMail.id.in_(due),
-            OutboxMail.status == C.MailStatus.PENDING,
-            OutboxMail.next_attempt_at <= now,
-        )
         .values(
             attempts=OutboxMail.attempts + 1,
             next_attempt_at=now + timedelta(seconds=C.MAIL_SEND_LEASE_S),
@@ -94,7 +90,17 @@ def claim_due(engine: Engine, limit: int = C.MAIL_BATCH) -> list[Claimed]:
         .execution_options(synchronize_session=False)
     )
     with session_scope(engine) as session:
-        rows = session.execute(take).all()
+        ids = list(session.scalars(due))
+        if not ids:
+            return []
+        # the conditions again: a row another run took meanwhile no longer matches
+        rows = session.execute(
+            take.where(
+                OutboxMail.id.in_(ids),
+                OutboxMail.status == C.MailStatus.PENDING,
+                OutboxMail.next_attempt_at <= now,
+            )
+        ).all()
     return sorted((Claimed(*row) for row in rows), key=lambda m: m.id)
 
 
