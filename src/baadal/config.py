@@ -150,6 +150,8 @@ class MailConf(Section):
     max_attempts: int = Field(default=8, ge=1, le=100)
     retry_base_s: float = Field(default=60.0, gt=0)
     retry_max_s: float = Field(default=6 * 3600.0, gt=0)
+    #: sent mails are kept this long (for ``mail outbox``), then deleted by the job
+    keep_sent_days: int = Field(default=30, ge=1, le=3650)
 
     @field_validator("tls", mode="before")
     @classmethod

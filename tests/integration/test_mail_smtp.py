@@ -210,6 +210,26 @@ def test_a_mail_that_keeps_failing_is_marked_failed_and_shown_to_admins(
     assert len(smtp_server.inbox.messages) == 1
 
 
+def test_a_mailbox_refused_for_good_fails_at_once_and_the_rest_arrive(
+    sqlite_engine: Engine,
+    people: People,  # noqa: F811 - the imported fixture
+    smtp_server: SmtpServer,  # noqa: F811 - the imported fixture
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = _settings(monkeypatch, smtp_server)
+    smtp_server.inbox.refused.add("oa@a.example.org")
+    request_id = make_request(sqlite_engine, people, C.RequestStatus.VERIFIED)
+    with session_scope(sqlite_engine) as s:
+        notify.request_event(s, s.get(RequestQueue, request_id), "verified")
+    report = sender.send_due(sqlite_engine, settings)
+    assert (report.sent, report.retrying, report.failed) == (1, 0, 1), report
+    assert "550 5.1.1 no such mailbox" in report.error
+    assert len(smtp_server.inbox.to("heads@a.example.org")) == 1
+    with session_scope(sqlite_engine) as s:
+        (failed,) = mails.list_outbox(s, SYSTEM, status=C.MailStatus.FAILED)
+    assert (failed.recipient, failed.attempts) == ("oa@a.example.org", 1)
+
+
 def test_the_periodic_job_sends_through_a_worker(
     sqlite_engine: Engine,
     people: People,  # noqa: F811 - the imported fixture

@@ -417,6 +417,17 @@ def test_a_claimed_mail_is_leased_and_failures_back_off_then_fail(sqlite_engine:
     ]
 
 
+def test_sent_mails_are_kept_for_keep_sent_days(sqlite_engine: Engine) -> None:
+    old, recent, waiting = (_queue_one(sqlite_engine) for _ in range(3))
+    with session_scope(sqlite_engine) as s:
+        for mail_id, age in ((old, 31), (recent, 29)):
+            row = s.get(OutboxMail, mail_id)
+            row.status, row.sent_at = C.MailStatus.SENT, utcnow() - timedelta(days=age)
+    assert outbox.purge_sent(sqlite_engine, MailConf(keep_sent_days=30)) == 1
+    with session_scope(sqlite_engine) as s:
+        assert set(s.scalars(select(OutboxMail.id))) == {recent, waiting}
+
+
 def test_the_sending_job_is_scheduled_only_while_mail_is_on(
     sqlite_engine: Engine, settings: Settings
 ) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.orm import Session
 
 from baadal import constants as C
@@ -118,19 +118,33 @@ def backoff_s(attempts: int, conf: MailConf) -> float:
     return min(conf.retry_base_s * 2 ** min(attempts - 1, 60), conf.retry_max_s)
 
 
-def mark_failed(engine: Engine, mail_id: int, error: str, conf: MailConf) -> bool:
+def mark_failed(
+    engine: Engine, mail_id: int, error: str, conf: MailConf, *, permanent: bool = False
+) -> bool:
     """Record a failed try: the mail waits its back-off, or is given up on after
-    ``max_attempts`` tries. True = given up (FAILED)."""
+    ``max_attempts`` tries or at once when the server refused it for good
+    (``permanent``). True = given up (FAILED)."""
     with session_scope(engine) as session:
         row = session.get(OutboxMail, mail_id)
         if row is None:
             return False
         row.last_error = error
-        if row.attempts >= conf.max_attempts:
+        if permanent or row.attempts >= conf.max_attempts:
             row.status = C.MailStatus.FAILED
             return True
         row.next_attempt_at = utcnow() + timedelta(seconds=backoff_s(row.attempts, conf))
         return False
+
+
+def purge_sent(engine: Engine, conf: MailConf) -> int:
+    """Delete the mails sent more than ``keep_sent_days`` ago; returns how many."""
+    cutoff = utcnow() - timedelta(days=conf.keep_sent_days)
+    with session_scope(engine) as session:
+        return session.execute(
+            delete(OutboxMail).where(
+                OutboxMail.status == C.MailStatus.SENT, OutboxMail.sent_at < cutoff
+            )
+        ).rowcount
 
 
 def list_mails(

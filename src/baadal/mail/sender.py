@@ -57,6 +57,21 @@ def describe(exc: BaseException) -> str:
     return " ".join(f"{type(exc).__name__}: {what}".split())[:_ERROR_MAX]
 
 
+def _connection_lost(exc: BaseException) -> bool:
+    """A network error, not a reply about one mail (SMTP's errors are OSErrors too)."""
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return True
+    return isinstance(exc, OSError) and not isinstance(exc, smtplib.SMTPException)
+
+
+def _refused_for_good(exc: BaseException) -> bool:
+    """The server refused every recipient with a permanent (5xx) reply: no address
+    turns valid by trying again, so the mail is failed at once."""
+    if not isinstance(exc, smtplib.SMTPRecipientsRefused) or not exc.recipients:
+        return False
+    return all(code >= 500 for code, _reply in exc.recipients.values())
+
+
 def _tls_context(conf: MailConf) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=conf.ca_file or None)
 
@@ -108,25 +123,25 @@ def send_due(engine: Engine, settings: Settings) -> SendReport:
     try:
         try:
             smtp = connect(conf)
-        except (OSError, smtplib.SMTPException) as exc:  # TLS errors are OSErrors
+        except OSError as exc:  # SMTP's and TLS's errors are OSErrors
             connect_error = f"mail server {conf.server}:{conf.port}: {describe(exc)}"
         except BaadalError as exc:  # the password file cannot be read
             connect_error = str(exc)
         for mail in mails:
-            error = connect_error
+            error, permanent = connect_error, False
             if smtp is not None and not error:
                 try:
                     smtp.send_message(_message(conf, mail))
-                except (OSError, smtplib.SMTPException) as exc:
-                    error = describe(exc)
-                    if isinstance(exc, OSError | smtplib.SMTPServerDisconnected):
+                except OSError as exc:  # SMTPException included
+                    error, permanent = describe(exc), _refused_for_good(exc)
+                    if _connection_lost(exc):
                         connect_error = error  # the rest of the batch waits for the next run
             if not error:
                 outbox.mark_sent(engine, mail.id)
                 sent += 1
                 continue
             first_error = first_error or error
-            if outbox.mark_failed(engine, mail.id, error, conf):
+            if outbox.mark_failed(engine, mail.id, error, conf, permanent=permanent):
                 failed += 1
                 log.warning(
                     "mail %d to %s given up after %d tries: %s",
@@ -148,7 +163,7 @@ def send_due(engine: Engine, settings: Settings) -> SendReport:
         if smtp is not None:
             try:
                 smtp.quit()
-            except (OSError, smtplib.SMTPException):
+            except OSError:
                 smtp.close()
     return SendReport(sent, retrying, failed, first_error)
 
@@ -159,4 +174,8 @@ def send_outbox(ctx: TaskContext) -> TaskResult:
     not the job's failure; the mails wait and the message says why."""
     if not ctx.settings.mail.mail_active:
         return TaskResult.success("mail is off ([mail] mail_active = false)")
-    return TaskResult.success(str(send_due(ctx.engine, ctx.settings)))
+    report = send_due(ctx.engine, ctx.settings)
+    purged = outbox.purge_sent(ctx.engine, ctx.settings.mail)
+    return TaskResult.success(
+        f"{report}; {purged} old sent mail(s) deleted" if purged else str(report)
+    )
