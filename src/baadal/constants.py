@@ -284,9 +284,9 @@ TASK_TYPES_MAILED = frozenset(
 )
 #: the most mails one run of the sending job takes from the outbox
 MAIL_BATCH = 100
-#: a mail taken by a run is not taken by another for this long (a run that died
-#: leaves it to the next one after that)
-MAIL_SEND_LEASE_S = 15 * 60
+#: a mail taken by a run is not taken by another for at least this long (a run that
+#: died leaves it to the next one after that; sender.lease_s)
+MAIL_SEND_LEASE_MIN_S = 15 * 60
 #: the outbox's columns: an address (RFC 5321), a subject line
 MAIL_ADDRESS_MAX = 254
 MAIL_SUBJECT_MAX = 255

@@ -268,11 +268,11 @@ def test_runs_on_postgresql_never_take_the_same_mail(pg_engine: Engine) -> None:
 
     def run() -> list[int]:
         start.wait()
-        return [m.id for m in outbox.claim_due(pg_engine)]
+        return [m.id for m in outbox.claim_due(pg_engine, 600)]
 
     with ThreadPoolExecutor(6) as pool:
         batches = list(pool.map(lambda _: run(), range(6)))
     taken = [i for batch in batches for i in batch]
     assert all(len(batch) <= C.MAIL_BATCH for batch in batches)
     assert len(taken) == len(set(taken)) and set(taken) <= ids
-    assert len(taken) + sum(len(outbox.claim_due(pg_engine)) for _ in range(5)) == 450
+    assert len(taken) + sum(len(outbox.claim_due(pg_engine, 600)) for _ in range(5)) == 450

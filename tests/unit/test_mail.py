@@ -29,7 +29,7 @@ from baadal.db.models import (
 )
 from baadal.db.session import session_scope
 from baadal.errors import ConfigError, ConflictError
-from baadal.mail import compose, notify, outbox
+from baadal.mail import compose, notify, outbox, sender
 from baadal.services import mails, users
 from baadal.services.policy import SYSTEM, actor_for
 from baadal.tasks import queue
@@ -226,6 +226,11 @@ def test_a_rejection_carries_the_reason_and_commands_name_the_request(
         notify.request_event(s, s.get(RequestQueue, waiting), "made")
         bodies = {m.kind: m.body for m in s.scalars(select(OutboxMail))}
     assert "Reason: too big" in bodies["request_rejected"]
+    verified = make_request(sqlite_engine, people, C.RequestStatus.VERIFIED)
+    with session_scope(sqlite_engine) as s:
+        notify.request_event(s, s.get(RequestQueue, verified), "verified")
+        heads = s.scalar(select(OutboxMail.body).where(OutboxMail.recipient.like("heads@%")))
+    assert heads.startswith("Dear administrators of ORG_A,")
     assert f"baadal request verify {waiting}" in bodies["request_made"]
     assert "Dear Fac," in bodies["request_made"]
     with session_scope(sqlite_engine) as s, pytest.raises(ValueError):
@@ -386,11 +391,12 @@ def _queue_one(engine: Engine, recipient: str = "x@example.org") -> int:
 
 def test_a_claimed_mail_is_leased_and_failures_back_off_then_fail(sqlite_engine: Engine) -> None:
     conf = MailConf(retry_base_s=60, retry_max_s=200, max_attempts=3)
+    assert sender.lease_s(conf) == (C.MAIL_BATCH + 1) * 30  # each mail may take the timeout
     assert [outbox.backoff_s(n, conf) for n in (1, 2, 3, 4)] == [60, 120, 200, 200]
     mail_id = _queue_one(sqlite_engine)
-    first = outbox.claim_due(sqlite_engine)
+    first = outbox.claim_due(sqlite_engine, 600)
     assert [(m.id, m.attempts) for m in first] == [(mail_id, 1)]
-    assert outbox.claim_due(sqlite_engine) == []  # leased: no second run takes it
+    assert outbox.claim_due(sqlite_engine, 600) == []  # leased: no second run takes it
     before = utcnow()
     assert not outbox.mark_failed(sqlite_engine, mail_id, "421 try later", conf)
     with session_scope(sqlite_engine) as s:
@@ -399,19 +405,19 @@ def test_a_claimed_mail_is_leased_and_failures_back_off_then_fail(sqlite_engine:
         assert row.next_attempt_at >= before + timedelta(seconds=59)
         row.next_attempt_at = utcnow()  # the back-off is over
     for attempt in (2, 3):
-        assert [m.attempts for m in outbox.claim_due(sqlite_engine)] == [attempt]
+        assert [m.attempts for m in outbox.claim_due(sqlite_engine, 600)] == [attempt]
         given_up = outbox.mark_failed(sqlite_engine, mail_id, "421 try later", conf)
         with session_scope(sqlite_engine) as s:
             s.get(OutboxMail, mail_id).next_attempt_at = utcnow()
     assert given_up
-    assert outbox.claim_due(sqlite_engine) == []
+    assert outbox.claim_due(sqlite_engine, 600) == []
     pending = _queue_one(sqlite_engine)
     with session_scope(sqlite_engine) as s:
         assert s.get(OutboxMail, mail_id).status == C.MailStatus.FAILED
         with pytest.raises(ConflictError):
             outbox.retry(s, pending)  # waiting already: nothing to retry
         mails.retry_mail(s, SYSTEM, mail_id)
-    assert [(m.id, m.attempts) for m in outbox.claim_due(sqlite_engine)] == [
+    assert [(m.id, m.attempts) for m in outbox.claim_due(sqlite_engine, 600)] == [
         (mail_id, 1),
         (pending, 1),
     ]
@@ -431,8 +437,6 @@ def test_sent_mails_are_kept_for_keep_sent_days(sqlite_engine: Engine) -> None:
 def test_the_sending_job_is_scheduled_only_while_mail_is_on(
     sqlite_engine: Engine, settings: Settings
 ) -> None:
-    from baadal.mail import sender  # noqa: F401 - registers the job
-
     assert settings.job_interval("mail_outbox") == 0
     assert "mail_outbox" not in sync_periodic_jobs(sqlite_engine, REGISTRY.periodic, settings)
     settings.mail.mail_active = True

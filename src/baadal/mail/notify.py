@@ -47,6 +47,9 @@ log = logging.getLogger("baadal")
 #: an address a mail may go to: one line, one '@' (no header can be smuggled in)
 _ADDRESS = re.compile(r"[^@\s\x00-\x1f\x7f-\x9f<>,;]{1,64}@[A-Za-z0-9.-]{1,253}")
 
+#: who is told: accounts, and shared mailboxes as (address, who the mail greets)
+Told = tuple[list[User], list[tuple[str, str]]]
+
 REQUEST_EVENTS = ("made", "verified", "approved", "rejected", "reminded", "queued")
 IDLE_KINDS = {"idle": "idle_warning", "shutdown": "shutdown_warning"}
 
@@ -79,20 +82,21 @@ def _write(
     users: Iterable[User],
     values: Mapping[str, object],
     *,
-    extra_addresses: Iterable[str] = (),
+    extra_addresses: Iterable[tuple[str, str]] = (),
 ) -> int:
-    """One mail per distinct address; returns how many were written."""
+    """One mail per distinct address (accounts, then ``extra_addresses``: (address, who
+    it greets) pairs of shared mailboxes); returns how many were written."""
     common = {"home_address": get_settings().general.home_address, **values}
     seen: set[str] = set()
     written = 0
 
-    def add(address: str, user: User | None) -> None:
+    def add(address: str, user: User | None, greeting: str = "") -> None:
         nonlocal written
         if address.lower() in seen:
             return
         seen.add(address.lower())
         personal = {
-            "recipient": _display_name(user) if user is not None else "Baadal administrators",
+            "recipient": _display_name(user) if user is not None else greeting,
             "username": user.username if user is not None else "",
         }
         mail = compose.render(kind, common | personal)
@@ -107,9 +111,13 @@ def _write(
             log.info("mail %s: account %s has no e-mail address; not told", kind, user.username)
             continue
         add(address, user)
-    for address in extra_addresses:
-        if address:
-            add(address, None)
+    for address, greeting in extra_addresses:
+        if not address:
+            continue
+        if _ADDRESS.fullmatch(address):
+            add(address, None, greeting)
+        else:
+            log.info("mail %s: %r is not an e-mail address; not told", kind, address)
     if not written:
         log.info("mail %s: nobody to tell", kind)
     return written
@@ -153,20 +161,20 @@ def _organisation(session: Session, request: RequestQueue) -> Organisation | Non
     return requester.organisation if requester is not None else None
 
 
-def _orgadmins(session: Session, request: RequestQueue) -> tuple[list[User], list[str]]:
+def _orgadmins(session: Session, request: RequestQueue) -> Told:
+    """The organisation's orgadmins and its admin mailbox (upstream admin_mailid)."""
     org = _organisation(session, request)
     if org is None:
         return [], []
-    return _with_role(session, C.Role.ORGADMIN, org.id), [org.admin_mailid or ""]
+    mailbox = [(org.admin_mailid or "", f"administrators of {org.name}")]
+    return _with_role(session, C.Role.ORGADMIN, org.id), mailbox
 
 
-def _admins(session: Session, conf: MailConf) -> tuple[list[User], list[str]]:
-    return _with_role(session, C.Role.ADMIN), [conf.admin_email]
+def _admins(session: Session, conf: MailConf) -> Told:
+    return _with_role(session, C.Role.ADMIN), [(conf.admin_email, "Baadal administrators")]
 
 
-def _next_approvers(
-    session: Session, request: RequestQueue, conf: MailConf
-) -> tuple[list[User], list[str]]:
+def _next_approvers(session: Session, request: RequestQueue, conf: MailConf) -> Told:
     if request.status == C.RequestStatus.REQUESTED:
         return _users(session, [request.owner_id] if request.owner_id else []), []
     if request.status == C.RequestStatus.VERIFIED:
@@ -176,7 +184,7 @@ def _next_approvers(
     return [], []
 
 
-def _requester(session: Session, request: RequestQueue) -> tuple[list[User], list[str]]:
+def _requester(session: Session, request: RequestQueue) -> Told:
     return _users(session, [request.requester_id] if request.requester_id else []), []
 
 

@@ -59,9 +59,9 @@ def queue_mail(
     return row
 
 
-def claim_due(engine: Engine, limit: int = C.MAIL_BATCH) -> list[Claimed]:
+def claim_due(engine: Engine, lease_s: float, limit: int = C.MAIL_BATCH) -> list[Claimed]:
     """Take up to ``limit`` due mails for one run: each counts an attempt and is leased
-    for ``MAIL_SEND_LEASE_S``, so no other run takes it meanwhile."""
+    for ``lease_s`` (longer than the run can take), so no other run takes it meanwhile."""
     now = utcnow()
     due = (
         select(OutboxMail.id)
@@ -78,7 +78,7 @@ def claim_due(engine: Engine, limit: int = C.MAIL_BATCH) -> list[Claimed]:
         update(OutboxMail)
         .values(
             attempts=OutboxMail.attempts + 1,
-            next_attempt_at=now + timedelta(seconds=C.MAIL_SEND_LEASE_S),
+            next_attempt_at=now + timedelta(seconds=lease_s),
         )
         .returning(
             OutboxMail.id,

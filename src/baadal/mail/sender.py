@@ -42,6 +42,12 @@ class SendReport:
         return f"{text}; {self.error}" if self.error else text
 
 
+def lease_s(conf: MailConf) -> float:
+    """How long a run holds its batch: longer than sending a whole batch can take (each
+    mail may wait the full timeout), so no second run sends the same mail meanwhile."""
+    return max(C.MAIL_SEND_LEASE_MIN_S, (C.MAIL_BATCH + 1) * conf.timeout_s)
+
+
 def describe(exc: BaseException) -> str:
     """One line for an SMTP or network error: the server's reply, or what went wrong."""
     if isinstance(exc, smtplib.SMTPResponseException):
@@ -113,7 +119,7 @@ def send_due(engine: Engine, settings: Settings) -> SendReport:
     """Send the due mails (one batch); each failure waits its back-off or, after
     ``[mail] max_attempts`` tries, is marked failed."""
     conf = settings.mail
-    mails = outbox.claim_due(engine)
+    mails = outbox.claim_due(engine, lease_s(conf))
     if not mails:
         return SendReport()
     sent = retrying = failed = 0
