@@ -271,7 +271,7 @@ def finish(
         if ended != 1:
             return False
         session.execute(_FINISH_EVENT, values | {"p_event": claimed.event_id})
-        if notify.mail_on():
+        if claimed.task_type in C.TASK_TYPES_MAILED and notify.mail_on():
             task = session.get(Task, claimed.id)
             if task is not None:
                 notify.task_finished(session, task, users=mail_to)
