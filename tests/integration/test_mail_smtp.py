@@ -25,6 +25,7 @@ from baadal.logs import setup_logging
 from baadal.mail import compose, notify, outbox, sender
 from baadal.services import mails, users
 from baadal.services.policy import SYSTEM, actor_for
+from baadal.tasks import queue
 from baadal.tasks.periodic import fire_due_jobs, sync_periodic_jobs
 from baadal.tasks.registry import REGISTRY
 from baadal.tasks.worker import Worker
@@ -32,6 +33,7 @@ from baadal.timeutil import utcnow
 from tests.support.smtp import SmtpServer, smtp_server  # noqa: F401 - a fixture
 from tests.unit.test_mail import (
     People,
+    make_people,
     make_request,
     people,  # noqa: F401 - a fixture
 )
@@ -251,6 +253,25 @@ def test_the_periodic_job_sends_through_a_worker(
     Worker(sqlite_engine, settings, concurrency=1).run_tasks([task_id])
     (message,) = smtp_server.inbox.to("stu@a.example.org")
     assert message["Subject"] == "Baadal: your account stu was approved"
+
+
+@pytest.mark.postgres
+def test_a_finished_task_writes_its_mail_in_the_finish_on_postgresql(
+    pg_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BAADAL_MAIL__MAIL_ACTIVE", "true")
+    get_settings.cache_clear()
+    world = make_people(pg_engine)
+    with session_scope(pg_engine) as s:
+        queue.enqueue(s, C.TaskType.START_VM, vm_id=world.vm_id)
+    claimed = queue.claim(pg_engine, "w1", 60)
+    assert claimed is not None
+    assert not queue.finish(pg_engine, claimed, "w2", C.TaskStatus.SUCCESS, "started")
+    assert _statuses(pg_engine) == []
+    assert queue.finish(pg_engine, claimed, "w1", C.TaskStatus.SUCCESS, "started")
+    with session_scope(pg_engine) as s:
+        told = {m.recipient for m in s.scalars(select(OutboxMail))}
+    assert told == {"fac@a.example.org", "stu@a.example.org"}
 
 
 @pytest.mark.postgres
