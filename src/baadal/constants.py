@@ -86,6 +86,8 @@ class TaskType(StrEnum):
     VM_GARBAGE_COLLECTOR = "VM Garbage Collector"
     #: periodic: migrate VMs off hosts short of memory (upstream vm_loadbalance)
     VM_LOADBALANCE = "VM Load Balance"
+    #: periodic: send the mails of the outbox that are due (retries with back-off)
+    SEND_MAIL = "Send Mail"
     WARN_SHUTDOWN = "Warn Shutdown"
     WARN_DELETE = "Warn Delete"
 
@@ -154,6 +156,23 @@ class DhcpBackend(StrEnum):
     NONE = "none"
     DNSMASQ = "dnsmasq"
     ISC = "isc"
+
+
+class MailTls(StrEnum):
+    """How the SMTP connection is protected: not at all, upgraded (STARTTLS, usually port
+    587) or TLS from the first byte (usually port 465)."""
+
+    NONE = "none"
+    STARTTLS = "starttls"
+    TLS = "tls"
+
+
+class MailStatus(StrEnum):
+    """An outbox row: waiting (to be sent or tried again), sent, or given up on."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
 
 
 class AuthType(StrEnum):
@@ -256,3 +275,35 @@ GRAPH_PERIODS = {
     "month": 31 * 24 * 3600,
     "year": 365 * 24 * 3600,
 }
+
+# --- mail (the outbox; [mail] says where it goes) ---
+#: VM task types whose end is mailed to the VM's users (not migrations, maintenance or
+#: periodic jobs; scheduled snapshots are left out by their snapshot type)
+TASK_TYPES_MAILED = frozenset(
+    {
+        TaskType.CREATE_VM,
+        TaskType.START_VM,
+        TaskType.STOP_VM,
+        TaskType.SUSPEND_VM,
+        TaskType.RESUME_VM,
+        TaskType.DELETE_VM,
+        TaskType.DESTROY_VM,
+        TaskType.DELETE_SNAPSHOT,
+        TaskType.REVERT_TO_SNAPSHOT,
+        TaskType.EDIT_VM_CONFIG,
+        TaskType.SNAPSHOT_VM,
+        TaskType.CLONE_VM,
+        TaskType.ATTACH_DISK,
+        TaskType.SAVE_AS_TEMPLATE,
+    }
+)
+#: the most mails one run of the sending job takes from the outbox
+MAIL_BATCH = 100
+#: a mail taken by a run is not taken by another for at least this long (a run that
+#: died leaves it to the next one after that; sender.lease_s)
+MAIL_SEND_LEASE_MIN_S = 15 * 60
+#: the outbox's columns: an address (RFC 5321), a subject line
+MAIL_ADDRESS_MAX = 254
+MAIL_SUBJECT_MAX = 255
+#: the most outbox rows one list shows
+MAIL_LIST_MAX = 1000

@@ -41,7 +41,7 @@ from baadal.db.models import (
 from baadal.db.session import make_engine, session_scope
 from baadal.errors import BaadalError, PermissionDenied
 from baadal.net import nat_box
-from baadal.services import inventory, load_all, monitoring, networks, policy, vms
+from baadal.services import inventory, load_all, mails, monitoring, networks, policy, vms
 from baadal.services.policy import Action, Actor, actor_for, guarded
 from tests.support.cloud import fake_host_uri, make_cloud
 from tests.support.natbox import FakeNatBox
@@ -223,6 +223,10 @@ CASES: dict[str, list[Case]] = {
     "networks.clear_nat": [
         Case(lambda w: networks.clear_nat(w.engine, w.actor, w.settings), ADMIN)
     ],
+    # mail
+    "mails.list_outbox": [Case(lambda w: mails.list_outbox(w.session, w.actor), ADMIN)],
+    "mails.retry_mail": [Case(lambda w: mails.retry_mail(w.session, w.actor, 1), ADMIN)],
+    "mails.send_now": [Case(lambda w: mails.send_now(w.engine, w.actor, w.settings), ADMIN)],
     # monitoring
     "monitoring.fetch_rrd_data": [
         Case(

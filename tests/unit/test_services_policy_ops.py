@@ -153,6 +153,13 @@ CASES: dict[str, list[Case]] = {
             ANYONE,
         ),
     ],
+    "users.set_task_mails": [
+        Case(
+            lambda w: users.set_task_mails(w.session, w.actor, "eve", False),
+            frozenset({"admin", "eve"}),
+        ),
+        Case(lambda w: users.set_task_mails(w.session, w.actor, w.actor.username, False), ANYONE),
+    ],
     # pools
     "pools.add_vlan": [
         Case(lambda w: pools.add_vlan(w.session, w.actor, "v77", 77, "10.77.0.0/24"), ADMIN)

@@ -16,6 +16,7 @@ from baadal.cli import (
     host_commands,
     inventory_commands,
     lab_commands,
+    mail_commands,
     monitor_commands,
     net_commands,
     pool_commands,
@@ -69,3 +70,4 @@ app.add_typer(lab_commands.app, name="lab")
 app.add_typer(cloud_commands.app, name="cloud")
 app.add_typer(monitor_commands.app, name="monitor")
 app.add_typer(user_commands.app, name="user")
+app.add_typer(mail_commands.app, name="mail")

@@ -88,6 +88,8 @@ class User(Base):
     password: Mapped[str] = mapped_column(String(512), default="")
     organisation_id: Mapped[int | None] = mapped_column(ForeignKey("organisation.id"))
     block_user: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: mails when a task of one of their VMs ends (``user set-mail``); request mails,
+    #: idle-VM warnings and account mails are sent whatever this says
     mail_subscribed: Mapped[bool] = mapped_column(Boolean, default=True)
     #: '' active, 'pending' awaiting approval, 'disable'
     registration_key: Mapped[str] = mapped_column(String(512), default="")
@@ -485,6 +487,32 @@ class LoginThrottle(Base):
     first_failure: Mapped[datetime]
     #: no login of this key is tried before this time
     locked_until: Mapped[datetime | None]
+
+
+class OutboxMail(Base):
+    """A mail waiting to be sent, sent, or given up on: written in the transaction of the
+    change it tells about (a rolled-back change sends nothing), sent later by the
+    ``mail_outbox`` job (an SMTP outage loses nothing). One row per recipient."""
+
+    __tablename__ = "outbox"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: the template it was made from (request_made, task_done, ...)
+    kind: Mapped[str] = mapped_column(String(40))
+    #: the account it is for (not a foreign key: the mail outlives the account)
+    user_id: Mapped[int | None] = mapped_column(Integer)
+    recipient: Mapped[str] = mapped_column(String(C.MAIL_ADDRESS_MAX))
+    subject: Mapped[str] = mapped_column(String(C.MAIL_SUBJECT_MAX))
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(10), default=C.MailStatus.PENDING)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: not tried before this time: the back-off after a failure, or the lease of a run
+    #: that is sending it
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),)
 
 
 def _committed(vm: VM, attr: str) -> Any:

@@ -177,6 +177,10 @@ class Action(Enum):
     USER_APPROVE = ("approve, block or unblock an account", Target.USER)
     USER_ROLES = ("change an account's roles", Target.NONE)
     USER_PASSWORD = ("change an account's password", Target.USER)
+    USER_MAIL = ("choose whether an account gets task mails", Target.USER)
+    # mail
+    MAIL_READ = ("see the mail outbox (what was sent, what waits, what failed)", Target.NONE)
+    MAIL_MANAGE = ("retry failed mails, send the outbox now", Target.NONE)
 
     @property
     def description(self) -> str:
@@ -232,6 +236,9 @@ RULES: dict[Action, dict[C.Role, Scope]] = {
     Action.USER_APPROVE: _row(ALL, ORG, NONE, NONE),
     Action.USER_ROLES: _row(ALL, NONE, NONE, NONE),
     Action.USER_PASSWORD: _row(ALL, OWN, OWN, OWN),
+    Action.USER_MAIL: _row(ALL, OWN, OWN, OWN),
+    Action.MAIL_READ: _row(ALL, NONE, NONE, NONE),
+    Action.MAIL_MANAGE: _row(ALL, NONE, NONE, NONE),
 }
 
 

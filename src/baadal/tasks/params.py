@@ -116,6 +116,7 @@ PARAMS: dict[str, type[TaskParams]] = {
     C.TaskType.VM_DAILY_CHECKS: PeriodicParams,
     C.TaskType.VM_GARBAGE_COLLECTOR: PeriodicParams,
     C.TaskType.VM_LOADBALANCE: PeriodicParams,
+    C.TaskType.SEND_MAIL: PeriodicParams,
 }
 
 
