@@ -47,3 +47,37 @@ def people_cloud(engine: Engine, settings: Settings, root: Path) -> Cloud:
     cloud = make_cloud(engine, settings, root, ["fake:///h1", "fake:///h2"])
     add_people(engine)
     return cloud
+
+
+def race_approvals(engine: Engine, settings: Settings, requests: int, vm_limit: int) -> int:
+    """``requests`` VMs asked for by fac (VERIFIED), fac's quota ``vm_limit`` VMs, and an
+    admin approval of each at once on its own thread: how many were queued."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from baadal.errors import ResourceExhausted
+    from baadal.services import quotas, vm_requests
+    from baadal.services.policy import actor_for
+
+    with session_scope(engine) as s:
+        quotas.set_quota(s, actor_for(s, "admin"), user="fac", limits={C.QuotaItem.VMS: vm_limit})
+        fac = actor_for(s, "fac")
+        ids = [
+            vm_requests.request_create(
+                s, fac, settings, vm_name=f"race{i}", template="tiny", security_domain="research"
+            )
+            for i in range(requests)
+        ]
+    start = threading.Barrier(requests)
+
+    def approve(request_id: int) -> bool:
+        start.wait()
+        try:
+            with session_scope(engine) as s:
+                vm_requests.approve_request(s, actor_for(s, "admin"), settings, request_id)
+            return True
+        except ResourceExhausted:
+            return False
+
+    with ThreadPoolExecutor(requests) as pool:
+        return sum(pool.map(approve, ids))

@@ -29,7 +29,7 @@ from baadal.services import networks, quotas, tasks, vm_requests, vms
 from baadal.services.policy import SYSTEM, actor_for
 from baadal.tasks import queue
 from tests.support.cloud import Cloud
-from tests.support.people import people_cloud
+from tests.support.people import people_cloud, race_approvals
 
 pytestmark = pytest.mark.unit
 
@@ -444,3 +444,69 @@ def test_queued_edits_count_before_they_run(
     call(engine, "admin", vm_requests.approve_request, settings, first)  # 1 + 2 of 4
     with pytest.raises(ResourceExhausted, match="3 GB disk used, 2 GB disk asked"):
         call(engine, "fac", vm_requests.request_disk, settings, web, 2)
+
+
+def test_racing_approvals_never_pass_the_quota_on_sqlite(
+    sqlite_engine: Engine, settings: Settings, cloud: Cloud
+) -> None:
+    assert race_approvals(sqlite_engine, settings, requests=6, vm_limit=2) == 2
+    with session_scope(sqlite_engine) as s:
+        assert s.scalar(select(func.count()).select_from(VM)) == 2
+
+
+# --- the CLI -----------------------------------------------------------------------------
+
+
+def test_the_workflow_from_the_cli_with_as(
+    sqlite_engine: Engine,
+    settings: Settings,
+    cloud: Cloud,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from baadal.cli.main import app
+    from baadal.config import get_settings
+
+    monkeypatch.setenv("BAADAL_DATABASE__URL", str(sqlite_engine.url))
+    get_settings.cache_clear()
+    runner = CliRunner()
+
+    def cli(*args: str, code: int = 0) -> str:
+        result = runner.invoke(app, list(args), terminal_width=200)
+        assert result.exit_code == code, result.output
+        return result.output
+
+    out = cli("--as", "stu", "request", "create", "lab1", "--template", "tiny", "--approver",
+              "fac", "--domain", "research", "--collaborator", "col", "--purpose", "course")  # fmt: skip
+    assert out.strip() == "request 1"
+    assert "lab1" in cli("--as", "col", "request", "list")
+    assert "lab1" not in cli("--as", "eve", "request", "list")
+    assert cli("--as", "eve", "request", "show", "1", code=2).startswith("error: eve may not")
+    cli("--as", "oa", "request", "verify", "1", code=2)
+    assert "REQUESTED" in cli("--as", "stu", "request", "show", "1")
+    assert "VERIFIED" in cli("--as", "fac", "request", "verify", "1")
+    assert "reminded the orgadmins" in cli("--as", "stu", "request", "remind", "1")
+    assert "APPROVED" in cli("--as", "oa", "request", "approve", "1")
+    out = cli("request", "approve", "1", "--inline")
+    assert "IN_QUEUE" in out and "SUCCESS" in out
+    out = cli("--as", "stu", "request", "disk", "lab1", "--size", "2", "--approver", "fac")
+    assert out.strip() == "request 2"
+    assert "changed" in cli("--as", "fac", "request", "edit", "2", "--size", "3")
+    cli("--as", "fac", "request", "edit", "2", "--purpose", "x", code=2)
+    assert "REJECTED" in cli("--as", "fac", "request", "reject", "2", "--reason", "too big")
+    assert "too big" in cli("--as", "stu", "request", "show", "2")
+    out = cli("--as", "stu", "request", "config", "lab1", "--ram", "512", "--approver", "fac")
+    assert out.strip() == "request 3"
+    assert "withdrawn" in cli("--as", "stu", "request", "withdraw", "3")
+    cli("--as", "stu", "request", "reject", "1", code=2)  # --reason is required
+    # quotas
+    cli("--as", "stu", "quota", "set", "--user", "stu", "--vms", "1", code=2)
+    cli("quota", "set", "--user", "fac", "--vms", "5", "--ram-gb", "4")
+    out = cli("--as", "fac", "quota", "show")
+    assert "unlimited" in out and "own" in out
+    assert "organisation ORG_A" in cli("--as", "stu", "quota", "show", "--org", "ORG_A")
+    cli("--as", "stu", "quota", "show", "--org", "ORG_B", code=2)
+    cli("quota", "show", "--user", "fac", "--org", "ORG_A", code=2)
+    cli("quota", "set", "--user", "fac", "--vms", "-1", code=2)
+    cli("quota", "set", "--user", "fac", code=2)

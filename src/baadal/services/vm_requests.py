@@ -96,6 +96,10 @@ def _username(session: Session, user_id: int | None) -> str:
     return session.scalar(select(User.username).where(User.id == user_id)) or f"#{user_id}"
 
 
+def _domain(session: Session, domain_id: int | None) -> SecurityDomain | None:
+    return session.get(SecurityDomain, domain_id) if domain_id is not None else None
+
+
 def _info(session: Session, req: RequestQueue) -> RequestInfo:
     status, message = C.RequestStatus(req.status), None
     if req.task_id is not None:
@@ -104,7 +108,7 @@ def _info(session: Session, req: RequestQueue) -> RequestInfo:
             status, message = C.RequestStatus.FAILED, task.message
     kind = C.RequestKind(req.request_type)
     public_ip = req.public_ip_change if kind == C.RequestKind.EDIT else req.public_ip
-    domain = session.get(SecurityDomain, req.security_domain_id) if req.security_domain_id else None
+    domain = _domain(session, req.security_domain_id)
     template = session.get(Template, req.template_id) if req.template_id else None
     return RequestInfo(
         id=req.id,
@@ -268,7 +272,7 @@ def _validate(session: Session, actor: Actor, settings: Settings, req: RequestQu
     domain, free addresses, the quota. ``actor`` is the requester (their organisation's
     domains)."""
     kind = C.RequestKind(req.request_type)
-    domain = session.get(SecurityDomain, req.security_domain_id) if req.security_domain_id else None
+    domain = _domain(session, req.security_domain_id)
     if domain is not None:
         require(session, actor, Action.NETWORK_LIST, domain, f"security domain {domain.name}")
     if kind == C.RequestKind.CREATE:
@@ -285,7 +289,7 @@ def _validate(session: Session, actor: Actor, settings: Settings, req: RequestQu
         vms._installed(vm)
         if kind == C.RequestKind.CLONE:
             check_int(req.clone_count, "clone count", 1, C.CLONE_COUNT_MAX)
-            _free_ips(session, session.get(SecurityDomain, vm.security_domain_id), req.clone_count)
+            _free_ips(session, _domain(session, vm.security_domain_id), req.clone_count)
         elif kind == C.RequestKind.ATTACH_DISK:
             check_disk_size(req.attach_disk)
         else:
@@ -510,7 +514,7 @@ def _queue(session: Session, actor: Actor, settings: Settings, req: RequestQueue
     quota.lock(session, quota.accounts_of(session, owner_id))
     quota.check(session, settings, owner_id, quota.request_demand(session, req))
     kind = C.RequestKind(req.request_type)
-    domain = session.get(SecurityDomain, req.security_domain_id) if req.security_domain_id else None
+    domain = _domain(session, req.security_domain_id)
     if kind == C.RequestKind.CREATE:
         queued = vms.request_vm(
             session,
