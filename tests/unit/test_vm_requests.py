@@ -162,6 +162,18 @@ def test_a_request_starts_where_its_requester_stands(
     assert (found.task_id is not None) == (starts == Q.IN_QUEUE)
 
 
+def test_an_admins_request_is_queued_with_its_collaborators(
+    sqlite_engine: Engine, settings: Settings, cloud: Cloud
+) -> None:
+    rid = make(sqlite_engine, settings, "admin", collaborators=["col", "admin"])
+    found = info(sqlite_engine, rid)
+    assert found.collaborators == ("col",)
+    run(sqlite_engine, settings, found.task_id)
+    with session_scope(sqlite_engine) as s:
+        vm_id = s.scalar(select(VM.id).where(VM.vm_name == "vm1"))
+    assert vm_users(sqlite_engine, vm_id) == {"admin", "col"}
+
+
 def test_an_admin_approves_from_any_state(
     sqlite_engine: Engine, settings: Settings, cloud: Cloud
 ) -> None:
@@ -253,7 +265,7 @@ def test_change_requests_refuse_twins_and_vms_being_deleted(
 ) -> None:
     engine = sqlite_engine
     web = running_vm(engine, settings)
-    call(engine, "stu", vm_requests.request_disk, settings, web, 1, approver="fac")
+    pending_disk = call(engine, "stu", vm_requests.request_disk, settings, web, 1, approver="fac")
     with pytest.raises(ConflictError, match="pending attach_disk request for this VM"):
         call(engine, "stu", vm_requests.request_disk, settings, web, 2, approver="fac")
     call(engine, "stu", vm_requests.request_edit, settings, web, ram_mb=512, approver="fac")
@@ -262,6 +274,8 @@ def test_change_requests_refuse_twins_and_vms_being_deleted(
     with pytest.raises(ValidationError, match="nothing to change"):
         call(engine, "fac", vm_requests.request_edit, settings, web, ram_mb=256)
     call(engine, "stu", vms.operate, web, "delete")
+    with pytest.raises(ConflictError, match="'Delete VM' task for this VM is already queued"):
+        call(engine, "admin", vm_requests.approve_request, settings, pending_disk)
     before = rows(engine)
     with pytest.raises(ConflictError, match="being deleted"):
         call(engine, "stu", vm_requests.request_clone, settings, web, 1, approver="fac")
@@ -312,8 +326,9 @@ def test_reject_keeps_the_reason_and_ends_the_request(
 ) -> None:
     engine = sqlite_engine
     rid = make(engine, settings, "stu")
-    with pytest.raises(ValidationError, match="reason"):
-        call(engine, "fac", vm_requests.reject_request, rid, "  ")
+    for bad in ("  ", "x" * (C.REJECT_REASON_MAX + 1), "a\x1b[2Jb"):
+        with pytest.raises(ValidationError, match="reason"):
+            call(engine, "fac", vm_requests.reject_request, rid, bad)
     with pytest.raises(PermissionDenied):
         call(engine, "stu", vm_requests.reject_request, rid, "no")
     call(engine, "fac", vm_requests.verify_request, rid)

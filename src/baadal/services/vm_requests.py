@@ -135,10 +135,13 @@ def _info(session: Session, req: RequestQueue) -> RequestInfo:
     )
 
 
-def _find(session: Session, actor: Actor, request_id: int, action: Action) -> RequestQueue:
-    """The request, locked for this transaction (two approvers never both move it)."""
+def _find(
+    session: Session, actor: Actor, request_id: int, action: Action, *, lock: bool = True
+) -> RequestQueue:
+    """The request, locked for this transaction unless only read (two approvers never
+    both move it)."""
     check_row_id(request_id, "request")
-    req = session.get(RequestQueue, request_id, with_for_update=True, populate_existing=True)
+    req = session.get(RequestQueue, request_id, with_for_update=lock, populate_existing=lock)
     if req is None:
         raise NotFoundError(f"no request {request_id}")
     require(session, actor, action, req, f"request {request_id}")
@@ -166,7 +169,7 @@ def list_requests(
 
 @guarded(Action.REQUEST_READ)
 def get_request(session: Session, actor: Actor, request_id: int) -> RequestInfo:
-    return _info(session, _find(session, actor, request_id, Action.REQUEST_READ))
+    return _info(session, _find(session, actor, request_id, Action.REQUEST_READ, lock=False))
 
 
 # --- validation -----------------------------------------------------------------------
@@ -208,12 +211,13 @@ def _collaborators(session: Session, names: Sequence[str], skip: set[int]) -> li
     return list(found.values())
 
 
-def _check_text(value: str | None, what: str) -> str | None:
-    if not value:
-        return None
-    if len(value) > C.VM_PURPOSE_MAX:
-        raise ValidationError(f"{what} must be at most {C.VM_PURPOSE_MAX} characters")
-    return check_no_control(value, what)
+def _check_reason(reason: str) -> str:
+    reason = reason.strip() if isinstance(reason, str) else ""
+    if not reason:
+        raise ValidationError("give the reason of the rejection")
+    if len(reason) > C.REJECT_REASON_MAX:
+        raise ValidationError(f"reason must be at most {C.REJECT_REASON_MAX} characters")
+    return check_no_control(reason, "reason")
 
 
 def _free_ips(session: Session, domain: SecurityDomain | None, count: int) -> None:
@@ -325,7 +329,7 @@ def _submit(
     """Validate, record and (by the requester's role) advance or queue the request."""
     req.requester_id = actor.user_id
     req.approver_id = approver.id if approver else None
-    req.purpose = _check_text(req.purpose, "purpose")
+    req.purpose = vms._check_purpose(req.purpose)
     _validate(session, actor, settings, req)
     if actor.is_admin or C.Role.ORGADMIN in actor.roles:
         req.status = C.RequestStatus.APPROVED
@@ -333,7 +337,6 @@ def _submit(
         req.status = C.RequestStatus.VERIFIED
     else:
         req.status = C.RequestStatus.REQUESTED
-    req.request_time = utcnow()
     session.add(req)
     session.flush()
     for user in collaborators:
@@ -591,9 +594,7 @@ def reject_request(session: Session, actor: Actor, request_id: int, reason: str)
     """Refuse a pending request, saying why (kept and told). The faculty approver rejects
     only what waits for them; orgadmins and admins any pending request."""
     req = _find(session, actor, request_id, Action.REQUEST_REJECT)
-    reason = _check_text(reason.strip() if isinstance(reason, str) else reason, "reason")
-    if not reason:
-        raise ValidationError("give the reason of the rejection")
+    reason = _check_reason(reason)
     _pending(req)
     only_approver = not actor.is_admin and C.Role.ORGADMIN not in actor.roles
     if only_approver and req.status != C.RequestStatus.REQUESTED:
@@ -677,7 +678,7 @@ def edit_request(
     if security_domain is not None:
         req.security_domain_id = _domain_id(session, security_domain)
     if purpose is not None:
-        req.purpose = _check_text(purpose, "purpose")
+        req.purpose = vms._check_purpose(purpose)
     requester = session.get(User, req.requester_id)
     with session.no_autoflush:
         _validate(session, actor_of(session, requester), settings, req)
