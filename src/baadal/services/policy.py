@@ -610,9 +610,13 @@ def authorization_markdown() -> str:
         intro,
         "",
         "Scopes: **all** = every object; **own org** = objects of the actor's organisation "
-        "(a VM's organisation is its owner's) and their own; **own** = VMs they own or are "
+        "(a VM's organisation is its owner's, a request's its requester's) and their own; "
+        "**own** = VMs they own or are "
         "a user of (`user_vm_map`), tasks they asked for or of such VMs, their own account, "
-        "public templates and their own, security domains visible to their organisation; "
+        "public templates and their own, security domains visible to their organisation, "
+        "requests they made, own, approve or collaborate on (to verify or reject: those "
+        "naming them as faculty approver; to edit: those they made or approve; to withdraw: "
+        "those they made), their organisation's quota; "
         "**-** = refused. Every role also holds `user`. A blocked, disabled or not yet "
         "approved account may do nothing. Nobody reads a VM's VNC password except through "
         "a grant (`VM_CONSOLE`).",
