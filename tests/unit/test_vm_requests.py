@@ -525,3 +525,14 @@ def test_the_workflow_from_the_cli_with_as(
     cli("quota", "show", "--user", "fac", "--org", "ORG_A", code=2)
     cli("quota", "set", "--user", "fac", "--vms", "-1", code=2)
     cli("quota", "set", "--user", "fac", code=2)
+
+
+def test_quota_settings_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from baadal.config import load_settings
+    from baadal.errors import ConfigError
+
+    assert load_settings().quota.user_vms == 0  # unlimited by default
+    for value in ("-1", str(C.QUOTA_MAX + 1)):
+        monkeypatch.setenv("BAADAL_QUOTA__ORG_VMS", value)
+        with pytest.raises(ConfigError, match="quota"):
+            load_settings()
