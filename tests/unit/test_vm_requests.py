@@ -277,7 +277,7 @@ def test_change_requests_refuse_twins_and_vms_being_deleted(
     with pytest.raises(ConflictError, match="'Delete VM' task for this VM is already queued"):
         call(engine, "admin", vm_requests.approve_request, settings, pending_disk)
     before = rows(engine)
-    with pytest.raises(ConflictError, match="being deleted"):
+    with pytest.raises(ConflictError, match="'Delete VM' task for this VM is already queued"):
         call(engine, "stu", vm_requests.request_clone, settings, web, 1, approver="fac")
     assert rows(engine) == before
 

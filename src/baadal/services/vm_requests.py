@@ -51,6 +51,7 @@ from baadal.services.policy import (
     require,
     vm_filter,
 )
+from baadal.tasks import queue
 from baadal.timeutil import utcnow
 from baadal.vm.disk import check_disk_size
 from baadal.vm.edit import check_ram_vcpus
@@ -239,15 +240,7 @@ def _target_vm(session: Session, actor: Actor, name_or_id: str | int) -> VM:
     """The VM a change request is for: the actor's to ask about, not being deleted."""
     vm = lookup.vm(session, name_or_id, prefer=vm_filter(actor, Action.VM_READ))
     require(session, actor, Action.REQUEST_CHANGE, vm, f"VM {vm.vm_name}")
-    deleting = session.scalar(
-        select(Task.id).where(
-            Task.vm_id == vm.id,
-            Task.task_type == C.TaskType.DELETE_VM,
-            Task.status.in_(C.TASK_UNFINISHED),
-        )
-    )
-    if deleting is not None:
-        raise ConflictError(f"VM {vm.vm_name} is being deleted")
+    queue.check_not_queued(session, vm.id, C.TaskType.DELETE_VM)
     return vm
 
 
