@@ -26,9 +26,10 @@ def pg_people(pg_engine: Engine, settings: Settings, tmp_path: Path) -> Iterator
     fake.reset()
 
 
+@pytest.mark.parametrize("org", [False, True], ids=["user", "organisation"])
 def test_racing_approvals_never_pass_the_quota_on_postgres(
-    pg_people: Engine, settings: Settings
+    pg_people: Engine, settings: Settings, org: bool
 ) -> None:
-    assert race_approvals(pg_people, settings, requests=8, vm_limit=3) == 3
+    assert race_approvals(pg_people, settings, requests=8, vm_limit=3, org=org) == 3
     with session_scope(pg_people) as s:
         assert s.scalar(select(func.count()).select_from(VM)) == 3

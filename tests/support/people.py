@@ -49,9 +49,12 @@ def people_cloud(engine: Engine, settings: Settings, root: Path) -> Cloud:
     return cloud
 
 
-def race_approvals(engine: Engine, settings: Settings, requests: int, vm_limit: int) -> int:
-    """``requests`` VMs asked for by fac (VERIFIED), fac's quota ``vm_limit`` VMs, and an
-    admin approval of each at once on its own thread: how many were queued."""
+def race_approvals(
+    engine: Engine, settings: Settings, requests: int, vm_limit: int, *, org: bool = False
+) -> int:
+    """``requests`` VMs asked for by fac (VERIFIED), fac's quota ``vm_limit`` VMs (with
+    ``org``: by fac and fac2 in turn, ORG_A's quota), and an admin approval of each at
+    once on its own thread: how many were queued."""
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
@@ -59,12 +62,18 @@ def race_approvals(engine: Engine, settings: Settings, requests: int, vm_limit: 
     from baadal.services import quotas, vm_requests
     from baadal.services.policy import actor_for
 
+    whose = {"org": "ORG_A"} if org else {"user": "fac"}
     with session_scope(engine) as s:
-        quotas.set_quota(s, actor_for(s, "admin"), user="fac", limits={C.QuotaItem.VMS: vm_limit})
-        fac = actor_for(s, "fac")
+        quotas.set_quota(s, actor_for(s, "admin"), limits={C.QuotaItem.VMS: vm_limit}, **whose)
+        askers = [actor_for(s, "fac"), actor_for(s, "fac2")] if org else [actor_for(s, "fac")]
         ids = [
             vm_requests.request_create(
-                s, fac, settings, vm_name=f"race{i}", template="tiny", security_domain="research"
+                s,
+                askers[i % len(askers)],
+                settings,
+                vm_name=f"race{i}",
+                template="tiny",
+                security_domain="research",
             )
             for i in range(requests)
         ]
