@@ -400,6 +400,23 @@ class PowerConf(Section):
     min_hosts_up: int = 1
 
 
+class QuotaConf(Section):
+    """Default limits of every user (``user_*``, on the VMs they own) and every
+    organisation (``org_*``, on its members' VMs); 0 = unlimited. ``baadal quota set``
+    overrides them per user or organisation."""
+
+    user_vms: int = Field(default=0, ge=0, le=C.QUOTA_MAX)
+    user_vcpus: int = Field(default=0, ge=0, le=C.QUOTA_MAX)
+    user_ram_gb: int = Field(default=0, ge=0, le=C.QUOTA_MAX)
+    user_disk_gb: int = Field(default=0, ge=0, le=C.QUOTA_MAX)
+    user_public_ips: int = Field(default=0, ge=0, le=C.QUOTA_MAX)
+    org_vms: int = Field(default=0, ge=0, le=C.QUOTA_MAX)
+    org_vcpus: int = Field(default=0, ge=0, le=C.QUOTA_MAX)
+    org_ram_gb: int = Field(default=0, ge=0, le=C.QUOTA_MAX)
+    org_disk_gb: int = Field(default=0, ge=0, le=C.QUOTA_MAX)
+    org_public_ips: int = Field(default=0, ge=0, le=C.QUOTA_MAX)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="BAADAL_", env_nested_delimiter="__", extra="forbid"
@@ -424,6 +441,7 @@ class Settings(BaseSettings):
     placement: PlacementConf = Field(default_factory=PlacementConf)
     power: PowerConf = Field(default_factory=PowerConf)
     balance: BalanceConf = Field(default_factory=BalanceConf)
+    quota: QuotaConf = Field(default_factory=QuotaConf)
 
     @field_validator("home")
     @classmethod

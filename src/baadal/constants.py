@@ -101,6 +101,51 @@ class RequestStatus(IntEnum):
     IN_QUEUE = 5
 
 
+#: a request still waiting for someone (it can be edited, withdrawn, approved, rejected)
+REQUEST_PENDING = (RequestStatus.REQUESTED, RequestStatus.VERIFIED, RequestStatus.APPROVED)
+
+
+class RequestKind(StrEnum):
+    """What a request asks for (stored in request_queue.request_type)."""
+
+    CREATE = "create"
+    CLONE = "clone"
+    ATTACH_DISK = "attach_disk"
+    EDIT = "edit"
+
+
+class RequestEvent(StrEnum):
+    """The transitions of a request that people are told about (mail)."""
+
+    MADE = "made"
+    VERIFIED = "verified"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    REMINDED = "reminded"
+    QUEUED = "queued"
+
+
+class QuotaItem(StrEnum):
+    """What a quota limits; the value is the column of ``quota`` and the settings key
+    suffix (``[quota] user_<item>`` / ``org_<item>``)."""
+
+    VMS = "vms"
+    VCPUS = "vcpus"
+    RAM_GB = "ram_gb"
+    DISK_GB = "disk_gb"
+    PUBLIC_IPS = "public_ips"
+
+
+#: a quota limit is 0..this (0 = unlimited)
+QUOTA_MAX = 1_000_000
+#: longest reason a rejection keeps
+REJECT_REASON_MAX = 512
+#: a reminder to the same approver at most this often
+REQUEST_REMIND_INTERVAL_S = 24 * 3600
+#: clones one request may ask for
+CLONE_COUNT_MAX = 100
+
+
 class VMStatus(IntEnum):
     UNKNOWN = -1
     IN_QUEUE = 1

@@ -20,6 +20,8 @@ from baadal.cli import (
     monitor_commands,
     net_commands,
     pool_commands,
+    quota_commands,
+    request_commands,
     status_command,
     task_commands,
     user_commands,
@@ -71,3 +73,5 @@ app.add_typer(cloud_commands.app, name="cloud")
 app.add_typer(monitor_commands.app, name="monitor")
 app.add_typer(user_commands.app, name="user")
 app.add_typer(mail_commands.app, name="mail")
+app.add_typer(request_commands.app, name="request")
+app.add_typer(quota_commands.app, name="quota")

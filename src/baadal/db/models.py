@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    CheckConstraint,
     Date,
     DateTime,
     Float,
@@ -311,6 +312,19 @@ class RequestQueue(Base):
     status: Mapped[int] = mapped_column(Integer, default=C.RequestStatus.REQUESTED)
     request_time: Mapped[datetime] = mapped_column(default=utcnow)
     expiry_date: Mapped[date | None] = mapped_column(Date)
+    #: the faculty member who verifies it (the owner of a student's VM)
+    approver_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    #: edit requests: True attach a public IP, False detach it, None leave it
+    public_ip_change: Mapped[bool | None] = mapped_column(Boolean)
+    reject_reason: Mapped[str | None] = mapped_column(String(512))
+    #: who moved it last (verified, approved, rejected, withdrew) and when
+    decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime)
+    #: the task it was queued as (its status shows through: a failed task = FAILED)
+    task_id: Mapped[int | None] = mapped_column(Integer)
+    #: the VM a create request made (a plain id: the request outlives the VM)
+    vm_id: Mapped[int | None] = mapped_column(Integer)
+    last_reminded_at: Mapped[datetime | None] = mapped_column(DateTime)
 
     collaborators: Mapped[list[User]] = relationship(secondary="request_collaborator")
 
@@ -322,6 +336,30 @@ class RequestCollaborator(Base):
     )
     user_id: Mapped[int] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class Quota(Base):
+    """Limits of one user or one organisation; a NULL limit is the settings' default
+    (``[quota]``) and 0 is unlimited. The row is also what queueing locks: two approvals
+    that spend the same owner's or organisation's last unit are serialised on it."""
+
+    __tablename__ = "quota"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), unique=True
+    )
+    organisation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("organisation.id", ondelete="CASCADE"), unique=True
+    )
+    vms: Mapped[int | None] = mapped_column(Integer)
+    vcpus: Mapped[int | None] = mapped_column(Integer)
+    ram_gb: Mapped[int | None] = mapped_column(Integer)
+    disk_gb: Mapped[int | None] = mapped_column(Integer)
+    public_ips: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (
+        CheckConstraint("(user_id IS NULL) <> (organisation_id IS NULL)", name="quota_user_or_org"),
     )
 
 
