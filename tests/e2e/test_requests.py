@@ -1,0 +1,272 @@
+"""The request workflow on the lab, driven through the CLI the way its people use it
+(``--as``), with a real worker and a real SMTP server (STARTTLS and a login):
+
+- a student asks for a VM naming a faculty member of their organisation; the faculty
+  member verifies, the orgadmin approves, the admin approves and the worker creates the
+  VM on a lab host; it answers ping; each step's mail (made -> the faculty member,
+  verified -> the orgadmins, approved -> the admins, queued -> the student, the task's
+  done -> the VM's users) reaches the SMTP server through the periodic ``mail_outbox``
+  job; the student deletes the VM again;
+- a request rejected with a reason: the reason is kept (``request show``) and mailed to
+  the student, and nothing is queued.
+
+The quota race (two approvals for the last unit, on PostgreSQL) is
+tests/integration/test_request_quota_race.py.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email.message import Message
+
+import pytest
+from sqlalchemy import func, select
+from typer.testing import CliRunner
+
+from baadal.cli.main import app
+from baadal.config import get_settings
+from baadal.db.models import Organisation, Task
+from baadal.db.session import dispose_engines, session_scope
+from baadal.lab import layout
+from baadal.net import dhcp
+from tests.e2e.conftest import Lab, wait_ping
+from tests.support.smtp import SmtpServer
+from tests.support.workers import start_worker
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+ORG = "LABU"
+DOMAIN = "lab.example.org"
+PASSWORD = "correct horse battery staple"
+SMTP_LOGIN = ("baadal-mailer", "mail-s3cret")
+#: username -> roles besides user (all of organisation ORG)
+PEOPLE = {
+    "ada": "admin",
+    "olga": "orgadmin",
+    "fred": "faculty",
+    "sam": "",
+    "cole": "",
+}
+MAIL_TIMEOUT_S = 30
+TASK_TIMEOUT_S = 300
+PING_TIMEOUT_S = 120
+
+
+def address(username: str) -> str:
+    return f"{username}@{DOMAIN}"
+
+
+@dataclass
+class Cloud:
+    """The lab with ORG's people, a worker sending mail every second, and the inbox."""
+
+    lab: Lab
+    smtp: SmtpServer
+    runner: CliRunner
+    #: the environment of the lab's people: its home, [mail] at the SMTP server
+    env: dict[str, str]
+
+    def apply(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        for key, value in self.env.items():
+            monkeypatch.setenv(key, value)
+        get_settings.cache_clear()
+
+    def cli(self, *args: str, user: str | None = None, code: int = 0, stdin: str = "") -> str:
+        argv = (["--as", user] if user else []) + list(args)
+        result = self.runner.invoke(app, argv, input=stdin, terminal_width=200)
+        assert result.exit_code == code, f"baadal {' '.join(argv)}:\n{result.output}"
+        return result.output
+
+    def mail(self, to: str, subject: str, timeout: float = MAIL_TIMEOUT_S) -> Message:
+        """The first mail to ``to`` whose subject holds ``subject``, once it arrived."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for message in self.smtp.inbox.to(to):
+                if subject in str(message["Subject"]):
+                    return message
+            time.sleep(0.2)
+        raise AssertionError(f"no mail {subject!r} to {to}; got {self.smtp.inbox.subjects}")
+
+    def mails_about(self, subject: str) -> list[tuple[list[str], Message]]:
+        return [(to, m) for to, m in self.smtp.inbox.messages if subject in str(m["Subject"])]
+
+    def tasks(self) -> int:
+        with session_scope(self.lab.engine) as s:
+            return s.scalar(select(func.count()).select_from(Task).where(Task.vm_id.is_not(None)))
+
+
+def _make_organisation(lab: Lab) -> None:
+    """There is no `baadal org add` on this branch yet: the row an admin would add."""
+    with session_scope(lab.engine) as s:
+        s.add(Organisation(name=ORG, details="the lab's university"))
+
+
+def _add_people(cloud: Cloud) -> None:
+    """Each person registers (password on stdin), the admin approves and gives roles."""
+    for name, roles in PEOPLE.items():
+        out = cloud.cli(
+            "user", "register", name, "--email", address(name), "--first", name.capitalize(),
+            "--org", ORG, "--password-stdin", stdin=f"{PASSWORD}\n",
+        )  # fmt: skip
+        assert f"registered {name}" in out
+        cloud.cli("user", "approve", name)
+        if roles:
+            assert roles in cloud.cli("user", "roles", name, "--set", roles)
+        assert "logged in" in cloud.cli(
+            "user", "login", name, "--password-stdin", stdin=f"{PASSWORD}\n"
+        )
+        # the approval's own mail, sent by the worker's periodic job
+        cloud.mail(address(name), f"your account {name} was approved")
+
+
+@pytest.fixture(scope="module")
+def _cloud(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
+    folder = tmp_path_factory.mktemp("smtp")
+    smtp = SmtpServer(folder, mode="starttls", login=SMTP_LOGIN)
+    password_file = folder / "smtp-password"
+    password_file.write_text(SMTP_LOGIN[1] + "\n")
+    smtp.start()
+    worker: subprocess.Popen[bytes] | None = None
+    with pytest.MonkeyPatch.context() as mp:
+        smtp.settings_env(mp, password_file)
+        env = {k: v for k, v in os.environ.items() if k.startswith("BAADAL_MAIL__")} | {
+            "BAADAL_HOME": str(lab.home),  # the CLI finds the lab's settings file
+            "BAADAL_MAIL__ADMIN_EMAIL": f"cloud-admins@{DOMAIN}",
+            "BAADAL_AUTH__REGISTRATION_ORGANISATIONS": f'["{ORG}"]',
+            "BAADAL_SCHEDULER__MAIL_OUTBOX": "1",  # the worker sends mail every second
+        }
+        cloud = Cloud(lab, smtp, CliRunner(), env)
+        cloud.apply(mp)
+        try:
+            worker = start_worker(
+                f"sqlite:///{lab.home / 'baadal.db'}", lab.home, "e2e-requests", until_idle=False
+            )
+            _make_organisation(lab)
+            _add_people(cloud)
+            yield cloud
+        finally:
+            if worker is not None:
+                worker.send_signal(signal.SIGTERM)
+                out, _ = worker.communicate(timeout=120)
+                print(out.decode(errors="replace")[-2000:])
+            smtp.stop()
+            get_settings.cache_clear()
+            dispose_engines()
+
+
+@pytest.fixture
+def cloud(_cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> Cloud:
+    """Each test has its own home (tests/conftest.py): point it at the lab's again."""
+    _cloud.apply(monkeypatch)
+    return _cloud
+
+
+def body(message: Message) -> str:
+    payload = message.get_payload(decode=True)
+    assert isinstance(payload, bytes)
+    return payload.decode()
+
+
+def _request_id(output: str) -> str:
+    match = re.fullmatch(r"request (\d+)", output.strip())
+    assert match is not None, output
+    return match[1]
+
+
+def _field(output: str, name: str) -> str:
+    """A value of a ``show`` table (``name │ value``)."""
+    match = re.search(rf"{re.escape(name)}\s*│\s*(.*?)\s*│", output)
+    assert match is not None, output
+    return match[1]
+
+
+def test_a_students_vm_through_the_approval_chain(cloud: Cloud) -> None:
+    t0 = time.monotonic()
+    cli, mail = cloud.cli, cloud.mail
+    rid = _request_id(
+        cli("request", "create", "labvm", "--template", layout.TEMPLATE_NAME,
+            "--approver", "fred", "--collaborator", "cole", "--purpose", "operating systems lab",
+            user="sam")
+    )  # fmt: skip
+    about = f'request {rid} (create "labvm")'
+    made = body(mail(address("fred"), f"{about} waits for you"))
+    assert "sam" in made and "operating systems lab" in made
+    # the chain is kept in order: nobody skips the faculty member
+    cli("request", "approve", rid, user="olga", code=2)
+    cli("request", "verify", rid, user="cole", code=2)
+    assert f"request {rid}: VERIFIED" in cli("request", "verify", rid, user="fred")
+    mail(address("olga"), f"{about} verified, waits for you")
+    assert f"request {rid}: APPROVED" in cli("request", "approve", rid, user="olga")
+    mail(address("ada"), f"{about} approved, waits for you")
+    mail(f"cloud-admins@{DOMAIN}", f"{about} approved, waits for you")
+    shown = cli("request", "show", rid, user="sam")
+    assert _field(shown, "status") == "APPROVED"
+    assert _field(shown, "requester / owner / approver") == "sam / fred / fred"
+
+    # the admin's approval queues the VM's creation; the worker runs it on a lab host
+    out = cli("request", "approve", rid, "--wait", user="ada")
+    assert f"request {rid}: IN_QUEUE" in out and "SUCCESS" in out, out
+    mail(address("sam"), f"{about} approved and queued")
+    for user in ("fred", "sam", "cole"):  # the owner and the VM's users
+        mail(address(user), 'Create VM of VM "labvm" done')
+    created = time.monotonic() - t0
+
+    # the student and the collaborator see it; it answers ping on its DHCP address
+    shown = cli("vm", "show", "labvm", user="sam")
+    assert _field(shown, "status") == "RUNNING"
+    ip = _field(shown, "private IP")
+    assert ip.startswith("10.99.10."), shown
+    assert _field(cli("vm", "show", "labvm", user="cole"), "private IP") == ip
+    cli("vm", "show", "labvm", user="olga")  # the orgadmin of the owner's organisation
+    assert wait_ping(ip, PING_TIMEOUT_S)
+    pinged = time.monotonic() - t0
+
+    # every step told exactly who it concerns, once
+    recipients = {
+        f"{about} waits for you": {address("fred")},
+        f"{about} verified, waits for you": {address("olga")},
+        f"{about} approved, waits for you": {address("ada"), f"cloud-admins@{DOMAIN}"},
+        f"{about} approved and queued": {address("sam")},
+        'Create VM of VM "labvm" done': {address(u) for u in ("fred", "sam", "cole")},
+    }
+    for subject, expected in recipients.items():
+        got = sorted(a for to, _ in cloud.mails_about(subject) for a in to)
+        assert got == sorted(expected), (subject, got)
+
+    # the student deletes it again (a VM's user operates it); the lab is as before
+    out = cli("vm", "delete", "labvm", user="sam")
+    assert "SUCCESS" in out, out
+    mail(address("cole"), 'Delete VM of VM "labvm" done')
+    assert "labvm" not in cli("vm", "list", user="sam")
+    assert dhcp.read_dhcp_entries(cloud.lab.settings) == []
+    print(f"\nrequest -> VM created {created:.1f} s, -> answers ping {pinged:.1f} s")
+
+
+def test_a_rejection_keeps_its_reason_and_tells_the_student(cloud: Cloud) -> None:
+    cli = cloud.cli
+    tasks_before = cloud.tasks()
+    rid = _request_id(
+        cli("request", "create", "bigvm", "--template", layout.TEMPLATE_NAME,
+            "--approver", "fred", "--ram", "1024", user="sam")
+    )  # fmt: skip
+    cli("request", "verify", rid, user="fred")
+    cli("request", "reject", rid, "--reason", "  ", user="olga", code=2)  # a reason is needed
+    reason = "no RAM left this term; ask again with 256 MB"
+    assert f"request {rid}: REJECTED" in cli(
+        "request", "reject", rid, "--reason", reason, user="olga"
+    )
+    shown = cli("request", "show", rid, user="sam")
+    assert _field(shown, "status") == "REJECTED"
+    assert _field(shown, "rejected because") == reason
+    about = f'request {rid} (create "bigvm")'
+    assert reason in body(cloud.mail(address("sam"), f"{about} rejected"))
+    # a rejected request stays rejected: no admin approval queues it
+    cli("request", "approve", rid, user="ada", code=2)
+    assert cloud.tasks() == tasks_before
+    assert not cloud.mails_about(f"{about} approved")
