@@ -173,6 +173,14 @@ def body(message: Message) -> str:
     return payload.decode()
 
 
+def told(message: Message, verb: str, request_id: str) -> list[str]:
+    """The command a mail tells its reader to run: ``baadal request VERB ID``."""
+    wanted = f"baadal request {verb} {request_id}"
+    lines = [line.strip() for line in body(message).splitlines()]
+    assert wanted in lines, body(message)
+    return wanted.split()[1:]
+
+
 def _request_id(output: str) -> str:
     match = re.fullmatch(r"request (\d+)", output.strip())
     assert match is not None, output
@@ -194,23 +202,29 @@ def test_a_students_vm_through_the_approval_chain(cloud: Cloud) -> None:
             "--approver", "fred", "--collaborator", "cole", "--purpose", "operating systems lab",
             user="sam")
     )  # fmt: skip
-    about = f'request {rid} (create "labvm")'
-    made = body(mail(address("fred"), f"{about} waits for you"))
-    assert "sam" in made and "operating systems lab" in made
+    about = f'Baadal: request {rid} (create "labvm")'
+    made = mail(address("fred"), f"{about} waits for you")
+    assert "sam asks for" in body(made) and "Purpose: operating systems lab" in body(made)
     # the chain is kept in order: nobody skips the faculty member
     cli("request", "approve", rid, user="olga", code=2)
     cli("request", "verify", rid, user="cole", code=2)
-    assert f"request {rid}: VERIFIED" in cli("request", "verify", rid, user="fred")
-    mail(address("olga"), f"{about} verified, waits for you")
-    assert f"request {rid}: APPROVED" in cli("request", "approve", rid, user="olga")
-    mail(address("ada"), f"{about} approved, waits for you")
+    assert rid in cli("request", "list", "--pending", user="fred")
+    # each approver runs the command their mail gives
+    assert f"request {rid}: VERIFIED" in cli(*told(made, "verify", rid), user="fred")
+    verified = mail(address("olga"), f"{about} verified, waits for you")
+    # the student reminds whoever the request waits for (once a day)
+    assert "reminded the orgadmins" in cli("request", "remind", rid, user="sam")
+    mail(address("olga"), f'Baadal: reminder: request {rid} (create "labvm") waits for you')
+    cli("request", "remind", rid, user="sam", code=2)
+    assert f"request {rid}: APPROVED" in cli(*told(verified, "approve", rid), user="olga")
+    approved = mail(address("ada"), f"{about} approved, waits for you")
     mail(f"cloud-admins@{DOMAIN}", f"{about} approved, waits for you")
     shown = cli("request", "show", rid, user="sam")
     assert _field(shown, "status") == "APPROVED"
     assert _field(shown, "requester / owner / approver") == "sam / fred / fred"
 
     # the admin's approval queues the VM's creation; the worker runs it on a lab host
-    out = cli("request", "approve", rid, "--wait", user="ada")
+    out = cli(*told(approved, "approve", rid), "--wait", user="ada")
     assert f"request {rid}: IN_QUEUE" in out and "SUCCESS" in out, out
     mail(address("sam"), f"{about} approved and queued")
     for user in ("fred", "sam", "cole"):  # the owner and the VM's users
@@ -245,6 +259,9 @@ def test_a_students_vm_through_the_approval_chain(cloud: Cloud) -> None:
     mail(address("cole"), 'Delete VM of VM "labvm" done')
     assert "labvm" not in cli("vm", "list", user="sam")
     assert dhcp.read_dhcp_entries(cloud.lab.settings) == []
+    # the worker logged in over STARTTLS; nothing is left failed in the outbox
+    assert cloud.smtp.inbox.logins and set(cloud.smtp.inbox.logins) == {SMTP_LOGIN[0]}
+    assert "@" not in cli("mail", "outbox", "--failed", user="ada")
     print(f"\nrequest -> VM created {created:.1f} s, -> answers ping {pinged:.1f} s")
 
 
@@ -264,7 +281,7 @@ def test_a_rejection_keeps_its_reason_and_tells_the_student(cloud: Cloud) -> Non
     shown = cli("request", "show", rid, user="sam")
     assert _field(shown, "status") == "REJECTED"
     assert _field(shown, "rejected because") == reason
-    about = f'request {rid} (create "bigvm")'
+    about = f'Baadal: request {rid} (create "bigvm")'
     assert reason in body(cloud.mail(address("sam"), f"{about} rejected"))
     # a rejected request stays rejected: no admin approval queues it
     cli("request", "approve", rid, user="ada", code=2)
