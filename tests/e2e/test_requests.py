@@ -45,12 +45,13 @@ ORG = "LABU"
 DOMAIN = "lab.example.org"
 PASSWORD = "correct horse battery staple"
 SMTP_LOGIN = ("baadal-mailer", "mail-s3cret")
-#: username -> roles besides user (all of organisation ORG)
+#: username -> roles besides user (all of organisation ORG), in the order they register:
+#: on SQLite the first account has id 0 (the system user is -1), a falsy id
 PEOPLE = {
-    "ada": "admin",
-    "olga": "orgadmin",
-    "fred": "faculty",
     "sam": "",
+    "fred": "faculty",
+    "olga": "orgadmin",
+    "ada": "admin",
     "cole": "",
 }
 MAIL_TIMEOUT_S = 30

@@ -13,8 +13,8 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from baadal import constants as C
-from baadal.config import Settings
-from baadal.db.models import VM, PublicIpPool, RequestQueue, Task, User, UserVMMap
+from baadal.config import Settings, get_settings
+from baadal.db.models import VM, OutboxMail, PublicIpPool, RequestQueue, Task, User, UserVMMap
 from baadal.db.session import session_scope
 from baadal.drivers import fake
 from baadal.errors import (
@@ -172,6 +172,58 @@ def test_an_admins_request_is_queued_with_its_collaborators(
     with session_scope(sqlite_engine) as s:
         vm_id = s.scalar(select(VM.id).where(VM.vm_name == "vm1"))
     assert vm_users(sqlite_engine, vm_id) == {"admin", "col"}
+
+
+@pytest.mark.parametrize(
+    ("who", "told"),
+    [
+        ("fac", {("request_made", "oa@example.org")}),
+        ("oa", {("request_made", "admin@example.org")}),
+        ("admin", {("request_queued", "admin@example.org")}),  # nothing waits for anyone
+    ],
+)
+def test_a_request_made_tells_only_whom_it_waits_for(
+    sqlite_engine: Engine,
+    settings: Settings,
+    cloud: Cloud,
+    monkeypatch: pytest.MonkeyPatch,
+    who: str,
+    told: set[tuple[str, str]],
+) -> None:
+    monkeypatch.setenv("BAADAL_MAIL__MAIL_ACTIVE", "true")
+    get_settings.cache_clear()
+    make(sqlite_engine, settings, who)
+    with session_scope(sqlite_engine) as s:
+        assert set(s.execute(select(OutboxMail.kind, OutboxMail.recipient))) == told
+
+
+def test_the_first_account_on_sqlite_has_id_0_and_counts(
+    sqlite_engine: Engine, settings: Settings, cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite gives the first account id 0 (the system user is -1): a falsy id must
+    still be the requester of the VM, one of its users, and told about its requests."""
+    monkeypatch.setenv("BAADAL_MAIL__MAIL_ACTIVE", "true")
+    get_settings.cache_clear()
+    with session_scope(sqlite_engine) as s:
+        first = s.scalar(select(User.id).where(User.username == "admin"))
+        assert first == 0
+        vm_id = vms.request_vm(
+            s, SYSTEM, settings, vm_name="web", template="tiny", ram_mb=256, vcpus=1,
+            owner="fac", security_domain="research", requester_id=first,
+        ).vm_id  # fmt: skip
+        req = RequestQueue(
+            vm_name="web2", request_type=C.RequestKind.CREATE, requester_id=first,
+            owner_id=first, status=Q.VERIFIED,
+        )  # fmt: skip
+        s.add(req)
+        s.flush()
+        notify.request_event(s, req, C.RequestEvent.VERIFIED)  # the requester's orgadmins
+        req.status = Q.REQUESTED
+        notify.request_event(s, req, C.RequestEvent.MADE)  # the owner
+        assert s.get(VM, vm_id).requester_id == first
+        told = set(s.execute(select(OutboxMail.kind, OutboxMail.recipient)))
+    assert vm_users(sqlite_engine, vm_id) == {"fac", "admin"}
+    assert told == {("request_verified", "oa@example.org"), ("request_made", "admin@example.org")}
 
 
 def test_an_admin_approves_from_any_state(

@@ -157,7 +157,9 @@ def _users(session: Session, user_ids: Collection[int]) -> list[User]:
 
 
 def _organisation(session: Session, request: RequestQueue) -> Organisation | None:
-    requester = session.get(User, request.requester_id) if request.requester_id else None
+    requester = (
+        session.get(User, request.requester_id) if request.requester_id is not None else None
+    )
     return requester.organisation if requester is not None else None
 
 
@@ -176,7 +178,7 @@ def _admins(session: Session, conf: MailConf) -> Told:
 
 def _next_approvers(session: Session, request: RequestQueue, conf: MailConf) -> Told:
     if request.status == C.RequestStatus.REQUESTED:
-        return _users(session, [request.owner_id] if request.owner_id else []), []
+        return _users(session, [request.owner_id] if request.owner_id is not None else []), []
     if request.status == C.RequestStatus.VERIFIED:
         return _orgadmins(session, request)
     if request.status == C.RequestStatus.APPROVED:
@@ -185,7 +187,7 @@ def _next_approvers(session: Session, request: RequestQueue, conf: MailConf) -> 
 
 
 def _requester(session: Session, request: RequestQueue) -> Told:
-    return _users(session, [request.requester_id] if request.requester_id else []), []
+    return _users(session, [request.requester_id] if request.requester_id is not None else []), []
 
 
 # --- the events -------------------------------------------------------------------------

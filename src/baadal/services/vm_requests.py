@@ -110,7 +110,7 @@ def _info(session: Session, req: RequestQueue) -> RequestInfo:
     kind = C.RequestKind(req.request_type)
     public_ip = req.public_ip_change if kind == C.RequestKind.EDIT else req.public_ip
     domain = _domain(session, req.security_domain_id)
-    template = session.get(Template, req.template_id) if req.template_id else None
+    template = session.get(Template, req.template_id) if req.template_id is not None else None
     return RequestInfo(
         id=req.id,
         kind=kind,
@@ -334,9 +334,10 @@ def _submit(
     session.flush()
     for user in collaborators:
         session.add(RequestCollaborator(request_id=req.id, user_id=user.id))
-    notify.request_event(session, req, C.RequestEvent.MADE)
-    if actor.is_admin:
+    if actor.is_admin:  # queued at once: nothing waits for anyone, the queued mail tells
         _queue(session, actor, settings, req)
+    else:
+        notify.request_event(session, req, C.RequestEvent.MADE)
     return req.id
 
 

@@ -224,6 +224,8 @@ def request_vm(
     placement.choose_datastore(session, tmpl.hdd + extra_disk_gb)
     others = session.scalars(select(Host.id).where(Host.id != chosen.id)).all() if chosen else ()
     placement.find_new_host(session, ram_mb, vcpus, exclude_host_ids=others)
+    # a user id may be 0 (SQLite gives the first account 0: the system user is -1)
+    requester_id = actor.user_id if requester_id is None else requester_id
     vm = VM(
         vm_name=vm_name,
         vm_identity=identity,
@@ -233,7 +235,7 @@ def request_vm(
         extra_HDD=extra_disk_gb,
         template_id=tmpl.id,
         owner_id=owner_row.id,
-        requester_id=requester_id or actor.user_id,
+        requester_id=requester_id,
         security_domain_id=domain.id if domain else None,
         public_ip_wanted=public_ip,
         purpose=purpose,
@@ -241,7 +243,7 @@ def request_vm(
     )
     session.add(vm)
     session.flush()
-    for user_id in {owner_row.id, requester_id or actor.user_id, *users}:
+    for user_id in {owner_row.id, requester_id, *users}:
         session.add(UserVMMap(user_id=user_id, vm_id=vm.id))
     params = {"host_id": chosen.id} if chosen else {}
     task = queue.enqueue(
@@ -249,7 +251,7 @@ def request_vm(
         C.TaskType.CREATE_VM,
         vm_id=vm.id,
         parameters=params,
-        requester_id=requester_id or actor.user_id,
+        requester_id=requester_id,
     )
     return Queued(vm.id, task.id)
 
