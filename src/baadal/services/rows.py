@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from baadal.db.models import (
     VM,
+    AuditLog,
     Datastore,
     Host,
     HostEventLog,
@@ -20,6 +21,7 @@ from baadal.db.models import (
 
 __all__ = [
     "VM",
+    "AuditLog",
     "Datastore",
     "Host",
     "HostEventLog",
