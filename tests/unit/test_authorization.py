@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, select
+from sqlalchemy import func as sql_func
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
@@ -179,7 +180,9 @@ CASES: dict[str, list[Case]] = {
     ],
     "organisations.set_organisation": [
         Case(
-            lambda w: organisations.set_organisation(w.session, w.actor, "ORG_A", registration=True),
+            lambda w: organisations.set_organisation(
+                w.session, w.actor, "ORG_A", registration=True
+            ),
             ADMIN,
         )
     ],
@@ -429,7 +432,7 @@ def fingerprint(engine: Engine, root: Path) -> str:
 
 def refusals(engine: Engine, who: str) -> int:
     with session_scope(engine) as s:
-        query = select(func.count()).where(
+        query = select(sql_func.count()).where(
             AuditLog.actor_name == who, AuditLog.outcome.startswith("refused: ")
         )
         return s.scalar(query) or 0

@@ -43,4 +43,6 @@ def audit_cmd(
              _target(e), e.detail, e.outcome)
             for e in entries
         ]  # fmt: skip
-    print_table("Audit log", ["id", "when (UTC)", "who", "what", "object", "detail", "outcome"], rows)
+    print_table(
+        "Audit log", ["id", "when (UTC)", "who", "what", "object", "detail", "outcome"], rows
+    )

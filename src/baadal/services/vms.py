@@ -601,9 +601,7 @@ def remove_vm_user(session: Session, actor: Actor, name_or_id: str | int, userna
         )
     if not _is_vm_user(session, vm, user):
         raise NotFoundError(f"{username} is not a user of VM {vm.vm_name}")
-    session.execute(
-        delete(UserVMMap).where(UserVMMap.vm_id == vm.id, UserVMMap.user_id == user.id)
-    )
+    session.execute(delete(UserVMMap).where(UserVMMap.vm_id == vm.id, UserVMMap.user_id == user.id))
     auditing.note(detail=f"-{username}")
 
 

@@ -20,7 +20,9 @@ def upgrade() -> None:
     # no organisation takes registrations until an admin says so (as the setting's default)
     with op.batch_alter_table("organisation", schema=None) as batch_op:
         batch_op.add_column(
-            sa.Column("allows_registration", sa.Boolean(), server_default=sa.false(), nullable=False)
+            sa.Column(
+                "allows_registration", sa.Boolean(), server_default=sa.false(), nullable=False
+            )
         )
     op.create_table(
         "audit_log",
