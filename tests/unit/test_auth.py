@@ -24,7 +24,6 @@ from baadal.errors import (
     ConfigError,
     ConflictError,
     LoginThrottled,
-    NotFoundError,
     PermissionDenied,
     ValidationError,
 )

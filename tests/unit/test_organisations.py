@@ -4,6 +4,7 @@ domains each may use, its orgadmins; the README's registration works on a fresh 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -153,7 +154,7 @@ def test_a_domain_given_to_an_organisation_is_what_its_people_see(sqlite_engine:
     assert seen() == []
 
 
-def _cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN202 - a runner
+def _cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Result]:
     monkeypatch.setenv("BAADAL_DATABASE__URL", f"sqlite:///{tmp_path / 'cli.db'}")
     monkeypatch.setenv("COLUMNS", "200")
     monkeypatch.setattr("baadal.cli.door._acting_as", None)  # restored afterwards
