@@ -17,13 +17,12 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    # no organisation takes registrations until an admin says so (as the setting's default)
-    with op.batch_alter_table("organisation", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column(
-                "allows_registration", sa.Boolean(), server_default=sa.false(), nullable=False
-            )
-        )
+    # no organisation takes registrations until an admin says so (as the setting's default);
+    # a plain ALTER: a batch copy would drop the table the users point at
+    op.add_column(
+        "organisation",
+        sa.Column("allows_registration", sa.Boolean(), server_default=sa.false(), nullable=False),
+    )
     op.create_table(
         "audit_log",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -50,5 +49,4 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_audit_log_vm_id"), table_name="audit_log")
     op.drop_index(op.f("ix_audit_log_at"), table_name="audit_log")
     op.drop_table("audit_log")
-    with op.batch_alter_table("organisation", schema=None) as batch_op:
-        batch_op.drop_column("allows_registration")
+    op.drop_column("organisation", "allows_registration")
