@@ -248,6 +248,29 @@ def test_the_list_is_one_query_however_long(
         got = audit.list_entries(s, oa, vm="web", limit=1000)
     assert len(got) == 20
     assert len([q for q in statements if "audit_log" in q]) == 1, statements
+    # and an indexed one: SQLite's plan for a person's or a VM's entries names its index
+    for kwargs, index in [
+        ({"user": "fac"}, "ix_audit_log_actor_name_id"),
+        ({"vm": "1"}, "ix_audit_log_vm_id"),
+    ]:
+        assert index in _plan(engine, kwargs), kwargs
+
+
+def _plan(engine: Engine, kwargs: dict[str, str]) -> str:
+    seen: list[tuple[str, object]] = []
+
+    def note(_conn: object, _cursor: object, statement: str, params: object, *_: object) -> None:
+        if "FROM audit_log" in statement:
+            seen.append((statement, params))
+
+    event.listen(engine, "before_cursor_execute", note)
+    with Session(engine) as s:
+        audit.list_entries(s, SYSTEM, **kwargs)
+    event.remove(engine, "before_cursor_execute", note)
+    ((statement, params),) = seen
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", params).all()
+    return " ".join(str(r[-1]) for r in rows)
 
 
 def test_audit_from_the_cli(

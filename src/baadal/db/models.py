@@ -516,7 +516,12 @@ class AuditLog(Base):
     #: "ok", "refused: <why>" or "failed: <why>"
     outcome: Mapped[str] = mapped_column(Text)
 
-    __table_args__ = (Index("ix_audit_log_actor_id_id", "actor_id", "id"),)
+    #: every filter of `baadal audit` is one of these, newest first
+    __table_args__ = (
+        Index("ix_audit_log_actor_id_id", "actor_id", "id"),
+        Index("ix_audit_log_actor_name_id", "actor_name", "id"),
+        Index("ix_audit_log_target", "target_type", "target_name"),
+    )
 
 
 def _committed(vm: VM, attr: str) -> Any:

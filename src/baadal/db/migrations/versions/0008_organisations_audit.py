@@ -42,9 +42,15 @@ def upgrade() -> None:
     op.create_index(op.f("ix_audit_log_at"), "audit_log", ["at"], unique=False)
     op.create_index(op.f("ix_audit_log_vm_id"), "audit_log", ["vm_id"], unique=False)
     op.create_index("ix_audit_log_actor_id_id", "audit_log", ["actor_id", "id"], unique=False)
+    op.create_index("ix_audit_log_actor_name_id", "audit_log", ["actor_name", "id"], unique=False)
+    op.create_index(
+        "ix_audit_log_target", "audit_log", ["target_type", "target_name"], unique=False
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_audit_log_target", table_name="audit_log")
+    op.drop_index("ix_audit_log_actor_name_id", table_name="audit_log")
     op.drop_index("ix_audit_log_actor_id_id", table_name="audit_log")
     op.drop_index(op.f("ix_audit_log_vm_id"), table_name="audit_log")
     op.drop_index(op.f("ix_audit_log_at"), table_name="audit_log")
