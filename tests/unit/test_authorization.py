@@ -5,7 +5,8 @@ member who approved it, requested by their student, shared with a collaborator o
 organisation B): admin, orgadmin of A, orgadmin of B, the faculty approver, the student
 (owner), the collaborator, an unrelated user of A, and a blocked account that would
 otherwise be an admin and a user of the VM. A refusal must be PermissionDenied and leave
-every row and file as it was, even if the door committed afterwards.
+every row and file as it was, even if the door committed afterwards, but for exactly one
+'refused' entry in the audit log.
 """
 
 from __future__ import annotations

@@ -43,6 +43,7 @@ from baadal.db.models import (
     User,
     Vlan,
 )
+from baadal.db.session import get_engine
 from baadal.timeutil import utcnow
 
 if TYPE_CHECKING:
@@ -184,8 +185,6 @@ def _engine_of(where: Session | Engine | Settings) -> Engine:
     if isinstance(where, Session):
         bind = where.get_bind()
         return bind if isinstance(bind, Engine) else bind.engine
-    from baadal.db.session import get_engine
-
     return get_engine(where)
 
 
