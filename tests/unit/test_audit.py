@@ -18,7 +18,7 @@ from baadal.config import Settings, get_settings
 from baadal.db.models import VM, AuditLog, User
 from baadal.db.session import session_scope
 from baadal.errors import ConflictError, PermissionDenied, ValidationError
-from baadal.services import audit, organisations, policy, vms
+from baadal.services import audit, monitoring, organisations, policy, vms
 from baadal.services.policy import SYSTEM, Action, Actor, actor_for, guarded, require
 from tests.unit.test_authorization import (
     world_engine,  # noqa: F401 - a fixture
@@ -110,6 +110,18 @@ def test_an_object_made_or_named_by_the_call_is_its_target(
         ("system", "organisations.set_domains", "organisation", "IITD2", "+research", "ok"),
         ("fac", "vms.add_vm_user", "vm", "web", "+eve", "ok"),
     ]  # fmt: skip
+
+
+def test_the_entry_names_the_action_that_was_checked(world: Engine, settings: Settings) -> None:
+    """A function of several actions: the one its check refused."""
+    with pytest.raises(PermissionDenied), Session(world) as s:
+        monitoring.fetch_rrd_data(s, actor_for(s, "stu"), settings, "controller", "", "day")
+    with pytest.raises(PermissionDenied), Session(world) as s:
+        monitoring.fetch_rrd_data(s, actor_for(s, "eve"), settings, "vm", "web", "day")
+    assert [(e.actor_name, e.action) for e in entries(world)] == [
+        ("stu", "MONITOR_CLOUD"),
+        ("eve", "VM_READ"),
+    ]
 
 
 @pytest.fixture

@@ -82,6 +82,9 @@ class Call:
     changes: bool
     target: object = None
     detail: str | None = None
+    #: which of ``actions`` was checked last (a function of several checks the one that
+    #: applies); the first until one is
+    action: str | None = None
 
 
 _current: contextvars.ContextVar[Call | None] = contextvars.ContextVar(
@@ -105,6 +108,14 @@ def current() -> Call:
 
 def end(token: contextvars.Token) -> None:
     _current.reset(token)
+
+
+def checking(action: str) -> None:
+    """``policy.require`` is about to check ``action``: if it is one of the call's own,
+    it is the action the entry names (passed or refused)."""
+    call = _current.get()
+    if call is not None and action in call.actions:
+        call.action = action
 
 
 def checked(action: str, target: object) -> None:
@@ -162,7 +173,7 @@ def _values(actor: Actor, call: Call, outcome: str, result: object = None) -> di
         "actor_id": actor.user_id,
         "actor_name": actor.username,
         "function": call.function,
-        "action": call.actions[0],
+        "action": call.action or call.actions[0],
         "detail": call.detail[:_NAME_MAX] if call.detail else None,
         "outcome": outcome[:OUTCOME_MAX],
         **_describe(target),

@@ -397,6 +397,7 @@ def require(
     passes: the caller then filters with :func:`vm_filter` and friends.
     """
     _mark(action)
+    auditing.checking(action.name)
     if not allowed(session, actor, action, target):
         raise _refuse(actor, action, what)
     auditing.checked(action.name, target)
@@ -405,6 +406,7 @@ def require(
 def require_role_wide(actor: Actor, action: Action) -> None:
     """For actions with no object: the actor's roles must give ALL."""
     _mark(action)
+    auditing.checking(action.name)
     if scope_of(actor, action) != Scope.ALL:
         raise _refuse(actor, action)
 
