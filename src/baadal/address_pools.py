@@ -332,6 +332,11 @@ def _free_public() -> Select[tuple[int]]:
     )
 
 
+def free_public_count(session: Session) -> int:
+    """How many active public addresses no VM or host holds."""
+    return session.scalar(select(func.count()).select_from(_free_public().subquery())) or 0
+
+
 def _set_if_unset(
     session: Session, vm_id: int, column: InstrumentedAttribute[int | None], value: int
 ) -> bool:

@@ -58,10 +58,18 @@ class GeneralConf(Section):
     orgadmin_uid: list[str] = Field(default_factory=list)
     faculty_uid: list[str] = Field(default_factory=list)
     storage_type: str = "linux_nfs"
-    shutdown_vm_days: int = 90
-    cpu_threshold_limit: int = 50
-    nw_read_threshold_limit: int = 15000
-    nw_write_threshold_limit: int = 10000
+    #: idle VMs (upstream vm_daily_checks / vm_garbage_collector): a VM shut off this long
+    #: is warned, then deleted ``idle_warning_days`` later unless started or kept
+    shutdown_vm_days: int = Field(default=90, ge=1, le=C.IDLE_DAYS_MAX)
+    #: a running VM this old whose RRD history over these days never reached the CPU (%)
+    #: and network (bytes/s received = read, sent = write) thresholds is warned, then
+    #: destroyed ``idle_warning_days`` later unless it got busy or was kept. The window
+    #: must fit in the hourly RRD archive (62 days).
+    idle_vm_days: int = Field(default=20, ge=1, le=C.IDLE_WINDOW_DAYS_MAX)
+    idle_warning_days: int = Field(default=20, ge=1, le=C.IDLE_DAYS_MAX)
+    cpu_threshold_limit: int = Field(default=50, ge=0, le=100)
+    nw_read_threshold_limit: int = Field(default=15000, ge=0)
+    nw_write_threshold_limit: int = Field(default=10000, ge=0)
     #: seed rule: a running VM must answer ping before it is snapshotted
     snapshot_requires_ping: bool = True
     #: the host sanity check also asks each host over SSH whether libvirtd and OVS run
@@ -110,14 +118,78 @@ class LdapConf(Section):
     timeout_s: float = 10.0
 
 
+#: an e-mail address: no spaces, controls or second '@' (a header must stay one line)
+_ADDRESS = r"^[^@\s\x00-\x1f\x7f]{1,64}@[A-Za-z0-9.-]{1,253}$"
+
+
 class MailConf(Section):
+    """Where mails go (SMTP). Mails wait in the outbox table and a periodic job
+    (``[scheduler] mail_outbox``) sends them, retrying with back-off."""
+
+    #: off by default: nothing is written to the outbox and nothing is sent
     mail_active: bool = False
-    server: str = "localhost:25"
-    sender: str = "baadal@localhost"
+    #: the SMTP server's host name or address (the port is ``port``)
+    server: str = Field(default="localhost", pattern=r"^[A-Za-z0-9.:-]{1,253}$")
+    port: int = Field(default=25, ge=C.PORT_RANGE[0], le=C.PORT_RANGE[1])
+    #: none, starttls (upgrade after connecting, usually port 587) or tls (usually 465);
+    #: the server's certificate is always checked
+    tls: C.MailTls = C.MailTls.NONE
+    #: PEM file of the CA(s) the server's certificate must chain to; empty = the system's
+    ca_file: str = ""
+    #: the SMTP login; its password is read from ``password_file`` (never kept here)
     login: str = ""
-    tls: bool = False
-    email_domain: str = ""
-    admin_email: str = ""
+    password_file: str = ""
+    #: log in over a connection without TLS (the password crosses the network in clear)
+    allow_insecure: bool = False
+    #: the From address
+    sender: str = Field(default="baadal@localhost", pattern=_ADDRESS)
+    #: accounts without an e-mail address get <username>@<email_domain>; empty = skipped
+    email_domain: str = Field(
+        default="", pattern=r"^(?:[A-Za-z0-9-]{1,63}\.)*[A-Za-z0-9-]{1,63}$|^$"
+    )
+    #: also told when a request waits for an admin (besides the admins' own addresses)
+    admin_email: str = Field(default="", pattern=f"{_ADDRESS}|^$")
+    timeout_s: float = Field(default=30.0, gt=0, le=600)
+    #: a mail is tried this many times before it is marked failed (``baadal mail outbox
+    #: --failed``); the n-th retry waits retry_base_s x 2^(n-1), at most retry_max_s
+    max_attempts: int = Field(default=8, ge=1, le=100)
+    retry_base_s: float = Field(default=60.0, gt=0)
+    retry_max_s: float = Field(default=6 * 3600.0, gt=0)
+    #: sent mails are kept this long (for ``mail outbox``), then deleted by the job
+    keep_sent_days: int = Field(default=30, ge=1, le=3650)
+
+    @field_validator("tls", mode="before")
+    @classmethod
+    def _old_boolean(cls, value: object) -> object:
+        # upstream's tls = true/false (a TOML boolean, or a word from the environment):
+        # STARTTLS or nothing
+        word = str(value).lower() if isinstance(value, bool | str) else None
+        return {"true": C.MailTls.STARTTLS, "false": C.MailTls.NONE}.get(word or "", value)
+
+    @field_validator("server")
+    @classmethod
+    def _no_port(cls, value: str) -> str:
+        if value.count(":") == 1:  # upstream's 'host:port'; an IPv6 address has more
+            raise ValueError("the port goes in [mail] port, not in server")
+        return value
+
+    @field_validator("login")
+    @classmethod
+    def _no_password(cls, value: str) -> str:
+        if ":" in value:  # upstream's 'user:password'
+            raise ValueError("the password goes in a file named by [mail] password_file")
+        return value
+
+    @model_validator(mode="after")
+    def _login_over_tls(self) -> MailConf:
+        if self.login and self.tls == C.MailTls.NONE and not self.allow_insecure:
+            raise ValueError(
+                "a login needs tls = starttls or tls (the password would cross the network"
+                " in clear); allow_insecure = true allows it"
+            )
+        if self.login and not self.password_file:
+            raise ValueError("a login needs password_file (the file holding its password)")
+        return self
 
 
 class NovncConf(Section):
@@ -237,6 +309,10 @@ class SchedulerConf(Section):
     snapshot_daily: int = 24 * 3600
     snapshot_weekly: int = 7 * 24 * 3600
     snapshot_monthly: int = 30 * 24 * 3600
+    #: moving VMs off hosts above [balance] memory_threshold_pct: off by default
+    vm_loadbalance: int = 0
+    #: send the outbox's due mails (only while [mail] mail_active is true)
+    mail_outbox: int = 60
     #: extra intervals by job name (tests and site-specific jobs)
     extra: dict[str, int] = Field(default_factory=dict)
 
@@ -291,6 +367,16 @@ class PlacementConf(Section):
     cpu_overcommit: float = C.OVERCOMMIT_CPU_FACTOR
 
 
+class BalanceConf(Section):
+    """The load balancer (upstream vm_loadbalance; its interval is [scheduler]
+    vm_loadbalance, 0 = off): VMs leave hosts whose memory in use is above the threshold
+    for the least loaded hosts, as migration tasks."""
+
+    memory_threshold_pct: int = Field(default=90, ge=1, le=100)
+    #: migrations (queued or running, whoever asked) at once; the balancer adds none beyond
+    max_migrations: int = Field(default=2, ge=1, le=C.BALANCE_MIGRATIONS_MAX)
+
+
 class PowerConf(Section):
     """How hosts are powered off and woken (host_power)."""
 
@@ -309,6 +395,23 @@ class PowerConf(Section):
     boot_timeout_s: float = 300.0
     #: host_power_operation keeps at least this many hosts UP
     min_hosts_up: int = 1
+
+
+class QuotaConf(Section):
+    """Default limits of every user (``user_*``, on the VMs they own) and every
+    organisation (``org_*``, on its members' VMs); 0 = unlimited. ``baadal quota set``
+    overrides them per user or organisation."""
+
+    user_vms: int = Field(default=0, ge=0, le=C.QUOTA_MAX)
+    user_vcpus: int = Field(default=0, ge=0, le=C.QUOTA_MAX)
+    user_ram_gb: int = Field(default=0, ge=0, le=C.QUOTA_MAX)
+    user_disk_gb: int = Field(default=0, ge=0, le=C.QUOTA_MAX)
+    user_public_ips: int = Field(default=0, ge=0, le=C.QUOTA_MAX)
+    org_vms: int = Field(default=0, ge=0, le=C.QUOTA_MAX)
+    org_vcpus: int = Field(default=0, ge=0, le=C.QUOTA_MAX)
+    org_ram_gb: int = Field(default=0, ge=0, le=C.QUOTA_MAX)
+    org_disk_gb: int = Field(default=0, ge=0, le=C.QUOTA_MAX)
+    org_public_ips: int = Field(default=0, ge=0, le=C.QUOTA_MAX)
 
 
 class Settings(BaseSettings):
@@ -334,6 +437,8 @@ class Settings(BaseSettings):
     worker: WorkerConf = Field(default_factory=WorkerConf)
     placement: PlacementConf = Field(default_factory=PlacementConf)
     power: PowerConf = Field(default_factory=PowerConf)
+    balance: BalanceConf = Field(default_factory=BalanceConf)
+    quota: QuotaConf = Field(default_factory=QuotaConf)
 
     @field_validator("home")
     @classmethod
@@ -362,6 +467,13 @@ class Settings(BaseSettings):
     @property
     def log_dir(self) -> Path:
         return Path(self.log.dir) if self.log.dir else self.home / "logs"
+
+    def job_interval(self, job: str) -> int | None:
+        """The job's ``[scheduler]`` interval; 0 for a job whose feature is switched off
+        (no task is queued every minute to send the mails of a cloud that sends none)."""
+        if job == "mail_outbox" and not self.mail.mail_active:
+            return 0
+        return self.scheduler.interval_for(job)
 
     def datastore_path(self, *parts: str) -> Path:
         """A path under the datastore mount, e.g. ``datastore_path(paths.vms, identity)``."""

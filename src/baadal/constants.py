@@ -80,6 +80,14 @@ class TaskType(StrEnum):
     UPDATE_RRD = "Update RRD"
     #: periodic: latency and throughput between the UP hosts (host network graph)
     HOST_NETWORK_GRAPH = "Host Network Graph"
+    #: periodic: warn the users of idle and long shut-off VMs (upstream vm_daily_checks)
+    VM_DAILY_CHECKS = "VM Daily Checks"
+    #: periodic: destroy / delete the VMs whose warning ran out (vm_garbage_collector)
+    VM_GARBAGE_COLLECTOR = "VM Garbage Collector"
+    #: periodic: migrate VMs off hosts short of memory (upstream vm_loadbalance)
+    VM_LOADBALANCE = "VM Load Balance"
+    #: periodic: send the mails of the outbox that are due (retries with back-off)
+    SEND_MAIL = "Send Mail"
     WARN_SHUTDOWN = "Warn Shutdown"
     WARN_DELETE = "Warn Delete"
 
@@ -91,6 +99,51 @@ class RequestStatus(IntEnum):
     VERIFIED = 3
     APPROVED = 4
     IN_QUEUE = 5
+
+
+#: a request still waiting for someone (it can be edited, withdrawn, approved, rejected)
+REQUEST_PENDING = (RequestStatus.REQUESTED, RequestStatus.VERIFIED, RequestStatus.APPROVED)
+
+
+class RequestKind(StrEnum):
+    """What a request asks for (stored in request_queue.request_type)."""
+
+    CREATE = "create"
+    CLONE = "clone"
+    ATTACH_DISK = "attach_disk"
+    EDIT = "edit"
+
+
+class RequestEvent(StrEnum):
+    """The transitions of a request that people are told about (mail)."""
+
+    MADE = "made"
+    VERIFIED = "verified"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    REMINDED = "reminded"
+    QUEUED = "queued"
+
+
+class QuotaItem(StrEnum):
+    """What a quota limits; the value is the column of ``quota`` and the settings key
+    suffix (``[quota] user_<item>`` / ``org_<item>``)."""
+
+    VMS = "vms"
+    VCPUS = "vcpus"
+    RAM_GB = "ram_gb"
+    DISK_GB = "disk_gb"
+    PUBLIC_IPS = "public_ips"
+
+
+#: a quota limit is 0..this (0 = unlimited)
+QUOTA_MAX = 1_000_000
+#: longest reason a rejection keeps
+REJECT_REASON_MAX = 512
+#: a reminder to the same approver at most this often
+REQUEST_REMIND_INTERVAL_S = 24 * 3600
+#: clones one request may ask for
+CLONE_COUNT_MAX = 100
 
 
 class VMStatus(IntEnum):
@@ -148,6 +201,23 @@ class DhcpBackend(StrEnum):
     NONE = "none"
     DNSMASQ = "dnsmasq"
     ISC = "isc"
+
+
+class MailTls(StrEnum):
+    """How the SMTP connection is protected: not at all, upgraded (STARTTLS, usually port
+    587) or TLS from the first byte (usually port 465)."""
+
+    NONE = "none"
+    STARTTLS = "starttls"
+    TLS = "tls"
+
+
+class MailStatus(StrEnum):
+    """An outbox row: waiting (to be sent or tried again), sent, or given up on."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
 
 
 class AuthType(StrEnum):
@@ -229,6 +299,15 @@ HOST_RRD_PREFIX = f"host{IDENTITY_SEPARATOR}"
 #: generated MACs use the locally administered prefix upstream used
 GENERATED_MAC_PREFIX = "A2:00:00"
 
+# Idle VMs and load balancing
+#: the idle window is read from the hourly RRD archive, which keeps 62 days
+IDLE_WINDOW_DAYS_MAX = 60
+IDLE_DAYS_MAX = 3650
+#: share of the idle window's hours that must have data before a VM counts as idle
+#: (a VM nobody measured is not idle, it is unknown)
+IDLE_MIN_KNOWN = 0.9
+BALANCE_MIGRATIONS_MAX = 100
+
 # Task engine defaults
 TASK_LEASE_S = 60.0
 TASK_MAX_ATTEMPTS = 3
@@ -248,3 +327,35 @@ GRAPH_PERIODS = {
     "month": 31 * 24 * 3600,
     "year": 365 * 24 * 3600,
 }
+
+# --- mail (the outbox; [mail] says where it goes) ---
+#: VM task types whose end is mailed to the VM's users (not migrations, maintenance or
+#: periodic jobs; scheduled snapshots are left out by their snapshot type)
+TASK_TYPES_MAILED = frozenset(
+    {
+        TaskType.CREATE_VM,
+        TaskType.START_VM,
+        TaskType.STOP_VM,
+        TaskType.SUSPEND_VM,
+        TaskType.RESUME_VM,
+        TaskType.DELETE_VM,
+        TaskType.DESTROY_VM,
+        TaskType.DELETE_SNAPSHOT,
+        TaskType.REVERT_TO_SNAPSHOT,
+        TaskType.EDIT_VM_CONFIG,
+        TaskType.SNAPSHOT_VM,
+        TaskType.CLONE_VM,
+        TaskType.ATTACH_DISK,
+        TaskType.SAVE_AS_TEMPLATE,
+    }
+)
+#: the most mails one run of the sending job takes from the outbox
+MAIL_BATCH = 100
+#: a mail taken by a run is not taken by another for at least this long (a run that
+#: died leaves it to the next one after that; sender.lease_s)
+MAIL_SEND_LEASE_MIN_S = 15 * 60
+#: the outbox's columns: an address (RFC 5321), a subject line
+MAIL_ADDRESS_MAX = 254
+MAIL_SUBJECT_MAX = 255
+#: the most outbox rows one list shows
+MAIL_LIST_MAX = 1000

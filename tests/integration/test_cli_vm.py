@@ -63,9 +63,11 @@ def test_newcomer_path_creates_a_booting_vm(cli: tuple[CliRunner, Path]) -> None
     assert console_line(log, "TINY-READY", 90) is not None
     assert "RUNNING" in run(runner, "vm", "show", "demo1")
     # bad input: one line, exit 2, nothing changed
-    out = run(runner, "vm", "create", "demo1", "--template", "tiny", code=2)
+    out = run(runner, "vm", "create", "demo1", "--template", "tiny", "--no-network", code=2)
     assert "already has a VM named 'demo1'" in out
-    out = run(runner, "vm", "create", "demo2", "--template", "nope", code=2)
+    out = run(runner, "vm", "create", "demo2", "--template", "tiny", code=2)
+    assert "no default set ([network] default_security_domain)" in out
+    out = run(runner, "vm", "create", "demo2", "--template", "nope", "--no-network", code=2)
     assert "no template named 'nope'" in out
     assert "demo2" not in run(runner, "vm", "list")
     assert "SUCCESS: demo1 is stopped successfully" in run(

@@ -91,7 +91,7 @@ def test_0008_organisations_start_closed_and_keep_their_people(db_url: str) -> N
     """Organisations made before 0008 take no self-registrations (as the old setting's
     default); adding the column must not copy the table its users point at."""
     engine = make_engine(db_url)
-    command.downgrade(alembic_config(engine), "0007")
+    command.downgrade(alembic_config(engine), "0010")
     with engine.begin() as conn:
         conn.exec_driver_sql("INSERT INTO organisation (id, name) VALUES (70, 'IITD')")
         conn.exec_driver_sql(

@@ -342,7 +342,10 @@ def test_config_show_hides_secrets(
     db_file: Path, runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = tmp_path / "baadal.toml"
-    config.write_text('[mail]\nlogin = "baadal:filesecret"\n[nat]\nnat_ip = "192.0.2.1"\n')
+    config.write_text(
+        '[mail]\nlogin = "filesecret"\ntls = "starttls"\npassword_file = "/etc/baadal/smtp"\n'
+        '[nat]\nnat_ip = "192.0.2.1"\n'
+    )
     monkeypatch.setenv("BAADAL_CONFIG", str(config))
     monkeypatch.setenv("BAADAL_NAT__NAT_SSH_KEY", "-----BEGIN KEY----- natsecret")
     monkeypatch.setenv("BAADAL_LDAP__LDAP_URL", "ldap://admin:ldapsecret@ldap.example.org")

@@ -688,7 +688,9 @@ def test_require_schema_names_an_unreachable_database(tmp_path: Path) -> None:
 
 def test_settings_as_dict_hides_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BAADAL_NAT__NAT_SSH_KEY", "-----BEGIN KEY----- natsecret")
-    monkeypatch.setenv("BAADAL_MAIL__LOGIN", "baadal:mailsecret")
+    monkeypatch.setenv("BAADAL_MAIL__LOGIN", "mailsecret")
+    monkeypatch.setenv("BAADAL_MAIL__TLS", "starttls")
+    monkeypatch.setenv("BAADAL_MAIL__PASSWORD_FILE", "/etc/baadal/smtp-password")
     monkeypatch.setenv("BAADAL_LDAP__LDAP_URL", "ldap://admin:ldapsecret@ldap.example.org")
     monkeypatch.setenv("BAADAL_DATABASE__URL", "postgresql+psycopg://baadal:dbsecret@db/baadal")
     monkeypatch.setenv("BAADAL_SSH__KEY_FILE", "/etc/baadal/id_ed25519")
@@ -705,7 +707,8 @@ def test_settings_as_dict_hides_secrets(monkeypatch: pytest.MonkeyPatch) -> None
     assert shown["ssh"]["key_file"] == "/etc/baadal/id_ed25519"
     assert shown["auth"]["login_after_registration"] is False
     assert shown["nat"]["nat_user"] == "root"
-    assert shown["mail"]["server"] == "localhost:25"
+    assert shown["mail"]["server"] == "localhost"
+    assert shown["mail"]["password_file"] == "/etc/baadal/smtp-password"
     # unset secrets stay visibly unset; the raw view keeps everything
     assert (
         inv.settings_as_dict(SYSTEM, load_settings(nat={"nat_ssh_key": ""}))["nat"]["nat_ssh_key"]

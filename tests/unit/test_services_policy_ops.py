@@ -1,5 +1,5 @@
 """Who may call the operations services (hosts, cloud, tasks, users, pools, lab, system,
-measurements): each guarded function x the eight actors of the authorization matrix.
+measurements, idle VMs): each guarded function x the eight actors of the authorization matrix.
 
 The cases use the matrix's world and runner (tests/unit/test_authorization.py): a refusal
 is PermissionDenied and changes no row or file. What would reach a real host, the lab or
@@ -25,6 +25,7 @@ from baadal.errors import BaadalError, PermissionDenied
 from baadal.services import (
     cloud,
     hosts,
+    idle_vms,
     lab,
     load_all,
     measurements,
@@ -39,6 +40,7 @@ from baadal.services.policy import actor_for
 from tests.unit.test_authorization import (
     ADMIN,
     ANYONE,
+    VM_USERS,
     Case,
     World,
     world_engine,  # noqa: F401 - a fixture
@@ -152,6 +154,13 @@ CASES: dict[str, list[Case]] = {
             ANYONE,
         ),
     ],
+    "users.set_task_mails": [
+        Case(
+            lambda w: users.set_task_mails(w.session, w.actor, "eve", False),
+            frozenset({"admin", "eve"}),
+        ),
+        Case(lambda w: users.set_task_mails(w.session, w.actor, w.actor.username, False), ANYONE),
+    ],
     # pools
     "pools.add_vlan": [
         Case(lambda w: pools.add_vlan(w.session, w.actor, "v77", 77, "10.77.0.0/24"), ADMIN)
@@ -211,6 +220,20 @@ CASES: dict[str, list[Case]] = {
     "system.stored_text_problems": [
         Case(lambda w: system.stored_text_problems(w.settings, w.actor), ADMIN)
     ],
+    # idle VMs and load balancing
+    "idle_vms.check": [
+        Case(lambda w: idle_vms.check(w.engine, w.actor, w.settings, dry_run=True), ADMIN),
+        Case(lambda w: idle_vms.check(w.engine, w.actor, w.settings, dry_run=False), ADMIN),
+    ],
+    "idle_vms.set_locked": [
+        Case(lambda w: idle_vms.set_locked(w.session, w.actor, "web", True), ADMIN)
+    ],
+    # 'web' has no warning: its users get past the policy to "nothing to answer"
+    "idle_vms.keep": [Case(lambda w: idle_vms.keep(w.session, w.actor, "web"), VM_USERS)],
+    "hosts.balance": [
+        Case(lambda w: hosts.balance(w.engine, w.actor, w.settings, dry_run=True), ADMIN),
+        Case(lambda w: hosts.balance(w.engine, w.actor, w.settings, dry_run=False), ADMIN),
+    ],
 }
 
 #: what would reach hosts, the lab, the network or the disk: stubs failing past the policy
@@ -269,7 +292,9 @@ def test_ops_matrix(
 
 def test_every_operations_function_has_a_case() -> None:
     load_all()
-    mine = {"cloud", "hosts", "lab", "measurements", "pools", "system", "tasks", "users"}
+    mine = {
+        "cloud", "hosts", "idle_vms", "lab", "measurements", "pools", "system", "tasks", "users",
+    }  # fmt: skip
     guarded = {
         name.removeprefix("baadal.services.")
         for name in policy.GUARDED

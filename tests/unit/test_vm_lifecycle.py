@@ -748,6 +748,8 @@ def test_cli_vm_create_without_a_domain_says_how(
         refused = runner.invoke(app, ["vm", "create", "web", "--template", "tiny", "--no-wait"])
         assert refused.exit_code == 2 and refused.stdout == ""
         assert refused.stderr.startswith("error: no security domain given and no default set")
+        # the message names the setting; Rich must not take "[network]" for markup
+        assert "([network] default_security_domain)" in refused.stderr
         assert len(refused.stderr.strip().splitlines()) == 1
         argv = ["vm", "create", "web", "--template", "tiny", "--no-network", "--no-wait"]
         made = runner.invoke(app, argv)

@@ -5,6 +5,7 @@ check | resources | usage | domains | events   what the hosts themselves say
 orphan-delete | respawn                        domains no VM knows, VMs of a DOWN host
 power-up | power-down | power-auto             wake-on-LAN / IPMI and the power-off
 shutdown | bootup | evacuate | maintenance     the VMs of some hosts, one task per VM
+balance                                        VMs off hosts short of memory (migrations)
 """
 
 from __future__ import annotations
@@ -354,3 +355,28 @@ def maintenance_cmd(host: str, inline: InlineOpt = False) -> None:
     """Put the host in MAINTENANCE (no new VMs) and migrate its VMs away."""
     run_queued(lambda s, who: host_services.start_maintenance(s, who, host), f"maintenance of {host}",
                inline=inline)  # fmt: skip
+
+
+@app.command("balance")
+@handle_errors
+def balance_cmd(
+    dry_run: Annotated[bool, typer.Option(help="only show the plan; queue nothing")] = False,
+) -> None:
+    """Queue migrations of running VMs off hosts above [balance] memory_threshold_pct to
+    the least loaded hosts (at most [balance] max_migrations at once); the worker runs them."""
+    plan = host_services.balance(checked_engine(), current_actor(), get_settings(), dry_run=dry_run)
+    print_table(
+        "Host memory in use (after the planned moves)",
+        ["host", "MB in use", "MB", "%"],
+        [(h.name, h.used_mb, h.total_mb, f"{h.percent:.0f}") for h in plan.loads],
+    )
+    verb = "would move" if dry_run else "moves"
+    rows = [
+        (m.vm_name, m.ram_mb, m.source, m.dest, plan.queued.get(m.vm_id, "")) for m in plan.moves
+    ]
+    if rows:
+        print_table(f"Load balancing {verb}", ["VM", "MB", "from", "to", "task"], rows)
+    else:
+        say("nothing to move")
+    for note in plan.notes:
+        say(note)

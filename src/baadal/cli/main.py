@@ -17,10 +17,13 @@ from baadal.cli import (
     host_commands,
     inventory_commands,
     lab_commands,
+    mail_commands,
     monitor_commands,
     net_commands,
     org_commands,
     pool_commands,
+    quota_commands,
+    request_commands,
     status_command,
     task_commands,
     user_commands,
@@ -73,3 +76,6 @@ app.add_typer(cloud_commands.app, name="cloud")
 app.add_typer(monitor_commands.app, name="monitor")
 app.add_typer(user_commands.app, name="user")
 app.add_typer(org_commands.app, name="org")
+app.add_typer(mail_commands.app, name="mail")
+app.add_typer(request_commands.app, name="request")
+app.add_typer(quota_commands.app, name="quota")

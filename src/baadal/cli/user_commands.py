@@ -1,4 +1,5 @@
-"""``baadal user register|approve|list|roles|block|unblock|passwd|login``: accounts and roles.
+"""``baadal user register|approve|list|roles|block|unblock|passwd|login|set-mail``: accounts,
+roles and mail choices.
 
 Passwords are asked for without echo (or read from standard input with --password-stdin),
 never taken as arguments, where other users of the machine could read them.
@@ -22,6 +23,7 @@ from baadal.cli.door import (
     handle_errors,
     print_table,
     prompt_secret,
+    say,
 )
 from baadal.config import get_settings
 from baadal.services import users
@@ -78,9 +80,19 @@ def list_cmd() -> None:
     with db() as session:
         accounts = users.list_accounts(session, actor(session))
     rows = [
-        (a.username, a.name, a.email, a.organisation, _names(a.roles), a.state) for a in accounts
+        (
+            a.username,
+            a.name,
+            a.email,
+            a.organisation,
+            _names(a.roles),
+            a.state,
+            "yes" if a.task_mails else "no",
+        )
+        for a in accounts
     ]
-    print_table("Users", ["username", "name", "e-mail", "organisation", "roles", "state"], rows)
+    columns = ["username", "name", "e-mail", "organisation", "roles", "state", "task mails"]
+    print_table("Users", columns, rows)
 
 
 @app.command("roles")
@@ -138,3 +150,22 @@ def login_cmd(username: UserArg, password_stdin: StdinOpt = False) -> None:
     source = f"local user {getpass.getuser()}"  # failures of one OS account count together
     account = users.check_login(checked_engine(), get_settings(), username, password, source=source)
     console.print(f"{username} logged in; roles: {_names(account.roles)}", highlight=False)
+
+
+@app.command("set-mail")
+@handle_errors
+def set_mail_cmd(
+    username: UserArg,
+    task_mails: Annotated[
+        bool,
+        typer.Option(
+            "--task-mails/--no-task-mails",
+            help="a mail when a task of one of their VMs ends (request and idle-VM mails"
+            " always come)",
+        ),
+    ],
+) -> None:
+    """Whether the account gets a mail when a task of one of its VMs ends."""
+    with db() as session:
+        users.set_task_mails(session, actor(session), username, task_mails)
+    say(f"{username}: task mails {'on' if task_mails else 'off'}")

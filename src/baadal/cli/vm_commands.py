@@ -22,7 +22,7 @@ from baadal.cli.door import (
 )
 from baadal.config import get_settings
 from baadal.services import hosts as host_services
-from baadal.services import tasks, vms
+from baadal.services import idle_vms, tasks, vms
 
 app = typer.Typer(help="Virtual machines.", no_args_is_help=True)
 snapshot_app = typer.Typer(help="Snapshots of a VM.", no_args_is_help=True)
@@ -159,6 +159,9 @@ def show_cmd(vm: str) -> None:
             ("disk GB / extra GB", f"{row.HDD} / {row.extra_HDD}"),
             ("template", row.template.name if row.template else ""),
             ("datastore", row.datastore.ds_name if row.datastore else ""),
+            ("locked", "yes" if row.locked else "no"),
+            ("destroyed if still idle at", row.shutdown_warning_date),
+            ("deleted if still shut off at", row.delete_warning_date),
         ]
         snaps = [
             (s.id, s.snapshot_name, s.timestamp) for s in vms.list_snapshots(session, who, row.id)
@@ -373,3 +376,57 @@ def vm_sanity_cmd() -> None:
     for host, error in report.unreachable.items():
         console.print(f"[red]{host} did not answer:[/] {error}", highlight=False)
     console.print(report.summary(), highlight=False)
+
+
+# --- idle VMs ----------------------------------------------------------------------------
+
+
+def _lock(locked: bool) -> None:
+    def command(vm: str) -> None:
+        with db() as session:
+            name = idle_vms.set_locked(session, actor(session), vm, locked)
+        say(f"{name} is {'locked' if locked else 'unlocked'}")
+
+    verb = "lock" if locked else "unlock"
+    command.__doc__ = (
+        "Admin: the idle and shut-off clean-up leaves the VM alone (its warnings go)."
+        if locked
+        else "Admin: the idle and shut-off clean-up applies to the VM again."
+    )
+    app.command(verb)(handle_errors(command))
+
+
+_lock(True)
+_lock(False)
+
+
+@app.command("keep")
+@handle_errors
+def keep_cmd(vm: str) -> None:
+    """Answer an idle or shut-off warning: the VM stays, and is not warned again for
+    [general] idle_vm_days."""
+    with db() as session:
+        name = idle_vms.keep(session, actor(session), vm)
+    say(f"{name} is kept; its warning is withdrawn")
+
+
+@app.command("idle")
+@handle_errors
+def idle_cmd(
+    dry_run: Annotated[bool, typer.Option(help="only list what the next run would do")] = False,
+) -> None:
+    """Admin: the daily idle checks and the clean-up now: warn the users of idle and long
+    shut-off VMs, destroy/delete those whose warning ran out."""
+    run = idle_vms.check(checked_engine(), current_actor(), get_settings(), dry_run=dry_run)
+    rows = [
+        (s.vm_name, s.action.value, s.deadline.strftime("%Y-%m-%d %H:%M") if s.deadline else "",
+         s.reason)
+        for s in run.steps
+    ]  # fmt: skip
+    if not rows:
+        say("nothing to do")
+        return
+    title = "The next idle run would" if dry_run else "Idle run"
+    print_table(title, ["VM", "action", "deadline", "why"], rows)
+    for line in run.done:
+        say(line)

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    CheckConstraint,
     Date,
     DateTime,
     Float,
@@ -93,6 +94,8 @@ class User(Base):
     password: Mapped[str] = mapped_column(String(512), default="")
     organisation_id: Mapped[int | None] = mapped_column(ForeignKey("organisation.id"))
     block_user: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: mails when a task of one of their VMs ends (``user set-mail``); request mails,
+    #: idle-VM warnings and account mails are sent whatever this says
     mail_subscribed: Mapped[bool] = mapped_column(Boolean, default=True)
     #: '' active, 'pending' awaiting approval, 'disable'
     registration_key: Mapped[str] = mapped_column(String(512), default="")
@@ -314,6 +317,19 @@ class RequestQueue(Base):
     status: Mapped[int] = mapped_column(Integer, default=C.RequestStatus.REQUESTED)
     request_time: Mapped[datetime] = mapped_column(default=utcnow)
     expiry_date: Mapped[date | None] = mapped_column(Date)
+    #: the faculty member who verifies it (the owner of a student's VM)
+    approver_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    #: edit requests: True attach a public IP, False detach it, None leave it
+    public_ip_change: Mapped[bool | None] = mapped_column(Boolean)
+    reject_reason: Mapped[str | None] = mapped_column(String(512))
+    #: who moved it last (verified, approved, rejected, withdrew) and when
+    decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime)
+    #: the task it was queued as (its status shows through: a failed task = FAILED)
+    task_id: Mapped[int | None] = mapped_column(Integer)
+    #: the VM a create request made (a plain id: the request outlives the VM)
+    vm_id: Mapped[int | None] = mapped_column(Integer)
+    last_reminded_at: Mapped[datetime | None] = mapped_column(DateTime)
 
     collaborators: Mapped[list[User]] = relationship(secondary="request_collaborator")
 
@@ -325,6 +341,30 @@ class RequestCollaborator(Base):
     )
     user_id: Mapped[int] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class Quota(Base):
+    """Limits of one user or one organisation; a NULL limit is the settings' default
+    (``[quota]``) and 0 is unlimited. The row is also what queueing locks: two approvals
+    that spend the same owner's or organisation's last unit are serialised on it."""
+
+    __tablename__ = "quota"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), unique=True
+    )
+    organisation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("organisation.id", ondelete="CASCADE"), unique=True
+    )
+    vms: Mapped[int | None] = mapped_column(Integer)
+    vcpus: Mapped[int | None] = mapped_column(Integer)
+    ram_gb: Mapped[int | None] = mapped_column(Integer)
+    disk_gb: Mapped[int | None] = mapped_column(Integer)
+    public_ips: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (
+        CheckConstraint("(user_id IS NULL) <> (organisation_id IS NULL)", name="quota_user_or_org"),
     )
 
 
@@ -522,6 +562,32 @@ class AuditLog(Base):
         Index("ix_audit_log_actor_name_id", "actor_name", "id"),
         Index("ix_audit_log_target", "target_type", "target_name"),
     )
+
+
+class OutboxMail(Base):
+    """A mail waiting to be sent, sent, or given up on: written in the transaction of the
+    change it tells about (a rolled-back change sends nothing), sent later by the
+    ``mail_outbox`` job (an SMTP outage loses nothing). One row per recipient."""
+
+    __tablename__ = "outbox"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: the template it was made from (request_made, task_done, ...)
+    kind: Mapped[str] = mapped_column(String(40))
+    #: the account it is for (not a foreign key: the mail outlives the account)
+    user_id: Mapped[int | None] = mapped_column(Integer)
+    recipient: Mapped[str] = mapped_column(String(C.MAIL_ADDRESS_MAX))
+    subject: Mapped[str] = mapped_column(String(C.MAIL_SUBJECT_MAX))
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(10), default=C.MailStatus.PENDING)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: not tried before this time: the back-off after a failure, or the lease of a run
+    #: that is sending it
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),)
 
 
 def _committed(vm: VM, attr: str) -> Any:

@@ -113,6 +113,17 @@ class RrdAverages:
     rx: float | None
 
 
+@dataclass(frozen=True)
+class RrdPeaks:
+    """The highest CPU % and network rates (bytes/s) of a window, and the share of its
+    rows that hold data at all (0 when there is no file)."""
+
+    cpu: float | None
+    rx: float | None
+    tx: float | None
+    known: float
+
+
 @dataclass
 class CollectionReport:
     """What one collection run recorded."""
@@ -354,6 +365,28 @@ def fetch_rrd_data(settings: Settings, identity: str, period: str = "day") -> Rr
         known = [row[index] for row in rows if row[index] is not None and math.isfinite(row[index])]
         averages[name] = round(sum(known) / len(known), 2) if known else None
     return RrdAverages(**{name: averages.get(name) for name, _ in SOURCES})
+
+
+def fetch_rrd_peaks(settings: Settings, identity: str, start: int, end: int) -> RrdPeaks:
+    """The maxima between ``start`` and ``end`` (Unix times): what the idle check asks,
+    "did this VM ever reach the thresholds", so peaks, not averages."""
+    path = get_rrd_file(settings, identity)
+    if not path.exists():
+        return RrdPeaks(None, None, None, 0.0)
+    try:
+        _window, names, rows = rrdtool.fetch(
+            str(path), "MAX", "--start", str(start), "--end", str(end)
+        )
+    except rrdtool.OperationalError as exc:  # a damaged file: one VM's problem
+        raise BaadalError(f"cannot read {path.name}: {exc}") from None
+    peaks: dict[str, float | None] = {}
+    for name in ("cpu", "rx", "tx"):
+        index = names.index(name)
+        known = [row[index] for row in rows if row[index] is not None and math.isfinite(row[index])]
+        peaks[name] = max(known) if known else None
+    cpu = names.index("cpu")
+    with_data = sum(1 for row in rows if row[cpu] is not None and math.isfinite(row[cpu]))
+    return RrdPeaks(**peaks, known=with_data / len(rows) if rows else 0.0)
 
 
 def graph_period_seconds(period: str) -> int:

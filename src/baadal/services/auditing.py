@@ -36,6 +36,7 @@ from baadal.db.models import (
     Datastore,
     Host,
     Organisation,
+    RequestQueue,
     SecurityDomain,
     Snapshot,
     Task,
@@ -69,6 +70,7 @@ _NAMES: dict[type[Base], tuple[str, str]] = {
     SecurityDomain: ("security domain", "name"),
     Vlan: ("vlan", "name"),
     Snapshot: ("snapshot", "snapshot_name"),
+    RequestQueue: ("request", "vm_name"),
 }
 
 

@@ -1,5 +1,6 @@
 """Hosts for the doors: health, hardware, usage, domains, events, orphans, respawn,
-evacuation, maintenance and power (thin, guarded wrappers over :mod:`baadal.host`).
+evacuation, maintenance, power and load balancing (thin, guarded wrappers over
+:mod:`baadal.host`).
 
 Functions that talk to a host take the engine, not a session: they read the host row in
 a short transaction of their own and talk to the host outside it (on SQLite a transaction
@@ -22,10 +23,11 @@ from baadal.db.models import Host, HostEventLog
 from baadal.db.session import session_scope
 from baadal.drivers.base import DomainInfo
 from baadal.host import domains as host_domains
-from baadal.host import health, maintenance, power, resources
+from baadal.host import health, load_balance, maintenance, power, resources
 from baadal.host import respawn as host_respawn
 from baadal.host import usage as host_usage
 from baadal.host.health import HostCheck
+from baadal.host.load_balance import BalancePlan
 from baadal.host.maintenance import Queued
 from baadal.host.power import HostPowerResult
 from baadal.host.resources import HostResources
@@ -185,3 +187,13 @@ def power_down(
 def power_auto(engine: Engine, actor: Actor, settings: Settings) -> list[HostPowerResult]:
     """Idle hosts off beyond power.min_hosts_up; wake one when the UP ones are busy."""
     return power.host_power_operation(engine, settings)
+
+
+# --- load balancing --------------------------------------------------------------------
+
+
+@guarded(Action.HOST_MANAGE)
+def balance(engine: Engine, actor: Actor, settings: Settings, *, dry_run: bool) -> BalancePlan:
+    """Queue migrations off hosts above [balance] memory_threshold_pct (at most
+    [balance] max_migrations at once); with ``dry_run`` only the plan."""
+    return load_balance.balance(engine, settings, dry_run=dry_run)

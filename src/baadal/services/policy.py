@@ -32,6 +32,8 @@ from baadal.db.models import (
     VM,
     AuditLog,
     Organisation,
+    RequestCollaborator,
+    RequestQueue,
     SecurityDomain,
     SecurityDomainOrg,
     Task,
@@ -125,6 +127,9 @@ class Target(Enum):
     TEMPLATE = "template"
     SECURITY_DOMAIN = "security domain"
     ORGANISATION = "organisation"
+    REQUEST = "request"
+    #: an account or an organisation (quotas)
+    USER_OR_ORG = "user or organisation"
 
 
 class Action(Enum):
@@ -147,6 +152,9 @@ class Action(Enum):
     VM_SANITY = ("compare every VM with what the hosts run", Target.NONE)
     VM_USERS = ("add or remove a VM's users (own: the VMs one owns)", Target.VM)
     VM_OWNER = ("give a VM to another owner", Target.VM)
+    VM_KEEP = ("keep a VM an idle warning named (answer the warning)", Target.VM)
+    VM_LOCK = ("lock or unlock a VM (the idle clean-up leaves it alone)", Target.NONE)
+    VM_IDLE_CHECK = ("list, warn about and clean up idle and long shut-off VMs", Target.NONE)
     # tasks
     TASK_LIST = ("list tasks", Target.TASK)
     TASK_READ = ("see a task", Target.TASK)
@@ -155,7 +163,8 @@ class Action(Enum):
     # infrastructure
     HOST_READ = ("see hosts, their resources, usage, domains and events", Target.NONE)
     HOST_MANAGE = (
-        "add/remove hosts, status, sanity, orphans, respawn, evacuate, maintenance, power",
+        "add/remove hosts, status, sanity, orphans, respawn, evacuate, maintenance, power, "
+        "load balancing",
         Target.NONE,
     )
     CLOUD_MANAGE = ("cloud status, shutdown and bootup", Target.NONE)
@@ -189,6 +198,25 @@ class Action(Enum):
         Target.NONE,
     )
     AUDIT_READ = ("see the audit log (own org: the entries of its people)", Target.USER)
+    USER_MAIL = ("choose whether an account gets task mails", Target.USER)
+    # mail
+    MAIL_READ = ("see the mail outbox (what was sent, what waits, what failed)", Target.NONE)
+    MAIL_MANAGE = ("retry failed mails, send the outbox now", Target.NONE)
+    # requests (approval chain) and quotas
+    REQUEST_CREATE = ("ask for a new VM (a request, approved step by step)", Target.NONE)
+    REQUEST_CHANGE = ("ask to clone a VM, attach a disk or change its configuration", Target.VM)
+    REQUEST_READ = ("list and see requests", Target.REQUEST)
+    REQUEST_VERIFY = ("verify a request (its faculty approver)", Target.REQUEST)
+    REQUEST_APPROVE = (
+        "approve a request (orgadmin: a verified one; admin: any, which queues it)",
+        Target.REQUEST,
+    )
+    REQUEST_REJECT = ("reject a pending request, with a reason", Target.REQUEST)
+    REQUEST_EDIT = ("change a pending request (its approvers: only the sizes)", Target.REQUEST)
+    REQUEST_REMIND = ("remind the next approver of a pending request", Target.REQUEST)
+    REQUEST_WITHDRAW = ("withdraw one's own pending request", Target.REQUEST)
+    QUOTA_READ = ("see quotas and usage", Target.USER_OR_ORG)
+    QUOTA_SET = ("set the quotas of a user or an organisation", Target.NONE)
 
     @property
     def description(self) -> str:
@@ -223,6 +251,9 @@ RULES: dict[Action, dict[C.Role, Scope]] = {
     Action.VM_SANITY: _row(ALL, NONE, NONE, NONE),
     Action.VM_USERS: _row(ALL, ORG, OWN, OWN),
     Action.VM_OWNER: _row(ALL, NONE, NONE, NONE),
+    Action.VM_KEEP: _row(ALL, ORG, OWN, OWN),
+    Action.VM_LOCK: _row(ALL, NONE, NONE, NONE),
+    Action.VM_IDLE_CHECK: _row(ALL, NONE, NONE, NONE),
     Action.TASK_LIST: _row(ALL, ORG, OWN, OWN),
     Action.TASK_READ: _row(ALL, ORG, OWN, OWN),
     Action.TASK_ADMIN: _row(ALL, NONE, NONE, NONE),
@@ -247,6 +278,20 @@ RULES: dict[Action, dict[C.Role, Scope]] = {
     Action.ORG_READ: _row(ALL, ORG, NONE, NONE),
     Action.ORG_MANAGE: _row(ALL, NONE, NONE, NONE),
     Action.AUDIT_READ: _row(ALL, ORG, OWN, OWN),
+    Action.USER_MAIL: _row(ALL, OWN, OWN, OWN),
+    Action.MAIL_READ: _row(ALL, NONE, NONE, NONE),
+    Action.MAIL_MANAGE: _row(ALL, NONE, NONE, NONE),
+    Action.REQUEST_CREATE: _row(ALL, ALL, ALL, ALL),
+    Action.REQUEST_CHANGE: _row(ALL, ORG, OWN, OWN),
+    Action.REQUEST_READ: _row(ALL, ORG, OWN, OWN),
+    Action.REQUEST_VERIFY: _row(ALL, NONE, OWN, NONE),
+    Action.REQUEST_APPROVE: _row(ALL, ORG, NONE, NONE),
+    Action.REQUEST_REJECT: _row(ALL, ORG, OWN, NONE),
+    Action.REQUEST_EDIT: _row(ALL, ORG, OWN, OWN),
+    Action.REQUEST_REMIND: _row(ALL, ORG, OWN, OWN),
+    Action.REQUEST_WITHDRAW: _row(OWN, OWN, OWN, OWN),
+    Action.QUOTA_READ: _row(ALL, ORG, OWN, OWN),
+    Action.QUOTA_SET: _row(ALL, NONE, NONE, NONE),
 }
 
 #: actions that change nothing: their calls are not audited. Any other action is (an
@@ -266,6 +311,9 @@ READ_ONLY = frozenset(
         Action.ORG_LIST,
         Action.ORG_READ,
         Action.AUDIT_READ,
+        Action.MAIL_READ,
+        Action.REQUEST_READ,
+        Action.QUOTA_READ,
     }
 )
 
@@ -317,6 +365,26 @@ def _org_of_user(session: Session, user_id: int | None) -> int | None:
     return session.scalar(select(User.organisation_id).where(User.id == user_id))
 
 
+def _request_is_own(session: Session, actor: Actor, request: RequestQueue, action: Action) -> bool:
+    """Whose a request is depends on the step: the faculty approver verifies and rejects,
+    the requester withdraws, both edit; everyone it names sees it and may remind."""
+    me = actor.user_id
+    if action in (Action.REQUEST_VERIFY, Action.REQUEST_REJECT):
+        return request.approver_id == me
+    if action == Action.REQUEST_WITHDRAW:
+        return request.requester_id == me
+    if action == Action.REQUEST_EDIT:
+        return me in (request.requester_id, request.approver_id)
+    if me in (request.requester_id, request.owner_id, request.approver_id):
+        return True
+    collaborator = session.scalar(
+        select(RequestCollaborator.user_id).where(
+            RequestCollaborator.request_id == request.id, RequestCollaborator.user_id == me
+        )
+    )
+    return collaborator is not None
+
+
 def _in_scope(session: Session, actor: Actor, scope: Scope, target: object, action: Action) -> bool:
     if scope == Scope.ALL:
         return True
@@ -345,13 +413,17 @@ def _in_scope(session: Session, actor: Actor, scope: Scope, target: object, acti
         if action in _ACCOUNT_CHANGES and _is_admin(session, target.id):
             return False  # an orgadmin may not block or re-password an admin of their org
         return org_too and target.organisation_id == actor.organisation_id
+    if isinstance(target, RequestQueue):
+        if _request_is_own(session, actor, target, action):
+            return True
+        return org_too and _org_of_user(session, target.requester_id) == actor.organisation_id
+    if isinstance(target, Organisation):  # one's own: its quota; for an orgadmin, ORG_READ
+        return target.id == actor.organisation_id
     if isinstance(target, Template):
         owners = session.scalars(
             select(TemplateOwner.user_id).where(TemplateOwner.template_id == target.id)
         ).all()
         return not owners or actor.user_id in owners
-    if isinstance(target, Organisation):
-        return org_too and target.id == actor.organisation_id
     if isinstance(target, SecurityDomain):
         if target.visible_to_all:
             return True
@@ -440,6 +512,28 @@ def task_filter(actor: Actor) -> ColumnElement[bool]:
     if scope == Scope.ORG and actor.organisation_id is not None:
         org_users = select(User.id).where(User.organisation_id == actor.organisation_id)
         clauses.append(Task.requester_id.in_(org_users))
+    return or_(*clauses)
+
+
+def request_filter(actor: Actor) -> ColumnElement[bool]:
+    """The requests ``actor`` may list: their own (asked for, owning, approving or
+    collaborating), an orgadmin's organisation's, an admin's all."""
+    scope = scope_of(actor, Action.REQUEST_READ)
+    if scope == Scope.ALL:
+        return true()
+    if scope == Scope.NONE:
+        return false()
+    me = actor.user_id
+    collaborating = select(RequestCollaborator.request_id).where(RequestCollaborator.user_id == me)
+    clauses = [
+        RequestQueue.requester_id == me,
+        RequestQueue.owner_id == me,
+        RequestQueue.approver_id == me,
+        RequestQueue.id.in_(collaborating),
+    ]
+    if scope == Scope.ORG and actor.organisation_id is not None:
+        org_users = select(User.id).where(User.organisation_id == actor.organisation_id)
+        clauses.append(RequestQueue.requester_id.in_(org_users))
     return or_(*clauses)
 
 
@@ -638,9 +732,13 @@ def authorization_markdown() -> str:
         intro,
         "",
         "Scopes: **all** = every object; **own org** = objects of the actor's organisation "
-        "(a VM's organisation is its owner's) and their own; **own** = VMs they own or are "
+        "(a VM's organisation is its owner's, a request's its requester's) and their own; "
+        "**own** = VMs they own or are "
         "a user of (`user_vm_map`), tasks they asked for or of such VMs, their own account, "
-        "public templates and their own, security domains visible to their organisation; "
+        "public templates and their own, security domains visible to their organisation, "
+        "requests they made, own, approve or collaborate on (to verify or reject: those "
+        "naming them as faculty approver; to edit: those they made or approve; to withdraw: "
+        "those they made), their organisation's quota; "
         "**-** = refused. Every role also holds `user`. A blocked, disabled or not yet "
         "approved account may do nothing. Nobody reads a VM's VNC password except through "
         "a grant (`VM_CONSOLE`). For `VM_USERS`, **own** is the VMs they own (not those "

@@ -21,6 +21,7 @@ from baadal.config import Settings
 from baadal.db.models import User
 from baadal.db.session import session_scope
 from baadal.errors import LoginThrottled, PermissionDenied
+from baadal.mail import notify
 from baadal.services import auditing, policy
 from baadal.services.policy import Action, Actor, guarded, open_to_anyone
 from baadal.timeutil import utcnow
@@ -38,6 +39,8 @@ class Account:
     organisation: str
     roles: tuple[C.Role, ...]
     state: str
+    #: gets a mail when a task of one of their VMs ends
+    task_mails: bool = True
 
 
 def _state(user: User) -> str:
@@ -61,6 +64,7 @@ def _account(session: Session, user: User) -> Account:
         organisation=user.organisation.name if user.organisation else "",
         roles=_roles(session, user),
         state=_state(user),
+        task_mails=bool(user.mail_subscribed),
     )
 
 
@@ -163,7 +167,7 @@ def set_roles(
 def approve(session: Session, actor: Actor, username: str) -> None:
     """Let a pending registration log in."""
     _user(session, actor, Action.USER_APPROVE, username)
-    accounts.approve_user(session, username)
+    notify.registration_approved(session, accounts.approve_user(session, username))
 
 
 @guarded(Action.USER_APPROVE)
@@ -177,3 +181,12 @@ def set_blocked(session: Session, actor: Actor, username: str, blocked: bool) ->
 def set_password(session: Session, actor: Actor, username: str, password: str) -> None:
     _user(session, actor, Action.USER_PASSWORD, username)
     accounts.set_password(session, username, password)
+
+
+@guarded(Action.USER_MAIL)
+def set_task_mails(session: Session, actor: Actor, username: str, wanted: bool) -> Account:
+    """Whether the account is mailed when a task of one of its VMs ends (request mails,
+    idle-VM warnings and account mails come whatever it says)."""
+    user = _user(session, actor, Action.USER_MAIL, username)
+    user.mail_subscribed = wanted
+    return _account(session, user)

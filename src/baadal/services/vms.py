@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -33,7 +33,7 @@ from baadal.db.models import (
 )
 from baadal.db.session import session_scope
 from baadal.errors import ConflictError, NotFoundError, PermissionDenied, ValidationError
-from baadal.net.validators import check_identity, check_no_control, check_safe_name
+from baadal.net.validators import check_identity, check_int, check_no_control, check_safe_name
 from baadal.services import auditing, lookup
 from baadal.services.policy import Action, Actor, Scope, guarded, require, scope_of, vm_filter
 from baadal.tasks import queue
@@ -201,10 +201,14 @@ def request_vm(
     host: str | None = None,
     purpose: str | None = None,
     network: bool = True,
+    requester_id: int | None = None,
+    users: Collection[int] = (),
 ) -> Queued:
     """An approved VM request: the VM row (IN_QUEUE), its users, its 'Create VM' task.
     ``owner`` is a username (default: the actor). Without ``security_domain`` the VM goes
-    in the settings' default domain; ``network=False`` asks for a VM with no network."""
+    in the settings' default domain; ``network=False`` asks for a VM with no network.
+    ``requester_id`` names who asked when the actor only approves (a request: the actor
+    does not become a user of the VM then); ``users`` are further users (collaborators)."""
     check_safe_name(vm_name, "VM name", 30)
     check_ram_vcpus(ram_mb, vcpus)
     purpose = _check_purpose(purpose)
@@ -230,7 +234,7 @@ def request_vm(
         extra_HDD=extra_disk_gb,
         template_id=tmpl.id,
         owner_id=owner_row.id,
-        requester_id=actor.user_id,
+        requester_id=requester_id or actor.user_id,
         security_domain_id=domain.id if domain else None,
         public_ip_wanted=public_ip,
         purpose=purpose,
@@ -239,11 +243,15 @@ def request_vm(
     session.add(vm)
     session.flush()
     auditing.note(vm)
-    for user_id in {owner_row.id, actor.user_id}:
+    for user_id in {owner_row.id, requester_id or actor.user_id, *users}:
         session.add(UserVMMap(user_id=user_id, vm_id=vm.id))
     params = {"host_id": chosen.id} if chosen else {}
     task = queue.enqueue(
-        session, C.TaskType.CREATE_VM, vm_id=vm.id, parameters=params, requester_id=actor.user_id
+        session,
+        C.TaskType.CREATE_VM,
+        vm_id=vm.id,
+        parameters=params,
+        requester_id=requester_id or actor.user_id,
     )
     return Queued(vm.id, task.id)
 
@@ -466,8 +474,7 @@ def request_clone(
     _installed(vm)
     if vm.status != C.VMStatus.SHUTDOWN:
         raise ConflictError(f"{vm.vm_name} must be shut off to be cloned")
-    if not 1 <= count <= 100:
-        raise ValidationError("clone count must be 1-100")
+    check_int(count, "clone count", 1, C.CLONE_COUNT_MAX)
     owner_id = vm.owner_id if vm.owner_id is not None else C.SYSTEM_USER_ID
     owner = session.get(User, owner_id)
     users = session.scalars(select(UserVMMap.user_id).where(UserVMMap.vm_id == vm.id)).all()

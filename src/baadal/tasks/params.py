@@ -113,6 +113,10 @@ PARAMS: dict[str, type[TaskParams]] = {
     C.TaskType.NETWORK_SANITY: PeriodicParams,
     C.TaskType.UPDATE_RRD: PeriodicParams,
     C.TaskType.HOST_NETWORK_GRAPH: PeriodicParams,
+    C.TaskType.VM_DAILY_CHECKS: PeriodicParams,
+    C.TaskType.VM_GARBAGE_COLLECTOR: PeriodicParams,
+    C.TaskType.VM_LOADBALANCE: PeriodicParams,
+    C.TaskType.SEND_MAIL: PeriodicParams,
 }
 
 

@@ -30,7 +30,7 @@ def sync_periodic_jobs(engine: Engine, jobs: dict[str, str], settings: Settings)
     scheduled = []
     with session_scope(engine) as session:
         for name, task_type in sorted(jobs.items()):
-            interval = settings.scheduler.interval_for(name)
+            interval = settings.job_interval(name)
             row = session.get(PeriodicJob, name)
             if not interval or interval <= 0:
                 if row is not None:  # switched off: it must stop firing

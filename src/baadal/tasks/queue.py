@@ -34,6 +34,7 @@ from baadal import constants as C
 from baadal.db.models import VM, Task, TaskEvent
 from baadal.db.session import is_postgres, session_scope
 from baadal.errors import ConflictError, NotFoundError, ValidationError
+from baadal.mail import notify
 from baadal.tasks import params as task_params
 from baadal.tasks.params import TaskParams
 from baadal.tasks.registry import REGISTRY
@@ -248,19 +249,32 @@ def renew_leases(engine: Engine, worker_id: str, task_ids: list[int], lease_s: f
 
 
 def finish(
-    engine: Engine, claimed: ClaimedTask, worker_id: str, status: C.TaskStatus, message: str
+    engine: Engine,
+    claimed: ClaimedTask,
+    worker_id: str,
+    status: C.TaskStatus,
+    message: str,
+    *,
+    mail_to: Collection[int] | None = None,
 ) -> bool:
-    """End the task if this worker still holds its lease. False = lease was lost."""
+    """End the task if this worker still holds its lease. False = lease was lost.
+
+    The mail telling the VM's users (``mail_to``: as they were before the task ran) is
+    written in the same transaction, so a task ends with its mail or not at all."""
     if status not in C.TASK_FINAL:
         raise ValidationError(f"{status!r} does not end a task")
     values = {"p_status": int(status), "p_message": message, "p_now": utcnow()}
-    with engine.begin() as conn:
-        ended = conn.execute(
+    with session_scope(engine) as session:
+        ended = session.execute(
             _FINISH_TASK, values | {"p_task": claimed.id, "p_worker": worker_id}
         ).rowcount
         if ended != 1:
             return False
-        conn.execute(_FINISH_EVENT, values | {"p_event": claimed.event_id})
+        session.execute(_FINISH_EVENT, values | {"p_event": claimed.event_id})
+        if claimed.task_type in C.TASK_TYPES_MAILED and notify.mail_on():
+            task = session.get(Task, claimed.id)
+            if task is not None:
+                notify.task_finished(session, task, users=mail_to)
     return True
 
 

@@ -122,6 +122,9 @@ BUILTIN_HANDLER_MODULES: tuple[str, ...] = (
     "baadal.host.maintenance",
     "baadal.host.network_graph",
     "baadal.monitor.rrd",
+    "baadal.vm.idle_checks",
+    "baadal.host.load_balance",
+    "baadal.mail.sender",
 )
 
 

@@ -20,13 +20,14 @@ from collections.abc import Collection
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from sqlalchemy import Engine, func, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from baadal import constants as C
 from baadal.config import Settings
 from baadal.db.models import Task
 from baadal.db.session import session_scope
 from baadal.errors import BaadalError
+from baadal.mail import notify
 from baadal.tasks import params as task_params
 from baadal.tasks import queue
 from baadal.tasks.periodic import fire_due_jobs, sync_periodic_jobs
@@ -127,14 +128,31 @@ class Worker:
 
     def _execute(self, claimed: queue.ClaimedTask) -> None:
         """Run one handler; never raises (the result is always recorded)."""
+        mail_to = self._vm_users(claimed)
         result = self._run_handler(claimed)
-        if not queue.finish(self.engine, claimed, self.worker_id, result.status, result.message):
+        if not queue.finish(
+            self.engine, claimed, self.worker_id, result.status, result.message, mail_to=mail_to
+        ):
             log.warning(
                 "task %d finished on %s after its lease was lost; result discarded: %s",
                 claimed.id,
                 self.worker_id,
                 result.message,
             )
+
+    def _vm_users(self, claimed: queue.ClaimedTask) -> list[int] | None:
+        """The users of the task's VM before it runs (a delete leaves none to tell), read
+        only when its end will be mailed."""
+        if claimed.vm_id is None or claimed.task_type not in C.TASK_TYPES_MAILED:
+            return None
+        if not notify.mail_on():
+            return None
+        try:
+            with session_scope(self.engine) as session:
+                return notify.vm_user_ids(session, claimed.vm_id)
+        except SQLAlchemyError:  # the mail then goes to whoever is left at the end
+            log.exception("task %d: cannot read its VM's users", claimed.id)
+            return None
 
     def _run_handler(self, claimed: queue.ClaimedTask) -> TaskResult:
         try:
