@@ -141,6 +141,7 @@ def engine_functions() -> Iterator[dict[str, object]]:
     def outer(session: Session, actor: Actor) -> None:
         vm = vms.get_vm(session, actor, "web")
         require(session, actor, Action.VM_OPERATE, vm)
+        organisations.add_organisation(session, actor, "INNER")  # names its organisation
 
     made = {"commits": commits, "outer": outer}
     yield made
@@ -176,7 +177,7 @@ def test_a_call_inside_another_is_one_entry(
 ) -> None:
     engine = world
     with session_scope(engine) as s:
-        engine_functions["outer"](s, actor_for(s, "stu"))
+        engine_functions["outer"](s, SYSTEM)
     (entry,) = entries(engine)
     assert (entry.function.rpartition(".")[2], entry.target_name) == ("outer", "web")
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import contextvars
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -87,6 +89,8 @@ class Call:
     #: which of ``actions`` was checked last (a function of several checks the one that
     #: applies); the first until one is
     action: str | None = None
+    #: guarded calls it is making now: what they find or name is not what it is about
+    inner_calls: int = 0
 
 
 _current: contextvars.ContextVar[Call | None] = contextvars.ContextVar(
@@ -99,6 +103,23 @@ def begin(function: str, actions: tuple[str, ...], changes: bool) -> contextvars
     if _current.get() is not None:
         return None
     return _current.set(Call(function, actions, changes))
+
+
+def _outer() -> Call | None:
+    """The call being recorded, unless a call it makes is running."""
+    call = _current.get()
+    return call if call is not None and not call.inner_calls else None
+
+
+@contextmanager
+def inner_call() -> Iterator[None]:
+    """A guarded call made by the recorded one: part of its entry, not about its object."""
+    call = current()
+    call.inner_calls += 1
+    try:
+        yield
+    finally:
+        call.inner_calls -= 1
 
 
 def current() -> Call:
@@ -115,7 +136,7 @@ def end(token: contextvars.Token) -> None:
 def checking(action: str) -> None:
     """``policy.require`` is about to check ``action``: if it is one of the call's own,
     it is the action the entry names (passed or refused)."""
-    call = _current.get()
+    call = _outer()
     if call is not None and action in call.actions:
         call.action = action
 
@@ -123,7 +144,7 @@ def checking(action: str) -> None:
 def checked(action: str, target: object) -> None:
     """``policy.require`` passed: the first object the call's own action was checked on
     is what the call is about."""
-    call = _current.get()
+    call = _outer()
     if call is not None and call.target is None and target is not None and action in call.actions:
         call.target = target
 
@@ -131,7 +152,7 @@ def checked(action: str, target: object) -> None:
 def found(row: object) -> None:
     """A lookup found ``row`` by what the person typed: the call is about it unless it
     already named (or checked) another object."""
-    call = _current.get()
+    call = _outer()
     if call is not None and call.target is None:
         call.target = row
 
@@ -139,7 +160,7 @@ def found(row: object) -> None:
 def note(target: object = None, *, detail: str | None = None) -> None:
     """Name the object of the current call (one it made, or one its check did not name)
     and say what else matters (an operation, a new name); never a secret."""
-    call = _current.get()
+    call = _outer()
     if call is None:
         return
     if target is not None:

@@ -658,8 +658,9 @@ def guarded(*actions: Action, reads: bool = False) -> Callable[[F], F]:
             if not isinstance(actor, Actor):
                 raise TypeError(f"{func.__qualname__} needs an Actor, not {type(actor).__name__}")
             token = auditing.begin(short_name, action_names, changes)
-            if token is None:  # inside another guarded call: that one is audited
-                return run(actor, args, kwargs)
+            if token is None:  # inside another guarded call: that one is the entry
+                with auditing.inner_call():
+                    return run(actor, args, kwargs)
             where = _database_argument(signature, args, kwargs)
             try:
                 result = run(actor, args, kwargs)
