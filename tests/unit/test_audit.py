@@ -214,6 +214,18 @@ def test_each_reads_their_share(
     assert sorted(e.actor_name for e in got) == seen
 
 
+def test_below_admins_a_refusal_does_not_name_its_object(world: Engine) -> None:
+    """ob was refused web: ob's own list, and an orgadmin's, must not tell its name."""
+    _log_some(world)
+    with Session(world) as s:
+        for who, shows in [("admin", ("vm", "web")), ("ob", ("vm", None))]:
+            (refusal,) = [
+                e for e in audit.list_entries(s, actor_for(s, who)) if e.actor_name == "ob"
+            ]
+            assert (refusal.target_type, refusal.target_name) == shows, who
+            assert refusal.target_id is None or who == "admin"
+
+
 def test_filters_limits_and_a_deleted_vm(
     world: Engine,
 ) -> None:

@@ -9,10 +9,9 @@ import typer
 from baadal import constants as C
 from baadal.cli.door import actor, db, handle_errors, print_table
 from baadal.services import audit
-from baadal.services.rows import AuditLog
 
 
-def _target(entry: AuditLog) -> str:
+def _target(entry: audit.AuditEntry) -> str:
     if entry.target_type is None:
         return ""
     name = f" {entry.target_name}" if entry.target_name else ""

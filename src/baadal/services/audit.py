@@ -5,7 +5,7 @@ the people of their organisation, everyone else their own. Writing it is
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import ColumnElement, and_, or_, select
@@ -16,10 +16,45 @@ from baadal.db.models import VM, AuditLog
 from baadal.errors import ValidationError
 from baadal.net.validators import check_no_control, parse_row_id
 from baadal.services import policy
-from baadal.services.policy import Action, Actor, guarded
+from baadal.services.auditing import REFUSED
+from baadal.services.policy import Action, Actor, Scope, guarded
 
 #: the longest name a filter may hold (the longest username or VM identity)
 _FILTER_MAX = 128
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One entry as people see it."""
+
+    id: int
+    at: datetime
+    actor_name: str
+    function: str
+    action: str
+    target_type: str | None
+    target_id: int | None
+    target_name: str | None
+    detail: str | None
+    outcome: str
+
+
+def _entry(row: AuditLog, everything: bool) -> AuditEntry:
+    """Below admins, a refused entry does not say which object it was: the refusal did
+    not let its actor see it, and an orgadmin may not either."""
+    hidden = not everything and row.outcome.startswith(REFUSED)
+    return AuditEntry(
+        id=row.id,
+        at=row.at,
+        actor_name=row.actor_name,
+        function=row.function,
+        action=row.action,
+        target_type=row.target_type,
+        target_id=None if hidden else row.target_id,
+        target_name=None if hidden else row.target_name,
+        detail=row.detail,
+        outcome=row.outcome,
+    )
 
 
 def parse_since(text: str) -> datetime:
@@ -61,7 +96,7 @@ def list_entries(
     vm: str | None = None,
     since: str | None = None,
     limit: int = C.AUDIT_LIST_DEFAULT,
-) -> Sequence[AuditLog]:
+) -> list[AuditEntry]:
     """The newest ``limit`` entries the actor may see, of ``user`` (who acted), about
     ``vm``, from ``since`` on: one indexed query."""
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= C.AUDIT_LIST_MAX:
@@ -75,4 +110,5 @@ def list_entries(
         clauses.append(AuditLog.at >= parse_since(since))
     policy.require(session, actor, Action.AUDIT_READ)
     query = select(AuditLog).where(*clauses).order_by(AuditLog.id.desc()).limit(limit)
-    return session.scalars(query).all()
+    everything = policy.scope_of(actor, Action.AUDIT_READ) == Scope.ALL
+    return [_entry(row, everything) for row in session.scalars(query)]

@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("baadal")
 
 OK = "ok"
+REFUSED = "refused: "
 #: longest message kept in an outcome (a refusal's or failure's one line)
 OUTCOME_MAX = 1000
 _NAME_MAX = 255
@@ -133,19 +134,15 @@ def end(token: contextvars.Token) -> None:
     _current.reset(token)
 
 
-def checking(action: str) -> None:
-    """``policy.require`` is about to check ``action``: if it is one of the call's own,
-    it is the action the entry names (passed or refused)."""
+def checking(action: str, target: object = None) -> None:
+    """``policy.require`` is about to check ``action`` (on ``target``): if it is one of
+    the call's own, it is the action the entry names, and the first object it is checked
+    on is what the call is about (passed or refused)."""
     call = _outer()
-    if call is not None and action in call.actions:
-        call.action = action
-
-
-def checked(action: str, target: object) -> None:
-    """``policy.require`` passed: the first object the call's own action was checked on
-    is what the call is about."""
-    call = _outer()
-    if call is not None and call.target is None and target is not None and action in call.actions:
+    if call is None or action not in call.actions:
+        return
+    call.action = action
+    if call.target is None and target is not None:
         call.target = target
 
 
@@ -240,7 +237,7 @@ def failed(where: object, actor: Actor, call: Call, exc: BaseException) -> None:
 
 
 def refused(where: object, actor: Actor, call: Call, exc: BaseException) -> None:
-    row = _values(actor, call, f"refused: {exc}")
+    row = _values(actor, call, f"{REFUSED}{exc}")
     if not isinstance(where, Session | Engine | Settings):
         log.warning("refused call %s by %s not audited: no database", call.function, actor)
         return

@@ -469,10 +469,9 @@ def require(
     passes: the caller then filters with :func:`vm_filter` and friends.
     """
     _mark(action)
-    auditing.checking(action.name)
+    auditing.checking(action.name, target)
     if not allowed(session, actor, action, target):
         raise _refuse(actor, action, what)
-    auditing.checked(action.name, target)
 
 
 def require_role_wide(actor: Actor, action: Action) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from baadal.db.models import (
     VM,
-    AuditLog,
     Datastore,
     Host,
     HostEventLog,
@@ -21,7 +20,6 @@ from baadal.db.models import (
 
 __all__ = [
     "VM",
-    "AuditLog",
     "Datastore",
     "Host",
     "HostEventLog",
