@@ -87,11 +87,11 @@ def test_0006_forgets_vnc_passwords_and_keeps_the_vms_rows(db_url: str) -> None:
     assert "vnc_password" not in columns and kept == 1
 
 
-def test_0008_organisations_start_closed_and_keep_their_people(db_url: str) -> None:
-    """Organisations made before 0008 take no self-registrations (as the old setting's
+def test_0010_organisations_start_closed_and_keep_their_people(db_url: str) -> None:
+    """Organisations made before 0010 take no self-registrations (as the old setting's
     default); adding the column must not copy the table its users point at."""
     engine = make_engine(db_url)
-    command.downgrade(alembic_config(engine), "0010")
+    command.downgrade(alembic_config(engine), "0009")
     with engine.begin() as conn:
         conn.exec_driver_sql("INSERT INTO organisation (id, name) VALUES (70, 'IITD')")
         conn.exec_driver_sql(

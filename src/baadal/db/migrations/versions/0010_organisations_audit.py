@@ -1,7 +1,7 @@
 """organisations say whether they take self-registrations; the audit log
 
-Revision ID: 0008
-Revises: 0010 (written after 0007; re-chained after the requests and mail migrations)
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-07 15:20:00.000000
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0008"
-down_revision: str | None = "0010"
+revision: str = "0010"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
