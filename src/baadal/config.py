@@ -94,9 +94,6 @@ class AuthConf(Section):
     auth_type: C.AuthType = C.AuthType.DB
     login_after_registration: bool = False
     session_hours: int = 12
-    #: organisations a self-registered account may name; none by default (an admin
-    #: places the account). Anyone could register into ADMIN before.
-    registration_organisations: list[str] = Field(default_factory=list)
 
 
 class LdapConf(Section):

@@ -265,6 +265,13 @@ OVERCOMMIT_CPU_FACTOR = 2.0
 VLAN_TAG_RANGE = (1, 4094)
 VM_NAME_MAX = 100
 SECURITY_DOMAIN_NAME_MAX = 30
+#: an organisation's name is the first part of its VMs' identities
+ORG_NAME_MAX = 30
+#: an organisation's free-text description (its column)
+ORG_DETAILS_MAX = 255
+#: audit entries one `baadal audit` shows: by default, and at most
+AUDIT_LIST_DEFAULT = 50
+AUDIT_LIST_MAX = 1000
 HOST_NAME_MAX = 30
 #: what a host may report: far above any real machine, far below the columns' limits
 HOST_CPUS_RANGE = (1, 4096)

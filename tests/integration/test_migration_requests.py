@@ -1,4 +1,4 @@
-"""0009 adds the request workflow's columns with plain ALTERs: requests made before keep
+"""0008 adds the request workflow's columns with plain ALTERs: requests made before keep
 their collaborators (a table copy of request_queue would cascade to them)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from baadal.db.session import make_engine
 pytestmark = pytest.mark.integration
 
 
-def test_0009_keeps_older_requests_and_their_collaborators(db_url: str) -> None:
+def test_0008_keeps_older_requests_and_their_collaborators(db_url: str) -> None:
     engine = make_engine(db_url)
     command.downgrade(alembic_config(engine), "0007")
     assert "quota" not in inspect(engine).get_table_names()

@@ -85,3 +85,27 @@ def test_0006_forgets_vnc_passwords_and_keeps_the_vms_rows(db_url: str) -> None:
         kept = conn.exec_driver_sql("SELECT count(*) FROM user_vm_map WHERE vm_id = 50").scalar()
     engine.dispose()
     assert "vnc_password" not in columns and kept == 1
+
+
+def test_0010_organisations_start_closed_and_keep_their_people(db_url: str) -> None:
+    """Organisations made before 0010 take no self-registrations (as the old setting's
+    default); adding the column must not copy the table its users point at."""
+    engine = make_engine(db_url)
+    command.downgrade(alembic_config(engine), "0009")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO organisation (id, name) VALUES (70, 'IITD')")
+        conn.exec_driver_sql(
+            "INSERT INTO users (username, first_name, last_name, password, organisation_id,"
+            " block_user, mail_subscribed, registration_key, reset_password_key,"
+            " registration_id) VALUES ('asha', '', '', '', 70, false, true, '', '', '')"
+        )
+    upgrade(engine)
+    with engine.connect() as conn:
+        opened = conn.exec_driver_sql(
+            "SELECT allows_registration FROM organisation WHERE id = 70"
+        ).scalar()
+        people = conn.exec_driver_sql(
+            "SELECT count(*) FROM users WHERE organisation_id = 70"
+        ).scalar()
+    engine.dispose()
+    assert (bool(opened), people) == (False, 1)

@@ -5,7 +5,8 @@ member who approved it, requested by their student, shared with a collaborator o
 organisation B): admin, orgadmin of A, orgadmin of B, the faculty approver, the student
 (owner), the collaborator, an unrelated user of A, and a blocked account that would
 otherwise be an admin and a user of the VM. A refusal must be PermissionDenied and leave
-every row and file as it was, even if the door committed afterwards.
+every row and file as it was, even if the door committed afterwards, but for exactly one
+'refused' entry in the audit log.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select
+from sqlalchemy import func as sql_func
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
@@ -28,6 +30,7 @@ from baadal.auth.roles import add_membership_db
 from baadal.config import Settings
 from baadal.db.models import (
     VM,
+    AuditLog,
     Base,
     Organisation,
     SecurityDomainOrg,
@@ -41,7 +44,17 @@ from baadal.db.models import (
 from baadal.db.session import make_engine, session_scope
 from baadal.errors import BaadalError, PermissionDenied
 from baadal.net import nat_box
-from baadal.services import inventory, load_all, mails, monitoring, networks, policy, vms
+from baadal.services import (
+    audit,
+    inventory,
+    load_all,
+    mails,
+    monitoring,
+    networks,
+    organisations,
+    policy,
+    vms,
+)
 from baadal.services.policy import Action, Actor, actor_for, guarded
 from tests.support.cloud import fake_host_uri, make_cloud
 from tests.support.natbox import FakeNatBox
@@ -52,6 +65,8 @@ ROOT = Path(__file__).resolve().parents[2]
 ACTORS = ("admin", "oa", "ob", "fac", "stu", "col", "eve", "blk")
 VM_USERS = frozenset({"admin", "oa", "fac", "stu", "col"})
 ADMIN = frozenset({"admin"})
+#: who may share 'web': its owner, the orgadmin of its organisation, admins
+VM_OWNERS = frozenset({"admin", "oa", "fac"})
 ANYONE = frozenset(ACTORS) - {"blk"}
 
 
@@ -133,6 +148,54 @@ CASES: dict[str, list[Case]] = {
     "vms.grant_vnc_access": [
         Case(lambda w: vms.grant_vnc_access(w.engine, w.actor, w.settings, "web", 60), VM_USERS)
     ],
+    # a VM's users and owner: 'web' is owned by fac (organisation A), eve is of A, ob of B
+    "vms.list_vm_users": [Case(lambda w: vms.list_vm_users(w.session, w.actor, "web"), VM_USERS)],
+    "vms.add_vm_user": [
+        Case(lambda w: vms.add_vm_user(w.session, w.actor, "web", "eve"), VM_OWNERS),
+        Case(lambda w: vms.add_vm_user(w.session, w.actor, "web", "ob"), ADMIN),
+    ],
+    "vms.remove_vm_user": [
+        Case(lambda w: vms.remove_vm_user(w.session, w.actor, "web", "col"), VM_OWNERS)
+    ],
+    "vms.transfer_ownership": [
+        Case(lambda w: vms.transfer_ownership(w.session, w.actor, "web", "stu"), ADMIN)
+    ],
+    # organisations
+    "organisations.add_organisation": [
+        Case(lambda w: organisations.add_organisation(w.session, w.actor, "ORG_C"), ADMIN)
+    ],
+    "organisations.list_organisations": [
+        Case(lambda w: organisations.list_organisations(w.session, w.actor), ADMIN)
+    ],
+    "organisations.get_organisation": [
+        Case(
+            lambda w: organisations.get_organisation(w.session, w.actor, "ORG_A"),
+            frozenset({"admin", "oa"}),
+        ),
+        Case(
+            lambda w: organisations.get_organisation(w.session, w.actor, "ORG_B"),
+            frozenset({"admin", "ob"}),
+        ),
+    ],
+    "organisations.rename_organisation": [
+        Case(lambda w: organisations.rename_organisation(w.session, w.actor, "ORG_A", "A2"), ADMIN)
+    ],
+    "organisations.set_organisation": [
+        Case(
+            lambda w: organisations.set_organisation(
+                w.session, w.actor, "ORG_A", registration=True
+            ),
+            ADMIN,
+        )
+    ],
+    "organisations.set_domains": [
+        Case(
+            lambda w: organisations.set_domains(w.session, w.actor, "ORG_A", add=["hidden"]),
+            ADMIN,
+        )
+    ],
+    # the audit log: everyone reads (their share of) it
+    "audit.list_entries": [Case(lambda w: audit.list_entries(w.session, w.actor), ANYONE)],
     # inventory
     "inventory.add_host": [
         Case(
@@ -357,10 +420,13 @@ def world_engine(
 
 
 def fingerprint(engine: Engine, root: Path) -> str:
-    """Every row of every table and every file's name and size under the world's root."""
+    """Every row of every table and every file's name and size under the world's root,
+    but the audit log (a refusal is written there: :func:`refusals` counts them)."""
     digest = hashlib.sha256()
     with session_scope(engine) as s:
         for table in Base.metadata.sorted_tables:
+            if table.name == AuditLog.__tablename__:
+                continue
             for row in s.execute(select(table).order_by(*table.primary_key.columns)):
                 digest.update(repr(tuple(row)).encode())
     for path in sorted(root.rglob("*")):
@@ -368,6 +434,14 @@ def fingerprint(engine: Engine, root: Path) -> str:
             continue
         digest.update(f"{path.relative_to(root)}:{path.is_file() and path.stat().st_size}".encode())
     return digest.hexdigest()
+
+
+def refusals(engine: Engine, who: str) -> int:
+    with session_scope(engine) as s:
+        query = select(sql_func.count()).where(
+            AuditLog.actor_name == who, AuditLog.outcome.startswith("refused: ")
+        )
+        return s.scalar(query) or 0
 
 
 def _cases() -> list[tuple[str, int, Case]]:
@@ -392,9 +466,12 @@ def test_matrix(
     settings.nat.nat_type = C.NatType.SOFTWARE
     settings.nat.nat_ip = "10.99.0.2"
     settings.nat.public_interface = "pub0"
+    # functions given only the settings audit into the settings' database: the world's
+    settings.database.url = engine.url.render_as_string(hide_password=False)
     refused, allowed = [], []
     for who in ACTORS:
         before = fingerprint(engine, root)
+        refused_before = refusals(engine, who)
         nat_before = box.state()
         with Session(engine) as session:
             actor = actor_for(session, who)
@@ -408,6 +485,7 @@ def test_matrix(
                 session.commit()  # a careless door commits: still nothing may have changed
                 assert fingerprint(engine, root) == before, f"{who}: refused but changed state"
                 assert box.state() == nat_before, f"{who}: refused but changed the NAT box"
+                assert refusals(engine, who) == refused_before + 1, f"{who}: refusal not audited"
                 refused.append(who)
                 continue
             except BaadalError:
@@ -419,7 +497,7 @@ def test_matrix(
 
 # --- every service function has a rule and a case ------------------------------------
 
-NOT_SERVICES = {"policy", "lookup", "runtime", "rows"}
+NOT_SERVICES = {"policy", "lookup", "runtime", "rows", "auditing"}
 
 
 def _public_functions() -> dict[str, Callable[..., Any]]:

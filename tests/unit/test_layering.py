@@ -20,8 +20,9 @@ pytestmark = pytest.mark.unit
 SRC = Path(__file__).resolve().parents[2] / "src"
 DOORS = ("baadal.cli", "baadal.web", "baadal.api")
 FOUNDATIONS = ("baadal.constants", "baadal.config", "baadal.errors", "baadal.logs")
-#: service modules that are not for doors: unchecked lookups for the other services
-SERVICES_NOT_FOR_DOORS = ("baadal.services.lookup",)
+#: service modules that are not for doors: unchecked lookups for the other services,
+#: writing the audit log
+SERVICES_NOT_FOR_DOORS = ("baadal.services.lookup", "baadal.services.auditing")
 DB_MAY_IMPORT = (
     *FOUNDATIONS,
     "baadal.timeutil",

@@ -29,6 +29,7 @@ from baadal.services import (
     lab,
     load_all,
     measurements,
+    organisations,
     policy,
     pools,
     system,
@@ -311,8 +312,11 @@ def test_self_registration_waits_for_approval_and_grants_nothing(
 ) -> None:
     engine, _ = world_engine
     settings.general.admin_uid = ["newcomer"]  # a name in the admin list gets no role here
-    settings.auth.registration_organisations = ["ORG_A"]
     with Session(engine) as s:
+        organisations.set_organisation(s, policy.SYSTEM, "ORG_A", registration=True)
+        s.commit()
+    with Session(engine) as s:
+        assert organisations.registration_organisations(s) == ["ORG_A"]
         account = users.register_self(
             s, settings, username="newcomer", password="long enough", organisation="ORG_A"
         )

@@ -285,7 +285,8 @@ def test_a_restore_never_puts_back_what_a_concurrent_delete_removed(
     net_settings.nat.nat_ip, net_settings.nat.public_interface = "10.99.0.2", "pub0"
     vm_id = create(sqlite_engine, net_settings, public_ip=True)
     assert len(_reserved(net_settings)) == 1 and len(nat_box.baadal_rules(net_settings)) == 2
-    nat_box.create_mapping(net_settings, nat_box.PublicIpMapping("192.0.2.19", "10.99.10.59"))
+    # a stray rule, on an address outside the pool (the VM's is one of the pool's, at random)
+    nat_box.create_mapping(net_settings, nat_box.PublicIpMapping("192.0.2.99", "10.99.10.59"))
     with session_scope(sqlite_engine) as s:
         vms.operate(s, SYSTEM, vm_id, "delete")
     deleted, delete_waits = threading.Event(), threading.Event()

@@ -14,7 +14,16 @@ from sqlalchemy.orm import Session
 
 from baadal import constants as C
 from baadal.config import Settings, get_settings
-from baadal.db.models import VM, OutboxMail, PublicIpPool, RequestQueue, Task, User, UserVMMap
+from baadal.db.models import (
+    VM,
+    AuditLog,
+    OutboxMail,
+    PublicIpPool,
+    RequestQueue,
+    Task,
+    User,
+    UserVMMap,
+)
 from baadal.db.session import session_scope
 from baadal.drivers import fake
 from baadal.errors import (
@@ -148,6 +157,23 @@ def test_a_students_request_goes_up_the_chain_and_becomes_a_vm(
     assert vm_users(engine, vm_id) == {"fac", "stu", "col"}  # not the approving admin
     assert [e for _, e, _ in events] == ["made", "verified", "approved", "queued"]
     assert info(engine, rid).status == Q.IN_QUEUE
+    # the audit log holds each step, and each refused attempt, about the request
+    with session_scope(engine) as s:
+        steps = s.execute(
+            select(AuditLog.actor_name, AuditLog.function, AuditLog.target_id, AuditLog.outcome)
+            .where(AuditLog.function.startswith("vm_requests."))
+            .order_by(AuditLog.id)
+        ).all()
+    assert [
+        (who, f.partition(".")[2], target, outcome[:7]) for who, f, target, outcome in steps
+    ] == [
+        ("stu", "request_create", rid, "ok"),
+        ("fac2", "verify_request", rid, "refused"),
+        ("fac", "verify_request", rid, "ok"),
+        ("ob", "approve_request", rid, "refused"),
+        ("oa", "approve_request", rid, "ok"),
+        ("admin", "approve_request", rid, "ok"),
+    ]
 
 
 @pytest.mark.parametrize(

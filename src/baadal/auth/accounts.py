@@ -103,15 +103,26 @@ def _check_free(session: Session, username: str, email: str | None) -> None:
         raise ConflictError(f"the e-mail address {email!r} belongs to another account")
 
 
-def _check_registration_organisation(settings: Settings, name: str | None) -> None:
-    """Only the organisations the settings open to registration (none by default)."""
-    allowed = settings.auth.registration_organisations
-    if name and name not in allowed:
+def registration_organisations(session: Session) -> list[str]:
+    """The organisations that take self-registrations (none until an admin says so)."""
+    query = select(Organisation.name).where(Organisation.allows_registration.is_(True))
+    return list(session.scalars(query.order_by(Organisation.name)))
+
+
+def _registration_organisation(session: Session, name: str | None) -> Organisation | None:
+    """Only an organisation that takes self-registrations (``org add|set --registration``);
+    one that does not and one that does not exist get the same answer."""
+    if not name:
+        return None
+    org = session.scalar(select(Organisation).where(Organisation.name == name))
+    if org is None or not org.allows_registration:
+        allowed = registration_organisations(session)
         offered = f"choose one of {', '.join(allowed)}" if allowed else "register without one"
         raise ValidationError(
             f"organisation {name!r} does not take self-registrations: {offered} "
             "(an administrator can move the account)"
         )
+    return org
 
 
 def register_callback(session: Session, settings: Settings, info: UserInfo, password: str) -> User:
@@ -123,7 +134,7 @@ def register_callback(session: Session, settings: Settings, info: UserInfo, pass
     email = check_email(info.email)
     first_name = check_person_name(info.first_name, "first name")
     last_name = check_person_name(info.last_name, "last name")
-    _check_registration_organisation(settings, info.organisation)
+    organisation = _registration_organisation(session, info.organisation)
     _check_free(session, username, email)
     user = User(
         username=username,
@@ -131,7 +142,7 @@ def register_callback(session: Session, settings: Settings, info: UserInfo, pass
         last_name=last_name,
         email=email,
         password=hash_password(password),
-        organisation=_organisation(session, info.organisation),
+        organisation=organisation,
         registration_key=C.RegistrationKey.ACTIVE
         if settings.auth.login_after_registration
         else C.RegistrationKey.PENDING,

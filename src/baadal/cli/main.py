@@ -11,6 +11,7 @@ import typer
 
 from baadal.cli import (
     admin_commands,
+    audit_commands,
     cloud_commands,
     demo_command,
     host_commands,
@@ -19,6 +20,7 @@ from baadal.cli import (
     mail_commands,
     monitor_commands,
     net_commands,
+    org_commands,
     pool_commands,
     quota_commands,
     request_commands,
@@ -59,6 +61,7 @@ def _setup(
 app.command("demo")(demo_command.demo_cmd)
 app.command("status")(status_command.status_cmd)
 app.command("worker")(task_commands.worker_cmd)
+app.command("audit")(audit_commands.audit_cmd)
 app.add_typer(admin_commands.db_app, name="db")
 app.add_typer(admin_commands.config_app, name="config")
 app.add_typer(host_commands.app, name="host")
@@ -72,6 +75,7 @@ app.add_typer(lab_commands.app, name="lab")
 app.add_typer(cloud_commands.app, name="cloud")
 app.add_typer(monitor_commands.app, name="monitor")
 app.add_typer(user_commands.app, name="user")
+app.add_typer(org_commands.app, name="org")
 app.add_typer(mail_commands.app, name="mail")
 app.add_typer(request_commands.app, name="request")
 app.add_typer(quota_commands.app, name="quota")

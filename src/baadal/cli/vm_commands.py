@@ -29,10 +29,12 @@ snapshot_app = typer.Typer(help="Snapshots of a VM.", no_args_is_help=True)
 disk_app = typer.Typer(help="Extra disks of a VM.", no_args_is_help=True)
 public_ip_app = typer.Typer(help="The public IP of a VM.", no_args_is_help=True)
 vnc_app = typer.Typer(help="Time-limited VNC console access.", no_args_is_help=True)
+users_app = typer.Typer(help="Who sees and operates a VM besides its owner.", no_args_is_help=True)
 app.add_typer(snapshot_app, name="snapshot")
 app.add_typer(disk_app, name="disk")
 app.add_typer(public_ip_app, name="public-ip")
 app.add_typer(vnc_app, name="vnc")
+app.add_typer(users_app, name="users")
 
 WaitOpt = Annotated[bool, typer.Option(help="wait until the task ends and show progress")]
 InlineOpt = Annotated[
@@ -167,6 +169,47 @@ def show_cmd(vm: str) -> None:
     print_table(f"VM {vm}", ["field", "value"], fields)
     if snaps:
         print_table("Snapshots", ["id", "name", "taken"], snaps)
+
+
+VMArg = Annotated[str, typer.Argument(help="VM name, identity or id")]
+PersonArg = Annotated[str, typer.Argument(help="username")]
+
+
+@users_app.command("list")
+@handle_errors
+def users_list_cmd(vm: VMArg) -> None:
+    """The VM's owner and the people it is shared with."""
+    with db() as session:
+        people = vms.list_vm_users(session, actor(session), vm)
+    rows = [(p.username, p.name, p.organisation, "owner" if p.owner else "") for p in people]
+    print_table(f"Users of VM {vm}", ["username", "name", "organisation", ""], rows)
+
+
+@users_app.command("add")
+@handle_errors
+def users_add_cmd(vm: VMArg, username: PersonArg) -> None:
+    """Share the VM (its owner, an orgadmin of its organisation, or an admin)."""
+    with db() as session:
+        vms.add_vm_user(session, actor(session), vm, username)
+    say(f"{username} is a user of VM {vm}")
+
+
+@users_app.command("remove")
+@handle_errors
+def users_remove_cmd(vm: VMArg, username: PersonArg) -> None:
+    """Stop sharing the VM with someone (not its owner)."""
+    with db() as session:
+        vms.remove_vm_user(session, actor(session), vm, username)
+    say(f"{username} is no longer a user of VM {vm}")
+
+
+@app.command("owner")
+@handle_errors
+def owner_cmd(vm: VMArg, username: PersonArg) -> None:
+    """Give the VM to another owner (admins); the VM keeps its identity."""
+    with db() as session:
+        vms.transfer_ownership(session, actor(session), vm, username)
+    say(f"VM {vm} is owned by {username} now")
 
 
 def _operation(op: str) -> None:

@@ -32,6 +32,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     event,
+    false,
     update,
 )
 from sqlalchemy.orm import (
@@ -76,6 +77,10 @@ class Organisation(Base):
     details: Mapped[str | None] = mapped_column(String(255))
     public_ip: Mapped[str | None] = mapped_column(String(15))
     admin_mailid: Mapped[str | None] = mapped_column(String(50))
+    #: people may register themselves into it (an orgadmin then approves them)
+    allows_registration: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
 
 
 class User(Base):
@@ -525,6 +530,38 @@ class LoginThrottle(Base):
     first_failure: Mapped[datetime]
     #: no login of this key is tried before this time
     locked_until: Mapped[datetime | None]
+
+
+class AuditLog(Base):
+    """Who changed what, on which object, when, and how it went (every guarded service
+    call that changes something, and every refused one). No foreign keys: an entry
+    outlives its actor's account and its object (a deleted VM)."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    actor_id: Mapped[int] = mapped_column(Integer)
+    actor_name: Mapped[str] = mapped_column(String(128))
+    #: the service function ("vms.operate") and the action it performs ("VM_OPERATE")
+    function: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(40))
+    #: the object: its kind ("vm", "user", ...), id and name at the time
+    target_type: Mapped[str | None] = mapped_column(String(30))
+    target_id: Mapped[int | None] = mapped_column(Integer)
+    target_name: Mapped[str | None] = mapped_column(String(255))
+    #: the VM concerned (the target, or the VM of a target task), for `audit --vm`
+    vm_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    #: what else says what happened (the operation of ``vms.operate``, a new name, ...)
+    detail: Mapped[str | None] = mapped_column(String(255))
+    #: "ok", "refused: <why>" or "failed: <why>"
+    outcome: Mapped[str] = mapped_column(Text)
+
+    #: every filter of `baadal audit` is one of these, newest first
+    __table_args__ = (
+        Index("ix_audit_log_actor_id_id", "actor_id", "id"),
+        Index("ix_audit_log_actor_name_id", "actor_name", "id"),
+        Index("ix_audit_log_target", "target_type", "target_name"),
+    )
 
 
 class OutboxMail(Base):

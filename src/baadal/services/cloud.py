@@ -27,7 +27,7 @@ def _total(session: Session, model: type[Base]) -> int:
     return session.scalar(select(func.count()).select_from(model)) or 0
 
 
-@guarded(Action.CLOUD_MANAGE)
+@guarded(Action.CLOUD_MANAGE, reads=True)
 def summary(session: Session, actor: Actor) -> list[tuple[str, str]]:
     """(what, state) lines: the cloud's status, hosts, VMs, pools and tasks."""
     return [

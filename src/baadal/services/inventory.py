@@ -542,7 +542,7 @@ def _redact(data: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-@guarded(Action.SYSTEM_MANAGE)
+@guarded(Action.SYSTEM_MANAGE, reads=True)
 def settings_as_dict(actor: Actor, settings: Settings, redact: bool = True) -> dict[str, Any]:
     """The effective settings as plain data; secrets replaced by '***' unless told not to."""
     data = settings.model_dump(mode="json")

@@ -86,14 +86,14 @@ def down(engine: Engine, actor: Actor, settings: Settings) -> list[str]:
     return topology.down(settings, db=lambda: session_scope(engine))
 
 
-@guarded(Action.SYSTEM_MANAGE)
+@guarded(Action.SYSTEM_MANAGE, reads=True)
 def status(settings: Settings, actor: Actor) -> tuple[list[Part], bool]:
     """Each part of the lab, and whether all are healthy."""
     parts = topology.status(settings)
     return parts, topology.healthy(parts)
 
 
-@guarded(Action.SYSTEM_MANAGE)
+@guarded(Action.SYSTEM_MANAGE, reads=True)
 def wait_for_ping(engine: Engine, actor: Actor, vm: str | int, timeout_s: float) -> bool:
     """True once the VM answers ping on its private address, False after ``timeout_s``
     (the demo's proof that DHCP and the network work)."""

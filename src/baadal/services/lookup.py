@@ -14,6 +14,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from baadal.db.models import VM, Base, Datastore, Host, SecurityDomain, Snapshot, Template
 from baadal.errors import ConflictError, NotFoundError
 from baadal.net.validators import parse_row_id
+from baadal.services import auditing
 
 M = TypeVar("M", bound=Base)
 
@@ -26,7 +27,16 @@ def by_name_or_id(
     what: str,
 ) -> M:
     """Names first: a host may well be called '12', and then the name must win."""
-    row_id: int | None = None
+    row = _by_name_or_id(session, model, name_column, value)
+    if row is None:
+        raise NotFoundError(f"no {what} named {value!r}")
+    auditing.found(row)
+    return row
+
+
+def _by_name_or_id(
+    session: Session, model: type[M], name_column: InstrumentedAttribute[Any], value: str | int
+) -> M | None:
     if isinstance(value, str):
         row = session.scalar(select(model).where(name_column == value))
         if row is not None:
@@ -34,11 +44,9 @@ def by_name_or_id(
         row_id = parse_row_id(value)
     elif isinstance(value, int) and not isinstance(value, bool):
         row_id = parse_row_id(str(value))
-    if row_id is not None:
-        row = session.get(model, row_id)
-        if row is not None:
-            return row
-    raise NotFoundError(f"no {what} named {value!r}")
+    else:
+        row_id = None
+    return session.get(model, row_id) if row_id is not None else None
 
 
 def host(session: Session, name_or_id: str | int) -> Host:
@@ -79,6 +87,7 @@ def vm(session: Session, name_or_id: str | int, prefer: ColumnElement[bool] | No
         row = matches[0] if matches else None
     if row is None:
         raise NotFoundError(f"no VM {text!r}")
+    auditing.found(row)
     return row
 
 

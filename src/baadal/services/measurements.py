@@ -46,13 +46,13 @@ def measure_network(
     return network_graph.measure_network(engine, settings, on_start=on_start, on_step=on_step)
 
 
-@guarded(Action.MONITOR_CLOUD)
+@guarded(Action.MONITOR_CLOUD, reads=True)
 def metrics(engine: Engine, actor: Actor, settings: Settings) -> str:
     """The Prometheus text exposition."""
     return prometheus.render_metrics(engine, settings)
 
 
-@guarded(Action.MONITOR_CLOUD)
+@guarded(Action.MONITOR_CLOUD, reads=True)
 def metrics_server(
     engine: Engine, actor: Actor, settings: Settings, address: str, port: int
 ) -> WSGIServer:

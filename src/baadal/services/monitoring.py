@@ -46,7 +46,7 @@ def _subject(session: Session, actor: Actor, kind: str, name_or_id: str = "") ->
     return Subject(rrd.host_identity(host.address), f"host {host.host_name}")
 
 
-@guarded(Action.VM_READ, Action.MONITOR_CLOUD)
+@guarded(Action.VM_READ, Action.MONITOR_CLOUD, reads=True)
 def get_performance_graph(
     session: Session,
     actor: Actor,
@@ -61,7 +61,7 @@ def get_performance_graph(
     return graphs.create_graph(settings, subject.identity, graph, period, title=subject.title)
 
 
-@guarded(Action.VM_READ, Action.MONITOR_CLOUD)
+@guarded(Action.VM_READ, Action.MONITOR_CLOUD, reads=True)
 def fetch_rrd_data(
     session: Session, actor: Actor, settings: Settings, kind: str, name_or_id: str, period: str
 ) -> rrd.RrdAverages:

@@ -135,7 +135,7 @@ def list_security_domains(session: Session, actor: Actor) -> list[DomainSummary]
 # --- DHCP reservations and NAT mappings ---------------------------------------------
 
 
-@guarded(Action.NETWORK_MANAGE)
+@guarded(Action.NETWORK_MANAGE, reads=True)
 def dhcp_entries(actor: Actor, settings: Settings) -> list[dhcp.DhcpEntry]:
     """The reservations in the DHCP server's file."""
     return dhcp.read_dhcp_entries(settings)
@@ -148,7 +148,7 @@ def rebuild_dhcp(session: Session, actor: Actor, settings: Settings) -> int:
         return dhcp.rebuild_dhcp_entries(settings, dhcp_entries_from_db(session))
 
 
-@guarded(Action.NETWORK_MANAGE)
+@guarded(Action.NETWORK_MANAGE, reads=True)
 def nat_rules(actor: Actor, settings: Settings) -> list[str]:
     """The rules Baadal made on the NAT box."""
     return list(nat_box.baadal_rules(settings))

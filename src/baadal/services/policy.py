@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 from baadal import constants as C
 from baadal.db.models import (
     VM,
+    AuditLog,
     Organisation,
     RequestCollaborator,
     RequestQueue,
@@ -44,6 +45,7 @@ from baadal.db.models import (
     UserVMMap,
 )
 from baadal.errors import NotFoundError, PermissionDenied
+from baadal.services import auditing
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -124,6 +126,7 @@ class Target(Enum):
     USER = "user"
     TEMPLATE = "template"
     SECURITY_DOMAIN = "security domain"
+    ORGANISATION = "organisation"
     REQUEST = "request"
     #: an account or an organisation (quotas)
     USER_OR_ORG = "user or organisation"
@@ -147,6 +150,8 @@ class Action(Enum):
     VM_MIGRATE = ("migrate a VM to another host", Target.VM)
     VM_ADOPT = ("make a VM of an existing image (launch_existing_vm_image)", Target.NONE)
     VM_SANITY = ("compare every VM with what the hosts run", Target.NONE)
+    VM_USERS = ("add or remove a VM's users (own: the VMs one owns)", Target.VM)
+    VM_OWNER = ("give a VM to another owner", Target.VM)
     VM_KEEP = ("keep a VM an idle warning named (answer the warning)", Target.VM)
     VM_LOCK = ("lock or unlock a VM (the idle clean-up leaves it alone)", Target.NONE)
     VM_IDLE_CHECK = ("list, warn about and clean up idle and long shut-off VMs", Target.NONE)
@@ -183,6 +188,16 @@ class Action(Enum):
     USER_APPROVE = ("approve, block or unblock an account", Target.USER)
     USER_ROLES = ("change an account's roles", Target.NONE)
     USER_PASSWORD = ("change an account's password", Target.USER)
+    ORG_LIST = ("list organisations", Target.NONE)
+    ORG_READ = (
+        "see an organisation: its security domains, orgadmins, registration",
+        Target.ORGANISATION,
+    )
+    ORG_MANAGE = (
+        "add and rename organisations, set their security domains and registration",
+        Target.NONE,
+    )
+    AUDIT_READ = ("see the audit log (own org: the entries of its people)", Target.USER)
     USER_MAIL = ("choose whether an account gets task mails", Target.USER)
     # mail
     MAIL_READ = ("see the mail outbox (what was sent, what waits, what failed)", Target.NONE)
@@ -234,6 +249,8 @@ RULES: dict[Action, dict[C.Role, Scope]] = {
     Action.VM_MIGRATE: _row(ALL, NONE, NONE, NONE),
     Action.VM_ADOPT: _row(ALL, NONE, NONE, NONE),
     Action.VM_SANITY: _row(ALL, NONE, NONE, NONE),
+    Action.VM_USERS: _row(ALL, ORG, OWN, OWN),
+    Action.VM_OWNER: _row(ALL, NONE, NONE, NONE),
     Action.VM_KEEP: _row(ALL, ORG, OWN, OWN),
     Action.VM_LOCK: _row(ALL, NONE, NONE, NONE),
     Action.VM_IDLE_CHECK: _row(ALL, NONE, NONE, NONE),
@@ -257,6 +274,10 @@ RULES: dict[Action, dict[C.Role, Scope]] = {
     Action.USER_APPROVE: _row(ALL, ORG, NONE, NONE),
     Action.USER_ROLES: _row(ALL, NONE, NONE, NONE),
     Action.USER_PASSWORD: _row(ALL, OWN, OWN, OWN),
+    Action.ORG_LIST: _row(ALL, NONE, NONE, NONE),
+    Action.ORG_READ: _row(ALL, ORG, NONE, NONE),
+    Action.ORG_MANAGE: _row(ALL, NONE, NONE, NONE),
+    Action.AUDIT_READ: _row(ALL, ORG, OWN, OWN),
     Action.USER_MAIL: _row(ALL, OWN, OWN, OWN),
     Action.MAIL_READ: _row(ALL, NONE, NONE, NONE),
     Action.MAIL_MANAGE: _row(ALL, NONE, NONE, NONE),
@@ -272,6 +293,29 @@ RULES: dict[Action, dict[C.Role, Scope]] = {
     Action.QUOTA_READ: _row(ALL, ORG, OWN, OWN),
     Action.QUOTA_SET: _row(ALL, NONE, NONE, NONE),
 }
+
+#: actions that change nothing: their calls are not audited. Any other action is (an
+#: action added later is audited until someone says it only reads)
+READ_ONLY = frozenset(
+    {
+        Action.VM_LIST,
+        Action.VM_READ,
+        Action.TASK_LIST,
+        Action.TASK_READ,
+        Action.HOST_READ,
+        Action.DATASTORE_READ,
+        Action.TEMPLATE_LIST,
+        Action.NETWORK_LIST,
+        Action.USER_READ,
+        Action.USER_LIST,
+        Action.ORG_LIST,
+        Action.ORG_READ,
+        Action.AUDIT_READ,
+        Action.MAIL_READ,
+        Action.REQUEST_READ,
+        Action.QUOTA_READ,
+    }
+)
 
 
 def scope_of(actor: Actor, action: Action) -> Scope:
@@ -291,6 +335,8 @@ def _refuse(actor: Actor, action: Action, what: str = "") -> PermissionDenied:
 
 #: changes to an account below ALL scope never reach an admin's account
 _ACCOUNT_CHANGES = frozenset({Action.USER_APPROVE, Action.USER_PASSWORD})
+#: VM actions whose OWN scope is the VM's owner only, not every user of the VM
+_OWNER_ONLY = frozenset({Action.VM_USERS})
 
 # --- is this object the actor's own / in the actor's organisation ----------------------
 
@@ -346,7 +392,9 @@ def _in_scope(session: Session, actor: Actor, scope: Scope, target: object, acti
         return False
     org_too = scope == Scope.ORG and actor.organisation_id is not None
     if isinstance(target, VM):
-        if _vm_is_own(session, actor, target):
+        if target.owner_id == actor.user_id:
+            return True
+        if action not in _OWNER_ONLY and _vm_is_own(session, actor, target):
             return True
         return org_too and _org_of_user(session, target.owner_id) == actor.organisation_id
     if isinstance(target, Task):
@@ -369,7 +417,7 @@ def _in_scope(session: Session, actor: Actor, scope: Scope, target: object, acti
         if _request_is_own(session, actor, target, action):
             return True
         return org_too and _org_of_user(session, target.requester_id) == actor.organisation_id
-    if isinstance(target, Organisation):  # one's own organisation's quota is one's business
+    if isinstance(target, Organisation):  # one's own: its quota; for an orgadmin, ORG_READ
         return target.id == actor.organisation_id
     if isinstance(target, Template):
         owners = session.scalars(
@@ -421,6 +469,7 @@ def require(
     passes: the caller then filters with :func:`vm_filter` and friends.
     """
     _mark(action)
+    auditing.checking(action.name, target)
     if not allowed(session, actor, action, target):
         raise _refuse(actor, action, what)
 
@@ -428,6 +477,7 @@ def require(
 def require_role_wide(actor: Actor, action: Action) -> None:
     """For actions with no object: the actor's roles must give ALL."""
     _mark(action)
+    auditing.checking(action.name)
     if scope_of(actor, action) != Scope.ALL:
         raise _refuse(actor, action)
 
@@ -518,10 +568,26 @@ def security_domain_filter(actor: Actor) -> ColumnElement[bool]:
     return or_(SecurityDomain.visible_to_all.is_(True), SecurityDomain.id.in_(mine))
 
 
+def audit_filter(actor: Actor) -> ColumnElement[bool]:
+    """The audit entries ``actor`` may read: all, their organisation's people's, or their own."""
+    scope = scope_of(actor, Action.AUDIT_READ)
+    if scope == Scope.ALL:
+        return true()
+    if scope == Scope.NONE:
+        return false()
+    own = AuditLog.actor_id == actor.user_id
+    if scope == Scope.ORG and actor.organisation_id is not None:
+        org_users = select(User.id).where(User.organisation_id == actor.organisation_id)
+        return or_(own, AuditLog.actor_id.in_(org_users))
+    return own
+
+
 # --- declaring service functions --------------------------------------------------------
 
 #: every guarded service function: "module.function" -> its actions
 GUARDED: dict[str, tuple[Action, ...]] = {}
+#: the guarded functions that change something (their calls are audited)
+AUDITED: set[str] = set()
 
 
 def _actor_argument(signature: inspect.Signature, args: tuple[Any, ...], kwargs: dict) -> Any:
@@ -531,12 +597,27 @@ def _actor_argument(signature: inspect.Signature, args: tuple[Any, ...], kwargs:
     return args[index] if index < len(args) else None
 
 
-def guarded(*actions: Action) -> Callable[[F], F]:
+def _database_argument(signature: inspect.Signature, args: tuple[Any, ...], kwargs: dict) -> Any:
+    """Where the call's audit entry goes: its session, else its engine, else its settings."""
+    names = list(signature.parameters)
+    for name in ("session", "engine", "settings"):
+        if name in kwargs:
+            return kwargs[name]
+        if name in names and names.index(name) < len(args):
+            return args[names.index(name)]
+    return None
+
+
+def guarded(*actions: Action, reads: bool = False) -> Callable[[F], F]:
     """Declare the action(s) a service function performs (its ``actor`` is checked).
 
     A single role-wide action is checked here, before the function runs. Otherwise the
     function checks with :func:`require` (object-scoped: once it found the object; several
     actions: the one that applies), and this verifies afterwards that it did.
+
+    Every call is audited (:mod:`baadal.services.auditing`): refusals always, successes
+    unless the function only reads: all its actions are :data:`READ_ONLY`, or ``reads``
+    says so (a read under an action that otherwise changes things, e.g. showing rules).
     """
     if not actions:
         raise TypeError("guarded() needs at least one action")
@@ -545,14 +626,16 @@ def guarded(*actions: Action) -> Callable[[F], F]:
         signature = inspect.signature(func)
         if "actor" not in signature.parameters:
             raise TypeError(f"{func.__qualname__}: a guarded function takes an 'actor'")
-        GUARDED[f"{func.__module__}.{func.__qualname__}"] = actions
+        name = f"{func.__module__}.{func.__qualname__}"
+        GUARDED[name] = actions
+        changes = not reads and not READ_ONLY.issuperset(actions)
+        if changes:
+            AUDITED.add(name)
+        short_name = name.removeprefix("baadal.services.")
+        action_names = tuple(a.name for a in actions)
         checked_first = len(actions) == 1 and actions[0].target == Target.NONE
 
-        @functools.wraps(func)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            actor = _actor_argument(signature, args, kwargs)
-            if not isinstance(actor, Actor):
-                raise TypeError(f"{func.__qualname__} needs an Actor, not {type(actor).__name__}")
+        def run(actor: Actor, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             if actor.blocked:
                 raise _refuse(actor, actions[0])
             if checked_first:
@@ -567,6 +650,30 @@ def guarded(*actions: Action) -> Callable[[F], F]:
                 return result
             finally:
                 _checked.reset(token)
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            actor = _actor_argument(signature, args, kwargs)
+            if not isinstance(actor, Actor):
+                raise TypeError(f"{func.__qualname__} needs an Actor, not {type(actor).__name__}")
+            token = auditing.begin(short_name, action_names, changes)
+            if token is None:  # inside another guarded call: that one is the entry
+                with auditing.inner_call():
+                    return run(actor, args, kwargs)
+            where = _database_argument(signature, args, kwargs)
+            try:
+                result = run(actor, args, kwargs)
+            except PermissionDenied as exc:
+                auditing.refused(where, actor, auditing.current(), exc)
+                raise
+            except Exception as exc:
+                auditing.failed(where, actor, auditing.current(), exc)
+                raise
+            else:
+                auditing.succeeded(where, actor, auditing.current(), result)
+                return result
+            finally:
+                auditing.end(token)
 
         return wrapper  # type: ignore[return-value]
 
@@ -602,11 +709,12 @@ def _rules_table() -> Iterator[str]:
 
 
 def _functions_table() -> Iterator[str]:
-    yield "| service function | action |"
-    yield "|---|---|"
+    yield "| service function | action | audited |"
+    yield "|---|---|---|"
     for name, actions in sorted(GUARDED.items()):
         names = ", ".join(f"`{a.name}`" for a in actions)
-        yield f"| `{name.removeprefix('baadal.services.')}` | {names} |"
+        audited = "yes" if name in AUDITED else "refusals only"
+        yield f"| `{name.removeprefix('baadal.services.')}` | {names} | {audited} |"
 
 
 def authorization_markdown() -> str:
@@ -633,7 +741,11 @@ def authorization_markdown() -> str:
         "those they made), their organisation's quota; "
         "**-** = refused. Every role also holds `user`. A blocked, disabled or not yet "
         "approved account may do nothing. Nobody reads a VM's VNC password except through "
-        "a grant (`VM_CONSOLE`).",
+        "a grant (`VM_CONSOLE`). For `VM_USERS`, **own** is the VMs they own (not those "
+        "shared with them); for `ORG_READ`, **own org** is their organisation itself.",
+        "",
+        "Every call is written to the audit log (`baadal audit`): a refused one always, "
+        "a successful one when the function changes something (column *audited*).",
         "",
         "## Rules",
         "",

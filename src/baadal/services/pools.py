@@ -53,7 +53,7 @@ def remove_public_ips(session: Session, actor: Actor, ip_from: str, ip_to: str) 
     return ip_pools.remove_public_ips(session, ip_from, ip_to)
 
 
-@guarded(Action.NETWORK_MANAGE)
+@guarded(Action.NETWORK_MANAGE, reads=True)
 def usage(session: Session, actor: Actor) -> PoolUsage:
     """Addresses per VLAN, public addresses and VNC ports: total, used, free."""
     return ip_pools.pool_usage(session)

@@ -46,7 +46,7 @@ class SchemaState:
         return "needs upgrade: run `baadal db upgrade`"
 
 
-@guarded(Action.SYSTEM_MANAGE)
+@guarded(Action.SYSTEM_MANAGE, reads=True)
 def schema_state(settings: Settings, actor: Actor) -> SchemaState:
     engine = get_engine(settings)
     current, heads = schema.schema_revisions(engine)
@@ -111,7 +111,7 @@ class StoredTextProblem:
     value: str
 
 
-@guarded(Action.SYSTEM_MANAGE)
+@guarded(Action.SYSTEM_MANAGE, reads=True)
 def stored_text_problems(settings: Settings, actor: Actor) -> list[StoredTextProblem]:
     """Rows whose names, MACs, addresses or paths hold control characters (stored before
     input was matched in full): each breaks the DHCP file, a NAT rule or a command."""

@@ -22,7 +22,7 @@ from baadal.db.models import User
 from baadal.db.session import session_scope
 from baadal.errors import LoginThrottled, PermissionDenied
 from baadal.mail import notify
-from baadal.services import policy
+from baadal.services import auditing, policy
 from baadal.services.policy import Action, Actor, guarded, open_to_anyone
 from baadal.timeutil import utcnow
 
@@ -158,6 +158,7 @@ def set_roles(
     """Make the account's roles exactly these (user is always kept); returns them."""
     wanted = [roles.parse_role(name) for name in role_names if name.strip()]
     user = accounts.get_user(session, username)
+    auditing.note(user, detail=", ".join(sorted(r.value for r in wanted)))
     roles.add_or_update_user_memberships(session, user.id, wanted)
     return _roles(session, user)
 

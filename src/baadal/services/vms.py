@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from baadal import address_pools, placement
 from baadal import constants as C
+from baadal.auth import accounts
 from baadal.config import Settings
 from baadal.db.models import (
     VM,
@@ -31,10 +32,10 @@ from baadal.db.models import (
     VncAccess,
 )
 from baadal.db.session import session_scope
-from baadal.errors import ConflictError, NotFoundError, ValidationError
+from baadal.errors import ConflictError, NotFoundError, PermissionDenied, ValidationError
 from baadal.net.validators import check_identity, check_int, check_no_control, check_safe_name
-from baadal.services import lookup
-from baadal.services.policy import Action, Actor, guarded, require, vm_filter
+from baadal.services import auditing, lookup
+from baadal.services.policy import Action, Actor, Scope, guarded, require, scope_of, vm_filter
 from baadal.tasks import queue
 from baadal.timeutil import utcnow
 from baadal.vm import console, install, migration, storage
@@ -243,6 +244,7 @@ def request_vm(
     )
     session.add(vm)
     session.flush()
+    auditing.note(vm)
     for user_id in {owner_row.id, requester_id, *users}:
         session.add(UserVMMap(user_id=user_id, vm_id=vm.id))
     params = {"host_id": chosen.id} if chosen else {}
@@ -296,6 +298,7 @@ def launch_existing_vm_image(
     )
     session.add(vm)
     session.flush()
+    auditing.note(vm)
     session.add(UserVMMap(user_id=owner_row.id, vm_id=vm.id))
     install.launch_existing_vm_image(session, settings, vm, host_id=chosen.id if chosen else None)
     return vm
@@ -341,6 +344,7 @@ def operate(session: Session, actor: Actor, name_or_id: str | int, operation: st
             f"unknown operation {operation!r}; use one of {', '.join(DIRECT_OPERATIONS)}"
         )
     vm = _find(session, actor, name_or_id, Action.VM_OPERATE)
+    auditing.note(detail=operation)
     if task_type != C.TaskType.DELETE_VM:
         _installed(vm)
     return queue.enqueue(session, task_type, vm_id=vm.id, requester_id=actor.user_id)
@@ -529,6 +533,104 @@ def request_migrate(
         dest_id = lookup.host(session, dest_host).id
     migration.choose_destination(session, vm, dest_id)
     return migration.add_migrate_task_to_queue(session, vm.id, dest_id, live, actor.user_id)
+
+
+@dataclass(frozen=True)
+class VMUser:
+    """Someone who sees and operates a VM (its owner is one of them)."""
+
+    username: str
+    name: str
+    organisation: str
+    owner: bool
+
+
+@guarded(Action.VM_READ)
+def list_vm_users(session: Session, actor: Actor, name_or_id: str | int) -> list[VMUser]:
+    """The VM's owner and everyone it is shared with (``user_vm_map``), in one query."""
+    vm = _find(session, actor, name_or_id, Action.VM_READ)
+    mapped = select(UserVMMap.user_id).where(UserVMMap.vm_id == vm.id)
+    people = session.scalars(
+        select(User)
+        .where(or_(User.id.in_(mapped), User.id == vm.owner_id))
+        .options(selectinload(User.organisation))
+        .order_by(User.username)
+    )
+    return [
+        VMUser(
+            username=u.username,
+            name=f"{u.first_name} {u.last_name}".strip(),
+            organisation=u.organisation.name if u.organisation else "",
+            owner=u.id == vm.owner_id,
+        )
+        for u in people
+    ]
+
+
+def _active_person(session: Session, username: str) -> User:
+    """Someone who may be given a VM: an account that is neither blocked nor pending."""
+    user = accounts.get_user(session, username)
+    if user.block_user or user.registration_key != C.RegistrationKey.ACTIVE:
+        raise ConflictError(f"{username} is blocked or not approved: they cannot use a VM")
+    return user
+
+
+def _is_vm_user(session: Session, vm: VM, user: User) -> bool:
+    query = select(UserVMMap.vm_id).where(UserVMMap.vm_id == vm.id, UserVMMap.user_id == user.id)
+    return session.scalar(query) is not None
+
+
+@guarded(Action.VM_USERS)
+def add_vm_user(session: Session, actor: Actor, name_or_id: str | int, username: str) -> None:
+    """Share the VM with ``username``: they see and operate it as its owner does. Only
+    admins share a VM across organisations."""
+    vm = _find(session, actor, name_or_id, Action.VM_USERS)
+    user = _active_person(session, username)
+    owner = session.get(User, vm.owner_id) if vm.owner_id is not None else None
+    same_org = owner is not None and owner.organisation_id == user.organisation_id
+    if not same_org and scope_of(actor, Action.VM_USERS) != Scope.ALL:
+        raise PermissionDenied(
+            f"{actor.username} may not share VM {vm.vm_name} with {username}, "
+            "who is of another organisation"
+        )
+    if user.id == vm.owner_id or _is_vm_user(session, vm, user):
+        raise ConflictError(f"{username} is a user of VM {vm.vm_name} already")
+    session.add(UserVMMap(user_id=user.id, vm_id=vm.id))
+    auditing.note(detail=f"+{username}")
+
+
+@guarded(Action.VM_USERS)
+def remove_vm_user(session: Session, actor: Actor, name_or_id: str | int, username: str) -> None:
+    """Stop sharing the VM with ``username``; its owner stays (give it away first)."""
+    vm = _find(session, actor, name_or_id, Action.VM_USERS)
+    user = accounts.get_user(session, username)
+    if user.id == vm.owner_id:
+        raise ConflictError(
+            f"{username} owns VM {vm.vm_name}: give it to another owner first (vm owner)"
+        )
+    if not _is_vm_user(session, vm, user):
+        raise NotFoundError(f"{username} is not a user of VM {vm.vm_name}")
+    session.execute(delete(UserVMMap).where(UserVMMap.vm_id == vm.id, UserVMMap.user_id == user.id))
+    auditing.note(detail=f"-{username}")
+
+
+@guarded(Action.VM_OWNER)
+def transfer_ownership(session: Session, actor: Actor, name_or_id: str | int, username: str) -> VM:
+    """Give the VM to ``username``, who becomes one of its users too; the previous owner
+    stays a user (remove them if they should not). The VM keeps its identity: it names
+    the libvirt domain and the disk files."""
+    vm = _find(session, actor, name_or_id, Action.VM_OWNER)
+    user = _active_person(session, username)
+    if user.id == vm.owner_id:
+        raise ConflictError(f"{username} owns VM {vm.vm_name} already")
+    previous = session.get(User, vm.owner_id) if vm.owner_id is not None else None
+    for person in (user, previous):
+        if person is not None and not _is_vm_user(session, vm, person):
+            session.add(UserVMMap(user_id=person.id, vm_id=vm.id))
+    vm.owner_id = user.id
+    session.flush()
+    auditing.note(detail=f"owner {previous.username if previous else '-'} -> {username}")
+    return vm
 
 
 @dataclass(frozen=True)
