@@ -31,10 +31,13 @@ from typer.testing import CliRunner
 
 from baadal.cli.main import app
 from baadal.config import get_settings
-from baadal.db.models import Organisation, Task
+from baadal.db.models import Task
 from baadal.db.session import dispose_engines, session_scope
 from baadal.lab import layout
 from baadal.net import dhcp
+from baadal.services import audit
+from baadal.services.policy import actor_for
+from baadal.timeutil import utcnow
 from tests.e2e.conftest import Lab, wait_ping
 from tests.support.smtp import SmtpServer
 from tests.support.workers import start_worker
@@ -97,19 +100,27 @@ class Cloud:
     def mails_about(self, subject: str) -> list[tuple[list[str], Message]]:
         return [(to, m) for to, m in self.smtp.inbox.messages if subject in str(m["Subject"])]
 
+    def audit(self, since: str, vm: str | None = None) -> list[tuple[str, str, str, str]]:
+        """(who, function, object, outcome) of the requests' and VMs' audit entries
+        from ``since`` on, as the admin reads them, oldest first."""
+        with session_scope(self.lab.engine) as s:
+            found = audit.list_entries(s, actor_for(s, "ada"), since=since, vm=vm)
+        return [
+            (e.actor_name, e.function, f"{e.target_type} {e.target_name}", e.outcome.split(":")[0])
+            for e in reversed(found)
+            if e.function.startswith(("vm_requests.", "vms."))
+        ]
+
     def tasks(self) -> int:
         with session_scope(self.lab.engine) as s:
             return s.scalar(select(func.count()).select_from(Task).where(Task.vm_id.is_not(None)))
 
 
-def _make_organisation(lab: Lab) -> None:
-    """There is no `baadal org add` on this branch yet: the row an admin would add."""
-    with session_scope(lab.engine) as s:
-        s.add(Organisation(name=ORG, details="the lab's university"))
-
-
 def _add_people(cloud: Cloud) -> None:
-    """Each person registers (password on stdin), the admin approves and gives roles."""
+    """The admin adds the organisation (open to registration); each person registers
+    (password on stdin), the admin approves and gives roles."""
+    out = cloud.cli("org", "add", ORG, "--details", "the lab's university", "--registration")
+    assert f"organisation {ORG} added" in out
     for name, roles in PEOPLE.items():
         out = cloud.cli(
             "user", "register", name, "--email", address(name), "--first", name.capitalize(),
@@ -139,7 +150,6 @@ def _cloud(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud
         env = {k: v for k, v in os.environ.items() if k.startswith("BAADAL_MAIL__")} | {
             "BAADAL_HOME": str(lab.home),  # the CLI finds the lab's settings file
             "BAADAL_MAIL__ADMIN_EMAIL": f"cloud-admins@{DOMAIN}",
-            "BAADAL_AUTH__REGISTRATION_ORGANISATIONS": f'["{ORG}"]',
             "BAADAL_SCHEDULER__MAIL_OUTBOX": "1",  # the worker sends mail every second
         }
         cloud = Cloud(lab, smtp, CliRunner(), env)
@@ -148,7 +158,6 @@ def _cloud(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud
             worker = start_worker(
                 f"sqlite:///{lab.home / 'baadal.db'}", lab.home, "e2e-requests", until_idle=False
             )
-            _make_organisation(lab)
             _add_people(cloud)
             yield cloud
         finally:
@@ -197,6 +206,7 @@ def _field(output: str, name: str) -> str:
 
 def test_a_students_vm_through_the_approval_chain(cloud: Cloud) -> None:
     t0 = time.monotonic()
+    started = utcnow().isoformat()
     cli, mail = cloud.cli, cloud.mail
     rid = _request_id(
         cli("request", "create", "labvm", "--template", layout.TEMPLATE_NAME,
@@ -263,6 +273,22 @@ def test_a_students_vm_through_the_approval_chain(cloud: Cloud) -> None:
     # the worker logged in over STARTTLS; nothing is left failed in the outbox
     assert cloud.smtp.inbox.logins and set(cloud.smtp.inbox.logins) == {SMTP_LOGIN[0]}
     assert "@" not in cli("mail", "outbox", "--failed", user="ada")
+    # the audit log holds each step (a refused one too), and keeps them once the VM is gone
+    assert cloud.audit(started) == [
+        ("sam", "vm_requests.request_create", "request labvm", "ok"),
+        ("cole", "vm_requests.verify_request", "request labvm", "refused"),
+        ("fred", "vm_requests.verify_request", "request labvm", "ok"),
+        ("sam", "vm_requests.remind_request", "request labvm", "ok"),
+        ("olga", "vm_requests.approve_request", "request labvm", "ok"),
+        ("ada", "vm_requests.approve_request", "request labvm", "ok"),
+        ("sam", "vms.operate", "vm labvm", "ok"),
+    ]
+    assert [step[:2] for step in cloud.audit(started, vm="labvm")] == [
+        ("ada", "vm_requests.approve_request"),
+        ("sam", "vms.operate"),
+    ]
+    mine = cli("audit", "--since", started, user="sam")  # everyone reads their own
+    assert "vms.operate" in mine and "fred" not in mine and "ada" not in mine
     print(f"\nrequest -> VM created {created:.1f} s, -> answers ping {pinged:.1f} s")
 
 

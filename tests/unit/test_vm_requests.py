@@ -34,7 +34,7 @@ from baadal.errors import (
     ValidationError,
 )
 from baadal.mail import notify
-from baadal.services import networks, quotas, tasks, vm_requests, vms
+from baadal.services import audit, networks, quotas, tasks, vm_requests, vms
 from baadal.services.policy import SYSTEM, actor_for
 from baadal.tasks import queue
 from tests.support.cloud import Cloud
@@ -174,6 +174,45 @@ def test_a_students_request_goes_up_the_chain_and_becomes_a_vm(
         ("oa", "approve_request", rid, "ok"),
         ("admin", "approve_request", rid, "ok"),
     ]
+
+
+def test_a_new_vms_request_is_the_object_of_its_audit_entry(
+    sqlite_engine: Engine, settings: Settings, cloud: Cloud
+) -> None:
+    """Not the template it names (whose id was the first request's too)."""
+    make(sqlite_engine, settings, "stu", name="vm1")
+    rid = make(sqlite_engine, settings, "stu", name="vm2")
+    with session_scope(sqlite_engine) as s:
+        entry = s.scalars(select(AuditLog).order_by(AuditLog.id.desc()).limit(1)).one()
+        assert (entry.function, entry.target_type, entry.target_id, entry.target_name) == (
+            "vm_requests.request_create",
+            "request",
+            rid,
+            "vm2",
+        )
+
+
+def test_a_deleted_vms_audit_keeps_the_approval_that_made_it(
+    sqlite_engine: Engine, settings: Settings, cloud: Cloud
+) -> None:
+    """``audit --vm NAME`` finds the same entries before and after the VM is deleted."""
+    engine = sqlite_engine
+    rid = make(engine, settings, "stu", name="vm1")
+    task_id = call(engine, "admin", vm_requests.approve_request, settings, rid).task_id
+    run(engine, settings, task_id)
+
+    def about_vm1() -> list[tuple[str, str]]:
+        found = call(engine, "admin", audit.list_entries, vm="vm1")
+        return [(e.actor_name, e.function) for e in found]
+
+    before = about_vm1()
+    assert ("admin", "vm_requests.approve_request") in before
+    call(engine, "stu", vms.operate, "vm1", "delete")
+    run(engine, settings, _last_task(engine))
+    with session_scope(engine) as s:
+        assert s.scalar(select(VM.id).where(VM.vm_name == "vm1")) is None
+    after = about_vm1()
+    assert after[0] == ("stu", "vms.operate") and after[1:] == before
 
 
 @pytest.mark.parametrize(

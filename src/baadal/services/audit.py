@@ -81,8 +81,14 @@ def _vm_clause(vm: str) -> ColumnElement[bool]:
     if row_id is not None:
         return AuditLog.vm_id == row_id
     now_named = select(VM.id).where(or_(VM.vm_name == vm, VM.vm_identity == vm))
+    # a deleted VM's id, from the entries that named it: those that only carry its id
+    # (the approval that created it) stay found
+    was_named = select(AuditLog.vm_id).where(
+        AuditLog.target_type == "vm", AuditLog.target_name == vm
+    )
     return or_(
         AuditLog.vm_id.in_(now_named),
+        AuditLog.vm_id.in_(was_named),
         and_(AuditLog.target_type == "vm", AuditLog.target_name == vm),
     )
 

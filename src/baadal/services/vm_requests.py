@@ -41,7 +41,7 @@ from baadal.db.models import (
 from baadal.errors import ConflictError, NotFoundError, PermissionDenied, ValidationError
 from baadal.mail import notify
 from baadal.net.validators import check_int, check_no_control, check_row_id, check_safe_name
-from baadal.services import lookup, vms
+from baadal.services import auditing, lookup, vms
 from baadal.services.policy import (
     Action,
     Actor,
@@ -384,7 +384,7 @@ def request_create(
         owner_id=owner.id,
         purpose=purpose,
     )
-    return _submit(
+    request_id = _submit(
         session,
         actor,
         settings,
@@ -392,6 +392,8 @@ def request_create(
         approver_row,
         _collaborators(session, collaborators, skip),
     )
+    auditing.note(req)  # the entry is about the new request, not the template it names
+    return request_id
 
 
 def _change_request(
