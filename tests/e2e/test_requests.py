@@ -6,9 +6,14 @@
   VM on a lab host; it answers ping; each step's mail (made -> the faculty member,
   verified -> the orgadmins, approved -> the admins, queued -> the student, the task's
   done -> the VM's users) reaches the SMTP server through the periodic ``mail_outbox``
-  job; the student deletes the VM again;
+  job; the audit log holds each step (a refused one too), also once the student has
+  deleted the VM again;
 - a request rejected with a reason: the reason is kept (``request show``) and mailed to
-  the student, and nothing is queued.
+  the student, nothing is queued, and the audit log holds the steps.
+
+The admin adds the organisation (``org add --registration``) and everyone registers with
+``user register --password-stdin``; the student registers first: on SQLite the first
+account has id 0 (the system user is -1), which the request chain must not take for none.
 
 The quota race (two approvals for the last unit, on PostgreSQL) is
 tests/integration/test_request_quota_race.py.
@@ -294,6 +299,7 @@ def test_a_students_vm_through_the_approval_chain(cloud: Cloud) -> None:
 
 def test_a_rejection_keeps_its_reason_and_tells_the_student(cloud: Cloud) -> None:
     cli = cloud.cli
+    started = utcnow().isoformat()
     tasks_before = cloud.tasks()
     rid = _request_id(
         cli("request", "create", "bigvm", "--template", layout.TEMPLATE_NAME,
@@ -314,3 +320,8 @@ def test_a_rejection_keeps_its_reason_and_tells_the_student(cloud: Cloud) -> Non
     cli("request", "approve", rid, user="ada", code=2)
     assert cloud.tasks() == tasks_before
     assert not cloud.mails_about(f"{about} approved")
+    assert cloud.audit(started) == [
+        ("sam", "vm_requests.request_create", "request bigvm", "ok"),
+        ("fred", "vm_requests.verify_request", "request bigvm", "ok"),
+        ("olga", "vm_requests.reject_request", "request bigvm", "ok"),
+    ]
