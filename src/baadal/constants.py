@@ -359,3 +359,20 @@ MAIL_ADDRESS_MAX = 254
 MAIL_SUBJECT_MAX = 255
 #: the most outbox rows one list shows
 MAIL_LIST_MAX = 1000
+
+# --- REST API ---------------------------------------------------------------------------
+#: ``baadal serve``'s default port and most worker processes
+WEB_PORT = 8080
+WEB_WORKERS_MAX = 64
+#: where the API lives; its OpenAPI document and docs are under it
+API_PREFIX = "/api/v1"
+#: personal API tokens: random bytes (hex-encoded after the prefix), the visible prefix
+#: that tells people which token is which, the longest validity and name
+API_TOKEN_BYTES = 32
+API_TOKEN_PREFIX = "bdl_"
+API_TOKEN_SHOWN_CHARS = 8
+API_TOKEN_DAYS_MAX = 3650
+API_TOKEN_NAME_MAX = 64
+#: a page of an API list: default and most items
+API_PAGE_DEFAULT = 100
+API_PAGE_MAX = 1000
