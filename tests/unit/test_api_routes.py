@@ -51,8 +51,8 @@ class Api:
             return s.scalar(select(VM.id).where(VM.vm_name == name))
 
 
-@pytest.fixture
-def api(world_engine: tuple[Engine, Path], settings: Settings) -> Iterator[Api]:  # noqa: F811
+@pytest.fixture(name="api")
+def api_world(world_engine: tuple[Engine, Path], settings: Settings) -> Iterator[Api]:  # noqa: F811
     engine, root = world_engine
     settings.database.url = engine.url.render_as_string(hide_password=False)
     with session_scope(engine) as s:

@@ -74,10 +74,11 @@ def _holder(session: Session, actor: Actor, username: str | None) -> User:
     """Whose tokens: ``username``'s, or the actor's own."""
     if username is None:
         user = session.get(User, actor.user_id)
-        if user is None:
-            raise ValidationError("the system administrator has no account: name a user")
     else:
         user = accounts.get_user(session, username)
+    if user is None or user.id == C.SYSTEM_USER_ID:
+        # the controller itself: a token for it would be an admin key nobody answers for
+        raise ValidationError("the system account has no API tokens: name a user")
     require(session, actor, Action.TOKEN_MANAGE, user, f"of {user.username}")
     return user
 
