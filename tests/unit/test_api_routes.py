@@ -203,7 +203,9 @@ def test_create_a_vm_is_a_request(api: Api) -> None:
         ({"name": "x", "template": "tiny", "ram_mb": 0}, "body.ram_mb"),
         ({"template": "tiny"}, "body.name"),
         ({"name": "x", "template": "tiny", "colour": "red"}, "body.colour"),
-        ({"name": "bad name!", "template": "tiny", "approver": "fac"}, "VM name"),
+        ({"name": "bad name!", "template": "tiny", "approver": "fac"}, "body.name"),
+        ({"name": "x", "template": "tiny", "ram_mb": 300}, "body.ram_mb"),
+        ({"name": "x", "template": "tiny", "purpose": "a\u0007"}, "body.purpose"),
         ({"name": "x", "template": "tiny", "vcpus": "many"}, "body.vcpus"),
     ],
 )
@@ -303,3 +305,7 @@ def test_an_unexpected_error_is_a_500_without_details(
 def test_unknown_paths_and_methods_are_problems(api: Api) -> None:
     assert_problem(api.call("GET", "/nowhere", "admin"), 404)
     assert_problem(api.call("DELETE", "/vms", "admin"), 405)
+
+
+def test_an_unknown_query_parameter_is_422(api: Api) -> None:
+    assert_problem(api.call("GET", "/vms", "admin", params={"stauts": "running"}), 422, "stauts")

@@ -8,9 +8,11 @@ import html
 import logging
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
 from baadal import constants as C
@@ -95,6 +97,26 @@ def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return problem(500, f"internal error ({type(exc).__name__}); see the baadal log")
 
 
+def _query_names(dependant: Dependant) -> set[str]:
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def _known_query(request: Request) -> None:
+    """An unknown query parameter is a mistake (``?stauts=running`` would list every VM),
+    refused like an unknown key in a body or the settings file."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    known = _query_names(route.dependant)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        allowed = ", ".join(sorted(known)) or "none"
+        raise ValidationError(f"query.{unknown[0]}: unknown parameter (known: {allowed})")
+
+
 def _docs_page(app: FastAPI) -> str:
     """Every operation with its parameters and statuses, as plain HTML: FastAPI's
     interactive pages load their scripts from a CDN, and this server may have no
@@ -128,6 +150,7 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_url=f"{C.API_PREFIX}/openapi.json",
         docs_url=None,
         redoc_url=None,
+        dependencies=[Depends(_known_query)],
     )
     app.state.settings = settings
     for router in (

@@ -23,6 +23,7 @@ _bearer = HTTPBearer(
 )
 
 _MEANINGS = {
+    400: "the body is not JSON",
     401: "no API token, or an invalid, expired or revoked one",
     403: "the caller may not do this (the message says what)",
     404: "no such object",

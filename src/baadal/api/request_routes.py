@@ -86,7 +86,7 @@ def approve(who: CallerDep, request_id: RequestIdPath) -> RequestOut:
 @router.post(
     "/requests/{request_id}/reject",
     response_model=RequestOut,
-    responses=errors(404, 409),
+    responses=errors(400, 404, 409),
     summary="reject a pending request, saying why",
 )
 def reject(who: CallerDep, request_id: RequestIdPath, body: Reject) -> RequestOut:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from baadal import constants as C
 
-RowId = Annotated[int, Field(ge=1, le=C.ROW_ID_MAX)]
+#: a moment in UTC with its offset (the database keeps naive UTC; RFC 3339 wants the zone)
+Time = Annotated[datetime, AfterValidator(lambda t: t if t.tzinfo else t.replace(tzinfo=UTC))]
+#: free text of at most 512 characters (no control characters)
+Text = Annotated[str, Field(max_length=C.VM_PURPOSE_MAX, pattern=C.NO_CONTROL_PATTERN)]
+#: a user's, template's or security domain's name (a lookup: unknown ones are 404)
+Name = Annotated[str, Field(min_length=1, max_length=128)]
 
 
 class Body(BaseModel):
@@ -58,18 +63,18 @@ class VMList(BaseModel):
 class VMCreate(Body):
     """A new VM: a request (admins: queued at once; see ``status`` and ``task_id``)."""
 
-    name: str = Field(min_length=1, max_length=30)
-    template: str = Field(min_length=1, max_length=100)
-    ram_mb: int = Field(default=256, ge=1, le=C.ROW_ID_MAX)
-    vcpus: int = Field(default=1, ge=1, le=1024)
-    security_domain: str | None = Field(default=None, min_length=1, max_length=100)
+    name: str = Field(min_length=1, max_length=30, pattern=C.SAFE_NAME_PATTERN)
+    template: Name
+    ram_mb: Literal[C.ALLOWED_RAM_MB] = 256  # type: ignore[valid-type]
+    vcpus: Literal[C.ALLOWED_VCPUS] = 1  # type: ignore[valid-type]
+    security_domain: Name | None = None
     public_ip: bool = False
-    extra_disk_gb: int = Field(default=0, ge=0, le=C.ROW_ID_MAX)
-    approver: str | None = Field(default=None, min_length=1, max_length=128)
-    collaborators: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
-        default_factory=list, max_length=50
-    )
-    purpose: str | None = Field(default=None, max_length=512)
+    #: 0: none; else the size of an extra disk
+    extra_disk_gb: int = Field(default=0, ge=0, le=C.EXTRA_DISK_GB_RANGE[1])
+    #: the faculty member who vouches for a student's request
+    approver: Name | None = None
+    collaborators: list[Name] = Field(default_factory=list, max_length=50)
+    purpose: Text | None = None
 
 
 class RequestOut(BaseModel):
@@ -91,7 +96,7 @@ class RequestOut(BaseModel):
     reject_reason: str | None
     task_id: int | None
     task_message: str | None
-    request_time: datetime
+    request_time: Time
 
 
 class RequestList(BaseModel):
@@ -101,7 +106,10 @@ class RequestList(BaseModel):
 
 
 class Reject(Body):
-    reason: str = Field(min_length=1, max_length=512)
+    reason: Text = Field(
+        min_length=1,
+        pattern=r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$",
+    )
 
 
 class TaskOut(BaseModel):
@@ -110,9 +118,9 @@ class TaskOut(BaseModel):
     status: str
     vm_id: int | None
     message: str | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    created_at: Time
+    started_at: Time | None
+    finished_at: Time | None
     attempts: int
     parameters: dict[str, Any]
 
@@ -130,10 +138,10 @@ class Accepted(BaseModel):
 
 
 class TokenCreate(Body):
-    name: str = Field(default="api", min_length=1, max_length=C.API_TOKEN_NAME_MAX)
+    name: str = Field(default="api", pattern=f"^{C.API_TOKEN_NAME_RE}$")
     expires_days: int | None = Field(default=None, ge=1, le=C.API_TOKEN_DAYS_MAX)
     #: whose token (admins); default: the caller's own
-    username: str | None = Field(default=None, min_length=1, max_length=128)
+    username: Name | None = None
 
 
 class TokenOut(BaseModel):
@@ -141,10 +149,10 @@ class TokenOut(BaseModel):
     username: str
     name: str
     prefix: str
-    created: datetime
-    expires: datetime | None
-    last_used: datetime | None
-    revoked: datetime | None
+    created: Time
+    expires: Time | None
+    last_used: Time | None
+    revoked: Time | None
     active: bool
 
 

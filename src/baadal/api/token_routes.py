@@ -43,7 +43,7 @@ def list_tokens(
     "/tokens",
     status_code=201,
     response_model=NewTokenOut,
-    responses=errors(404),
+    responses=errors(400, 404),
     summary="make an API token (the answer is the only time it is shown)",
 )
 def create_token(who: CallerDep, body: TokenCreate) -> NewTokenOut:

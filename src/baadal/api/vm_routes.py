@@ -76,14 +76,14 @@ def get_vm(who: CallerDep, vm_id: VMIdPath) -> VMOut:
     "/vms",
     status_code=201,
     response_model=RequestOut,
-    responses=errors(404, 409),
+    responses=errors(400, 404, 409),
     summary="ask for a new VM (a request; queued at once for admins)",
 )
 @router.post(
     "/requests",
     status_code=201,
     response_model=RequestOut,
-    responses=errors(404, 409),
+    responses=errors(400, 404, 409),
     summary="ask for a new VM (the same as POST /vms)",
 )
 def create_vm(who: CallerDep, body: VMCreate, response: Response) -> RequestOut:
