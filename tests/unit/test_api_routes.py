@@ -297,9 +297,11 @@ def test_an_unexpected_error_is_a_500_without_details(
         raise RuntimeError("secret detail")
 
     monkeypatch.setattr(vms, "list_vm_page", broken)
-    response = api.call("GET", "/vms", "admin")
+    with caplog.at_level("ERROR"):
+        response = api.call("GET", "/vms", "admin")
     assert_problem(response, 500, "RuntimeError")
     assert "secret" not in response.text
+    assert "secret detail" in caplog.text and "GET /api/v1/vms" in caplog.text
 
 
 def test_unknown_paths_and_methods_are_problems(api: Api) -> None:

@@ -28,7 +28,6 @@ from baadal.errors import (
     Unauthenticated,
     ValidationError,
 )
-from baadal.logs import log_exception
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +92,8 @@ def _http_error(_request: Request, exc: Exception) -> JSONResponse:
 
 def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     """A bug: the traceback goes to the log, the client learns nothing of it."""
-    log_exception(f"unexpected error in {request.method} {request.url.path}", log)
+    # not inside an except block here: hand the exception to the log explicitly
+    log.error("unexpected error in %s %s", request.method, request.url.path, exc_info=exc)
     return problem(500, f"internal error ({type(exc).__name__}); see the baadal log")
 
 
