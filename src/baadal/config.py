@@ -414,6 +414,25 @@ class QuotaConf(Section):
     org_public_ips: int = Field(default=0, ge=0, le=C.QUOTA_MAX)
 
 
+class WebConf(Section):
+    """``baadal serve``: where the API listens (loopback by default: put a TLS proxy in
+    front, or give ``tls_cert``/``tls_key``), and the address people reach it by."""
+
+    host: str = Field(default="127.0.0.1", pattern=r"^[A-Za-z0-9.:-]{1,253}$")
+    port: int = Field(default=C.WEB_PORT, ge=C.PORT_RANGE[0], le=C.PORT_RANGE[1])
+    #: the address in links (``Location`` stays relative); empty: http://host:port
+    public_url: str = Field(default="", pattern=r"^(https?://[^\s/?#]+(/[^\s?#]*)?)?$")
+    workers: int = Field(default=1, ge=1, le=C.WEB_WORKERS_MAX)
+    tls_cert: str = ""
+    tls_key: str = ""
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> WebConf:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("tls_cert and tls_key go together: give both or neither")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="BAADAL_", env_nested_delimiter="__", extra="forbid"
@@ -439,6 +458,7 @@ class Settings(BaseSettings):
     power: PowerConf = Field(default_factory=PowerConf)
     balance: BalanceConf = Field(default_factory=BalanceConf)
     quota: QuotaConf = Field(default_factory=QuotaConf)
+    web: WebConf = Field(default_factory=WebConf)
 
     @field_validator("home")
     @classmethod

@@ -359,3 +359,28 @@ MAIL_ADDRESS_MAX = 254
 MAIL_SUBJECT_MAX = 255
 #: the most outbox rows one list shows
 MAIL_LIST_MAX = 1000
+
+# --- REST API ---------------------------------------------------------------------------
+#: ``baadal serve``'s default port and most worker processes
+WEB_PORT = 8080
+WEB_WORKERS_MAX = 64
+#: where the API lives; its OpenAPI document and docs are under it
+API_PREFIX = "/api/v1"
+#: personal API tokens: random bytes (hex-encoded after the prefix), the visible prefix
+#: that tells people which token is which, the longest validity
+API_TOKEN_BYTES = 32
+API_TOKEN_PREFIX = "bdl_"
+API_TOKEN_SHOWN_CHARS = 8
+API_TOKEN_DAYS_MAX = 3650
+#: a page of an API list: default and most items
+API_PAGE_DEFAULT = 100
+API_PAGE_MAX = 1000
+#: a token's name: printable ASCII words (one pattern for the service and the OpenAPI)
+API_TOKEN_NAME_RE = r"[A-Za-z0-9_ .:@+-]{1,64}"
+#: the only sizes a VM may have (upstream's menus)
+ALLOWED_RAM_MB = tuple(2**n for n in range(8, 17))  # 256 .. 65536
+ALLOWED_VCPUS = (1, 2, 4, 8, 16)
+#: free text (a purpose, a reason): no C0/C1 control character, as net.validators checks
+NO_CONTROL_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
+#: a name that may become a path or a libvirt name (net.validators.check_safe_name)
+SAFE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"

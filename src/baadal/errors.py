@@ -5,7 +5,8 @@
     ├── NotFoundError         a named thing does not exist
     ├── ConflictError         duplicate name, address already used, task already queued
     ├── PermissionDenied      the user lacks the role
-    │   └── LoginThrottled    too many failed logins: try again in N s
+    │   ├── LoginThrottled    too many failed logins: try again in N s
+    │   └── Unauthenticated   no credentials, or invalid ones (an API call without a token)
     ├── ResourceExhausted     pool empty, no host or datastore fits
     ├── ConfigError           the settings file or environment is wrong
     └── RemoteCommandError    a command on another machine failed (names host + command)
@@ -45,6 +46,11 @@ class LoginThrottled(PermissionDenied):
     def __init__(self, retry_after_s: int) -> None:
         self.retry_after_s = retry_after_s
         super().__init__(f"too many failed logins: try again in {retry_after_s} s")
+
+
+class Unauthenticated(PermissionDenied):
+    """Who is asking is not known: no credentials, or ones that are invalid, expired or
+    revoked (HTTP 401, where PermissionDenied is 403: known, but not allowed)."""
 
 
 class ResourceExhausted(BaadalError):

@@ -30,6 +30,7 @@ from baadal.auth.roles import add_membership_db
 from baadal.config import Settings
 from baadal.db.models import (
     VM,
+    ApiToken,
     AuditLog,
     Base,
     Organisation,
@@ -53,6 +54,7 @@ from baadal.services import (
     networks,
     organisations,
     policy,
+    tokens,
     vms,
 )
 from baadal.services.policy import Action, Actor, actor_for, guarded
@@ -68,6 +70,7 @@ ADMIN = frozenset({"admin"})
 #: who may share 'web': its owner, the orgadmin of its organisation, admins
 VM_OWNERS = frozenset({"admin", "oa", "fac"})
 ANYONE = frozenset(ACTORS) - {"blk"}
+STU_OR_ADMIN = frozenset({"admin", "stu"})
 
 
 @dataclass
@@ -119,6 +122,9 @@ CASES: dict[str, list[Case]] = {
         ),
     ],
     "vms.list_vms": [Case(lambda w: vms.list_vms(w.session, w.actor), ANYONE)],
+    "vms.list_vm_page": [
+        Case(lambda w: vms.list_vm_page(w.session, w.actor, owner="fac", limit=5), ANYONE)
+    ],
     "vms.get_vm": [Case(lambda w: vms.get_vm(w.session, w.actor, "web"), VM_USERS)],
     "vms.list_snapshots": [Case(lambda w: vms.list_snapshots(w.session, w.actor, "web"), VM_USERS)],
     "vms.operate": [
@@ -286,6 +292,16 @@ CASES: dict[str, list[Case]] = {
     "networks.clear_nat": [
         Case(lambda w: networks.clear_nat(w.engine, w.actor, w.settings), ADMIN)
     ],
+    # API tokens: one's own; admins anyone's (the world has token 1, stu's)
+    "tokens.create_token": [
+        Case(lambda w: tokens.create_token(w.session, w.actor, username="stu"), STU_OR_ADMIN)
+    ],
+    "tokens.list_tokens": [
+        Case(lambda w: tokens.list_tokens(w.session, w.actor, username="stu"), STU_OR_ADMIN)
+    ],
+    "tokens.revoke_token": [
+        Case(lambda w: tokens.revoke_token(w.session, w.actor, 1), STU_OR_ADMIN)
+    ],
     # mail
     "mails.list_outbox": [Case(lambda w: mails.list_outbox(w.session, w.actor), ADMIN)],
     "mails.retry_mail": [Case(lambda w: mails.retry_mail(w.session, w.actor, 1), ADMIN)],
@@ -365,6 +381,7 @@ def build_world(engine: Engine, settings: Settings, root: Path) -> None:
         s.flush()
         for name in ("fac", "stu", "col", "blk"):
             s.add(UserVMMap(user_id=users[name].id, vm_id=vm.id))
+        s.add(ApiToken(user_id=users["stu"].id, name="t", token_hash="0" * 64, prefix="bdl_0"))
         s.add(Snapshot(vm_id=vm.id, datastore_id=cloud.datastore_id, snapshot_name="s1", type=101))
         s.add(
             Task(

@@ -133,3 +133,9 @@ def test_the_checks_see_a_forbidden_import(tmp_path: Path, monkeypatch: pytest.M
         "baadal.cli.x imports baadal.db",
         "baadal.cli.x imports baadal.vm.lifecycle",
     ]
+
+
+def test_the_rest_api_is_checked_as_a_door() -> None:
+    """The door check above must not pass by finding no module of the API."""
+    assert "baadal.api" in DOORS
+    assert {name for name, _ in _modules("baadal.api")} >= {"baadal.api.app", "baadal.api.callers"}

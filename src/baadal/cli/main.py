@@ -24,8 +24,10 @@ from baadal.cli import (
     pool_commands,
     quota_commands,
     request_commands,
+    serve_command,
     status_command,
     task_commands,
+    token_commands,
     user_commands,
     vm_commands,
 )
@@ -62,6 +64,7 @@ app.command("demo")(demo_command.demo_cmd)
 app.command("status")(status_command.status_cmd)
 app.command("worker")(task_commands.worker_cmd)
 app.command("audit")(audit_commands.audit_cmd)
+app.command("serve")(serve_command.serve_cmd)
 app.add_typer(admin_commands.db_app, name="db")
 app.add_typer(admin_commands.config_app, name="config")
 app.add_typer(host_commands.app, name="host")
@@ -79,3 +82,4 @@ app.add_typer(org_commands.app, name="org")
 app.add_typer(mail_commands.app, name="mail")
 app.add_typer(request_commands.app, name="request")
 app.add_typer(quota_commands.app, name="quota")
+app.add_typer(token_commands.app, name="token")

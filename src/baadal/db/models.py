@@ -631,3 +631,21 @@ def _keep_host_usage(session: Session, _context: Any, _instances: Any) -> None:
                 .where(Host.id == host_id)
                 .values(ram_used_mb=Host.ram_used_mb + ram, vcpus_used=Host.vcpus_used + vcpu)
             )
+
+
+class ApiToken(Base):
+    """A personal API token (``Authorization: Bearer``). Only its SHA-256 is kept: the
+    token is 32 random bytes, so a fast hash cannot be brute-forced and a lookup by hash
+    is one indexed query per request (a slow password hash would cost every call)."""
+
+    __tablename__ = "api_token"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: the first characters of the token, to tell tokens apart in a list
+    prefix: Mapped[str] = mapped_column(String(16))
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+    expires: Mapped[datetime | None]
+    last_used: Mapped[datetime | None]
+    revoked: Mapped[datetime | None]

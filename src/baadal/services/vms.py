@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, and_, delete, func, or_, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from baadal import address_pools, placement
 from baadal import constants as C
@@ -315,6 +315,53 @@ def list_vms(session: Session, actor: Actor) -> Sequence[VM]:
         .order_by(VM.id)
     )
     return session.scalars(query).all()
+
+
+@dataclass(frozen=True)
+class VMPage:
+    """One page of VMs, each with its owner's name, and where the next page starts."""
+
+    items: list[tuple[VM, str | None]]
+    #: the ``after`` of the next page; None on the last one
+    next: int | None
+
+
+@guarded(Action.VM_LIST)
+def list_vm_page(
+    session: Session,
+    actor: Actor,
+    *,
+    after: int | None = None,
+    limit: int = C.API_PAGE_DEFAULT,
+    status: C.VMStatus | None = None,
+    owner: str | None = None,
+    host: str | None = None,
+) -> VMPage:
+    """The VMs the actor may see with an id above ``after``, in one query (keyset
+    pagination: a page costs the same on the first and the thousandth page, and no VM
+    is skipped or shown twice when others are added meanwhile)."""
+    require(session, actor, Action.VM_LIST)
+    check_int(limit, "page size", 1, C.API_PAGE_MAX)
+    query = (
+        select(VM, User.username)
+        .outerjoin(User, User.id == VM.owner_id)
+        .where(vm_filter(actor))
+        .options(joinedload(VM.host), joinedload(VM.private_ip), joinedload(VM.public_ip))
+        .order_by(VM.id)
+        .limit(limit + 1)
+    )
+    if after is not None:
+        query = query.where(VM.id > check_int(after, "after", 0, C.ROW_ID_MAX))
+    if status is not None:
+        query = query.where(VM.status == C.VMStatus(status))
+    if owner is not None:
+        query = query.where(User.username == owner)
+    if host is not None:
+        query = query.where(VM.host_id.in_(select(Host.id).where(Host.host_name == host)))
+    rows = [(vm, name) for vm, name in session.execute(query)]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return VMPage(rows, rows[-1][0].id if more else None)
 
 
 @guarded(Action.VM_READ)

@@ -20,15 +20,12 @@ from baadal.tasks.registry import TaskContext, TaskResult, handler
 from baadal.vm import nat, network, storage
 from baadal.vm.common import load_vm, log_vm_event, network_lock, vm_hypervisor
 
-ALLOWED_RAM_MB = tuple(2**n for n in range(8, 17))  # 256 .. 65536
-ALLOWED_VCPUS = (1, 2, 4, 8, 16)
-
 
 def check_ram_vcpus(ram_mb: int | None, vcpus: int | None) -> None:
-    if ram_mb is not None and ram_mb not in ALLOWED_RAM_MB:
-        raise ValidationError(f"RAM must be one of {', '.join(map(str, ALLOWED_RAM_MB))} MB")
-    if vcpus is not None and vcpus not in ALLOWED_VCPUS:
-        raise ValidationError(f"vCPUs must be one of {', '.join(map(str, ALLOWED_VCPUS))}")
+    if ram_mb is not None and ram_mb not in C.ALLOWED_RAM_MB:
+        raise ValidationError(f"RAM must be one of {', '.join(map(str, C.ALLOWED_RAM_MB))} MB")
+    if vcpus is not None and vcpus not in C.ALLOWED_VCPUS:
+        raise ValidationError(f"vCPUs must be one of {', '.join(map(str, C.ALLOWED_VCPUS))}")
 
 
 @handler(C.TaskType.EDIT_VM_CONFIG)

@@ -1,0 +1,73 @@
+"""Who is calling (their API token) and the errors each route documents."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from baadal.api.schemas import Problem
+from baadal.config import Settings
+from baadal.errors import Unauthenticated
+from baadal.services import runtime, tokens
+from baadal.services.policy import Actor
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="a personal API token: `baadal token create` prints one",
+)
+
+_MEANINGS = {
+    400: "the body is not JSON",
+    401: "no API token, or an invalid, expired or revoked one",
+    403: "the caller may not do this (the message says what)",
+    404: "no such object",
+    409: "the object's state does not allow this now",
+    422: "invalid input: nothing was changed",
+    500: "a bug: details are in the server's log",
+}
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` of the errors a route may give (401, 403, 422 and 500
+    always: every route needs a token, meets the policy and may meet a bug)."""
+    return {
+        code: {
+            "model": Problem,
+            "description": _MEANINGS[code],
+            "content": {"application/problem+json": {}},
+        }
+        for code in sorted({401, 403, 422, 500, *statuses})
+    }
+
+
+@dataclass(frozen=True)
+class Caller:
+    actor: Actor
+    settings: Settings
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One transaction for the route's service call (rolled back when it raises)."""
+        with runtime.transaction(self.settings) as session:
+            yield session
+
+
+def _caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller:
+    settings: Settings = request.app.state.settings
+    if credentials is None:
+        raise Unauthenticated("an API token is needed: Authorization: Bearer <token>")
+    with runtime.transaction(settings) as session:
+        actor = tokens.actor_for_token(session, credentials.credentials)
+    return Caller(actor, settings)
+
+
+CallerDep = Annotated[Caller, Depends(_caller)]

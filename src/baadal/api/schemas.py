@@ -1,0 +1,166 @@
+"""The bodies the API takes and gives (its OpenAPI schemas)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from baadal import constants as C
+
+#: a moment in UTC with its offset (the database keeps naive UTC; RFC 3339 wants the zone)
+Time = Annotated[datetime, AfterValidator(lambda t: t if t.tzinfo else t.replace(tzinfo=UTC))]
+#: free text of at most 512 characters (no control characters)
+Text = Annotated[str, Field(max_length=C.VM_PURPOSE_MAX, pattern=C.NO_CONTROL_PATTERN)]
+#: a user's, template's or security domain's name (a lookup: unknown ones are 404)
+Name = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class Body(BaseModel):
+    """Request bodies: an unknown field is a mistake, not something to ignore."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Problem(BaseModel):
+    """An error (RFC 9457, ``application/problem+json``); ``detail`` is one line."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+
+
+class Me(BaseModel):
+    id: int
+    username: str
+    roles: list[str]
+    organisation_id: int | None
+
+
+class VMOut(BaseModel):
+    id: int
+    name: str
+    status: str
+    owner: str | None
+    ram_mb: int
+    vcpus: int
+    disk_gb: int
+    extra_disk_gb: int
+    host: str | None
+    private_ip: str | None
+    public_ip: str | None
+    locked: bool
+
+
+class VMList(BaseModel):
+    items: list[VMOut]
+    #: the ``after`` that gives the next page; null on the last one
+    next: int | None
+
+
+class VMCreate(Body):
+    """A new VM: a request (admins: queued at once; see ``status`` and ``task_id``)."""
+
+    name: str = Field(min_length=1, max_length=30, pattern=C.SAFE_NAME_PATTERN)
+    template: Name
+    ram_mb: Literal[C.ALLOWED_RAM_MB] = 256  # type: ignore[valid-type]
+    vcpus: Literal[C.ALLOWED_VCPUS] = 1  # type: ignore[valid-type]
+    security_domain: Name | None = None
+    public_ip: bool = False
+    #: 0: none; else the size of an extra disk
+    extra_disk_gb: int = Field(default=0, ge=0, le=C.EXTRA_DISK_GB_RANGE[1])
+    #: the faculty member who vouches for a student's request
+    approver: Name | None = None
+    collaborators: list[Name] = Field(default_factory=list, max_length=50)
+    purpose: Text | None = None
+
+
+class RequestOut(BaseModel):
+    id: int
+    kind: str
+    status: str
+    vm_name: str
+    requester: str
+    owner: str
+    approver: str | None
+    collaborators: list[str]
+    ram_mb: int | None
+    vcpus: int | None
+    extra_disk_gb: int
+    public_ip: bool | None
+    security_domain: str | None
+    template: str | None
+    purpose: str | None
+    reject_reason: str | None
+    task_id: int | None
+    task_message: str | None
+    request_time: Time
+
+
+class RequestList(BaseModel):
+    items: list[RequestOut]
+    #: always null: the list is the newest requests, bounded
+    next: None = None
+
+
+class Reject(Body):
+    reason: Text = Field(
+        min_length=1,
+        pattern=r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$",
+    )
+
+
+class TaskOut(BaseModel):
+    id: int
+    type: str
+    status: str
+    vm_id: int | None
+    message: str | None
+    created_at: Time
+    started_at: Time | None
+    finished_at: Time | None
+    attempts: int
+    parameters: dict[str, Any]
+
+
+class TaskList(BaseModel):
+    items: list[TaskOut]
+    #: always null: the list is the newest tasks, bounded by ``limit``
+    next: None = None
+
+
+class Accepted(BaseModel):
+    """Work was queued: poll ``Location`` (the task) until it ends."""
+
+    task_id: int
+
+
+class TokenCreate(Body):
+    name: str = Field(default="api", pattern=f"^{C.API_TOKEN_NAME_RE}$")
+    expires_days: int | None = Field(default=None, ge=1, le=C.API_TOKEN_DAYS_MAX)
+    #: whose token (admins); default: the caller's own
+    username: Name | None = None
+
+
+class TokenOut(BaseModel):
+    id: int
+    username: str
+    name: str
+    prefix: str
+    created: Time
+    expires: Time | None
+    last_used: Time | None
+    revoked: Time | None
+    active: bool
+
+
+class NewTokenOut(TokenOut):
+    #: the token itself, shown this once
+    token: str
+
+
+class TokenList(BaseModel):
+    items: list[TokenOut]
+    next: None = None

@@ -1,0 +1,57 @@
+"""Tasks: the newest the caller may see, and one task (what a 202's Location points at)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from baadal import constants as C
+from baadal.api.callers import CallerDep, errors
+from baadal.api.schemas import TaskList, TaskOut
+from baadal.services import tasks
+from baadal.services.rows import Task
+
+router = APIRouter(tags=["tasks"])
+
+TaskStatusName = StrEnum("TaskStatusName", {s.name.lower(): s.name.lower() for s in C.TaskStatus})
+
+
+def task_out(task: Task) -> TaskOut:
+    return TaskOut(
+        id=task.id,
+        type=task.task_type,
+        status=C.TaskStatus(task.status).name.lower(),
+        vm_id=task.vm_id,
+        message=task.message,
+        created_at=task.created_at,
+        started_at=task.started_at,
+        finished_at=task.finished_at,
+        attempts=task.attempts,
+        parameters=dict(task.parameters or {}),
+    )
+
+
+@router.get("/tasks", response_model=TaskList, responses=errors(), summary="the newest tasks")
+def list_tasks(
+    who: CallerDep,
+    status: TaskStatusName | None = None,
+    vm_id: Annotated[int | None, Query(ge=1, le=C.ROW_ID_MAX)] = None,
+    limit: Annotated[int, Query(ge=1, le=C.TASK_LIST_MAX)] = C.ITEMS_PER_PAGE,
+) -> TaskList:
+    with who.transaction() as session:
+        found = tasks.list_tasks(
+            session,
+            who.actor,
+            status=C.TaskStatus[status.upper()] if status else None,
+            vm_id=vm_id,
+            limit=limit,
+        )
+        return TaskList(items=[task_out(t) for t in found])
+
+
+@router.get("/tasks/{task_id}", response_model=TaskOut, responses=errors(404), summary="one task")
+def get_task(who: CallerDep, task_id: Annotated[int, Path(ge=1, le=C.ROW_ID_MAX)]) -> TaskOut:
+    with who.transaction() as session:
+        return task_out(tasks.get_task(session, who.actor, task_id))

@@ -1,0 +1,162 @@
+"""Personal API tokens: what a script shows as ``Authorization: Bearer`` instead of a
+password. A token is shown once, when made; only its SHA-256 is stored (the token is 32
+random bytes, so nobody can guess it from the hash, and a fast hash keeps each request
+to one indexed lookup). Everyone manages their own tokens, admins anyone's."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from baadal import constants as C
+from baadal.auth import accounts
+from baadal.db.models import ApiToken, User
+from baadal.errors import NotFoundError, PermissionDenied, Unauthenticated, ValidationError
+from baadal.net.validators import check_int, check_row_id
+from baadal.services.policy import Action, Actor, actor_of, guarded, open_to_anyone, require
+from baadal.timeutil import utcnow
+
+_TOKEN_RE = re.compile(re.escape(C.API_TOKEN_PREFIX) + r"[A-Za-z0-9_-]{43}")
+_NAME_RE = re.compile(C.API_TOKEN_NAME_RE)
+#: last_used is written at most this often per token (not a write on every request)
+_TOUCH_EVERY = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """A token as lists show it: never the token itself."""
+
+    id: int
+    username: str
+    name: str
+    prefix: str
+    created: datetime
+    expires: datetime | None
+    last_used: datetime | None
+    revoked: datetime | None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked is None and (self.expires is None or self.expires > utcnow())
+
+
+@dataclass(frozen=True)
+class NewToken:
+    info: TokenInfo
+    #: the token itself: shown this once, never stored
+    token: str
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _info(row: ApiToken, username: str) -> TokenInfo:
+    return TokenInfo(
+        row.id,
+        username,
+        row.name,
+        row.prefix,
+        row.created,
+        row.expires,
+        row.last_used,
+        row.revoked,
+    )
+
+
+def _holder(session: Session, actor: Actor, username: str | None) -> User:
+    """Whose tokens: ``username``'s, or the actor's own."""
+    if username is None:
+        user = session.get(User, actor.user_id)
+    else:
+        user = accounts.get_user(session, username)
+    if user is None or user.id == C.SYSTEM_USER_ID:
+        # the controller itself: a token for it would be an admin key nobody answers for
+        raise ValidationError("the system account has no API tokens: name a user")
+    require(session, actor, Action.TOKEN_MANAGE, user, f"of {user.username}")
+    return user
+
+
+@guarded(Action.TOKEN_MANAGE)
+def create_token(
+    session: Session,
+    actor: Actor,
+    *,
+    username: str | None = None,
+    name: str = "api",
+    expires_days: int | None = None,
+) -> NewToken:
+    """A new token for ``username`` (default: the actor), valid ``expires_days`` or
+    until revoked."""
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise ValidationError(
+            "token name must be 1-64 ASCII letters, digits, spaces or . _ : @ + -"
+        )
+    if expires_days is not None:
+        check_int(expires_days, "token validity in days", 1, C.API_TOKEN_DAYS_MAX)
+    user = _holder(session, actor, username)
+    token = C.API_TOKEN_PREFIX + secrets.token_urlsafe(C.API_TOKEN_BYTES)
+    now = utcnow()
+    row = ApiToken(
+        user_id=user.id,
+        name=name,
+        token_hash=_digest(token),
+        prefix=token[: len(C.API_TOKEN_PREFIX) + C.API_TOKEN_SHOWN_CHARS],
+        created=now,
+        expires=now + timedelta(days=expires_days) if expires_days is not None else None,
+    )
+    session.add(row)
+    session.flush()
+    return NewToken(_info(row, user.username), token)
+
+
+@guarded(Action.TOKEN_MANAGE, reads=True)
+def list_tokens(session: Session, actor: Actor, *, username: str | None = None) -> list[TokenInfo]:
+    """The tokens of ``username`` (default: the actor), revoked and expired ones too."""
+    user = _holder(session, actor, username)
+    rows = session.scalars(
+        select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id)
+    )
+    return [_info(row, user.username) for row in rows]
+
+
+@guarded(Action.TOKEN_MANAGE)
+def revoke_token(session: Session, actor: Actor, token_id: int) -> TokenInfo:
+    """The token stops working at once (kept, so lists show when it was revoked)."""
+    check_row_id(token_id, "token")
+    row = session.get(ApiToken, token_id)
+    user = session.get(User, row.user_id) if row is not None else None
+    if row is None or user is None:
+        raise NotFoundError(f"no token with id {token_id}")
+    require(session, actor, Action.TOKEN_MANAGE, user, f"of {user.username}")
+    if row.revoked is None:
+        row.revoked = utcnow()
+    return _info(row, user.username)
+
+
+@open_to_anyone("authentication: the token is the proof, there is no actor before it")
+def actor_for_token(session: Session, token: str) -> Actor:
+    """Who presents ``token``. Unauthenticated for an unknown, revoked or expired one
+    (the same message for all: a guesser learns nothing); PermissionDenied for a blocked
+    or not yet approved account."""
+    if not isinstance(token, str) or not _TOKEN_RE.fullmatch(token):
+        raise Unauthenticated("invalid, expired or revoked API token")
+    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == _digest(token)))
+    now = utcnow()
+    if row is None or row.revoked is not None or (row.expires is not None and row.expires <= now):
+        raise Unauthenticated("invalid, expired or revoked API token")
+    user = session.get(User, row.user_id)
+    if user is None:
+        raise Unauthenticated("invalid, expired or revoked API token")
+    actor = actor_of(session, user)
+    if actor.blocked:
+        raise PermissionDenied(f"{actor.username} is blocked or not approved: nothing allowed")
+    if row.last_used is None or now - row.last_used >= _TOUCH_EVERY:
+        row.last_used = now
+    return actor

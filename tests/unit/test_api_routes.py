@@ -1,0 +1,313 @@
+"""Every route over HTTP against the authorization world (tests/unit/test_authorization):
+a happy path, bad input (422, nothing changed), a missing object (404), no token (401)
+and the wrong person (403, nothing changed)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from httpx import Response
+from sqlalchemy import Engine, select
+
+from baadal import constants as C
+from baadal.api.app import create_app
+from baadal.config import Settings
+from baadal.db.models import VM, RequestQueue, Task
+from baadal.db.session import session_scope
+from baadal.services import tokens
+from baadal.services.policy import SYSTEM
+from tests.unit.test_authorization import (  # noqa: F401 (fixtures)
+    ACTORS,
+    fingerprint,
+    world_engine,
+    world_template,
+)
+
+pytestmark = pytest.mark.unit
+
+API = C.API_PREFIX
+
+
+@dataclass
+class Api:
+    client: TestClient
+    engine: Engine
+    root: Path
+    tokens: dict[str, str]
+
+    def call(self, method: str, path: str, who: str | None, **kwargs: object) -> Response:
+        headers = {"Authorization": f"Bearer {self.tokens[who]}"} if who else {}
+        return self.client.request(method, f"{API}{path}", headers=headers, **kwargs)
+
+    def state(self) -> str:
+        return fingerprint(self.engine, self.root)
+
+    def vm_id(self, name: str = "web") -> int:
+        with session_scope(self.engine) as s:
+            return s.scalar(select(VM.id).where(VM.vm_name == name))
+
+
+@pytest.fixture(name="api")
+def api_world(world_engine: tuple[Engine, Path], settings: Settings) -> Iterator[Api]:  # noqa: F811
+    engine, root = world_engine
+    settings.database.url = engine.url.render_as_string(hide_password=False)
+    with session_scope(engine) as s:
+        made = {who: tokens.create_token(s, SYSTEM, username=who).token for who in ACTORS}
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        world = Api(client, engine, root, made)
+        for who in ACTORS:  # each token's first use records it; later calls change nothing
+            world.call("GET", "/me", who)
+        yield world
+
+
+def assert_problem(response: Response, status: int, detail: str = "") -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert set(body) == {"type", "title", "status", "detail"}
+    assert body["status"] == status
+    assert "\n" not in body["detail"] and "Traceback" not in body["detail"]
+    assert detail in body["detail"], body["detail"]
+
+
+def refused_unchanged(api: Api, method: str, path: str, who: str, **kwargs: object) -> None:
+    before = api.state()
+    assert_problem(api.call(method, path, who, **kwargs), 403, who)
+    assert api.state() == before
+
+
+ROUTES = [
+    ("GET", "/me"),
+    ("GET", "/vms"),
+    ("GET", "/vms/1"),
+    ("POST", "/vms"),
+    ("POST", "/vms/1/actions/start"),
+    ("GET", "/tasks"),
+    ("GET", "/tasks/1"),
+    ("GET", "/requests"),
+    ("POST", "/requests"),
+    ("GET", "/requests/1"),
+    ("POST", "/requests/1/verify"),
+    ("POST", "/requests/1/approve"),
+    ("POST", "/requests/1/reject"),
+    ("POST", "/requests/1/withdraw"),
+    ("GET", "/tokens"),
+    ("POST", "/tokens"),
+    ("POST", "/tokens/1/revoke"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), ROUTES)
+def test_without_a_valid_token_every_route_is_401(api: Api, method: str, path: str) -> None:
+    before = api.state()
+    for headers in ({}, {"Authorization": "Bearer bdl_" + "x" * 43}, {"Authorization": "Basic x"}):
+        response = api.client.request(method, f"{API}{path}", headers=headers, json={})
+        assert_problem(response, 401, "API token")
+        assert response.headers["www-authenticate"].startswith("Bearer")
+    assert api.state() == before
+
+
+def test_me(api: Api) -> None:
+    body = api.call("GET", "/me", "oa").json()
+    assert body["username"] == "oa" and "orgadmin" in body["roles"]
+
+
+def test_a_blocked_account_is_refused(api: Api) -> None:
+    assert_problem(api.call("GET", "/me", "blk"), 403, "blk is blocked")
+
+
+# --- VMs ---------------------------------------------------------------------------
+
+
+def test_vm_list_shows_what_the_caller_may_see(api: Api) -> None:
+    names = {
+        who: [v["name"] for v in api.call("GET", "/vms", who).json()["items"]]
+        for who in ACTORS[:-1]
+    }
+    assert names["stu"] == ["web"] and names["admin"] == ["web"]
+    assert names["eve"] == [] and names["ob"] == []
+    page = api.call("GET", "/vms", "stu", params={"status": "running", "owner": "fac"}).json()
+    assert page == {"items": [page["items"][0]], "next": None}
+    assert page["items"][0]["owner"] == "fac" and page["items"][0]["id"] == api.vm_id()
+    assert api.call("GET", "/vms", "admin", params={"status": "shutdown"}).json()["items"] == []
+    assert api.call("GET", "/vms", "admin", params={"owner": "stu"}).json()["items"] == []
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"limit": 0},
+        {"limit": C.API_PAGE_MAX + 1},
+        {"after": -1},
+        {"status": "sleeping"},
+        {"after": "x"},
+    ],
+)
+def test_vm_list_bad_input_is_422(api: Api, params: dict[str, object]) -> None:
+    assert_problem(api.call("GET", "/vms", "stu", params=params), 422, "query.")
+
+
+def test_show_a_vm(api: Api) -> None:
+    vm_id = api.vm_id()
+    body = api.call("GET", f"/vms/{vm_id}", "col").json()
+    assert body["name"] == "web" and body["owner"] == "fac" and body["status"] == "running"
+    refused_unchanged(api, "GET", f"/vms/{vm_id}", "eve")
+    refused_unchanged(api, "GET", f"/vms/{vm_id}", "ob")
+    assert_problem(api.call("GET", "/vms/999999", "admin"), 404, "999999")
+    assert_problem(api.call("GET", "/vms/web", "admin"), 422, "path.vm_id")
+    assert_problem(api.call("GET", f"/vms/{2**40}", "admin"), 422, "path.vm_id")
+
+
+def test_vm_actions_queue_a_task(api: Api) -> None:
+    vm_id = api.vm_id()
+    response = api.call("POST", f"/vms/{vm_id}/actions/stop", "stu")
+    assert response.status_code == 202, response.text
+    task_id = response.json()["task_id"]
+    assert response.headers["location"] == f"{API}/tasks/{task_id}"
+    task = api.call("GET", f"/tasks/{task_id}", "stu").json()
+    assert task["type"] == C.TaskType.STOP_VM and task["status"] == "pending"
+    assert task["vm_id"] == vm_id
+    snap = api.call("POST", f"/vms/{vm_id}/actions/snapshot", "fac")
+    assert snap.status_code == 202
+    assert api.call("GET", snap.headers["location"].removeprefix(API), "fac").json()["type"] == (
+        C.TaskType.SNAPSHOT_VM
+    )
+
+
+def test_vm_actions_refused_or_bad_change_nothing(api: Api) -> None:
+    vm_id = api.vm_id()
+    refused_unchanged(api, "POST", f"/vms/{vm_id}/actions/start", "eve")
+    before = api.state()
+    assert_problem(api.call("POST", f"/vms/{vm_id}/actions/explode", "admin"), 422, "path.action")
+    assert_problem(api.call("POST", "/vms/999999/actions/start", "admin"), 404)
+    assert api.state() == before
+
+
+def test_create_a_vm_is_a_request(api: Api) -> None:
+    body = {"name": "new1", "template": "tiny", "approver": "fac", "security_domain": "research"}
+    response = api.call("POST", "/vms", "stu", json=body)
+    assert response.status_code == 201, response.text
+    made = response.json()
+    assert made["status"] == "requested" and made["owner"] == "fac" and made["vm_name"] == "new1"
+    assert response.headers["location"] == f"{API}/requests/{made['id']}"
+    assert api.call("GET", f"/requests/{made['id']}", "fac").json()["id"] == made["id"]
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        ({"name": "x", "template": "tiny", "ram_mb": 0}, "body.ram_mb"),
+        ({"template": "tiny"}, "body.name"),
+        ({"name": "x", "template": "tiny", "colour": "red"}, "body.colour"),
+        ({"name": "bad name!", "template": "tiny", "approver": "fac"}, "body.name"),
+        ({"name": "x", "template": "tiny", "ram_mb": 300}, "body.ram_mb"),
+        ({"name": "x", "template": "tiny", "purpose": "a\u0007"}, "body.purpose"),
+        ({"name": "x", "template": "tiny", "vcpus": "many"}, "body.vcpus"),
+    ],
+)
+def test_create_bad_input_is_422_and_changes_nothing(api: Api, body: dict, detail: str) -> None:
+    before = api.state()
+    assert_problem(api.call("POST", "/vms", "stu", json=body), 422, detail)
+    assert api.state() == before
+
+
+def test_create_with_a_missing_template_is_404(api: Api) -> None:
+    before = api.state()
+    body = {"name": "x", "template": "nonesuch", "approver": "fac"}
+    assert_problem(api.call("POST", "/requests", "stu", json=body), 404, "nonesuch")
+    assert api.state() == before
+
+
+# --- tasks -------------------------------------------------------------------------
+
+
+def test_tasks(api: Api) -> None:
+    with session_scope(api.engine) as s:
+        task_id = s.scalar(select(Task.id))
+    listed = api.call("GET", "/tasks", "stu").json()
+    assert [t["id"] for t in listed["items"]] == [task_id] and listed["next"] is None
+    assert api.call("GET", "/tasks", "eve").json()["items"] == []
+    failed = api.call("GET", "/tasks", "admin", params={"status": "failed"}).json()["items"]
+    assert [t["message"] for t in failed] == ["failed"]
+    assert api.call("GET", f"/tasks/{task_id}", "col").json()["status"] == "failed"
+    refused_unchanged(api, "GET", f"/tasks/{task_id}", "eve")
+    assert_problem(api.call("GET", "/tasks/999999", "admin"), 404)
+    assert_problem(api.call("GET", "/tasks", "admin", params={"status": "late"}), 422)
+    assert_problem(api.call("GET", "/tasks", "admin", params={"limit": 10**6}), 422)
+
+
+# --- requests ----------------------------------------------------------------------
+
+
+def _request(api: Api) -> int:
+    body = {"name": "asked", "template": "tiny", "approver": "fac", "security_domain": "research"}
+    response = api.call("POST", "/requests", "stu", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def test_the_approval_chain(api: Api) -> None:
+    request_id = _request(api)
+    assert [r["id"] for r in api.call("GET", "/requests", "stu").json()["items"]] == [request_id]
+    assert api.call("GET", "/requests", "eve").json()["items"] == []
+    refused_unchanged(api, "POST", f"/requests/{request_id}/verify", "eve")
+    refused_unchanged(api, "POST", f"/requests/{request_id}/approve", "fac")
+    verified = api.call("POST", f"/requests/{request_id}/verify", "fac")
+    assert verified.json()["status"] == "verified", verified.text
+    assert_problem(api.call("POST", f"/requests/{request_id}/verify", "fac"), 409, "VERIFIED")
+    refused_unchanged(api, "POST", f"/requests/{request_id}/approve", "ob")
+    approved = api.call("POST", f"/requests/{request_id}/approve", "oa")
+    assert approved.json()["status"] == "approved", approved.text
+    pending = api.call("GET", "/requests", "admin", params={"pending": True}).json()["items"]
+    assert [r["id"] for r in pending] == [request_id]
+
+
+def test_reject_and_withdraw(api: Api) -> None:
+    request_id = _request(api)
+    before = api.state()
+    assert_problem(api.call("POST", f"/requests/{request_id}/reject", "fac", json={}), 422)
+    assert_problem(
+        api.call("POST", f"/requests/{request_id}/reject", "fac", json={"reason": ""}), 422
+    )
+    assert api.state() == before
+    refused_unchanged(api, "POST", f"/requests/{request_id}/withdraw", "fac")
+    assert api.call("POST", f"/requests/{request_id}/withdraw", "stu").status_code == 204
+    assert_problem(api.call("GET", f"/requests/{request_id}", "stu"), 404)
+    assert_problem(api.call("POST", f"/requests/{request_id}/withdraw", "stu"), 404)
+    other = _request(api)
+    rejected = api.call("POST", f"/requests/{other}/reject", "fac", json={"reason": "no"})
+    assert rejected.json()["status"] == "rejected" and rejected.json()["reject_reason"] == "no"
+    with session_scope(api.engine) as s:
+        assert s.get(RequestQueue, other).status == C.RequestStatus.REJECTED
+
+
+# --- errors ------------------------------------------------------------------------
+
+
+def test_an_unexpected_error_is_a_500_without_details(
+    api: Api, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from baadal.services import vms
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("secret detail")
+
+    monkeypatch.setattr(vms, "list_vm_page", broken)
+    with caplog.at_level("ERROR"):
+        response = api.call("GET", "/vms", "admin")
+    assert_problem(response, 500, "RuntimeError")
+    assert "secret" not in response.text
+    assert "secret detail" in caplog.text and "GET /api/v1/vms" in caplog.text
+
+
+def test_unknown_paths_and_methods_are_problems(api: Api) -> None:
+    assert_problem(api.call("GET", "/nowhere", "admin"), 404)
+    assert_problem(api.call("DELETE", "/vms", "admin"), 405)
+
+
+def test_an_unknown_query_parameter_is_422(api: Api) -> None:
+    assert_problem(api.call("GET", "/vms", "admin", params={"stauts": "running"}), 422, "stauts")
