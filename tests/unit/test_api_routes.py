@@ -88,6 +88,9 @@ ROUTES = [
     ("POST", "/vms/1/actions/start"),
     ("GET", "/tasks"),
     ("GET", "/tasks/1"),
+    ("GET", "/tasks/1/events"),
+    ("POST", "/tasks/1/retry"),
+    ("POST", "/tasks/1/ignore"),
     ("GET", "/requests"),
     ("POST", "/requests"),
     ("GET", "/requests/1"),
@@ -238,6 +241,50 @@ def test_tasks(api: Api) -> None:
     assert_problem(api.call("GET", "/tasks/999999", "admin"), 404)
     assert_problem(api.call("GET", "/tasks", "admin", params={"status": "late"}), 422)
     assert_problem(api.call("GET", "/tasks", "admin", params={"limit": 10**6}), 422)
+
+
+def _failed_task(api: Api) -> int:
+    with session_scope(api.engine) as s:
+        return s.scalar(select(Task.id).where(Task.status == C.TaskStatus.FAILED))
+
+
+def test_retry_a_task_queues_it_again_and_records_an_event(api: Api) -> None:
+    task_id = _failed_task(api)
+    for who in ("oa", "fac", "stu", "col", "eve"):
+        refused_unchanged(api, "POST", f"/tasks/{task_id}/retry", who)
+    before = api.state()
+    assert_problem(api.call("POST", "/tasks/999999/retry", "admin"), 404, "999999")
+    assert_problem(api.call("POST", "/tasks/0/retry", "admin"), 422, "path.task_id")
+    assert api.state() == before
+    response = api.call("POST", f"/tasks/{task_id}/retry", "admin")
+    assert response.status_code == 202, response.text
+    assert response.json() == {"task_id": task_id}
+    assert response.headers["location"] == f"{API}/tasks/{task_id}"
+    assert api.call("GET", f"/tasks/{task_id}", "stu").json()["status"] == "retry"
+    events = api.call("GET", f"/tasks/{task_id}/events", "col").json()
+    assert [e["status"] for e in events["items"]] == ["retry"] and events["next"] is None
+    assert_problem(api.call("POST", f"/tasks/{task_id}/retry", "admin"), 409, "RETRY")
+
+
+def test_ignore_a_task(api: Api) -> None:
+    task_id = _failed_task(api)
+    refused_unchanged(api, "POST", f"/tasks/{task_id}/ignore", "oa")
+    refused_unchanged(api, "POST", f"/tasks/{task_id}/ignore", "stu")
+    assert_problem(api.call("POST", "/tasks/999999/ignore", "admin"), 404)
+    response = api.call("POST", f"/tasks/{task_id}/ignore", "admin")
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "ignore"
+    events = api.call("GET", f"/tasks/{task_id}/events", "stu").json()["items"]
+    assert [e["status"] for e in events] == ["ignore"] and events[0]["end_time"]
+    assert_problem(api.call("POST", f"/tasks/{task_id}/ignore", "admin"), 409, "IGNORE")
+
+
+def test_task_events_are_for_those_who_see_the_task(api: Api) -> None:
+    task_id = _failed_task(api)
+    assert api.call("GET", f"/tasks/{task_id}/events", "stu").json() == {"items": [], "next": None}
+    refused_unchanged(api, "GET", f"/tasks/{task_id}/events", "eve")
+    assert_problem(api.call("GET", "/tasks/999999/events", "admin"), 404)
+    assert_problem(api.call("GET", "/tasks/x/events", "admin"), 422, "path.task_id")
 
 
 # --- requests ----------------------------------------------------------------------

@@ -131,6 +131,23 @@ class TaskList(BaseModel):
     next: None = None
 
 
+class TaskEventOut(BaseModel):
+    """One attempt of a task (or its retry or ignore)."""
+
+    id: int
+    status: str
+    message: str | None
+    worker: str | None
+    start_time: Time
+    end_time: Time | None
+
+
+class TaskEventList(BaseModel):
+    items: list[TaskEventOut]
+    #: always null: a task has few events
+    next: None = None
+
+
 class Accepted(BaseModel):
     """Work was queued: poll ``Location`` (the task) until it ends."""
 

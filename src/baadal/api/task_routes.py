@@ -1,20 +1,22 @@
-"""Tasks: the newest the caller may see, and one task (what a 202's Location points at)."""
+"""Tasks: the newest the caller may see, one task (what a 202's Location points at) and
+its events; admins retry a failed task or ignore one."""
 
 from __future__ import annotations
 
 from enum import StrEnum
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Response
 
 from baadal import constants as C
 from baadal.api.callers import CallerDep, errors
-from baadal.api.schemas import TaskList, TaskOut
+from baadal.api.schemas import Accepted, TaskEventList, TaskEventOut, TaskList, TaskOut
 from baadal.services import tasks
 from baadal.services.rows import Task
 
 router = APIRouter(tags=["tasks"])
 
+TaskIdPath = Annotated[int, Path(ge=1, le=C.ROW_ID_MAX, description="the task's id")]
 TaskStatusName = StrEnum("TaskStatusName", {s.name.lower(): s.name.lower() for s in C.TaskStatus})
 
 
@@ -52,6 +54,55 @@ def list_tasks(
 
 
 @router.get("/tasks/{task_id}", response_model=TaskOut, responses=errors(404), summary="one task")
-def get_task(who: CallerDep, task_id: Annotated[int, Path(ge=1, le=C.ROW_ID_MAX)]) -> TaskOut:
+def get_task(who: CallerDep, task_id: TaskIdPath) -> TaskOut:
     with who.transaction() as session:
         return task_out(tasks.get_task(session, who.actor, task_id))
+
+
+@router.get(
+    "/tasks/{task_id}/events",
+    response_model=TaskEventList,
+    responses=errors(404),
+    summary="a task's history, one event per attempt",
+)
+def task_events(who: CallerDep, task_id: TaskIdPath) -> TaskEventList:
+    with who.transaction() as session:
+        events = tasks.task_history(session, who.actor, task_id)
+        return TaskEventList(
+            items=[
+                TaskEventOut(
+                    id=e.id,
+                    status=C.TaskStatus(e.status).name.lower(),
+                    message=e.message,
+                    worker=e.worker,
+                    start_time=e.start_time,
+                    end_time=e.end_time,
+                )
+                for e in events
+            ]
+        )
+
+
+@router.post(
+    "/tasks/{task_id}/retry",
+    status_code=202,
+    response_model=Accepted,
+    responses=errors(404, 409),
+    summary="run a failed task again from the start (admins)",
+)
+def retry_task(who: CallerDep, task_id: TaskIdPath, response: Response) -> Accepted:
+    with who.transaction() as session:
+        tasks.retry(session, who.actor, task_id)
+    response.headers["Location"] = f"{C.API_PREFIX}/tasks/{task_id}"
+    return Accepted(task_id=task_id)
+
+
+@router.post(
+    "/tasks/{task_id}/ignore",
+    response_model=TaskOut,
+    responses=errors(404, 409),
+    summary="give up on a failed or waiting task (admins)",
+)
+def ignore_task(who: CallerDep, task_id: TaskIdPath) -> TaskOut:
+    with who.transaction() as session:
+        return task_out(tasks.ignore(session, who.actor, task_id))
