@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from httpx import Response
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from baadal import constants as C
 from baadal.api.app import create_app
 from baadal.config import Settings
-from baadal.db.models import VM, RequestQueue, Task
+from baadal.db.models import VM, RequestQueue, Snapshot, Task, VncAccess
 from baadal.db.session import session_scope
 from baadal.services import tokens
 from baadal.services.policy import SYSTEM
@@ -86,6 +86,13 @@ ROUTES = [
     ("GET", "/vms/1"),
     ("POST", "/vms"),
     ("POST", "/vms/1/actions/start"),
+    ("GET", "/vms/1/snapshots"),
+    ("POST", "/vms/1/snapshots/1/revert"),
+    ("DELETE", "/vms/1/snapshots/1"),
+    ("POST", "/vms/1/vnc"),
+    ("GET", "/vms/1/users"),
+    ("POST", "/vms/1/users"),
+    ("DELETE", "/vms/1/users/col"),
     ("GET", "/tasks"),
     ("GET", "/tasks/1"),
     ("GET", "/tasks/1/events"),
@@ -188,6 +195,91 @@ def test_vm_actions_refused_or_bad_change_nothing(api: Api) -> None:
     assert_problem(api.call("POST", f"/vms/{vm_id}/actions/explode", "admin"), 422, "path.action")
     assert_problem(api.call("POST", "/vms/999999/actions/start", "admin"), 404)
     assert api.state() == before
+
+
+def _snapshot_id(api: Api) -> int:
+    with session_scope(api.engine) as s:
+        return s.scalar(select(Snapshot.id).where(Snapshot.snapshot_name == "s1"))
+
+
+def test_snapshots_list_revert_and_delete(api: Api) -> None:
+    vm_id, snap_id = api.vm_id(), _snapshot_id(api)
+    listed = api.call("GET", f"/vms/{vm_id}/snapshots", "col").json()
+    assert [(s["id"], s["name"], s["type"]) for s in listed["items"]] == [(snap_id, "s1", "user")]
+    refused_unchanged(api, "GET", f"/vms/{vm_id}/snapshots", "eve")
+    assert_problem(api.call("GET", "/vms/999999/snapshots", "admin"), 404)
+    for method, path in (
+        ("POST", f"/vms/{vm_id}/snapshots/{snap_id}/revert"),
+        ("DELETE", f"/vms/{vm_id}/snapshots/{snap_id}"),
+    ):
+        refused_unchanged(api, method, path, "eve")
+        refused_unchanged(api, method, path, "ob")
+        before = api.state()
+        assert_problem(api.call(method, path.replace(str(snap_id), "999999"), "stu"), 404)
+        assert_problem(api.call(method, path.replace(str(snap_id), "s1"), "stu"), 422)
+        assert api.state() == before
+        response = api.call(method, path, "stu")
+        assert response.status_code == 202, response.text
+        task = api.call("GET", response.headers["location"].removeprefix(API), "stu").json()
+        assert task["id"] == response.json()["task_id"]
+        assert task["parameters"]["snapshot_id"] == snap_id and task["vm_id"] == vm_id
+    types = [t["type"] for t in api.call("GET", "/tasks", "admin").json()["items"][:2]]
+    assert types == [C.TaskType.DELETE_SNAPSHOT, C.TaskType.REVERT_TO_SNAPSHOT]
+
+
+def test_vnc_grant_shows_the_password_once_and_never_logs_it(
+    api: Api, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from baadal.services import vms
+
+    vm_id = api.vm_id()
+    refused_unchanged(api, "POST", f"/vms/{vm_id}/vnc", "eve")
+    before = api.state()
+    assert_problem(api.call("POST", "/vms/999999/vnc", "stu"), 404)
+    body = {"duration_s": C.VNC_ACCESS_MAX_DURATION_S + 1}
+    assert_problem(api.call("POST", f"/vms/{vm_id}/vnc", "stu", json=body), 422, "duration_s")
+    # the world's host has no domain for the VM: the host's failure is not counted
+    assert_problem(api.call("POST", f"/vms/{vm_id}/vnc", "stu"), 400, "no such domain")
+    assert api.state() == before
+    monkeypatch.setattr(vms.console, "set_new_password", lambda *_args: "pw-0123456789")
+    with caplog.at_level("DEBUG"):
+        response = api.call("POST", f"/vms/{vm_id}/vnc", "stu", json={"duration_s": 60})
+    assert response.status_code == 201, response.text
+    grant = response.json()
+    assert grant["vm_id"] == vm_id and grant["port"] == 5901
+    assert grant["password"] == "pw-0123456789" and "pw-0123456789" not in caplog.text
+    with session_scope(api.engine) as s:
+        assert s.scalar(select(func.count()).select_from(VncAccess)) == 1
+    assert api.call("POST", f"/vms/{vm_id}/vnc", "col").status_code == 201
+
+
+def test_vm_users_list_add_and_remove(api: Api) -> None:
+    vm_id = api.vm_id()
+    users = api.call("GET", f"/vms/{vm_id}/users", "col").json()["items"]
+    assert [(u["username"], u["owner"]) for u in users] == [
+        ("blk", False),
+        ("col", False),
+        ("fac", True),
+        ("stu", False),
+    ]
+    refused_unchanged(api, "GET", f"/vms/{vm_id}/users", "eve")
+    refused_unchanged(api, "POST", f"/vms/{vm_id}/users", "stu", json={"username": "eve"})
+    refused_unchanged(api, "POST", f"/vms/{vm_id}/users", "fac", json={"username": "ob"})
+    refused_unchanged(api, "DELETE", f"/vms/{vm_id}/users/col", "col")
+    before = api.state()
+    assert_problem(api.call("POST", f"/vms/{vm_id}/users", "fac", json={}), 422, "body.username")
+    assert_problem(api.call("POST", "/vms/999999/users", "fac", json={"username": "eve"}), 404)
+    assert_problem(api.call("POST", f"/vms/{vm_id}/users", "fac", json={"username": "no"}), 404)
+    assert_problem(api.call("POST", f"/vms/{vm_id}/users", "fac", json={"username": "stu"}), 409)
+    assert_problem(api.call("DELETE", f"/vms/{vm_id}/users/fac", "fac"), 409, "owns")
+    assert_problem(api.call("DELETE", f"/vms/{vm_id}/users/eve", "fac"), 404, "eve")
+    assert api.state() == before
+    assert api.call("POST", f"/vms/{vm_id}/users", "fac", json={"username": "eve"}).status_code == (
+        204
+    )
+    assert api.call("GET", f"/vms/{vm_id}", "eve").json()["name"] == "web"
+    assert api.call("DELETE", f"/vms/{vm_id}/users/eve", "oa").status_code == 204
+    refused_unchanged(api, "GET", f"/vms/{vm_id}", "eve")
 
 
 def test_create_a_vm_is_a_request(api: Api) -> None:

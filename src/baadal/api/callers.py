@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from baadal.api.schemas import Problem
@@ -23,7 +24,7 @@ _bearer = HTTPBearer(
 )
 
 _MEANINGS = {
-    400: "the body is not JSON",
+    400: "the body is not JSON, or a host failed the command (the message says which)",
     401: "no API token, or an invalid, expired or revoked one",
     403: "the caller may not do this (the message says what)",
     404: "no such object",
@@ -56,6 +57,10 @@ class Caller:
         """One transaction for the route's service call (rolled back when it raises)."""
         with runtime.transaction(self.settings) as session:
             yield session
+
+    def engine(self) -> Engine:
+        """For the services that open their own transactions (a VNC grant)."""
+        return runtime.checked_engine(self.settings)
 
 
 def _caller(

@@ -77,6 +77,53 @@ class VMCreate(Body):
     purpose: Text | None = None
 
 
+class SnapshotOut(BaseModel):
+    id: int
+    name: str
+    #: user, daily, weekly, monthly, yearly or maintenance
+    type: str
+    taken_at: Time
+
+
+class SnapshotList(BaseModel):
+    items: list[SnapshotOut]
+    #: always null: a VM has few snapshots
+    next: None = None
+
+
+class VncCreate(Body):
+    #: how long the console stays open
+    duration_s: int = Field(default=C.VNC_ACCESS_DURATION_S, ge=1, le=C.VNC_ACCESS_MAX_DURATION_S)
+
+
+class VncOut(BaseModel):
+    """Where to open the console; the password is shown this once and stored nowhere."""
+
+    vm_id: int
+    vnc_ip: str
+    port: int
+    token: str
+    password: str | None
+    expires: Time
+
+
+class VMUserOut(BaseModel):
+    username: str
+    name: str
+    organisation: str
+    owner: bool
+
+
+class VMUserList(BaseModel):
+    items: list[VMUserOut]
+    #: always null: the owner and those the VM is shared with
+    next: None = None
+
+
+class VMUserAdd(Body):
+    username: Name
+
+
 class RequestOut(BaseModel):
     id: int
     kind: str
