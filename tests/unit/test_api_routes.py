@@ -108,6 +108,9 @@ ROUTES = [
     ("GET", "/tokens"),
     ("POST", "/tokens"),
     ("POST", "/tokens/1/revoke"),
+    ("GET", "/hosts"),
+    ("GET", "/hosts/1"),
+    ("GET", "/audit"),
 ]
 
 
@@ -424,6 +427,44 @@ def test_reject_and_withdraw(api: Api) -> None:
         assert s.get(RequestQueue, other).status == C.RequestStatus.REJECTED
 
 
+# --- hosts and the audit log --------------------------------------------------------
+
+
+def test_hosts_are_for_admins(api: Api) -> None:
+    listed = api.call("GET", "/hosts", "admin").json()
+    assert [h["name"] for h in listed["items"]] == ["host1", "host2"] and listed["next"] is None
+    first = listed["items"][0]
+    assert api.call("GET", f"/hosts/{first['id']}", "admin").json() == first
+    assert first["status"] in {"up", "down", "maintenance"}
+    for who in ("oa", "fac", "stu", "eve"):
+        refused_unchanged(api, "GET", "/hosts", who)
+        refused_unchanged(api, "GET", f"/hosts/{first['id']}", who)
+    assert_problem(api.call("GET", "/hosts/999999", "admin"), 404, "999999")
+    assert_problem(api.call("GET", "/hosts/host1", "admin"), 422, "path.host_id")
+
+
+def test_the_audit_log_shows_each_their_share(api: Api) -> None:
+    vm_id = api.vm_id()
+    assert api.call("POST", f"/vms/{vm_id}/actions/stop", "stu").status_code == 202
+    refused_unchanged(api, "GET", "/hosts", "eve")
+    refused_unchanged(api, "GET", "/audit", "blk")
+    mine = api.call("GET", "/audit", "stu").json()
+    assert mine["next"] is None and {e["actor"] for e in mine["items"]} == {"stu"}
+    assert "operate" in {e["function"].rsplit(".", 1)[-1] for e in mine["items"]}
+    everything = api.call("GET", "/audit", "admin", params={"user": "eve", "limit": 5}).json()
+    assert [e["actor"] for e in everything["items"]] == ["eve"]
+    assert everything["items"][0]["outcome"].startswith("refused")
+    assert api.call("GET", "/audit", "ob", params={"user": "stu"}).json()["items"] == []
+    assert api.call("GET", "/audit", "admin", params={"since": "2999-01-01"}).json() == {
+        "items": [],
+        "next": None,
+    }
+    before = api.state()
+    for params in ({"limit": 0}, {"limit": C.AUDIT_LIST_MAX + 1}, {"since": "yesterday"}):
+        assert_problem(api.call("GET", "/audit", "admin", params=params), 422)
+    assert api.state() == before
+
+
 # --- errors ------------------------------------------------------------------------
 
 
@@ -450,3 +491,8 @@ def test_unknown_paths_and_methods_are_problems(api: Api) -> None:
 
 def test_an_unknown_query_parameter_is_422(api: Api) -> None:
     assert_problem(api.call("GET", "/vms", "admin", params={"stauts": "running"}), 422, "stauts")
+
+
+def test_a_repeated_query_parameter_is_422(api: Api) -> None:
+    response = api.call("GET", "/vms?owner=fac&owner=stu", "admin")
+    assert_problem(response, 422, "query.owner: given more than once")

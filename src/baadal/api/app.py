@@ -16,7 +16,15 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
 from baadal import constants as C
-from baadal.api import me_routes, request_routes, task_routes, token_routes, vm_routes
+from baadal.api import (
+    audit_routes,
+    host_routes,
+    me_routes,
+    request_routes,
+    task_routes,
+    token_routes,
+    vm_routes,
+)
 from baadal.config import Settings, get_settings
 from baadal.errors import (
     BaadalError,
@@ -106,7 +114,7 @@ def _query_names(dependant: Dependant) -> set[str]:
 
 def _known_query(request: Request) -> None:
     """An unknown query parameter is a mistake (``?stauts=running`` would list every VM),
-    refused like an unknown key in a body or the settings file."""
+    refused like an unknown key in a body or the settings file; so is a repeated one."""
     route = request.scope.get("route")
     if not isinstance(route, APIRoute):
         return
@@ -115,6 +123,10 @@ def _known_query(request: Request) -> None:
     if unknown:
         allowed = ", ".join(sorted(known)) or "none"
         raise ValidationError(f"query.{unknown[0]}: unknown parameter (known: {allowed})")
+    names = [name for name, _value in request.query_params.multi_items()]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:  # no parameter takes a list: the last of two would win silently
+        raise ValidationError(f"query.{repeated[0]}: given more than once")
 
 
 def _docs_page(app: FastAPI) -> str:
@@ -146,7 +158,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(
         title="Baadal",
         version="1",
-        description="Baadal private cloud: VMs, requests and tasks.",
+        description="Baadal private cloud: VMs, requests, tasks, hosts and the audit log.",
         openapi_url=f"{C.API_PREFIX}/openapi.json",
         docs_url=None,
         redoc_url=None,
@@ -159,6 +171,8 @@ def create_app(settings: Settings) -> FastAPI:
         request_routes.router,
         task_routes.router,
         token_routes.router,
+        host_routes.router,
+        audit_routes.router,
     ):
         app.include_router(router, prefix=C.API_PREFIX)
     app.add_exception_handler(BaadalError, _baadal_error)

@@ -201,6 +201,49 @@ class Accepted(BaseModel):
     task_id: int
 
 
+class HostOut(BaseModel):
+    id: int
+    name: str
+    address: str
+    #: down, up or maintenance
+    status: str
+    type: str
+    category: str | None
+    cpus: int
+    ram_gb: int
+    disk_gb: int
+    #: what the VMs placed on the host reserve
+    ram_used_mb: int
+    vcpus_used: int
+
+
+class HostList(BaseModel):
+    items: list[HostOut]
+    #: always null: every host, by name
+    next: None = None
+
+
+class AuditEntryOut(BaseModel):
+    id: int
+    at: Time
+    #: who acted
+    actor: str
+    function: str
+    action: str
+    target_type: str | None
+    #: null in a refusal the caller may not see the object of
+    target_id: int | None
+    target_name: str | None
+    detail: str | None
+    outcome: str
+
+
+class AuditList(BaseModel):
+    items: list[AuditEntryOut]
+    #: always null: the newest entries, bounded by ``limit``
+    next: None = None
+
+
 class TokenCreate(Body):
     name: str = Field(default="api", pattern=f"^{C.API_TOKEN_NAME_RE}$")
     expires_days: int | None = Field(default=None, ge=1, le=C.API_TOKEN_DAYS_MAX)
