@@ -305,6 +305,8 @@ def test_create_a_vm_is_a_request(api: Api) -> None:
         ({"name": "x", "template": "tiny", "ram_mb": 300}, "body.ram_mb"),
         ({"name": "x", "template": "tiny", "purpose": "a\u0007"}, "body.purpose"),
         ({"name": "x", "template": "tiny", "vcpus": "many"}, "body.vcpus"),
+        ({"name": "x", "template": "tiny", "extra_disk_gb": True}, "body.extra_disk_gb"),
+        ({"name": "x", "template": "tiny", "extra_disk_gb": "5"}, "body.extra_disk_gb"),
     ],
 )
 def test_create_bad_input_is_422_and_changes_nothing(api: Api, body: dict, detail: str) -> None:

@@ -18,9 +18,10 @@ Name = Annotated[str, Field(min_length=1, max_length=128)]
 
 
 class Body(BaseModel):
-    """Request bodies: an unknown field is a mistake, not something to ignore."""
+    """Request bodies: an unknown field is a mistake, not something to ignore; so is a
+    value of another type (``true`` is not the number 1, nor ``"5"`` the number 5)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Problem(BaseModel):
