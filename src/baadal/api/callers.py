@@ -7,12 +7,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from baadal.api.schemas import Problem
+from baadal import constants as C
+from baadal.api.schemas import Accepted, Problem
 from baadal.config import Settings
 from baadal.errors import Unauthenticated
 from baadal.services import runtime, tokens
@@ -76,3 +77,9 @@ def _caller(
 
 
 CallerDep = Annotated[Caller, Depends(_caller)]
+
+
+def accepted(task_id: int, response: Response) -> Accepted:
+    """A 202 answer for queued work: the task's id, and where to poll it."""
+    response.headers["Location"] = f"{C.API_PREFIX}/tasks/{task_id}"
+    return Accepted(task_id=task_id)

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response
 
 from baadal import constants as C
-from baadal.api.callers import CallerDep, errors
+from baadal.api.callers import CallerDep, accepted, errors
 from baadal.api.schemas import Accepted, TaskEventList, TaskEventOut, TaskList, TaskOut
 from baadal.services import tasks
 from baadal.services.rows import Task
@@ -93,8 +93,7 @@ def task_events(who: CallerDep, task_id: TaskIdPath) -> TaskEventList:
 def retry_task(who: CallerDep, task_id: TaskIdPath, response: Response) -> Accepted:
     with who.transaction() as session:
         tasks.retry(session, who.actor, task_id)
-    response.headers["Location"] = f"{C.API_PREFIX}/tasks/{task_id}"
-    return Accepted(task_id=task_id)
+    return accepted(task_id, response)
 
 
 @router.post(

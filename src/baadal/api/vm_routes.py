@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response
 
 from baadal import constants as C
-from baadal.api.callers import CallerDep, errors
+from baadal.api.callers import CallerDep, accepted, errors
 from baadal.api.request_routes import request_out
 from baadal.api.schemas import (
     Accepted,
@@ -138,12 +138,7 @@ def act(who: CallerDep, vm_id: VMIdPath, action: VMAction, response: Response) -
         else:
             task = vms.operate(session, who.actor, vm_id, action.value)
         task_id = task.id
-    return _accepted(task_id, response)
-
-
-def _accepted(task_id: int, response: Response) -> Accepted:
-    response.headers["Location"] = f"{C.API_PREFIX}/tasks/{task_id}"
-    return Accepted(task_id=task_id)
+    return accepted(task_id, response)
 
 
 @router.get(
@@ -180,7 +175,7 @@ def revert_snapshot(
 ) -> Accepted:
     with who.transaction() as session:
         task_id = vms.request_revert(session, who.actor, vm_id, snapshot_id).id
-    return _accepted(task_id, response)
+    return accepted(task_id, response)
 
 
 @router.delete(
@@ -195,7 +190,7 @@ def delete_snapshot(
 ) -> Accepted:
     with who.transaction() as session:
         task_id = vms.request_delete_snapshot(session, who.actor, vm_id, snapshot_id).id
-    return _accepted(task_id, response)
+    return accepted(task_id, response)
 
 
 @router.post(

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from baadal import constants as C
 from baadal.config import Settings
 from baadal.db.models import User, UserGroup, UserMembership
-from baadal.errors import NotFoundError, PermissionDenied, ValidationError
+from baadal.errors import NotFoundError, ValidationError
 
 
 def parse_role(name: str) -> C.Role:
@@ -84,10 +84,3 @@ def add_or_update_user_memberships(
     )
     add_membership_db(session, user_id, wanted)
     return wanted
-
-
-def require_role(session: Session, user: User, *allowed: C.Role) -> None:
-    """Refuse unless ``user`` holds one of ``allowed`` (every front door checks this)."""
-    if not user_roles(session, user.id) & set(allowed):
-        names = " or ".join(r.value for r in allowed)
-        raise PermissionDenied(f"{user.username} may not do this: it needs the {names} role")
