@@ -106,8 +106,10 @@ def test_public_ip_and_vnc_through_the_nat_box(lab: Lab) -> None:
     # a public IP already mapped elsewhere is refused, and nothing changes
     assert len(nat_box.baadal_rules(settings)) == 2  # DNAT + SNAT, as `net nat show` lists
     rules_mapped = _nat_rules(lab)
+    # another private address than the VM's (its address is a random pick from the pool)
+    elsewhere = next(f"10.99.10.{n}" for n in (77, 78) if f"10.99.10.{n}" != private)
     with pytest.raises(ConflictError, match="already mapped"):
-        nat_box.create_mapping(settings, nat_box.PublicIpMapping(public, "10.99.10.77"))
+        nat_box.create_mapping(settings, nat_box.PublicIpMapping(public, elsewhere))
     assert _nat_rules(lab) == rules_mapped
 
     # a VNC grant reaches the console until it expires; the 11th grant of a day is refused
