@@ -109,7 +109,7 @@ class Cloud:
         """(who, function, object, outcome) of the requests' and VMs' audit entries
         from ``since`` on, as the admin reads them, oldest first."""
         with session_scope(self.lab.engine) as s:
-            found = audit.list_entries(s, actor_for(s, "ada"), since=since, vm=vm)
+            found = audit.list_entries(s, actor_for(s, "ada"), since=since, vm=vm).items
         return [
             (e.actor_name, e.function, f"{e.target_type} {e.target_name}", e.outcome.split(":")[0])
             for e in reversed(found)

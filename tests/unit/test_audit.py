@@ -210,7 +210,7 @@ def test_each_reads_their_share(
     engine = world
     _log_some(engine)
     with Session(engine) as s:
-        got = audit.list_entries(s, actor_for(s, who))
+        got = audit.list_entries(s, actor_for(s, who)).items
     assert sorted(e.actor_name for e in got) == seen
 
 
@@ -220,7 +220,7 @@ def test_below_admins_a_refusal_does_not_name_its_object(world: Engine) -> None:
     with Session(world) as s:
         for who, shows in [("admin", ("vm", "web")), ("ob", ("vm", None))]:
             (refusal,) = [
-                e for e in audit.list_entries(s, actor_for(s, who)) if e.actor_name == "ob"
+                e for e in audit.list_entries(s, actor_for(s, who)).items if e.actor_name == "ob"
             ]
             assert (refusal.target_type, refusal.target_name) == shows, who
             assert refusal.target_id is None or who == "admin"
@@ -233,19 +233,22 @@ def test_filters_limits_and_a_deleted_vm(
     _log_some(engine)
     with session_scope(engine) as s:
         web_id = s.scalar(select(VM.id))
-        names = [e.actor_name for e in audit.list_entries(s, SYSTEM, vm="web")]
+        names = [e.actor_name for e in audit.list_entries(s, SYSTEM, vm="web").items]
         assert names == ["ob", "stu"]  # newest first; ob was refused, on this VM
-        assert len(audit.list_entries(s, SYSTEM, vm=str(web_id))) == 2
-        assert [e.function for e in audit.list_entries(s, SYSTEM, user="admin")] == [
+        assert len(audit.list_entries(s, SYSTEM, vm=str(web_id)).items) == 2
+        assert [e.function for e in audit.list_entries(s, SYSTEM, user="admin").items] == [
             "organisations.add_organisation"
         ]
-        assert audit.list_entries(s, SYSTEM, since="2999-01-01") == []
-        assert len(audit.list_entries(s, SYSTEM, since="2000-01-01T00:00+05:30")) == 3
-        assert [e.actor_name for e in audit.list_entries(s, SYSTEM, limit=1)] == ["admin"]
+        assert audit.list_entries(s, SYSTEM, since="2999-01-01").items == []
+        assert len(audit.list_entries(s, SYSTEM, since="2000-01-01T00:00+05:30").items) == 3
+        assert [e.actor_name for e in audit.list_entries(s, SYSTEM, limit=1).items] == ["admin"]
         s.execute(delete(VM))
     with Session(engine) as s:  # kept after the VM is gone, found by its name or id
-        assert [e.actor_name for e in audit.list_entries(s, SYSTEM, vm="web")] == ["ob", "stu"]
-        assert len(audit.list_entries(s, SYSTEM, vm=str(web_id))) == 2
+        assert [e.actor_name for e in audit.list_entries(s, SYSTEM, vm="web").items] == [
+            "ob",
+            "stu",
+        ]
+        assert len(audit.list_entries(s, SYSTEM, vm=str(web_id)).items) == 2
         for kwargs, message in [
             ({"limit": 0}, "limit must be 1-1000"),
             ({"limit": 1001}, "limit must be 1-1000"),
@@ -270,7 +273,7 @@ def test_the_list_is_one_query_however_long(
     with Session(engine) as s:
         oa = actor_for(s, "oa")
         statements.clear()
-        got = audit.list_entries(s, oa, vm="web", limit=1000)
+        got = audit.list_entries(s, oa, vm="web", limit=1000).items
     assert len(got) == 20
     assert len([q for q in statements if "audit_log" in q]) == 1, statements
     # and an indexed one: SQLite's plan for a person's or a VM's entries names its index

@@ -202,7 +202,7 @@ def test_a_deleted_vms_audit_keeps_the_approval_that_made_it(
     run(engine, settings, task_id)
 
     def about_vm1() -> list[tuple[str, str]]:
-        found = call(engine, "admin", audit.list_entries, vm="vm1")
+        found = call(engine, "admin", audit.list_entries, vm="vm1").items
         return [(e.actor_name, e.function) for e in found]
 
     before = about_vm1()
@@ -509,7 +509,7 @@ def test_lists_follow_the_policy(sqlite_engine: Engine, settings: Settings, clou
     mine = make(engine, settings, "stu", "a", collaborators=["col"])
     other = make(engine, settings, "fb", "b")
     seen = {
-        who: {r.id for r in call(engine, who, vm_requests.list_requests)}
+        who: {r.id for r in call(engine, who, vm_requests.list_requests).items}
         for who in ("admin", "oa", "ob", "fac", "fac2", "stu", "col", "eve", "fb")
     }
     assert seen["admin"] == {mine, other}

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from baadal import constants as C
-from baadal.api.callers import CallerDep, errors
+from baadal.api.callers import BeforeQuery, CallerDep, errors
 from baadal.api.schemas import AuditEntryOut, AuditList
 from baadal.services import audit
 
@@ -26,10 +26,14 @@ def list_audit(
         str | None, Query(min_length=1, max_length=40, description="an ISO date or time")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=C.AUDIT_LIST_MAX)] = C.AUDIT_LIST_DEFAULT,
+    before: BeforeQuery = None,
 ) -> AuditList:
     with who.transaction() as session:
-        entries = audit.list_entries(session, who.actor, user=user, vm=vm, since=since, limit=limit)
+        page = audit.list_entries(
+            session, who.actor, user=user, vm=vm, since=since, limit=limit, before=before
+        )
     return AuditList(
+        next=page.next,
         items=[
             AuditEntryOut(
                 id=e.id,
@@ -43,6 +47,6 @@ def list_audit(
                 detail=e.detail,
                 outcome=e.outcome,
             )
-            for e in entries
-        ]
+            for e in page.items
+        ],
     )

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, Request, Response
+from fastapi import Depends, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -77,6 +77,14 @@ def _caller(
 
 
 CallerDep = Annotated[Caller, Depends(_caller)]
+#: where a newest-first list's page starts: the previous page's ``next``
+BeforeQuery = Annotated[
+    int | None, Query(ge=1, le=C.ROW_ID_MAX, description="the previous page's next")
+]
+#: where an oldest-first list's page starts: the previous page's ``next``
+AfterQuery = Annotated[
+    int | None, Query(ge=0, le=C.ROW_ID_MAX, description="the previous page's next")
+]
 
 
 def accepted(task_id: int, response: Response) -> Accepted:

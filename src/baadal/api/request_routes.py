@@ -1,15 +1,16 @@
-"""Requests for VMs: list, show, and the steps of the approval chain (verify, approve,
-reject, withdraw). Making one is ``POST /requests`` or ``POST /vms`` (vm_routes)."""
+"""Requests for VMs: list, show, change a pending one, remind its next approver, and the
+steps of the approval chain (verify, approve, reject, withdraw). Making one is
+``POST /requests`` or ``POST /vms``, and the VM changes under ``/vms/{id}`` (vm_routes)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Path, Query, Response
 
 from baadal import constants as C
-from baadal.api.callers import CallerDep, errors
-from baadal.api.schemas import Reject, RequestList, RequestOut
+from baadal.api.callers import BeforeQuery, CallerDep, errors
+from baadal.api.schemas import Reject, Reminded, RequestEdit, RequestList, RequestOut
 from baadal.services import vm_requests
 from baadal.services.vm_requests import RequestInfo
 
@@ -42,11 +43,20 @@ def request_out(info: RequestInfo) -> RequestOut:
     )
 
 
-@router.get("/requests", response_model=RequestList, responses=errors(), summary="list requests")
-def list_requests(who: CallerDep, pending: bool = False) -> RequestList:
+@router.get(
+    "/requests", response_model=RequestList, responses=errors(), summary="requests, newest first"
+)
+def list_requests(
+    who: CallerDep,
+    pending: Annotated[bool, Query(description="only those still waiting")] = False,
+    limit: Annotated[int, Query(ge=1, le=C.TASK_LIST_MAX)] = C.API_PAGE_DEFAULT,
+    before: BeforeQuery = None,
+) -> RequestList:
     with who.transaction() as session:
-        found = vm_requests.list_requests(session, who.actor, pending_only=pending)
-    return RequestList(items=[request_out(info) for info in found])
+        page = vm_requests.list_requests(
+            session, who.actor, pending_only=pending, limit=limit, before=before
+        )
+    return RequestList(items=[request_out(info) for info in page.items], next=page.next)
 
 
 @router.get(
@@ -58,6 +68,32 @@ def list_requests(who: CallerDep, pending: bool = False) -> RequestList:
 def get_request(who: CallerDep, request_id: RequestIdPath) -> RequestOut:
     with who.transaction() as session:
         return request_out(vm_requests.get_request(session, who.actor, request_id))
+
+
+@router.patch(
+    "/requests/{request_id}",
+    response_model=RequestOut,
+    responses=errors(400, 404, 409),
+    summary="change a pending request (its approvers: only the sizes)",
+)
+def edit_request(who: CallerDep, request_id: RequestIdPath, body: RequestEdit) -> RequestOut:
+    with who.transaction() as session:
+        info = vm_requests.edit_request(
+            session, who.actor, who.settings, request_id, **body.model_dump(exclude_none=True)
+        )
+        return request_out(info)
+
+
+@router.post(
+    "/requests/{request_id}/remind",
+    response_model=Reminded,
+    responses=errors(404, 409),
+    summary="remind whom a pending request waits for (once a day)",
+)
+def remind(who: CallerDep, request_id: RequestIdPath) -> Reminded:
+    with who.transaction() as session:
+        whom = vm_requests.remind_request(session, who.actor, request_id)
+    return Reminded(request_id=request_id, reminded=whom)
 
 
 @router.post(

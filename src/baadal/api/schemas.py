@@ -15,6 +15,12 @@ Time = Annotated[datetime, AfterValidator(lambda t: t if t.tzinfo else t.replace
 Text = Annotated[str, Field(max_length=C.VM_PURPOSE_MAX, pattern=C.NO_CONTROL_PATTERN)]
 #: a user's, template's or security domain's name (a lookup: unknown ones are 404)
 Name = Annotated[str, Field(min_length=1, max_length=128)]
+#: a RAM size a VM may have, in MB
+RamMB = Literal[C.ALLOWED_RAM_MB]  # type: ignore[valid-type]
+#: a vCPU count a VM may have
+Vcpus = Literal[C.ALLOWED_VCPUS]  # type: ignore[valid-type]
+#: the size of an extra disk, in GB
+DiskGB = Annotated[int, Field(ge=C.EXTRA_DISK_GB_RANGE[0], le=C.EXTRA_DISK_GB_RANGE[1])]
 
 
 class Body(BaseModel):
@@ -66,8 +72,8 @@ class VMCreate(Body):
 
     name: str = Field(min_length=1, max_length=30, pattern=C.SAFE_NAME_PATTERN)
     template: Name
-    ram_mb: Literal[C.ALLOWED_RAM_MB] = 256  # type: ignore[valid-type]
-    vcpus: Literal[C.ALLOWED_VCPUS] = 1  # type: ignore[valid-type]
+    ram_mb: RamMB = 256
+    vcpus: Vcpus = 1
     security_domain: Name | None = None
     public_ip: bool = False
     #: 0: none; else the size of an extra disk
@@ -76,6 +82,69 @@ class VMCreate(Body):
     approver: Name | None = None
     collaborators: list[Name] = Field(default_factory=list, max_length=50)
     purpose: Text | None = None
+
+
+class ChangeNote(Body):
+    """What a change to a VM says to its approvers: it is a request (queued at once for
+    admins), as ``baadal request clone|disk|edit``."""
+
+    #: the faculty member who vouches for a student's request
+    approver: Name | None = None
+    purpose: Text | None = None
+
+
+class VMEdit(ChangeNote):
+    """Only what is given changes (RAM and vCPUs once the VM is shut off)."""
+
+    ram_mb: RamMB | None = None
+    vcpus: Vcpus | None = None
+    #: true attaches a public IP, false gives it back
+    public_ip: bool | None = None
+    #: move the VM to this security domain (a running VM reboots)
+    security_domain: Name | None = None
+
+
+class DiskAttach(ChangeNote):
+    size_gb: DiskGB
+
+
+class CloneCreate(ChangeNote):
+    """Clones of a shut-off VM, named ``<name>_clone<k>``."""
+
+    count: int = Field(default=1, ge=1, le=C.CLONE_COUNT_MAX)
+
+
+class Migrate(Body):
+    #: the destination host; default: placement chooses
+    host: str | None = Field(default=None, min_length=1, max_length=C.HOST_NAME_MAX)
+    #: false: pause a running guest while it moves (a shut-off VM always moves offline)
+    live: bool = True
+
+
+class DiskOut(BaseModel):
+    name: str
+    size_gb: int
+    datastore: str
+    #: false while the task that attaches it is still running
+    attached: bool
+
+
+class DiskList(BaseModel):
+    items: list[DiskOut]
+    #: always null: a VM has few disks
+    next: None = None
+
+
+class UtilizationOut(BaseModel):
+    """Averages over the period from the VM's monitoring history; null: no data."""
+
+    period: str
+    cpu_percent: float | None
+    ram_bytes: float | None
+    disk_read_bytes_s: float | None
+    disk_written_bytes_s: float | None
+    net_received_bytes_s: float | None
+    net_sent_bytes_s: float | None
 
 
 class SnapshotOut(BaseModel):
@@ -149,8 +218,28 @@ class RequestOut(BaseModel):
 
 class RequestList(BaseModel):
     items: list[RequestOut]
-    #: always null: the list is the newest requests, bounded
-    next: None = None
+    #: the ``before`` that gives the next (older) page; null on the last one
+    next: int | None
+
+
+class RequestEdit(Body):
+    """Only what is given changes; an approver who did not ask changes only the sizes."""
+
+    ram_mb: RamMB | None = None
+    vcpus: Vcpus | None = None
+    extra_disk_gb: DiskGB | None = None
+    #: the size of the disk an attach-disk request asks for
+    disk_gb: DiskGB | None = None
+    clone_count: int | None = Field(default=None, ge=1, le=C.CLONE_COUNT_MAX)
+    public_ip: bool | None = None
+    security_domain: Name | None = None
+    purpose: Text | None = None
+
+
+class Reminded(BaseModel):
+    request_id: int
+    #: whom the request waits for (they were mailed)
+    reminded: str
 
 
 class Reject(Body):
@@ -175,8 +264,8 @@ class TaskOut(BaseModel):
 
 class TaskList(BaseModel):
     items: list[TaskOut]
-    #: always null: the list is the newest tasks, bounded by ``limit``
-    next: None = None
+    #: the ``before`` that gives the next (older) page; null on the last one
+    next: int | None
 
 
 class TaskEventOut(BaseModel):
@@ -241,8 +330,8 @@ class AuditEntryOut(BaseModel):
 
 class AuditList(BaseModel):
     items: list[AuditEntryOut]
-    #: always null: the newest entries, bounded by ``limit``
-    next: None = None
+    #: the ``before`` that gives the next (older) page; null on the last one
+    next: int | None
 
 
 class TokenCreate(Body):
@@ -271,4 +360,5 @@ class NewTokenOut(TokenOut):
 
 class TokenList(BaseModel):
     items: list[TokenOut]
-    next: None = None
+    #: the ``after`` that gives the next page; null on the last one
+    next: int | None

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response
 
 from baadal import constants as C
-from baadal.api.callers import CallerDep, accepted, errors
+from baadal.api.callers import BeforeQuery, CallerDep, accepted, errors
 from baadal.api.schemas import Accepted, TaskEventList, TaskEventOut, TaskList, TaskOut
 from baadal.services import tasks
 from baadal.services.rows import Task
@@ -35,22 +35,26 @@ def task_out(task: Task) -> TaskOut:
     )
 
 
-@router.get("/tasks", response_model=TaskList, responses=errors(), summary="the newest tasks")
+@router.get(
+    "/tasks", response_model=TaskList, responses=errors(), summary="the tasks, newest first"
+)
 def list_tasks(
     who: CallerDep,
     status: TaskStatusName | None = None,
     vm_id: Annotated[int | None, Query(ge=1, le=C.ROW_ID_MAX)] = None,
     limit: Annotated[int, Query(ge=1, le=C.TASK_LIST_MAX)] = C.ITEMS_PER_PAGE,
+    before: BeforeQuery = None,
 ) -> TaskList:
     with who.transaction() as session:
-        found = tasks.list_tasks(
+        page = tasks.list_tasks(
             session,
             who.actor,
             status=C.TaskStatus[status.upper()] if status else None,
             vm_id=vm_id,
             limit=limit,
+            before=before,
         )
-        return TaskList(items=[task_out(t) for t in found])
+        return TaskList(items=[task_out(t) for t in page.items], next=page.next)
 
 
 @router.get("/tasks/{task_id}", response_model=TaskOut, responses=errors(404), summary="one task")

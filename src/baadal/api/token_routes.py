@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from baadal import constants as C
-from baadal.api.callers import CallerDep, errors
+from baadal.api.callers import AfterQuery, CallerDep, errors
 from baadal.api.schemas import NewTokenOut, TokenCreate, TokenList, TokenOut
 from baadal.services import tokens
 from baadal.services.tokens import TokenInfo
@@ -33,10 +33,12 @@ def token_out(info: TokenInfo) -> TokenOut:
 def list_tokens(
     who: CallerDep,
     username: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+    limit: Annotated[int, Query(ge=1, le=C.API_PAGE_MAX)] = C.API_PAGE_DEFAULT,
+    after: AfterQuery = None,
 ) -> TokenList:
     with who.transaction() as session:
-        found = tokens.list_tokens(session, who.actor, username=username)
-    return TokenList(items=[token_out(info) for info in found])
+        page = tokens.list_tokens(session, who.actor, username=username, limit=limit, after=after)
+    return TokenList(items=[token_out(info) for info in page.items], next=page.next)
 
 
 @router.post(

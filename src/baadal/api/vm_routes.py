@@ -1,6 +1,8 @@
 """VMs: the list (filtered, one query per page), one VM, a new one (a request), the
-direct operations and snapshot reverts and deletions, which queue a task and answer 202
-with where to poll it, a VNC console grant, and the VM's users."""
+direct operations, snapshot reverts and deletions and migrations, which queue a task and
+answer 202 with where to poll it; changes (edit, a disk, clones, a public IP), which are
+requests queued at once for admins; a VNC console grant, the VM's users, disks, usage
+averages and graphs."""
 
 from __future__ import annotations
 
@@ -8,16 +10,25 @@ from enum import StrEnum
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
+from sqlalchemy.orm import Session
 
 from baadal import constants as C
-from baadal.api.callers import CallerDep, accepted, errors
+from baadal.api.callers import AfterQuery, CallerDep, accepted, errors
 from baadal.api.request_routes import request_out
 from baadal.api.schemas import (
     Accepted,
+    ChangeNote,
+    CloneCreate,
+    DiskAttach,
+    DiskList,
+    DiskOut,
+    Migrate,
     RequestOut,
     SnapshotList,
     SnapshotOut,
+    UtilizationOut,
     VMCreate,
+    VMEdit,
     VMList,
     VMOut,
     VMUserAdd,
@@ -26,7 +37,7 @@ from baadal.api.schemas import (
     VncCreate,
     VncOut,
 )
-from baadal.services import vm_requests, vms
+from baadal.services import monitoring, vm_requests, vms
 from baadal.services.rows import VM
 
 router = APIRouter(tags=["vms"])
@@ -37,6 +48,10 @@ VMStatusName = StrEnum("VMStatusName", {s.name.lower(): s.name.lower() for s in 
 VMIdPath = Annotated[int, Path(ge=1, le=C.ROW_ID_MAX, description="the VM's id")]
 SnapshotIdPath = Annotated[int, Path(ge=1, le=C.ROW_ID_MAX, description="the snapshot's id")]
 UsernamePath = Annotated[str, Path(min_length=1, max_length=128)]
+GraphName = StrEnum("GraphName", {name: name for name in monitoring.GRAPH_NAMES})
+Period = StrEnum("Period", {name: name for name in C.GRAPH_PERIODS})
+PeriodQuery = Annotated[Period, Query(description="how far back: the last hour, day, ...")]
+PNG = "image/png"
 
 
 def vm_out(vm: VM, owner: str | None) -> VMOut:
@@ -59,9 +74,7 @@ def vm_out(vm: VM, owner: str | None) -> VMOut:
 @router.get("/vms", response_model=VMList, responses=errors(), summary="list VMs")
 def list_vms(
     who: CallerDep,
-    after: Annotated[
-        int | None, Query(ge=0, le=C.ROW_ID_MAX, description="the previous page's next")
-    ] = None,
+    after: AfterQuery = None,
     limit: Annotated[int, Query(ge=1, le=C.API_PAGE_MAX)] = C.API_PAGE_DEFAULT,
     status: VMStatusName | None = None,
     owner: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
@@ -78,6 +91,17 @@ def list_vms(
             host=host,
         )
         return VMList(items=[vm_out(vm, name) for vm, name in page.items], next=page.next)
+
+
+def change_accepted(
+    session: Session, who: CallerDep, request_id: int, response: Response
+) -> RequestOut:
+    """A change is a request: its task's Location once queued (at once for admins), else
+    the request's, to follow its approval."""
+    out = request_out(vm_requests.get_request(session, who.actor, request_id))
+    where = f"tasks/{out.task_id}" if out.task_id is not None else f"requests/{out.id}"
+    response.headers["Location"] = f"{C.API_PREFIX}/{where}"
+    return out
 
 
 @router.get("/vms/{vm_id}", response_model=VMOut, responses=errors(404), summary="one VM")
@@ -254,3 +278,174 @@ def remove_vm_user(who: CallerDep, vm_id: VMIdPath, username: UsernamePath) -> R
     with who.transaction() as session:
         vms.remove_vm_user(session, who.actor, vm_id, username)
     return Response(status_code=204)
+
+
+CHANGE = {
+    "status_code": 202,
+    "response_model": RequestOut,
+    "responses": errors(400, 404, 409),
+}
+
+
+@router.patch(
+    "/vms/{vm_id}",
+    **CHANGE,
+    summary="change a VM's RAM, vCPUs, public IP or security domain (a request)",
+)
+def edit_vm(who: CallerDep, vm_id: VMIdPath, body: VMEdit, response: Response) -> RequestOut:
+    with who.transaction() as session:
+        request_id = vm_requests.request_edit(
+            session,
+            who.actor,
+            who.settings,
+            vm_id,
+            ram_mb=body.ram_mb,
+            vcpus=body.vcpus,
+            public_ip=body.public_ip,
+            security_domain=body.security_domain,
+            approver=body.approver,
+            purpose=body.purpose,
+        )
+        return change_accepted(session, who, request_id, response)
+
+
+def _public_ip(
+    who: CallerDep, vm_id: int, attach: bool, note: ChangeNote | None, response: Response
+) -> RequestOut:
+    note = note or ChangeNote()
+    with who.transaction() as session:
+        request_id = vm_requests.request_edit(
+            session,
+            who.actor,
+            who.settings,
+            vm_id,
+            public_ip=attach,
+            approver=note.approver,
+            purpose=note.purpose,
+        )
+        return change_accepted(session, who, request_id, response)
+
+
+@router.post("/vms/{vm_id}/public-ip", **CHANGE, summary="give a VM a public IP (a request)")
+def attach_public_ip(
+    who: CallerDep, vm_id: VMIdPath, response: Response, body: ChangeNote | None = None
+) -> RequestOut:
+    return _public_ip(who, vm_id, True, body, response)
+
+
+@router.delete("/vms/{vm_id}/public-ip", **CHANGE, summary="give a VM's public IP back (a request)")
+def detach_public_ip(
+    who: CallerDep, vm_id: VMIdPath, response: Response, body: ChangeNote | None = None
+) -> RequestOut:
+    return _public_ip(who, vm_id, False, body, response)
+
+
+@router.get(
+    "/vms/{vm_id}/disks",
+    response_model=DiskList,
+    responses=errors(404),
+    summary="a VM's extra disks",
+)
+def list_disks(who: CallerDep, vm_id: VMIdPath) -> DiskList:
+    with who.transaction() as session:
+        found = vms.list_disks(session, who.actor, vm_id)
+    return DiskList(
+        items=[
+            DiskOut(name=d.name, size_gb=d.size_gb, datastore=d.datastore, attached=d.attached)
+            for d in found
+        ]
+    )
+
+
+@router.post("/vms/{vm_id}/disks", **CHANGE, summary="attach an extra disk to a VM (a request)")
+def attach_disk(
+    who: CallerDep, vm_id: VMIdPath, body: DiskAttach, response: Response
+) -> RequestOut:
+    with who.transaction() as session:
+        request_id = vm_requests.request_disk(
+            session,
+            who.actor,
+            who.settings,
+            vm_id,
+            body.size_gb,
+            approver=body.approver,
+            purpose=body.purpose,
+        )
+        return change_accepted(session, who, request_id, response)
+
+
+@router.post("/vms/{vm_id}/clones", **CHANGE, summary="clone a shut-off VM (a request)")
+def clone_vm(who: CallerDep, vm_id: VMIdPath, body: CloneCreate, response: Response) -> RequestOut:
+    with who.transaction() as session:
+        request_id = vm_requests.request_clone(
+            session,
+            who.actor,
+            who.settings,
+            vm_id,
+            body.count,
+            approver=body.approver,
+            purpose=body.purpose,
+        )
+        return change_accepted(session, who, request_id, response)
+
+
+@router.post(
+    "/vms/{vm_id}/migrate",
+    status_code=202,
+    response_model=Accepted,
+    responses=errors(400, 404, 409),
+    summary="move a VM to another host (admins)",
+)
+def migrate_vm(
+    who: CallerDep, vm_id: VMIdPath, response: Response, body: Migrate | None = None
+) -> Accepted:
+    body = body or Migrate()
+    with who.transaction() as session:
+        task_id = vms.request_migrate(session, who.actor, vm_id, body.host, body.live).id
+    return accepted(task_id, response)
+
+
+@router.get(
+    "/vms/{vm_id}/utilization",
+    response_model=UtilizationOut,
+    responses=errors(404),
+    summary="a VM's average CPU, memory, disk and network use over a period",
+)
+def utilization(
+    who: CallerDep, vm_id: VMIdPath, period: PeriodQuery = Period.day
+) -> UtilizationOut:
+    with who.transaction() as session:
+        data = monitoring.fetch_rrd_data(
+            session, who.actor, who.settings, "vm", str(vm_id), period.value
+        )
+    return UtilizationOut(
+        period=period.value,
+        cpu_percent=data.cpu,
+        ram_bytes=data.ram,
+        disk_read_bytes_s=data.dr,
+        disk_written_bytes_s=data.dw,
+        net_received_bytes_s=data.rx,
+        net_sent_bytes_s=data.tx,
+    )
+
+
+@router.get(
+    "/vms/{vm_id}/graphs/{metric}",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "the graph, drawn afresh from the VM's monitoring history",
+            "content": {PNG: {"schema": {"type": "string", "format": "binary"}}},
+        },
+        **errors(404),
+    },
+    summary="a graph of a VM's CPU, memory, disk or network use (PNG)",
+)
+def graph(
+    who: CallerDep, vm_id: VMIdPath, metric: GraphName, period: PeriodQuery = Period.day
+) -> Response:
+    with who.transaction() as session:
+        path = monitoring.get_performance_graph(
+            session, who.actor, who.settings, "vm", str(vm_id), metric.value, period.value
+        )
+    return Response(path.read_bytes(), media_type=PNG)

@@ -36,7 +36,7 @@ def audit_cmd(
     with db() as session:
         entries = audit.list_entries(
             session, actor(session), user=user, vm=vm, since=since, limit=limit
-        )
+        ).items
         rows = [
             (e.id, e.at.isoformat(sep=" ", timespec="seconds"), e.actor_name, e.function,
              _target(e), e.detail, e.outcome)

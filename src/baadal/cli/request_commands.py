@@ -153,7 +153,7 @@ def list_cmd(
 ) -> None:
     """Your requests, those naming you, your organisation's (orgadmins), all (admins)."""
     with db() as session:
-        found = vm_requests.list_requests(session, actor(session), pending_only=pending)
+        found = vm_requests.list_requests(session, actor(session), pending_only=pending).items
     rows = [
         (r.id, r.kind.value, r.vm_name, _status(r), r.requester, r.owner, r.approver, r.task_id)
         for r in found

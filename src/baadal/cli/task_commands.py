@@ -50,7 +50,7 @@ def list_cmd(
     with db() as session:
         found = tasks.list_tasks(
             session, actor(session), status=_parse_status(status), vm_id=vm, limit=limit
-        )
+        ).items
         rows = [
             (
                 t.id,

@@ -50,7 +50,7 @@ def create_cmd(
 def list_cmd(user: UserOption = None) -> None:
     """The tokens, revoked and expired ones too (never the tokens themselves)."""
     with db() as session:
-        found = tokens.list_tokens(session, actor(session), username=user)
+        found = tokens.list_tokens(session, actor(session), username=user).items
     rows = [
         (
             t.id,

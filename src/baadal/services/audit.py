@@ -14,10 +14,11 @@ from sqlalchemy.orm import Session
 from baadal import constants as C
 from baadal.db.models import VM, AuditLog
 from baadal.errors import ValidationError
-from baadal.net.validators import check_no_control, parse_row_id
+from baadal.net.validators import check_int, check_no_control, parse_row_id
 from baadal.services import policy
 from baadal.services.auditing import REFUSED
 from baadal.services.policy import Action, Actor, Scope, guarded
+from baadal.services.rows import Page
 
 #: the longest name a filter may hold (the longest username or VM identity)
 _FILTER_MAX = 128
@@ -102,12 +103,15 @@ def list_entries(
     vm: str | None = None,
     since: str | None = None,
     limit: int = C.AUDIT_LIST_DEFAULT,
-) -> list[AuditEntry]:
-    """The newest ``limit`` entries the actor may see, of ``user`` (who acted), about
-    ``vm``, from ``since`` on: one indexed query."""
+    before: int | None = None,
+) -> Page[AuditEntry]:
+    """The newest ``limit`` entries the actor may see below id ``before``, of ``user``
+    (who acted), about ``vm``, from ``since`` on: one indexed query."""
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= C.AUDIT_LIST_MAX:
         raise ValidationError(f"limit must be 1-{C.AUDIT_LIST_MAX}")
     clauses = [policy.audit_filter(actor)]
+    if before is not None:
+        clauses.append(AuditLog.id < check_int(before, "before", 1, C.ROW_ID_MAX))
     if user is not None:
         clauses.append(AuditLog.actor_name == _check_filter(user, "a username"))
     if vm is not None:
@@ -115,6 +119,7 @@ def list_entries(
     if since is not None:
         clauses.append(AuditLog.at >= parse_since(since))
     policy.require(session, actor, Action.AUDIT_READ)
-    query = select(AuditLog).where(*clauses).order_by(AuditLog.id.desc()).limit(limit)
+    query = select(AuditLog).where(*clauses).order_by(AuditLog.id.desc()).limit(limit + 1)
     everything = policy.scope_of(actor, Action.AUDIT_READ) == Scope.ALL
-    return [_entry(row, everything) for row in session.scalars(query)]
+    entries = [_entry(row, everything) for row in session.scalars(query)]
+    return Page.of(entries, limit, lambda entry: entry.id)

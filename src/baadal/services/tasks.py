@@ -16,6 +16,7 @@ from baadal.db.models import Task, TaskEvent
 from baadal.net.validators import check_int, check_row_id
 from baadal.services import policy
 from baadal.services.policy import Action, Actor, guarded
+from baadal.services.rows import Page
 from baadal.tasks import queue
 from baadal.tasks.registry import load_handler_modules
 from baadal.tasks.worker import Worker
@@ -44,15 +45,25 @@ def list_tasks(
     status: C.TaskStatus | None = None,
     vm_id: int | None = None,
     limit: int = C.ITEMS_PER_PAGE,
-) -> list[Task]:
-    """The newest tasks the actor may see first (admins: all)."""
+    before: int | None = None,
+) -> Page[Task]:
+    """The newest tasks the actor may see first (admins: all), below id ``before``: one
+    query a page."""
     policy.require(session, actor, Action.TASK_LIST)
     check_int(limit, "task list length", 1, C.TASK_LIST_MAX)
     if vm_id is not None:
         check_row_id(vm_id, "VM")
-    return queue.list_tasks(
-        session, status=status, vm_id=vm_id, limit=limit, visible=policy.task_filter(actor)
+    if before is not None:
+        check_int(before, "before", 1, C.ROW_ID_MAX)
+    found = queue.list_tasks(
+        session,
+        status=status,
+        vm_id=vm_id,
+        limit=limit + 1,
+        visible=policy.task_filter(actor),
+        before=before,
     )
+    return Page.of(found, limit, lambda task: task.id)
 
 
 @guarded(Action.TASK_LIST)

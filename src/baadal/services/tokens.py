@@ -20,6 +20,7 @@ from baadal.db.models import ApiToken, User
 from baadal.errors import NotFoundError, PermissionDenied, Unauthenticated, ValidationError
 from baadal.net.validators import check_int, check_row_id
 from baadal.services.policy import Action, Actor, actor_of, guarded, open_to_anyone, require
+from baadal.services.rows import Page
 from baadal.timeutil import utcnow
 
 _TOKEN_RE = re.compile(re.escape(C.API_TOKEN_PREFIX) + r"[A-Za-z0-9_-]{43}")
@@ -117,13 +118,25 @@ def create_token(
 
 
 @guarded(Action.TOKEN_MANAGE, reads=True)
-def list_tokens(session: Session, actor: Actor, *, username: str | None = None) -> list[TokenInfo]:
-    """The tokens of ``username`` (default: the actor), revoked and expired ones too."""
+def list_tokens(
+    session: Session,
+    actor: Actor,
+    *,
+    username: str | None = None,
+    limit: int = C.API_PAGE_MAX,
+    after: int | None = None,
+) -> Page[TokenInfo]:
+    """The tokens of ``username`` (default: the actor), revoked and expired ones too,
+    oldest first from id ``after`` on."""
+    check_int(limit, "token list length", 1, C.API_PAGE_MAX)
     user = _holder(session, actor, username)
-    rows = session.scalars(
-        select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id)
+    query = (
+        select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id).limit(limit + 1)
     )
-    return [_info(row, user.username) for row in rows]
+    if after is not None:
+        query = query.where(ApiToken.id > check_int(after, "after", 0, C.ROW_ID_MAX))
+    rows = [_info(row, user.username) for row in session.scalars(query)]
+    return Page.of(rows, limit, lambda info: info.id)
 
 
 @guarded(Action.TOKEN_MANAGE)

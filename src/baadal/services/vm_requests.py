@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from baadal import address_pools, quota
 from baadal import constants as C
@@ -51,6 +51,7 @@ from baadal.services.policy import (
     require,
     vm_filter,
 )
+from baadal.services.rows import Page
 from baadal.tasks import queue
 from baadal.timeutil import utcnow
 from baadal.vm.disk import check_disk_size
@@ -94,7 +95,8 @@ class RequestInfo:
 def _username(session: Session, user_id: int | None) -> str:
     if user_id is None:
         return ""
-    return session.scalar(select(User.username).where(User.id == user_id)) or f"#{user_id}"
+    user = session.get(User, user_id)  # the identity map first: a listed page preloads them
+    return user.username if user is not None else f"#{user_id}"
 
 
 def _domain(session: Session, domain_id: int | None) -> SecurityDomain | None:
@@ -156,16 +158,52 @@ def _pending(req: RequestQueue) -> None:
         )
 
 
+def _preload(session: Session, requests: Sequence[RequestQueue]) -> list[object]:
+    """The people, tasks, security domains and templates the requests name, one query
+    each, into the session's identity map (where :func:`_info`'s ``session.get`` finds
+    them): a page costs the same few queries whatever its length. The caller keeps the
+    returned rows referenced while it reads (the identity map holds them weakly)."""
+    wanted = [
+        (User, User.id, {u for r in requests for u in (r.requester_id, r.owner_id, r.approver_id)}),
+        (Task, Task.id, {r.task_id for r in requests}),
+        (SecurityDomain, SecurityDomain.id, {r.security_domain_id for r in requests}),
+        (Template, Template.id, {r.template_id for r in requests}),
+    ]
+    rows: list[object] = []
+    for model, key, ids in wanted:
+        ids.discard(None)
+        if ids:
+            rows += session.scalars(select(model).where(key.in_(ids))).all()
+    return rows
+
+
 @guarded(Action.REQUEST_READ)
 def list_requests(
-    session: Session, actor: Actor, *, pending_only: bool = False
-) -> list[RequestInfo]:
-    """The requests the actor may see (own, naming them, their org's, all), newest first."""
+    session: Session,
+    actor: Actor,
+    *,
+    pending_only: bool = False,
+    limit: int = C.TASK_LIST_MAX,
+    before: int | None = None,
+) -> Page[RequestInfo]:
+    """The requests the actor may see (own, naming them, their org's, all), newest
+    first, below id ``before``."""
     require(session, actor, Action.REQUEST_READ)
-    query = select(RequestQueue).where(request_filter(actor)).order_by(RequestQueue.id.desc())
+    check_int(limit, "request list length", 1, C.TASK_LIST_MAX)
+    query = (
+        select(RequestQueue)
+        .where(request_filter(actor))
+        .options(selectinload(RequestQueue.collaborators))
+        .order_by(RequestQueue.id.desc())
+        .limit(limit + 1)
+    )
     if pending_only:
         query = query.where(RequestQueue.status.in_(C.REQUEST_PENDING))
-    return [_info(session, r) for r in session.scalars(query.limit(C.TASK_LIST_MAX))]
+    if before is not None:
+        query = query.where(RequestQueue.id < check_int(before, "before", 1, C.ROW_ID_MAX))
+    found = session.scalars(query).all()
+    _named = _preload(session, found)
+    return Page.of([_info(session, r) for r in found], limit, lambda info: info.id)
 
 
 @guarded(Action.REQUEST_READ)

@@ -22,6 +22,8 @@ from baadal.auth import accounts
 from baadal.config import Settings
 from baadal.db.models import (
     VM,
+    AttachedDisk,
+    Datastore,
     Host,
     SecurityDomain,
     Snapshot,
@@ -36,6 +38,7 @@ from baadal.errors import ConflictError, NotFoundError, PermissionDenied, Valida
 from baadal.net.validators import check_identity, check_int, check_no_control, check_safe_name
 from baadal.services import auditing, lookup
 from baadal.services.policy import Action, Actor, Scope, guarded, require, scope_of, vm_filter
+from baadal.services.rows import Page
 from baadal.tasks import queue
 from baadal.timeutil import utcnow
 from baadal.vm import console, install, migration, storage
@@ -317,15 +320,6 @@ def list_vms(session: Session, actor: Actor) -> Sequence[VM]:
     return session.scalars(query).all()
 
 
-@dataclass(frozen=True)
-class VMPage:
-    """One page of VMs, each with its owner's name, and where the next page starts."""
-
-    items: list[tuple[VM, str | None]]
-    #: the ``after`` of the next page; None on the last one
-    next: int | None
-
-
 @guarded(Action.VM_LIST)
 def list_vm_page(
     session: Session,
@@ -336,10 +330,9 @@ def list_vm_page(
     status: C.VMStatus | None = None,
     owner: str | None = None,
     host: str | None = None,
-) -> VMPage:
-    """The VMs the actor may see with an id above ``after``, in one query (keyset
-    pagination: a page costs the same on the first and the thousandth page, and no VM
-    is skipped or shown twice when others are added meanwhile)."""
+) -> Page[tuple[VM, str | None]]:
+    """The VMs the actor may see with an id above ``after``, each with its owner's
+    name, in one query."""
     require(session, actor, Action.VM_LIST)
     check_int(limit, "page size", 1, C.API_PAGE_MAX)
     query = (
@@ -359,9 +352,7 @@ def list_vm_page(
     if host is not None:
         query = query.where(VM.host_id.in_(select(Host.id).where(Host.host_name == host)))
     rows = [(vm, name) for vm, name in session.execute(query)]
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return VMPage(rows, rows[-1][0].id if more else None)
+    return Page.of(rows, limit, lambda row: row[0].id)
 
 
 @guarded(Action.VM_READ)
@@ -375,6 +366,33 @@ def list_snapshots(session: Session, actor: Actor, name_or_id: str | int) -> Seq
     return session.scalars(
         select(Snapshot).where(Snapshot.vm_id == vm.id).order_by(Snapshot.id)
     ).all()
+
+
+@dataclass(frozen=True)
+class ExtraDisk:
+    """A disk attached to a VM besides its root disk."""
+
+    name: str
+    size_gb: int
+    datastore: str
+    #: False while the 'Attach Disk' task that reserved it is still to record it
+    attached: bool
+
+
+@guarded(Action.VM_READ)
+def list_disks(session: Session, actor: Actor, name_or_id: str | int) -> list[ExtraDisk]:
+    """The VM's extra disks by name, in one query."""
+    vm = _find(session, actor, name_or_id, Action.VM_READ)
+    rows = session.execute(
+        select(AttachedDisk, Datastore.ds_name)
+        .join(Datastore, Datastore.id == AttachedDisk.datastore_id)
+        .where(AttachedDisk.vm_id == vm.id)
+        .order_by(AttachedDisk.attached_disk_name)
+    )
+    return [
+        ExtraDisk(disk.attached_disk_name, disk.capacity, ds_name, disk.task_id is None)
+        for disk, ds_name in rows
+    ]
 
 
 def _installed(vm: VM) -> None:

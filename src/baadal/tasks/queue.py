@@ -388,9 +388,13 @@ def list_tasks(
     vm_id: int | None = None,
     limit: int = C.ITEMS_PER_PAGE,
     visible: ColumnElement[bool] | None = None,
+    before: int | None = None,
 ) -> list[Task]:
-    """The newest tasks first; ``visible`` narrows them (the policy's filter)."""
+    """The newest tasks first (below id ``before``); ``visible`` narrows them (the
+    policy's filter)."""
     query = select(Task).order_by(Task.id.desc()).limit(limit)
+    if before is not None:
+        query = query.where(Task.id < before)
     if visible is not None:
         query = query.where(visible)
     if status is not None:
