@@ -85,7 +85,9 @@ def test_edit_is_queued_at_once_for_an_admin_and_a_request_for_a_student(api: Ap
     assert done["status"] == "in_queue" and done["vcpus"] == 2
     assert _tasks(api)[-1] == (C.TaskType.EDIT_VM_CONFIG, vm_id, {"vcpus": 2})
     task = api.call("GET", f"/tasks/{done['task_id']}", "stu").json()
-    assert task["status"] == "pending" and task["message"] is None
+    assert task["status"] == "pending" and task["message"] is None and task["ended"] is False
+    failed = api.call("GET", "/tasks", "stu", params={"status": "failed"}).json()["items"]
+    assert [(t["ended"], t["message"]) for t in failed] == [(True, "failed")]
     asked = _followed(
         api,
         api.call("PATCH", f"/vms/{vm_id}", "stu", json={"ram_mb": 512, "approver": "fac"}),

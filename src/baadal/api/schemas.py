@@ -250,9 +250,14 @@ class Reject(Body):
 
 
 class TaskOut(BaseModel):
+    """Poll it until ``ended``: ``status`` and ``message`` say how it went (a task keeps
+    no finer progress than its status, attempts and events)."""
+
     id: int
     type: str
     status: str
+    #: the task will not run again by itself (success, failed, ignore, partial_success)
+    ended: bool
     vm_id: int | None
     message: str | None
     created_at: Time

@@ -25,6 +25,7 @@ def task_out(task: Task) -> TaskOut:
         id=task.id,
         type=task.task_type,
         status=C.TaskStatus(task.status).name.lower(),
+        ended=task.status in C.TASK_FINAL,
         vm_id=task.vm_id,
         message=task.message,
         created_at=task.created_at,

@@ -1,0 +1,341 @@
+"""The REST API's reads at scale: 25,000 VMs on 2,500 test-driver hosts, in SQLite and
+in PostgreSQL, served by a real uvicorn server (one process, as ``baadal serve``).
+
+Two reads, each a fixed number of requests from 50 concurrent keep-alive clients with an
+admin's token (who sees every VM): ``GET /api/v1/vms?limit=100`` (a page from a random
+``after``) and ``GET /api/v1/vms/{id}`` (a random VM). Printed: p50/p99 latency,
+requests/s and SQL statements per request (counted in the server).
+
+Baseline, in the same run from the same server: a static JSON body of the same size,
+served by a route of the same kind (a plain ``def`` run in the same thread pool, through
+the same app and its query check), without a token or a database: the floor that
+uvicorn, FastAPI and this client cost. Targets: p99 of a page < 100 ms, >= 1,000
+reads/s, and within 3x of the floor (requests/s).
+
+Run from the repository root (PostgreSQL needs root, as tests/support/pg.py):
+``.venv/bin/python bench/api.py [--requests 5000] [--clients 50] [--only sqlite]``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# bench/queue.py is named like the stdlib module: keep this folder off the import path
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request, Response
+from sqlalchemy import Engine, event, insert, select
+from tests.support import pg
+
+from baadal import constants as C
+from baadal.api.app import app_from_settings
+from baadal.auth.roles import add_membership_db
+from baadal.db.models import VM, Host, Organisation, PrivateIpPool, User, Vlan
+from baadal.db.schema import upgrade
+from baadal.db.session import make_engine, session_scope
+from baadal.services import tokens
+from baadal.services.policy import SYSTEM
+
+HOSTS, VMS, USERS = 2500, 25000, 250
+PAGE = 100
+BENCH = "/bench"
+
+
+# --- the server (uvicorn imports this module's factory) -------------------------------
+
+
+def server_app() -> FastAPI:
+    """``baadal serve``'s application, plus the floor and the server's statement count."""
+    app = app_from_settings()
+    counted = [0]
+    floors: dict[str, bytes] = {}
+
+    def count(*_args: object) -> None:
+        counted[0] += 1
+
+    event.listen(Engine, "before_cursor_execute", count)
+
+    @app.put(f"{BENCH}/floor/{{name}}", include_in_schema=False)
+    async def set_floor(name: str, request: Request) -> Response:
+        floors[name] = await request.body()
+        return Response(status_code=204)
+
+    @app.get(f"{BENCH}/floor/{{name}}", include_in_schema=False)
+    def floor(name: str) -> Response:
+        return Response(floors[name], media_type="application/json")
+
+    @app.get(f"{BENCH}/statements", include_in_schema=False)
+    def statements() -> dict[str, int]:
+        return {"count": counted[0]}
+
+    return app
+
+
+# --- the data -------------------------------------------------------------------------
+
+
+def populate(engine: Engine) -> str:
+    """Hosts, people, addresses and VMs in bulk; returns an admin's token."""
+    rng = random.Random(7)
+    with session_scope(engine) as s:
+        org = Organisation(name="BENCH")
+        s.add(org)
+        s.flush()
+        s.execute(
+            insert(User),
+            [{"username": f"u{i}", "organisation_id": org.id} for i in range(USERS)],
+        )
+        admin = User(username="benchadmin", organisation_id=org.id)
+        s.add(admin)
+        s.flush()
+        add_membership_db(s, admin.id, (C.Role.ADMIN, C.Role.USER))
+        token = tokens.create_token(s, SYSTEM, username="benchadmin").token
+        user_ids = list(s.scalars(select(User.id)))
+        vlan = Vlan(name="bench", vlan_tag=100, vlan_addr="10.128.0.0/9")
+        s.add(vlan)
+        s.flush()
+        s.execute(
+            insert(Host),
+            [
+                {
+                    "host_name": f"h{i}",
+                    "address": f"10.1.{i // 250}.{i % 250 + 1}",
+                    "CPUs": 64,
+                    "RAM": 256,
+                    "libvirt_uri": "test:///default",
+                    "status": C.HostStatus.UP,
+                }
+                for i in range(HOSTS)
+            ],
+        )
+        s.execute(
+            insert(PrivateIpPool),
+            [
+                {
+                    "private_ip": f"10.{128 + i // 65536}.{i // 256 % 256}.{i % 256}",
+                    "mac_addr": f"52:54:00:{i // 65536:02x}:{i // 256 % 256:02x}:{i % 256:02x}",
+                    "vlan_id": vlan.id,
+                }
+                for i in range(VMS)
+            ],
+        )
+        s.execute(
+            insert(VM),
+            [
+                {
+                    "vm_name": f"vm{i}",
+                    "vm_identity": f"BENCH_u_vm{i}",
+                    "RAM": rng.choice([256, 512, 1024, 2048]),
+                    "vCPU": rng.choice([1, 2, 4]),
+                    "HDD": 10,
+                    "host_id": rng.randrange(1, HOSTS + 1),
+                    "owner_id": rng.choice(user_ids),
+                    "private_ip_id": i + 1,
+                    "status": rng.choice([C.VMStatus.RUNNING, C.VMStatus.SHUTDOWN]),
+                }
+                for i in range(VMS)
+            ],
+        )
+    return token
+
+
+# --- the client -----------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    latencies: list[float]
+    seconds: float
+    body_bytes: int
+
+    def pct(self, p: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000
+
+    @property
+    def per_s(self) -> float:
+        return len(self.latencies) / self.seconds
+
+
+async def _client(
+    port: int, paths: list[str], headers: bytes, latencies: list[float], sizes: list[int]
+) -> None:
+    """One keep-alive connection that sends its share of the requests one after another."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for path in paths:
+            t0 = time.perf_counter()
+            writer.write(f"GET {path} HTTP/1.1\r\n".encode() + headers)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = head.split(b" ", 2)[1]
+            length = next(
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+            body = await reader.readexactly(length)
+            latencies.append(time.perf_counter() - t0)
+            if status != b"200":
+                raise RuntimeError(f"GET {path}: {status.decode()} {body[:200]!r}")
+            sizes.append(length)
+    finally:
+        writer.close()
+
+
+def load(port: int, paths: list[str], token: str | None, clients: int) -> Run:
+    headers = b"Host: bench\r\n"
+    if token:
+        headers += f"Authorization: Bearer {token}\r\n".encode()
+    headers += b"\r\n"
+    latencies: list[float] = []
+    sizes: list[int] = []
+
+    async def main() -> None:
+        shares = [paths[k::clients] for k in range(clients)]
+        await asyncio.gather(*(_client(port, share, headers, latencies, sizes) for share in shares))
+
+    t0 = time.perf_counter()
+    asyncio.run(main())
+    return Run(latencies, time.perf_counter() - t0, int(statistics.mean(sizes)))
+
+
+# --- one database ---------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _get(port: int, path: str, token: str | None = None) -> bytes:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return bytes(response.read())
+
+
+def _put(port: int, path: str, body: bytes) -> None:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method="PUT")
+    urllib.request.urlopen(request, timeout=30).close()
+
+
+def _statements(port: int) -> int:
+    """SQL statements the server has run so far."""
+    return int(json.loads(_get(port, f"{BENCH}/statements"))["count"])
+
+
+def _start_server(url: str, home: Path, port: int) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "BAADAL_HOME": str(home),
+            "BAADAL_DATABASE__URL": url,
+            "PYTHONPATH": os.pathsep.join((str(ROOT / "src"), str(ROOT))),
+        }
+    )
+    argv = [
+        sys.executable, "-m", "uvicorn", "bench.api:server_app", "--factory",
+        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",
+    ]  # fmt: skip
+    server = subprocess.Popen(argv, cwd=ROOT, env=env)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            _get(port, f"{BENCH}/statements")
+            return server
+        except OSError:
+            time.sleep(0.2)
+    server.kill()
+    raise RuntimeError("the server did not start")
+
+
+def measure(label: str, url: str, requests: int, clients: int) -> list[str]:
+    engine = make_engine(url)
+    upgrade(engine)
+    t0 = time.perf_counter()
+    token = populate(engine)
+    engine.dispose()
+    print(f"{label}: {VMS:,} VMs on {HOSTS:,} hosts loaded in {time.perf_counter() - t0:.1f} s")
+    rng = random.Random(11)
+    reads = {
+        "page": [f"{C.API_PREFIX}/vms?limit={PAGE}&after={rng.randrange(VMS - PAGE)}" for _ in range(requests)],
+        "show": [f"{C.API_PREFIX}/vms/{rng.randrange(1, VMS + 1)}" for _ in range(requests)],
+    }  # fmt: skip
+    lines = []
+    with tempfile.TemporaryDirectory(prefix="bench-api-") as home:
+        port = _free_port()
+        server = _start_server(url, Path(home), port)
+        try:
+            for name, paths in reads.items():
+                _put(port, f"{BENCH}/floor/{name}", _get(port, paths[0], token))
+                load(port, paths[: requests // 10], token, clients)  # warm up
+                before = _statements(port)
+                api = load(port, paths, token, clients)
+                after = _statements(port)
+                floor = load(port, [f"{BENCH}/floor/{name}"] * requests, None, clients)
+                ratio = floor.per_s / api.per_s
+                lines.append(
+                    f"{label:10} {name:5} {api.body_bytes:>7,} {api.pct(0.5):7.1f} {api.pct(0.99):7.1f}"
+                    f" {api.per_s:8,.0f} {(after - before) / requests:6.1f}"
+                    f" {floor.pct(0.5):7.1f} {floor.pct(0.99):7.1f} {floor.per_s:8,.0f} {ratio:6.2f}x"
+                )  # fmt: skip
+                print(lines[-1])
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=5000, help="per read and database")
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--only", choices=("sqlite", "postgresql"))
+    args = parser.parse_args()
+    header = (
+        f"{'database':10} {'read':5} {'bytes':>7} {'p50 ms':>7} {'p99 ms':>7} {'req/s':>8}"
+        f" {'SQL/rq':>6} {'floor50':>7} {'floor99':>7} {'floor/s':>8} {'ratio':>7}"
+    )
+    print(
+        f"{args.requests:,} requests per read, {args.clients} clients; ratio = floor req/s / API req/s"
+    )
+    print(header)
+    lines = []
+    if args.only != "postgresql":
+        with tempfile.TemporaryDirectory(prefix="bench-api-db-") as folder:
+            lines += measure("sqlite", f"sqlite:///{folder}/baadal.db", args.requests, args.clients)
+    if args.only != "sqlite":
+        pg.ensure_server()
+        url = pg.create_database()
+        try:
+            lines += measure("postgresql", url, args.requests, args.clients)
+        finally:
+            pg.drop_database(url)
+    print("\n" + header)
+    print("\n".join(lines))
+    print(
+        "targets: p99 of a page < 100 ms; >= 1,000 reads/s; ratio <= 3x"
+        " (SQL/rq: statements the server ran per request, the token's check included)"
+    )
+
+
+if __name__ == "__main__":
+    main()
