@@ -127,6 +127,7 @@ CASES: dict[str, list[Case]] = {
     ],
     "vms.get_vm": [Case(lambda w: vms.get_vm(w.session, w.actor, "web"), VM_USERS)],
     "vms.list_snapshots": [Case(lambda w: vms.list_snapshots(w.session, w.actor, "web"), VM_USERS)],
+    "vms.vm_summary": [Case(lambda w: vms.vm_summary(w.session, w.actor, "web"), VM_USERS)],
     "vms.list_disks": [Case(lambda w: vms.list_disks(w.session, w.actor, "web"), VM_USERS)],
     "vms.operate": [
         Case(lambda w, op=op: vms.operate(w.session, w.actor, "web", op), VM_USERS)

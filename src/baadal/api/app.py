@@ -112,9 +112,10 @@ def _query_names(dependant: Dependant) -> set[str]:
     return names
 
 
-def _known_query(request: Request) -> None:
+async def _known_query(request: Request) -> None:
     """An unknown query parameter is a mistake (``?stauts=running`` would list every VM),
-    refused like an unknown key in a body or the settings file; so is a repeated one."""
+    refused like an unknown key in a body or the settings file; so is a repeated one.
+    (``async``: it only reads the request, so it runs without a thread pool hop.)"""
     route = request.scope.get("route")
     if not isinstance(route, APIRoute):
         return

@@ -38,7 +38,7 @@ from baadal.api.schemas import (
     VncOut,
 )
 from baadal.services import monitoring, vm_requests, vms
-from baadal.services.rows import VM
+from baadal.services.vms import VMSummary
 
 router = APIRouter(tags=["vms"])
 
@@ -54,20 +54,20 @@ PeriodQuery = Annotated[Period, Query(description="how far back: the last hour, 
 PNG = "image/png"
 
 
-def vm_out(vm: VM, owner: str | None) -> VMOut:
+def vm_out(vm: VMSummary) -> VMOut:
     return VMOut(
         id=vm.id,
-        name=vm.vm_name,
-        status=C.VMStatus(vm.status).name.lower(),
-        owner=owner,
-        ram_mb=vm.RAM,
-        vcpus=vm.vCPU,
-        disk_gb=vm.HDD,
-        extra_disk_gb=vm.extra_HDD,
-        host=vm.host.host_name if vm.host else None,
-        private_ip=vm.private_ip.private_ip if vm.private_ip else None,
-        public_ip=vm.public_ip.public_ip if vm.public_ip else None,
-        locked=bool(vm.locked),
+        name=vm.name,
+        status=vm.status.name.lower(),
+        owner=vm.owner,
+        ram_mb=vm.ram_mb,
+        vcpus=vm.vcpus,
+        disk_gb=vm.disk_gb,
+        extra_disk_gb=vm.extra_disk_gb,
+        host=vm.host,
+        private_ip=vm.private_ip,
+        public_ip=vm.public_ip,
+        locked=vm.locked,
     )
 
 
@@ -90,7 +90,7 @@ def list_vms(
             owner=owner,
             host=host,
         )
-        return VMList(items=[vm_out(vm, name) for vm, name in page.items], next=page.next)
+    return VMList(items=[vm_out(vm) for vm in page.items], next=page.next)
 
 
 def change_accepted(
@@ -107,9 +107,7 @@ def change_accepted(
 @router.get("/vms/{vm_id}", response_model=VMOut, responses=errors(404), summary="one VM")
 def get_vm(who: CallerDep, vm_id: VMIdPath) -> VMOut:
     with who.transaction() as session:
-        vm = vms.get_vm(session, who.actor, vm_id)
-        owner = vms.list_vm_users(session, who.actor, vm_id)
-        return vm_out(vm, next((u.username for u in owner if u.owner), None))
+        return vm_out(vms.vm_summary(session, who.actor, vm_id))
 
 
 @router.post(

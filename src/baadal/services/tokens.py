@@ -160,12 +160,16 @@ def actor_for_token(session: Session, token: str) -> Actor:
     or not yet approved account."""
     if not isinstance(token, str) or not _TOKEN_RE.fullmatch(token):
         raise Unauthenticated("invalid, expired or revoked API token")
-    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == _digest(token)))
+    found = session.execute(
+        select(ApiToken, User)
+        .join(User, User.id == ApiToken.user_id)
+        .where(ApiToken.token_hash == _digest(token))
+    ).first()  # the token and its holder in one statement: every request asks this
     now = utcnow()
-    if row is None or row.revoked is not None or (row.expires is not None and row.expires <= now):
+    if found is None:
         raise Unauthenticated("invalid, expired or revoked API token")
-    user = session.get(User, row.user_id)
-    if user is None:
+    row, user = found
+    if row.revoked is not None or (row.expires is not None and row.expires <= now):
         raise Unauthenticated("invalid, expired or revoked API token")
     actor = actor_of(session, user)
     if actor.blocked:
