@@ -422,3 +422,30 @@ def test_the_audit_log_comes_in_pages_newest_first(api: Api) -> None:
     pages = _walk(api, "/audit", "eve", "before", limit=2)
     assert [i for page in pages for i in page] == list(mine) and len(pages[0]) == 2
     assert_problem(api.call("GET", "/audit", "eve", params={"before": "x"}), 422, "query.before")
+
+
+def test_vm_pages_and_a_vm_cost_the_same_few_statements_however_many_rows(
+    api: Api, statements: Callable[[], int]
+) -> None:
+    web = api.vm_id()
+    with session_scope(api.engine) as s:
+        row = s.get(VM, web)
+        for k in range(5):
+            s.add(
+                VM(
+                    vm_name=f"more{k}", vm_identity=f"ORG_A_fac_more{k}", RAM=256, vCPU=1,
+                    owner_id=row.owner_id, host_id=row.host_id, status=C.VMStatus.SHUTDOWN,
+                )
+            )  # fmt: skip
+    small = _statements_per_page(api, statements, "/vms", "admin", 1)
+    assert _statements_per_page(api, statements, "/vms", "admin", 6) == small
+    pages = _walk(api, "/vms", "admin", "after", limit=4)
+    assert [len(page) for page in pages] == [4, 2] and pages[0][0] == web
+    page = api.call("GET", "/vms", "admin", params={"host": "host1"}).json()["items"]
+    assert {(v["owner"], v["host"], v["status"]) for v in page[1:]} == {
+        ("fac", "host1", "shutdown")
+    }
+    start = statements()
+    shown = api.call("GET", f"/vms/{web}", "admin").json()
+    assert statements() - start <= small + 1
+    assert shown == page[0]

@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from baadal import constants as C
@@ -54,6 +55,12 @@ PeriodQuery = Annotated[Period, Query(description="how far back: the last hour, 
 PNG = "image/png"
 
 
+def as_json(body: BaseModel) -> Response:
+    """A body already built as its response model, serialized once: FastAPI would
+    validate it again, in one more thread pool hop (the busiest reads skip both)."""
+    return Response(body.model_dump_json(), media_type="application/json")
+
+
 def vm_out(vm: VMSummary) -> VMOut:
     return VMOut(
         id=vm.id,
@@ -79,7 +86,7 @@ def list_vms(
     status: VMStatusName | None = None,
     owner: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
     host: Annotated[str | None, Query(min_length=1, max_length=30)] = None,
-) -> VMList:
+) -> Response:
     with who.transaction() as session:
         page = vms.list_vm_page(
             session,
@@ -90,7 +97,7 @@ def list_vms(
             owner=owner,
             host=host,
         )
-    return VMList(items=[vm_out(vm) for vm in page.items], next=page.next)
+    return as_json(VMList(items=[vm_out(vm) for vm in page.items], next=page.next))
 
 
 def change_accepted(
@@ -105,9 +112,9 @@ def change_accepted(
 
 
 @router.get("/vms/{vm_id}", response_model=VMOut, responses=errors(404), summary="one VM")
-def get_vm(who: CallerDep, vm_id: VMIdPath) -> VMOut:
+def get_vm(who: CallerDep, vm_id: VMIdPath) -> Response:
     with who.transaction() as session:
-        return vm_out(vms.vm_summary(session, who.actor, vm_id))
+        return as_json(vm_out(vms.vm_summary(session, who.actor, vm_id)))
 
 
 @router.post(
