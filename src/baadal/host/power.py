@@ -56,6 +56,8 @@ from baadal.host.health import (
     pingable,
 )
 from baadal.net.validators import normalize_mac
+from baadal.tasks.params import HostPowerParams
+from baadal.tasks.registry import TaskContext, TaskResult, handler
 
 log = logging.getLogger("baadal")
 
@@ -516,3 +518,20 @@ def host_power_operation(engine: Engine, settings: Settings) -> list[HostPowerRe
             )
             results.append(failed)
     return results
+
+
+# --------------------------------------------------------------------------- the task
+
+
+@handler(C.TaskType.HOST_POWER)
+def host_power_task(ctx: TaskContext[HostPowerParams]) -> TaskResult:
+    """An admin's power on, off or cycle of one host (the API queues it: a host takes
+    minutes to go down and come back). Re-running it is harmless: a host already UP is
+    left alone, one already off is only recorded; a cycle starts again from the off."""
+    host_id, action = ctx.params.host_id, ctx.params.action
+    messages = []
+    if action in ("off", "cycle"):
+        messages.append(host_power_down(ctx.engine, ctx.settings, host_id).message)
+    if action in ("on", "cycle"):
+        messages.append(host_power_up(ctx.engine, ctx.settings, host_id).message)
+    return TaskResult.success("; ".join(messages))

@@ -16,6 +16,7 @@ from baadal.db.models import (
     TaskEvent,
     Template,
     User,
+    Vlan,
 )
 
 __all__ = [
@@ -29,4 +30,5 @@ __all__ = [
     "TaskEvent",
     "Template",
     "User",
+    "Vlan",
 ]
