@@ -68,7 +68,7 @@ def bootup(who: CallerDep) -> QueuedOut:
 @router.post(
     "/cloud/finish",
     response_model=CloudStatusOut,
-    responses=errors(),
+    responses=errors(400),
     summary="record the cloud as down after a shutdown, or up after a bootup (admins)",
 )
 def finish(who: CallerDep, body: CloudFinish) -> CloudStatusOut:

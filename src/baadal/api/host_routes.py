@@ -77,7 +77,7 @@ def get_host(who: CallerDep, host_id: HostIdPath) -> HostOut:
     "/hosts",
     status_code=201,
     response_model=HostOut,
-    responses=errors(404, 409),
+    responses=errors(400, 404, 409),
     summary="register a host; it is DOWN until the host sanity check sees it (admins)",
 )
 def add_host(who: CallerDep, body: HostCreate, response: Response) -> HostOut:

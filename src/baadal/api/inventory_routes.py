@@ -89,7 +89,7 @@ def get_datastore(who: CallerDep, datastore_id: IdPath) -> DatastoreOut:
     tags=["datastores"],
     status_code=201,
     response_model=DatastoreOut,
-    responses=errors(409),
+    responses=errors(400, 409),
     summary="register a mounted datastore and lay out its directories (admins)",
 )
 def add_datastore(who: CallerDep, body: DatastoreCreate, response: Response) -> DatastoreOut:
@@ -162,7 +162,7 @@ def get_template(who: CallerDep, template_id: IdPath) -> TemplateOut:
     tags=["templates"],
     status_code=201,
     response_model=TemplateOut,
-    responses=errors(404, 409),
+    responses=errors(400, 404, 409),
     summary="register a template image already on a datastore (admins)",
 )
 def add_template(who: CallerDep, body: TemplateCreate, response: Response) -> TemplateOut:
@@ -235,7 +235,7 @@ def list_security_domains(who: CallerDep) -> SecurityDomainList:
     tags=["security domains"],
     status_code=201,
     response_model=SecurityDomainOut,
-    responses=errors(409),
+    responses=errors(400, 409),
     summary="a security domain with its own new VLAN and, optionally, a private pool (admins)",
 )
 def add_security_domain(who: CallerDep, body: SecurityDomainCreate) -> SecurityDomainOut:
@@ -303,7 +303,7 @@ def pool_usage(who: CallerDep) -> PoolUsageOut:
     tags=["pools"],
     status_code=201,
     response_model=VlanOut,
-    responses=errors(409),
+    responses=errors(400, 409),
     summary="a VLAN whose network overlaps no other VLAN's (admins)",
 )
 def add_vlan(who: CallerDep, body: VlanCreate) -> VlanOut:
@@ -317,7 +317,7 @@ def add_vlan(who: CallerDep, body: VlanCreate) -> VlanOut:
     tags=["pools"],
     status_code=201,
     response_model=Counted,
-    responses=errors(404, 409),
+    responses=errors(400, 404, 409),
     summary="add private addresses (each with a new MAC) to a VLAN: all of them or none (admins)",
 )
 def add_private(who: CallerDep, body: PrivateRange) -> Counted:
@@ -344,7 +344,7 @@ def remove_private(who: CallerDep, ip_from: IPv4Query, ip_to: IPv4Query) -> Coun
     tags=["pools"],
     status_code=201,
     response_model=Counted,
-    responses=errors(409),
+    responses=errors(400, 409),
     summary="add public addresses: all of them or none (admins)",
 )
 def add_public(who: CallerDep, body: AddressRange) -> Counted:

@@ -57,7 +57,7 @@ def account_out(account: Account) -> AccountOut:
     tags=["users"],
     status_code=201,
     response_model=AccountOut,
-    responses=errors(404, 409),
+    responses=errors(400, 404, 409),
     summary="register oneself into an organisation that takes registrations (no token); "
     "the account waits for approval",
 )
@@ -146,7 +146,7 @@ def unblock(who: CallerDep, username: UsernamePath) -> AccountOut:
     "/users/{username}/roles",
     tags=["users"],
     response_model=AccountOut,
-    responses=errors(404),
+    responses=errors(400, 404),
     summary="make the account's roles exactly these; user is always kept (admins)",
 )
 def set_roles(who: CallerDep, username: UsernamePath, body: RolesSet) -> AccountOut:
@@ -186,7 +186,7 @@ def show_quota(who: CallerDep, user: NameQuery = None, org: NameQuery = None) ->
     "/quotas",
     tags=["quotas"],
     response_model=QuotaOut,
-    responses=errors(404),
+    responses=errors(400, 404),
     summary="set some limits of a user or an organisation, 0 = unlimited (admins)",
 )
 def set_quota(who: CallerDep, body: QuotaSet) -> QuotaOut:
@@ -242,7 +242,7 @@ def get_organisation(who: CallerDep, name: OrgPath) -> OrganisationOut:
     tags=["organisations"],
     status_code=201,
     response_model=OrganisationOut,
-    responses=errors(409),
+    responses=errors(400, 409),
     summary="a new organisation (admins)",
 )
 def add_organisation(
@@ -260,7 +260,7 @@ def add_organisation(
     "/organisations/{name}",
     tags=["organisations"],
     response_model=OrganisationOut,
-    responses=errors(404, 409),
+    responses=errors(400, 404, 409),
     summary="rename an organisation, say whether it takes registrations, describe it, "
     "give it security domains or take them back; all or nothing (admins)",
 )

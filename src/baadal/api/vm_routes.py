@@ -197,7 +197,7 @@ def delete_snapshot(
     "/vms/{vm_id}/vnc",
     status_code=201,
     response_model=VncOut,
-    responses=errors(400, 404, 409),
+    responses=errors(400, 404, 409, 502),
     summary="open a running VM's console for a while (a fresh password, shown once)",
 )
 def grant_vnc(who: CallerDep, vm_id: VMIdPath, body: VncCreate | None = None) -> VncOut:
