@@ -23,9 +23,10 @@ PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 def _status(who: CallerDep) -> CloudStatusOut:
     with who.transaction() as session:
-        lines = cloud.summary(session, who.actor)
+        lines = dict(cloud.summary(session, who.actor))
+    status = lines.pop("baadal status")
     return CloudStatusOut(
-        status=lines[0][1], items=[CloudLine(name=name, state=state) for name, state in lines[1:]]
+        status=status, items=[CloudLine(name=name, state=state) for name, state in lines.items()]
     )
 
 
