@@ -193,8 +193,11 @@ def test_power_is_a_task_one_at_a_time(api: Api) -> None:
     assert_problem(api.call("POST", f"/hosts/{host_id}/power/reboot", "admin"), 422, "action")
     assert_problem(api.call("POST", "/hosts/999999/power/on", "admin"), 404)
     assert api.state() == before
-    # another host's power is no conflict
-    assert api.call("POST", f"/hosts/{_host_id(api)}/power/on", "admin").status_code == 202
+    # host1 runs the VM 'web': it may be powered on, not off
+    host1 = _host_id(api)
+    assert_problem(api.call("POST", f"/hosts/{host1}/power/off", "admin"), 409, "web (RUNNING)")
+    assert api.state() == before
+    assert api.call("POST", f"/hosts/{host1}/power/on", "admin").status_code == 202
 
 
 @pytest.mark.parametrize(
@@ -524,7 +527,7 @@ def test_block_unblock_and_roles(api: Api) -> None:
 
 def test_quotas(api: Api) -> None:
     mine = api.call("GET", "/quotas", "stu").json()
-    assert mine["whose"] == "user stu" and {i["name"] for i in mine["items"]} == {
+    assert mine["whose"] == "user stu" and {i["name"] for i in mine["lines"]} == {
         q.value for q in C.QuotaItem
     }
     assert api.call("GET", "/quotas?org=ORG_A", "oa").json()["whose"] == "organisation ORG_A"
@@ -534,7 +537,7 @@ def test_quotas(api: Api) -> None:
     assert_problem(api.call("GET", "/quotas?user=stu&org=ORG_A", "admin"), 422, "not both")
     changed = api.call("PATCH", "/quotas", "admin", json={"user": "stu", "limits": {"vms": 3}})
     assert changed.status_code == 200, changed.text
-    vms = next(i for i in changed.json()["items"] if i["name"] == "vms")
+    vms = next(i for i in changed.json()["lines"] if i["name"] == "vms")
     assert vms["limit"] == 3 and vms["override"] is True
     before = api.state()
     for bad in (
@@ -591,7 +594,7 @@ def test_organisations(api: Api) -> None:
 
 def test_cloud_shutdown_and_bootup(api: Api) -> None:
     status = api.call("GET", "/cloud", "admin").json()
-    assert status["status"] == "up" and "hosts" in {i["name"] for i in status["items"]}
+    assert status["status"] == "up" and "hosts" in {i["name"] for i in status["lines"]}
     down = api.call("POST", "/cloud/shutdown", "admin")
     assert down.status_code == 202 and len(down.json()["task_ids"]) == 1
     assert api.call("GET", "/cloud", "admin").json()["status"] == "down-progress"

@@ -26,7 +26,7 @@ def _status(who: CallerDep) -> CloudStatusOut:
         lines = dict(cloud.summary(session, who.actor))
     status = lines.pop("baadal status")
     return CloudStatusOut(
-        status=status, items=[CloudLine(name=name, state=state) for name, state in lines.items()]
+        status=status, lines=[CloudLine(name=name, state=state) for name, state in lines.items()]
     )
 
 

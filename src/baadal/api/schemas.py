@@ -579,8 +579,8 @@ class QuotaLineOut(BaseModel):
 
 class QuotaOut(BaseModel):
     whose: str
-    items: list[QuotaLineOut]
-    next: None = None
+    #: one line per limited thing
+    lines: list[QuotaLineOut]
 
 
 class QuotaSet(Body):
@@ -638,8 +638,8 @@ class CloudLine(BaseModel):
 class CloudStatusOut(BaseModel):
     #: up, down, down-progress or up-progress
     status: str
-    items: list[CloudLine]
-    next: None = None
+    #: hosts, VMs, datastores, templates, pools and tasks, counted
+    lines: list[CloudLine]
 
 
 class CloudFinish(Body):

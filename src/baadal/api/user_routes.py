@@ -161,7 +161,7 @@ def set_roles(who: CallerDep, username: UsernamePath, body: RolesSet) -> Account
 def quota_out(report: QuotaReport) -> QuotaOut:
     return QuotaOut(
         whose=report.whose,
-        items=[
+        lines=[
             QuotaLineOut(
                 name=line.item.value, used=line.used, limit=line.limit, override=line.override
             )

@@ -263,7 +263,7 @@ def _undo_down(engine: Engine, host_id: int) -> None:
             row.status = int(C.HostStatus.UP)
 
 
-def _check_vms_off(session: Session, host: Host) -> None:
+def check_vms_off(session: Session, host: Host) -> None:
     """Refuse while a VM placed on the host is not shut off."""
     busy = session.execute(
         select(VM.vm_name, VM.status)
@@ -380,7 +380,7 @@ def host_power_down(engine: Engine, settings: Settings, host_id: int) -> HostPow
         host = session.get(Host, host_id)
         if host is None:
             raise NotFoundError(f"no host with id {host_id}")
-        _check_vms_off(session, host)
+        check_vms_off(session, host)
         session.expunge(host)
     name = host.host_name
 
@@ -398,7 +398,7 @@ def host_power_down(engine: Engine, settings: Settings, host_id: int) -> HostPow
         row = session.scalar(select(Host).where(Host.id == host_id).with_for_update())
         if row is None:
             raise NotFoundError(f"no host with id {host_id}")
-        _check_vms_off(session, row)  # again: a VM may have been placed meanwhile
+        check_vms_off(session, row)  # again: a VM may have been placed meanwhile
         old = C.HostStatus(row.status)
         if old == C.HostStatus.UP:
             row.status = int(C.HostStatus.DOWN)  # no placement on a host going away

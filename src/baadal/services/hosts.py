@@ -189,7 +189,8 @@ def power_down(
 @guarded(Action.HOST_MANAGE)
 def request_power(session: Session, actor: Actor, host: str | int, action: str) -> Task:
     """Queue a power on, off or cycle of the host (the worker waits for it to go down or
-    come up, which takes minutes); refused while another one for it is waiting."""
+    come up, which takes minutes); refused while another one for it is waiting, and an
+    off or cycle while a VM on the host is not shut off."""
     if action not in C.HOST_POWER_ACTIONS:
         raise ValidationError(
             f"power action {action!r} is not one of {', '.join(C.HOST_POWER_ACTIONS)}"
@@ -202,6 +203,8 @@ def request_power(session: Session, actor: Actor, host: str | int, action: str) 
     )
     if session.scalar(waiting.limit(1)) is not None:
         raise ConflictError(f"a power task for host {row.host_name} is already queued")
+    if action != "on":
+        power.check_vms_off(session, row)  # the task checks again before the power-off
     params = HostPowerParams(host_id=row.id, action=action)
     return enqueue(session, C.TaskType.HOST_POWER, parameters=params, requester_id=actor.user_id)
 
