@@ -9,7 +9,7 @@ from enum import StrEnum
 from fastapi import APIRouter, Response
 
 from baadal.api.callers import CallerDep, accepted, errors
-from baadal.api.host_routes import queued_out
+from baadal.api.host_routes import BINARY, queued_out
 from baadal.api.schemas import Accepted, CloudFinish, CloudLine, CloudStatusOut, QueuedOut
 from baadal.services import cloud, measurements
 
@@ -85,7 +85,7 @@ def finish(who: CallerDep, body: CloudFinish) -> CloudStatusOut:
         **errors(404),
         200: {
             "description": "the last measured graph: a picture, or its nodes and edges",
-            "content": {"image/svg+xml": {}, "application/json": {}},
+            "content": {"image/svg+xml": BINARY, "application/json": {}},
         },
     },
     summary="the host network graph as last measured: latency and throughput between "
@@ -116,7 +116,7 @@ def measure_network(who: CallerDep, response: Response) -> Accepted:
         **errors(),
         200: {
             "description": "the Prometheus text exposition (hosts, VMs, tasks, pools)",
-            "content": {PROMETHEUS_TEXT: {}},
+            "content": {PROMETHEUS_TEXT: {"schema": {"type": "string"}}},
         },
     },
     summary="Prometheus metrics; scrape with an admin's API token as a bearer token",

@@ -34,7 +34,8 @@ HostIdPath = Annotated[int, Path(ge=1, le=C.ROW_ID_MAX, description="the host's 
 PowerAction = StrEnum("PowerAction", {name: name for name in C.HOST_POWER_ACTIONS})
 GraphName = StrEnum("GraphName", {name: name for name in measurements.GRAPH_TYPES})
 PeriodName = StrEnum("PeriodName", {name: name for name in C.GRAPH_PERIODS})
-PNG = {200: {"content": {"image/png": {}}, "description": "the graph, drawn now"}}
+BINARY = {"schema": {"type": "string", "format": "binary"}}
+PNG = {200: {"content": {"image/png": BINARY}, "description": "the graph, drawn now"}}
 
 
 def host_out(host: Host) -> HostOut:
