@@ -88,6 +88,8 @@ class TaskType(StrEnum):
     VM_LOADBALANCE = "VM Load Balance"
     #: periodic: send the mails of the outbox that are due (retries with back-off)
     SEND_MAIL = "Send Mail"
+    #: an admin's power on, off or cycle of one host (wake-on-LAN / IPMI, SSH poweroff)
+    HOST_POWER = "Host Power"
     WARN_SHUTDOWN = "Warn Shutdown"
     WARN_DELETE = "Warn Delete"
 
@@ -158,6 +160,10 @@ class HostStatus(IntEnum):
     DOWN = 0
     UP = 1
     MAINTENANCE = 2
+
+
+#: what a ``Host Power`` task does: cycle is off (after its VMs), then on again
+HOST_POWER_ACTIONS = ("on", "off", "cycle")
 
 
 class HostType(StrEnum):

@@ -9,7 +9,8 @@
     │   └── Unauthenticated   no credentials, or invalid ones (an API call without a token)
     ├── ResourceExhausted     pool empty, no host or datastore fits
     ├── ConfigError           the settings file or environment is wrong
-    └── RemoteCommandError    a command on another machine failed (names host + command)
+    └── HostError             a machine Baadal drives failed the command (HTTP 502)
+        └── RemoteCommandError    a command on another machine failed (names host + command)
 
 Front doors (CLI, REST, web) catch BaadalError and show its message; anything else is a bug
 and is logged with its traceback, never shown.
@@ -61,7 +62,13 @@ class ConfigError(BaadalError):
     pass
 
 
-class RemoteCommandError(BaadalError):
+class HostError(BaadalError):
+    """A host, BMC or other machine Baadal drives failed what it was asked: the input
+    was fine, the machine was not (the API answers 502 Bad Gateway). Driver errors
+    (``drivers.base.HypervisorError``) are HostErrors too."""
+
+
+class RemoteCommandError(HostError):
     def __init__(
         self, host: str, command: list[str], reason: str, exit_code: int | None = None
     ) -> None:

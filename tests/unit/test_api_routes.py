@@ -242,7 +242,7 @@ def test_vnc_grant_shows_the_password_once_and_never_logs_it(
     body = {"duration_s": C.VNC_ACCESS_MAX_DURATION_S + 1}
     assert_problem(api.call("POST", f"/vms/{vm_id}/vnc", "stu", json=body), 422, "duration_s")
     # the world's host has no domain for the VM: the host's failure is not counted
-    assert_problem(api.call("POST", f"/vms/{vm_id}/vnc", "stu"), 400, "no such domain")
+    assert_problem(api.call("POST", f"/vms/{vm_id}/vnc", "stu"), 502, "no such domain")
     assert api.state() == before
     monkeypatch.setattr(vms.console, "set_new_password", lambda *_args: "pw-0123456789")
     with caplog.at_level("DEBUG"):

@@ -4,7 +4,15 @@ answer as documented, bad input refused. A bounded number of cases per operation
 
 One check is off: "a schema-valid request is accepted". The services' rules go beyond
 what a schema can say (an admin names no approver, a name must be free, a template's
-image must exist), and breaking them is a 422 with the reason, as the CLI's exit 2."""
+image must exist), and breaking them is a 422 with the reason, as the CLI's exit 2.
+
+A 502 is no failure: it is documented, and says a host failed the command (the world's
+hosts have no domains for its VMs); a 500 stays one (:func:`no_bug` replaces schemathesis'
+"not a server error", which counts every 5xx).
+
+One operation is left out: ``POST /datastores`` lays out directories under any existing
+mount point it is given (as the CLI does), and the fuzzer would give it ``/`` on the
+machine running the tests; tests/unit/test_api_admin.py covers it in a temporary tree."""
 
 from __future__ import annotations
 
@@ -25,10 +33,17 @@ from tests.unit.test_authorization import world_engine, world_template  # noqa: 
 schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, given  # noqa: E402
 from hypothesis import settings as examples  # noqa: E402
+from schemathesis.checks import not_a_server_error  # noqa: E402
 from schemathesis.generation.modes import GenerationMode  # noqa: E402
 from schemathesis.specs.openapi.checks import positive_data_acceptance  # noqa: E402
 
 pytestmark = pytest.mark.unit
+
+
+def no_bug(_ctx: object, response: object, case: object) -> None:
+    """Any status but 500 (a bug); other 5xx must be documented, as every status."""
+    status = response.status_code  # type: ignore[attr-defined]
+    assert status != 500, f"500 from {case.operation.label}: {response.text}"  # type: ignore[attr-defined]
 
 
 @pytest.fixture
@@ -42,7 +57,9 @@ def app_and_token(world_engine: tuple[Engine, Path], settings: Settings) -> tupl
 
 def test_the_api_keeps_its_document(app_and_token: tuple[object, str]) -> None:
     app, token = app_and_token
-    schema = schemathesis.openapi.from_asgi(f"{C.API_PREFIX}/openapi.json", app)
+    schema = schemathesis.openapi.from_asgi(f"{C.API_PREFIX}/openapi.json", app).exclude(
+        method="POST", path=f"{C.API_PREFIX}/datastores"
+    )
     headers = {"Authorization": f"Bearer {token}"}
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 16
@@ -52,7 +69,9 @@ def test_the_api_keeps_its_document(app_and_token: tuple[object, str]) -> None:
         @examples(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
         def check(case: object) -> None:
             case.call_and_validate(  # type: ignore[attr-defined]
-                headers=headers, excluded_checks=[positive_data_acceptance]
+                headers=headers,
+                excluded_checks=[positive_data_acceptance, not_a_server_error],
+                additional_checks=[no_bug],
             )
 
         check()

@@ -88,6 +88,9 @@ CASES: dict[str, list[Case]] = {
     "hosts.power_down": [
         Case(lambda w: hosts.power_down(w.engine, w.actor, w.settings, "host2"), ADMIN)
     ],
+    "hosts.request_power": [
+        Case(lambda w: hosts.request_power(w.session, w.actor, "host2", "cycle"), ADMIN)
+    ],
     "hosts.power_auto": [Case(lambda w: hosts.power_auto(w.engine, w.actor, w.settings), ADMIN)],
     # the cloud
     "cloud.summary": [Case(lambda w: cloud.summary(w.session, w.actor), ADMIN)],
@@ -131,6 +134,13 @@ CASES: dict[str, list[Case]] = {
     "users.set_roles": [
         Case(lambda w: users.set_roles(w.session, w.actor, "eve", ["faculty"]), ADMIN),
         Case(lambda w: users.set_roles(w.session, w.actor, w.actor.username, ["admin"]), ADMIN),
+    ],
+    "users.get_account": [
+        Case(lambda w: users.get_account(w.session, w.actor, "eve"), ORG_A_ADMINS | {"eve"}),
+        Case(
+            lambda w: users.get_account(w.session, w.actor, "col"),
+            frozenset({"admin", "ob", "col"}),
+        ),
     ],
     "users.approve": [
         Case(lambda w: users.approve(w.session, w.actor, "eve"), ORG_A_ADMINS),
@@ -194,6 +204,12 @@ CASES: dict[str, list[Case]] = {
     ],
     "measurements.measure_network": [
         Case(lambda w: measurements.measure_network(w.engine, w.actor, w.settings), ADMIN)
+    ],
+    "measurements.request_network_measurement": [
+        Case(lambda w: measurements.request_network_measurement(w.session, w.actor), ADMIN)
+    ],
+    "measurements.network_graph_file": [
+        Case(lambda w: measurements.network_graph_file(w.actor, w.settings, "svg"), ADMIN)
     ],
     "measurements.metrics": [
         Case(lambda w: measurements.metrics(w.engine, w.actor, w.settings), ADMIN)

@@ -18,17 +18,21 @@ from starlette.exceptions import HTTPException
 from baadal import constants as C
 from baadal.api import (
     audit_routes,
+    cloud_routes,
     host_routes,
+    inventory_routes,
     me_routes,
     request_routes,
     task_routes,
     token_routes,
+    user_routes,
     vm_routes,
 )
 from baadal.config import Settings, get_settings
 from baadal.errors import (
     BaadalError,
     ConflictError,
+    HostError,
     LoginThrottled,
     NotFoundError,
     PermissionDenied,
@@ -49,6 +53,7 @@ STATUS_OF: tuple[tuple[type[BaadalError], int], ...] = (
     (NotFoundError, 404),
     (ConflictError, 409),
     (ResourceExhausted, 409),
+    (HostError, 502),
 )
 TITLES = {
     400: "Bad Request",
@@ -60,6 +65,7 @@ TITLES = {
     422: "Unprocessable Content",
     429: "Too Many Requests",
     500: "Internal Server Error",
+    502: "Bad Gateway",
 }
 
 
@@ -174,6 +180,9 @@ def create_app(settings: Settings) -> FastAPI:
         token_routes.router,
         host_routes.router,
         audit_routes.router,
+        inventory_routes.router,
+        user_routes.router,
+        cloud_routes.router,
     ):
         app.include_router(router, prefix=C.API_PREFIX)
     app.add_exception_handler(BaadalError, _baadal_error)

@@ -25,13 +25,14 @@ _bearer = HTTPBearer(
 )
 
 _MEANINGS = {
-    400: "the body is not JSON, or a host failed the command (the message says which)",
+    400: "the body is not JSON, or the server's settings do not allow this (the message says why)",
     401: "no API token, or an invalid, expired or revoked one",
     403: "the caller may not do this (the message says what)",
     404: "no such object",
     409: "the object's state does not allow this now",
     422: "invalid input: nothing was changed",
     500: "a bug: details are in the server's log",
+    502: "a host or another machine Baadal drives failed the command (the message says which)",
 }
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from enum import StrEnum
+from typing import Annotated, Any, Literal, Protocol
 
+from fastapi import Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from baadal import constants as C
+from baadal.services.measurements import GRAPH_TYPES
 
 #: a moment in UTC with its offset (the database keeps naive UTC; RFC 3339 wants the zone)
 Time = Annotated[datetime, AfterValidator(lambda t: t if t.tzinfo else t.replace(tzinfo=UTC))]
@@ -136,7 +139,7 @@ class DiskList(BaseModel):
 
 
 class UtilizationOut(BaseModel):
-    """Averages over the period from the VM's monitoring history; null: no data."""
+    """Averages over the period from a VM's or host's monitoring history; null: no data."""
 
     period: str
     cpu_percent: float | None
@@ -367,3 +370,396 @@ class TokenList(BaseModel):
     items: list[TokenOut]
     #: the ``after`` that gives the next page; null on the last one
     next: int | None
+
+
+# --- hosts (admins) --------------------------------------------------------------------
+
+#: a name that may become a path or a libvirt name
+SafeName = Annotated[str, Field(min_length=1, max_length=30, pattern=C.SAFE_NAME_PATTERN)]
+#: free text on one line, at most 255 characters
+Line = Annotated[str, Field(max_length=255, pattern=C.NO_CONTROL_PATTERN)]
+#: a file on the controller (a key, a password file): an absolute path
+ServerFile = Annotated[str, Field(min_length=2, max_length=255, pattern=r"^/[^\x00-\x1f\x7f]*$")]
+IPV4_PATTERN = r"^[0-9]{1,3}(\.[0-9]{1,3}){3}$"
+#: an IPv4 address
+IPv4 = Annotated[str, Field(min_length=7, max_length=15, pattern=IPV4_PATTERN)]
+
+
+class HostCreate(Body):
+    """A host to register; it starts DOWN until the host sanity check sees it answer."""
+
+    name: SafeName
+    #: IPv4 address or DNS name
+    address: str = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]*$")
+    cpus: int = Field(ge=C.HOST_CPUS_RANGE[0], le=C.HOST_CPUS_RANGE[1])
+    ram_gb: int = Field(ge=C.HOST_RAM_GB_RANGE[0], le=C.HOST_RAM_GB_RANGE[1])
+    hdd_gb: int = Field(default=0, ge=C.HOST_HDD_GB_RANGE[0], le=C.HOST_HDD_GB_RANGE[1])
+    #: default: qemu+ssh to the address as the SSH user
+    libvirt_uri: Line | None = None
+    ssh_user: str = Field(
+        default="root", min_length=1, max_length=32, pattern=r"^[a-z_][a-z0-9_-]*$"
+    )
+    ssh_port: int = Field(default=22, ge=C.PORT_RANGE[0], le=C.PORT_RANGE[1])
+    #: the private key file on the controller
+    ssh_key_ref: ServerFile | None = None
+    #: for wake-on-LAN
+    mac_addr: str | None = Field(default=None, pattern=r"^[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}$")
+    type: Literal[tuple(t.value for t in C.HostType)] = C.HostType.PHYSICAL.value  # type: ignore[valid-type]
+    category: Line | None = None
+
+
+class SkippedOut(BaseModel):
+    #: the VM's name
+    name: str
+    reason: str
+
+
+class QueuedOut(BaseModel):
+    """Work was queued, one task per VM: poll each at ``/api/v1/tasks/{id}``."""
+
+    task_ids: list[int]
+    #: the VMs left alone, with why
+    skipped: list[SkippedOut]
+
+
+class HostResourcesOut(BaseModel):
+    """What the host itself says it has (asked over SSH and libvirt now)."""
+
+    id: int
+    name: str
+    cpus: int
+    ram_gb: int
+    disk_gb: int
+    mac: str
+    type: str
+
+
+class HostEventOut(BaseModel):
+    id: int
+    #: what changed: status, libvirtd, ovs ...
+    name: str
+    old_value: str | None
+    new_value: str | None
+    message: str | None
+    at: Time
+
+
+class HostEventList(BaseModel):
+    items: list[HostEventOut]
+    #: always null: a host's events, oldest first
+    next: None = None
+
+
+# --- datastores, templates, security domains, pools ------------------------------------
+
+
+class DatastoreOut(BaseModel):
+    id: int
+    name: str
+    address: str | None
+    path: str
+    mount_point: str
+    capacity_gb: int
+    used_gb: int
+
+
+class DatastoreList(BaseModel):
+    items: list[DatastoreOut]
+    next: None = None
+
+
+class DatastoreCreate(Body):
+    """A mounted datastore to register; its directories are laid out under it."""
+
+    name: SafeName
+    #: where it is mounted on the controller (it must exist)
+    mount_point: ServerFile
+    capacity_gb: int = Field(
+        ge=C.DATASTORE_CAPACITY_GB_RANGE[0], le=C.DATASTORE_CAPACITY_GB_RANGE[1]
+    )
+    #: the export on the storage server; default: the mount point
+    path: Line | None = None
+    #: the storage server's address
+    ds_ip: IPv4 | None = None
+    username: Line = ""
+    #: a file on the controller holding the password
+    password_ref: ServerFile | None = None
+
+
+class TemplateOut(BaseModel):
+    id: int
+    name: str
+    os: str
+    os_name: str
+    os_version: str
+    os_type: str
+    arch: str
+    hdd_gb: int
+    #: the image, relative to the datastore's templates directory
+    image: str
+    disk_type: str
+    tag: str | None
+    datastore_id: int
+    active: bool
+
+
+class TemplateList(BaseModel):
+    items: list[TemplateOut]
+    next: None = None
+
+
+class TemplateCreate(Body):
+    """A template image already on a datastore (public: any organisation may use it)."""
+
+    name: SafeName
+    #: the datastore's name
+    datastore: Name
+    #: the image, relative to the datastore's templates directory
+    image: str = Field(
+        min_length=1, max_length=255, pattern=r"^[^/\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+    )
+    os_version: str = Field(min_length=1, max_length=30, pattern=C.NO_CONTROL_PATTERN)
+    hdd_gb: int = Field(ge=C.TEMPLATE_HDD_GB_RANGE[0], le=C.TEMPLATE_HDD_GB_RANGE[1])
+    os: str = Field(default="Linux", max_length=30)
+    os_name: str = Field(default="Others", max_length=30)
+    os_type: str = Field(default="Server", max_length=30)
+    arch: str = Field(default="amd64", max_length=30)
+    disk_type: str = Field(default="QCOW2", max_length=30)
+    tag: Line | None = None
+
+
+class SecurityDomainOut(BaseModel):
+    id: int
+    name: str
+    vlan: str
+    vlan_tag: int
+    network: str
+    pool_size: int
+    pool_used: int
+    vms: int
+    visible_to_all: bool
+
+
+class SecurityDomainList(BaseModel):
+    items: list[SecurityDomainOut]
+    next: None = None
+
+
+class SecurityDomainCreate(Body):
+    """A domain with its own new VLAN and, with both ends given, a private pool."""
+
+    name: SafeName
+    vlan_tag: int = Field(ge=C.VLAN_TAG_RANGE[0], le=C.VLAN_TAG_RANGE[1])
+    #: the VLAN's network, e.g. 10.1.2.0/24
+    cidr: str = Field(min_length=9, max_length=18, pattern=r"^[0-9.]+/[0-9]{1,2}$")
+    ip_from: IPv4 | None = None
+    ip_to: IPv4 | None = None
+    visible_to_all: bool = True
+
+
+class VlanCreate(Body):
+    name: SafeName
+    tag: int = Field(ge=C.VLAN_TAG_RANGE[0], le=C.VLAN_TAG_RANGE[1])
+    cidr: str = Field(min_length=9, max_length=18, pattern=r"^[0-9.]+/[0-9]{1,2}$")
+
+
+class VlanOut(BaseModel):
+    id: int
+    name: str
+    tag: int
+    network: str
+
+
+class AddressRange(Body):
+    """Both ends included."""
+
+    ip_from: IPv4
+    ip_to: IPv4
+
+
+class PrivateRange(AddressRange):
+    #: the VLAN's name
+    vlan: Name
+
+
+class Counted(BaseModel):
+    """How many addresses were added or removed."""
+
+    count: int
+
+
+class VlanUsageOut(BaseModel):
+    name: str
+    tag: int
+    network: str
+    total: int
+    used: int
+    free: int
+
+
+class PoolUsageOut(BaseModel):
+    vlans: list[VlanUsageOut]
+    public_total: int
+    public_used: int
+    public_free: int
+    vnc_first_port: int
+    vnc_last_port: int
+    vnc_used: int
+
+
+# --- users, quotas, organisations --------------------------------------------------------
+
+
+class AccountOut(BaseModel):
+    id: int
+    #: the user name
+    name: str
+    full_name: str
+    email: str
+    organisation: str
+    roles: list[str]
+    #: active, awaiting approval, disabled or blocked
+    state: str
+
+
+class AccountList(BaseModel):
+    items: list[AccountOut]
+    #: always null: every account the caller may see
+    next: None = None
+
+
+class Registration(Body):
+    """Self-registration into an organisation that takes it; an orgadmin or admin then
+    approves the account, which has only the user role."""
+
+    username: str = Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    password: str = Field(min_length=1, max_length=1024)
+    email: str | None = Field(default=None, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")
+    first_name: str = Field(default="", max_length=64, pattern=C.NO_CONTROL_PATTERN)
+    last_name: str = Field(default="", max_length=64, pattern=C.NO_CONTROL_PATTERN)
+    #: one that takes self-registrations (or none)
+    organisation: Name | None = None
+
+
+class RolesSet(Body):
+    """The account's roles from now on (user is always kept)."""
+
+    roles: list[Literal[tuple(r.value for r in C.Role)]] = Field(max_length=8)  # type: ignore[valid-type]
+
+
+class QuotaLineOut(BaseModel):
+    #: vms, ram_gb, vcpus, disk_gb, public_ips ...
+    name: str
+    #: RAM in GB (a fraction), the rest as counted
+    used: float
+    #: 0: unlimited
+    limit: int
+    #: the limit is the account's own, not the settings' default
+    override: bool
+
+
+class QuotaOut(BaseModel):
+    whose: str
+    #: one line per limited thing
+    lines: list[QuotaLineOut]
+
+
+class QuotaSet(Body):
+    """New limits (0: unlimited) of one user or one organisation; the others stay."""
+
+    user: Name | None = None
+    org: Name | None = None
+    limits: dict[
+        Literal[tuple(i.value for i in C.QuotaItem)],  # type: ignore[valid-type]
+        Annotated[int, Field(ge=0, le=C.QUOTA_MAX)],
+    ] = Field(min_length=1)
+
+
+class OrganisationOut(BaseModel):
+    id: int
+    name: str
+    details: str
+    allows_registration: bool
+    #: security domains given to it (besides those visible to all)
+    security_domains: list[str]
+    orgadmins: list[str]
+    users: int
+
+
+class OrganisationList(BaseModel):
+    items: list[OrganisationOut]
+    next: None = None
+
+
+class OrganisationCreate(Body):
+    name: SafeName
+    details: Line = ""
+    #: whether people may register themselves into it
+    registration: bool = False
+
+
+class OrganisationChange(Body):
+    """What changes (at least one): its name, registration, description, domains."""
+
+    name: SafeName | None = None
+    registration: bool | None = None
+    details: Line | None = None
+    add_security_domains: list[Name] = Field(default_factory=list, max_length=50)
+    remove_security_domains: list[Name] = Field(default_factory=list, max_length=50)
+
+
+# --- the cloud ------------------------------------------------------------------------------
+
+
+class CloudLine(BaseModel):
+    name: str
+    state: str
+
+
+class CloudStatusOut(BaseModel):
+    #: up, down, down-progress or up-progress
+    status: str
+    #: hosts, VMs, datastores, templates, pools and tasks, counted
+    lines: list[CloudLine]
+
+
+class CloudFinish(Body):
+    """Record the end of a shutdown (the cloud is down) or of a bootup (it is up), once
+    their tasks ended."""
+
+    after: Literal["shutdown", "bootup"]
+
+
+# --- graphs and utilization (VMs and hosts) ----------------------------------------------
+
+GraphName = StrEnum("GraphName", {name: name for name in GRAPH_TYPES})
+Period = StrEnum("Period", {name: name for name in C.GRAPH_PERIODS})
+PeriodQuery = Annotated[Period, Query(description="how far back: the last hour, day, ...")]
+BINARY = {"schema": {"type": "string", "format": "binary"}}
+PNG_TYPE = "image/png"
+PNG_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {PNG_TYPE: BINARY}, "description": "the graph, drawn afresh from the history"}
+}
+
+
+class Averages(Protocol):
+    """What the monitoring service's averages offer (the seed's short names)."""
+
+    cpu: float | None
+    ram: float | None
+    dr: float | None
+    dw: float | None
+    rx: float | None
+    tx: float | None
+
+
+def utilization_out(period: Period, data: Averages) -> UtilizationOut:
+    return UtilizationOut(
+        period=period.value,
+        cpu_percent=data.cpu,
+        ram_bytes=data.ram,
+        disk_read_bytes_s=data.dr,
+        disk_written_bytes_s=data.dw,
+        net_received_bytes_s=data.rx,
+        net_sent_bytes_s=data.tx,
+    )

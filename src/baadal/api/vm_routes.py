@@ -17,13 +17,18 @@ from baadal import constants as C
 from baadal.api.callers import AfterQuery, CallerDep, accepted, errors
 from baadal.api.request_routes import request_out
 from baadal.api.schemas import (
+    PNG_RESPONSE,
+    PNG_TYPE,
     Accepted,
     ChangeNote,
     CloneCreate,
     DiskAttach,
     DiskList,
     DiskOut,
+    GraphName,
     Migrate,
+    Period,
+    PeriodQuery,
     RequestOut,
     SnapshotList,
     SnapshotOut,
@@ -37,6 +42,7 @@ from baadal.api.schemas import (
     VMUserOut,
     VncCreate,
     VncOut,
+    utilization_out,
 )
 from baadal.services import monitoring, vm_requests, vms
 from baadal.services.vms import VMSummary
@@ -49,10 +55,6 @@ VMStatusName = StrEnum("VMStatusName", {s.name.lower(): s.name.lower() for s in 
 VMIdPath = Annotated[int, Path(ge=1, le=C.ROW_ID_MAX, description="the VM's id")]
 SnapshotIdPath = Annotated[int, Path(ge=1, le=C.ROW_ID_MAX, description="the snapshot's id")]
 UsernamePath = Annotated[str, Path(min_length=1, max_length=128)]
-GraphName = StrEnum("GraphName", {name: name for name in monitoring.GRAPH_NAMES})
-Period = StrEnum("Period", {name: name for name in C.GRAPH_PERIODS})
-PeriodQuery = Annotated[Period, Query(description="how far back: the last hour, day, ...")]
-PNG = "image/png"
 
 
 def as_json(body: BaseModel) -> Response:
@@ -226,7 +228,7 @@ def delete_snapshot(
     "/vms/{vm_id}/vnc",
     status_code=201,
     response_model=VncOut,
-    responses=errors(400, 404, 409),
+    responses=errors(400, 404, 409, 502),
     summary="open a running VM's console for a while (a fresh password, shown once)",
 )
 def grant_vnc(who: CallerDep, vm_id: VMIdPath, body: VncCreate | None = None) -> VncOut:
@@ -423,25 +425,14 @@ def utilization(
         data = monitoring.fetch_rrd_data(
             session, who.actor, who.settings, "vm", str(vm_id), period.value
         )
-    return UtilizationOut(
-        period=period.value,
-        cpu_percent=data.cpu,
-        ram_bytes=data.ram,
-        disk_read_bytes_s=data.dr,
-        disk_written_bytes_s=data.dw,
-        net_received_bytes_s=data.rx,
-        net_sent_bytes_s=data.tx,
-    )
+    return utilization_out(period, data)
 
 
 @router.get(
     "/vms/{vm_id}/graphs/{metric}",
     response_class=Response,
     responses={
-        200: {
-            "description": "the graph, drawn afresh from the VM's monitoring history",
-            "content": {PNG: {"schema": {"type": "string", "format": "binary"}}},
-        },
+        **PNG_RESPONSE,
         **errors(404),
     },
     summary="a graph of a VM's CPU, memory, disk or network use (PNG)",
@@ -453,4 +444,4 @@ def graph(
         path = monitoring.get_performance_graph(
             session, who.actor, who.settings, "vm", str(vm_id), metric.value, period.value
         )
-    return Response(path.read_bytes(), media_type=PNG)
+    return Response(path.read_bytes(), media_type=PNG_TYPE)

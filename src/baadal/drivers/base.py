@@ -1,7 +1,7 @@
 """The hypervisor contract every driver implements (one documented interface).
 
 Domains are addressed by name (Baadal's vm_identity). Methods raise
-:class:`HypervisorError` (a BaadalError: its message is fit for a task result) and never
+:class:`HypervisorError` (a HostError: its message is fit for a task result) and never
 leak driver-specific exceptions. Capability flags say what a driver can do, instead of
 callers probing with hasattr.
 """
@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from baadal import constants as C
-from baadal.errors import BaadalError
+from baadal.errors import HostError
 
 
-class HypervisorError(BaadalError):
+class HypervisorError(HostError):
     pass
 
 

@@ -56,6 +56,8 @@ from baadal.host.health import (
     pingable,
 )
 from baadal.net.validators import normalize_mac
+from baadal.tasks.params import HostPowerParams
+from baadal.tasks.registry import TaskContext, TaskResult, handler
 
 log = logging.getLogger("baadal")
 
@@ -261,7 +263,7 @@ def _undo_down(engine: Engine, host_id: int) -> None:
             row.status = int(C.HostStatus.UP)
 
 
-def _check_vms_off(session: Session, host: Host) -> None:
+def check_vms_off(session: Session, host: Host) -> None:
     """Refuse while a VM placed on the host is not shut off."""
     busy = session.execute(
         select(VM.vm_name, VM.status)
@@ -378,7 +380,7 @@ def host_power_down(engine: Engine, settings: Settings, host_id: int) -> HostPow
         host = session.get(Host, host_id)
         if host is None:
             raise NotFoundError(f"no host with id {host_id}")
-        _check_vms_off(session, host)
+        check_vms_off(session, host)
         session.expunge(host)
     name = host.host_name
 
@@ -396,7 +398,7 @@ def host_power_down(engine: Engine, settings: Settings, host_id: int) -> HostPow
         row = session.scalar(select(Host).where(Host.id == host_id).with_for_update())
         if row is None:
             raise NotFoundError(f"no host with id {host_id}")
-        _check_vms_off(session, row)  # again: a VM may have been placed meanwhile
+        check_vms_off(session, row)  # again: a VM may have been placed meanwhile
         old = C.HostStatus(row.status)
         if old == C.HostStatus.UP:
             row.status = int(C.HostStatus.DOWN)  # no placement on a host going away
@@ -516,3 +518,20 @@ def host_power_operation(engine: Engine, settings: Settings) -> list[HostPowerRe
             )
             results.append(failed)
     return results
+
+
+# --------------------------------------------------------------------------- the task
+
+
+@handler(C.TaskType.HOST_POWER)
+def host_power_task(ctx: TaskContext[HostPowerParams]) -> TaskResult:
+    """An admin's power on, off or cycle of one host (the API queues it: a host takes
+    minutes to go down and come back). Re-running it is harmless: a host already UP is
+    left alone, one already off is only recorded; a cycle starts again from the off."""
+    host_id, action = ctx.params.host_id, ctx.params.action
+    messages = []
+    if action in ("off", "cycle"):
+        messages.append(host_power_down(ctx.engine, ctx.settings, host_id).message)
+    if action in ("on", "cycle"):
+        messages.append(host_power_up(ctx.engine, ctx.settings, host_id).message)
+    return TaskResult.success("; ".join(messages))

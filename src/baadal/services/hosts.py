@@ -19,9 +19,10 @@ from sqlalchemy.orm import Session
 
 from baadal import constants as C
 from baadal.config import Settings
-from baadal.db.models import Host, HostEventLog
+from baadal.db.models import Host, HostEventLog, Task
 from baadal.db.session import session_scope
 from baadal.drivers.base import DomainInfo
+from baadal.errors import ConflictError, ValidationError
 from baadal.host import domains as host_domains
 from baadal.host import health, load_balance, maintenance, power, resources
 from baadal.host import respawn as host_respawn
@@ -35,6 +36,8 @@ from baadal.host.respawn import RespawnResult
 from baadal.host.usage import HostUsage
 from baadal.services import inventory, lookup
 from baadal.services.policy import Action, Actor, guarded
+from baadal.tasks.params import HostPowerParams
+from baadal.tasks.queue import enqueue
 from baadal.vm import sanity
 from baadal.vm.sanity import SanityReport
 
@@ -181,6 +184,29 @@ def power_down(
     """Power the host off (refused while one of its VMs runs)."""
     row = _detached_host(engine, host)
     return power.host_power_down(engine, settings, row.id)
+
+
+@guarded(Action.HOST_MANAGE)
+def request_power(session: Session, actor: Actor, host: str | int, action: str) -> Task:
+    """Queue a power on, off or cycle of the host (the worker waits for it to go down or
+    come up, which takes minutes); refused while another one for it is waiting, and an
+    off or cycle while a VM on the host is not shut off."""
+    if action not in C.HOST_POWER_ACTIONS:
+        raise ValidationError(
+            f"power action {action!r} is not one of {', '.join(C.HOST_POWER_ACTIONS)}"
+        )
+    row = lookup.host(session, host)
+    waiting = select(Task.id).where(
+        Task.task_type == C.TaskType.HOST_POWER,
+        Task.status.in_(C.TASK_UNFINISHED),
+        Task.parameters["host_id"].as_integer() == row.id,
+    )
+    if session.scalar(waiting.limit(1)) is not None:
+        raise ConflictError(f"a power task for host {row.host_name} is already queued")
+    if action != "on":
+        power.check_vms_off(session, row)  # the task checks again before the power-off
+    params = HostPowerParams(host_id=row.id, action=action)
+    return enqueue(session, C.TaskType.HOST_POWER, parameters=params, requester_id=actor.user_id)
 
 
 @guarded(Action.HOST_MANAGE)

@@ -10,20 +10,25 @@ from collections.abc import Callable
 from pathlib import Path
 from wsgiref.simple_server import WSGIServer
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
 
 from baadal import constants as C
 from baadal.config import Settings
-from baadal.errors import ValidationError
+from baadal.db.models import Task
+from baadal.errors import ConflictError, NotFoundError, ValidationError
 from baadal.host import network_graph
 from baadal.host.network_graph import NetworkGraph
 from baadal.monitor import graphs, prometheus, rrd
 from baadal.monitor.rrd import CollectionReport
 from baadal.net.validators import check_int
 from baadal.services.policy import Action, Actor, guarded
+from baadal.tasks.queue import enqueue
 
 #: what ``monitoring.get_performance_graph`` draws
 GRAPH_TYPES = tuple(graphs.GRAPH_TYPES)
+#: the forms of the host network graph :func:`network_graph_file` gives
+NETWORK_GRAPH_KINDS = ("svg", "json")
 
 
 @guarded(Action.MONITOR_CLOUD)
@@ -44,6 +49,31 @@ def measure_network(
 ) -> tuple[NetworkGraph, Path]:
     """Latency and throughput between every pair of UP hosts; the graph and its SVG."""
     return network_graph.measure_network(engine, settings, on_start=on_start, on_step=on_step)
+
+
+@guarded(Action.MONITOR_CLOUD)
+def request_network_measurement(session: Session, actor: Actor) -> Task:
+    """Queue a measurement of the host network now (the periodic job's task; iperf3
+    between every pair takes a while); refused while one is waiting or running."""
+    waiting = select(Task.id).where(
+        Task.task_type == C.TaskType.HOST_NETWORK_GRAPH, Task.status.in_(C.TASK_UNFINISHED)
+    )
+    if session.scalar(waiting.limit(1)) is not None:
+        raise ConflictError("a measurement of the host network is already queued")
+    return enqueue(session, C.TaskType.HOST_NETWORK_GRAPH, requester_id=actor.user_id)
+
+
+@guarded(Action.MONITOR_CLOUD, reads=True)
+def network_graph_file(actor: Actor, settings: Settings, kind: str) -> Path:
+    """The last measured host network graph as ``svg`` (the picture) or ``json`` (its
+    nodes and edges)."""
+    if kind not in NETWORK_GRAPH_KINDS:
+        raise ValidationError(f"graph kind {kind!r} is not one of {', '.join(NETWORK_GRAPH_KINDS)}")
+    json_path, svg_path = network_graph.graph_files(settings)
+    path = svg_path if kind == "svg" else json_path
+    if not path.is_file():
+        raise NotFoundError("the host network has not been measured yet")
+    return path
 
 
 @guarded(Action.MONITOR_CLOUD, reads=True)

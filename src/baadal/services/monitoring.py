@@ -18,7 +18,6 @@ from baadal.services.vms import get_vm
 #: what can be monitored: a VM or a host by name, the controller, the NAT box
 SUBJECT_KINDS = ("vm", "host", rrd.CONTROLLER_IDENTITY, rrd.NAT_IDENTITY)
 #: the graphs drawn of each: cpu, ram, disk, nw
-GRAPH_NAMES = tuple(graphs.GRAPH_TYPES)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ DOMAIN_NAME_MAX = C.SECURITY_DOMAIN_NAME_MAX
 
 @dataclass(frozen=True)
 class DomainSummary:
+    id: int
     name: str
     vlan_name: str
     vlan_tag: int
@@ -119,6 +120,7 @@ def list_security_domains(session: Session, actor: Actor) -> list[DomainSummary]
         )
         rows.append(
             DomainSummary(
+                domain.id,
                 domain.name,
                 vlan.name,
                 vlan.vlan_tag,

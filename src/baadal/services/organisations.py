@@ -34,6 +34,7 @@ from baadal.services.policy import Action, Actor, guarded, open_to_anyone, requi
 class OrganisationInfo:
     """An organisation as people see it."""
 
+    id: int
     name: str
     details: str
     allows_registration: bool
@@ -94,6 +95,7 @@ def _infos(session: Session, orgs: Sequence[Organisation]) -> list[OrganisationI
     )
     return [
         OrganisationInfo(
+            id=o.id,
             name=o.name,
             details=o.details or "",
             allows_registration=o.allows_registration,

@@ -20,6 +20,7 @@ from baadal.db.models import (
     TaskEvent,
     Template,
     User,
+    Vlan,
 )
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "TaskEvent",
     "Template",
     "User",
+    "Vlan",
 ]
 
 

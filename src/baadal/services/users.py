@@ -33,6 +33,7 @@ log = logging.getLogger("baadal")
 class Account:
     """An account as people see it (never its password hash)."""
 
+    id: int
     username: str
     name: str
     email: str
@@ -58,6 +59,7 @@ def _roles(session: Session, user: User) -> tuple[C.Role, ...]:
 
 def _account(session: Session, user: User) -> Account:
     return Account(
+        id=user.id,
         username=user.username,
         name=f"{user.first_name} {user.last_name}".strip(),
         email=user.email or "",
@@ -144,6 +146,12 @@ def list_accounts(session: Session, actor: Actor) -> list[Account]:
     policy.require(session, actor, Action.USER_LIST)
     query = select(User).where(User.id >= 0, policy.user_filter(actor)).order_by(User.username)
     return [_account(session, u) for u in session.scalars(query)]
+
+
+@guarded(Action.USER_READ)
+def get_account(session: Session, actor: Actor, username: str) -> Account:
+    """One account (admins: any; orgadmins: their organisation's; others: their own)."""
+    return _account(session, _user(session, actor, Action.USER_READ, username))
 
 
 @guarded(Action.USER_READ)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
@@ -83,6 +83,11 @@ class MigrateVMHostParams(TaskParams):
     source_host: int | None = None
 
 
+class HostPowerParams(TaskParams):
+    host_id: int
+    action: Literal[C.HOST_POWER_ACTIONS]  # type: ignore[valid-type]
+
+
 class ScheduledSnapshotsParams(PeriodicParams):
     #: the job names which snapshot kind to take
     periodic_job: str
@@ -117,6 +122,7 @@ PARAMS: dict[str, type[TaskParams]] = {
     C.TaskType.VM_GARBAGE_COLLECTOR: PeriodicParams,
     C.TaskType.VM_LOADBALANCE: PeriodicParams,
     C.TaskType.SEND_MAIL: PeriodicParams,
+    C.TaskType.HOST_POWER: HostPowerParams,
 }
 
 

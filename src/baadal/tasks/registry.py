@@ -124,6 +124,7 @@ BUILTIN_HANDLER_MODULES: tuple[str, ...] = (
     "baadal.monitor.rrd",
     "baadal.vm.idle_checks",
     "baadal.host.load_balance",
+    "baadal.host.power",
     "baadal.mail.sender",
 )
 
