@@ -248,6 +248,19 @@ def _get(port: int, path: str, token: str | None = None) -> bytes:
         return bytes(response.read())
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds the server process and its children (uvicorn's workers) have used: what
+    a request costs the server, whatever else the machine runs meanwhile."""
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        pids += [int(child) for child in (task / "children").read_text().split()]
+    ticks = 0
+    for each in pids:
+        fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def _statements(port: int) -> int:
     """SQL statements the server has run so far."""
     return int(json.loads(_get(port, f"{BENCH}/statements"))["count"])
@@ -301,16 +314,21 @@ def measure(label: str, url: str, args: argparse.Namespace) -> list[str]:
                 (Path(home) / f"floor-{name}.json").write_bytes(_get(port, paths[0], token))
                 load(port, paths[: requests // 10], token, clients)  # warm up
                 before = _statements(port)
+                cpu = _cpu_s(server.pid)
                 api = load(port, paths, token, clients)
+                api_cpu = (_cpu_s(server.pid) - cpu) / requests * 1000
                 after = _statements(port)
+                cpu = _cpu_s(server.pid)
                 floor = load(port, [f"{BENCH}/floor/{name}"] * requests, None, clients)
+                floor_cpu = (_cpu_s(server.pid) - cpu) / requests * 1000
                 ratio = floor.per_s / api.per_s
                 # each worker process counts its own: one process's count is all of them
                 sql = f"{(after - before) / requests:6.1f}" if args.workers == 1 else "     -"
                 lines.append(
                     f"{label:10} {name:5} {api.body_bytes:>7,} {api.pct(0.5):7.1f} {api.pct(0.99):7.1f}"
-                    f" {api.per_s:8,.0f} {sql}"
-                    f" {floor.pct(0.5):7.1f} {floor.pct(0.99):7.1f} {floor.per_s:8,.0f} {ratio:6.2f}x"
+                    f" {api.per_s:8,.0f} {sql} {api_cpu:6.2f}"
+                    f" {floor.pct(0.5):7.1f} {floor.pct(0.99):7.1f} {floor.per_s:8,.0f}"
+                    f" {floor_cpu:6.2f} {ratio:6.2f}x {api_cpu / floor_cpu:6.2f}x"
                 )  # fmt: skip
                 print(lines[-1])
         finally:
@@ -328,10 +346,13 @@ def main() -> None:
     args = parser.parse_args()
     header = (
         f"{'database':10} {'read':5} {'bytes':>7} {'p50 ms':>7} {'p99 ms':>7} {'req/s':>8}"
-        f" {'SQL/rq':>6} {'floor50':>7} {'floor99':>7} {'floor/s':>8} {'ratio':>7}"
+        f" {'SQL/rq':>6} {'cpu ms':>6} {'floor50':>7} {'floor99':>7} {'floor/s':>8}"
+        f" {'cpu ms':>6} {'ratio':>7} {'cpu':>7}"
     )
     print(
-        f"{args.requests:,} requests per read, {args.clients} clients; ratio = floor req/s / API req/s"
+        f"{args.requests:,} requests per read, {args.clients} clients, {args.workers} server"
+        " process(es); ratio = floor req/s / API req/s; cpu ms = the server's CPU per"
+        " request (PostgreSQL's own processes not included), API / floor"
     )
     print(header)
     lines = []
