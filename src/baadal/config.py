@@ -193,9 +193,10 @@ class MailConf(Section):
 
 
 class NovncConf(Section):
-    port: int = 6080
-    url_ip: str = "127.0.0.1"
-    server_ip: str = "127.0.0.1"
+    """The console in the browser: ``baadal serve`` starts websockify on this loopback
+    port and relays the pages' WebSocket to it (browsers never reach it directly)."""
+
+    port: int = Field(default=C.WEBSOCKIFY_PORT, ge=1024, le=C.PORT_RANGE[1])
 
 
 class NatConf(Section):

@@ -252,6 +252,20 @@ VNC_GRANT_WINDOW_S = 24 * 3600
 VNC_ACCESS_DURATION_S = 30 * 60
 VNC_ACCESS_MAX_DURATION_S = 24 * 3600
 VNC_PORT_RANGE = (20000, 50000)
+# --- the console in the browser (noVNC through websockify) -----------------------------
+#: a console token: random bytes (URL-safe base64, 43 characters), and how long after the
+#: click it may open its one connection (the page connects at once)
+CONSOLE_TOKEN_BYTES = 32
+CONSOLE_TOKEN_RE = r"[A-Za-z0-9_-]{43}"
+CONSOLE_TOKEN_TTL_S = 60
+#: the WebSocket path of ``baadal serve`` that relays to websockify (same origin as the pages)
+CONSOLE_WEBSOCKET_PATH = "/console/websockify"
+#: websockify's token plugin (in the package; websockify imports it by this name)
+CONSOLE_TOKEN_PLUGIN = "baadal.web.websockify_tokens.DatabaseTokens"
+#: websockify's default loopback port ([novnc] port) and how long ``baadal serve`` waits
+#: for it to listen
+WEBSOCKIFY_PORT = 6080
+WEBSOCKIFY_START_S = 15.0
 #: failed logins counted per username / per source within LOGIN_FAILURE_WINDOW_S before
 #: further tries wait LOGIN_LOCKOUT_S, doubled by each further failure up to the maximum
 LOGIN_USER_MAX_FAILURES = 5
