@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from typer.testing import CliRunner
 from baadal.cli.main import app
 from baadal.config import get_settings, load_settings
 from baadal.errors import ConfigError
+from tests.support.sshd import free_port
 
 pytestmark = pytest.mark.unit
 
@@ -55,12 +57,22 @@ def test_serve_runs_the_app_factory_with_the_settings(
 
     monkeypatch.setenv("BAADAL_WEB__PORT", "18080")
     monkeypatch.setenv("BAADAL_WEB__PUBLIC_URL", "https://cloud.example.org")
+    websockify_port = free_port()
+    monkeypatch.setenv("BAADAL_NOVNC__PORT", str(websockify_port))
     get_settings.cache_clear()
     upgrade(get_engine(get_settings()))
     calls = []
-    monkeypatch.setattr(uvicorn, "run", lambda target, **kw: calls.append((target, kw)))
+
+    def run(target: str, **kw: object) -> None:
+        # websockify listens while the server runs (the console's WebSocket goes to it)
+        socket.create_connection(("127.0.0.1", websockify_port), 5).close()
+        calls.append((target, kw))
+
+    monkeypatch.setattr(uvicorn, "run", run)
     result = CliRunner().invoke(app, ["serve"])
     assert result.exit_code == 0, result.output
+    with pytest.raises(OSError):  # and stops with it
+        socket.create_connection(("127.0.0.1", websockify_port), 5).close()
     assert "https://cloud.example.org/api/v1" in result.output
     ((target, options),) = calls
     assert options["factory"] and options["port"] == 18080 and options["host"] == "127.0.0.1"
@@ -72,3 +84,20 @@ def test_serve_runs_the_app_factory_with_the_settings(
 def test_serve_without_a_database_schema_is_one_line(_isolated_home: Path) -> None:
     result = CliRunner().invoke(app, ["serve"])
     assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_serve_with_the_console_port_taken_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, _isolated_home: Path
+) -> None:
+    from baadal.db.schema import upgrade
+    from baadal.db.session import get_engine
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        monkeypatch.setenv("BAADAL_NOVNC__PORT", str(taken.getsockname()[1]))
+        get_settings.cache_clear()
+        upgrade(get_engine(get_settings()))
+        result = CliRunner().invoke(app, ["serve"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "[novnc] port" in result.output and "in use" in result.output

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 from baadal import constants as C
 from baadal.api import (
     audit_routes,
+    console_routes,
     host_routes,
     me_routes,
     request_routes,
@@ -168,6 +169,7 @@ def create_app(settings: Settings) -> FastAPI:
     for router in (
         me_routes.router,
         vm_routes.router,
+        console_routes.router,
         request_routes.router,
         task_routes.router,
         token_routes.router,

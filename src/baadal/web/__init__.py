@@ -1,0 +1,1 @@
+"""The web portal: pages, the console in the browser and its WebSocket relay."""
