@@ -122,6 +122,10 @@ CASES: dict[str, list[Case]] = {
     ],
     # accounts: 'eve' is a plain user of organisation A, 'col' one of organisation B
     "users.list_accounts": [Case(lambda w: users.list_accounts(w.session, w.actor), ANYONE)],
+    "users.get_account": [
+        Case(lambda w: users.get_account(w.session, w.actor, "eve"), ORG_A_ADMINS | {"eve"}),
+        Case(lambda w: users.get_account(w.session, w.actor, w.actor.username), ANYONE),
+    ],
     "users.get_roles": [
         Case(lambda w: users.get_roles(w.session, w.actor, "eve"), ORG_A_ADMINS | {"eve"}),
         Case(

@@ -336,10 +336,12 @@ def list_vm_page(
     status: C.VMStatus | None = None,
     owner: str | None = None,
     host: str | None = None,
+    mine: bool = False,
 ) -> VMPage:
     """The VMs the actor may see with an id above ``after``, in one query (keyset
     pagination: a page costs the same on the first and the thousandth page, and no VM
-    is skipped or shown twice when others are added meanwhile)."""
+    is skipped or shown twice when others are added meanwhile); ``mine``: only those
+    the actor owns or shares (a dashboard), whatever else their role lets them see."""
     require(session, actor, Action.VM_LIST)
     check_int(limit, "page size", 1, C.API_PAGE_MAX)
     query = (
@@ -358,6 +360,9 @@ def list_vm_page(
         query = query.where(User.username == owner)
     if host is not None:
         query = query.where(VM.host_id.in_(select(Host.id).where(Host.host_name == host)))
+    if mine:
+        shared = select(UserVMMap.vm_id).where(UserVMMap.user_id == actor.user_id)
+        query = query.where(or_(VM.owner_id == actor.user_id, VM.id.in_(shared)))
     rows = [(vm, name) for vm, name in session.execute(query)]
     more = len(rows) > limit
     rows = rows[:limit]
