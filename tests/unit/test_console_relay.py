@@ -5,14 +5,17 @@ stands in for the VM's console. A refused token never opens the browser's WebSoc
 
 from __future__ import annotations
 
+import json
+import re
 import socketserver
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, func, select, update
 from starlette.websockets import WebSocketDisconnect
 from websockets.exceptions import InvalidHandshake
 from websockets.sync.client import connect
@@ -25,13 +28,14 @@ from baadal.db.models import VM, ConsoleToken, Host, User
 from baadal.db.session import session_scope
 from baadal.services import tokens
 from baadal.services.policy import SYSTEM
-from baadal.web import console_relay, websockify_tokens
+from baadal.web import websockify_tokens
 from tests.support.sshd import free_port
 from tests.unit.test_console_tokens import (  # noqa: F401 - fixtures
     cloud_settings,
     fake_cloud,
     web,
 )
+from tests.unit.web_support import Portal, password_hash
 
 pytestmark = pytest.mark.unit
 
@@ -96,7 +100,6 @@ def site(
             who: tokens.create_token(s, SYSTEM, username=who).token for who in ("stu", "eve")
         }
     app = create_app(cloud_settings)
-    console_relay.install(app)
     with websockify(cloud_settings), TestClient(app) as client:
         yield Site(client, sqlite_engine, web, api_tokens)
 
@@ -120,11 +123,7 @@ def test_the_console_opens_once_through_the_relay(site: Site) -> None:
 
 
 def _refused(site: Site, path: str, headers: dict[str, str]) -> bool:
-    try:
-        with site.client.websocket_connect(path, headers=headers):
-            return False
-    except WebSocketDisconnect:
-        return True
+    return _refused_for(site.client, path, headers)
 
 
 def test_bad_tokens_and_callers_are_refused_before_the_websocket_opens(site: Site) -> None:
@@ -164,3 +163,44 @@ def test_websockify_refuses_a_bad_token_before_the_upgrade(
             connect(base + param, open_timeout=10, proxy=None).close()
     with connect(base + websockify_tokens.param(stu_id, ticket["token"]), proxy=None) as ws:
         assert ws.recv(timeout=10) == GREETING
+
+
+_TICKET = re.compile(r'<script type="application/json" id="console-ticket">(.*?)</script>')
+
+
+def test_the_portal_console_page_opens_its_websocket_for_its_user_only(site: Site) -> None:
+    with session_scope(site.engine) as s:
+        s.execute(
+            update(User).where(User.username.in_(["stu", "eve"])).values(password=password_hash())
+        )
+    portal = Portal(site.client.app, site.engine, Path("."))
+    try:
+        stu, eve = portal.login("stu"), portal.login("eve")
+        path = f"/vms/{site.vm_id}/console"
+        # a POST without the session's CSRF token, or by someone else, makes nothing
+        assert stu.post(path).status_code == 403
+        assert portal.post(eve, path).status_code == 403
+        with session_scope(site.engine) as s:
+            assert s.scalar(select(func.count()).select_from(ConsoleToken)) == 0
+        page = portal.post(stu, path)
+        assert page.status_code == 200 and page.headers["cache-control"] == "no-store"
+        ticket = json.loads(_TICKET.search(page.text).group(1))
+        assert len(ticket["password"]) == 8 and ticket["password"] not in ticket["path"]
+        assert '<script type="module" src="/static/console.js">' in page.text
+        # another session cannot use it (nor use it up); its own session can, once
+        assert _refused_for(eve, ticket["path"])
+        with stu.websocket_connect(ticket["path"]) as ws:
+            assert ws.receive_bytes() == GREETING
+        assert _refused_for(stu, ticket["path"])
+    finally:
+        for client in portal.clients:
+            client.__exit__(None, None, None)
+
+
+def _refused_for(client: TestClient, path: str, headers: dict[str, str] | None = None) -> bool:
+    """True when the WebSocket is closed before it opens (the server answers 403)."""
+    try:
+        with client.websocket_connect(path, headers=dict(headers or {})):
+            return False
+    except WebSocketDisconnect:
+        return True

@@ -25,7 +25,7 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 from baadal import constants as C
 from baadal.config import Settings
 from baadal.errors import BaadalError
-from baadal.services import runtime, tokens
+from baadal.services import runtime, tokens, web_sessions
 from baadal.web import websockify_tokens
 
 log = logging.getLogger("baadal")
@@ -55,11 +55,26 @@ def _bearer_user(settings: Settings, authorization: str) -> int | None:
         return None
 
 
+def _session_user(settings: Settings, cookie: str) -> int | None:
+    try:
+        return web_sessions.identify(
+            runtime.checked_engine(settings), settings, cookie
+        ).actor.user_id
+    except BaadalError:
+        return None
+
+
 async def _caller_id(websocket: WebSocket, settings: Settings) -> int | None:
-    """The authenticated user: an API token (``Authorization: Bearer``), else None."""
+    """The authenticated user: an API token (``Authorization: Bearer``), else the
+    portal's session cookie (the console page's WebSocket); None for neither. A
+    WebSocket handshake is a GET, so no CSRF token: the Origin check and the one-time
+    token stand in for it."""
     authorization = websocket.headers.get("authorization")
     if authorization:
         return await run_in_threadpool(_bearer_user, settings, authorization)
+    cookie = websocket.cookies.get(C.WEB_SESSION_COOKIE)
+    if cookie:
+        return await run_in_threadpool(_session_user, settings, cookie)
     return None
 
 

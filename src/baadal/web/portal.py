@@ -18,7 +18,7 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
 from baadal import constants as C
-from baadal.web import account_pages, pages, review_pages, vm_pages
+from baadal.web import account_pages, console_pages, console_relay, pages, review_pages, vm_pages
 
 Handler = Callable[[Request, Exception], Any]
 
@@ -50,8 +50,14 @@ def _as_page(api_handler: Handler) -> Callable[[Request, Exception], Awaitable[R
 
 def install(app: FastAPI) -> None:
     """Add the portal's pages under ``/`` (after the API's routes and handlers)."""
-    for router in (account_pages.router, vm_pages.router, review_pages.router):
+    for router in (
+        account_pages.router,
+        vm_pages.router,
+        review_pages.router,
+        console_pages.router,
+    ):
         app.include_router(router)
+    console_relay.install(app)
     app.mount("/static", StaticFiles(packages=[("baadal.web", "static")]), name="static")
     for kind, handler in list(app.exception_handlers.items()):
         app.add_exception_handler(kind, _as_page(handler))

@@ -1,7 +1,7 @@
 """one-time console tokens of the browser console (stored as SHA-256)
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 Create Date: 2026-12-07 18:00:00.000000
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0013"
-down_revision: str | None = "0011"
+down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
