@@ -51,6 +51,8 @@ def test_everyones_pages_render(portal: Portal, who: str) -> None:
         assert f">{who}</a>" in page.text  # the navigation names the account
         assert 'hx-headers=\'{"X-CSRF-Token": "' in page.text
         assert "/static/htmx.min.js" in page.text and "/static/baadal.css" in page.text
+        assert "frame-ancestors 'self'" in page.headers["content-security-policy"]
+        assert "http" not in page.text.split("<body")[0]  # nothing loaded from elsewhere
 
 
 def test_static_files_are_served_from_the_package(portal: Portal) -> None:
