@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +19,13 @@ from sqlalchemy.orm import Session
 
 from baadal import constants as C
 from baadal.config import Settings
-from baadal.errors import PermissionDenied, Unauthenticated
+from baadal.errors import (
+    ConflictError,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    ValidationError,
+)
 from baadal.services import runtime, web_sessions
 from baadal.services.policy import Actor
 
@@ -35,8 +41,24 @@ def status_name(status: int) -> str:
         return "unknown"
 
 
+def task_status(status: int) -> str:
+    try:
+        return C.TaskStatus(status).name.lower().replace("_", " ")
+    except ValueError:
+        return "unknown"
+
+
+def snapshot_kind(kind: int) -> str:
+    try:
+        return C.SnapshotType(kind).name.lower()
+    except ValueError:
+        return "unknown"
+
+
 templates.env.globals.update(
     C=C,
+    task_status=task_status,
+    snapshot_kind=snapshot_kind,
     csrf_field=C.WEB_CSRF_FIELD,
     csrf_header=C.WEB_CSRF_HEADER,
     status_name=status_name,
@@ -46,6 +68,17 @@ BAD_CSRF = "the form's security token is missing or wrong: reload the page and t
 #: a message longer than this is cut (it travels in a cookie)
 FLASH_MAX = 300
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: what a page may load and who may frame it: this site only (nothing from elsewhere,
+#: no inline script; another site cannot frame a page to trick clicks on its buttons)
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'self'"
+    ),
+    "X-Frame-Options": "SAMEORIGIN",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
 
 
 @dataclass(frozen=True)
@@ -184,6 +217,7 @@ def render(
         },
         status_code=status,
     )
+    response.headers.update(PAGE_HEADERS)
     if taken is not None:
         response.delete_cookie(C.WEB_FLASH_COOKIE, path="/")
     if visitor is None and request.cookies.get(C.WEB_FORM_COOKIE) != token:
@@ -204,3 +238,29 @@ def local_path(target: str | None, default: str = "/") -> str:
     ):
         return default
     return target
+
+
+#: the mistakes a person corrects on the page they came from (refusals are pages)
+MISTAKES = (ValidationError, ConflictError, ResourceExhausted)
+
+
+def perform(
+    request: Request, visitor: Visitor, back: str, work: Callable[[Session], str]
+) -> Response:
+    """Run ``work`` in one transaction and go back to ``back`` saying what it did, or
+    what was wrong (nothing changed then)."""
+    try:
+        with visitor.transaction() as session:
+            said = work(session)
+    except MISTAKES as exc:
+        return redirect(request, back, str(exc), error=True)
+    return redirect(request, back, said)
+
+
+def optional_int(value: str, what: str) -> int | None:
+    """A number from a select that may be left at 'unchanged' (empty)."""
+    if not value.strip():
+        return None
+    if not value.strip().isdigit():
+        raise ValidationError(f"{what} must be a whole number")
+    return int(value)
