@@ -27,6 +27,7 @@ APT_PACKAGES=(
   librrd-dev              # to build the rrdtool Python binding
   iperf3                  # throughput between hosts (host network graph)
   slapd                   # LDAP logins are tested against a real OpenLDAP server
+  chromium                # browser tests (tests/web): Playwright drives Debian's Chromium
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -93,7 +93,6 @@ class DatabaseConf(Section):
 class AuthConf(Section):
     auth_type: C.AuthType = C.AuthType.DB
     login_after_registration: bool = False
-    session_hours: int = 12
 
 
 class LdapConf(Section):
@@ -193,9 +192,10 @@ class MailConf(Section):
 
 
 class NovncConf(Section):
-    port: int = 6080
-    url_ip: str = "127.0.0.1"
-    server_ip: str = "127.0.0.1"
+    """The console in the browser: ``baadal serve`` starts websockify on this loopback
+    port and relays the pages' WebSocket to it (browsers never reach it directly)."""
+
+    port: int = Field(default=C.WEBSOCKIFY_PORT, ge=1024, le=C.PORT_RANGE[1])
 
 
 class NatConf(Section):
@@ -415,7 +415,7 @@ class QuotaConf(Section):
 
 
 class WebConf(Section):
-    """``baadal serve``: where the API listens (loopback by default: put a TLS proxy in
+    """``baadal serve``: where the API and the portal listen (loopback by default: put a TLS proxy in
     front, or give ``tls_cert``/``tls_key``), and the address people reach it by."""
 
     host: str = Field(default="127.0.0.1", pattern=r"^[A-Za-z0-9.:-]{1,253}$")
@@ -425,6 +425,9 @@ class WebConf(Section):
     workers: int = Field(default=1, ge=1, le=C.WEB_WORKERS_MAX)
     tls_cert: str = ""
     tls_key: str = ""
+    #: a portal login lasts at most this long, and ends after this long unused
+    session_hours: int = Field(default=12, ge=1, le=C.WEB_SESSION_HOURS_MAX)
+    session_idle_minutes: int = Field(default=120, ge=5, le=C.WEB_SESSION_HOURS_MAX * 60)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> WebConf:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from typer.testing import CliRunner
 from baadal.cli.main import app
 from baadal.config import get_settings, load_settings
 from baadal.errors import ConfigError
+from tests.support.sshd import free_port
 
 pytestmark = pytest.mark.unit
 
@@ -55,12 +57,22 @@ def test_serve_runs_the_app_factory_with_the_settings(
 
     monkeypatch.setenv("BAADAL_WEB__PORT", "18080")
     monkeypatch.setenv("BAADAL_WEB__PUBLIC_URL", "https://cloud.example.org")
+    websockify_port = free_port()
+    monkeypatch.setenv("BAADAL_NOVNC__PORT", str(websockify_port))
     get_settings.cache_clear()
     upgrade(get_engine(get_settings()))
     calls = []
-    monkeypatch.setattr(uvicorn, "run", lambda target, **kw: calls.append((target, kw)))
+
+    def run(target: str, **kw: object) -> None:
+        # websockify listens while the server runs (the console's WebSocket goes to it)
+        socket.create_connection(("127.0.0.1", websockify_port), 5).close()
+        calls.append((target, kw))
+
+    monkeypatch.setattr(uvicorn, "run", run)
     result = CliRunner().invoke(app, ["serve"])
     assert result.exit_code == 0, result.output
+    with pytest.raises(OSError):  # and stops with it
+        socket.create_connection(("127.0.0.1", websockify_port), 5).close()
     assert "https://cloud.example.org/api/v1" in result.output
     ((target, options),) = calls
     assert options["factory"] and options["port"] == 18080 and options["host"] == "127.0.0.1"
@@ -72,3 +84,63 @@ def test_serve_runs_the_app_factory_with_the_settings(
 def test_serve_without_a_database_schema_is_one_line(_isolated_home: Path) -> None:
     result = CliRunner().invoke(app, ["serve"])
     assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_serve_with_the_console_port_taken_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, _isolated_home: Path
+) -> None:
+    from baadal.db.schema import upgrade
+    from baadal.db.session import get_engine
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        monkeypatch.setenv("BAADAL_NOVNC__PORT", str(taken.getsockname()[1]))
+        get_settings.cache_clear()
+        upgrade(get_engine(get_settings()))
+        result = CliRunner().invoke(app, ["serve"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "[novnc] port" in result.output and "in use" in result.output
+
+
+def test_websockify_ends_when_serve_is_killed(_isolated_home: Path) -> None:
+    """Even a SIGKILL of ``baadal serve`` leaves no websockify holding its port."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from baadal.db.schema import upgrade
+    from baadal.db.session import get_engine
+
+    upgrade(get_engine(get_settings()))
+    port = free_port()
+    env = {**os.environ, "BAADAL_NOVNC__PORT": str(port), "BAADAL_WEB__PORT": str(free_port())}
+    serve = subprocess.Popen([sys.executable, "-m", "baadal", "serve"], env=env)
+    try:
+        assert _waits_for(lambda: _listening(port)), "websockify did not start"
+        os.kill(serve.pid, signal.SIGKILL)
+        serve.wait()
+        assert _waits_for(lambda: not _listening(port)), "websockify outlived serve"
+    finally:
+        serve.kill()
+        serve.wait()
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), 1).close()
+    except OSError:
+        return False
+    return True
+
+
+def _waits_for(condition: object, timeout_s: float = 30.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return True
+        time.sleep(0.1)
+    return False

@@ -47,6 +47,7 @@ from baadal.errors import BaadalError, PermissionDenied
 from baadal.net import nat_box
 from baadal.services import (
     audit,
+    consoles,
     inventory,
     load_all,
     mails,
@@ -156,8 +157,18 @@ CASES: dict[str, list[Case]] = {
     "vms.grant_vnc_access": [
         Case(lambda w: vms.grant_vnc_access(w.engine, w.actor, w.settings, "web", 60), VM_USERS)
     ],
+    "consoles.open_console": [
+        Case(lambda w: consoles.open_console(w.engine, w.actor, w.settings, "web"), VM_USERS)
+    ],
     # a VM's users and owner: 'web' is owned by fac (organisation A), eve is of A, ob of B
     "vms.list_vm_users": [Case(lambda w: vms.list_vm_users(w.session, w.actor, "web"), VM_USERS)],
+    "vms.vm_details": [Case(lambda w: vms.vm_details(w.session, w.actor, "web"), VM_USERS)],
+    "vms.set_snapshot_schedule": [
+        Case(
+            lambda w: vms.set_snapshot_schedule(w.session, w.actor, "web", {C.SnapshotType.DAILY}),
+            VM_USERS,
+        )
+    ],
     "vms.add_vm_user": [
         Case(lambda w: vms.add_vm_user(w.session, w.actor, "web", "eve"), VM_OWNERS),
         Case(lambda w: vms.add_vm_user(w.session, w.actor, "web", "ob"), ADMIN),

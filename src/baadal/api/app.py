@@ -19,6 +19,7 @@ from baadal import constants as C
 from baadal.api import (
     audit_routes,
     cloud_routes,
+    console_routes,
     host_routes,
     inventory_routes,
     me_routes,
@@ -40,6 +41,7 @@ from baadal.errors import (
     Unauthenticated,
     ValidationError,
 )
+from baadal.web import portal
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +163,8 @@ def _docs_page(app: FastAPI) -> str:
 
 
 def create_app(settings: Settings) -> FastAPI:
-    """The API for ``settings``' database; each request opens its own transaction."""
+    """The API (under /api/v1) and the portal (under /) for ``settings``' database;
+    each request opens its own transaction."""
     app = FastAPI(
         title="Baadal",
         version="1",
@@ -175,6 +178,7 @@ def create_app(settings: Settings) -> FastAPI:
     for router in (
         me_routes.router,
         vm_routes.router,
+        console_routes.router,
         request_routes.router,
         task_routes.router,
         token_routes.router,
@@ -194,6 +198,7 @@ def create_app(settings: Settings) -> FastAPI:
     def docs() -> str:
         return _docs_page(app)
 
+    portal.install(app)
     return app
 
 

@@ -519,6 +519,22 @@ class VncAccess(Base):
     expiry_time: Mapped[datetime]
 
 
+class ConsoleToken(Base):
+    """A one-time ticket to a VM's console in the browser: it opens one connection
+    through websockify, for the user it was made for, before it expires. Only its SHA-256
+    is kept (32 random bytes: one indexed lookup, nothing to brute-force)."""
+
+    __tablename__ = "console_token"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    vm_id: Mapped[int] = mapped_column(ForeignKey("vm_data.id", ondelete="CASCADE"), index=True)
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+    expires: Mapped[datetime]
+    #: when its one connection was opened; set once, by the connection that won it
+    used_at: Mapped[datetime | None]
+
+
 class LoginThrottle(Base):
     """Failed logins of one username or one source (``user:<name>``, ``source:<address>``),
     in the database so every process (web server, CLI) counts the same failures."""
@@ -649,3 +665,19 @@ class ApiToken(Base):
     expires: Mapped[datetime | None]
     last_used: Mapped[datetime | None]
     revoked: Mapped[datetime | None]
+
+
+class WebSession(Base):
+    """A portal login. The cookie carries a random id; only its SHA-256 is kept, so the
+    table cannot be used to log in. A row per login lets logout, blocking a user and a
+    password change end sessions at once."""
+
+    __tablename__ = "web_session"
+    #: SHA-256 (hex) of the session id in the cookie
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    #: the session's CSRF token (every form and HTMX call shows it)
+    csrf_secret: Mapped[str] = mapped_column(String(64))
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+    expires: Mapped[datetime] = mapped_column(index=True)
+    last_seen: Mapped[datetime] = mapped_column(default=utcnow)
