@@ -337,8 +337,7 @@ def op_host_sanity(b: Bench) -> None:
 
 
 def op_dhcp_rebuild(b: Bench) -> None:
-    with session_scope(b.engine) as s:
-        assert networks.rebuild_dhcp(s, SYSTEM, b.settings) > 0
+    assert networks.rebuild_dhcp(b.engine, SYSTEM, b.settings) > 0
 
 
 def op_network_job(b: Bench) -> None:

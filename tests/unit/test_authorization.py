@@ -283,7 +283,7 @@ CASES: dict[str, list[Case]] = {
     ],
     "networks.dhcp_entries": [Case(lambda w: networks.dhcp_entries(w.actor, w.settings), ADMIN)],
     "networks.rebuild_dhcp": [
-        Case(lambda w: networks.rebuild_dhcp(w.session, w.actor, w.settings), ADMIN)
+        Case(lambda w: networks.rebuild_dhcp(w.engine, w.actor, w.settings), ADMIN)
     ],
     "networks.nat_rules": [Case(lambda w: networks.nat_rules(w.actor, w.settings), ADMIN)],
     "networks.reapply_nat": [
