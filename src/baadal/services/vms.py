@@ -306,12 +306,13 @@ def launch_existing_vm_image(
 
 @guarded(Action.VM_LIST)
 def list_vms(session: Session, actor: Actor) -> Sequence[VM]:
-    """The VMs the actor may see, with what a list shows loaded in a few queries."""
+    """The VMs the actor may see, with what a list shows loaded in the same query (joined:
+    a selectin load would cost one more query per 500 VMs)."""
     require(session, actor, Action.VM_LIST)
     query = (
         select(VM)
         .where(vm_filter(actor))
-        .options(selectinload(VM.host), selectinload(VM.private_ip), selectinload(VM.public_ip))
+        .options(joinedload(VM.host), joinedload(VM.private_ip), joinedload(VM.public_ip))
         .order_by(VM.id)
     )
     return session.scalars(query).all()
