@@ -4,6 +4,7 @@ tests/integration/test_monitor_real.py."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import threading
 import time
@@ -315,3 +316,31 @@ def test_a_host_never_shares_the_nat_box_s_or_the_controller_s_file(
     mine = rrd.get_rrd_file(settings, rrd.host_identity(address))
     assert mine.name == f"host~{address.replace('.', '_')}.rrd"
     assert mine not in {rrd.get_rrd_file(settings, m) for m in rrd.MACHINE_TITLES}
+
+
+def test_metrics_read_the_collection_summaries_not_every_file(
+    sqlite_engine: Engine, settings: Settings, cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A collection batch sums up what it fed in one file per host; a scrape shows the
+    same values from it as from every RRD file, without opening those."""
+    create(sqlite_engine, settings, "web")
+    create(sqlite_engine, settings, "db")
+    with contextlib.suppress(rrd.PartialCollection):  # the host's own counters need SSH
+        rrd.update_rrd(sqlite_engine, settings, cloud.host_ids[0])
+    assert [p.name for p in rrd.latest_dir(settings).iterdir()] == ["host-1.json"]
+    kept = rrd.latest_dir(settings).with_name("kept")
+    shutil.copytree(rrd.latest_dir(settings), kept)
+    shutil.rmtree(rrd.latest_dir(settings))
+    from_files = prometheus.render_metrics(sqlite_engine, settings)
+    assert 'kind="vm",name="web"' in from_files and 'kind="vm",name="db"' in from_files
+    shutil.copytree(kept, rrd.latest_dir(settings))
+
+    def no_file_reads(path: str) -> dict[str, object]:
+        raise AssertionError(f"{path} was read")
+
+    monkeypatch.setattr(prometheus.rrdtool, "info", no_file_reads)
+    assert prometheus.render_metrics(sqlite_engine, settings) == from_files
+    # a damaged summary is skipped: those VMs are read from their files again
+    (rrd.latest_dir(settings) / "host-1.json").write_text("{not json")
+    monkeypatch.undo()
+    assert prometheus.render_metrics(sqlite_engine, settings) == from_files

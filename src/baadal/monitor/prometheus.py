@@ -34,8 +34,11 @@ _COUNTERS = (
 
 
 def _latest(settings: Settings, identity: str) -> dict[str, float] | None:
-    """The raw values last fed to the identity's RRD file, with its update time."""
+    """The raw values last fed to the identity's RRD file, with its update time, read
+    from the file (for files the collection pass has not summed up: fed by hand)."""
     path = rrd.get_rrd_file(settings, identity)
+    if not path.exists():
+        return None  # no history yet
     try:
         info = rrdtool.info(str(path))
     except rrdtool.OperationalError:
@@ -125,8 +128,9 @@ class BaadalCollector(Collector):
         subjects += [("vm", name, host or "", identity, vcpus)
                      for identity, name, _s, vcpus, host in vms]  # fmt: skip
         subjects += [(kind, kind, "", kind, None) for kind in rrd.MACHINE_TITLES]
+        recorded = rrd.read_latest(self.settings)
         for kind, name, host, identity, cpus in subjects:
-            latest = _latest(self.settings, identity)
+            latest = recorded.get(identity) or _latest(self.settings, identity)
             if latest is None:
                 continue
             key = [kind, name, host]
