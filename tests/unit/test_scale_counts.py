@@ -1,0 +1,189 @@
+"""Statement counts that must not grow with the cloud (issue 16): list and sanity
+operations, the cloud shutdown's queueing and the network job cost the same number of
+SQL statements for N VMs and for 3 N, so a query per row fails here; and the bulk
+queueing writes the rows ``enqueue`` writes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, event, select
+
+from baadal import constants as C
+from baadal.config import Settings
+from baadal.db.models import VM, PrivateIpPool, Task, TaskEvent
+from baadal.db.session import session_scope
+from baadal.drivers import fake
+from baadal.host import health, maintenance
+from baadal.services import inventory, tasks, vms
+from baadal.services.policy import SYSTEM
+from baadal.tasks import queue
+from baadal.vm.network import restore_network
+from baadal.vm.sanity import vm_sanity_check
+from tests.support.cloud import make_cloud
+
+pytestmark = pytest.mark.unit
+
+HOSTS = 4
+
+
+@contextmanager
+def counted(engine: Engine) -> Iterator[list[str]]:
+    statements: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+
+def cloud_of(engine: Engine, settings: Settings, root: Path, vm_count: int) -> None:
+    """HOSTS fake hosts and ``vm_count`` running VMs spread over them, each with a
+    private address, a finished task, and its domain on its host."""
+    fake.reset()
+    cloud = make_cloud(engine, settings, root, [f"fake:///h{i}" for i in range(1, HOSTS + 1)])
+    with session_scope(engine) as s:
+        ips = s.scalars(select(PrivateIpPool.id).order_by(PrivateIpPool.id)).all()
+        for i in range(vm_count):
+            host_id = cloud.host_ids[i % HOSTS]
+            vm = VM(vm_name=f"vm{i}", vm_identity=f"ORG~u~vm{i}", RAM=256, vCPU=1,
+                    host_id=host_id, private_ip_id=ips[i], vnc_port=20000 + i,
+                    status=C.VMStatus.RUNNING)  # fmt: skip
+            s.add(vm)
+            s.flush()
+            s.add(Task(task_type=C.TaskType.CREATE_VM, vm_id=vm.id, status=C.TaskStatus.SUCCESS))
+            hv = fake.FakeHypervisor(f"fake:///h{i % HOSTS + 1}")
+            hv.define(f"<domain><name>{vm.vm_identity}</name></domain>")
+            hv.start(vm.vm_identity)
+
+
+def _vm_list(engine: Engine) -> None:
+    with session_scope(engine) as s:
+        for vm in vms.list_vms(s, SYSTEM):
+            assert vm.host is not None and vm.private_ip is not None and vm.public_ip is None
+
+
+def _vm_page(engine: Engine) -> None:
+    with session_scope(engine) as s:
+        page = vms.list_vm_page(s, SYSTEM, limit=1000)
+        assert all(vm.host.host_name and vm.private_ip.private_ip for vm, _owner in page.items)
+
+
+def _host_list(engine: Engine) -> None:
+    with session_scope(engine) as s:
+        assert len(inventory.list_hosts(s, SYSTEM)) == HOSTS
+
+
+def _task_list(engine: Engine) -> None:
+    with session_scope(engine) as s:
+        assert tasks.list_tasks(s, SYSTEM, limit=1000)
+
+
+def _shutdown(engine: Engine) -> None:
+    with session_scope(engine) as s:
+        queued = maintenance.shutdown_baadal(s)
+        assert queued.skipped == [] and queued.task_ids
+        s.rollback()
+
+
+OPERATIONS: dict[str, Callable[[Engine, Settings], object]] = {
+    "vm list": lambda e, _s: _vm_list(e),
+    "vm page": lambda e, _s: _vm_page(e),
+    "host list": lambda e, _s: _host_list(e),
+    "task list": lambda e, _s: _task_list(e),
+    "vm sanity": lambda e, s: vm_sanity_check(e, s),
+    "host sanity": lambda e, s: health.host_status_sanity_check(e, s),
+    "cloud shutdown": lambda e, _s: _shutdown(e),
+    "network job": lambda e, s: restore_network(e, s),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPERATIONS))
+def test_statements_do_not_grow_with_the_cloud(
+    name: str,
+    tmp_path: Path,
+    settings: Settings,
+    sqlite_engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(health, "host_problem", lambda host: None)  # no ping here
+    settings.general.host_check_services = False
+    operation = OPERATIONS[name]
+    cloud_of(sqlite_engine, settings, tmp_path, 3)
+    with counted(sqlite_engine) as small:
+        operation(sqlite_engine, settings)
+    with session_scope(sqlite_engine) as s:  # 3 N: six more VMs on the same hosts
+        ips = s.scalars(select(PrivateIpPool.id).order_by(PrivateIpPool.id.desc())).all()
+        for i in range(3, 9):
+            vm = VM(vm_name=f"vm{i}", vm_identity=f"ORG~u~vm{i}", RAM=256, vCPU=1,
+                    host_id=i % HOSTS + 1, private_ip_id=ips[i], vnc_port=20000 + i,
+                    status=C.VMStatus.RUNNING)  # fmt: skip
+            s.add(vm)
+            s.flush()
+            s.add(Task(task_type=C.TaskType.CREATE_VM, vm_id=vm.id, status=C.TaskStatus.SUCCESS))
+            hv = fake.FakeHypervisor(f"fake:///h{i % HOSTS + 1}")
+            hv.define(f"<domain><name>{vm.vm_identity}</name></domain>")
+            hv.start(vm.vm_identity)
+    with counted(sqlite_engine) as large:
+        operation(sqlite_engine, settings)
+    assert len(large) == len(small), "\n".join(large)
+    fake.reset()
+
+
+def test_vm_sanity_still_writes_what_libvirt_shows(
+    tmp_path: Path, settings: Settings, sqlite_engine: Engine
+) -> None:
+    """Only contradicted rows are written: a VM paused behind Baadal's back and one
+    whose domain moved host are synced, the others are ok, unchanged."""
+    cloud_of(sqlite_engine, settings, tmp_path, 6)
+    fake.FakeHypervisor("fake:///h1").suspend("ORG~u~vm0")
+    moved = fake.FakeHypervisor("fake:///h2")
+    xml = moved.xml("ORG~u~vm1", inactive=True, secure=True)
+    moved.undefine("ORG~u~vm1")
+    fake.FakeHypervisor("fake:///h3").define(xml)
+    fake.FakeHypervisor("fake:///h3").start("ORG~u~vm1")
+    report = vm_sanity_check(sqlite_engine, settings)
+    actions = {r.vm_name: r.action for r in report.rows}
+    assert actions == {
+        "vm0": "status RUNNING -> SUSPENDED",
+        "vm1": "host host2 -> host3",
+        **{f"vm{i}": "ok" for i in range(2, 6)},
+    }
+    with session_scope(sqlite_engine) as s:
+        rows = {vm.vm_name: (vm.host_id, vm.status) for vm in s.scalars(select(VM))}
+    assert rows["vm0"] == (1, C.VMStatus.SUSPENDED) and rows["vm1"] == (3, C.VMStatus.RUNNING)
+    assert all(r.action == "ok" for r in vm_sanity_check(sqlite_engine, settings).rows)
+    fake.reset()
+
+
+def test_bulk_queueing_writes_the_rows_enqueue_writes(
+    tmp_path: Path, settings: Settings, sqlite_engine: Engine
+) -> None:
+    cloud_of(sqlite_engine, settings, tmp_path, 2)
+    kind = C.TaskType.MAINTENANCE_SHUTDOWN_VM
+    with session_scope(sqlite_engine) as s:
+        one = queue.enqueue(s, kind, vm_id=1).id
+        (bulk,) = queue.enqueue_vm_tasks(s, kind, {2: "vm1"})
+
+    def shape(task_id: int) -> tuple[object, ...]:
+        with session_scope(sqlite_engine) as s:
+            task = s.get(Task, task_id)
+            (ev,) = s.scalars(select(TaskEvent).where(TaskEvent.task_id == task_id)).all()
+            params = {**task.parameters, "vm_id": None}
+            return (task.task_type, task.priority, task.status, task.requester_id, params,
+                    task.attempts, task.lost_attempts, task.run_after is not None,
+                    ev.task_type, ev.status, ev.requester_id, {**ev.parameters, "vm_id": None},
+                    ev.vm_id == task.vm_id)  # fmt: skip
+
+    assert shape(one) == shape(bulk)
+    with session_scope(sqlite_engine) as s:
+        names = s.scalars(select(TaskEvent.vm_name).order_by(TaskEvent.id)).all()
+    assert names[-2:] == ["vm0", "vm1"]
+    fake.reset()
