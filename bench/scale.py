@@ -499,7 +499,8 @@ OPS: dict[str, tuple[Callable[[Bench], Any], bool, bool]] = {
     "CLI: baadal --help": (cli("--help"), True, False),
     "CLI: baadal status": (cli("status"), True, False),
     "CLI: baadal host list": (cli("host", "list"), True, False),
-    "CLI: baadal vm list": (cli("vm", "list"), True, False),
+    "CLI: baadal vm list --limit 100": (cli("vm", "list", "--limit", str(API_PAGE)), True, False),
+    "CLI: baadal vm list (all rows)": (cli("vm", "list"), True, False),
 }
 
 
@@ -588,6 +589,7 @@ FLAT = ("API GET /vms?limit=100", "vm list (all rows)", "vm sanity sweep",
         "cloud shutdown queueing", "metrics with RRD values")  # fmt: skip
 #: name -> the most it may take at the largest N (seconds)
 LIMITS = {
+    "CLI: baadal vm list --limit 100": 1.0,
     "CLI: baadal status": 1.0,
     "CLI: baadal host list": 1.0,
     "API GET /vms?limit=100": 1.0,

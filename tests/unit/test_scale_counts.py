@@ -187,3 +187,31 @@ def test_bulk_queueing_writes_the_rows_enqueue_writes(
         names = s.scalars(select(TaskEvent.vm_name).order_by(TaskEvent.id)).all()
     assert names[-2:] == ["vm0", "vm1"]
     fake.reset()
+
+
+def test_cli_vm_list_pages(
+    tmp_path: Path, settings: Settings, sqlite_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--limit`` shows one page (what a cloud of 25,000 VMs wants) and says where the
+    next one starts; bad page sizes are one clear line, exit 2."""
+    from typer.testing import CliRunner
+
+    from baadal.cli.main import app
+    from baadal.config import get_settings
+
+    cloud_of(sqlite_engine, settings, tmp_path, 5)
+    monkeypatch.setenv("BAADAL_DATABASE__URL", str(sqlite_engine.url))
+    get_settings.cache_clear()
+    runner = CliRunner()
+    first = runner.invoke(app, ["vm", "list", "--limit", "2"], terminal_width=200)
+    assert first.exit_code == 0, first.output
+    assert "ORG~u~vm1" in first.output and "ORG~u~vm2" not in first.output
+    assert "more: --after 2" in first.output
+    last = runner.invoke(app, ["vm", "list", "--limit", "2", "--after", "4"], terminal_width=200)
+    assert "ORG~u~vm4" in last.output and "ORG~u~vm3" not in last.output
+    assert "more:" not in last.output
+    everything = runner.invoke(app, ["vm", "list"], terminal_width=200)
+    assert all(f"ORG~u~vm{i}" in everything.output for i in range(5))
+    bad = runner.invoke(app, ["vm", "list", "--limit", "0"])
+    assert bad.exit_code == 2
+    fake.reset()

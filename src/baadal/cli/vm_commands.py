@@ -117,9 +117,24 @@ def create_cmd(
 
 @app.command("list")
 @handle_errors
-def list_cmd() -> None:
+def list_cmd(
+    limit: Annotated[
+        int | None,
+        typer.Option(min=1, max=C.API_PAGE_MAX, help="show one page of this many VMs"),
+    ] = None,
+    after: Annotated[
+        int | None, typer.Option(min=0, help="with --limit: the page after this VM id")
+    ] = None,
+) -> None:
     """The VMs you may see (admins: all; orgadmins: their organisation's)."""
     with db() as session:
+        who = actor(session)
+        if limit is None:
+            found = vms.list_vms(session, who)
+            more = None
+        else:
+            page = vms.list_vm_page(session, who, after=after, limit=limit)
+            found, more = [vm for vm, _owner in page.items], page.next
         rows = [
             (
                 vm.id,
@@ -132,11 +147,13 @@ def list_cmd() -> None:
                 vm.RAM,
                 vm.vCPU,
             )
-            for vm in vms.list_vms(session, actor(session))
+            for vm in found
         ]
     print_table(
         "VMs", ["id", "name", "identity", "status", "host", "IP", "public IP", "MB", "vCPU"], rows
     )
+    if more is not None:
+        console.print(f"more: --after {more}", highlight=False)
 
 
 @app.command("show")
