@@ -9,6 +9,7 @@ import shutil
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from typer.testing import CliRunner
 
 from baadal import constants as C
 from baadal.cli.main import app
-from baadal.config import Settings, get_settings
+from baadal.config import Settings, get_settings, load_settings
 from baadal.db.models import VM, Host
 from baadal.db.session import session_scope
 from baadal.drivers.base import DomainStats
@@ -344,3 +345,33 @@ def test_metrics_read_the_collection_summaries_not_every_file(
     (rrd.latest_dir(settings) / "host-1.json").write_text("{not json")
     monkeypatch.undo()
     assert prometheus.render_metrics(sqlite_engine, settings) == from_files
+
+
+def test_history_lines_are_what_prometheus_client_writes() -> None:
+    """The RRD values are written as text by Baadal (fast); the lines must be the ones
+    prometheus_client would write, escaping included."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import CounterMetricFamily
+    from prometheus_client.registry import Collector
+
+    name, host, value = 'we"b\\1\nx', "host 1", 1234567890123.0
+
+    class One(Collector):
+        def collect(self) -> Iterator[CounterMetricFamily]:
+            family = CounterMetricFamily("baadal_disk_read_bytes", "bytes read from disk",
+                                         labels=["kind", "name", "host"])  # fmt: skip
+            family.add_metric(["vm", name, host], value)
+            yield family
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(One())
+    expected = generate_latest(registry).decode()
+    vms = [("ORG~u~x", name, C.VMStatus.RUNNING, 1, host)]
+    text = prometheus._history_text(load_settings(), [], vms)
+    assert expected.splitlines()[2] not in text  # no history file: no line
+    rrd.record_latest(
+        load_settings(), "host-1", {"ORG~u~x": rrd.RrdSample(5, 1, 2, value, 4, 5, 6)}
+    )
+    text = prometheus._history_text(load_settings(), [], vms)
+    block = text[text.index("# HELP baadal_disk_read_bytes_total") :].split("# HELP")[1]
+    assert "# HELP" + block == expected
