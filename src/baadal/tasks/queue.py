@@ -416,14 +416,12 @@ def enqueue_vm_tasks(session: Session, task_type: str, vms: Mapping[int, str]) -
     unfinished for these VMs (enqueue's duplicate check is not repeated here)."""
     if not vms:
         return []
-    base = task_params.parse(task_type, None)
-    params = {
-        vm_id: base.model_copy(update={"vm_id": vm_id}).model_dump(mode="json") for vm_id in vms
-    }
+    base = task_params.parse(task_type, None).model_dump(mode="json")
+    params = {vm_id: {**base, "vm_id": vm_id} for vm_id in vms}  # vm_id: a plain int field
     now = utcnow()
     session.flush()
     session.execute(
-        insert(Task),
+        insert(Task.__table__),  # Core: the ORM's bulk path costs 0.1 ms a row
         [
             {"task_type": task_type, "vm_id": vm_id, "parameters": params[vm_id],
              "priority": int(C.TaskPriority.NORMAL), "status": C.TaskStatus.PENDING,
@@ -445,7 +443,7 @@ def enqueue_vm_tasks(session: Session, task_type: str, vms: Mapping[int, str]) -
         if vm_id in vms
     }
     session.execute(
-        insert(TaskEvent),
+        insert(TaskEvent.__table__),
         [
             {"task_id": ids[vm_id], "task_type": task_type, "vm_id": vm_id, "vm_name": name,
              "requester_id": None, "parameters": params[vm_id],
