@@ -41,6 +41,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Engine, event, func, insert, select, update
@@ -57,6 +58,7 @@ from baadal.db.models import (
     VM,
     AuditLog,
     Host,
+    PeriodicJob,
     SecurityDomain,
     Task,
     TaskEvent,
@@ -72,6 +74,7 @@ from baadal.services.policy import SYSTEM
 from baadal.tasks import queue
 from baadal.tasks.registry import load_handler_modules
 from baadal.tasks.worker import Worker
+from baadal.timeutil import utcnow
 
 VMS_PER_HOST = 10
 UNREACHABLE_SHARE = 0.01
@@ -155,6 +158,8 @@ def fill(engine: Engine, settings: Settings, root: Path, n: int) -> None:
         )  # fmt: skip
         copy_vms(s, ids, vm_count - len(ids), n)
         recompute_host_usage(s)
+    with session_scope(engine) as s:  # the periodic jobs must not run inside a timing
+        s.execute(update(PeriodicJob).values(next_run_at=utcnow() + timedelta(days=1)))
     for _ in range(3):  # the periodic jobs' tasks the first worker queued: not part of it
         with session_scope(engine) as s:
             s.execute(
