@@ -45,21 +45,31 @@ def counted(engine: Engine) -> Iterator[list[str]]:
 
 
 def cloud_of(engine: Engine, settings: Settings, root: Path, vm_count: int) -> None:
-    """HOSTS fake hosts and ``vm_count`` running VMs spread over them, each with a
-    private address, a finished task, and its domain on its host."""
+    """HOSTS fake hosts and ``vm_count`` running VMs spread over them."""
     fake.reset()
-    cloud = make_cloud(engine, settings, root, [f"fake:///h{i}" for i in range(1, HOSTS + 1)])
+    make_cloud(engine, settings, root, [f"fake:///h{i}" for i in range(1, HOSTS + 1)])
+    add_vms(engine, 0, vm_count)
+
+
+def add_vms(engine: Engine, first: int, count: int) -> None:
+    """Running VMs vm<first>... spread over the hosts, each with a free private address,
+    a finished task, and its domain on its host."""
     with session_scope(engine) as s:
-        ips = s.scalars(select(PrivateIpPool.id).order_by(PrivateIpPool.id)).all()
-        for i in range(vm_count):
-            host_id = cloud.host_ids[i % HOSTS]
+        ips = s.scalars(
+            select(PrivateIpPool.id)
+            .where(~select(VM.id).where(VM.private_ip_id == PrivateIpPool.id).exists())
+            .order_by(PrivateIpPool.id)
+            .limit(count)
+        ).all()
+        for i, ip_id in zip(range(first, first + count), ips, strict=True):
+            host = i % HOSTS + 1
             vm = VM(vm_name=f"vm{i}", vm_identity=f"ORG~u~vm{i}", RAM=256, vCPU=1,
-                    host_id=host_id, private_ip_id=ips[i], vnc_port=20000 + i,
+                    host_id=host, private_ip_id=ip_id, vnc_port=20000 + i,
                     status=C.VMStatus.RUNNING)  # fmt: skip
             s.add(vm)
             s.flush()
             s.add(Task(task_type=C.TaskType.CREATE_VM, vm_id=vm.id, status=C.TaskStatus.SUCCESS))
-            hv = fake.FakeHypervisor(f"fake:///h{i % HOSTS + 1}")
+            hv = fake.FakeHypervisor(f"fake:///h{host}")
             hv.define(f"<domain><name>{vm.vm_identity}</name></domain>")
             hv.start(vm.vm_identity)
 
@@ -119,18 +129,7 @@ def test_statements_do_not_grow_with_the_cloud(
     cloud_of(sqlite_engine, settings, tmp_path, 3)
     with counted(sqlite_engine) as small:
         operation(sqlite_engine, settings)
-    with session_scope(sqlite_engine) as s:  # 3 N: six more VMs on the same hosts
-        ips = s.scalars(select(PrivateIpPool.id).order_by(PrivateIpPool.id.desc())).all()
-        for i in range(3, 9):
-            vm = VM(vm_name=f"vm{i}", vm_identity=f"ORG~u~vm{i}", RAM=256, vCPU=1,
-                    host_id=i % HOSTS + 1, private_ip_id=ips[i], vnc_port=20000 + i,
-                    status=C.VMStatus.RUNNING)  # fmt: skip
-            s.add(vm)
-            s.flush()
-            s.add(Task(task_type=C.TaskType.CREATE_VM, vm_id=vm.id, status=C.TaskStatus.SUCCESS))
-            hv = fake.FakeHypervisor(f"fake:///h{i % HOSTS + 1}")
-            hv.define(f"<domain><name>{vm.vm_identity}</name></domain>")
-            hv.start(vm.vm_identity)
+    add_vms(sqlite_engine, 3, 6)  # 3 N
     with counted(sqlite_engine) as large:
         operation(sqlite_engine, settings)
     assert len(large) == len(small), "\n".join(large)
