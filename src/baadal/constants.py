@@ -425,3 +425,11 @@ ALLOWED_VCPUS = (1, 2, 4, 8, 16)
 NO_CONTROL_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
 #: a name that may become a path or a libvirt name (net.validators.check_safe_name)
 SAFE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+# --- sweeps over every host -------------------------------------------------------------
+#: hosts asked at once by the host and VM sanity sweeps (the work is waiting on the
+#: network, so many more threads than cores)
+SWEEP_THREADS = 32
+#: the most one host may take in a sweep (its checks, rechecks included): past it the
+#: host counts as not answering and the sweep goes on without it
+SWEEP_HOST_BUDGET_S = 30.0

@@ -296,7 +296,7 @@ CASES: dict[str, list[Case]] = {
     ],
     "networks.dhcp_entries": [Case(lambda w: networks.dhcp_entries(w.actor, w.settings), ADMIN)],
     "networks.rebuild_dhcp": [
-        Case(lambda w: networks.rebuild_dhcp(w.session, w.actor, w.settings), ADMIN)
+        Case(lambda w: networks.rebuild_dhcp(w.engine, w.actor, w.settings), ADMIN)
     ],
     "networks.nat_rules": [Case(lambda w: networks.nat_rules(w.actor, w.settings), ADMIN)],
     "networks.reapply_nat": [
@@ -594,7 +594,7 @@ def test_docs_table_matches_the_code() -> None:
 def test_vm_list_is_filtered(world_engine: tuple[Engine, Path], who: str, sees_web: bool) -> None:
     engine, _ = world_engine
     with Session(engine) as s:
-        names = [vm.vm_name for vm in vms.list_vms(s, actor_for(s, who))]
+        names = [vm.name for vm in vms.list_vms(s, actor_for(s, who))]
     assert names == (["web"] if sees_web else [])
 
 

@@ -4,6 +4,7 @@ commands, and rebuilding from the database."""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import stat
@@ -484,3 +485,111 @@ def test_entries_from_db_and_rebuild(sqlite_engine: Engine, dnsmasq: Settings, h
 def test_rebuild_with_backend_none_does_nothing(sqlite_engine: Engine, settings: Settings) -> None:
     with session_scope(sqlite_engine) as s:
         assert rebuild_dhcp_entries(settings, s) == 0
+
+
+# --------------------------------------------------------------------------- at scale
+
+
+def _add_by_scanning(current: list[DhcpEntry], new: list[DhcpEntry]) -> list[DhcpEntry]:
+    """The edit as it was before the indexes (every entry compared with every other):
+    the indexed one must give the same list and the same conflicts."""
+    result = list(current)
+    for entry in new:
+        same = [i for i, e in enumerate(result) if (e.mac, e.ip) == (entry.mac, entry.ip)]
+        for other in result:
+            if (other.mac, other.ip) == (entry.mac, entry.ip):
+                continue
+            shared = [
+                what
+                for what, clash in (
+                    ("MAC", other.mac == entry.mac),
+                    ("IP", other.ip == entry.ip),
+                    ("name", other.name.lower() == entry.name.lower()),
+                )
+                if clash
+            ]
+            if shared:
+                raise ConflictError(
+                    f"cannot add DHCP entry {entry}: its {' and '.join(shared)} already"
+                    f" belong to {other}"
+                )
+        if same:
+            result[same[0]] = entry
+        else:
+            result.append(entry)
+    return result
+
+
+def _varied_rows() -> list[tuple[str, str, str]]:
+    """VM rows with every kind of clash: repeated pairs under new names, a MAC or an IP
+    reused, names equal but for case, identities dhcp_name maps to one name, bad MACs."""
+    rows = [(f"ORG~u{i % 7}~vm{i}", f"a2:00:00:00:{i // 256:02x}:{i % 256:02x}",
+             f"10.1.{i // 250}.{i % 250 + 1}") for i in range(600)]  # fmt: skip
+    rows += [
+        ("ORG~u1~renamed", rows[3][1], rows[3][2]),  # same pair, another name
+        ("ORG~u1~macclash", rows[5][1], "10.9.0.1"),
+        ("ORG~u1~ipclash", "a2:00:00:00:ff:01", rows[6][2]),
+        ("org~U0~VM0", "a2:00:00:00:ff:02", "10.9.0.2"),  # name equal but for case
+        ("ORG~u0~vm0 ", "a2:00:00:00:ff:03", "10.9.0.3"),  # dhcp_name: ORG-u0-vm0-
+        ("ORG~u0~vm0-", "a2:00:00:00:ff:04", "10.9.0.4"),  # ... the same name
+        ("ORG~u2~badmac", "zz:00", "10.9.0.5"),
+        ("ORG~u2~renamed", rows[3][1], rows[3][2]),  # renamed again
+        ("ORG~u3~again", rows[10][1], rows[10][2]),
+        ("ORG~u3~both", rows[11][1], rows[12][2]),  # MAC of one, IP of another
+    ]
+    return rows
+
+
+def _vm_entries_by_scanning(rows: list[tuple[str, str, str]]) -> list[DhcpEntry]:
+    entries: list[DhcpEntry] = []
+    for identity, mac, ip in rows:
+        with contextlib.suppress(ValidationError, ConflictError):
+            entries = _add_by_scanning(entries, [DhcpEntry(dhcp_name(identity), mac, ip)])
+    return entries
+
+
+def test_vm_entries_equal_the_scanning_edit_on_a_varied_fixture(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rows = _varied_rows()
+    with caplog.at_level("WARNING", logger="baadal"):
+        entries = dhcp.vm_entries(rows)
+    assert entries == _vm_entries_by_scanning(rows)
+    assert len(entries) == 600 + 1  # the two renames replace; the extra case-free name
+    skipped = [r.getMessage() for r in caplog.records]
+    assert len(skipped) == 6 and any("ORG~u1~macclash" in m for m in skipped)
+
+
+@pytest.mark.parametrize("extra", range(len(_varied_rows()) - 600))
+def test_add_raises_what_the_scanning_edit_raised(extra: int) -> None:
+    rows = _varied_rows()
+    current = _vm_entries_by_scanning(rows[:600])
+    identity, mac, ip = rows[600 + extra]
+    try:
+        new = [DhcpEntry(dhcp_name(identity), mac, ip)]
+    except ValidationError:
+        return
+    try:
+        expected: list[DhcpEntry] | str = _add_by_scanning(current, new)
+    except ConflictError as exc:
+        expected = str(exc)
+    try:
+        got: list[DhcpEntry] | str = dhcp._add(current, new)
+    except ConflictError as exc:
+        got = str(exc)
+    assert got == expected
+
+
+def test_network_job_reads_nothing_without_a_dhcp_backend(
+    sqlite_engine: Engine, settings: Settings
+) -> None:
+    """Backend none: the periodic job neither reads every VM's address nor compares."""
+    from sqlalchemy import event
+
+    from baadal.vm.network import restore_network
+
+    statements: list[str] = []
+    event.listen(sqlite_engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    state = restore_network(sqlite_engine, settings)
+    assert state.startswith("DHCP not managed")
+    assert not [s for s in statements if "private_ip_pool" in s and "vm_data" in s]

@@ -4,10 +4,12 @@ tests/integration/test_monitor_real.py."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,7 @@ from typer.testing import CliRunner
 
 from baadal import constants as C
 from baadal.cli.main import app
-from baadal.config import Settings, get_settings
+from baadal.config import Settings, get_settings, load_settings
 from baadal.db.models import VM, Host
 from baadal.db.session import session_scope
 from baadal.drivers.base import DomainStats
@@ -315,3 +317,61 @@ def test_a_host_never_shares_the_nat_box_s_or_the_controller_s_file(
     mine = rrd.get_rrd_file(settings, rrd.host_identity(address))
     assert mine.name == f"host~{address.replace('.', '_')}.rrd"
     assert mine not in {rrd.get_rrd_file(settings, m) for m in rrd.MACHINE_TITLES}
+
+
+def test_metrics_read_the_collection_summaries_not_every_file(
+    sqlite_engine: Engine, settings: Settings, cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A collection batch sums up what it fed in one file per host; a scrape shows the
+    same values from it as from every RRD file, without opening those."""
+    create(sqlite_engine, settings, "web")
+    create(sqlite_engine, settings, "db")
+    with contextlib.suppress(rrd.PartialCollection):  # the host's own counters need SSH
+        rrd.update_rrd(sqlite_engine, settings, cloud.host_ids[0])
+    assert [p.name for p in rrd.latest_dir(settings).iterdir()] == ["host-1.json"]
+    kept = rrd.latest_dir(settings).with_name("kept")
+    shutil.copytree(rrd.latest_dir(settings), kept)
+    shutil.rmtree(rrd.latest_dir(settings))
+    from_files = prometheus.render_metrics(sqlite_engine, settings)
+    assert 'kind="vm",name="web"' in from_files and 'kind="vm",name="db"' in from_files
+    shutil.copytree(kept, rrd.latest_dir(settings))
+
+    def no_file_reads(path: str) -> dict[str, object]:
+        raise AssertionError(f"{path} was read")
+
+    monkeypatch.setattr(prometheus.rrdtool, "info", no_file_reads)
+    assert prometheus.render_metrics(sqlite_engine, settings) == from_files
+    # a damaged summary is skipped: those VMs are read from their files again
+    (rrd.latest_dir(settings) / "host-1.json").write_text("{not json")
+    monkeypatch.undo()
+    assert prometheus.render_metrics(sqlite_engine, settings) == from_files
+
+
+def test_history_lines_are_what_prometheus_client_writes() -> None:
+    """The RRD values are written as text by Baadal (fast); the lines must be the ones
+    prometheus_client would write, escaping included."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import CounterMetricFamily
+    from prometheus_client.registry import Collector
+
+    name, host, value = 'we"b\\1\nx', "host 1", 1234567890123.0
+
+    class One(Collector):
+        def collect(self) -> Iterator[CounterMetricFamily]:
+            family = CounterMetricFamily("baadal_disk_read_bytes", "bytes read from disk",
+                                         labels=["kind", "name", "host"])  # fmt: skip
+            family.add_metric(["vm", name, host], value)
+            yield family
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(One())
+    expected = generate_latest(registry).decode()
+    vms = [("ORG~u~x", name, C.VMStatus.RUNNING, 1, host)]
+    text = prometheus._history_text(load_settings(), [], vms)
+    assert expected.splitlines()[2] not in text  # no history file: no line
+    rrd.record_latest(
+        load_settings(), "host-1", {"ORG~u~x": rrd.RrdSample(5, 1, 2, value, 4, 5, 6)}
+    )
+    text = prometheus._history_text(load_settings(), [], vms)
+    block = text[text.index("# HELP baadal_disk_read_bytes_total") :].split("# HELP")[1]
+    assert "# HELP" + block == expected

@@ -194,7 +194,7 @@ def test_network_sanity_task(sqlite_engine: Engine, settings: Settings) -> None:
         1, C.TaskType.NETWORK_SANITY, None, None, PeriodicParams(), 1, "t", sqlite_engine, settings
     )
     assert network.network_sanity(ctx) == TaskResult.success(
-        "0 expired VNC grant(s) revoked; DHCP in step; NAT: 0 rule(s)/alias(es) re-added"
+        "0 expired VNC grant(s) revoked; DHCP not managed; NAT: 0 rule(s)/alias(es) re-added"
     )
 
 

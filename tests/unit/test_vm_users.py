@@ -34,7 +34,7 @@ def _users(engine: Engine) -> dict[str, bool]:
 
 def _sees_web(engine: Engine, who: str) -> bool:
     with Session(engine) as s:
-        return any(vm.vm_name == "web" for vm in vms.list_vms(s, actor_for(s, who)))
+        return any(vm.name == "web" for vm in vms.list_vms(s, actor_for(s, who)))
 
 
 def test_the_owner_shares_a_vm_and_takes_it_back(

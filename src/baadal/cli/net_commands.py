@@ -79,7 +79,8 @@ def dhcp_show_cmd() -> None:
 def dhcp_rebuild_cmd() -> None:
     """Rewrite the reservations from the database (after the file was lost)."""
     with db() as session:
-        count = networks.rebuild_dhcp(session, actor(session), get_settings())
+        who = actor(session)
+    count = networks.rebuild_dhcp(checked_engine(), who, get_settings())
     console.print(f"{count} reservation(s) written", highlight=False)
 
 

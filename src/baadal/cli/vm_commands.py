@@ -117,26 +117,33 @@ def create_cmd(
 
 @app.command("list")
 @handle_errors
-def list_cmd() -> None:
+def list_cmd(
+    limit: Annotated[
+        int | None,
+        typer.Option(min=1, max=C.API_PAGE_MAX, help="show one page of this many VMs"),
+    ] = None,
+    after: Annotated[
+        int | None, typer.Option(min=0, help="with --limit: the page after this VM id")
+    ] = None,
+) -> None:
     """The VMs you may see (admins: all; orgadmins: their organisation's)."""
     with db() as session:
-        rows = [
-            (
-                vm.id,
-                vm.vm_name,
-                vm.vm_identity,
-                C.VMStatus(vm.status).name,
-                vm.host.host_name if vm.host else "",
-                vm.private_ip.private_ip if vm.private_ip else "",
-                vm.public_ip.public_ip if vm.public_ip else "",
-                vm.RAM,
-                vm.vCPU,
-            )
-            for vm in vms.list_vms(session, actor(session))
-        ]
+        who = actor(session)
+        if limit is None:
+            found, more = vms.list_vms(session, who), None
+        else:
+            page = vms.list_vm_page(session, who, after=after, limit=limit)
+            found, more = page.items, page.next
+    rows = [
+        (vm.id, vm.name, vm.identity, vm.status.name, vm.host or "", vm.private_ip or "",
+         vm.public_ip or "", vm.ram_mb, vm.vcpus)
+        for vm in found
+    ]  # fmt: skip
     print_table(
         "VMs", ["id", "name", "identity", "status", "host", "IP", "public IP", "MB", "vCPU"], rows
     )
+    if more is not None:
+        console.print(f"more: --after {more}", highlight=False)
 
 
 @app.command("show")

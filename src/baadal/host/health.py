@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -26,6 +25,7 @@ from baadal.drivers import hypervisor_for
 from baadal.drivers.base import HypervisorError
 from baadal.drivers.remote import RemoteTarget, execute_remote_cmd
 from baadal.errors import RemoteCommandError
+from baadal.host.fanout import NoAnswer, Outcome, fan_out
 from baadal.host.respawn import recover_down_host
 from baadal.net.ping import is_pingable
 from baadal.tasks.registry import TaskContext, TaskResult, handler
@@ -40,7 +40,6 @@ SERVICE_CHECKS: dict[str, list[str]] = {
     "libvirtd": ["virsh", "--readonly", "--connect", "qemu:///system", "uri"],
     "openvswitch": ["ovs-vsctl", "--timeout=5", "show"],
 }
-SANITY_PARALLELISM = 8
 
 
 def is_host_available(target: RemoteTarget, *, timeout: float | None = None) -> bool:
@@ -163,10 +162,25 @@ def _check_once(host: Host, settings: Settings) -> tuple[C.HostStatus, str | Non
     return (C.HostStatus.DOWN if problem else C.HostStatus.UP), problem
 
 
+def _outcome_status(
+    outcome: Outcome[tuple[C.HostStatus, str | None]],
+) -> tuple[C.HostStatus, str | None]:
+    """A host past its budget is DOWN; any other failure is a bug and stops the pass
+    (it must not mark hosts DOWN and have their VMs respawned)."""
+    if isinstance(outcome.error, NoAnswer):
+        return C.HostStatus.DOWN, str(outcome.error)
+    if outcome.error is not None:
+        raise outcome.error
+    assert outcome.value is not None
+    return outcome.value
+
+
 def host_status_sanity_check(engine: Engine, settings: Settings) -> list[HostCheck]:
-    """Check every host not in maintenance, in parallel; store changed statuses with an
-    event row each; the VMs of a host that just went DOWN are fenced there and respawned
-    elsewhere. The checks run outside any transaction (they may take seconds)."""
+    """Check every host not in maintenance, in parallel, each within a time budget (a
+    host past it counts as DOWN); store changed statuses with an event row each; the
+    VMs of a host that just went DOWN are fenced there and respawned elsewhere. The
+    checks run outside any transaction (they may take seconds), and only the hosts whose
+    status changed are read again."""
     with session_scope(engine) as session:
         hosts = list(
             session.scalars(
@@ -174,35 +188,40 @@ def host_status_sanity_check(engine: Engine, settings: Settings) -> list[HostChe
             )
         )
         session.expunge_all()
-    if not hosts:
-        return []
-    with ThreadPoolExecutor(min(SANITY_PARALLELISM, len(hosts))) as pool:
-        outcomes = list(pool.map(lambda h: _check(h, settings), hosts))
+    outcomes = fan_out(
+        lambda h: _check(h, settings),
+        hosts,
+        threads=C.SWEEP_THREADS,
+        budget_s=C.SWEEP_HOST_BUDGET_S,
+    )
     checks = [
-        HostCheck(h.id, h.host_name, C.HostStatus(h.status), new, problem)
-        for h, (new, problem) in zip(hosts, outcomes, strict=True)
+        HostCheck(h.id, h.host_name, C.HostStatus(h.status), *_outcome_status(outcome))
+        for h, outcome in zip(hosts, outcomes, strict=True)
     ]
+    changed = {c.host_id: c for c in checks if c.changed}
     went_down = []
-    with session_scope(engine) as session:
-        for check in checks:
-            row = session.get(Host, check.host_id)
-            # skip hosts an admin changed meanwhile (e.g. put into maintenance)
-            if row is None or row.status != check.old or not check.changed:
-                continue
-            row.status = int(check.new)
-            if check.new == C.HostStatus.DOWN:
-                went_down.append(check)
-            session.add(
-                HostEventLog(
-                    host_id=row.id,
-                    attribute="status",
-                    old_value=check.old.name,
-                    new_value=check.new.name,
-                    message=check.problem or "host answers again",
+    if changed:
+        with session_scope(engine) as session:
+            rows = session.scalars(select(Host).where(Host.id.in_(changed)).order_by(Host.id))
+            for row in rows:
+                check = changed[row.id]
+                # skip hosts an admin changed meanwhile (e.g. put into maintenance)
+                if row.status != check.old:
+                    continue
+                row.status = int(check.new)
+                if check.new == C.HostStatus.DOWN:
+                    went_down.append(check)
+                session.add(
+                    HostEventLog(
+                        host_id=row.id,
+                        attribute="status",
+                        old_value=check.old.name,
+                        new_value=check.new.name,
+                        message=check.problem or "host answers again",
+                    )
                 )
-            )
-            level = logging.WARNING if check.new == C.HostStatus.DOWN else logging.INFO
-            log.log(level, "host %s is %s: %s", row.host_name, check.new.name, check.problem)
+                level = logging.WARNING if check.new == C.HostStatus.DOWN else logging.INFO
+                log.log(level, "host %s is %s: %s", row.host_name, check.new.name, check.problem)
     for check in went_down:  # only hosts this pass itself marked DOWN
         for result in recover_down_host(engine, settings, check.host_id):
             log.log(

@@ -112,15 +112,6 @@ maintenance_bootup_vm = handler(C.TaskType.MAINTENANCE_BOOTUP_VM)(_vm_step(rever
 # --- many VMs ---------------------------------------------------------------------------
 
 
-def _skip_reason(session: Session, vm: VM) -> str | None:
-    if vm.host_id is None or vm.status in (C.VMStatus.UNKNOWN, C.VMStatus.IN_QUEUE):
-        return f"state {C.VMStatus(vm.status).name.lower()}"
-    busy = session.scalar(
-        select(exists().where(Task.vm_id == vm.id, Task.status.in_(C.TASK_UNFINISHED)))
-    )
-    return "a task is queued for it" if busy else None
-
-
 def _queue_for(
     session: Session,
     task_type: C.TaskType,
@@ -128,21 +119,33 @@ def _queue_for(
     *,
     needs_snapshot: bool,
 ) -> Queued:
-    query = select(VM).order_by(VM.id)
+    """One task per VM, set-based: the VMs and which of them have unfinished tasks are
+    read in two queries and the tasks written in bulk (a cloud of 25,000 VMs is queued
+    in a few statements). Skipped: VMs not installed or in an unknown state, and VMs
+    with a task queued (that task decides their state)."""
+    query = select(VM.id, VM.vm_name, VM.host_id, VM.status).order_by(VM.id)
     if host_ids is not None:
         query = query.where(VM.host_id.in_(list(host_ids)))
     if needs_snapshot:
         query = query.where(
             exists().where(Snapshot.vm_id == VM.id, Snapshot.type == C.SnapshotType.MAINTENANCE)
         )
-    task_ids, skipped = [], []
-    for vm in session.scalars(query):
-        reason = _skip_reason(session, vm)
-        if reason is not None:
-            skipped.append((vm.vm_name, reason))
-            continue
-        task_ids.append(queue.enqueue(session, task_type, vm_id=vm.id).id)
-    return Queued(task_ids, skipped)
+    rows = session.execute(query).all()
+    busy = set(
+        session.scalars(
+            select(Task.vm_id).where(Task.vm_id.is_not(None), Task.status.in_(C.TASK_UNFINISHED))
+        )
+    )
+    wanted: dict[int, str] = {}
+    skipped = []
+    for vm_id, name, host_id, status in rows:
+        if host_id is None or status in (C.VMStatus.UNKNOWN, C.VMStatus.IN_QUEUE):
+            skipped.append((name, f"state {C.VMStatus(status).name.lower()}"))
+        elif vm_id in busy:
+            skipped.append((name, "a task is queued for it"))
+        else:
+            wanted[vm_id] = name
+    return Queued(queue.enqueue_vm_tasks(session, task_type, wanted), skipped)
 
 
 def shutdown_baadal(session: Session) -> Queued:

@@ -386,19 +386,39 @@ def _backend(settings: Settings) -> _Backend | None:
 # --------------------------------------------------------------------------- edits
 
 
-def _add(current: list[DhcpEntry], new: list[DhcpEntry]) -> list[DhcpEntry]:
-    """``current`` plus ``new``; all or nothing.
+def _add(
+    current: list[DhcpEntry],
+    new: Iterable[DhcpEntry],
+    on_conflict: Callable[[DhcpEntry, ConflictError], None] | None = None,
+) -> list[DhcpEntry]:
+    """``current`` plus ``new``; all or nothing (with ``on_conflict``: an entry that
+    conflicts is handed to it and left out, the others go in).
 
     An entry is its MAC/IP pair: the same pair under another name is renamed, a MAC or IP
     already paired with something else, or a name already used by another pair, is a
-    conflict (dhcpd refuses two host blocks with one name).
+    conflict (dhcpd refuses two host blocks with one name). Entries are found through
+    indexes by pair, MAC, IP and name, so adding n entries costs O(n), not O(n^2): a
+    rebuild of 25,000 VMs' reservations takes milliseconds.
     """
     result = list(current)
+    by_pair: dict[tuple[str, str], int] = {}
+    by_mac: dict[str, int] = {}
+    by_ip: dict[str, int] = {}
+    by_name: dict[str, int] = {}
+    for i, e in enumerate(result):  # the first of equals counts, as a scan would find it
+        by_pair.setdefault((e.mac, e.ip), i)
+        by_mac.setdefault(e.mac, i)
+        by_ip.setdefault(e.ip, i)
+        by_name.setdefault(e.name.lower(), i)
     for entry in new:
-        same = [i for i, e in enumerate(result) if (e.mac, e.ip) == (entry.mac, entry.ip)]
-        for other in result:
-            if (other.mac, other.ip) == (entry.mac, entry.ip):
-                continue
+        pair = (entry.mac, entry.ip)
+        clashes = {
+            i
+            for i in (by_mac.get(entry.mac), by_ip.get(entry.ip), by_name.get(entry.name.lower()))
+            if i is not None and (result[i].mac, result[i].ip) != pair
+        }
+        if clashes:
+            other = result[min(clashes)]
             shared = [
                 what
                 for what, clash in (
@@ -408,15 +428,25 @@ def _add(current: list[DhcpEntry], new: list[DhcpEntry]) -> list[DhcpEntry]:
                 )
                 if clash
             ]
-            if shared:
-                raise ConflictError(
-                    f"cannot add DHCP entry {entry}: its {' and '.join(shared)} already"
-                    f" belong to {other}"
-                )
-        if same:
-            result[same[0]] = entry
-        else:
+            error = ConflictError(
+                f"cannot add DHCP entry {entry}: its {' and '.join(shared)} already"
+                f" belong to {other}"
+            )
+            if on_conflict is None:
+                raise error
+            on_conflict(entry, error)
+            continue
+        index = by_pair.get(pair)
+        if index is None:
+            index = len(result)
             result.append(entry)
+            by_pair[pair], by_mac[entry.mac], by_ip[entry.ip] = index, index, index
+        else:
+            old = result[index].name.lower()
+            if by_name.get(old) == index:
+                del by_name[old]
+            result[index] = entry
+        by_name.setdefault(entry.name.lower(), index)
     return result
 
 
@@ -490,13 +520,25 @@ def vm_entries(rows: Iterable[tuple[str, str, str]]) -> list[DhcpEntry]:
     """The reservations of VMs given as (vm_identity, mac, ip); rows the servers could not
     take are skipped with a warning so one bad row cannot keep the others from being
     served."""
-    entries: list[DhcpEntry] = []
+    valid: list[DhcpEntry] = []
+    identities: dict[int, str] = {}  # by id() of the entry: equal entries may repeat
     for identity, mac, ip in rows:
         try:
-            entries = _add(entries, [DhcpEntry(dhcp_name(identity), mac, ip)])
-        except (ValidationError, ConflictError) as exc:
+            valid.append(DhcpEntry(dhcp_name(identity), mac, ip))
+        except ValidationError as exc:
             log.warning("no DHCP entry for VM %s: %s", identity, exc)
-    return entries
+            continue
+        identities[id(valid[-1])] = identity
+
+    def skip(entry: DhcpEntry, exc: ConflictError) -> None:
+        log.warning("no DHCP entry for VM %s: %s", identities[id(entry)], exc)
+
+    return _add([], valid, skip)
+
+
+def managed(settings: Settings) -> bool:
+    """Whether Baadal keeps the DHCP server's reservations (backend other than none)."""
+    return settings.dhcp.backend != C.DhcpBackend.NONE
 
 
 def rebuild_dhcp_entries(settings: Settings, entries: list[DhcpEntry]) -> int:

@@ -16,6 +16,7 @@ from baadal import address_pools
 from baadal import constants as C
 from baadal.config import Settings
 from baadal.db.models import VM, PrivateIpPool, SecurityDomain, Vlan
+from baadal.db.session import session_scope
 from baadal.errors import ConflictError
 from baadal.net import dhcp, nat_box
 from baadal.net import validators as V
@@ -144,10 +145,16 @@ def dhcp_entries(actor: Actor, settings: Settings) -> list[dhcp.DhcpEntry]:
 
 
 @guarded(Action.NETWORK_MANAGE)
-def rebuild_dhcp(session: Session, actor: Actor, settings: Settings) -> int:
-    """Rewrite the reservations from the database (after the file was lost)."""
+def rebuild_dhcp(engine: Engine, actor: Actor, settings: Settings) -> int:
+    """Rewrite the reservations from the database (after the file was lost). The rows
+    are read in a short transaction of their own: the file write and the server's
+    reload may take seconds, and on SQLite an open transaction blocks every writer."""
     with network_lock(settings):
-        return dhcp.rebuild_dhcp_entries(settings, dhcp_entries_from_db(session))
+        entries = []
+        if dhcp.managed(settings):
+            with session_scope(engine) as session:
+                entries = dhcp_entries_from_db(session)
+        return dhcp.rebuild_dhcp_entries(settings, entries)
 
 
 @guarded(Action.NETWORK_MANAGE, reads=True)

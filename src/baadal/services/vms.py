@@ -322,16 +322,11 @@ def launch_existing_vm_image(
 
 
 @guarded(Action.VM_LIST)
-def list_vms(session: Session, actor: Actor) -> Sequence[VM]:
-    """The VMs the actor may see, with what a list shows loaded in a few queries."""
+def list_vms(session: Session, actor: Actor) -> list[VMSummary]:
+    """Every VM the actor may see, as plain rows of one query (the CLI's whole list)."""
     require(session, actor, Action.VM_LIST)
-    query = (
-        select(VM)
-        .where(vm_filter(actor))
-        .options(selectinload(VM.host), selectinload(VM.private_ip), selectinload(VM.public_ip))
-        .order_by(VM.id)
-    )
-    return session.scalars(query).all()
+    query = _summaries().where(vm_filter(actor)).order_by(VM.id)
+    return [_summary(row) for row in session.execute(query)]
 
 
 @dataclass(frozen=True)
@@ -341,6 +336,7 @@ class VMSummary:
 
     id: int
     name: str
+    identity: str
     status: C.VMStatus
     owner: str | None
     ram_mb: int
@@ -361,6 +357,7 @@ def _summaries() -> Select[tuple[Any, ...]]:
         select(
             VM.id,
             VM.vm_name,
+            VM.vm_identity,
             VM.status,
             User.username,
             VM.RAM,
@@ -382,25 +379,11 @@ def _summaries() -> Select[tuple[Any, ...]]:
 
 
 def _summary(row: Row[tuple[Any, ...]]) -> VMSummary:
-    (
-        vm_id,
-        name,
-        status,
-        owner,
-        ram,
-        vcpus,
-        hdd,
-        extra,
-        host,
-        private,
-        public,
-        locked,
-        shutdown_warning,
-        delete_warning,
-    ) = row
+    status, extra, locked = row.status, row.extra_HDD, row.locked
     return VMSummary(
-        vm_id, name, C.VMStatus(status), owner, ram, vcpus, hdd, extra or 0, host, private,
-        public, bool(locked), shutdown_warning, delete_warning,
+        row.id, row.vm_name, row.vm_identity, C.VMStatus(status), row.username, row.RAM,
+        row.vCPU, row.HDD, extra or 0, row.host_name, row.private_ip, row.public_ip,
+        bool(locked), row.shutdown_warning_date, row.delete_warning_date,
     )  # fmt: skip
 
 

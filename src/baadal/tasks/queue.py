@@ -27,7 +27,7 @@ from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, and_, bindparam, exists, func, select, update
+from sqlalchemy import ColumnElement, Engine, and_, bindparam, exists, func, insert, select, update
 from sqlalchemy.orm import Session, aliased
 
 from baadal import constants as C
@@ -410,3 +410,49 @@ def task_events(session: Session, task_id: int) -> list[TaskEvent]:
             select(TaskEvent).where(TaskEvent.task_id == task_id).order_by(TaskEvent.id)
         )
     )
+
+
+def enqueue_vm_tasks(session: Session, task_type: str, vms: Mapping[int, str]) -> list[int]:
+    """One task of ``task_type`` (no parameters but its VM) per VM of ``vms`` (id ->
+    name), in the caller's transaction, with the rows :func:`enqueue` would write; the
+    ids in the order of ``vms``. Set-based, for cloud-wide operations: a few statements
+    for 25,000 VMs where enqueue costs four each. The caller has checked that no task is
+    unfinished for these VMs (enqueue's duplicate check is not repeated here)."""
+    if not vms:
+        return []
+    base = task_params.parse(task_type, None).model_dump(mode="json")
+    params = {vm_id: {**base, "vm_id": vm_id} for vm_id in vms}  # vm_id: a plain int field
+    now = utcnow()
+    session.flush()
+    session.execute(
+        insert(Task.__table__),  # Core: the ORM's bulk path costs 0.1 ms a row
+        [
+            {"task_type": task_type, "vm_id": vm_id, "parameters": params[vm_id],
+             "priority": int(C.TaskPriority.NORMAL), "status": C.TaskStatus.PENDING,
+             "created_at": now, "run_after": now, "attempts": 0, "lost_attempts": 0}
+            for vm_id in vms
+        ],
+    )  # fmt: skip
+    # this transaction's rows: the same type and creation time (one call's marker) for
+    # these VMs, none of which had an unfinished task
+    ids = {
+        vm_id: task_id
+        for task_id, vm_id in session.execute(
+            select(Task.id, Task.vm_id).where(
+                Task.task_type == task_type,
+                Task.created_at == now,
+                Task.status == C.TaskStatus.PENDING,
+            )
+        )
+        if vm_id in vms
+    }
+    session.execute(
+        insert(TaskEvent.__table__),
+        [
+            {"task_id": ids[vm_id], "task_type": task_type, "vm_id": vm_id, "vm_name": name,
+             "requester_id": None, "parameters": params[vm_id],
+             "status": C.TaskStatus.PENDING, "start_time": now}
+            for vm_id, name in vms.items()
+        ],
+    )  # fmt: skip
+    return [ids[vm_id] for vm_id in vms]

@@ -128,12 +128,14 @@ def restore_network(engine: Engine, settings: Settings) -> str:
     start and every few minutes. Under :func:`network_lock`: a VM deleted meanwhile is
     either in the picture read here and gone after, or gone before it is read."""
     with network_lock(settings):
-        with session_scope(engine) as session:
-            wanted = dhcp_entries_from_db(session)
-        dhcp_state = "DHCP in step"
-        if set(dhcp.read_dhcp_entries(settings)) != set(wanted):  # outside the transaction
-            count = dhcp.rebuild_dhcp_entries(settings, wanted)
-            dhcp_state = f"DHCP rebuilt with {count} entries"
+        dhcp_state = "DHCP not managed"
+        if dhcp.managed(settings):  # else there is nothing to compare: no database read
+            dhcp_state = "DHCP in step"
+            with session_scope(engine) as session:
+                wanted = dhcp_entries_from_db(session)
+            if set(dhcp.read_dhcp_entries(settings)) != set(wanted):  # outside the transaction
+                count = dhcp.rebuild_dhcp_entries(settings, wanted)
+                dhcp_state = f"DHCP rebuilt with {count} entries"
         readded = vm_nat.reapply_nat_mappings(engine, settings)
     return f"{dhcp_state}; NAT: {readded} rule(s)/alias(es) re-added"
 
