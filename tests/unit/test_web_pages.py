@@ -4,14 +4,18 @@ services and come back with one line."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 from sqlalchemy import func, select
 
 from baadal import constants as C
+from baadal.auth import ldap
+from baadal.auth.accounts import UserInfo
 from baadal.db.models import VM, RequestQueue, Task, User, UserVMMap
 from baadal.db.session import session_scope
 from tests.unit.test_authorization import world_engine, world_template  # noqa: F401
-from tests.unit.web_support import Portal, portal_fixture  # noqa: F401
+from tests.unit.web_support import PASSWORD, Portal, portal_fixture  # noqa: F401
 
 pytestmark = pytest.mark.unit
 
@@ -314,3 +318,38 @@ def test_unknown_pages_and_bad_input_are_pages_not_tracebacks(portal: Portal) ->
     assert stu.get("/review?kind=bogus").status_code in (403, 422)
     api = stu.get(f"{C.API_PREFIX}/vms/notanumber")
     assert api.headers["content-type"] == "application/problem+json"
+
+
+def test_idle_warnings_are_answered_with_keep_it(portal: Portal) -> None:
+    vm_id = _vm_id(portal)
+    with session_scope(portal.engine) as s:
+        s.get(VM, vm_id).shutdown_warning_date = datetime(2030, 1, 2)
+    stu = portal.login("stu")
+    page = stu.get("/").text
+    assert "Idle warnings" in page and "to be shut down after 2030-01-02" in page
+    assert f'action="/vms/{vm_id}/keep"' in page
+    assert portal.post(portal.login("eve"), f"/vms/{vm_id}/keep").status_code in (403, 404)
+    kept = portal.post(stu, f"/vms/{vm_id}/keep")
+    assert kept.headers["location"] == "/" and "is kept" in portal.flash(kept)
+    with session_scope(portal.engine) as s:
+        assert s.get(VM, vm_id).shutdown_warning_date is None
+    assert "Idle warnings" not in stu.get("/").text
+    again = portal.post(stu, f"/vms/{vm_id}/keep")
+    assert "no idle or shut-off warning" in portal.flash(again)
+
+
+def test_an_ldap_login_works_through_the_portal(
+    portal: Portal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = portal.app.state.settings
+    monkeypatch.setattr(settings.auth, "auth_type", C.AuthType.LDAP)
+
+    def directory(_settings: object, username: str, password: str) -> UserInfo | None:
+        return UserInfo(username, "Stu", "Dent") if password == "directory pass" else None
+
+    monkeypatch.setattr(ldap, "ldap_authenticate", directory)
+    assert portal.try_login(portal.client(), "stu", PASSWORD).status_code == 401
+    client = portal.client()
+    assert portal.try_login(client, "stu", "directory pass").status_code == 303
+    account = client.get("/account").text
+    assert "kept by the directory" in account and 'name="new"' not in account
