@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import secrets
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from baadal.services import users
 from baadal.services.policy import Actor, actor_of, open_to_anyone
 from baadal.timeutil import utcnow
 
+log = logging.getLogger("baadal")
 ENDED = "not logged in, or the session ended: log in again"
 
 
@@ -55,23 +57,31 @@ def _digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
+#: each home's signing key, read once per process
+_keys: dict[Path, bytes] = {}
+
+
 def _key(settings: Settings) -> bytes:
     """The signing key, made (0600) by the first process that needs it."""
     path: Path = settings.home / C.WEB_SESSION_KEY_FILE
+    if path in _keys:
+        return _keys[path]
     try:
-        return bytes.fromhex(path.read_text().strip())
+        key = bytes.fromhex(path.read_text().strip())
     except FileNotFoundError:
-        pass
+        private_dir(settings.home)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it first: use theirs
+            return _key(settings)
+        key = secrets.token_bytes(C.WEB_SESSION_BYTES)
+        with os.fdopen(fd, "w") as stream:
+            stream.write(key.hex())
     except ValueError:
         raise ConfigError(f"{path} is not a hex key: remove it to make a new one") from None
-    private_dir(settings.home)
-    key = secrets.token_bytes(C.WEB_SESSION_BYTES)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first: use theirs
-        return _key(settings)
-    with os.fdopen(fd, "w") as stream:
-        stream.write(key.hex())
+    if len(key) < C.WEB_SESSION_BYTES:
+        raise ConfigError(f"{path} holds a key shorter than {C.WEB_SESSION_BYTES} bytes")
+    _keys[path] = key
     return key
 
 
@@ -113,6 +123,7 @@ def log_in(
             )
         )
         actor = actor_of(session, user)
+    log.info("portal login of %r from %s", account.username, source or "unknown")
     cookie = f"{session_id}.{_signature(settings, session_id)}"
     return WebLogin(WebIdentity(actor, csrf), cookie)
 
