@@ -4,6 +4,7 @@ services and come back with one line."""
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 
 import pytest
@@ -14,6 +15,7 @@ from baadal.auth import ldap
 from baadal.auth.accounts import UserInfo
 from baadal.db.models import VM, RequestQueue, Task, User, UserVMMap
 from baadal.db.session import session_scope
+from baadal.monitor import rrd
 from tests.unit.test_authorization import world_engine, world_template  # noqa: F401
 from tests.unit.web_support import PASSWORD, Portal, portal_fixture  # noqa: F401
 
@@ -353,3 +355,20 @@ def test_an_ldap_login_works_through_the_portal(
     assert portal.try_login(client, "stu", "directory pass").status_code == 303
     account = client.get("/account").text
     assert "kept by the directory" in account and 'name="new"' not in account
+
+
+def test_a_vm_graph_is_a_png_for_its_users_only(portal: Portal) -> None:
+    vm_id = _vm_id(portal)
+    stu = portal.login("stu")
+    missing = stu.get(f"/vms/{vm_id}/graphs/cpu/day.png")
+    assert missing.status_code == 404 and "no monitoring data" in missing.text
+    settings = portal.app.state.settings
+    path = rrd.get_rrd_file(settings, "ORG_A_fac_web")
+    assert rrd.update_rrd_file(path, rrd.RrdSample(int(time.time()), 0, 0, 0, 0, 0, 0))
+    for period in C.GRAPH_PERIODS:
+        graph = stu.get(f"/vms/{vm_id}/graphs/cpu/{period}.png")
+        assert graph.status_code == 200 and graph.headers["content-type"] == "image/png"
+        assert graph.content.startswith(b"\x89PNG")
+    assert stu.get(f"/vms/{vm_id}/graphs/gpu/day.png").status_code == 422
+    assert stu.get(f"/vms/{vm_id}/graphs/cpu/decade.png").status_code == 422
+    assert portal.login("eve").get(f"/vms/{vm_id}/graphs/cpu/day.png").status_code in (403, 404)
