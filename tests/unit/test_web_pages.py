@@ -8,12 +8,12 @@ import time
 from datetime import datetime
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from baadal import constants as C
 from baadal.auth import ldap
 from baadal.auth.accounts import UserInfo
-from baadal.db.models import VM, RequestQueue, Task, User, UserVMMap
+from baadal.db.models import VM, Organisation, RequestQueue, Task, User, UserVMMap
 from baadal.db.session import session_scope
 from baadal.monitor import rrd
 from tests.unit.test_authorization import world_engine, world_template  # noqa: F401
@@ -307,6 +307,18 @@ def test_registration_awaits_approval(portal: Portal) -> None:
     again = client.post("/register", data=data)
     assert again.status_code == 422 and "taken" in again.text
     assert portal.try_login(portal.client(), "newbie", "long enough").status_code == 401
+    with session_scope(portal.engine) as s:
+        s.execute(
+            update(Organisation)
+            .where(Organisation.name == "ORG_B")
+            .values(allows_registration=True)
+        )
+    offered = client.get("/register").text
+    assert "<option>ORG_B</option>" in offered and "ORG_A" not in offered
+    into = client.post("/register", data={**data, "username": "bee", "organisation": "ORG_B"})
+    assert into.status_code == 303
+    closed = client.post("/register", data={**data, "username": "ay", "organisation": "ORG_A"})
+    assert closed.status_code == 422 and "does not take self-registrations" in closed.text
     differ = client.post("/register", data={**data, "username": "other", "password_again": "x"})
     assert differ.status_code == 422 and "differ" in differ.text
 
@@ -315,6 +327,8 @@ def test_unknown_pages_and_bad_input_are_pages_not_tracebacks(portal: Portal) ->
     stu = portal.login("stu")
     missing = stu.get("/no/such/page")
     assert missing.status_code == 404 and "text/html" in missing.headers["content-type"]
+    assert ">stu</a>" in missing.text  # the error page keeps the navigation
+    assert ">stu</a>" not in portal.client().get("/no/such/page").text
     bad = stu.get("/vms/notanumber")
     assert bad.status_code == 422 and "Traceback" not in bad.text
     assert stu.get("/review?kind=bogus").status_code in (403, 422)

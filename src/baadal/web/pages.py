@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from baadal import constants as C
 from baadal.config import Settings
 from baadal.errors import (
+    BaadalError,
     ConflictError,
     PermissionDenied,
     ResourceExhausted,
@@ -138,6 +139,19 @@ async def _visitor(request: Request) -> Visitor:
 
 
 VisitorDep = Annotated[Visitor, Depends(_visitor)]
+
+
+def visitor_or_none(request: Request) -> Visitor | None:
+    """Who is visiting, if anyone (an error page keeps their navigation); never raises."""
+    cookie = request.cookies.get(C.WEB_SESSION_COOKIE)
+    if not cookie:
+        return None
+    settings = settings_of(request)
+    try:
+        identity = web_sessions.identify(runtime.checked_engine(settings), settings, cookie)
+    except BaadalError:
+        return None
+    return Visitor(identity.actor, identity.csrf, settings)
 
 
 def form_token(request: Request) -> str:
