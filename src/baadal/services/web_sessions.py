@@ -106,7 +106,8 @@ def _session_id(settings: Settings, cookie: str) -> str:
     if not isinstance(cookie, str) or len(cookie) > 256:
         raise Unauthenticated(ENDED)
     session_id, _, signature = cookie.partition(".")
-    if not session_id or not hmac.compare_digest(signature, _signature(settings, session_id)):
+    expected = _signature(settings, session_id)
+    if not session_id or not hmac.compare_digest(signature.encode(), expected.encode()):
         raise Unauthenticated(ENDED)
     return session_id
 
