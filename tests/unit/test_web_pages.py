@@ -319,6 +319,15 @@ def test_registration_awaits_approval(portal: Portal) -> None:
     assert into.status_code == 303
     closed = client.post("/register", data={**data, "username": "ay", "organisation": "ORG_A"})
     assert closed.status_code == 422 and "does not take self-registrations" in closed.text
+    ob = portal.login("ob")
+    assert "bee" in ob.get("/org").text and "newbie" not in ob.get("/org").text
+    oa = portal.login("oa")
+    before = portal.state()
+    assert portal.post(oa, "/accounts/bee/approve").status_code == 403
+    assert portal.state() == before
+    approved = portal.post(ob, "/accounts/bee/approve")
+    assert "bee approved" in portal.flash(approved)
+    assert portal.try_login(portal.client(), "bee", "long enough").status_code == 303
     differ = client.post("/register", data={**data, "username": "other", "password_again": "x"})
     assert differ.status_code == 422 and "differ" in differ.text
 
