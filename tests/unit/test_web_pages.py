@@ -16,6 +16,7 @@ from baadal.auth.accounts import UserInfo
 from baadal.db.models import VM, Organisation, RequestQueue, Task, User, UserVMMap
 from baadal.db.session import session_scope
 from baadal.monitor import rrd
+from baadal.services import vms
 from tests.unit.test_authorization import world_engine, world_template  # noqa: F401
 from tests.unit.web_support import PASSWORD, Portal, portal_fixture  # noqa: F401
 
@@ -395,3 +396,18 @@ def test_a_vm_graph_is_a_png_for_its_users_only(portal: Portal) -> None:
     assert stu.get(f"/vms/{vm_id}/graphs/gpu/day.png").status_code == 422
     assert stu.get(f"/vms/{vm_id}/graphs/cpu/decade.png").status_code == 422
     assert portal.login("eve").get(f"/vms/{vm_id}/graphs/cpu/day.png").status_code in (403, 404)
+
+
+def test_a_bug_is_a_one_line_page_and_a_logged_traceback(
+    portal: Portal, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*_args: object) -> None:
+        raise RuntimeError("secret detail")
+
+    stu = portal.login("stu")
+    monkeypatch.setattr(vms, "vm_details", broken)
+    page = stu.get(f"/vms/{_vm_id(portal)}")
+    assert page.status_code == 500 and "text/html" in page.headers["content-type"]
+    assert "internal error (RuntimeError); see the baadal log" in page.text
+    assert "secret detail" not in page.text and "Traceback" not in page.text
+    assert "secret detail" in caplog.text
