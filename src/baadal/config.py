@@ -93,7 +93,6 @@ class DatabaseConf(Section):
 class AuthConf(Section):
     auth_type: C.AuthType = C.AuthType.DB
     login_after_registration: bool = False
-    session_hours: int = 12
 
 
 class LdapConf(Section):
@@ -415,7 +414,7 @@ class QuotaConf(Section):
 
 
 class WebConf(Section):
-    """``baadal serve``: where the API listens (loopback by default: put a TLS proxy in
+    """``baadal serve``: where the API and the portal listen (loopback by default: put a TLS proxy in
     front, or give ``tls_cert``/``tls_key``), and the address people reach it by."""
 
     host: str = Field(default="127.0.0.1", pattern=r"^[A-Za-z0-9.:-]{1,253}$")
@@ -425,6 +424,9 @@ class WebConf(Section):
     workers: int = Field(default=1, ge=1, le=C.WEB_WORKERS_MAX)
     tls_cert: str = ""
     tls_key: str = ""
+    #: a portal login lasts at most this long, and ends after this long unused
+    session_hours: int = Field(default=12, ge=1, le=C.WEB_SESSION_HOURS_MAX)
+    session_idle_minutes: int = Field(default=120, ge=5, le=C.WEB_SESSION_HOURS_MAX * 60)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> WebConf:

@@ -383,6 +383,25 @@ API_PAGE_DEFAULT = 100
 API_PAGE_MAX = 1000
 #: a token's name: printable ASCII words (one pattern for the service and the OpenAPI)
 API_TOKEN_NAME_RE = r"[A-Za-z0-9_ .:@+-]{1,64}"
+
+# --- web portal -------------------------------------------------------------------------
+#: the longest a portal login may last ([web] session_hours)
+WEB_SESSION_HOURS_MAX = 24 * 30
+#: the portal's cookies: the login (HttpOnly) and, before login, the form token of the
+#: login and registration forms (double-submit)
+WEB_SESSION_COOKIE = "baadal_session"
+WEB_FORM_COOKIE = "baadal_form"
+#: a one-line message for the next page (after a POST's redirect)
+WEB_FLASH_COOKIE = "baadal_flash"
+#: the CSRF token: a hidden field in every form, a header on every HTMX or API call
+WEB_CSRF_FIELD = "csrf_token"
+WEB_CSRF_HEADER = "X-CSRF-Token"
+#: random bytes of a session id and of its CSRF secret
+WEB_SESSION_BYTES = 32
+#: last_seen is written at most this often per session
+WEB_SESSION_TOUCH_S = 60
+#: the file (in the home, 0600) with the key that signs session cookies
+WEB_SESSION_KEY_FILE = "web-session.key"
 #: the only sizes a VM may have (upstream's menus)
 ALLOWED_RAM_MB = tuple(2**n for n in range(8, 17))  # 256 .. 65536
 ALLOWED_VCPUS = (1, 2, 4, 8, 16)

@@ -40,6 +40,7 @@ from baadal.errors import (
     Unauthenticated,
     ValidationError,
 )
+from baadal.web import portal
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +162,8 @@ def _docs_page(app: FastAPI) -> str:
 
 
 def create_app(settings: Settings) -> FastAPI:
-    """The API for ``settings``' database; each request opens its own transaction."""
+    """The API (under /api/v1) and the portal (under /) for ``settings``' database;
+    each request opens its own transaction."""
     app = FastAPI(
         title="Baadal",
         version="1",
@@ -194,6 +196,7 @@ def create_app(settings: Settings) -> FastAPI:
     def docs() -> str:
         return _docs_page(app)
 
+    portal.install(app)
     return app
 
 

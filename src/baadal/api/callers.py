@@ -1,7 +1,9 @@
-"""Who is calling (their API token) and the errors each route documents."""
+"""Who is calling (their API token, or the portal's session cookie) and the errors each
+route documents."""
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,8 +17,8 @@ from sqlalchemy.orm import Session
 from baadal import constants as C
 from baadal.api.schemas import Accepted, Problem
 from baadal.config import Settings
-from baadal.errors import Unauthenticated
-from baadal.services import runtime, tokens
+from baadal.errors import PermissionDenied, Unauthenticated
+from baadal.services import runtime, tokens, web_sessions
 from baadal.services.policy import Actor
 
 _bearer = HTTPBearer(
@@ -65,16 +67,32 @@ class Caller:
         return runtime.checked_engine(self.settings)
 
 
+def _cookie_actor(request: Request, settings: Settings, cookie: str) -> Actor:
+    """The portal's session (its pages call the API from the browser): a change needs
+    the session's CSRF token in a header, which another site's page cannot read."""
+    identity = web_sessions.identify(runtime.checked_engine(settings), settings, cookie)
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        sent = request.headers.get(C.WEB_CSRF_HEADER, "")
+        if not sent or not hmac.compare_digest(sent, identity.csrf):
+            raise PermissionDenied(
+                f"a call with the portal's session cookie needs its {C.WEB_CSRF_HEADER} header"
+            )
+    return identity.actor
+
+
 def _caller(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
+    """A Bearer token, else the portal's session cookie."""
     settings: Settings = request.app.state.settings
-    if credentials is None:
-        raise Unauthenticated("an API token is needed: Authorization: Bearer <token>")
-    with runtime.transaction(settings) as session:
-        actor = tokens.actor_for_token(session, credentials.credentials)
-    return Caller(actor, settings)
+    if credentials is not None:
+        with runtime.transaction(settings) as session:
+            return Caller(tokens.actor_for_token(session, credentials.credentials), settings)
+    cookie = request.cookies.get(C.WEB_SESSION_COOKIE)
+    if cookie:
+        return Caller(_cookie_actor(request, settings, cookie), settings)
+    raise Unauthenticated("an API token is needed: Authorization: Bearer <token>")
 
 
 CallerDep = Annotated[Caller, Depends(_caller)]

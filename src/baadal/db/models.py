@@ -649,3 +649,19 @@ class ApiToken(Base):
     expires: Mapped[datetime | None]
     last_used: Mapped[datetime | None]
     revoked: Mapped[datetime | None]
+
+
+class WebSession(Base):
+    """A portal login. The cookie carries a random id; only its SHA-256 is kept, so the
+    table cannot be used to log in. A row per login lets logout, blocking a user and a
+    password change end sessions at once."""
+
+    __tablename__ = "web_session"
+    #: SHA-256 (hex) of the session id in the cookie
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    #: the session's CSRF token (every form and HTMX call shows it)
+    csrf_secret: Mapped[str] = mapped_column(String(64))
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+    expires: Mapped[datetime] = mapped_column(index=True)
+    last_seen: Mapped[datetime] = mapped_column(default=utcnow)

@@ -12,13 +12,13 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 
 from baadal import constants as C
 from baadal.auth import accounts, roles, sessions, throttle
 from baadal.config import Settings
-from baadal.db.models import User
+from baadal.db.models import User, WebSession
 from baadal.db.session import session_scope
 from baadal.errors import LoginThrottled, PermissionDenied
 from baadal.mail import notify
@@ -75,6 +75,10 @@ def _user(session: Session, actor: Actor, action: Action, username: str) -> User
     user = accounts.get_user(session, username)
     policy.require(session, actor, action, user, f"account {username}")
     return user
+
+
+def _end_sessions(session: Session, user: User) -> None:
+    session.execute(delete(WebSession).where(WebSession.user_id == user.id))
 
 
 # --- open to anyone ----------------------------------------------------------------------
@@ -180,15 +184,20 @@ def approve(session: Session, actor: Actor, username: str) -> None:
 
 @guarded(Action.USER_APPROVE)
 def set_blocked(session: Session, actor: Actor, username: str, blocked: bool) -> None:
-    """Refuse (or allow again) the account's logins; its VMs are left alone."""
-    _user(session, actor, Action.USER_APPROVE, username)
+    """Refuse (or allow again) the account's logins; its VMs are left alone. Blocking
+    ends its portal sessions at once."""
+    user = _user(session, actor, Action.USER_APPROVE, username)
     accounts.set_blocked(session, username, blocked)
+    if blocked:
+        _end_sessions(session, user)
 
 
 @guarded(Action.USER_PASSWORD)
 def set_password(session: Session, actor: Actor, username: str, password: str) -> None:
-    _user(session, actor, Action.USER_PASSWORD, username)
+    """A new password ends every portal session of the account (one may be a thief's)."""
+    user = _user(session, actor, Action.USER_PASSWORD, username)
     accounts.set_password(session, username, password)
+    _end_sessions(session, user)
 
 
 @guarded(Action.USER_MAIL)
