@@ -27,7 +27,7 @@ def list_audit(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=C.AUDIT_LIST_MAX)] = C.AUDIT_LIST_DEFAULT,
 ) -> AuditList:
-    with who.transaction() as session:
+    with who.read_transaction() as session:
         entries = audit.list_entries(session, who.actor, user=user, vm=vm, since=since, limit=limit)
     return AuditList(
         items=[

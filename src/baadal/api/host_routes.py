@@ -33,7 +33,7 @@ def host_out(host: Host) -> HostOut:
 
 @router.get("/hosts", response_model=HostList, responses=errors(), summary="every host (admins)")
 def list_hosts(who: CallerDep) -> HostList:
-    with who.transaction() as session:
+    with who.read_transaction() as session:
         return HostList(items=[host_out(h) for h in inventory.list_hosts(session, who.actor)])
 
 
@@ -44,5 +44,5 @@ def get_host(
     who: CallerDep,
     host_id: Annotated[int, Path(ge=1, le=C.ROW_ID_MAX, description="the host's id")],
 ) -> HostOut:
-    with who.transaction() as session:
+    with who.read_transaction() as session:
         return host_out(inventory.get_host(session, who.actor, host_id))

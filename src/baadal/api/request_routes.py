@@ -44,7 +44,7 @@ def request_out(info: RequestInfo) -> RequestOut:
 
 @router.get("/requests", response_model=RequestList, responses=errors(), summary="list requests")
 def list_requests(who: CallerDep, pending: bool = False) -> RequestList:
-    with who.transaction() as session:
+    with who.read_transaction() as session:
         found = vm_requests.list_requests(session, who.actor, pending_only=pending)
     return RequestList(items=[request_out(info) for info in found])
 
@@ -56,7 +56,7 @@ def list_requests(who: CallerDep, pending: bool = False) -> RequestList:
     summary="one request",
 )
 def get_request(who: CallerDep, request_id: RequestIdPath) -> RequestOut:
-    with who.transaction() as session:
+    with who.read_transaction() as session:
         return request_out(vm_requests.get_request(session, who.actor, request_id))
 
 

@@ -34,7 +34,7 @@ def list_tokens(
     who: CallerDep,
     username: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
 ) -> TokenList:
-    with who.transaction() as session:
+    with who.read_transaction() as session:
         found = tokens.list_tokens(session, who.actor, username=username)
     return TokenList(items=[token_out(info) for info in found])
 
