@@ -55,9 +55,12 @@ class ClaimedTask:
 
 
 def _vm_name(session: Session, vm_id: int | None) -> str:
+    """The VM's name; no query when the caller's session has the VM already (it
+    usually has: it checked the VM before queueing its task)."""
     if vm_id is None:
         return ""
-    return session.scalar(select(VM.vm_name).where(VM.id == vm_id)) or ""
+    vm = session.get(VM, vm_id)
+    return vm.vm_name if vm is not None else ""
 
 
 def _new_event(session: Session, task: Task, status: C.TaskStatus) -> TaskEvent:
