@@ -212,7 +212,12 @@ def claim(
     values = {"p_now": now, "p_worker": worker_id, "p_expires": now + timedelta(seconds=lease_s)}
     if only is not None:
         values["p_only"] = list(only)
+    postgres = is_postgres(engine)
     with engine.begin() as conn:
+        if postgres:
+            # no wait for the disk: a claim lost in a server crash is like a worker lost
+            # (the task runs again), and the handler's first commit makes it durable anyway
+            conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
         row = conn.execute(pick, values).one_or_none()
         if row is None:
             return None
