@@ -89,7 +89,7 @@ def list_vms(
     owner: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
     host: Annotated[str | None, Query(min_length=1, max_length=30)] = None,
 ) -> Response:
-    with who.transaction() as session:
+    with who.read_transaction() as session:
         page = vms.list_vm_page(
             session,
             who.actor,
@@ -115,7 +115,7 @@ def change_accepted(
 
 @router.get("/vms/{vm_id}", response_model=VMOut, responses=errors(404), summary="one VM")
 def get_vm(who: CallerDep, vm_id: VMIdPath) -> Response:
-    with who.transaction() as session:
+    with who.read_transaction() as session:
         return as_json(vm_out(vms.vm_summary(session, who.actor, vm_id)))
 
 
@@ -179,7 +179,7 @@ def act(who: CallerDep, vm_id: VMIdPath, action: VMAction, response: Response) -
     summary="a VM's snapshots, oldest first",
 )
 def list_snapshots(who: CallerDep, vm_id: VMIdPath) -> SnapshotList:
-    with who.transaction() as session:
+    with who.read_transaction() as session:
         found = vms.list_snapshots(session, who.actor, vm_id)
         return SnapshotList(
             items=[
@@ -251,7 +251,7 @@ def grant_vnc(who: CallerDep, vm_id: VMIdPath, body: VncCreate | None = None) ->
     summary="a VM's owner and those it is shared with",
 )
 def list_vm_users(who: CallerDep, vm_id: VMIdPath) -> VMUserList:
-    with who.transaction() as session:
+    with who.read_transaction() as session:
         people = vms.list_vm_users(session, who.actor, vm_id)
     return VMUserList(
         items=[

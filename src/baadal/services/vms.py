@@ -886,10 +886,10 @@ def grant_vnc_access(
             f"VNC access duration {duration_s!r} must be 1-{C.VNC_ACCESS_MAX_DURATION_S} s"
         )
     with console.console_lock(settings):
-        row_id, grant = _record_vnc_grant(engine, actor, name_or_id, duration_s)
+        row_id, grant, public_port = _record_vnc_grant(engine, actor, name_or_id, duration_s)
         try:
             password = console.set_new_password(engine, grant.vm_id)
-            vm_nat.create_vnc_mapping_in_nat(engine, settings, grant.vm_id)
+            vm_nat.create_vnc_mapping_in_nat(engine, settings, grant.vm_id, public_port)
         except BaseException:
             with session_scope(engine) as session:  # the grant did not happen: not counted
                 session.execute(delete(VncAccess).where(VncAccess.id == row_id))
@@ -902,15 +902,16 @@ def grant_vnc_access(
         row_id,
     )
     if settings.nat.nat_type != C.NatType.NONE:  # users reach the console through NAT
-        grant = replace(grant, vnc_ip=settings.nat.vnc_ip or settings.nat.nat_ip or grant.vnc_ip)
+        vnc_ip = settings.nat.vnc_ip or settings.nat.nat_ip or grant.vnc_ip
+        grant = replace(grant, vnc_ip=vnc_ip, port=public_port)
     return replace(grant, password=password)
 
 
 def _record_vnc_grant(
     engine: Engine, actor: Actor, name_or_id: str | int, duration_s: int
-) -> tuple[int, VncGrant]:
-    """Check the VM and the daily limit and add the grant's row: its id, and the grant
-    at the VM's host address, without a password yet."""
+) -> tuple[int, VncGrant, int]:
+    """Check the VM and the daily limit and add the grant's row: its id, the grant at
+    the VM's host address without a password yet, and its port on the NAT box."""
     now = utcnow()
     with session_scope(engine) as session:
         vm = _find(session, actor, name_or_id, Action.VM_CONSOLE)
@@ -930,11 +931,12 @@ def _record_vnc_grant(
                 f"VM {vm.vm_name} already had {recent} VNC grants in the last 24 hours "
                 f"(at most {C.MAX_VNC_ALLOWED_IN_A_DAY}); try again later"
             )
+        start, end = address_pools.vnc_port_range(session)
         row = VncAccess(
             vm_id=vm.id,
             token=secrets.token_hex(10),
             host_id=vm.host_id,
-            vnc_source_port=vm.vnc_port,
+            vnc_source_port=vm_nat.public_vnc_port(session, vm, start, end),
             vnc_destination_port=vm.vnc_port,
             duration=duration_s,
             status="active",
@@ -943,6 +945,8 @@ def _record_vnc_grant(
         )
         session.add(row)
         session.flush()
-        return row.id, VncGrant(
-            vm.id, row.token, vm.host.address, vm.vnc_port, row.expiry_time, None
+        return (
+            row.id,
+            VncGrant(vm.id, row.token, vm.host.address, vm.vnc_port, row.expiry_time, None),
+            row.vnc_source_port,
         )

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from baadal import address_pools
 from baadal import constants as C
 from baadal.config import Settings
 from baadal.db.models import VM, Host, Task
@@ -122,6 +123,12 @@ def _sync_row(
         actions = []
         if vm.host_id != host_id:
             log_vm_event(session, vm, "host", old_host, host_name)
+            port = vm.vnc_port
+            if port is not None and address_pools.vnc_port_taken(session, host_id, port, vm.id):
+                # ports are per host: another VM there holds it, so this one's console
+                # cannot be reached until it is respawned with a port of its own
+                vm.vnc_port = None
+                actions.append(f"VNC port {port} held by another VM on {host_name}: dropped")
             vm.host_id = host_id
             actions.append(f"host {old_host} -> {host_name}")
         if status != C.VMStatus.UNKNOWN and vm.status != status:
