@@ -128,6 +128,10 @@ CASES: dict[str, list[Case]] = {
     "users.get_account": [
         Case(lambda w: users.get_account(w.session, w.actor, "eve"), ORG_A_ADMINS | {"eve"}),
         Case(lambda w: users.get_account(w.session, w.actor, w.actor.username), ANYONE),
+        Case(
+            lambda w: users.get_account(w.session, w.actor, "col"),
+            frozenset({"admin", "ob", "col"}),
+        ),
     ],
     "users.get_roles": [
         Case(lambda w: users.get_roles(w.session, w.actor, "eve"), ORG_A_ADMINS | {"eve"}),
@@ -138,13 +142,6 @@ CASES: dict[str, list[Case]] = {
     "users.set_roles": [
         Case(lambda w: users.set_roles(w.session, w.actor, "eve", ["faculty"]), ADMIN),
         Case(lambda w: users.set_roles(w.session, w.actor, w.actor.username, ["admin"]), ADMIN),
-    ],
-    "users.get_account": [
-        Case(lambda w: users.get_account(w.session, w.actor, "eve"), ORG_A_ADMINS | {"eve"}),
-        Case(
-            lambda w: users.get_account(w.session, w.actor, "col"),
-            frozenset({"admin", "ob", "col"}),
-        ),
     ],
     "users.approve": [
         Case(lambda w: users.approve(w.session, w.actor, "eve"), ORG_A_ADMINS),
