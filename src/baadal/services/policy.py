@@ -19,7 +19,7 @@ import contextvars
 import functools
 import inspect
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 from typing import Any, TypeVar
@@ -91,13 +91,18 @@ def actor_for(session: Session, username: str | None) -> Actor:
 def actor_of(session: Session, user: User) -> Actor:
     from baadal.auth.roles import user_roles
 
+    return actor_with_roles(user, user_roles(session, user.id))
+
+
+def actor_with_roles(user: User, roles: Iterable[C.Role]) -> Actor:
+    """The actor of ``user`` holding ``roles`` (read with the user by the caller)."""
     if user.id == C.SYSTEM_USER_ID:
         return SYSTEM
     blocked = bool(user.block_user) or user.registration_key != C.RegistrationKey.ACTIVE
     return Actor(
         user_id=user.id,
         username=user.username,
-        roles=frozenset(user_roles(session, user.id) | {C.Role.USER}),
+        roles=frozenset({*roles, C.Role.USER}),
         organisation_id=user.organisation_id,
         blocked=blocked,
     )
