@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -19,6 +20,9 @@ from baadal.config import Settings
 from baadal.errors import PermissionDenied, Unauthenticated
 from baadal.services import runtime, tokens, web_sessions
 from baadal.services.policy import Actor
+
+#: the methods that change nothing: their caller is checked in the route's transaction
+_READS = frozenset({"GET", "HEAD"})
 
 _bearer = HTTPBearer(
     auto_error=False,
@@ -139,15 +143,19 @@ async def _caller(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
-    """A Bearer token, else the portal's session cookie: checked when the route opens its
-    transaction (``async``: nothing here touches the database, so no thread pool hop)."""
+    """A Bearer token, else the portal's session cookie. A read's is checked when the
+    route opens its transaction (``async``: no thread pool hop, no transaction of its
+    own); a change's at once, so a body is looked at only for a valid caller."""
     settings: Settings = request.app.state.settings
     if credentials is not None:
-        return Caller(settings, credentials.credentials)
-    cookie = request.cookies.get(C.WEB_SESSION_COOKIE)
-    if cookie:
-        return Caller(settings, None, lambda: _cookie_actor(request, settings, cookie))
-    raise Unauthenticated("an API token is needed: Authorization: Bearer <token>")
+        caller = Caller(settings, credentials.credentials)
+    elif cookie := request.cookies.get(C.WEB_SESSION_COOKIE):
+        caller = Caller(settings, None, lambda: _cookie_actor(request, settings, cookie))
+    else:
+        raise Unauthenticated("an API token is needed: Authorization: Bearer <token>")
+    if request.method not in _READS:
+        await run_in_threadpool(lambda: caller.actor)
+    return caller
 
 
 CallerDep = Annotated[Caller, Depends(_caller)]

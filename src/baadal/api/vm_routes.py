@@ -45,7 +45,6 @@ from baadal.api.schemas import (
     utilization_out,
 )
 from baadal.services import monitoring, vm_requests, vms
-from baadal.services.vms import VMSummary
 
 router = APIRouter(tags=["vms"])
 
@@ -61,23 +60,6 @@ def as_json(body: BaseModel) -> Response:
     """A body already built as its response model, serialized once: FastAPI would
     validate it again, in one more thread pool hop (the busiest reads skip both)."""
     return Response(body.model_dump_json(), media_type="application/json")
-
-
-def vm_out(vm: VMSummary) -> VMOut:
-    return VMOut(
-        id=vm.id,
-        name=vm.name,
-        status=vm.status.name.lower(),
-        owner=vm.owner,
-        ram_mb=vm.ram_mb,
-        vcpus=vm.vcpus,
-        disk_gb=vm.disk_gb,
-        extra_disk_gb=vm.extra_disk_gb,
-        host=vm.host,
-        private_ip=vm.private_ip,
-        public_ip=vm.public_ip,
-        locked=vm.locked,
-    )
 
 
 @router.get("/vms", response_model=VMList, responses=errors(), summary="list VMs")
@@ -99,7 +81,7 @@ def list_vms(
             owner=owner,
             host=host,
         )
-    return as_json(VMList(items=[vm_out(vm) for vm in page.items], next=page.next))
+    return as_json(VMList.model_validate({"items": page.items, "next": page.next}))
 
 
 def change_accepted(
@@ -116,7 +98,7 @@ def change_accepted(
 @router.get("/vms/{vm_id}", response_model=VMOut, responses=errors(404), summary="one VM")
 def get_vm(who: CallerDep, vm_id: VMIdPath) -> Response:
     with who.read_transaction() as session:
-        return as_json(vm_out(vms.vm_summary(session, who.actor, vm_id)))
+        return as_json(VMOut.model_validate(vms.vm_summary(session, who.actor, vm_id)))
 
 
 @router.post(

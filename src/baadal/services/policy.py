@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from enum import Enum, IntEnum
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, false, or_, select, true
+from sqlalchemy import ColumnElement, Row, false, or_, select, true
 from sqlalchemy.orm import Session
 
 from baadal import constants as C
@@ -94,8 +94,9 @@ def actor_of(session: Session, user: User) -> Actor:
     return actor_with_roles(user, user_roles(session, user.id))
 
 
-def actor_with_roles(user: User, roles: Iterable[C.Role]) -> Actor:
-    """The actor of ``user`` holding ``roles`` (read with the user by the caller)."""
+def actor_with_roles(user: User | Row[Any], roles: Iterable[C.Role]) -> Actor:
+    """The actor of ``user`` (a row of its columns will do) holding ``roles``, read with
+    the user by the caller."""
     if user.id == C.SYSTEM_USER_ID:
         return SYSTEM
     blocked = bool(user.block_user) or user.registration_key != C.RegistrationKey.ACTIVE

@@ -11,7 +11,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from baadal import constants as C
@@ -160,6 +160,28 @@ def revoke_token(session: Session, actor: Actor, token_id: int) -> TokenInfo:
     return _info(row, user.username)
 
 
+#: the token, its holder and their roles, one row per role: every request asks this (built
+#: once: making the statement would cost more than running it)
+_HOLDER = (
+    select(
+        ApiToken.id.label("token_id"),
+        ApiToken.revoked,
+        ApiToken.expires,
+        ApiToken.last_used,
+        User.id,
+        User.username,
+        User.organisation_id,
+        User.block_user,
+        User.registration_key,
+        UserGroup.role,
+    )
+    .join(User, User.id == ApiToken.user_id)
+    .outerjoin(UserMembership, UserMembership.user_id == User.id)
+    .outerjoin(UserGroup, UserGroup.id == UserMembership.group_id)
+    .where(ApiToken.token_hash == bindparam("digest"))
+)
+
+
 @dataclass(frozen=True)
 class TokenHolder:
     """Who presents a token, and whether its use is worth recording now."""
@@ -178,27 +200,15 @@ def token_holder(session: Session, token: str) -> TokenHolder:
     for a blocked or not yet approved account."""
     if not isinstance(token, str) or not _TOKEN_RE.fullmatch(token):
         raise Unauthenticated("invalid, expired or revoked API token")
-    rows = session.execute(
-        select(
-            ApiToken.id,
-            ApiToken.revoked,
-            ApiToken.expires,
-            ApiToken.last_used,
-            User,
-            UserGroup.role,
-        )
-        .join(User, User.id == ApiToken.user_id)
-        .outerjoin(UserMembership, UserMembership.user_id == User.id)
-        .outerjoin(UserGroup, UserGroup.id == UserMembership.group_id)
-        .where(ApiToken.token_hash == _digest(token))
-    ).all()  # the token, its holder and their roles: one row per role
+    rows = session.execute(_HOLDER, {"digest": _digest(token)}).all()
     now = utcnow()
     if not rows:
         raise Unauthenticated("invalid, expired or revoked API token")
-    token_id, revoked, expires, last_used, user, _role = rows[0]
+    first = rows[0]
+    token_id, revoked, expires, last_used = first[:4]
     if revoked is not None or (expires is not None and expires <= now):
         raise Unauthenticated("invalid, expired or revoked API token")
-    actor = actor_with_roles(user, [C.Role(row.role) for row in rows if row.role is not None])
+    actor = actor_with_roles(first, [C.Role(row.role) for row in rows if row.role is not None])
     if actor.blocked:
         raise PermissionDenied(f"{actor.username} is blocked or not approved: nothing allowed")
     return TokenHolder(actor, token_id, last_used is None or now - last_used >= _TOUCH_EVERY)

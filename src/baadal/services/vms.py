@@ -356,29 +356,29 @@ class VMSummary:
     delete_warning_date: datetime | None = None
 
 
-def _summaries() -> Select[tuple[Any, ...]]:
-    return (
-        select(
-            VM.id,
-            VM.vm_name,
-            VM.status,
-            User.username,
-            VM.RAM,
-            VM.vCPU,
-            VM.HDD,
-            VM.extra_HDD,
-            Host.host_name,
-            PrivateIpPool.private_ip,
-            PublicIpPool.public_ip,
-            VM.locked,
-            VM.shutdown_warning_date,
-            VM.delete_warning_date,
-        )
-        .outerjoin(User, User.id == VM.owner_id)
-        .outerjoin(Host, Host.id == VM.host_id)
-        .outerjoin(PrivateIpPool, PrivateIpPool.id == VM.private_ip_id)
-        .outerjoin(PublicIpPool, PublicIpPool.id == VM.public_ip_id)
+#: what a VM list shows, in one query (built once: ``.where`` makes a new statement)
+_SUMMARIES: Select[tuple[Any, ...]] = (
+    select(
+        VM.id,
+        VM.vm_name,
+        VM.status,
+        User.username,
+        VM.RAM,
+        VM.vCPU,
+        VM.HDD,
+        VM.extra_HDD,
+        Host.host_name,
+        PrivateIpPool.private_ip,
+        PublicIpPool.public_ip,
+        VM.locked,
+        VM.shutdown_warning_date,
+        VM.delete_warning_date,
     )
+    .outerjoin(User, User.id == VM.owner_id)
+    .outerjoin(Host, Host.id == VM.host_id)
+    .outerjoin(PrivateIpPool, PrivateIpPool.id == VM.private_ip_id)
+    .outerjoin(PublicIpPool, PublicIpPool.id == VM.public_ip_id)
+)
 
 
 def _summary(row: Row[tuple[Any, ...]]) -> VMSummary:
@@ -407,7 +407,7 @@ def list_vm_page(
     the actor owns or shares (a dashboard), whatever else their role lets them see."""
     require(session, actor, Action.VM_LIST)
     check_int(limit, "page size", 1, C.API_PAGE_MAX)
-    query = _summaries().where(vm_filter(actor)).order_by(VM.id).limit(limit + 1)
+    query = _SUMMARIES.where(vm_filter(actor)).order_by(VM.id).limit(limit + 1)
     if after is not None:
         query = query.where(VM.id > check_int(after, "after", 0, C.ROW_ID_MAX))
     if status is not None:
@@ -427,7 +427,7 @@ def list_vm_page(
 def vm_summary(session: Session, actor: Actor, name_or_id: str | int) -> VMSummary:
     """One VM as a list shows it."""
     vm = _find(session, actor, name_or_id, Action.VM_READ)
-    return _summary(session.execute(_summaries().where(VM.id == vm.id)).one())
+    return _summary(session.execute(_SUMMARIES.where(VM.id == vm.id)).one())
 
 
 @guarded(Action.VM_READ)

@@ -185,7 +185,7 @@ def set_mails(request: Request, visitor: VisitorDep, task_mails: Flag = False) -
 @router.get("/tokens")
 def tokens_page(request: Request, visitor: VisitorDep) -> Response:
     with visitor.transaction() as session:
-        found = tokens.list_tokens(session, visitor.actor)
+        found = tokens.list_tokens(session, visitor.actor).items
     return render(request, "tokens.html", visitor, tokens=found, new=None)
 
 
@@ -203,7 +203,7 @@ def create_token(
     with visitor.transaction() as session:
         new = tokens.create_token(session, visitor.actor, name=name, expires_days=days)
     with visitor.transaction() as session:
-        found = tokens.list_tokens(session, visitor.actor)
+        found = tokens.list_tokens(session, visitor.actor).items
     page = render(request, "tokens.html", visitor, tokens=found, new=new)
     page.headers["Cache-Control"] = "no-store"
     return page

@@ -43,7 +43,7 @@ def _queue_page(
     with visitor.transaction() as session:
         pending = [
             r
-            for r in vm_requests.list_requests(session, visitor.actor, pending_only=True)
+            for r in vm_requests.list_requests(session, visitor.actor, pending_only=True).items
             if wanted(r)
         ]
     shown = [r for r in pending if r.kind == kind]

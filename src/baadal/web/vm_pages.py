@@ -405,7 +405,7 @@ def my_requests(request: Request, visitor: VisitorDep) -> Response:
     with visitor.transaction() as session:
         found = [
             r
-            for r in vm_requests.list_requests(session, visitor.actor)
+            for r in vm_requests.list_requests(session, visitor.actor).items
             if me in (r.requester, r.owner) or me in r.collaborators
         ]
     return render(request, "requests.html", visitor, requests=found, pending=C.REQUEST_PENDING)
@@ -426,7 +426,7 @@ def withdraw(request: Request, visitor: VisitorDep, request_id: RowId) -> Respon
 @router.get("/tasks")
 def my_tasks(request: Request, visitor: VisitorDep) -> Response:
     with visitor.transaction() as session:
-        found = tasks.list_tasks(session, visitor.actor, limit=C.ITEMS_PER_PAGE)
+        found = tasks.list_tasks(session, visitor.actor, limit=C.ITEMS_PER_PAGE).items
         return render(request, "tasks.html", visitor, tasks=found)
 
 
