@@ -12,7 +12,7 @@ import secrets
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Engine, Row, Select, and_, delete, func, or_, select
 from sqlalchemy.orm import Session, selectinload
@@ -334,10 +334,10 @@ def list_vms(session: Session, actor: Actor) -> Sequence[VM]:
     return session.scalars(query).all()
 
 
-@dataclass(frozen=True)
-class VMSummary:
+class VMSummary(NamedTuple):
     """A VM as a list shows it, in plain values: read with its owner's name, host and
-    addresses as one row of one query (no ORM objects: a page of them costs a tenth)."""
+    addresses as one row of one query (no ORM objects: a page of them costs a tenth; a
+    named tuple is made and read faster than a frozen dataclass)."""
 
     id: int
     name: str
@@ -352,8 +352,8 @@ class VMSummary:
     public_ip: str | None
     locked: bool
     #: when the idle sweep will shut the VM down or delete it unless kept (None: no warning)
-    shutdown_warning_date: datetime | None = None
-    delete_warning_date: datetime | None = None
+    shutdown_warning_date: datetime | None
+    delete_warning_date: datetime | None
 
 
 #: what a VM list shows, in one query (built once: ``.where`` makes a new statement)
