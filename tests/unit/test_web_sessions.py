@@ -235,3 +235,16 @@ def test_the_signing_key_is_private_and_kept(portal: Portal) -> None:
     assert key.stat().st_mode & 0o777 == 0o600 and len(bytes.fromhex(key.read_text())) == 32
     client = portal.login("eve")  # a second login signs with the same key
     assert client.get("/").status_code == 200
+
+
+def test_log_out_everywhere_else(portal: Portal) -> None:
+    phone = portal.login("stu")
+    laptop = portal.login("stu")
+    page = laptop.get("/account").text
+    assert page.count("<tr><td>") == 2 and "this one" in page
+    assert "Log out everywhere else" in page
+    done = portal.post(laptop, "/account/sessions/end")
+    assert "1 other session(s) ended" in portal.flash(done)
+    assert phone.get("/").status_code == 303
+    assert laptop.get("/").status_code == 200 and len(_rows(portal, "stu")) == 1
+    assert "Log out everywhere else" not in laptop.get("/account").text
