@@ -76,7 +76,10 @@ class PoolUsage:
     public_used: int
     public_free: int
     vnc_range: tuple[int, int]
+    #: ports held, all hosts together
     vnc_used: int
+    #: ports held on the host holding most (the range is each host's: its free ones bound)
+    vnc_used_busiest_host: int
 
 
 # --- helpers -------------------------------------------------------------------------
@@ -647,9 +650,15 @@ def pool_usage(session: Session) -> PoolUsage:
         )
     ).one()
     start, end = vnc_port_range(session)
-    vnc_used = session.scalar(
-        select(func.count()).select_from(VM).where(VM.vnc_port.between(start, end))
+    per_host = (
+        select(func.count().label("held"))
+        .where(VM.vnc_port.between(start, end))
+        .group_by(VM.host_id)
+        .subquery()
     )
+    vnc_used, busiest = session.execute(
+        select(func.sum(per_host.c.held), func.max(per_host.c.held))
+    ).one()
     return PoolUsage(
         vlans=vlans,
         public_total=total,
@@ -657,6 +666,7 @@ def pool_usage(session: Session) -> PoolUsage:
         public_free=free,
         vnc_range=(start, end),
         vnc_used=vnc_used or 0,
+        vnc_used_busiest_host=busiest or 0,
     )
 
 

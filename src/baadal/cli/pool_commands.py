@@ -85,5 +85,6 @@ def list_cmd() -> None:
     rows.append(("public", "", "", usage.public_total, usage.public_used, usage.public_free))
     start, end = usage.vnc_range
     span = end - start + 1
-    rows.append(("VNC ports", "", f"{start}-{end}", span, usage.vnc_used, span - usage.vnc_used))
+    busiest = usage.vnc_used_busiest_host
+    rows.append(("VNC ports (busiest host)", "", f"{start}-{end}", span, busiest, span - busiest))
     print_table("Pools", ["pool", "VLAN id", "network", "total", "used", "free"], rows)

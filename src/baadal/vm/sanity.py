@@ -123,6 +123,7 @@ def _sync_row(
         actions = []
         if vm.host_id != host_id:
             log_vm_event(session, vm, "host", old_host, host_name)
+            actions.append(f"host {old_host} -> {host_name}")
             port = vm.vnc_port
             if port is not None and address_pools.vnc_port_taken(session, host_id, port, vm.id):
                 # ports are per host: another VM there holds it, so this one's console
@@ -130,7 +131,6 @@ def _sync_row(
                 vm.vnc_port = None
                 actions.append(f"VNC port {port} held by another VM on {host_name}: dropped")
             vm.host_id = host_id
-            actions.append(f"host {old_host} -> {host_name}")
         if status != C.VMStatus.UNKNOWN and vm.status != status:
             actions.append(f"status {C.VMStatus(vm.status).name} -> {status.name}")
             set_status(session, vm, status, None)
