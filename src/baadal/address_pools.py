@@ -3,7 +3,7 @@
 The seed's VM_network get_private_ip_mac / choose_mac_ip / choose_mac_ip_vncport picked a
 free address and wrote it down later, so two requests could be handed the same one. Here a
 claim *is* the write: the VM row takes the address through a UNIQUE column
-(vm_data.private_ip_id, public_ip_id, vnc_port) inside a SAVEPOINT; losing a race is an
+(vm_data.private_ip_id, public_ip_id; vnc_port with host_id) inside a SAVEPOINT; losing a race is an
 IntegrityError that only undoes the savepoint, and the allocator tries another candidate.
 Candidates are picked at random so concurrent allocators rarely collide at all.
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, Select, delete, exists, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
 from baadal import constants as C
 from baadal.db.constants_table import get_constant
@@ -76,7 +76,10 @@ class PoolUsage:
     public_used: int
     public_free: int
     vnc_range: tuple[int, int]
+    #: ports held, all hosts together
     vnc_used: int
+    #: ports held on the host holding most (the range is each host's: its free ones bound)
+    vnc_used_busiest_host: int
 
 
 # --- helpers -------------------------------------------------------------------------
@@ -539,25 +542,59 @@ def vnc_port_range(session: Session) -> tuple[int, int]:
     return start, end
 
 
-def allocate_vnc_port(session: Session, vm_id: int) -> int:
-    """A random free VNC port for the VM; re-running returns the same port."""
+#: random candidates tried before the exact query for the lowest free port
+_VNC_RANDOM_TRIES = 8
+
+
+def vnc_port_taken(session: Session, host_id: int, port: int, vm_id: int | None = None) -> bool:
+    """Whether another VM on the host holds the port (one index lookup)."""
+    query = select(VM.id).where(VM.host_id == host_id, VM.vnc_port == port)
+    if vm_id is not None:
+        query = query.where(VM.id != vm_id)
+    return session.scalar(query.limit(1)) is not None
+
+
+def _lowest_free_vnc_port(session: Session, host_id: int, start: int, end: int) -> int | None:
+    """The lowest port of the range no VM on the host holds, in one query."""
+    if not vnc_port_taken(session, host_id, start):
+        return start
+    taken, above = aliased(VM), aliased(VM)
+    return session.scalar(
+        select(func.min(taken.vnc_port + 1)).where(
+            taken.host_id == host_id,
+            taken.vnc_port.between(start, end - 1),
+            ~exists().where(above.host_id == host_id, above.vnc_port == taken.vnc_port + 1),
+        )
+    )
+
+
+def allocate_vnc_port(session: Session, vm_id: int, *, prefer: int | None = None) -> int:
+    """A free VNC port on the VM's host (``prefer`` first, if free there); re-running
+    returns the same port. Ports are unique per host (the console listens at the host's
+    address), so the range bounds one host's VMs, not the cloud's. Random candidates
+    are checked one by one (an index lookup each) and the exact lowest free port is
+    looked up only when they keep hitting taken ports; the unique (host, port) pair is
+    what settles a race."""
     vm = _get_vm(session, vm_id)
     if vm.vnc_port is not None:
         return vm.vnc_port
+    host_id = vm.host_id
+    if host_id is None:
+        raise ConflictError(f"VM {vm.vm_name} is not placed on a host: no VNC port for it")
     start, end = vnc_port_range(session)
+    preferred = prefer if prefer is not None and start <= prefer <= end else None
 
     def pick(lost: set[int]) -> int | None:
-        used = set(session.scalars(select(VM.vnc_port).where(VM.vnc_port.between(start, end))))
-        used |= lost
-        if len(used) > end - start:
-            return None
-        # sample first: cheap while the range is mostly free, exact once it is not
-        port = _rng.randint(start, end)
-        if port in used:
-            port = _rng.choice([p for p in range(start, end + 1) if p not in used])
-        return port
+        candidates = [preferred] if preferred is not None and preferred not in lost else []
+        candidates += [_rng.randint(start, end) for _ in range(_VNC_RANDOM_TRIES)]
+        for port in candidates:
+            if port not in lost and not vnc_port_taken(session, host_id, port):
+                return port
+        return _lowest_free_vnc_port(session, host_id, start, end)
 
-    return _claim(session, vm_id, VM.vnc_port, pick, f"no free VNC port left in {start}-{end}")
+    return _claim(
+        session, vm_id, VM.vnc_port, pick, f"no free VNC port left in {start}-{end} on its host"
+    )
 
 
 def release_vnc_port(session: Session, vm_id: int) -> int | None:
@@ -613,9 +650,15 @@ def pool_usage(session: Session) -> PoolUsage:
         )
     ).one()
     start, end = vnc_port_range(session)
-    vnc_used = session.scalar(
-        select(func.count()).select_from(VM).where(VM.vnc_port.between(start, end))
+    per_host = (
+        select(func.count().label("held"))
+        .where(VM.vnc_port.between(start, end))
+        .group_by(VM.host_id)
+        .subquery()
     )
+    vnc_used, busiest = session.execute(
+        select(func.sum(per_host.c.held), func.max(per_host.c.held))
+    ).one()
     return PoolUsage(
         vlans=vlans,
         public_total=total,
@@ -623,6 +666,7 @@ def pool_usage(session: Session) -> PoolUsage:
         public_free=free,
         vnc_range=(start, end),
         vnc_used=vnc_used or 0,
+        vnc_used_busiest_host=busiest or 0,
     )
 
 

@@ -87,6 +87,30 @@ def test_0006_forgets_vnc_passwords_and_keeps_the_vms_rows(db_url: str) -> None:
     assert "vnc_password" not in columns and kept == 1
 
 
+def test_0014_vnc_ports_per_host_keep_the_vms_rows(db_url: str) -> None:
+    """The cloud-wide unique port goes (on SQLite by a table copy, which must not cascade
+    to the VMs' rows in other tables); two VMs off any host may then share a port."""
+    engine = make_engine(db_url)
+    command.downgrade(alembic_config(engine), "0011")
+    vm = (
+        "INSERT INTO vm_data (id, vm_name, vm_identity, vnc_port, status, public_ip_wanted,"
+        ' "RAM", "HDD", "vCPU", "extra_HDD", locked, start_time, snapshot_flag, affinity_flag)'
+        " VALUES ({id}, 'v{id}', 'o_u_v{id}', 5901, 1, false, 1024, 10, 1, 0, false,"
+        " '2026-01-01', 0, 0)"
+    )
+    with engine.begin() as conn:
+        conn.exec_driver_sql(vm.format(id=50))
+        conn.exec_driver_sql(
+            f"INSERT INTO user_vm_map (user_id, vm_id) VALUES ({C.SYSTEM_USER_ID}, 50)"
+        )
+    upgrade(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(vm.format(id=51))
+        kept = conn.exec_driver_sql("SELECT count(*) FROM user_vm_map WHERE vm_id = 50").scalar()
+    engine.dispose()
+    assert kept == 1
+
+
 def test_0010_organisations_start_closed_and_keep_their_people(db_url: str) -> None:
     """Organisations made before 0010 take no self-registrations (as the old setting's
     default); adding the column must not copy the table its users point at."""

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from baadal import address_pools
 from baadal.db.constants_table import update_constant
-from baadal.db.models import VM, PrivateIpPool
+from baadal.db.models import VM, Host, PrivateIpPool
 from baadal.db.session import make_engine, session_scope
 from baadal.errors import ResourceExhausted
 
@@ -39,16 +39,28 @@ NETWORK = ipaddress.IPv4Network("10.20.0.0/22")
 Claims = tuple[list[tuple[int, str, str | None]], int]
 
 
-def _make_vms(engine: Engine, n: int) -> list[int]:
+def _make_vms(engine: Engine, n: int, host_name: str = "load") -> list[int]:
+    """VMs on one host (VNC ports are unique per host)."""
     with session_scope(engine) as s:
+        host = Host(
+            host_name=host_name, address="10.9.8.7", CPUs=4, libvirt_uri=f"test:///{host_name}"
+        )
+        s.add(host)
+        s.flush()
         s.execute(
             insert(VM),
             [
-                {"vm_name": f"vm{i}", "vm_identity": f"ADMIN_load_vm{i}", "RAM": 256, "vCPU": 1}
+                {
+                    "vm_name": f"{host_name}vm{i}",
+                    "vm_identity": f"ADMIN_load_{host_name}vm{i}",
+                    "RAM": 256,
+                    "vCPU": 1,
+                    "host_id": host.id,
+                }
                 for i in range(n)
             ],
         )
-        return list(s.scalars(select(VM.id).order_by(VM.id)))
+        return list(s.scalars(select(VM.id).where(VM.host_id == host.id).order_by(VM.id)))
 
 
 def _make_pool(engine: Engine, n_ips: int = N_IPS) -> int:
@@ -187,7 +199,7 @@ def test_processes_exhaust_the_pool_exactly(engine: Engine, db_url: str) -> None
     _assert_exact_claims(engine, claims, N_IPS, N_VMS)
 
 
-def _allocate_ports(engine: Engine, vm_ids: list[int]) -> Claims:
+def _allocate_ports(engine: Engine, vm_ids: list[int], span: str = "40000-40199") -> Claims:
     got: list[tuple[int, str, str | None]] = []
     exhausted = 0
     with Session(engine) as s:
@@ -196,7 +208,7 @@ def _allocate_ports(engine: Engine, vm_ids: list[int]) -> Claims:
                 with s.begin():
                     port = address_pools.allocate_vnc_port(s, vm_id)
             except ResourceExhausted as exc:
-                assert str(exc) == "no free VNC port left in 40000-40199"
+                assert str(exc) == f"no free VNC port left in {span} on its host"
                 exhausted += 1
             else:
                 got.append((vm_id, str(port), None))
@@ -220,6 +232,19 @@ def test_threads_exhaust_the_vnc_port_range_exactly(engine: Engine) -> None:
     waiting = sorted(set(vm_ids) - {vm for vm, _, _ in got})
     again, exhausted = _in_threads(lambda share: _allocate_ports(engine, share), waiting)
     assert [port for _, port, _ in again] == [str(freed)] and exhausted == 39
+
+
+def test_racing_allocations_share_ports_across_hosts_never_on_one(engine: Engine) -> None:
+    with session_scope(engine) as s:
+        update_constant(s, "vncport_start_range", "40300")
+        update_constant(s, "vncport_end_range", "40329")
+    on_a, on_b = _make_vms(engine, 30, "a"), _make_vms(engine, 30, "b")
+    mixed = [vm for pair in zip(on_a, on_b, strict=True) for vm in pair]
+    got, exhausted = _in_threads(lambda share: _allocate_ports(engine, share, "40300-40329"), mixed)
+    assert len(got) == 60 and exhausted == 0
+    ports = {vm: int(port) for vm, port, _ in got}
+    for host_vms in (on_a, on_b):
+        assert sorted(ports[vm] for vm in host_vms) == list(range(40300, 40330))
 
 
 @pytest.mark.parametrize("outcome", ["commit", "rollback"])

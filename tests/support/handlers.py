@@ -12,12 +12,14 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from baadal import constants as C
 from baadal.db.models import VM, VMEventLog
 from baadal.db.session import session_scope
 from baadal.errors import ValidationError
 from baadal.tasks.params import NoParams, PeriodicParams, TaskParams
 from baadal.tasks.registry import TaskContext, TaskResult, handler
 from baadal.timeutil import utcnow
+from baadal.vm.install import allocate_vm_properties, free_vm_properties
 
 ECHO = "Test Echo"
 SLEEP = "Test Sleep"
@@ -99,3 +101,49 @@ def crashy(ctx: TaskContext[CrashyParams]) -> TaskResult:
         time.sleep(600)
     record(ctx, "run", start)
     return TaskResult.success("done after recovery")
+
+
+# --- tasks that hold resources (fault injection): a VM is placed (host, datastore space,
+# private IP + MAC, VNC port, and a "domain": a file standing in for libvirt's definition,
+# written outside the transaction as a define is) and unplaced again
+
+PLACE = "Test Place"
+UNPLACE = "Test Unplace"
+
+
+class DomainParams(TaskParams):
+    #: the directory of the domain files (shared by every worker process)
+    domains: str
+
+
+def domain_file(ctx: TaskContext[DomainParams]) -> Path:
+    return Path(ctx.params.domains) / f"{ctx.vm_id}.domain"
+
+
+def _unplace(ctx: TaskContext[DomainParams]) -> None:
+    """Idempotent: the domain goes first, then every reservation (as a delete does)."""
+    domain_file(ctx).unlink(missing_ok=True)
+    with session_scope(ctx.engine) as session:
+        vm = session.get(VM, ctx.vm_id)
+        free_vm_properties(session, ctx.settings, vm)
+        vm.status = C.VMStatus.SHUTDOWN
+
+
+@handler(PLACE, params=DomainParams, compensate=_unplace)
+def place(ctx: TaskContext[DomainParams]) -> TaskResult:
+    start = utcnow()
+    with session_scope(ctx.engine) as session:
+        vm = session.get(VM, ctx.vm_id)
+        props = allocate_vm_properties(session, vm)
+        vm.status = C.VMStatus.RUNNING
+    domain_file(ctx).write_text(f"{props.host_id} {props.private_ip} {props.vnc_port}")
+    record(ctx, "run", start)
+    return TaskResult.success("placed")
+
+
+@handler(UNPLACE, params=DomainParams)
+def unplace(ctx: TaskContext[DomainParams]) -> TaskResult:
+    start = utcnow()
+    _unplace(ctx)
+    record(ctx, "run", start)
+    return TaskResult.success("unplaced")

@@ -76,7 +76,8 @@ def counted() -> Iterator[list[str]]:
     statements: list[str] = []
 
     def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        if not statement.startswith(("BEGIN", "COMMIT", "ROLLBACK")):
+        # transaction control, and the read sessions' PRAGMA query_only ON/OFF (SQLite)
+        if not statement.startswith(("BEGIN", "COMMIT", "ROLLBACK", "PRAGMA query_only")):
             statements.append(statement)
 
     event.listen(Engine, "before_cursor_execute", seen)

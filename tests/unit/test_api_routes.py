@@ -4,19 +4,21 @@ and the wrong person (403, nothing changed)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from httpx import Response
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, event, func, select, update
 
 from baadal import constants as C
 from baadal.api.app import create_app
 from baadal.config import Settings
-from baadal.db.models import VM, RequestQueue, Snapshot, Task, VncAccess
+from baadal.db.models import VM, ApiToken, RequestQueue, Snapshot, Task, VncAccess
 from baadal.db.session import session_scope
 from baadal.services import tokens
 from baadal.services.policy import SYSTEM
@@ -148,6 +150,61 @@ def test_vm_list_shows_what_the_caller_may_see(api: Api) -> None:
     assert page["items"][0]["owner"] == "fac" and page["items"][0]["id"] == api.vm_id()
     assert api.call("GET", "/vms", "admin", params={"status": "shutdown"}).json()["items"] == []
     assert api.call("GET", "/vms", "admin", params={"owner": "stu"}).json()["items"] == []
+
+
+@contextmanager
+def database_work() -> Iterator[Counter[str]]:
+    """The SQL statements (BEGIN and PRAGMAs included) and transactions run meanwhile."""
+    seen: Counter[str] = Counter()
+
+    def statement(*_args: object) -> None:
+        seen["statements"] += 1
+
+    def transaction(*_args: object) -> None:
+        seen["transactions"] += 1
+
+    event.listen(Engine, "before_cursor_execute", statement)
+    event.listen(Engine, "begin", transaction)
+    try:
+        yield seen
+    finally:
+        event.remove(Engine, "before_cursor_execute", statement)
+        event.remove(Engine, "begin", transaction)
+
+
+@pytest.mark.parametrize(
+    ("who", "path", "statements"),
+    [
+        # BEGIN, query_only on, the token with its holder's roles, the page, query_only off
+        ("admin", "/vms?limit=100", 5),
+        ("stu", "/vms?limit=100", 5),
+        # ... or the VM, the policy's filter in its query
+        ("admin", "/vms/{id}", 5),
+        ("stu", "/vms/{id}", 5),
+    ],
+)
+def test_a_vm_read_is_one_transaction_of_few_statements(
+    api: Api, who: str, path: str, statements: int
+) -> None:
+    """The busiest reads: the token is checked in the route's own read transaction (the
+    counts show a regression: a second transaction, a query per row, a write)."""
+    path = path.format(id=api.vm_id())
+    with database_work() as seen:
+        assert api.call("GET", path, who).status_code == 200
+    assert seen == {"statements": statements, "transactions": 1}
+
+
+def test_a_stale_tokens_use_is_recorded_after_the_read(api: Api) -> None:
+    """A read session cannot write: last_used, due once a minute, is a write of its own."""
+    unused = select(func.count()).select_from(ApiToken).where(ApiToken.last_used.is_(None))
+    with session_scope(api.engine) as s:
+        s.execute(update(ApiToken).values(last_used=None))
+        before = s.scalar(unused)
+    with database_work() as seen:
+        assert api.call("GET", "/vms", "stu").status_code == 200
+    assert seen["transactions"] == 2
+    with session_scope(api.engine) as s:
+        assert s.scalar(unused) == before - 1
 
 
 @pytest.mark.parametrize(

@@ -184,14 +184,40 @@ def test_vm_found_on_another_host_gets_its_host_fixed(
     assert host_usage(sqlite_engine) == {h1: (0, 0), h2: (256, 1)}
 
 
+def test_vm_found_where_its_vnc_port_is_held_loses_the_port_not_its_host(
+    sqlite_engine: Engine, cloud_settings: Settings, fake_cloud: Cloud
+) -> None:
+    """VNC ports are unique per host: a VM found on a host where another VM holds its
+    port keeps the host (the truth) and drops the port until it gets one there."""
+    web, db = create(sqlite_engine, cloud_settings), create(sqlite_engine, cloud_settings, "db")
+    h1, h2 = fake_cloud.host_ids
+    with session_scope(sqlite_engine) as s:
+        assert (s.get(VM, web).host_id, s.get(VM, db).host_id) == (h1, h2)
+        port = s.get(VM, web).vnc_port
+        s.get(VM, db).vnc_port = port
+    hv1, identity = hv_of(sqlite_engine, web)
+    hv1.migrate(identity, "fake:///h2", "127.0.0.1", live=True, vnc_listen="127.0.0.1")
+    row = row_of(sanity.vm_sanity_check(sqlite_engine, cloud_settings), identity)
+    assert (
+        row.action == f"host host1 -> host2; VNC port {port} held by another VM on host2: dropped"
+    )
+    with session_scope(sqlite_engine) as s:
+        assert (s.get(VM, web).host_id, s.get(VM, web).vnc_port) == (h2, None)
+        assert (s.get(VM, db).host_id, s.get(VM, db).vnc_port) == (h2, port)
+
+
 def test_respawn_refused_while_the_domain_still_exists(
     sqlite_engine: Engine, cloud_settings: Settings, cloud: Cloud
 ) -> None:
     vm_id = create(sqlite_engine, cloud_settings)
     h1, h2 = cloud.host_ids
+    with session_scope(sqlite_engine) as s:
+        port = s.get(VM, vm_id).vnc_port
     with pytest.raises(ConflictError, match="still defined"):
         host_respawn.respawn_vm(sqlite_engine, cloud_settings, vm_id, host_id=h2)
     assert vm_row(sqlite_engine, vm_id)[0] == h1  # the reservation went back
+    with session_scope(sqlite_engine) as s:
+        assert s.get(VM, vm_id).vnc_port == port  # with its port on that host
     assert host_usage(sqlite_engine) == {h1: (256, 1), h2: (0, 0)}
     assert not host_hv(sqlite_engine, h2).is_defined("ADMIN~system~web")
 

@@ -12,6 +12,7 @@ import typer
 from sqlalchemy import Engine, func, select, update
 from typer.testing import CliRunner
 
+from baadal import address_pools
 from baadal import constants as C
 from baadal.cli.vm_commands import migrate_cmd
 from baadal.config import Settings, get_settings
@@ -209,6 +210,49 @@ def test_a_vm_moves_with_its_snapshots(
     snaps = dest.snapshot_list(identity)
     assert [(s.name, s.is_current) for s in snaps] == [(names[0], False), (names[1], True)]
     assert not _backup(engine, settings, vm_id).exists()
+
+
+def test_a_vm_takes_its_vnc_port_reservation_to_the_new_host(
+    sqlite_engine: Engine, cloud_settings: Settings, fake_cloud: Cloud
+) -> None:
+    engine, settings = sqlite_engine, cloud_settings
+    vm_id = create(engine, settings)
+    h1, h2 = fake_cloud.host_ids
+    with session_scope(engine) as s:
+        port = s.get(VM, vm_id).vnc_port
+        assert address_pools.vnc_port_taken(s, h1, port)
+    with session_scope(engine) as s:
+        vms.request_migrate(s, SYSTEM, vm_id, "host2", True)
+    run_tasks(engine, settings)
+    assert last_task(engine).status == C.TaskStatus.SUCCESS
+    with session_scope(engine) as s:
+        vm = s.get(VM, vm_id)
+        assert (vm.host_id, vm.vnc_port) == (h2, port)
+        # the old host's port is free again, the new host's held
+        assert not address_pools.vnc_port_taken(s, h1, port)
+        assert address_pools.vnc_port_taken(s, h2, port)
+
+
+def test_a_host_where_the_vms_vnc_port_is_held_is_no_destination(
+    sqlite_engine: Engine, cloud_settings: Settings, fake_cloud: Cloud
+) -> None:
+    engine, settings = sqlite_engine, cloud_settings
+    vm_id = create(engine, settings)
+    other = create(engine, settings, "db")
+    h1, h2 = fake_cloud.host_ids
+    with session_scope(engine) as s:
+        port = s.get(VM, vm_id).vnc_port
+        s.get(VM, vm_id).host_id = h1
+        s.get(VM, other).host_id = h2
+        s.flush()
+        s.get(VM, other).vnc_port = port  # the same port, on the other host: allowed
+    before = _state(engine, vm_id)
+    with session_scope(engine) as s:
+        with pytest.raises(ConflictError, match=f"another VM there holds its VNC port {port}"):
+            vms.request_migrate(s, SYSTEM, vm_id, "host2", True)
+        with pytest.raises(ResourceExhausted):
+            vms.request_migrate(s, SYSTEM, vm_id, None, True)
+    assert _state(engine, vm_id) == before
 
 
 def test_compensation_finishes_a_migration_that_happened(

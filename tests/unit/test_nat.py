@@ -331,6 +331,41 @@ def test_grants_on_software_nat_share_rules_and_roll_back(
     assert _count(sqlite_engine, status="active") == 0 and box.rules == []
 
 
+def test_vms_sharing_a_port_on_two_hosts_get_their_own_public_ports(
+    sqlite_engine: Engine,
+    cloud_settings: Settings,
+    cloud: Cloud,
+    box: FakeNatBox,
+) -> None:
+    """VNC ports are unique per host; the NAT box's public ports are cloud-wide."""
+    web, db = create(sqlite_engine, cloud_settings), create(sqlite_engine, cloud_settings, "db")
+    with session_scope(sqlite_engine) as s:
+        vm_web, vm_db = s.get(VM, web), s.get(VM, db)
+        assert vm_web.host_id != vm_db.host_id  # placement spreads them
+        vm_db.vnc_port = vm_web.vnc_port
+        port = vm_web.vnc_port
+        addresses = {vm_web.id: vm_web.host.address, vm_db.id: vm_db.host.address}
+    cloud_settings.nat.nat_type = C.NatType.SOFTWARE
+    cloud_settings.nat.nat_ip = "10.99.0.2"
+    cloud_settings.nat.public_interface = "pub0"
+    cloud_settings.nat.vnc_ip = "10.99.200.150"
+    first = vms.grant_vnc_access(sqlite_engine, SYSTEM, cloud_settings, web, duration_s=60)
+    second = vms.grant_vnc_access(sqlite_engine, SYSTEM, cloud_settings, db, duration_s=60)
+    again = vms.grant_vnc_access(sqlite_engine, SYSTEM, cloud_settings, db, duration_s=60)
+    assert first.port == port and second.port != port and again.port == second.port
+    with session_scope(sqlite_engine) as s:
+        rows = s.execute(
+            select(VncAccess.vm_id, VncAccess.vnc_source_port, VncAccess.vnc_destination_port)
+        ).all()
+    assert sorted(rows) == sorted(
+        [(web, port, port), (db, second.port, port), (db, second.port, port)]
+    )
+    dnat = [rule for chain, rule in box.rules if chain == "PREROUTING"]
+    for vm_id, public in ((web, port), (db, second.port)):
+        target = f"{addresses[vm_id]}:{port}"
+        assert any(str(public) in rule and target in rule for rule in dnat), (target, dnat)
+
+
 def test_quoted_comments_of_iptables_save_are_read() -> None:
     saved = (
         '-A PREROUTING -d 10.9.9.9/32 -m comment --comment "baadal:public:10.9.9.9" '

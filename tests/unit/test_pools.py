@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine, delete, func, select
+from sqlalchemy.exc import IntegrityError
 from typer.testing import CliRunner
 
 from baadal import address_pools
@@ -52,10 +53,24 @@ def _vlan(engine: Engine, name: str = "research", tag: int = 10, cidr: str = "10
         return address_pools.create_vlan(s, name, tag, cidr).id
 
 
-def _vms(engine: Engine, n: int, prefix: str = "vm") -> list[int]:
+def _host(engine: Engine, name: str = "h1") -> int:
+    with session_scope(engine) as s:
+        host = Host(host_name=name, address="10.9.8.7", CPUs=4, libvirt_uri=f"test:///{name}")
+        s.add(host)
+        s.flush()
+        return host.id
+
+
+def _vms(engine: Engine, n: int, prefix: str = "vm", host_id: int | None = None) -> list[int]:
     with session_scope(engine) as s:
         vms = [
-            VM(vm_name=f"{prefix}{i}", vm_identity=f"ADMIN_u_{prefix}{i}", RAM=512, vCPU=1)
+            VM(
+                vm_name=f"{prefix}{i}",
+                vm_identity=f"ADMIN_u_{prefix}{i}",
+                RAM=512,
+                vCPU=1,
+                host_id=host_id,
+            )
             for i in range(n)
         ]
         s.add_all(vms)
@@ -507,13 +522,15 @@ def test_vnc_ports_come_from_the_constants_range(sqlite_engine: Engine) -> None:
     with session_scope(sqlite_engine) as s:
         update_constant(s, "vncport_start_range", "31000")
         update_constant(s, "vncport_end_range", "31002")
-    vms = _vms(sqlite_engine, 4)
+    vms = _vms(sqlite_engine, 4, host_id=_host(sqlite_engine))
     with session_scope(sqlite_engine) as s:
         ports = [address_pools.allocate_vnc_port(s, vm) for vm in vms[:3]]
         assert address_pools.allocate_vnc_port(s, vms[0]) == ports[0]  # idempotent
     assert sorted(ports) == [31000, 31001, 31002]
     with (
-        pytest.raises(ResourceExhausted, match=r"^no free VNC port left in 31000-31002$"),
+        pytest.raises(
+            ResourceExhausted, match=r"^no free VNC port left in 31000-31002 on its host$"
+        ),
         session_scope(sqlite_engine) as s,
     ):
         address_pools.allocate_vnc_port(s, vms[3])
@@ -528,7 +545,7 @@ def test_vnc_ports_come_from_the_constants_range(sqlite_engine: Engine) -> None:
 def test_vnc_range_defaults_without_constants(sqlite_engine: Engine) -> None:
     with session_scope(sqlite_engine) as s:
         s.execute(delete(Constant).where(Constant.name.like("vncport_%")))
-    (vm,) = _vms(sqlite_engine, 1)
+    (vm,) = _vms(sqlite_engine, 1, host_id=_host(sqlite_engine))
     with session_scope(sqlite_engine) as s:
         assert address_pools.vnc_port_range(s) == C.VNC_PORT_RANGE
         port = address_pools.allocate_vnc_port(s, vm)
@@ -549,8 +566,60 @@ def test_bad_vnc_constants_are_a_config_error(
     with session_scope(sqlite_engine) as s:
         update_constant(s, "vncport_start_range", start)
         update_constant(s, "vncport_end_range", end)
-    (vm,) = _vms(sqlite_engine, 1)
+    (vm,) = _vms(sqlite_engine, 1, host_id=_host(sqlite_engine))
     with pytest.raises(ConfigError, match=match), session_scope(sqlite_engine) as s:
+        address_pools.allocate_vnc_port(s, vm)
+
+
+def test_vnc_ports_are_unique_per_host_not_cloud_wide(sqlite_engine: Engine) -> None:
+    with session_scope(sqlite_engine) as s:
+        update_constant(s, "vncport_start_range", "31000")
+        update_constant(s, "vncport_end_range", "31001")
+    h1, h2 = _host(sqlite_engine, "h1"), _host(sqlite_engine, "h2")
+    on_h1 = _vms(sqlite_engine, 3, "a", host_id=h1)
+    on_h2 = _vms(sqlite_engine, 2, "b", host_id=h2)
+    with session_scope(sqlite_engine) as s:
+        first = [address_pools.allocate_vnc_port(s, vm) for vm in on_h1[:2]]
+        second = [address_pools.allocate_vnc_port(s, vm) for vm in on_h2]
+    # both hosts use the whole range; on one host a port is never held twice
+    assert sorted(first) == sorted(second) == [31000, 31001]
+    with (
+        pytest.raises(ResourceExhausted, match="no free VNC port left in 31000-31001"),
+        session_scope(sqlite_engine) as s,
+    ):
+        address_pools.allocate_vnc_port(s, on_h1[2])
+    with pytest.raises(IntegrityError), session_scope(sqlite_engine) as s:
+        s.get(VM, on_h1[2]).vnc_port = first[0]  # the constraint, not only the allocator
+    with session_scope(sqlite_engine) as s:
+        usage = address_pools.pool_usage(s)
+    assert (usage.vnc_used, usage.vnc_used_busiest_host) == (4, 2)
+
+
+def test_the_lowest_free_port_is_found_when_random_picks_miss(
+    sqlite_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A nearly full host: one query finds the gap (no list of every used port)."""
+    with session_scope(sqlite_engine) as s:
+        update_constant(s, "vncport_start_range", "32000")
+        update_constant(s, "vncport_end_range", "32009")
+    host = _host(sqlite_engine)
+    vms = _vms(sqlite_engine, 10, host_id=host)
+    with session_scope(sqlite_engine) as s:
+        for port, vm in zip(range(32000, 32010), vms, strict=True):
+            s.get(VM, vm).vnc_port = port
+    with session_scope(sqlite_engine) as s:
+        s.get(VM, vms[6]).vnc_port = None
+    monkeypatch.setattr(address_pools._rng, "randint", lambda a, b: 32000)  # always taken
+    with session_scope(sqlite_engine) as s:
+        assert address_pools.allocate_vnc_port(s, vms[6]) == 32006
+
+
+def test_a_vnc_port_needs_a_host(sqlite_engine: Engine) -> None:
+    (vm,) = _vms(sqlite_engine, 1)
+    with (
+        pytest.raises(ConflictError, match="not placed on a host"),
+        session_scope(sqlite_engine) as s,
+    ):
         address_pools.allocate_vnc_port(s, vm)
 
 

@@ -28,7 +28,7 @@ def list_audit(
     limit: Annotated[int, Query(ge=1, le=C.AUDIT_LIST_MAX)] = C.AUDIT_LIST_DEFAULT,
     before: BeforeQuery = None,
 ) -> AuditList:
-    with who.transaction() as session:
+    with who.read_transaction() as session:
         page = audit.list_entries(
             session, who.actor, user=user, vm=vm, since=since, limit=limit, before=before
         )

@@ -4,12 +4,12 @@ route documents."""
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -20,6 +20,9 @@ from baadal.config import Settings
 from baadal.errors import PermissionDenied, Unauthenticated
 from baadal.services import runtime, tokens, web_sessions
 from baadal.services.policy import Actor
+
+#: the methods that change nothing: their caller is checked in the route's transaction
+_READS = frozenset({"GET", "HEAD"})
 
 _bearer = HTTPBearer(
     auto_error=False,
@@ -51,16 +54,72 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
-@dataclass(frozen=True)
 class Caller:
-    actor: Actor
-    settings: Settings
+    """Who calls, checked against the database on every request, in the route's first
+    transaction (one connection and one BEGIN for the check and the route's reads; a
+    revoked token is refused at once). ``actor`` outside a transaction checks on its own."""
+
+    def __init__(
+        self, settings: Settings, token: str | None, portal: Callable[[], Actor] | None = None
+    ) -> None:
+        self.settings = settings
+        self._token = token
+        #: the portal's session check (its own transactions: a refusal ends the session)
+        self._portal = portal
+        self._actor: Actor | None = None
+        self._stale_token: int | None = None
+
+    @property
+    def actor(self) -> Actor:
+        if self._actor is None:
+            with self.read_transaction():
+                pass
+        assert self._actor is not None
+        return self._actor
+
+    def _check_portal(self) -> None:
+        if self._actor is None and self._portal is not None:
+            self._actor = self._portal()
+
+    def _check_token(self, session: Session) -> None:
+        if self._actor is not None or self._token is None:
+            return
+        holder = tokens.token_holder(session, self._token)
+        self._actor = holder.actor
+        if holder.stale:
+            self._stale_token = holder.token_id
+
+    def _record_use(self, session: Session | None = None) -> None:
+        """The token's last_used, at most once a minute: in the route's session when it
+        may write, else in a short one of its own after the reads."""
+        token_id, self._stale_token = self._stale_token, None
+        if token_id is None:
+            return
+        if session is not None:
+            tokens.record_use(session, token_id)
+            return
+        with runtime.transaction(self.settings) as own:
+            tokens.record_use(own, token_id)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """One transaction for the route's service call (rolled back when it raises)."""
+        self._check_portal()  # before the write lock: its check takes it too
         with runtime.transaction(self.settings) as session:
+            self._check_token(session)
+            self._record_use(session)
             yield session
+
+    @contextmanager
+    def read_transaction(self) -> Iterator[Session]:
+        """For routes that only read: they never make a write wait."""
+        self._check_portal()
+        try:
+            with runtime.read_transaction(self.settings) as session:
+                self._check_token(session)
+                yield session
+        finally:
+            self._record_use()
 
     def engine(self) -> Engine:
         """For the services that open their own transactions (a VNC grant)."""
@@ -80,19 +139,23 @@ def _cookie_actor(request: Request, settings: Settings, cookie: str) -> Actor:
     return identity.actor
 
 
-def _caller(
+async def _caller(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
-    """A Bearer token, else the portal's session cookie."""
+    """A Bearer token, else the portal's session cookie. A read's is checked when the
+    route opens its transaction (``async``: no thread pool hop, no transaction of its
+    own); a change's at once, so a body is looked at only for a valid caller."""
     settings: Settings = request.app.state.settings
     if credentials is not None:
-        with runtime.transaction(settings) as session:
-            return Caller(tokens.actor_for_token(session, credentials.credentials), settings)
-    cookie = request.cookies.get(C.WEB_SESSION_COOKIE)
-    if cookie:
-        return Caller(_cookie_actor(request, settings, cookie), settings)
-    raise Unauthenticated("an API token is needed: Authorization: Bearer <token>")
+        caller = Caller(settings, credentials.credentials)
+    elif cookie := request.cookies.get(C.WEB_SESSION_COOKIE):
+        caller = Caller(settings, None, lambda: _cookie_actor(request, settings, cookie))
+    else:
+        raise Unauthenticated("an API token is needed: Authorization: Bearer <token>")
+    if request.method not in _READS:
+        await run_in_threadpool(lambda: caller.actor)
+    return caller
 
 
 CallerDep = Annotated[Caller, Depends(_caller)]

@@ -64,7 +64,7 @@ def queued_out(queued: Queued) -> QueuedOut:
 
 @router.get("/hosts", response_model=HostList, responses=errors(), summary="every host (admins)")
 def list_hosts(who: CallerDep) -> HostList:
-    with who.transaction() as session:
+    with who.read_transaction() as session:
         return HostList(items=[host_out(h) for h in inventory.list_hosts(session, who.actor)])
 
 
@@ -72,7 +72,7 @@ def list_hosts(who: CallerDep) -> HostList:
     "/hosts/{host_id}", response_model=HostOut, responses=errors(404), summary="one host (admins)"
 )
 def get_host(who: CallerDep, host_id: HostIdPath) -> HostOut:
-    with who.transaction() as session:
+    with who.read_transaction() as session:
         return host_out(inventory.get_host(session, who.actor, host_id))
 
 

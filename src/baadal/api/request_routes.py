@@ -52,7 +52,7 @@ def list_requests(
     limit: Annotated[int, Query(ge=1, le=C.TASK_LIST_MAX)] = C.API_PAGE_DEFAULT,
     before: BeforeQuery = None,
 ) -> RequestList:
-    with who.transaction() as session:
+    with who.read_transaction() as session:
         page = vm_requests.list_requests(
             session, who.actor, pending_only=pending, limit=limit, before=before
         )
@@ -66,7 +66,7 @@ def list_requests(
     summary="one request",
 )
 def get_request(who: CallerDep, request_id: RequestIdPath) -> RequestOut:
-    with who.transaction() as session:
+    with who.read_transaction() as session:
         return request_out(vm_requests.get_request(session, who.actor, request_id))
 
 

@@ -7,7 +7,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import Query
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from baadal import constants as C
 from baadal.services.measurements import GRAPH_TYPES
@@ -49,10 +49,18 @@ class Me(BaseModel):
     organisation_id: int | None
 
 
+def _status_name(status: object) -> object:
+    return status.name.lower() if isinstance(status, C.VMStatus) else status
+
+
 class VMOut(BaseModel):
+    #: built from the services' VMSummary rows as they are: a page of them is validated
+    #: in pydantic's core, not field by field in Python
+    model_config = ConfigDict(from_attributes=True)
+
     id: int
     name: str
-    status: str
+    status: Annotated[str, BeforeValidator(_status_name)]
     owner: str | None
     ram_mb: int
     vcpus: int

@@ -46,7 +46,7 @@ def list_tasks(
     limit: Annotated[int, Query(ge=1, le=C.TASK_LIST_MAX)] = C.ITEMS_PER_PAGE,
     before: BeforeQuery = None,
 ) -> TaskList:
-    with who.transaction() as session:
+    with who.read_transaction() as session:
         page = tasks.list_tasks(
             session,
             who.actor,
@@ -60,7 +60,7 @@ def list_tasks(
 
 @router.get("/tasks/{task_id}", response_model=TaskOut, responses=errors(404), summary="one task")
 def get_task(who: CallerDep, task_id: TaskIdPath) -> TaskOut:
-    with who.transaction() as session:
+    with who.read_transaction() as session:
         return task_out(tasks.get_task(session, who.actor, task_id))
 
 
@@ -71,7 +71,7 @@ def get_task(who: CallerDep, task_id: TaskIdPath) -> TaskOut:
     summary="a task's history, one event per attempt",
 )
 def task_events(who: CallerDep, task_id: TaskIdPath) -> TaskEventList:
-    with who.transaction() as session:
+    with who.read_transaction() as session:
         events = tasks.task_history(session, who.actor, task_id)
         return TaskEventList(
             items=[

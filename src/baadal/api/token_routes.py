@@ -36,7 +36,7 @@ def list_tokens(
     limit: Annotated[int, Query(ge=1, le=C.API_PAGE_MAX)] = C.API_PAGE_DEFAULT,
     after: AfterQuery = None,
 ) -> TokenList:
-    with who.transaction() as session:
+    with who.read_transaction() as session:
         page = tokens.list_tokens(session, who.actor, username=username, limit=limit, after=after)
     return TokenList(items=[token_out(info) for info in page.items], next=page.next)
 

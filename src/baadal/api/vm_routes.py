@@ -45,7 +45,6 @@ from baadal.api.schemas import (
     utilization_out,
 )
 from baadal.services import monitoring, vm_requests, vms
-from baadal.services.vms import VMSummary
 
 router = APIRouter(tags=["vms"])
 
@@ -63,23 +62,6 @@ def as_json(body: BaseModel) -> Response:
     return Response(body.model_dump_json(), media_type="application/json")
 
 
-def vm_out(vm: VMSummary) -> VMOut:
-    return VMOut(
-        id=vm.id,
-        name=vm.name,
-        status=vm.status.name.lower(),
-        owner=vm.owner,
-        ram_mb=vm.ram_mb,
-        vcpus=vm.vcpus,
-        disk_gb=vm.disk_gb,
-        extra_disk_gb=vm.extra_disk_gb,
-        host=vm.host,
-        private_ip=vm.private_ip,
-        public_ip=vm.public_ip,
-        locked=vm.locked,
-    )
-
-
 @router.get("/vms", response_model=VMList, responses=errors(), summary="list VMs")
 def list_vms(
     who: CallerDep,
@@ -89,7 +71,7 @@ def list_vms(
     owner: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
     host: Annotated[str | None, Query(min_length=1, max_length=30)] = None,
 ) -> Response:
-    with who.transaction() as session:
+    with who.read_transaction() as session:
         page = vms.list_vm_page(
             session,
             who.actor,
@@ -99,7 +81,7 @@ def list_vms(
             owner=owner,
             host=host,
         )
-    return as_json(VMList(items=[vm_out(vm) for vm in page.items], next=page.next))
+    return as_json(VMList.model_validate({"items": page.items, "next": page.next}))
 
 
 def change_accepted(
@@ -115,8 +97,8 @@ def change_accepted(
 
 @router.get("/vms/{vm_id}", response_model=VMOut, responses=errors(404), summary="one VM")
 def get_vm(who: CallerDep, vm_id: VMIdPath) -> Response:
-    with who.transaction() as session:
-        return as_json(vm_out(vms.vm_summary(session, who.actor, vm_id)))
+    with who.read_transaction() as session:
+        return as_json(VMOut.model_validate(vms.vm_summary(session, who.actor, vm_id)))
 
 
 @router.post(
@@ -179,7 +161,7 @@ def act(who: CallerDep, vm_id: VMIdPath, action: VMAction, response: Response) -
     summary="a VM's snapshots, oldest first",
 )
 def list_snapshots(who: CallerDep, vm_id: VMIdPath) -> SnapshotList:
-    with who.transaction() as session:
+    with who.read_transaction() as session:
         found = vms.list_snapshots(session, who.actor, vm_id)
         return SnapshotList(
             items=[
@@ -251,7 +233,7 @@ def grant_vnc(who: CallerDep, vm_id: VMIdPath, body: VncCreate | None = None) ->
     summary="a VM's owner and those it is shared with",
 )
 def list_vm_users(who: CallerDep, vm_id: VMIdPath) -> VMUserList:
-    with who.transaction() as session:
+    with who.read_transaction() as session:
         people = vms.list_vm_users(session, who.actor, vm_id)
     return VMUserList(
         items=[

@@ -78,6 +78,13 @@ def db() -> Iterator[Session]:
         yield session
 
 
+@contextmanager
+def read_db() -> Iterator[Session]:
+    """For commands that only read: they never make a write wait (see runtime)."""
+    with runtime.read_transaction() as session:
+        yield session
+
+
 #: the username given with the global --as option; None acts as the system administrator
 _acting_as: str | None = None
 

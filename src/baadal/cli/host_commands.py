@@ -27,6 +27,7 @@ from baadal.cli.door import (
     handle_errors,
     print_fields,
     print_table,
+    read_db,
     say,
 )
 from baadal.config import get_settings
@@ -118,7 +119,7 @@ def host_add_cmd(
 @handle_errors
 def host_list_cmd() -> None:
     """All hosts with their state and capacity."""
-    with db() as session:
+    with read_db() as session:
         rows = [
             (h.id, h.host_name, h.address, _status_name(h.status), h.CPUs, h.RAM, h.host_type)
             for h in inventory.list_hosts(session, actor(session))
@@ -130,7 +131,7 @@ def host_list_cmd() -> None:
 @handle_errors
 def host_show_cmd(host: NameOrId) -> None:
     """One host, every field."""
-    with db() as session:
+    with read_db() as session:
         rows = _host_fields(inventory.get_host(session, actor(session), host))
     print_fields(f"host {host}", rows)
 
@@ -225,7 +226,7 @@ def domains_cmd(host: HostArg) -> None:
 @handle_errors
 def events_cmd(host: HostArg) -> None:
     """What the sanity check saw change on the host."""
-    with db() as session:
+    with read_db() as session:
         name, events = host_services.events(session, actor(session), host)
         rows = [
             (f"{e.timestamp:%Y-%m-%d %H:%M:%S}", e.attribute, e.old_value, e.new_value, e.message)

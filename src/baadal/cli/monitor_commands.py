@@ -20,6 +20,7 @@ from baadal.cli.door import (
     db,
     handle_errors,
     print_table,
+    read_db,
 )
 from baadal.config import get_settings
 from baadal.errors import ValidationError
@@ -59,7 +60,7 @@ def collect_cmd() -> None:
 @handle_errors
 def show_cmd(kind: KindArg, name: NameArg = "", period: PeriodOpt = "day") -> None:
     """Average CPU, memory, disk and network use over the period."""
-    with db() as session:
+    with read_db() as session:
         data = monitoring.fetch_rrd_data(
             session, actor(session), get_settings(), kind, name, period
         )

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from baadal.cli import pool_commands
-from baadal.cli.door import actor, checked_engine, console, db, handle_errors, print_table
+from baadal.cli.door import actor, checked_engine, console, db, handle_errors, print_table, read_db
 from baadal.config import get_settings
 from baadal.services import networks
 
@@ -54,7 +54,7 @@ def domain_remove_cmd(name: str) -> None:
 @handle_errors
 def domain_list_cmd() -> None:
     """Security domains with their VLAN, network and pool usage."""
-    with db() as session:
+    with read_db() as session:
         rows = [
             (d.name, f"{d.vlan_tag} ({d.vlan_name})", d.network, f"{d.pool_used}/{d.pool_size}",
              str(d.vms), "yes" if d.visible_to_all else "no")
@@ -67,7 +67,7 @@ def domain_list_cmd() -> None:
 @handle_errors
 def dhcp_show_cmd() -> None:
     """The reservations in the DHCP server's file."""
-    with db() as session:
+    with read_db() as session:
         entries = networks.dhcp_entries(actor(session), get_settings())
     print_table(
         "DHCP reservations", ["name", "MAC", "IP"], [(e.name, e.mac, e.ip) for e in entries]
@@ -88,7 +88,7 @@ def dhcp_rebuild_cmd() -> None:
 @handle_errors
 def nat_show_cmd() -> None:
     """The rules Baadal made on the NAT box."""
-    with db() as session:
+    with read_db() as session:
         lines = networks.nat_rules(actor(session), get_settings())
     for line in lines:
         console.print(line, highlight=False, soft_wrap=True)

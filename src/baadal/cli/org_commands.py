@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from baadal.cli.door import actor, db, handle_errors, print_fields, print_table, say
+from baadal.cli.door import actor, db, handle_errors, print_fields, print_table, read_db, say
 from baadal.services import organisations
 from baadal.services.organisations import OrganisationInfo
 
@@ -56,7 +56,7 @@ def add_cmd(name: OrgArg, details: DetailsOpt = None, registration: Registration
 @app.command("list")
 @handle_errors
 def list_cmd() -> None:
-    with db() as session:
+    with read_db() as session:
         orgs = organisations.list_organisations(session, actor(session))
     rows = [
         (o.name, _yes_no(o.allows_registration), ", ".join(o.domains), ", ".join(o.orgadmins),
@@ -71,7 +71,7 @@ def list_cmd() -> None:
 @handle_errors
 def show_cmd(name: OrgArg) -> None:
     """An organisation (admins: any; an orgadmin: their own)."""
-    with db() as session:
+    with read_db() as session:
         org = organisations.get_organisation(session, actor(session), name)
     _show(org)
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from baadal.cli.door import actor, console, db, handle_errors, print_table
+from baadal.cli.door import actor, console, db, handle_errors, print_table, read_db
 from baadal.services import pools
 
 app = typer.Typer(help="IP pools: VLANs, private and public addresses.", no_args_is_help=True)
@@ -77,7 +77,7 @@ def public_remove_cmd(ip_from: FromIp, ip_to: ToIp) -> None:
 @handle_errors
 def list_cmd() -> None:
     """Addresses per VLAN, public addresses and VNC ports: total, used, free."""
-    with db() as session:
+    with read_db() as session:
         usage = pools.usage(session, actor(session))
     rows: list[tuple[object, ...]] = [
         (f"VLAN {v.name}", v.tag, v.cidr, v.total, v.used, v.free) for v in usage.vlans
@@ -85,5 +85,6 @@ def list_cmd() -> None:
     rows.append(("public", "", "", usage.public_total, usage.public_used, usage.public_free))
     start, end = usage.vnc_range
     span = end - start + 1
-    rows.append(("VNC ports", "", f"{start}-{end}", span, usage.vnc_used, span - usage.vnc_used))
+    busiest = usage.vnc_used_busiest_host
+    rows.append(("VNC ports (busiest host)", "", f"{start}-{end}", span, busiest, span - busiest))
     print_table("Pools", ["pool", "VLAN id", "network", "total", "used", "free"], rows)

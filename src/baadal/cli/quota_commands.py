@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from baadal import constants as C
-from baadal.cli.door import actor, db, handle_errors, print_table, say
+from baadal.cli.door import actor, db, handle_errors, print_table, read_db, say
 from baadal.config import get_settings
 from baadal.services import quotas
 
@@ -22,7 +22,7 @@ LimitOpt = Annotated[int | None, typer.Option(min=0, max=C.QUOTA_MAX, help="0 = 
 @handle_errors
 def show_cmd(user: UserOpt = None, org: OrgOpt = None) -> None:
     """Usage and limits of a user (default: you) or an organisation."""
-    with db() as session:
+    with read_db() as session:
         report = quotas.show_quota(session, actor(session), get_settings(), user=user, org=org)
     rows = [
         (

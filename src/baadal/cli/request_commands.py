@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from baadal.cli.door import actor, db, handle_errors, print_fields, print_table, say
+from baadal.cli.door import actor, db, handle_errors, print_fields, print_table, read_db, say
 from baadal.cli.vm_commands import InlineOpt, follow_task
 from baadal.config import get_settings
 from baadal.services import vm_requests
@@ -152,7 +152,7 @@ def list_cmd(
     pending: Annotated[bool, typer.Option(help="only those still waiting")] = False,
 ) -> None:
     """Your requests, those naming you, your organisation's (orgadmins), all (admins)."""
-    with db() as session:
+    with read_db() as session:
         found = vm_requests.list_requests(session, actor(session), pending_only=pending).items
     rows = [
         (r.id, r.kind.value, r.vm_name, _status(r), r.requester, r.owner, r.approver, r.task_id)
@@ -166,7 +166,7 @@ def list_cmd(
 @app.command("show")
 @handle_errors
 def show_cmd(request_id: RequestArg) -> None:
-    with db() as session:
+    with read_db() as session:
         r = vm_requests.get_request(session, actor(session), request_id)
     fields = [
         ("id", r.id),

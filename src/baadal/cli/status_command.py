@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from baadal.cli.door import actor, checked_engine, console, db, handle_errors, print_table
+from baadal.cli.door import actor, checked_engine, console, handle_errors, print_table, read_db
 from baadal.config import config_file_path
 from baadal.services import cloud
 
@@ -13,6 +13,6 @@ def status_cmd() -> None:
     engine = checked_engine()
     console.print(f"database: {engine.url.render_as_string(hide_password=True)}")
     console.print(f"settings: {config_file_path() or 'defaults + environment'}")
-    with db() as session:
+    with read_db() as session:
         rows = cloud.summary(session, actor(session))
     print_table("Baadal cloud", ["what", "state"], rows)

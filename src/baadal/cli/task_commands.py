@@ -17,6 +17,7 @@ from baadal.cli.door import (
     db,
     handle_errors,
     print_table,
+    read_db,
 )
 from baadal.config import get_settings
 from baadal.errors import BaadalError, ValidationError
@@ -47,7 +48,7 @@ def list_cmd(
     limit: Annotated[int, typer.Option(min=1, max=1000)] = C.ITEMS_PER_PAGE,
 ) -> None:
     """The newest tasks you may see first (admins: all)."""
-    with db() as session:
+    with read_db() as session:
         found = tasks.list_tasks(
             session, actor(session), status=_parse_status(status), vm_id=vm, limit=limit
         ).items
@@ -70,7 +71,7 @@ def list_cmd(
 @handle_errors
 def show_cmd(task_id: int) -> None:
     """One task with its history (one event per attempt)."""
-    with db() as session:
+    with read_db() as session:
         who = actor(session)
         task = tasks.get_task(session, who, task_id)
         console.print(

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from baadal import constants as C
-from baadal.cli.door import actor, db, handle_errors, print_table, say
+from baadal.cli.door import actor, db, handle_errors, print_table, read_db, say
 from baadal.services import tokens
 
 app = typer.Typer(help="Personal API tokens: create, list, revoke.", no_args_is_help=True)
@@ -49,7 +49,7 @@ def create_cmd(
 @handle_errors
 def list_cmd(user: UserOption = None) -> None:
     """The tokens, revoked and expired ones too (never the tokens themselves)."""
-    with db() as session:
+    with read_db() as session:
         found = tokens.list_tokens(session, actor(session), username=user).items
     rows = [
         (

@@ -23,6 +23,7 @@ from baadal.cli.door import (
     handle_errors,
     print_table,
     prompt_secret,
+    read_db,
     say,
 )
 from baadal.config import get_settings
@@ -77,7 +78,7 @@ def approve_cmd(username: UserArg) -> None:
 @handle_errors
 def list_cmd() -> None:
     """The accounts you may see (admins: all; orgadmins: their organisation's)."""
-    with db() as session:
+    with read_db() as session:
         accounts = users.list_accounts(session, actor(session))
     rows = [
         (

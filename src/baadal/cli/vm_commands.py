@@ -18,6 +18,7 @@ from baadal.cli.door import (
     fail,
     handle_errors,
     print_table,
+    read_db,
     say,
 )
 from baadal.config import get_settings
@@ -127,7 +128,7 @@ def list_cmd(
     ] = None,
 ) -> None:
     """The VMs you may see (admins: all; orgadmins: their organisation's)."""
-    with db() as session:
+    with read_db() as session:
         who = actor(session)
         if limit is None:
             found, more = vms.list_vms(session, who), None
@@ -149,7 +150,7 @@ def list_cmd(
 @app.command("show")
 @handle_errors
 def show_cmd(vm: str) -> None:
-    with db() as session:
+    with read_db() as session:
         who = actor(session)
         row = vms.get_vm(session, who, vm)
         fields = [
@@ -186,7 +187,7 @@ PersonArg = Annotated[str, typer.Argument(help="username")]
 @handle_errors
 def users_list_cmd(vm: VMArg) -> None:
     """The VM's owner and the people it is shared with."""
-    with db() as session:
+    with read_db() as session:
         people = vms.list_vm_users(session, actor(session), vm)
     rows = [(p.username, p.name, p.organisation, "owner" if p.owner else "") for p in people]
     print_table(f"Users of VM {vm}", ["username", "name", "organisation", ""], rows)

@@ -2,8 +2,9 @@
 
 Differences from upstream, and why:
 - Address claims are protected by unique constraints (vm_data.private_ip_id, public_ip_id,
-  vnc_port; host.host_ip_id, public_ip_id), so two allocators can never hand out the same
-  address; upstream picked at random and recorded after install.
+  (host_id, vnc_port); host.host_ip_id, public_ip_id), so two allocators can never hand
+  out the same address; upstream picked at random and recorded after install. VNC ports
+  are unique per host, not cloud-wide: the console listens at its host's address.
 - ``list:reference`` columns became association tables (security_domain_org,
   template_owner, request_collaborator).
 - task_queue keeps its rows after success (the history users see) and carries the lease
@@ -273,7 +274,8 @@ class VM(Base):
     public_ip_id: Mapped[int | None] = mapped_column(ForeignKey("public_ip_pool.id"), unique=True)
     #: the request asked for a public IP (upstream stored -1 for this)
     public_ip_wanted: Mapped[bool] = mapped_column(Boolean, default=False)
-    vnc_port: Mapped[int | None] = mapped_column(Integer, unique=True)
+    #: unique per host (with host_id): the console listens at the host's address
+    vnc_port: Mapped[int | None] = mapped_column(Integer)
     datastore_id: Mapped[int | None] = mapped_column(ForeignKey("datastore.id"))
     purpose: Mapped[str | None] = mapped_column(String(512))
     expiry_date: Mapped[date | None] = mapped_column(Date)
@@ -294,6 +296,8 @@ class VM(Base):
     private_ip: Mapped[PrivateIpPool | None] = relationship()
     public_ip: Mapped[PublicIpPool | None] = relationship()
     security_domain: Mapped[SecurityDomain | None] = relationship()
+
+    __table_args__ = (UniqueConstraint("host_id", "vnc_port", name="uq_vm_data_host_vnc_port"),)
 
 
 class RequestQueue(Base):

@@ -1,9 +1,12 @@
 """Engines and sessions. Nothing is created at import time: call :func:`get_engine`.
 
-SQLite runs in WAL mode with foreign keys on, and every transaction starts with
-``BEGIN IMMEDIATE``: writers queue on the database lock (busy timeout) instead of failing
-halfway with "database is locked" when a read transaction tries to upgrade. PostgreSQL
-uses READ COMMITTED; claims there rely on unique constraints and ``SKIP LOCKED``.
+SQLite runs in WAL mode with foreign keys on, and every transaction that may write starts
+with ``BEGIN IMMEDIATE``: writers queue on the database lock (busy timeout) instead of
+failing halfway with "database is locked" when a read transaction tries to upgrade. A
+read session (``session_scope(read=True)``) starts with a plain ``BEGIN`` and
+``PRAGMA query_only``: it reads a WAL snapshot without taking the write lock, so a write
+never waits for a read, and it cannot write (so it never needs to upgrade). PostgreSQL
+uses READ COMMITTED for both; claims there rely on unique constraints and ``SKIP LOCKED``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from baadal.config import Settings, get_settings
 from baadal.home import private_dir, private_sqlite, secure_home
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: execution option of the engines behind read sessions
+READ_ONLY = "baadal_read_only"
 
 _engines: dict[str, Engine] = {}
 
@@ -49,7 +54,19 @@ def _prepare_sqlite(engine: Engine, database: Path | None) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        if conn.get_execution_options().get(READ_ONLY):
+            conn.exec_driver_sql("BEGIN")
+            conn.exec_driver_sql("PRAGMA query_only=ON")
+            conn.info[READ_ONLY] = True
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    @event.listens_for(engine, "commit")
+    @event.listens_for(engine, "rollback")
+    def _on_end(conn: Any) -> None:
+        # the pooled connection goes back able to write
+        if conn.info.pop(READ_ONLY, False):
+            conn.exec_driver_sql("PRAGMA query_only=OFF")
 
 
 def make_engine(url: str, echo: bool = False) -> Engine:
@@ -96,19 +113,38 @@ def is_postgres(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
 
 
-_factories: weakref.WeakKeyDictionary[Engine, sessionmaker[Session]] = weakref.WeakKeyDictionary()
+_factories: weakref.WeakKeyDictionary[Engine, tuple[sessionmaker[Session], ...]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _sessionmakers(engine: Engine) -> tuple[sessionmaker[Session], ...]:
+    """(writer, reader) session factories; the reader's engine shares the pool."""
+    factories = _factories.get(engine)
+    if factories is None:
+        reader = engine.execution_options(**{READ_ONLY: True})
+        factories = _factories[engine] = (
+            sessionmaker(bind=engine, expire_on_commit=False),
+            sessionmaker(bind=reader, expire_on_commit=False),
+        )
+    return factories
+
+
+def writer_of(engine: Engine) -> Engine:
+    """The engine to write with, also when given the engine of a read session."""
+    if engine.get_execution_options().get(READ_ONLY):
+        return engine.execution_options(**{READ_ONLY: False})
+    return engine
 
 
 @contextmanager
-def session_scope(engine: Engine | None = None) -> Iterator[Session]:
+def session_scope(engine: Engine | None = None, *, read: bool = False) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on any error.
 
-    On SQLite the transaction holds the write lock from its start: keep slow calls
-    (libvirt, qemu-img) outside it.
+    On SQLite a writing transaction holds the write lock from its start: keep slow calls
+    (libvirt, qemu-img) outside it. With ``read`` it takes no lock and cannot write
+    (see the module's docstring); on PostgreSQL it is an ordinary transaction.
     """
-    engine = engine or get_engine()
-    factory = _factories.get(engine)
-    if factory is None:
-        factory = _factories[engine] = sessionmaker(bind=engine, expire_on_commit=False)
-    with factory() as session, session.begin():
+    writer, reader = _sessionmakers(engine or get_engine())
+    with (reader if read else writer)() as session, session.begin():
         yield session

@@ -24,6 +24,7 @@ from pathlib import Path
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from baadal import address_pools
 from baadal import constants as C
 from baadal.config import Settings
 from baadal.db.models import VM, AttachedDisk, Datastore, Host, Snapshot
@@ -66,6 +67,8 @@ class _Plan:
     status: C.VMStatus
     old_host_id: int | None
     old_host: str | None
+    #: the VM's VNC port on its old host (ports are per host: a new host may give another)
+    old_vnc_port: int | None
     new_host: str
     snapshots: list[tuple[str, int]]  # (name, creation time), oldest first
 
@@ -107,9 +110,11 @@ def _reserve(engine: Engine, settings: Settings, vm_id: int, host_id: int | None
             raise NotFoundError(f"VM {vm.vm_name}: no image at {image.path}")
         old = vm.host
         old_host_id, old_name = vm.host_id, old.host_name if old else None
+        old_vnc_port = vm.vnc_port
         keep = old is not None and old.status == C.HostStatus.UP and host_id in (None, old.id)
         if not keep:
             vm.host_id = None  # placement then counts the room this VM frees
+            address_pools.release_vnc_port(session, vm.id)  # the new host gives one
         props = allocate_vm_properties(session, vm, host_id=None if keep else host_id)
         host = session.get(Host, props.host_id)
         spec = vm_domain_spec(settings, vm, host, vm.template, image.path, props)
@@ -135,6 +140,7 @@ def _reserve(engine: Engine, settings: Settings, vm_id: int, host_id: int | None
             C.VMStatus(vm.status),
             old_host_id,
             old_name,
+            old_vnc_port,
             host.host_name,
             snapshots,
         )
@@ -191,12 +197,16 @@ def _revert_disks(plan: _Plan) -> str | None:
 
 
 def _give_back(engine: Engine, vm_id: int, plan: _Plan) -> None:
-    """A failed respawn: the VM's reservation returns to its old host."""
+    """A failed respawn: the VM's reservation returns to its old host (its old VNC port
+    there if still free)."""
     with session_scope(engine) as session:
         vm = load_vm(session, vm_id)
         if vm.host_id != plan.old_host_id:
             log_vm_event(session, vm, "host", plan.new_host, plan.old_host)
+            address_pools.release_vnc_port(session, vm.id)
             vm.host_id = plan.old_host_id
+            if vm.host_id is not None:
+                address_pools.allocate_vnc_port(session, vm.id, prefer=plan.old_vnc_port)
 
 
 def respawn_vm(

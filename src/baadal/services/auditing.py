@@ -46,7 +46,7 @@ from baadal.db.models import (
     User,
     Vlan,
 )
-from baadal.db.session import get_engine
+from baadal.db.session import get_engine, writer_of
 from baadal.timeutil import utcnow
 
 if TYPE_CHECKING:
@@ -214,8 +214,9 @@ def _engine_of(where: Session | Engine | Settings) -> Engine:
     if isinstance(where, Engine):
         return where
     if isinstance(where, Session):
+        # a refusal met in a read session is still written
         bind = where.get_bind()
-        return bind if isinstance(bind, Engine) else bind.engine
+        return writer_of(bind if isinstance(bind, Engine) else bind.engine)
     return get_engine(where)
 
 

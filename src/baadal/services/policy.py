@@ -19,12 +19,12 @@ import contextvars
 import functools
 import inspect
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, false, or_, select, true
+from sqlalchemy import ColumnElement, Row, false, or_, select, true
 from sqlalchemy.orm import Session
 
 from baadal import constants as C
@@ -91,13 +91,19 @@ def actor_for(session: Session, username: str | None) -> Actor:
 def actor_of(session: Session, user: User) -> Actor:
     from baadal.auth.roles import user_roles
 
+    return actor_with_roles(user, user_roles(session, user.id))
+
+
+def actor_with_roles(user: User | Row[Any], roles: Iterable[C.Role]) -> Actor:
+    """The actor of ``user`` (a row of its columns will do) holding ``roles``, read with
+    the user by the caller."""
     if user.id == C.SYSTEM_USER_ID:
         return SYSTEM
     blocked = bool(user.block_user) or user.registration_key != C.RegistrationKey.ACTIVE
     return Actor(
         user_id=user.id,
         username=user.username,
-        roles=frozenset(user_roles(session, user.id) | {C.Role.USER}),
+        roles=frozenset({*roles, C.Role.USER}),
         organisation_id=user.organisation_id,
         blocked=blocked,
     )

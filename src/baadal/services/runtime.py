@@ -31,3 +31,11 @@ def transaction(settings: Settings | None = None) -> Iterator[Session]:
     """One session, committed when the block ends, rolled back when it raises."""
     with session_scope(checked_engine(settings)) as session:
         yield session
+
+
+@contextmanager
+def read_transaction(settings: Settings | None = None) -> Iterator[Session]:
+    """A session that only reads: on SQLite it takes no write lock (a write never waits
+    for it) and any write in it fails; on PostgreSQL it is an ordinary transaction."""
+    with session_scope(checked_engine(settings), read=True) as session:
+        yield session

@@ -11,15 +11,22 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from baadal import constants as C
 from baadal.auth import accounts
-from baadal.db.models import ApiToken, User
+from baadal.db.models import ApiToken, User, UserGroup, UserMembership
 from baadal.errors import NotFoundError, PermissionDenied, Unauthenticated, ValidationError
 from baadal.net.validators import check_int, check_row_id
-from baadal.services.policy import Action, Actor, actor_of, guarded, open_to_anyone, require
+from baadal.services.policy import (
+    Action,
+    Actor,
+    actor_with_roles,
+    guarded,
+    open_to_anyone,
+    require,
+)
 from baadal.services.rows import Page
 from baadal.timeutil import utcnow
 
@@ -153,27 +160,61 @@ def revoke_token(session: Session, actor: Actor, token_id: int) -> TokenInfo:
     return _info(row, user.username)
 
 
+#: the token, its holder and their roles, one row per role: every request asks this (built
+#: once: making the statement would cost more than running it)
+_HOLDER = (
+    select(
+        ApiToken.id.label("token_id"),
+        ApiToken.revoked,
+        ApiToken.expires,
+        ApiToken.last_used,
+        User.id,
+        User.username,
+        User.organisation_id,
+        User.block_user,
+        User.registration_key,
+        UserGroup.role,
+    )
+    .join(User, User.id == ApiToken.user_id)
+    .outerjoin(UserMembership, UserMembership.user_id == User.id)
+    .outerjoin(UserGroup, UserGroup.id == UserMembership.group_id)
+    .where(ApiToken.token_hash == bindparam("digest"))
+)
+
+
+@dataclass(frozen=True)
+class TokenHolder:
+    """Who presents a token, and whether its use is worth recording now."""
+
+    actor: Actor
+    token_id: int
+    #: last_used is older than a minute: :func:`record_use` it, in a session that may write
+    stale: bool
+
+
 @open_to_anyone("authentication: the token is the proof, there is no actor before it")
-def actor_for_token(session: Session, token: str) -> Actor:
-    """Who presents ``token``. Unauthenticated for an unknown, revoked or expired one
-    (the same message for all: a guesser learns nothing); PermissionDenied for a blocked
-    or not yet approved account."""
+def token_holder(session: Session, token: str) -> TokenHolder:
+    """Who presents ``token``, in one statement that writes nothing (every request asks
+    this, in the session of its reads). Unauthenticated for an unknown, revoked or
+    expired token (the same message for all: a guesser learns nothing); PermissionDenied
+    for a blocked or not yet approved account."""
     if not isinstance(token, str) or not _TOKEN_RE.fullmatch(token):
         raise Unauthenticated("invalid, expired or revoked API token")
-    found = session.execute(
-        select(ApiToken, User)
-        .join(User, User.id == ApiToken.user_id)
-        .where(ApiToken.token_hash == _digest(token))
-    ).first()  # the token and its holder in one statement: every request asks this
+    rows = session.execute(_HOLDER, {"digest": _digest(token)}).all()
     now = utcnow()
-    if found is None:
+    if not rows:
         raise Unauthenticated("invalid, expired or revoked API token")
-    row, user = found
-    if row.revoked is not None or (row.expires is not None and row.expires <= now):
+    first = rows[0]
+    token_id, revoked, expires, last_used = first[:4]
+    if revoked is not None or (expires is not None and expires <= now):
         raise Unauthenticated("invalid, expired or revoked API token")
-    actor = actor_of(session, user)
+    actor = actor_with_roles(first, [C.Role(row.role) for row in rows if row.role is not None])
     if actor.blocked:
         raise PermissionDenied(f"{actor.username} is blocked or not approved: nothing allowed")
-    if row.last_used is None or now - row.last_used >= _TOUCH_EVERY:
-        row.last_used = now
-    return actor
+    return TokenHolder(actor, token_id, last_used is None or now - last_used >= _TOUCH_EVERY)
+
+
+@open_to_anyone("a token's use is recorded once its holder passed token_holder")
+def record_use(session: Session, token_id: int) -> None:
+    """The token's last_used is now (it tells its holder and admins that it is in use)."""
+    session.execute(update(ApiToken).where(ApiToken.id == token_id).values(last_used=utcnow()))

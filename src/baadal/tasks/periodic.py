@@ -29,9 +29,11 @@ def sync_periodic_jobs(engine: Engine, jobs: dict[str, str], settings: Settings)
     """Create or update rows for the registered jobs that have an interval configured."""
     scheduled = []
     with session_scope(engine) as session:
+        # one query for all rows (every worker start, and every command that runs a Worker)
+        rows = {row.name: row for row in session.scalars(select(PeriodicJob))}
         for name, task_type in sorted(jobs.items()):
             interval = settings.job_interval(name)
-            row = session.get(PeriodicJob, name)
+            row = rows.get(name)
             if not interval or interval <= 0:
                 if row is not None:  # switched off: it must stop firing
                     session.delete(row)

@@ -302,16 +302,35 @@ def choose_destination(
     session: Session, vm: VM, dest_host_id: int | None, settings: Settings | None = None
 ) -> Host:
     """The asked host if it is UP, not the VM's own and has room (placement's rules and
-    message), else the best other host placement finds (affinity respected)."""
+    message), else the best other host placement finds (affinity respected). The VM
+    keeps its VNC port (the running console cannot change it), so a host where another
+    VM holds that port is not a destination (ports are drawn at random: rare)."""
+    port_taken = (
+        []
+        if vm.vnc_port is None
+        else list(
+            session.scalars(select(VM.host_id).where(VM.vnc_port == vm.vnc_port, VM.id != vm.id))
+        )
+    )
     if dest_host_id is None:
         return placement.find_new_host(
-            session, vm.RAM, vm.vCPU, vm_id=vm.id, exclude_host_ids=[vm.host_id], settings=settings
+            session,
+            vm.RAM,
+            vm.vCPU,
+            vm_id=vm.id,
+            exclude_host_ids=[vm.host_id, *port_taken],
+            settings=settings,
         )
     host = session.get(Host, int(dest_host_id))
     if host is None:
         raise NotFoundError(f"no host with id {dest_host_id}")
     if host.id == vm.host_id:
         raise ConflictError(f"VM {vm.vm_name} is already on host {host.host_name}")
+    if host.id in port_taken:
+        raise ConflictError(
+            f"cannot migrate {vm.vm_name} to {host.host_name}: another VM there holds its"
+            f" VNC port {vm.vnc_port} (respawn it there instead, or choose another host)"
+        )
     if host.status != C.HostStatus.UP:
         raise ConflictError(
             f"cannot migrate to host {host.host_name}: it is {C.HostStatus(host.status).name}"

@@ -10,21 +10,26 @@ programmed outside them, with plain mappings.
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Engine, select, update
+from sqlalchemy import ColumnElement, Engine, Select, select, update
 from sqlalchemy.orm import Session
 
 from baadal.config import Settings
 from baadal.db.models import VM, Host, PublicIpPool, VncAccess
 from baadal.db.session import session_scope
-from baadal.errors import BaadalError, ConflictError, NotFoundError
+from baadal.errors import BaadalError, ConflictError, NotFoundError, ResourceExhausted
 from baadal.net.nat_box import Mapping, PublicIpMapping, VncMapping, clear_nat_box, nat_box
 from baadal.timeutil import utcnow
 from baadal.vm import console
 
 log = logging.getLogger("baadal")
+
+#: random public ports tried before looking at every active grant's
+_PUBLIC_PORT_TRIES = 8
+_rng = random.SystemRandom()
 
 # --------------------------------------------------------------------------- per VM
 
@@ -37,12 +42,55 @@ def _public_mapping(engine: Engine, vm_id: int) -> PublicIpMapping | None:
         return PublicIpMapping(vm.public_ip.public_ip, vm.private_ip.private_ip)
 
 
-def _vnc_mapping(engine: Engine, vm_id: int) -> VncMapping:
+def _vnc_mapping(engine: Engine, vm_id: int, public_port: int) -> VncMapping:
     with session_scope(engine) as s:
         vm = _get_vm(s, vm_id)
         if vm.host is None or vm.vnc_port is None:
             raise ConflictError(f"VM {vm.vm_name} is not placed on a host (no VNC console)")
-        return VncMapping(vm.id, vm.vnc_port, vm.host.address, vm.vnc_port)
+        return VncMapping(vm.id, public_port, vm.host.address, vm.vnc_port)
+
+
+def public_vnc_port(session: Session, vm: VM, start: int, end: int) -> int:
+    """The port on vnc_ip a new grant of the VM forwards: the one its active grants use,
+    else its own VNC port unless another VM's active grant uses that (ports are unique
+    per host only, the NAT box's are cloud-wide), else a free one of ``start``-``end``.
+    Grants are made one at a time (the console lock), so checking is claiming."""
+    own = _first(
+        session,
+        select(VncAccess.vnc_source_port).where(
+            VncAccess.vm_id == vm.id, VncAccess.status == "active"
+        ),
+    )
+    if own is not None:
+        return own
+
+    def free(port: int) -> bool:
+        query = select(VncAccess.id).where(
+            VncAccess.vnc_source_port == port,
+            VncAccess.status == "active",
+            VncAccess.vm_id != vm.id,
+        )
+        return _first(session, query) is None
+
+    if vm.vnc_port is not None and free(vm.vnc_port):
+        return vm.vnc_port
+    for _ in range(_PUBLIC_PORT_TRIES):
+        port = _rng.randint(start, end)
+        if free(port):
+            return port
+    used = set(
+        session.scalars(
+            select(VncAccess.vnc_source_port).where(VncAccess.status == "active").distinct()
+        )
+    )
+    port = next((p for p in range(start, end + 1) if p not in used), None)
+    if port is None:
+        raise ResourceExhausted(f"no free VNC port left on the NAT box in {start}-{end}")
+    return port
+
+
+def _first(session: Session, query: Select[tuple[int]]) -> int | None:
+    return session.scalar(query.limit(1))
 
 
 def _get_vm(session: Session, vm_id: int) -> VM:
@@ -70,10 +118,12 @@ def remove_public_ip_mapping_from_nat(engine: Engine, settings: Settings, vm_id:
     return 0 if mapping is None else box.remove(mapping)
 
 
-def create_vnc_mapping_in_nat(engine: Engine, settings: Settings, vm_id: int) -> int:
-    """Forward vnc_ip:<vm vnc_port> to the VM's console on its host."""
+def create_vnc_mapping_in_nat(
+    engine: Engine, settings: Settings, vm_id: int, public_port: int
+) -> int:
+    """Forward vnc_ip:<public_port> to the VM's console on its host."""
     box = nat_box(settings)
-    return 0 if box is None else box.create(_vnc_mapping(engine, vm_id))
+    return 0 if box is None else box.create(_vnc_mapping(engine, vm_id, public_port))
 
 
 @dataclass(frozen=True)

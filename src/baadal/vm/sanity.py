@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, select
 
+from baadal import address_pools
 from baadal import constants as C
 from baadal.config import Settings
 from baadal.db.models import VM, Host, Task
@@ -136,8 +137,16 @@ def _sync_rows(engine: Engine, changes: list[_Change]) -> dict[int, str]:
                 done = []
                 if vm.host_id != change.host_id:
                     log_vm_event(session, vm, "host", seen.host_name, change.host_name)
-                    vm.host_id = change.host_id
                     done.append(f"host {seen.host_name} -> {change.host_name}")
+                    port = vm.vnc_port
+                    if port is not None and address_pools.vnc_port_taken(
+                        session, change.host_id, port, vm.id
+                    ):
+                        # ports are per host: another VM there holds it, so this one's
+                        # console cannot be reached until it is respawned with its own
+                        vm.vnc_port = None
+                        done.append(f"VNC port {port} held by another VM there: dropped")
+                    vm.host_id = change.host_id
                 if change.status != C.VMStatus.UNKNOWN and vm.status != change.status:
                     done.append(f"status {C.VMStatus(vm.status).name} -> {change.status.name}")
                     set_status(session, vm, change.status, None)

@@ -57,7 +57,7 @@ def dashboard(request: Request, visitor: VisitorDep) -> Response:
     and orgadmin's too: the VMs their role lets them see have pages of their own)."""
     with visitor.transaction() as session:
         page = vms.list_vm_page(session, visitor.actor, mine=True, limit=C.API_PAGE_MAX)
-        warned = [vm for vm in page.items if vm.shutdown_warning or vm.delete_warning]
+        warned = [vm for vm in page.items if vm.shutdown_warning_date or vm.delete_warning_date]
         return render(request, "dashboard.html", visitor, vms=page.items, warned=warned)
 
 

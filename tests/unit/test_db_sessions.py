@@ -1,0 +1,66 @@
+"""Read sessions: a write never waits for a read (SQLite WAL), and a read cannot write."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.exc import OperationalError
+
+from baadal.db.models import Organisation
+from baadal.db.session import session_scope
+
+pytestmark = pytest.mark.unit
+
+#: only a safety net against a hung test: the assertions use the order of events
+_SAFETY_S = 60
+
+
+def _organisations(engine: Engine) -> int:
+    with session_scope(engine, read=True) as s:
+        return s.scalar(select(func.count()).select_from(Organisation)) or 0
+
+
+def test_a_write_commits_while_a_long_read_is_open(engine: Engine) -> None:
+    before = _organisations(engine)
+    reading, written, read_done = threading.Event(), threading.Event(), threading.Event()
+    seen: dict[str, int] = {}
+
+    def reader() -> None:
+        with session_scope(engine, read=True) as s:
+            seen["first"] = s.scalar(select(func.count()).select_from(Organisation)) or 0
+            reading.set()
+            # hold the read transaction open until the write has committed; if the write
+            # had to wait for this read, it would not commit before the safety net ends it
+            written.wait(_SAFETY_S)
+            seen["again"] = s.scalar(select(func.count()).select_from(Organisation)) or 0
+        read_done.set()
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        assert reading.wait(_SAFETY_S)
+        with session_scope(engine) as s:
+            s.add(Organisation(name="while-reading", public_ip="10.0.0.9"))
+        # the write committed and the read was still open
+        assert not read_done.is_set()
+    finally:
+        written.set()
+        thread.join()
+    assert seen["first"] == before
+    assert _organisations(engine) == before + 1
+    if engine.dialect.name == "sqlite":
+        # one snapshot for the whole read transaction
+        assert seen["again"] == before
+
+
+def test_sqlite_runs_in_wal_mode_and_a_read_session_cannot_write(sqlite_engine: Engine) -> None:
+    with session_scope(sqlite_engine, read=True) as s:
+        assert s.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        with pytest.raises(OperationalError, match="readonly"):
+            s.execute(text("DELETE FROM organisation"))
+    # the pooled connection writes again in a writing session
+    with session_scope(sqlite_engine) as s:
+        s.add(Organisation(name="after-read", public_ip="10.0.0.8"))
+    assert _organisations(sqlite_engine) >= 1
