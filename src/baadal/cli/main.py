@@ -41,7 +41,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "serve": (
         "baadal.cli.serve_command",
         "serve_cmd",
-        "Serve the API at [web] host:port (127.0.0.1:8080 by default), under /api/v1.",
+        "Serve the API at [web] host:port (127.0.0.1:8080 by default), under /api/v1, and\n"
+        "the console's websockify on 127.0.0.1:[novnc] port.",
     ),
     "db": ("baadal.cli.admin_commands", "db_app", "Database schema: create, upgrade, inspect."),
     "config": ("baadal.cli.admin_commands", "config_app", "Settings in effect."),
