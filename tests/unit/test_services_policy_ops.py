@@ -199,6 +199,9 @@ CASES: dict[str, list[Case]] = {
     "measurements.measure_network": [
         Case(lambda w: measurements.measure_network(w.engine, w.actor, w.settings), ADMIN)
     ],
+    "measurements.network_picture": [
+        Case(lambda w: measurements.network_picture(w.actor, w.settings), ADMIN)
+    ],
     "measurements.metrics": [
         Case(lambda w: measurements.metrics(w.engine, w.actor, w.settings), ADMIN)
     ],

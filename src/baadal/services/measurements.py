@@ -47,6 +47,14 @@ def measure_network(
 
 
 @guarded(Action.MONITOR_CLOUD, reads=True)
+def network_picture(actor: Actor, settings: Settings) -> Path | None:
+    """The host network graph's SVG as the last measurement drew it (the periodic job
+    redraws it); None before the first measurement."""
+    _json_path, svg_path = network_graph.graph_files(settings)
+    return svg_path if svg_path.is_file() else None
+
+
+@guarded(Action.MONITOR_CLOUD, reads=True)
 def metrics(engine: Engine, actor: Actor, settings: Settings) -> str:
     """The Prometheus text exposition."""
     return prometheus.render_metrics(engine, settings)

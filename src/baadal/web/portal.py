@@ -18,7 +18,15 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
 from baadal import constants as C
-from baadal.web import account_pages, console_pages, console_relay, pages, review_pages, vm_pages
+from baadal.web import (
+    account_pages,
+    admin_pages,
+    console_pages,
+    console_relay,
+    pages,
+    review_pages,
+    vm_pages,
+)
 
 Handler = Callable[[Request, Exception], Any]
 
@@ -55,6 +63,7 @@ def install(app: FastAPI) -> None:
         vm_pages.router,
         review_pages.router,
         console_pages.router,
+        admin_pages.router,
     ):
         app.include_router(router)
     console_relay.install(app)
