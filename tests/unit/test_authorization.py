@@ -160,6 +160,13 @@ CASES: dict[str, list[Case]] = {
     ],
     # a VM's users and owner: 'web' is owned by fac (organisation A), eve is of A, ob of B
     "vms.list_vm_users": [Case(lambda w: vms.list_vm_users(w.session, w.actor, "web"), VM_USERS)],
+    "vms.vm_details": [Case(lambda w: vms.vm_details(w.session, w.actor, "web"), VM_USERS)],
+    "vms.set_snapshot_schedule": [
+        Case(
+            lambda w: vms.set_snapshot_schedule(w.session, w.actor, "web", {C.SnapshotType.DAILY}),
+            VM_USERS,
+        )
+    ],
     "vms.add_vm_user": [
         Case(lambda w: vms.add_vm_user(w.session, w.actor, "web", "eve"), VM_OWNERS),
         Case(lambda w: vms.add_vm_user(w.session, w.actor, "web", "ob"), ADMIN),

@@ -32,6 +32,9 @@ pytestmark = pytest.mark.unit
 REQUEST_PEOPLE = frozenset({"admin", "oa", "fac", "stu", "col"})
 
 CASES: dict[str, list[Case]] = {
+    "vm_requests.check_approver": [
+        Case(lambda w: vm_requests.check_approver(w.session, w.actor, "fac"), ANYONE)
+    ],
     "vm_requests.request_create": [
         Case(
             lambda w: vm_requests.request_create(

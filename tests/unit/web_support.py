@@ -94,7 +94,7 @@ def make_portal(world_engine: tuple[Engine, Path], settings: Settings) -> Iterat
     engine, root = world_engine
     settings.database.url = engine.url.render_as_string(hide_password=False)
     with session_scope(engine) as s:
-        s.execute(update(User).where(User.id > 0).values(password=password_hash()))
+        s.execute(update(User).where(User.id != C.SYSTEM_USER_ID).values(password=password_hash()))
     portal = Portal(create_app(settings), engine, root)
     yield portal
     for client in portal.clients:

@@ -203,6 +203,17 @@ def _approver(session: Session, actor: Actor, username: str | None) -> User | No
     return user
 
 
+@guarded(Action.REQUEST_CREATE, reads=True)
+def check_approver(session: Session, actor: Actor, username: str) -> str:
+    """Whether ``username`` may approve the actor's requests (a form checks as one
+    types): their name in words, or the reason they may not."""
+    user = _approver(session, actor, username.strip() or None)
+    if user is None:
+        return "you need no approver: your requests skip verification"
+    name = f"{user.first_name} {user.last_name}".strip() or user.username
+    return f"{name} ({user.username}), faculty of your organisation"
+
+
 def _collaborators(session: Session, names: Sequence[str], skip: set[int]) -> list[User]:
     found: dict[int, User] = {}
     for name in names:

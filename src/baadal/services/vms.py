@@ -22,6 +22,7 @@ from baadal.auth import accounts
 from baadal.config import Settings
 from baadal.db.models import (
     VM,
+    AttachedDisk,
     Host,
     SecurityDomain,
     Snapshot,
@@ -29,17 +30,28 @@ from baadal.db.models import (
     Template,
     User,
     UserVMMap,
+    VMEventLog,
     VncAccess,
 )
 from baadal.db.session import session_scope
 from baadal.errors import ConflictError, NotFoundError, PermissionDenied, ValidationError
 from baadal.net.validators import check_identity, check_int, check_no_control, check_safe_name
 from baadal.services import auditing, lookup
-from baadal.services.policy import Action, Actor, Scope, guarded, require, scope_of, vm_filter
+from baadal.services.policy import (
+    Action,
+    Actor,
+    Scope,
+    guarded,
+    require,
+    scope_of,
+    task_filter,
+    vm_filter,
+)
 from baadal.tasks import queue
 from baadal.timeutil import utcnow
 from baadal.vm import console, install, migration, storage
 from baadal.vm import nat as vm_nat
+from baadal.vm.common import log_vm_event
 from baadal.vm.disk import check_disk_size
 from baadal.vm.edit import check_ram_vcpus
 from baadal.vm.snapshot import check_user_snapshot_limit
@@ -597,10 +609,7 @@ class VMUser:
     owner: bool
 
 
-@guarded(Action.VM_READ)
-def list_vm_users(session: Session, actor: Actor, name_or_id: str | int) -> list[VMUser]:
-    """The VM's owner and everyone it is shared with (``user_vm_map``), in one query."""
-    vm = _find(session, actor, name_or_id, Action.VM_READ)
+def _vm_users(session: Session, vm: VM) -> list[VMUser]:
     mapped = select(UserVMMap.user_id).where(UserVMMap.vm_id == vm.id)
     people = session.scalars(
         select(User)
@@ -617,6 +626,87 @@ def list_vm_users(session: Session, actor: Actor, name_or_id: str | int) -> list
         )
         for u in people
     ]
+
+
+@guarded(Action.VM_READ)
+def list_vm_users(session: Session, actor: Actor, name_or_id: str | int) -> list[VMUser]:
+    """The VM's owner and everyone it is shared with (``user_vm_map``), in one query."""
+    return _vm_users(session, _find(session, actor, name_or_id, Action.VM_READ))
+
+
+@dataclass(frozen=True)
+class VMDetails:
+    """All a VM's page shows, read in one transaction."""
+
+    vm: VM
+    owner: str
+    users: list[VMUser]
+    snapshots: list[Snapshot]
+    disks: list[AttachedDisk]
+    #: the newest changes of its attributes first
+    events: list[VMEventLog]
+    #: its newest tasks first
+    tasks: list[Task]
+    #: the scheduled snapshots it takes (daily, weekly, ...)
+    schedule: frozenset[C.SnapshotType]
+
+
+@guarded(Action.VM_READ)
+def vm_details(session: Session, actor: Actor, name_or_id: str | int) -> VMDetails:
+    vm = _find(session, actor, name_or_id, Action.VM_READ)
+    owner = session.get(User, vm.owner_id) if vm.owner_id is not None else None
+    snapshots = session.scalars(
+        select(Snapshot).where(Snapshot.vm_id == vm.id).order_by(Snapshot.id)
+    ).all()
+    disks = session.scalars(
+        select(AttachedDisk)
+        .where(AttachedDisk.vm_id == vm.id, AttachedDisk.task_id.is_(None))
+        .order_by(AttachedDisk.attached_disk_name)
+    ).all()
+    events = session.scalars(
+        select(VMEventLog)
+        .where(VMEventLog.vm_id == vm.id)
+        .order_by(VMEventLog.id.desc())
+        .limit(C.ITEMS_PER_PAGE)
+    ).all()
+    tasks = queue.list_tasks(
+        session, vm_id=vm.id, limit=C.ITEMS_PER_PAGE, visible=task_filter(actor)
+    )
+    return VMDetails(
+        vm=vm,
+        owner=owner.username if owner else "",
+        users=_vm_users(session, vm),
+        snapshots=list(snapshots),
+        disks=list(disks),
+        events=list(events),
+        tasks=tasks,
+        schedule=frozenset(k for k in SCHEDULES if vm.snapshot_flag & k),
+    )
+
+
+#: the snapshots a VM may take on a schedule
+SCHEDULES = (
+    C.SnapshotType.DAILY,
+    C.SnapshotType.WEEKLY,
+    C.SnapshotType.MONTHLY,
+    C.SnapshotType.YEARLY,
+)
+
+
+@guarded(Action.VM_OPERATE)
+def set_snapshot_schedule(
+    session: Session, actor: Actor, name_or_id: str | int, kinds: Collection[C.SnapshotType]
+) -> VM:
+    """Which scheduled snapshots (daily, weekly, monthly, yearly) the VM takes."""
+    wanted = set(kinds)
+    if not wanted <= set(SCHEDULES):
+        raise ValidationError("a schedule is daily, weekly, monthly or yearly snapshots")
+    vm = _find(session, actor, name_or_id, Action.VM_OPERATE)
+    flag = sum(int(k) for k in wanted)
+    if flag != vm.snapshot_flag:
+        log_vm_event(session, vm, "snapshot_flag", vm.snapshot_flag, flag, actor.user_id)
+        vm.snapshot_flag = flag
+    return vm
 
 
 def _active_person(session: Session, username: str) -> User:

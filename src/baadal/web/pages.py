@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +19,13 @@ from sqlalchemy.orm import Session
 
 from baadal import constants as C
 from baadal.config import Settings
-from baadal.errors import PermissionDenied, Unauthenticated
+from baadal.errors import (
+    ConflictError,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    ValidationError,
+)
 from baadal.services import runtime, web_sessions
 from baadal.services.policy import Actor
 
@@ -35,8 +41,24 @@ def status_name(status: int) -> str:
         return "unknown"
 
 
+def task_status(status: int) -> str:
+    try:
+        return C.TaskStatus(status).name.lower().replace("_", " ")
+    except ValueError:
+        return "unknown"
+
+
+def snapshot_kind(kind: int) -> str:
+    try:
+        return C.SnapshotType(kind).name.lower()
+    except ValueError:
+        return "unknown"
+
+
 templates.env.globals.update(
     C=C,
+    task_status=task_status,
+    snapshot_kind=snapshot_kind,
     csrf_field=C.WEB_CSRF_FIELD,
     csrf_header=C.WEB_CSRF_HEADER,
     status_name=status_name,
@@ -204,3 +226,29 @@ def local_path(target: str | None, default: str = "/") -> str:
     ):
         return default
     return target
+
+
+#: the mistakes a person corrects on the page they came from (refusals are pages)
+MISTAKES = (ValidationError, ConflictError, ResourceExhausted)
+
+
+def perform(
+    request: Request, visitor: Visitor, back: str, work: Callable[[Session], str]
+) -> Response:
+    """Run ``work`` in one transaction and go back to ``back`` saying what it did, or
+    what was wrong (nothing changed then)."""
+    try:
+        with visitor.transaction() as session:
+            said = work(session)
+    except MISTAKES as exc:
+        return redirect(request, back, str(exc), error=True)
+    return redirect(request, back, said)
+
+
+def optional_int(value: str, what: str) -> int | None:
+    """A number from a select that may be left at 'unchanged' (empty)."""
+    if not value.strip():
+        return None
+    if not value.strip().isdigit():
+        raise ValidationError(f"{what} must be a whole number")
+    return int(value)

@@ -29,6 +29,14 @@ from baadal.web import (
 )
 
 Handler = Callable[[Request, Exception], Any]
+#: every router of the portal (a test walks their POST routes for the CSRF check)
+ROUTERS = (
+    account_pages.router,
+    vm_pages.router,
+    review_pages.router,
+    console_pages.router,
+    admin_pages.router,
+)
 
 
 def _detail(response: Response) -> str:
@@ -58,13 +66,7 @@ def _as_page(api_handler: Handler) -> Callable[[Request, Exception], Awaitable[R
 
 def install(app: FastAPI) -> None:
     """Add the portal's pages under ``/`` (after the API's routes and handlers)."""
-    for router in (
-        account_pages.router,
-        vm_pages.router,
-        review_pages.router,
-        console_pages.router,
-        admin_pages.router,
-    ):
+    for router in ROUTERS:
         app.include_router(router)
     console_relay.install(app)
     app.mount("/static", StaticFiles(packages=[("baadal.web", "static")]), name="static")
