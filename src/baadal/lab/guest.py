@@ -22,6 +22,8 @@ What the guest's ``/init`` does (PID 1, a busybox shell script)::
     acpid: the ACPI power button (virsh shutdown) syncs, unmounts /data and powers off,
         printing "TINY-POWEROFF"
     prints "TINY-READY <ip/prefix|none> disks: <vda vdb ...|none>" on the serial console
+    the VGA console (VNC) shows the name, kernel and "TINY-READY <ip/prefix|none>", and a
+        shell (respawned)
     stays alive: a shell on the console (virsh console), respawned if it exits
 
 Files made in ``dest_dir``: ``vmlinuz``, ``tiny-initrd.gz`` (gzip cpio newc, written here in
@@ -53,7 +55,7 @@ from baadal.filelock import flocked
 from baadal.files import replaced_atomically, write_atomically
 
 #: bump when the initramfs contents change: older builds in a dest_dir are then rebuilt
-GUEST_FORMAT = 1
+GUEST_FORMAT = 2
 DEFAULT_CMDLINE = "console=ttyS0 quiet"
 READY_MARKER = "TINY-READY"
 DATA_MARKER = "TINY-DATA"
@@ -174,6 +176,12 @@ acpid -c /etc/acpi -l /run/acpid.log
 disks="$(ls /sys/block 2>/dev/null | grep '^vd' | tr '\n' ' ')"
 disks="${disks% }"
 echo "TINY-READY ${addr:-none} disks: ${disks:-none}"
+# the VGA console (what a VNC client shows): the same line, then a shell there too
+if [ -c /dev/tty1 ]; then
+    printf '\n%s (Baadal tiny guest, kernel %s)\nTINY-READY %s\n\n' \
+        "$name" "$(uname -r)" "${addr:-none}" > /dev/tty1
+    (while true; do setsid sh -c 'exec sh -i </dev/tty1 >/dev/tty1 2>&1'; sleep 1; done) &
+fi
 
 while true; do
     setsid cttyhack sh

@@ -141,7 +141,7 @@ async def console_websocket(websocket: WebSocket) -> None:
                 asyncio.CancelledError, ConnectionClosed, WebSocketDisconnect, RuntimeError
             ):
                 await task
-    with contextlib.suppress(RuntimeError):  # the browser may have gone already
+    with contextlib.suppress(RuntimeError, WebSocketDisconnect):  # the browser may be gone
         await websocket.close()
 
 
