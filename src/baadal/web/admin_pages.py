@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import FileResponse, Response
+from sqlalchemy.orm import Session
 
 from baadal import constants as C
 from baadal.errors import BaadalError, PermissionDenied, ValidationError
@@ -37,7 +38,7 @@ from baadal.services import (
     vms,
 )
 from baadal.services.hosts import Queued
-from baadal.web.pages import Visitor, VisitorDep, redirect, render
+from baadal.web.pages import Visitor, VisitorDep, perform, redirect, render
 
 NOT_ADMIN = "the administration pages are for administrators"
 #: how often a page with running tasks asks for their progress (HTMX polling)
@@ -65,15 +66,6 @@ Filter = Annotated[str, Query(max_length=128)]
 
 def _optional(text: str) -> str | None:
     return text.strip() or None
-
-
-def _done(request: Request, back: str, work: Callable[[], str]) -> Response:
-    """Run a change; back to ``back`` with its message, or with the refusal's."""
-    try:
-        message = work()
-    except BaadalError as exc:
-        return redirect(request, back, str(exc), error=True)
-    return redirect(request, back, message)
 
 
 def _queued_message(what: str, queued: Queued) -> str:
@@ -137,12 +129,11 @@ def cloud_bootup(request: Request, visitor: AdminDep) -> Response:
 def cloud_finish(request: Request, visitor: AdminDep, down: Flag = False) -> Response:
     """Record the cloud as down (after a shutdown's tasks ended) or up (after a bootup)."""
 
-    def work() -> str:
-        with visitor.transaction() as session:
-            cloud.finish(session, visitor.actor, shutdown=down)
+    def work(session: Session) -> str:
+        cloud.finish(session, visitor.actor, shutdown=down)
         return "the cloud is recorded as " + ("down" if down else "up")
 
-    return _done(request, "/admin", work)
+    return perform(request, visitor, "/admin", work)
 
 
 @router.get("/progress")
@@ -216,35 +207,32 @@ def requests_page(request: Request, visitor: AdminDep) -> Response:
 
 @router.post("/requests/{request_id}/approve")
 def approve_request(request: Request, visitor: AdminDep, request_id: RowId) -> Response:
-    def work() -> str:
-        with visitor.transaction() as session:
-            info = vm_requests.approve_request(session, visitor.actor, visitor.settings, request_id)
+    def work(session: Session) -> str:
+        info = vm_requests.approve_request(session, visitor.actor, visitor.settings, request_id)
         queued = f" (task {info.task_id})" if info.task_id else ""
         return f"request {request_id} ({info.vm_name}) approved{queued}"
 
-    return _done(request, "/admin/requests", work)
+    return perform(request, visitor, "/admin/requests", work)
 
 
 @router.post("/requests/{request_id}/reject")
 def reject_request(
     request: Request, visitor: AdminDep, request_id: RowId, reason: Text
 ) -> Response:
-    def work() -> str:
-        with visitor.transaction() as session:
-            info = vm_requests.reject_request(session, visitor.actor, request_id, reason)
+    def work(session: Session) -> str:
+        info = vm_requests.reject_request(session, visitor.actor, request_id, reason)
         return f"request {request_id} ({info.vm_name}) rejected"
 
-    return _done(request, "/admin/requests", work)
+    return perform(request, visitor, "/admin/requests", work)
 
 
 @router.post("/requests/{request_id}/remind")
 def remind_request(request: Request, visitor: AdminDep, request_id: RowId) -> Response:
-    def work() -> str:
-        with visitor.transaction() as session:
-            who = vm_requests.remind_request(session, visitor.actor, request_id)
+    def work(session: Session) -> str:
+        who = vm_requests.remind_request(session, visitor.actor, request_id)
         return f"request {request_id}: {who} reminded"
 
-    return _done(request, "/admin/requests", work)
+    return perform(request, visitor, "/admin/requests", work)
 
 
 # --- tasks -------------------------------------------------------------------------------
@@ -275,22 +263,20 @@ def tasks_page(request: Request, visitor: AdminDep, status: Filter = "") -> Resp
 
 @router.post("/tasks/{task_id}/retry")
 def retry_task(request: Request, visitor: AdminDep, task_id: RowId) -> Response:
-    def work() -> str:
-        with visitor.transaction() as session:
-            tasks.retry(session, visitor.actor, task_id)
+    def work(session: Session) -> str:
+        tasks.retry(session, visitor.actor, task_id)
         return f"task {task_id} queued again"
 
-    return _done(request, "/admin/tasks", work)
+    return perform(request, visitor, "/admin/tasks", work)
 
 
 @router.post("/tasks/{task_id}/ignore")
 def ignore_task(request: Request, visitor: AdminDep, task_id: RowId) -> Response:
-    def work() -> str:
-        with visitor.transaction() as session:
-            tasks.ignore(session, visitor.actor, task_id)
+    def work(session: Session) -> str:
+        tasks.ignore(session, visitor.actor, task_id)
         return f"task {task_id} ignored"
 
-    return _done(request, "/admin/tasks", work)
+    return perform(request, visitor, "/admin/tasks", work)
 
 
 # --- the VM sanity check and its orphans -------------------------------------------------
@@ -323,12 +309,12 @@ def run_sanity(request: Request, visitor: AdminDep) -> Response:
 
 @router.post("/orphans/delete")
 def delete_orphan(request: Request, visitor: AdminDep, host: Name, domain: Name) -> Response:
-    def work() -> str:
+    def work(session: Session) -> str:
         engine = runtime.checked_engine(visitor.settings)
         name = hosts.delete_orphan(engine, visitor.actor, host, domain)
         return f"orphan domain {domain} removed from {name}"
 
-    return _done(request, "/admin/sanity", work)
+    return perform(request, visitor, "/admin/sanity", work)
 
 
 @router.post("/orphans/adopt")
@@ -346,23 +332,22 @@ def adopt_orphan(
     """Make a VM row for an image already on the datastore (the service checks the
     sizes, the owner and that the name is free)."""
 
-    def work() -> str:
-        with visitor.transaction() as session:
-            vm = vms.launch_existing_vm_image(
-                session,
-                visitor.actor,
-                visitor.settings,
-                vm_name=vm_name.strip(),
-                template=template,
-                datastore=datastore,
-                ram_mb=ram_mb,
-                vcpus=vcpus,
-                owner=owner.strip(),
-                host=_optional(host),
-            )
-            return f"VM {vm.vm_name} ({vm.vm_identity}) adopted"
+    def work(session: Session) -> str:
+        vm = vms.launch_existing_vm_image(
+            session,
+            visitor.actor,
+            visitor.settings,
+            vm_name=vm_name.strip(),
+            template=template,
+            datastore=datastore,
+            ram_mb=ram_mb,
+            vcpus=vcpus,
+            owner=owner.strip(),
+            host=_optional(host),
+        )
+        return f"VM {vm.vm_name} ({vm.vm_identity}) adopted"
 
-    return _done(request, "/admin/sanity", work)
+    return perform(request, visitor, "/admin/sanity", work)
 
 
 # --- hosts -------------------------------------------------------------------------------
@@ -395,24 +380,23 @@ def add_host(
     mac_addr: Name = "",
     category: Name = "",
 ) -> Response:
-    def work() -> str:
-        with visitor.transaction() as session:
-            host = inventory.add_host(
-                session,
-                visitor.actor,
-                name=name.strip(),
-                address=address.strip(),
-                cpus=cpus,
-                ram_gb=ram_gb,
-                hdd_gb=hdd_gb,
-                libvirt_uri=_optional(libvirt_uri),
-                host_type=host_type,
-                mac_addr=_optional(mac_addr),
-                category=_optional(category),
-            )
-            return f"host {host.host_name} added (down until the host check sees it up)"
+    def work(session: Session) -> str:
+        host = inventory.add_host(
+            session,
+            visitor.actor,
+            name=name.strip(),
+            address=address.strip(),
+            cpus=cpus,
+            ram_gb=ram_gb,
+            hdd_gb=hdd_gb,
+            libvirt_uri=_optional(libvirt_uri),
+            host_type=host_type,
+            mac_addr=_optional(mac_addr),
+            category=_optional(category),
+        )
+        return f"host {host.host_name} added (down until the host check sees it up)"
 
-    return _done(request, "/admin/hosts", work)
+    return perform(request, visitor, "/admin/hosts", work)
 
 
 @router.get("/hosts/{host_id}")
@@ -475,12 +459,11 @@ def host_status(
     host_id: RowId,
     status: Annotated[str, Form(max_length=20)],
 ) -> Response:
-    def work() -> str:
-        with visitor.transaction() as session:
-            host = inventory.set_host_status(session, visitor.actor, host_id, status)
-            return f"host {host.host_name} is now {C.HostStatus(host.status).name.lower()}"
+    def work(session: Session) -> str:
+        host = inventory.set_host_status(session, visitor.actor, host_id, status)
+        return f"host {host.host_name} is now {C.HostStatus(host.status).name.lower()}"
 
-    return _done(request, f"/admin/hosts/{host_id}", work)
+    return perform(request, visitor, f"/admin/hosts/{host_id}", work)
 
 
 @router.post("/hosts/{host_id}/power")
@@ -493,7 +476,7 @@ def host_power(
     """Wake the host (not waiting for it: the host check sees it come up) or power it
     off (refused while one of its VMs runs)."""
 
-    def work() -> str:
+    def work(session: Session) -> str:
         engine = runtime.checked_engine(visitor.settings)
         if to == "up":
             done = hosts.power_up(engine, visitor.actor, visitor.settings, host_id, wait=False)
@@ -501,7 +484,7 @@ def host_power(
             done = hosts.power_down(engine, visitor.actor, visitor.settings, host_id)
         return f"host {done.host_name}: {done.message or 'power ' + to}"
 
-    return _done(request, f"/admin/hosts/{host_id}", work)
+    return perform(request, visitor, f"/admin/hosts/{host_id}", work)
 
 
 # --- graphs and the network picture ------------------------------------------------------
@@ -588,35 +571,33 @@ def add_template(
     boot_initrd: Name = "",
     boot_cmdline: Name = "",
 ) -> Response:
-    def work() -> str:
-        with visitor.transaction() as session:
-            made = inventory.add_template(
-                session,
-                visitor.actor,
-                name=name.strip(),
-                datastore=datastore,
-                hdfile=hdfile.strip(),
-                os_version=os_version,
-                hdd_gb=hdd_gb,
-                os=os,
-                boot_kernel=_optional(boot_kernel),
-                boot_initrd=_optional(boot_initrd),
-                boot_cmdline=_optional(boot_cmdline),
-                settings=visitor.settings,
-            )
-            return f"template {made.name} added"
+    def work(session: Session) -> str:
+        made = inventory.add_template(
+            session,
+            visitor.actor,
+            name=name.strip(),
+            datastore=datastore,
+            hdfile=hdfile.strip(),
+            os_version=os_version,
+            hdd_gb=hdd_gb,
+            os=os,
+            boot_kernel=_optional(boot_kernel),
+            boot_initrd=_optional(boot_initrd),
+            boot_cmdline=_optional(boot_cmdline),
+            settings=visitor.settings,
+        )
+        return f"template {made.name} added"
 
-    return _done(request, "/admin/templates", work)
+    return perform(request, visitor, "/admin/templates", work)
 
 
 @router.post("/templates/{template_id}/deactivate")
 def deactivate_template(request: Request, visitor: AdminDep, template_id: RowId) -> Response:
-    def work() -> str:
-        with visitor.transaction() as session:
-            found = inventory.deactivate_template(session, visitor.actor, template_id)
-            return f"template {found.name} no longer offered"
+    def work(session: Session) -> str:
+        found = inventory.deactivate_template(session, visitor.actor, template_id)
+        return f"template {found.name} no longer offered"
 
-    return _done(request, "/admin/templates", work)
+    return perform(request, visitor, "/admin/templates", work)
 
 
 @router.get("/datastores")
@@ -636,21 +617,20 @@ def add_datastore(
     path: Name = "",
     ds_ip: Name = "",
 ) -> Response:
-    def work() -> str:
-        with visitor.transaction() as session:
-            made = inventory.add_datastore(
-                session,
-                visitor.actor,
-                name=name.strip(),
-                mount_point=mount_point.strip(),
-                capacity_gb=capacity_gb,
-                path=_optional(path),
-                ds_ip=_optional(ds_ip),
-                settings=visitor.settings,
-            )
-            return f"datastore {made.ds_name} added"
+    def work(session: Session) -> str:
+        made = inventory.add_datastore(
+            session,
+            visitor.actor,
+            name=name.strip(),
+            mount_point=mount_point.strip(),
+            capacity_gb=capacity_gb,
+            path=_optional(path),
+            ds_ip=_optional(ds_ip),
+            settings=visitor.settings,
+        )
+        return f"datastore {made.ds_name} added"
 
-    return _done(request, "/admin/datastores", work)
+    return perform(request, visitor, "/admin/datastores", work)
 
 
 # --- security domains, IP pools ----------------------------------------------------------
@@ -674,31 +654,29 @@ def add_domain(
     ip_to: Name = "",
     visible_to_all: Flag = False,
 ) -> Response:
-    def work() -> str:
-        with visitor.transaction() as session:
-            made = networks.add_security_domain(
-                session,
-                visitor.actor,
-                name.strip(),
-                vlan_tag=vlan_tag,
-                cidr=cidr.strip(),
-                ip_from=_optional(ip_from),
-                ip_to=_optional(ip_to),
-                visible_to_all=visible_to_all,
-            )
-            return f"security domain {made.name} added"
+    def work(session: Session) -> str:
+        made = networks.add_security_domain(
+            session,
+            visitor.actor,
+            name.strip(),
+            vlan_tag=vlan_tag,
+            cidr=cidr.strip(),
+            ip_from=_optional(ip_from),
+            ip_to=_optional(ip_to),
+            visible_to_all=visible_to_all,
+        )
+        return f"security domain {made.name} added"
 
-    return _done(request, "/admin/domains", work)
+    return perform(request, visitor, "/admin/domains", work)
 
 
 @router.post("/domains/remove")
 def remove_domain(request: Request, visitor: AdminDep, name: Name) -> Response:
-    def work() -> str:
-        with visitor.transaction() as session:
-            networks.remove_security_domain(session, visitor.actor, name)
+    def work(session: Session) -> str:
+        networks.remove_security_domain(session, visitor.actor, name)
         return f"security domain {name} removed"
 
-    return _done(request, "/admin/domains", work)
+    return perform(request, visitor, "/admin/domains", work)
 
 
 @router.get("/pools")
@@ -716,12 +694,11 @@ def add_vlan(
     tag: Annotated[int, Form(ge=1, le=4094)],
     cidr: Name,
 ) -> Response:
-    def work() -> str:
-        with visitor.transaction() as session:
-            made = pools.add_vlan(session, visitor.actor, name.strip(), tag, cidr.strip())
-            return f"VLAN {made.name} added"
+    def work(session: Session) -> str:
+        made = pools.add_vlan(session, visitor.actor, name.strip(), tag, cidr.strip())
+        return f"VLAN {made.name} added"
 
-    return _done(request, "/admin/pools", work)
+    return perform(request, visitor, "/admin/pools", work)
 
 
 @router.post("/pools/addresses")
@@ -736,21 +713,20 @@ def change_addresses(
 ) -> Response:
     """Add or remove a range of private (of a VLAN) or public addresses: all or none."""
 
-    def work() -> str:
+    def work(session: Session) -> str:
         low, high = ip_from.strip(), ip_to.strip()
-        with visitor.transaction() as session:
-            if change == "add" and kind == "private":
-                count = pools.add_private_ips(session, visitor.actor, vlan.strip(), low, high)
-            elif change == "add":
-                count = pools.add_public_ips(session, visitor.actor, low, high)
-            elif kind == "private":
-                count = pools.remove_private_ips(session, visitor.actor, low, high)
-            else:
-                count = pools.remove_public_ips(session, visitor.actor, low, high)
+        if change == "add" and kind == "private":
+            count = pools.add_private_ips(session, visitor.actor, vlan.strip(), low, high)
+        elif change == "add":
+            count = pools.add_public_ips(session, visitor.actor, low, high)
+        elif kind == "private":
+            count = pools.remove_private_ips(session, visitor.actor, low, high)
+        else:
+            count = pools.remove_public_ips(session, visitor.actor, low, high)
         done = "added" if change == "add" else "removed"
         return f"{count} {kind} address(es) {done}"
 
-    return _done(request, "/admin/pools", work)
+    return perform(request, visitor, "/admin/pools", work)
 
 
 # --- users, quotas, the audit log --------------------------------------------------------
@@ -769,12 +745,11 @@ def users_page(request: Request, visitor: AdminDep) -> Response:
 def approve_user(
     request: Request, visitor: AdminDep, username: Annotated[str, Path(max_length=128)]
 ) -> Response:
-    def work() -> str:
-        with visitor.transaction() as session:
-            users.approve(session, visitor.actor, username)
+    def work(session: Session) -> str:
+        users.approve(session, visitor.actor, username)
         return f"account {username} approved"
 
-    return _done(request, "/admin/users", work)
+    return perform(request, visitor, "/admin/users", work)
 
 
 @router.post("/users/{username}/block")
@@ -784,12 +759,11 @@ def block_user(
     username: Annotated[str, Path(max_length=128)],
     blocked: Flag = False,
 ) -> Response:
-    def work() -> str:
-        with visitor.transaction() as session:
-            users.set_blocked(session, visitor.actor, username, blocked)
+    def work(session: Session) -> str:
+        users.set_blocked(session, visitor.actor, username, blocked)
         return f"account {username} " + ("blocked" if blocked else "unblocked")
 
-    return _done(request, "/admin/users", work)
+    return perform(request, visitor, "/admin/users", work)
 
 
 @router.post("/users/{username}/roles")
@@ -799,12 +773,11 @@ def set_roles(
     username: Annotated[str, Path(max_length=128)],
     role: Annotated[list[str] | None, Form(max_length=16)] = None,
 ) -> Response:
-    def work() -> str:
-        with visitor.transaction() as session:
-            now = users.set_roles(session, visitor.actor, username, role or [])
+    def work(session: Session) -> str:
+        now = users.set_roles(session, visitor.actor, username, role or [])
         return f"account {username}: " + ", ".join(r.value for r in now)
 
-    return _done(request, "/admin/users", work)
+    return perform(request, visitor, "/admin/users", work)
 
 
 @router.get("/quotas")
@@ -842,20 +815,19 @@ def set_quota(
     whose = {"org": org.strip()} if org.strip() else {"user": user.strip()}
     back = "/admin/quotas?" + urlencode(whose)
 
-    def work() -> str:
+    def work(session: Session) -> str:
         limits = {}
         for item, text in given.items():
             if text.strip():
                 if not text.strip().isdigit():
                     raise ValidationError(f"quota {item.value}: a whole number (0 = unlimited)")
                 limits[item] = int(text)
-        with visitor.transaction() as session:
-            quotas.set_quota(
-                session, visitor.actor, user=_optional(user), org=_optional(org), limits=limits
-            )
+        quotas.set_quota(
+            session, visitor.actor, user=_optional(user), org=_optional(org), limits=limits
+        )
         return "limits of " + (org.strip() or user.strip()) + " saved"
 
-    return _done(request, back, work)
+    return perform(request, visitor, back, work)
 
 
 @router.get("/audit")
