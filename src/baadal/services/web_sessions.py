@@ -28,7 +28,7 @@ from baadal.config import Settings
 from baadal.db.models import User, WebSession
 from baadal.db.session import session_scope
 from baadal.errors import ConfigError, Unauthenticated
-from baadal.home import private_dir
+from baadal.home import secure_home
 from baadal.services import users
 from baadal.services.policy import Actor, actor_of, open_to_anyone
 from baadal.timeutil import utcnow
@@ -64,7 +64,7 @@ def _key(settings: Settings) -> bytes:
         pass
     except ValueError:
         raise ConfigError(f"{path} is not a hex key: remove it to make a new one") from None
-    private_dir(settings.home)
+    secure_home(settings)  # a lab's home stays searchable for QEMU (0711)
     key = secrets.token_bytes(C.WEB_SESSION_BYTES)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
