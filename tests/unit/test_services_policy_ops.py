@@ -221,6 +221,7 @@ CASES: dict[str, list[Case]] = {
     "lab.up": [Case(lambda w: lab.up(w.engine, w.actor, w.settings), ADMIN)],
     "lab.down": [Case(lambda w: lab.down(w.engine, w.actor, w.settings), ADMIN)],
     "lab.status": [Case(lambda w: lab.status(w.settings, w.actor), ADMIN)],
+    "lab.demo_accounts": [Case(lambda w: lab.demo_accounts(w.session, w.actor, w.settings), ADMIN)],
     "lab.wait_for_ping": [Case(lambda w: lab.wait_for_ping(w.engine, w.actor, "web", 0.1), ADMIN)],
     "system.schema_state": [Case(lambda w: system.schema_state(w.settings, w.actor), ADMIN)],
     "system.upgrade_schema": [Case(lambda w: system.upgrade_schema(w.settings, w.actor), ADMIN)],

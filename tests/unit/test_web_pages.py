@@ -51,6 +51,8 @@ def test_everyones_pages_render(portal: Portal, who: str) -> None:
         assert f">{who}</a>" in page.text  # the navigation names the account
         assert 'hx-headers=\'{"X-CSRF-Token": "' in page.text
         assert "/static/htmx.min.js" in page.text and "/static/baadal.css" in page.text
+        assert "frame-ancestors 'self'" in page.headers["content-security-policy"]
+        assert "http" not in page.text.split("<body")[0]  # nothing loaded from elsewhere
 
 
 def test_static_files_are_served_from_the_package(portal: Portal) -> None:
@@ -143,6 +145,19 @@ def test_a_vm_action_queues_a_task_and_says_so(portal: Portal) -> None:
     assert _count(portal, Task) == tasks + 1
 
 
+def test_deleting_a_vm_wants_the_box_ticked(portal: Portal) -> None:
+    vm_id = _vm_id(portal)
+    fac = portal.login("fac")
+    page = fac.get(f"/vms/{vm_id}").text
+    assert 'name="confirm" value="yes" required' in page
+    before = portal.state()
+    unticked = portal.post(fac, f"/vms/{vm_id}/actions/delete")
+    assert unticked.headers["location"] == f"/vms/{vm_id}"
+    assert "tick the box" in portal.flash(unticked) and portal.state() == before
+    ticked = portal.post(fac, f"/vms/{vm_id}/actions/delete", {"confirm": "yes"})
+    assert ticked.headers["location"] == "/" and "queued as task" in portal.flash(ticked)
+
+
 def test_snapshot_schedule_and_sharing(portal: Portal) -> None:
     vm_id = _vm_id(portal)
     fac = portal.login("fac")
@@ -199,7 +214,8 @@ def test_faculty_verifies_and_orgadmin_approves(portal: Portal) -> None:
     fac = portal.login("fac")
     queue = fac.get("/review")
     assert "course" in queue.text and f"/requests/{req_id}/verify" in queue.text
-    assert "course" not in portal.login("oa").get("/org").text  # not verified yet
+    unverified = portal.login("oa").get("/org").text
+    assert "course" in unverified and f"/requests/{req_id}/approve" not in unverified
     resized = portal.post(fac, f"/requests/{req_id}/edit", {"ram_mb": "1024", "back": "/review"})
     assert resized.headers["location"] == "/review" and "changed" in portal.flash(resized)
     verified = portal.post(fac, f"/requests/{req_id}/verify", {"back": "/review?kind=create"})

@@ -21,7 +21,7 @@ from baadal.cli.door import (
 )
 from baadal.cli.lab_commands import lab_up
 from baadal.cli.vm_commands import follow_task
-from baadal.config import get_settings
+from baadal.config import Settings, get_settings
 from baadal.errors import NotFoundError
 from baadal.services import lab, system, vms
 
@@ -60,6 +60,10 @@ def _wait_for_ping(ip: str) -> None:
         raise fail(f"the demo VM does not answer ping at {ip} after {PING_TIMEOUT_S} s")
 
 
+def _portal_url(settings: Settings) -> str:
+    return settings.web.public_url or f"http://{settings.web.host}:{settings.web.port}/"
+
+
 @handle_errors
 def demo_cmd() -> None:
     """The lab cloud on this machine with a demo VM that answers ping (run it again: it
@@ -77,6 +81,8 @@ def demo_cmd() -> None:
         ip, mac = vm.private_ip.private_ip, vm.private_ip.mac_addr
         host, uri, identity = vm.host.host_name, vm.host.libvirt_uri, vm.vm_identity
     _wait_for_ping(ip)
+    with db() as session:
+        people = lab.demo_accounts(session, actor(session), settings)
     total = time.monotonic() - start
     print_table(
         "Baadal demo VM",
@@ -91,4 +97,10 @@ def demo_cmd() -> None:
             ("watch", f"baadal worker (usage every 5 min) | baadal monitor graph vm {DEMO_VM}"),
         ],
     )
+    print_table(
+        f"The portal: baadal serve, then {_portal_url(settings)}",
+        ["account", "role", "password"],
+        [(a.username, a.role.value, a.password) for a in people],
+    )
+    console.print(f"(kept in {settings.home / lab.DEMO_ACCOUNTS_FILE}, mode 0600)")
     console.print(f"[green]lab up -> demo VM answers ping: {total:.1f} s[/]")

@@ -4,23 +4,41 @@ template and the demo's proof that a VM answers (thin, guarded wrappers over
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from baadal import constants as C
+from baadal.auth import accounts, roles
 from baadal.config import Settings
-from baadal.db.models import Template
+from baadal.db.models import Organisation, Template, User
+from baadal.db.seed import ADMIN_ORGANISATION
 from baadal.db.session import session_scope
 from baadal.errors import ConflictError
-from baadal.home import TINY_GUEST_ENTRY, open_for_lab
+from baadal.files import write_atomically
+from baadal.home import TINY_GUEST_ENTRY, open_for_lab, private_dir
 from baadal.lab import layout, topology
 from baadal.lab.guest import TinyGuest, build_tiny_guest
 from baadal.lab.topology import Part, UpResult
 from baadal.net.ping import is_pingable
 from baadal.services import inventory, lookup
 from baadal.services.policy import Action, Actor, guarded
+
+#: the portal's demo accounts, one per role: (username, role, organisation); the
+#: student, faculty member and orgadmin share an organisation so a request walks through
+DEMO_ORGANISATION = "DEMO"
+DEMO_ACCOUNTS = (
+    ("student", C.Role.USER, DEMO_ORGANISATION),
+    ("faculty", C.Role.FACULTY, DEMO_ORGANISATION),
+    ("orgadmin", C.Role.ORGADMIN, DEMO_ORGANISATION),
+    ("cloudadmin", C.Role.ADMIN, ADMIN_ORGANISATION),
+)
+#: where their passwords are kept (0600, in the home): ``username role password`` lines
+DEMO_ACCOUNTS_FILE = "demo-accounts.txt"
 
 #: the lab's compute hosts (name, libvirt URI, ...), its first security domain and template
 HOSTS = layout.HOSTS
@@ -107,3 +125,52 @@ def wait_for_ping(engine: Engine, actor: Actor, vm: str | int, timeout_s: float)
         if time.monotonic() > deadline:
             return False
     return True
+
+
+@dataclass(frozen=True)
+class DemoAccount:
+    username: str
+    role: C.Role
+    password: str
+
+
+def _kept_passwords(settings: Settings) -> dict[str, str]:
+    path = settings.home / DEMO_ACCOUNTS_FILE
+    if not path.exists():
+        return {}
+    kept = {}
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 3:
+            kept[parts[0]] = parts[2]
+    return kept
+
+
+@guarded(Action.SYSTEM_MANAGE)
+def demo_accounts(session: Session, actor: Actor, settings: Settings) -> list[DemoAccount]:
+    """An account per role for trying the portal (run again: the same passwords, from
+    the 0600 file in the home; an account changed meanwhile gets its demo password and
+    role back). Only for a lab: these passwords are written down."""
+    kept = _kept_passwords(settings)
+    made = []
+    for username, role, org_name in DEMO_ACCOUNTS:
+        org = session.scalar(select(Organisation).where(Organisation.name == org_name))
+        if org is None:
+            org = Organisation(name=org_name, details="the portal's demo accounts")
+            session.add(org)
+            session.flush()
+        password = kept.get(username) or secrets.token_urlsafe(12)
+        user = session.scalar(select(User).where(User.username == username))
+        if user is None:
+            user = User(username=username, first_name="Demo", last_name=role.value.title())
+            session.add(user)
+        user.organisation_id = org.id
+        user.password = accounts.hash_password(password)
+        user.block_user = False
+        user.registration_key = C.RegistrationKey.ACTIVE
+        session.flush()
+        roles.add_membership_db(session, user.id, [role, C.Role.USER])
+        made.append(DemoAccount(username, role, password))
+    lines = "".join(f"{a.username} {a.role.value} {a.password}\n" for a in made)
+    write_atomically(private_dir(settings.home) / DEMO_ACCOUNTS_FILE, lines, mode=0o600)
+    return made

@@ -68,6 +68,17 @@ BAD_CSRF = "the form's security token is missing or wrong: reload the page and t
 #: a message longer than this is cut (it travels in a cookie)
 FLASH_MAX = 300
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: what a page may load and who may frame it: this site only (nothing from elsewhere,
+#: no inline script; another site cannot frame a page to trick clicks on its buttons)
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'self'"
+    ),
+    "X-Frame-Options": "SAMEORIGIN",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
 
 
 @dataclass(frozen=True)
@@ -206,6 +217,7 @@ def render(
         },
         status_code=status,
     )
+    response.headers.update(PAGE_HEADERS)
     if taken is not None:
         response.delete_cookie(C.WEB_FLASH_COOKIE, path="/")
     if visitor is None and request.cookies.get(C.WEB_FORM_COOKIE) != token:

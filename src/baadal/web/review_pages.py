@@ -37,12 +37,17 @@ def _queue_page(
     kind: C.RequestKind,
     title: str,
     path: str,
+    wanted: Callable[[RequestInfo], bool],
     **extra: object,
 ) -> Response:
     with visitor.transaction() as session:
-        pending = vm_requests.list_requests(session, visitor.actor, pending_only=True)
-    shown = [r for r in pending if r.kind == kind and _waits_for(visitor, r)]
-    counts = {k: sum(1 for r in pending if r.kind == k and _waits_for(visitor, r)) for k in TABS}
+        pending = [
+            r
+            for r in vm_requests.list_requests(session, visitor.actor, pending_only=True)
+            if wanted(r)
+        ]
+    shown = [r for r in pending if r.kind == kind]
+    counts = {k: sum(1 for r in pending if r.kind == k) for k in TABS}
     return render(
         request,
         "review.html",
@@ -60,17 +65,6 @@ def _queue_page(
     )
 
 
-def _waits_for(visitor: Visitor, req: RequestInfo) -> bool:
-    """Whether the request waits for the visitor: a faculty approver's REQUESTED ones,
-    an orgadmin's VERIFIED ones, an admin's every pending one."""
-    actor = visitor.actor
-    if actor.is_admin:
-        return True
-    if C.Role.ORGADMIN in actor.roles and req.status == C.RequestStatus.VERIFIED:
-        return True
-    return req.status == C.RequestStatus.REQUESTED and req.approver == actor.username
-
-
 @router.get("/review")
 def review(
     request: Request, visitor: VisitorDep, kind: KindQuery = C.RequestKind.CREATE
@@ -78,14 +72,20 @@ def review(
     """Faculty: the requests naming them as approver that wait for their verification."""
     if not visitor.has(C.Role.FACULTY):
         raise PermissionDenied(f"{visitor.actor.username} is not a faculty member")
-    return _queue_page(request, visitor, kind, "Requests to verify", "/review")
+    me = visitor.actor.username
+
+    def waits_for_me(req: RequestInfo) -> bool:
+        return req.status == C.RequestStatus.REQUESTED and req.approver == me
+
+    return _queue_page(request, visitor, kind, "Requests to verify", "/review", waits_for_me)
 
 
 @router.get("/org")
 def organisation(
     request: Request, visitor: VisitorDep, kind: KindQuery = C.RequestKind.CREATE
 ) -> Response:
-    """Orgadmin: the organisation's requests waiting for approval, and its VMs."""
+    """Orgadmin: the organisation's pending requests (those verified wait for them; the
+    others can be reminded or rejected), and its VMs."""
     if not visitor.has(C.Role.ORGADMIN):
         raise PermissionDenied(f"{visitor.actor.username} is not an orgadmin")
     with visitor.transaction() as session:
@@ -95,7 +95,13 @@ def organisation(
             for vm, owner in page.items
         ]
     return _queue_page(
-        request, visitor, kind, "Organisation: requests to approve", "/org", org_vms=rows
+        request,
+        visitor,
+        kind,
+        "Organisation: pending requests",
+        "/org",
+        lambda _req: True,
+        org_vms=rows,
     )
 
 

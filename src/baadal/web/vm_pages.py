@@ -123,16 +123,18 @@ def vm_action(
     visitor: VisitorDep,
     vm_id: VmId,
     action: Annotated[str, Path(max_length=20)],
+    confirm: Annotated[str, Form(max_length=3)] = "",
 ) -> Response:
+    """A direct operation; deleting the VM wants its box ticked (it cannot be undone)."""
     back = f"/vms/{vm_id}"
-    if action == "delete":
-        back = "/"
+    if action == "delete" and confirm != "yes":
+        return redirect(request, back, "tick the box to confirm the deletion", error=True)
 
     def work(session: Session) -> str:
         task = vms.operate(session, visitor.actor, vm_id, action)
         return _queued(task.id, ACTION_WORDS.get(action, action))
 
-    return perform(request, visitor, back, work)
+    return perform(request, visitor, "/" if action == "delete" else back, work)
 
 
 @router.post("/vms/{vm_id}/snapshots")
