@@ -266,6 +266,8 @@ CONSOLE_TOKEN_PLUGIN = "baadal.web.websockify_tokens.DatabaseTokens"
 #: for it to listen
 WEBSOCKIFY_PORT = 6080
 WEBSOCKIFY_START_S = 15.0
+#: how long the relay waits for websockify's answer to a console's handshake
+WEBSOCKIFY_HANDSHAKE_S = 10.0
 #: failed logins counted per username / per source within LOGIN_FAILURE_WINDOW_S before
 #: further tries wait LOGIN_LOCKOUT_S, doubled by each further failure up to the maximum
 LOGIN_USER_MAX_FAILURES = 5

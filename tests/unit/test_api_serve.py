@@ -101,3 +101,46 @@ def test_serve_with_the_console_port_taken_is_one_line(
         result = CliRunner().invoke(app, ["serve"])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "[novnc] port" in result.output and "in use" in result.output
+
+
+def test_websockify_ends_when_serve_is_killed(_isolated_home: Path) -> None:
+    """Even a SIGKILL of ``baadal serve`` leaves no websockify holding its port."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from baadal.db.schema import upgrade
+    from baadal.db.session import get_engine
+
+    upgrade(get_engine(get_settings()))
+    port = free_port()
+    env = {**os.environ, "BAADAL_NOVNC__PORT": str(port), "BAADAL_WEB__PORT": str(free_port())}
+    serve = subprocess.Popen([sys.executable, "-m", "baadal", "serve"], env=env)
+    try:
+        assert _waits_for(lambda: _listening(port)), "websockify did not start"
+        os.kill(serve.pid, signal.SIGKILL)
+        serve.wait()
+        assert _waits_for(lambda: not _listening(port)), "websockify outlived serve"
+    finally:
+        serve.kill()
+        serve.wait()
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), 1).close()
+    except OSError:
+        return False
+    return True
+
+
+def _waits_for(condition: object, timeout_s: float = 30.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return True
+        time.sleep(0.1)
+    return False

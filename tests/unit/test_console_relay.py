@@ -6,6 +6,7 @@ stands in for the VM's console. A refused token never opens the browser's WebSoc
 from __future__ import annotations
 
 import json
+import logging
 import re
 import socketserver
 import threading
@@ -204,3 +205,25 @@ def _refused_for(client: TestClient, path: str, headers: dict[str, str] | None =
             return False
     except WebSocketDisconnect:
         return True
+
+
+def test_websockify_log_lines_never_show_a_token() -> None:
+    token = "Ab" * 21 + "C"
+    for message, args in [
+        ("127.0.0.1: Token '%s' not found", (f"5.{token}",)),
+        ("%s: Path: '%s'", ("127.0.0.1", f"/websockify?token=5.{token}")),
+    ]:
+        record = logging.LogRecord("websockify", logging.INFO, __file__, 1, message, args, None)
+        assert websockify_tokens._hide_tokens(record)
+        assert token not in record.getMessage() and "<token>" in record.getMessage()
+
+
+def test_the_plugin_refuses_what_the_relay_would_never_send(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    handler = logging.NullHandler()
+    monkeypatch.setattr(logging.getLogger(), "handlers", [handler])  # not pytest's own
+    plugin = websockify_tokens.DatabaseTokens(None)
+    assert websockify_tokens._hide_tokens in handler.filters
+    for param in ("", "A" * 43, "x." + "A" * 43, "1." + "A" * 42, "1.." + "A" * 43, None):
+        assert plugin.lookup(param) is None  # before any database is opened

@@ -1,5 +1,5 @@
 """The console in the browser on the lab: a user logs in to the portal (``baadal serve``
-as a process, with its websockify), clicks Console on a running VM, and noVNC in
+as a process, with its websockify), clicks Console on a running VM's page, and noVNC in
 Debian's Chromium shows the guest's VGA text (its TINY-READY line and a shell prompt):
 the canvas must hold far more lit pixels than a blank one. The screenshot goes to the
 test's artifacts and to docs/console.png. The same token, used again from the page, is
@@ -88,7 +88,8 @@ def test_the_console_shows_the_guest_in_chromium(
     page.get_by_label("Username").fill("stu")
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
-    page.get_by_role("button", name="open the console of con1").click()
+    page.goto(f"/vms/{vm_id}")
+    page.get_by_role("button", name="Console").click()
     page.locator('#console-status[data-state="connected"]').wait_for(timeout=DRAW_TIMEOUT_S * 1000)
     assert "password" not in page.url and len(sockets) == 1
     assert sockets[0].startswith("ws://127.0.0.1:") and C.CONSOLE_WEBSOCKET_PATH in sockets[0]

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +24,8 @@ from baadal.services import runtime
 #: the API door, and several workers need an import string anyway)
 APP_FACTORY = "baadal.api.app:app_from_settings"
 LOOPBACK = "127.0.0.1"
+#: prctl(2) option: the signal the kernel sends a process when its parent dies
+PR_SET_PDEATHSIG = 1
 
 
 def websockify_argv(settings: Settings) -> list[str]:
@@ -34,6 +38,13 @@ def websockify_argv(settings: Settings) -> list[str]:
         C.CONSOLE_TOKEN_PLUGIN,
         f"{LOOPBACK}:{settings.novnc.port}",
     ]
+
+
+def _end_with_parent() -> None:
+    """Run in websockify's process before it starts: the kernel ends it when ``baadal
+    serve`` dies, even by SIGKILL, and after a SIGTERM, which uvicorn raises again once
+    it has shut down, so this process dies of it before a ``finally`` could run."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _port_taken(port: int) -> bool:
@@ -63,7 +74,11 @@ def websockify(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
     if _port_taken(port):
         raise ConfigError(f"[novnc] port {port} is in use on {LOOPBACK}: choose another one")
     argv = websockify_argv(settings)
-    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL)  # noqa: S603 - fixed list, no shell
+    process = subprocess.Popen(  # noqa: S603 - a fixed argument list, no shell
+        argv,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=_end_with_parent,  # started before uvicorn: no other thread yet
+    )
     try:
         _wait_listening(process, port)
         yield process

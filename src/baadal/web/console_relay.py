@@ -88,7 +88,7 @@ async def _open_upstream(
         return await connect(
             url,
             subprotocols=subprotocols or None,  # type: ignore[arg-type]
-            open_timeout=10,
+            open_timeout=C.WEBSOCKIFY_HANDSHAKE_S,
             max_size=None,
             compression=None,
             proxy=None,
