@@ -199,6 +199,8 @@ def test_a_vm_from_request_to_console_to_deletion(
 
     # the student deletes the VM; it leaves their dashboard
     student.goto(f"/vms/{vm_id}")
+    student.get_by_text("Delete the VM…").click()
+    student.get_by_label(f"Delete VM {VM_NAME}").check()
     student.get_by_role("button", name="Delete the VM").click()
     student.locator(".flash.ok").wait_for()
     shot(student, "12-student-deleting")
