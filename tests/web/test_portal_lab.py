@@ -176,7 +176,7 @@ def test_a_vm_from_request_to_console_to_deletion(
     # the admin's hosts page and the VM's host with its graphs
     admin.goto("/admin/hosts")
     shot(admin, "9-admin-hosts")
-    admin.goto("/admin/vms?owner=sam")
+    admin.goto("/admin/vms?owner=fred")  # the faculty approver owns it
     admin.locator("td", has_text=VM_NAME).first.wait_for()
     admin.locator("tr", has_text=VM_NAME).locator("a[href^='/admin/hosts/']").click()
     admin.get_by_role("heading", name="VMs on it").wait_for()
