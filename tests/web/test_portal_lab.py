@@ -49,6 +49,8 @@ VM_NAME = "webvm"
 TASK_TIMEOUT_S = 300
 BOOT_TIMEOUT_S = 120
 PING_TIMEOUT_S = 120
+#: how many of the images were drawn (loaded, with a width)
+ALL_DRAWN = "imgs => imgs.filter(i => i.complete && i.naturalWidth > 0).length"
 
 
 @pytest.fixture
@@ -180,7 +182,15 @@ def test_a_vm_from_request_to_console_to_deletion(
     admin.locator("td", has_text=VM_NAME).first.wait_for()
     admin.locator("tr", has_text=VM_NAME).locator("a[href^='/admin/hosts/']").click()
     admin.get_by_role("heading", name="VMs on it").wait_for()
+    admin.wait_for_load_state("networkidle")
+    assert admin.locator(".graphs img").evaluate_all(ALL_DRAWN) == 4  # from the RRD data
     shot(admin, "10-admin-host")
+    admin.goto("/admin/monitor?period=hour")
+    admin.wait_for_load_state("networkidle")
+    assert (
+        admin.locator(".graphs img[src^='/admin/graphs/controller']").evaluate_all(ALL_DRAWN) == 4
+    )
+    shot(admin, "10-admin-graphs")
 
     # the console shows the guest
     assert console_line(log, "TINY-READY", BOOT_TIMEOUT_S) is not None
