@@ -185,11 +185,12 @@ def test_a_vm_from_request_to_console_to_deletion(
     admin.wait_for_load_state("networkidle")
     assert admin.locator(".graphs img").evaluate_all(ALL_DRAWN) == 4  # from the RRD data
     shot(admin, "10-admin-host")
+    measurements.measure_network(lab.engine, SYSTEM, lab.settings)  # the hosts' picture
     admin.goto("/admin/monitor?period=hour")
     admin.wait_for_load_state("networkidle")
-    assert (
-        admin.locator(".graphs img[src^='/admin/graphs/controller']").evaluate_all(ALL_DRAWN) == 4
-    )
+    controller = admin.locator(".graphs img[src^='/admin/graphs/controller']")
+    assert controller.evaluate_all(ALL_DRAWN) == 4
+    assert admin.locator("img[src='/admin/network.svg']").evaluate_all(ALL_DRAWN) == 1
     shot(admin, "10-admin-graphs")
 
     # the console shows the guest
