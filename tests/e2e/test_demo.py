@@ -27,6 +27,7 @@ def test_demo_twice(lab_home: Path) -> None:
     ip = re.search(r"address\s*│\s*(10\.99\.10\.\d+)", first.output)
     assert ip is not None, first.output
     assert "answers ping" in first.output
+    assert all(name in first.output for name in ("student", "faculty", "orgadmin", "cloudadmin"))
     assert wait_ping(ip[1], 5)
     print(f"\nbaadal demo (lab up -> VM answers ping) took {took:.1f} s")
 

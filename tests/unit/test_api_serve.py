@@ -36,6 +36,9 @@ def test_web_defaults_are_loopback_8080() -> None:
         ("BAADAL_WEB__HOST", "a b"),
         ("BAADAL_WEB__PUBLIC_URL", "ftp://x"),
         ("BAADAL_WEB__TLS_CERT", "/etc/cert.pem"),  # without its key
+        ("BAADAL_WEB__SESSION_HOURS", "0"),
+        ("BAADAL_WEB__SESSION_HOURS", "100000"),
+        ("BAADAL_WEB__SESSION_IDLE_MINUTES", "1"),
     ],
 )
 def test_bad_web_settings_are_one_clear_error(

@@ -9,8 +9,10 @@ import pytest
 from sqlalchemy import Engine
 
 from baadal import constants as C
-from baadal.config import Settings
-from baadal.db.session import session_scope
+from baadal.cli import demo_command
+from baadal.config import Settings, get_settings
+from baadal.db.schema import upgrade
+from baadal.db.session import get_engine, session_scope
 from baadal.services import lab, users
 from baadal.services.policy import SYSTEM
 
@@ -43,3 +45,17 @@ def test_demo_accounts_per_role_with_kept_passwords(
         student = users.get_account(s, SYSTEM, "student")
         faculty = users.get_account(s, SYSTEM, "faculty")
     assert student.organisation == faculty.organisation == lab.DEMO_ORGANISATION
+
+
+def test_baadal_demo_prints_the_portal_and_its_accounts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    settings = get_settings()
+    upgrade(get_engine(settings))
+    demo_command.show_portal_accounts(settings)
+    shown = capsys.readouterr().out
+    assert "http://127.0.0.1:8080/" in shown
+    kept = (settings.home / lab.DEMO_ACCOUNTS_FILE).read_text().split()
+    for name in ("student", "faculty", "orgadmin", "cloudadmin"):
+        password = kept[kept.index(name) + 2]
+        assert name in shown and password in shown

@@ -35,6 +35,7 @@ from baadal.services import (
     system,
     tasks,
     users,
+    web_sessions,
 )
 from baadal.services.policy import actor_for
 from tests.unit.test_authorization import (
@@ -122,6 +123,20 @@ CASES: dict[str, list[Case]] = {
     ],
     # accounts: 'eve' is a plain user of organisation A, 'col' one of organisation B
     "users.list_accounts": [Case(lambda w: users.list_accounts(w.session, w.actor), ANYONE)],
+    "web_sessions.list_sessions": [
+        Case(lambda w: web_sessions.list_sessions(w.session, w.actor, w.settings), ANYONE),
+        Case(
+            lambda w: web_sessions.list_sessions(w.session, w.actor, w.settings, username="eve"),
+            frozenset({"admin", "eve"}),
+        ),
+    ],
+    "web_sessions.end_sessions": [
+        Case(lambda w: web_sessions.end_sessions(w.session, w.actor, w.settings), ANYONE),
+        Case(
+            lambda w: web_sessions.end_sessions(w.session, w.actor, w.settings, username="eve"),
+            frozenset({"admin", "eve"}),
+        ),
+    ],
     "users.get_account": [
         Case(lambda w: users.get_account(w.session, w.actor, "eve"), ORG_A_ADMINS | {"eve"}),
         Case(lambda w: users.get_account(w.session, w.actor, w.actor.username), ANYONE),
@@ -302,6 +317,7 @@ def test_every_operations_function_has_a_case() -> None:
     load_all()
     mine = {
         "cloud", "hosts", "idle_vms", "lab", "measurements", "pools", "system", "tasks", "users",
+        "web_sessions",
     }  # fmt: skip
     guarded = {
         name.removeprefix("baadal.services.")

@@ -98,3 +98,18 @@ def test_the_header_token_is_accepted_as_htmx_sends_it(portal: Portal) -> None:
     stu = portal.login("stu")
     answer = stu.post("/account/mails", headers={C.WEB_CSRF_HEADER: portal.csrf(stu)})
     assert answer.status_code == 303
+
+
+def test_a_token_or_cookie_of_any_text_is_refused_not_a_crash(portal: Portal) -> None:
+    stu = portal.login("stu")
+    before = portal.state()
+    assert stu.post("/account/mails", data={C.WEB_CSRF_FIELD: "é" * 43}).status_code == 403
+    header = {C.WEB_CSRF_HEADER: "é".encode("latin-1")}
+    assert stu.post("/account/mails", headers=header).status_code == 403
+    assert stu.post(f"{C.API_PREFIX}/tokens", json={}, headers=header).status_code == 403
+    assert portal.state() == before
+    other = portal.client()
+    session_id = stu.cookies[C.WEB_SESSION_COOKIE].partition(".")[0]
+    cookie = {"cookie": f"{C.WEB_SESSION_COOKIE}={session_id}.{'é' * 64}".encode("latin-1")}
+    assert other.get("/", headers=cookie).status_code == 303
+    assert other.get(f"{C.API_PREFIX}/me", headers=cookie).status_code == 401

@@ -4,14 +4,20 @@ services and come back with one line."""
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
+
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from baadal import constants as C
-from baadal.db.models import VM, RequestQueue, Task, User, UserVMMap
+from baadal.auth import ldap
+from baadal.auth.accounts import UserInfo
+from baadal.db.models import VM, Organisation, RequestQueue, Task, User, UserVMMap
 from baadal.db.session import session_scope
+from baadal.monitor import rrd
 from tests.unit.test_authorization import world_engine, world_template  # noqa: F401
-from tests.unit.web_support import Portal, portal_fixture  # noqa: F401
+from tests.unit.web_support import PASSWORD, Portal, portal_fixture  # noqa: F401
 
 pytestmark = pytest.mark.unit
 
@@ -136,10 +142,9 @@ def test_a_vm_action_queues_a_task_and_says_so(portal: Portal) -> None:
     assert _count(portal, Task) == tasks + 1
     again = portal.post(stu, f"/vms/{vm_id}/actions/stop")  # one at a time: a conflict
     assert again.status_code == 303 and portal.flash(again)
-    shown = stu.get(
-        f"/vms/{vm_id}", cookies={C.WEB_FLASH_COOKIE: again.cookies[C.WEB_FLASH_COOKIE]}
-    )
-    assert "flash error" in shown.text
+    shown = stu.get(f"/vms/{vm_id}")  # the browser kept the message's cookie
+    assert "flash error" in shown.text and C.WEB_FLASH_COOKIE in shown.headers["set-cookie"]
+    assert "flash error" not in stu.get(f"/vms/{vm_id}").text  # shown once
     bad = portal.post(stu, f"/vms/{vm_id}/actions/explode")
     assert "unknown operation" in portal.flash(bad)
     assert _count(portal, Task) == tasks + 1
@@ -214,14 +219,16 @@ def test_faculty_verifies_and_orgadmin_approves(portal: Portal) -> None:
     fac = portal.login("fac")
     queue = fac.get("/review")
     assert "course" in queue.text and f"/requests/{req_id}/verify" in queue.text
-    unverified = portal.login("oa").get("/org").text
+    oa = portal.login("oa")
+    unverified = oa.get("/org").text
     assert "course" in unverified and f"/requests/{req_id}/approve" not in unverified
+    reminded = portal.post(oa, f"/requests/{req_id}/remind", {"back": "/org"})
+    assert reminded.headers["location"] == "/org" and "fac reminded" in portal.flash(reminded)
     resized = portal.post(fac, f"/requests/{req_id}/edit", {"ram_mb": "1024", "back": "/review"})
     assert resized.headers["location"] == "/review" and "changed" in portal.flash(resized)
     verified = portal.post(fac, f"/requests/{req_id}/verify", {"back": "/review?kind=create"})
     assert "verified" in portal.flash(verified)
     assert verified.headers["location"] == "/review?kind=create"
-    oa = portal.login("oa")
     assert f"/requests/{req_id}/approve" in oa.get("/org").text
     approved = portal.post(oa, f"/requests/{req_id}/approve", {"back": "https://evil.example"})
     assert approved.headers["location"] == "/requests" and "approved" in portal.flash(approved)
@@ -300,6 +307,18 @@ def test_registration_awaits_approval(portal: Portal) -> None:
     again = client.post("/register", data=data)
     assert again.status_code == 422 and "taken" in again.text
     assert portal.try_login(portal.client(), "newbie", "long enough").status_code == 401
+    with session_scope(portal.engine) as s:
+        s.execute(
+            update(Organisation)
+            .where(Organisation.name == "ORG_B")
+            .values(allows_registration=True)
+        )
+    offered = client.get("/register").text
+    assert "<option>ORG_B</option>" in offered and "ORG_A" not in offered
+    into = client.post("/register", data={**data, "username": "bee", "organisation": "ORG_B"})
+    assert into.status_code == 303
+    closed = client.post("/register", data={**data, "username": "ay", "organisation": "ORG_A"})
+    assert closed.status_code == 422 and "does not take self-registrations" in closed.text
     differ = client.post("/register", data={**data, "username": "other", "password_again": "x"})
     assert differ.status_code == 422 and "differ" in differ.text
 
@@ -308,8 +327,62 @@ def test_unknown_pages_and_bad_input_are_pages_not_tracebacks(portal: Portal) ->
     stu = portal.login("stu")
     missing = stu.get("/no/such/page")
     assert missing.status_code == 404 and "text/html" in missing.headers["content-type"]
+    assert ">stu</a>" in missing.text  # the error page keeps the navigation
+    assert ">stu</a>" not in portal.client().get("/no/such/page").text
     bad = stu.get("/vms/notanumber")
     assert bad.status_code == 422 and "Traceback" not in bad.text
     assert stu.get("/review?kind=bogus").status_code in (403, 422)
     api = stu.get(f"{C.API_PREFIX}/vms/notanumber")
     assert api.headers["content-type"] == "application/problem+json"
+
+
+def test_idle_warnings_are_answered_with_keep_it(portal: Portal) -> None:
+    vm_id = _vm_id(portal)
+    with session_scope(portal.engine) as s:
+        s.get(VM, vm_id).shutdown_warning_date = datetime(2030, 1, 2)
+    stu = portal.login("stu")
+    page = stu.get("/").text
+    assert "Idle warnings" in page and "to be shut down after 2030-01-02" in page
+    assert f'action="/vms/{vm_id}/keep"' in page
+    assert portal.post(portal.login("eve"), f"/vms/{vm_id}/keep").status_code in (403, 404)
+    kept = portal.post(stu, f"/vms/{vm_id}/keep")
+    assert kept.headers["location"] == "/" and "is kept" in portal.flash(kept)
+    with session_scope(portal.engine) as s:
+        assert s.get(VM, vm_id).shutdown_warning_date is None
+    assert "Idle warnings" not in stu.get("/").text
+    again = portal.post(stu, f"/vms/{vm_id}/keep")
+    assert "no idle or shut-off warning" in portal.flash(again)
+
+
+def test_an_ldap_login_works_through_the_portal(
+    portal: Portal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = portal.app.state.settings
+    monkeypatch.setattr(settings.auth, "auth_type", C.AuthType.LDAP)
+
+    def directory(_settings: object, username: str, password: str) -> UserInfo | None:
+        return UserInfo(username, "Stu", "Dent") if password == "directory pass" else None
+
+    monkeypatch.setattr(ldap, "ldap_authenticate", directory)
+    assert portal.try_login(portal.client(), "stu", PASSWORD).status_code == 401
+    client = portal.client()
+    assert portal.try_login(client, "stu", "directory pass").status_code == 303
+    account = client.get("/account").text
+    assert "kept by the directory" in account and 'name="new"' not in account
+
+
+def test_a_vm_graph_is_a_png_for_its_users_only(portal: Portal) -> None:
+    vm_id = _vm_id(portal)
+    stu = portal.login("stu")
+    missing = stu.get(f"/vms/{vm_id}/graphs/cpu/day.png")
+    assert missing.status_code == 404 and "no monitoring data" in missing.text
+    settings = portal.app.state.settings
+    path = rrd.get_rrd_file(settings, "ORG_A_fac_web")
+    assert rrd.update_rrd_file(path, rrd.RrdSample(int(time.time()), 0, 0, 0, 0, 0, 0))
+    for period in C.GRAPH_PERIODS:
+        graph = stu.get(f"/vms/{vm_id}/graphs/cpu/{period}.png")
+        assert graph.status_code == 200 and graph.headers["content-type"] == "image/png"
+        assert graph.content.startswith(b"\x89PNG")
+    assert stu.get(f"/vms/{vm_id}/graphs/gpu/day.png").status_code == 422
+    assert stu.get(f"/vms/{vm_id}/graphs/cpu/decade.png").status_code == 422
+    assert portal.login("eve").get(f"/vms/{vm_id}/graphs/cpu/day.png").status_code in (403, 404)

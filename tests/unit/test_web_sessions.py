@@ -240,3 +240,25 @@ def test_the_signing_key_leaves_a_lab_home_searchable(settings: Settings) -> Non
     web_sessions._key(settings)
     assert settings.home.stat().st_mode & 0o777 == baadal_home.LAB_HOME_MODE
     assert (settings.home / C.WEB_SESSION_KEY_FILE).stat().st_mode & 0o777 == 0o600
+
+
+def test_the_signing_key_is_private_and_kept(portal: Portal) -> None:
+    portal.login("stu")
+    settings = portal.app.state.settings
+    key = settings.home / C.WEB_SESSION_KEY_FILE
+    assert key.stat().st_mode & 0o777 == 0o600 and len(bytes.fromhex(key.read_text())) == 32
+    client = portal.login("eve")  # a second login signs with the same key
+    assert client.get("/").status_code == 200
+
+
+def test_log_out_everywhere_else(portal: Portal) -> None:
+    phone = portal.login("stu")
+    laptop = portal.login("stu")
+    page = laptop.get("/account").text
+    assert page.count("<tr><td>") == 2 and "this one" in page
+    assert "Log out everywhere else" in page
+    done = portal.post(laptop, "/account/sessions/end")
+    assert "1 other session(s) ended" in portal.flash(done)
+    assert phone.get("/").status_code == 303
+    assert laptop.get("/").status_code == 200 and len(_rows(portal, "stu")) == 1
+    assert "Log out everywhere else" not in laptop.get("/account").text

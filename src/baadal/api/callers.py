@@ -72,7 +72,7 @@ def _cookie_actor(request: Request, settings: Settings, cookie: str) -> Actor:
     identity = web_sessions.identify(runtime.checked_engine(settings), settings, cookie)
     if request.method not in ("GET", "HEAD", "OPTIONS"):
         sent = request.headers.get(C.WEB_CSRF_HEADER, "")
-        if not sent or not hmac.compare_digest(sent, identity.csrf):
+        if not sent or not hmac.compare_digest(sent.encode(), identity.csrf.encode()):
             raise PermissionDenied(
                 f"a call with the portal's session cookie needs its {C.WEB_CSRF_HEADER} header"
             )

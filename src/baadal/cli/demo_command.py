@@ -60,8 +60,17 @@ def _wait_for_ping(ip: str) -> None:
         raise fail(f"the demo VM does not answer ping at {ip} after {PING_TIMEOUT_S} s")
 
 
-def _portal_url(settings: Settings) -> str:
-    return settings.web.public_url or f"http://{settings.web.host}:{settings.web.port}/"
+def show_portal_accounts(settings: Settings) -> None:
+    """The portal's demo accounts, one per role, with their passwords (kept 0600)."""
+    with db() as session:
+        people = lab.demo_accounts(session, actor(session), settings)
+    url = settings.web.public_url or f"http://{settings.web.host}:{settings.web.port}/"
+    print_table(
+        f"The portal: baadal serve, then {url}",
+        ["account", "role", "password"],
+        [(a.username, a.role.value, a.password) for a in people],
+    )
+    console.print(f"(kept in {settings.home / lab.DEMO_ACCOUNTS_FILE}, mode 0600)")
 
 
 @handle_errors
@@ -81,8 +90,6 @@ def demo_cmd() -> None:
         ip, mac = vm.private_ip.private_ip, vm.private_ip.mac_addr
         host, uri, identity = vm.host.host_name, vm.host.libvirt_uri, vm.vm_identity
     _wait_for_ping(ip)
-    with db() as session:
-        people = lab.demo_accounts(session, actor(session), settings)
     total = time.monotonic() - start
     print_table(
         "Baadal demo VM",
@@ -97,10 +104,5 @@ def demo_cmd() -> None:
             ("watch", f"baadal worker (usage every 5 min) | baadal monitor graph vm {DEMO_VM}"),
         ],
     )
-    print_table(
-        f"The portal: baadal serve, then {_portal_url(settings)}",
-        ["account", "role", "password"],
-        [(a.username, a.role.value, a.password) for a in people],
-    )
-    console.print(f"(kept in {settings.home / lab.DEMO_ACCOUNTS_FILE}, mode 0600)")
+    show_portal_accounts(settings)
     console.print(f"[green]lab up -> demo VM answers ping: {total:.1f} s[/]")

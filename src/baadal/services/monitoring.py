@@ -16,6 +16,8 @@ from baadal.services.policy import Action, Actor, guarded, require, require_role
 from baadal.services.vms import get_vm
 
 #: what can be monitored: a VM or a host by name, the controller, the NAT box
+#: the graphs each subject has (cpu, ram, disk, nw), for pages that show them all
+GRAPH_KINDS = tuple(graphs.GRAPH_TYPES)
 SUBJECT_KINDS = ("vm", "host", rrd.CONTROLLER_IDENTITY, rrd.NAT_IDENTITY)
 
 

@@ -200,6 +200,7 @@ class Action(Enum):
     AUDIT_READ = ("see the audit log (own org: the entries of its people)", Target.USER)
     USER_MAIL = ("choose whether an account gets task mails", Target.USER)
     TOKEN_MANAGE = ("create, list and revoke an account's API tokens", Target.USER)
+    WEB_SESSIONS = ("see and end an account's portal sessions", Target.USER)
     # mail
     MAIL_READ = ("see the mail outbox (what was sent, what waits, what failed)", Target.NONE)
     MAIL_MANAGE = ("retry failed mails, send the outbox now", Target.NONE)
@@ -281,6 +282,7 @@ RULES: dict[Action, dict[C.Role, Scope]] = {
     Action.AUDIT_READ: _row(ALL, ORG, OWN, OWN),
     Action.USER_MAIL: _row(ALL, OWN, OWN, OWN),
     Action.TOKEN_MANAGE: _row(ALL, OWN, OWN, OWN),
+    Action.WEB_SESSIONS: _row(ALL, OWN, OWN, OWN),
     Action.MAIL_READ: _row(ALL, NONE, NONE, NONE),
     Action.MAIL_MANAGE: _row(ALL, NONE, NONE, NONE),
     Action.REQUEST_CREATE: _row(ALL, ALL, ALL, ALL),
@@ -336,7 +338,9 @@ def _refuse(actor: Actor, action: Action, what: str = "") -> PermissionDenied:
 
 
 #: changes to an account below ALL scope never reach an admin's account
-_ACCOUNT_CHANGES = frozenset({Action.USER_APPROVE, Action.USER_PASSWORD, Action.TOKEN_MANAGE})
+_ACCOUNT_CHANGES = frozenset(
+    {Action.USER_APPROVE, Action.USER_PASSWORD, Action.TOKEN_MANAGE, Action.WEB_SESSIONS}
+)
 #: VM actions whose OWN scope is the VM's owner only, not every user of the VM
 _OWNER_ONLY = frozenset({Action.VM_USERS})
 

@@ -13,26 +13,29 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import Engine, delete
+from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 
 from baadal import constants as C
 from baadal.auth import accounts
+from baadal.auth.accounts import get_user
 from baadal.config import Settings
 from baadal.db.models import User, WebSession
 from baadal.db.session import session_scope
 from baadal.errors import ConfigError, Unauthenticated
 from baadal.home import secure_home
 from baadal.services import users
-from baadal.services.policy import Actor, actor_of, open_to_anyone
+from baadal.services.policy import Action, Actor, actor_of, guarded, open_to_anyone, require
 from baadal.timeutil import utcnow
 
+log = logging.getLogger("baadal")
 ENDED = "not logged in, or the session ended: log in again"
 
 
@@ -42,6 +45,17 @@ class WebIdentity:
 
     actor: Actor
     csrf: str
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """A portal session as its account's page lists it (never its id)."""
+
+    created: datetime
+    last_seen: datetime
+    expires: datetime
+    #: the session the list is shown in
+    current: bool
 
 
 @dataclass(frozen=True)
@@ -55,23 +69,31 @@ def _digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
+#: each home's signing key, read once per process
+_keys: dict[Path, bytes] = {}
+
+
 def _key(settings: Settings) -> bytes:
     """The signing key, made (0600) by the first process that needs it."""
     path: Path = settings.home / C.WEB_SESSION_KEY_FILE
+    if path in _keys:
+        return _keys[path]
     try:
-        return bytes.fromhex(path.read_text().strip())
+        key = bytes.fromhex(path.read_text().strip())
     except FileNotFoundError:
-        pass
+        secure_home(settings)  # a lab's home stays searchable for QEMU (0711)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it first: use theirs
+            return _key(settings)
+        key = secrets.token_bytes(C.WEB_SESSION_BYTES)
+        with os.fdopen(fd, "w") as stream:
+            stream.write(key.hex())
     except ValueError:
         raise ConfigError(f"{path} is not a hex key: remove it to make a new one") from None
-    secure_home(settings)  # a lab's home stays searchable for QEMU (0711)
-    key = secrets.token_bytes(C.WEB_SESSION_BYTES)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first: use theirs
-        return _key(settings)
-    with os.fdopen(fd, "w") as stream:
-        stream.write(key.hex())
+    if len(key) < C.WEB_SESSION_BYTES:
+        raise ConfigError(f"{path} holds a key shorter than {C.WEB_SESSION_BYTES} bytes")
+    _keys[path] = key
     return key
 
 
@@ -84,7 +106,8 @@ def _session_id(settings: Settings, cookie: str) -> str:
     if not isinstance(cookie, str) or len(cookie) > 256:
         raise Unauthenticated(ENDED)
     session_id, _, signature = cookie.partition(".")
-    if not session_id or not hmac.compare_digest(signature, _signature(settings, session_id)):
+    expected = _signature(settings, session_id)
+    if not session_id or not hmac.compare_digest(signature.encode(), expected.encode()):
         raise Unauthenticated(ENDED)
     return session_id
 
@@ -113,6 +136,7 @@ def log_in(
             )
         )
         actor = actor_of(session, user)
+    log.info("portal login of %r from %s", account.username, source or "unknown")
     cookie = f"{session_id}.{_signature(settings, session_id)}"
     return WebLogin(WebIdentity(actor, csrf), cookie)
 
@@ -152,3 +176,56 @@ def log_out(session: Session, settings: Settings, cookie: str) -> None:
     except Unauthenticated:
         return
     session.execute(delete(WebSession).where(WebSession.id_hash == _digest(session_id)))
+
+
+def _holder(session: Session, actor: Actor, username: str | None) -> User:
+    user = get_user(session, username or actor.username)
+    require(session, actor, Action.WEB_SESSIONS, user, f"of {user.username}")
+    return user
+
+
+def _current_digest(settings: Settings, cookie: str | None) -> str | None:
+    try:
+        return _digest(_session_id(settings, cookie)) if cookie else None
+    except Unauthenticated:
+        return None
+
+
+@guarded(Action.WEB_SESSIONS, reads=True)
+def list_sessions(
+    session: Session,
+    actor: Actor,
+    settings: Settings,
+    *,
+    username: str | None = None,
+    cookie: str | None = None,
+) -> list[SessionInfo]:
+    """The account's open sessions (default: the actor's), newest first; ``cookie``
+    marks the one asking."""
+    user = _holder(session, actor, username)
+    current = _current_digest(settings, cookie)
+    rows = session.scalars(
+        select(WebSession)
+        .where(WebSession.user_id == user.id, WebSession.expires > utcnow())
+        .order_by(WebSession.created.desc())
+    )
+    return [SessionInfo(r.created, r.last_seen, r.expires, r.id_hash == current) for r in rows]
+
+
+@guarded(Action.WEB_SESSIONS)
+def end_sessions(
+    session: Session,
+    actor: Actor,
+    settings: Settings,
+    *,
+    username: str | None = None,
+    keep_cookie: str | None = None,
+) -> int:
+    """End the account's sessions (default: the actor's) but the one of ``keep_cookie``
+    ("log out everywhere else"); returns how many ended."""
+    user = _holder(session, actor, username)
+    query = delete(WebSession).where(WebSession.user_id == user.id)
+    kept = _current_digest(settings, keep_cookie)
+    if kept is not None:
+        query = query.where(WebSession.id_hash != kept)
+    return session.execute(query).rowcount or 0

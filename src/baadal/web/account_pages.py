@@ -140,8 +140,34 @@ def register(
 def account_page(request: Request, visitor: VisitorDep) -> Response:
     with visitor.transaction() as session:
         account = users.get_account(session, visitor.actor, visitor.actor.username)
+        open_sessions = web_sessions.list_sessions(
+            session,
+            visitor.actor,
+            visitor.settings,
+            cookie=request.cookies.get(C.WEB_SESSION_COOKIE),
+        )
     local = visitor.settings.auth.auth_type == C.AuthType.DB
-    return render(request, "account.html", visitor, account=account, local_passwords=local)
+    return render(
+        request,
+        "account.html",
+        visitor,
+        account=account,
+        local_passwords=local,
+        sessions=open_sessions,
+    )
+
+
+@router.post("/account/sessions/end")
+def end_other_sessions(request: Request, visitor: VisitorDep) -> Response:
+    """Log out everywhere else (a phone left somewhere, a shared computer)."""
+    with visitor.transaction() as session:
+        ended = web_sessions.end_sessions(
+            session,
+            visitor.actor,
+            visitor.settings,
+            keep_cookie=request.cookies.get(C.WEB_SESSION_COOKIE),
+        )
+    return redirect(request, "/account", f"{ended} other session(s) ended")
 
 
 @router.post("/account/password")

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from urllib.parse import quote, unquote
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
@@ -20,6 +21,7 @@ from sqlalchemy.orm import Session
 from baadal import constants as C
 from baadal.config import Settings
 from baadal.errors import (
+    BaadalError,
     ConflictError,
     PermissionDenied,
     ResourceExhausted,
@@ -110,7 +112,12 @@ def client_address(request: Request) -> str | None:
 
 
 def tokens_match(given: object, expected: str) -> bool:
-    return isinstance(given, str) and bool(given) and hmac.compare_digest(given, expected)
+    """In constant time; any text (compare_digest refuses non-ASCII str, so bytes)."""
+    return (
+        isinstance(given, str)
+        and bool(given)
+        and hmac.compare_digest(given.encode(), expected.encode())
+    )
 
 
 async def _sent_token(request: Request) -> object:
@@ -122,6 +129,10 @@ async def _sent_token(request: Request) -> object:
     return form.get(C.WEB_CSRF_FIELD)
 
 
+def _identify(settings: Settings, cookie: str) -> web_sessions.WebIdentity:
+    return web_sessions.identify(runtime.checked_engine(settings), settings, cookie)
+
+
 async def _visitor(request: Request) -> Visitor:
     """The session's person; every unsafe method must show the session's CSRF token,
     checked before the route runs (a refusal changes nothing)."""
@@ -129,7 +140,7 @@ async def _visitor(request: Request) -> Visitor:
     cookie = request.cookies.get(C.WEB_SESSION_COOKIE)
     if not cookie:
         raise Unauthenticated(web_sessions.ENDED)
-    identity = web_sessions.identify(runtime.checked_engine(settings), settings, cookie)
+    identity = await run_in_threadpool(_identify, settings, cookie)
     if request.method not in SAFE_METHODS and not tokens_match(
         await _sent_token(request), identity.csrf
     ):
@@ -138,6 +149,19 @@ async def _visitor(request: Request) -> Visitor:
 
 
 VisitorDep = Annotated[Visitor, Depends(_visitor)]
+
+
+async def visitor_or_none(request: Request) -> Visitor | None:
+    """Who is visiting, if anyone (an error page keeps their navigation); never raises."""
+    cookie = request.cookies.get(C.WEB_SESSION_COOKIE)
+    if not cookie:
+        return None
+    settings = settings_of(request)
+    try:
+        identity = await run_in_threadpool(_identify, settings, cookie)
+    except BaadalError:
+        return None
+    return Visitor(identity.actor, identity.csrf, settings)
 
 
 def form_token(request: Request) -> str:

@@ -59,7 +59,8 @@ def _as_page(api_handler: Handler) -> Callable[[Request, Exception], Awaitable[R
                 return Response(status_code=401, headers={"HX-Redirect": "/login"})
             back = request.url.path if request.method == "GET" else "/"
             return pages.redirect(request, f"/login?next={quote(back)}", detail, error=True)
-        return pages.render(request, "error.html", None, status, message=detail)
+        visitor = await pages.visitor_or_none(request)
+        return pages.render(request, "error.html", visitor, status, message=detail)
 
     return handle
 

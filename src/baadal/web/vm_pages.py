@@ -74,7 +74,8 @@ def keep(request: Request, visitor: VisitorDep, vm_id: VmId) -> Response:
 
 # --- a VM's page ---------------------------------------------------------------------
 
-#: the buttons a VM's state offers (delete always; the service refuses the rest anyway)
+#: the buttons a VM's state offers (the service refuses what does not fit anyway);
+#: deleting is always offered, behind a box to tick
 ACTIONS_BY_STATE = {
     C.VMStatus.RUNNING: ("stop", "suspend", "destroy"),
     C.VMStatus.SUSPENDED: ("resume", "destroy"),
@@ -89,7 +90,6 @@ ACTION_WORDS = {
     "delete": "Delete the VM",
     "save-template": "Save as template",
 }
-GRAPHS = ("cpu", "ram", "disk", "nw")
 
 
 @router.get("/vms/{vm_id}")
@@ -97,8 +97,7 @@ def vm_page(request: Request, visitor: VisitorDep, vm_id: VmId) -> Response:
     with visitor.transaction() as session:
         details = vms.vm_details(session, visitor.actor, vm_id)
         domains = networks.list_security_domains(session, visitor.actor)
-        status = C.VMStatus(details.vm.status) if details.vm.status in set(C.VMStatus) else None
-        actions = [*ACTIONS_BY_STATE.get(status, ()), "delete"] if status else ["delete"]
+        actions = ACTIONS_BY_STATE.get(details.vm.status, ())
         return render(
             request,
             "vm.html",
@@ -107,13 +106,12 @@ def vm_page(request: Request, visitor: VisitorDep, vm_id: VmId) -> Response:
             vm=details.vm,
             actions=actions,
             action_words=ACTION_WORDS,
-            graphs=GRAPHS,
+            graphs=monitoring.GRAPH_KINDS,
             periods=tuple(C.GRAPH_PERIODS),
             schedules=vms.SCHEDULES,
             domains=domains,
             ram_sizes=C.ALLOWED_RAM_MB,
             cpu_counts=C.ALLOWED_VCPUS,
-            snapshot_type=C.SnapshotType,
         )
 
 
