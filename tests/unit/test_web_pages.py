@@ -16,6 +16,7 @@ from baadal.auth.accounts import UserInfo
 from baadal.db.models import VM, Organisation, RequestQueue, Task, User, UserVMMap
 from baadal.db.session import session_scope
 from baadal.monitor import rrd
+from baadal.services import vms
 from tests.unit.test_authorization import world_engine, world_template  # noqa: F401
 from tests.unit.web_support import PASSWORD, Portal, portal_fixture  # noqa: F401
 
@@ -319,6 +320,15 @@ def test_registration_awaits_approval(portal: Portal) -> None:
     assert into.status_code == 303
     closed = client.post("/register", data={**data, "username": "ay", "organisation": "ORG_A"})
     assert closed.status_code == 422 and "does not take self-registrations" in closed.text
+    ob = portal.login("ob")
+    assert "bee" in ob.get("/org").text and "newbie" not in ob.get("/org").text
+    oa = portal.login("oa")
+    before = portal.state()
+    assert portal.post(oa, "/accounts/bee/approve").status_code == 403
+    assert portal.state() == before
+    approved = portal.post(ob, "/accounts/bee/approve")
+    assert "bee approved" in portal.flash(approved)
+    assert portal.try_login(portal.client(), "bee", "long enough").status_code == 303
     differ = client.post("/register", data={**data, "username": "other", "password_again": "x"})
     assert differ.status_code == 422 and "differ" in differ.text
 
@@ -386,3 +396,18 @@ def test_a_vm_graph_is_a_png_for_its_users_only(portal: Portal) -> None:
     assert stu.get(f"/vms/{vm_id}/graphs/gpu/day.png").status_code == 422
     assert stu.get(f"/vms/{vm_id}/graphs/cpu/decade.png").status_code == 422
     assert portal.login("eve").get(f"/vms/{vm_id}/graphs/cpu/day.png").status_code in (403, 404)
+
+
+def test_a_bug_is_a_one_line_page_and_a_logged_traceback(
+    portal: Portal, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*_args: object) -> None:
+        raise RuntimeError("secret detail")
+
+    stu = portal.login("stu")
+    monkeypatch.setattr(vms, "vm_details", broken)
+    page = stu.get(f"/vms/{_vm_id(portal)}")
+    assert page.status_code == 500 and "text/html" in page.headers["content-type"]
+    assert "internal error (RuntimeError); see the baadal log" in page.text
+    assert "secret detail" not in page.text and "Traceback" not in page.text
+    assert "secret detail" in caplog.text

@@ -16,6 +16,7 @@ from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from baadal import constants as C
@@ -159,7 +160,7 @@ async def visitor_or_none(request: Request) -> Visitor | None:
     settings = settings_of(request)
     try:
         identity = await run_in_threadpool(_identify, settings, cookie)
-    except BaadalError:
+    except (BaadalError, SQLAlchemyError):  # the error being shown may be the database's
         return None
     return Visitor(identity.actor, identity.csrf, settings)
 

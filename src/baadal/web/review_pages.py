@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from baadal import constants as C
 from baadal.errors import PermissionDenied
-from baadal.services import vm_requests, vms
+from baadal.services import users, vm_requests, vms
 from baadal.services.vm_requests import RequestInfo
 from baadal.web.pages import Visitor, VisitorDep, local_path, optional_int, perform, render
 
@@ -89,6 +89,9 @@ def organisation(
     if not visitor.has(C.Role.ORGADMIN):
         raise PermissionDenied(f"{visitor.actor.username} is not an orgadmin")
     with visitor.transaction() as session:
+        waiting = [
+            a for a in users.list_accounts(session, visitor.actor) if a.state == "awaiting approval"
+        ]
         page = vms.list_vm_page(session, visitor.actor, limit=C.API_PAGE_MAX)
         rows = [
             (vm, owner, vm.private_ip.private_ip if vm.private_ip else "")
@@ -102,6 +105,7 @@ def organisation(
         "/org",
         lambda _req: True,
         org_vms=rows,
+        accounts=waiting,
     )
 
 
@@ -110,6 +114,19 @@ def _decide(
 ) -> Response:
     """Back to the queue the form was on (a local path only)."""
     return perform(request, visitor, local_path(back, "/requests"), work)
+
+
+@router.post("/accounts/{username}/approve")
+def approve_account(
+    request: Request, visitor: VisitorDep, username: Annotated[str, Path(max_length=128)]
+) -> Response:
+    """An orgadmin (or admin) lets a registration of their organisation log in."""
+
+    def work(session: Session) -> str:
+        users.approve(session, visitor.actor, username)
+        return f"account {username} approved: it may log in now"
+
+    return perform(request, visitor, "/org", work)
 
 
 @router.post("/requests/{request_id}/verify")
