@@ -11,7 +11,7 @@ from fastapi.routing import APIRoute
 from sqlalchemy import select
 
 from baadal import constants as C
-from baadal.db.models import VM, ApiToken, RequestQueue, Snapshot
+from baadal.db.models import VM, ApiToken, Host, RequestQueue, Snapshot, Task, Template
 from baadal.db.session import session_scope
 from baadal.web.portal import ROUTERS
 from tests.unit.test_authorization import world_engine, world_template  # noqa: F401
@@ -42,6 +42,9 @@ def _filled(portal: Portal, path: str) -> str:
             "request_id": s.scalar(select(RequestQueue.id)) or 1,
             "action": "stop",
             "username": "col",
+            "host_id": s.scalar(select(Host.id)),
+            "task_id": s.scalar(select(Task.id)),
+            "template_id": s.scalar(select(Template.id)),
         }
     return re.sub(r"\{(\w+)\}", lambda m: str(ids[m.group(1)]), path)
 

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select, update
 
 from baadal import constants as C
+from baadal.config import Settings
 from baadal.db.models import User, WebSession
 from baadal.db.session import session_scope
 from baadal.services import users
@@ -226,6 +227,19 @@ def test_a_password_change_wants_the_old_one_and_ends_every_session(portal: Port
     assert done.headers["location"] == "/login" and before != portal.state()
     assert phone.get("/").status_code == 303 and _rows(portal, "stu") == []
     assert portal.try_login(portal.client(), "stu", "a new pass").status_code == 303
+
+
+def test_the_signing_key_leaves_a_lab_home_searchable(settings: Settings) -> None:
+    """QEMU (another user) reaches the lab's disks through the home: making the key must
+    not close it (a portal started before the first VM broke every VM after it)."""
+    from baadal import home as baadal_home
+    from baadal.services import web_sessions
+
+    (settings.home / baadal_home.LAB_ENTRY).mkdir(parents=True)
+    settings.home.chmod(0o755)
+    web_sessions._key(settings)
+    assert settings.home.stat().st_mode & 0o777 == baadal_home.LAB_HOME_MODE
+    assert (settings.home / C.WEB_SESSION_KEY_FILE).stat().st_mode & 0o777 == 0o600
 
 
 def test_the_signing_key_is_private_and_kept(portal: Portal) -> None:

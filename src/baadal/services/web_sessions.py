@@ -30,7 +30,7 @@ from baadal.config import Settings
 from baadal.db.models import User, WebSession
 from baadal.db.session import session_scope
 from baadal.errors import ConfigError, Unauthenticated
-from baadal.home import private_dir
+from baadal.home import secure_home
 from baadal.services import users
 from baadal.services.policy import Action, Actor, actor_of, guarded, open_to_anyone, require
 from baadal.timeutil import utcnow
@@ -81,7 +81,7 @@ def _key(settings: Settings) -> bytes:
     try:
         key = bytes.fromhex(path.read_text().strip())
     except FileNotFoundError:
-        private_dir(settings.home)
+        secure_home(settings)  # a lab's home stays searchable for QEMU (0711)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:  # another process made it first: use theirs

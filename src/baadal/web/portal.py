@@ -18,11 +18,25 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
 from baadal import constants as C
-from baadal.web import account_pages, console_pages, console_relay, pages, review_pages, vm_pages
+from baadal.web import (
+    account_pages,
+    admin_pages,
+    console_pages,
+    console_relay,
+    pages,
+    review_pages,
+    vm_pages,
+)
 
 Handler = Callable[[Request, Exception], Any]
 #: every router of the portal (a test walks their POST routes for the CSRF check)
-ROUTERS = (account_pages.router, vm_pages.router, review_pages.router, console_pages.router)
+ROUTERS = (
+    account_pages.router,
+    vm_pages.router,
+    review_pages.router,
+    console_pages.router,
+    admin_pages.router,
+)
 
 
 def _detail(response: Response) -> str:
