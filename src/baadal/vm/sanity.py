@@ -145,7 +145,9 @@ def _sync_rows(engine: Engine, changes: list[_Change]) -> dict[int, str]:
                         # ports are per host: another VM there holds it, so this one's
                         # console cannot be reached until it is respawned with its own
                         vm.vnc_port = None
-                        done.append(f"VNC port {port} held by another VM there: dropped")
+                        done.append(
+                            f"VNC port {port} held by another VM on {change.host_name}: dropped"
+                        )
                     vm.host_id = change.host_id
                 if change.status != C.VMStatus.UNKNOWN and vm.status != change.status:
                     done.append(f"status {C.VMStatus(vm.status).name} -> {change.status.name}")

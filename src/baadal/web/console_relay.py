@@ -49,8 +49,8 @@ def _bearer_user(settings: Settings, authorization: str) -> int | None:
     if scheme.lower() != "bearer":
         return None
     try:
-        with runtime.transaction(settings) as session:
-            return tokens.actor_for_token(session, credentials.strip()).user_id
+        with runtime.read_transaction(settings) as session:
+            return tokens.token_holder(session, credentials.strip()).actor.user_id
     except BaadalError:
         return None
 
