@@ -32,7 +32,7 @@ class ConsoleOut(BaseModel):
     "/vms/{vm_id}/console",
     status_code=201,
     response_model=ConsoleOut,
-    responses=errors(404, 409),
+    responses=errors(404, 409, 502),
     summary="open a running VM's console in the browser (one-time token + VNC password)",
 )
 def open_console(who: CallerDep, vm_id: VMIdPath) -> ConsoleOut:

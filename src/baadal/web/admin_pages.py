@@ -201,7 +201,7 @@ def vms_page(
 @router.get("/requests")
 def requests_page(request: Request, visitor: AdminDep) -> Response:
     with visitor.transaction() as session:
-        found = vm_requests.list_requests(session, visitor.actor, pending_only=True)
+        found = vm_requests.list_requests(session, visitor.actor, pending_only=True).items
     return render(request, "admin/requests.html", visitor, requests=found)
 
 
@@ -248,7 +248,7 @@ def tasks_page(request: Request, visitor: AdminDep, status: Filter = "") -> Resp
         except KeyError:
             raise ValidationError(f"unknown task state {status!r}") from None
     with visitor.transaction() as session:
-        found = tasks.list_tasks(session, visitor.actor, status=state, limit=C.TASK_LIST_MAX)
+        found = tasks.list_tasks(session, visitor.actor, status=state, limit=C.TASK_LIST_MAX).items
         running = [t.id for t in found if t.status not in C.TASK_FINAL]
         return render(
             request,
@@ -852,7 +852,7 @@ def audit_page(
             vm=_optional(vm),
             since=_optional(since),
             limit=limit,
-        )
+        ).items
         return render(
             request,
             "admin/audit.html",
