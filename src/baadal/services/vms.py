@@ -344,6 +344,7 @@ class VMSummary(NamedTuple):
     disk_gb: int
     extra_disk_gb: int
     host: str | None
+    host_id: int | None
     private_ip: str | None
     public_ip: str | None
     locked: bool
@@ -365,6 +366,7 @@ _SUMMARIES: Select[tuple[Any, ...]] = (
         VM.HDD,
         VM.extra_HDD,
         Host.host_name,
+        VM.host_id,
         PrivateIpPool.private_ip,
         PublicIpPool.public_ip,
         VM.locked,
@@ -379,26 +381,11 @@ _SUMMARIES: Select[tuple[Any, ...]] = (
 
 
 def _summary(row: Row[tuple[Any, ...]]) -> VMSummary:
-    (
-        vm_id,
-        name,
-        identity,
-        status,
-        owner,
-        ram,
-        vcpus,
-        hdd,
-        extra,
-        host,
-        private,
-        public,
-        locked,
-        *warn,
-    ) = row
-    return VMSummary(
-        vm_id, name, identity, C.VMStatus(status), owner, ram, vcpus, hdd, extra or 0, host,
-        private, public, bool(locked), *warn,
-    )  # fmt: skip
+    """The row in the summary's field order (the select lists them so), with the status
+    as its enum, no extra disk as 0 and ``locked`` as a bool."""
+    values = list(row)
+    values[3], values[8], values[13] = C.VMStatus(values[3]), values[8] or 0, bool(values[13])
+    return VMSummary(*values)
 
 
 @guarded(Action.VM_LIST)
