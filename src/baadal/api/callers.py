@@ -104,7 +104,7 @@ class Caller:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """One transaction for the route's service call (rolled back when it raises)."""
-        self._check_portal()  # before the write lock: its check takes it too
+        self._check_portal()  # in its own read, before the route's write lock
         with runtime.transaction(self.settings) as session:
             self._check_token(session)
             self._record_use(session)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.orm import Session
 
 from baadal import constants as C
@@ -145,27 +145,33 @@ def log_in(
 def identify(engine: Engine, settings: Settings, cookie: str) -> WebIdentity:
     """Who holds this cookie. Unauthenticated when the session expired, sat unused too
     long, or its account is blocked or no longer approved: its rows are gone then
-    (committed in this call's own transaction, before the refusal)."""
+    (deleted in a short write of its own, before the refusal). Every page asks this, so
+    it reads without SQLite's write lock and writes only an ending or a stale
+    last_seen."""
     digest = _digest(_session_id(settings, cookie))
-    refusal = ENDED
-    with session_scope(engine) as session:
+    with session_scope(engine, read=True) as session:
         row = session.get(WebSession, digest)
         if row is None:
             raise Unauthenticated(ENDED)
-        now = utcnow()
-        idle = timedelta(minutes=settings.web.session_idle_minutes)
         user = session.get(User, row.user_id)
         actor = actor_of(session, user) if user is not None else None
-        if actor is not None and actor.blocked:
-            session.execute(delete(WebSession).where(WebSession.user_id == row.user_id))
-            refusal = f"the account {actor.username!r} is blocked or not approved"
-        elif actor is None or row.expires <= now or row.last_seen + idle <= now:
-            session.delete(row)
-        else:
-            if (now - row.last_seen).total_seconds() >= C.WEB_SESSION_TOUCH_S:
-                row.last_seen = now
-            return WebIdentity(actor, row.csrf_secret)
-    raise Unauthenticated(refusal)
+        user_id, csrf, last_seen, expires = row.user_id, row.csrf_secret, row.last_seen, row.expires
+    now = utcnow()
+    idle = timedelta(minutes=settings.web.session_idle_minutes)
+    if actor is not None and not actor.blocked and expires > now and last_seen + idle > now:
+        if (now - last_seen).total_seconds() >= C.WEB_SESSION_TOUCH_S:
+            with session_scope(engine) as session:
+                touch = update(WebSession).where(WebSession.id_hash == digest)
+                session.execute(touch.values(last_seen=now))
+        return WebIdentity(actor, csrf)
+    blocked = actor is not None and actor.blocked
+    with session_scope(engine) as session:
+        ended = WebSession.user_id == user_id if blocked else WebSession.id_hash == digest
+        session.execute(delete(WebSession).where(ended))
+    if blocked:
+        assert actor is not None
+        raise Unauthenticated(f"the account {actor.username!r} is blocked or not approved")
+    raise Unauthenticated(ENDED)
 
 
 @open_to_anyone("a logout ends only the session whose signed cookie it shows")
