@@ -38,7 +38,7 @@ from baadal.services import (
     vms,
 )
 from baadal.services.hosts import Queued
-from baadal.web.pages import Visitor, VisitorDep, perform, redirect, render
+from baadal.web.pages import Visitor, VisitorDep, perform, perform_alone, redirect, render
 
 NOT_ADMIN = "the administration pages are for administrators"
 #: how often a page with running tasks asks for their progress (HTMX polling)
@@ -309,12 +309,12 @@ def run_sanity(request: Request, visitor: AdminDep) -> Response:
 
 @router.post("/orphans/delete")
 def delete_orphan(request: Request, visitor: AdminDep, host: Name, domain: Name) -> Response:
-    def work(session: Session) -> str:
+    def work() -> str:
         engine = runtime.checked_engine(visitor.settings)
         name = hosts.delete_orphan(engine, visitor.actor, host, domain)
         return f"orphan domain {domain} removed from {name}"
 
-    return perform(request, visitor, "/admin/sanity", work)
+    return perform_alone(request, visitor, "/admin/sanity", work)
 
 
 @router.post("/orphans/adopt")
@@ -476,7 +476,7 @@ def host_power(
     """Wake the host (not waiting for it: the host check sees it come up) or power it
     off (refused while one of its VMs runs)."""
 
-    def work(session: Session) -> str:
+    def work() -> str:
         engine = runtime.checked_engine(visitor.settings)
         if to == "up":
             done = hosts.power_up(engine, visitor.actor, visitor.settings, host_id, wait=False)
@@ -484,7 +484,7 @@ def host_power(
             done = hosts.power_down(engine, visitor.actor, visitor.settings, host_id)
         return f"host {done.host_name}: {done.message or 'power ' + to}"
 
-    return perform(request, visitor, f"/admin/hosts/{host_id}", work)
+    return perform_alone(request, visitor, f"/admin/hosts/{host_id}", work)
 
 
 # --- graphs and the network picture ------------------------------------------------------

@@ -274,9 +274,21 @@ def perform(
 ) -> Response:
     """Run ``work`` in one transaction and go back to ``back`` saying what it did, or
     what was wrong (nothing changed then)."""
-    try:
+
+    def in_one_transaction() -> str:
         with visitor.transaction() as session:
-            said = work(session)
+            return work(session)
+
+    return perform_alone(request, visitor, back, in_one_transaction)
+
+
+def perform_alone(
+    request: Request, visitor: Visitor, back: str, work: Callable[[], str]
+) -> Response:
+    """:func:`perform` for services that open their own transactions (a host's power, an
+    orphan domain): they talk to hosts, which no transaction of ours may wait for."""
+    try:
+        said = work()
     except MISTAKES as exc:
         return redirect(request, back, str(exc), error=True)
     return redirect(request, back, said)
