@@ -183,7 +183,7 @@ def resources(who: CallerDep, host_id: HostIdPath) -> HostResourcesOut:
 def utilization(
     who: CallerDep, host_id: HostIdPath, period: PeriodQuery = Period.day
 ) -> UtilizationOut:
-    with who.transaction() as session:
+    with who.read_transaction() as session:
         host = inventory.get_host(session, who.actor, host_id)
         data = monitoring.fetch_rrd_data(
             session, who.actor, who.settings, "host", host.host_name, period.value
@@ -200,7 +200,7 @@ def utilization(
 def graph(
     who: CallerDep, host_id: HostIdPath, graph: GraphName, period: PeriodQuery = Period.day
 ) -> Response:
-    with who.transaction() as session:
+    with who.read_transaction() as session:
         host = inventory.get_host(session, who.actor, host_id)
         path = monitoring.get_performance_graph(
             session, who.actor, who.settings, "host", host.host_name, graph.value, period.value
@@ -219,7 +219,7 @@ def events(
     host_id: HostIdPath,
     limit: Annotated[int, Query(ge=1, le=C.API_PAGE_MAX)] = C.API_PAGE_DEFAULT,
 ) -> HostEventList:
-    with who.transaction() as session:
+    with who.read_transaction() as session:
         _name, found = hosts.events(session, who.actor, host_id)
         return HostEventList(
             items=[

@@ -67,7 +67,7 @@ def datastore_out(store: Datastore) -> DatastoreOut:
     summary="every datastore (admins)",
 )
 def list_datastores(who: CallerDep) -> DatastoreList:
-    with who.transaction() as session:
+    with who.read_transaction() as session:
         found = inventory.list_datastores(session, who.actor)
         return DatastoreList(items=[datastore_out(d) for d in found])
 
@@ -80,7 +80,7 @@ def list_datastores(who: CallerDep) -> DatastoreList:
     summary="one datastore (admins)",
 )
 def get_datastore(who: CallerDep, datastore_id: IdPath) -> DatastoreOut:
-    with who.transaction() as session:
+    with who.read_transaction() as session:
         return datastore_out(inventory.get_datastore(session, who.actor, datastore_id))
 
 
@@ -140,7 +140,7 @@ def template_out(template: Template) -> TemplateOut:
     summary="the templates the caller may use (admins: all)",
 )
 def list_templates(who: CallerDep, active_only: bool = False) -> TemplateList:
-    with who.transaction() as session:
+    with who.read_transaction() as session:
         found = inventory.list_templates(session, who.actor, active_only=active_only)
         return TemplateList(items=[template_out(t) for t in found])
 
@@ -153,7 +153,7 @@ def list_templates(who: CallerDep, active_only: bool = False) -> TemplateList:
     summary="one template",
 )
 def get_template(who: CallerDep, template_id: IdPath) -> TemplateOut:
-    with who.transaction() as session:
+    with who.read_transaction() as session:
         return template_out(inventory.get_template(session, who.actor, template_id))
 
 
@@ -225,7 +225,7 @@ def domain_out(domain: DomainSummary) -> SecurityDomainOut:
     summary="the security domains the caller may put VMs in, with their pool usage",
 )
 def list_security_domains(who: CallerDep) -> SecurityDomainList:
-    with who.transaction() as session:
+    with who.read_transaction() as session:
         found = networks.list_security_domains(session, who.actor)
         return SecurityDomainList(items=[domain_out(d) for d in found])
 
@@ -279,7 +279,7 @@ def remove_security_domain(who: CallerDep, domain_id: IdPath) -> Response:
     summary="addresses per VLAN, public addresses and VNC ports: total, used, free (admins)",
 )
 def pool_usage(who: CallerDep) -> PoolUsageOut:
-    with who.transaction() as session:
+    with who.read_transaction() as session:
         usage = pools.usage(session, who.actor)
     first, last = usage.vnc_range
     return PoolUsageOut(

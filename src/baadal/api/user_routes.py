@@ -86,7 +86,7 @@ def register(request: Request, body: Registration, response: Response) -> Accoun
     summary="the accounts the caller may see (admins: all; orgadmins: their organisation's)",
 )
 def list_users(who: CallerDep) -> AccountList:
-    with who.transaction() as session:
+    with who.read_transaction() as session:
         return AccountList(items=[account_out(a) for a in users.list_accounts(session, who.actor)])
 
 
@@ -98,7 +98,7 @@ def list_users(who: CallerDep) -> AccountList:
     summary="one account (admins: any; orgadmins: their organisation's; others: their own)",
 )
 def get_user(who: CallerDep, username: UsernamePath) -> AccountOut:
-    with who.transaction() as session:
+    with who.read_transaction() as session:
         return account_out(users.get_account(session, who.actor, username))
 
 
@@ -178,7 +178,7 @@ def quota_out(report: QuotaReport) -> QuotaOut:
     summary="usage and limits of a user (default: the caller) or of an organisation",
 )
 def show_quota(who: CallerDep, user: NameQuery = None, org: NameQuery = None) -> QuotaOut:
-    with who.transaction() as session:
+    with who.read_transaction() as session:
         return quota_out(quotas.show_quota(session, who.actor, who.settings, user=user, org=org))
 
 
@@ -220,7 +220,7 @@ def organisation_out(info: OrganisationInfo) -> OrganisationOut:
     summary="every organisation (admins)",
 )
 def list_organisations(who: CallerDep) -> OrganisationList:
-    with who.transaction() as session:
+    with who.read_transaction() as session:
         found = organisations.list_organisations(session, who.actor)
         return OrganisationList(items=[organisation_out(o) for o in found])
 
@@ -233,7 +233,7 @@ def list_organisations(who: CallerDep) -> OrganisationList:
     summary="one organisation (admins: any; an orgadmin: their own)",
 )
 def get_organisation(who: CallerDep, name: OrgPath) -> OrganisationOut:
-    with who.transaction() as session:
+    with who.read_transaction() as session:
         return organisation_out(organisations.get_organisation(session, who.actor, name))
 
 

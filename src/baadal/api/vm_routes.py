@@ -336,7 +336,7 @@ def detach_public_ip(
     summary="a VM's extra disks",
 )
 def list_disks(who: CallerDep, vm_id: VMIdPath) -> DiskList:
-    with who.transaction() as session:
+    with who.read_transaction() as session:
         found = vms.list_disks(session, who.actor, vm_id)
     return DiskList(
         items=[
@@ -403,7 +403,7 @@ def migrate_vm(
 def utilization(
     who: CallerDep, vm_id: VMIdPath, period: PeriodQuery = Period.day
 ) -> UtilizationOut:
-    with who.transaction() as session:
+    with who.read_transaction() as session:
         data = monitoring.fetch_rrd_data(
             session, who.actor, who.settings, "vm", str(vm_id), period.value
         )
@@ -422,7 +422,7 @@ def utilization(
 def graph(
     who: CallerDep, vm_id: VMIdPath, metric: GraphName, period: PeriodQuery = Period.day
 ) -> Response:
-    with who.transaction() as session:
+    with who.read_transaction() as session:
         path = monitoring.get_performance_graph(
             session, who.actor, who.settings, "vm", str(vm_id), metric.value, period.value
         )
