@@ -416,6 +416,8 @@ WEB_CSRF_HEADER = "X-CSRF-Token"
 WEB_SESSION_BYTES = 32
 #: last_seen is written at most this often per session
 WEB_SESSION_TOUCH_S = 60
+#: how often a page asks for the progress of unfinished tasks (HTMX polling)
+WEB_POLL_S = 2
 #: the file (in the home, 0600) with the key that signs session cookies
 WEB_SESSION_KEY_FILE = "web-session.key"
 #: the only sizes a VM may have (upstream's menus)

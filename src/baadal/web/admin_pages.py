@@ -41,8 +41,6 @@ from baadal.services.hosts import Queued
 from baadal.web.pages import Visitor, VisitorDep, perform, perform_alone, redirect, render
 
 NOT_ADMIN = "the administration pages are for administrators"
-#: how often a page with running tasks asks for their progress (HTMX polling)
-POLL_S = 2
 
 
 def _admin(visitor: VisitorDep) -> Visitor:
@@ -152,7 +150,6 @@ def progress(
         states=states,
         ended=ended,
         ids=_ids_query(task_ids),
-        poll_s=POLL_S,
     )
 
 
