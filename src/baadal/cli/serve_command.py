@@ -33,7 +33,7 @@ def websockify_argv(settings: Settings) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "websockify",
+        "baadal.web.websockify_process",
         "--token-plugin",
         C.CONSOLE_TOKEN_PLUGIN,
         f"{LOOPBACK}:{settings.novnc.port}",
@@ -43,8 +43,10 @@ def websockify_argv(settings: Settings) -> list[str]:
 def _end_with_parent() -> None:
     """Run in websockify's process before it starts: the kernel ends it when ``baadal
     serve`` dies, even by SIGKILL, and after a SIGTERM, which uvicorn raises again once
-    it has shut down, so this process dies of it before a ``finally`` could run."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    it has shut down, so this process dies of it before a ``finally`` could run. SIGKILL,
+    because websockify's SIGTERM handler does not always end it (seen: it kept serving);
+    its connections' children die with it (``web/websockify_process.py``)."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _port_taken(port: int) -> bool:
