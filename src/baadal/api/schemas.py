@@ -7,10 +7,11 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import Query
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from baadal import constants as C
 from baadal.services.measurements import GRAPH_TYPES
+from baadal.services.vms import VMSummary
 
 #: a moment in UTC with its offset (the database keeps naive UTC; RFC 3339 wants the zone)
 Time = Annotated[datetime, AfterValidator(lambda t: t if t.tzinfo else t.replace(tzinfo=UTC))]
@@ -49,18 +50,13 @@ class Me(BaseModel):
     organisation_id: int | None
 
 
-def _status_name(status: object) -> object:
-    return status.name.lower() if isinstance(status, C.VMStatus) else status
-
-
 class VMOut(BaseModel):
-    #: built from the services' VMSummary rows as they are: a page of them is validated
-    #: in pydantic's core, not field by field in Python
-    model_config = ConfigDict(from_attributes=True)
+    """A VM as lists show it (documents :func:`vm_out`, which builds it)."""
 
     id: int
     name: str
-    status: Annotated[str, BeforeValidator(_status_name)]
+    #: the status's name in lower case (``running``, ``shutdown``, ...)
+    status: str
     owner: str | None
     ram_mb: int
     vcpus: int
@@ -76,6 +72,26 @@ class VMList(BaseModel):
     items: list[VMOut]
     #: the ``after`` that gives the next page; null on the last one
     next: int | None
+
+
+def vm_out(vm: VMSummary) -> dict[str, Any]:
+    """A VM as :class:`VMOut` says, straight from the service's row: the busiest reads
+    skip validating values the database just gave (a page of 100 cost 0.3 ms in
+    pydantic); ``test_vm_out_is_what_the_model_says`` holds the two together."""
+    return {
+        "id": vm.id,
+        "name": vm.name,
+        "status": vm.status.name.lower(),
+        "owner": vm.owner,
+        "ram_mb": vm.ram_mb,
+        "vcpus": vm.vcpus,
+        "disk_gb": vm.disk_gb,
+        "extra_disk_gb": vm.extra_disk_gb,
+        "host": vm.host,
+        "private_ip": vm.private_ip,
+        "public_ip": vm.public_ip,
+        "locked": vm.locked,
+    }
 
 
 class VMCreate(Body):
