@@ -74,17 +74,21 @@ def server_app() -> FastAPI:
 
     event.listen(Engine, "before_cursor_execute", count)
 
+    @app.get(f"{BENCH}/statements", include_in_schema=False)
+    def statements() -> dict[str, int]:
+        """This worker process's count (each process counts its own)."""
+        return {"pid": os.getpid(), "count": counted[0]}
+
     @app.get(f"{BENCH}/floor/{{name}}", include_in_schema=False)
     def floor(name: str) -> Response:
         if name not in cache:
             cache[name] = (floors / f"floor-{name}.json").read_bytes()
         return Response(cache[name], media_type="application/json")
 
-    @app.get(f"{BENCH}/statements", include_in_schema=False)
-    def statements() -> dict[str, int]:
-        """This worker process's count (each process counts its own)."""
-        return {"pid": os.getpid(), "count": counted[0]}
-
+    # first in the route table, as the VM routes nearly are: a route's request is
+    # matched against those before it (175 of them cost the floor 0.3 ms at the end)
+    floor_route = app.router.routes.pop()
+    app.router.routes.insert(0, floor_route)
     return app
 
 
