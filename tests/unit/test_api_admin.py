@@ -60,6 +60,7 @@ ROUTES: list[tuple[str, str, dict | None]] = [
     ("POST", "/security-domains", {"name": "d9", "vlan_tag": 99, "cidr": "10.98.0.0/24"}),
     ("DELETE", "/security-domains/1", None),
     ("GET", "/pools", None),
+    ("GET", "/vlans", None),
     ("POST", "/vlans", {"name": "v9", "tag": 99, "cidr": "10.98.0.0/24"}),
     (
         "POST",
@@ -407,8 +408,9 @@ def test_security_domains(api: Api) -> None:
 
 
 def test_pools(api: Api) -> None:
-    usage = api.call("GET", "/pools", "admin").json()
-    assert usage["vlans"][0]["name"] == "vlan10" and usage["public_total"] == 11
+    assert api.call("GET", "/pools", "admin").json()["public_total"] == 11
+    vlans = api.call("GET", "/vlans", "admin").json()
+    assert [v["name"] for v in vlans["items"]] == ["vlan10"] and vlans["next"] is None
     vlan = api.call(
         "POST", "/vlans", "admin", json={"name": "v20", "tag": 20, "cidr": "10.20.0.0/24"}
     )

@@ -325,8 +325,8 @@ class HostOut(BaseModel):
 
 class HostList(BaseModel):
     items: list[HostOut]
-    #: always null: every host, by name
-    next: None = None
+    #: the ``after`` that gives the next page; null on the last one
+    next: int | None
 
 
 class AuditEntryOut(BaseModel):
@@ -473,7 +473,8 @@ class DatastoreOut(BaseModel):
 
 class DatastoreList(BaseModel):
     items: list[DatastoreOut]
-    next: None = None
+    #: the ``after`` that gives the next page; null on the last one
+    next: int | None
 
 
 class DatastoreCreate(Body):
@@ -513,7 +514,8 @@ class TemplateOut(BaseModel):
 
 class TemplateList(BaseModel):
     items: list[TemplateOut]
-    next: None = None
+    #: the ``after`` that gives the next page; null on the last one
+    next: int | None
 
 
 class TemplateCreate(Body):
@@ -550,7 +552,8 @@ class SecurityDomainOut(BaseModel):
 
 class SecurityDomainList(BaseModel):
     items: list[SecurityDomainOut]
-    next: None = None
+    #: the ``after`` that gives the next page; null on the last one
+    next: int | None
 
 
 class SecurityDomainCreate(Body):
@@ -597,6 +600,7 @@ class Counted(BaseModel):
 
 
 class VlanUsageOut(BaseModel):
+    id: int
     name: str
     tag: int
     network: str
@@ -605,8 +609,15 @@ class VlanUsageOut(BaseModel):
     free: int
 
 
+class VlanList(BaseModel):
+    items: list[VlanUsageOut]
+    #: the ``after`` that gives the next page; null on the last one
+    next: int | None
+
+
 class PoolUsageOut(BaseModel):
-    vlans: list[VlanUsageOut]
+    """The public addresses and VNC ports (each VLAN's private ones: ``GET /vlans``)."""
+
     public_total: int
     public_used: int
     public_free: int
@@ -632,8 +643,8 @@ class AccountOut(BaseModel):
 
 class AccountList(BaseModel):
     items: list[AccountOut]
-    #: always null: every account the caller may see
-    next: None = None
+    #: the ``after`` that gives the next page; null on the last one
+    next: int | None
 
 
 class Registration(Body):
@@ -696,7 +707,8 @@ class OrganisationOut(BaseModel):
 
 class OrganisationList(BaseModel):
     items: list[OrganisationOut]
-    next: None = None
+    #: the ``after`` that gives the next page; null on the last one
+    next: int | None
 
 
 class OrganisationCreate(Body):
@@ -771,3 +783,7 @@ def utilization_out(period: Period, data: Averages) -> UtilizationOut:
         net_received_bytes_s=data.rx,
         net_sent_bytes_s=data.tx,
     )
+
+
+#: how many items a list's page holds at most
+LimitQuery = Annotated[int, Query(ge=1, le=C.API_PAGE_MAX, description="the page's size")]

@@ -9,10 +9,11 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from baadal import constants as C
-from baadal.api.callers import CallerDep, errors
+from baadal.api.callers import AfterQuery, CallerDep, errors
 from baadal.api.schemas import (
     AccountList,
     AccountOut,
+    LimitQuery,
     OrganisationChange,
     OrganisationCreate,
     OrganisationList,
@@ -83,11 +84,14 @@ def register(request: Request, body: Registration, response: Response) -> Accoun
     tags=["users"],
     response_model=AccountList,
     responses=errors(),
-    summary="the accounts the caller may see (admins: all; orgadmins: their organisation's)",
+    summary="the accounts the caller may see (admins: all; orgadmins: their organisation's), by id",
 )
-def list_users(who: CallerDep) -> AccountList:
+def list_users(
+    who: CallerDep, after: AfterQuery = None, limit: LimitQuery = C.API_PAGE_DEFAULT
+) -> AccountList:
     with who.read_transaction() as session:
-        return AccountList(items=[account_out(a) for a in users.list_accounts(session, who.actor)])
+        page = users.list_accounts(session, who.actor, after=after, limit=limit)
+        return AccountList(items=[account_out(a) for a in page.items], next=page.next)
 
 
 @router.get(
@@ -217,12 +221,14 @@ def organisation_out(info: OrganisationInfo) -> OrganisationOut:
     tags=["organisations"],
     response_model=OrganisationList,
     responses=errors(),
-    summary="every organisation (admins)",
+    summary="the organisations, by id (admins)",
 )
-def list_organisations(who: CallerDep) -> OrganisationList:
+def list_organisations(
+    who: CallerDep, after: AfterQuery = None, limit: LimitQuery = C.API_PAGE_DEFAULT
+) -> OrganisationList:
     with who.read_transaction() as session:
-        found = organisations.list_organisations(session, who.actor)
-        return OrganisationList(items=[organisation_out(o) for o in found])
+        page = organisations.list_organisations(session, who.actor, after=after, limit=limit)
+        return OrganisationList(items=[organisation_out(o) for o in page.items], next=page.next)
 
 
 @router.get(

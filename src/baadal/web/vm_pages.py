@@ -96,7 +96,7 @@ ACTION_WORDS = {
 def vm_page(request: Request, visitor: VisitorDep, vm_id: VmId) -> Response:
     with visitor.transaction() as session:
         details = vms.vm_details(session, visitor.actor, vm_id)
-        domains = networks.list_security_domains(session, visitor.actor)
+        domains = networks.list_security_domains(session, visitor.actor).items
         actions = ACTIONS_BY_STATE.get(details.vm.status, ())
         return render(
             request,
@@ -307,8 +307,8 @@ def _request_form(
     request: Request, visitor: Visitor, values: dict, status: int = 200, error: str = ""
 ) -> Response:
     with visitor.transaction() as session:
-        templates = inventory.list_templates(session, visitor.actor, active_only=True)
-        domains = networks.list_security_domains(session, visitor.actor)
+        templates = inventory.list_templates(session, visitor.actor, active_only=True).items
+        domains = networks.list_security_domains(session, visitor.actor).items
         needs_approver = not ({C.Role.FACULTY, C.Role.ORGADMIN, C.Role.ADMIN} & visitor.actor.roles)
         return render(
             request,
