@@ -123,6 +123,8 @@ class CloneCreate(ChangeNote):
     """Clones of a shut-off VM, named ``<name>_clone<k>``."""
 
     count: int = Field(default=1, ge=1, le=C.CLONE_COUNT_MAX)
+    #: standalone copies of the VM's disks instead of overlays on them (linked clones)
+    full: bool = False
 
 
 class Migrate(Body):
@@ -217,6 +219,9 @@ class RequestOut(BaseModel):
     ram_mb: int | None
     vcpus: int | None
     extra_disk_gb: int
+    #: clone requests: how many, and whether standalone copies (else linked)
+    clone_count: int | None
+    clone_full: bool
     public_ip: bool | None
     security_domain: str | None
     template: str | None

@@ -239,11 +239,18 @@ def ask_clone(
     visitor: VisitorDep,
     vm_id: VmId,
     count: Annotated[int, Form(ge=1, le=C.CLONE_COUNT_MAX)] = 1,
+    full: Annotated[bool, Form()] = False,
     purpose: Text = "",
 ) -> Response:
     def work(session: Session) -> str:
         made = vm_requests.request_clone(
-            session, visitor.actor, visitor.settings, vm_id, count, purpose=purpose or None
+            session,
+            visitor.actor,
+            visitor.settings,
+            vm_id,
+            count,
+            full=full,
+            purpose=purpose or None,
         )
         return f"request {made} for {count} clone(s) made"
 
