@@ -18,6 +18,7 @@ from baadal.api.schemas import (
     OrganisationCreate,
     OrganisationList,
     OrganisationOut,
+    Problem,
     QuotaLineOut,
     QuotaOut,
     QuotaSet,
@@ -58,9 +59,17 @@ def account_out(account: Account) -> AccountOut:
     tags=["users"],
     status_code=201,
     response_model=AccountOut,
-    responses=errors(400, 404, 409),
+    responses={
+        **errors(400, 404, 409),
+        429: {
+            "model": Problem,
+            "description": "too many registrations from the client's address: the "
+            "Retry-After header says when to try again",
+            "content": {"application/problem+json": {}},
+        },
+    },
     summary="register oneself into an organisation that takes registrations (no token); "
-    "the account waits for approval",
+    "the account waits for approval; a client address registers a bounded number a window",
 )
 def register(request: Request, body: Registration, response: Response) -> AccountOut:
     settings: Settings = request.app.state.settings
@@ -74,6 +83,7 @@ def register(request: Request, body: Registration, response: Response) -> Accoun
             first_name=body.first_name,
             last_name=body.last_name,
             organisation=body.organisation,
+            source=request.client.host if request.client else None,
         )
     response.headers["Location"] = f"{C.API_PREFIX}/users/{account.username}"
     return account_out(account)

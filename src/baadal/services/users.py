@@ -20,7 +20,7 @@ from baadal.auth import accounts, roles, sessions, throttle
 from baadal.config import Settings
 from baadal.db.models import Organisation, User, UserGroup, UserMembership, WebSession
 from baadal.db.session import session_scope
-from baadal.errors import LoginThrottled, PermissionDenied
+from baadal.errors import LoginThrottled, PermissionDenied, RegistrationThrottled
 from baadal.mail import notify
 from baadal.services import auditing, policy
 from baadal.services.policy import Action, Actor, guarded, open_to_anyone
@@ -110,10 +110,20 @@ def register_self(
     first_name: str = "",
     last_name: str = "",
     organisation: str | None = None,
+    source: str | None = None,
 ) -> Account:
     """Anyone may register, so there is no actor: the account has only the user role and
     waits for an approval (unless auth.login_after_registration), and roles come from an
-    admin, so registering grants nothing."""
+    admin, so registering grants nothing. ``source`` (the client's address, over HTTP)
+    may register ``[auth] registrations_per_address`` accounts a window, no more."""
+    if source:
+        auth = settings.auth
+        limit, window = auth.registrations_per_address, auth.registration_window_s
+        try:
+            throttle.count_registration(session, source, limit, window, utcnow())
+        except RegistrationThrottled as exc:
+            log.warning("registration of %r from %s refused: %s", username, source, exc)
+            raise
     info = accounts.UserInfo(username, first_name, last_name, email, organisation)
     return _account(session, accounts.register_callback(session, settings, info, password))
 

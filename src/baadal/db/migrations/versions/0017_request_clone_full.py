@@ -16,13 +16,16 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+# plain ALTERs (as 0008's): a batch copy of request_queue would drop the table, and with
+# foreign keys on that cascades to its collaborators
+
+
 def upgrade() -> None:
-    with op.batch_alter_table("request_queue") as batch:
-        batch.add_column(
-            sa.Column("clone_full", sa.Boolean(), server_default=sa.false(), nullable=False)
-        )
+    op.add_column(
+        "request_queue",
+        sa.Column("clone_full", sa.Boolean(), server_default=sa.false(), nullable=False),
+    )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("request_queue") as batch:
-        batch.drop_column("clone_full")
+    op.drop_column("request_queue", "clone_full")
