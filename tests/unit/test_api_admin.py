@@ -414,7 +414,8 @@ def test_security_domains(api: Api) -> None:
 def test_pools(api: Api) -> None:
     assert api.call("GET", "/pools", "admin").json()["public_total"] == 11
     vlans = api.call("GET", "/vlans", "admin").json()
-    assert [v["name"] for v in vlans["items"]] == ["vlan10"] and vlans["next"] is None
+    assert [v["name"] for v in vlans["items"]] == ["vlan10", "hidden-vlan55"]
+    assert vlans["next"] is None
     vlan = api.call(
         "POST", "/vlans", "admin", json={"name": "v20", "tag": 20, "cidr": "10.20.0.0/24"}
     )
