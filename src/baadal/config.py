@@ -93,6 +93,14 @@ class DatabaseConf(Section):
 class AuthConf(Section):
     auth_type: C.AuthType = C.AuthType.DB
     login_after_registration: bool = False
+    #: self-registrations one client address may make per window (a lab behind one NAT
+    #: is one address: raise it there); more wait until the window ends (HTTP 429)
+    registrations_per_address: int = Field(
+        default=C.REGISTRATIONS_PER_ADDRESS, ge=1, le=C.REGISTRATIONS_PER_ADDRESS_MAX
+    )
+    registration_window_s: int = Field(
+        default=C.REGISTRATION_WINDOW_S, ge=60, le=C.REGISTRATION_WINDOW_MAX_S
+    )
 
 
 class LdapConf(Section):

@@ -281,6 +281,11 @@ LOGIN_SOURCE_MAX_FAILURES = 20
 LOGIN_FAILURE_WINDOW_S = 15 * 60
 LOGIN_LOCKOUT_S = 60
 LOGIN_LOCKOUT_MAX_S = 15 * 60
+#: self-registrations counted per client address within a window ([auth] settings)
+REGISTRATIONS_PER_ADDRESS = 5
+REGISTRATIONS_PER_ADDRESS_MAX = 10_000
+REGISTRATION_WINDOW_S = 60 * 60
+REGISTRATION_WINDOW_MAX_S = 7 * 24 * 60 * 60
 #: upstream allowed hosts to be overcommitted to 200 % of their RAM and CPUs
 OVERCOMMIT_RAM_FACTOR = 2.0
 OVERCOMMIT_CPU_FACTOR = 2.0

@@ -142,6 +142,8 @@ class CloneCreate(ChangeNote):
     """Clones of a shut-off VM, named ``<name>_clone<k>``."""
 
     count: int = Field(default=1, ge=1, le=C.CLONE_COUNT_MAX)
+    #: standalone copies of the VM's disks instead of overlays on them (linked clones)
+    full: bool = False
 
 
 class Migrate(Body):
@@ -236,6 +238,9 @@ class RequestOut(BaseModel):
     ram_mb: int | None
     vcpus: int | None
     extra_disk_gb: int
+    #: clone requests: how many, and whether standalone copies (else linked)
+    clone_count: int | None
+    clone_full: bool
     public_ip: bool | None
     security_domain: str | None
     template: str | None
@@ -344,8 +349,8 @@ class HostOut(BaseModel):
 
 class HostList(BaseModel):
     items: list[HostOut]
-    #: always null: every host, by name
-    next: None = None
+    #: the ``after`` that gives the next page; null on the last one
+    next: int | None
 
 
 class AuditEntryOut(BaseModel):
@@ -492,7 +497,8 @@ class DatastoreOut(BaseModel):
 
 class DatastoreList(BaseModel):
     items: list[DatastoreOut]
-    next: None = None
+    #: the ``after`` that gives the next page; null on the last one
+    next: int | None
 
 
 class DatastoreCreate(Body):
@@ -532,7 +538,8 @@ class TemplateOut(BaseModel):
 
 class TemplateList(BaseModel):
     items: list[TemplateOut]
-    next: None = None
+    #: the ``after`` that gives the next page; null on the last one
+    next: int | None
 
 
 class TemplateCreate(Body):
@@ -569,7 +576,8 @@ class SecurityDomainOut(BaseModel):
 
 class SecurityDomainList(BaseModel):
     items: list[SecurityDomainOut]
-    next: None = None
+    #: the ``after`` that gives the next page; null on the last one
+    next: int | None
 
 
 class SecurityDomainCreate(Body):
@@ -616,6 +624,7 @@ class Counted(BaseModel):
 
 
 class VlanUsageOut(BaseModel):
+    id: int
     name: str
     tag: int
     network: str
@@ -624,8 +633,15 @@ class VlanUsageOut(BaseModel):
     free: int
 
 
+class VlanList(BaseModel):
+    items: list[VlanUsageOut]
+    #: the ``after`` that gives the next page; null on the last one
+    next: int | None
+
+
 class PoolUsageOut(BaseModel):
-    vlans: list[VlanUsageOut]
+    """The public addresses and VNC ports (each VLAN's private ones: ``GET /vlans``)."""
+
     public_total: int
     public_used: int
     public_free: int
@@ -651,8 +667,8 @@ class AccountOut(BaseModel):
 
 class AccountList(BaseModel):
     items: list[AccountOut]
-    #: always null: every account the caller may see
-    next: None = None
+    #: the ``after`` that gives the next page; null on the last one
+    next: int | None
 
 
 class Registration(Body):
@@ -715,7 +731,8 @@ class OrganisationOut(BaseModel):
 
 class OrganisationList(BaseModel):
     items: list[OrganisationOut]
-    next: None = None
+    #: the ``after`` that gives the next page; null on the last one
+    next: int | None
 
 
 class OrganisationCreate(Body):
@@ -790,3 +807,7 @@ def utilization_out(period: Period, data: Averages) -> UtilizationOut:
         net_received_bytes_s=data.rx,
         net_sent_bytes_s=data.tx,
     )
+
+
+#: how many items a list's page holds at most
+LimitQuery = Annotated[int, Query(ge=1, le=C.API_PAGE_MAX, description="the page's size")]

@@ -374,6 +374,7 @@ def clone_vm(who: CallerDep, vm_id: VMIdPath, body: CloneCreate, response: Respo
             who.settings,
             vm_id,
             body.count,
+            full=body.full,
             approver=body.approver,
             purpose=body.purpose,
         )

@@ -122,7 +122,7 @@ def host_list_cmd() -> None:
     with read_db() as session:
         rows = [
             (h.id, h.host_name, h.address, _status_name(h.status), h.CPUs, h.RAM, h.host_type)
-            for h in inventory.list_hosts(session, actor(session))
+            for h in inventory.list_hosts(session, actor(session)).items
         ]
     print_table("Hosts", ["id", "name", "address", "status", "CPUs", "RAM GB", "type"], rows)
 

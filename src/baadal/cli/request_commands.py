@@ -71,6 +71,7 @@ def create_cmd(
 def clone_cmd(
     vm: str,
     count: Annotated[int, typer.Option(help="how many clones")] = 1,
+    full: Annotated[bool, typer.Option(help="standalone copies instead of overlays")] = False,
     approver: ApproverOpt = None,
     purpose: PurposeOpt = None,
 ) -> None:
@@ -83,6 +84,7 @@ def clone_cmd(
                 get_settings(),
                 vm,
                 count,
+                full=full,
                 approver=approver,
                 purpose=purpose,
             )

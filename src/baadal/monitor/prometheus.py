@@ -74,6 +74,9 @@ class BaadalCollector(Collector):
             ).all()
             tasks = session.execute(select(Task.status, func.count()).group_by(Task.status)).all()
             usage = address_pools.pool_usage(session)
+            vlans = [
+                address_pools.VlanUsage(*row) for row in session.execute(address_pools.vlan_usage())
+            ]
 
         up = GaugeMetricFamily("baadal_host_up", "1 if the host is UP", labels=["host"])
         info = GaugeMetricFamily("baadal_host_status", "host status code (0 DOWN, 1 UP, "
@@ -107,7 +110,7 @@ class BaadalCollector(Collector):
 
         addresses = GaugeMetricFamily("baadal_private_ips", "private addresses per VLAN",
                                       labels=["vlan", "state"])  # fmt: skip
-        for vlan in usage.vlans:
+        for vlan in vlans:
             addresses.add_metric([vlan.name, "used"], vlan.used)
             addresses.add_metric([vlan.name, "free"], vlan.free)
         public = GaugeMetricFamily("baadal_public_ips", "public addresses", labels=["state"])
