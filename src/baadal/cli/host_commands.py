@@ -363,8 +363,8 @@ def maintenance_cmd(host: str, inline: InlineOpt = False) -> None:
 def balance_cmd(
     dry_run: Annotated[bool, typer.Option(help="only show the plan; queue nothing")] = False,
 ) -> None:
-    """Queue migrations of running VMs off hosts above [balance] memory_threshold_pct to
-    the least loaded hosts (at most [balance] max_migrations at once); the worker runs them."""
+    """Queue migrations of running VMs off hosts above balance.memory_threshold_pct to
+    the least loaded hosts (at most balance.max_migrations at once); the worker runs them."""
     plan = host_services.balance(checked_engine(), current_actor(), get_settings(), dry_run=dry_run)
     print_table(
         "Host memory in use (after the planned moves)",

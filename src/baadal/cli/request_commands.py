@@ -36,7 +36,7 @@ def create_cmd(
     vcpus: Annotated[int, typer.Option()] = 1,
     domain: Annotated[
         str | None,
-        typer.Option(help="security domain (default: [network] default_security_domain)"),
+        typer.Option(help="security domain (default: network.default_security_domain)"),
     ] = None,
     public_ip: Annotated[bool, typer.Option()] = False,
     extra_disk: Annotated[int, typer.Option(help="extra disk in GB")] = 0,
