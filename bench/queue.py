@@ -8,6 +8,9 @@
     trip set in three commits on the same database, so the ratio says what the engine
     adds: once on a temporary table (commits that never wait for the disk) and once on
     an ordinary table (commits that wait for the WAL flush, like the engine's).
+(c) Enqueue-to-start latency of an idle worker process (poll interval 0.5 s, the
+    default): tasks queued one at a time at random moments, started_at - created_at,
+    with the worker polling only (``[worker] listen = false``) and with LISTEN/NOTIFY.
 
 Run from the repository root: ``.venv/bin/python bench/queue.py [--tasks 200]``.
 """
@@ -21,6 +24,7 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
+import random
 import statistics
 import tempfile
 import time
@@ -95,9 +99,45 @@ def engine_cost(engine, n: int) -> tuple[float, float, float]:
     return statistics.median(per_task) * 1000, baselines[0] * 1000, baselines[1] * 1000
 
 
+def wake_latency(url: str, engine, home: Path, listen: bool, n: int) -> list[float]:
+    """Seconds from enqueue to start for ``n`` tasks queued one at a time at random
+    moments while one worker process waits for work."""
+    with session_scope(engine) as s:
+        s.execute(delete(TaskEvent))
+        s.execute(delete(Task))
+    proc = start_worker(
+        url,
+        home,
+        "idle",
+        until_idle=False,
+        worker__poll_interval_s="0.5",
+        worker__listen=str(listen).lower(),
+    )
+    latencies = []
+    try:
+        for _ in range(n + 1):
+            time.sleep(random.uniform(0.2, 0.7))  # the worker is waiting by now
+            with session_scope(engine) as s:
+                task_id = queue.enqueue(s, H.ECHO).id
+            deadline = time.monotonic() + 60
+            while True:
+                with session_scope(engine) as s:
+                    task = s.get(Task, task_id)
+                    if task.status == C.TaskStatus.SUCCESS:
+                        latencies.append((task.started_at - task.created_at).total_seconds())
+                        break
+                assert time.monotonic() < deadline, "the worker did not run the task"
+                time.sleep(0.01)
+    finally:
+        proc.terminate()
+        proc.wait()
+    return latencies[1:]  # the first task also waits for the worker's start-up
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=200)
+    parser.add_argument("--wakes", type=int, default=20, help="tasks of (c) per mode")
     args = parser.parse_args()
     pg.ensure_server()
     url = pg.create_database()
@@ -123,6 +163,15 @@ def main() -> None:
             f"    raw SQL baseline (3 commits, ordinary table: WAL flushed): {durable:.2f} ms;"
             f" ratio {cost / durable:.2f}x"
         )
+        print("(c) enqueue-to-start latency, idle worker process, poll interval 0.5 s")
+        with tempfile.TemporaryDirectory() as home:
+            for listen in (False, True):
+                lat = sorted(wake_latency(url, engine, Path(home), listen, args.wakes))
+                label = "LISTEN/NOTIFY" if listen else "polling only "
+                print(
+                    f"    {label}: median {statistics.median(lat) * 1000:.1f} ms,"
+                    f" max {lat[-1] * 1000:.1f} ms ({len(lat)} tasks)"
+                )
     finally:
         engine.dispose()
         pg.drop_database(url)

@@ -134,8 +134,20 @@ def enqueue(
     )
     session.add(task)
     session.flush()
-    _new_event(session, task, C.TaskStatus.PENDING)
-    session.flush()
+    # the history row without the ORM's unit of work (a second flush cost more than this)
+    session.connection().execute(
+        insert(TaskEvent.__table__),
+        {
+            "task_id": task.id,
+            "task_type": task_type,
+            "vm_id": vm_id,
+            "vm_name": _vm_name(session, vm_id),
+            "requester_id": requester_id,
+            "parameters": task.parameters,
+            "status": C.TaskStatus.PENDING,
+            "start_time": utcnow(),
+        },
+    )
     wake_workers(session)
     return task
 
@@ -337,12 +349,11 @@ def _finish(
 ) -> bool:
     values = {"p_status": int(status), "p_message": message, "p_now": utcnow()}
     with session_scope(engine) as session:
-        ended = session.execute(
-            _FINISH_TASK, values | {"p_task": claimed.id, "p_worker": worker_id}
-        ).rowcount
-        if ended != 1:
+        conn = session.connection()  # plain statements: no ORM bookkeeping for them
+        ended = conn.execute(_FINISH_TASK, values | {"p_task": claimed.id, "p_worker": worker_id})
+        if ended.rowcount != 1:
             return False
-        session.execute(_FINISH_EVENT, values | {"p_event": claimed.event_id})
+        conn.execute(_FINISH_EVENT, values | {"p_event": claimed.event_id})
         if record is not None:
             record(session)
         if claimed.task_type in C.TASK_TYPES_MAILED and notify.mail_on():

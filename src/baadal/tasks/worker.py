@@ -144,7 +144,7 @@ class Worker:
                 # the database went away for a moment: running tasks go on, retry soon
                 log.warning("worker %s: database error, retrying: %s", self.worker_id, exc)
                 self.stop_event.wait(self.poll_s)
-            if idle and listener is None and only is None and is_postgres(self.engine):
+            if idle and listener is None and only is None and self._listens():
                 listener = wakeup.Listener(self.engine, self.wake, self.poll_s)
             self.wake.wait(self.poll_s)
             self.wake.clear()
@@ -161,6 +161,10 @@ class Worker:
     def stop(self) -> None:
         self.stop_event.set()
         self.wake.set()
+
+    def _listens(self) -> bool:
+        """Whether to LISTEN for queued tasks: PostgreSQL only (SQLite polls)."""
+        return self.settings.worker.listen and is_postgres(self.engine)
 
     def _housekeeping(self, *, sync: bool) -> None:
         """One transaction: (at start) the periodic jobs' rows, the due jobs, expired
