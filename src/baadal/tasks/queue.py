@@ -27,7 +27,18 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, and_, bindparam, exists, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session, aliased
 
 from baadal import constants as C
@@ -241,8 +252,25 @@ def claim_batch(
     any task (of ``only``) is unfinished: the second value is True when none is (the
     queue is done); it is False otherwise.
     """
+    with engine.begin() as conn:
+        return claim_in(conn, worker_id, lease_s, limit, only=only, idle_check=idle_check)
+
+
+def claim_in(
+    conn: Connection,
+    worker_id: str,
+    lease_s: float,
+    limit: int,
+    *,
+    only: Collection[int] | None = None,
+    idle_check: bool = False,
+) -> tuple[list[ClaimedTask], bool]:
+    """:func:`claim_batch` in the caller's transaction, which it ends on PostgreSQL
+    without waiting for the disk (``synchronous_commit`` off: a claim lost in a server
+    crash is like a worker lost, the task runs again; the handler's first durable commit
+    flushes it anyway). What else the transaction wrote must be as cheap to lose."""
     now = utcnow()
-    postgres = is_postgres(engine)
+    postgres = is_postgres(conn.engine)
     pick, events, unfinished = _claim_statements(postgres, only is not None)
     values: dict[str, Any] = {
         "p_now": now,
@@ -252,20 +280,16 @@ def claim_batch(
     }
     if only is not None:
         values["p_only"] = list(only)
-    with engine.begin() as conn:
-        if postgres:
-            # no wait for the disk: a claim lost in a server crash is like a worker lost
-            # (the task runs again), and the handler's first commit makes it durable anyway
-            conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
-        rows = conn.execute(pick, values).all()
-        if not rows:
-            done = idle_check and not conn.execute(unfinished, values).scalar()
-            return [], done
-        event_ids = dict(
-            conn.execute(
-                events, {"p_now": now, "p_worker": worker_id, "p_tasks": [r.id for r in rows]}
-            ).all()
-        )
+    if postgres:
+        conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+    rows = conn.execute(pick, values).all()
+    if not rows:
+        return [], idle_check and not conn.execute(unfinished, values).scalar()
+    event_ids = dict(
+        conn.execute(
+            events, {"p_now": now, "p_worker": worker_id, "p_tasks": [r.id for r in rows]}
+        ).all()
+    )
     rows.sort(key=lambda r: (-r.priority, r.id))
     return [
         ClaimedTask(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -194,5 +195,6 @@ def handler(
 
 def load_handler_modules(extra: tuple[str, ...] | list[str] = ()) -> Registry:
     for module in (*BUILTIN_HANDLER_MODULES, *extra):
-        importlib.import_module(module)
+        if module not in sys.modules:  # called per Worker (a command's, a request's)
+            importlib.import_module(module)
     return REGISTRY

@@ -102,9 +102,9 @@ class Worker:
     def _work(self, *, only: frozenset[int] | None, until_idle: bool) -> int:
         """The control loop; ``only`` limits it to those tasks and skips housekeeping.
 
-        Each round: housekeeping when due, one claim for the free slots (with
-        ``until_idle`` and nothing running it also tells whether the queue is done),
-        lease renewal when due, then a wait until a task ends, a task is queued (this
+        Each round: one transaction with housekeeping when due and one claim for the
+        free slots (with ``until_idle`` and nothing running it also tells whether the
+        queue is done), lease renewal when due, then a wait until a task ends, a task is queued (this
         process, or NOTIFY on PostgreSQL) or the poll interval passes.
         """
         log.info("worker %s started, concurrency %d", self.worker_id, self.concurrency)
@@ -116,18 +116,17 @@ class Worker:
         while not self.stop_event.is_set():
             idle = False
             try:
-                if only is None and time.monotonic() - last_housekeeping >= self.poll_s:
-                    self._housekeeping(sync=last_housekeeping < 0)
-                    last_housekeeping = time.monotonic()
-                if len(running) < self.concurrency:
-                    claimed, done = queue.claim_batch(
-                        self.engine,
-                        self.worker_id,
-                        self.lease_s,
-                        self.concurrency - len(running),
-                        only=only,
+                housekeeping = only is None and time.monotonic() - last_housekeeping >= self.poll_s
+                if housekeeping or len(running) < self.concurrency:
+                    claimed, done = self._claim(
+                        only,
+                        free=self.concurrency - len(running),
                         idle_check=until_idle and not running,
+                        housekeeping=housekeeping,
+                        sync=last_housekeeping < 0,
                     )
+                    if housekeeping:
+                        last_housekeeping = time.monotonic()
                     if done:
                         break
                     for task in claimed:
@@ -166,17 +165,40 @@ class Worker:
         """Whether to LISTEN for queued tasks: PostgreSQL only (SQLite polls)."""
         return self.settings.worker.listen and is_postgres(self.engine)
 
-    def _housekeeping(self, *, sync: bool) -> None:
-        """One transaction: (at start) the periodic jobs' rows, the due jobs, expired
-        leases; then each due job fires in a transaction of its own (rarely any)."""
+    def _claim(
+        self,
+        only: frozenset[int] | None,
+        *,
+        free: int,
+        idle_check: bool,
+        housekeeping: bool,
+        sync: bool,
+    ) -> tuple[list[queue.ClaimedTask], bool]:
+        """One transaction: (with ``housekeeping``) the periodic jobs' rows (``sync``: at
+        start), the due jobs and the expired leases, then the claim for the free slots.
+        Each due job then fires in a transaction of its own (rarely any); the queue is
+        not done while one did."""
         now = utcnow()
         with session_scope(self.engine) as session:
-            if sync:
-                sync_periodic_jobs_in(session, self.registry.periodic, self.settings)
-            due = due_jobs(session, now)
-            queue.recover_expired_in(session)
-        for job in due:
-            fire_job(self.engine, job, now)
+            due = []
+            if housekeeping:
+                if sync:
+                    sync_periodic_jobs_in(session, self.registry.periodic, self.settings)
+                due = due_jobs(session, now)
+                queue.recover_expired_in(session)
+                session.flush()  # the claim below sees the recovered tasks
+            claimed, done = ([], False)
+            if free:
+                claimed, done = queue.claim_in(
+                    session.connection(),
+                    self.worker_id,
+                    self.lease_s,
+                    free,
+                    only=only,
+                    idle_check=idle_check,
+                )
+        fired = [fire_job(self.engine, job, now) for job in due]
+        return claimed, done and not any(fired)
 
     def _renew(self, task_ids: list[int]) -> None:
         held = queue.renew_leases(self.engine, self.worker_id, task_ids, self.lease_s)
