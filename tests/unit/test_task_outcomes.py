@@ -177,3 +177,26 @@ def test_an_idle_worker_runs_a_task_queued_meanwhile_without_waiting_its_poll(
         worker.stop()
         thread.join()
         event.remove(sqlite_engine, "commit", _claimed)
+
+
+def test_a_finish_that_meets_a_broken_connection_is_tried_again(
+    sqlite_engine: Engine, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The handler ran; the database was away when its end was to be written: the worker
+    writes it once the database answers again (the task ends once, not FAILED)."""
+    task_id = _enqueue(sqlite_engine, H.ECHO)
+    real_finish, calls = queue.finish, []
+
+    def finish_after_an_outage(*args: object, **kw: object) -> bool:
+        calls.append(1)
+        if len(calls) == 1:
+            raise H.lost_connection()
+        return real_finish(*args, **kw)
+
+    monkeypatch.setattr(queue, "finish", finish_after_an_outage)
+    settings.worker.poll_interval_s = 0.01
+    Worker(sqlite_engine, settings, worker_id="w").run(until_idle=True)
+    assert len(calls) == 2
+    task = _task(sqlite_engine, task_id)
+    assert (task.status, task.attempts) == (C.TaskStatus.SUCCESS, 1)
+    assert _log(sqlite_engine) == [f"run:{task_id}"]

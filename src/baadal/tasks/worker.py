@@ -214,9 +214,9 @@ class Worker:
             try:
                 self._record(claimed, result, mail_to)
                 return
-            except SQLAlchemyError as exc:
+            except Exception as exc:
                 # the database is away (a restart): try again while the lease would last;
-                # after that lease recovery runs the task again anyway
+                # after that (or on any other error) lease recovery runs the task again
                 if not database_lost(exc) or time.monotonic() >= deadline:
                     log.exception("task %d: its end was not recorded", claimed.id)
                     return
