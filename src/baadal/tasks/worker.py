@@ -1,11 +1,13 @@
-"""A worker process: claims tasks, runs their handlers on a bounded thread pool.
+"""A worker process: claims tasks, runs their handlers on task threads.
 
 This is also where the seed's maintenance ``Worker`` / ``ThreadPool`` went: work fans out
 as tasks, and ``concurrency`` bounds how many run at once in one worker process (run more
 worker processes, on one or many machines, to scale out).
 
 One control thread does everything but running handlers: fire due periodic jobs, recover
-tasks of dead workers, claim while there is a free slot, renew leases of running tasks.
+tasks of dead workers, claim for the free slots, renew leases of running tasks, and wait
+(until a task ends, one is queued, or the poll interval passes). A run that lost its
+database gives its task back; recording a task's end rides out a short outage.
 """
 
 from __future__ import annotations
@@ -19,12 +21,11 @@ import uuid
 from collections.abc import Collection
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from baadal import constants as C
 from baadal.config import Settings
-from baadal.db.models import Task
 from baadal.db.session import is_postgres, session_scope
 from baadal.errors import BaadalError
 from baadal.mail import notify
@@ -56,15 +57,6 @@ def _task_pool() -> ThreadPoolExecutor:
                 C.WORKER_CONCURRENCY_MAX, thread_name_prefix="task"
             )
         return pool
-
-
-def unfinished_task_count(engine: Engine, only: Collection[int] | None = None) -> int:
-    """Tasks not ended yet (with ``only``: among those ids)."""
-    query = select(func.count()).select_from(Task).where(Task.status.in_(C.TASK_UNFINISHED))
-    if only is not None:
-        query = query.where(Task.id.in_(only))
-    with session_scope(engine) as session:
-        return session.scalar(query)
 
 
 class Worker:
