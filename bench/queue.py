@@ -7,12 +7,14 @@
     one process, ms per task; the baseline is one trivial INSERT + UPDATE + SELECT round
     trip set in three commits on the same database, so the ratio says what the engine
     adds: once on a temporary table (commits that never wait for the disk) and once on
-    an ordinary table (commits that wait for the WAL flush, like the engine's).
+    an ordinary table (commits that wait for the WAL flush, like the engine's; the fair
+    one: the engine's enqueue and finish must be durable). Wall time and this process's
+    CPU time (the client's Python), medians; the three alternate task by task.
 (c) Enqueue-to-start latency of an idle worker process (poll interval 0.5 s, the
     default): tasks queued one at a time at random moments, started_at - created_at,
     with the worker polling only (``[worker] listen = false``) and with LISTEN/NOTIFY.
 
-Run from the repository root: ``.venv/bin/python bench/queue.py [--tasks 200]``.
+Run from the repository root: ``.venv/bin/python bench/queue.py [--tasks 200] [--parts abc]``.
 """
 
 from __future__ import annotations

@@ -37,17 +37,16 @@ def _log(engine: Engine) -> list[str]:
         return list(s.scalars(select(VMEventLog.attribute).order_by(VMEventLog.id)))
 
 
-def test_one_claim_takes_the_free_slots_best_first_and_one_task_per_vm(
-    sqlite_engine: Engine,
-) -> None:
-    first = _enqueue(sqlite_engine, H.ECHO, vm_id=1)
-    _enqueue(sqlite_engine, H.SLEEP, vm_id=1)  # waits for the VM's first task
-    plain = _enqueue(sqlite_engine, H.ECHO)
-    urgent = _enqueue(sqlite_engine, H.ECHO, priority=C.TaskPriority.URGENT)
-    claimed, done = queue.claim_batch(sqlite_engine, "w", 30, 10, idle_check=True)
+def test_one_claim_takes_the_free_slots_best_first_and_one_task_per_vm(engine: Engine) -> None:
+    """On SQLite and on PostgreSQL (where the chosen ids are computed once)."""
+    first = _enqueue(engine, H.ECHO, vm_id=1)
+    _enqueue(engine, H.SLEEP, vm_id=1)  # waits for the VM's first task
+    plain = _enqueue(engine, H.ECHO)
+    urgent = _enqueue(engine, H.ECHO, priority=C.TaskPriority.URGENT)
+    claimed, done = queue.claim_batch(engine, "w", 30, 10, idle_check=True)
     assert [c.id for c in claimed] == [urgent, first, plain]
     assert not done
-    with session_scope(sqlite_engine) as s:
+    with session_scope(engine) as s:
         processing = s.execute(
             select(TaskEvent.id, TaskEvent.task_id, TaskEvent.worker).where(
                 TaskEvent.status == C.TaskStatus.PROCESSING
@@ -55,13 +54,13 @@ def test_one_claim_takes_the_free_slots_best_first_and_one_task_per_vm(
         ).all()
     assert sorted(processing) == sorted((c.event_id, c.id, "w") for c in claimed)
     # nothing runnable now, but tasks are unfinished: not done
-    assert queue.claim_batch(sqlite_engine, "w", 30, 10, idle_check=True) == ([], False)
+    assert queue.claim_batch(engine, "w", 30, 10, idle_check=True) == ([], False)
     for c in claimed:
-        assert queue.finish(sqlite_engine, c, "w", C.TaskStatus.SUCCESS, "ok")
-    (second,), _ = queue.claim_batch(sqlite_engine, "w", 30, 10, idle_check=True)
-    assert queue.finish(sqlite_engine, second, "w", C.TaskStatus.SUCCESS, "ok")
-    assert queue.claim_batch(sqlite_engine, "w", 30, 10, idle_check=True) == ([], True)
-    assert queue.claim_batch(sqlite_engine, "w", 30, 10) == ([], False)  # not asked
+        assert queue.finish(engine, c, "w", C.TaskStatus.SUCCESS, "ok")
+    (second,), _ = queue.claim_batch(engine, "w", 30, 10, idle_check=True)
+    assert queue.finish(engine, second, "w", C.TaskStatus.SUCCESS, "ok")
+    assert queue.claim_batch(engine, "w", 30, 10, idle_check=True) == ([], True)
+    assert queue.claim_batch(engine, "w", 30, 10) == ([], False)  # not asked
 
 
 def test_outcome_rows_commit_with_the_tasks_end_and_only_with_it(

@@ -28,11 +28,15 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
     ColumnElement,
     Connection,
     Engine,
+    Integer,
     and_,
+    any_,
     bindparam,
+    cast,
     exists,
     func,
     insert,
@@ -196,10 +200,16 @@ def _claim_statements(postgres: bool, only: bool) -> tuple[Any, Any, Any]:
         best = best.where(candidate.id.in_(bindparam("p_only", expanding=True)))
         unfinished = unfinished.where(Task.id.in_(bindparam("p_only", expanding=True)))
     if postgres:
-        best = best.with_for_update(skip_locked=True, of=candidate)
+        # the chosen ids as one array, computed once (an InitPlan): a plan that ran the
+        # LIMIT ... SKIP LOCKED subquery again per row could lease more than p_limit
+        chosen = best.with_for_update(skip_locked=True, of=candidate).subquery()
+        ids = select(func.array_agg(chosen.c.id)).scalar_subquery()
+        picked = Task.id == any_(cast(ids, ARRAY(Integer)))
+    else:
+        picked = Task.id.in_(best.scalar_subquery())
     pick = (
         update(Task)
-        .where(Task.id.in_(best.scalar_subquery()))
+        .where(picked)
         .values(
             status=C.TaskStatus.PROCESSING,
             lease_owner=bindparam("p_worker"),
