@@ -4,10 +4,12 @@ task is queued (SQLite, one process)."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 
 import pytest
 from sqlalchemy import Engine, event, select
+from sqlalchemy.exc import OperationalError
 
 from baadal import constants as C
 from baadal.config import Settings
@@ -131,6 +133,10 @@ def test_only_a_broken_connection_counts_as_a_lost_database() -> None:
     except RuntimeError as wrapped:
         assert database_lost(wrapped)
     assert not database_lost(RuntimeError("libvirt said no"))
+    locked = sqlite3.OperationalError("database is locked")
+    assert database_lost(OperationalError("UPDATE vm_data", {}, locked))
+    mistake = sqlite3.OperationalError("no such table: vm_dta")
+    assert not database_lost(OperationalError("SELECT * FROM vm_dta", {}, mistake))
     assert TaskResult.error(H.lost_connection()).status == C.TaskStatus.RETRY
     assert TaskResult.error(RuntimeError("no")).status == C.TaskStatus.FAILED
 

@@ -40,15 +40,27 @@ Record = Callable[[Session], None]
 
 def database_lost(exc: BaseException) -> bool:
     """Whether ``exc`` (or what caused it) says the database connection broke or could
-    not be made (a server restart, a network cut): the run is lost, not failed."""
+    not be made (a server restart, a network cut), or SQLite stayed locked: the run is
+    lost, not failed."""
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, DBAPIError) and (
-            seen.connection_invalidated or isinstance(seen, (OperationalError, InterfaceError))
+            seen.connection_invalidated
+            or isinstance(seen, InterfaceError)
+            or (isinstance(seen, OperationalError) and _transient(seen))
         ):
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+def _transient(exc: OperationalError) -> bool:
+    """PostgreSQL's OperationalError is about the server or the connection (gone, starting
+    up, shutting down); SQLite's also covers mistakes (no such table), so only its busy
+    timeout counts."""
+    if type(exc.orig).__module__ == "sqlite3":
+        return "database is locked" in str(exc.orig)
+    return True
 
 
 @dataclass(frozen=True)
