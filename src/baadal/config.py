@@ -358,6 +358,9 @@ class WorkerConf(Section):
     lease_s: float = Field(default=C.TASK_LEASE_S, gt=0)
     poll_interval_s: float = Field(default=0.5, gt=0)
     max_attempts: int = Field(default=C.TASK_MAX_ATTEMPTS, ge=1)
+    #: on PostgreSQL an idle worker LISTENs for queued tasks instead of waiting out its
+    #: poll; switch off where LISTEN cannot work (a transaction-pooling PgBouncer)
+    listen: bool = True
 
     @model_validator(mode="after")
     def _lease_above_poll(self) -> WorkerConf:

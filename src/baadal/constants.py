@@ -36,6 +36,9 @@ TASK_FINAL = (
     TaskStatus.IGNORE,
     TaskStatus.PARTIAL_SUCCESS,
 )
+#: how a handler's run may end: a final status, or RETRY (the run was lost: its
+#: database went away; the task runs again)
+TASK_ENDS_OF_RUN = (*TASK_FINAL, TaskStatus.RETRY)
 
 
 class TaskPriority(IntEnum):
@@ -342,6 +345,10 @@ TASK_MAX_ATTEMPTS = 3
 LEASE_POLL_RATIO = 3
 #: task threads one worker process may run (more work = more worker processes)
 WORKER_CONCURRENCY_MAX = 256
+#: PostgreSQL channel on which a transaction that made a task runnable wakes idle workers
+TASK_NOTIFY_CHANNEL = "baadal_tasks"
+#: longest a worker's PostgreSQL listener blocks before it looks whether to stop
+LISTEN_CHECK_S = 1.0
 
 # --- monitoring (upstream-facts.md: RRD step 300, heartbeat 550; five graph periods) ---
 RRD_STEP_S = 300
