@@ -35,6 +35,11 @@ class NotFoundError(BaadalError):
     pass
 
 
+class NoMeasurements(NotFoundError):
+    """A host or VM not measured yet: its graphs have nothing to draw (the portal shows
+    a placeholder; the API answers 404)."""
+
+
 class ConflictError(BaadalError):
     pass
 

@@ -65,6 +65,11 @@ def test_every_admin_page_renders_for_an_admin(portal: Portal) -> None:
     page = admin.get(f"/admin/hosts/{host_id}")
     assert page.status_code == 200 and "Maintenance" in page.text, page.text[-800:]
     assert "/admin/graphs/host.png?name=host1&amp;graph=cpu" in page.text
+    # host1 was never measured: its graphs say so instead of showing as broken images
+    graph = admin.get("/admin/graphs/host.png?name=host1&graph=cpu")
+    assert graph.status_code == 200 and graph.headers["content-type"] == "image/svg+xml"
+    assert b"No measurements yet" in graph.content
+    assert admin.get("/admin/graphs/host.png?name=nosuchhost").status_code == 404
 
 
 def portal_host_id(portal: Portal) -> int:

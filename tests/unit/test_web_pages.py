@@ -414,8 +414,11 @@ def test_an_ldap_login_works_through_the_portal(
 def test_a_vm_graph_is_a_png_for_its_users_only(portal: Portal) -> None:
     vm_id = _vm_id(portal)
     stu = portal.login("stu")
+    # not measured yet: a picture saying so, not a broken image (nor another user's data)
     missing = stu.get(f"/vms/{vm_id}/graphs/cpu/day.png")
-    assert missing.status_code == 404 and "no monitoring data" in missing.text
+    assert missing.status_code == 200 and missing.headers["content-type"] == "image/svg+xml"
+    assert b"No measurements yet" in missing.content
+    assert portal.login("eve").get(f"/vms/{vm_id}/graphs/cpu/day.png").status_code in (403, 404)
     settings = portal.app.state.settings
     path = rrd.get_rrd_file(settings, "ORG_A_fac_web")
     assert rrd.update_rrd_file(path, rrd.RrdSample(int(time.time()), 0, 0, 0, 0, 0, 0))

@@ -11,7 +11,7 @@ from pathlib import Path
 import rrdtool
 
 from baadal.config import Settings
-from baadal.errors import NotFoundError, ValidationError
+from baadal.errors import NoMeasurements, ValidationError
 from baadal.files import replaced_atomically
 from baadal.home import PRIVATE_FILE_MODE, private_dir
 from baadal.monitor.rrd import get_rrd_file, graph_period_seconds
@@ -73,7 +73,7 @@ def create_graph(
     seconds = graph_period_seconds(period)
     source = get_rrd_file(settings, identity)
     if not source.exists():
-        raise NotFoundError(f"no monitoring data for {identity!r} yet")
+        raise NoMeasurements(f"no monitoring data for {identity!r} yet")
     out_dir = graph_dir(settings)
     private_dir(out_dir)
     target = out_dir / f"{identity}_{kind}_{period}.png"

@@ -12,6 +12,7 @@ goes back to its page with a one-line message; a refused change changes nothing.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path as FilePath
 from typing import Annotated
 from urllib.parse import urlencode
 
@@ -38,7 +39,15 @@ from baadal.services import (
     vms,
 )
 from baadal.services.hosts import Queued
-from baadal.web.pages import Visitor, VisitorDep, perform, perform_alone, redirect, render
+from baadal.web.pages import (
+    Visitor,
+    VisitorDep,
+    graph_response,
+    perform,
+    perform_alone,
+    redirect,
+    render,
+)
 
 NOT_ADMIN = "the administration pages are for administrators"
 
@@ -498,11 +507,14 @@ def graph_png(
     period: Annotated[str, Query(max_length=8)] = "day",
 ) -> Response:
     """A usage graph drawn afresh from the RRD history (an ``<img>`` of the pages)."""
-    with visitor.transaction() as session:
-        path = monitoring.get_performance_graph(
-            session, visitor.actor, visitor.settings, kind, name, graph, period
-        )
-    return FileResponse(path, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+    def draw() -> FilePath:
+        with visitor.transaction() as session:
+            return monitoring.get_performance_graph(
+                session, visitor.actor, visitor.settings, kind, name, graph, period
+            )
+
+    return graph_response(draw, "no-store")
 
 
 @router.get("/monitor")

@@ -14,7 +14,7 @@ from urllib.parse import quote, unquote
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -24,6 +24,7 @@ from baadal.config import Settings
 from baadal.errors import (
     BaadalError,
     ConflictError,
+    NoMeasurements,
     PermissionDenied,
     ResourceExhausted,
     Unauthenticated,
@@ -66,6 +67,23 @@ templates.env.globals.update(
     csrf_header=C.WEB_CSRF_HEADER,
     status_name=status_name,
 )
+
+#: what a graph's <img> shows for a host or VM not measured yet
+NO_MEASUREMENTS_IMAGE = HERE / "static" / "no-data.svg"
+
+
+def graph_response(draw: Callable[[], Path], cache_control: str) -> Response:
+    """A usage graph's PNG, or the "no measurements yet" picture for a host or VM the
+    collector has not measured yet (an <img> would show its alt text as if broken)."""
+    try:
+        return FileResponse(
+            draw(), media_type="image/png", headers={"Cache-Control": cache_control}
+        )
+    except NoMeasurements:
+        return FileResponse(
+            NO_MEASUREMENTS_IMAGE, media_type="image/svg+xml", headers={"Cache-Control": "no-store"}
+        )
+
 
 BAD_CSRF = "the form's security token is missing or wrong: reload the page and try again"
 #: a message longer than this is cut (it travels in a cookie)

@@ -8,10 +8,11 @@ value) comes back the same way, a refusal or a missing object is an error page.
 
 from __future__ import annotations
 
+from pathlib import Path as FilePath
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Path, Query, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from baadal import constants as C
@@ -30,6 +31,7 @@ from baadal.web.pages import (
     MISTAKES,
     Visitor,
     VisitorDep,
+    graph_response,
     optional_int,
     perform,
     redirect,
@@ -298,13 +300,14 @@ def vm_graph(
     period: Annotated[str, Path(max_length=8)],
 ) -> Response:
     """A graph drawn afresh from the VM's measurements (an <img> on its page)."""
-    with visitor.transaction() as session:
-        png = monitoring.get_performance_graph(
-            session, visitor.actor, visitor.settings, "vm", str(vm_id), graph, period
-        )
-    return FileResponse(
-        png, media_type="image/png", headers={"Cache-Control": "private, max-age=60"}
-    )
+
+    def draw() -> FilePath:
+        with visitor.transaction() as session:
+            return monitoring.get_performance_graph(
+                session, visitor.actor, visitor.settings, "vm", str(vm_id), graph, period
+            )
+
+    return graph_response(draw, "private, max-age=60")
 
 
 # --- asking for a VM ------------------------------------------------------------------
