@@ -41,7 +41,7 @@ from baadal.db.models import (
 from baadal.errors import ConflictError, NotFoundError, PermissionDenied, ValidationError
 from baadal.mail import notify
 from baadal.net.validators import check_int, check_no_control, check_row_id, check_safe_name
-from baadal.services import auditing, lookup, vms
+from baadal.services import auditing, lookup, vm_rules, vms
 from baadal.services.policy import (
     Action,
     Actor,
@@ -335,7 +335,7 @@ def _validate(session: Session, actor: Actor, settings: Settings, req: RequestQu
         vm = session.get(VM, req.parent_id)
         if vm is None:
             raise NotFoundError(f"the VM of request {req.id} is gone")
-        vms._installed(vm)
+        vm_rules.require_installed(vm)
         if kind == C.RequestKind.CLONE:
             check_int(req.clone_count, "clone count", 1, C.CLONE_COUNT_MAX)
             _free_ips(session, _domain(session, vm.security_domain_id), req.clone_count)
@@ -344,7 +344,7 @@ def _validate(session: Session, actor: Actor, settings: Settings, req: RequestQu
         else:
             check_ram_vcpus(req.RAM, req.vCPU)
             if domain is not None:
-                vms._check_domain_change(session, vm, domain)
+                vm_rules.check_domain_change(session, vm, domain)
             has_ip = vm.public_ip_id is not None
             if req.public_ip_change and not has_ip:
                 _free_public_ip(session)
@@ -374,7 +374,7 @@ def _submit(
     """Validate, record and (by the requester's role) advance or queue the request."""
     req.requester_id = actor.user_id
     req.approver_id = approver.id if approver else None
-    req.purpose = vms._check_purpose(req.purpose)
+    req.purpose = vm_rules.check_purpose(req.purpose)
     _validate(session, actor, settings, req)
     if actor.is_admin or C.Role.ORGADMIN in actor.roles:
         req.status = C.RequestStatus.APPROVED
@@ -419,9 +419,9 @@ def request_create(
     check_safe_name(vm_name, "VM name", 30)
     approver_row = _approver(session, actor, approver)
     owner = approver_row or session.get(User, actor.user_id)
-    tmpl = vms._template(session, actor, settings, template)
-    domain = vms._new_vm_domain(session, actor, settings, security_domain, True)
-    vms._check_name_free(session, owner, vm_name)
+    tmpl = vm_rules.template_for(session, actor, settings, template)
+    domain = vm_rules.new_vm_domain(session, actor, settings, security_domain, True)
+    vm_rules.check_name_free(session, owner, vm_name)
     skip = {owner.id, actor.user_id}
     req = RequestQueue(
         request_type=C.RequestKind.CREATE,
@@ -731,7 +731,7 @@ def edit_request(
     if security_domain is not None:
         req.security_domain_id = _domain_id(session, security_domain)
     if purpose is not None:
-        req.purpose = vms._check_purpose(purpose)
+        req.purpose = vm_rules.check_purpose(purpose)
     requester = session.get(User, req.requester_id)
     with session.no_autoflush:
         _validate(session, actor_of(session, requester), settings, req)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, Row, Select, and_, bindparam, delete, func, or_, select
+from sqlalchemy import Engine, Row, Select, bindparam, delete, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from baadal import address_pools, placement
@@ -29,10 +29,8 @@ from baadal.db.models import (
     Host,
     PrivateIpPool,
     PublicIpPool,
-    SecurityDomain,
     Snapshot,
     Task,
-    Template,
     User,
     UserVMMap,
     VMEventLog,
@@ -40,8 +38,8 @@ from baadal.db.models import (
 )
 from baadal.db.session import session_scope
 from baadal.errors import ConflictError, NotFoundError, PermissionDenied, ValidationError
-from baadal.net.validators import check_identity, check_int, check_no_control, check_safe_name
-from baadal.services import auditing, lookup
+from baadal.net.validators import check_int, check_safe_name
+from baadal.services import auditing, lookup, vm_rules
 from baadal.services.policy import (
     Action,
     Actor,
@@ -55,7 +53,7 @@ from baadal.services.policy import (
 from baadal.services.rows import Page
 from baadal.tasks import queue
 from baadal.timeutil import utcnow
-from baadal.vm import console, install, migration, storage
+from baadal.vm import console, install, migration
 from baadal.vm import nat as vm_nat
 from baadal.vm.common import log_vm_event
 from baadal.vm.disk import check_disk_size
@@ -82,19 +80,6 @@ class Queued:
     task_id: int
 
 
-def vm_identity(owner: User, vm_name: str) -> str:
-    """<organisation>~<owner username>~<vm name>: the libvirt domain name, and the name of
-    the VM's files. No part may hold the separator, so two owners' VMs never share one
-    (VMs made before kept their '_'-joined identities: their domains and disks have them)."""
-    org = owner.organisation.name if owner.organisation else "NOORG"
-    parts = [
-        check_safe_name(org, "organisation name", C.VM_NAME_MAX),
-        check_safe_name(owner.username, "username", C.VM_NAME_MAX),
-        check_safe_name(vm_name, "VM name", C.VM_NAME_MAX),
-    ]
-    return check_identity(C.IDENTITY_SEPARATOR.join(parts), "VM identity", C.VM_NAME_MAX)
-
-
 def _find(session: Session, actor: Actor, name_or_id: str | int, action: Action) -> VM:
     """The VM the actor means (their own first when names clash), if they may ``action``."""
     vm = lookup.vm(session, name_or_id, prefer=vm_filter(actor, Action.VM_READ))
@@ -114,51 +99,6 @@ def _owner(session: Session, actor: Actor, username: str | None) -> User:
     return user
 
 
-def _template(session: Session, actor: Actor, settings: Settings, ref: str | int) -> Template:
-    template = lookup.template(session, ref)
-    require(session, actor, Action.TEMPLATE_LIST, template, f"template {template.name}")
-    if not template.is_active:
-        raise NotFoundError(f"template {template.name!r} is not active")
-    if not storage.template_path(settings, template).is_file():
-        raise NotFoundError(f"template {template.name}: image file is missing on the datastore")
-    return template
-
-
-def _security_domain(session: Session, actor: Actor, name: str | None) -> SecurityDomain | None:
-    if name is None:
-        return None
-    domain = lookup.security_domain(session, name)
-    require(session, actor, Action.NETWORK_LIST, domain, f"security domain {domain.name}")
-    return domain
-
-
-def _new_vm_domain(
-    session: Session, actor: Actor, settings: Settings, name: str | None, network: bool
-) -> SecurityDomain | None:
-    """The security domain of a new VM: the one asked for, else the settings' default.
-    A VM without one gets no private IP, MAC or DHCP entry (and a public IP maps to
-    nothing), so that happens only when ``network`` is False, never by omission."""
-    if not network:
-        if name is not None:
-            raise ValidationError("a VM without a network cannot have a security domain")
-        return None
-    if name is not None:
-        return _security_domain(session, actor, name)
-    default = settings.network.default_security_domain
-    if not default:
-        raise ValidationError(
-            "no security domain given and no default set ([network] default_security_domain):"
-            " name a security domain, or ask for a VM without a network"
-        )
-    try:
-        return _security_domain(session, actor, default)
-    except NotFoundError:
-        raise NotFoundError(
-            f"the default security domain {default!r} ([network] default_security_domain)"
-            " does not exist"
-        ) from None
-
-
 def _host(session: Session, actor: Actor, name: str | None) -> Host | None:
     """The host a VM was asked to go on (admins only): it must be UP."""
     if name is None:
@@ -168,38 +108,6 @@ def _host(session: Session, actor: Actor, name: str | None) -> Host | None:
     if host.status != C.HostStatus.UP:
         raise ConflictError(f"host {host.host_name} is {C.HostStatus(host.status).name}")
     return host
-
-
-def _check_purpose(purpose: str | None) -> str | None:
-    """The request's free text: printable and as long as its column."""
-    if not purpose:
-        return None
-    if not isinstance(purpose, str) or len(purpose) > C.VM_PURPOSE_MAX:
-        raise ValidationError(f"purpose must be text of at most {C.VM_PURPOSE_MAX} characters")
-    return check_no_control(purpose, "purpose")
-
-
-def _name_taken(session: Session, owner: User, vm_name: str, identity: str) -> bool:
-    """By owner and name, not only by identity: an older VM of this owner has the older
-    '_'-joined identity, and the name is still theirs."""
-    return (
-        session.scalar(
-            select(VM.id).where(
-                or_(
-                    VM.vm_identity == identity,
-                    and_(VM.owner_id == owner.id, VM.vm_name == vm_name),
-                )
-            )
-        )
-        is not None
-    )
-
-
-def _check_name_free(session: Session, owner: User, vm_name: str) -> str:
-    identity = vm_identity(owner, vm_name)
-    if _name_taken(session, owner, vm_name, identity):
-        raise ConflictError(f"{owner.username} already has a VM named {vm_name!r}")
-    return identity
 
 
 @guarded(Action.VM_CREATE)
@@ -229,16 +137,16 @@ def request_vm(
     does not become a user of the VM then); ``users`` are further users (collaborators)."""
     check_safe_name(vm_name, "VM name", 30)
     check_ram_vcpus(ram_mb, vcpus)
-    purpose = _check_purpose(purpose)
+    purpose = vm_rules.check_purpose(purpose)
     if extra_disk_gb:
         check_disk_size(extra_disk_gb)
     owner_row = _owner(session, actor, owner)
     chosen = _host(session, actor, host)
-    tmpl = _template(session, actor, settings, template)
-    domain = _new_vm_domain(session, actor, settings, security_domain, network)
+    tmpl = vm_rules.template_for(session, actor, settings, template)
+    domain = vm_rules.new_vm_domain(session, actor, settings, security_domain, network)
     if public_ip and domain is None:
         raise ValidationError("a VM without a network cannot have a public IP")
-    identity = _check_name_free(session, owner_row, vm_name)
+    identity = vm_rules.check_name_free(session, owner_row, vm_name)
     # early, non-binding checks so the user hears now, not from a failed task
     placement.choose_datastore(session, tmpl.hdd + extra_disk_gb)
     others = session.scalars(select(Host.id).where(Host.id != chosen.id)).all() if chosen else ()
@@ -297,11 +205,11 @@ def launch_existing_vm_image(
     check_safe_name(vm_name, "VM name", 30)
     check_ram_vcpus(ram_mb, vcpus)
     owner_row = _owner(session, actor, owner)
-    tmpl = _template(session, actor, settings, template)
-    domain = _new_vm_domain(session, actor, settings, security_domain, network)
+    tmpl = vm_rules.template_for(session, actor, settings, template)
+    domain = vm_rules.new_vm_domain(session, actor, settings, security_domain, network)
     chosen = _host(session, actor, host)
     ds = lookup.datastore(session, datastore)
-    identity = _check_name_free(session, owner_row, vm_name)
+    identity = vm_rules.check_name_free(session, owner_row, vm_name)
     vm = VM(
         vm_name=vm_name,
         vm_identity=identity,
@@ -507,11 +415,6 @@ def list_disks(session: Session, actor: Actor, name_or_id: str | int) -> list[Ex
     ]
 
 
-def _installed(vm: VM) -> None:
-    if vm.status in (C.VMStatus.IN_QUEUE, C.VMStatus.UNKNOWN) or vm.host_id is None:
-        raise ConflictError(f"VM {vm.vm_name} is not installed")
-
-
 @guarded(Action.VM_OPERATE)
 def operate(session: Session, actor: Actor, name_or_id: str | int, operation: str) -> Task:
     """Queue a direct operation (start, stop, suspend, resume, destroy, delete, ...)."""
@@ -523,14 +426,14 @@ def operate(session: Session, actor: Actor, name_or_id: str | int, operation: st
     vm = _find(session, actor, name_or_id, Action.VM_OPERATE)
     auditing.note(detail=operation)
     if task_type != C.TaskType.DELETE_VM:
-        _installed(vm)
+        vm_rules.require_installed(vm)
     return queue.enqueue(session, task_type, vm_id=vm.id, requester_id=actor.user_id)
 
 
 @guarded(Action.VM_OPERATE)
 def request_snapshot(session: Session, actor: Actor, name_or_id: str | int) -> Task:
     vm = _find(session, actor, name_or_id, Action.VM_OPERATE)
-    _installed(vm)
+    vm_rules.require_installed(vm)
     check_user_snapshot_limit(session, vm.id)
     return queue.enqueue(
         session,
@@ -584,7 +487,7 @@ def request_attach_disk(
     session: Session, actor: Actor, name_or_id: str | int, size_gb: int
 ) -> Task:
     vm = _find(session, actor, name_or_id, Action.VM_CHANGE)
-    _installed(vm)
+    vm_rules.require_installed(vm)
     check_disk_size(size_gb)
     placement.choose_datastore(session, size_gb)  # refuse a disk that fits nowhere
     return queue.enqueue(
@@ -594,16 +497,6 @@ def request_attach_disk(
         parameters={"disk_size": size_gb},
         requester_id=actor.user_id,
     )
-
-
-def _check_domain_change(session: Session, vm: VM, domain: SecurityDomain) -> None:
-    """A move must go somewhere else and have a free address there before it is queued."""
-    if vm.security_domain_id == domain.id:
-        raise ConflictError(f"{vm.vm_name} is already in security domain {domain.name!r}")
-    if vm.status == C.VMStatus.SUSPENDED:
-        raise ConflictError(f"{vm.vm_name} is paused: resume or stop it before moving it")
-    if not address_pools.free_private_count(session, domain.vlan_id):
-        raise ConflictError(f"no free private IP left in security domain {domain.name!r}")
 
 
 @guarded(Action.VM_CHANGE)
@@ -619,13 +512,13 @@ def request_edit(
 ) -> Task:
     """Queue only the keys that change (upstream: 'Edit -> only changed keys')."""
     vm = _find(session, actor, name_or_id, Action.VM_CHANGE)
-    _installed(vm)
+    vm_rules.require_installed(vm)
     check_ram_vcpus(ram_mb, vcpus)
     params: dict[str, object] = {}
     if security_domain is not None:
-        domain = _security_domain(session, actor, security_domain)
+        domain = vm_rules.security_domain_for(session, actor, security_domain)
         assert domain is not None
-        _check_domain_change(session, vm, domain)
+        vm_rules.check_domain_change(session, vm, domain)
         params["security_domain"] = domain.id
     if ram_mb is not None and ram_mb != vm.RAM:
         params["ram"] = ram_mb
@@ -650,7 +543,7 @@ def request_clone(
 ) -> tuple[Task, list[int]]:
     """N clone rows named <name>_clone<k> (parent's config and users) and one task."""
     vm = _find(session, actor, name_or_id, Action.VM_CHANGE)
-    _installed(vm)
+    vm_rules.require_installed(vm)
     if vm.status != C.VMStatus.SHUTDOWN:
         raise ConflictError(f"{vm.vm_name} must be shut off to be cloned")
     check_int(count, "clone count", 1, C.CLONE_COUNT_MAX)
@@ -662,8 +555,8 @@ def request_clone(
     while len(clone_ids) < count:
         name = f"{vm.vm_name}_clone{k}"
         k += 1
-        identity = vm_identity(owner, name)
-        if _name_taken(session, owner, name, identity):
+        identity = vm_rules.vm_identity(owner, name)
+        if vm_rules.name_taken(session, owner, name, identity):
             continue
         clone = VM(
             vm_name=name,
