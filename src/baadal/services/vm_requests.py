@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from baadal import address_pools, quota
@@ -394,8 +395,14 @@ def _submit(
         req.status = C.RequestStatus.VERIFIED
     else:
         req.status = C.RequestStatus.REQUESTED
-    session.add(req)
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.add(req)
+    except IntegrityError:
+        # a twin submitted at the same moment passed the check too and committed first:
+        # the unique index refused this one; the check, run again, now sees the twin
+        _no_twin(session, req)
+        raise
     for user in collaborators:
         session.add(RequestCollaborator(request_id=req.id, user_id=user.id))
     if actor.is_admin:  # queued at once: nothing waits for anyone, the queued mail tells
