@@ -664,7 +664,7 @@ def test_quota_settings_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_twin_that_slips_past_the_check_is_refused_by_the_index(
     cloud: Cloud, settings: Settings, sqlite_engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """As when two submissions race (tests/integration/test_request_twin_race.py): the
+    """As when two submissions race (tests/integration/test_request_quota_race.py): the
     check saw no twin, the unique index refuses the row, the check run again names it."""
     first = make(sqlite_engine, settings, "stu", "twin")
     blind = iter([True])

@@ -305,6 +305,11 @@ class VM(Base):
 _PENDING = f"status IN ({', '.join(str(int(s)) for s in C.REQUEST_PENDING)})"
 
 
+def _unique_while_pending(name: str, where: str, *columns: str) -> Index:
+    clause = text(f"{where} AND {_PENDING}")
+    return Index(name, *columns, unique=True, sqlite_where=clause, postgresql_where=clause)
+
+
 class RequestQueue(Base):
     __tablename__ = "request_queue"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -347,23 +352,11 @@ class RequestQueue(Base):
     # one pending request of a kind per VM, and one per new VM name of an owner, however
     # many are submitted at once (the service's check sees only committed rows)
     __table_args__ = (
-        Index(
-            "uq_request_pending_change",
-            "parent_id",
-            "request_type",
-            unique=True,
-            sqlite_where=text(f"parent_id IS NOT NULL AND {_PENDING}"),
-            postgresql_where=text(f"parent_id IS NOT NULL AND {_PENDING}"),
-        ),
-        Index(
-            "uq_request_pending_create",
-            "owner_id",
-            "vm_name",
-            unique=True,
-            sqlite_where=text(f"parent_id IS NULL AND {_PENDING}"),
-            postgresql_where=text(f"parent_id IS NULL AND {_PENDING}"),
-        ),
-    )
+        _unique_while_pending("uq_request_pending_change", "parent_id IS NOT NULL",
+                              "parent_id", "request_type"),
+        _unique_while_pending("uq_request_pending_create", "parent_id IS NULL",
+                              "owner_id", "vm_name"),
+    )  # fmt: skip
 
 
 class RequestCollaborator(Base):
