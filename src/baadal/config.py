@@ -129,6 +129,14 @@ class LdapConf(Section):
 _ADDRESS = r"^[^@\s\x00-\x1f\x7f]{1,64}@[A-Za-z0-9.-]{1,253}$"
 
 
+class AuditConf(Section):
+    """How long the audit log keeps its entries (``[scheduler] audit_retention`` deletes
+    the older ones daily)."""
+
+    #: days an entry is kept; 0 keeps every entry forever
+    retention_days: int = Field(default=365, ge=0, le=36500)
+
+
 class MailConf(Section):
     """Where mails go (SMTP). Mails wait in the outbox table and a periodic job
     (``[scheduler] mail_outbox``) sends them, retrying with back-off."""
@@ -321,6 +329,8 @@ class SchedulerConf(Section):
     vm_loadbalance: int = 0
     #: send the outbox's due mails (only while [mail] mail_active is true)
     mail_outbox: int = 60
+    #: delete the audit entries past [audit] retention_days (off while that is 0)
+    audit_retention: int = 24 * 3600
     #: extra intervals by job name (tests and site-specific jobs)
     extra: dict[str, int] = Field(default_factory=dict)
 
@@ -458,6 +468,7 @@ class Settings(BaseSettings):
     auth: AuthConf = Field(default_factory=AuthConf)
     ldap: LdapConf = Field(default_factory=LdapConf)
     mail: MailConf = Field(default_factory=MailConf)
+    audit: AuditConf = Field(default_factory=AuditConf)
     novnc: NovncConf = Field(default_factory=NovncConf)
     nat: NatConf = Field(default_factory=NatConf)
     dhcp: DhcpConf = Field(default_factory=DhcpConf)
@@ -506,6 +517,8 @@ class Settings(BaseSettings):
         """The job's ``[scheduler]`` interval; 0 for a job whose feature is switched off
         (no task is queued every minute to send the mails of a cloud that sends none)."""
         if job == "mail_outbox" and not self.mail.mail_active:
+            return 0
+        if job == "audit_retention" and not self.audit.retention_days:
             return 0
         return self.scheduler.interval_for(job)
 

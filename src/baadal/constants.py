@@ -91,6 +91,8 @@ class TaskType(StrEnum):
     VM_LOADBALANCE = "VM Load Balance"
     #: periodic: send the mails of the outbox that are due (retries with back-off)
     SEND_MAIL = "Send Mail"
+    #: periodic: delete the audit entries older than [audit] retention_days, in batches
+    AUDIT_RETENTION = "Audit Retention"
     #: an admin's power on, off or cycle of one host (wake-on-LAN / IPMI, SSH poweroff)
     HOST_POWER = "Host Power"
     WARN_SHUTDOWN = "Warn Shutdown"
@@ -302,6 +304,9 @@ ORG_DETAILS_MAX = 255
 #: audit entries one `baadal audit` shows: by default, and at most
 AUDIT_LIST_DEFAULT = 50
 AUDIT_LIST_MAX = 1000
+#: audit entries deleted per transaction by the retention job (a first run over years of
+#: entries must not hold the write lock for long)
+AUDIT_PURGE_BATCH = 1000
 HOST_NAME_MAX = 30
 #: what a host may report: far above any real machine, far below the columns' limits
 HOST_CPUS_RANGE = (1, 4096)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from alembic import command
 from sqlalchemy import inspect, select
+from sqlalchemy.exc import IntegrityError
 
 from baadal import constants as C
 from baadal.db.models import Base, User, UserGroup
@@ -133,3 +134,35 @@ def test_0010_organisations_start_closed_and_keep_their_people(db_url: str) -> N
         ).scalar()
     engine.dispose()
     assert (bool(opened), people) == (False, 1)
+
+
+def test_0018_keeps_the_oldest_of_pending_twins_and_then_refuses_twins(db_url: str) -> None:
+    """Twins that raced in before 0018 (the oldest stays pending, the others are rejected
+    with the reason); afterwards a pending twin cannot be written, a decided one can."""
+    engine = make_engine(db_url)
+    command.downgrade(alembic_config(engine), "0017")
+    req = (
+        "INSERT INTO request_queue (id, vm_name, parent_id, request_type, owner_id, status,"
+        ' "extra_HDD", public_ip, clone_full, request_time)'
+        " VALUES ({id}, '{name}', NULL, 'create', {owner}, {status}, 0, false, false,"
+        " '2026-01-01')"
+    )
+    pending, rejected = int(C.RequestStatus.VERIFIED), int(C.RequestStatus.REJECTED)
+    owner = C.SYSTEM_USER_ID
+    with engine.begin() as conn:
+        for id_, name, status in ((1, "a", pending), (2, "a", pending), (3, "a", pending),
+                                  (4, "b", pending), (5, "a", rejected)):  # fmt: skip
+            conn.exec_driver_sql(req.format(id=id_, name=name, owner=owner, status=status))
+    upgrade(engine)
+    with engine.begin() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT id, status, reject_reason FROM request_queue ORDER BY id"
+        ).all()
+        conn.exec_driver_sql(req.format(id=6, name="a", owner=owner, status=rejected))
+    assert [(r[0], r[1]) for r in rows] == [
+        (1, pending), (2, rejected), (3, rejected), (4, pending), (5, rejected)
+    ]  # fmt: skip
+    assert rows[1][2] == "a twin of an older pending request" and rows[4][2] is None
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.exec_driver_sql(req.format(id=7, name="b", owner=owner, status=pending))
+    engine.dispose()

@@ -402,6 +402,10 @@ def test_security_domains(api: Api) -> None:
     assert_problem(
         api.call("POST", "/security-domains", "admin", json={**body, "ip_to": "10.78.0.1"}), 422
     )
+    for bad_name in ("-lab", "a b", "x" * 31, "lab\n"):
+        assert_problem(
+            api.call("POST", "/security-domains", "admin", json={**body, "name": bad_name}), 422
+        )
     assert api.state() == before
     made = api.call("POST", "/security-domains", "admin", json=body)
     assert made.status_code == 201, made.text

@@ -117,10 +117,13 @@ def people(sqlite_engine: Engine) -> People:
     return make_people(sqlite_engine)
 
 
-def make_request(engine: Engine, people: People, status: C.RequestStatus) -> int:
+def make_request(
+    engine: Engine, people: People, status: C.RequestStatus, vm_name: str = "web2"
+) -> int:
+    """A request (one pending request per owner and VM name: others need other names)."""
     with session_scope(engine) as s:
         request = RequestQueue(
-            vm_name="web2",
+            vm_name=vm_name,
             request_type="Create VM",
             requester_id=people.ids["stu"],
             owner_id=people.ids["fac"],
@@ -226,7 +229,7 @@ def test_a_rejection_carries_the_reason_and_commands_name_the_request(
         notify.request_event(s, s.get(RequestQueue, waiting), "made")
         bodies = {m.kind: m.body for m in s.scalars(select(OutboxMail))}
     assert "Reason: too big" in bodies["request_rejected"]
-    verified = make_request(sqlite_engine, people, C.RequestStatus.VERIFIED)
+    verified = make_request(sqlite_engine, people, C.RequestStatus.VERIFIED, "web3")
     with session_scope(sqlite_engine) as s:
         notify.request_event(s, s.get(RequestQueue, verified), "verified")
         heads = s.scalar(select(OutboxMail.body).where(OutboxMail.recipient.like("heads@%")))

@@ -44,34 +44,38 @@ TAG = ["-m", "comment", "--comment"]
 
 
 def test_public_ip_argv_exact() -> None:
-    assert nat_box.public_ip_mapping_argv(PUB, "pub0") == [
-        ["ip", "addr", "add", "10.99.200.100/32", "dev", "pub0"],
+    assert nat_box.alias_add_argv(PUB.public_ip, "pub0") == [
+        "ip", "addr", "add", "10.99.200.100/32", "dev", "pub0"
+    ]  # fmt: skip
+    assert [r.add() for r in nat_box.public_ip_rules(PUB)] == [
         ["iptables", "-t", "nat", "-A", "PREROUTING", "-d", "10.99.200.100",
          *TAG, "baadal:public:10.99.200.100", "-j", "DNAT", "--to-destination", "10.99.10.20"],
         ["iptables", "-t", "nat", "-I", "POSTROUTING", "1", "-s", "10.99.10.20",
          *TAG, "baadal:public:10.99.200.100", "-j", "SNAT", "--to-source", "10.99.200.100"],
     ]  # fmt: skip
-    assert nat_box.public_ip_unmapping_argv(PUB, "pub0") == [
+    assert [r.delete() for r in nat_box.public_ip_rules(PUB)] == [
         ["iptables", "-t", "nat", "-D", "PREROUTING", "-d", "10.99.200.100",
          *TAG, "baadal:public:10.99.200.100", "-j", "DNAT", "--to-destination", "10.99.10.20"],
         ["iptables", "-t", "nat", "-D", "POSTROUTING", "-s", "10.99.10.20",
          *TAG, "baadal:public:10.99.200.100", "-j", "SNAT", "--to-source", "10.99.200.100"],
-        ["ip", "addr", "del", "10.99.200.100/32", "dev", "pub0"],
+    ]  # fmt: skip
+    assert nat_box.alias_del_argv(PUB.public_ip, "pub0") == [
+        "ip", "addr", "del", "10.99.200.100/32", "dev", "pub0"
     ]  # fmt: skip
 
 
 def test_vnc_argv_exact() -> None:
-    assert nat_box.vnc_mapping_argv(VNC, "10.99.200.150") == [
+    assert [r.add() for r in nat_box.vnc_rules(VNC, "10.99.200.150")] == [
         ["iptables", "-t", "nat", "-A", "PREROUTING", "-d", "10.99.200.150", "-p", "tcp",
          "--dport", "25000", *TAG, "baadal:vnc:7:25000",
          "-j", "DNAT", "--to-destination", "10.99.0.11:25000"],
         ["iptables", "-t", "nat", "-A", "POSTROUTING", "-d", "10.99.0.11", "-p", "tcp",
          "--dport", "25000", *TAG, "baadal:vnc:7:25000", "-j", "MASQUERADE"],
     ]  # fmt: skip
-    removal = nat_box.vnc_unmapping_argv(VNC, "10.99.200.150")
+    removal = [r.delete() for r in nat_box.vnc_rules(VNC, "10.99.200.150")]
     assert [a[3] for a in removal] == ["-D", "-D"]
     assert [a[4:] for a in removal] == [
-        a[4:] for a in nat_box.vnc_mapping_argv(VNC, "10.99.200.150")
+        r.add()[4:] for r in nat_box.vnc_rules(VNC, "10.99.200.150")
     ]
 
 
@@ -92,7 +96,7 @@ def test_tags() -> None:
         lambda: VncMapping(0, 25000, "10.99.0.11", 25000),
         lambda: VncMapping(7, True, "10.99.0.11", 25000),
         lambda: nat_box.alias_add_argv("10.99.200.100", "pub0 up"),
-        lambda: nat_box.vnc_mapping_argv(VNC, "vnc.example"),
+        lambda: nat_box.vnc_rules(VNC, "vnc.example"),
     ],
 )
 def test_validation(make) -> None:

@@ -659,3 +659,25 @@ def test_quota_settings_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("BAADAL_QUOTA__ORG_VMS", value)
         with pytest.raises(ConfigError, match="quota"):
             load_settings()
+
+
+def test_a_twin_that_slips_past_the_check_is_refused_by_the_index(
+    cloud: Cloud, settings: Settings, sqlite_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As when two submissions race (tests/integration/test_request_quota_race.py): the
+    check saw no twin, the unique index refuses the row, the check run again names it."""
+    first = make(sqlite_engine, settings, "stu", "twin")
+    blind = iter([True])
+    no_twin = vm_requests._no_twin
+
+    def check(session: Session, req: RequestQueue) -> None:
+        if not next(blind, False):
+            no_twin(session, req)
+
+    monkeypatch.setattr(vm_requests, "_no_twin", check)
+    before = rows(sqlite_engine)
+    with pytest.raises(
+        ConflictError, match=rf"pending request for a VM named 'twin' \(request {first}\)"
+    ):
+        make(sqlite_engine, settings, "stu", "twin")
+    assert rows(sqlite_engine) == before

@@ -17,7 +17,8 @@ from baadal.auth.accounts import UserInfo
 from baadal.db.models import VM, Organisation, RequestQueue, Task, User, UserVMMap
 from baadal.db.session import session_scope
 from baadal.monitor import rrd
-from baadal.services import vms
+from baadal.services import vm_requests, vms
+from baadal.services.policy import actor_for
 from tests.unit.test_authorization import world_engine, world_template  # noqa: F401
 from tests.unit.web_support import PASSWORD, Portal, portal_fixture  # noqa: F401
 
@@ -444,3 +445,27 @@ def test_a_bug_is_a_one_line_page_and_a_logged_traceback(
     assert "internal error (RuntimeError); see the baadal log" in page.text
     assert "secret detail" not in page.text and "Traceback" not in page.text
     assert "secret detail" in caplog.text
+
+
+def test_my_requests_are_mine_however_many_others_i_may_see(portal: Portal) -> None:
+    """An orgadmin sees their organisation's requests on the review pages; "My requests"
+    holds only their own, even below more of the others' than one page holds."""
+    with session_scope(portal.engine) as s:
+        ids = {name: id_ for name, id_ in s.execute(select(User.username, User.id))}
+        s.add(RequestQueue(vm_name="oas-own", request_type="create", requester_id=ids["oa"]))
+        s.flush()
+        s.execute(
+            RequestQueue.__table__.insert(),
+            [
+                {"vm_name": f"stu-{i}", "request_type": "create", "requester_id": ids["stu"]}
+                for i in range(C.TASK_LIST_MAX + 1)
+            ],
+        )
+        oa = actor_for(s, "oa")
+        seen = vm_requests.list_requests(s, oa, limit=1).items
+        assert [r.vm_name for r in seen] == [f"stu-{C.TASK_LIST_MAX}"]  # oa sees stu's
+        assert [r.vm_name for r in vm_requests.list_requests(s, oa, mine=True).items] == ["oas-own"]
+    page = portal.login("oa").get("/requests").text
+    assert "oas-own" in page and "stu-" not in page
+    stu_page = portal.login("stu").get("/requests").text
+    assert f"stu-{C.TASK_LIST_MAX}<" in stu_page and "oas-own" not in stu_page

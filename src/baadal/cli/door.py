@@ -15,10 +15,12 @@ from rich.table import Table
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from baadal import constants as C
 from baadal.errors import BaadalError
 from baadal.logs import log_exception
 from baadal.services import runtime
 from baadal.services.policy import SYSTEM, Actor, actor_for
+from baadal.services.rows import Page
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -111,6 +113,18 @@ def current_actor() -> Actor:
 
 HostArg = Annotated[str, typer.Argument(help="host name or id")]
 
+#: the list commands' paging: without --limit a list is all of it, in id order
+LimitOption = Annotated[
+    int | None, typer.Option(min=1, max=C.API_PAGE_MAX, help="show one page of this many")
+]
+AfterOption = Annotated[
+    int | None, typer.Option(min=0, help="start after this id (the 'more:' line gives it)")
+]
+#: the newest-first lists (tasks, requests) page downwards
+BeforeOption = Annotated[
+    int | None, typer.Option(min=1, help="start below this id (the 'more:' line gives it)")
+]
+
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     table = Table(title=title)
@@ -124,6 +138,12 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
 def say(message: str) -> None:
     """One plain line on stdout (no Rich markup: names may hold brackets)."""
     console.print(message, highlight=False, markup=False)
+
+
+def print_more(page: Page[Any], option: str = "--after") -> None:
+    """Where the next page starts, when there is one (the same line in every list)."""
+    if page.next is not None:
+        console.print(f"more: {option} {page.next}", highlight=False)
 
 
 def print_fields(title: str, rows: Sequence[tuple[str, Any]]) -> None:

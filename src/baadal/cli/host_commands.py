@@ -18,7 +18,9 @@ import typer
 from baadal import constants as C
 from baadal.cli.cloud_commands import InlineOpt, run_queued
 from baadal.cli.door import (
+    AfterOption,
     HostArg,
+    LimitOption,
     actor,
     checked_engine,
     console,
@@ -26,6 +28,7 @@ from baadal.cli.door import (
     db,
     handle_errors,
     print_fields,
+    print_more,
     print_table,
     read_db,
     say,
@@ -117,14 +120,16 @@ def host_add_cmd(
 
 @app.command("list")
 @handle_errors
-def host_list_cmd() -> None:
+def host_list_cmd(limit: LimitOption = None, after: AfterOption = None) -> None:
     """All hosts with their state and capacity."""
     with read_db() as session:
+        page = inventory.list_hosts(session, actor(session), after=after, limit=limit)
         rows = [
             (h.id, h.host_name, h.address, _status_name(h.status), h.CPUs, h.RAM, h.host_type)
-            for h in inventory.list_hosts(session, actor(session)).items
+            for h in page.items
         ]
     print_table("Hosts", ["id", "name", "address", "status", "CPUs", "RAM GB", "type"], rows)
+    print_more(page)
 
 
 @app.command("show")

@@ -6,7 +6,17 @@ from typing import Annotated, Any
 
 import typer
 
-from baadal.cli.door import actor, db, handle_errors, print_fields, print_table, say
+from baadal.cli.door import (
+    AfterOption,
+    LimitOption,
+    actor,
+    db,
+    handle_errors,
+    print_fields,
+    print_more,
+    print_table,
+    say,
+)
 from baadal.services import inventory
 from baadal.services.rows import Datastore, Template
 
@@ -69,14 +79,13 @@ def datastore_add_cmd(
 
 @datastore_app.command("list")
 @handle_errors
-def datastore_list_cmd() -> None:
+def datastore_list_cmd(limit: LimitOption = None, after: AfterOption = None) -> None:
     """All datastores with capacity and use."""
     with db() as session:
-        rows = [
-            (d.id, d.ds_name, d.system_mount_point, d.capacity, d.used)
-            for d in inventory.list_datastores(session, actor(session)).items
-        ]
+        page = inventory.list_datastores(session, actor(session), after=after, limit=limit)
+        rows = [(d.id, d.ds_name, d.system_mount_point, d.capacity, d.used) for d in page.items]
     print_table("Datastores", ["id", "name", "mount point", "capacity GB", "used GB"], rows)
+    print_more(page)
 
 
 @datastore_app.command("show")
@@ -166,16 +175,20 @@ def template_add_cmd(
 @handle_errors
 def template_list_cmd(
     active_only: Annotated[bool, typer.Option("--active-only", help="hide deactivated")] = False,
+    limit: LimitOption = None,
+    after: AfterOption = None,
 ) -> None:
     """All templates (deactivated ones marked)."""
     with db() as session:
+        page = inventory.list_templates(
+            session, actor(session), active_only=active_only, after=after, limit=limit
+        )
         rows = [
             (t.id, t.name, "yes" if t.is_active else "no", t.os_name, t.hdd, t.datastore.ds_name)
-            for t in inventory.list_templates(
-                session, actor(session), active_only=active_only
-            ).items
+            for t in page.items
         ]
     print_table("Templates", ["id", "name", "active", "OS", "HDD GB", "datastore"], rows)
+    print_more(page)
 
 
 @template_app.command("show")

@@ -7,7 +7,18 @@ from typing import Annotated
 import typer
 
 from baadal.cli import pool_commands
-from baadal.cli.door import actor, checked_engine, console, db, handle_errors, print_table, read_db
+from baadal.cli.door import (
+    AfterOption,
+    LimitOption,
+    actor,
+    checked_engine,
+    console,
+    db,
+    handle_errors,
+    print_more,
+    print_table,
+    read_db,
+)
 from baadal.config import get_settings
 from baadal.services import networks
 
@@ -52,15 +63,17 @@ def domain_remove_cmd(name: str) -> None:
 
 @domain_app.command("list")
 @handle_errors
-def domain_list_cmd() -> None:
+def domain_list_cmd(limit: LimitOption = None, after: AfterOption = None) -> None:
     """Security domains with their VLAN, network and pool usage."""
     with read_db() as session:
+        page = networks.list_security_domains(session, actor(session), after=after, limit=limit)
         rows = [
             (d.name, f"{d.vlan_tag} ({d.vlan_name})", d.network, f"{d.pool_used}/{d.pool_size}",
              str(d.vms), "yes" if d.visible_to_all else "no")
-            for d in networks.list_security_domains(session, actor(session)).items
+            for d in page.items
         ]  # fmt: skip
     print_table("Security domains", ["name", "VLAN", "network", "IPs used", "VMs", "visible"], rows)
+    print_more(page)
 
 
 @dhcp_app.command("show")

@@ -7,7 +7,18 @@ from typing import Annotated
 
 import typer
 
-from baadal.cli.door import actor, db, handle_errors, print_fields, print_table, read_db, say
+from baadal.cli.door import (
+    AfterOption,
+    LimitOption,
+    actor,
+    db,
+    handle_errors,
+    print_fields,
+    print_more,
+    print_table,
+    read_db,
+    say,
+)
 from baadal.services import organisations
 from baadal.services.organisations import OrganisationInfo
 
@@ -55,16 +66,17 @@ def add_cmd(name: OrgArg, details: DetailsOpt = None, registration: Registration
 
 @app.command("list")
 @handle_errors
-def list_cmd() -> None:
+def list_cmd(limit: LimitOption = None, after: AfterOption = None) -> None:
     with read_db() as session:
-        orgs = organisations.list_organisations(session, actor(session)).items
+        page = organisations.list_organisations(session, actor(session), after=after, limit=limit)
     rows = [
         (o.name, _yes_no(o.allows_registration), ", ".join(o.domains), ", ".join(o.orgadmins),
          o.users, o.details)
-        for o in orgs
+        for o in page.items
     ]  # fmt: skip
     columns = ["name", "registration", "security domains", "orgadmins", "users", "details"]
     print_table("Organisations", columns, rows)
+    print_more(page)
 
 
 @app.command("show")

@@ -7,7 +7,19 @@ from typing import Annotated
 
 import typer
 
-from baadal.cli.door import actor, db, handle_errors, print_fields, print_table, read_db, say
+from baadal import constants as C
+from baadal.cli.door import (
+    BeforeOption,
+    LimitOption,
+    actor,
+    db,
+    handle_errors,
+    print_fields,
+    print_more,
+    print_table,
+    read_db,
+    say,
+)
 from baadal.cli.vm_commands import InlineOpt, follow_task
 from baadal.config import get_settings
 from baadal.services import vm_requests
@@ -152,17 +164,27 @@ def _status(info: RequestInfo) -> str:
 @handle_errors
 def list_cmd(
     pending: Annotated[bool, typer.Option(help="only those still waiting")] = False,
+    limit: LimitOption = None,
+    before: BeforeOption = None,
 ) -> None:
-    """Your requests, those naming you, your organisation's (orgadmins), all (admins)."""
+    """Your requests, those naming you, your organisation's (orgadmins), all (admins),
+    newest first."""
     with read_db() as session:
-        found = vm_requests.list_requests(session, actor(session), pending_only=pending).items
+        page = vm_requests.list_requests(
+            session,
+            actor(session),
+            pending_only=pending,
+            limit=limit or C.TASK_LIST_MAX,
+            before=before,
+        )
     rows = [
         (r.id, r.kind.value, r.vm_name, _status(r), r.requester, r.owner, r.approver, r.task_id)
-        for r in found
+        for r in page.items
     ]
     print_table(
         "Requests", ["id", "kind", "VM", "status", "requester", "owner", "approver", "task"], rows
     )
+    print_more(page, "--before")
 
 
 @app.command("show")

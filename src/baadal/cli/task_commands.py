@@ -10,12 +10,14 @@ import typer
 
 from baadal import constants as C
 from baadal.cli.door import (
+    BeforeOption,
     actor,
     checked_engine,
     console,
     current_actor,
     db,
     handle_errors,
+    print_more,
     print_table,
     read_db,
 )
@@ -45,13 +47,19 @@ def _parse_status(value: str | None) -> C.TaskStatus | None:
 def list_cmd(
     status: Annotated[str | None, typer.Option(help="pending, failed, success, ...")] = None,
     vm: Annotated[int | None, typer.Option(help="only tasks of this VM id")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=1000)] = C.ITEMS_PER_PAGE,
+    limit: Annotated[int, typer.Option(min=1, max=C.TASK_LIST_MAX)] = C.ITEMS_PER_PAGE,
+    before: BeforeOption = None,
 ) -> None:
     """The newest tasks you may see first (admins: all)."""
     with read_db() as session:
-        found = tasks.list_tasks(
-            session, actor(session), status=_parse_status(status), vm_id=vm, limit=limit
-        ).items
+        page = tasks.list_tasks(
+            session,
+            actor(session),
+            status=_parse_status(status),
+            vm_id=vm,
+            limit=limit,
+            before=before,
+        )
         rows = [
             (
                 t.id,
@@ -62,9 +70,10 @@ def list_cmd(
                 t.created_at,
                 t.message,
             )
-            for t in found
+            for t in page.items
         ]
     print_table("Tasks", ["id", "type", "vm", "status", "attempts", "created", "message"], rows)
+    print_more(page, "--before")
 
 
 @app.command("show")

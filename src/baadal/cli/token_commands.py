@@ -9,7 +9,17 @@ from typing import Annotated
 import typer
 
 from baadal import constants as C
-from baadal.cli.door import actor, db, handle_errors, print_table, read_db, say
+from baadal.cli.door import (
+    AfterOption,
+    LimitOption,
+    actor,
+    db,
+    handle_errors,
+    print_more,
+    print_table,
+    read_db,
+    say,
+)
 from baadal.services import tokens
 
 app = typer.Typer(help="Personal API tokens: create, list, revoke.", no_args_is_help=True)
@@ -47,10 +57,13 @@ def create_cmd(
 
 @app.command("list")
 @handle_errors
-def list_cmd(user: UserOption = None) -> None:
+def list_cmd(user: UserOption = None, limit: LimitOption = None, after: AfterOption = None) -> None:
     """The tokens, revoked and expired ones too (never the tokens themselves)."""
     with read_db() as session:
-        found = tokens.list_tokens(session, actor(session), username=user).items
+        page = tokens.list_tokens(
+            session, actor(session), username=user, after=after, limit=limit or C.API_PAGE_MAX
+        )
+        found = page.items
     rows = [
         (
             t.id,
@@ -65,6 +78,7 @@ def list_cmd(user: UserOption = None) -> None:
     ]
     columns = ["id", "name", "token", "created", "expires", "last used", "state"]
     print_table(f"API tokens of {found[0].username}" if found else "API tokens", columns, rows)
+    print_more(page)
 
 
 @app.command("revoke")

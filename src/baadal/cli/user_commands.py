@@ -16,11 +16,14 @@ import typer
 
 from baadal import constants as C
 from baadal.cli.door import (
+    AfterOption,
+    LimitOption,
     actor,
     checked_engine,
     console,
     db,
     handle_errors,
+    print_more,
     print_table,
     prompt_secret,
     read_db,
@@ -76,10 +79,10 @@ def approve_cmd(username: UserArg) -> None:
 
 @app.command("list")
 @handle_errors
-def list_cmd() -> None:
+def list_cmd(limit: LimitOption = None, after: AfterOption = None) -> None:
     """The accounts you may see (admins: all; orgadmins: their organisation's)."""
     with read_db() as session:
-        accounts = users.list_accounts(session, actor(session)).items
+        page = users.list_accounts(session, actor(session), after=after, limit=limit)
     rows = [
         (
             a.username,
@@ -90,10 +93,11 @@ def list_cmd() -> None:
             a.state,
             "yes" if a.task_mails else "no",
         )
-        for a in accounts
+        for a in page.items
     ]
     columns = ["username", "name", "e-mail", "organisation", "roles", "state", "task mails"]
     print_table("Users", columns, rows)
+    print_more(page)
 
 
 @app.command("roles")

@@ -10,6 +10,8 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from baadal import constants as C
 from baadal.cli.door import (
+    AfterOption,
+    LimitOption,
     actor,
     checked_engine,
     console,
@@ -17,6 +19,7 @@ from baadal.cli.door import (
     db,
     fail,
     handle_errors,
+    print_more,
     print_table,
     read_db,
     say,
@@ -24,6 +27,7 @@ from baadal.cli.door import (
 from baadal.config import get_settings
 from baadal.services import hosts as host_services
 from baadal.services import idle_vms, tasks, vms
+from baadal.services.rows import Page
 
 app = typer.Typer(help="Virtual machines.", no_args_is_help=True)
 snapshot_app = typer.Typer(help="Snapshots of a VM.", no_args_is_help=True)
@@ -118,33 +122,23 @@ def create_cmd(
 
 @app.command("list")
 @handle_errors
-def list_cmd(
-    limit: Annotated[
-        int | None,
-        typer.Option(min=1, max=C.API_PAGE_MAX, help="show one page of this many VMs"),
-    ] = None,
-    after: Annotated[
-        int | None, typer.Option(min=0, help="with --limit: the page after this VM id")
-    ] = None,
-) -> None:
+def list_cmd(limit: LimitOption = None, after: AfterOption = None) -> None:
     """The VMs you may see (admins: all; orgadmins: their organisation's)."""
     with read_db() as session:
         who = actor(session)
-        if limit is None:
-            found, more = vms.list_vms(session, who), None
+        if limit is None and after is None:
+            page = Page(vms.list_vms(session, who), None)
         else:
-            page = vms.list_vm_page(session, who, after=after, limit=limit)
-            found, more = page.items, page.next
+            page = vms.list_vm_page(session, who, after=after, limit=limit or C.API_PAGE_MAX)
     rows = [
         (vm.id, vm.name, vm.identity, vm.status.name, vm.host or "", vm.private_ip or "",
          vm.public_ip or "", vm.ram_mb, vm.vcpus)
-        for vm in found
+        for vm in page.items
     ]  # fmt: skip
     print_table(
         "VMs", ["id", "name", "identity", "status", "host", "IP", "public IP", "MB", "vCPU"], rows
     )
-    if more is not None:
-        console.print(f"more: --after {more}", highlight=False)
+    print_more(page)
 
 
 @app.command("show")

@@ -34,6 +34,7 @@ from sqlalchemy import (
     UniqueConstraint,
     event,
     false,
+    text,
     update,
 )
 from sqlalchemy.orm import (
@@ -300,6 +301,15 @@ class VM(Base):
     __table_args__ = (UniqueConstraint("host_id", "vnc_port", name="uq_vm_data_host_vnc_port"),)
 
 
+#: the SQL of "still pending" for the partial unique indexes on request_queue
+_PENDING = f"status IN ({', '.join(str(int(s)) for s in C.REQUEST_PENDING)})"
+
+
+def _unique_while_pending(name: str, where: str, *columns: str) -> Index:
+    clause = text(f"{where} AND {_PENDING}")
+    return Index(name, *columns, unique=True, sqlite_where=clause, postgresql_where=clause)
+
+
 class RequestQueue(Base):
     __tablename__ = "request_queue"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -338,6 +348,15 @@ class RequestQueue(Base):
     last_reminded_at: Mapped[datetime | None] = mapped_column(DateTime)
 
     collaborators: Mapped[list[User]] = relationship(secondary="request_collaborator")
+
+    # one pending request of a kind per VM, and one per new VM name of an owner, however
+    # many are submitted at once (the service's check sees only committed rows)
+    __table_args__ = (
+        _unique_while_pending("uq_request_pending_change", "parent_id IS NOT NULL",
+                              "parent_id", "request_type"),
+        _unique_while_pending("uq_request_pending_create", "parent_id IS NULL",
+                              "owner_id", "vm_name"),
+    )  # fmt: skip
 
 
 class RequestCollaborator(Base):

@@ -218,28 +218,6 @@ def alias_del_argv(ip: str, interface: str) -> list[str]:
     return ["ip", "addr", "del", f"{_check_ip(ip, 'alias')}/32", "dev", _check_iface(interface)]
 
 
-def public_ip_mapping_argv(mapping: PublicIpMapping, interface: str) -> list[list[str]]:
-    """Every command that creates a public IP mapping, in order."""
-    return [alias_add_argv(mapping.public_ip, interface)] + [
-        r.add() for r in public_ip_rules(mapping)
-    ]
-
-
-def public_ip_unmapping_argv(mapping: PublicIpMapping, interface: str) -> list[list[str]]:
-    """Every command that removes a public IP mapping, in order."""
-    return [r.delete() for r in public_ip_rules(mapping)] + [
-        alias_del_argv(mapping.public_ip, interface)
-    ]
-
-
-def vnc_mapping_argv(mapping: VncMapping, vnc_ip: str) -> list[list[str]]:
-    return [r.add() for r in vnc_rules(mapping, vnc_ip)]
-
-
-def vnc_unmapping_argv(mapping: VncMapping, vnc_ip: str) -> list[list[str]]:
-    return [r.delete() for r in vnc_rules(mapping, vnc_ip)]
-
-
 def tagged_rule_deletions(iptables_save: str) -> list[list[str]]:
     """-D commands for every Baadal-tagged rule in ``iptables-save -t nat`` output;
     rules with any other comment (or none) are never touched."""

@@ -16,8 +16,6 @@ from baadal.errors import ValidationError
 _MAC_RE = re.compile(r"[0-9A-Fa-f]{2}([:-])(?:[0-9A-Fa-f]{2}\1){4}[0-9A-Fa-f]{2}")
 #: libvirt domain names, host and datastore names: safe in paths, URIs and logs
 _SAFE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-#: upstream security_domain pattern: starts alphanumeric, then word chars or dash
-_DOMAIN_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,29}")
 #: C0 and C1 controls (newline, escape, NUL, CSI ...) and DEL: they split lines in the
 #: DHCP hosts file and logs and rewrite terminals, so no stored name or address holds one
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -161,14 +159,5 @@ def check_identity(value: str, what: str, max_len: int) -> str:
         raise ValidationError(
             f"{what} {value!r} must be names of letters, digits, '.', '_' and '-' joined "
             f"by {C.IDENTITY_SEPARATOR!r}"
-        )
-    return value
-
-
-def check_security_domain_name(value: str) -> str:
-    if not isinstance(value, str) or not _DOMAIN_NAME_RE.fullmatch(value):
-        raise ValidationError(
-            f"security domain name {value!r} must start with a letter or digit and have"
-            " 1-30 letters, digits, '_' or '-'"
         )
     return value

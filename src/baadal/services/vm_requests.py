@@ -22,7 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from baadal import address_pools, quota
@@ -186,11 +187,13 @@ def list_requests(
     actor: Actor,
     *,
     pending_only: bool = False,
+    mine: bool = False,
     limit: int = C.TASK_LIST_MAX,
     before: int | None = None,
 ) -> Page[RequestInfo]:
     """The requests the actor may see (own, naming them, their org's, all), newest
-    first, below id ``before``."""
+    first, below id ``before``; ``mine``: only those they asked for, will own or share
+    (filtered in SQL, so the others they may see never crowd theirs off the page)."""
     require(session, actor, Action.REQUEST_READ)
     check_int(limit, "request list length", 1, C.TASK_LIST_MAX)
     query = (
@@ -202,6 +205,16 @@ def list_requests(
     )
     if pending_only:
         query = query.where(RequestQueue.status.in_(C.REQUEST_PENDING))
+    if mine:
+        me = actor.user_id
+        sharing = select(RequestCollaborator.request_id).where(RequestCollaborator.user_id == me)
+        query = query.where(
+            or_(
+                RequestQueue.requester_id == me,
+                RequestQueue.owner_id == me,
+                RequestQueue.id.in_(sharing),
+            )
+        )
     if before is not None:
         query = query.where(RequestQueue.id < check_int(before, "before", 1, C.ROW_ID_MAX))
     found = session.scalars(query).all()
@@ -382,8 +395,14 @@ def _submit(
         req.status = C.RequestStatus.VERIFIED
     else:
         req.status = C.RequestStatus.REQUESTED
-    session.add(req)
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.add(req)
+    except IntegrityError:
+        # a twin submitted at the same moment passed the check too and committed first:
+        # the unique index refused this one; the check, run again, now sees the twin
+        _no_twin(session, req)
+        raise
     for user in collaborators:
         session.add(RequestCollaborator(request_id=req.id, user_id=user.id))
     if actor.is_admin:  # queued at once: nothing waits for anyone, the queued mail tells

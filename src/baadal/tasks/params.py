@@ -122,6 +122,7 @@ PARAMS: dict[str, type[TaskParams]] = {
     C.TaskType.VM_GARBAGE_COLLECTOR: PeriodicParams,
     C.TaskType.VM_LOADBALANCE: PeriodicParams,
     C.TaskType.SEND_MAIL: PeriodicParams,
+    C.TaskType.AUDIT_RETENTION: PeriodicParams,
     C.TaskType.HOST_POWER: HostPowerParams,
 }
 

@@ -173,6 +173,7 @@ BUILTIN_HANDLER_MODULES: tuple[str, ...] = (
     "baadal.host.load_balance",
     "baadal.host.power",
     "baadal.mail.sender",
+    "baadal.tasks.audit_retention",
 )
 
 

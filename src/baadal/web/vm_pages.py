@@ -411,13 +411,8 @@ def create_request(
 def my_requests(request: Request, visitor: VisitorDep) -> Response:
     """The requests the visitor made or that are for them (their organisation's are on
     the review pages)."""
-    me = visitor.actor.username
     with visitor.transaction() as session:
-        found = [
-            r
-            for r in vm_requests.list_requests(session, visitor.actor).items
-            if me in (r.requester, r.owner) or me in r.collaborators
-        ]
+        found = vm_requests.list_requests(session, visitor.actor, mine=True).items
     return render(request, "requests.html", visitor, requests=found, pending=C.REQUEST_PENDING)
 
 
