@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -516,15 +517,21 @@ class Settings(BaseSettings):
     def job_interval(self, job: str) -> int | None:
         """The job's ``[scheduler]`` interval; 0 for a job whose feature is switched off
         (no task is queued every minute to send the mails of a cloud that sends none)."""
-        if job == "mail_outbox" and not self.mail.mail_active:
-            return 0
-        if job == "audit_retention" and not self.audit.retention_days:
+        switched_on = _JOB_SWITCHES.get(job)
+        if switched_on is not None and not switched_on(self):
             return 0
         return self.scheduler.interval_for(job)
 
     def datastore_path(self, *parts: str) -> Path:
         """A path under the datastore mount, e.g. ``datastore_path(paths.vms, identity)``."""
         return Path(self.paths.vmfiles_path, *parts)
+
+
+#: the periodic jobs that run only while their feature is on
+_JOB_SWITCHES: dict[str, Callable[[Settings], bool]] = {
+    "mail_outbox": lambda settings: settings.mail.mail_active,
+    "audit_retention": lambda settings: bool(settings.audit.retention_days),
+}
 
 
 def config_file_path() -> Path | None:
