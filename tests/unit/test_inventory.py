@@ -13,8 +13,8 @@ from sqlalchemy import Engine, func, select
 
 from baadal import constants as C
 from baadal.config import Settings, get_settings, load_settings
-from baadal.db.models import VM, Datastore, Host, Template, VncAccess
 from baadal.db import schema
+from baadal.db.models import VM, Datastore, Host, Template, VncAccess
 from baadal.db.schema import head_revision, require_schema, schema_revisions
 from baadal.db.session import make_engine, session_scope
 from baadal.drivers import hypervisor_for

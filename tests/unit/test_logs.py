@@ -50,9 +50,7 @@ def _read(path: Path) -> str:
 
 def _file_handlers(logger: logging.Logger) -> list[logging.Handler]:
     """The rotating file handlers behind Baadal's deferred ones (made now)."""
-    return [
-        h.target() for h in logger.handlers if isinstance(h, logs._DeferredFileHandler)
-    ]
+    return [h.target() for h in logger.handlers if isinstance(h, logs._DeferredFileHandler)]
 
 
 def _deferred(logger: logging.Logger) -> list[logging.Handler]:
