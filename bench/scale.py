@@ -365,8 +365,8 @@ def op_write_during_list(b: Bench) -> float:
     """How long one small write takes while ``vm list`` runs in another thread."""
     started = threading.Event()
 
-    def reader() -> None:
-        with session_scope(b.engine) as s:
+    def reader() -> None:  # as `baadal vm list` and GET /vms read: a read session
+        with session_scope(b.engine, read=True) as s:
             s.execute(select(func.count()).select_from(VM))
             started.set()
             list(vms.list_vms(s, SYSTEM))

@@ -22,6 +22,7 @@ from baadal.db.session import session_scope
 from baadal.drivers import hypervisor_for
 from baadal.drivers.base import DomainInfo, Hypervisor
 from baadal.errors import BaadalError
+from baadal.gcpause import paused_gc
 from baadal.host.fanout import fan_out
 from baadal.host.respawn import respawn_vm
 from baadal.tasks.registry import TaskContext, TaskResult, handler
@@ -88,8 +89,12 @@ def _read_state(engine: Engine) -> tuple[dict[int, tuple[str, Hypervisor]], list
     for it: three queries, however many VMs."""
     with session_scope(engine) as session:
         hosts = {
-            h.id: (h.host_name, hypervisor_for(h.libvirt_uri))
-            for h in session.scalars(select(Host).where(Host.status == C.HostStatus.UP))
+            host_id: (name, hypervisor_for(uri))
+            for host_id, name, uri in session.execute(
+                select(Host.id, Host.host_name, Host.libvirt_uri).where(
+                    Host.status == C.HostStatus.UP
+                )
+            )
         }
         busy = set(
             session.scalars(
@@ -228,6 +233,11 @@ def vm_sanity_check(engine: Engine, settings: Settings) -> SanityReport:
     respawned (its disk is intact, no revert), but only when every UP host answered:
     otherwise its domain may live on the silent one. Orphans are reported, never deleted.
     """
+    with paused_gc():  # 25,000 rows and domains hold no cycles (see baadal.gcpause)
+        return _sweep(engine, settings)
+
+
+def _sweep(engine: Engine, settings: Settings) -> SanityReport:
     hosts, vms = _read_state(engine)
     report = SanityReport()
     found = _domains_by_name(hosts, report.unreachable)
