@@ -18,7 +18,18 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, Select, delete, exists, func, insert, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    text,
+    union,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
@@ -623,8 +634,16 @@ def _public_used() -> ColumnElement[bool]:
 
 
 def pool_usage(session: Session) -> PoolUsage:
-    """Totals for ``baadal pool list``: per VLAN, public addresses, VNC ports."""
-    used_p = _private_used()
+    """Totals for ``baadal pool list``: per VLAN, public addresses, VNC ports.
+
+    The private addresses in use are joined as one set (the VMs' and the hosts'), not
+    asked per address with EXISTS: on PostgreSQL that plan was estimated so costly that
+    it was JIT-compiled at every call (0.2 s of 0.25 s at 25,000 addresses)."""
+    claimed = union(
+        select(VM.private_ip_id.label("id")).where(VM.private_ip_id.is_not(None)),
+        select(Host.host_ip_id).where(Host.host_ip_id.is_not(None)),
+    ).subquery()
+    used_p = claimed.c.id.is_not(None)
     rows = session.execute(
         select(
             Vlan.name,
@@ -635,6 +654,7 @@ def pool_usage(session: Session) -> PoolUsage:
             func.count(PrivateIpPool.id).filter(PrivateIpPool.is_active.is_(True), ~used_p),
         )
         .outerjoin(PrivateIpPool, PrivateIpPool.vlan_id == Vlan.id)
+        .outerjoin(claimed, claimed.c.id == PrivateIpPool.id)
         .group_by(Vlan.id, Vlan.name, Vlan.vlan_tag, Vlan.vlan_addr)
         .order_by(Vlan.vlan_tag)
     ).all()
