@@ -21,7 +21,7 @@ from baadal.cli.door import (
     say,
 )
 from baadal.config import get_settings
-from baadal.services import tasks, vms
+from baadal.services import vms
 
 app = typer.Typer(help="Virtual machines.", no_args_is_help=True)
 snapshot_app = typer.Typer(help="Snapshots of a VM.", no_args_is_help=True)
@@ -48,6 +48,8 @@ def follow_task(task_id: int, *, wait: bool, inline: bool) -> None:
     if not (wait or inline):
         return
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from baadal.services import tasks  # the task engine: not for `vm list`
 
     settings, engine, who = get_settings(), checked_engine(), current_actor()
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
