@@ -459,7 +459,7 @@ def op_host_list(b: Bench) -> None:
 def op_task_list(b: Bench) -> None:
     with session_scope(b.engine) as s:
         rows = [(t.id, t.task_type, t.vm_id, t.status, t.attempts, t.created_at, t.message)
-                for t in tasks.list_tasks(s, SYSTEM, limit=C.ITEMS_PER_PAGE)]  # fmt: skip
+                for t in tasks.list_tasks(s, SYSTEM, limit=C.ITEMS_PER_PAGE).items]  # fmt: skip
     assert rows
 
 
