@@ -7,9 +7,14 @@
     one process, ms per task; the baseline is one trivial INSERT + UPDATE + SELECT round
     trip set in three commits on the same database, so the ratio says what the engine
     adds: once on a temporary table (commits that never wait for the disk) and once on
-    an ordinary table (commits that wait for the WAL flush, like the engine's).
+    an ordinary table (commits that wait for the WAL flush, like the engine's; the fair
+    one: the engine's enqueue and finish must be durable). Wall time and this process's
+    CPU time (the client's Python), medians; the three alternate task by task.
+(c) Enqueue-to-start latency of an idle worker process (poll interval 0.5 s, the
+    default): tasks queued one at a time at random moments, started_at - created_at,
+    with the worker polling only (``[worker] listen = false``) and with LISTEN/NOTIFY.
 
-Run from the repository root: ``.venv/bin/python bench/queue.py [--tasks 200]``.
+Run from the repository root: ``.venv/bin/python bench/queue.py [--tasks 200] [--parts abc]``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
+import random
 import statistics
 import tempfile
 import time
@@ -58,9 +64,8 @@ def throughput(url: str, engine, workers: int, n: int, home: Path) -> float:
     return n / (last - first).total_seconds()
 
 
-def _raw_three_commits(conn, table: str) -> float:
-    """One INSERT, SELECT + UPDATE, UPDATE, in three commits: seconds."""
-    t0 = time.perf_counter()
+def _raw_three_commits(conn, table: str) -> None:
+    """One INSERT, SELECT + UPDATE, UPDATE, in three commits."""
     new_id = conn.execute(text(f"INSERT INTO {table} (s) VALUES (1) RETURNING id")).scalar()
     conn.commit()
     conn.execute(text(f"SELECT id FROM {table} WHERE s = 1 AND id = :i"), {"i": new_id})
@@ -68,64 +73,141 @@ def _raw_three_commits(conn, table: str) -> float:
     conn.commit()
     conn.execute(text(f"UPDATE {table} SET s = 3 WHERE id = :i"), {"i": new_id})
     conn.commit()
-    return time.perf_counter() - t0
 
 
-def engine_cost(engine, n: int) -> tuple[float, float, float]:
-    """ms per task for enqueue+claim+finish, and for the raw-SQL baselines: a temporary
-    table (its commits write no WAL, so they never wait for the disk) and an ordinary
-    one (each commit waits for the WAL flush, as the task tables' do)."""
-    per_task = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        with session_scope(engine) as s:
-            queue.enqueue(s, H.ECHO)  # never run: claimed and finished here
-        claimed = queue.claim(engine, "bench", 30)
-        queue.finish(engine, claimed, "bench", C.TaskStatus.SUCCESS, "ok")
-        per_task.append(time.perf_counter() - t0)
-    baselines = []
+def _engine_task(engine) -> None:
+    with session_scope(engine) as s:
+        queue.enqueue(s, H.ECHO)  # never run: claimed and finished here
+    claimed = queue.claim(engine, "bench", 30)
+    queue.finish(engine, claimed, "bench", C.TaskStatus.SUCCESS, "ok")
+
+
+def engine_cost(engine, n: int) -> dict[str, tuple[float, float]]:
+    """(wall ms, CPU ms) per task for enqueue+claim+finish and for the raw-SQL
+    baselines: a temporary table (its commits write no WAL, so they never wait for the
+    disk) and an ordinary one (each commit waits for the WAL flush, as the task tables'
+    do). The three alternate, so a busy moment of the machine hits all of them; CPU is
+    this process's (the client's Python and driver), not the server's."""
+    samples: dict[str, list[tuple[float, float]]] = {"engine": [], "temp": [], "durable": []}
     with engine.connect() as conn:
         conn.execute(text("CREATE TEMP TABLE b (id serial primary key, s int)"))
         conn.execute(text("CREATE TABLE bench_durable (id serial primary key, s int)"))
         conn.commit()
-        for table in ("b", "bench_durable"):
-            baselines.append(statistics.median(_raw_three_commits(conn, table) for _ in range(n)))
+        runs = {
+            "engine": lambda: _engine_task(engine),
+            "temp": lambda: _raw_three_commits(conn, "b"),
+            "durable": lambda: _raw_three_commits(conn, "bench_durable"),
+        }
+        for _ in range(n):
+            for name, run in runs.items():
+                t0, c0 = time.perf_counter(), time.process_time()
+                run()
+                samples[name].append((time.perf_counter() - t0, time.process_time() - c0))
         conn.execute(text("DROP TABLE bench_durable"))
         conn.commit()
-    return statistics.median(per_task) * 1000, baselines[0] * 1000, baselines[1] * 1000
+    return {
+        name: (
+            statistics.median(w for w, _ in values) * 1000,
+            statistics.median(c for _, c in values) * 1000,
+        )
+        for name, values in samples.items()
+    }
+
+
+def wake_latency(url: str, engine, home: Path, listen: bool, n: int) -> list[float]:
+    """Seconds from enqueue to start for ``n`` tasks queued one at a time at random
+    moments while one worker process waits for work."""
+    with session_scope(engine) as s:
+        s.execute(delete(TaskEvent))
+        s.execute(delete(Task))
+    proc = start_worker(
+        url,
+        home,
+        "idle",
+        until_idle=False,
+        worker__poll_interval_s="0.5",
+        worker__listen=str(listen).lower(),
+    )
+    latencies = []
+    try:
+        for _ in range(n + 1):
+            time.sleep(random.uniform(0.2, 0.7))  # the worker is waiting by now
+            with session_scope(engine) as s:
+                task_id = queue.enqueue(s, H.ECHO).id
+            deadline = time.monotonic() + 60
+            while True:
+                with session_scope(engine) as s:
+                    task = s.get(Task, task_id)
+                    if task.status == C.TaskStatus.SUCCESS:
+                        latencies.append((task.started_at - task.created_at).total_seconds())
+                        break
+                assert time.monotonic() < deadline, "the worker did not run the task"
+                time.sleep(0.01)
+    finally:
+        proc.terminate()
+        proc.wait()
+    return latencies[1:]  # the first task also waits for the worker's start-up
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=200)
+    parser.add_argument("--wakes", type=int, default=20, help="tasks of (c) per mode")
+    parser.add_argument("--parts", default="abc", help="which of (a), (b), (c) to run")
     args = parser.parse_args()
     pg.ensure_server()
     url = pg.create_database()
     engine = make_engine(url)
     try:
         upgrade(engine)
-        with tempfile.TemporaryDirectory() as home:
-            one = throughput(url, engine, 1, args.tasks, Path(home))
-            four = throughput(url, engine, 4, args.tasks, Path(home))
-        ratio = four / one
-        print(f"(a) 50 ms tasks: 1 worker {one:.1f} tasks/s, 4 workers {four:.1f} tasks/s")
-        print(
-            f"    throughput ratio 4/1 = {ratio:.2f}x (target >= 3.5x) "
-            f"{'OK' if ratio >= 3.5 else 'MISSED'}"
-        )
-        cost, base, durable = engine_cost(engine, 300)
-        print(f"(b) engine cost per task (enqueue+claim+finish, empty handler): {cost:.2f} ms")
-        print(
-            f"    raw SQL baseline (3 commits on one connection, temporary table): {base:.2f} ms;"
-            f" ratio {cost / base:.2f}x"
-        )
-        print(
-            f"    raw SQL baseline (3 commits, ordinary table: WAL flushed): {durable:.2f} ms;"
-            f" ratio {cost / durable:.2f}x"
-        )
+        if "a" in args.parts:
+            throughputs(url, engine, args.tasks)
+        if "b" in args.parts:
+            per_task_cost(engine)
+        if "c" in args.parts:
+            wake_latencies(url, engine, args.wakes)
     finally:
         engine.dispose()
         pg.drop_database(url)
+
+
+def throughputs(url: str, engine, n: int) -> None:
+    with tempfile.TemporaryDirectory() as home:
+        one = throughput(url, engine, 1, n, Path(home))
+        four = throughput(url, engine, 4, n, Path(home))
+    ratio = four / one
+    print(f"(a) 50 ms tasks: 1 worker {one:.1f} tasks/s, 4 workers {four:.1f} tasks/s")
+    print(
+        f"    throughput ratio 4/1 = {ratio:.2f}x (target >= 3.5x) "
+        f"{'OK' if ratio >= 3.5 else 'MISSED'}"
+    )
+
+
+def per_task_cost(engine) -> None:
+    got = engine_cost(engine, 300)
+    (cost, cost_cpu), (base, base_cpu), (durable, durable_cpu) = got.values()
+    print("(b) per task, medians: wall ms / CPU ms of this process (client side)")
+    print(f"    engine (enqueue+claim+finish, empty handler): {cost:.2f} / {cost_cpu:.2f}")
+    print(
+        f"    raw SQL, 3 commits, temporary table (no WAL): {base:.2f} / {base_cpu:.2f};"
+        f" ratio {cost / base:.2f}x wall, {cost_cpu / base_cpu:.2f}x CPU"
+    )
+    print(
+        f"    raw SQL, 3 commits, ordinary table (WAL flushed): {durable:.2f} /"
+        f" {durable_cpu:.2f}; ratio {cost / durable:.2f}x wall, {cost_cpu / durable_cpu:.2f}x CPU"
+    )
+
+
+def wake_latencies(url: str, engine, n: int) -> None:
+    print("(c) enqueue-to-start latency, idle worker process, poll interval 0.5 s")
+    with tempfile.TemporaryDirectory() as home:
+        for listen in (False, True):
+            lat = sorted(wake_latency(url, engine, Path(home), listen, n))
+            label = "LISTEN/NOTIFY" if listen else "polling only "
+            print(
+                f"    {label}: median {statistics.median(lat) * 1000:.1f} ms,"
+                f" max {lat[-1] * 1000:.1f} ms ({len(lat)} tasks)"
+            )
 
 
 if __name__ == "__main__":

@@ -452,7 +452,7 @@ def op_bookkeeping(b: Bench) -> None:
 def op_host_list(b: Bench) -> None:
     with session_scope(b.engine) as s:
         rows = [(h.id, h.host_name, h.address, h.status, h.CPUs, h.RAM, h.host_type)
-                for h in inventory.list_hosts(s, SYSTEM)]  # fmt: skip
+                for h in inventory.list_hosts(s, SYSTEM).items]  # fmt: skip
     assert len(rows) == b.n
 
 

@@ -71,6 +71,7 @@ class PrivateAddress:
 
 @dataclass(frozen=True)
 class VlanUsage:
+    id: int
     name: str
     tag: int
     cidr: str
@@ -82,7 +83,8 @@ class VlanUsage:
 
 @dataclass(frozen=True)
 class PoolUsage:
-    vlans: list[VlanUsage]
+    """The public addresses and VNC ports (each VLAN's: :func:`vlan_usage`)."""
+
     public_total: int
     public_used: int
     public_free: int
@@ -633,8 +635,9 @@ def _public_used() -> ColumnElement[bool]:
     )
 
 
-def pool_usage(session: Session) -> PoolUsage:
-    """Totals for ``baadal pool list``: per VLAN, public addresses, VNC ports.
+def vlan_usage() -> Select[tuple[int, str, int, str, int, int, int]]:
+    """Each VLAN's private addresses: total, used, free (the columns of a
+    :class:`VlanUsage`), in one query; the caller orders and pages it.
 
     The private addresses in use are joined as one set (the VMs' and the hosts'), not
     asked per address with EXISTS: on PostgreSQL that plan was estimated so costly that
@@ -644,8 +647,9 @@ def pool_usage(session: Session) -> PoolUsage:
         select(Host.host_ip_id).where(Host.host_ip_id.is_not(None)),
     ).subquery()
     used_p = claimed.c.id.is_not(None)
-    rows = session.execute(
+    return (
         select(
+            Vlan.id,
             Vlan.name,
             Vlan.vlan_tag,
             Vlan.vlan_addr,
@@ -656,11 +660,11 @@ def pool_usage(session: Session) -> PoolUsage:
         .outerjoin(PrivateIpPool, PrivateIpPool.vlan_id == Vlan.id)
         .outerjoin(claimed, claimed.c.id == PrivateIpPool.id)
         .group_by(Vlan.id, Vlan.name, Vlan.vlan_tag, Vlan.vlan_addr)
-        .order_by(Vlan.vlan_tag)
-    ).all()
-    vlans = [
-        VlanUsage(name=r[0], tag=r[1], cidr=r[2], total=r[3], used=r[4], free=r[5]) for r in rows
-    ]
+    )
+
+
+def pool_usage(session: Session) -> PoolUsage:
+    """Totals for ``baadal pool list``: public addresses, VNC ports."""
     used_q = _public_used()
     total, used, free = session.execute(
         select(
@@ -680,7 +684,6 @@ def pool_usage(session: Session) -> PoolUsage:
         select(func.sum(per_host.c.held), func.max(per_host.c.held))
     ).one()
     return PoolUsage(
-        vlans=vlans,
         public_total=total,
         public_used=used,
         public_free=free,

@@ -93,6 +93,14 @@ class DatabaseConf(Section):
 class AuthConf(Section):
     auth_type: C.AuthType = C.AuthType.DB
     login_after_registration: bool = False
+    #: self-registrations one client address may make per window (a lab behind one NAT
+    #: is one address: raise it there); more wait until the window ends (HTTP 429)
+    registrations_per_address: int = Field(
+        default=C.REGISTRATIONS_PER_ADDRESS, ge=1, le=C.REGISTRATIONS_PER_ADDRESS_MAX
+    )
+    registration_window_s: int = Field(
+        default=C.REGISTRATION_WINDOW_S, ge=60, le=C.REGISTRATION_WINDOW_MAX_S
+    )
 
 
 class LdapConf(Section):
@@ -350,6 +358,9 @@ class WorkerConf(Section):
     lease_s: float = Field(default=C.TASK_LEASE_S, gt=0)
     poll_interval_s: float = Field(default=0.5, gt=0)
     max_attempts: int = Field(default=C.TASK_MAX_ATTEMPTS, ge=1)
+    #: on PostgreSQL an idle worker LISTENs for queued tasks instead of waiting out its
+    #: poll; switch off where LISTEN cannot work (a transaction-pooling PgBouncer)
+    listen: bool = True
 
     @model_validator(mode="after")
     def _lease_above_poll(self) -> WorkerConf:

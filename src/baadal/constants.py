@@ -36,6 +36,9 @@ TASK_FINAL = (
     TaskStatus.IGNORE,
     TaskStatus.PARTIAL_SUCCESS,
 )
+#: how a handler's run may end: a final status, or RETRY (the run was lost: its
+#: database went away; the task runs again)
+TASK_ENDS_OF_RUN = (*TASK_FINAL, TaskStatus.RETRY)
 
 
 class TaskPriority(IntEnum):
@@ -288,6 +291,11 @@ LOGIN_SOURCE_MAX_FAILURES = 20
 LOGIN_FAILURE_WINDOW_S = 15 * 60
 LOGIN_LOCKOUT_S = 60
 LOGIN_LOCKOUT_MAX_S = 15 * 60
+#: self-registrations counted per client address within a window ([auth] settings)
+REGISTRATIONS_PER_ADDRESS = 5
+REGISTRATIONS_PER_ADDRESS_MAX = 10_000
+REGISTRATION_WINDOW_S = 60 * 60
+REGISTRATION_WINDOW_MAX_S = 7 * 24 * 60 * 60
 #: upstream allowed hosts to be overcommitted to 200 % of their RAM and CPUs
 OVERCOMMIT_RAM_FACTOR = 2.0
 OVERCOMMIT_CPU_FACTOR = 2.0
@@ -344,6 +352,10 @@ TASK_MAX_ATTEMPTS = 3
 LEASE_POLL_RATIO = 3
 #: task threads one worker process may run (more work = more worker processes)
 WORKER_CONCURRENCY_MAX = 256
+#: PostgreSQL channel on which a transaction that made a task runnable wakes idle workers
+TASK_NOTIFY_CHANNEL = "baadal_tasks"
+#: longest a worker's PostgreSQL listener blocks before it looks whether to stop
+LISTEN_CHECK_S = 1.0
 
 # --- monitoring (upstream-facts.md: RRD step 300, heartbeat 550; five graph periods) ---
 RRD_STEP_S = 300
@@ -404,6 +416,9 @@ API_TOKEN_DAYS_MAX = 3650
 #: a page of an API list: default and most items
 API_PAGE_DEFAULT = 100
 API_PAGE_MAX = 1000
+#: threads per server process that run the busiest reads (VM list and show): enough to
+#: overlap PostgreSQL's round trips, few enough not to fight over the interpreter's lock
+API_READ_THREADS = 2
 #: a token's name: printable ASCII words (one pattern for the service and the OpenAPI)
 API_TOKEN_NAME_RE = r"[A-Za-z0-9_ .:@+-]{1,64}"
 

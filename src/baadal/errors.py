@@ -5,7 +5,9 @@
     ├── NotFoundError         a named thing does not exist
     ├── ConflictError         duplicate name, address already used, task already queued
     ├── PermissionDenied      the user lacks the role
-    │   ├── LoginThrottled    too many failed logins: try again in N s
+    │   ├── Throttled         too many tries: try again in N s (HTTP 429)
+    │   │   ├── LoginThrottled         failed logins of a name or from an address
+    │   │   └── RegistrationThrottled  self-registrations from an address
     │   └── Unauthenticated   no credentials, or invalid ones (an API call without a token)
     ├── ResourceExhausted     pool empty, no host or datastore fits
     ├── ConfigError           the settings file or environment is wrong
@@ -41,12 +43,26 @@ class PermissionDenied(BaadalError):
     pass
 
 
-class LoginThrottled(PermissionDenied):
+class Throttled(PermissionDenied):
+    """Too many tries of something anyone may try: the next waits ``retry_after_s``."""
+
+    def __init__(self, what: str, retry_after_s: int) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(f"too many {what}: try again in {retry_after_s} s")
+
+
+class LoginThrottled(Throttled):
     """Logins of this name or from this source wait after repeated failures."""
 
     def __init__(self, retry_after_s: int) -> None:
-        self.retry_after_s = retry_after_s
-        super().__init__(f"too many failed logins: try again in {retry_after_s} s")
+        super().__init__("failed logins", retry_after_s)
+
+
+class RegistrationThrottled(Throttled):
+    """Self-registrations from this address wait until its window ends."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__("registrations from this address", retry_after_s)
 
 
 class Unauthenticated(PermissionDenied):

@@ -142,26 +142,6 @@ def _run_with_faults(
     return kills, restarted
 
 
-def _retry_failed_vm_tasks(engine: Engine, server: PrivateServer, home: Path) -> set[int]:
-    """A handler whose database went away mid-run fails its task (the user is told); as
-    an admin would, retry those VM tasks (each undoes its partial work first) and let one
-    worker run them. Returns their ids."""
-    with session_scope(engine) as s:
-        failed = set(
-            s.scalars(
-                select(Task.id).where(
-                    Task.status == C.TaskStatus.FAILED, Task.task_type.in_([H.PLACE, H.UNPLACE])
-                )
-            )
-        )
-        for task_id in failed:
-            queue.retry(s, task_id)
-    if failed:
-        worker = start_worker(server.url, home, "admin-retry")
-        assert worker.wait(RUN_LIMIT_S) == 0
-    return failed
-
-
 def test_killed_workers_and_a_restarted_server_lose_and_leak_nothing(
     settings: Settings, tmp_path: Path, server: PrivateServer
 ) -> None:
@@ -179,8 +159,6 @@ def test_killed_workers_and_a_restarted_server_lose_and_leak_nothing(
     kills, restarted = _run_with_faults(engine, server, tmp_path / "home", rng)
     print(f"ran in {time.monotonic() - started:.1f} s, {kills} workers killed")
     assert kills >= 1 and restarted
-    retried = _retry_failed_vm_tasks(engine, server, tmp_path / "home")
-    print(f"VM tasks failed by the server's restart, retried by the admin: {sorted(retried)}")
 
     with session_scope(engine) as s:
         every_id = set(s.scalars(select(Task.id)))  # with periodic jobs' tasks of a long run
@@ -202,7 +180,8 @@ def test_killed_workers_and_a_restarted_server_lose_and_leak_nothing(
                 PrivateIpPool.id.in_(select(VM.private_ip_id))
             )
         )
-    # every task ended, exactly once, as its handler says
+    # every task ended, exactly once, as its handler says: a handler whose database went
+    # away in the restart gave its task back (it ran again), it did not fail it
     assert len(tasks) == TASKS
     expected = {H.ECHO: C.TaskStatus.SUCCESS, H.SLEEP: C.TaskStatus.SUCCESS}
     expected |= {H.FAIL: C.TaskStatus.FAILED}
@@ -210,9 +189,8 @@ def test_killed_workers_and_a_restarted_server_lose_and_leak_nothing(
     wrong = [(t.id, t.task_type, t.status) for t in tasks if t.status != expected[t.task_type]]
     assert not wrong
     assert every_id == set(final)
-    assert {task_id for task_id, ends in final.items() if ends != 1} == retried
-    assert all(final[task_id] == 2 for task_id in retried)  # failed once, then succeeded
-    # what each VM holds is what its last task to end left (a retried one ends last)
+    assert all(ends == 1 for ends in final.values())
+    # what each VM holds is what its last task to end left
     last: dict[int, str] = {}
     for t in sorted(tasks, key=lambda t: (t.finished_at, t.id)):
         if t.vm_id is not None:

@@ -27,6 +27,8 @@ from baadal.db.constants_table import update_constant
 from baadal.db.models import VM, Host, PrivateIpPool
 from baadal.db.session import make_engine, session_scope
 from baadal.errors import ResourceExhausted
+from baadal.services import pools
+from baadal.services.policy import SYSTEM
 
 pytestmark = pytest.mark.integration
 
@@ -154,7 +156,7 @@ def _assert_exact_claims(engine: Engine, claims: Claims, n_ips: int, n_vms: int)
             )
         ).all()
         distinct_ids = s.scalar(select(func.count(VM.private_ip_id.distinct())))
-        (usage,) = address_pools.pool_usage(s).vlans
+        (usage,) = pools.list_vlans(s, SYSTEM).items
     assert {tuple(r) for r in in_db} == set(got)
     assert distinct_ids == n_ips
     assert len({r[2] for r in in_db}) == n_ips
@@ -182,7 +184,7 @@ def test_threads_exhaust_the_pool_exactly_then_reuse_released_ips(engine: Engine
     assert len(got) == 40 and {ip for _, ip, _ in got} <= released
     assert len({ip for _, ip, _ in got}) == 40
     with session_scope(engine) as s:
-        (usage,) = address_pools.pool_usage(s).vlans
+        (usage,) = pools.list_vlans(s, SYSTEM).items
         assert (usage.used, usage.free) == (N_IPS - 10, 10)
         for vm in released_from:
             assert s.get(VM, vm).private_ip_id is None
@@ -334,7 +336,8 @@ def test_one_vm_allocated_twice_at_once_gets_one_address(engine: Engine, kind: s
     assert result == [held]
     with session_scope(engine) as s:
         usage = address_pools.pool_usage(s)
-    used = {"private": usage.vlans[0].used, "public": usage.public_used, "vnc": usage.vnc_used}
+        (vlan,) = pools.list_vlans(s, SYSTEM).items
+    used = {"private": vlan.used, "public": usage.public_used, "vnc": usage.vnc_used}
     assert used[kind] == 1
 
 

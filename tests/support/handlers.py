@@ -12,10 +12,14 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
 from baadal import constants as C
 from baadal.db.models import VM, VMEventLog
 from baadal.db.session import session_scope
-from baadal.errors import ValidationError
+from baadal.errors import ConflictError, ValidationError
 from baadal.tasks.params import NoParams, PeriodicParams, TaskParams
 from baadal.tasks.registry import TaskContext, TaskResult, handler
 from baadal.timeutil import utcnow
@@ -147,3 +151,71 @@ def unplace(ctx: TaskContext[DomainParams]) -> TaskResult:
     _unplace(ctx)
     record(ctx, "run", start)
     return TaskResult.success("unplaced")
+
+
+# --- a run that loses its database, outcome rows written with the task's end
+
+LOSES_DB = "Test Loses Database"
+RECORDS = "Test Records"
+HOLDS_TRANSACTION = "Test Holds Transaction"
+
+
+def lost_connection() -> OperationalError:
+    """What SQLAlchemy raises when the server went away under a statement."""
+    return OperationalError(
+        "SELECT 1", {}, Exception("server closed the connection"), connection_invalidated=True
+    )
+
+
+@handler(LOSES_DB, params=NoParams, compensate=_undo_crashy)
+def loses_db(ctx: TaskContext) -> TaskResult:
+    """First run: the database goes away under it (caught as handlers do); then runs."""
+    try:
+        if ctx.attempt == 1:
+            record(ctx, "partial", utcnow())
+            raise lost_connection()
+        record(ctx, "run", utcnow())
+    except Exception as exc:
+        return TaskResult.error(exc)
+    return TaskResult.success("ran after the database came back")
+
+
+class RecordsParams(TaskParams):
+    #: the outcome's writer raises this ConflictError message instead of writing
+    refuse: str | None = None
+
+
+@handler(RECORDS, params=RecordsParams)
+def records(ctx: TaskContext[RecordsParams]) -> TaskResult:
+    """Leaves its outcome row to the task's end (TaskResult.record)."""
+
+    def write(session: Session) -> None:
+        if ctx.params.refuse:
+            raise ConflictError(ctx.params.refuse)
+        session.add(VMEventLog(vm_id=0, vm_identity="outcome", attribute=f"outcome:{ctx.task_id}"))
+
+    return TaskResult.success("recorded", write)
+
+
+class HoldParams(TaskParams):
+    #: directory: the run writes ``started`` there, then waits for ``go``
+    signals: str
+
+
+@handler(HOLDS_TRANSACTION, params=HoldParams)
+def holds_transaction(ctx: TaskContext[HoldParams]) -> TaskResult:
+    """Opens a transaction, says so, waits (the test restarts PostgreSQL meanwhile), then
+    writes in it; a handler like the others: it turns exceptions into its result."""
+    signals = Path(ctx.params.signals)
+    try:
+        with session_scope(ctx.engine) as session:
+            session.execute(select(1))
+            (signals / f"started.{ctx.attempt}").touch()
+            for _ in range(600):
+                if (signals / "go").exists():
+                    break
+                time.sleep(0.1)
+            session.add(VMEventLog(vm_id=0, vm_identity="held", attribute=f"run:{ctx.task_id}"))
+    except Exception as exc:
+        return TaskResult.error(exc)
+    return TaskResult.success("held")

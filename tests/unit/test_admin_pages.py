@@ -15,6 +15,7 @@ from baadal.db.models import Host, Task, User
 from baadal.db.session import session_scope
 from baadal.web import admin_pages
 from baadal.web.portal import ROUTERS
+from tests.unit.test_api_lists import more_of_everything
 from tests.unit.test_authorization import world_engine, world_template  # noqa: F401
 from tests.unit.web_support import Portal, portal_fixture  # noqa: F401
 
@@ -164,6 +165,36 @@ def test_the_vm_list_is_paged_by_keyset(portal: Portal) -> None:
     assert "No VM matches." in later.text
     assert admin.get("/admin/vms?status=flying").status_code == 422
     assert admin.get("/admin/vms?colour=red").status_code == 422
+
+
+#: the admin tables paged like the API's lists, and a row of each that only the
+#: second page shows (the world's rows have lower ids)
+TABLES = {
+    "/admin/hosts": "more24",
+    "/admin/templates": "t-more24",
+    "/admin/datastores": "ds-more24",
+    "/admin/domains": "d-more24",
+    "/admin/pools": "VLAN d-more24-vlan84 (84)",
+    "/admin/users": "u-more24",
+}
+
+
+def test_the_admin_tables_come_in_pages(portal: Portal) -> None:
+    """A page of twenty rows with a link to the next; that page links back to the first."""
+    with session_scope(portal.engine) as s:
+        more_of_everything(s, 25)
+    admin = portal.login("admin")
+    for path, late in TABLES.items():
+        first = admin.get(path)
+        assert first.status_code == 200 and late not in first.text, path
+        found = re.search(r'<a rel="next" href="([^"]+)">Next page</a>', first.text)
+        assert found is not None and "First page" not in first.text, path
+        second = admin.get(found.group(1).replace("&amp;", "&"))
+        assert second.status_code == 200 and late in second.text, path
+        assert f'<a href="{path}">First page</a>' in second.text
+        assert admin.get(f"{path}?after=-1").status_code == 422
+    pools = admin.get("/admin/pools").text
+    assert "<option>d-more24-vlan84</option>" in pools  # the form offers every VLAN
 
 
 def test_maintenance_queues_and_shows_progress(portal: Portal) -> None:

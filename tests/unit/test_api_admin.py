@@ -7,14 +7,18 @@ changed)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
+import pydantic
 import pytest
+from fastapi.testclient import TestClient
+from httpx import Response
 from sqlalchemy import select
 
 from baadal import constants as C
 from baadal.config import Settings
-from baadal.db.models import Host, HostEventLog, Organisation, Task
+from baadal.db.models import Host, HostEventLog, LoginThrottle, Organisation, Task, User
 from baadal.db.session import session_scope
 from baadal.errors import RemoteCommandError
 from baadal.host import network_graph, power, resources
@@ -60,6 +64,7 @@ ROUTES: list[tuple[str, str, dict | None]] = [
     ("POST", "/security-domains", {"name": "d9", "vlan_tag": 99, "cidr": "10.98.0.0/24"}),
     ("DELETE", "/security-domains/1", None),
     ("GET", "/pools", None),
+    ("GET", "/vlans", None),
     ("POST", "/vlans", {"name": "v9", "tag": 99, "cidr": "10.98.0.0/24"}),
     (
         "POST",
@@ -407,8 +412,10 @@ def test_security_domains(api: Api) -> None:
 
 
 def test_pools(api: Api) -> None:
-    usage = api.call("GET", "/pools", "admin").json()
-    assert usage["vlans"][0]["name"] == "vlan10" and usage["public_total"] == 11
+    assert api.call("GET", "/pools", "admin").json()["public_total"] == 11
+    vlans = api.call("GET", "/vlans", "admin").json()
+    assert [v["name"] for v in vlans["items"]] == ["vlan10", "hidden-vlan55"]
+    assert vlans["next"] is None
     vlan = api.call(
         "POST", "/vlans", "admin", json={"name": "v20", "tag": 20, "cidr": "10.20.0.0/24"}
     )
@@ -490,6 +497,47 @@ def test_registration_is_open_where_the_organisation_takes_it(api: Api) -> None:
     refused_unchanged(api, "POST", "/users/newbie/approve", "ob")
     approved = api.call("POST", "/users/newbie/approve", "oa")
     assert approved.status_code == 200 and approved.json()["state"] == "active"
+
+
+def test_registrations_from_one_address_are_bounded_per_window(api: Api) -> None:
+    """[auth] registrations_per_address a window from one client address; more are 429
+    with Retry-After and change nothing; failed ones do not count; other addresses and
+    the next window may register again."""
+    settings: Settings = api.client.app.state.settings
+    settings.auth.registrations_per_address = 2
+    settings.auth.registration_window_s = 600
+    opened = api.call("PATCH", "/organisations/ORG_A", "admin", json={"registration": True})
+    assert opened.status_code == 200
+    body = {"password": "a long pass phrase", "organisation": "ORG_A"}
+
+    def register(name: str, client: TestClient = api.client) -> Response:
+        return client.post(f"{C.API_PREFIX}/users", json={**body, "username": name})
+
+    assert register("r1").status_code == 201
+    assert_problem(register("r1"), 409)  # failed: not counted
+    assert register("r2").status_code == 201
+    before = api.state()
+    refused = register("r3")
+    assert_problem(refused, 429, "too many registrations from this address")
+    assert 0 < int(refused.headers["Retry-After"]) <= 600
+    assert api.state() == before
+    elsewhere = TestClient(api.client.app, client=("192.0.2.77", 50000))
+    assert register("r3", elsewhere).status_code == 201
+    with session_scope(api.engine) as s:  # the window began an hour ago: it is over
+        row = s.get(LoginThrottle, "register:testclient")
+        row.first_failure -= timedelta(hours=1)
+    assert register("r4").status_code == 201
+    with session_scope(api.engine) as s:
+        made = s.scalars(select(User.username).where(User.username.like("r_"))).all()
+    assert sorted(made) == ["r1", "r2", "r3", "r4"]
+
+
+@pytest.mark.parametrize(
+    "auth", [{"registrations_per_address": 0}, {"registration_window_s": 10**9}]
+)
+def test_registration_limits_are_bounded_settings(auth: dict) -> None:
+    with pytest.raises(pydantic.ValidationError):
+        Settings(auth=auth)
 
 
 def test_accounts_each_their_share(api: Api) -> None:

@@ -214,6 +214,33 @@ def test_clones_of_a_shut_off_vm(api: Api) -> None:
     assert asked["kind"] == "clone" and asked["status"] == "requested"
 
 
+def test_a_clone_may_be_a_full_copy_and_the_request_keeps_it(api: Api) -> None:
+    """Linked clones (overlays) by default; ``full`` asks for standalone copies, kept on
+    a request until its approval queues the task."""
+    vm_id = api.vm_id()
+    with session_scope(api.engine) as s:
+        s.execute(update(VM).where(VM.id == vm_id).values(status=C.VMStatus.SHUTDOWN))
+    before = api.state()
+    for full in ("yes", 1, None):
+        body = {"count": 1, "full": full}
+        assert_problem(api.call("POST", f"/vms/{vm_id}/clones", "admin", json=body), 422, "full")
+    assert api.state() == before
+    for body, full in (({"count": 1}, False), ({"count": 1, "full": True}, True)):
+        done = _followed(api, api.call("POST", f"/vms/{vm_id}/clones", "admin", json=body), "admin")
+        assert (done["clone_count"], done["clone_full"]) == (1, full)
+        assert _tasks(api)[-1][2]["full"] is full
+        with session_scope(api.engine) as s:  # done: the VM takes the next one
+            s.execute(update(Task).values(status=C.TaskStatus.SUCCESS))
+    body = {"count": 2, "full": True, "approver": "fac"}
+    asked = _followed(api, api.call("POST", f"/vms/{vm_id}/clones", "stu", json=body), "stu")
+    assert (asked["clone_count"], asked["clone_full"], asked["task_id"]) == (2, True, None)
+    assert api.call("POST", f"/requests/{asked['id']}/verify", "fac").status_code == 200
+    approved = api.call("POST", f"/requests/{asked['id']}/approve", "admin").json()
+    assert approved["task_id"] is not None
+    task_type, _vm, params = _tasks(api)[-1]
+    assert (task_type, len(params["clone_vm_id"]), params["full"]) == (C.TaskType.CLONE_VM, 2, True)
+
+
 # --- migration ----------------------------------------------------------------------
 
 

@@ -3,9 +3,12 @@ libraries; each command imports what it needs when it runs."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from collections.abc import Iterator
 
+import click
 import pytest
 from typer.testing import CliRunner
 
@@ -52,6 +55,22 @@ def test_help_imports_no_heavy_module() -> None:
 def test_the_listed_help_is_each_commands_own() -> None:
     for name, (_, _, listed) in COMMANDS.items():
         assert load_command(name).help == listed, name
+
+
+def _helps(command: click.Command) -> Iterator[tuple[str, str]]:
+    yield command.name or "", command.help or ""
+    for param in command.params:
+        yield f"{command.name} {param.name}", getattr(param, "help", None) or ""
+    for sub in getattr(command, "commands", {}).values():
+        yield from _helps(sub)
+
+
+def test_no_help_text_is_eaten_as_rich_markup() -> None:
+    """Rich reads ``[web]`` in a help text as a style and prints nothing for it ("Serve
+    the API at  host:port"): settings are named ``web.host`` in help texts."""
+    for name in COMMANDS:
+        for where, text in _helps(load_command(name)):
+            assert not re.search(r"\[[a-z_/]+\]", text), f"{where}: {text}"
 
 
 def test_a_lazy_command_runs_and_shows_its_help() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 
 import pytest
-from sqlalchemy import Engine, func, select, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Engine, event, func, select, text
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from baadal.db.models import Organisation
 from baadal.db.session import session_scope
@@ -64,3 +64,34 @@ def test_sqlite_runs_in_wal_mode_and_a_read_session_cannot_write(sqlite_engine: 
     with session_scope(sqlite_engine) as s:
         s.add(Organisation(name="after-read", public_ip="10.0.0.8"))
     assert _organisations(sqlite_engine) >= 1
+
+
+def test_a_read_session_cannot_write_on_either_database(engine: Engine) -> None:
+    with (
+        session_scope(engine, read=True) as s,
+        pytest.raises(DBAPIError, match=r"(?i)read.?only"),
+    ):
+        s.execute(text("DELETE FROM organisation"))
+    # the writer's sessions still write
+    with session_scope(engine) as s:
+        s.add(Organisation(name="after-refused-write", public_ip="10.0.0.7"))
+    assert _organisations(engine) >= 1
+
+
+def test_a_read_session_costs_no_statement_but_its_reads(engine: Engine) -> None:
+    """No lock or mode switch per read: only BEGIN on SQLite (its snapshot), nothing on
+    PostgreSQL (autocommit: each statement reads its own snapshot under READ COMMITTED)."""
+    with session_scope(engine, read=True) as s:  # connected: its setup is not per read
+        reader = s.get_bind()
+    seen: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        seen.append(statement)
+
+    event.listen(reader, "before_cursor_execute", record)
+    try:
+        _organisations(engine)
+    finally:
+        event.remove(reader, "before_cursor_execute", record)
+    begins = ["BEGIN"] if engine.dialect.name == "sqlite" else []
+    assert seen[:-1] == begins and seen[-1].startswith("SELECT count(*)")

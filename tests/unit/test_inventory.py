@@ -250,7 +250,7 @@ def test_get_host_by_name_then_id(sqlite_engine: Engine) -> None:
             inv.get_host(s, SYSTEM, "nope")
         with pytest.raises(NotFoundError):
             inv.get_host(s, SYSTEM, 999)
-        assert [h.host_name for h in inv.list_hosts(s, SYSTEM)] == [str(first.id), "alpha"]
+        assert [h.host_name for h in inv.list_hosts(s, SYSTEM).items] == ["alpha", str(first.id)]
 
 
 def test_set_host_status(sqlite_engine: Engine) -> None:
@@ -405,7 +405,7 @@ def test_add_datastore_with_filer_details(
         assert row.password_ref == str(secret.resolve())
         assert "hunter2" not in repr(row.__dict__)
         assert inv.get_datastore(s, SYSTEM, ds.id).ds_name == "ds1"
-        assert [d.ds_name for d in inv.list_datastores(s, SYSTEM)] == ["ds1"]
+        assert [d.ds_name for d in inv.list_datastores(s, SYSTEM).items] == ["ds1"]
 
 
 @pytest.mark.parametrize(
@@ -653,8 +653,8 @@ def test_deactivate_and_list_templates(
     with session_scope(sqlite_engine) as s:
         assert inv.deactivate_template(s, SYSTEM, "a").is_active is False
     with session_scope(sqlite_engine) as s:
-        assert [t.name for t in inv.list_templates(s, SYSTEM)] == ["a", "b"]
-        assert [t.name for t in inv.list_templates(s, SYSTEM, active_only=True)] == ["b"]
+        assert [t.name for t in inv.list_templates(s, SYSTEM).items] == ["a", "b"]
+        assert [t.name for t in inv.list_templates(s, SYSTEM, active_only=True).items] == ["b"]
         assert inv.get_template(s, SYSTEM, "a").is_active is False
         # deactivating again changes nothing and does not fail
         inv.deactivate_template(s, SYSTEM, "a")

@@ -37,7 +37,7 @@ def test_add_list_remove(sqlite_engine: Engine) -> None:
     _add(sqlite_engine, "teaching", 40, "10.0.40.0/24", "10.0.40.10", "10.0.40.14")
     assert _rows(sqlite_engine) == (2, 2, 15)
     with session_scope(sqlite_engine) as s:
-        summary = {d.name: d for d in networks.list_security_domains(s, SYSTEM)}
+        summary = {d.name: d for d in networks.list_security_domains(s, SYSTEM).items}
         assert summary["research"].vlan_tag == 30
         assert (summary["teaching"].pool_size, summary["teaching"].pool_used) == (5, 0)
         networks.remove_security_domain(s, SYSTEM, "teaching")

@@ -47,11 +47,11 @@ def test_add_show_rename_and_registration(sqlite_engine: Engine) -> None:
     with session_scope(sqlite_engine) as s:
         shown = organisations.get_organisation(s, SYSTEM, "IITD")
         assert (shown.orgadmins, shown.users) == (("oa",), 2)
-        listed = organisations.list_organisations(s, SYSTEM)
+        listed = organisations.list_organisations(s, SYSTEM).items
         assert [(o.name, o.allows_registration) for o in listed] == [
             ("ADMIN", False),
-            ("CSE", False),
             ("IITD", True),
+            ("CSE", False),
         ]
         assert organisations.registration_organisations(s) == ["IITD"]
         renamed = organisations.rename_organisation(s, SYSTEM, "CSE", "CSE2")
@@ -129,7 +129,7 @@ def test_bad_changes_are_refused_and_change_nothing(
 
 def _orgs(engine: Engine) -> list[organisations.OrganisationInfo]:
     with session_scope(engine) as s:
-        return organisations.list_organisations(s, SYSTEM)
+        return organisations.list_organisations(s, SYSTEM).items
 
 
 def test_a_domain_given_to_an_organisation_is_what_its_people_see(sqlite_engine: Engine) -> None:
@@ -142,7 +142,7 @@ def test_a_domain_given_to_an_organisation_is_what_its_people_see(sqlite_engine:
 
     def seen() -> list[str]:
         with session_scope(sqlite_engine) as s:
-            return [d.name for d in networks.list_security_domains(s, actor_for(s, "stu"))]
+            return [d.name for d in networks.list_security_domains(s, actor_for(s, "stu")).items]
 
     assert seen() == []
     with session_scope(sqlite_engine) as s:

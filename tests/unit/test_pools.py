@@ -33,6 +33,8 @@ from baadal.errors import (
     ResourceExhausted,
     ValidationError,
 )
+from baadal.services import pools
+from baadal.services.policy import SYSTEM
 
 pytestmark = pytest.mark.unit
 
@@ -369,7 +371,7 @@ def test_allocate_release_reallocate(sqlite_engine: Engine, filled: int) -> None
         assert address_pools.release_private_ip(s, a) is None
     with session_scope(sqlite_engine) as s:
         assert s.get(VM, a).private_ip_id is None
-        assert address_pools.pool_usage(s).vlans[0].free == 10
+        assert pools.list_vlans(s, SYSTEM).items[0].free == 10
         again = address_pools.allocate_private_ip(s, b, filled)
         assert s.get(VM, b).private_ip_id == again.pool_id
     with session_scope(sqlite_engine) as s:
@@ -385,7 +387,7 @@ def test_allocate_is_idempotent(sqlite_engine: Engine, filled: int) -> None:
         first = address_pools.allocate_private_ip(s, vm, filled)
     with session_scope(sqlite_engine) as s:
         assert address_pools.allocate_private_ip(s, vm, filled) == first
-        assert address_pools.pool_usage(s).vlans[0].used == 1
+        assert pools.list_vlans(s, SYSTEM).items[0].used == 1
 
 
 def test_allocate_rolls_back_with_the_callers_transaction(
@@ -425,7 +427,7 @@ def test_exhausted_pool_skips_hosts_and_inactive_rows(sqlite_engine: Engine, fil
     ):
         address_pools.allocate_private_ip(s, vms[8], filled)
     with session_scope(sqlite_engine) as s:
-        (usage,) = address_pools.pool_usage(s).vlans
+        (usage,) = pools.list_vlans(s, SYSTEM).items
     assert (usage.total, usage.used, usage.free) == (10, 9, 0)
 
 

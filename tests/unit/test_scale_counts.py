@@ -88,7 +88,7 @@ def _vm_page(engine: Engine) -> None:
 
 def _host_list(engine: Engine) -> None:
     with session_scope(engine) as s:
-        assert len(inventory.list_hosts(s, SYSTEM)) == HOSTS
+        assert len(inventory.list_hosts(s, SYSTEM).items) == HOSTS
 
 
 def _task_list(engine: Engine) -> None:

@@ -214,6 +214,7 @@ CASES: dict[str, list[Case]] = {
         )
     ],
     "pools.usage": [Case(lambda w: pools.usage(w.session, w.actor), ADMIN)],
+    "pools.list_vlans": [Case(lambda w: pools.list_vlans(w.session, w.actor), ADMIN)],
     # measuring the cloud
     "measurements.collect": [
         Case(lambda w: measurements.collect(w.engine, w.actor, w.settings), ADMIN)

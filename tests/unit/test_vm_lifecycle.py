@@ -198,6 +198,30 @@ def test_power_operations_and_messages(
     assert task.status == C.TaskStatus.FAILED and "shutdown" in task.message
 
 
+def test_a_power_operation_whose_run_was_lost_after_acting_is_recorded_on_its_rerun(
+    sqlite_engine: Engine, cloud_settings: Settings, cloud: Cloud
+) -> None:
+    """The lost run suspended the domain but its worker died before the task's end (the
+    new status commits with it): the re-run finds the domain suspended, has nothing left
+    to do, and records it. A first run that finds it so is refused as before."""
+    vm_id = create(sqlite_engine, cloud_settings)
+    hv, identity = hv_of(sqlite_engine, vm_id)
+    with session_scope(sqlite_engine) as s:
+        task_id = vms.operate(s, SYSTEM, vm_id, "suspend").id
+    assert queue.claim(sqlite_engine, "dead", 30) is not None
+    hv.suspend(identity)  # what the lost run got done
+    with session_scope(sqlite_engine) as s:
+        s.execute(update(Task).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+    queue.recover_expired(sqlite_engine)
+    run_tasks(sqlite_engine, cloud_settings)
+    with session_scope(sqlite_engine) as s:
+        task = s.get(Task, task_id)
+        assert (task.status, task.message) == (C.TaskStatus.SUCCESS, "web is suspend successfully")
+        assert s.get(VM, vm_id).status == C.VMStatus.SUSPENDED
+    task = operate(sqlite_engine, cloud_settings, vm_id, "suspend")
+    assert task.status == C.TaskStatus.FAILED and "suspended" in task.message
+
+
 def test_request_errors_change_nothing(
     sqlite_engine: Engine, cloud_settings: Settings, cloud: Cloud
 ) -> None:

@@ -631,6 +631,12 @@ def test_the_workflow_from_the_cli_with_as(
     out = cli("--as", "stu", "request", "config", "lab1", "--ram", "512", "--approver", "fac")
     assert out.strip() == "request 3"
     assert "withdrawn" in cli("--as", "stu", "request", "withdraw", "3")
+    for flag, full in (("--full", True), ("--no-full", False)):
+        out = cli("--as", "stu", "request", "clone", "lab1", flag, "--approver", "fac")
+        request_id = out.split()[-1]
+        with session_scope(sqlite_engine) as s:
+            assert s.get(RequestQueue, int(request_id)).clone_full is full
+        cli("--as", "stu", "request", "withdraw", request_id)
     cli("--as", "stu", "request", "reject", "1", code=2)  # --reason is required
     # quotas
     cli("--as", "stu", "quota", "set", "--user", "stu", "--vms", "1", code=2)

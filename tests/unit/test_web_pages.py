@@ -336,6 +336,33 @@ def test_registration_awaits_approval(portal: Portal) -> None:
     assert differ.status_code == 422 and "differ" in differ.text
 
 
+def test_the_vm_page_asks_for_linked_or_full_clones(portal: Portal) -> None:
+    with session_scope(portal.engine) as s:
+        web = s.scalar(select(VM.id).where(VM.vm_name == "web"))
+    fac = portal.login("fac")
+    assert 'name="full" value="true"' in fac.get(f"/vms/{web}").text
+    for data, full in (({"count": "1"}, False), ({"count": "1", "full": "true"}, True)):
+        answer = portal.post(fac, f"/vms/{web}/requests/clone", data)
+        assert "clone(s) made" in portal.flash(answer), answer.text
+        with session_scope(portal.engine) as s:
+            newest = s.scalars(select(RequestQueue).order_by(RequestQueue.id.desc())).first()
+            assert (newest.clone_count, newest.clone_full) == (1, full)
+            newest.status = C.RequestStatus.REJECTED  # one pending clone request a VM
+
+
+def test_registrations_from_one_address_wait_past_the_limit(portal: Portal) -> None:
+    portal.app.state.settings.auth.registrations_per_address = 1
+    client = portal.client()
+    token = client.get("/register").text.split('name="csrf_token" value="')[1].split('"')[0]
+    data = {"password": "long enough", "password_again": "long enough", "csrf_token": token}
+    assert client.post("/register", data={**data, "username": "one"}).status_code == 303
+    before = portal.state()
+    refused = client.post("/register", data={**data, "username": "two"})
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
+    assert "too many registrations from this address" in refused.text
+    assert portal.state() == before
+
+
 def test_unknown_pages_and_bad_input_are_pages_not_tracebacks(portal: Portal) -> None:
     stu = portal.login("stu")
     missing = stu.get("/no/such/page")

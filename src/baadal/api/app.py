@@ -34,10 +34,10 @@ from baadal.errors import (
     BaadalError,
     ConflictError,
     HostError,
-    LoginThrottled,
     NotFoundError,
     PermissionDenied,
     ResourceExhausted,
+    Throttled,
     Unauthenticated,
     ValidationError,
 )
@@ -49,7 +49,7 @@ PROBLEM = "application/problem+json"
 #: the HTTP status of each kind of error, most specific first
 STATUS_OF: tuple[tuple[type[BaadalError], int], ...] = (
     (Unauthenticated, 401),
-    (LoginThrottled, 429),
+    (Throttled, 429),
     (PermissionDenied, 403),
     (ValidationError, 422),
     (NotFoundError, 404),
@@ -82,7 +82,7 @@ def _baadal_error(_request: Request, exc: Exception) -> JSONResponse:
     headers = {}
     if isinstance(exc, Unauthenticated):
         headers["WWW-Authenticate"] = 'Bearer realm="baadal"'
-    if isinstance(exc, LoginThrottled):
+    if isinstance(exc, Throttled):
         headers["Retry-After"] = str(exc.retry_after_s)
     return problem(status, str(exc), headers)
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
+from anyio import CapacityLimiter, to_thread
+from anyio.lowlevel import RunVar
 from fastapi import Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -21,6 +23,7 @@ from baadal.errors import PermissionDenied, Unauthenticated
 from baadal.services import runtime, tokens, web_sessions
 from baadal.services.policy import Actor
 
+T = TypeVar("T")
 #: the methods that change nothing: their caller is checked in the route's transaction
 _READS = frozenset({"GET", "HEAD"})
 
@@ -121,9 +124,34 @@ class Caller:
         finally:
             self._record_use()
 
+    async def read(self, reads: Callable[[Session], T]) -> T:
+        """``reads`` in a read transaction, on one of a few reading threads: the
+        busiest reads are a millisecond of Python each, and spread over the thread
+        pool's forty threads they cost a third more, in contention for the
+        interpreter's lock (``bench/api.py``)."""
+
+        def run() -> T:
+            with self.read_transaction() as session:
+                return reads(session)
+
+        return await to_thread.run_sync(run, limiter=_reading_limiter())
+
     def engine(self) -> Engine:
         """For the services that open their own transactions (a VNC grant)."""
         return runtime.checked_engine(self.settings)
+
+
+#: the reading threads of this event loop (see :meth:`Caller.read`)
+_reading_threads: RunVar[CapacityLimiter] = RunVar("baadal_reading_threads")
+
+
+def _reading_limiter() -> CapacityLimiter:
+    try:
+        return _reading_threads.get()
+    except LookupError:
+        limiter = CapacityLimiter(C.API_READ_THREADS)
+        _reading_threads.set(limiter)
+        return limiter
 
 
 def _cookie_actor(request: Request, settings: Settings, cookie: str) -> Actor:

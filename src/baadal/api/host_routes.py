@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response
 
 from baadal import constants as C
-from baadal.api.callers import CallerDep, accepted, errors
+from baadal.api.callers import AfterQuery, CallerDep, accepted, errors
 from baadal.api.schemas import (
     PNG_RESPONSE,
     PNG_TYPE,
@@ -23,6 +23,7 @@ from baadal.api.schemas import (
     HostList,
     HostOut,
     HostResourcesOut,
+    LimitQuery,
     Period,
     PeriodQuery,
     QueuedOut,
@@ -62,10 +63,15 @@ def queued_out(queued: Queued) -> QueuedOut:
     return QueuedOut(task_ids=queued.task_ids, skipped=skipped)
 
 
-@router.get("/hosts", response_model=HostList, responses=errors(), summary="every host (admins)")
-def list_hosts(who: CallerDep) -> HostList:
+@router.get(
+    "/hosts", response_model=HostList, responses=errors(), summary="the hosts, by id (admins)"
+)
+def list_hosts(
+    who: CallerDep, after: AfterQuery = None, limit: LimitQuery = C.API_PAGE_DEFAULT
+) -> HostList:
     with who.read_transaction() as session:
-        return HostList(items=[host_out(h) for h in inventory.list_hosts(session, who.actor)])
+        page = inventory.list_hosts(session, who.actor, after=after, limit=limit)
+        return HostList(items=[host_out(h) for h in page.items], next=page.next)
 
 
 @router.get(

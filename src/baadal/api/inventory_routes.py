@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response
 
 from baadal import constants as C
-from baadal.api.callers import CallerDep, errors
+from baadal.api.callers import AfterQuery, CallerDep, errors
 from baadal.api.schemas import (
     IPV4_PATTERN,
     AddressRange,
@@ -17,6 +17,7 @@ from baadal.api.schemas import (
     DatastoreCreate,
     DatastoreList,
     DatastoreOut,
+    LimitQuery,
     PoolUsageOut,
     PrivateRange,
     SecurityDomainCreate,
@@ -26,6 +27,7 @@ from baadal.api.schemas import (
     TemplateList,
     TemplateOut,
     VlanCreate,
+    VlanList,
     VlanOut,
     VlanUsageOut,
 )
@@ -64,12 +66,14 @@ def datastore_out(store: Datastore) -> DatastoreOut:
     tags=["datastores"],
     response_model=DatastoreList,
     responses=errors(),
-    summary="every datastore (admins)",
+    summary="the datastores, by id (admins)",
 )
-def list_datastores(who: CallerDep) -> DatastoreList:
+def list_datastores(
+    who: CallerDep, after: AfterQuery = None, limit: LimitQuery = C.API_PAGE_DEFAULT
+) -> DatastoreList:
     with who.read_transaction() as session:
-        found = inventory.list_datastores(session, who.actor)
-        return DatastoreList(items=[datastore_out(d) for d in found])
+        page = inventory.list_datastores(session, who.actor, after=after, limit=limit)
+        return DatastoreList(items=[datastore_out(d) for d in page.items], next=page.next)
 
 
 @router.get(
@@ -137,12 +141,19 @@ def template_out(template: Template) -> TemplateOut:
     tags=["templates"],
     response_model=TemplateList,
     responses=errors(),
-    summary="the templates the caller may use (admins: all)",
+    summary="the templates the caller may use (admins: all), by id",
 )
-def list_templates(who: CallerDep, active_only: bool = False) -> TemplateList:
+def list_templates(
+    who: CallerDep,
+    active_only: bool = False,
+    after: AfterQuery = None,
+    limit: LimitQuery = C.API_PAGE_DEFAULT,
+) -> TemplateList:
     with who.read_transaction() as session:
-        found = inventory.list_templates(session, who.actor, active_only=active_only)
-        return TemplateList(items=[template_out(t) for t in found])
+        page = inventory.list_templates(
+            session, who.actor, active_only=active_only, after=after, limit=limit
+        )
+        return TemplateList(items=[template_out(t) for t in page.items], next=page.next)
 
 
 @router.get(
@@ -222,12 +233,14 @@ def domain_out(domain: DomainSummary) -> SecurityDomainOut:
     tags=["security domains"],
     response_model=SecurityDomainList,
     responses=errors(),
-    summary="the security domains the caller may put VMs in, with their pool usage",
+    summary="the security domains the caller may put VMs in, with their pool usage, by id",
 )
-def list_security_domains(who: CallerDep) -> SecurityDomainList:
+def list_security_domains(
+    who: CallerDep, after: AfterQuery = None, limit: LimitQuery = C.API_PAGE_DEFAULT
+) -> SecurityDomainList:
     with who.read_transaction() as session:
-        found = networks.list_security_domains(session, who.actor)
-        return SecurityDomainList(items=[domain_out(d) for d in found])
+        page = networks.list_security_domains(session, who.actor, after=after, limit=limit)
+        return SecurityDomainList(items=[domain_out(d) for d in page.items], next=page.next)
 
 
 @router.post(
@@ -250,8 +263,9 @@ def add_security_domain(who: CallerDep, body: SecurityDomainCreate) -> SecurityD
             ip_to=body.ip_to,
             visible_to_all=body.visible_to_all,
         )
-        made = [d for d in networks.list_security_domains(session, who.actor) if d.id == domain.id]
-    return domain_out(made[0])
+        # the page that starts at the new domain
+        made = networks.list_security_domains(session, who.actor, after=domain.id - 1, limit=1)
+    return domain_out(made.items[0])
 
 
 @router.delete(
@@ -276,25 +290,48 @@ def remove_security_domain(who: CallerDep, domain_id: IdPath) -> Response:
     tags=["pools"],
     response_model=PoolUsageOut,
     responses=errors(),
-    summary="addresses per VLAN, public addresses and VNC ports: total, used, free (admins)",
+    summary="public addresses and VNC ports: total, used, free (each VLAN's: GET /vlans) (admins)",
 )
 def pool_usage(who: CallerDep) -> PoolUsageOut:
     with who.read_transaction() as session:
         usage = pools.usage(session, who.actor)
     first, last = usage.vnc_range
     return PoolUsageOut(
-        vlans=[
-            VlanUsageOut(
-                name=v.name, tag=v.tag, network=v.cidr, total=v.total, used=v.used, free=v.free
-            )
-            for v in usage.vlans
-        ],
         public_total=usage.public_total,
         public_used=usage.public_used,
         public_free=usage.public_free,
         vnc_first_port=first,
         vnc_last_port=last,
         vnc_used=usage.vnc_used,
+    )
+
+
+@router.get(
+    "/vlans",
+    tags=["pools"],
+    response_model=VlanList,
+    responses=errors(),
+    summary="the VLANs, by id, with their private addresses: total, used, free (admins)",
+)
+def list_vlans(
+    who: CallerDep, after: AfterQuery = None, limit: LimitQuery = C.API_PAGE_DEFAULT
+) -> VlanList:
+    with who.read_transaction() as session:
+        page = pools.list_vlans(session, who.actor, after=after, limit=limit)
+    return VlanList(
+        items=[
+            VlanUsageOut(
+                id=v.id,
+                name=v.name,
+                tag=v.tag,
+                network=v.cidr,
+                total=v.total,
+                used=v.used,
+                free=v.free,
+            )
+            for v in page.items
+        ],
+        next=page.next,
     )
 
 

@@ -32,6 +32,8 @@ def request_out(info: RequestInfo) -> RequestOut:
         ram_mb=info.ram_mb,
         vcpus=info.vcpus,
         extra_disk_gb=info.extra_disk_gb,
+        clone_count=info.clone_count,
+        clone_full=info.clone_full,
         public_ip=info.public_ip,
         security_domain=info.security_domain,
         template=info.template,

@@ -7,10 +7,11 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import Query
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from baadal import constants as C
 from baadal.services.measurements import GRAPH_TYPES
+from baadal.services.vms import VMSummary
 
 #: a moment in UTC with its offset (the database keeps naive UTC; RFC 3339 wants the zone)
 Time = Annotated[datetime, AfterValidator(lambda t: t if t.tzinfo else t.replace(tzinfo=UTC))]
@@ -49,18 +50,13 @@ class Me(BaseModel):
     organisation_id: int | None
 
 
-def _status_name(status: object) -> object:
-    return status.name.lower() if isinstance(status, C.VMStatus) else status
-
-
 class VMOut(BaseModel):
-    #: built from the services' VMSummary rows as they are: a page of them is validated
-    #: in pydantic's core, not field by field in Python
-    model_config = ConfigDict(from_attributes=True)
+    """A VM as lists show it (documents :func:`vm_out`, which builds it)."""
 
     id: int
     name: str
-    status: Annotated[str, BeforeValidator(_status_name)]
+    #: the status's name in lower case (``running``, ``shutdown``, ...)
+    status: str
     owner: str | None
     ram_mb: int
     vcpus: int
@@ -76,6 +72,29 @@ class VMList(BaseModel):
     items: list[VMOut]
     #: the ``after`` that gives the next page; null on the last one
     next: int | None
+
+
+_STATUS_NAMES = {status: status.name.lower() for status in C.VMStatus}
+
+
+def vm_out(vm: VMSummary) -> dict[str, Any]:
+    """A VM as :class:`VMOut` says, straight from the service's row: the busiest reads
+    skip validating values the database just gave (a page of 100 cost 0.3 ms in
+    pydantic); ``test_vm_out_is_what_the_model_says`` holds the two together."""
+    return {
+        "id": vm.id,
+        "name": vm.name,
+        "status": _STATUS_NAMES[vm.status],
+        "owner": vm.owner,
+        "ram_mb": vm.ram_mb,
+        "vcpus": vm.vcpus,
+        "disk_gb": vm.disk_gb,
+        "extra_disk_gb": vm.extra_disk_gb,
+        "host": vm.host,
+        "private_ip": vm.private_ip,
+        "public_ip": vm.public_ip,
+        "locked": vm.locked,
+    }
 
 
 class VMCreate(Body):
@@ -123,6 +142,8 @@ class CloneCreate(ChangeNote):
     """Clones of a shut-off VM, named ``<name>_clone<k>``."""
 
     count: int = Field(default=1, ge=1, le=C.CLONE_COUNT_MAX)
+    #: standalone copies of the VM's disks instead of overlays on them (linked clones)
+    full: bool = False
 
 
 class Migrate(Body):
@@ -217,6 +238,9 @@ class RequestOut(BaseModel):
     ram_mb: int | None
     vcpus: int | None
     extra_disk_gb: int
+    #: clone requests: how many, and whether standalone copies (else linked)
+    clone_count: int | None
+    clone_full: bool
     public_ip: bool | None
     security_domain: str | None
     template: str | None
@@ -325,8 +349,8 @@ class HostOut(BaseModel):
 
 class HostList(BaseModel):
     items: list[HostOut]
-    #: always null: every host, by name
-    next: None = None
+    #: the ``after`` that gives the next page; null on the last one
+    next: int | None
 
 
 class AuditEntryOut(BaseModel):
@@ -473,7 +497,8 @@ class DatastoreOut(BaseModel):
 
 class DatastoreList(BaseModel):
     items: list[DatastoreOut]
-    next: None = None
+    #: the ``after`` that gives the next page; null on the last one
+    next: int | None
 
 
 class DatastoreCreate(Body):
@@ -513,7 +538,8 @@ class TemplateOut(BaseModel):
 
 class TemplateList(BaseModel):
     items: list[TemplateOut]
-    next: None = None
+    #: the ``after`` that gives the next page; null on the last one
+    next: int | None
 
 
 class TemplateCreate(Body):
@@ -550,7 +576,8 @@ class SecurityDomainOut(BaseModel):
 
 class SecurityDomainList(BaseModel):
     items: list[SecurityDomainOut]
-    next: None = None
+    #: the ``after`` that gives the next page; null on the last one
+    next: int | None
 
 
 class SecurityDomainCreate(Body):
@@ -597,6 +624,7 @@ class Counted(BaseModel):
 
 
 class VlanUsageOut(BaseModel):
+    id: int
     name: str
     tag: int
     network: str
@@ -605,8 +633,15 @@ class VlanUsageOut(BaseModel):
     free: int
 
 
+class VlanList(BaseModel):
+    items: list[VlanUsageOut]
+    #: the ``after`` that gives the next page; null on the last one
+    next: int | None
+
+
 class PoolUsageOut(BaseModel):
-    vlans: list[VlanUsageOut]
+    """The public addresses and VNC ports (each VLAN's private ones: ``GET /vlans``)."""
+
     public_total: int
     public_used: int
     public_free: int
@@ -632,8 +667,8 @@ class AccountOut(BaseModel):
 
 class AccountList(BaseModel):
     items: list[AccountOut]
-    #: always null: every account the caller may see
-    next: None = None
+    #: the ``after`` that gives the next page; null on the last one
+    next: int | None
 
 
 class Registration(Body):
@@ -696,7 +731,8 @@ class OrganisationOut(BaseModel):
 
 class OrganisationList(BaseModel):
     items: list[OrganisationOut]
-    next: None = None
+    #: the ``after`` that gives the next page; null on the last one
+    next: int | None
 
 
 class OrganisationCreate(Body):
@@ -771,3 +807,7 @@ def utilization_out(period: Period, data: Averages) -> UtilizationOut:
         net_received_bytes_s=data.rx,
         net_sent_bytes_s=data.tx,
     )
+
+
+#: how many items a list's page holds at most
+LimitQuery = Annotated[int, Query(ge=1, le=C.API_PAGE_MAX, description="the page's size")]

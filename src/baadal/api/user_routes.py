@@ -9,14 +9,16 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from baadal import constants as C
-from baadal.api.callers import CallerDep, errors
+from baadal.api.callers import AfterQuery, CallerDep, errors
 from baadal.api.schemas import (
     AccountList,
     AccountOut,
+    LimitQuery,
     OrganisationChange,
     OrganisationCreate,
     OrganisationList,
     OrganisationOut,
+    Problem,
     QuotaLineOut,
     QuotaOut,
     QuotaSet,
@@ -57,9 +59,17 @@ def account_out(account: Account) -> AccountOut:
     tags=["users"],
     status_code=201,
     response_model=AccountOut,
-    responses=errors(400, 404, 409),
+    responses={
+        **errors(400, 404, 409),
+        429: {
+            "model": Problem,
+            "description": "too many registrations from the client's address: the "
+            "Retry-After header says when to try again",
+            "content": {"application/problem+json": {}},
+        },
+    },
     summary="register oneself into an organisation that takes registrations (no token); "
-    "the account waits for approval",
+    "the account waits for approval; a client address registers a bounded number a window",
 )
 def register(request: Request, body: Registration, response: Response) -> AccountOut:
     settings: Settings = request.app.state.settings
@@ -73,6 +83,7 @@ def register(request: Request, body: Registration, response: Response) -> Accoun
             first_name=body.first_name,
             last_name=body.last_name,
             organisation=body.organisation,
+            source=request.client.host if request.client else None,
         )
     response.headers["Location"] = f"{C.API_PREFIX}/users/{account.username}"
     return account_out(account)
@@ -83,11 +94,14 @@ def register(request: Request, body: Registration, response: Response) -> Accoun
     tags=["users"],
     response_model=AccountList,
     responses=errors(),
-    summary="the accounts the caller may see (admins: all; orgadmins: their organisation's)",
+    summary="the accounts the caller may see (admins: all; orgadmins: their organisation's), by id",
 )
-def list_users(who: CallerDep) -> AccountList:
+def list_users(
+    who: CallerDep, after: AfterQuery = None, limit: LimitQuery = C.API_PAGE_DEFAULT
+) -> AccountList:
     with who.read_transaction() as session:
-        return AccountList(items=[account_out(a) for a in users.list_accounts(session, who.actor)])
+        page = users.list_accounts(session, who.actor, after=after, limit=limit)
+        return AccountList(items=[account_out(a) for a in page.items], next=page.next)
 
 
 @router.get(
@@ -217,12 +231,14 @@ def organisation_out(info: OrganisationInfo) -> OrganisationOut:
     tags=["organisations"],
     response_model=OrganisationList,
     responses=errors(),
-    summary="every organisation (admins)",
+    summary="the organisations, by id (admins)",
 )
-def list_organisations(who: CallerDep) -> OrganisationList:
+def list_organisations(
+    who: CallerDep, after: AfterQuery = None, limit: LimitQuery = C.API_PAGE_DEFAULT
+) -> OrganisationList:
     with who.read_transaction() as session:
-        found = organisations.list_organisations(session, who.actor)
-        return OrganisationList(items=[organisation_out(o) for o in found])
+        page = organisations.list_organisations(session, who.actor, after=after, limit=limit)
+        return OrganisationList(items=[organisation_out(o) for o in page.items], next=page.next)
 
 
 @router.get(

@@ -10,7 +10,7 @@ from enum import StrEnum
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
-from pydantic import BaseModel
+from pydantic_core import to_json
 from sqlalchemy.orm import Session
 
 from baadal import constants as C
@@ -43,6 +43,7 @@ from baadal.api.schemas import (
     VncCreate,
     VncOut,
     utilization_out,
+    vm_out,
 )
 from baadal.services import monitoring, vm_requests, vms
 
@@ -56,14 +57,15 @@ SnapshotIdPath = Annotated[int, Path(ge=1, le=C.ROW_ID_MAX, description="the sna
 UsernamePath = Annotated[str, Path(min_length=1, max_length=128)]
 
 
-def as_json(body: BaseModel) -> Response:
-    """A body already built as its response model, serialized once: FastAPI would
-    validate it again, in one more thread pool hop (the busiest reads skip both)."""
-    return Response(body.model_dump_json(), media_type="application/json")
+def json_response(body: object) -> Response:
+    """A body already in its response model's shape, serialized once in pydantic's core:
+    FastAPI would validate it again, in one more thread pool hop (the busiest reads
+    skip both)."""
+    return Response(to_json(body), media_type="application/json")
 
 
 @router.get("/vms", response_model=VMList, responses=errors(), summary="list VMs")
-def list_vms(
+async def list_vms(
     who: CallerDep,
     after: AfterQuery = None,
     limit: Annotated[int, Query(ge=1, le=C.API_PAGE_MAX)] = C.API_PAGE_DEFAULT,
@@ -71,8 +73,8 @@ def list_vms(
     owner: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
     host: Annotated[str | None, Query(min_length=1, max_length=30)] = None,
 ) -> Response:
-    with who.read_transaction() as session:
-        page = vms.list_vm_page(
+    page = await who.read(
+        lambda session: vms.list_vm_page(
             session,
             who.actor,
             after=after,
@@ -81,7 +83,8 @@ def list_vms(
             owner=owner,
             host=host,
         )
-    return as_json(VMList.model_validate({"items": page.items, "next": page.next}))
+    )
+    return json_response({"items": [vm_out(vm) for vm in page.items], "next": page.next})
 
 
 def change_accepted(
@@ -96,9 +99,8 @@ def change_accepted(
 
 
 @router.get("/vms/{vm_id}", response_model=VMOut, responses=errors(404), summary="one VM")
-def get_vm(who: CallerDep, vm_id: VMIdPath) -> Response:
-    with who.read_transaction() as session:
-        return as_json(VMOut.model_validate(vms.vm_summary(session, who.actor, vm_id)))
+async def get_vm(who: CallerDep, vm_id: VMIdPath) -> Response:
+    return json_response(vm_out(await who.read(lambda s: vms.vm_summary(s, who.actor, vm_id))))
 
 
 @router.post(
@@ -372,6 +374,7 @@ def clone_vm(who: CallerDep, vm_id: VMIdPath, body: CloneCreate, response: Respo
             who.settings,
             vm_id,
             body.count,
+            full=body.full,
             approver=body.approver,
             purpose=body.purpose,
         )

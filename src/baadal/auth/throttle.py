@@ -4,6 +4,10 @@ counts. After too many failures in a window further logins of that name or from 
 source are refused, before any password is checked, for a lockout that doubles with each
 further failure. Names are counted whether or not an account has them, so a lockout
 tells nobody which names exist. A successful login clears its name's count.
+
+Self-registrations are counted per address the same way (a row per address: the count
+and when its window began), in the registration's own transaction: a refused or failed
+registration counts nothing, and changes nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from sqlalchemy.orm import Session
 from baadal import constants as C
 from baadal.db.models import LoginThrottle
 from baadal.db.session import session_scope
-from baadal.errors import LoginThrottled
+from baadal.errors import LoginThrottled, RegistrationThrottled
 
 #: the key column's size; longer names are cut (still one key per name in practice)
 KEY_MAX = 300
@@ -52,6 +56,10 @@ def user_key(username: str) -> str:
 
 def source_key(source: str) -> str:
     return f"source:{source}"[:KEY_MAX]
+
+
+def registration_key(source: str) -> str:
+    return f"register:{source}"[:KEY_MAX]
 
 
 def _keys(username: str, source: str | None) -> dict[str, Limit]:
@@ -113,3 +121,18 @@ def record_success(engine: Engine, username: str) -> None:
     """The name's failures are forgiven (its source's are not: others may fail there)."""
     with session_scope(engine) as session:
         session.execute(delete(LoginThrottle).where(LoginThrottle.key == user_key(username)))
+
+
+def count_registration(
+    session: Session, source: str, limit: int, window_s: int, now: datetime
+) -> None:
+    """Count a registration from ``source`` in the registration's transaction (its row
+    locked: concurrent ones from one address wait in turn); raise
+    :class:`RegistrationThrottled` once ``limit`` were made in the window."""
+    row = _row(session, registration_key(source), now)
+    ends = row.first_failure + timedelta(seconds=window_s)
+    if ends <= now:
+        row.failures, row.first_failure, ends = 0, now, now + timedelta(seconds=window_s)
+    if row.failures >= limit:
+        raise RegistrationThrottled(max(1, math.ceil((ends - now).total_seconds())))
+    row.failures += 1

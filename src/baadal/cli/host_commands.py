@@ -126,7 +126,7 @@ def host_list_cmd() -> None:
     with read_db() as session:
         rows = [
             (h.id, h.host_name, h.address, _status_name(h.status), h.CPUs, h.RAM, h.host_type)
-            for h in inventory.list_hosts(session, actor(session))
+            for h in inventory.list_hosts(session, actor(session)).items
         ]
     print_table("Hosts", ["id", "name", "address", "status", "CPUs", "RAM GB", "type"], rows)
 
@@ -395,8 +395,8 @@ def maintenance_cmd(host: str, inline: InlineOpt = False) -> None:
 def balance_cmd(
     dry_run: Annotated[bool, typer.Option(help="only show the plan; queue nothing")] = False,
 ) -> None:
-    """Queue migrations of running VMs off hosts above [balance] memory_threshold_pct to
-    the least loaded hosts (at most [balance] max_migrations at once); the worker runs them."""
+    """Queue migrations of running VMs off hosts above balance.memory_threshold_pct to
+    the least loaded hosts (at most balance.max_migrations at once); the worker runs them."""
     from baadal.services import hosts as host_services
 
     plan = host_services.balance(checked_engine(), current_actor(), get_settings(), dry_run=dry_run)

@@ -74,7 +74,7 @@ def datastore_list_cmd() -> None:
     with db() as session:
         rows = [
             (d.id, d.ds_name, d.system_mount_point, d.capacity, d.used)
-            for d in inventory.list_datastores(session, actor(session))
+            for d in inventory.list_datastores(session, actor(session)).items
         ]
     print_table("Datastores", ["id", "name", "mount point", "capacity GB", "used GB"], rows)
 
@@ -171,7 +171,9 @@ def template_list_cmd(
     with db() as session:
         rows = [
             (t.id, t.name, "yes" if t.is_active else "no", t.os_name, t.hdd, t.datastore.ds_name)
-            for t in inventory.list_templates(session, actor(session), active_only=active_only)
+            for t in inventory.list_templates(
+                session, actor(session), active_only=active_only
+            ).items
         ]
     print_table("Templates", ["id", "name", "active", "OS", "HDD GB", "datastore"], rows)
 

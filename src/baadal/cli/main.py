@@ -41,8 +41,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "serve": (
         "baadal.cli.serve_command",
         "serve_cmd",
-        "Serve the API at [web] host:port (127.0.0.1:8080 by default), under /api/v1, and\n"
-        "the console's websockify on 127.0.0.1:[novnc] port.",
+        "Serve the API at web.host:web.port (127.0.0.1:8080 by default), under /api/v1, and\n"
+        "the console's websockify on 127.0.0.1:novnc.port.",
     ),
     "db": ("baadal.cli.admin_commands", "db_app", "Database schema: create, upgrade, inspect."),
     "config": ("baadal.cli.admin_commands", "config_app", "Settings in effect."),
@@ -110,7 +110,9 @@ class LazyGroup(TyperGroup):
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         if cmd_name not in self.commands and cmd_name in COMMANDS:
             if self._listing:
-                return TyperCommand(name=cmd_name, help=COMMANDS[cmd_name][2])
+                # one line each in the list (the table's text wraps as the docstring does)
+                listed = " ".join(COMMANDS[cmd_name][2].split())
+                return TyperCommand(name=cmd_name, help=listed)
             self.commands[cmd_name] = load_command(cmd_name)
         return self.commands.get(cmd_name)
 

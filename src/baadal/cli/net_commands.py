@@ -58,7 +58,7 @@ def domain_list_cmd() -> None:
         rows = [
             (d.name, f"{d.vlan_tag} ({d.vlan_name})", d.network, f"{d.pool_used}/{d.pool_size}",
              str(d.vms), "yes" if d.visible_to_all else "no")
-            for d in networks.list_security_domains(session, actor(session))
+            for d in networks.list_security_domains(session, actor(session)).items
         ]  # fmt: skip
     print_table("Security domains", ["name", "VLAN", "network", "IPs used", "VMs", "visible"], rows)
 

@@ -57,7 +57,7 @@ def add_cmd(name: OrgArg, details: DetailsOpt = None, registration: Registration
 @handle_errors
 def list_cmd() -> None:
     with read_db() as session:
-        orgs = organisations.list_organisations(session, actor(session))
+        orgs = organisations.list_organisations(session, actor(session)).items
     rows = [
         (o.name, _yes_no(o.allows_registration), ", ".join(o.domains), ", ".join(o.orgadmins),
          o.users, o.details)

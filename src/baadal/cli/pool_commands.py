@@ -78,9 +78,11 @@ def public_remove_cmd(ip_from: FromIp, ip_to: ToIp) -> None:
 def list_cmd() -> None:
     """Addresses per VLAN, public addresses and VNC ports: total, used, free."""
     with read_db() as session:
-        usage = pools.usage(session, actor(session))
+        who = actor(session)
+        usage = pools.usage(session, who)
+        vlans = pools.list_vlans(session, who).items
     rows: list[tuple[object, ...]] = [
-        (f"VLAN {v.name}", v.tag, v.cidr, v.total, v.used, v.free) for v in usage.vlans
+        (f"VLAN {v.name}", v.tag, v.cidr, v.total, v.used, v.free) for v in vlans
     ]
     rows.append(("public", "", "", usage.public_total, usage.public_used, usage.public_free))
     start, end = usage.vnc_range

@@ -36,7 +36,7 @@ def create_cmd(
     vcpus: Annotated[int, typer.Option()] = 1,
     domain: Annotated[
         str | None,
-        typer.Option(help="security domain (default: [network] default_security_domain)"),
+        typer.Option(help="security domain (default: network.default_security_domain)"),
     ] = None,
     public_ip: Annotated[bool, typer.Option()] = False,
     extra_disk: Annotated[int, typer.Option(help="extra disk in GB")] = 0,
@@ -71,6 +71,7 @@ def create_cmd(
 def clone_cmd(
     vm: str,
     count: Annotated[int, typer.Option(help="how many clones")] = 1,
+    full: Annotated[bool, typer.Option(help="standalone copies instead of overlays")] = False,
     approver: ApproverOpt = None,
     purpose: PurposeOpt = None,
 ) -> None:
@@ -83,6 +84,7 @@ def clone_cmd(
                 get_settings(),
                 vm,
                 count,
+                full=full,
                 approver=approver,
                 purpose=purpose,
             )

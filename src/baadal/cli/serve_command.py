@@ -95,8 +95,8 @@ def websockify(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
 
 @handle_errors
 def serve_cmd() -> None:
-    """Serve the API at [web] host:port (127.0.0.1:8080 by default), under /api/v1, and
-    the console's websockify on 127.0.0.1:[novnc] port."""
+    """Serve the API at web.host:web.port (127.0.0.1:8080 by default), under /api/v1, and
+    the console's websockify on 127.0.0.1:novnc.port."""
     import uvicorn
 
     settings = get_settings()

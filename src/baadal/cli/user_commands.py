@@ -79,7 +79,7 @@ def approve_cmd(username: UserArg) -> None:
 def list_cmd() -> None:
     """The accounts you may see (admins: all; orgadmins: their organisation's)."""
     with read_db() as session:
-        accounts = users.list_accounts(session, actor(session))
+        accounts = users.list_accounts(session, actor(session)).items
     rows = [
         (
             a.username,

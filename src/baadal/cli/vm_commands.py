@@ -83,7 +83,7 @@ def create_cmd(
     vcpus: Annotated[int, typer.Option()] = 1,
     domain: Annotated[
         str | None,
-        typer.Option(help="security domain (default: [network] default_security_domain)"),
+        typer.Option(help="security domain (default: network.default_security_domain)"),
     ] = None,
     no_network: Annotated[
         bool, typer.Option("--no-network", help="a VM with no network: no IP, MAC or DHCP")
@@ -418,7 +418,7 @@ _lock(False)
 @handle_errors
 def keep_cmd(vm: str) -> None:
     """Answer an idle or shut-off warning: the VM stays, and is not warned again for
-    [general] idle_vm_days."""
+    general.idle_vm_days."""
     from baadal.services import idle_vms
 
     with db() as session:

@@ -317,6 +317,8 @@ class RequestQueue(Base):
     requester_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     clone_count: Mapped[int | None] = mapped_column(Integer)
+    #: clone requests: standalone copies instead of overlays on the parent's disks
+    clone_full: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     purpose: Mapped[str | None] = mapped_column(String(512))
     status: Mapped[int] = mapped_column(Integer, default=C.RequestStatus.REQUESTED)
     request_time: Mapped[datetime] = mapped_column(default=utcnow)

@@ -2,11 +2,20 @@
 
 SQLite runs in WAL mode with foreign keys on, and every transaction that may write starts
 with ``BEGIN IMMEDIATE``: writers queue on the database lock (busy timeout) instead of
-failing halfway with "database is locked" when a read transaction tries to upgrade. A
-read session (``session_scope(read=True)``) starts with a plain ``BEGIN`` and
-``PRAGMA query_only``: it reads a WAL snapshot without taking the write lock, so a write
-never waits for a read, and it cannot write (so it never needs to upgrade). PostgreSQL
-uses READ COMMITTED for both; claims there rely on unique constraints and ``SKIP LOCKED``.
+failing halfway with "database is locked" when a read transaction tries to upgrade.
+
+Read sessions (``session_scope(read=True)``) use a reader engine of their own, whose
+connections cannot write (a write in them fails at once):
+
+- SQLite: ``PRAGMA query_only`` is set once per connection, and a read starts with a
+  plain ``BEGIN``: it reads a WAL snapshot without taking the write lock, so a write
+  never waits for a read, and it never needs to upgrade.
+- PostgreSQL: read-only connections in autocommit. Under READ COMMITTED every statement
+  sees its own snapshot anyway, so a read transaction's BEGIN and COMMIT were two round
+  trips that bought nothing.
+
+PostgreSQL's writers use READ COMMITTED; claims rely on unique constraints and
+``SKIP LOCKED``.
 """
 
 from __future__ import annotations
@@ -18,20 +27,20 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from baadal.config import Settings, get_settings
 from baadal.home import private_dir, private_sqlite, secure_home
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-#: execution option of the engines behind read sessions
-READ_ONLY = "baadal_read_only"
+#: a reader engine's pool (its connections serve short reads: fewer than a writer's)
+READER_POOL_SIZE, READER_MAX_OVERFLOW = 5, 10
 
 _engines: dict[str, Engine] = {}
 
 
-def _prepare_sqlite(engine: Engine, database: Path | None) -> None:
+def _prepare_sqlite(engine: Engine, database: Path | None, *, read_only: bool = False) -> None:
     if database is not None:
 
         @event.listens_for(engine, "do_connect")
@@ -50,45 +59,52 @@ def _prepare_sqlite(engine: Engine, database: Path | None) -> None:
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cur.execute("PRAGMA synchronous=NORMAL")
+        if read_only:
+            cur.execute("PRAGMA query_only=ON")
         cur.close()
+
+    begin = "BEGIN" if read_only else "BEGIN IMMEDIATE"
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        if conn.get_execution_options().get(READ_ONLY):
-            conn.exec_driver_sql("BEGIN")
-            conn.exec_driver_sql("PRAGMA query_only=ON")
-            conn.info[READ_ONLY] = True
-        else:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-    @event.listens_for(engine, "commit")
-    @event.listens_for(engine, "rollback")
-    def _on_end(conn: Any) -> None:
-        # the pooled connection goes back able to write
-        if conn.info.pop(READ_ONLY, False):
-            conn.exec_driver_sql("PRAGMA query_only=OFF")
+        conn.exec_driver_sql(begin)
 
 
-def make_engine(url: str, echo: bool = False) -> Engine:
-    """Statement parameters are kept out of errors and logs: they hold VNC passwords."""
+def _sqlite_file(url: URL) -> Path | None:
+    if url.database and url.database != ":memory:":
+        return Path(url.database)
+    return None
+
+
+def make_engine(url: str | URL, echo: bool = False, *, read_only: bool = False) -> Engine:
+    """Statement parameters are kept out of errors and logs: they hold VNC passwords.
+    ``read_only``: a reader engine (see the module's docstring)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        database = None
-        if parsed.database and parsed.database != ":memory:":
-            database = Path(parsed.database)
-            if not database.parent.is_dir():
-                private_dir(database.parent)
+        database = _sqlite_file(parsed)
+        if database is not None and not database.parent.is_dir():
+            private_dir(database.parent)
         engine = create_engine(
-            url,
+            parsed,
             echo=echo,
             hide_parameters=True,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
         )
-        _prepare_sqlite(engine, database)
+        _prepare_sqlite(engine, database, read_only=read_only)
         return engine
     # no pre-ping: it costs a round trip per transaction; a connection that died is
     # dropped by the pool on its error and the worker loop retries
-    return create_engine(url, echo=echo, hide_parameters=True, pool_size=10, max_overflow=20)
+    if read_only:
+        return create_engine(
+            parsed,
+            echo=echo,
+            hide_parameters=True,
+            isolation_level="AUTOCOMMIT",
+            connect_args={"options": "-c default_transaction_read_only=on"},
+            pool_size=READER_POOL_SIZE,
+            max_overflow=READER_MAX_OVERFLOW,
+        )
+    return create_engine(parsed, echo=echo, hide_parameters=True, pool_size=10, max_overflow=20)
 
 
 def get_engine(settings: Settings | None = None) -> Engine:
@@ -118,23 +134,37 @@ _factories: weakref.WeakKeyDictionary[Engine, tuple[sessionmaker[Session], ...]]
 )
 
 
+#: each reader engine's writer (a refusal met in a read session is audited by the writer)
+_writers: weakref.WeakKeyDictionary[Engine, weakref.ref[Engine]] = weakref.WeakKeyDictionary()
+
+
+def _reader_for(engine: Engine) -> Engine:
+    """The writer's reader engine: its own pool, disposed with the writer's. An
+    in-memory SQLite database exists only in its own connections: it reads through
+    its writer."""
+    if engine.dialect.name == "sqlite" and _sqlite_file(engine.url) is None:
+        return engine
+    reader = make_engine(engine.url, bool(engine.echo), read_only=True)
+    event.listen(engine, "engine_disposed", lambda _engine: reader.dispose())
+    _writers[reader] = weakref.ref(engine)
+    return reader
+
+
 def _sessionmakers(engine: Engine) -> tuple[sessionmaker[Session], ...]:
-    """(writer, reader) session factories; the reader's engine shares the pool."""
+    """(writer, reader) session factories of a writer engine."""
     factories = _factories.get(engine)
     if factories is None:
-        reader = engine.execution_options(**{READ_ONLY: True})
         factories = _factories[engine] = (
             sessionmaker(bind=engine, expire_on_commit=False),
-            sessionmaker(bind=reader, expire_on_commit=False),
+            sessionmaker(bind=_reader_for(engine), expire_on_commit=False),
         )
     return factories
 
 
 def writer_of(engine: Engine) -> Engine:
     """The engine to write with, also when given the engine of a read session."""
-    if engine.get_execution_options().get(READ_ONLY):
-        return engine.execution_options(**{READ_ONLY: False})
-    return engine
+    writer = _writers.get(engine)
+    return (writer() if writer else None) or engine
 
 
 @contextmanager

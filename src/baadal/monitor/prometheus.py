@@ -97,6 +97,9 @@ class BaadalCollector(Collector):
             vm_counts = session.execute(select(VM.status, func.count()).group_by(VM.status)).all()
             tasks = session.execute(select(Task.status, func.count()).group_by(Task.status)).all()
             usage = address_pools.pool_usage(session)
+            vlans = [
+                address_pools.VlanUsage(*row) for row in session.execute(address_pools.vlan_usage())
+            ]
 
         by_status = GaugeMetricFamily("baadal_vms", "VMs by status", labels=["status"])
         for label, count in sorted((C.VMStatus(s).name.lower(), n) for s, n in vm_counts):
@@ -110,7 +113,7 @@ class BaadalCollector(Collector):
 
         addresses = GaugeMetricFamily("baadal_private_ips", "private addresses per VLAN",
                                       labels=["vlan", "state"])  # fmt: skip
-        for vlan in usage.vlans:
+        for vlan in vlans:
             addresses.add_metric([vlan.name, "used"], vlan.used)
             addresses.add_metric([vlan.name, "free"], vlan.free)
         public = GaugeMetricFamily("baadal_public_ips", "public addresses", labels=["state"])

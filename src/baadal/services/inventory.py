@@ -16,7 +16,7 @@ from urllib.parse import quote, urlunsplit
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.orm import InstrumentedAttribute, Session, joinedload, selectinload
 
 from baadal import constants as C
 from baadal.config import Settings, get_settings
@@ -34,6 +34,7 @@ from baadal.net.validators import (
 )
 from baadal.services import lookup
 from baadal.services.policy import Action, Actor, guarded, require, template_filter
+from baadal.services.rows import Page, keyset
 
 M = TypeVar("M", bound=Base)
 
@@ -242,9 +243,13 @@ def add_host(
 
 
 @guarded(Action.HOST_READ)
-def list_hosts(session: Session, actor: Actor) -> list[Host]:
+def list_hosts(
+    session: Session, actor: Actor, *, after: int | None = None, limit: int | None = None
+) -> Page[Host]:
+    """Hosts by id, one query a page (no limit: all of them)."""
     with paused_gc():  # thousands of rows at once (see baadal.gcpause)
-        return list(session.scalars(select(Host).order_by(Host.host_name)))
+        rows = session.scalars(keyset(select(Host), Host.id, after, limit)).all()
+    return Page.of(rows, limit, lambda h: h.id)
 
 
 @guarded(Action.HOST_READ)
@@ -376,8 +381,12 @@ def add_datastore(
 
 
 @guarded(Action.DATASTORE_READ)
-def list_datastores(session: Session, actor: Actor) -> list[Datastore]:
-    return list(session.scalars(select(Datastore).order_by(Datastore.ds_name)))
+def list_datastores(
+    session: Session, actor: Actor, *, after: int | None = None, limit: int | None = None
+) -> Page[Datastore]:
+    """Datastores by id, one query a page (no limit: all of them)."""
+    rows = session.scalars(keyset(select(Datastore), Datastore.id, after, limit)).all()
+    return Page.of(rows, limit, lambda d: d.id)
 
 
 @guarded(Action.DATASTORE_READ)
@@ -482,13 +491,27 @@ def add_template(
 
 
 @guarded(Action.TEMPLATE_LIST)
-def list_templates(session: Session, actor: Actor, *, active_only: bool = False) -> list[Template]:
-    """Public templates and the actor's own (admins: all)."""
+def list_templates(
+    session: Session,
+    actor: Actor,
+    *,
+    active_only: bool = False,
+    after: int | None = None,
+    limit: int | None = None,
+) -> Page[Template]:
+    """Public templates and the actor's own (admins: all), by id, in two queries a page
+    (no limit: all of them)."""
     require(session, actor, Action.TEMPLATE_LIST)
-    query = select(Template).where(template_filter(actor)).order_by(Template.name)
+    # the portal's table shows each one's datastore and whether it is private
+    query = (
+        select(Template)
+        .where(template_filter(actor))
+        .options(joinedload(Template.datastore), selectinload(Template.owners))
+    )
     if active_only:
         query = query.where(Template.is_active.is_(True))
-    return list(session.scalars(query))
+    rows = session.scalars(keyset(query, Template.id, after, limit)).all()
+    return Page.of(rows, limit, lambda t: t.id)
 
 
 @guarded(Action.TEMPLATE_LIST)

@@ -22,6 +22,7 @@ from baadal.net import dhcp, nat_box
 from baadal.net import validators as V
 from baadal.services import lookup
 from baadal.services.policy import Action, Actor, guarded, require, security_domain_filter
+from baadal.services.rows import Page, keyset
 from baadal.vm import nat as vm_nat
 from baadal.vm.common import network_lock
 from baadal.vm.network import dhcp_entries_from_db
@@ -98,41 +99,51 @@ def remove_security_domain(session: Session, actor: Actor, name_or_id: str | int
 
 
 @guarded(Action.NETWORK_LIST)
-def list_security_domains(session: Session, actor: Actor) -> list[DomainSummary]:
-    """The domains the actor may put VMs in, with their pool usage."""
+def list_security_domains(
+    session: Session, actor: Actor, *, after: int | None = None, limit: int | None = None
+) -> Page[DomainSummary]:
+    """The domains the actor may put VMs in, with their pool usage, by id: one query a
+    page (no limit: all of them)."""
     require(session, actor, Action.NETWORK_LIST)
-    rows = []
-    query = (
-        select(SecurityDomain).where(security_domain_filter(actor)).order_by(SecurityDomain.name)
+    size = (
+        select(func.count())
+        .select_from(PrivateIpPool)
+        .where(PrivateIpPool.vlan_id == Vlan.id)
+        .scalar_subquery()
     )
-    for domain in session.scalars(query):
-        vlan: Vlan = domain.vlan
-        size = session.scalar(
-            select(func.count()).select_from(PrivateIpPool).where(PrivateIpPool.vlan_id == vlan.id)
+    used = (
+        select(func.count())
+        .select_from(VM)
+        .join(PrivateIpPool, PrivateIpPool.id == VM.private_ip_id)
+        .where(PrivateIpPool.vlan_id == Vlan.id)
+        .scalar_subquery()
+    )
+    vms = (
+        select(func.count())
+        .select_from(VM)
+        .where(VM.security_domain_id == SecurityDomain.id)
+        .scalar_subquery()
+    )
+    query = (
+        select(
+            SecurityDomain.id,
+            SecurityDomain.name,
+            Vlan.name,
+            Vlan.vlan_tag,
+            Vlan.vlan_addr,
+            size,
+            used,
+            vms,
+            SecurityDomain.visible_to_all,
         )
-        used = session.scalar(
-            select(func.count())
-            .select_from(VM)
-            .join(PrivateIpPool, PrivateIpPool.id == VM.private_ip_id)
-            .where(PrivateIpPool.vlan_id == vlan.id)
-        )
-        vms = session.scalar(
-            select(func.count()).select_from(VM).where(VM.security_domain_id == domain.id)
-        )
-        rows.append(
-            DomainSummary(
-                domain.id,
-                domain.name,
-                vlan.name,
-                vlan.vlan_tag,
-                vlan.vlan_addr,
-                size or 0,
-                used or 0,
-                vms or 0,
-                domain.visible_to_all,
-            )
-        )
-    return rows
+        .join(Vlan, Vlan.id == SecurityDomain.vlan_id)
+        .where(security_domain_filter(actor))
+    )
+    rows = [
+        DomainSummary(*row)
+        for row in session.execute(keyset(query, SecurityDomain.id, after, limit))
+    ]
+    return Page.of(rows, limit, lambda d: d.id)
 
 
 # --- DHCP reservations and NAT mappings ---------------------------------------------

@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from sqlalchemy.orm import Session
 
 from baadal import address_pools as ip_pools
-from baadal.address_pools import PoolUsage
+from baadal.address_pools import PoolUsage, VlanUsage
 from baadal.db.models import Vlan
 from baadal.services.policy import Action, Actor, guarded
+from baadal.services.rows import Page, keyset
 
 
 @guarded(Action.NETWORK_MANAGE)
@@ -55,5 +56,15 @@ def remove_public_ips(session: Session, actor: Actor, ip_from: str, ip_to: str) 
 
 @guarded(Action.NETWORK_MANAGE, reads=True)
 def usage(session: Session, actor: Actor) -> PoolUsage:
-    """Addresses per VLAN, public addresses and VNC ports: total, used, free."""
+    """Public addresses and VNC ports: total, used, free."""
     return ip_pools.pool_usage(session)
+
+
+@guarded(Action.NETWORK_MANAGE, reads=True)
+def list_vlans(
+    session: Session, actor: Actor, *, after: int | None = None, limit: int | None = None
+) -> Page[VlanUsage]:
+    """VLANs by id with their private addresses (total, used, free): one query a page
+    (no limit: all of them)."""
+    query = keyset(ip_pools.vlan_usage(), Vlan.id, after, limit)
+    return Page.of([VlanUsage(*row) for row in session.execute(query)], limit, lambda v: v.id)

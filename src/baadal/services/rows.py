@@ -7,8 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
+from sqlalchemy import Select
+from sqlalchemy.orm import InstrumentedAttribute
+
+from baadal import constants as C
 from baadal.db.models import (
     VM,
     Datastore,
@@ -22,6 +26,7 @@ from baadal.db.models import (
     User,
     Vlan,
 )
+from baadal.net.validators import check_int
 
 __all__ = [
     "VM",
@@ -53,7 +58,24 @@ class Page(Generic[T]):
     next: int | None
 
     @classmethod
-    def of(cls, rows: Sequence[T], limit: int, key: Callable[[T], int]) -> Page[T]:
-        """``rows`` as queried with ``limit + 1``: the extra row only says that more follow."""
+    def of(cls, rows: Sequence[T], limit: int | None, key: Callable[[T], int]) -> Page[T]:
+        """``rows`` as queried with ``limit + 1``: the extra row only says that more follow
+        (no limit: every row, one page)."""
+        if limit is None:
+            return cls(list(rows), None)
         items = list(rows[:limit])
         return cls(items, key(items[-1]) if len(rows) > limit else None)
+
+
+def keyset(
+    query: Select[Any], key: InstrumentedAttribute[int], after: int | None, limit: int | None
+) -> Select[Any]:
+    """``query`` as one page in ``key`` order: rows above ``after``, one more than
+    ``limit`` (for :meth:`Page.of`); no limit: every row (the CLI's lists, a form's
+    choices)."""
+    query = query.order_by(key)
+    if after is not None:
+        query = query.where(key > check_int(after, "after", 0, C.ROW_ID_MAX))
+    if limit is not None:
+        query = query.limit(check_int(limit, "page size", 1, C.API_PAGE_MAX) + 1)
+    return query

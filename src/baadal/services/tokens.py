@@ -200,7 +200,8 @@ def token_holder(session: Session, token: str) -> TokenHolder:
     for a blocked or not yet approved account."""
     if not isinstance(token, str) or not _TOKEN_RE.fullmatch(token):
         raise Unauthenticated("invalid, expired or revoked API token")
-    rows = session.execute(_HOLDER, {"digest": _digest(token)}).all()
+    # plain columns run on the connection (every request asks: no ORM row loading)
+    rows = session.connection().execute(_HOLDER, {"digest": _digest(token)}).all()
     now = utcnow()
     if not rows:
         raise Unauthenticated("invalid, expired or revoked API token")

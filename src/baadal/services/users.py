@@ -12,18 +12,19 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.orm import Session
 
 from baadal import constants as C
 from baadal.auth import accounts, roles, sessions, throttle
 from baadal.config import Settings
-from baadal.db.models import User, WebSession
+from baadal.db.models import Organisation, User, UserGroup, UserMembership, WebSession
 from baadal.db.session import session_scope
-from baadal.errors import LoginThrottled, PermissionDenied
+from baadal.errors import LoginThrottled, PermissionDenied, RegistrationThrottled
 from baadal.mail import notify
 from baadal.services import auditing, policy
 from baadal.services.policy import Action, Actor, guarded, open_to_anyone
+from baadal.services.rows import Page, keyset
 from baadal.timeutil import utcnow
 
 log = logging.getLogger("baadal")
@@ -58,16 +59,30 @@ def _roles(session: Session, user: User) -> tuple[C.Role, ...]:
 
 
 def _account(session: Session, user: User) -> Account:
+    org = user.organisation.name if user.organisation else None
+    return _shown(user, org, _roles(session, user))
+
+
+def _shown(user: User, organisation: str | None, held: Sequence[C.Role]) -> Account:
     return Account(
         id=user.id,
         username=user.username,
         name=f"{user.first_name} {user.last_name}".strip(),
         email=user.email or "",
-        organisation=user.organisation.name if user.organisation else "",
-        roles=_roles(session, user),
+        organisation=organisation or "",
+        roles=tuple(sorted(held, key=lambda r: r.value)),
         state=_state(user),
         task_mails=bool(user.mail_subscribed),
     )
+
+
+#: an account's roles, comma-separated, for a list's one query
+_ROLES = (
+    select(func.aggregate_strings(UserGroup.role, ","))
+    .join(UserMembership, UserMembership.group_id == UserGroup.id)
+    .where(UserMembership.user_id == User.id)
+    .scalar_subquery()
+)
 
 
 def _user(session: Session, actor: Actor, action: Action, username: str) -> User:
@@ -95,10 +110,20 @@ def register_self(
     first_name: str = "",
     last_name: str = "",
     organisation: str | None = None,
+    source: str | None = None,
 ) -> Account:
     """Anyone may register, so there is no actor: the account has only the user role and
     waits for an approval (unless auth.login_after_registration), and roles come from an
-    admin, so registering grants nothing."""
+    admin, so registering grants nothing. ``source`` (the client's address, over HTTP)
+    may register ``[auth] registrations_per_address`` accounts a window, no more."""
+    if source:
+        auth = settings.auth
+        limit, window = auth.registrations_per_address, auth.registration_window_s
+        try:
+            throttle.count_registration(session, source, limit, window, utcnow())
+        except RegistrationThrottled as exc:
+            log.warning("registration of %r from %s refused: %s", username, source, exc)
+            raise
     info = accounts.UserInfo(username, first_name, last_name, email, organisation)
     return _account(session, accounts.register_callback(session, settings, info, password))
 
@@ -144,12 +169,22 @@ def check_login(
 
 
 @guarded(Action.USER_LIST)
-def list_accounts(session: Session, actor: Actor) -> list[Account]:
+def list_accounts(
+    session: Session, actor: Actor, *, after: int | None = None, limit: int | None = None
+) -> Page[Account]:
     """The accounts the actor may see (admins: all; orgadmins: their organisation's),
-    without the system account."""
+    without the system account, by id: one query a page (no limit: all of them)."""
     policy.require(session, actor, Action.USER_LIST)
-    query = select(User).where(User.id >= 0, policy.user_filter(actor)).order_by(User.username)
-    return [_account(session, u) for u in session.scalars(query)]
+    query = (
+        select(User, Organisation.name, _ROLES)
+        .outerjoin(Organisation, Organisation.id == User.organisation_id)
+        .where(User.id >= 0, policy.user_filter(actor))
+    )
+    rows = [
+        _shown(user, org, [C.Role(r) for r in held.split(",")] if held else [])
+        for user, org, held in session.execute(keyset(query, User.id, after, limit))
+    ]
+    return Page.of(rows, limit, lambda a: a.id)
 
 
 @guarded(Action.USER_READ)

@@ -79,6 +79,8 @@ class RequestInfo:
     extra_disk_gb: int
     disk_gb: int | None
     clone_count: int | None
+    #: a clone request's copies are standalone (not overlays on the parent's disks)
+    clone_full: bool
     public_ip: bool | None
     security_domain: str | None
     template: str | None
@@ -127,6 +129,7 @@ def _info(session: Session, req: RequestQueue) -> RequestInfo:
         extra_disk_gb=req.extra_HDD or 0,
         disk_gb=req.attach_disk,
         clone_count=req.clone_count,
+        clone_full=bool(req.clone_full),
         public_ip=public_ip,
         security_domain=domain.name if domain else None,
         template=template.name if template else None,
@@ -473,10 +476,12 @@ def request_clone(
     vm: str | int,
     count: int,
     *,
+    full: bool = False,
     approver: str | None = None,
     purpose: str | None = None,
 ) -> int:
-    """Ask for ``count`` clones of a VM (it must be shut off when the clone runs)."""
+    """Ask for ``count`` clones of a VM (it must be shut off when the clone runs);
+    ``full``: standalone copies of its disks instead of overlays on them."""
     check_int(count, "clone count", 1, C.CLONE_COUNT_MAX)
     return _change_request(
         session,
@@ -487,6 +492,7 @@ def request_clone(
         purpose,
         request_type=C.RequestKind.CLONE,
         clone_count=count,
+        clone_full=full,
     )
 
 
@@ -582,7 +588,9 @@ def _queue(session: Session, actor: Actor, settings: Settings, req: RequestQueue
         )
         req.vm_id, task_id = queued.vm_id, queued.task_id
     elif kind == C.RequestKind.CLONE:
-        task_id = vms.request_clone(session, actor, req.parent_id, req.clone_count)[0].id
+        task_id = vms.request_clone(
+            session, actor, req.parent_id, req.clone_count, full=bool(req.clone_full)
+        )[0].id
     elif kind == C.RequestKind.ATTACH_DISK:
         task_id = vms.request_attach_disk(session, actor, req.parent_id, req.attach_disk).id
     else:

@@ -15,8 +15,9 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from baadal.config import Settings
 from baadal.db.models import PeriodicJob
@@ -27,37 +28,47 @@ from baadal.timeutil import utcnow
 
 def sync_periodic_jobs(engine: Engine, jobs: dict[str, str], settings: Settings) -> list[str]:
     """Create or update rows for the registered jobs that have an interval configured."""
-    scheduled = []
     with session_scope(engine) as session:
-        # one query for all rows (every worker start, and every command that runs a Worker)
-        rows = {row.name: row for row in session.scalars(select(PeriodicJob))}
-        for name, task_type in sorted(jobs.items()):
-            interval = settings.job_interval(name)
-            row = rows.get(name)
-            if not interval or interval <= 0:
-                if row is not None:  # switched off: it must stop firing
-                    session.delete(row)
-                continue
-            if row is None:
-                # several workers start at once: the first insert wins, the others skip
-                try:
-                    with session.begin_nested():
-                        session.add(
-                            PeriodicJob(
-                                name=name,
-                                task_type=task_type,
-                                interval_s=interval,
-                                next_run_at=utcnow() + timedelta(seconds=interval),
-                            )
+        return sync_periodic_jobs_in(session, jobs, settings)
+
+
+def sync_periodic_jobs_in(session: Session, jobs: dict[str, str], settings: Settings) -> list[str]:
+    """:func:`sync_periodic_jobs` in the caller's transaction; reads plain rows and
+    writes only what differs (every worker start, and every command that runs a Worker,
+    pays for it)."""
+    scheduled = []
+    table = PeriodicJob.__table__
+    rows = {row.name: row for row in session.execute(select(table))}
+    for name, task_type in sorted(jobs.items()):
+        interval = settings.job_interval(name)
+        row = rows.get(name)
+        if not interval or interval <= 0:
+            if row is not None:  # switched off: it must stop firing
+                session.execute(delete(table).where(table.c.name == name))
+            continue
+        if row is None:
+            # several workers start at once: the first insert wins, the others skip
+            try:
+                with session.begin_nested():
+                    session.execute(
+                        insert(table).values(
+                            name=name,
+                            task_type=task_type,
+                            interval_s=interval,
+                            next_run_at=utcnow() + timedelta(seconds=interval),
                         )
-                except IntegrityError:
-                    pass
-            elif row.interval_s != interval or row.task_type != task_type:
-                row.interval_s = interval
-                row.task_type = task_type
-                # a shortened interval must not wait out the old, longer one
-                row.next_run_at = min(row.next_run_at, utcnow() + timedelta(seconds=interval))
-            scheduled.append(name)
+                    )
+            except IntegrityError:
+                pass
+        elif row.interval_s != interval or row.task_type != task_type:
+            # a shortened interval must not wait out the old, longer one
+            next_run_at = min(row.next_run_at, utcnow() + timedelta(seconds=interval))
+            session.execute(
+                update(table)
+                .where(table.c.name == name)
+                .values(interval_s=interval, task_type=task_type, next_run_at=next_run_at)
+            )
+        scheduled.append(name)
     return scheduled
 
 
@@ -67,33 +78,43 @@ def _next_slot(due: datetime, interval_s: float, now: datetime) -> datetime:
     return due + timedelta(seconds=periods * interval_s)
 
 
+def due_jobs(session: Session, now: datetime) -> list[PeriodicJob]:
+    """The jobs due at ``now`` (detached: :func:`fire_job` takes each in its own
+    transaction)."""
+    due = list(session.scalars(select(PeriodicJob).where(PeriodicJob.next_run_at <= now)))
+    for job in due:
+        session.expunge(job)
+    return due
+
+
+def fire_job(engine: Engine, job: PeriodicJob, now: datetime) -> int | None:
+    """Enqueue the due ``job``'s task unless another worker fired it first; the id of
+    the task this caller created, or None."""
+    with session_scope(engine) as session:
+        won = session.execute(
+            update(PeriodicJob)
+            .where(PeriodicJob.name == job.name, PeriodicJob.next_run_at == job.next_run_at)
+            .values(next_run_at=_next_slot(job.next_run_at, job.interval_s, now), last_run_at=now)
+        ).rowcount
+        if won != 1:
+            return None
+        try:
+            with session.begin_nested():
+                task = enqueue(
+                    session,
+                    job.task_type,
+                    parameters={"periodic_job": job.name, "slot": job.next_run_at},
+                    periodic_key=f"{job.name}@{job.next_run_at.isoformat()}",
+                )
+        except IntegrityError:
+            return None
+        return task.id
+
+
 def fire_due_jobs(engine: Engine, now: datetime | None = None) -> list[int]:
     """Enqueue one task per due job; returns the ids of the tasks this caller created."""
     now = now or utcnow()
-    created: list[int] = []
     with session_scope(engine) as session:
-        due = list(session.scalars(select(PeriodicJob).where(PeriodicJob.next_run_at <= now)))
-        session.expunge_all()
-    for job in due:
-        with session_scope(engine) as session:
-            won = session.execute(
-                update(PeriodicJob)
-                .where(PeriodicJob.name == job.name, PeriodicJob.next_run_at == job.next_run_at)
-                .values(
-                    next_run_at=_next_slot(job.next_run_at, job.interval_s, now), last_run_at=now
-                )
-            ).rowcount
-            if won != 1:
-                continue
-            try:
-                with session.begin_nested():
-                    task = enqueue(
-                        session,
-                        job.task_type,
-                        parameters={"periodic_job": job.name, "slot": job.next_run_at},
-                        periodic_key=f"{job.name}@{job.next_run_at.isoformat()}",
-                    )
-            except IntegrityError:
-                continue
-            created.append(task.id)
-    return created
+        due = due_jobs(session, now)
+    created = (fire_job(engine, job, now) for job in due)
+    return [task_id for task_id in created if task_id is not None]

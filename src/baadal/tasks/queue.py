@@ -23,11 +23,26 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, and_, bindparam, exists, func, insert, select, update
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    Connection,
+    Engine,
+    Integer,
+    and_,
+    any_,
+    bindparam,
+    cast,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session, aliased
 
 from baadal import constants as C
@@ -37,7 +52,8 @@ from baadal.errors import ConflictError, NotFoundError, ValidationError
 from baadal.mail import notify
 from baadal.tasks import params as task_params
 from baadal.tasks.params import TaskParams
-from baadal.tasks.registry import REGISTRY
+from baadal.tasks.registry import REGISTRY, Record, TaskResult, database_lost
+from baadal.tasks.wakeup import wake_workers
 from baadal.timeutil import utcnow
 
 
@@ -133,18 +149,33 @@ def enqueue(
     )
     session.add(task)
     session.flush()
-    _new_event(session, task, C.TaskStatus.PENDING)
-    session.flush()
+    # the history row without the ORM's unit of work (a second flush cost more than this)
+    session.connection().execute(
+        insert(TaskEvent.__table__),
+        {
+            "task_id": task.id,
+            "task_type": task_type,
+            "vm_id": vm_id,
+            "vm_name": _vm_name(session, vm_id),
+            "requester_id": requester_id,
+            "parameters": task.parameters,
+            "status": C.TaskStatus.PENDING,
+            "start_time": utcnow(),
+        },
+    )
+    wake_workers(session)
     return task
 
 
 @lru_cache(maxsize=4)
-def _claim_statements(postgres: bool, only: bool) -> tuple[Any, Any]:
-    """The two claim statements, built once (building them costs more than running them).
+def _claim_statements(postgres: bool, only: bool) -> tuple[Any, Any, Any]:
+    """The claim statements, built once (building them costs more than running them).
 
-    Pick: the best runnable task whose VM has no earlier unfinished task (with ``only``:
-    among the ids bound as ``p_only``), leased with one UPDATE ... RETURNING. Event: the
-    attempt's event row (opened when the task became runnable) marked PROCESSING.
+    Pick: the best ``p_limit`` runnable tasks whose VM has no earlier unfinished task
+    (with ``only``: among the ids bound as ``p_only``), leased with one UPDATE ...
+    RETURNING (two tasks of one VM are never picked together: the later one waits for
+    the earlier). Events: each attempt's event row (opened when the task became
+    runnable) marked PROCESSING. Unfinished: whether any task (of ``p_only``) is left.
     """
     candidate, earlier = aliased(Task), aliased(Task)
     blocked_by_earlier = exists().where(
@@ -162,15 +193,23 @@ def _claim_statements(postgres: bool, only: bool) -> tuple[Any, Any]:
             candidate.vm_id.is_(None) | ~blocked_by_earlier,
         )
         .order_by(candidate.priority.desc(), candidate.id)
-        .limit(1)
+        .limit(bindparam("p_limit"))
     )
+    unfinished = exists().where(Task.status.in_(C.TASK_UNFINISHED))
     if only:
         best = best.where(candidate.id.in_(bindparam("p_only", expanding=True)))
+        unfinished = unfinished.where(Task.id.in_(bindparam("p_only", expanding=True)))
     if postgres:
-        best = best.with_for_update(skip_locked=True, of=candidate)
+        # the chosen ids as one array, computed once (an InitPlan): a plan that ran the
+        # LIMIT ... SKIP LOCKED subquery again per row could lease more than p_limit
+        chosen = best.with_for_update(skip_locked=True, of=candidate).subquery()
+        ids = select(func.array_agg(chosen.c.id)).scalar_subquery()
+        picked = Task.id == any_(cast(ids, ARRAY(Integer)))
+    else:
+        picked = Task.id.in_(best.scalar_subquery())
     pick = (
         update(Task)
-        .where(Task.id == best.scalar_subquery())
+        .where(picked)
         .values(
             status=C.TaskStatus.PROCESSING,
             lease_owner=bindparam("p_worker"),
@@ -186,54 +225,103 @@ def _claim_statements(postgres: bool, only: bool) -> tuple[Any, Any]:
             Task.parameters,
             Task.attempts,
             Task.lost_attempts,
+            Task.priority,
         )
     )
-    latest = select(func.max(TaskEvent.id)).where(TaskEvent.task_id == bindparam("p_task"))
-    event = (
+    latest = (
+        select(func.max(TaskEvent.id))
+        .where(TaskEvent.task_id.in_(bindparam("p_tasks", expanding=True)))
+        .group_by(TaskEvent.task_id)
+    )
+    events = (
         update(TaskEvent)
-        .where(TaskEvent.id == latest.scalar_subquery())
+        .where(TaskEvent.id.in_(latest.scalar_subquery()))
         .values(
             status=C.TaskStatus.PROCESSING,
             start_time=bindparam("p_now"),
             worker=bindparam("p_worker"),
         )
-        .returning(TaskEvent.id)
+        .returning(TaskEvent.task_id, TaskEvent.id)
     )
-    return pick, event
+    return pick, events, select(unfinished)
+
+
+def claim_batch(
+    engine: Engine,
+    worker_id: str,
+    lease_s: float,
+    limit: int,
+    *,
+    only: Collection[int] | None = None,
+    idle_check: bool = False,
+) -> tuple[list[ClaimedTask], bool]:
+    """Lease up to ``limit`` runnable tasks to ``worker_id`` in one transaction (with
+    ``only``: among those ids, for a command running its own tasks), best first.
+
+    With ``idle_check``, when nothing was claimed the same transaction also asks whether
+    any task (of ``only``) is unfinished: the second value is True when none is (the
+    queue is done); it is False otherwise.
+    """
+    with engine.begin() as conn:
+        return claim_in(conn, worker_id, lease_s, limit, only=only, idle_check=idle_check)
+
+
+def claim_in(
+    conn: Connection,
+    worker_id: str,
+    lease_s: float,
+    limit: int,
+    *,
+    only: Collection[int] | None = None,
+    idle_check: bool = False,
+) -> tuple[list[ClaimedTask], bool]:
+    """:func:`claim_batch` in the caller's transaction, which it ends on PostgreSQL
+    without waiting for the disk (``synchronous_commit`` off: a claim lost in a server
+    crash is like a worker lost, the task runs again; the handler's first durable commit
+    flushes it anyway). What else the transaction wrote must be as cheap to lose."""
+    now = utcnow()
+    postgres = is_postgres(conn.engine)
+    pick, events, unfinished = _claim_statements(postgres, only is not None)
+    values: dict[str, Any] = {
+        "p_now": now,
+        "p_worker": worker_id,
+        "p_expires": now + timedelta(seconds=lease_s),
+        "p_limit": limit,
+    }
+    if only is not None:
+        values["p_only"] = list(only)
+    if postgres:
+        conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+    rows = conn.execute(pick, values).all()
+    if not rows:
+        return [], idle_check and not conn.execute(unfinished, values).scalar()
+    event_ids = dict(
+        conn.execute(
+            events, {"p_now": now, "p_worker": worker_id, "p_tasks": [r.id for r in rows]}
+        ).all()
+    )
+    rows.sort(key=lambda r: (-r.priority, r.id))
+    return [
+        ClaimedTask(
+            id=row.id,
+            task_type=row.task_type,
+            vm_id=row.vm_id,
+            requester_id=row.requester_id,
+            parameters=dict(row.parameters),
+            attempt=row.attempts,
+            lost_attempts=row.lost_attempts,
+            event_id=event_ids[row.id],
+        )
+        for row in rows
+    ], False
 
 
 def claim(
     engine: Engine, worker_id: str, lease_s: float, *, only: Collection[int] | None = None
 ) -> ClaimedTask | None:
-    """Lease the next runnable task to ``worker_id`` (with ``only``: one of those ids,
-    for a command running its own tasks); None when there is nothing to do."""
-    now = utcnow()
-    pick, event = _claim_statements(is_postgres(engine), only is not None)
-    values = {"p_now": now, "p_worker": worker_id, "p_expires": now + timedelta(seconds=lease_s)}
-    if only is not None:
-        values["p_only"] = list(only)
-    postgres = is_postgres(engine)
-    with engine.begin() as conn:
-        if postgres:
-            # no wait for the disk: a claim lost in a server crash is like a worker lost
-            # (the task runs again), and the handler's first commit makes it durable anyway
-            conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
-        row = conn.execute(pick, values).one_or_none()
-        if row is None:
-            return None
-        event_id = conn.execute(
-            event, {"p_now": now, "p_worker": worker_id, "p_task": row.id}
-        ).scalar_one()
-    return ClaimedTask(
-        id=row.id,
-        task_type=row.task_type,
-        vm_id=row.vm_id,
-        requester_id=row.requester_id,
-        parameters=dict(row.parameters),
-        attempt=row.attempts,
-        lost_attempts=row.lost_attempts,
-        event_id=event_id,
-    )
+    """Lease the next runnable task to ``worker_id``; None when there is nothing to do."""
+    claimed, _ = claim_batch(engine, worker_id, lease_s, 1, only=only)
+    return claimed[0] if claimed else None
 
 
 def renew_leases(engine: Engine, worker_id: str, task_ids: list[int], lease_s: float) -> set[int]:
@@ -264,21 +352,44 @@ def finish(
     message: str,
     *,
     mail_to: Collection[int] | None = None,
+    record: Record | None = None,
 ) -> bool:
     """End the task if this worker still holds its lease. False = lease was lost.
 
-    The mail telling the VM's users (``mail_to``: as they were before the task ran) is
-    written in the same transaction, so a task ends with its mail or not at all."""
+    ``record`` (the handler's outcome rows, see ``TaskResult.record``) and the mail
+    telling the VM's users (``mail_to``: as they were before the task ran) are written in
+    the same transaction, so a task ends with them or not at all. A ``record`` that
+    raises ends the task FAILED with its error instead; one that lost the database
+    raises (the run is lost)."""
     if status not in C.TASK_FINAL:
         raise ValidationError(f"{status!r} does not end a task")
+    try:
+        return _finish(engine, claimed, worker_id, status, message, mail_to, record)
+    except Exception as exc:
+        if record is None or database_lost(exc):
+            raise
+        failed = TaskResult.error(exc)
+        return _finish(engine, claimed, worker_id, failed.status, failed.message, mail_to, None)
+
+
+def _finish(
+    engine: Engine,
+    claimed: ClaimedTask,
+    worker_id: str,
+    status: C.TaskStatus,
+    message: str,
+    mail_to: Collection[int] | None,
+    record: Record | None,
+) -> bool:
     values = {"p_status": int(status), "p_message": message, "p_now": utcnow()}
     with session_scope(engine) as session:
-        ended = session.execute(
-            _FINISH_TASK, values | {"p_task": claimed.id, "p_worker": worker_id}
-        ).rowcount
-        if ended != 1:
+        conn = session.connection()  # plain statements: no ORM bookkeeping for them
+        ended = conn.execute(_FINISH_TASK, values | {"p_task": claimed.id, "p_worker": worker_id})
+        if ended.rowcount != 1:
             return False
-        session.execute(_FINISH_EVENT, values | {"p_event": claimed.event_id})
+        conn.execute(_FINISH_EVENT, values | {"p_event": claimed.event_id})
+        if record is not None:
+            record(session)
         if claimed.task_type in C.TASK_TYPES_MAILED and notify.mail_on():
             task = session.get(Task, claimed.id)
             if task is not None:
@@ -310,30 +421,60 @@ _FINISH_EVENT = (
 )
 
 
+def _requeue_lost(session: Session, task: Task, message: str, now: datetime) -> None:
+    """A run of ``task`` was lost: its attempt's event ends RETRY and the task waits for
+    its next run (counted in ``lost_attempts``, compensated when it runs)."""
+    event = _latest_event(session, task.id)
+    if event is not None and event.status == C.TaskStatus.PROCESSING:
+        event.status = C.TaskStatus.RETRY
+        event.message = message
+        event.attention_time = now
+        event.end_time = now
+    task.status = C.TaskStatus.RETRY
+    task.lost_attempts += 1
+    task.lease_owner = None
+    task.lease_expires_at = None
+    _new_event(session, task, C.TaskStatus.RETRY)
+    wake_workers(session)
+
+
+def recover_expired_in(session: Session) -> list[int]:
+    """Put tasks whose worker died (lease expired) back in the queue as RETRY, in the
+    caller's transaction."""
+    now = utcnow()
+    query = select(Task).where(Task.status == C.TaskStatus.PROCESSING, Task.lease_expires_at < now)
+    if is_postgres(session.get_bind()):
+        query = query.with_for_update(skip_locked=True)
+    recovered = []
+    for task in session.scalars(query):
+        _requeue_lost(
+            session, task, f"worker {task.lease_owner} lost the task (lease expired)", now
+        )
+        recovered.append(task.id)
+    return recovered
+
+
 def recover_expired(engine: Engine) -> list[int]:
     """Put tasks whose worker died (lease expired) back in the queue as RETRY."""
-    now = utcnow()
+    with session_scope(engine) as session:
+        return recover_expired_in(session)
+
+
+def release(engine: Engine, claimed: ClaimedTask, worker_id: str, message: str) -> bool:
+    """Give a task whose run was lost (its handler lost the database) back to the queue
+    at once, as lease recovery would after the lease ends; False when this worker no
+    longer holds the lease (then recovery or another worker has it already)."""
     with session_scope(engine) as session:
         query = select(Task).where(
-            Task.status == C.TaskStatus.PROCESSING, Task.lease_expires_at < now
+            Task.id == claimed.id,
+            Task.lease_owner == worker_id,
+            Task.status == C.TaskStatus.PROCESSING,
         )
-        if is_postgres(engine):
-            query = query.with_for_update(skip_locked=True)
-        recovered = []
-        for task in session.scalars(query):
-            event = _latest_event(session, task.id)
-            if event is not None and event.status == C.TaskStatus.PROCESSING:
-                event.status = C.TaskStatus.RETRY
-                event.message = f"worker {task.lease_owner} lost the task (lease expired)"
-                event.attention_time = now
-                event.end_time = now
-            task.status = C.TaskStatus.RETRY
-            task.lost_attempts += 1
-            task.lease_owner = None
-            task.lease_expires_at = None
-            _new_event(session, task, C.TaskStatus.RETRY)
-            recovered.append(task.id)
-    return recovered
+        task = session.scalar(query.with_for_update())
+        if task is None:
+            return False
+        _requeue_lost(session, task, f"worker {worker_id}: {message}", utcnow())
+    return True
 
 
 def get_task(session: Session, task_id: int) -> Task:
@@ -359,6 +500,7 @@ def retry(session: Session, task_id: int) -> Task:
     task.message = None
     task.finished_at = None
     _new_event(session, task, C.TaskStatus.RETRY)
+    wake_workers(session)
     hook = REGISTRY.handlers.get(task.task_type)
     if hook is not None and hook.on_retry is not None:
         hook.on_retry(session, task)
@@ -463,4 +605,5 @@ def enqueue_vm_tasks(session: Session, task_type: str, vms: Mapping[int, str]) -
             for vm_id, name in vms.items()
         ],
     )  # fmt: skip
+    wake_workers(session)
     return [ids[vm_id] for vm_id in vms]

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from baadal import constants as C
@@ -32,24 +34,69 @@ from baadal.tasks.params import PeriodicParams, TaskParams
 log = logging.getLogger("baadal")
 
 
+#: writes a handler leaves to the task's end: they commit with it (see TaskResult.record)
+Record = Callable[[Session], None]
+
+
+def database_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says the database connection broke or could
+    not be made (a server restart, a network cut), or SQLite stayed locked: the run is
+    lost, not failed."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, DBAPIError) and (
+            seen.connection_invalidated
+            or isinstance(seen, InterfaceError)
+            or (isinstance(seen, OperationalError) and _transient(seen))
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _transient(exc: OperationalError) -> bool:
+    """PostgreSQL's OperationalError is about the server or the connection (gone, starting
+    up, shutting down); SQLite's also covers mistakes (no such table), so only its busy
+    timeout counts."""
+    if type(exc.orig).__module__ == "sqlite3":
+        return "database is locked" in str(exc.orig)
+    return True
+
+
 @dataclass(frozen=True)
 class TaskResult:
+    """How a run ended. ``record`` (optional) gets the finish transaction's session and
+    writes the run's outcome rows (a VM's new status, its event log), so they commit
+    together with the task's end, in one transaction, or not at all (a worker that lost
+    its lease writes nothing: the task's next run records its own outcome). If it
+    raises, the task ends FAILED with that error instead."""
+
     status: C.TaskStatus
     message: str
+    record: Record | None = field(default=None, compare=False)
 
     @classmethod
-    def success(cls, message: str) -> TaskResult:
-        return cls(C.TaskStatus.SUCCESS, message)
+    def success(cls, message: str, record: Record | None = None) -> TaskResult:
+        return cls(C.TaskStatus.SUCCESS, message, record)
 
     @classmethod
     def failed(cls, message: str) -> TaskResult:
         return cls(C.TaskStatus.FAILED, message)
 
     @classmethod
+    def lost(cls, exc: BaseException) -> TaskResult:
+        """The run lost its database: the worker gives the task back to the queue (it
+        runs again, compensated, like a task whose worker died) instead of failing it."""
+        log.warning("task run lost its database connection: %s", user_message(exc))
+        return cls(C.TaskStatus.RETRY, f"the database connection was lost: {user_message(exc)}")
+
+    @classmethod
     def error(cls, exc: BaseException, prefix: str = C.TASK_FAILED_PREFIX) -> TaskResult:
         """A failure message for an exception a handler caught (by default the seed's
         "Task Status: FAILED Error: ..."); what is not a BaadalError is a surprise, so
-        its traceback is logged."""
+        its traceback is logged. A lost database connection is no failure: see ``lost``."""
+        if database_lost(exc):
+            return cls.lost(exc)
         if not isinstance(exc, BaadalError):
             log.error("task failed", exc_info=exc)
         return cls.failed(f"{prefix}{user_message(exc)}")
@@ -160,5 +207,6 @@ def handler(
 
 def load_handler_modules(extra: tuple[str, ...] | list[str] = ()) -> Registry:
     for module in (*BUILTIN_HANDLER_MODULES, *extra):
-        importlib.import_module(module)
+        if module not in sys.modules:  # called per Worker (a command's, a request's)
+            importlib.import_module(module)
     return REGISTRY

@@ -1,11 +1,13 @@
-"""A worker process: claims tasks, runs their handlers on a bounded thread pool.
+"""A worker process: claims tasks, runs their handlers on task threads.
 
 This is also where the seed's maintenance ``Worker`` / ``ThreadPool`` went: work fans out
 as tasks, and ``concurrency`` bounds how many run at once in one worker process (run more
 worker processes, on one or many machines, to scale out).
 
 One control thread does everything but running handlers: fire due periodic jobs, recover
-tasks of dead workers, claim while there is a free slot, renew leases of running tasks.
+tasks of dead workers, claim for the free slots, renew leases of running tasks, and wait
+(until a task ends, one is queued, or the poll interval passes). A run that lost its
+database gives its task back; recording a task's end rides out a short outage.
 """
 
 from __future__ import annotations
@@ -17,21 +19,21 @@ import threading
 import time
 import uuid
 from collections.abc import Collection
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
-from sqlalchemy import Engine, func, select
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from baadal import constants as C
 from baadal.config import Settings
-from baadal.db.models import Task
-from baadal.db.session import session_scope
+from baadal.db.session import is_postgres, session_scope
 from baadal.errors import BaadalError
 from baadal.mail import notify
 from baadal.tasks import params as task_params
-from baadal.tasks import queue
-from baadal.tasks.periodic import fire_due_jobs, sync_periodic_jobs
-from baadal.tasks.registry import REGISTRY, Registry, TaskContext, TaskResult
+from baadal.tasks import queue, wakeup
+from baadal.tasks.periodic import due_jobs, fire_job, sync_periodic_jobs_in
+from baadal.tasks.registry import REGISTRY, Registry, TaskContext, TaskResult, database_lost
+from baadal.timeutil import utcnow
 
 log = logging.getLogger("baadal")
 
@@ -40,13 +42,21 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-def unfinished_task_count(engine: Engine, only: Collection[int] | None = None) -> int:
-    """Tasks not ended yet (with ``only``: among those ids)."""
-    query = select(func.count()).select_from(Task).where(Task.status.in_(C.TASK_UNFINISHED))
-    if only is not None:
-        query = query.where(Task.id.in_(only))
-    with session_scope(engine) as session:
-        return session.scalar(query)
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _task_pool() -> ThreadPoolExecutor:
+    """The process's task threads, shared by its Workers (each bounds its own share by
+    its concurrency): a command that runs a Worker per request does not start and stop
+    a thread per task. Keyed by pid: a forked child makes its own."""
+    with _pools_lock:
+        pool = _pools.get(os.getpid())
+        if pool is None:
+            pool = _pools[os.getpid()] = ThreadPoolExecutor(
+                C.WORKER_CONCURRENCY_MAX, thread_name_prefix="task"
+            )
+        return pool
 
 
 class Worker:
@@ -67,11 +77,12 @@ class Worker:
         self.lease_s = settings.worker.lease_s
         self.poll_s = settings.worker.poll_interval_s
         self.stop_event = threading.Event()
+        #: set when there may be something to do: a task ended, one was queued, stop
+        self.wake = threading.Event()
         self.completed = 0
 
     def run(self, *, until_idle: bool = False) -> int:
         """Work until stopped (or, with until_idle, until no task is left anywhere)."""
-        sync_periodic_jobs(self.engine, self.registry.periodic, self.settings)
         return self._work(only=None, until_idle=until_idle)
 
     def run_tasks(self, task_ids: Collection[int]) -> int:
@@ -81,45 +92,105 @@ class Worker:
         return self._work(only=frozenset(task_ids), until_idle=True)
 
     def _work(self, *, only: frozenset[int] | None, until_idle: bool) -> int:
-        """The control loop; ``only`` limits it to those tasks and skips housekeeping."""
+        """The control loop; ``only`` limits it to those tasks and skips housekeeping.
+
+        Each round: one transaction with housekeeping when due and one claim for the
+        free slots (with ``until_idle`` and nothing running it also tells whether the
+        queue is done), lease renewal when due, then a wait until a task ends, a task is queued (this
+        process, or NOTIFY on PostgreSQL) or the poll interval passes.
+        """
         log.info("worker %s started, concurrency %d", self.worker_id, self.concurrency)
+        wakeup.wake_in_process(self.wake)
         running: dict[Future[None], int] = {}
         last_renewal, last_housekeeping = time.monotonic(), float("-inf")
-        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="task") as pool:
-            while not self.stop_event.is_set():
-                try:
-                    if only is None and time.monotonic() - last_housekeeping >= self.poll_s:
-                        fire_due_jobs(self.engine)
-                        queue.recover_expired(self.engine)
+        listener: wakeup.Listener | None = None
+        pool = _task_pool()
+        while not self.stop_event.is_set():
+            idle = False
+            try:
+                housekeeping = only is None and time.monotonic() - last_housekeeping >= self.poll_s
+                if housekeeping or len(running) < self.concurrency:
+                    claimed, done = self._claim(
+                        only,
+                        free=self.concurrency - len(running),
+                        idle_check=until_idle and not running,
+                        housekeeping=housekeeping,
+                        sync=last_housekeeping < 0,
+                    )
+                    if housekeeping:
                         last_housekeeping = time.monotonic()
-                    while len(running) < self.concurrency:
-                        claimed = queue.claim(self.engine, self.worker_id, self.lease_s, only=only)
-                        if claimed is None:
-                            break
-                        running[pool.submit(self._execute, claimed)] = claimed.id
-                    if time.monotonic() - last_renewal >= self.lease_s / 3:
-                        self._renew([t for f, t in running.items() if not f.done()])
-                        last_renewal = time.monotonic()
-                    if until_idle and not running and unfinished_task_count(self.engine, only) == 0:
+                    if done:
                         break
-                except OperationalError:
-                    # the database went away for a moment: running tasks go on, retry soon
-                    log.exception("worker %s: database error, retrying", self.worker_id)
-                    self.stop_event.wait(self.poll_s)
-                if running:
-                    done, _ = wait(running, timeout=self.poll_s, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        running.pop(future)
-                        future.result()
-                        self.completed += 1
-                else:
-                    self.stop_event.wait(self.poll_s)
-            wait(running)
+                    for task in claimed:
+                        future = pool.submit(self._execute, task)
+                        future.add_done_callback(lambda _f: self.wake.set())
+                        running[future] = task.id
+                    idle = not running
+                if time.monotonic() - last_renewal >= self.lease_s / 3:
+                    self._renew([t for f, t in running.items() if not f.done()])
+                    last_renewal = time.monotonic()
+            except SQLAlchemyError as exc:
+                if not database_lost(exc):
+                    raise
+                # the database went away for a moment: running tasks go on, retry soon
+                log.warning("worker %s: database error, retrying: %s", self.worker_id, exc)
+                self.stop_event.wait(self.poll_s)
+            if idle and listener is None and only is None and self._listens():
+                listener = wakeup.Listener(self.engine, self.wake, self.poll_s)
+            self.wake.wait(self.poll_s)
+            self.wake.clear()
+            for future in [f for f in running if f.done()]:
+                running.pop(future)
+                future.result()
+                self.completed += 1
+        if listener is not None:
+            listener.stop()
+        wait(running)
         log.info("worker %s stopped after %d tasks", self.worker_id, self.completed)
         return self.completed
 
     def stop(self) -> None:
         self.stop_event.set()
+        self.wake.set()
+
+    def _listens(self) -> bool:
+        """Whether to LISTEN for queued tasks: PostgreSQL only (SQLite polls)."""
+        return self.settings.worker.listen and is_postgres(self.engine)
+
+    def _claim(
+        self,
+        only: frozenset[int] | None,
+        *,
+        free: int,
+        idle_check: bool,
+        housekeeping: bool,
+        sync: bool,
+    ) -> tuple[list[queue.ClaimedTask], bool]:
+        """One transaction: (with ``housekeeping``) the periodic jobs' rows (``sync``: at
+        start), the due jobs and the expired leases, then the claim for the free slots.
+        Each due job then fires in a transaction of its own (rarely any); the queue is
+        not done while one did."""
+        now = utcnow()
+        with session_scope(self.engine) as session:
+            due = []
+            if housekeeping:
+                if sync:
+                    sync_periodic_jobs_in(session, self.registry.periodic, self.settings)
+                due = due_jobs(session, now)
+                queue.recover_expired_in(session)
+                session.flush()  # the claim below sees the recovered tasks
+            claimed, done = ([], False)
+            if free:
+                claimed, done = queue.claim_in(
+                    session.connection(),
+                    self.worker_id,
+                    self.lease_s,
+                    free,
+                    only=only,
+                    idle_check=idle_check,
+                )
+        fired = [fire_job(self.engine, job, now) for job in due]
+        return claimed, done and not any(fired)
 
     def _renew(self, task_ids: list[int]) -> None:
         held = queue.renew_leases(self.engine, self.worker_id, task_ids, self.lease_s)
@@ -127,14 +198,42 @@ class Worker:
             log.warning("worker %s lost the lease of task %d", self.worker_id, lost)
 
     def _execute(self, claimed: queue.ClaimedTask) -> None:
-        """Run one handler; never raises (the result is always recorded)."""
+        """Run one handler and record its end; never raises."""
         mail_to = self._vm_users(claimed)
         result = self._run_handler(claimed)
-        if not queue.finish(
-            self.engine, claimed, self.worker_id, result.status, result.message, mail_to=mail_to
-        ):
+        deadline = time.monotonic() + self.lease_s
+        while True:
+            try:
+                self._record(claimed, result, mail_to)
+                return
+            except Exception as exc:
+                # the database is away (a restart): try again while the lease would last;
+                # after that (or on any other error) lease recovery runs the task again
+                if not database_lost(exc) or time.monotonic() >= deadline:
+                    log.exception("task %d: its end was not recorded", claimed.id)
+                    return
+                log.warning("task %d: recording its end: %s; retrying", claimed.id, exc)
+                time.sleep(self.poll_s)
+
+    def _record(
+        self, claimed: queue.ClaimedTask, result: TaskResult, mail_to: list[int] | None
+    ) -> None:
+        """Finish the task, or give it back to the queue when its run was lost."""
+        if result.status == C.TaskStatus.RETRY:
+            kept = queue.release(self.engine, claimed, self.worker_id, result.message)
+        else:
+            kept = queue.finish(
+                self.engine,
+                claimed,
+                self.worker_id,
+                result.status,
+                result.message,
+                mail_to=mail_to,
+                record=result.record,
+            )
+        if not kept:
             log.warning(
-                "task %d finished on %s after its lease was lost; result discarded: %s",
+                "task %d ended on %s after its lease was lost; result discarded: %s",
                 claimed.id,
                 self.worker_id,
                 result.message,
@@ -178,8 +277,8 @@ class Worker:
             result = handler.run(ctx)
         except BaadalError as exc:
             return TaskResult.failed(str(exc))
-        except Exception as exc:
+        except Exception as exc:  # a lost database gives the task back (TaskResult.lost)
             return TaskResult.error(exc)
-        if not isinstance(result, TaskResult) or result.status not in C.TASK_FINAL:
+        if not isinstance(result, TaskResult) or result.status not in C.TASK_ENDS_OF_RUN:
             return TaskResult.failed(f"handler for {claimed.task_type!r} returned {result!r}")
         return result

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.interfaces import ORMOption
 
 from baadal import constants as C
 from baadal.config import Settings
@@ -33,8 +34,9 @@ def network_lock(settings: Settings) -> Iterator[None]:
         yield
 
 
-def load_vm(session: Session, vm_id: int | None) -> VM:
-    vm = session.get(VM, vm_id) if vm_id is not None else None
+def load_vm(session: Session, vm_id: int | None, *options: ORMOption) -> VM:
+    """The VM (loaded with ``options``, e.g. its host joined), or NotFoundError."""
+    vm = session.get(VM, vm_id, options=options) if vm_id is not None else None
     if vm is None:
         raise NotFoundError(f"no VM with id {vm_id}")
     return vm

@@ -10,7 +10,7 @@ import contextlib
 from collections.abc import Callable
 
 from sqlalchemy import delete
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from baadal import constants as C
 from baadal.config import Settings
@@ -33,21 +33,29 @@ def _power_op(
     new_status: C.VMStatus,
     done: str,
 ) -> TaskResult:
-    """The shared shape of start/suspend/resume/destroy: check, act, record."""
+    """The shared shape of start/suspend/resume/destroy: check, act, record.
+
+    The new status is recorded with the task's end (one transaction). A later run of the
+    task (its earlier run was lost, or an admin retried it) that finds the domain in the
+    state the operation makes has nothing left to do but record it.
+    """
     try:
-        with session_scope(ctx.engine) as session:
-            vm = load_vm(session, ctx.vm_id)
+        with session_scope(ctx.engine, read=True) as session:
+            vm = load_vm(session, ctx.vm_id, joinedload(VM.host))
             hv = vm_hypervisor(vm)
             name, identity = vm.vm_name, vm.vm_identity
         current = hv.domain_info(identity).status
-        if current not in allowed_from:
+        if current not in allowed_from and not (ctx.attempt > 1 and current == new_status):
             raise ConflictError(f"{name} is {current.name.lower()}; cannot do this now")
-        action(hv, identity, ctx.settings)
-        with session_scope(ctx.engine) as session:
-            set_status(session, load_vm(session, ctx.vm_id), new_status, ctx.requester_id)
+        if current != new_status:
+            action(hv, identity, ctx.settings)
     except Exception as exc:
         return TaskResult.error(exc, prefix="")
-    return TaskResult.success(f"{name} is {done} successfully")
+
+    def record(session: Session) -> None:
+        set_status(session, load_vm(session, ctx.vm_id), new_status, ctx.requester_id)
+
+    return TaskResult.success(f"{name} is {done} successfully", record)
 
 
 @handler(C.TaskType.START_VM)

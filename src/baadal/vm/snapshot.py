@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 
 from sqlalchemy import Engine, delete, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from baadal import constants as C
 from baadal.db.models import VM, Snapshot
@@ -121,18 +121,19 @@ def snapshot(ctx: TaskContext[SnapshotVMParams]) -> TaskResult:
         if running and ctx.settings.general.snapshot_requires_ping and not (ip and is_pingable(ip)):
             return TaskResult.failed(f"Unable to ping VM before snapshotting : {ip}")
         name = take_snapshot(ctx.engine, ctx.vm_id, kind)
-        with session_scope(ctx.engine) as session:
-            vm = load_vm(session, ctx.vm_id)
-            log_vm_event(session, vm, "snapshot", None, name, ctx.requester_id)
     except Exception as exc:
         return TaskResult.error(exc)
-    return TaskResult.success(SNAPSHOT_SUCCESS)
+
+    def record(session: Session) -> None:
+        log_vm_event(session, load_vm(session, ctx.vm_id), "snapshot", None, name, ctx.requester_id)
+
+    return TaskResult.success(SNAPSHOT_SUCCESS, record)
 
 
 def _read_snapshot(ctx: TaskContext[SnapshotIdParams]) -> tuple[Hypervisor, str, int, str]:
     """(hypervisor, domain name, snapshot id, snapshot name) in one short transaction."""
-    with session_scope(ctx.engine) as session:
-        vm = load_vm(session, ctx.vm_id)
+    with session_scope(ctx.engine, read=True) as session:
+        vm = load_vm(session, ctx.vm_id, joinedload(VM.host))
         snap = _snapshot_row(session, vm.id, ctx.params.snapshot_id)
         return vm_hypervisor(vm), vm.vm_identity, snap.id, snap.snapshot_name
 
@@ -144,15 +145,17 @@ def revert(ctx: TaskContext[SnapshotIdParams]) -> TaskResult:
         hv, identity, _, name = _read_snapshot(ctx)
         hv.snapshot_revert(identity, name)
         state = hv.domain_info(identity).status
-        with session_scope(ctx.engine) as session:
-            vm = load_vm(session, ctx.vm_id)
-            set_status(session, vm, state, ctx.requester_id)
-            log_vm_event(session, vm, "revert", None, name, ctx.requester_id)
         with console.console_lock(ctx.settings):  # the snapshot's password may be a grant's
             console.forget_password(ctx.engine, ctx.vm_id, definition=True)
     except Exception as exc:
         return TaskResult.error(exc)
-    return TaskResult.success(REVERT_SUCCESS)
+
+    def record(session: Session) -> None:
+        vm = load_vm(session, ctx.vm_id)
+        set_status(session, vm, state, ctx.requester_id)
+        log_vm_event(session, vm, "revert", None, name, ctx.requester_id)
+
+    return TaskResult.success(REVERT_SUCCESS, record)
 
 
 @handler(C.TaskType.DELETE_SNAPSHOT)
@@ -162,11 +165,12 @@ def delete_snapshot(ctx: TaskContext[SnapshotIdParams]) -> TaskResult:
         hv, identity, snap_id, name = _read_snapshot(ctx)
         with contextlib.suppress(DomainNotFound):
             hv.snapshot_delete(identity, name)
-        with session_scope(ctx.engine) as session:
-            session.execute(delete(Snapshot).where(Snapshot.id == snap_id))
     except Exception as exc:
         return TaskResult.error(exc)
-    return TaskResult.success(DELETE_SUCCESS)
+    return TaskResult.success(
+        DELETE_SUCCESS,
+        lambda session: session.execute(delete(Snapshot).where(Snapshot.id == snap_id)),
+    )
 
 
 @handler(C.TaskType.SCHEDULED_SNAPSHOTS, periodic=tuple(SCHEDULED_KINDS))

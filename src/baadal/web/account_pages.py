@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Form, Path, Request
 from fastapi.responses import Response
 
 from baadal import constants as C
-from baadal.errors import BaadalError, LoginThrottled, ValidationError
+from baadal.errors import BaadalError, LoginThrottled, Throttled, ValidationError
 from baadal.services import organisations, runtime, tokens, users, web_sessions
 from baadal.web.pages import (
     VisitorDep,
@@ -115,18 +115,22 @@ def register(
                 first_name=first_name,
                 last_name=last_name,
                 organisation=organisation or None,
+                source=client_address(request),
             )
     except BaadalError as exc:
         with runtime.transaction(settings) as session:
             offered = organisations.registration_organisations(session)
-        return render(
+        page = render(
             request,
             "register.html",
-            status=422,
+            status=429 if isinstance(exc, Throttled) else 422,
             error=str(exc),
             organisations=offered,
             values=values,
         )
+        if isinstance(exc, Throttled):
+            page.headers["Retry-After"] = str(exc.retry_after_s)
+        return page
     if account.state == "active":
         return redirect(request, "/login", f"account {account.username} made: log in")
     return redirect(

@@ -60,6 +60,8 @@ Name = Annotated[str, Form(max_length=255)]
 Text = Annotated[str, Form(max_length=1024)]
 Flag = Annotated[bool, Form()]
 Filter = Annotated[str, Query(max_length=128)]
+#: where a list's page starts: the previous page's last id
+After = Annotated[int | None, Query(ge=0, le=C.ROW_ID_MAX)]
 
 
 def _optional(text: str) -> str | None:
@@ -163,7 +165,7 @@ def vms_page(
     status: Filter = "",
     owner: Filter = "",
     host: Filter = "",
-    after: Annotated[int | None, Query(ge=0, le=C.ROW_ID_MAX)] = None,
+    after: After = None,
 ) -> Response:
     """Every VM, filtered, one keyset page at a time."""
     state = None
@@ -291,8 +293,8 @@ def run_sanity(request: Request, visitor: AdminDep) -> Response:
     engine = runtime.checked_engine(visitor.settings)
     report = hosts.vm_sanity(engine, visitor.actor, visitor.settings)
     with visitor.transaction() as session:
-        templates = inventory.list_templates(session, visitor.actor, active_only=True)
-        datastores = inventory.list_datastores(session, visitor.actor)
+        templates = inventory.list_templates(session, visitor.actor, active_only=True).items
+        datastores = inventory.list_datastores(session, visitor.actor).items
         return render(
             request,
             "admin/sanity.html",
@@ -351,14 +353,14 @@ def adopt_orphan(
 
 
 @router.get("/hosts")
-def hosts_page(request: Request, visitor: AdminDep) -> Response:
+def hosts_page(request: Request, visitor: AdminDep, after: After = None) -> Response:
     with visitor.transaction() as session:
-        found = inventory.list_hosts(session, visitor.actor)
+        found = inventory.list_hosts(session, visitor.actor, after=after, limit=C.ITEMS_PER_PAGE)
         return render(
             request,
             "admin/hosts.html",
             visitor,
-            hosts=found,
+            page=found,
             host_types=[t.value for t in C.HostType],
         )
 
@@ -546,15 +548,17 @@ def network_svg(visitor: AdminDep) -> Response:
 
 
 @router.get("/templates")
-def templates_page(request: Request, visitor: AdminDep) -> Response:
+def templates_page(request: Request, visitor: AdminDep, after: After = None) -> Response:
     with visitor.transaction() as session:
-        found = inventory.list_templates(session, visitor.actor)
-        datastores = inventory.list_datastores(session, visitor.actor)
+        found = inventory.list_templates(
+            session, visitor.actor, after=after, limit=C.ITEMS_PER_PAGE
+        )
+        datastores = inventory.list_datastores(session, visitor.actor).items
         return render(
             request,
             "admin/templates.html",
             visitor,
-            templates=found,
+            page=found,
             datastores=[d.ds_name for d in datastores],
         )
 
@@ -603,10 +607,12 @@ def deactivate_template(request: Request, visitor: AdminDep, template_id: RowId)
 
 
 @router.get("/datastores")
-def datastores_page(request: Request, visitor: AdminDep) -> Response:
+def datastores_page(request: Request, visitor: AdminDep, after: After = None) -> Response:
     with visitor.transaction() as session:
-        found = inventory.list_datastores(session, visitor.actor)
-        return render(request, "admin/datastores.html", visitor, datastores=found)
+        found = inventory.list_datastores(
+            session, visitor.actor, after=after, limit=C.ITEMS_PER_PAGE
+        )
+        return render(request, "admin/datastores.html", visitor, page=found)
 
 
 @router.post("/datastores")
@@ -639,10 +645,12 @@ def add_datastore(
 
 
 @router.get("/domains")
-def domains_page(request: Request, visitor: AdminDep) -> Response:
+def domains_page(request: Request, visitor: AdminDep, after: After = None) -> Response:
     with visitor.transaction() as session:
-        found = networks.list_security_domains(session, visitor.actor)
-    return render(request, "admin/domains.html", visitor, domains=found)
+        found = networks.list_security_domains(
+            session, visitor.actor, after=after, limit=C.ITEMS_PER_PAGE
+        )
+    return render(request, "admin/domains.html", visitor, page=found)
 
 
 @router.post("/domains")
@@ -682,10 +690,13 @@ def remove_domain(request: Request, visitor: AdminDep, name: Name) -> Response:
 
 
 @router.get("/pools")
-def pools_page(request: Request, visitor: AdminDep) -> Response:
+def pools_page(request: Request, visitor: AdminDep, after: After = None) -> Response:
+    """The public pool and VNC ports, a page of VLANs; the form offers every VLAN."""
     with visitor.transaction() as session:
         found = pools.usage(session, visitor.actor)
-    return render(request, "admin/pools.html", visitor, usage=found)
+        page = pools.list_vlans(session, visitor.actor, after=after, limit=C.ITEMS_PER_PAGE)
+        names = [v.name for v in pools.list_vlans(session, visitor.actor).items]
+    return render(request, "admin/pools.html", visitor, usage=found, page=page, vlan_names=names)
 
 
 @router.post("/pools/vlans")
@@ -735,12 +746,10 @@ def change_addresses(
 
 
 @router.get("/users")
-def users_page(request: Request, visitor: AdminDep) -> Response:
+def users_page(request: Request, visitor: AdminDep, after: After = None) -> Response:
     with visitor.transaction() as session:
-        found = users.list_accounts(session, visitor.actor)
-    return render(
-        request, "admin/users.html", visitor, accounts=found, roles=[r.value for r in C.Role]
-    )
+        found = users.list_accounts(session, visitor.actor, after=after, limit=C.ITEMS_PER_PAGE)
+    return render(request, "admin/users.html", visitor, page=found, roles=[r.value for r in C.Role])
 
 
 @router.post("/users/{username}/approve")

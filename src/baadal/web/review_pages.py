@@ -90,7 +90,9 @@ def organisation(
         raise PermissionDenied(f"{visitor.actor.username} is not an orgadmin")
     with visitor.transaction() as session:
         waiting = [
-            a for a in users.list_accounts(session, visitor.actor) if a.state == "awaiting approval"
+            a
+            for a in users.list_accounts(session, visitor.actor).items
+            if a.state == "awaiting approval"
         ]
         page = vms.list_vm_page(session, visitor.actor, limit=C.API_PAGE_MAX)
     return _queue_page(

@@ -96,7 +96,7 @@ ACTION_WORDS = {
 def vm_page(request: Request, visitor: VisitorDep, vm_id: VmId) -> Response:
     with visitor.transaction() as session:
         details = vms.vm_details(session, visitor.actor, vm_id)
-        domains = networks.list_security_domains(session, visitor.actor)
+        domains = networks.list_security_domains(session, visitor.actor).items
         actions = ACTIONS_BY_STATE.get(details.vm.status, ())
         return render(
             request,
@@ -239,11 +239,18 @@ def ask_clone(
     visitor: VisitorDep,
     vm_id: VmId,
     count: Annotated[int, Form(ge=1, le=C.CLONE_COUNT_MAX)] = 1,
+    full: Annotated[bool, Form()] = False,
     purpose: Text = "",
 ) -> Response:
     def work(session: Session) -> str:
         made = vm_requests.request_clone(
-            session, visitor.actor, visitor.settings, vm_id, count, purpose=purpose or None
+            session,
+            visitor.actor,
+            visitor.settings,
+            vm_id,
+            count,
+            full=full,
+            purpose=purpose or None,
         )
         return f"request {made} for {count} clone(s) made"
 
@@ -307,8 +314,8 @@ def _request_form(
     request: Request, visitor: Visitor, values: dict, status: int = 200, error: str = ""
 ) -> Response:
     with visitor.transaction() as session:
-        templates = inventory.list_templates(session, visitor.actor, active_only=True)
-        domains = networks.list_security_domains(session, visitor.actor)
+        templates = inventory.list_templates(session, visitor.actor, active_only=True).items
+        domains = networks.list_security_domains(session, visitor.actor).items
         needs_approver = not ({C.Role.FACULTY, C.Role.ORGADMIN, C.Role.ADMIN} & visitor.actor.roles)
         return render(
             request,

@@ -1,0 +1,68 @@
+"""The one-query pages of the admin lists (correlated counts, the roles aggregated per
+account) and the registration count run on PostgreSQL as on SQLite."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from baadal.auth import throttle
+from baadal.config import Settings
+from baadal.db.session import session_scope
+from baadal.errors import RegistrationThrottled
+from baadal.services import inventory, networks, organisations, pools, users
+from baadal.services.policy import actor_for
+from baadal.services.rows import Page
+from baadal.timeutil import utcnow
+from tests.unit.test_api_lists import MORE, more_of_everything
+from tests.unit.test_authorization import build_world
+
+pytestmark = [pytest.mark.integration, pytest.mark.postgres]
+
+LISTS: list[Callable[..., Page]] = [
+    inventory.list_hosts,
+    inventory.list_datastores,
+    inventory.list_templates,
+    networks.list_security_domains,
+    pools.list_vlans,
+    users.list_accounts,
+    organisations.list_organisations,
+]
+
+
+def test_every_list_pages_on_postgres(
+    pg_engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    build_world(pg_engine, settings, tmp_path)
+    with session_scope(pg_engine) as s:
+        more_of_everything(s)
+    with session_scope(pg_engine) as s:
+        admin = actor_for(s, "admin")
+        for listing in LISTS:
+            whole = listing(s, admin).items
+            assert len(whole) >= MORE, listing.__name__
+            seen, after = [], None
+            while True:
+                page = listing(s, admin, after=after, limit=2)
+                seen += page.items
+                if page.next is None:
+                    break
+                after = page.next
+            assert seen == whole and [i.id for i in seen] == sorted(i.id for i in seen)
+        accounts = {a.username: a for a in users.list_accounts(s, admin).items}
+        assert [r.value for r in accounts["u-more0"].roles] == ["faculty", "user"]
+        domain = next(d for d in networks.list_security_domains(s, admin).items if d.vlan_tag == 64)
+        assert (domain.pool_size, domain.pool_used, domain.vms) == (3, 0, 1)
+
+
+def test_the_registration_count_on_postgres(pg_engine: Engine) -> None:
+    for _ in range(2):
+        with session_scope(pg_engine) as s:
+            throttle.count_registration(s, "192.0.2.1", 2, 600, utcnow())
+    with pytest.raises(RegistrationThrottled), session_scope(pg_engine) as s:
+        throttle.count_registration(s, "192.0.2.1", 2, 600, utcnow())
+    with session_scope(pg_engine) as s:
+        throttle.count_registration(s, "192.0.2.2", 2, 600, utcnow())
