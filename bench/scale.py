@@ -365,8 +365,8 @@ def op_write_during_list(b: Bench) -> float:
     """How long one small write takes while ``vm list`` runs in another thread."""
     started = threading.Event()
 
-    def reader() -> None:
-        with session_scope(b.engine) as s:
+    def reader() -> None:  # as `baadal vm list` and GET /vms read: a read session
+        with session_scope(b.engine, read=True) as s:
             s.execute(select(func.count()).select_from(VM))
             started.set()
             list(vms.list_vms(s, SYSTEM))
@@ -459,7 +459,7 @@ def op_host_list(b: Bench) -> None:
 def op_task_list(b: Bench) -> None:
     with session_scope(b.engine) as s:
         rows = [(t.id, t.task_type, t.vm_id, t.status, t.attempts, t.created_at, t.message)
-                for t in tasks.list_tasks(s, SYSTEM, limit=C.ITEMS_PER_PAGE)]  # fmt: skip
+                for t in tasks.list_tasks(s, SYSTEM, limit=C.ITEMS_PER_PAGE).items]  # fmt: skip
     assert rows
 
 

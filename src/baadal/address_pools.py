@@ -18,7 +18,18 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, Select, delete, exists, func, insert, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    text,
+    union,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
@@ -626,8 +637,16 @@ def _public_used() -> ColumnElement[bool]:
 
 def vlan_usage() -> Select[tuple[int, str, int, str, int, int, int]]:
     """Each VLAN's private addresses: total, used, free (the columns of a
-    :class:`VlanUsage`), in one query; the caller orders and pages it."""
-    used_p = _private_used()
+    :class:`VlanUsage`), in one query; the caller orders and pages it.
+
+    The private addresses in use are joined as one set (the VMs' and the hosts'), not
+    asked per address with EXISTS: on PostgreSQL that plan was estimated so costly that
+    it was JIT-compiled at every call (0.2 s of 0.25 s at 25,000 addresses)."""
+    claimed = union(
+        select(VM.private_ip_id.label("id")).where(VM.private_ip_id.is_not(None)),
+        select(Host.host_ip_id).where(Host.host_ip_id.is_not(None)),
+    ).subquery()
+    used_p = claimed.c.id.is_not(None)
     return (
         select(
             Vlan.id,
@@ -639,6 +658,7 @@ def vlan_usage() -> Select[tuple[int, str, int, str, int, int, int]]:
             func.count(PrivateIpPool.id).filter(PrivateIpPool.is_active.is_(True), ~used_p),
         )
         .outerjoin(PrivateIpPool, PrivateIpPool.vlan_id == Vlan.id)
+        .outerjoin(claimed, claimed.c.id == PrivateIpPool.id)
         .group_by(Vlan.id, Vlan.name, Vlan.vlan_tag, Vlan.vlan_addr)
     )
 

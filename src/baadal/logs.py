@@ -20,7 +20,6 @@ import traceback
 from pathlib import Path
 from urllib.parse import quote_plus
 
-from concurrent_log_handler import ConcurrentRotatingFileHandler
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -152,14 +151,53 @@ def _level(name: str) -> int:
     return level
 
 
+class _DeferredFileHandler(logging.Handler):
+    """A ConcurrentRotatingFileHandler made at the first record: importing it pulls in
+    portalocker and redis (0.1-0.3 s), which a CLI command that logs nothing (``baadal
+    status``, a list) should not pay at every start."""
+
+    def __init__(self, path: Path, max_bytes: int, backup_count: int) -> None:
+        super().__init__()
+        self.path = path
+        self.max_bytes = max_bytes
+        self.backup_count = backup_count
+        self._real: logging.Handler | None = None
+
+    def target(self) -> logging.Handler:
+        """The rotating file handler, made now if no record has needed it yet."""
+        if self._real is None:
+            from concurrent_log_handler import ConcurrentRotatingFileHandler
+
+            real = ConcurrentRotatingFileHandler(
+                str(self.path),
+                maxBytes=self.max_bytes,
+                backupCount=self.backup_count,
+                encoding="utf-8",
+                chmod=PRIVATE_FILE_MODE,  # rotated files and the handler's lock file too
+            )
+            real.setFormatter(self.formatter)
+            self._real = real
+        return self._real
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # the filters (redaction) already ran in handle(); the real handler locks the
+        # file across processes itself
+        self.target().emit(record)
+
+    def flush(self) -> None:
+        if self._real is not None:
+            self._real.flush()
+
+    def close(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            if self._real is not None:
+                self._real.close()
+                self._real = None
+        super().close()
+
+
 def _file_handler(path: Path, settings: Settings, formatter: logging.Formatter) -> logging.Handler:
-    handler = ConcurrentRotatingFileHandler(
-        str(path),
-        maxBytes=settings.log.max_bytes,
-        backupCount=settings.log.backup_count,
-        encoding="utf-8",
-        chmod=PRIVATE_FILE_MODE,  # rotated files and the handler's lock file too
-    )
+    handler = _DeferredFileHandler(path, settings.log.max_bytes, settings.log.backup_count)
     handler.setFormatter(formatter)
     handler.addFilter(RedactSecrets())
     setattr(handler, _OWNED, True)

@@ -13,6 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from baadal.cli.main import COMMANDS, app, load_command
+from baadal.config import Settings
+from baadal.db.schema import upgrade
+from baadal.db.session import get_engine
 
 pytestmark = pytest.mark.unit
 
@@ -76,3 +79,35 @@ def test_a_lazy_command_runs_and_shows_its_help() -> None:
     assert "retry" in result.output
     unknown = CliRunner().invoke(app, ["nosuch"])
     assert unknown.exit_code == 2
+
+
+_COMMAND_PROBE = """
+import sys
+sys.argv = ["baadal", *sys.argv[1:]]
+import baadal.cli.main
+try:
+    baadal.cli.main.app()
+except SystemExit as exc:
+    assert not exc.code, exc.code
+print(" ".join(sorted(sys.modules)))
+"""
+
+#: what a command that only reads never needs: SSH, the migrations, the rotating log
+#: handler (until something is logged), progress bars, the maintenance and host code
+NOT_FOR_READS = ("paramiko", "alembic", "concurrent_log_handler", "portalocker", "rich.progress",
+                 "baadal.host.maintenance")  # fmt: skip
+
+
+@pytest.mark.parametrize("argv", [["status"], ["host", "list"], ["vm", "list", "--limit", "5"]])
+def test_reads_start_without_ssh_migrations_or_log_rotation(
+    settings: Settings, argv: list[str]
+) -> None:
+    upgrade(get_engine(settings))
+    run = subprocess.run(
+        [sys.executable, "-c", _COMMAND_PROBE, *argv], capture_output=True, text=True, check=True
+    )
+    loaded = set(run.stdout.split("\n")[-2].split())
+    assert "baadal.services" in loaded
+    assert not [m for m in loaded if m.startswith(NOT_FOR_READS)], argv
+    if argv == ["host", "list"]:
+        assert "baadal.services.hosts" not in loaded

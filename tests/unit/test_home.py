@@ -96,6 +96,36 @@ def test_an_old_open_home_is_tightened_when_opened(
     assert mode(home / "tiny-guest" / "vmlinuz") == 0o644
 
 
+def test_a_private_home_is_not_walked_again(
+    _isolated_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its tree was tightened when it became private; a new process does not walk its
+    thousands of RRD files again. One left open (a walk cut short) is walked."""
+    from baadal import home as home_module
+
+    (_isolated_home / "vm_rrds").mkdir(parents=True)
+    (_isolated_home / "vm_rrds" / "vm.rrd").write_bytes(b"")
+    (_isolated_home / "vm_rrds" / "vm.rrd").chmod(0o644)
+    _isolated_home.chmod(0o755)
+
+    def cut_short(home: Path) -> None:
+        raise OSError("cut short")
+
+    walk = home_module._tighten_tree
+    monkeypatch.setattr(home_module, "_tighten_tree", cut_short)
+    with pytest.raises(OSError):
+        secure_home(load_settings())
+    assert mode(_isolated_home) == 0o755  # still open: the next process walks it
+    monkeypatch.setattr(home_module, "_tighten_tree", walk)
+    secure_home(load_settings())
+    assert mode(_isolated_home / "vm_rrds" / "vm.rrd") == 0o600
+    assert mode(_isolated_home) == 0o700
+
+    home_module._secured.clear()  # a new process
+    monkeypatch.setattr(home_module, "_tighten_tree", cut_short)
+    assert secure_home(load_settings()) == _isolated_home
+
+
 def test_a_home_holding_the_lab_may_be_searched_not_listed(_isolated_home: Path) -> None:
     """The lab's QEMU (libvirt-qemu) and dnsmasq (nobody) must reach <home>/lab."""
     (_isolated_home / "lab" / "datastore").mkdir(parents=True)

@@ -13,6 +13,7 @@ from sqlalchemy import Engine, func, select
 
 from baadal import constants as C
 from baadal.config import Settings, get_settings, load_settings
+from baadal.db import schema
 from baadal.db.models import VM, Datastore, Host, Template, VncAccess
 from baadal.db.schema import head_revision, require_schema, schema_revisions
 from baadal.db.session import make_engine, session_scope
@@ -674,6 +675,23 @@ def test_require_schema(sqlite_engine: Engine, tmp_path: Path) -> None:
         assert schema_revisions(empty) == (None, (head_revision(),))
     finally:
         empty.dispose()
+
+
+def test_the_heads_read_from_the_files_are_alembics() -> None:
+    assert schema._heads_from_files() == schema.alembic_heads()
+    assert len(schema.known_heads()) == 1
+
+
+def test_a_migration_not_in_the_simple_form_leaves_the_heads_to_alembic(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "versions").mkdir()
+    (tmp_path / "versions" / "a.py").write_text('revision: str = "a"\ndown_revision = None\n')
+    (tmp_path / "versions" / "b.py").write_text('revision = "b"\ndown_revision = "a"\n')
+    monkeypatch.setattr(schema, "MIGRATIONS_DIR", tmp_path)
+    assert schema._heads_from_files() == ("b",)
+    (tmp_path / "versions" / "c.py").write_text('revision = "c"\ndown_revision = ("a", "b")\n')
+    assert schema._heads_from_files() is None
 
 
 def test_require_schema_names_an_unreachable_database(tmp_path: Path) -> None:

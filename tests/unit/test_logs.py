@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from concurrent_log_handler import ConcurrentRotatingFileHandler
 
+from baadal import logs
 from baadal.config import Settings, load_settings
 from baadal.errors import ConfigError
 from baadal.logs import (
@@ -49,12 +49,17 @@ def _read(path: Path) -> str:
 
 
 def _file_handlers(logger: logging.Logger) -> list[logging.Handler]:
-    return [h for h in logger.handlers if isinstance(h, ConcurrentRotatingFileHandler)]
+    """The rotating file handlers behind Baadal's deferred ones (made now)."""
+    return [h.target() for h in logger.handlers if isinstance(h, logs._DeferredFileHandler)]
+
+
+def _deferred(logger: logging.Logger) -> list[logging.Handler]:
+    return [h for h in logger.handlers if isinstance(h, logs._DeferredFileHandler)]
 
 
 def _installed(logger: logging.Logger) -> list[logging.Handler]:
     """Baadal's handlers only: pytest attaches its own capture handlers to loggers too."""
-    return _file_handlers(logger) + [h for h in logger.handlers if type(h) is logging.StreamHandler]
+    return _deferred(logger) + [h for h in logger.handlers if type(h) is logging.StreamHandler]
 
 
 def test_setup_creates_dir_and_both_files(settings: Settings) -> None:

@@ -375,3 +375,37 @@ def test_history_lines_are_what_prometheus_client_writes() -> None:
     text = prometheus._history_text(load_settings(), [], vms)
     block = text[text.index("# HELP baadal_disk_read_bytes_total") :].split("# HELP")[1]
     assert "# HELP" + block == expected
+
+
+def test_host_lines_are_what_prometheus_client_writes() -> None:
+    """The per-host families are written as text by Baadal too: the same lines."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client.registry import Collector
+
+    hosts = [('h"1\\x\ny', "10.0.0.1", C.HostStatus.UP, 64, 256, 1536, 5),
+             ("h2", "10.0.0.2", C.HostStatus.MAINTENANCE, 8, 16.5, 0, 0)]  # fmt: skip
+
+    class Hosts(Collector):
+        def collect(self) -> Iterator[GaugeMetricFamily]:
+            up = GaugeMetricFamily("baadal_host_up", "1 if the host is UP", labels=["host"])
+            status = GaugeMetricFamily("baadal_host_status", "host status code (0 DOWN, "
+                                       "1 UP, 2 MAINTENANCE)", labels=["host"])  # fmt: skip
+            capacity = GaugeMetricFamily("baadal_host_capacity", "what the host has",
+                                         labels=["host", "resource"])  # fmt: skip
+            reserved = GaugeMetricFamily("baadal_host_reserved", "what its VMs reserve",
+                                         labels=["host", "resource"])  # fmt: skip
+            for name, _address, state, cpus, ram_gb, ram_used_mb, vcpus_used in hosts:
+                up.add_metric([name], 1.0 if state == C.HostStatus.UP else 0.0)
+                status.add_metric([name], float(state))
+                capacity.add_metric([name, "vcpus"], float(cpus))
+                capacity.add_metric([name, "ram_mb"], float(ram_gb) * 1024)
+                reserved.add_metric([name, "vcpus"], float(vcpus_used))
+                reserved.add_metric([name, "ram_mb"], float(ram_used_mb))
+            yield from (up, status, capacity, reserved)
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Hosts())
+    assert (
+        prometheus._host_text(hosts, prometheus._GoFloats()) == generate_latest(registry).decode()
+    )

@@ -6,10 +6,9 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy.orm import Session
 
 from baadal import constants as C
@@ -24,10 +23,13 @@ from baadal.cli.door import (
     print_table,
 )
 from baadal.config import get_settings
-from baadal.services import cloud, tasks
-from baadal.services.hosts import Queued
+from baadal.services import cloud
 from baadal.services.policy import Actor
-from baadal.services.tasks import TaskState
+
+if TYPE_CHECKING:  # host_commands imports this module: `host list` needs neither (the
+    # task engine, the host code)
+    from baadal.services.hosts import Queued
+    from baadal.services.tasks import TaskState
 
 app = typer.Typer(help="The whole cloud: maintenance shutdown and bootup.", no_args_is_help=True)
 
@@ -39,6 +41,10 @@ TIMEOUT_S = 3600
 
 def follow_tasks(task_ids: list[int], what: str, *, inline: bool) -> list[TaskState]:
     """A progress bar over many tasks until all ended; returns their final states."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from baadal.services import tasks
+
     engine = checked_engine()
     who = current_actor()
     if inline and task_ids:  # ends by itself when they all ended

@@ -126,7 +126,28 @@ BeforeOption = Annotated[
 ]
 
 
+#: control characters shown as '?' in plain tables (a name must not move the cursor)
+_UNPRINTABLE = {code: "?" for code in [*range(32), 127]}
+
+
+def _plain_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """The table as aligned plain text, two spaces between columns."""
+    cells = [[c.translate(_UNPRINTABLE) for c in columns]]
+    cells += [["" if v is None else str(v).translate(_UNPRINTABLE) for v in row] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    cells.insert(1, ["-" * w for w in widths])
+    lines = [title.translate(_UNPRINTABLE)]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip()
+              for line in cells]  # fmt: skip
+    console.file.write("\n".join(lines) + "\n")
+
+
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """A Rich table, or plain text past C.CLI_RICH_TABLE_MAX_ROWS rows (fast to print,
+    easy to grep)."""
+    if len(rows) > C.CLI_RICH_TABLE_MAX_ROWS:
+        _plain_table(title, columns, rows)
+        return
     table = Table(title=title)
     for column in columns:
         table.add_column(column)

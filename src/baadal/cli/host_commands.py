@@ -11,7 +11,7 @@ balance                                        VMs off hosts short of memory (mi
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -34,10 +34,14 @@ from baadal.cli.door import (
     say,
 )
 from baadal.config import get_settings
-from baadal.services import hosts as host_services
 from baadal.services import inventory
-from baadal.services.hosts import HostPowerResult
 from baadal.services.rows import Host
+
+if TYPE_CHECKING:
+    from baadal.services.hosts import HostPowerResult
+
+# The commands that ask the hosts import baadal.services.hosts (libvirt, SSH, the host
+# code) when they run: `host list` and the other registry commands only read rows.
 
 app = typer.Typer(help="Hypervisor hosts.", no_args_is_help=True)
 
@@ -170,6 +174,8 @@ def host_remove_cmd(host: NameOrId) -> None:
 @handle_errors
 def check_cmd() -> None:
     """Run the host sanity check now: ping, libvirtd, and libvirtd/OVS over SSH."""
+    from baadal.services import hosts as host_services
+
     checks = host_services.check_hosts(checked_engine(), current_actor(), get_settings())
     rows = [
         (c.host_name, c.old.name, c.new.name, "changed" if c.changed else "", c.problem or "ok")
@@ -182,6 +188,8 @@ def check_cmd() -> None:
 @handle_errors
 def resources_cmd(host: HostArg) -> None:
     """CPU cores, RAM and disk of the host, asked from the host itself."""
+    from baadal.services import hosts as host_services
+
     name, found = host_services.hardware(checked_engine(), current_actor(), get_settings(), host)
     details = found.resources
     print_table(
@@ -203,6 +211,8 @@ def usage_cmd(
     host: HostArg, interval: Annotated[float, typer.Option(help="seconds to measure")] = 1.0
 ) -> None:
     """CPU, disk, memory and network use of the host over one short interval."""
+    from baadal.services import hosts as host_services
+
     name, usage = host_services.usage(
         checked_engine(), current_actor(), get_settings(), host, interval
     )
@@ -222,6 +232,8 @@ def usage_cmd(
 @handle_errors
 def domains_cmd(host: HostArg) -> None:
     """Every domain libvirt has on the host, running or not."""
+    from baadal.services import hosts as host_services
+
     name, domains = host_services.domains(checked_engine(), current_actor(), host)
     rows = [(d.name, C.VMStatus(d.status).name) for d in domains]
     print_table(f"Domains on {name}", ["domain", "state"], rows)
@@ -231,6 +243,8 @@ def domains_cmd(host: HostArg) -> None:
 @handle_errors
 def events_cmd(host: HostArg) -> None:
     """What the sanity check saw change on the host."""
+    from baadal.services import hosts as host_services
+
     with read_db() as session:
         name, events = host_services.events(session, actor(session), host)
         rows = [
@@ -244,6 +258,8 @@ def events_cmd(host: HostArg) -> None:
 @handle_errors
 def orphan_delete_cmd(host: HostArg, domain: str) -> None:
     """Destroy and undefine a domain Baadal does not know (its disks are kept)."""
+    from baadal.services import hosts as host_services
+
     name = host_services.delete_orphan(checked_engine(), current_actor(), host, domain)
     console.print(f"removed orphan domain {domain} from {name}", highlight=False)
 
@@ -252,6 +268,8 @@ def orphan_delete_cmd(host: HostArg, domain: str) -> None:
 @handle_errors
 def respawn_cmd(host: HostArg) -> None:
     """Bring the VMs of a DOWN host back on other hosts, from their disks."""
+    from baadal.services import hosts as host_services
+
     name, results = host_services.respawn(checked_engine(), current_actor(), get_settings(), host)
     rows = [(r.vm_name, r.old_host, r.new_host, "ok" if r.ok else r.message) for r in results]
     print_table(f"Respawned from {name}", ["VM", "from", "to", "result"], rows)
@@ -276,6 +294,8 @@ def power_up_cmd(
 ) -> None:
     """Wake the host (wake-on-LAN, or IPMI for a host with a BMC) and wait until it
     answers; then it is UP."""
+    from baadal.services import hosts as host_services
+
     engine, settings = checked_engine(), get_settings()
     _say_power(host_services.power_up(engine, current_actor(), settings, host, wait=not no_wait))
 
@@ -300,6 +320,8 @@ def power_down_cmd(
     inline: InlineOpt = False,
 ) -> None:
     """Power the host off (power.poweroff_command over SSH, or IPMI) after its VMs."""
+    from baadal.services import hosts as host_services
+
     if vms == VmsFirst.MIGRATE:
         run_queued(lambda s, who: host_services.evacuate(s, who, host),
                    f"migrate the VMs of {host}", inline=inline)  # fmt: skip
@@ -314,6 +336,8 @@ def power_down_cmd(
 def power_auto_cmd() -> None:
     """Power idle hosts off beyond power.min_hosts_up, and wake one when every UP host
     is more than 80 % reserved."""
+    from baadal.services import hosts as host_services
+
     results = host_services.power_auto(checked_engine(), current_actor(), get_settings())
     if not results:
         console.print("nothing to do", highlight=False)
@@ -334,6 +358,8 @@ def power_auto_cmd() -> None:
 @handle_errors
 def host_shutdown_cmd(hosts: list[str], inline: InlineOpt = False) -> None:
     """Snapshot and power off the VMs of these hosts."""
+    from baadal.services import hosts as host_services
+
     run_queued(
         lambda s, who: host_services.shutdown_vms(s, who, hosts), "host shutdown", inline=inline
     )
@@ -343,6 +369,8 @@ def host_shutdown_cmd(hosts: list[str], inline: InlineOpt = False) -> None:
 @handle_errors
 def host_bootup_cmd(hosts: list[str], inline: InlineOpt = False) -> None:
     """Bring back the VMs a host shutdown snapshotted."""
+    from baadal.services import hosts as host_services
+
     run_queued(lambda s, who: host_services.bootup_vms(s, who, hosts), "host bootup", inline=inline)
 
 
@@ -350,6 +378,8 @@ def host_bootup_cmd(hosts: list[str], inline: InlineOpt = False) -> None:
 @handle_errors
 def evacuate_cmd(host: str, inline: InlineOpt = False) -> None:
     """Migrate every VM off the host (live when running), one task each."""
+    from baadal.services import hosts as host_services
+
     run_queued(
         lambda s, who: host_services.evacuate(s, who, host), f"evacuate {host}", inline=inline
     )
@@ -359,6 +389,8 @@ def evacuate_cmd(host: str, inline: InlineOpt = False) -> None:
 @handle_errors
 def maintenance_cmd(host: str, inline: InlineOpt = False) -> None:
     """Put the host in MAINTENANCE (no new VMs) and migrate its VMs away."""
+    from baadal.services import hosts as host_services
+
     run_queued(lambda s, who: host_services.start_maintenance(s, who, host), f"maintenance of {host}",
                inline=inline)  # fmt: skip
 
@@ -370,6 +402,8 @@ def balance_cmd(
 ) -> None:
     """Queue migrations of running VMs off hosts above balance.memory_threshold_pct to
     the least loaded hosts (at most balance.max_migrations at once); the worker runs them."""
+    from baadal.services import hosts as host_services
+
     plan = host_services.balance(checked_engine(), current_actor(), get_settings(), dry_run=dry_run)
     print_table(
         "Host memory in use (after the planned moves)",

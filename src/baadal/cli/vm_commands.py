@@ -6,7 +6,6 @@ import time
 from typing import Annotated
 
 import typer
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from baadal import constants as C
 from baadal.cli.door import (
@@ -25,8 +24,7 @@ from baadal.cli.door import (
     say,
 )
 from baadal.config import get_settings
-from baadal.services import hosts as host_services
-from baadal.services import idle_vms, tasks, vms
+from baadal.services import vms
 from baadal.services.rows import Page
 
 app = typer.Typer(help="Virtual machines.", no_args_is_help=True)
@@ -53,6 +51,10 @@ def follow_task(task_id: int, *, wait: bool, inline: bool) -> None:
     console.print(f"queued task {task_id}")
     if not (wait or inline):
         return
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from baadal.services import tasks  # the task engine: not for `vm list`
+
     settings, engine, who = get_settings(), checked_engine(), current_actor()
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
@@ -372,6 +374,8 @@ def migrate_cmd(
 def vm_sanity_cmd() -> None:
     """Compare the VM rows with what the UP hosts run; fix drift, respawn lost domains,
     report orphans."""
+    from baadal.services import hosts as host_services
+
     report = host_services.vm_sanity(checked_engine(), current_actor(), get_settings())
     rows = [(r.vm_name, r.vm_identity, r.host, r.state, r.action) for r in report.rows]
     print_table("VM sanity", ["VM", "domain", "host", "state", "action"], rows)
@@ -385,6 +389,8 @@ def vm_sanity_cmd() -> None:
 
 def _lock(locked: bool) -> None:
     def command(vm: str) -> None:
+        from baadal.services import idle_vms
+
         with db() as session:
             name = idle_vms.set_locked(session, actor(session), vm, locked)
         say(f"{name} is {'locked' if locked else 'unlocked'}")
@@ -407,6 +413,8 @@ _lock(False)
 def keep_cmd(vm: str) -> None:
     """Answer an idle or shut-off warning: the VM stays, and is not warned again for
     general.idle_vm_days."""
+    from baadal.services import idle_vms
+
     with db() as session:
         name = idle_vms.keep(session, actor(session), vm)
     say(f"{name} is kept; its warning is withdrawn")
@@ -419,6 +427,8 @@ def idle_cmd(
 ) -> None:
     """Admin: the daily idle checks and the clean-up now: warn the users of idle and long
     shut-off VMs, destroy/delete those whose warning ran out."""
+    from baadal.services import idle_vms
+
     run = idle_vms.check(checked_engine(), current_actor(), get_settings(), dry_run=dry_run)
     rows = [
         (s.vm_name, s.action.value, s.deadline.strftime("%Y-%m-%d %H:%M") if s.deadline else "",

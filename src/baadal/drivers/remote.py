@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import os
 import select
@@ -26,13 +27,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
-
-import paramiko
+from typing import TYPE_CHECKING, Any, Protocol
 
 from baadal.errors import RemoteCommandError, ValidationError
 
 if TYPE_CHECKING:
+    import paramiko
+
     from baadal.config import Settings
 
 log = logging.getLogger("baadal")
@@ -149,35 +150,44 @@ def _timeout_reason(timeout: float) -> str:
     return f"timed out after {float(timeout)} s"
 
 
-class _UnknownHostKey(paramiko.SSHException):
-    """Raised by the reject policy, so the reason can say which file to fix."""
+@functools.cache
+def _host_key_policies() -> tuple[type[Exception], type[Any], type[Any]]:
+    """(the unknown-host-key error, the reject policy, trust on first use), made at the
+    first connection: importing paramiko costs 0.1-0.2 s, which the many processes that
+    never open SSH (``baadal status``, the list commands) should not pay at start."""
+    import paramiko
 
+    class UnknownHostKey(paramiko.SSHException):
+        """Raised by the reject policy, so the reason can say which file to fix."""
 
-class _RejectUnknown(paramiko.MissingHostKeyPolicy):
-    def missing_host_key(
-        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
-    ) -> None:
-        raise _UnknownHostKey(f"{hostname} {key.get_name()} {key.fingerprint}")
+    class RejectUnknown(paramiko.MissingHostKeyPolicy):
+        def missing_host_key(
+            self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+        ) -> None:
+            raise UnknownHostKey(f"{hostname} {key.get_name()} {key.fingerprint}")
 
+    class TrustOnFirstUse(paramiko.AutoAddPolicy):
+        """AutoAddPolicy that says so: an accepted unknown key must leave a trace."""
 
-class _TrustOnFirstUse(paramiko.AutoAddPolicy):
-    """AutoAddPolicy that says so: an accepted unknown key must leave a trace."""
+        def missing_host_key(
+            self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+        ) -> None:
+            log.warning(
+                "trusting unknown SSH host key of %s: %s %s (ssh.trust_unknown_hosts is set)",
+                hostname,
+                key.get_name(),
+                key.fingerprint,
+            )
+            super().missing_host_key(client, hostname, key)
 
-    def missing_host_key(
-        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
-    ) -> None:
-        log.warning(
-            "trusting unknown SSH host key of %s: %s %s (ssh.trust_unknown_hosts is set)",
-            hostname,
-            key.get_name(),
-            key.fingerprint,
-        )
-        super().missing_host_key(client, hostname, key)
+    return UnknownHostKey, RejectUnknown, TrustOnFirstUse
 
 
 def _connect_reason(target: RemoteTarget, exc: BaseException) -> str:
     """A short, secret-free reason for a failed connect/handshake/auth."""
-    if isinstance(exc, _UnknownHostKey):
+    import paramiko
+
+    if isinstance(exc, _host_key_policies()[0]):
         where = target.known_hosts or "~/.ssh/known_hosts"
         missing = "" if target.known_hosts is None or Path(where).is_file() else " (missing)"
         return (
@@ -262,6 +272,9 @@ def _slot(target: RemoteTarget) -> _Slot:
 
 
 def _new_client(target: RemoteTarget, argv: list[str]) -> paramiko.SSHClient:
+    import paramiko
+
+    _, reject_unknown, trust_on_first_use = _host_key_policies()
     client = paramiko.SSHClient()
     if target.known_hosts:
         path = Path(target.known_hosts)
@@ -274,7 +287,7 @@ def _new_client(target: RemoteTarget, argv: list[str]) -> paramiko.SSHClient:
     else:
         client.load_system_host_keys()
     client.set_missing_host_key_policy(
-        _TrustOnFirstUse() if target.trust_unknown_hosts else _RejectUnknown()
+        trust_on_first_use() if target.trust_unknown_hosts else reject_unknown()
     )
     if target.key_file is not None and not Path(target.key_file).is_file():
         raise RemoteCommandError(target.label, argv, f"key file {target.key_file} not found")
@@ -332,6 +345,8 @@ def _drop(target: RemoteTarget, transport: paramiko.Transport) -> None:
 
 def _open_channel(target: RemoteTarget, argv: list[str]) -> paramiko.Channel:
     """A session channel; one silent reconnect if the cached connection turns out dead."""
+    import paramiko
+
     for attempt in (1, 2):
         transport = _transport(target, argv)
         start = time.monotonic()
@@ -382,6 +397,8 @@ def _run_on_channel(
     timeout: float,
     stdin: bytes | None,
 ) -> CommandResult:
+    import paramiko
+
     out, err = bytearray(), bytearray()
     pending = memoryview(stdin or b"")
     deadline = time.monotonic() + timeout

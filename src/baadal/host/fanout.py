@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ALL_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -43,32 +43,44 @@ def fan_out(
     A call's budget starts when it starts, not when it is queued."""
     if not items:
         return []
-    started: dict[int, float] = {}
+    outcomes: list[Outcome[R] | None] = [None] * len(items)
+    #: index -> when its call started, while it runs
+    running: dict[int, float] = {}
+    pending = len(items)
     lock = threading.Lock()
+    all_done = threading.Event()
 
-    def run(index: int) -> R:
+    def settle(index: int, outcome: Outcome[R]) -> None:  # under the lock
+        nonlocal pending
+        running.pop(index, None)
+        if outcomes[index] is None:  # not given up on meanwhile
+            outcomes[index] = outcome
+            pending -= 1
+            if not pending:
+                all_done.set()
+
+    def run(index: int) -> None:
         with lock:
-            started[index] = time.monotonic()
-        return call(items[index])
+            running[index] = time.monotonic()
+        try:
+            outcome: Outcome[R] = Outcome(call(items[index]))
+        except BaseException as exc:  # the caller decides what each error means
+            outcome = Outcome(error=exc)
+        with lock:
+            settle(index, outcome)
 
     pool = ThreadPoolExecutor(min(threads, len(items)), thread_name_prefix="sweep")
-    futures: dict[Future[R], int] = {pool.submit(run, i): i for i in range(len(items))}
-    outcomes: list[Outcome[R] | None] = [None] * len(items)
     try:
-        while futures:
-            # one wait per tick, not per finished call: wait() looks at every future, so
-            # waking up for each of 2,500 would cost O(n^2)
-            done, _ = wait(futures, timeout=_TICK_S, return_when=ALL_COMPLETED)
-            for future in done:
-                index = futures.pop(future)
-                error = future.exception()
-                outcomes[index] = Outcome(error=error) if error else Outcome(future.result())
+        for index in range(len(items)):
+            pool.submit(run, index)
+        # the main thread wakes once per tick, not per call, and looks only at the calls
+        # running (at most ``threads``): waiting on 2,500 futures cost more than the calls
+        while not all_done.wait(_TICK_S):
             now = time.monotonic()
             with lock:
-                late = [f for f, i in futures.items() if now - started.get(i, now) > budget_s]
-            for future in late:
-                index = futures.pop(future)
-                outcomes[index] = Outcome(error=NoAnswer(f"no answer within {budget_s:g} s"))
+                late = [i for i, began in running.items() if now - began > budget_s]
+                for index in late:
+                    settle(index, Outcome(error=NoAnswer(f"no answer within {budget_s:g} s")))
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     return [o for o in outcomes if o is not None]

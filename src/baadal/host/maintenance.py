@@ -30,7 +30,7 @@ from baadal.vm import migration
 from baadal.vm.common import load_vm, log_vm_event, set_status, vm_hypervisor
 from baadal.vm.snapshot import take_snapshot
 
-BAADAL_STATUS = "baadal_status"
+BAADAL_STATUS = C.BAADAL_STATUS_KEY
 SHUTDOWN_EVENT = "System Shutdown"
 BOOTUP_EVENT = "System Bootup"
 

@@ -4,6 +4,7 @@ bootup of every VM (thin, guarded wrappers over :mod:`baadal.host.maintenance`).
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
@@ -11,9 +12,11 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from baadal import constants as C
 from baadal.db.constants_table import get_constant
 from baadal.db.models import VM, Base, Datastore, Host, PrivateIpPool, PublicIpPool, Task, Template
-from baadal.host import maintenance
-from baadal.host.maintenance import Queued
 from baadal.services.policy import Action, Actor, guarded
+
+if TYPE_CHECKING:  # the maintenance code (libvirt, SSH) is imported by what uses it:
+    # ``baadal status`` reads a few counts and should not pay for it at every start
+    from baadal.host.maintenance import Queued
 
 
 def _counts(session: Session, column: InstrumentedAttribute[int], enum: type[IntEnum]) -> str:
@@ -31,7 +34,7 @@ def _total(session: Session, model: type[Base]) -> int:
 def summary(session: Session, actor: Actor) -> list[tuple[str, str]]:
     """(what, state) lines: the cloud's status, hosts, VMs, pools and tasks."""
     return [
-        ("baadal status", get_constant(session, maintenance.BAADAL_STATUS)),
+        ("baadal status", get_constant(session, C.BAADAL_STATUS_KEY)),
         ("hosts", f"{_total(session, Host)} ({_counts(session, Host.status, C.HostStatus)})"),
         ("VMs", f"{_total(session, VM)} ({_counts(session, VM.status, C.VMStatus)})"),
         ("datastores", str(_total(session, Datastore))),
@@ -45,16 +48,22 @@ def summary(session: Session, actor: Actor) -> list[tuple[str, str]]:
 @guarded(Action.CLOUD_MANAGE)
 def shutdown(session: Session, actor: Actor) -> Queued:
     """Queue snapshot-and-power-off of every VM; the cloud is 'down-progress' meanwhile."""
+    from baadal.host import maintenance
+
     return maintenance.shutdown_baadal(session)
 
 
 @guarded(Action.CLOUD_MANAGE)
 def bootup(session: Session, actor: Actor) -> Queued:
     """Queue revert-and-resume of every VM the shutdown snapshotted."""
+    from baadal.host import maintenance
+
     return maintenance.bootup_baadal(session)
 
 
 @guarded(Action.CLOUD_MANAGE)
 def finish(session: Session, actor: Actor, *, shutdown: bool) -> None:
     """Record the cloud as down (after a shutdown) or up (after a bootup)."""
+    from baadal.host import maintenance
+
     maintenance.finish(session, shutdown)

@@ -23,6 +23,7 @@ from baadal.config import Settings, get_settings
 from baadal.db.models import VM, Base, Datastore, Host, Template, VncAccess
 from baadal.drivers.uri import uri_problem
 from baadal.errors import ConflictError, NotFoundError, ValidationError
+from baadal.gcpause import paused_gc
 from baadal.logs import redact_url
 from baadal.net.validators import (
     check_int,
@@ -246,7 +247,8 @@ def list_hosts(
     session: Session, actor: Actor, *, after: int | None = None, limit: int | None = None
 ) -> Page[Host]:
     """Hosts by id, one query a page (no limit: all of them)."""
-    rows = session.scalars(keyset(select(Host), Host.id, after, limit)).all()
+    with paused_gc():  # thousands of rows at once (see baadal.gcpause)
+        rows = session.scalars(keyset(select(Host), Host.id, after, limit)).all()
     return Page.of(rows, limit, lambda h: h.id)
 
 

@@ -1,0 +1,44 @@
+"""The collector is paused for a bulk read and on again after the last overlapping one."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+
+import pytest
+
+from baadal.gcpause import paused_gc
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(autouse=True)
+def _collector_on() -> Iterator[None]:
+    gc.enable()
+    yield
+    gc.enable()
+
+
+def test_paused_while_any_block_runs_and_on_after_the_last() -> None:
+    outer = paused_gc()
+    inner = paused_gc()
+    outer.__enter__()
+    assert not gc.isenabled()
+    inner.__enter__()  # another thread's sweep overlapping
+    outer.__exit__(None, None, None)
+    assert not gc.isenabled()  # the other block still runs
+    inner.__exit__(None, None, None)
+    assert gc.isenabled()
+
+
+def test_on_again_after_an_error() -> None:
+    with pytest.raises(ValueError), paused_gc():
+        raise ValueError("boom")
+    assert gc.isenabled()
+
+
+def test_a_collector_turned_off_by_the_process_stays_off() -> None:
+    gc.disable()
+    with paused_gc():
+        assert not gc.isenabled()
+    assert not gc.isenabled()
