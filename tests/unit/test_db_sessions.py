@@ -95,3 +95,11 @@ def test_a_read_session_costs_no_statement_but_its_reads(engine: Engine) -> None
         event.remove(reader, "before_cursor_execute", record)
     begins = ["BEGIN"] if engine.dialect.name == "sqlite" else []
     assert seen[:-1] == begins and seen[-1].startswith("SELECT count(*)")
+
+
+@pytest.mark.postgres
+def test_postgresql_connections_plan_without_jit(pg_engine: Engine) -> None:
+    """Short queries only: a plan PostgreSQL costs high was JIT-compiled at every call."""
+    for read in (False, True):
+        with session_scope(pg_engine, read=read) as s:
+            assert s.execute(text("SHOW jit")).scalar() == "off"

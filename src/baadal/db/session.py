@@ -93,18 +93,27 @@ def make_engine(url: str | URL, echo: bool = False, *, read_only: bool = False) 
         _prepare_sqlite(engine, database, read_only=read_only)
         return engine
     # no pre-ping: it costs a round trip per transaction; a connection that died is
-    # dropped by the pool on its error and the worker loop retries
+    # dropped by the pool on its error and the worker loop retries. No JIT: Baadal's
+    # queries are short, and a plan PostgreSQL costs high (pool usage over 25,000
+    # addresses) was JIT-compiled at every call, 0.2 s each
     if read_only:
         return create_engine(
             parsed,
             echo=echo,
             hide_parameters=True,
             isolation_level="AUTOCOMMIT",
-            connect_args={"options": "-c default_transaction_read_only=on"},
+            connect_args={"options": "-c jit=off -c default_transaction_read_only=on"},
             pool_size=READER_POOL_SIZE,
             max_overflow=READER_MAX_OVERFLOW,
         )
-    return create_engine(parsed, echo=echo, hide_parameters=True, pool_size=10, max_overflow=20)
+    return create_engine(
+        parsed,
+        echo=echo,
+        hide_parameters=True,
+        connect_args={"options": "-c jit=off"},
+        pool_size=10,
+        max_overflow=20,
+    )
 
 
 def get_engine(settings: Settings | None = None) -> Engine:
