@@ -6,8 +6,13 @@ import gc
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
+from baadal.db.session import session_scope
 from baadal.gcpause import paused_gc
+from baadal.services import cloud
+from baadal.services.policy import SYSTEM
 
 pytestmark = pytest.mark.unit
 
@@ -42,3 +47,22 @@ def test_a_collector_turned_off_by_the_process_stays_off() -> None:
     with paused_gc():
         assert not gc.isenabled()
     assert not gc.isenabled()
+
+
+def test_cloud_wide_queueing_runs_with_the_collector_paused(
+    sqlite_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shutdown and bootup build a row per VM of the cloud (25,000 at scale)."""
+    from baadal.host import maintenance
+
+    seen: list[bool] = []
+
+    def queue_all(_session: Session) -> None:
+        seen.append(gc.isenabled())
+
+    monkeypatch.setattr(maintenance, "shutdown_baadal", queue_all)
+    monkeypatch.setattr(maintenance, "bootup_baadal", queue_all)
+    with session_scope(sqlite_engine) as s:
+        cloud.shutdown(s, SYSTEM)
+        cloud.bootup(s, SYSTEM)
+    assert seen == [False, False] and gc.isenabled()

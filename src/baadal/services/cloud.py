@@ -12,6 +12,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from baadal import constants as C
 from baadal.db.constants_table import get_constant
 from baadal.db.models import VM, Base, Datastore, Host, PrivateIpPool, PublicIpPool, Task, Template
+from baadal.gcpause import paused_gc
 from baadal.services.policy import Action, Actor, guarded
 
 if TYPE_CHECKING:  # the maintenance code (libvirt, SSH) is imported by what uses it:
@@ -47,10 +48,12 @@ def summary(session: Session, actor: Actor) -> list[tuple[str, str]]:
 
 @guarded(Action.CLOUD_MANAGE)
 def shutdown(session: Session, actor: Actor) -> Queued:
-    """Queue snapshot-and-power-off of every VM; the cloud is 'down-progress' meanwhile."""
+    """Queue snapshot-and-power-off of every VM; the cloud is 'down-progress' meanwhile.
+    (Cloud-wide rows without a reference cycle: the collector waits, see gcpause.)"""
     from baadal.host import maintenance
 
-    return maintenance.shutdown_baadal(session)
+    with paused_gc():
+        return maintenance.shutdown_baadal(session)
 
 
 @guarded(Action.CLOUD_MANAGE)
@@ -58,7 +61,8 @@ def bootup(session: Session, actor: Actor) -> Queued:
     """Queue revert-and-resume of every VM the shutdown snapshotted."""
     from baadal.host import maintenance
 
-    return maintenance.bootup_baadal(session)
+    with paused_gc():
+        return maintenance.bootup_baadal(session)
 
 
 @guarded(Action.CLOUD_MANAGE)
