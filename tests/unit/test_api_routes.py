@@ -512,6 +512,13 @@ def test_the_approval_chain(api: Api) -> None:
     request_id = _request(api)
     assert [r["id"] for r in api.call("GET", "/requests", "stu").json()["items"]] == [request_id]
     assert api.call("GET", "/requests", "eve").json()["items"] == []
+    # the orgadmin sees the organisation's request, but it is not one of theirs
+    assert [r["id"] for r in api.call("GET", "/requests", "oa").json()["items"]] == [request_id]
+    mine = {"mine": True}
+    assert api.call("GET", "/requests", "oa", params=mine).json()["items"] == []
+    assert [r["id"] for r in api.call("GET", "/requests", "stu", params=mine).json()["items"]] == [
+        request_id
+    ]
     refused_unchanged(api, "POST", f"/requests/{request_id}/verify", "eve")
     refused_unchanged(api, "POST", f"/requests/{request_id}/approve", "fac")
     verified = api.call("POST", f"/requests/{request_id}/verify", "fac")

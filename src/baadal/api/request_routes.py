@@ -51,12 +51,15 @@ def request_out(info: RequestInfo) -> RequestOut:
 def list_requests(
     who: CallerDep,
     pending: Annotated[bool, Query(description="only those still waiting")] = False,
+    mine: Annotated[
+        bool, Query(description="only those the caller asked for, will own or shares")
+    ] = False,
     limit: Annotated[int, Query(ge=1, le=C.TASK_LIST_MAX)] = C.API_PAGE_DEFAULT,
     before: BeforeQuery = None,
 ) -> RequestList:
     with who.read_transaction() as session:
         page = vm_requests.list_requests(
-            session, who.actor, pending_only=pending, limit=limit, before=before
+            session, who.actor, pending_only=pending, mine=mine, limit=limit, before=before
         )
     return RequestList(items=[request_out(info) for info in page.items], next=page.next)
 
