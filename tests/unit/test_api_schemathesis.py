@@ -31,7 +31,7 @@ from baadal.services.policy import SYSTEM
 from tests.unit.test_authorization import world_engine, world_template  # noqa: F401
 
 schemathesis = pytest.importorskip("schemathesis")
-from hypothesis import HealthCheck, given  # noqa: E402
+from hypothesis import HealthCheck, assume, given  # noqa: E402
 from hypothesis import settings as examples  # noqa: E402
 from schemathesis.checks import not_a_server_error  # noqa: E402
 from schemathesis.generation.modes import GenerationMode  # noqa: E402
@@ -68,6 +68,9 @@ def test_the_api_keeps_its_document(app_and_token: tuple[object, str]) -> None:
         @given(case=operation.as_strategy(mode))
         @examples(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
         def check(case: object) -> None:
+            # an unknown parameter whose value is an empty list is sent as nothing: the
+            # request is valid after all, though schemathesis counts it as negative data
+            assume(not any(value == [] for value in (case.query or {}).values()))  # type: ignore[attr-defined]
             case.call_and_validate(  # type: ignore[attr-defined]
                 headers=headers,
                 excluded_checks=[positive_data_acceptance, not_a_server_error],
