@@ -68,6 +68,10 @@ class VMOut(BaseModel):
     locked: bool
 
 
+#: a VM's fields in the API, each one of :class:`~baadal.services.vms.VMSummary`'s
+VM_OUT_FIELDS = tuple(VMOut.model_fields)
+
+
 class VMList(BaseModel):
     items: list[VMOut]
     #: the ``after`` that gives the next page; null on the last one
