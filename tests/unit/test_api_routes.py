@@ -290,12 +290,17 @@ def test_busy_reads_run_on_a_few_threads_off_the_event_loop(
             for who in callers:
                 group.start_soon(who.read, read)
             limiter = callers_module._reading_limiter()
-            with anyio.fail_after(_SAFETY_S):
-                while limiter.statistics().tasks_waiting < 6 - C.API_READ_THREADS:
-                    await anyio.sleep(0.01)
-            assert len(running) == C.API_READ_THREADS
-            assert loop_thread not in running
-            release.set()
+            try:  # the reading threads first check the token: wait until they read
+                with anyio.fail_after(_SAFETY_S):
+                    while (
+                        limiter.statistics().tasks_waiting < 6 - C.API_READ_THREADS
+                        or len(running) < C.API_READ_THREADS
+                    ):
+                        await anyio.sleep(0.01)
+                assert len(running) == C.API_READ_THREADS
+                assert loop_thread not in running
+            finally:
+                release.set()
         assert peak[0] == C.API_READ_THREADS
 
     anyio.run(main)

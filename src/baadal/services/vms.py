@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import functools
 import logging
+import operator
 import secrets
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
+from pydantic_core import to_json
 from sqlalchemy import (
     ColumnElement,
     Engine,
     Integer,
     Row,
     Select,
-    Text,
     bindparam,
     case,
     delete,
@@ -30,7 +31,6 @@ from sqlalchemy import (
     or_,
     select,
 )
-from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import Session, selectinload
 
 from baadal import address_pools, placement
@@ -345,7 +345,7 @@ def list_vm_page(
 
 
 class JSONPage(NamedTuple):
-    """A page whose items the database wrote as one JSON array."""
+    """A page of VMs whose items are one JSON array, ready to send."""
 
     items: str
     #: as :attr:`Page.next`
@@ -365,15 +365,42 @@ def list_vm_page_json(
     host: str | None = None,
 ) -> JSONPage:
     """:func:`list_vm_page` with each VM a JSON object of the :class:`VMSummary`
-    ``fields`` (a status by its name in lower case), written by the database: the API's
-    busiest read, where making a hundred rows into Python values and those into JSON
-    cost twice the query (``bench/api.py``)."""
+    ``fields`` (see :func:`json_values`): the API's busiest read. SQLite, in this
+    process, writes the JSON itself: making a hundred rows into Python values and those
+    into JSON cost twice the query (``bench/api.py``)."""
     require(session, actor, Action.VM_LIST)
+    if session.get_bind().dialect.name != "sqlite":
+        # a database server is shared by the whole cloud, and PostgreSQL writes JSON
+        # slower than Python does: the web server's process writes it
+        page = list_vm_page(
+            session, actor, after=after, limit=limit, status=status, owner=owner, host=host
+        )
+        return JSONPage(to_json([json_values(vm, fields) for vm in page.items]).decode(), page.next)
     values = _page_values(after, limit, status, owner, host)
     values["page_size"] = limit
-    query = _json_page_query(actor, frozenset(values), fields, session.get_bind().dialect.name)
+    query = _json_page_query(actor, frozenset(values), fields)
     items, last, count = session.connection().execute(query, values).one()
     return JSONPage(items, last if count > limit else None)
+
+
+#: each status's name in JSON
+STATUS_NAMES = {status: status.name.lower() for status in C.VMStatus}
+
+
+def json_values(vm: VMSummary, fields: tuple[str, ...]) -> dict[str, Any]:
+    """The ``fields`` of ``vm`` as JSON values, as :func:`list_vm_page_json` writes them
+    (a status by its name in lower case)."""
+    values = dict(zip(fields, _getter(fields)(vm), strict=True))
+    if "status" in values:
+        values["status"] = STATUS_NAMES[values["status"]]
+    return values
+
+
+@functools.lru_cache(maxsize=16)
+def _getter(fields: tuple[str, ...]) -> Callable[[VMSummary], tuple[Any, ...]]:
+    """The fields' values of a summary as a tuple, in one C call."""
+    picked = operator.itemgetter(*(VMSummary._fields.index(name) for name in fields))
+    return picked if len(fields) > 1 else lambda vm: (picked(vm),)
 
 
 def _page_values(
@@ -421,10 +448,10 @@ def _page_query(actor: Actor, filters: frozenset[str], mine: bool) -> Select[tup
 
 @functools.lru_cache(maxsize=256)
 def _json_page_query(
-    actor: Actor, filters: frozenset[str], fields: tuple[str, ...], dialect: str
+    actor: Actor, filters: frozenset[str], fields: tuple[str, ...]
 ) -> Select[tuple[Any, ...]]:
-    """The page of :func:`_page_query` (``limit`` + 1 rows, only the ``fields``' columns)
-    as one row: the JSON array of its first ``page_size`` rows in id order, the id of
+    """SQLite's: the page of :func:`_page_query` (``limit`` + 1 rows, only the
+    ``fields``' columns) as one row: the JSON array of its first ``page_size`` rows in id order, the id of
     the last of them, and how many rows there were (more than ``page_size``: another
     page follows, and its row is left out). The keys and the status names are written
     into the SQL: forty bound constants cost SQLAlchemy a fifth of the read."""
@@ -438,21 +465,16 @@ def _json_page_query(
         if name == "status":
             column = case(
                 *(
-                    (column == literal_column(str(s.value)), _sql_text(s.name.lower()))
-                    for s in C.VMStatus
+                    (column == literal_column(str(s.value)), _sql_text(name))
+                    for s, name in STATUS_NAMES.items()
                 )
             )
-        elif name == "locked" and dialect == "sqlite":  # kept as 0/1: JSON's own literals
+        elif name == "locked":  # kept as 0/1: JSON's own literals
             column = case(
                 (column, func.json(_sql_text("true"))), else_=func.json(_sql_text("false"))
             )
         pairs += [_sql_text(name), column]
     page_size = bindparam("page_size", type_=Integer)
-    if dialect == "postgresql":
-        objects = func.array_agg(aggregate_order_by(func.json_build_object(*pairs), rows.c.id))
-        array = func.coalesce(func.array_to_json(objects[1:page_size]).cast(Text), _sql_text("[]"))
-        last = func.array_agg(aggregate_order_by(rows.c.id, rows.c.id))[page_size]
-        return select(array, last, func.count())
     # SQLite aggregates the rows in the subquery's order
     whole = select(
         func.json_group_array(func.json_object(*pairs)).label("array"),
