@@ -10,7 +10,7 @@ import contextlib
 from collections.abc import Callable
 
 from sqlalchemy import delete
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session
 
 from baadal import constants as C
 from baadal.config import Settings
@@ -21,7 +21,15 @@ from baadal.errors import ConflictError
 from baadal.monitor import rrd
 from baadal.tasks.registry import TaskContext, TaskResult, handler
 from baadal.vm import network
-from baadal.vm.common import graceful_stop, load_vm, network_lock, set_status, vm_hypervisor
+from baadal.vm.common import (
+    graceful_stop,
+    load_placed_vm,
+    load_vm,
+    network_lock,
+    placed_hypervisor,
+    record_status,
+    vm_hypervisor,
+)
 from baadal.vm.install import free_vm_properties
 
 
@@ -41,9 +49,8 @@ def _power_op(
     """
     try:
         with session_scope(ctx.engine, read=True) as session:
-            vm = load_vm(session, ctx.vm_id, joinedload(VM.host))
-            hv = vm_hypervisor(vm)
-            name, identity = vm.vm_name, vm.vm_identity
+            vm = load_placed_vm(session, ctx.vm_id)
+        hv, name, identity = placed_hypervisor(vm), vm.vm_name, vm.vm_identity
         current = hv.domain_info(identity).status
         if current not in allowed_from and not (ctx.attempt > 1 and current == new_status):
             raise ConflictError(f"{name} is {current.name.lower()}; cannot do this now")
@@ -53,7 +60,7 @@ def _power_op(
         return TaskResult.error(exc, prefix="")
 
     def record(session: Session) -> None:
-        set_status(session, load_vm(session, ctx.vm_id), new_status, ctx.requester_id)
+        record_status(session, ctx.vm_id, new_status, ctx.requester_id)
 
     return TaskResult.success(f"{name} is {done} successfully", record)
 
