@@ -40,6 +40,7 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    literal_column,
     select,
     update,
 )
@@ -113,12 +114,19 @@ def _queued(blocking: str) -> ConflictError:
     return ConflictError(f"a {blocking!r} task for this VM is already queued")
 
 
+def _status_in(column: Any, statuses: Collection[C.TaskStatus]) -> ColumnElement[bool]:
+    """``column IN (1, 5, 2)``, the statuses written into the statement: a bound list
+    is expanded at every execution of the prebuilt statements below, a tenth of their
+    cost."""
+    return column.in_([literal_column(str(int(s)), Integer) for s in statuses])
+
+
 def _blocking_task(task: type[Task] | Any) -> ColumnElement[bool]:
     """An unfinished task of ``task`` (the table or an alias) that blocks a new task of
     type ``:task_type`` for VM ``:vm_id``: one of that type, or a delete."""
     return and_(
         task.vm_id == bindparam("vm_id"),
-        task.status.in_(C.TASK_UNFINISHED),
+        _status_in(task.status, C.TASK_UNFINISHED),
         task.task_type.in_([bindparam("task_type"), C.TaskType.DELETE_VM]),
     )
 
@@ -216,20 +224,20 @@ def _claim_statements(postgres: bool, only: bool) -> tuple[Any, Any, Any]:
         and_(
             earlier.vm_id == candidate.vm_id,
             earlier.id < candidate.id,
-            earlier.status.in_(C.TASK_UNFINISHED),
+            _status_in(earlier.status, C.TASK_UNFINISHED),
         )
     )
     best = (
         select(candidate.id)
         .where(
-            candidate.status.in_(C.TASK_RUNNABLE),
+            _status_in(candidate.status, C.TASK_RUNNABLE),
             candidate.run_after <= bindparam("p_now"),
             candidate.vm_id.is_(None) | ~blocked_by_earlier,
         )
         .order_by(candidate.priority.desc(), candidate.id)
         .limit(bindparam("p_limit"))
     )
-    unfinished = exists().where(Task.status.in_(C.TASK_UNFINISHED))
+    unfinished = exists().where(_status_in(Task.status, C.TASK_UNFINISHED))
     if only:
         best = best.where(candidate.id.in_(bindparam("p_only", expanding=True)))
         unfinished = unfinished.where(Task.id.in_(bindparam("p_only", expanding=True)))
@@ -472,10 +480,18 @@ def _requeue_lost(session: Session, task: Task, message: str, now: datetime) -> 
     wake_workers(session)
 
 
+_EXPIRED = select(Task.id).where(
+    Task.status == C.TaskStatus.PROCESSING, Task.lease_expires_at < bindparam("now")
+)
+
+
 def recover_expired_in(session: Session) -> list[int]:
     """Put tasks whose worker died (lease expired) back in the queue as RETRY, in the
-    caller's transaction."""
+    caller's transaction. Every worker round with housekeeping asks: a prebuilt query
+    first, the rows (locked on PostgreSQL) only when a lease did expire."""
     now = utcnow()
+    if session.connection().execute(_EXPIRED, {"now": now}).first() is None:
+        return []
     query = select(Task).where(Task.status == C.TaskStatus.PROCESSING, Task.lease_expires_at < now)
     if is_postgres(session.get_bind()):
         query = query.with_for_update(skip_locked=True)

@@ -167,18 +167,23 @@ class Worker:
         sync: bool,
     ) -> tuple[list[queue.ClaimedTask], bool]:
         """One transaction: (with ``housekeeping``) the periodic jobs' rows (``sync``: at
-        start), the due jobs and the expired leases, then the claim for the free slots.
+        start), the due jobs and the expired leases, then the claim for the free slots
+        (without housekeeping a plain transaction, no ORM session).
         Each due job then fires in a transaction of its own (rarely any); the queue is
         not done while one did."""
+        if not housekeeping:  # then there are free slots; a plain transaction will do
+            return queue.claim_batch(
+                self.engine, self.worker_id, self.lease_s, free, only=only, idle_check=idle_check
+            )
         now = utcnow()
         with session_scope(self.engine) as session:
-            due = []
-            if housekeeping:
-                if sync:
-                    sync_periodic_jobs_in(session, self.registry.periodic, self.settings)
+            if sync:  # the rows it read tell which jobs are due
+                jobs = sync_periodic_jobs_in(session, self.registry.periodic, self.settings)
+                due = [job for job in jobs.values() if job.next_run_at <= now]
+            else:
                 due = due_jobs(session, now)
-                queue.recover_expired_in(session)
-                session.flush()  # the claim below sees the recovered tasks
+            queue.recover_expired_in(session)
+            session.flush()  # the claim below sees the recovered tasks
             claimed, done = ([], False)
             if free:
                 claimed, done = queue.claim_in(
