@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Insert, bindparam, case, insert, select, update
+from sqlalchemy import ColumnElement, Insert, Select, bindparam, case, insert, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.interfaces import ORMOption
 
@@ -53,22 +53,39 @@ class PlacedVM(NamedTuple):
     host_name: str | None
     host_status: int | None
     libvirt_uri: str | None
+    vnc_port: int | None
 
 
-_PLACED_VM = (
-    select(VM.vm_name, VM.vm_identity, Host.host_name, Host.status, Host.libvirt_uri)
-    .outerjoin(Host, Host.id == VM.host_id)
-    .where(VM.id == bindparam("vm_id"))
-)
+PLACED_VM_COLUMNS = (
+    VM.vm_name, VM.vm_identity, Host.host_name, Host.status, Host.libvirt_uri, VM.vnc_port
+)  # fmt: skip
+
+
+def placed_vm_query(*more: ColumnElement[Any]) -> Select[Any]:
+    """The VM ``:vm_id`` with its host's names (and ``more`` columns after them): a
+    statement to build once (no ORM rows: a handler that acts on a domain needs no
+    more)."""
+    return (
+        select(*PLACED_VM_COLUMNS, *more)
+        .outerjoin(Host, Host.id == VM.host_id)
+        .where(VM.id == bindparam("vm_id"))
+    )
+
+
+_PLACED_VM = placed_vm_query()
+
+
+def find_placed_vm(session: Session, vm_id: int | None) -> PlacedVM | None:
+    row = session.connection().execute(_PLACED_VM, {"vm_id": vm_id}).first()
+    return None if row is None else PlacedVM(*row)
 
 
 def load_placed_vm(session: Session, vm_id: int | None) -> PlacedVM:
-    """The VM's and its host's names in one prebuilt query (no ORM rows: a power
-    operation needs nothing else), or NotFoundError."""
-    row = session.connection().execute(_PLACED_VM, {"vm_id": vm_id}).first()
-    if row is None:
+    """The VM and its host's names in one prebuilt query, or NotFoundError."""
+    vm = find_placed_vm(session, vm_id)
+    if vm is None:
         raise NotFoundError(f"no VM with id {vm_id}")
-    return PlacedVM(*row)
+    return vm
 
 
 def _hypervisor(
