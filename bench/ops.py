@@ -70,7 +70,8 @@ BOOT_TIMEOUT_S = 120
 VM_NAME = "benchops"
 OPS = ("suspend", "resume", "snapshot", "revert", "destroy", "start")
 EXTRA_OPS = ("delete snapshot",)
-Request = Callable[[Session, VM], Task]
+#: a service call on the VM of this id (as the API makes it: by id, the VM not loaded)
+Request = Callable[[Session, int], Task]
 
 
 def run_tasks(engine: Engine, settings: Settings) -> None:
@@ -113,7 +114,7 @@ class Runner:
         started = utcnow()
         t0, cpu0 = time.perf_counter(), time.process_time()
         with session_scope(self.engine) as s:
-            task_id = request(s, s.get(VM, self.vm_id)).id
+            task_id = request(s, self.vm_id).id
         run_tasks(self.engine, self.settings)
         wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         with session_scope(self.engine) as s:
@@ -126,11 +127,11 @@ class Runner:
         self.samples.add(self.samples.cpu, op, cpu)
 
     def baadal_op(self, op: str) -> None:
-        self.baadal(op, lambda s, vm: vms.operate(s, SYSTEM, vm.id, op))
+        self.baadal(op, lambda s, vm_id: vms.operate(s, SYSTEM, vm_id, op))
 
     def baadal_pair(self, pair: tuple[str, str]) -> None:
         if pair == ("snapshot", "revert"):
-            self.baadal("snapshot", lambda s, vm: vms.request_snapshot(s, SYSTEM, vm.id))
+            self.baadal("snapshot", lambda s, vm_id: vms.request_snapshot(s, SYSTEM, vm_id))
             with session_scope(self.engine) as s:
                 self.baadal_snap = s.scalar(
                     select(Snapshot.id)
@@ -138,7 +139,7 @@ class Runner:
                     .order_by(Snapshot.id.desc())
                 )
             self.baadal(
-                "revert", lambda s, vm: vms.request_revert(s, SYSTEM, vm.id, self.baadal_snap)
+                "revert", lambda s, vm_id: vms.request_revert(s, SYSTEM, vm_id, self.baadal_snap)
             )
             self.baadal_delete_snapshot()
             return
@@ -150,7 +151,7 @@ class Runner:
     def baadal_delete_snapshot(self) -> None:
         snap = self.baadal_snap
         self.baadal(
-            "delete snapshot", lambda s, vm: vms.request_delete_snapshot(s, SYSTEM, vm.id, snap)
+            "delete snapshot", lambda s, vm_id: vms.request_delete_snapshot(s, SYSTEM, vm_id, snap)
         )
 
     # -- direct libvirt ----------------------------------------------------------------

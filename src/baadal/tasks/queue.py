@@ -33,6 +33,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Integer,
+    Row,
     and_,
     any_,
     bindparam,
@@ -69,6 +70,8 @@ class ClaimedTask:
     #: runs of this task whose worker was lost, since it was queued or last retried
     lost_attempts: int
     event_id: int
+    #: the row of its handler's ``reads`` (read by the worker in the claim's transaction)
+    read: Row[Any] | None = None
 
 
 def _vm_name(session: Session, vm_id: int | None) -> str:

@@ -8,18 +8,31 @@ import time
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Insert, Select, bindparam, case, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Executable,
+    Insert,
+    Row,
+    Select,
+    bindparam,
+    case,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.interfaces import ORMOption
 
 from baadal import constants as C
 from baadal.config import Settings
 from baadal.db.models import VM, Host, VMEventLog
+from baadal.db.session import session_scope
 from baadal.drivers import hypervisor_for
 from baadal.drivers.base import Hypervisor
 from baadal.errors import ConflictError, NotFoundError
 from baadal.filelock import flocked
 from baadal.home import secure_home
+from baadal.tasks.registry import TaskContext
 from baadal.timeutil import utcnow
 
 STOP_POLL_S = 0.5
@@ -72,20 +85,31 @@ def placed_vm_query(*more: ColumnElement[Any]) -> Select[Any]:
     )
 
 
-_PLACED_VM = placed_vm_query()
+#: a handler's ``reads`` for :func:`claimed_vm`
+PLACED_VM = placed_vm_query()
 
 
 def find_placed_vm(session: Session, vm_id: int | None) -> PlacedVM | None:
-    row = session.connection().execute(_PLACED_VM, {"vm_id": vm_id}).first()
+    row = session.connection().execute(PLACED_VM, {"vm_id": vm_id}).first()
     return None if row is None else PlacedVM(*row)
 
 
-def load_placed_vm(session: Session, vm_id: int | None) -> PlacedVM:
-    """The VM and its host's names in one prebuilt query, or NotFoundError."""
-    vm = find_placed_vm(session, vm_id)
-    if vm is None:
-        raise NotFoundError(f"no VM with id {vm_id}")
-    return vm
+def claimed_row(ctx: TaskContext[Any], query: Executable, **values: object) -> Row[Any]:
+    """The row of the handler's ``reads`` (``query``): the one the claim read, or (not
+    claimed by a worker, or no row then) read now; NotFoundError when the VM is gone."""
+    row = ctx.read
+    if row is None:
+        with session_scope(ctx.engine, read=True) as session:
+            bound = {"vm_id": ctx.vm_id, **values}
+            row = session.connection().execute(query, bound).first()
+    if row is None:
+        raise NotFoundError(f"no VM with id {ctx.vm_id}")
+    return row
+
+
+def claimed_vm(ctx: TaskContext[Any]) -> PlacedVM:
+    """The task's VM and its host's names, for a handler that ``reads=PLACED_VM``."""
+    return PlacedVM(*claimed_row(ctx, PLACED_VM))
 
 
 def _hypervisor(
@@ -166,9 +190,11 @@ def record_status(
     """:func:`set_status` without loading the VM: two prebuilt statements, for the end
     of a task (its event row first, while the row still has the old status)."""
     conn = session.connection()
-    values = {"vm_id": vm_id, "status": int(status), "attribute": "status", "new": status.name,
+    values = {"vm_id": vm_id, "status": int(status)}
+    logged = {**values, "attribute": "status", "new": status.name,
               "requester_id": requester_id, "now": utcnow()}  # fmt: skip
-    conn.execute(_LOG_STATUS, values)
+    conn.execute(_LOG_STATUS, logged)
+    # only its own names: an UPDATE sets every column named in its values
     if conn.execute(_SET_STATUS, values).rowcount != 1:
         raise NotFoundError(f"no VM with id {vm_id}")
 

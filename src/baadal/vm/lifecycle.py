@@ -22,8 +22,9 @@ from baadal.monitor import rrd
 from baadal.tasks.registry import TaskContext, TaskResult, handler
 from baadal.vm import network
 from baadal.vm.common import (
+    PLACED_VM,
+    claimed_vm,
     graceful_stop,
-    load_placed_vm,
     load_vm,
     network_lock,
     placed_hypervisor,
@@ -48,8 +49,7 @@ def _power_op(
     state the operation makes has nothing left to do but record it.
     """
     try:
-        with session_scope(ctx.engine, read=True) as session:
-            vm = load_placed_vm(session, ctx.vm_id)
+        vm = claimed_vm(ctx)
         hv, name, identity = placed_hypervisor(vm), vm.vm_name, vm.vm_identity
         current = hv.domain_info(identity).status
         if current not in allowed_from and not (ctx.attempt > 1 and current == new_status):
@@ -65,7 +65,7 @@ def _power_op(
     return TaskResult.success(f"{name} is {done} successfully", record)
 
 
-@handler(C.TaskType.START_VM)
+@handler(C.TaskType.START_VM, reads=PLACED_VM)
 def start(ctx: TaskContext) -> TaskResult:
     return _power_op(
         ctx,
@@ -76,7 +76,7 @@ def start(ctx: TaskContext) -> TaskResult:
     )
 
 
-@handler(C.TaskType.SUSPEND_VM)
+@handler(C.TaskType.SUSPEND_VM, reads=PLACED_VM)
 def suspend(ctx: TaskContext) -> TaskResult:
     return _power_op(
         ctx,
@@ -87,7 +87,7 @@ def suspend(ctx: TaskContext) -> TaskResult:
     )
 
 
-@handler(C.TaskType.RESUME_VM)
+@handler(C.TaskType.RESUME_VM, reads=PLACED_VM)
 def resume(ctx: TaskContext) -> TaskResult:
     return _power_op(
         ctx,
@@ -98,7 +98,7 @@ def resume(ctx: TaskContext) -> TaskResult:
     )
 
 
-@handler(C.TaskType.DESTROY_VM)
+@handler(C.TaskType.DESTROY_VM, reads=PLACED_VM)
 def destroy(ctx: TaskContext) -> TaskResult:
     """Hard power off."""
     return _power_op(
@@ -110,7 +110,7 @@ def destroy(ctx: TaskContext) -> TaskResult:
     )
 
 
-@handler(C.TaskType.STOP_VM)
+@handler(C.TaskType.STOP_VM, reads=PLACED_VM)
 def stop(ctx: TaskContext) -> TaskResult:
     return _power_op(
         ctx,

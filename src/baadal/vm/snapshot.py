@@ -9,9 +9,9 @@ a useless snapshot); that rule is the ``general.snapshot_requires_ping`` setting
 from __future__ import annotations
 
 import contextlib
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, bindparam, delete, func, insert, select
+from sqlalchemy import Engine, Row, bindparam, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from baadal import constants as C
@@ -27,6 +27,7 @@ from baadal.timeutil import utcnow
 from baadal.vm import console
 from baadal.vm.common import (
     PlacedVM,
+    claimed_row,
     placed_hypervisor,
     placed_vm_query,
     record_event,
@@ -57,24 +58,22 @@ def vm_has_snapshots(session: Session, vm_id: int) -> bool:
     return session.scalar(select(Snapshot.id).where(Snapshot.vm_id == vm_id).limit(1)) is not None
 
 
-def user_snapshot_count(session: Session, vm_id: int) -> int:
-    return (
-        session.scalar(
-            select(func.count())
-            .select_from(Snapshot)
-            .where(Snapshot.vm_id == vm_id, Snapshot.type == C.SnapshotType.USER)
-        )
-        or 0
-    )
-
-
+_USER_SNAPSHOTS_OF = (
+    select(func.count())
+    .select_from(Snapshot)
+    .where(Snapshot.vm_id == bindparam("vm_id"), Snapshot.type == C.SnapshotType.USER)
+)
 SNAPSHOT_LIMIT_REACHED = (
     f"a VM can have at most {C.USER_SNAPSHOT_LIMIT} snapshots; delete one first"
 )
 
 
 def check_user_snapshot_limit(session: Session, vm_id: int) -> None:
-    if user_snapshot_count(session, vm_id) >= C.USER_SNAPSHOT_LIMIT:
+    """A prebuilt count (every snapshot request asks), after the session's own changes."""
+    session.flush()
+    if session.connection().execute(_USER_SNAPSHOTS_OF, {"vm_id": vm_id}).scalar_one() >= (
+        C.USER_SNAPSHOT_LIMIT
+    ):
         raise ConflictError(SNAPSHOT_LIMIT_REACHED)
 
 
@@ -107,17 +106,22 @@ _OF_KIND = select(Snapshot.id, Snapshot.snapshot_name).where(
 _INSERT = insert(Snapshot.__table__)
 
 
-def _source(engine: Engine, vm_id: int, kind: C.SnapshotType) -> _Source:
-    with session_scope(engine, read=True) as session:
-        conn = session.connection()
-        row = conn.execute(_SOURCE, {"vm_id": vm_id}).first()
-        if row is None:
-            raise NotFoundError(f"no VM with id {vm_id}")
-        replaced = []
-        if kind in SCHEDULED_KINDS.values():
-            replaced = [(i, n) for i, n in conn.execute(_OF_KIND, {"vm_id": vm_id, "kind": kind})]
+def _source(
+    engine: Engine, vm_id: int, kind: C.SnapshotType, row: Row[Any] | None = None
+) -> _Source:
+    """What taking a snapshot needs; ``row``: the VM's row of ``_SOURCE`` if read already."""
+    replaced: list[tuple[int, str]] = []
+    if row is None or kind in SCHEDULED_KINDS.values():
+        with session_scope(engine, read=True) as session:
+            conn = session.connection()
+            row = row or conn.execute(_SOURCE, {"vm_id": vm_id}).first()
+            if kind in SCHEDULED_KINDS.values():
+                of_kind = conn.execute(_OF_KIND, {"vm_id": vm_id, "kind": kind})
+                replaced = [(i, n) for i, n in of_kind]
+    if row is None:
+        raise NotFoundError(f"no VM with id {vm_id}")
     placed = len(PlacedVM._fields)
-    return _Source(PlacedVM(*row[:placed]), *row[placed:], replaced)  # type: ignore[arg-type]
+    return _Source(PlacedVM(*row[:placed]), *row[placed:], replaced)
 
 
 def take_snapshot(engine: Engine, vm_id: int, kind: C.SnapshotType) -> str:
@@ -146,12 +150,12 @@ def _take(engine: Engine, vm_id: int, kind: C.SnapshotType, source: _Source) -> 
     return name
 
 
-@handler(C.TaskType.SNAPSHOT_VM)
+@handler(C.TaskType.SNAPSHOT_VM, reads=_SOURCE)
 def snapshot(ctx: TaskContext[SnapshotVMParams]) -> TaskResult:
     """The 'Snapshot VM' handler."""
     kind = ctx.params.snapshot_type
     try:
-        source = _source(ctx.engine, ctx.vm_id, kind)  # type: ignore[arg-type]
+        source = _source(ctx.engine, ctx.vm_id, kind, ctx.read)  # type: ignore[arg-type]
         if kind == C.SnapshotType.USER and source.user_snapshots >= C.USER_SNAPSHOT_LIMIT:
             raise ConflictError(SNAPSHOT_LIMIT_REACHED)
         hv, ip = placed_hypervisor(source.vm), source.private_ip
@@ -176,23 +180,16 @@ _SNAPSHOT = placed_vm_query(
 
 
 def _read_snapshot(ctx: TaskContext[SnapshotIdParams]) -> tuple[PlacedVM, Hypervisor, str]:
-    """(the VM, its hypervisor, the snapshot's name) in one prebuilt query."""
+    """(the VM, its hypervisor, the snapshot's name): the claim's row of ``_SNAPSHOT``."""
     snapshot_id = ctx.params.snapshot_id
-    with session_scope(ctx.engine, read=True) as session:
-        row = (
-            session.connection()
-            .execute(_SNAPSHOT, {"vm_id": ctx.vm_id, "snapshot_id": snapshot_id})
-            .first()
-        )
-    if row is None:
-        raise NotFoundError(f"no VM with id {ctx.vm_id}")
+    row = claimed_row(ctx, _SNAPSHOT, snapshot_id=snapshot_id)
     vm, name = PlacedVM(*row[:-1]), row[-1]
     if name is None:
         raise NotFoundError(f"no snapshot {snapshot_id} for this VM")
     return vm, placed_hypervisor(vm), name
 
 
-@handler(C.TaskType.REVERT_TO_SNAPSHOT)
+@handler(C.TaskType.REVERT_TO_SNAPSHOT, reads=_SNAPSHOT)
 def revert(ctx: TaskContext[SnapshotIdParams]) -> TaskResult:
     """The 'Revert to Snapshot' handler."""
     try:
@@ -212,7 +209,7 @@ def revert(ctx: TaskContext[SnapshotIdParams]) -> TaskResult:
     return TaskResult.success(REVERT_SUCCESS, record)
 
 
-@handler(C.TaskType.DELETE_SNAPSHOT)
+@handler(C.TaskType.DELETE_SNAPSHOT, reads=_SNAPSHOT)
 def delete_snapshot(ctx: TaskContext[SnapshotIdParams]) -> TaskResult:
     """The 'Delete Snapshot' handler."""
     snap_id = ctx.params.snapshot_id
