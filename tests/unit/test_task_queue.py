@@ -305,6 +305,25 @@ def test_a_job_switched_off_stops_firing(sqlite_engine: Engine, settings: Settin
         assert s.get(PeriodicJob, H.TICK_JOB) is None
 
 
+def test_a_starting_worker_fires_the_jobs_due_from_the_rows_it_synced(
+    sqlite_engine: Engine, settings: Settings
+) -> None:
+    """At its start a worker learns the due jobs from the rows its sync read (no second
+    query): a job overdue since before the start fires once, a new one waits."""
+    settings.scheduler.extra[H.TICK_JOB] = 60
+    sync_periodic_jobs(sqlite_engine, {H.TICK_JOB: REGISTRY.periodic[H.TICK_JOB]}, settings)
+    overdue = utcnow() - timedelta(seconds=1)
+    with session_scope(sqlite_engine) as s:
+        s.execute(update(PeriodicJob).values(next_run_at=overdue))
+    Worker(sqlite_engine, settings, worker_id="w").run(until_idle=True)
+    Worker(sqlite_engine, settings, worker_id="w").run(until_idle=True)
+    with session_scope(sqlite_engine) as s:
+        fired = s.scalars(select(Task).where(Task.periodic_key.is_not(None))).all()
+        assert [t.periodic_key for t in fired] == [f"{H.TICK_JOB}@{overdue.isoformat()}"]
+        assert fired[0].status == C.TaskStatus.SUCCESS
+        assert s.get(PeriodicJob, H.TICK_JOB).next_run_at > utcnow()
+
+
 def test_next_slot_is_on_the_grid() -> None:
     due = utcnow()
     assert _next_slot(due, 10, due) == due + timedelta(seconds=10)

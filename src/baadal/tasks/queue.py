@@ -483,9 +483,8 @@ def _requeue_lost(session: Session, task: Task, message: str, now: datetime) -> 
     wake_workers(session)
 
 
-_EXPIRED = select(Task.id).where(
-    Task.status == C.TaskStatus.PROCESSING, Task.lease_expires_at < bindparam("now")
-)
+_LEASE_EXPIRED = (Task.status == C.TaskStatus.PROCESSING, Task.lease_expires_at < bindparam("now"))
+_EXPIRED = select(Task.id).where(*_LEASE_EXPIRED)
 
 
 def recover_expired_in(session: Session) -> list[int]:
@@ -495,11 +494,11 @@ def recover_expired_in(session: Session) -> list[int]:
     now = utcnow()
     if session.connection().execute(_EXPIRED, {"now": now}).first() is None:
         return []
-    query = select(Task).where(Task.status == C.TaskStatus.PROCESSING, Task.lease_expires_at < now)
+    query = select(Task).where(*_LEASE_EXPIRED)
     if is_postgres(session.get_bind()):
         query = query.with_for_update(skip_locked=True)
     recovered = []
-    for task in session.scalars(query):
+    for task in session.scalars(query, {"now": now}):
         _requeue_lost(
             session, task, f"worker {task.lease_owner} lost the task (lease expired)", now
         )
