@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, Row, bindparam, delete, func, insert, select
+from sqlalchemy import ColumnElement, Engine, Row, Select, bindparam, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from baadal import constants as C
@@ -58,11 +58,16 @@ def vm_has_snapshots(session: Session, vm_id: int) -> bool:
     return session.scalar(select(Snapshot.id).where(Snapshot.vm_id == vm_id).limit(1)) is not None
 
 
-_USER_SNAPSHOTS_OF = (
-    select(func.count())
-    .select_from(Snapshot)
-    .where(Snapshot.vm_id == bindparam("vm_id"), Snapshot.type == C.SnapshotType.USER)
-)
+def _user_snapshots_of(vm_id: ColumnElement[Any]) -> Select[Any]:
+    """How many user snapshots the VM ``vm_id`` (a bound id, or the VM row's) has."""
+    return (
+        select(func.count())
+        .select_from(Snapshot)
+        .where(Snapshot.vm_id == vm_id, Snapshot.type == C.SnapshotType.USER)
+    )
+
+
+_USER_SNAPSHOTS_OF = _user_snapshots_of(bindparam("vm_id"))
 SNAPSHOT_LIMIT_REACHED = (
     f"a VM can have at most {C.USER_SNAPSHOT_LIMIT} snapshots; delete one first"
 )
@@ -92,14 +97,9 @@ class _Source(NamedTuple):
     replaced: list[tuple[int, str]]
 
 
-_USER_SNAPSHOTS = (
-    select(func.count())
-    .where(Snapshot.vm_id == VM.id, Snapshot.type == C.SnapshotType.USER)
-    .scalar_subquery()
-)
-_SOURCE = placed_vm_query(VM.datastore_id, PrivateIpPool.private_ip, _USER_SNAPSHOTS).outerjoin(
-    PrivateIpPool, PrivateIpPool.id == VM.private_ip_id
-)
+_SOURCE = placed_vm_query(
+    VM.datastore_id, PrivateIpPool.private_ip, _user_snapshots_of(VM.id).scalar_subquery()
+).outerjoin(PrivateIpPool, PrivateIpPool.id == VM.private_ip_id)
 _OF_KIND = select(Snapshot.id, Snapshot.snapshot_name).where(
     Snapshot.vm_id == bindparam("vm_id"), Snapshot.type == bindparam("kind")
 )
