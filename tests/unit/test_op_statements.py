@@ -178,3 +178,35 @@ def test_a_handler_run_without_a_claim_reads_its_vm_itself(
     assert [s.split()[0] for s in seen] == ["BEGIN", "SELECT"]
     missing = TaskContext(**{**ctx.__dict__, "vm_id": vm_id + 1000})
     assert "no VM with id" in lifecycle.resume(missing).message
+
+
+def test_vm_operations_with_their_reads_in_the_claim_on_both_databases(
+    engine: Engine, op_settings: Settings, tmp_path: Path
+) -> None:
+    """The claim's reads and the plain outcome statements (typed on PostgreSQL): a
+    suspend, a snapshot, a revert to it and its deletion end SUCCESS with their rows."""
+    make_cloud(engine, op_settings, tmp_path, [fake_host_uri(tmp_path, "h1")])
+    with session_scope(engine) as s:
+        vm_id = vms.request_vm(
+            s, SYSTEM, op_settings, vm_name="ops", template="tiny", ram_mb=256, vcpus=1,
+            security_domain="research",
+        ).vm_id  # fmt: skip
+    _run(engine, op_settings)
+    _cost(engine, op_settings, lambda s: vms.operate(s, SYSTEM, vm_id, "suspend"))
+    _cost(engine, op_settings, lambda s: vms.request_snapshot(s, SYSTEM, vm_id))
+    snap = _last_snapshot(engine, vm_id)
+    _cost(engine, op_settings, lambda s: vms.request_revert(s, SYSTEM, vm_id, snap))
+    _cost(engine, op_settings, lambda s: vms.request_delete_snapshot(s, SYSTEM, vm_id, snap))
+    with session_scope(engine) as s:
+        assert s.get(VM, vm_id).status == C.VMStatus.SUSPENDED  # the snapshot's state
+        assert s.scalars(select(Snapshot).where(Snapshot.vm_id == vm_id)).all() == []
+        events = s.execute(
+            select(VMEventLog.attribute, VMEventLog.old_value, VMEventLog.new_value)
+            .where(VMEventLog.vm_id == vm_id)
+            .order_by(VMEventLog.id)
+        ).all()
+    assert events[-3:] == [
+        ("status", "RUNNING", "SUSPENDED"),
+        ("snapshot", None, events[-1][2]),
+        ("revert", None, events[-1][2]),
+    ]

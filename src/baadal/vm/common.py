@@ -180,7 +180,10 @@ def _event_insert(old_value: ColumnElement[Any], *when: ColumnElement[bool]) -> 
 _STATUS_NAME = case({int(s): s.name for s in C.VMStatus}, value=VM.status)
 #: the status change's event row, written only when the status changes
 _LOG_STATUS = _event_insert(_STATUS_NAME, VM.status != bindparam("status"))
-_LOG_EVENT = _event_insert(bindparam("old", type_=VMEventLog.__table__.c.old_value.type))
+#: RETURNING: an INSERT ... SELECT's row count is not reported on PostgreSQL (psycopg)
+_LOG_EVENT = _event_insert(bindparam("old", type_=VMEventLog.__table__.c.old_value.type)).returning(
+    VMEventLog.__table__.c.id
+)
 _SET_STATUS = update(VM).where(VM.id == bindparam("vm_id")).values(status=bindparam("status"))
 
 
@@ -206,7 +209,7 @@ def record_event(
     statement."""
     values = {"vm_id": vm_id, "attribute": attribute, "old": None, "new": new[:255],
               "requester_id": requester_id, "now": utcnow()}  # fmt: skip
-    if session.connection().execute(_LOG_EVENT, values).rowcount != 1:
+    if session.connection().execute(_LOG_EVENT, values).first() is None:
         raise NotFoundError(f"no VM with id {vm_id}")
 
 
