@@ -60,14 +60,44 @@ def test_enqueue_is_part_of_the_callers_transaction(sqlite_engine: Engine) -> No
         }
 
 
-def test_same_vm_task_or_queued_delete_is_refused(sqlite_engine: Engine) -> None:
-    _enqueue(sqlite_engine, C.TaskType.START_VM, vm_id=1)
-    with pytest.raises(ConflictError, match="already queued"):
-        _enqueue(sqlite_engine, C.TaskType.START_VM, vm_id=1)
-    _enqueue(sqlite_engine, C.TaskType.DELETE_VM, vm_id=1)
-    with pytest.raises(ConflictError, match="Delete VM"):
-        _enqueue(sqlite_engine, C.TaskType.SUSPEND_VM, vm_id=1)
-    _enqueue(sqlite_engine, C.TaskType.START_VM, vm_id=2)  # other VMs are not affected
+def _rows(engine: Engine) -> tuple[int | None, int | None]:
+    with session_scope(engine) as s:
+        return (
+            s.scalar(select(func.count()).select_from(Task)),
+            s.scalar(select(func.count()).select_from(TaskEvent)),
+        )
+
+
+def test_same_vm_task_or_queued_delete_is_refused(engine: Engine) -> None:
+    """The duplicate check is part of the task's INSERT (on PostgreSQL its values are
+    typed casts): a refusal writes no task and no history row."""
+    _enqueue(engine, C.TaskType.START_VM, vm_id=1)
+    before = _rows(engine)
+    with pytest.raises(ConflictError, match="'Start VM' task for this VM is already queued"):
+        _enqueue(engine, C.TaskType.START_VM, vm_id=1)
+    assert _rows(engine) == before
+    _enqueue(engine, C.TaskType.DELETE_VM, vm_id=1)
+    with pytest.raises(ConflictError, match="'Delete VM' task for this VM is already queued"):
+        _enqueue(engine, C.TaskType.SUSPEND_VM, vm_id=1)
+    _enqueue(engine, C.TaskType.START_VM, vm_id=2)  # other VMs are not affected
+    _enqueue(engine, C.TaskType.SNAPSHOT_VM, vm_id=1, allow_duplicate=True)
+    assert _rows(engine) == (4, 4)
+
+
+def test_the_task_enqueue_returns_is_loaded_as_written(sqlite_engine: Engine) -> None:
+    """Written with plain statements, yet an ordinary loaded row of the session: its
+    values need no query, and a change to it is flushed as for any loaded row."""
+    with session_scope(sqlite_engine) as s:
+        task = queue.enqueue(s, H.ECHO, vm_id=3, parameters={"message": "hi"}, requester_id=2)
+        assert task in s and task not in s.new and not s.dirty
+        task.priority = int(C.TaskPriority.URGENT)
+    values = {c.key: getattr(task, c.key) for c in Task.__table__.columns}  # detached
+    with session_scope(sqlite_engine) as s:
+        assert {c.key: getattr(s.get(Task, task.id), c.key) for c in Task.__table__.columns} == (
+            values
+        )
+    assert values["status"] == C.TaskStatus.PENDING and values["vm_id"] == 3
+    assert values["priority"] == C.TaskPriority.URGENT and values["requester_id"] == 2
 
 
 def test_claim_order_priority_then_age_and_one_task_per_vm(sqlite_engine: Engine) -> None:
@@ -273,6 +303,25 @@ def test_a_job_switched_off_stops_firing(sqlite_engine: Engine, settings: Settin
     assert fire_due_jobs(sqlite_engine, utcnow() + timedelta(hours=1)) == []
     with session_scope(sqlite_engine) as s:
         assert s.get(PeriodicJob, H.TICK_JOB) is None
+
+
+def test_a_starting_worker_fires_the_jobs_due_from_the_rows_it_synced(
+    sqlite_engine: Engine, settings: Settings
+) -> None:
+    """At its start a worker learns the due jobs from the rows its sync read (no second
+    query): a job overdue since before the start fires once, a new one waits."""
+    settings.scheduler.extra[H.TICK_JOB] = 60
+    sync_periodic_jobs(sqlite_engine, {H.TICK_JOB: REGISTRY.periodic[H.TICK_JOB]}, settings)
+    overdue = utcnow() - timedelta(seconds=1)
+    with session_scope(sqlite_engine) as s:
+        s.execute(update(PeriodicJob).values(next_run_at=overdue))
+    Worker(sqlite_engine, settings, worker_id="w").run(until_idle=True)
+    Worker(sqlite_engine, settings, worker_id="w").run(until_idle=True)
+    with session_scope(sqlite_engine) as s:
+        fired = s.scalars(select(Task).where(Task.periodic_key.is_not(None))).all()
+        assert [t.periodic_key for t in fired] == [f"{H.TICK_JOB}@{overdue.isoformat()}"]
+        assert fired[0].status == C.TaskStatus.SUCCESS
+        assert s.get(PeriodicJob, H.TICK_JOB).next_run_at > utcnow()
 
 
 def test_next_slot_is_on_the_grid() -> None:

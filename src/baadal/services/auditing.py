@@ -60,6 +60,7 @@ REFUSED = "refused: "
 OUTCOME_MAX = 1000
 _NAME_MAX = 255
 _PENDING = "baadal_audit_refusals"
+_INSERT = insert(AuditLog.__table__)
 
 #: the name column of each kind of object an entry may point at
 _NAMES: dict[type[Base], tuple[str, str]] = {
@@ -205,7 +206,7 @@ def _write_apart(engine: Engine, rows: list[dict[str, Any]]) -> None:
     caller's outcome, not the log's, is what the person must hear)."""
     try:
         with engine.begin() as conn:
-            conn.execute(insert(AuditLog), rows)
+            conn.execute(_INSERT, rows)
     except Exception as exc:  # the audit log must not hide what happened
         log.error("could not write %d audit entries: %s", len(rows), exc)
 
@@ -224,8 +225,8 @@ def succeeded(where: object, actor: Actor, call: Call, result: object) -> None:
     if not call.changes:
         return
     row = _values(actor, call, OK, result)
-    if isinstance(where, Session):
-        where.add(AuditLog(**row))
+    if isinstance(where, Session):  # a plain INSERT: an ORM row would cost a flush
+        where.connection().execute(_INSERT, row)
     elif isinstance(where, Engine | Settings):
         _write_apart(_engine_of(where), [row])
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, select, true
+from sqlalchemy import ColumnElement, bindparam, select, true
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from baadal.db.models import VM, Base, Datastore, Host, SecurityDomain, Snapshot, Template
@@ -72,7 +72,7 @@ def vm(session: Session, name_or_id: str | int, prefer: ColumnElement[bool] | No
     the one matching ``prefer`` (the actor's own) wins if it is the only one."""
     text = str(name_or_id)
     row_id = parse_row_id(text)
-    row = session.get(VM, row_id) if row_id is not None else None
+    row = _vm_by_id(session, row_id) if row_id is not None else None
     if row is None:
         row = session.scalar(select(VM).where(VM.vm_identity == text))
     if row is None:
@@ -89,6 +89,18 @@ def vm(session: Session, name_or_id: str | int, prefer: ColumnElement[bool] | No
         raise NotFoundError(f"no VM {text!r}")
     auditing.found(row)
     return row
+
+
+_VM_BY_ID = select(VM).where(VM.id == bindparam("vm_id"))
+
+
+def _vm_by_id(session: Session, vm_id: int) -> VM | None:
+    """``session.get(VM, vm_id)`` with a prebuilt statement (every VM operation by id
+    loads its VM: get builds its query per call, at twice the cost of loading the row)."""
+    row = session.identity_map.get(session.identity_key(VM, vm_id))
+    if row is None:
+        row = session.execute(_VM_BY_ID, {"vm_id": vm_id}).scalar()
+    return row  # type: ignore[no-any-return]
 
 
 def snapshot(session: Session, vm_row: VM, snapshot_ref: str | int) -> Snapshot:

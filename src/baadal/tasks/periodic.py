@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -26,38 +27,52 @@ from baadal.tasks.queue import enqueue
 from baadal.timeutil import utcnow
 
 
+class JobRow(NamedTuple):
+    """A ``periodic_job`` row as plain values."""
+
+    name: str
+    task_type: str
+    interval_s: float
+    next_run_at: datetime
+    last_run_at: datetime | None
+
+
+_JOBS = select(*(PeriodicJob.__table__.c[name] for name in JobRow._fields))
+
+
 def sync_periodic_jobs(engine: Engine, jobs: dict[str, str], settings: Settings) -> list[str]:
-    """Create or update rows for the registered jobs that have an interval configured."""
+    """Create or update rows for the registered jobs that have an interval configured;
+    their names."""
     with session_scope(engine) as session:
-        return sync_periodic_jobs_in(session, jobs, settings)
+        rows = sync_periodic_jobs_in(session, jobs, settings)
+    return [name for name in sorted(jobs) if name in rows]
 
 
-def sync_periodic_jobs_in(session: Session, jobs: dict[str, str], settings: Settings) -> list[str]:
+def sync_periodic_jobs_in(
+    session: Session, jobs: dict[str, str], settings: Settings
+) -> dict[str, JobRow]:
     """:func:`sync_periodic_jobs` in the caller's transaction; reads plain rows and
     writes only what differs (every worker start, and every command that runs a Worker,
-    pays for it)."""
-    scheduled = []
+    pays for it). Every row of the table as it stands now, by name (a job another
+    worker created meanwhile left out), so the caller knows the due jobs without
+    asking again."""
     table = PeriodicJob.__table__
-    rows = {row.name: row for row in session.execute(select(table))}
+    rows = {row.name: JobRow(*row) for row in session.connection().execute(_JOBS)}
     for name, task_type in sorted(jobs.items()):
         interval = settings.job_interval(name)
         row = rows.get(name)
         if not interval or interval <= 0:
             if row is not None:  # switched off: it must stop firing
                 session.execute(delete(table).where(table.c.name == name))
+                del rows[name]
             continue
         if row is None:
             # several workers start at once: the first insert wins, the others skip
+            new = JobRow(name, task_type, interval, utcnow() + timedelta(seconds=interval), None)
             try:
                 with session.begin_nested():
-                    session.execute(
-                        insert(table).values(
-                            name=name,
-                            task_type=task_type,
-                            interval_s=interval,
-                            next_run_at=utcnow() + timedelta(seconds=interval),
-                        )
-                    )
+                    session.execute(insert(table).values(new._asdict()))
+                rows[name] = new
             except IntegrityError:
                 pass
         elif row.interval_s != interval or row.task_type != task_type:
@@ -68,8 +83,10 @@ def sync_periodic_jobs_in(session: Session, jobs: dict[str, str], settings: Sett
                 .where(table.c.name == name)
                 .values(interval_s=interval, task_type=task_type, next_run_at=next_run_at)
             )
-        scheduled.append(name)
-    return scheduled
+            rows[name] = row._replace(
+                interval_s=interval, task_type=task_type, next_run_at=next_run_at
+            )
+    return rows
 
 
 def _next_slot(due: datetime, interval_s: float, now: datetime) -> datetime:
@@ -78,16 +95,16 @@ def _next_slot(due: datetime, interval_s: float, now: datetime) -> datetime:
     return due + timedelta(seconds=periods * interval_s)
 
 
-def due_jobs(session: Session, now: datetime) -> list[PeriodicJob]:
-    """The jobs due at ``now`` (detached: :func:`fire_job` takes each in its own
-    transaction)."""
-    due = list(session.scalars(select(PeriodicJob).where(PeriodicJob.next_run_at <= now)))
-    for job in due:
-        session.expunge(job)
-    return due
+_DUE = _JOBS.where(PeriodicJob.__table__.c.next_run_at <= bindparam("now"))
 
 
-def fire_job(engine: Engine, job: PeriodicJob, now: datetime) -> int | None:
+def due_jobs(session: Session, now: datetime) -> list[JobRow]:
+    """The jobs due at ``now``, as plain rows (:func:`fire_job` takes each in its own
+    transaction); a prebuilt statement: every worker round with housekeeping runs it."""
+    return [JobRow(*row) for row in session.connection().execute(_DUE, {"now": now})]
+
+
+def fire_job(engine: Engine, job: JobRow, now: datetime) -> int | None:
     """Enqueue the due ``job``'s task unless another worker fired it first; the id of
     the task this caller created, or None."""
     with session_scope(engine) as session:

@@ -33,6 +33,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Integer,
+    Row,
     and_,
     any_,
     bindparam,
@@ -40,10 +41,11 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    literal_column,
     select,
     update,
 )
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session, aliased, make_transient_to_detached
 
 from baadal import constants as C
 from baadal.db.models import VM, Task, TaskEvent
@@ -68,6 +70,8 @@ class ClaimedTask:
     #: runs of this task whose worker was lost, since it was queued or last retried
     lost_attempts: int
     event_id: int
+    #: the row of its handler's ``reads`` (read by the worker in the claim's transaction)
+    read: Row[Any] | None = None
 
 
 def _vm_name(session: Session, vm_id: int | None) -> str:
@@ -102,17 +106,55 @@ def _latest_event(session: Session, task_id: int) -> TaskEvent | None:
 
 def check_not_queued(session: Session, vm_id: int, task_type: str) -> None:
     """Upstream rule: refuse a VM task if the same type is queued or a delete is."""
-    blocking = session.scalar(
-        select(Task.task_type)
-        .where(
-            Task.vm_id == vm_id,
-            Task.status.in_(C.TASK_UNFINISHED),
-            Task.task_type.in_([task_type, C.TaskType.DELETE_VM]),
-        )
-        .limit(1)
+    blocking = (
+        session.connection().execute(_BLOCKING, {"vm_id": vm_id, "task_type": task_type}).scalar()
     )
     if blocking is not None:
-        raise ConflictError(f"a {blocking!r} task for this VM is already queued")
+        raise _queued(blocking)
+
+
+def _queued(blocking: str) -> ConflictError:
+    return ConflictError(f"a {blocking!r} task for this VM is already queued")
+
+
+def _status_in(column: Any, statuses: Collection[C.TaskStatus]) -> ColumnElement[bool]:
+    """``column IN (1, 5, 2)``, the statuses written into the statement: a bound list
+    is expanded at every execution of the prebuilt statements below, a tenth of their
+    cost."""
+    return column.in_([literal_column(str(int(s)), Integer) for s in statuses])
+
+
+def _blocking_task(task: type[Task] | Any) -> ColumnElement[bool]:
+    """An unfinished task of ``task`` (the table or an alias) that blocks a new task of
+    type ``:task_type`` for VM ``:vm_id``: one of that type, or a delete."""
+    return and_(
+        task.vm_id == bindparam("vm_id"),
+        _status_in(task.status, C.TASK_UNFINISHED),
+        task.task_type.in_([bindparam("task_type"), C.TaskType.DELETE_VM]),
+    )
+
+
+_BLOCKING = select(Task.task_type).where(_blocking_task(Task)).limit(1)
+_TASK_COLUMNS = (
+    "task_type", "requester_id", "vm_id", "parameters", "priority", "status", "created_at",
+    "run_after", "attempts", "lost_attempts", "periodic_key",
+)  # fmt: skip
+
+
+def _task_inserts() -> tuple[Any, Any]:
+    """The task's INSERT ... RETURNING id, built once: plain, and guarded (it inserts
+    nothing when :func:`check_not_queued` would refuse: the check and the insert are one
+    statement)."""
+    table = Task.__table__
+    values = [bindparam(name, type_=table.c[name].type) for name in _TASK_COLUMNS]
+    plain = insert(table).values(dict(zip(_TASK_COLUMNS, values, strict=True)))
+    blocked = exists().where(_blocking_task(aliased(Task)))
+    guarded = insert(table).from_select(_TASK_COLUMNS, select(*values).where(~blocked))
+    return plain.returning(table.c.id), guarded.returning(table.c.id)
+
+
+_INSERT_TASK, _INSERT_TASK_UNLESS_QUEUED = _task_inserts()
+_INSERT_EVENT = insert(TaskEvent.__table__)
 
 
 def enqueue(
@@ -129,41 +171,44 @@ def enqueue(
     """Add a task in the caller's transaction (commits with the change that caused it).
 
     ``parameters`` (a dict or the task type's model) are checked against the task type's
-    model first: a mistake is a ValidationError and nothing is written.
+    model first: a mistake is a ValidationError and nothing is written. The rows are
+    written with plain, prebuilt statements (the ORM's flush cost more than the
+    statements); the task returned is in the session as if loaded.
     """
     params = task_params.parse(task_type, parameters)
     if vm_id is not None:
         if params.vm_id not in (None, vm_id):
             raise ValidationError(f"parameters name VM {params.vm_id}, the task VM {vm_id}")
         params = params.model_copy(update={"vm_id": vm_id})
-    if vm_id is not None and not allow_duplicate:
-        check_not_queued(session, vm_id, task_type)
-    task = Task(
-        task_type=task_type,
-        vm_id=vm_id,
-        parameters=params.model_dump(mode="json"),
-        requester_id=requester_id,
-        priority=int(priority),
-        status=C.TaskStatus.PENDING,
-        periodic_key=periodic_key,
-    )
-    session.add(task)
-    session.flush()
-    # the history row without the ORM's unit of work (a second flush cost more than this)
-    session.connection().execute(
-        insert(TaskEvent.__table__),
+    now = utcnow()
+    row = {
+        "task_type": task_type, "requester_id": requester_id, "vm_id": vm_id,
+        "parameters": params.model_dump(mode="json"), "priority": int(priority),
+        "status": C.TaskStatus.PENDING, "created_at": now, "run_after": now, "attempts": 0,
+        "lost_attempts": 0, "periodic_key": periodic_key,
+    }  # fmt: skip
+    session.flush()  # pending ORM changes first: the duplicate check must see them
+    conn = session.connection()
+    guarded = vm_id is not None and not allow_duplicate
+    task_id = conn.execute(_INSERT_TASK_UNLESS_QUEUED if guarded else _INSERT_TASK, row).scalar()
+    if task_id is None:  # refused: name the task in the way (on PostgreSQL it may have
+        # ended since; it was there at the insert)
+        raise _queued(conn.execute(_BLOCKING, row).scalar() or task_type)
+    conn.execute(
+        _INSERT_EVENT,
         {
-            "task_id": task.id,
-            "task_type": task_type,
-            "vm_id": vm_id,
-            "vm_name": _vm_name(session, vm_id),
-            "requester_id": requester_id,
-            "parameters": task.parameters,
-            "status": C.TaskStatus.PENDING,
-            "start_time": utcnow(),
+            "task_id": task_id, "task_type": task_type, "vm_id": vm_id,
+            "vm_name": _vm_name(session, vm_id), "requester_id": requester_id,
+            "parameters": row["parameters"], "status": C.TaskStatus.PENDING, "start_time": now,
         },
-    )
+    )  # fmt: skip
     wake_workers(session)
+    task = Task(
+        id=task_id, message=None, started_at=None, finished_at=None, lease_owner=None,
+        lease_expires_at=None, **row,
+    )  # fmt: skip
+    make_transient_to_detached(task)
+    session.add(task)
     return task
 
 
@@ -182,20 +227,20 @@ def _claim_statements(postgres: bool, only: bool) -> tuple[Any, Any, Any]:
         and_(
             earlier.vm_id == candidate.vm_id,
             earlier.id < candidate.id,
-            earlier.status.in_(C.TASK_UNFINISHED),
+            _status_in(earlier.status, C.TASK_UNFINISHED),
         )
     )
     best = (
         select(candidate.id)
         .where(
-            candidate.status.in_(C.TASK_RUNNABLE),
+            _status_in(candidate.status, C.TASK_RUNNABLE),
             candidate.run_after <= bindparam("p_now"),
             candidate.vm_id.is_(None) | ~blocked_by_earlier,
         )
         .order_by(candidate.priority.desc(), candidate.id)
         .limit(bindparam("p_limit"))
     )
-    unfinished = exists().where(Task.status.in_(C.TASK_UNFINISHED))
+    unfinished = exists().where(_status_in(Task.status, C.TASK_UNFINISHED))
     if only:
         best = best.where(candidate.id.in_(bindparam("p_only", expanding=True)))
         unfinished = unfinished.where(Task.id.in_(bindparam("p_only", expanding=True)))
@@ -438,15 +483,22 @@ def _requeue_lost(session: Session, task: Task, message: str, now: datetime) -> 
     wake_workers(session)
 
 
+_LEASE_EXPIRED = (Task.status == C.TaskStatus.PROCESSING, Task.lease_expires_at < bindparam("now"))
+_EXPIRED = select(Task.id).where(*_LEASE_EXPIRED)
+
+
 def recover_expired_in(session: Session) -> list[int]:
     """Put tasks whose worker died (lease expired) back in the queue as RETRY, in the
-    caller's transaction."""
+    caller's transaction. Every worker round with housekeeping asks: a prebuilt query
+    first, the rows (locked on PostgreSQL) only when a lease did expire."""
     now = utcnow()
-    query = select(Task).where(Task.status == C.TaskStatus.PROCESSING, Task.lease_expires_at < now)
+    if session.connection().execute(_EXPIRED, {"now": now}).first() is None:
+        return []
+    query = select(Task).where(*_LEASE_EXPIRED)
     if is_postgres(session.get_bind()):
         query = query.with_for_update(skip_locked=True)
     recovered = []
-    for task in session.scalars(query):
+    for task in session.scalars(query, {"now": now}):
         _requeue_lost(
             session, task, f"worker {task.lease_owner} lost the task (lease expired)", now
         )

@@ -9,6 +9,12 @@ left (a half-made disk, a defined domain). Exactly one run ends the task.
 Each handler is registered where it is defined, with ``@handler(task_type, ...)`` on the
 function (hooks and periodic jobs named there too), so one operation reads in one place.
 Its parameters arrive typed as ``ctx.params``, the task type's model in ``tasks.params``.
+
+A handler may declare ``reads``: a prebuilt query of what it needs to start (a VM's
+domain and host), run in the claim's transaction with the task's VM and parameters
+bound; its first row arrives as ``ctx.read``. That spares every such run a transaction
+of its own. The row is read at the claim, before ``compensate``; without a claim (a
+handler called directly) ``ctx.read`` is None and the handler reads for itself.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, Executable, Row
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -117,6 +123,9 @@ class TaskContext(Generic[P]):
     worker_id: str
     engine: Engine
     settings: Settings
+    #: the first row of the handler's ``reads``, read when the task was claimed (None:
+    #: no row, or not claimed by a worker)
+    read: Row[Any] | None = None
 
 
 Run = Callable[[TaskContext[Any]], TaskResult]
@@ -132,6 +141,8 @@ class Handler:
     compensate: Compensate | None = None
     on_retry: AdminHook | None = None
     on_ignore: AdminHook | None = None
+    #: a query run in the claim's transaction, its row given to the run (ctx.read)
+    reads: Executable | None = None
 
 
 @dataclass
@@ -185,12 +196,15 @@ def handler(
     on_retry: AdminHook | None = None,
     on_ignore: AdminHook | None = None,
     periodic: tuple[str, ...] = (),
+    reads: Executable | None = None,
 ) -> Callable[[Run], Run]:
     """Register the decorated function as the handler of ``task_type``.
 
     ``params`` declares the model of a task type ``C.TaskType`` does not know (the
     built-in types have theirs in ``tasks.params``); ``periodic`` names the periodic jobs
-    that queue this task type, each run at the ``[scheduler]`` interval of its name.
+    that queue this task type, each run at the ``[scheduler]`` interval of its name;
+    ``reads`` is the query whose row the claim hands to the run (see the module's
+    docstring; its bound names: ``vm_id`` and the task's parameters).
     """
     if params is not None:
         task_params.register(task_type, params)
@@ -199,7 +213,7 @@ def handler(
         raise TypeError(f"{model.__name__} cannot take the periodic job's parameters")
 
     def register(run: Run) -> Run:
-        REGISTRY.add(Handler(task_type, run, compensate, on_retry, on_ignore))
+        REGISTRY.add(Handler(task_type, run, compensate, on_retry, on_ignore, reads))
         REGISTRY.periodic.update(dict.fromkeys(periodic, task_type))
         return run
 

@@ -20,8 +20,9 @@ import time
 import uuid
 from collections.abc import Collection
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import replace
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from baadal import constants as C
@@ -167,30 +168,48 @@ class Worker:
         sync: bool,
     ) -> tuple[list[queue.ClaimedTask], bool]:
         """One transaction: (with ``housekeeping``) the periodic jobs' rows (``sync``: at
-        start), the due jobs and the expired leases, then the claim for the free slots.
+        start), the due jobs and the expired leases, then the claim for the free slots
+        (without housekeeping a plain transaction, no ORM session).
         Each due job then fires in a transaction of its own (rarely any); the queue is
         not done while one did."""
+        if not housekeeping:  # then there are free slots; a plain transaction will do
+            with self.engine.begin() as conn:
+                claimed, done = queue.claim_in(
+                    conn, self.worker_id, self.lease_s, free, only=only, idle_check=idle_check
+                )
+                return self._read_for(conn, claimed), done
         now = utcnow()
         with session_scope(self.engine) as session:
-            due = []
-            if housekeeping:
-                if sync:
-                    sync_periodic_jobs_in(session, self.registry.periodic, self.settings)
+            if sync:  # the rows it read tell which jobs are due
+                jobs = sync_periodic_jobs_in(session, self.registry.periodic, self.settings)
+                due = [job for job in jobs.values() if job.next_run_at <= now]
+            else:
                 due = due_jobs(session, now)
-                queue.recover_expired_in(session)
-                session.flush()  # the claim below sees the recovered tasks
+            queue.recover_expired_in(session)
+            session.flush()  # the claim below sees the recovered tasks
             claimed, done = ([], False)
             if free:
+                conn = session.connection()
                 claimed, done = queue.claim_in(
-                    session.connection(),
-                    self.worker_id,
-                    self.lease_s,
-                    free,
-                    only=only,
-                    idle_check=idle_check,
+                    conn, self.worker_id, self.lease_s, free, only=only, idle_check=idle_check
                 )
+                claimed = self._read_for(conn, claimed)
         fired = [fire_job(self.engine, job, now) for job in due]
         return claimed, done and not any(fired)
+
+    def _read_for(
+        self, conn: Connection, claimed: list[queue.ClaimedTask]
+    ) -> list[queue.ClaimedTask]:
+        """The claimed tasks with the rows their handlers ``reads`` (in the claim's
+        transaction: a run needs no transaction of its own to start)."""
+        with_reads = []
+        for task in claimed:
+            hook = self.registry.handlers.get(task.task_type)
+            if hook is not None and hook.reads is not None:
+                bound = {**task.parameters, "vm_id": task.vm_id}
+                task = replace(task, read=conn.execute(hook.reads, bound).first())
+            with_reads.append(task)
+        return with_reads
 
     def _renew(self, task_ids: list[int]) -> None:
         held = queue.renew_leases(self.engine, self.worker_id, task_ids, self.lease_s)
@@ -266,6 +285,7 @@ class Worker:
                 worker_id=self.worker_id,
                 engine=self.engine,
                 settings=self.settings,
+                read=claimed.read,
             )
             if ctx.attempt > 1 and handler.compensate is not None:
                 handler.compensate(ctx)

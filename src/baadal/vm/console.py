@@ -18,13 +18,12 @@ from sqlalchemy import Engine
 
 from baadal import constants as C
 from baadal.config import Settings
-from baadal.db.models import VM
 from baadal.db.session import session_scope
 from baadal.drivers import domain_xml
-from baadal.drivers.base import DomainNotFound
+from baadal.drivers.base import DomainNotFound, Hypervisor
 from baadal.errors import ConflictError
 from baadal.filelock import flocked
-from baadal.vm.common import load_vm, vm_hypervisor
+from baadal.vm.common import find_placed_vm, load_vm, placed_hypervisor, vm_hypervisor
 
 log = logging.getLogger("baadal")
 
@@ -64,21 +63,25 @@ def forget_password(engine: Engine, vm_id: int, *, definition: bool = False) -> 
     password of its day, perhaps an old grant's). A VM that is gone, placed nowhere, on
     a host that is not UP, or not running has no live password to replace: False.
     Errors reaching an UP host propagate, so the caller keeps the grant and retries."""
-    with session_scope(engine) as session:
-        vm = session.get(VM, vm_id)
-        if vm is None or vm.host is None or vm.vm_identity is None or vm.vnc_port is None:
-            return False
-        if vm.host.status not in (C.HostStatus.UP, C.HostStatus.MAINTENANCE):
-            # its guests are fenced or unreachable, and start again with the definition's
-            # password; waiting for the host would keep the grant (and the host) forever
-            log.warning(
-                "VNC password of VM %d not replaced: host %s is %s",
-                vm_id,
-                vm.host.host_name,
-                C.HostStatus(vm.host.status).name,
-            )
-            return False
-        hv, identity = vm_hypervisor(vm), vm.vm_identity
+    with session_scope(engine, read=True) as session:
+        vm = find_placed_vm(session, vm_id)
+    if vm is None or vm.host_name is None or vm.vm_identity is None or vm.vnc_port is None:
+        return False
+    if vm.host_status not in (C.HostStatus.UP, C.HostStatus.MAINTENANCE):
+        # its guests are fenced or unreachable, and start again with the definition's
+        # password; waiting for the host would keep the grant (and the host) forever
+        log.warning(
+            "VNC password of VM %d not replaced: host %s is %s",
+            vm_id,
+            vm.host_name,
+            C.HostStatus(vm.host_status).name,
+        )
+        return False
+    return replace_password(placed_hypervisor(vm), vm.vm_identity, vm_id, definition=definition)
+
+
+def replace_password(hv: Hypervisor, identity: str, vm_id: int, *, definition: bool) -> bool:
+    """:func:`forget_password` on a domain whose host the caller has checked."""
     try:
         if definition:
             persistent = hv.xml(identity, inactive=True, secure=True)

@@ -10,7 +10,7 @@ import contextlib
 from collections.abc import Callable
 
 from sqlalchemy import delete
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session
 
 from baadal import constants as C
 from baadal.config import Settings
@@ -21,7 +21,16 @@ from baadal.errors import ConflictError
 from baadal.monitor import rrd
 from baadal.tasks.registry import TaskContext, TaskResult, handler
 from baadal.vm import network
-from baadal.vm.common import graceful_stop, load_vm, network_lock, set_status, vm_hypervisor
+from baadal.vm.common import (
+    PLACED_VM,
+    claimed_vm,
+    graceful_stop,
+    load_vm,
+    network_lock,
+    placed_hypervisor,
+    record_status,
+    vm_hypervisor,
+)
 from baadal.vm.install import free_vm_properties
 
 
@@ -40,10 +49,8 @@ def _power_op(
     state the operation makes has nothing left to do but record it.
     """
     try:
-        with session_scope(ctx.engine, read=True) as session:
-            vm = load_vm(session, ctx.vm_id, joinedload(VM.host))
-            hv = vm_hypervisor(vm)
-            name, identity = vm.vm_name, vm.vm_identity
+        vm = claimed_vm(ctx)
+        hv, name, identity = placed_hypervisor(vm), vm.vm_name, vm.vm_identity
         current = hv.domain_info(identity).status
         if current not in allowed_from and not (ctx.attempt > 1 and current == new_status):
             raise ConflictError(f"{name} is {current.name.lower()}; cannot do this now")
@@ -53,12 +60,12 @@ def _power_op(
         return TaskResult.error(exc, prefix="")
 
     def record(session: Session) -> None:
-        set_status(session, load_vm(session, ctx.vm_id), new_status, ctx.requester_id)
+        record_status(session, ctx.vm_id, new_status, ctx.requester_id)
 
     return TaskResult.success(f"{name} is {done} successfully", record)
 
 
-@handler(C.TaskType.START_VM)
+@handler(C.TaskType.START_VM, reads=PLACED_VM)
 def start(ctx: TaskContext) -> TaskResult:
     return _power_op(
         ctx,
@@ -69,7 +76,7 @@ def start(ctx: TaskContext) -> TaskResult:
     )
 
 
-@handler(C.TaskType.SUSPEND_VM)
+@handler(C.TaskType.SUSPEND_VM, reads=PLACED_VM)
 def suspend(ctx: TaskContext) -> TaskResult:
     return _power_op(
         ctx,
@@ -80,7 +87,7 @@ def suspend(ctx: TaskContext) -> TaskResult:
     )
 
 
-@handler(C.TaskType.RESUME_VM)
+@handler(C.TaskType.RESUME_VM, reads=PLACED_VM)
 def resume(ctx: TaskContext) -> TaskResult:
     return _power_op(
         ctx,
@@ -91,7 +98,7 @@ def resume(ctx: TaskContext) -> TaskResult:
     )
 
 
-@handler(C.TaskType.DESTROY_VM)
+@handler(C.TaskType.DESTROY_VM, reads=PLACED_VM)
 def destroy(ctx: TaskContext) -> TaskResult:
     """Hard power off."""
     return _power_op(
@@ -103,7 +110,7 @@ def destroy(ctx: TaskContext) -> TaskResult:
     )
 
 
-@handler(C.TaskType.STOP_VM)
+@handler(C.TaskType.STOP_VM, reads=PLACED_VM)
 def stop(ctx: TaskContext) -> TaskResult:
     return _power_op(
         ctx,
