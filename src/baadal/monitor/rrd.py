@@ -232,9 +232,10 @@ def latest_dir(settings: Settings) -> Path:
 
 
 def record_latest(settings: Settings, batch: str, latest: Latest) -> None:
-    """Keep what one batch of the collection (a host with its VMs, or a machine) fed its
-    files in one small JSON file beside them, so a metrics scrape reads a file per host
-    instead of every VM's RRD file (25,000 ``rrdtool info`` calls took seconds)."""
+    """Keep what one batch of the collection (a whole pass's hosts with their VMs, one
+    host collected alone, or a machine) fed its files in one JSON file beside them, so a
+    metrics scrape reads a few files instead of every VM's RRD file (25,000 ``rrdtool
+    info`` calls took seconds)."""
     if not latest:
         return
     rows = {
