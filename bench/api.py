@@ -42,7 +42,7 @@ import urllib.request
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Response
-from sqlalchemy import Engine, event, insert, select
+from sqlalchemy import Engine, event, insert, select, text
 from tests.support import pg
 
 from baadal import constants as C
@@ -168,6 +168,8 @@ class Run:
     latencies: list[float]
     seconds: float
     body_bytes: int
+    #: the clients' CPU seconds (this process's, while they ran)
+    client_cpu_s: float
 
     def pct(self, p: float) -> float:
         ordered = sorted(self.latencies)
@@ -216,26 +218,26 @@ def load(port: int, paths: list[str], token: str | None, clients: int) -> Run:
     headers += b"\r\n"
     latencies: list[float] = []
     sizes: list[int] = []
-    took = [0.0]
 
     async def main() -> None:
         connections = []
         for _ in range(clients):
             connections.append(await asyncio.open_connection("127.0.0.1", port))
         shares = [paths[k::clients] for k in range(clients)]
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         await asyncio.gather(
             *(
                 _client(connection, share, headers, latencies, sizes)
                 for connection, share in zip(connections, shares, strict=True)
             )
         )
-        took[0] = time.perf_counter() - t0
+        took[:] = time.perf_counter() - t0, time.process_time() - cpu0
         for _reader, writer in connections:
             writer.close()
 
+    took = [0.0, 0.0]
     asyncio.run(main())
-    return Run(latencies, took[0], int(statistics.mean(sizes)))
+    return Run(latencies, took[0], int(statistics.mean(sizes)), took[1])
 
 
 # --- one database ---------------------------------------------------------------------
@@ -261,11 +263,51 @@ def _cpu_s(pid: int) -> float:
     pids = [pid]
     for task in Path(f"/proc/{pid}/task").iterdir():
         pids += [int(child) for child in (task / "children").read_text().split()]
-    ticks = 0
-    for each in pids:
-        fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks += int(fields[11]) + int(fields[12])  # utime, stime
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return sum(_ticks(each) for each in pids) / os.sysconf("SC_CLK_TCK")
+
+
+def _ticks(pid: int) -> int:
+    """A process's user and system CPU so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0
+    return int(fields[11]) + int(fields[12])  # utime, stime
+
+
+class DatabaseCPU:
+    """The CPU PostgreSQL's backends spend serving the benchmark's database (the cluster
+    is shared with other work: only the backends connected to this database count);
+    SQLite runs inside the server's processes."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = make_engine(url) if url.startswith("postgresql") else None
+        self.start: dict[int, int] = {}
+
+    def _backends(self) -> dict[int, int]:
+        if self.engine is None:
+            return {}
+        with self.engine.connect() as conn:
+            pids = conn.scalars(
+                text(
+                    "SELECT pid FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ).all()
+        return {pid: _ticks(pid) for pid in pids}
+
+    def begin(self) -> None:
+        self.start = self._backends()
+
+    def seconds(self) -> float:
+        """Since :meth:`begin` (a backend that connected meanwhile counts from 0)."""
+        now = self._backends()
+        ticks = sum(now[pid] - self.start.get(pid, 0) for pid in now)
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+    def dispose(self) -> None:
+        if self.engine is not None:
+            self.engine.dispose()
 
 
 def _statements(port: int, workers: int) -> int:
@@ -306,7 +348,7 @@ def _start_server(url: str, home: Path, port: int, workers: int) -> subprocess.P
     raise RuntimeError("the server did not start")
 
 
-def measure(label: str, url: str, args: argparse.Namespace) -> list[str]:
+def measure(label: str, url: str, args: argparse.Namespace) -> tuple[list[str], list[str]]:
     engine = make_engine(url)
     upgrade(engine)
     t0 = time.perf_counter()
@@ -319,7 +361,9 @@ def measure(label: str, url: str, args: argparse.Namespace) -> list[str]:
         "page": [f"{C.API_PREFIX}/vms?limit={PAGE}&after={rng.randrange(VMS - PAGE)}" for _ in range(requests)],
         "show": [f"{C.API_PREFIX}/vms/{rng.randrange(1, VMS + 1)}" for _ in range(requests)],
     }  # fmt: skip
-    lines = []
+    lines: list[str] = []
+    budgets: list[str] = []
+    database = DatabaseCPU(url)
     with tempfile.TemporaryDirectory(prefix="bench-api-") as home:
         port = _free_port()
         server = _start_server(url, Path(home), port, args.workers)
@@ -329,8 +373,10 @@ def measure(label: str, url: str, args: argparse.Namespace) -> list[str]:
                 load(port, paths[: requests // 10], token, clients)  # warm up
                 before = _statements(port, args.workers)
                 cpu = _cpu_s(server.pid)
+                database.begin()
                 api = load(port, paths, token, clients)
                 api_cpu = (_cpu_s(server.pid) - cpu) / requests * 1000
+                db_cpu = database.seconds() / requests * 1000
                 after = _statements(port, args.workers)
                 cpu = _cpu_s(server.pid)
                 floor = load(port, [f"{BENCH}/floor/{name}"] * requests, None, clients)
@@ -344,10 +390,27 @@ def measure(label: str, url: str, args: argparse.Namespace) -> list[str]:
                     f" {floor_cpu:6.2f} {ratio:6.2f}x {api_cpu / floor_cpu:6.2f}x"
                 )  # fmt: skip
                 print(lines[-1])
+                budgets.append(_budget(label, name, api, api_cpu, db_cpu, floor, floor_cpu))
         finally:
             server.terminate()
             server.wait(timeout=30)
-    return lines
+            database.dispose()
+    return lines, budgets
+
+
+def _budget(
+    label: str, name: str, api: Run, api_cpu: float, db_cpu: float, floor: Run, floor_cpu: float
+) -> str:
+    """Where the machine's CPU went per request: the server, the database's backends and
+    the clients (all on the same cores), and the rate that total allows on every core."""
+    cores = os.cpu_count() or 1
+    api_total = api_cpu + db_cpu + api.client_cpu_s / len(api.latencies) * 1000
+    floor_total = floor_cpu + floor.client_cpu_s / len(floor.latencies) * 1000
+    return (
+        f"{label:10} {name:5} {api_cpu:7.2f} {db_cpu:7.2f}"
+        f" {api.client_cpu_s / len(api.latencies) * 1000:7.2f} {api_total:7.2f}"
+        f" {cores * 1000 / api_total:9,.0f} {floor_total:7.2f} {cores * 1000 / floor_total:9,.0f}"
+    )
 
 
 def main() -> None:
@@ -370,19 +433,33 @@ def main() -> None:
         " request (PostgreSQL's own processes not included), API / floor"
     )
     print(header)
-    lines = []
+    lines: list[str] = []
+    budgets: list[str] = []
     if args.only != "postgresql":
         with tempfile.TemporaryDirectory(prefix="bench-api-db-") as folder:
-            lines += measure("sqlite", f"sqlite:///{folder}/baadal.db", args)
+            measured = measure("sqlite", f"sqlite:///{folder}/baadal.db", args)
+            lines += measured[0]
+            budgets += measured[1]
     if args.only != "sqlite":
         pg.ensure_server()
         url = pg.create_database()
         try:
-            lines += measure("postgresql", url, args)
+            measured = measure("postgresql", url, args)
+            lines += measured[0]
+            budgets += measured[1]
         finally:
             pg.drop_database(url)
     print("\n" + header)
     print("\n".join(lines))
+    print(
+        "\nCPU ms per request: the server, the database's own processes and the clients"
+        f" (all on these {os.cpu_count()} cores); the rate their sum allows on every core"
+    )
+    print(
+        f"{'database':10} {'read':5} {'server':>7} {'db':>7} {'client':>7} {'total':>7}"
+        f" {'ceiling/s':>9} {'floor':>7} {'ceiling/s':>9}"
+    )
+    print("\n".join(budgets))
     print(
         "targets: p99 of a page < 100 ms; >= 1,000 reads/s; ratio <= 3x"
         " (SQL/rq: statements the server ran per request, the token's check included)"

@@ -421,8 +421,9 @@ API_TOKEN_DAYS_MAX = 3650
 #: a page of an API list: default and most items
 API_PAGE_DEFAULT = 100
 API_PAGE_MAX = 1000
-#: threads per server process that run the busiest reads (VM list and show): enough to
-#: overlap PostgreSQL's round trips, few enough not to fight over the interpreter's lock
+#: threads per server process that run the busiest reads (VM list and show) of a
+#: database server: enough to overlap PostgreSQL's round trips, few enough not to fight
+#: over the interpreter's lock (SQLite's run on the event loop: ``Caller.read``)
 API_READ_THREADS = 2
 #: a token's name: printable ASCII words (one pattern for the service and the OpenAPI)
 API_TOKEN_NAME_RE = r"[A-Za-z0-9_ .:@+-]{1,64}"

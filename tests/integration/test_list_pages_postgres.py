@@ -1,5 +1,6 @@
 """The one-query pages of the admin lists (correlated counts, the roles aggregated per
-account) and the registration count run on PostgreSQL as on SQLite."""
+account), the VM page the database writes as JSON and the registration count run on
+PostgreSQL as on SQLite."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from baadal.services.policy import actor_for
 from baadal.services.rows import Page
 from baadal.timeutil import utcnow
 from tests.unit.test_api_lists import MORE, more_of_everything
+from tests.unit.test_api_routes import json_pages_match
 from tests.unit.test_authorization import build_world
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
@@ -66,3 +68,10 @@ def test_the_registration_count_on_postgres(pg_engine: Engine) -> None:
         throttle.count_registration(s, "192.0.2.1", 2, 600, utcnow())
     with session_scope(pg_engine) as s:
         throttle.count_registration(s, "192.0.2.2", 2, 600, utcnow())
+
+
+def test_the_vm_page_as_json_on_postgres(
+    pg_engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    build_world(pg_engine, settings, tmp_path)
+    json_pages_match(pg_engine)

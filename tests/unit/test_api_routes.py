@@ -23,12 +23,12 @@ from baadal import constants as C
 from baadal.api import callers as callers_module
 from baadal.api.app import create_app
 from baadal.api.callers import Caller
-from baadal.api.schemas import VMOut, vm_out
+from baadal.api.schemas import VM_OUT_FIELDS, VMOut, vm_out
 from baadal.config import Settings
-from baadal.db.models import VM, ApiToken, RequestQueue, Snapshot, Task, VncAccess
+from baadal.db.models import VM, ApiToken, RequestQueue, Snapshot, Task, User, VncAccess
 from baadal.db.session import session_scope
-from baadal.services import tokens, vms
-from baadal.services.policy import SYSTEM
+from baadal.services import runtime, tokens, vms
+from baadal.services.policy import SYSTEM, actor_for
 from tests.unit.test_authorization import (  # noqa: F401 (fixtures)
     ACTORS,
     fingerprint,
@@ -232,9 +232,44 @@ def test_vm_list_bad_input_is_422(api: Api, params: dict[str, object]) -> None:
     assert_problem(api.call("GET", "/vms", "stu", params=params), 422, "query.")
 
 
-def test_busy_reads_run_on_a_few_threads_off_the_event_loop(api: Api, settings: Settings) -> None:
-    """Six reads at once: API_READ_THREADS of them run, on threads other than the event
-    loop's, and the others wait for a reading thread (not for the pool's forty)."""
+def test_a_tokens_read_of_sqlite_runs_on_the_event_loop_and_its_use_on_a_thread(
+    api: Api, settings: Settings
+) -> None:
+    """A read of a local database runs on the loop's own thread; recording the token's
+    last use (a write, which may wait for the write lock) does not."""
+    threads: dict[str, int] = {}
+    record_use = tokens.record_use
+
+    def recording(session: object, token_id: int) -> None:
+        threads["record"] = threading.get_ident()
+        record_use(session, token_id)
+
+    def read(session: object) -> int:
+        threads["read"] = threading.get_ident()
+        return 1
+
+    async def main() -> None:
+        threads["loop"] = threading.get_ident()
+        with session_scope(api.engine) as s:  # the token's last use is due again
+            s.execute(update(ApiToken).values(last_used=None))
+        assert await Caller(settings, api.tokens["stu"]).read(read) == 1
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tokens, "record_use", recording)
+        anyio.run(main)
+    assert threads["read"] == threads["loop"] != threads["record"]
+    with session_scope(api.engine) as s:
+        used = s.scalars(select(ApiToken.id).where(ApiToken.last_used.is_not(None))).all()
+        assert used == [tokens.token_holder(s, api.tokens["stu"]).token_id]
+
+
+def test_busy_reads_run_on_a_few_threads_off_the_event_loop(
+    api: Api, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Six reads at once of a database server: API_READ_THREADS of them run, on threads
+    other than the event loop's, and the others wait for a reading thread (not for the
+    pool's forty)."""
+    monkeypatch.setattr(runtime, "reads_are_local", lambda settings: False)
     lock, release = threading.Lock(), threading.Event()
     running: list[int] = []
     peak = [0]
@@ -255,12 +290,17 @@ def test_busy_reads_run_on_a_few_threads_off_the_event_loop(api: Api, settings: 
             for who in callers:
                 group.start_soon(who.read, read)
             limiter = callers_module._reading_limiter()
-            with anyio.fail_after(_SAFETY_S):
-                while limiter.statistics().tasks_waiting < 6 - C.API_READ_THREADS:
-                    await anyio.sleep(0.01)
-            assert len(running) == C.API_READ_THREADS
-            assert loop_thread not in running
-            release.set()
+            try:  # the reading threads first check the token: wait until they read
+                with anyio.fail_after(_SAFETY_S):
+                    while (
+                        limiter.statistics().tasks_waiting < 6 - C.API_READ_THREADS
+                        or len(running) < C.API_READ_THREADS
+                    ):
+                        await anyio.sleep(0.01)
+                assert len(running) == C.API_READ_THREADS
+                assert loop_thread not in running
+            finally:
+                release.set()
         assert peak[0] == C.API_READ_THREADS
 
     anyio.run(main)
@@ -276,6 +316,44 @@ def test_vm_out_is_what_the_model_says(api: Api) -> None:
         assert wire == VMOut.model_validate(wire).model_dump(mode="json")
         assert set(wire) == set(VMOut.model_fields)
         assert wire["status"] == row.status.name.lower()
+
+
+def test_the_databases_json_page_is_what_vm_out_makes(api: Api) -> None:
+    """The VM list's items are written by the database (PostgreSQL:
+    tests/integration/test_list_pages_postgres.py)."""
+    json_pages_match(api.engine)
+
+
+def json_pages_match(engine: Engine) -> None:
+    """The database's JSON page has the objects :func:`vm_out` makes of the Python page,
+    in the same order, over every page size, filter and actor, with the same ``next``."""
+    with session_scope(engine) as s:
+        stu = s.scalar(select(User.id).where(User.username == "stu"))
+        for i, status in enumerate((C.VMStatus.SHUTDOWN, C.VMStatus.RUNNING, C.VMStatus.SUSPENDED)):
+            s.add(VM(vm_name=f"json{i}", vm_identity=f"x~stu~json{i}", RAM=512, vCPU=2,
+                     extra_HDD=i, owner_id=stu, status=status))  # fmt: skip
+    with session_scope(engine) as s:
+        everything = vms.list_vm_page(s, SYSTEM, limit=C.API_PAGE_MAX).items
+        locked = everything[0].id
+        s.execute(update(VM).where(VM.id == locked).values(locked=True))
+    with session_scope(engine) as s:
+        cases = [{"limit": n} for n in range(1, len(everything) + 2)]
+        cases += [
+            {"after": everything[1].id, "limit": 1},
+            {"owner": "fac"},
+            {"status": C.VMStatus.RUNNING},
+        ]
+        cases += [{"owner": "nobody"}, {"after": C.ROW_ID_MAX}]
+        for args in cases:
+            for actor in (SYSTEM, actor_for(s, "stu"), actor_for(s, "oa")):
+                page = vms.list_vm_page(s, actor, **args)
+                as_json = vms.list_vm_page_json(s, actor, VM_OUT_FIELDS, **args)
+                assert json.loads(as_json.items) == [
+                    json.loads(to_json(vm_out(vm))) for vm in page.items
+                ]
+                assert as_json.next == page.next, args
+        first = json.loads(vms.list_vm_page_json(s, SYSTEM, VM_OUT_FIELDS).items)[0]
+    assert first["locked"] is True and first["id"] == locked
 
 
 def test_show_a_vm(api: Api) -> None:
@@ -599,7 +677,7 @@ def test_an_unexpected_error_is_a_500_without_details(
     def broken(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("secret detail")
 
-    monkeypatch.setattr(vms, "list_vm_page", broken)
+    monkeypatch.setattr(vms, "list_vm_page_json", broken)
     with caplog.at_level("ERROR"):
         response = api.call("GET", "/vms", "admin")
     assert_problem(response, 500, "RuntimeError")

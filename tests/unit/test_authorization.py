@@ -130,6 +130,9 @@ CASES: dict[str, list[Case]] = {
     "vms.list_vm_page": [
         Case(lambda w: vms.list_vm_page(w.session, w.actor, owner="fac", limit=5), ANYONE)
     ],
+    "vms.list_vm_page_json": [
+        Case(lambda w: vms.list_vm_page_json(w.session, w.actor, ("id", "name"), limit=5), ANYONE)
+    ],
     "vms.get_vm": [Case(lambda w: vms.get_vm(w.session, w.actor, "web"), VM_USERS)],
     "vms.list_snapshots": [Case(lambda w: vms.list_snapshots(w.session, w.actor, "web"), VM_USERS)],
     "vms.vm_summary": [

@@ -127,14 +127,19 @@ async def _known_query(request: Request) -> None:
     route = request.scope.get("route")
     if not isinstance(route, APIRoute):
         return
-    known = _query_names(route.dependant)
-    unknown = sorted(set(request.query_params) - known)
+    # each route's, once: its dependencies are fixed once the app is built
+    known_per_route: dict[str, frozenset[str]] = request.app.state.query_names
+    known = known_per_route.get(route.unique_id)
+    if known is None:
+        known = known_per_route[route.unique_id] = frozenset(_query_names(route.dependant))
+    query = request.query_params
+    unknown = sorted(set(query) - known)
     if unknown:
         allowed = ", ".join(sorted(known)) or "none"
         raise ValidationError(f"query.{unknown[0]}: unknown parameter (known: {allowed})")
-    names = [name for name, _value in request.query_params.multi_items()]
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:  # no parameter takes a list: the last of two would win silently
+    if len(query) < len(query.multi_items()):  # no parameter takes a list: the last would win
+        names = [name for name, _value in query.multi_items()]
+        repeated = sorted({name for name in names if names.count(name) > 1})
         raise ValidationError(f"query.{repeated[0]}: given more than once")
 
 
@@ -175,6 +180,7 @@ def create_app(settings: Settings) -> FastAPI:
         dependencies=[Depends(_known_query)],
     )
     app.state.settings = settings
+    app.state.query_names = {}
     for router in (
         me_routes.router,
         vm_routes.router,

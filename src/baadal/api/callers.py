@@ -118,17 +118,30 @@ class Caller:
         """For routes that only read: they never make a write wait."""
         self._check_portal()
         try:
-            with runtime.read_transaction(self.settings) as session:
-                self._check_token(session)
+            with self._reading() as session:
                 yield session
         finally:
             self._record_use()
 
+    @contextmanager
+    def _reading(self) -> Iterator[Session]:
+        with runtime.read_transaction(self.settings) as session:
+            self._check_token(session)
+            yield session
+
     async def read(self, reads: Callable[[Session], T]) -> T:
-        """``reads`` in a read transaction, on one of a few reading threads: the
-        busiest reads are a millisecond of Python each, and spread over the thread
-        pool's forty threads they cost a third more, in contention for the
-        interpreter's lock (``bench/api.py``)."""
+        """``reads`` in a read transaction. A token's read of SQLite runs on the event
+        loop: it is a millisecond of CPU that never waits for a lock, and handing it to
+        a thread cost a third more (``bench/api.py``); the token's last use, a write,
+        is recorded on a thread. Anything else runs on one of a few reading threads:
+        spread over the thread pool's forty, reads contend for the interpreter's lock."""
+        if self._portal is None and runtime.reads_are_local(self.settings):
+            try:
+                with self._reading() as session:
+                    return reads(session)
+            finally:
+                if self._stale_token is not None:
+                    await to_thread.run_sync(self._record_use)
 
         def run() -> T:
             with self.read_transaction() as session:

@@ -10,6 +10,7 @@ from fastapi import Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from baadal import constants as C
+from baadal.services import vms
 from baadal.services.measurements import GRAPH_TYPES
 from baadal.services.vms import VMSummary
 
@@ -68,33 +69,21 @@ class VMOut(BaseModel):
     locked: bool
 
 
+#: a VM's fields in the API, each one of :class:`~baadal.services.vms.VMSummary`'s
+VM_OUT_FIELDS = tuple(VMOut.model_fields)
+
+
 class VMList(BaseModel):
     items: list[VMOut]
     #: the ``after`` that gives the next page; null on the last one
     next: int | None
 
 
-_STATUS_NAMES = {status: status.name.lower() for status in C.VMStatus}
-
-
 def vm_out(vm: VMSummary) -> dict[str, Any]:
     """A VM as :class:`VMOut` says, straight from the service's row: the busiest reads
     skip validating values the database just gave (a page of 100 cost 0.3 ms in
     pydantic); ``test_vm_out_is_what_the_model_says`` holds the two together."""
-    return {
-        "id": vm.id,
-        "name": vm.name,
-        "status": _STATUS_NAMES[vm.status],
-        "owner": vm.owner,
-        "ram_mb": vm.ram_mb,
-        "vcpus": vm.vcpus,
-        "disk_gb": vm.disk_gb,
-        "extra_disk_gb": vm.extra_disk_gb,
-        "host": vm.host,
-        "private_ip": vm.private_ip,
-        "public_ip": vm.public_ip,
-        "locked": vm.locked,
-    }
+    return vms.json_values(vm, VM_OUT_FIELDS)
 
 
 class VMCreate(Body):

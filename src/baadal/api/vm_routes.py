@@ -19,6 +19,7 @@ from baadal.api.request_routes import request_out
 from baadal.api.schemas import (
     PNG_RESPONSE,
     PNG_TYPE,
+    VM_OUT_FIELDS,
     Accepted,
     ChangeNote,
     CloneCreate,
@@ -74,9 +75,10 @@ async def list_vms(
     host: Annotated[str | None, Query(min_length=1, max_length=30)] = None,
 ) -> Response:
     page = await who.read(
-        lambda session: vms.list_vm_page(
+        lambda session: vms.list_vm_page_json(
             session,
             who.actor,
+            VM_OUT_FIELDS,
             after=after,
             limit=limit,
             status=C.VMStatus[status.upper()] if status else None,
@@ -84,7 +86,8 @@ async def list_vms(
             host=host,
         )
     )
-    return json_response({"items": [vm_out(vm) for vm in page.items], "next": page.next})
+    body = b'{"items":' + page.items.encode() + b',"next":' + to_json(page.next) + b"}"
+    return Response(body, media_type="application/json")
 
 
 def change_accepted(

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from baadal.config import Settings, get_settings
 from baadal.db.schema import require_schema
-from baadal.db.session import get_engine, session_scope
+from baadal.db.session import get_engine, is_postgres, session_scope
 from baadal.tasks.wakeup import set_listening
 
 _schema_checked: set[str] = set()
@@ -43,3 +43,9 @@ def read_transaction(settings: Settings | None = None) -> Iterator[Session]:
     for it) and any write in it fails; on PostgreSQL it is an ordinary transaction."""
     with session_scope(checked_engine(settings), read=True) as session:
         yield session
+
+
+def reads_are_local(settings: Settings | None = None) -> bool:
+    """Whether a read is CPU work on a local file that never waits (SQLite in WAL mode:
+    readers take no lock a writer holds), rather than a round trip to a server."""
+    return not is_postgres(checked_engine(settings))
