@@ -17,6 +17,7 @@ and checks the targets of issue 16; it exits 1 when one is missed and prints
 ``targets met: K/M`` last.
 
 Run from the repository root (root, for ping): ``.venv/bin/python bench/scale.py``
+(it measures this tree's ``src``, also for the CLI processes it starts)
 (``--n 25,250`` for a quick run, ``--db postgres`` for PostgreSQL, ``--check``).
 """
 
@@ -25,9 +26,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# bench/queue.py is named like the stdlib module: keep this folder off the import path
+# bench/queue.py is named like the stdlib module: keep this folder off the import path.
+# The tree's own src comes first: without it ``baadal`` is whatever the virtualenv's
+# editable install points at (another checkout, when run from a worktree)
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "src"),
+                str(Path(__file__).resolve().parents[1])]  # fmt: skip
 
 import argparse
 import contextlib

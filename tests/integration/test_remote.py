@@ -9,11 +9,13 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from baadal.config import load_settings
 from baadal.db.models import Host
+from baadal.drivers import remote
 from baadal.drivers.remote import (
     CommandResult,
     RemoteTarget,
@@ -233,14 +235,29 @@ def test_bulk_stop_on_error(sshd: SshServer, tmp_path: Path) -> None:
     assert marker.exists()
 
 
-def test_bulk_timeout_is_per_command(sshd: SshServer) -> None:
-    start = time.monotonic()
+def test_bulk_timeout_is_per_command(
+    sshd: SshServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each command is given the whole timeout, not what the commands before it left;
+    the one that outlives it is named and the commands after it do not run. Nothing here
+    races the clock: the quick commands are ``true`` and the slow one never ends within
+    the timeout. (It used two ``sleep 0.6`` under a 1 s timeout and an elapsed-time
+    bound: on a loaded machine a 0.6 s sleep plus its channel took over 1 s.)"""
+    limits: list[float] = []
+    run_on_channel = remote._run_on_channel
+
+    def recorded(*args: Any) -> CommandResult:
+        limits.append(args[3])  # (target, argv, channel, timeout, stdin)
+        return run_on_channel(*args)
+
+    monkeypatch.setattr(remote, "_run_on_channel", recorded)
+    marker = tmp_path / "ran"
+    commands = [["true"], ["true"], ["sleep", "30"], ["touch", str(marker)]]
     with pytest.raises(RemoteCommandError, match="timed out") as info:
-        execute_remote_bulk_cmd(
-            sshd.target(), [["sleep", "0.6"], ["sleep", "0.6"], ["sleep", "5"]], timeout=1
-        )
-    assert info.value.command == ["sleep", "5"]
-    assert time.monotonic() - start < 3.5
+        execute_remote_bulk_cmd(sshd.target(), commands, timeout=2)
+    assert info.value.command == ["sleep", "30"]
+    assert limits == [2, 2, 2]
+    assert not marker.exists()
 
 
 def test_reconnects_after_the_connection_dies(sshd: SshServer) -> None:

@@ -22,6 +22,7 @@ from baadal.services import (
     inventory,
     networks,
     organisations,
+    pools,
     tasks,
     tokens,
     users,
@@ -56,6 +57,7 @@ LISTS: dict[str, tuple[list[str], str, Callable[[Session], Sized]]] = {
         lambda s: tokens.list_tokens(s, SYSTEM, username="stu").items,
     ),
     "vm": (["vm", "list"], "--after", lambda s: vms.list_vms(s, SYSTEM)),
+    "pool": (["pool", "list"], "--after", lambda s: pools.list_vlans(s, SYSTEM).items),
     "task": (
         ["task", "list"], "--before", lambda s: tasks.list_tasks(s, SYSTEM, limit=100).items
     ),
@@ -160,3 +162,15 @@ def test_template_list_statements_do_not_grow(cli: Engine) -> None:
             for i in range(5)
         )
     assert measured() == one, "\n".join(statements)
+
+
+def test_pool_list_shows_the_totals_on_the_first_page_only(cli: Engine) -> None:
+    """Public addresses and VNC ports are one row each, not a VLAN's: the first page has
+    them, the pages after it only VLANs."""
+    first = _run("pool", "list", "--limit", "1")
+    assert "public" in first and "VNC ports" in first
+    more = MORE.search(first)
+    assert more is not None
+    second = _run("pool", "list", "--limit", "1", "--after", more.group(2))
+    assert "VLAN " in second
+    assert "public" not in second and "VNC ports" not in second

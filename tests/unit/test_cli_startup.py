@@ -111,3 +111,5 @@ def test_reads_start_without_ssh_migrations_or_log_rotation(
     assert not [m for m in loaded if m.startswith(NOT_FOR_READS)], argv
     if argv == ["host", "list"]:
         assert "baadal.services.hosts" not in loaded
+    if argv != ["vm", "list", "--limit", "5"]:  # no driver: not the fake one, nor lxml
+        assert not [m for m in loaded if m.startswith(("baadal.drivers.fake", "lxml"))], argv

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from baadal.config import Settings
 from baadal.db.session import session_scope
 from baadal.gcpause import paused_gc
 from baadal.services import cloud
@@ -65,4 +66,30 @@ def test_cloud_wide_queueing_runs_with_the_collector_paused(
     with session_scope(sqlite_engine) as s:
         cloud.shutdown(s, SYSTEM)
         cloud.bootup(s, SYSTEM)
+    assert seen == [False, False] and gc.isenabled()
+
+
+def test_dhcp_entries_and_the_rrd_pass_are_made_with_the_collector_paused(
+    sqlite_engine: Engine, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A DHCP rebuild's 25,000 entries and an RRD pass's 25,000 samples."""
+    from baadal.monitor import rrd
+    from baadal.net import dhcp
+    from baadal.vm import network
+
+    seen: list[bool] = []
+
+    def entries(rows: object) -> list[dhcp.DhcpEntry]:
+        seen.append(gc.isenabled())
+        return []
+
+    def hosts(_engine: Engine) -> list[object]:
+        seen.append(gc.isenabled())
+        return []
+
+    monkeypatch.setattr(dhcp, "vm_entries", entries)
+    monkeypatch.setattr(rrd, "_up_hosts", hosts)
+    with session_scope(sqlite_engine) as s:
+        assert network.dhcp_entries_from_db(s) == []
+    rrd.update_all_rrds(sqlite_engine, settings)
     assert seen == [False, False] and gc.isenabled()

@@ -5,6 +5,7 @@ tests/integration/test_monitor_real.py."""
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import threading
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 import rrdtool
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 from typer.testing import CliRunner
 
 from baadal import constants as C
@@ -345,6 +346,42 @@ def test_metrics_read_the_collection_summaries_not_every_file(
     (rrd.latest_dir(settings) / "host-1.json").write_text("{not json")
     monkeypatch.undo()
     assert prometheus.render_metrics(sqlite_engine, settings) == from_files
+
+
+def test_a_collection_pass_sums_up_its_hosts_in_one_file(
+    sqlite_engine: Engine, settings: Settings, cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The periodic pass writes one summary for all its hosts (a file per host cost a
+    temporary file and a rename each) and removes the per-host summaries it supersedes;
+    a scrape shows from it what it shows from the RRD files. Its reads are two queries
+    however many hosts there are."""
+    create(sqlite_engine, settings, "web")
+    create(sqlite_engine, settings, "db")
+    with contextlib.suppress(rrd.PartialCollection):  # the host's own counters need SSH
+        rrd.update_rrd(sqlite_engine, settings, cloud.host_ids[0])
+    assert {p.name for p in rrd.latest_dir(settings).iterdir()} == {"host-1.json"}
+    time.sleep(1)  # a new second: the pass's rows are newer
+    statements: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
+        statements.append(statement)
+
+    event.listen(sqlite_engine, "before_cursor_execute", seen)
+    try:
+        report = rrd.update_all_rrds(sqlite_engine, settings)
+    finally:
+        event.remove(sqlite_engine, "before_cursor_execute", seen)
+    assert report.vms == 2
+    assert len([s for s in statements if s.startswith("SELECT")]) == 2
+    names = {p.name for p in rrd.latest_dir(settings).iterdir()}
+    assert names == {"hosts.json", "controller.json"}
+    summed = json.loads((rrd.latest_dir(settings) / "hosts.json").read_text())
+    assert sorted(summed) == sorted(
+        identity for identity in rrd.read_latest(settings) if identity != "controller"
+    )
+    with_summary = prometheus.render_metrics(sqlite_engine, settings)
+    shutil.rmtree(rrd.latest_dir(settings))
+    assert prometheus.render_metrics(sqlite_engine, settings) == with_summary
 
 
 def test_history_lines_are_what_prometheus_client_writes() -> None:

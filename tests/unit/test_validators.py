@@ -47,6 +47,29 @@ def test_invalid_ipv4(ip: object) -> None:
     assert not is_valid_ipv4(ip)  # type: ignore[arg-type]
 
 
+def test_ipv4_check_agrees_with_ipaddress() -> None:
+    """The pattern takes exactly what ipaddress.IPv4Address takes."""
+    import ipaddress
+    import random
+
+    def takes(value: str) -> bool:
+        try:
+            ipaddress.IPv4Address(value)
+        except ValueError:
+            return False
+        return True
+
+    rng = random.Random(16)
+    parts = ["0", "00", "01", "1", "9", "10", "99", "100", "199", "200", "249", "250", "255",
+             "256", "260", "300", "999", "1000", "", "-1", "+1", " 1", "1 ", "a", "\u0661",
+             "0x1", "1e2"]  # fmt: skip
+    candidates = [".".join(rng.choice(parts) for _ in range(rng.choice([3, 4, 4, 4, 5])))
+                  for _ in range(20_000)]  # fmt: skip
+    candidates += ["1.2.3.4\n", "1.2.3.4/32", "1..2.3", ".1.2.3", "1.2.3.4."]
+    for value in candidates:
+        assert is_valid_ipv4(value) == takes(value), repr(value)
+
+
 def test_validate_ip_range() -> None:
     assert validate_ip_range("10.0.0.1", "10.0.0.1")
     assert validate_ip_range("10.0.0.1", "10.0.1.0")

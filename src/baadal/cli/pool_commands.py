@@ -6,7 +6,17 @@ from typing import Annotated
 
 import typer
 
-from baadal.cli.door import actor, console, db, handle_errors, print_table, read_db
+from baadal.cli.door import (
+    AfterOption,
+    LimitOption,
+    actor,
+    console,
+    db,
+    handle_errors,
+    print_more,
+    print_table,
+    read_db,
+)
 from baadal.services import pools
 
 app = typer.Typer(help="IP pools: VLANs, private and public addresses.", no_args_is_help=True)
@@ -75,18 +85,23 @@ def public_remove_cmd(ip_from: FromIp, ip_to: ToIp) -> None:
 
 @app.command("list")
 @handle_errors
-def list_cmd() -> None:
-    """Addresses per VLAN, public addresses and VNC ports: total, used, free."""
+def list_cmd(limit: LimitOption = None, after: AfterOption = None) -> None:
+    """Addresses per VLAN (a page of VLANs with --limit), then, on the first page, public
+    addresses and VNC ports: total, used, free."""
     with read_db() as session:
         who = actor(session)
-        usage = pools.usage(session, who)
-        vlans = pools.list_vlans(session, who).items
+        page = pools.list_vlans(session, who, after=after, limit=limit)
+        usage = pools.usage(session, who) if after is None else None
     rows: list[tuple[object, ...]] = [
-        (f"VLAN {v.name}", v.tag, v.cidr, v.total, v.used, v.free) for v in vlans
+        (f"VLAN {v.name}", v.tag, v.cidr, v.total, v.used, v.free) for v in page.items
     ]
-    rows.append(("public", "", "", usage.public_total, usage.public_used, usage.public_free))
-    start, end = usage.vnc_range
-    span = end - start + 1
-    busiest = usage.vnc_used_busiest_host
-    rows.append(("VNC ports (busiest host)", "", f"{start}-{end}", span, busiest, span - busiest))
+    if usage is not None:
+        rows.append(("public", "", "", usage.public_total, usage.public_used, usage.public_free))
+        start, end = usage.vnc_range
+        span = end - start + 1
+        busiest = usage.vnc_used_busiest_host
+        rows.append(
+            ("VNC ports (busiest host)", "", f"{start}-{end}", span, busiest, span - busiest)
+        )
     print_table("Pools", ["pool", "VLAN id", "network", "total", "used", "free"], rows)
+    print_more(page)

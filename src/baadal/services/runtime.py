@@ -9,20 +9,24 @@ from contextlib import contextmanager
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from baadal.config import Settings
+from baadal.config import Settings, get_settings
 from baadal.db.schema import require_schema
 from baadal.db.session import get_engine, is_postgres, session_scope
+from baadal.tasks.wakeup import set_listening
 
 _schema_checked: set[str] = set()
 
 
 def checked_engine(settings: Settings | None = None) -> Engine:
-    """The engine of a database whose schema is current (checked once per process)."""
+    """The engine of a database whose schema is current (checked once per process), whose
+    wake-ups NOTIFY workers only if they listen (``[worker] listen``)."""
+    settings = settings or get_settings()
     engine = get_engine(settings)
     url = str(engine.url)
     if url not in _schema_checked:
         require_schema(engine)
         _schema_checked.add(url)
+    set_listening(engine, settings.worker.listen)
     return engine
 
 

@@ -4,8 +4,10 @@ A transaction that makes a task runnable (enqueue, retry, lease recovery) calls
 :func:`wake_workers`. When it commits, workers of this process waiting for work wake at
 once; on PostgreSQL it also sends ``NOTIFY`` (delivered at commit, dropped on rollback),
 which workers of other processes hear through a :class:`Listener` on a connection of
-their own. Polling stays the fallback: a missed wake-up costs one poll interval, never a
-task. SQLite has no notifications across processes, so its workers poll.
+their own, unless ``[worker] listen`` is off (no worker listens, so no ``NOTIFY`` is
+sent: :func:`set_listening`). Polling stays the fallback: a missed wake-up costs one
+poll interval, never a task. SQLite has no notifications across processes, so its
+workers poll.
 """
 
 from __future__ import annotations
@@ -26,6 +28,17 @@ _PENDING = "baadal_wake_workers"
 _NOTIFY = text(f"NOTIFY {C.TASK_NOTIFY_CHANNEL}")
 #: the wake-up events of this process's workers
 _waiting: weakref.WeakSet[threading.Event] = weakref.WeakSet()
+#: engines whose workers do not LISTEN ([worker] listen = false): nobody hears a NOTIFY
+_unheard: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def set_listening(engine: Engine, listening: bool) -> None:
+    """Whether workers LISTEN on this engine's database (``[worker] listen``); when they
+    do not, wake-ups send no ``NOTIFY`` (a statement per enqueue that nobody reads)."""
+    if listening:
+        _unheard.discard(engine)
+    else:
+        _unheard.add(engine)
 
 
 def wake_workers(session: Session) -> None:
@@ -33,7 +46,8 @@ def wake_workers(session: Session) -> None:
     if session.info.get(_PENDING):
         return
     session.info[_PENDING] = True
-    if is_postgres(session.get_bind()):
+    bind = session.get_bind()
+    if is_postgres(bind) and bind not in _unheard:
         session.execute(_NOTIFY)
 
 
