@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from baadal.config import Settings
+from baadal.db.models import VM
 from baadal.db.session import session_scope
 from baadal.gcpause import paused_gc
 from baadal.services import cloud
@@ -93,3 +94,23 @@ def test_dhcp_entries_and_the_rrd_pass_are_made_with_the_collector_paused(
         assert network.dhcp_entries_from_db(s) == []
     rrd.update_all_rrds(sqlite_engine, settings)
     assert seen == [False, False] and gc.isenabled()
+
+
+def test_the_whole_vm_list_is_read_with_the_collector_paused(
+    sqlite_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``vm list`` without a limit: a row per VM of the cloud."""
+    from baadal.services import vms
+
+    seen: list[bool] = []
+
+    def summary(row: object) -> object:
+        seen.append(gc.isenabled())
+        return row
+
+    with session_scope(sqlite_engine) as s:
+        s.add(VM(vm_name="gc", vm_identity="o~u~gc", RAM=256, vCPU=1))
+    monkeypatch.setattr(vms, "_summary", summary)
+    with session_scope(sqlite_engine) as s:
+        assert len(vms.list_vms(s, SYSTEM)) == 1
+    assert seen == [False] and gc.isenabled()

@@ -53,6 +53,7 @@ from baadal.db.models import (
 )
 from baadal.db.session import session_scope
 from baadal.errors import ConflictError, NotFoundError, PermissionDenied, ValidationError
+from baadal.gcpause import paused_gc
 from baadal.net.validators import check_int, check_safe_name
 from baadal.services import auditing, lookup, vm_rules
 from baadal.services.policy import (
@@ -250,7 +251,8 @@ def list_vms(session: Session, actor: Actor) -> list[VMSummary]:
     """Every VM the actor may see, as plain rows of one query (the CLI's whole list)."""
     require(session, actor, Action.VM_LIST)
     query = _SUMMARIES.where(vm_filter(actor)).order_by(VM.id)
-    return [_summary(row) for row in session.execute(query)]
+    with paused_gc():  # every VM at once, no cycles (see baadal.gcpause)
+        return [_summary(row) for row in session.execute(query)]
 
 
 class VMSummary(NamedTuple):
