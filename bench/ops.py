@@ -44,18 +44,19 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import libvirt
-from sqlalchemy import Engine, event, select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 from tests.support.cloud import fake_host_uri, make_cloud
 from tests.support.libvirtd import ensure_libvirtd, qemu_workdir, remove_domain
 from tests.support.ovs import ensure_ovs_bridge
+from tests.support.statements import counted
 
 from baadal import constants as C
 from baadal.config import Settings, load_settings
@@ -80,21 +81,6 @@ EXTRA_OPS = ("delete snapshot",)
 COUNTED_ROUNDS = 2
 #: a service call on the VM of this id (as the API makes it: by id, the VM not loaded)
 Request = Callable[[Session, int], Task]
-
-
-@contextmanager
-def counted() -> Iterator[list[str]]:
-    """Every SQL statement any engine (the reader's too) runs meanwhile."""
-    seen: list[str] = []
-
-    def note(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
-        seen.append(statement)
-
-    event.listen(Engine, "before_cursor_execute", note)
-    try:
-        yield seen
-    finally:
-        event.remove(Engine, "before_cursor_execute", note)
 
 
 def run_tasks(engine: Engine, settings: Settings) -> None:

@@ -4,10 +4,10 @@ rows a page holds; the portal's admin tables page the same way."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
-from sqlalchemy import Engine, event, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from baadal import constants as C
@@ -15,6 +15,7 @@ from baadal.db.models import VM, Datastore, Organisation, Template, UserVMMap
 from baadal.db.session import session_scope
 from baadal.services import inventory, networks
 from baadal.services.policy import SYSTEM
+from tests.support.statements import count_statements  # noqa: F401 (the fixture)
 from tests.unit.test_api_routes import (  # noqa: F401 (api_world: the fixture)
     Api,
     api_world,
@@ -62,19 +63,6 @@ def more_of_everything(s: Session, count: int = MORE) -> None:
         s.add(UserVMMap(user_id=person.id, vm_id=web.id))
         web.security_domain_id = domain.id
     s.flush()
-
-
-@pytest.fixture(name="statements")
-def count_statements() -> Iterator[Callable[[], int]]:
-    """How many SQL statements every engine has run since the fixture began."""
-    seen: list[str] = []
-
-    def note(*args: object) -> None:
-        seen.append(str(args[2]))
-
-    event.listen(Engine, "before_cursor_execute", note)
-    yield lambda: len(seen)
-    event.remove(Engine, "before_cursor_execute", note)
 
 
 def _walk(api: Api, path: str, limit: int) -> list[list[dict]]:

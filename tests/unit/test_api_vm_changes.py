@@ -7,11 +7,11 @@ the wrong person (403, nothing changed)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from httpx import Response
-from sqlalchemy import Engine, event, select, update
+from sqlalchemy import select, update
 
 from baadal import constants as C
 from baadal.config import Settings
@@ -21,6 +21,7 @@ from baadal.drivers.base import DomainStats
 from baadal.monitor import rrd
 from baadal.services import tokens
 from baadal.services.policy import SYSTEM
+from tests.support.statements import count_statements  # noqa: F401 (the fixture)
 from tests.unit.test_api_routes import API, Api, api_world, assert_problem, refused_unchanged
 from tests.unit.test_authorization import world_engine, world_template  # noqa: F401
 
@@ -353,19 +354,6 @@ def test_remind_once_a_day(api: Api) -> None:
 
 
 # --- pages --------------------------------------------------------------------------
-
-
-@pytest.fixture(name="statements")
-def count_statements() -> Iterator[Callable[[], int]]:
-    """How many SQL statements every engine has run since the fixture began."""
-    seen: list[str] = []
-
-    def note(*args: object) -> None:
-        seen.append(str(args[2]))
-
-    event.listen(Engine, "before_cursor_execute", note)
-    yield lambda: len(seen)
-    event.remove(Engine, "before_cursor_execute", note)
 
 
 def _walk(api: Api, path: str, who: str, cursor: str, **params: object) -> list[list[int]]:

@@ -8,13 +8,12 @@ statements)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, event, select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from baadal import constants as C
@@ -28,6 +27,7 @@ from baadal.tasks.registry import TaskContext, load_handler_modules
 from baadal.tasks.worker import Worker
 from baadal.vm import lifecycle
 from tests.support.cloud import fake_host_uri, make_cloud
+from tests.support.statements import counted
 
 pytestmark = pytest.mark.unit
 
@@ -56,21 +56,6 @@ EXPECTED = {
     # + the snapshot lookup; the end deletes the row instead of the events
     "delete snapshot": Cost(19, 4),
 }
-
-
-@contextmanager
-def counted() -> Iterator[list[str]]:
-    """Every statement any engine runs meanwhile."""
-    seen: list[str] = []
-
-    def note(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
-        seen.append(statement)
-
-    event.listen(Engine, "before_cursor_execute", note)
-    try:
-        yield seen
-    finally:
-        event.remove(Engine, "before_cursor_execute", note)
 
 
 @pytest.fixture

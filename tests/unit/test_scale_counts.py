@@ -5,12 +5,11 @@ queueing writes the rows ``enqueue`` writes."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, event, select
+from sqlalchemy import Engine, select
 
 from baadal import constants as C
 from baadal.config import Settings
@@ -24,24 +23,11 @@ from baadal.tasks import queue
 from baadal.vm.network import restore_network
 from baadal.vm.sanity import vm_sanity_check
 from tests.support.cloud import make_cloud
+from tests.support.statements import counted
 
 pytestmark = pytest.mark.unit
 
 HOSTS = 4
-
-
-@contextmanager
-def counted(engine: Engine) -> Iterator[list[str]]:
-    statements: list[str] = []
-
-    def count(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
-        statements.append(statement)
-
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        yield statements
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
 
 
 def cloud_of(engine: Engine, settings: Settings, root: Path, vm_count: int) -> None:
