@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine
 
 from baadal.config import Settings
 from baadal.db.schema import upgrade
@@ -14,6 +14,7 @@ from baadal.db.session import dispose_engines, make_engine, session_scope
 from baadal.services import runtime
 from baadal.tasks import queue
 from tests.support import handlers as H
+from tests.support.statements import counted
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
@@ -31,19 +32,9 @@ def pg_settings(settings: Settings, pg_url: str) -> Iterator[Settings]:
 
 def _notifies(engine: Engine) -> int:
     """How many NOTIFY statements one enqueue ran."""
-    seen: list[str] = []
-
-    def note(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
-        if statement.startswith("NOTIFY"):
-            seen.append(statement)
-
-    event.listen(engine, "before_cursor_execute", note)
-    try:
-        with session_scope(engine) as s:
-            queue.enqueue(s, H.ECHO)
-    finally:
-        event.remove(engine, "before_cursor_execute", note)
-    return len(seen)
+    with counted(engine) as seen, session_scope(engine) as s:
+        queue.enqueue(s, H.ECHO)
+    return sum(1 for statement in seen if statement.startswith("NOTIFY"))
 
 
 def test_notify_only_while_workers_listen(pg_settings: Settings) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import Engine, event, func, insert, select
+from sqlalchemy import Engine, func, insert, select
 
 from baadal import constants as C
 from baadal.config import Settings
@@ -17,6 +17,7 @@ from baadal.tasks.params import PeriodicParams
 from baadal.tasks.periodic import sync_periodic_jobs
 from baadal.tasks.registry import TaskContext, load_handler_modules
 from baadal.timeutil import utcnow
+from tests.support.statements import counted
 
 pytestmark = pytest.mark.unit
 
@@ -44,17 +45,9 @@ def _ages(engine: Engine) -> list[int]:
 
 def test_old_entries_go_in_batches_and_newer_ones_stay(sqlite_engine: Engine) -> None:
     _entries(sqlite_engine, [400] * 7 + [366, 364, 10, 0])
-    deletes: list[str] = []
-
-    def seen(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
-        if statement.startswith("DELETE"):
-            deletes.append(statement)
-
-    event.listen(sqlite_engine, "before_cursor_execute", seen)
-    try:
+    with counted(sqlite_engine) as seen:
         assert audit_retention.purge_audit(sqlite_engine, 365, batch=3) == 8
-    finally:
-        event.remove(sqlite_engine, "before_cursor_execute", seen)
+    deletes = [statement for statement in seen if statement.startswith("DELETE")]
     assert len(deletes) == 3  # 3 + 3 + 2: a transaction each
     assert _ages(sqlite_engine) == [0, 10, 364]
     assert audit_retention.purge_audit(sqlite_engine, 365, batch=3) == 0
