@@ -52,7 +52,7 @@ router = APIRouter(tags=["vms"])
 
 #: the direct operations of ``POST /vms/{id}/actions/{action}`` (snapshot: a user snapshot)
 VMAction = StrEnum("VMAction", {name: name for name in (*vms.DIRECT_OPERATIONS, "snapshot")})
-VMStatusName = StrEnum("VMStatusName", {s.name.lower(): s.name.lower() for s in C.VMStatus})
+VMStatusName = StrEnum("VMStatusName", {name: name for name in vms.STATUS_NAMES.values()})
 VMIdPath = Annotated[int, Path(ge=1, le=C.ROW_ID_MAX, description="the VM's id")]
 SnapshotIdPath = Annotated[int, Path(ge=1, le=C.ROW_ID_MAX, description="the snapshot's id")]
 UsernamePath = Annotated[str, Path(min_length=1, max_length=128)]
