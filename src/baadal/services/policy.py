@@ -22,9 +22,9 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum, IntEnum
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import ColumnElement, Row, false, or_, select, true
+from sqlalchemy import ColumnElement, false, or_, select, true
 from sqlalchemy.orm import Session
 
 from baadal import constants as C
@@ -94,9 +94,23 @@ def actor_of(session: Session, user: User) -> Actor:
     return actor_with_roles(user, user_roles(session, user.id))
 
 
-def actor_with_roles(user: User | Row[Any], roles: Iterable[C.Role]) -> Actor:
-    """The actor of ``user`` (a row of its columns will do) holding ``roles``, read with
-    the user by the caller."""
+class UserColumns(Protocol):
+    """What an actor is made of: a :class:`User`, or a row of its columns by name."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def username(self) -> str: ...
+    @property
+    def organisation_id(self) -> int | None: ...
+    @property
+    def block_user(self) -> bool: ...
+    @property
+    def registration_key(self) -> str | None: ...
+
+
+def actor_with_roles(user: UserColumns, roles: Iterable[C.Role]) -> Actor:
+    """The actor of ``user`` holding ``roles``, read with the user by the caller."""
     if user.id == C.SYSTEM_USER_ID:
         return SYSTEM
     blocked = bool(user.block_user) or user.registration_key != C.RegistrationKey.ACTIVE

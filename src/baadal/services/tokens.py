@@ -10,12 +10,14 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from baadal import constants as C
 from baadal.auth import accounts
+from baadal.db.direct import DirectQuery
 from baadal.db.models import ApiToken, User, UserGroup, UserMembership
 from baadal.errors import NotFoundError, PermissionDenied, Unauthenticated, ValidationError
 from baadal.net.validators import check_int, check_row_id
@@ -160,11 +162,26 @@ def revoke_token(session: Session, actor: Actor, token_id: int) -> TokenInfo:
     return _info(row, user.username)
 
 
-#: the token, its holder and their roles, one row per role: every request asks this (built
-#: once: making the statement would cost more than running it)
-_HOLDER = (
+class _HolderRow(NamedTuple):
+    """A row of :data:`_HOLDER`: the token, its holder, and one of their roles."""
+
+    token_id: int
+    revoked: datetime | None
+    expires: datetime | None
+    last_used: datetime | None
+    id: int
+    username: str
+    organisation_id: int | None
+    block_user: bool
+    registration_key: str | None
+    role: int | None
+
+
+#: the token, its holder and their roles, one row per role: every request asks this, so
+#: it runs on the driver's cursor (built once: making it would cost more than running it)
+_HOLDER = DirectQuery(
     select(
-        ApiToken.id.label("token_id"),
+        ApiToken.id,
         ApiToken.revoked,
         ApiToken.expires,
         ApiToken.last_used,
@@ -200,19 +217,19 @@ def token_holder(session: Session, token: str) -> TokenHolder:
     for a blocked or not yet approved account."""
     if not isinstance(token, str) or not _TOKEN_RE.fullmatch(token):
         raise Unauthenticated("invalid, expired or revoked API token")
-    # plain columns run on the connection (every request asks: no ORM row loading)
-    rows = session.connection().execute(_HOLDER, {"digest": _digest(token)}).all()
+    rows = _HOLDER.rows(session, {"digest": _digest(token)})
     now = utcnow()
     if not rows:
         raise Unauthenticated("invalid, expired or revoked API token")
-    first = rows[0]
-    token_id, revoked, expires, last_used = first[:4]
-    if revoked is not None or (expires is not None and expires <= now):
+    first = _HolderRow._make(rows[0])
+    if first.revoked is not None or (first.expires is not None and first.expires <= now):
         raise Unauthenticated("invalid, expired or revoked API token")
-    actor = actor_with_roles(first, [C.Role(row.role) for row in rows if row.role is not None])
+    roles = [C.Role(row[-1]) for row in rows if row[-1] is not None]
+    actor = actor_with_roles(first, roles)
     if actor.blocked:
         raise PermissionDenied(f"{actor.username} is blocked or not approved: nothing allowed")
-    return TokenHolder(actor, token_id, last_used is None or now - last_used >= _TOUCH_EVERY)
+    stale = first.last_used is None or now - first.last_used >= _TOUCH_EVERY
+    return TokenHolder(actor, first.token_id, stale)
 
 
 @open_to_anyone("a token's use is recorded once its holder passed token_holder")
