@@ -157,6 +157,11 @@ def populate(engine: Engine) -> str:
                 for i in range(VMS)
             ],
         )
+    if engine.dialect.name == "postgresql":
+        # as after any bulk load: statistics for the planner now, and nothing left for
+        # autovacuum to do in the middle of a measurement
+        with engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM ANALYZE")
     return token
 
 
@@ -290,8 +295,8 @@ class DatabaseCPU:
         with self.engine.connect() as conn:
             pids = conn.scalars(
                 text(
-                    "SELECT pid FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
                 )
             ).all()
         return {pid: _ticks(pid) for pid in pids}

@@ -340,7 +340,7 @@ def list_vm_page(
     the actor owns or shares (a dashboard), whatever else their role lets them see."""
     require(session, actor, Action.VM_LIST)
     values = _page_values(after, limit, status, owner, host)
-    rows = _page_query(actor, frozenset(values), mine).rows(session, values)
+    rows = _page_query(actor, frozenset(values), mine, limit).rows(session, values)
     return Page.of([_summary(row) for row in rows], limit, lambda vm: vm.id)
 
 
@@ -374,11 +374,11 @@ def list_vm_page_json(
     if session.get_bind().dialect.name != "sqlite":
         # a database server is shared by the whole cloud, and PostgreSQL writes JSON
         # slower than Python does: the web server's process writes it from plain rows
-        rows = _json_rows_query(actor, filters, fields).rows(session, values)
+        rows = _json_rows_query(actor, filters, fields, limit).rows(session, values)
         items = to_json([dict(zip(fields, row[1:], strict=True)) for row in rows[:limit]])
         return JSONPage(items.decode(), rows[limit - 1][0] if len(rows) > limit else None)
-    values["page_size"] = limit
-    items, last, count = _json_page_query(actor, filters, fields).rows(session, values)[0]
+    query = _json_page_query(actor, filters, fields, limit)
+    items, last, count = query.rows(session, values)[0]
     return JSONPage(items, last if count > limit else None)
 
 
@@ -409,11 +409,10 @@ def _page_values(
     owner: str | None,
     host: str | None,
 ) -> dict[str, Any]:
-    """A page query's bound values (one row over ``limit``: it says more follow); the
-    keys name the filters it needs."""
+    """A page query's bound values, whose keys name the filters it needs (``limit`` is
+    only checked: see :func:`_page_query`)."""
     check_int(limit, "page size", 1, C.API_PAGE_MAX)
     values = {"after": 0 if after is None else check_int(after, "after", 0, C.ROW_ID_MAX)}
-    values["limit"] = limit + 1
     if status is not None:
         values["status"] = C.VMStatus(status)
     if owner is not None:
@@ -424,14 +423,18 @@ def _page_values(
 
 
 @functools.lru_cache(maxsize=256)
-def _page_query(actor: Actor, filters: frozenset[str], mine: bool) -> DirectQuery:
-    """A page of VMs for this actor and set of filters, their values bound at execution:
-    built and compiled once, run on the driver's cursor (a page read a third faster than
-    a statement built per call, and as much again than one run by SQLAlchemy)."""
+def _page_query(actor: Actor, filters: frozenset[str], mine: bool, limit: int) -> DirectQuery:
+    """A page of ``limit`` VMs for this actor and set of filters and one more (it says
+    more follow), the filters' values bound at execution: built and compiled once, run
+    on the driver's cursor (a page read a third faster than a statement built per call,
+    and as much again than one run by SQLAlchemy). The row count is written into the
+    SQL: with it bound, PostgreSQL guessed a tenth of the table, found its plan for any
+    value ten times dearer than one for the values at hand, and so planned the page at
+    every call (1.1 ms of its CPU instead of 0.43)."""
     query = (
         _SUMMARIES.where(vm_filter(actor), VM.id > bindparam("after"))
         .order_by(VM.id)
-        .limit(bindparam("limit"))
+        .limit(literal_column(str(limit + 1), Integer))  # checked by _page_values
     )
     if "status" in filters:
         query = query.where(VM.status == bindparam("status"))
@@ -446,10 +449,12 @@ def _page_query(actor: Actor, filters: frozenset[str], mine: bool) -> DirectQuer
 
 
 @functools.lru_cache(maxsize=256)
-def _json_rows_query(actor: Actor, filters: frozenset[str], fields: tuple[str, ...]) -> DirectQuery:
+def _json_rows_query(
+    actor: Actor, filters: frozenset[str], fields: tuple[str, ...], limit: int
+) -> DirectQuery:
     """PostgreSQL's: the page of :func:`_page_query` as the id and the ``fields``, each
     column already its JSON value (see :func:`_json_column`)."""
-    page = _page_query(actor, filters, False).statement
+    page = _page_query(actor, filters, False, limit).statement
     return DirectQuery(
         page.with_only_columns(
             VM.id, *(_json_column(_SUMMARY_COLUMNS[name], name).label(name) for name in fields)
@@ -471,13 +476,14 @@ def _json_column(column: Any, name: str) -> ColumnElement[Any]:
 
 
 @functools.lru_cache(maxsize=256)
-def _json_page_query(actor: Actor, filters: frozenset[str], fields: tuple[str, ...]) -> DirectQuery:
-    """SQLite's: the page of :func:`_page_query` (``limit`` + 1 rows, only the
-    ``fields``' columns) as one row: the JSON array of its first ``page_size`` rows in
-    id order, the id of the last of them, and how many rows there were (more than
-    ``page_size``: another page follows, and its row is left out). The keys are written
-    into the SQL, as the status names."""
-    page = _page_query(actor, filters, False).statement
+def _json_page_query(
+    actor: Actor, filters: frozenset[str], fields: tuple[str, ...], limit: int
+) -> DirectQuery:
+    """SQLite's: the page of :func:`_page_query` (only the ``fields``' columns) as one
+    row: the JSON array of its first ``limit`` rows in id order, the id of the last of
+    them, and how many rows there were (more than ``limit``: another page follows, and
+    its row is left out). The keys are written into the SQL, as the status names."""
+    page = _page_query(actor, filters, False, limit).statement
     rows = page.with_only_columns(
         *(_SUMMARY_COLUMNS[name].label(name) for name in dict.fromkeys(("id", *fields)))
     ).subquery()
@@ -489,7 +495,7 @@ def _json_page_query(actor: Actor, filters: frozenset[str], fields: tuple[str, .
                 (column, func.json(_sql_text("true"))), else_=func.json(_sql_text("false"))
             )
         pairs += [_sql_text(name), column]
-    page_size = bindparam("page_size", type_=Integer)
+    page_size = literal_column(str(limit), Integer)
     # SQLite aggregates the rows in the subquery's order
     whole = select(
         func.json_group_array(func.json_object(*pairs)).label("array"),
