@@ -289,12 +289,11 @@ def test_busy_reads_run_on_a_few_threads_off_the_event_loop(
         async with anyio.create_task_group() as group:
             for who in callers:
                 group.start_soon(who.read, read)
-            limiter = callers_module._reading_limiter()
+            queue = callers_module._reading_threads()._work_queue
             try:  # the reading threads first check the token: wait until they read
                 with anyio.fail_after(_SAFETY_S):
                     while (
-                        limiter.statistics().tasks_waiting < 6 - C.API_READ_THREADS
-                        or len(running) < C.API_READ_THREADS
+                        queue.qsize() < 6 - C.API_READ_THREADS or len(running) < C.API_READ_THREADS
                     ):
                         await anyio.sleep(0.01)
                 assert len(running) == C.API_READ_THREADS

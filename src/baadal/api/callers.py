@@ -3,13 +3,16 @@ route documents."""
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
 import hmac
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Annotated, Any, TypeVar
 
-from anyio import CapacityLimiter, to_thread
-from anyio.lowlevel import RunVar
+from anyio import to_thread
 from fastapi import Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -134,7 +137,9 @@ class Caller:
         loop: it is a millisecond of CPU that never waits for a lock, and handing it to
         a thread cost a third more (``bench/api.py``); the token's last use, a write,
         is recorded on a thread. Anything else runs on one of a few reading threads:
-        spread over the thread pool's forty, reads contend for the interpreter's lock."""
+        spread over the thread pool's forty, reads contend for the interpreter's lock;
+        handed over by asyncio rather than anyio, a PostgreSQL page cost the server a
+        tenth less CPU (``bench/api.py``)."""
         if self._portal is None and runtime.reads_are_local(self.settings):
             try:
                 with self._reading() as session:
@@ -147,24 +152,21 @@ class Caller:
             with self.read_transaction() as session:
                 return reads(session)
 
-        return await to_thread.run_sync(run, limiter=_reading_limiter())
+        context = contextvars.copy_context()  # as the caller's, and nothing left behind
+        return await asyncio.get_running_loop().run_in_executor(
+            _reading_threads(), context.run, run
+        )
 
     def engine(self) -> Engine:
         """For the services that open their own transactions (a VNC grant)."""
         return runtime.checked_engine(self.settings)
 
 
-#: the reading threads of this event loop (see :meth:`Caller.read`)
-_reading_threads: RunVar[CapacityLimiter] = RunVar("baadal_reading_threads")
-
-
-def _reading_limiter() -> CapacityLimiter:
-    try:
-        return _reading_threads.get()
-    except LookupError:
-        limiter = CapacityLimiter(C.API_READ_THREADS)
-        _reading_threads.set(limiter)
-        return limiter
+@functools.cache
+def _reading_threads() -> ThreadPoolExecutor:
+    """This process's reading threads (see :meth:`Caller.read`), made at the first read
+    (in a server's worker process, not before it starts)."""
+    return ThreadPoolExecutor(C.API_READ_THREADS, thread_name_prefix="baadal-read")
 
 
 def _cookie_actor(request: Request, settings: Settings, cookie: str) -> Actor:
