@@ -12,9 +12,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import Connection, insert, select
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
 
 from baadal import constants as C
 from baadal.db.models import VM, VMEventLog
@@ -189,10 +188,13 @@ class RecordsParams(TaskParams):
 def records(ctx: TaskContext[RecordsParams]) -> TaskResult:
     """Leaves its outcome row to the task's end (TaskResult.record)."""
 
-    def write(session: Session) -> None:
+    def write(conn: Connection) -> None:
         if ctx.params.refuse:
             raise ConflictError(ctx.params.refuse)
-        session.add(VMEventLog(vm_id=0, vm_identity="outcome", attribute=f"outcome:{ctx.task_id}"))
+        conn.execute(
+            insert(VMEventLog.__table__),
+            {"vm_id": 0, "vm_identity": "outcome", "attribute": f"outcome:{ctx.task_id}"},
+        )
 
     return TaskResult.success("recorded", write)
 

@@ -25,7 +25,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     ARRAY,
@@ -326,7 +326,7 @@ def claim_in(
     flushes it anyway). What else the transaction wrote must be as cheap to lose."""
     now = utcnow()
     postgres = is_postgres(conn.engine)
-    pick, events, unfinished = _claim_statements(postgres, only is not None)
+    pick, events, _ = _claim_statements(postgres, only is not None)
     values: dict[str, Any] = {
         "p_now": now,
         "p_worker": worker_id,
@@ -339,7 +339,7 @@ def claim_in(
         conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
     rows = conn.execute(pick, values).all()
     if not rows:
-        return [], idle_check and not conn.execute(unfinished, values).scalar()
+        return [], idle_check and not _unfinished(conn, only)
     event_ids = dict(
         conn.execute(
             events, {"p_now": now, "p_worker": worker_id, "p_tasks": [r.id for r in rows]}
@@ -359,6 +359,13 @@ def claim_in(
         )
         for row in rows
     ], False
+
+
+def _unfinished(conn: Connection, only: Collection[int] | None) -> bool:
+    """Whether any task (of ``only``) is unfinished."""
+    unfinished = _claim_statements(is_postgres(conn.engine), only is not None)[2]
+    values = {} if only is None else {"p_only": list(only)}
+    return bool(conn.execute(unfinished, values).scalar())
 
 
 def claim(
@@ -399,22 +406,56 @@ def finish(
     mail_to: Collection[int] | None = None,
     record: Record | None = None,
 ) -> bool:
-    """End the task if this worker still holds its lease. False = lease was lost.
+    """End the task if this worker still holds its lease. False = lease was lost."""
+    return end_task(
+        engine, claimed, worker_id, status, message, mail_to=mail_to, record=record
+    ).kept
+
+
+class Ended(NamedTuple):
+    """How :func:`end_task` went."""
+
+    #: the task ended with this run (False: this worker had lost its lease; nothing
+    #: was written)
+    kept: bool
+    #: asked to look (``idle_check``): once the task ended, no task (of ``only``) was
+    #: unfinished, as a claim's idle check would have found
+    queue_done: bool
+
+
+def end_task(
+    engine: Engine,
+    claimed: ClaimedTask,
+    worker_id: str,
+    status: C.TaskStatus,
+    message: str,
+    *,
+    mail_to: Collection[int] | None = None,
+    record: Record | None = None,
+    idle_check: bool = False,
+    only: Collection[int] | None = None,
+) -> Ended:
+    """End the task if this worker still holds its lease, in one transaction.
 
     ``record`` (the handler's outcome rows, see ``TaskResult.record``) and the mail
     telling the VM's users (``mail_to``: as they were before the task ran) are written in
     the same transaction, so a task ends with them or not at all. A ``record`` that
     raises ends the task FAILED with its error instead; one that lost the database
-    raises (the run is lost)."""
+    raises (the run is lost). With ``idle_check`` the same transaction then asks
+    whether any task (of ``only``) is unfinished: a worker running until idle whose
+    last task this was needs no claim of its own to learn that the queue is done."""
     if status not in C.TASK_FINAL:
         raise ValidationError(f"{status!r} does not end a task")
+    look = (idle_check, only)
     try:
-        return _finish(engine, claimed, worker_id, status, message, mail_to, record)
+        return _finish(engine, claimed, worker_id, status, message, mail_to, record, look)
     except Exception as exc:
         if record is None or database_lost(exc):
             raise
         failed = TaskResult.error(exc)
-        return _finish(engine, claimed, worker_id, failed.status, failed.message, mail_to, None)
+        return _finish(
+            engine, claimed, worker_id, failed.status, failed.message, mail_to, None, look
+        )
 
 
 def _finish(
@@ -425,21 +466,28 @@ def _finish(
     message: str,
     mail_to: Collection[int] | None,
     record: Record | None,
-) -> bool:
+    look: tuple[bool, Collection[int] | None],
+) -> Ended:
+    """Plain prebuilt statements on a connection: an ORM session (and its flush) only
+    for the mail."""
     values = {"p_status": int(status), "p_message": message, "p_now": utcnow()}
-    with session_scope(engine) as session:
-        conn = session.connection()  # plain statements: no ORM bookkeeping for them
+    idle_check, only = look
+    with engine.begin() as conn:
         ended = conn.execute(_FINISH_TASK, values | {"p_task": claimed.id, "p_worker": worker_id})
         if ended.rowcount != 1:
-            return False
+            return Ended(kept=False, queue_done=False)
         conn.execute(_FINISH_EVENT, values | {"p_event": claimed.event_id})
         if record is not None:
-            record(session)
+            record(conn)
         if claimed.task_type in C.TASK_TYPES_MAILED and notify.mail_on():
-            task = session.get(Task, claimed.id)
-            if task is not None:
-                notify.task_finished(session, task, users=mail_to)
-    return True
+            # joined to this transaction (it commits with it; closing it commits nothing)
+            with Session(bind=conn) as session:
+                task = session.get(Task, claimed.id)
+                if task is not None:
+                    notify.task_finished(session, task, users=mail_to)
+                session.flush()
+        done = idle_check and not _unfinished(conn, only)
+    return Ended(kept=True, queue_done=done)
 
 
 _FINISH_TASK = (

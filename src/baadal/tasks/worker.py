@@ -97,19 +97,26 @@ class Worker:
 
         Each round: one transaction with housekeeping when due and one claim for the
         free slots (with ``until_idle`` and nothing running it also tells whether the
-        queue is done), lease renewal when due, then a wait until a task ends, a task is queued (this
-        process, or NOTIFY on PostgreSQL) or the poll interval passes.
+        queue is done), lease renewal when due, then a wait until a task ends, a task is
+        queued (this process, or NOTIFY on PostgreSQL) or the poll interval passes. With
+        ``until_idle`` each task's end also tells whether the queue is done: after the
+        last one no claim is needed to learn it (unless housekeeping is due: a due
+        periodic job may queue more).
         """
         log.info("worker %s started, concurrency %d", self.worker_id, self.concurrency)
         wakeup.wake_in_process(self.wake)
-        running: dict[Future[None], int] = {}
+        running: dict[Future[bool], int] = {}
         last_renewal, last_housekeeping = time.monotonic(), float("-inf")
+        #: with until_idle: the end of the last task found no task unfinished
+        drained = False
         listener: wakeup.Listener | None = None
         pool = _task_pool()
         while not self.stop_event.is_set():
             idle = False
             try:
                 housekeeping = only is None and time.monotonic() - last_housekeeping >= self.poll_s
+                if drained and not running and not housekeeping:
+                    break  # what a claim's idle check would find, learnt at no cost
                 if housekeeping or len(running) < self.concurrency:
                     claimed, done = self._claim(
                         only,
@@ -118,12 +125,13 @@ class Worker:
                         housekeeping=housekeeping,
                         sync=last_housekeeping < 0,
                     )
+                    drained = False  # the claim's answer is the newer one
                     if housekeeping:
                         last_housekeeping = time.monotonic()
                     if done:
                         break
                     for task in claimed:
-                        future = pool.submit(self._execute, task)
+                        future = pool.submit(self._execute, task, until_idle, only)
                         future.add_done_callback(lambda _f: self.wake.set())
                         running[future] = task.id
                     idle = not running
@@ -142,7 +150,7 @@ class Worker:
             self.wake.clear()
             for future in [f for f in running if f.done()]:
                 running.pop(future)
-                future.result()
+                drained = future.result()
                 self.completed += 1
         if listener is not None:
             listener.stop()
@@ -216,32 +224,41 @@ class Worker:
         for lost in set(task_ids) - held:
             log.warning("worker %s lost the lease of task %d", self.worker_id, lost)
 
-    def _execute(self, claimed: queue.ClaimedTask) -> None:
-        """Run one handler and record its end; never raises."""
+    def _execute(
+        self, claimed: queue.ClaimedTask, idle_check: bool, only: frozenset[int] | None
+    ) -> bool:
+        """Run one handler and record its end; never raises. True when, asked to look
+        (``idle_check``), its end found no task (of ``only``) unfinished."""
         mail_to = self._vm_users(claimed)
         result = self._run_handler(claimed)
         deadline = time.monotonic() + self.lease_s
         while True:
             try:
-                self._record(claimed, result, mail_to)
-                return
+                return self._record(claimed, result, mail_to, idle_check, only)
             except Exception as exc:
                 # the database is away (a restart): try again while the lease would last;
                 # after that (or on any other error) lease recovery runs the task again
                 if not database_lost(exc) or time.monotonic() >= deadline:
                     log.exception("task %d: its end was not recorded", claimed.id)
-                    return
+                    return False
                 log.warning("task %d: recording its end: %s; retrying", claimed.id, exc)
                 time.sleep(self.poll_s)
 
     def _record(
-        self, claimed: queue.ClaimedTask, result: TaskResult, mail_to: list[int] | None
-    ) -> None:
-        """Finish the task, or give it back to the queue when its run was lost."""
+        self,
+        claimed: queue.ClaimedTask,
+        result: TaskResult,
+        mail_to: list[int] | None,
+        idle_check: bool,
+        only: frozenset[int] | None,
+    ) -> bool:
+        """Finish the task, or give it back to the queue when its run was lost; whether
+        the queue is done (see :meth:`_execute`)."""
+        done = False
         if result.status == C.TaskStatus.RETRY:
             kept = queue.release(self.engine, claimed, self.worker_id, result.message)
         else:
-            kept = queue.finish(
+            kept, done = queue.end_task(
                 self.engine,
                 claimed,
                 self.worker_id,
@@ -249,6 +266,8 @@ class Worker:
                 result.message,
                 mail_to=mail_to,
                 record=result.record,
+                idle_check=idle_check,
+                only=only,
             )
         if not kept:
             log.warning(
@@ -257,6 +276,7 @@ class Worker:
                 self.worker_id,
                 result.message,
             )
+        return done
 
     def _vm_users(self, claimed: queue.ClaimedTask) -> list[int] | None:
         """The users of the task's VM before it runs (a delete leaves none to tell), read

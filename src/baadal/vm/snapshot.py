@@ -11,7 +11,18 @@ from __future__ import annotations
 import contextlib
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Engine, Row, Select, bindparam, delete, func, insert, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Row,
+    Select,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+)
 from sqlalchemy.orm import Session
 
 from baadal import constants as C
@@ -166,8 +177,8 @@ def snapshot(ctx: TaskContext[SnapshotVMParams]) -> TaskResult:
     except Exception as exc:
         return TaskResult.error(exc)
 
-    def record(session: Session) -> None:
-        record_event(session, ctx.vm_id, "snapshot", name, ctx.requester_id)
+    def record(conn: Connection) -> None:
+        record_event(conn, ctx.vm_id, "snapshot", name, ctx.requester_id)
 
     return TaskResult.success(SNAPSHOT_SUCCESS, record)
 
@@ -202,9 +213,9 @@ def revert(ctx: TaskContext[SnapshotIdParams]) -> TaskResult:
     except Exception as exc:
         return TaskResult.error(exc)
 
-    def record(session: Session) -> None:
-        record_status(session, ctx.vm_id, state, ctx.requester_id)
-        record_event(session, ctx.vm_id, "revert", name, ctx.requester_id)
+    def record(conn: Connection) -> None:
+        record_status(conn, ctx.vm_id, state, ctx.requester_id)
+        record_event(conn, ctx.vm_id, "revert", name, ctx.requester_id)
 
     return TaskResult.success(REVERT_SUCCESS, record)
 
@@ -221,7 +232,7 @@ def delete_snapshot(ctx: TaskContext[SnapshotIdParams]) -> TaskResult:
         return TaskResult.error(exc)
     return TaskResult.success(
         DELETE_SUCCESS,
-        lambda session: session.connection().execute(_DELETE, {"snapshot_id": snap_id}),
+        lambda conn: conn.execute(_DELETE, {"snapshot_id": snap_id}),
     )
 
 
