@@ -19,6 +19,7 @@ from baadal import constants as C
 from baadal.db.models import VM, VMEventLog
 from baadal.db.session import session_scope
 from baadal.errors import ConflictError, ValidationError
+from baadal.tasks import queue
 from baadal.tasks.params import NoParams, PeriodicParams, TaskParams
 from baadal.tasks.registry import TaskContext, TaskResult, handler
 from baadal.timeutil import utcnow
@@ -67,6 +68,17 @@ def record(ctx: TaskContext, kind: str, start: datetime, end: datetime | None = 
 def echo(ctx: TaskContext[EchoParams]) -> TaskResult:
     record(ctx, "run", utcnow())
     return TaskResult.success(ctx.params.message)
+
+
+SPAWNS = "Test Spawns"
+
+
+@handler(SPAWNS, params=NoParams)
+def spawns(ctx: TaskContext[NoParams]) -> TaskResult:
+    """Queues an ECHO task while it runs (in a transaction of its own)."""
+    with session_scope(ctx.engine) as session:
+        queue.enqueue(session, ECHO, parameters={"message": f"spawned by {ctx.task_id}"})
+    return TaskResult.success("spawned")
 
 
 @handler(SLEEP, params=SleepParams)

@@ -176,14 +176,15 @@ def enqueue(
     statements); the task returned is in the session as if loaded.
     """
     params = task_params.parse(task_type, parameters)
+    values = params.model_dump(mode="json")
     if vm_id is not None:
         if params.vm_id not in (None, vm_id):
             raise ValidationError(f"parameters name VM {params.vm_id}, the task VM {vm_id}")
-        params = params.model_copy(update={"vm_id": vm_id})
+        values["vm_id"] = vm_id  # a plain int field: no model copy to validate again
     now = utcnow()
     row = {
         "task_type": task_type, "requester_id": requester_id, "vm_id": vm_id,
-        "parameters": params.model_dump(mode="json"), "priority": int(priority),
+        "parameters": values, "priority": int(priority),
         "status": C.TaskStatus.PENDING, "created_at": now, "run_after": now, "attempts": 0,
         "lost_attempts": 0, "periodic_key": periodic_key,
     }  # fmt: skip
@@ -532,16 +533,22 @@ def _requeue_lost(session: Session, task: Task, message: str, now: datetime) -> 
 
 
 _LEASE_EXPIRED = (Task.status == C.TaskStatus.PROCESSING, Task.lease_expires_at < bindparam("now"))
-_EXPIRED = select(Task.id).where(*_LEASE_EXPIRED)
+_EXPIRED = select(Task.id).where(*_LEASE_EXPIRED).limit(1)
+
+
+def leases_expired(conn: Connection) -> bool:
+    """Whether a task's lease expired (its worker died): a prebuilt query that every
+    worker round with housekeeping runs."""
+    return conn.execute(_EXPIRED, {"now": utcnow()}).first() is not None
 
 
 def recover_expired_in(session: Session) -> list[int]:
     """Put tasks whose worker died (lease expired) back in the queue as RETRY, in the
-    caller's transaction. Every worker round with housekeeping asks: a prebuilt query
-    first, the rows (locked on PostgreSQL) only when a lease did expire."""
-    now = utcnow()
-    if session.connection().execute(_EXPIRED, {"now": now}).first() is None:
+    caller's transaction; the rows (locked on PostgreSQL) are loaded only when a lease
+    did expire."""
+    if not leases_expired(session.connection()):
         return []
+    now = utcnow()
     query = select(Task).where(*_LEASE_EXPIRED)
     if is_postgres(session.get_bind()):
         query = query.with_for_update(skip_locked=True)

@@ -175,35 +175,45 @@ class Worker:
         housekeeping: bool,
         sync: bool,
     ) -> tuple[list[queue.ClaimedTask], bool]:
-        """One transaction: (with ``housekeeping``) the periodic jobs' rows (``sync``: at
-        start), the due jobs and the expired leases, then the claim for the free slots
-        (without housekeeping a plain transaction, no ORM session).
-        Each due job then fires in a transaction of its own (rarely any); the queue is
-        not done while one did."""
-        if not housekeeping:  # then there are free slots; a plain transaction will do
-            with self.engine.begin() as conn:
-                claimed, done = queue.claim_in(
-                    conn, self.worker_id, self.lease_s, free, only=only, idle_check=idle_check
-                )
-                return self._read_for(conn, claimed), done
+        """One transaction on a plain connection: (with ``housekeeping``) the periodic
+        jobs' rows (``sync``: at start), the due jobs and a probe for expired leases,
+        then the claim for the free slots. Each due job then fires in a transaction of
+        its own (rarely any); the queue is not done while one did. Expired leases
+        (rare) are recovered in a transaction of their own before the claim."""
+        if not housekeeping:  # then there are free slots
+            return self._claim_free(only, free, idle_check)
         now = utcnow()
-        with session_scope(self.engine) as session:
+        claimed: list[queue.ClaimedTask] = []
+        done = False
+        with self.engine.begin() as conn:
             if sync:  # the rows it read tell which jobs are due
-                jobs = sync_periodic_jobs_in(session, self.registry.periodic, self.settings)
+                jobs = sync_periodic_jobs_in(conn, self.registry.periodic, self.settings)
                 due = [job for job in jobs.values() if job.next_run_at <= now]
             else:
-                due = due_jobs(session, now)
-            queue.recover_expired_in(session)
-            session.flush()  # the claim below sees the recovered tasks
-            claimed, done = ([], False)
+                due = due_jobs(conn, now)
+            expired = queue.leases_expired(conn)
+            if free and not expired:
+                claimed, done = self._claim_in(conn, only, free, idle_check)
+        if expired:
+            queue.recover_expired(self.engine)
             if free:
-                conn = session.connection()
-                claimed, done = queue.claim_in(
-                    conn, self.worker_id, self.lease_s, free, only=only, idle_check=idle_check
-                )
-                claimed = self._read_for(conn, claimed)
+                claimed, done = self._claim_free(only, free, idle_check)
         fired = [fire_job(self.engine, job, now) for job in due]
         return claimed, done and not any(fired)
+
+    def _claim_free(
+        self, only: frozenset[int] | None, free: int, idle_check: bool
+    ) -> tuple[list[queue.ClaimedTask], bool]:
+        with self.engine.begin() as conn:
+            return self._claim_in(conn, only, free, idle_check)
+
+    def _claim_in(
+        self, conn: Connection, only: frozenset[int] | None, free: int, idle_check: bool
+    ) -> tuple[list[queue.ClaimedTask], bool]:
+        claimed, done = queue.claim_in(
+            conn, self.worker_id, self.lease_s, free, only=only, idle_check=idle_check
+        )
+        return self._read_for(conn, claimed), done
 
     def _read_for(
         self, conn: Connection, claimed: list[queue.ClaimedTask]

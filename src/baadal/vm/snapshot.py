@@ -149,8 +149,7 @@ def _take(engine: Engine, vm_id: int, kind: C.SnapshotType, source: _Source) -> 
             hv.snapshot_delete(identity, old_name)
     name = snapshot_name(kind)
     hv.snapshot_create(identity, name)
-    with session_scope(engine) as session:
-        conn = session.connection()
+    with engine.begin() as conn:
         if source.replaced:
             conn.execute(delete(Snapshot).where(Snapshot.id.in_([i for i, _ in source.replaced])))
         conn.execute(
