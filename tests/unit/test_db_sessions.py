@@ -5,11 +5,12 @@ from __future__ import annotations
 import threading
 
 import pytest
-from sqlalchemy import Engine, event, func, select, text
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from baadal.db.models import Organisation
 from baadal.db.session import session_scope
+from tests.support.statements import counted
 
 pytestmark = pytest.mark.unit
 
@@ -83,16 +84,8 @@ def test_a_read_session_costs_no_statement_but_its_reads(engine: Engine) -> None
     PostgreSQL (autocommit: each statement reads its own snapshot under READ COMMITTED)."""
     with session_scope(engine, read=True) as s:  # connected: its setup is not per read
         reader = s.get_bind()
-    seen: list[str] = []
-
-    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        seen.append(statement)
-
-    event.listen(reader, "before_cursor_execute", record)
-    try:
+    with counted(reader) as seen:
         _organisations(engine)
-    finally:
-        event.remove(reader, "before_cursor_execute", record)
     begins = ["BEGIN"] if engine.dialect.name == "sqlite" else []
     assert seen[:-1] == begins and seen[-1].startswith("SELECT count(*)")
 

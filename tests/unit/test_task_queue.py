@@ -373,8 +373,9 @@ def test_the_last_task_s_end_tells_a_worker_running_until_idle_that_it_is_done(
     assert _status(sqlite_engine, first) == C.TaskStatus.SUCCESS
     assert _claims(seen) == 1
     _enqueue(sqlite_engine, H.SPAWNS)
+    worker = Worker(sqlite_engine, settings, worker_id="w", concurrency=1)  # one at a time
     with counted() as seen:
-        assert Worker(sqlite_engine, settings, worker_id="w").run(until_idle=True) == 2
+        assert worker.run(until_idle=True) == 2
     assert _claims(seen) == 2
     with session_scope(sqlite_engine) as s:
         assert {t.status for t in s.scalars(select(Task))} == {C.TaskStatus.SUCCESS}
