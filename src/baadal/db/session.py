@@ -94,11 +94,15 @@ def make_engine(url: str | URL, echo: bool = False, *, read_only: bool = False) 
         database = _sqlite_file(parsed)
         if database is not None and not database.parent.is_dir():
             private_dir(database.parent)
+        # a file's pool hands out the connection used last (its page and statement
+        # caches are warm; first-in-first-out rotated through them all)
+        lifo = {"pool_use_lifo": True} if database is not None else {}
         engine = create_engine(
             parsed,
             echo=echo,
             hide_parameters=True,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            **lifo,
         )
         _prepare_sqlite(engine, database, read_only=read_only)
         return engine
@@ -115,6 +119,7 @@ def make_engine(url: str | URL, echo: bool = False, *, read_only: bool = False) 
             connect_args={"options": "-c jit=off -c default_transaction_read_only=on"},
             pool_size=READER_POOL_SIZE,
             max_overflow=READER_MAX_OVERFLOW,
+            pool_use_lifo=True,
         )
     return create_engine(
         parsed,
@@ -123,6 +128,7 @@ def make_engine(url: str | URL, echo: bool = False, *, read_only: bool = False) 
         connect_args={"options": "-c jit=off"},
         pool_size=10,
         max_overflow=20,
+        pool_use_lifo=True,  # the backend used last: its prepared statements are warm
     )
 
 
