@@ -8,6 +8,7 @@ statements, 19 in 4 before the task's end told the Worker that the queue was don
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ from baadal import constants as C
 from baadal.config import Settings
 from baadal.db.models import VM, Snapshot, Task, VMEventLog
 from baadal.db.session import session_scope
+from baadal.drivers import hypervisor_for
+from baadal.drivers.libvirt_driver import LibvirtHypervisor
 from baadal.services import vms
 from baadal.services.policy import SYSTEM
 from baadal.tasks import params as task_params
@@ -195,3 +198,33 @@ def test_vm_operations_with_their_reads_in_the_claim_on_both_databases(
         ("snapshot", None, events[-1][2]),
         ("revert", None, events[-1][2]),
     ]
+
+
+def _definition_password(engine: Engine, vm_id: int) -> str:
+    with session_scope(engine) as s:
+        vm = s.get(VM, vm_id)
+        hv, identity = hypervisor_for(vm.host.libvirt_uri), vm.vm_identity
+    found = re.search(r"passwd='([^']*)'", hv.xml(identity, inactive=True, secure=True))
+    assert found is not None
+    return found.group(1)
+
+
+def test_a_revert_on_the_test_driver_replaces_the_console_password_in_one_definition(
+    sqlite_engine: Engine, op_settings: Settings, vm_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """test:/// has no live console password: setting a running domain's changes its
+    definition, so the revert does not define the domain once more before it."""
+    _cost(sqlite_engine, op_settings, lambda s: vms.request_snapshot(s, SYSTEM, vm_id))
+    snap = _last_snapshot(sqlite_engine, vm_id)
+    snapshot_password = _definition_password(sqlite_engine, vm_id)
+    defines: list[str] = []
+    real_define = LibvirtHypervisor.define
+
+    def define(self: LibvirtHypervisor, xml: str, *, autostart: bool = False) -> None:
+        defines.append(xml)
+        real_define(self, xml, autostart=autostart)
+
+    monkeypatch.setattr(LibvirtHypervisor, "define", define)
+    _cost(sqlite_engine, op_settings, lambda s: vms.request_revert(s, SYSTEM, vm_id, snap))
+    assert defines == []
+    assert _definition_password(sqlite_engine, vm_id) not in ("", snapshot_password)
