@@ -60,6 +60,13 @@ def test_one_claim_takes_the_free_slots_best_first_and_one_task_per_vm(engine: E
     for c in claimed:
         assert queue.finish(engine, c, "w", C.TaskStatus.SUCCESS, "ok")
     (second,), _ = queue.claim_batch(engine, "w", 30, 10, idle_check=True)
+    with session_scope(engine) as s:  # one task claimed: its own prebuilt statement
+        event = s.get(TaskEvent, second.event_id)
+        assert (event.task_id, event.status, event.worker) == (
+            second.id,
+            C.TaskStatus.PROCESSING,
+            "w",
+        )
     assert queue.finish(engine, second, "w", C.TaskStatus.SUCCESS, "ok")
     assert queue.claim_batch(engine, "w", 30, 10, idle_check=True) == ([], True)
     assert queue.claim_batch(engine, "w", 30, 10) == ([], False)  # not asked

@@ -214,14 +214,13 @@ def enqueue(
 
 
 @lru_cache(maxsize=4)
-def _claim_statements(postgres: bool, only: bool) -> tuple[Any, Any, Any]:
+def _claim_statements(postgres: bool, only: bool) -> tuple[Any, Any]:
     """The claim statements, built once (building them costs more than running them).
 
     Pick: the best ``p_limit`` runnable tasks whose VM has no earlier unfinished task
     (with ``only``: among the ids bound as ``p_only``), leased with one UPDATE ...
     RETURNING (two tasks of one VM are never picked together: the later one waits for
-    the earlier). Events: each attempt's event row (opened when the task became
-    runnable) marked PROCESSING. Unfinished: whether any task (of ``p_only``) is left.
+    the earlier). Unfinished: whether any task (of ``p_only``) is left.
     """
     candidate, earlier = aliased(Task), aliased(Task)
     blocked_by_earlier = exists().where(
@@ -274,12 +273,14 @@ def _claim_statements(postgres: bool, only: bool) -> tuple[Any, Any, Any]:
             Task.priority,
         )
     )
-    latest = (
-        select(func.max(TaskEvent.id))
-        .where(TaskEvent.task_id.in_(bindparam("p_tasks", expanding=True)))
-        .group_by(TaskEvent.task_id)
-    )
-    events = (
+    return pick, select(unfinished)
+
+
+def _events_of(tasks: ColumnElement[bool]) -> Any:
+    """Each attempt's event row (opened when the task became runnable) of the ``tasks``
+    marked PROCESSING; their task ids and ids."""
+    latest = select(func.max(TaskEvent.id)).where(tasks).group_by(TaskEvent.task_id)
+    return (
         update(TaskEvent)
         .where(TaskEvent.id.in_(latest.scalar_subquery()))
         .values(
@@ -289,7 +290,11 @@ def _claim_statements(postgres: bool, only: bool) -> tuple[Any, Any, Any]:
         )
         .returning(TaskEvent.task_id, TaskEvent.id)
     )
-    return pick, events, select(unfinished)
+
+
+#: one task's (the usual claim: a bound list is expanded at every execution), or several
+_EVENT_OF_ONE = _events_of(TaskEvent.task_id == bindparam("p_task"))
+_EVENTS_OF_SOME = _events_of(TaskEvent.task_id.in_(bindparam("p_tasks", expanding=True)))
 
 
 def claim_batch(
@@ -327,7 +332,7 @@ def claim_in(
     flushes it anyway). What else the transaction wrote must be as cheap to lose."""
     now = utcnow()
     postgres = is_postgres(conn.engine)
-    pick, events, _ = _claim_statements(postgres, only is not None)
+    pick, _ = _claim_statements(postgres, only is not None)
     values: dict[str, Any] = {
         "p_now": now,
         "p_worker": worker_id,
@@ -341,11 +346,12 @@ def claim_in(
     rows = conn.execute(pick, values).all()
     if not rows:
         return [], idle_check and not _unfinished(conn, only)
-    event_ids = dict(
-        conn.execute(
-            events, {"p_now": now, "p_worker": worker_id, "p_tasks": [r.id for r in rows]}
-        ).all()
-    )
+    marked = {"p_now": now, "p_worker": worker_id}
+    if len(rows) == 1:
+        event_ids = dict(conn.execute(_EVENT_OF_ONE, marked | {"p_task": rows[0].id}).all())
+    else:
+        marked["p_tasks"] = [r.id for r in rows]
+        event_ids = dict(conn.execute(_EVENTS_OF_SOME, marked).all())
     rows.sort(key=lambda r: (-r.priority, r.id))
     return [
         ClaimedTask(
@@ -364,7 +370,7 @@ def claim_in(
 
 def _unfinished(conn: Connection, only: Collection[int] | None) -> bool:
     """Whether any task (of ``only``) is unfinished."""
-    unfinished = _claim_statements(is_postgres(conn.engine), only is not None)[2]
+    unfinished = _claim_statements(is_postgres(conn.engine), only is not None)[1]
     values = {} if only is None else {"p_only": list(only)}
     return bool(conn.execute(unfinished, values).scalar())
 
