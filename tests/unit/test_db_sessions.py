@@ -9,7 +9,7 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from baadal.db.models import Organisation
-from baadal.db.session import session_scope
+from baadal.db.session import dispose, session_scope
 from tests.support.statements import counted
 
 pytestmark = pytest.mark.unit
@@ -77,6 +77,21 @@ def test_a_read_session_cannot_write_on_either_database(engine: Engine) -> None:
     with session_scope(engine) as s:
         s.add(Organisation(name="after-refused-write", public_ip="10.0.0.7"))
     assert _organisations(engine) >= 1
+
+
+def test_engines_dispatch_no_connection_event_and_dispose_their_reader(engine: Engine) -> None:
+    """SQLite's BEGIN comes from the dialect: an engine with a connection event listener
+    (SQLAlchemy's recipe for it) dispatches events around every statement. So the
+    reader is disposed with its writer by ``dispose``, not by an ``engine_disposed``
+    listener."""
+    with session_scope(engine, read=True) as s:
+        reader = s.get_bind()
+        s.execute(text("SELECT 1"))
+    assert not engine._has_events and not reader._has_events
+    if reader is not engine:
+        assert reader.pool.checkedin() == 1
+        dispose(engine)
+        assert reader.pool.checkedin() == 0
 
 
 def test_a_read_session_costs_no_statement_but_its_reads(engine: Engine) -> None:
