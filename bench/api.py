@@ -42,8 +42,9 @@ import urllib.request
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Response
-from sqlalchemy import Engine, event, insert, select, text
+from sqlalchemy import Engine, insert, select, text
 from tests.support import pg
+from tests.support.statements import watch
 
 from baadal import constants as C
 from baadal.api.app import app_from_settings
@@ -69,10 +70,10 @@ def server_app() -> FastAPI:
     floors = Path(os.environ["BAADAL_HOME"])
     cache: dict[str, bytes] = {}
 
-    def count(*_args: object) -> None:
+    def count(_statement: str) -> None:
         counted[0] += 1
 
-    event.listen(Engine, "before_cursor_execute", count)
+    watch(Engine, count)
 
     @app.get(f"{BENCH}/statements", include_in_schema=False)
     def statements() -> dict[str, int]:

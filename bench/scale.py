@@ -48,11 +48,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Engine, event, func, insert, select, update
+from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.orm import Session
 from tests.support import pg
 from tests.support.cloud import make_cloud
 from tests.support.people import add_people
+from tests.support.statements import watch
 
 from baadal import address_pools
 from baadal import constants as C
@@ -282,7 +283,7 @@ class Bench:
     env: dict[str, str] = field(default_factory=dict)
     client: Any = None
 
-    def count(self, *_args: object) -> None:
+    def count(self, _statement: str) -> None:
         self.statements += 1
 
 
@@ -549,7 +550,7 @@ def run_ops(bench: Bench, only: set[str] | None) -> dict[str, Result]:
         bench.token = tokens.create_token(s, SYSTEM, username="admin").token
     settings.database.url = bench.url
     bench.client = TestClient(create_app(settings))
-    event.listen(Engine, "before_cursor_execute", bench.count)
+    stop_counting = watch(Engine, bench.count)
     results: dict[str, Result] = {}
     for name, (op, is_cli, own_time) in OPS.items():
         if only is not None and name not in only:
@@ -565,7 +566,7 @@ def run_ops(bench: Bench, only: set[str] | None) -> dict[str, Result]:
         r = results[name]
         print(f"  N={bench.n}: {name}: {r.seconds:.3f} s, {r.statements} statements",
               file=sys.stderr)  # fmt: skip
-    event.remove(Engine, "before_cursor_execute", bench.count)
+    stop_counting()
     return results
 
 

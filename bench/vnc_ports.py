@@ -17,7 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sqlalchemy import event, insert, select
+from sqlalchemy import insert, select
+from tests.support.statements import watch
 
 from baadal import address_pools
 from baadal.db.models import VM, Host
@@ -58,9 +59,10 @@ def main() -> None:
             new_ids = [vm.id for vm in new]
         statements = [0]
 
-        @event.listens_for(engine, "before_cursor_execute")
-        def _count(*_args: object) -> None:
+        def _count(_statement: str) -> None:
             statements[0] += 1
+
+        watch(engine, _count)
 
         times = []
         for vm_id in new_ids:

@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 
 from baadal.config import Settings, get_settings, load_settings
 from baadal.db.schema import upgrade
-from baadal.db.session import dispose_engines, make_engine
+from baadal.db.session import dispose, dispose_engines, make_engine
 from baadal.drivers.remote import close_all as close_ssh_connections
 from baadal.logs import close_logging
 from tests.support import pg
@@ -48,7 +48,7 @@ def sqlite_engine(sqlite_url: str) -> Iterator[Engine]:
     engine = make_engine(sqlite_url)
     upgrade(engine)
     yield engine
-    engine.dispose()
+    dispose(engine)
 
 
 @pytest.fixture(scope="session")
@@ -69,7 +69,7 @@ def pg_engine(pg_url: str) -> Iterator[Engine]:
     engine = make_engine(pg_url)
     upgrade(engine)
     yield engine
-    engine.dispose()
+    dispose(engine)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -89,4 +89,4 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def engine(db_url: str) -> Iterator[Engine]:
     eng = make_engine(db_url)
     yield eng
-    eng.dispose()
+    dispose(eng)

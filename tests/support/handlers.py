@@ -12,14 +12,14 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import Connection, insert, select
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
 
 from baadal import constants as C
 from baadal.db.models import VM, VMEventLog
 from baadal.db.session import session_scope
 from baadal.errors import ConflictError, ValidationError
+from baadal.tasks import queue
 from baadal.tasks.params import NoParams, PeriodicParams, TaskParams
 from baadal.tasks.registry import TaskContext, TaskResult, handler
 from baadal.timeutil import utcnow
@@ -68,6 +68,17 @@ def record(ctx: TaskContext, kind: str, start: datetime, end: datetime | None = 
 def echo(ctx: TaskContext[EchoParams]) -> TaskResult:
     record(ctx, "run", utcnow())
     return TaskResult.success(ctx.params.message)
+
+
+SPAWNS = "Test Spawns"
+
+
+@handler(SPAWNS, params=NoParams)
+def spawns(ctx: TaskContext[NoParams]) -> TaskResult:
+    """Queues an ECHO task while it runs (in a transaction of its own)."""
+    with session_scope(ctx.engine) as session:
+        queue.enqueue(session, ECHO, parameters={"message": f"spawned by {ctx.task_id}"})
+    return TaskResult.success("spawned")
 
 
 @handler(SLEEP, params=SleepParams)
@@ -189,10 +200,13 @@ class RecordsParams(TaskParams):
 def records(ctx: TaskContext[RecordsParams]) -> TaskResult:
     """Leaves its outcome row to the task's end (TaskResult.record)."""
 
-    def write(session: Session) -> None:
+    def write(conn: Connection) -> None:
         if ctx.params.refuse:
             raise ConflictError(ctx.params.refuse)
-        session.add(VMEventLog(vm_id=0, vm_identity="outcome", attribute=f"outcome:{ctx.task_id}"))
+        conn.execute(
+            insert(VMEventLog.__table__),
+            {"vm_id": 0, "vm_identity": "outcome", "attribute": f"outcome:{ctx.task_id}"},
+        )
 
     return TaskResult.success("recorded", write)
 

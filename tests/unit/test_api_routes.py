@@ -29,6 +29,7 @@ from baadal.db.models import VM, ApiToken, RequestQueue, Snapshot, Task, User, V
 from baadal.db.session import session_scope
 from baadal.services import runtime, tokens, vms
 from baadal.services.policy import SYSTEM, actor_for
+from tests.support.statements import watch
 from tests.unit.test_authorization import (  # noqa: F401 (fixtures)
     ACTORS,
     fingerprint,
@@ -168,18 +169,18 @@ def database_work() -> Iterator[Counter[str]]:
     """The SQL statements (BEGIN and PRAGMAs included) and transactions run meanwhile."""
     seen: Counter[str] = Counter()
 
-    def statement(*_args: object) -> None:
+    def statement(text: str) -> None:
         seen["statements"] += 1
 
     def transaction(*_args: object) -> None:
         seen["transactions"] += 1
 
-    event.listen(Engine, "before_cursor_execute", statement)
+    stop = watch(Engine, statement)
     event.listen(Engine, "begin", transaction)
     try:
         yield seen
     finally:
-        event.remove(Engine, "before_cursor_execute", statement)
+        stop()
         event.remove(Engine, "begin", transaction)
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import threading
 
 import pytest
-from sqlalchemy import Engine, event, func, select, text
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from baadal.db.models import Organisation
-from baadal.db.session import session_scope
+from baadal.db.session import dispose, session_scope
+from tests.support.statements import counted
 
 pytestmark = pytest.mark.unit
 
@@ -78,21 +79,30 @@ def test_a_read_session_cannot_write_on_either_database(engine: Engine) -> None:
     assert _organisations(engine) >= 1
 
 
+def test_engines_dispatch_no_connection_event_and_dispose_their_reader(engine: Engine) -> None:
+    """SQLite's BEGIN comes from the dialect: an engine with a connection event listener
+    (SQLAlchemy's recipe for it) dispatches events around every statement. So the
+    reader is disposed with its writer by ``dispose``, not by an ``engine_disposed``
+    listener."""
+    with session_scope(engine, read=True) as s:
+        reader = s.get_bind()
+        s.execute(text("SELECT 1"))
+    # a listener on the engine marks it (a test's listener on every Engine marks the
+    # class, for the rest of the process)
+    assert not vars(engine).get("_has_events") and not vars(reader).get("_has_events")
+    if reader is not engine:
+        assert reader.pool.checkedin() == 1
+        dispose(engine)
+        assert reader.pool.checkedin() == 0
+
+
 def test_a_read_session_costs_no_statement_but_its_reads(engine: Engine) -> None:
     """No lock or mode switch per read: only BEGIN on SQLite (its snapshot), nothing on
     PostgreSQL (autocommit: each statement reads its own snapshot under READ COMMITTED)."""
     with session_scope(engine, read=True) as s:  # connected: its setup is not per read
         reader = s.get_bind()
-    seen: list[str] = []
-
-    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        seen.append(statement)
-
-    event.listen(reader, "before_cursor_execute", record)
-    try:
+    with counted(reader) as seen:
         _organisations(engine)
-    finally:
-        event.remove(reader, "before_cursor_execute", record)
     begins = ["BEGIN"] if engine.dialect.name == "sqlite" else []
     assert seen[:-1] == begins and seen[-1].startswith("SELECT count(*)")
 

@@ -60,6 +60,13 @@ def test_one_claim_takes_the_free_slots_best_first_and_one_task_per_vm(engine: E
     for c in claimed:
         assert queue.finish(engine, c, "w", C.TaskStatus.SUCCESS, "ok")
     (second,), _ = queue.claim_batch(engine, "w", 30, 10, idle_check=True)
+    with session_scope(engine) as s:  # one task claimed: its own prebuilt statement
+        event = s.get(TaskEvent, second.event_id)
+        assert (event.task_id, event.status, event.worker) == (
+            second.id,
+            C.TaskStatus.PROCESSING,
+            "w",
+        )
     assert queue.finish(engine, second, "w", C.TaskStatus.SUCCESS, "ok")
     assert queue.claim_batch(engine, "w", 30, 10, idle_check=True) == ([], True)
     assert queue.claim_batch(engine, "w", 30, 10) == ([], False)  # not asked
@@ -190,15 +197,15 @@ def test_a_finish_that_meets_a_broken_connection_is_tried_again(
     """The handler ran; the database was away when its end was to be written: the worker
     writes it once the database answers again (the task ends once, not FAILED)."""
     task_id = _enqueue(sqlite_engine, H.ECHO)
-    real_finish, calls = queue.finish, []
+    real_finish, calls = queue.end_task, []
 
-    def finish_after_an_outage(*args: object, **kw: object) -> bool:
+    def finish_after_an_outage(*args: object, **kw: object) -> queue.Ended:
         calls.append(1)
         if len(calls) == 1:
             raise H.lost_connection()
         return real_finish(*args, **kw)
 
-    monkeypatch.setattr(queue, "finish", finish_after_an_outage)
+    monkeypatch.setattr(queue, "end_task", finish_after_an_outage)
     settings.worker.poll_interval_s = 0.01
     Worker(sqlite_engine, settings, worker_id="w").run(until_idle=True)
     assert len(calls) == 2

@@ -22,6 +22,7 @@ from baadal.tasks.registry import REGISTRY
 from baadal.tasks.worker import Worker
 from baadal.timeutil import utcnow
 from tests.support import handlers as H
+from tests.support.statements import counted
 
 pytestmark = pytest.mark.unit
 
@@ -354,3 +355,71 @@ def test_inline_runs_only_its_own_task(sqlite_engine: Engine, settings: Settings
     with session_scope(sqlite_engine) as s:
         assert s.scalar(select(func.count()).select_from(Task)) == 3  # no periodic task
         assert s.get(PeriodicJob, H.TICK_JOB).next_run_at < utcnow()
+
+
+def _claims(statements: list[str]) -> int:
+    return sum(1 for s in statements if s.startswith("UPDATE task_queue SET status=?, started_at"))
+
+
+def test_the_last_task_s_end_tells_a_worker_running_until_idle_that_it_is_done(
+    sqlite_engine: Engine, settings: Settings
+) -> None:
+    """Its finish asks whether any task is unfinished: no claim after it (one claim in
+    all); a task queued while it ran is still run (its end found one unfinished)."""
+    settings.worker.poll_interval_s = 3600  # no housekeeping round after the first
+    first = _enqueue(sqlite_engine, H.ECHO)
+    with counted() as seen:
+        assert Worker(sqlite_engine, settings, worker_id="w").run(until_idle=True) == 1
+    assert _status(sqlite_engine, first) == C.TaskStatus.SUCCESS
+    assert _claims(seen) == 1
+    _enqueue(sqlite_engine, H.SPAWNS)
+    worker = Worker(sqlite_engine, settings, worker_id="w", concurrency=1)  # one at a time
+    with counted() as seen:
+        assert worker.run(until_idle=True) == 2
+    assert _claims(seen) == 2
+    with session_scope(sqlite_engine) as s:
+        assert {t.status for t in s.scalars(select(Task))} == {C.TaskStatus.SUCCESS}
+
+
+def test_a_task_s_end_says_whether_tasks_of_its_set_are_unfinished(
+    sqlite_engine: Engine,
+) -> None:
+    mine, other = _enqueue(sqlite_engine), _enqueue(sqlite_engine)
+    claimed = queue.claim(sqlite_engine, "w", 30, only=[mine])
+    assert claimed is not None
+    ended = queue.end_task(
+        sqlite_engine, claimed, "w", C.TaskStatus.SUCCESS, "ok", idle_check=True, only=[mine]
+    )
+    assert ended == queue.Ended(kept=True, queue_done=True)  # the other is not in its set
+    claimed = queue.claim(sqlite_engine, "w", 30)
+    assert claimed is not None and claimed.id == other
+    assert queue.end_task(sqlite_engine, claimed, "w", C.TaskStatus.SUCCESS, "ok") == (True, False)
+    _enqueue(sqlite_engine)
+    assert queue.end_task(
+        sqlite_engine, claimed, "w", C.TaskStatus.SUCCESS, "twice", idle_check=True
+    ) == (False, False)  # the lease is gone: nothing written, nothing asked
+    third = queue.claim(sqlite_engine, "w", 30)
+    assert third is not None
+    fourth = _enqueue(sqlite_engine)
+    ended = queue.end_task(sqlite_engine, third, "w", C.TaskStatus.SUCCESS, "ok", idle_check=True)
+    assert ended == (True, False)  # the fourth waits
+    assert _status(sqlite_engine, fourth) == C.TaskStatus.PENDING
+
+
+def test_a_starting_worker_recovers_an_expired_lease_and_runs_the_task(
+    sqlite_engine: Engine, settings: Settings
+) -> None:
+    """The housekeeping transaction only probes for expired leases; the recovery (in a
+    transaction of its own) and a claim follow when one expired."""
+    task_id = _enqueue(sqlite_engine, H.ECHO)
+    assert queue.claim(sqlite_engine, "dead", 30) is not None
+    with session_scope(sqlite_engine) as s:
+        s.execute(update(Task).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+    assert Worker(sqlite_engine, settings, worker_id="w").run(until_idle=True) == 1
+    with session_scope(sqlite_engine) as s:
+        task = s.get(Task, task_id)
+        assert (task.status, task.lost_attempts, task.attempts) == (C.TaskStatus.SUCCESS, 1, 2)
+    assert [e[0] for e in _events(sqlite_engine, task_id)] == [
+        C.TaskStatus.RETRY,
+        C.TaskStatus.SUCCESS,
+    ]

@@ -268,15 +268,15 @@ class LibvirtHypervisor(Hypervisor):
                     f"set VNC password of {name} on {self.uri}: domain is not running"
                 )
             try:
+                if self._is_test:  # no device updates, no console: what it would start with
+                    inactive = dom.XMLDesc(_PERSISTENT_XML)
+                    conn.defineXML(domain_xml.set_vnc_password(inactive, password))
+                    return
                 graphics = domain_xml.vnc_graphics_with_password(
                     dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE), password
                 )
             except ValidationError as exc:
                 raise HypervisorError(f"set VNC password of {name} on {self.uri}: {exc}") from None
-            if self._is_test:  # no device updates, no console: what it would start with
-                inactive = dom.XMLDesc(_PERSISTENT_XML)
-                conn.defineXML(domain_xml.set_vnc_password(inactive, password))
-                return
             dom.updateDeviceFlags(graphics, libvirt.VIR_DOMAIN_AFFECT_LIVE)
 
         self._call(f"set VNC password of {name}", run)

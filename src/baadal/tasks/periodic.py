@@ -16,9 +16,8 @@ import math
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from sqlalchemy import Engine, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from baadal.config import Settings
 from baadal.db.models import PeriodicJob
@@ -43,13 +42,13 @@ _JOBS = select(*(PeriodicJob.__table__.c[name] for name in JobRow._fields))
 def sync_periodic_jobs(engine: Engine, jobs: dict[str, str], settings: Settings) -> list[str]:
     """Create or update rows for the registered jobs that have an interval configured;
     their names."""
-    with session_scope(engine) as session:
-        rows = sync_periodic_jobs_in(session, jobs, settings)
+    with engine.begin() as conn:
+        rows = sync_periodic_jobs_in(conn, jobs, settings)
     return [name for name in sorted(jobs) if name in rows]
 
 
 def sync_periodic_jobs_in(
-    session: Session, jobs: dict[str, str], settings: Settings
+    conn: Connection, jobs: dict[str, str], settings: Settings
 ) -> dict[str, JobRow]:
     """:func:`sync_periodic_jobs` in the caller's transaction; reads plain rows and
     writes only what differs (every worker start, and every command that runs a Worker,
@@ -57,28 +56,28 @@ def sync_periodic_jobs_in(
     worker created meanwhile left out), so the caller knows the due jobs without
     asking again."""
     table = PeriodicJob.__table__
-    rows = {row.name: JobRow(*row) for row in session.connection().execute(_JOBS)}
+    rows = {row.name: JobRow(*row) for row in conn.execute(_JOBS)}
     for name, task_type in sorted(jobs.items()):
         interval = settings.job_interval(name)
         row = rows.get(name)
         if not interval or interval <= 0:
             if row is not None:  # switched off: it must stop firing
-                session.execute(delete(table).where(table.c.name == name))
+                conn.execute(delete(table).where(table.c.name == name))
                 del rows[name]
             continue
         if row is None:
             # several workers start at once: the first insert wins, the others skip
             new = JobRow(name, task_type, interval, utcnow() + timedelta(seconds=interval), None)
             try:
-                with session.begin_nested():
-                    session.execute(insert(table).values(new._asdict()))
+                with conn.begin_nested():
+                    conn.execute(insert(table).values(new._asdict()))
                 rows[name] = new
             except IntegrityError:
                 pass
         elif row.interval_s != interval or row.task_type != task_type:
             # a shortened interval must not wait out the old, longer one
             next_run_at = min(row.next_run_at, utcnow() + timedelta(seconds=interval))
-            session.execute(
+            conn.execute(
                 update(table)
                 .where(table.c.name == name)
                 .values(interval_s=interval, task_type=task_type, next_run_at=next_run_at)
@@ -98,10 +97,10 @@ def _next_slot(due: datetime, interval_s: float, now: datetime) -> datetime:
 _DUE = _JOBS.where(PeriodicJob.__table__.c.next_run_at <= bindparam("now"))
 
 
-def due_jobs(session: Session, now: datetime) -> list[JobRow]:
+def due_jobs(conn: Connection, now: datetime) -> list[JobRow]:
     """The jobs due at ``now``, as plain rows (:func:`fire_job` takes each in its own
     transaction); a prebuilt statement: every worker round with housekeeping runs it."""
-    return [JobRow(*row) for row in session.connection().execute(_DUE, {"now": now})]
+    return [JobRow(*row) for row in conn.execute(_DUE, {"now": now})]
 
 
 def fire_job(engine: Engine, job: JobRow, now: datetime) -> int | None:
@@ -131,7 +130,7 @@ def fire_job(engine: Engine, job: JobRow, now: datetime) -> int | None:
 def fire_due_jobs(engine: Engine, now: datetime | None = None) -> list[int]:
     """Enqueue one task per due job; returns the ids of the tasks this caller created."""
     now = now or utcnow()
-    with session_scope(engine) as session:
-        due = due_jobs(session, now)
+    with engine.begin() as conn:
+        due = due_jobs(conn, now)
     created = (fire_job(engine, job, now) for job in due)
     return [task_id for task_id in created if task_id is not None]

@@ -25,7 +25,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     ARRAY,
@@ -176,14 +176,15 @@ def enqueue(
     statements); the task returned is in the session as if loaded.
     """
     params = task_params.parse(task_type, parameters)
+    values = params.model_dump(mode="json")
     if vm_id is not None:
         if params.vm_id not in (None, vm_id):
             raise ValidationError(f"parameters name VM {params.vm_id}, the task VM {vm_id}")
-        params = params.model_copy(update={"vm_id": vm_id})
+        values["vm_id"] = vm_id  # a plain int field: no model copy to validate again
     now = utcnow()
     row = {
         "task_type": task_type, "requester_id": requester_id, "vm_id": vm_id,
-        "parameters": params.model_dump(mode="json"), "priority": int(priority),
+        "parameters": values, "priority": int(priority),
         "status": C.TaskStatus.PENDING, "created_at": now, "run_after": now, "attempts": 0,
         "lost_attempts": 0, "periodic_key": periodic_key,
     }  # fmt: skip
@@ -213,14 +214,13 @@ def enqueue(
 
 
 @lru_cache(maxsize=4)
-def _claim_statements(postgres: bool, only: bool) -> tuple[Any, Any, Any]:
+def _claim_statements(postgres: bool, only: bool) -> tuple[Any, Any]:
     """The claim statements, built once (building them costs more than running them).
 
     Pick: the best ``p_limit`` runnable tasks whose VM has no earlier unfinished task
     (with ``only``: among the ids bound as ``p_only``), leased with one UPDATE ...
     RETURNING (two tasks of one VM are never picked together: the later one waits for
-    the earlier). Events: each attempt's event row (opened when the task became
-    runnable) marked PROCESSING. Unfinished: whether any task (of ``p_only``) is left.
+    the earlier). Unfinished: whether any task (of ``p_only``) is left.
     """
     candidate, earlier = aliased(Task), aliased(Task)
     blocked_by_earlier = exists().where(
@@ -273,12 +273,14 @@ def _claim_statements(postgres: bool, only: bool) -> tuple[Any, Any, Any]:
             Task.priority,
         )
     )
-    latest = (
-        select(func.max(TaskEvent.id))
-        .where(TaskEvent.task_id.in_(bindparam("p_tasks", expanding=True)))
-        .group_by(TaskEvent.task_id)
-    )
-    events = (
+    return pick, select(unfinished)
+
+
+def _events_of(tasks: ColumnElement[bool]) -> Any:
+    """Each attempt's event row (opened when the task became runnable) of the ``tasks``
+    marked PROCESSING; their task ids and ids."""
+    latest = select(func.max(TaskEvent.id)).where(tasks).group_by(TaskEvent.task_id)
+    return (
         update(TaskEvent)
         .where(TaskEvent.id.in_(latest.scalar_subquery()))
         .values(
@@ -288,7 +290,11 @@ def _claim_statements(postgres: bool, only: bool) -> tuple[Any, Any, Any]:
         )
         .returning(TaskEvent.task_id, TaskEvent.id)
     )
-    return pick, events, select(unfinished)
+
+
+#: one task's (the usual claim: a bound list is expanded at every execution), or several
+_EVENT_OF_ONE = _events_of(TaskEvent.task_id == bindparam("p_task"))
+_EVENTS_OF_SOME = _events_of(TaskEvent.task_id.in_(bindparam("p_tasks", expanding=True)))
 
 
 def claim_batch(
@@ -326,7 +332,7 @@ def claim_in(
     flushes it anyway). What else the transaction wrote must be as cheap to lose."""
     now = utcnow()
     postgres = is_postgres(conn.engine)
-    pick, events, unfinished = _claim_statements(postgres, only is not None)
+    pick, _ = _claim_statements(postgres, only is not None)
     values: dict[str, Any] = {
         "p_now": now,
         "p_worker": worker_id,
@@ -339,12 +345,13 @@ def claim_in(
         conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
     rows = conn.execute(pick, values).all()
     if not rows:
-        return [], idle_check and not conn.execute(unfinished, values).scalar()
-    event_ids = dict(
-        conn.execute(
-            events, {"p_now": now, "p_worker": worker_id, "p_tasks": [r.id for r in rows]}
-        ).all()
-    )
+        return [], idle_check and not _unfinished(conn, only)
+    marked = {"p_now": now, "p_worker": worker_id}
+    if len(rows) == 1:
+        event_ids = dict(conn.execute(_EVENT_OF_ONE, marked | {"p_task": rows[0].id}).all())
+    else:
+        marked["p_tasks"] = [r.id for r in rows]
+        event_ids = dict(conn.execute(_EVENTS_OF_SOME, marked).all())
     rows.sort(key=lambda r: (-r.priority, r.id))
     return [
         ClaimedTask(
@@ -359,6 +366,13 @@ def claim_in(
         )
         for row in rows
     ], False
+
+
+def _unfinished(conn: Connection, only: Collection[int] | None) -> bool:
+    """Whether any task (of ``only``) is unfinished."""
+    unfinished = _claim_statements(is_postgres(conn.engine), only is not None)[1]
+    values = {} if only is None else {"p_only": list(only)}
+    return bool(conn.execute(unfinished, values).scalar())
 
 
 def claim(
@@ -399,22 +413,56 @@ def finish(
     mail_to: Collection[int] | None = None,
     record: Record | None = None,
 ) -> bool:
-    """End the task if this worker still holds its lease. False = lease was lost.
+    """End the task if this worker still holds its lease. False = lease was lost."""
+    return end_task(
+        engine, claimed, worker_id, status, message, mail_to=mail_to, record=record
+    ).kept
+
+
+class Ended(NamedTuple):
+    """How :func:`end_task` went."""
+
+    #: the task ended with this run (False: this worker had lost its lease; nothing
+    #: was written)
+    kept: bool
+    #: asked to look (``idle_check``): once the task ended, no task (of ``only``) was
+    #: unfinished, as a claim's idle check would have found
+    queue_done: bool
+
+
+def end_task(
+    engine: Engine,
+    claimed: ClaimedTask,
+    worker_id: str,
+    status: C.TaskStatus,
+    message: str,
+    *,
+    mail_to: Collection[int] | None = None,
+    record: Record | None = None,
+    idle_check: bool = False,
+    only: Collection[int] | None = None,
+) -> Ended:
+    """End the task if this worker still holds its lease, in one transaction.
 
     ``record`` (the handler's outcome rows, see ``TaskResult.record``) and the mail
     telling the VM's users (``mail_to``: as they were before the task ran) are written in
     the same transaction, so a task ends with them or not at all. A ``record`` that
     raises ends the task FAILED with its error instead; one that lost the database
-    raises (the run is lost)."""
+    raises (the run is lost). With ``idle_check`` the same transaction then asks
+    whether any task (of ``only``) is unfinished: a worker running until idle whose
+    last task this was needs no claim of its own to learn that the queue is done."""
     if status not in C.TASK_FINAL:
         raise ValidationError(f"{status!r} does not end a task")
+    look = (idle_check, only)
     try:
-        return _finish(engine, claimed, worker_id, status, message, mail_to, record)
+        return _finish(engine, claimed, worker_id, status, message, mail_to, record, look)
     except Exception as exc:
         if record is None or database_lost(exc):
             raise
         failed = TaskResult.error(exc)
-        return _finish(engine, claimed, worker_id, failed.status, failed.message, mail_to, None)
+        return _finish(
+            engine, claimed, worker_id, failed.status, failed.message, mail_to, None, look
+        )
 
 
 def _finish(
@@ -425,21 +473,28 @@ def _finish(
     message: str,
     mail_to: Collection[int] | None,
     record: Record | None,
-) -> bool:
+    look: tuple[bool, Collection[int] | None],
+) -> Ended:
+    """Plain prebuilt statements on a connection: an ORM session (and its flush) only
+    for the mail."""
     values = {"p_status": int(status), "p_message": message, "p_now": utcnow()}
-    with session_scope(engine) as session:
-        conn = session.connection()  # plain statements: no ORM bookkeeping for them
+    idle_check, only = look
+    with engine.begin() as conn:
         ended = conn.execute(_FINISH_TASK, values | {"p_task": claimed.id, "p_worker": worker_id})
         if ended.rowcount != 1:
-            return False
+            return Ended(kept=False, queue_done=False)
         conn.execute(_FINISH_EVENT, values | {"p_event": claimed.event_id})
         if record is not None:
-            record(session)
+            record(conn)
         if claimed.task_type in C.TASK_TYPES_MAILED and notify.mail_on():
-            task = session.get(Task, claimed.id)
-            if task is not None:
-                notify.task_finished(session, task, users=mail_to)
-    return True
+            # joined to this transaction (it commits with it; closing it commits nothing)
+            with Session(bind=conn) as session:
+                task = session.get(Task, claimed.id)
+                if task is not None:
+                    notify.task_finished(session, task, users=mail_to)
+                session.flush()
+        done = idle_check and not _unfinished(conn, only)
+    return Ended(kept=True, queue_done=done)
 
 
 _FINISH_TASK = (
@@ -484,16 +539,22 @@ def _requeue_lost(session: Session, task: Task, message: str, now: datetime) -> 
 
 
 _LEASE_EXPIRED = (Task.status == C.TaskStatus.PROCESSING, Task.lease_expires_at < bindparam("now"))
-_EXPIRED = select(Task.id).where(*_LEASE_EXPIRED)
+_EXPIRED = select(Task.id).where(*_LEASE_EXPIRED).limit(1)
+
+
+def leases_expired(conn: Connection) -> bool:
+    """Whether a task's lease expired (its worker died): a prebuilt query that every
+    worker round with housekeeping runs."""
+    return conn.execute(_EXPIRED, {"now": utcnow()}).first() is not None
 
 
 def recover_expired_in(session: Session) -> list[int]:
     """Put tasks whose worker died (lease expired) back in the queue as RETRY, in the
-    caller's transaction. Every worker round with housekeeping asks: a prebuilt query
-    first, the rows (locked on PostgreSQL) only when a lease did expire."""
-    now = utcnow()
-    if session.connection().execute(_EXPIRED, {"now": now}).first() is None:
+    caller's transaction; the rows (locked on PostgreSQL) are loaded only when a lease
+    did expire."""
+    if not leases_expired(session.connection()):
         return []
+    now = utcnow()
     query = select(Task).where(*_LEASE_EXPIRED)
     if is_postgres(session.get_bind()):
         query = query.with_for_update(skip_locked=True)

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Engine, Executable, Row
+from sqlalchemy import Connection, Engine, Executable, Row
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -41,7 +41,7 @@ log = logging.getLogger("baadal")
 
 
 #: writes a handler leaves to the task's end: they commit with it (see TaskResult.record)
-Record = Callable[[Session], None]
+Record = Callable[[Connection], None]
 
 
 def database_lost(exc: BaseException) -> bool:
@@ -71,11 +71,11 @@ def _transient(exc: OperationalError) -> bool:
 
 @dataclass(frozen=True)
 class TaskResult:
-    """How a run ended. ``record`` (optional) gets the finish transaction's session and
-    writes the run's outcome rows (a VM's new status, its event log), so they commit
-    together with the task's end, in one transaction, or not at all (a worker that lost
-    its lease writes nothing: the task's next run records its own outcome). If it
-    raises, the task ends FAILED with that error instead."""
+    """How a run ended. ``record`` (optional) gets the finish transaction's connection
+    and writes the run's outcome rows with plain statements (a VM's new status, its
+    event log), so they commit together with the task's end, in one transaction, or not
+    at all (a worker that lost its lease writes nothing: the task's next run records its
+    own outcome). If it raises, the task ends FAILED with that error instead."""
 
     status: C.TaskStatus
     message: str

@@ -97,19 +97,26 @@ class Worker:
 
         Each round: one transaction with housekeeping when due and one claim for the
         free slots (with ``until_idle`` and nothing running it also tells whether the
-        queue is done), lease renewal when due, then a wait until a task ends, a task is queued (this
-        process, or NOTIFY on PostgreSQL) or the poll interval passes.
+        queue is done), lease renewal when due, then a wait until a task ends, a task is
+        queued (this process, or NOTIFY on PostgreSQL) or the poll interval passes. With
+        ``until_idle`` each task's end also tells whether the queue is done: after the
+        last one no claim is needed to learn it (unless housekeeping is due: a due
+        periodic job may queue more).
         """
         log.info("worker %s started, concurrency %d", self.worker_id, self.concurrency)
         wakeup.wake_in_process(self.wake)
-        running: dict[Future[None], int] = {}
+        running: dict[Future[bool], int] = {}
         last_renewal, last_housekeeping = time.monotonic(), float("-inf")
+        #: with until_idle: the end of the last task found no task unfinished
+        drained = False
         listener: wakeup.Listener | None = None
         pool = _task_pool()
         while not self.stop_event.is_set():
             idle = False
             try:
                 housekeeping = only is None and time.monotonic() - last_housekeeping >= self.poll_s
+                if drained and not running and not housekeeping:
+                    break  # what a claim's idle check would find, learnt at no cost
                 if housekeeping or len(running) < self.concurrency:
                     claimed, done = self._claim(
                         only,
@@ -118,12 +125,13 @@ class Worker:
                         housekeeping=housekeeping,
                         sync=last_housekeeping < 0,
                     )
+                    drained = False  # the claim's answer is the newer one
                     if housekeeping:
                         last_housekeeping = time.monotonic()
                     if done:
                         break
                     for task in claimed:
-                        future = pool.submit(self._execute, task)
+                        future = pool.submit(self._execute, task, until_idle, only)
                         future.add_done_callback(lambda _f: self.wake.set())
                         running[future] = task.id
                     idle = not running
@@ -142,7 +150,7 @@ class Worker:
             self.wake.clear()
             for future in [f for f in running if f.done()]:
                 running.pop(future)
-                future.result()
+                drained = future.result()
                 self.completed += 1
         if listener is not None:
             listener.stop()
@@ -167,35 +175,45 @@ class Worker:
         housekeeping: bool,
         sync: bool,
     ) -> tuple[list[queue.ClaimedTask], bool]:
-        """One transaction: (with ``housekeeping``) the periodic jobs' rows (``sync``: at
-        start), the due jobs and the expired leases, then the claim for the free slots
-        (without housekeeping a plain transaction, no ORM session).
-        Each due job then fires in a transaction of its own (rarely any); the queue is
-        not done while one did."""
-        if not housekeeping:  # then there are free slots; a plain transaction will do
-            with self.engine.begin() as conn:
-                claimed, done = queue.claim_in(
-                    conn, self.worker_id, self.lease_s, free, only=only, idle_check=idle_check
-                )
-                return self._read_for(conn, claimed), done
+        """One transaction on a plain connection: (with ``housekeeping``) the periodic
+        jobs' rows (``sync``: at start), the due jobs and a probe for expired leases,
+        then the claim for the free slots. Each due job then fires in a transaction of
+        its own (rarely any); the queue is not done while one did. Expired leases
+        (rare) are recovered in a transaction of their own before the claim."""
+        if not housekeeping:  # then there are free slots
+            return self._claim_free(only, free, idle_check)
         now = utcnow()
-        with session_scope(self.engine) as session:
+        claimed: list[queue.ClaimedTask] = []
+        done = False
+        with self.engine.begin() as conn:
             if sync:  # the rows it read tell which jobs are due
-                jobs = sync_periodic_jobs_in(session, self.registry.periodic, self.settings)
+                jobs = sync_periodic_jobs_in(conn, self.registry.periodic, self.settings)
                 due = [job for job in jobs.values() if job.next_run_at <= now]
             else:
-                due = due_jobs(session, now)
-            queue.recover_expired_in(session)
-            session.flush()  # the claim below sees the recovered tasks
-            claimed, done = ([], False)
+                due = due_jobs(conn, now)
+            expired = queue.leases_expired(conn)
+            if free and not expired:
+                claimed, done = self._claim_in(conn, only, free, idle_check)
+        if expired:
+            queue.recover_expired(self.engine)
             if free:
-                conn = session.connection()
-                claimed, done = queue.claim_in(
-                    conn, self.worker_id, self.lease_s, free, only=only, idle_check=idle_check
-                )
-                claimed = self._read_for(conn, claimed)
+                claimed, done = self._claim_free(only, free, idle_check)
         fired = [fire_job(self.engine, job, now) for job in due]
         return claimed, done and not any(fired)
+
+    def _claim_free(
+        self, only: frozenset[int] | None, free: int, idle_check: bool
+    ) -> tuple[list[queue.ClaimedTask], bool]:
+        with self.engine.begin() as conn:
+            return self._claim_in(conn, only, free, idle_check)
+
+    def _claim_in(
+        self, conn: Connection, only: frozenset[int] | None, free: int, idle_check: bool
+    ) -> tuple[list[queue.ClaimedTask], bool]:
+        claimed, done = queue.claim_in(
+            conn, self.worker_id, self.lease_s, free, only=only, idle_check=idle_check
+        )
+        return self._read_for(conn, claimed), done
 
     def _read_for(
         self, conn: Connection, claimed: list[queue.ClaimedTask]
@@ -216,32 +234,41 @@ class Worker:
         for lost in set(task_ids) - held:
             log.warning("worker %s lost the lease of task %d", self.worker_id, lost)
 
-    def _execute(self, claimed: queue.ClaimedTask) -> None:
-        """Run one handler and record its end; never raises."""
+    def _execute(
+        self, claimed: queue.ClaimedTask, idle_check: bool, only: frozenset[int] | None
+    ) -> bool:
+        """Run one handler and record its end; never raises. True when, asked to look
+        (``idle_check``), its end found no task (of ``only``) unfinished."""
         mail_to = self._vm_users(claimed)
         result = self._run_handler(claimed)
         deadline = time.monotonic() + self.lease_s
         while True:
             try:
-                self._record(claimed, result, mail_to)
-                return
+                return self._record(claimed, result, mail_to, idle_check, only)
             except Exception as exc:
                 # the database is away (a restart): try again while the lease would last;
                 # after that (or on any other error) lease recovery runs the task again
                 if not database_lost(exc) or time.monotonic() >= deadline:
                     log.exception("task %d: its end was not recorded", claimed.id)
-                    return
+                    return False
                 log.warning("task %d: recording its end: %s; retrying", claimed.id, exc)
                 time.sleep(self.poll_s)
 
     def _record(
-        self, claimed: queue.ClaimedTask, result: TaskResult, mail_to: list[int] | None
-    ) -> None:
-        """Finish the task, or give it back to the queue when its run was lost."""
+        self,
+        claimed: queue.ClaimedTask,
+        result: TaskResult,
+        mail_to: list[int] | None,
+        idle_check: bool,
+        only: frozenset[int] | None,
+    ) -> bool:
+        """Finish the task, or give it back to the queue when its run was lost; whether
+        the queue is done (see :meth:`_execute`)."""
+        done = False
         if result.status == C.TaskStatus.RETRY:
             kept = queue.release(self.engine, claimed, self.worker_id, result.message)
         else:
-            kept = queue.finish(
+            kept, done = queue.end_task(
                 self.engine,
                 claimed,
                 self.worker_id,
@@ -249,6 +276,8 @@ class Worker:
                 result.message,
                 mail_to=mail_to,
                 record=result.record,
+                idle_check=idle_check,
+                only=only,
             )
         if not kept:
             log.warning(
@@ -257,6 +286,7 @@ class Worker:
                 self.worker_id,
                 result.message,
             )
+        return done
 
     def _vm_users(self, claimed: queue.ClaimedTask) -> list[int] | None:
         """The users of the task's VM before it runs (a delete leaves none to tell), read

@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import (
     ColumnElement,
+    Connection,
     Executable,
     Insert,
     Row,
@@ -188,11 +189,10 @@ _SET_STATUS = update(VM).where(VM.id == bindparam("vm_id")).values(status=bindpa
 
 
 def record_status(
-    session: Session, vm_id: int | None, status: C.VMStatus, requester_id: int | None
+    conn: Connection, vm_id: int | None, status: C.VMStatus, requester_id: int | None
 ) -> None:
     """:func:`set_status` without loading the VM: two prebuilt statements, for the end
     of a task (its event row first, while the row still has the old status)."""
-    conn = session.connection()
     values = {"vm_id": vm_id, "status": int(status)}
     logged = {**values, "attribute": "status", "new": status.name,
               "requester_id": requester_id, "now": utcnow()}  # fmt: skip
@@ -203,13 +203,13 @@ def record_status(
 
 
 def record_event(
-    session: Session, vm_id: int | None, attribute: str, new: str, requester_id: int | None
+    conn: Connection, vm_id: int | None, attribute: str, new: str, requester_id: int | None
 ) -> None:
     """:func:`log_vm_event` (no old value) without loading the VM: one prebuilt
     statement."""
     values = {"vm_id": vm_id, "attribute": attribute, "old": None, "new": new[:255],
               "requester_id": requester_id, "now": utcnow()}  # fmt: skip
-    if session.connection().execute(_LOG_EVENT, values).first() is None:
+    if conn.execute(_LOG_EVENT, values).first() is None:
         raise NotFoundError(f"no VM with id {vm_id}")
 
 

@@ -83,10 +83,13 @@ def forget_password(engine: Engine, vm_id: int, *, definition: bool = False) -> 
 def replace_password(hv: Hypervisor, identity: str, vm_id: int, *, definition: bool) -> bool:
     """:func:`forget_password` on a domain whose host the caller has checked."""
     try:
-        if definition:
+        running = hv.domain_info(identity).active
+        # a driver without a live console password (test:///) sets a running domain's
+        # in its definition: then the live change below replaces both
+        if definition and (hv.capabilities.live_console_password or not running):
             persistent = hv.xml(identity, inactive=True, secure=True)
             hv.define(domain_xml.set_vnc_password(persistent, new_password()))
-        if not hv.domain_info(identity).active:
+        if not running:
             return False  # it starts again with its definition's password, told to nobody
         hv.set_vnc_password(identity, new_password())
     except DomainNotFound:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 
-from sqlalchemy import delete
+from sqlalchemy import Connection, delete
 from sqlalchemy.orm import Session
 
 from baadal import constants as C
@@ -59,8 +59,8 @@ def _power_op(
     except Exception as exc:
         return TaskResult.error(exc, prefix="")
 
-    def record(session: Session) -> None:
-        record_status(session, ctx.vm_id, new_status, ctx.requester_id)
+    def record(conn: Connection) -> None:
+        record_status(conn, ctx.vm_id, new_status, ctx.requester_id)
 
     return TaskResult.success(f"{name} is {done} successfully", record)
 

@@ -11,7 +11,18 @@ from __future__ import annotations
 import contextlib
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Engine, Row, Select, bindparam, delete, func, insert, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Row,
+    Select,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+)
 from sqlalchemy.orm import Session
 
 from baadal import constants as C
@@ -138,8 +149,7 @@ def _take(engine: Engine, vm_id: int, kind: C.SnapshotType, source: _Source) -> 
             hv.snapshot_delete(identity, old_name)
     name = snapshot_name(kind)
     hv.snapshot_create(identity, name)
-    with session_scope(engine) as session:
-        conn = session.connection()
+    with engine.begin() as conn:
         if source.replaced:
             conn.execute(delete(Snapshot).where(Snapshot.id.in_([i for i, _ in source.replaced])))
         conn.execute(
@@ -166,8 +176,8 @@ def snapshot(ctx: TaskContext[SnapshotVMParams]) -> TaskResult:
     except Exception as exc:
         return TaskResult.error(exc)
 
-    def record(session: Session) -> None:
-        record_event(session, ctx.vm_id, "snapshot", name, ctx.requester_id)
+    def record(conn: Connection) -> None:
+        record_event(conn, ctx.vm_id, "snapshot", name, ctx.requester_id)
 
     return TaskResult.success(SNAPSHOT_SUCCESS, record)
 
@@ -202,9 +212,9 @@ def revert(ctx: TaskContext[SnapshotIdParams]) -> TaskResult:
     except Exception as exc:
         return TaskResult.error(exc)
 
-    def record(session: Session) -> None:
-        record_status(session, ctx.vm_id, state, ctx.requester_id)
-        record_event(session, ctx.vm_id, "revert", name, ctx.requester_id)
+    def record(conn: Connection) -> None:
+        record_status(conn, ctx.vm_id, state, ctx.requester_id)
+        record_event(conn, ctx.vm_id, "revert", name, ctx.requester_id)
 
     return TaskResult.success(REVERT_SUCCESS, record)
 
@@ -221,7 +231,7 @@ def delete_snapshot(ctx: TaskContext[SnapshotIdParams]) -> TaskResult:
         return TaskResult.error(exc)
     return TaskResult.success(
         DELETE_SUCCESS,
-        lambda session: session.connection().execute(_DELETE, {"snapshot_id": snap_id}),
+        lambda conn: conn.execute(_DELETE, {"snapshot_id": snap_id}),
     )
 
 
