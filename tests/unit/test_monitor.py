@@ -495,12 +495,12 @@ def test_history_lines_are_what_prometheus_client_writes() -> None:
     registry.register(One())
     expected = generate_latest(registry).decode()
     vms = [("ORG~u~x", name, C.VMStatus.RUNNING, 1, host)]
-    text = prometheus._history_text(load_settings(), [], vms)
+    text = prometheus._subject_text(load_settings(), [], vms)
     assert expected.splitlines()[2] not in text  # no history file: no line
     rrd.record_latest(
         load_settings(), "host-1", {"ORG~u~x": rrd.RrdSample(5, 1, 2, value, 4, 5, 6)}
     )
-    text = prometheus._history_text(load_settings(), [], vms)
+    text = prometheus._subject_text(load_settings(), [], vms)
     block = text[text.index("# HELP baadal_disk_read_bytes_total") :].split("# HELP")[1]
     assert "# HELP" + block == expected
 
