@@ -259,10 +259,10 @@ def record_latest(
     rows: dict[str, LastValues | None] = {
         identity: [getattr(s, name) for name in _LATEST_FIELDS] for identity, s in latest.items()
     }
-    directory = rrd_dir(settings)
+    files = rrd_dir(settings)
     for identity in covered:
         if identity not in rows:
-            rows[identity] = last_values(_rrd_file_in(directory, identity))
+            rows[identity] = last_values(_rrd_file_in(files, identity))
     if not rows:
         return
     directory = private_dir(latest_dir(settings))
@@ -391,10 +391,11 @@ def update_machine_rrd(
     identity: str,
     target: RemoteTarget | None,
     timestamp: int,
-    latest: Latest | None = None,
+    latest: Latest,
 ) -> bool:
     """Record the controller (``target`` None: this machine) or the NAT box over SSH
-    (upstream's rrd_task), from /proc like a host without libvirt."""
+    (upstream's rrd_task), from /proc like a host without libvirt; what it fed goes in
+    ``latest`` (the pass sums it up)."""
     cpus = (os.cpu_count() or 1) if target is None else cpu_count(target)
     sample = host_sample(sample_counters(target), cpus, timestamp)
     return update_rrd_file(get_rrd_file(settings, identity), sample, latest)
