@@ -23,10 +23,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# bench/queue.py is named like the stdlib module: keep this folder off the import path
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench import ROOT, use_own_tree
+
+use_own_tree()
 
 import argparse
 import asyncio

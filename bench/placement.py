@@ -18,6 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench import use_own_tree
+
+use_own_tree()
 
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session

@@ -20,8 +20,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# bench/queue.py is named like the stdlib module: keep this folder off the import path
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench import use_own_tree
+
+use_own_tree()
 
 import argparse
 import logging
@@ -30,8 +32,6 @@ import statistics
 import subprocess
 import tempfile
 import time
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import Engine, select
 from tests.support.cloud import fake_host_uri, make_cloud

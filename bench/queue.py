@@ -22,16 +22,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# this file is named like the stdlib module: keep its folder off the import path
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench import use_own_tree
+
+use_own_tree()
 
 import argparse
 import random
 import statistics
 import tempfile
 import time
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import delete, func, select, text
 from tests.support import handlers as H

@@ -18,6 +18,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench import use_own_tree
+
+use_own_tree()
 
 import rrdtool
 

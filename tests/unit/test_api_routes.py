@@ -29,6 +29,7 @@ from baadal.db.models import VM, ApiToken, RequestQueue, Snapshot, Task, User, V
 from baadal.db.session import session_scope
 from baadal.services import runtime, tokens, vms
 from baadal.services.policy import SYSTEM, actor_for
+from baadal.vm import console as vm_console
 from tests.support.statements import watch
 from tests.unit.test_authorization import (  # noqa: F401 (fixtures)
     ACTORS,
@@ -425,8 +426,6 @@ def test_snapshots_list_revert_and_delete(api: Api) -> None:
 def test_vnc_grant_shows_the_password_once_and_never_logs_it(
     api: Api, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from baadal.services import vms
-
     vm_id = api.vm_id()
     refused_unchanged(api, "POST", f"/vms/{vm_id}/vnc", "eve")
     before = api.state()
@@ -436,7 +435,7 @@ def test_vnc_grant_shows_the_password_once_and_never_logs_it(
     # the world's host has no domain for the VM: the host's failure is not counted
     assert_problem(api.call("POST", f"/vms/{vm_id}/vnc", "stu"), 502, "no such domain")
     assert api.state() == before
-    monkeypatch.setattr(vms.console, "set_new_password", lambda *_args: "pw-0123456789")
+    monkeypatch.setattr(vm_console, "set_new_password", lambda *_args: "pw-0123456789")
     with caplog.at_level("DEBUG"):
         response = api.call("POST", f"/vms/{vm_id}/vnc", "stu", json={"duration_s": 60})
     assert response.status_code == 201, response.text

@@ -84,12 +84,12 @@ def test_dhcp_entries_and_the_rrd_pass_are_made_with_the_collector_paused(
         seen.append(gc.isenabled())
         return []
 
-    def hosts(_engine: Engine) -> list[object]:
+    def hosts(_engine: Engine) -> tuple[list[object], list[str]]:
         seen.append(gc.isenabled())
-        return []
+        return [], []
 
     monkeypatch.setattr(dhcp, "vm_entries", entries)
-    monkeypatch.setattr(rrd, "_up_hosts", hosts)
+    monkeypatch.setattr(rrd, "_cloud_hosts", hosts)
     with session_scope(sqlite_engine) as s:
         assert network.dhcp_entries_from_db(s) == []
     rrd.update_all_rrds(sqlite_engine, settings)

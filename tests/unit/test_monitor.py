@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import rrdtool
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, select, update
 from typer.testing import CliRunner
 
 from baadal import constants as C
@@ -324,7 +326,8 @@ def test_metrics_read_the_collection_summaries_not_every_file(
     sqlite_engine: Engine, settings: Settings, cloud: Cloud, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A collection batch sums up what it fed in one file per host; a scrape shows the
-    same values from it as from every RRD file, without opening those."""
+    same values from it as from every RRD file, without opening those (it looks only
+    for the machines' files, which no summary of one host answers for)."""
     create(sqlite_engine, settings, "web")
     create(sqlite_engine, settings, "db")
     with contextlib.suppress(rrd.PartialCollection):  # the host's own counters need SSH
@@ -338,9 +341,10 @@ def test_metrics_read_the_collection_summaries_not_every_file(
     shutil.copytree(kept, rrd.latest_dir(settings))
 
     def no_file_reads(path: str) -> dict[str, object]:
-        raise AssertionError(f"{path} was read")
+        assert not Path(path).exists(), f"{path} was read"
+        raise rrdtool.OperationalError(f"opening '{path}': No such file or directory")
 
-    monkeypatch.setattr(prometheus.rrdtool, "info", no_file_reads)
+    monkeypatch.setattr(rrd.rrdtool, "info", no_file_reads)
     assert prometheus.render_metrics(sqlite_engine, settings) == from_files
     # a damaged summary is skipped: those VMs are read from their files again
     (rrd.latest_dir(settings) / "host-1.json").write_text("{not json")
@@ -373,15 +377,102 @@ def test_a_collection_pass_sums_up_its_hosts_in_one_file(
         event.remove(sqlite_engine, "before_cursor_execute", seen)
     assert report.vms == 2
     assert len([s for s in statements if s.startswith("SELECT")]) == 2
-    names = {p.name for p in rrd.latest_dir(settings).iterdir()}
-    assert names == {"hosts.json", "controller.json"}
+    assert {p.name for p in rrd.latest_dir(settings).iterdir()} == {"hosts.json"}
     summed = json.loads((rrd.latest_dir(settings) / "hosts.json").read_text())
-    assert sorted(summed) == sorted(
-        identity for identity in rrd.read_latest(settings) if identity != "controller"
-    )
+    host = rrd.host_identity("127.0.0.1")
+    assert set(summed) == {host, "controller", "nat", *vm_identities(sqlite_engine)}
+    assert summed[host] is None and summed["nat"] is None  # no file: no SSH, no NAT box
     with_summary = prometheus.render_metrics(sqlite_engine, settings)
     shutil.rmtree(rrd.latest_dir(settings))
     assert prometheus.render_metrics(sqlite_engine, settings) == with_summary
+
+
+def vm_identities(engine: Engine) -> list[str]:
+    with session_scope(engine) as s:
+        return list(s.scalars(select(VM.vm_identity)))
+
+
+def test_after_a_pass_a_scrape_opens_no_rrd_file(
+    sqlite_engine: Engine, settings: Settings, cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pass's summary answers for every subject of a scrape: what it fed, and what
+    the files hold of those it did not (a host whose SSH fails, a host that is not UP and
+    its VMs, the controller fed in the same second, no NAT box). A scrape then neither
+    lists the RRD directory (27,500 files) nor opens a file, and shows what the files
+    show."""
+    create(sqlite_engine, settings, "web")
+    create(sqlite_engine, settings, "db")
+    address = "127.0.0.1"
+    rrd.update_rrd_file(
+        rrd.get_rrd_file(settings, rrd.host_identity(address)),
+        rrd.RrdSample(int(time.time()) - STEP, 7, 8, 9, 10, 11, 12),
+    )  # fed before its SSH broke
+    rrd.update_all_rrds(sqlite_engine, settings)
+    with session_scope(sqlite_engine) as s:
+        s.execute(update(Host).values(status=C.HostStatus.DOWN))
+    rrd.update_all_rrds(sqlite_engine, settings)  # no host UP, the controller's second
+    summed = json.loads((rrd.latest_dir(settings) / "hosts.json").read_text())
+    assert summed[rrd.host_identity(address)][1:] == [7, 8, 9, 10, 11, 12]
+    kept = rrd.latest_dir(settings).with_name("kept")
+    shutil.move(rrd.latest_dir(settings), kept)
+    from_files = prometheus.render_metrics(sqlite_engine, settings)
+    assert 'baadal_disk_read_bytes_total{host="host1",kind="host",name="host1"} 9.0' in (from_files)
+    for labels in ('host="host1",kind="vm",name="web"', 'host="host1",kind="vm",name="db"',
+                   'host="",kind="controller",name="controller"'):  # fmt: skip
+        assert f"baadal_memory_used_bytes{{{labels}}}" in from_files
+    shutil.move(kept, rrd.latest_dir(settings))
+
+    def no_file_reads(path: str) -> dict[str, object]:
+        raise AssertionError(f"{path} was read")
+
+    def not_the_rrd_dir(listing: Callable[[str], Any]) -> Callable[[str], Any]:
+        def listed(path: str) -> Any:
+            assert Path(path) != rrd.rrd_dir(settings), "the RRD directory was listed"
+            return listing(path)
+
+        return listed
+
+    monkeypatch.setattr(rrd.rrdtool, "info", no_file_reads)
+    monkeypatch.setattr(os, "listdir", not_the_rrd_dir(os.listdir))
+    monkeypatch.setattr(os, "scandir", not_the_rrd_dir(os.scandir))
+    assert prometheus.render_metrics(sqlite_engine, settings) == from_files
+
+
+def test_a_scrape_writes_the_rrd_lines_again_only_when_their_sources_change(
+    sqlite_engine: Engine, settings: Settings, cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between two passes a scrape's RRD lines are the last scrape's; a new summary, a
+    changed VM or host row, or a file no summary answers for makes them afresh."""
+    web = create(sqlite_engine, settings, "web")
+    rrd.update_all_rrds(sqlite_engine, settings)
+    made: list[str] = []
+    render = prometheus._render_history
+
+    def counted(*args: object) -> str:
+        made.append("text")
+        return render(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(prometheus, "_render_history", counted)
+
+    def scrape() -> str:
+        return prometheus.render_metrics(sqlite_engine, settings)
+
+    first = scrape()
+    assert scrape() == first and len(made) == 1
+    with session_scope(sqlite_engine) as s:
+        s.execute(update(VM).where(VM.id == web).values(vm_name="web2"))
+    assert 'kind="vm",name="web2"' in scrape() and len(made) == 2
+    scrape()
+    time.sleep(1)  # a new second for the pass's rows
+    rrd.update_all_rrds(sqlite_engine, settings)
+    scrape()
+    assert len(made) == 3
+    shutil.rmtree(rrd.latest_dir(settings))  # every subject read from its own file
+    from_files = scrape()
+    assert scrape() == from_files and len(made) == 4
+    identity = vm_identities(sqlite_engine)[0]
+    rrd.update_vm_rrd(settings, identity, stats(1, ram=12345), int(time.time()) + 1)
+    assert 'kind="vm",name="web2"} 12345.0' in scrape() and len(made) == 5
 
 
 def test_history_lines_are_what_prometheus_client_writes() -> None:
@@ -404,12 +495,12 @@ def test_history_lines_are_what_prometheus_client_writes() -> None:
     registry.register(One())
     expected = generate_latest(registry).decode()
     vms = [("ORG~u~x", name, C.VMStatus.RUNNING, 1, host)]
-    text = prometheus._history_text(load_settings(), [], vms)
+    text = prometheus._subject_text(load_settings(), [], vms)
     assert expected.splitlines()[2] not in text  # no history file: no line
     rrd.record_latest(
         load_settings(), "host-1", {"ORG~u~x": rrd.RrdSample(5, 1, 2, value, 4, 5, 6)}
     )
-    text = prometheus._history_text(load_settings(), [], vms)
+    text = prometheus._subject_text(load_settings(), [], vms)
     block = text[text.index("# HELP baadal_disk_read_bytes_total") :].split("# HELP")[1]
     assert "# HELP" + block == expected
 

@@ -6,12 +6,9 @@ import functools
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
@@ -22,16 +19,49 @@ from baadal.services import runtime
 from baadal.services.policy import SYSTEM, Actor, actor_for
 from baadal.services.rows import Page
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
 F = TypeVar("F", bound=Callable[..., Any])
 
-console = Console()
-err_console = Console(stderr=True)
+
+class _LazyConsole:
+    """A Rich console made at its first use: a command that prints only plain lines and
+    tables (a list longer than C.CLI_RICH_TABLE_MAX_ROWS) does not import Rich."""
+
+    def __init__(self, *, stderr: bool = False) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    def _made(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self._stderr)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._made(), name)
+
+    # Rich's progress bars use the console they are given as a context manager, which
+    # Python looks up on the type, not through __getattr__
+    def __enter__(self) -> Console:
+        return self._made().__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._made().__exit__(*exc)
+
+
+console = cast("Console", _LazyConsole())
+err_console = cast("Console", _LazyConsole(stderr=True))
 EXIT_USER_ERROR = 2
 
 
 def fail(message: str) -> typer.Exit:
     """Print one clear line on stderr and return the exit to raise; the message is text,
     never Rich markup (``[network] x`` in a message, or a name someone typed, stays as is)."""
+    from rich.markup import escape
+
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(EXIT_USER_ERROR)
 
@@ -139,7 +169,7 @@ def _plain_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any
     lines = [title.translate(_UNPRINTABLE)]
     lines += ["  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip()
               for line in cells]  # fmt: skip
-    console.file.write("\n".join(lines) + "\n")
+    sys.stdout.write("\n".join(lines) + "\n")
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -148,6 +178,8 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
     if len(rows) > C.CLI_RICH_TABLE_MAX_ROWS:
         _plain_table(title, columns, rows)
         return
+    from rich.table import Table
+
     table = Table(title=title)
     for column in columns:
         table.add_column(column)
@@ -164,7 +196,7 @@ def say(message: str) -> None:
 def print_more(page: Page[Any], option: str = "--after") -> None:
     """Where the next page starts, when there is one (the same line in every list)."""
     if page.next is not None:
-        console.print(f"more: {option} {page.next}", highlight=False)
+        sys.stdout.write(f"more: {option} {page.next}\n")
 
 
 def print_fields(title: str, rows: Sequence[tuple[str, Any]]) -> None:

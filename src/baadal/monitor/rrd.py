@@ -25,7 +25,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,11 +81,14 @@ NAT_IDENTITY = "nat"
 MACHINE_TITLES = {CONTROLLER_IDENTITY: "the controller", NAT_IDENTITY: "the NAT box"}
 #: machines read in parallel by one collection run
 COLLECT_THREADS = 8
-#: the last values of every file a collection batch fed, one JSON file per batch
+#: the last values of every file a collection batch answers for, one JSON file per batch
 LATEST_DIR = "latest"
-#: the batch name of a whole collection's hosts and VMs (one host alone: ``host-<id>``)
+#: the batch name of a whole collection pass (one host alone: ``host-<id>``)
 HOSTS_BATCH = "hosts"
 _LATEST_FIELDS = ("timestamp", *(name for name, _kind in SOURCES))
+#: a file's last values as a scrape reads them: (time, cpu, ram, dr, dw, tx, rx), None for
+#: a source the file holds no value of (``U``)
+LastValues = list[float | None]
 
 
 class PartialCollection(BaadalError):
@@ -231,16 +234,37 @@ def latest_dir(settings: Settings) -> Path:
     return rrd_dir(settings) / LATEST_DIR
 
 
-def record_latest(settings: Settings, batch: str, latest: Latest) -> None:
-    """Keep what one batch of the collection (a whole pass's hosts with their VMs, one
-    host collected alone, or a machine) fed its files in one JSON file beside them, so a
-    metrics scrape reads a few files instead of every VM's RRD file (25,000 ``rrdtool
-    info`` calls took seconds)."""
-    if not latest:
-        return
-    rows = {
+def last_values(path: Path) -> LastValues | None:
+    """The values last fed to an RRD file with its update time; None without a file."""
+    try:
+        info = rrdtool.info(str(path))
+    except rrdtool.OperationalError:
+        return None  # no history yet
+    values: LastValues = [float(info["last_update"])]
+    for name, _kind in SOURCES:
+        raw = info.get(f"ds[{name}].last_ds")
+        values.append(None if raw in (None, "U", "") else float(raw))
+    return values
+
+
+def record_latest(
+    settings: Settings, batch: str, latest: Latest, covered: Iterable[str] = ()
+) -> None:
+    """Keep what one batch of the collection (a whole pass, or one host collected alone)
+    fed its files in one JSON file beside them, so a metrics scrape reads a few files
+    instead of every VM's RRD file (25,000 ``rrdtool info`` calls took seconds). The
+    ``covered`` identities it did not feed (a host its SSH could not reach, a DOWN host's
+    VMs, no NAT box) are looked up in their files now, ``null`` for no file: a scrape then
+    never looks for files itself (a listing of 27,500 files per scrape)."""
+    rows: dict[str, LastValues | None] = {
         identity: [getattr(s, name) for name in _LATEST_FIELDS] for identity, s in latest.items()
     }
+    files = rrd_dir(settings)
+    for identity in covered:
+        if identity not in rows:
+            rows[identity] = last_values(_rrd_file_in(files, identity))
+    if not rows:
+        return
     directory = private_dir(latest_dir(settings))
     # not flushed to disk: after a crash a lost or empty summary is skipped and its VMs
     # read from their RRD files; a flush per host made the pass 2,500 disk writes longer
@@ -249,27 +273,52 @@ def record_latest(settings: Settings, batch: str, latest: Latest) -> None:
     )
 
 
-def read_latest(settings: Settings) -> dict[str, dict[str, float]]:
-    """Every identity's last fed values (``time`` and the sources) from the batches'
-    files, the newest where a VM moved; files that cannot be read are skipped."""
-    values: dict[str, dict[str, float]] = {}
+def read_summaries(settings: Settings) -> list[tuple[str, bytes]]:
+    """The batches' summary files as they are (name, content), in name order: a scrape
+    compares them with the ones it rendered last before it parses them."""
     directory = latest_dir(settings)
-    if not directory.is_dir():
-        return values
-    names = ("time", *_LATEST_FIELDS[1:])
-    for path in directory.glob("*.json"):
+    try:
+        names = sorted(name for name in os.listdir(directory) if name.endswith(".json"))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    contents = []
+    for name in names:
         try:
-            rows = {
-                identity: dict(zip(names, map(float, row), strict=True))
-                for identity, row in json.loads(path.read_text()).items()
-            }
-        except (OSError, ValueError, TypeError, AttributeError):
-            log.warning("unreadable RRD summary %s: ignored", path)
+            contents.append((name, (directory / name).read_bytes()))
+        except OSError:
+            log.warning("unreadable RRD summary %s: ignored", directory / name)
+    return contents
+
+
+def merge_summaries(summaries: Sequence[tuple[str, bytes]]) -> dict[str, LastValues | None]:
+    """Every identity the summaries answer for: its last values, or None when it has no
+    file; the newest values where a VM moved. A damaged summary is skipped (its
+    identities are then read from their RRD files)."""
+    values: dict[str, LastValues | None] = {}
+    for name, content in summaries:
+        try:
+            rows = json.loads(content)
+            if not isinstance(rows, dict) or not all(map(_is_row, rows.values())):
+                raise ValueError("not a summary")
+        except ValueError:
+            log.warning("unreadable RRD summary %s: ignored", name)
+            continue
+        if not values:
+            values = rows
             continue
         for identity, row in rows.items():
-            if identity not in values or row["time"] > values[identity]["time"]:
+            old = values.get(identity)
+            if old is None or (row is not None and row[0] > old[0]):
                 values[identity] = row
     return values
+
+
+def _is_row(row: object) -> bool:
+    """A summary's entry: null, or a time and a value (or null) per source (the values'
+    types are not checked one by one: that was a third of reading 25,000 rows)."""
+    return row is None or (
+        type(row) is list and len(row) == len(_LATEST_FIELDS) and type(row[0]) in (int, float)
+    )
 
 
 def forget_rrd(settings: Settings, identity: str) -> None:
@@ -338,16 +387,18 @@ def update_host_rrd(
 
 
 def update_machine_rrd(
-    settings: Settings, identity: str, target: RemoteTarget | None, timestamp: int
+    settings: Settings,
+    identity: str,
+    target: RemoteTarget | None,
+    timestamp: int,
+    latest: Latest,
 ) -> bool:
     """Record the controller (``target`` None: this machine) or the NAT box over SSH
-    (upstream's rrd_task), from /proc like a host without libvirt."""
+    (upstream's rrd_task), from /proc like a host without libvirt; what it fed goes in
+    ``latest`` (the pass sums it up)."""
     cpus = (os.cpu_count() or 1) if target is None else cpu_count(target)
     sample = host_sample(sample_counters(target), cpus, timestamp)
-    latest: Latest = {}
-    written = update_rrd_file(get_rrd_file(settings, identity), sample, latest)
-    record_latest(settings, identity, latest)
-    return written
+    return update_rrd_file(get_rrd_file(settings, identity), sample, latest)
 
 
 def update_rrd(engine: Engine, settings: Settings, host_id: int) -> int:
@@ -369,7 +420,8 @@ def update_rrd(engine: Engine, settings: Settings, host_id: int) -> int:
     try:
         return _collect_host(settings, host, identities, latest)
     finally:
-        record_latest(settings, f"host-{host_id}", latest)
+        covered = [host_identity(host.address), *identities]
+        record_latest(settings, f"host-{host_id}", latest, covered)
 
 
 def _collect_host(settings: Settings, host: Host, identities: list[str], latest: Latest) -> int:
@@ -389,36 +441,40 @@ def _collect_host(settings: Settings, host: Host, identities: list[str], latest:
     return written
 
 
-def _up_hosts(engine: Engine) -> list[tuple[Host, list[str]]]:
-    """Every UP host (detached) with the identities of its installed VMs: two queries
-    for the whole cloud, not two per host."""
+def _cloud_hosts(engine: Engine) -> tuple[list[tuple[Host, list[str]]], list[str]]:
+    """Every UP host (detached) with the identities of its installed VMs, and the
+    identities of the other hosts and of their installed VMs (not collected, but
+    summed up from their files): two queries for the whole cloud, not two per host."""
     with session_scope(engine) as session:
-        hosts = session.scalars(
-            select(Host).where(Host.status == C.HostStatus.UP).order_by(Host.host_name)
-        ).all()
+        hosts = session.scalars(select(Host).order_by(Host.host_name)).all()
         identities: dict[int, list[str]] = {h.id: [] for h in hosts}
         rows = session.execute(
             select(VM.host_id, VM.vm_identity)
-            .join(Host, Host.id == VM.host_id)
-            .where(Host.status == C.HostStatus.UP, VM.status.in_(_INSTALLED))
+            .where(VM.host_id.is_not(None), VM.status.in_(_INSTALLED))
             .order_by(VM.id)
         )
         for host_id, identity in rows:
             identities[host_id].append(identity)
         session.expunge_all()
-    return [(h, identities[h.id]) for h in hosts]
+    up = [(h, identities[h.id]) for h in hosts if h.status == C.HostStatus.UP]
+    others = [
+        identity
+        for h in hosts
+        if h.status != C.HostStatus.UP
+        for identity in (host_identity(h.address), *identities[h.id])
+    ]
+    return up, others
 
 
-def _forget_host_summaries(settings: Settings, host_ids: list[int]) -> None:
-    """Remove the per-host summaries (of a collection of one host) that the pass's
-    summary supersedes: a scrape reads every summary file."""
+def _forget_superseded_summaries(settings: Settings, host_ids: list[int]) -> None:
+    """Remove the summaries the pass's summary supersedes (of a collection of one host;
+    the machines' own, which older versions wrote): a scrape reads every summary file."""
     directory = latest_dir(settings)
     try:
         present = set(os.listdir(directory))
     except FileNotFoundError:  # nothing was fed: no summaries at all
         return
-    for host_id in host_ids:
-        name = f"host-{host_id}.json"
+    for name in [*(f"host-{i}.json" for i in host_ids), *(f"{m}.json" for m in MACHINE_TITLES)]:
         if name in present:
             (directory / name).unlink(missing_ok=True)
 
@@ -426,18 +482,20 @@ def _forget_host_summaries(settings: Settings, host_ids: list[int]) -> None:
 def update_all_rrds(engine: Engine, settings: Settings) -> CollectionReport:
     """The periodic collection: every UP host with its VMs, the controller and the NAT box
     (when Baadal programs one), in parallel; whatever fails is logged and named in the
-    report, the others are recorded all the same. What the hosts' files were fed is
-    summed up in one file (``hosts``), written once at the end: a file per host cost a
-    temporary file and a rename each, and a scrape an open each."""
+    report, the others are recorded all the same. What every file was fed, or last holds
+    (a host or machine that failed, a host not UP and its VMs), is summed up in one file
+    (``hosts``), written once at the end: a file per host cost a temporary file and a
+    rename each, and a scrape an open each."""
     with paused_gc():  # 25,000 samples and paths, no cycles (see baadal.gcpause)
         return _update_all_rrds(engine, settings)
 
 
 def _update_all_rrds(engine: Engine, settings: Settings) -> CollectionReport:
-    hosts = _up_hosts(engine)
+    hosts, others = _cloud_hosts(engine)
     timestamp = int(time.time())
     report = CollectionReport()
     latest: dict[str, Latest] = {h.host_name: {} for h, _identities in hosts}
+    machines_latest: dict[str, Latest] = {identity: {} for identity in MACHINE_TITLES}
     with ThreadPoolExecutor(max_workers=COLLECT_THREADS) as pool:
         futures = {
             h.host_name: pool.submit(_collect_host, settings, h, ids, latest[h.host_name])
@@ -452,16 +510,25 @@ def _update_all_rrds(engine: Engine, settings: Settings) -> CollectionReport:
             if nat_box is not None:
                 machines[NAT_IDENTITY] = nat_box
         machine_futures = {
-            identity: pool.submit(update_machine_rrd, settings, identity, target, timestamp)
+            identity: pool.submit(update_machine_rrd, settings, identity, target, timestamp,
+                                  machines_latest[identity])
             for identity, target in machines.items()
-        }
-    if hosts:
-        fed = {identity: s for batch in latest.values() for identity, s in batch.items()}
-        try:
-            record_latest(settings, HOSTS_BATCH, fed)
-            _forget_host_summaries(settings, [h.id for h, _identities in hosts])
-        except (OSError, BaadalError) as exc:  # a cache: scrapes read the RRD files instead
-            log.warning("RRD collection summary not written: %s", user_message(exc))
+        }  # fmt: skip
+    fed = {
+        identity: s
+        for batch in [*latest.values(), *machines_latest.values()]
+        for identity, s in batch.items()
+    }
+    covered = [
+        *(identity for h, ids in hosts for identity in (host_identity(h.address), *ids)),
+        *others,
+        *MACHINE_TITLES,
+    ]
+    try:
+        record_latest(settings, HOSTS_BATCH, fed, covered)
+        _forget_superseded_summaries(settings, [h.id for h, _identities in hosts])
+    except (OSError, BaadalError) as exc:  # a cache: scrapes read the RRD files instead
+        log.warning("RRD collection summary not written: %s", user_message(exc))
     for name, future in [*futures.items(), *machine_futures.items()]:
         try:
             written = future.result()

@@ -34,7 +34,6 @@ from sqlalchemy.orm import Session, selectinload
 
 from baadal import address_pools, placement
 from baadal import constants as C
-from baadal.auth import accounts
 from baadal.config import Settings
 from baadal.db.direct import DirectQuery, Row
 from baadal.db.models import (
@@ -67,14 +66,11 @@ from baadal.services.policy import (
     vm_filter,
 )
 from baadal.services.rows import Page
-from baadal.tasks import queue
 from baadal.timeutil import utcnow
-from baadal.vm import console, install, migration
-from baadal.vm import nat as vm_nat
-from baadal.vm.common import log_vm_event
-from baadal.vm.disk import check_disk_size
-from baadal.vm.edit import check_ram_vcpus
-from baadal.vm.snapshot import check_user_snapshot_limit
+
+# The VM code and the task queue (libvirt XML, RRD files, SSH, the queue's statements:
+# 0.06 s a process) are imported by the functions that change VMs: `vm list` and the
+# other reads need none of it.
 
 log = logging.getLogger("baadal")
 
@@ -151,6 +147,10 @@ def request_vm(
     in the settings' default domain; ``network=False`` asks for a VM with no network.
     ``requester_id`` names who asked when the actor only approves (a request: the actor
     does not become a user of the VM then); ``users`` are further users (collaborators)."""
+    from baadal.tasks import queue
+    from baadal.vm.disk import check_disk_size
+    from baadal.vm.edit import check_ram_vcpus
+
     check_safe_name(vm_name, "VM name", 30)
     check_ram_vcpus(ram_mb, vcpus)
     purpose = vm_rules.check_purpose(purpose)
@@ -218,6 +218,9 @@ def launch_existing_vm_image(
 ) -> VM:
     """Admin: make a VM of the image already at <datastore>/<vms>/<identity>/ (no task);
     its security domain is chosen as :func:`request_vm` chooses it."""
+    from baadal.vm import install
+    from baadal.vm.edit import check_ram_vcpus
+
     check_safe_name(vm_name, "VM name", 30)
     check_ram_vcpus(ram_mb, vcpus)
     owner_row = _owner(session, actor, owner)
@@ -578,6 +581,8 @@ def list_disks(session: Session, actor: Actor, name_or_id: str | int) -> list[Ex
 @guarded(Action.VM_OPERATE)
 def operate(session: Session, actor: Actor, name_or_id: str | int, operation: str) -> Task:
     """Queue a direct operation (start, stop, suspend, resume, destroy, delete, ...)."""
+    from baadal.tasks import queue
+
     task_type = DIRECT_OPERATIONS.get(operation)
     if task_type is None:
         raise ValidationError(
@@ -592,6 +597,9 @@ def operate(session: Session, actor: Actor, name_or_id: str | int, operation: st
 
 @guarded(Action.VM_OPERATE)
 def request_snapshot(session: Session, actor: Actor, name_or_id: str | int) -> Task:
+    from baadal.tasks import queue
+    from baadal.vm.snapshot import check_user_snapshot_limit
+
     vm = _find(session, actor, name_or_id, Action.VM_OPERATE)
     vm_rules.require_installed(vm)
     check_user_snapshot_limit(session, vm.id)
@@ -613,6 +621,8 @@ def _snapshot_task(
     *,
     allow_duplicate: bool = False,
 ) -> Task:
+    from baadal.tasks import queue
+
     vm = _find(session, actor, name_or_id, Action.VM_OPERATE)
     snap = lookup.snapshot(session, vm, snapshot)
     return queue.enqueue(
@@ -646,6 +656,9 @@ def request_delete_snapshot(
 def request_attach_disk(
     session: Session, actor: Actor, name_or_id: str | int, size_gb: int
 ) -> Task:
+    from baadal.tasks import queue
+    from baadal.vm.disk import check_disk_size
+
     vm = _find(session, actor, name_or_id, Action.VM_CHANGE)
     vm_rules.require_installed(vm)
     check_disk_size(size_gb)
@@ -671,6 +684,9 @@ def request_edit(
     security_domain: str | None = None,
 ) -> Task:
     """Queue only the keys that change (upstream: 'Edit -> only changed keys')."""
+    from baadal.tasks import queue
+    from baadal.vm.edit import check_ram_vcpus
+
     vm = _find(session, actor, name_or_id, Action.VM_CHANGE)
     vm_rules.require_installed(vm)
     check_ram_vcpus(ram_mb, vcpus)
@@ -702,6 +718,8 @@ def request_clone(
     session: Session, actor: Actor, name_or_id: str | int, count: int, *, full: bool = False
 ) -> tuple[Task, list[int]]:
     """N clone rows named <name>_clone<k> (parent's config and users) and one task."""
+    from baadal.tasks import queue
+
     vm = _find(session, actor, name_or_id, Action.VM_CHANGE)
     vm_rules.require_installed(vm)
     if vm.status != C.VMStatus.SHUTDOWN:
@@ -755,6 +773,8 @@ def request_migrate(
     """Validate now (installed, destination UP, not its own, with room: a clear error
     and nothing queued), then queue. Without ``dest_host`` placement chooses at run
     time."""
+    from baadal.vm import migration
+
     vm = _find(session, actor, name_or_id, Action.VM_MIGRATE)
     migration.check_installed(vm)
     dest_id = None
@@ -819,6 +839,8 @@ class VMDetails:
 
 @guarded(Action.VM_READ)
 def vm_details(session: Session, actor: Actor, name_or_id: str | int) -> VMDetails:
+    from baadal.tasks import queue
+
     vm = _find(session, actor, name_or_id, Action.VM_READ)
     owner = session.get(User, vm.owner_id) if vm.owner_id is not None else None
     snapshots = session.scalars(
@@ -864,6 +886,8 @@ def set_snapshot_schedule(
     session: Session, actor: Actor, name_or_id: str | int, kinds: Collection[C.SnapshotType]
 ) -> VM:
     """Which scheduled snapshots (daily, weekly, monthly, yearly) the VM takes."""
+    from baadal.vm.common import log_vm_event
+
     wanted = set(kinds)
     if not wanted <= set(SCHEDULES):
         raise ValidationError("a schedule is daily, weekly, monthly or yearly snapshots")
@@ -877,6 +901,8 @@ def set_snapshot_schedule(
 
 def _active_person(session: Session, username: str) -> User:
     """Someone who may be given a VM: an account that is neither blocked nor pending."""
+    from baadal.auth import accounts
+
     user = accounts.get_user(session, username)
     if user.block_user or user.registration_key != C.RegistrationKey.ACTIVE:
         raise ConflictError(f"{username} is blocked or not approved: they cannot use a VM")
@@ -910,6 +936,8 @@ def add_vm_user(session: Session, actor: Actor, name_or_id: str | int, username:
 @guarded(Action.VM_USERS)
 def remove_vm_user(session: Session, actor: Actor, name_or_id: str | int, username: str) -> None:
     """Stop sharing the VM with ``username``; its owner stays (give it away first)."""
+    from baadal.auth import accounts
+
     vm = _find(session, actor, name_or_id, Action.VM_USERS)
     user = accounts.get_user(session, username)
     if user.id == vm.owner_id:
@@ -967,6 +995,9 @@ def grant_vnc_access(
     stops working. Each grant is its own row (that is what the limit counts); a refused
     grant changes nothing, and a grant whose password or NAT rule could not be set does
     not count. Without a NAT box the console is reached at its host's address."""
+    from baadal.vm import console
+    from baadal.vm import nat as vm_nat
+
     if (
         isinstance(duration_s, bool)
         or not isinstance(duration_s, int)
@@ -1002,6 +1033,8 @@ def _record_vnc_grant(
 ) -> tuple[int, VncGrant, int]:
     """Check the VM and the daily limit and add the grant's row: its id, the grant at
     the VM's host address without a password yet, and its port on the NAT box."""
+    from baadal.vm import nat as vm_nat
+
     now = utcnow()
     with session_scope(engine) as session:
         vm = _find(session, actor, name_or_id, Action.VM_CONSOLE)
