@@ -37,8 +37,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# bench/queue.py is named like the stdlib module: keep this folder off the import path
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench import use_own_tree
+
+use_own_tree()
 
 import argparse
 import logging
@@ -49,8 +51,6 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import libvirt
 from sqlalchemy import Engine, select

@@ -41,6 +41,5 @@ def test_a_bench_script_imports_its_own_tree_and_the_stdlib_queue() -> None:
 
 def test_every_bench_script_starts_on_its_own_tree() -> None:
     scripts = [p for p in (ROOT / "bench").glob("*.py") if p.name != "__init__.py"]
-    # bench/ops.py is the task engine branch's to change
     missing = [p.name for p in scripts if "use_own_tree()" not in p.read_text()]
-    assert missing in ([], ["ops.py"]), missing
+    assert missing == [], missing
