@@ -17,7 +17,7 @@ from baadal.db.models import VM, PrivateIpPool, Task, TaskEvent
 from baadal.db.session import session_scope
 from baadal.drivers import fake
 from baadal.host import health, maintenance
-from baadal.services import inventory, tasks, vms
+from baadal.services import inventory, lookup, tasks, vms
 from baadal.services.policy import SYSTEM
 from baadal.tasks import queue
 from baadal.vm.network import restore_network
@@ -200,3 +200,22 @@ def test_cli_vm_list_pages(
     bad = runner.invoke(app, ["vm", "list", "--limit", "0"])
     assert bad.exit_code == 2
     fake.reset()
+
+
+def test_a_vm_found_by_name_is_read_through_an_index(
+    sqlite_engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    """``baadal vm stop NAME`` looks the VM up by name: without an index SQLite read every
+    row of vm_data (2 ms at 25,000 VMs, on each call)."""
+    cloud_of(sqlite_engine, settings, tmp_path, 3)
+    with session_scope(sqlite_engine) as s:
+        name = s.scalar(select(VM.vm_name).order_by(VM.id.desc()))
+    with counted(sqlite_engine) as seen, session_scope(sqlite_engine) as s:
+        assert lookup.vm(s, name).vm_name == name
+    by_name = [sql for sql in seen if "vm_data.vm_name = ?" in sql]
+    assert by_name
+    with sqlite_engine.connect() as conn:
+        for sql in by_name:
+            plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", ("x",) * sql.count("?"))
+            details = " ".join(str(row[-1]) for row in plan)
+            assert "SCAN vm_data" not in details and "ix_vm_data_vm_name" in details, details
