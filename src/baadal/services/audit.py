@@ -18,7 +18,7 @@ from baadal.net.validators import check_int, check_no_control, parse_row_id
 from baadal.services import policy
 from baadal.services.auditing import REFUSED
 from baadal.services.policy import Action, Actor, Scope, guarded
-from baadal.services.rows import Page
+from baadal.services.rows import Page, one_more_than
 
 #: the longest name a filter may hold (the longest username or VM identity)
 _FILTER_MAX = 128
@@ -119,7 +119,9 @@ def list_entries(
     if since is not None:
         clauses.append(AuditLog.at >= parse_since(since))
     policy.require(session, actor, Action.AUDIT_READ)
-    query = select(AuditLog).where(*clauses).order_by(AuditLog.id.desc()).limit(limit + 1)
+    query = (
+        select(AuditLog).where(*clauses).order_by(AuditLog.id.desc()).limit(one_more_than(limit))
+    )
     everything = policy.scope_of(actor, Action.AUDIT_READ) == Scope.ALL
     entries = [_entry(row, everything) for row in session.scalars(query)]
     return Page.of(entries, limit, lambda entry: entry.id)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Select
+from sqlalchemy import ColumnElement, Integer, Select, literal_column
 from sqlalchemy.orm import InstrumentedAttribute
 
 from baadal import constants as C
@@ -67,6 +67,15 @@ class Page(Generic[T]):
         return cls(items, key(items[-1]) if len(rows) > limit else None)
 
 
+def one_more_than(limit: int) -> ColumnElement[int]:
+    """A page's LIMIT for a ``limit`` the caller checked: one row more (it says more
+    follow), written into the SQL. With the count bound, PostgreSQL guessed a tenth of
+    the table for a prepared page, found its plan for any value ten times dearer than
+    one for the values at hand, and planned the page anew at every call (the VM page:
+    1.1 ms of its CPU instead of 0.43)."""
+    return literal_column(str(int(limit) + 1), Integer)
+
+
 def keyset(
     query: Select[Any], key: InstrumentedAttribute[int], after: int | None, limit: int | None
 ) -> Select[Any]:
@@ -77,5 +86,5 @@ def keyset(
     if after is not None:
         query = query.where(key > check_int(after, "after", 0, C.ROW_ID_MAX))
     if limit is not None:
-        query = query.limit(check_int(limit, "page size", 1, C.API_PAGE_MAX) + 1)
+        query = query.limit(one_more_than(check_int(limit, "page size", 1, C.API_PAGE_MAX)))
     return query

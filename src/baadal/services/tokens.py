@@ -29,7 +29,7 @@ from baadal.services.policy import (
     open_to_anyone,
     require,
 )
-from baadal.services.rows import Page
+from baadal.services.rows import Page, one_more_than
 from baadal.timeutil import utcnow
 
 _TOKEN_RE = re.compile(re.escape(C.API_TOKEN_PREFIX) + r"[A-Za-z0-9_-]{43}")
@@ -140,7 +140,10 @@ def list_tokens(
     check_int(limit, "token list length", 1, C.API_PAGE_MAX)
     user = _holder(session, actor, username)
     query = (
-        select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id).limit(limit + 1)
+        select(ApiToken)
+        .where(ApiToken.user_id == user.id)
+        .order_by(ApiToken.id)
+        .limit(one_more_than(limit))
     )
     if after is not None:
         query = query.where(ApiToken.id > check_int(after, "after", 0, C.ROW_ID_MAX))

@@ -52,7 +52,7 @@ from baadal.services.policy import (
     require,
     vm_filter,
 )
-from baadal.services.rows import Page
+from baadal.services.rows import Page, one_more_than
 from baadal.tasks import queue
 from baadal.timeutil import utcnow
 from baadal.vm.disk import check_disk_size
@@ -201,7 +201,7 @@ def list_requests(
         .where(request_filter(actor))
         .options(selectinload(RequestQueue.collaborators))
         .order_by(RequestQueue.id.desc())
-        .limit(limit + 1)
+        .limit(one_more_than(limit))
     )
     if pending_only:
         query = query.where(RequestQueue.status.in_(C.REQUEST_PENDING))
